@@ -1,0 +1,3 @@
+from pmm.cli.app import main
+
+main()

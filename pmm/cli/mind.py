@@ -1,0 +1,120 @@
+"""Commands about one mind: init, remember, stats, log, search."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from pmm.cli import output
+from pmm.cli.app import mind_path
+from pmm.cli.options import JsonOpt, MindOpt
+
+
+def register(app: typer.Typer) -> None:
+    for command in (init, remember, stats, log, search):
+        app.command()(command)
+
+
+def init(
+    name: Annotated[Optional[str], typer.Option("--name", help="A name for the new mind.")] = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Create a new mind file (never overwrites one)."""
+    from pmm.services import minds
+
+    path = mind_path(mind)
+    with minds.init(path, name) as created:
+        mind_id = created.mind_id
+    if json:
+        output.emit_json({"mind": str(path), "mind_id": mind_id, "name": name})
+    else:
+        output.message(f"Created a new mind at {path}" + (f" named {name}" if name else ""))
+
+
+def remember(
+    text: Annotated[str, typer.Argument(help="The note to remember, or - to read it from stdin.")],
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Record a note the mind can recall later."""
+    from pmm.errors import UsageError
+    from pmm.services import minds, overview
+
+    if text == "-":
+        text = sys.stdin.read()
+    text = text.strip()
+    if not text:
+        raise UsageError("nothing to remember: the note is empty")
+    event = minds.remember(mind_path(mind), text, output.message)
+    if json:
+        output.emit_json(overview.event_json(event))
+    else:
+        output.message(f"Remembered as event {event.id}")
+
+
+def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:
+    """Counts so far: events, sessions, messages, notes."""
+    from pmm.services import minds, overview
+
+    with minds.open_read(mind_path(mind)) as opened:
+        report = overview.stats(opened)
+    if json:
+        output.emit_json(report)
+        return
+    name = report["name"] or "(unnamed)"
+    lines = [
+        f"Mind: {name}  ({report['mind_id']})",
+        f"File: {report['mind']}  ({report['file_bytes']:,} bytes)",
+        f"Events: {report['events']:,}  (head #{report['head_id']} {report['head'][:16]}…)",
+        f"Sessions: {report['sessions']:,}   Messages: {report['messages']:,}"
+        f"   Responses: {report['responses']:,}   Notes: {report['observations']:,}",
+    ]
+    if report["first_ts"]:
+        lines.append(f"Span: {report['first_ts']} to {report['last_ts']}")
+    output.out("\n".join(lines))
+
+
+def log(
+    n: Annotated[int, typer.Option("-n", "--number", min=1, help="How many events.")] = 20,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="Only events of this kind.")] = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show the latest events, oldest first."""
+    from pmm.services import minds, overview
+
+    with minds.open_read(mind_path(mind)) as opened:
+        events = overview.log(opened, n, kind)
+    if json:
+        output.emit_json([overview.event_json(e) for e in events])
+        return
+    for e in events:
+        output.out(f"#{e.id}  {e.ts[:19].replace('T', ' ')}  {e.kind:<20} {_one_line(e.content)}")
+
+
+def search(
+    text: Annotated[str, typer.Argument(help="FTS5 query: words, \"phrases\", OR, NOT, prefix*.")],
+    limit: Annotated[int, typer.Option("-n", "--limit", min=1, help="At most this many.")] = 20,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Full-text search over everything the mind holds."""
+    from pmm.services import minds, overview
+
+    with minds.open_read(mind_path(mind)) as opened:
+        hits = overview.search(opened, text, limit)
+    if json:
+        output.emit_json([{**overview.event_json(e), "snippet": s} for e, s in hits])
+        return
+    if not hits:
+        output.message("No matches.")
+    for e, snippet in hits:
+        output.out(f"#{e.id}  {e.ts[:19].replace('T', ' ')}  {e.kind:<20} {_one_line(snippet)}")
+
+
+def _one_line(text: str, width: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

@@ -1,0 +1,76 @@
+"""Commands that move a mind: export and import."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pmm.cli import output
+from pmm.cli.app import mind_path
+from pmm.cli.options import JsonOpt, MindOpt
+
+
+class ExportFormat(str, Enum):
+    jsonl = "jsonl"
+    md = "md"
+
+
+class ImportFormat(str, Enum):
+    jsonl = "jsonl"
+    chatgpt = "chatgpt"
+    claude = "claude"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(export)
+    app.command("import")(import_)
+
+
+def export(
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="jsonl (verifiable) or md.")] = ExportFormat.jsonl,
+    out_file: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write to FILE instead of stdout.", show_default=False)] = None,
+    since: Annotated[int, typer.Option("--since", min=1, help="Start at this event id.")] = 1,
+    mind: MindOpt = None,
+) -> None:
+    """Stream the mind's events as JSONL (default, on stdout) or Markdown."""
+    from pmm.services import minds, portability
+
+    with minds.open_read(mind_path(mind)) as opened:
+        if out_file is None:
+            portability.export(opened, sys.stdout, fmt=fmt.value, since=since)
+            return
+        total = max(0, opened.head()[0] - since + 1)
+        with output.progress("Exporting", total) as (advance, _), \
+                portability.atomic_text_file(out_file) as handle:
+            count = portability.export(opened, handle, fmt=fmt.value, since=since, on_progress=advance)
+    output.message(f"Exported {count:,} events to {out_file}")
+
+
+def import_(
+    source: Annotated[str, typer.Argument(help="Export file to read, or - for stdin.", metavar="FILE|-")],
+    fmt: Annotated[ImportFormat, typer.Option("--format", "-f", help="jsonl (a pmm export), or a ChatGPT / Claude data export's conversations.json.")] = ImportFormat.jsonl,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Import a pmm export (verified first) or a ChatGPT / Claude conversations.json."""
+    from pmm.services import portability
+
+    path = mind_path(mind)
+    with portability.open_source(source, sys.stdin.buffer) as (stream, name):
+        with output.progress("Importing", None) as (advance, _):
+            if fmt is ImportFormat.jsonl:
+                result = portability.import_pmm(path, stream, name, notify=output.message, on_progress=advance)
+            else:
+                from pmm.services import foreign
+
+                result = foreign.import_conversations(path, stream, name, fmt.value, notify=output.message)
+    if json:
+        output.emit_json(vars(result))
+    elif result.appended:
+        output.message(f"Imported {result.appended:,} new events (head is now #{result.head_id})")
+    else:
+        output.message(f"Nothing to import: all {result.already_present:,} events are already in {path}")

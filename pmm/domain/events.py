@@ -1,0 +1,148 @@
+"""Event kinds, declared once: name, version, what ``meta`` holds, and a one-line meaning.
+
+An event read back from the ledger is an ``Event``; one about to be appended is a ``Draft``.
+``meta`` is stored as canonical JSON text (RFC 8785) and parsed only when a reader needs it.
+Changing a kind's meta shape means a new version (``meta["v"]``; absent means 1) and an
+upgrade function, never a silent change.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "number": (int, float),
+    "bool": (bool,),
+    "object": (dict,),
+    "list": (list,),
+}
+
+KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """One kind of event: ``meta`` maps field name to (type name, required)."""
+
+    name: str
+    doc: str
+    meta: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    version: int = 1
+    content: str = ""
+
+
+KINDS: dict[str, EventKind] = {}
+
+
+def declare(kind: EventKind) -> EventKind:
+    if kind.name in KINDS or not KIND_PATTERN.fullmatch(kind.name):
+        raise ValueError(f"bad or duplicate event kind {kind.name!r}")
+    KINDS[kind.name] = kind
+    return kind
+
+
+_SOURCE = {
+    "source": ("str", False),
+    "source_id": ("str", False),
+    "session": ("str", False),
+    "original_ts": ("str", False),
+}
+
+MIND_CREATED = declare(
+    EventKind(
+        "mind_created",
+        "The genesis of a mind: what created it and the name it was given, if any.",
+        {"name": ("str", False), "pmm_version": ("str", True)},
+        content="A human-readable line about the creation.",
+    )
+)
+MIND_NAMED = declare(
+    EventKind(
+        "mind_named",
+        "The mind took a (new) name.",
+        {"name": ("str", True), "reason": ("str", False)},
+        content="The name.",
+    )
+)
+SESSION_STARTED = declare(
+    EventKind(
+        "session_started",
+        "A conversation began; imported conversations keep their original id and time.",
+        {**_SOURCE, "title": ("str", False)},
+        content="The session title, or empty.",
+    )
+)
+MESSAGE_RECEIVED = declare(
+    EventKind(
+        "message_received",
+        "The user said something to the mind.",
+        dict(_SOURCE),
+        content="The user's message.",
+    )
+)
+RESPONSE_SENT = declare(
+    EventKind(
+        "response_sent",
+        "The mind (or, for imports, the assistant of the source service) answered.",
+        {**_SOURCE, "model": ("str", False), "provider": ("str", False)},
+        content="The answer.",
+    )
+)
+OBSERVATION_RECORDED = declare(
+    EventKind(
+        "observation_recorded",
+        "A note the user asked the mind to remember (`pmm remember`).",
+        {"source": ("str", False)},
+        content="The note.",
+    )
+)
+
+
+class Event(NamedTuple):
+    """One ledger row, exactly as stored."""
+
+    id: int
+    ts: str
+    kind: str
+    content: str
+    meta_json: str
+    prev_hash: str
+    hash: str
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.meta_json)
+        return value
+
+
+@dataclass(frozen=True)
+class Draft:
+    """An event to append: the ledger assigns id, ts, prev_hash and hash."""
+
+    kind: str
+    content: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def check_draft(draft: Draft) -> None:
+    """Raise ``ValueError`` when a draft does not match its kind's declaration."""
+    kind = KINDS.get(draft.kind)
+    if kind is None:
+        raise ValueError(f"unknown event kind {draft.kind!r}")
+    unknown = set(draft.meta) - set(kind.meta) - {"v"}
+    if unknown:
+        raise ValueError(f"{draft.kind}: undeclared meta field {sorted(unknown)[0]!r}")
+    for name, (type_name, required) in kind.meta.items():
+        if name not in draft.meta:
+            if required:
+                raise ValueError(f"{draft.kind}: meta field {name!r} is required")
+            continue
+        value = draft.meta[name]
+        types = FIELD_TYPES[type_name]
+        if not isinstance(value, types) or (type_name != "bool" and isinstance(value, bool)):
+            raise ValueError(f"{draft.kind}: meta field {name!r} must be {type_name}")

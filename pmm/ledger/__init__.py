@@ -1,0 +1,1 @@
+"""The only code that touches SQLite: schema, migrations, appends, streaming reads, the chain."""

@@ -1,0 +1,140 @@
+"""The hash chain: how an event's hash is computed and how a stream of events is checked.
+
+Encoding (docs/ledger-format.md): SHA-256 over the concatenation, for each of format version,
+mind id, id, ts, kind, content, meta, prev_hash in that order, of the field's UTF-8 bytes
+preceded by their length as an 8-byte big-endian unsigned integer. Integers are written in
+decimal. The genesis event's prev_hash is 64 zeros.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+FORMAT_VERSION = 1
+GENESIS_PREV = "0" * 64
+
+_len = struct.Struct(">Q").pack
+_sha256 = hashlib.sha256
+
+# A row as the checker wants it: id, then ts, kind, content, meta, prev_hash, hash as bytes.
+RawRow = tuple[int, bytes, bytes, bytes, bytes, bytes, bytes]
+
+
+def _field(value: bytes) -> bytes:
+    return _len(len(value)) + value
+
+
+def chain_prefix(format_version: int, mind_id: str) -> bytes:
+    """The encoded fields every event of one mind shares."""
+    return _field(b"%d" % format_version) + _field(mind_id.encode("utf-8"))
+
+
+def event_hash(
+    prefix: bytes, id: int, ts: str, kind: str, content: str, meta: str, prev_hash: str
+) -> str:
+    """The hex SHA-256 of one event, given its mind's ``chain_prefix``."""
+    return _hash_raw(
+        prefix, id, ts.encode(), kind.encode(), content.encode(), meta.encode(), prev_hash.encode()
+    )
+
+
+def _hash_raw(
+    prefix: bytes, id: int, ts: bytes, kind: bytes, content: bytes, meta: bytes, prev: bytes
+) -> str:
+    i = b"%d" % id
+    return _sha256(
+        b"".join(
+            (
+                prefix,
+                _len(len(i)), i,
+                _len(len(ts)), ts,
+                _len(len(kind)), kind,
+                _len(len(content)), content,
+                _len(len(meta)), meta,
+                _len(len(prev)), prev,
+            )
+        )
+    ).hexdigest()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first thing wrong in a chain: which event and what."""
+
+    event_id: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"event {self.event_id}: {self.reason}"
+
+
+@dataclass
+class ChainState:
+    """How far a check got: events seen, last id and hash, and the first problem if any."""
+
+    count: int = 0
+    last_id: int = 0
+    last_hash: str = GENESIS_PREV
+    problem: Problem | None = None
+
+
+def check_chain(
+    prefix: bytes,
+    rows: Iterable[RawRow],
+    state: ChainState,
+    on_progress: Callable[[int], None] | None = None,
+    progress_every: int = 65536,
+) -> ChainState:
+    """Recompute every hash and check every link and id; stop at the first problem.
+
+    ``state`` says where the stream starts (``last_id`` and ``last_hash`` of the event before
+    the first row) and is updated in place, so a check can be resumed across batches.
+    """
+    expect_id = state.last_id + 1
+    prev = state.last_hash.encode()
+    count = 0
+    hash_raw = _hash_raw
+    row: RawRow | None = None
+    try:
+        for row in rows:
+            id, ts, kind, content, meta, prev_hash, stored = row
+            if id != expect_id:
+                state.problem = _id_problem(expect_id, id)
+                break
+            if prev_hash != prev:
+                state.problem = Problem(
+                    id,
+                    f"prev_hash does not match the hash of event {id - 1}"
+                    " (an event was removed, inserted, reordered or altered)",
+                )
+                break
+            computed = hash_raw(prefix, id, ts, kind, content, meta, prev_hash)
+            if computed.encode() != stored:
+                state.problem = Problem(
+                    id, "stored hash does not match its contents (the event was altered)"
+                )
+                break
+            prev = stored
+            expect_id += 1
+            count += 1
+            if on_progress is not None and count % progress_every == 0:
+                on_progress(progress_every)
+    except (TypeError, ValueError, AttributeError):
+        bad_id = row[0] if row is not None and isinstance(row[0], int) else expect_id
+        state.problem = Problem(bad_id, "a field is missing, NULL or of the wrong type")
+    if on_progress is not None:
+        on_progress(count % progress_every)
+    state.count += count
+    state.last_id = expect_id - 1
+    state.last_hash = prev.decode()
+    return state
+
+
+def _id_problem(expected: int, got: int) -> Problem:
+    if got < expected:
+        return Problem(got, f"id {got} appears again after event {expected - 1} (duplicate or reordered row)")
+    missing = f"event {expected}" if got == expected + 1 else f"events {expected}-{got - 1}"
+    return Problem(expected, f"ids jump from {expected - 1} to {got}: {missing} missing")

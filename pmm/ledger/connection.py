@@ -1,0 +1,161 @@
+"""Opening and creating mind files, and translating ``sqlite3`` errors into ``PmmError``s."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from pmm import errors
+from pmm.ledger import schema
+from pmm.ledger.chain import FORMAT_VERSION
+
+DEFAULT_LOCK_TIMEOUT = 10.0
+
+
+def lock_timeout() -> float:
+    """Seconds a writer waits for another writer: ``$PMM_LOCK_TIMEOUT`` or 10."""
+    try:
+        return max(0.0, float(os.environ.get("PMM_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)))
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT
+
+
+def translate(exc: sqlite3.Error, path: Path) -> errors.PmmError:
+    """Map an ``sqlite3`` error to the exception tree (SPEC section 5)."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return errors.MindLocked(
+            f"{path} is locked by another pmm process",
+            hint="wait for it to finish, or raise PMM_LOCK_TIMEOUT (seconds)",
+        )
+    if "not a database" in text or "malformed" in text:
+        return errors.NotAMind(f"{path} is not a pmm mind file (not a usable SQLite database)")
+    if "readonly" in text or "read-only" in text:
+        return errors.MindFileError(f"{path} cannot be written (read-only file or directory)")
+    if "disk is full" in text or "disk I/O" in text:
+        return errors.MindFileError(f"writing {path} failed: {text}")
+    return errors.PmmError(f"SQLite error on {path}: {text}")
+
+
+@contextlib.contextmanager
+def translated(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+
+
+def connect(path: Path, *, write: bool) -> sqlite3.Connection:
+    """Open ``path`` (which must exist) read-only or read-write; never changes the file."""
+    if not path.exists():
+        raise errors.MindNotFound(
+            f"no mind file at {path}", hint="create one with `pmm init`, or pass --mind PATH"
+        )
+    if path.is_dir():
+        raise errors.NotAMind(f"{path} is a directory, not a mind file")
+    with translated(path):
+        if write:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=lock_timeout())
+        else:
+            uri = "file:" + _uri_path(path) + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=lock_timeout())
+    return conn
+
+
+def _uri_path(path: Path) -> str:
+    from urllib.parse import quote
+
+    return quote(str(path.resolve()))
+
+
+def read_identity(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
+    """Check that ``conn`` holds a mind this pmm can read; return its ``pmm_meta`` values."""
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise translate(exc, path) from None
+    if app_id != schema.APPLICATION_ID or "pmm_meta" not in tables or "events" not in tables:
+        raise errors.NotAMind(
+            f"{path} is an SQLite database but not a pmm mind",
+            hint="point --mind at a mind file, or create one with `pmm init`",
+        )
+    with translated(path):
+        meta = dict(conn.execute("SELECT key, value FROM pmm_meta").fetchall())
+    try:
+        version = int(meta["schema_version"])
+        fmt = int(meta["ledger_format"])
+        meta["mind_id"]
+    except (KeyError, ValueError):
+        raise errors.NotAMind(f"{path} is a damaged pmm mind: its metadata is incomplete") from None
+    if version > schema.SCHEMA_VERSION or fmt > FORMAT_VERSION:
+        raise errors.NewerFormat(
+            f"{path} was written by a newer pmm (schema {version}, ledger format {fmt})",
+            hint="upgrade pmm to open it; the file was left untouched",
+        )
+    return meta
+
+
+def configure_writer(conn: sqlite3.Connection, path: Path) -> None:
+    """WAL with full fsync for a writing connection on an existing mind."""
+    with translated(path):
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+
+
+def close_writer(conn: sqlite3.Connection) -> None:
+    """Close a writer; when it is the last user, fold the WAL back so the file stands alone."""
+    try:
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.Error:
+        pass  # another connection still has the file open: it will do this when it closes
+    conn.close()
+
+
+def new_mind_id() -> str:
+    return uuid.uuid4().hex
+
+
+def create_private_file(path: Path) -> None:
+    """Create an empty file readable by its owner only (and its directory, 0700, if new)."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+
+
+def temp_path_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Durably move a finished new mind from ``tmp`` to ``path``; never overwrites."""
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise errors.UsageError(
+            f"{path} already exists", hint="pmm never overwrites a mind; choose another path"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def init_file(conn: sqlite3.Connection, mind_id: str, *, with_indexes: bool = True) -> None:
+    """Lay out an empty mind in a fresh file (the caller commits)."""
+    schema.create(conn, with_indexes=with_indexes)
+    conn.executemany(
+        "INSERT INTO pmm_meta(key, value) VALUES (?, ?)",
+        [("ledger_format", str(FORMAT_VERSION)), ("mind_id", mind_id)],
+    )

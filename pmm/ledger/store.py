@@ -1,0 +1,368 @@
+"""A mind file opened for reading or writing: appends, streaming reads, and the projection cache.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction that reads the head, appends, updates the
+full-text index and the projection cache, and commits; nothing is reported until COMMIT returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pmm import errors
+from pmm.domain import projections
+from pmm.domain.canonical import canonical_json
+from pmm.domain.events import Draft, Event, check_draft
+from pmm.ledger import connection as cx
+from pmm.ledger import schema
+from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
+
+COLUMNS = "id, ts, kind, content, meta, prev_hash, hash"
+CACHE_KEY = "mind"
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def now_ts() -> str:
+    """The ledger's timestamp: UTC, microseconds, fixed width (27 characters)."""
+    return datetime.now(timezone.utc).strftime(TS_FORMAT)
+
+
+@dataclass
+class CacheStatus:
+    state: str  # "current", "behind" (newer events folded in memory), "stale" or "absent"
+    last_id: int
+
+
+class Mind:
+    """An open mind file. Use ``Mind.open`` or ``Mind.create``; close with ``close()``."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, meta: dict[str, str], writable: bool):
+        self.path = path
+        self.conn = conn
+        self.mind_id = meta["mind_id"]
+        self.ledger_format = int(meta["ledger_format"])
+        self.schema_version = int(meta["schema_version"])
+        self.writable = writable
+        self.prefix = chain_prefix(self.ledger_format, self.mind_id)
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, write: bool = False) -> Mind:
+        conn = cx.connect(path, write=write)
+        try:
+            meta = cx.read_identity(conn, path)
+            if write:
+                cx.configure_writer(conn, path)
+                if int(meta["schema_version"]) < schema.SCHEMA_VERSION:
+                    with cx.translated(path):
+                        conn.execute("BEGIN IMMEDIATE")
+                        schema.migrate(conn, int(meta["schema_version"]))
+                        conn.execute("COMMIT")
+                    meta = cx.read_identity(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn, meta, write)
+
+    @classmethod
+    def create(cls, path: Path, genesis: Draft | None, mind_id: str | None = None) -> Mind:
+        """Create a new mind at ``path`` (never overwriting) and open it for writing."""
+        if path.exists():
+            raise errors.UsageError(f"{path} already exists", hint="pmm never overwrites a mind")
+        tmp = cx.temp_path_for(path)
+        cx.create_private_file(tmp)
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            with cx.translated(tmp):
+                conn.execute("PRAGMA journal_mode=DELETE")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("BEGIN IMMEDIATE")
+                cx.init_file(conn, mind_id or cx.new_mind_id())
+                conn.execute("COMMIT")
+            mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
+            if genesis is not None:
+                mind.append([genesis])
+            conn.close()
+            cx.publish(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return cls.open(path, write=True)
+
+    def close(self) -> None:
+        if self.writable:
+            cx.close_writer(self.conn)
+        else:
+            self.conn.close()
+
+    def __enter__(self) -> Mind:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def head(self) -> tuple[int, str]:
+        """The last event's id and hash, or (0, GENESIS_PREV) for an empty mind."""
+        with cx.translated(self.path):
+            row = self.conn.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        return (row[0], row[1]) if row else (0, GENESIS_PREV)
+
+    def count(self) -> int:
+        with cx.translated(self.path):
+            row = self.conn.execute("SELECT count(*) FROM events").fetchone()
+        return int(row[0])
+
+    def hash_at(self, event_id: int) -> str | None:
+        with cx.translated(self.path):
+            row = self.conn.execute("SELECT hash FROM events WHERE id = ?", (event_id,)).fetchone()
+        return row[0] if row else None
+
+    def events(self, since: int = 1, kind: str | None = None) -> Iterator[Event]:
+        """Stream events in id order from ``since``; nothing is loaded all at once."""
+        sql = f"SELECT {COLUMNS} FROM events WHERE id >= ?"
+        args: tuple[Any, ...] = (since,)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args += (kind,)
+        yield from self._stream(sql + " ORDER BY id", args, Event._make)
+
+    def raw_rows(self, since: int = 1) -> Iterator[RawRow]:
+        """Rows as bytes for the chain checker, in stored order of id (duplicates kept)."""
+        cursor = self.conn.cursor()
+        self.conn.text_factory = bytes
+        try:
+            with cx.translated(self.path):
+                cursor.execute(f"SELECT {COLUMNS} FROM events WHERE id >= ? ORDER BY id", (since,))
+                while batch := cursor.fetchmany(4096):
+                    yield from batch
+        finally:
+            self.conn.text_factory = str
+
+    def tail(self, n: int, kind: str | None = None) -> list[Event]:
+        sql = f"SELECT {COLUMNS} FROM events"
+        args: tuple[Any, ...] = ()
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            args = (kind,)
+        with cx.translated(self.path):
+            rows = self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, n)).fetchall()
+        return [Event._make(r) for r in reversed(rows)]
+
+    def search(self, query: str, limit: int) -> list[tuple[Event, str]]:
+        """Full-text matches, best first, each with a highlighted snippet."""
+        sql = (
+            f"SELECT {', '.join('e.' + c for c in COLUMNS.split(', '))},"
+            " snippet(events_fts, 0, '[', ']', '…', 12)"
+            " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
+            " WHERE events_fts MATCH ? ORDER BY rank LIMIT ?"
+        )
+        try:
+            rows = self.conn.execute(sql, (query, limit)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "fts5" in str(exc) or "syntax" in str(exc):
+                raise errors.UsageError(
+                    f"cannot search for {query!r}: {exc}",
+                    hint='quote words with special characters, e.g. pmm search \'"self-aware"\'',
+                ) from None
+            raise cx.translate(exc, self.path) from None
+        return [(Event._make(r[:7]), r[7]) for r in rows]
+
+    def _stream(self, sql: str, args: tuple[Any, ...], make: Callable[[Any], Any]) -> Iterator[Any]:
+        cursor = self.conn.cursor()
+        with cx.translated(self.path):
+            cursor.execute(sql, args)
+            while batch := cursor.fetchmany(4096):
+                yield from map(make, batch)
+
+    # -- projections ---------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, Any], CacheStatus]:
+        """Current projections: the cache plus newer events folded in memory (never writes)."""
+        cached = self._cached_state()
+        if cached is None:
+            return projections.replay(self.events()), CacheStatus("absent" if not self._has_cache() else "stale", 0)
+        states, last_id = cached
+        head_id, _ = self.head()
+        states = projections.replay(self.events(since=last_id + 1), states)
+        return states, CacheStatus("current" if head_id == last_id else "behind", last_id)
+
+    def _has_cache(self) -> bool:
+        with cx.translated(self.path):
+            return self.conn.execute(
+                "SELECT 1 FROM projection_cache WHERE name = ?", (CACHE_KEY,)
+            ).fetchone() is not None
+
+    def _cached_state(self) -> tuple[dict[str, Any], int] | None:
+        """The cached states and the event id they reflect, if that event still has that hash."""
+        with cx.translated(self.path):
+            row = self.conn.execute(
+                "SELECT version, last_id, last_hash, state FROM projection_cache WHERE name = ?",
+                (CACHE_KEY,),
+            ).fetchone()
+        if row is None or row[0] != projections.projections_version():
+            return None
+        version, last_id, last_hash, state = row
+        expected = GENESIS_PREV if last_id == 0 else self.hash_at(last_id)
+        if expected != last_hash:
+            return None
+        try:
+            return json.loads(state), last_id
+        except ValueError:
+            return None
+
+    def _store_cache(self, states: dict[str, Any], last_id: int, last_hash: str) -> None:
+        self.conn.execute(
+            "INSERT INTO projection_cache(name, version, last_id, last_hash, state)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET version = excluded.version,"
+            " last_id = excluded.last_id, last_hash = excluded.last_hash, state = excluded.state",
+            (CACHE_KEY, projections.projections_version(), last_id, last_hash,
+             json.dumps(states, separators=(",", ":"), sort_keys=True)),
+        )
+
+    # -- writing -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any error, translated to PmmError."""
+        if not self.writable:
+            raise errors.PmmError("internal: write on a read-only mind")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise cx.translate(exc, self.path) from None
+            raise
+
+    def append(self, drafts: Iterable[Draft]) -> list[Event]:
+        """Append drafts as one transaction; returns the events once committed."""
+        prepared = []
+        for draft in drafts:
+            try:
+                check_draft(draft)
+                prepared.append((draft.kind, draft.content, canonical_json(draft.meta)))
+            except ValueError as exc:
+                raise errors.PmmError(f"internal: refusing to write a malformed event: {exc}") from None
+        with self.transaction():
+            head_id, head_hash = self.head()
+            new: list[Event] = []
+            prev = head_hash
+            for kind, content, meta in prepared:
+                event_id = head_id + len(new) + 1
+                ts = now_ts()
+                digest = event_hash(self.prefix, event_id, ts, kind, content, meta, prev)
+                new.append(Event(event_id, ts, kind, content, meta, prev, digest))
+                prev = digest
+            self._insert(new)
+            self._index_text(head_id)
+            self._advance_cache(head_id, head_hash, new)
+        return new
+
+    def _insert(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        self.conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _index_text(self, after_id: int) -> None:
+        self.conn.execute(
+            "INSERT INTO events_fts(rowid, content) SELECT id, content FROM events WHERE id > ?",
+            (after_id,),
+        )
+
+    def _advance_cache(self, head_id: int, head_hash: str, new: Iterable[Event]) -> None:
+        cached = self._cached_state()
+        if cached is not None and cached[1] == head_id:
+            states = projections.replay(new, cached[0])
+        else:  # no usable cache: rebuild it from every event, the new ones included
+            states = projections.replay(self.events())
+        last_id, last_hash = self.head()
+        self._store_cache(states, last_id, last_hash)
+
+    # -- imports -------------------------------------------------------------------------------
+
+    def append_checked(self, events: Iterable[Event]) -> int:
+        """Append events that carry their own ids and hashes, in one transaction.
+
+        ``events`` must already be checked against this mind's chain (the caller's iterator
+        raises to abort, and then nothing is written). Returns how many were appended.
+        """
+        with self.transaction():
+            head_id, head_hash = self.head()
+            cached = self._cached_state()
+            fold = projections.Fold(cached[0] if cached and cached[1] == head_id else None)
+            if not (cached and cached[1] == head_id):
+                fold.add_all(self.events())
+            count = self._insert_folding(events, fold)
+            self._index_text(head_id)
+            last_id, last_hash = self.head()
+            self._store_cache(fold.states, last_id, last_hash)
+        return count
+
+    def _insert_folding(self, events: Iterable[Event], fold: projections.Fold) -> int:
+        count = 0
+        add = fold.add
+
+        def passing() -> Iterator[Event]:
+            nonlocal count
+            for event in events:
+                add(event)
+                count += 1
+                yield event
+
+        self._insert(passing())
+        return count
+
+    def adopt_identity(self, mind_id: str) -> None:
+        """Give a mind with no events another mind's id (an import into an empty mind)."""
+        if self.count():
+            raise errors.PmmError("internal: only an empty mind can take another mind's id")
+        with self.transaction():
+            self.conn.execute("UPDATE pmm_meta SET value = ? WHERE key = 'mind_id'", (mind_id,))
+        self.mind_id = mind_id
+        self.prefix = chain_prefix(self.ledger_format, mind_id)
+
+    @classmethod
+    def build(cls, path: Path, mind_id: str, events: Iterable[Event]) -> int:
+        """Create a new mind at ``path`` from checked events: a temp file, published on success.
+
+        The temp file is private to this call, so it is written without a journal and with the
+        indexes built once at the end; it is fsynced before it appears under ``path``.
+        """
+        if path.exists():
+            raise errors.UsageError(f"{path} already exists", hint="pmm never overwrites a mind")
+        tmp = cx.temp_path_for(path)
+        cx.create_private_file(tmp)
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                with cx.translated(tmp):
+                    conn.execute("PRAGMA journal_mode=OFF")
+                    conn.execute("PRAGMA synchronous=OFF")
+                    conn.execute("PRAGMA cache_size=-65536")
+                    conn.execute("BEGIN")
+                    cx.init_file(conn, mind_id, with_indexes=False)
+                    mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
+                    fold = projections.Fold()
+                    count = mind._insert_folding(events, fold)
+                    for statement in schema.EVENTS_INDEXES:
+                        conn.execute(statement)
+                    mind._index_text(0)
+                    last_id, last_hash = mind.head()
+                    mind._store_cache(fold.states, last_id, last_hash)
+                    conn.execute("COMMIT")
+                    conn.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                conn.close()
+            cx.publish(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return count

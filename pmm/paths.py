@@ -1,0 +1,28 @@
+"""Where pmm's files live: the mind file (``--mind``, ``$PMM_MIND``, the user data dir) and state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def default_mind_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("pmm")) / "mind.db"
+
+
+def resolve_mind(option: Path | None) -> Path:
+    """``--mind PATH``, else ``$PMM_MIND``, else the user data dir's ``mind.db``."""
+    if option is not None:
+        return option.expanduser()
+    env = os.environ.get("PMM_MIND")
+    if env:
+        return Path(env).expanduser()
+    return default_mind_path()
+
+
+def state_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("pmm"))

@@ -1,0 +1,1 @@
+"""Use cases, one module each: the CLI calls one service per command."""

@@ -1,0 +1,170 @@
+"""``pmm verify``: recompute every hash and check every link and id, in a mind file or an export."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from pmm import errors
+from pmm.domain import projections
+from pmm.domain.events import Event
+from pmm.ledger.chain import GENESIS_PREV, ChainState, Problem, RawRow, chain_prefix, check_chain
+from pmm.ledger.jsonl import ExportReader
+from pmm.ledger.store import Mind
+
+Progress = Callable[[int], None]
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass
+class VerifyReport:
+    source: str
+    source_kind: str  # "mind" or "export"
+    mind_id: str = ""
+    ledger_format: int = 0
+    first_id: int = 1
+    events: int = 0
+    last_id: int = 0
+    head: str = GENESIS_PREV
+    problem: str | None = None
+    problem_event: int | None = None
+    notes: list[str] = field(default_factory=list)
+    deep: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, **asdict(self)}
+
+
+def is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(16) == SQLITE_MAGIC
+
+
+def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] | None = None,
+                on_progress: Progress | None = None) -> VerifyReport:
+    with Mind.open(path) as mind:
+        report = VerifyReport(str(path), "mind", mind.mind_id, mind.ledger_format)
+        if total is not None:
+            total(mind.count())
+        state = check_chain(mind.prefix, mind.raw_rows(), ChainState(), on_progress)
+        _record(report, state)
+        if deep:
+            report.deep = _deep_mind(mind, report)
+    return report
+
+
+def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
+                  on_progress: Progress | None = None) -> VerifyReport:
+    report = VerifyReport(name, "export")
+    reader = ExportReader(stream, name)
+    try:
+        header = reader.read_header()
+        report.mind_id, report.ledger_format, report.first_id = (
+            header.mind_id, header.ledger_format, header.since)
+        events = reader.events()
+        start = ChainState(last_id=header.since - 1)
+        if header.since > 1:
+            first = next(events, None)
+            if first is not None:
+                start.last_hash = first[1].prev_hash
+                events = _chain_iter([first], events)
+            report.notes.append(
+                f"partial export from event {header.since}: its link to event "
+                f"{header.since - 1} can only be checked against the mind")
+        metas_ok = _MetaCheck() if deep else None
+        state = check_chain(chain_prefix(header.ledger_format, header.mind_id),
+                            _raw(events, metas_ok), start, on_progress)
+        _record(report, state)
+        if metas_ok is not None:
+            report.deep = {"meta_canonical": metas_ok.bad is None}
+            if metas_ok.bad is not None and report.ok:
+                report.problem_event, report.problem = metas_ok.bad, "meta is not canonical JSON"
+        if report.ok:
+            list(events)  # drain to check the end line
+    except errors.InputRejected as exc:
+        report.problem = f"not a valid pmm export: {exc.message}"
+    return report
+
+
+def _chain_iter(first: list[tuple[int, Event]], rest: Iterator[tuple[int, Event]]
+                ) -> Iterator[tuple[int, Event]]:
+    yield from first
+    yield from rest
+
+
+class _MetaCheck:
+    def __init__(self) -> None:
+        self.bad: int | None = None
+
+    def __call__(self, event: Event) -> None:
+        if self.bad is None and not _canonical(event.meta_json):
+            self.bad = event.id
+
+
+def _raw(events: Iterator[tuple[int, Event]], check: _MetaCheck | None) -> Iterator[RawRow]:
+    for _, e in events:
+        if check is not None:
+            check(e)
+        yield (e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
+               e.prev_hash.encode(), e.hash.encode())
+
+
+def _record(report: VerifyReport, state: ChainState) -> None:
+    report.events, report.last_id, report.head = state.count, state.last_id, state.last_hash
+    if state.problem is not None:
+        report.problem_event = state.problem.event_id
+        report.problem = state.problem.reason
+
+
+def _canonical(meta: str) -> bool:
+    import json
+
+    from pmm.domain.canonical import canonical_json
+
+    try:
+        value = json.loads(meta)
+        return isinstance(value, dict) and canonical_json(value) == meta
+    except ValueError:
+        return False
+
+
+def _deep_mind(mind: Mind, report: VerifyReport) -> dict[str, Any]:
+    """SQLite's own check, canonical meta, and the projection cache against a full replay."""
+    try:
+        quick = mind.conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        quick = str(exc)
+    bad_meta = next((e.id for e in mind.events() if not _canonical(e.meta_json)), None)
+    cached = mind._cached_state()
+    full = projections.replay(mind.events())
+    if cached is None:
+        cache = "absent or stale (ignored; a full replay is used)"
+        cache_ok = True
+    else:
+        states, last_id = cached
+        cache_ok = projections.replay(mind.events(since=last_id + 1), states) == full
+        cache = f"reflects event {last_id}; " + ("equals a full replay" if cache_ok else "DIFFERS from a full replay")
+    problems = []
+    if quick != "ok":
+        problems.append(f"SQLite quick_check: {quick}")
+    if bad_meta is not None:
+        problems.append(f"event {bad_meta}: meta is not canonical JSON")
+    if not cache_ok:
+        problems.append("the projection cache does not equal a full replay")
+    if problems and report.ok:
+        report.problem = "; ".join(problems)
+    return {"sqlite_quick_check": quick, "meta_canonical": bad_meta is None,
+            "projection_cache": cache, "cache_matches_replay": cache_ok}
+
+
+def first_problem(report: VerifyReport) -> Problem | None:
+    if report.problem is None:
+        return None
+    return Problem(report.problem_event or 0, report.problem)

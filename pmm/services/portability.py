@@ -1,0 +1,212 @@
+"""Moving a mind: ``pmm export`` (JSONL or Markdown, streamed) and ``pmm import`` of a pmm JSONL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from pmm import errors
+from pmm.domain.events import Event
+from pmm.ledger import jsonl
+from pmm.ledger.chain import GENESIS_PREV, ChainState, chain_prefix, check_chain
+from pmm.ledger.store import Mind
+
+Progress = Callable[[int], None]
+FORMATS = ("jsonl", "md")
+
+
+@contextlib.contextmanager
+def atomic_text_file(path: Path) -> Iterator[IO[str]]:
+    """Write ``path`` through a temp file beside it: it appears whole, or not at all."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def open_source(source: str, stdin: IO[bytes]) -> Iterator[tuple[IO[bytes], str]]:
+    """An import source as a binary stream and a name for messages (``-`` is stdin)."""
+    if source == "-":
+        yield stdin, "stdin"
+        return
+    try:
+        handle = open(Path(source).expanduser(), "rb")
+    except OSError as exc:
+        raise errors.InputRejected(f"cannot read {source}: {exc.strerror}") from None
+    with handle:
+        yield handle, source
+
+
+def export(mind: Mind, out: IO[str], *, fmt: str = "jsonl", since: int = 1,
+           on_progress: Progress | None = None) -> int:
+    """Stream the events from ``since`` to ``out``; returns how many were written."""
+    if since < 1:
+        raise errors.UsageError("--since must be 1 or more")
+    events = _counting(mind.events(since=since), on_progress)
+    if fmt == "md":
+        return _export_markdown(mind, events, out)
+    out.write(jsonl.header_line(mind.mind_id, mind.ledger_format, since))
+    track = _Track(events)
+    write = out.write
+    for line in jsonl.event_lines(track):
+        write(line)
+    last_id = track.last_id or since - 1
+    head = track.last_hash or mind.hash_at(since - 1) or GENESIS_PREV
+    out.write(jsonl.end_line(track.count, last_id, head))
+    return track.count
+
+
+class _Track:
+    """Pass events through while remembering how many and the last one."""
+
+    def __init__(self, events: Iterator[Event]) -> None:
+        self.events = events
+        self.count = 0
+        self.last_id = 0
+        self.last_hash = ""
+        self._last: Event | None = None
+
+    def __iter__(self) -> Iterator[Event]:
+        for event in self.events:
+            self.count += 1
+            self._last = event
+            yield event
+        if self._last is not None:
+            self.last_id, self.last_hash = self._last.id, self._last.hash
+
+
+def _counting(events: Iterator[Event], on_progress: Progress | None, every: int = 65536
+              ) -> Iterator[Event]:
+    if on_progress is None:
+        yield from events
+        return
+    n = 0
+    for event in events:
+        yield event
+        n += 1
+        if n == every:
+            on_progress(n)
+            n = 0
+    on_progress(n)
+
+
+_MD_LABELS = {
+    "message_received": "**User**",
+    "response_sent": "**Mind**",
+    "observation_recorded": "**Remembered**",
+}
+
+
+def _export_markdown(mind: Mind, events: Iterator[Event], out: IO[str]) -> int:
+    out.write(f"# Mind {mind.mind_id}\n\n")
+    count = 0
+    for e in events:
+        count += 1
+        if e.kind == "session_started":
+            out.write(f"\n## {e.content or 'Session'}\n\n_{e.ts} · event {e.id}_\n\n")
+            continue
+        label = _MD_LABELS.get(e.kind, f"`{e.kind}`")
+        body = e.content.replace("\n", "\n> ") if e.content else ""
+        out.write(f"{label} ({e.ts}, event {e.id}):\n> {body}\n\n")
+    return count
+
+
+@dataclass
+class ImportResult:
+    appended: int
+    already_present: int
+    created: bool
+    mind_id: str
+    head_id: int
+
+
+def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[str], None],
+               on_progress: Progress | None = None) -> ImportResult:
+    """Verify a pmm JSONL and write it in one transaction (see SPEC section 4, ``import``)."""
+    reader = jsonl.ExportReader(stream, name)
+    header = reader.read_header()
+    prefix = chain_prefix(header.ledger_format, header.mind_id)
+    events = reader.events()
+    if not path.exists():
+        if header.since != 1:
+            raise errors.InputRejected(
+                f"this export starts at event {header.since}; a new mind needs one from event 1",
+                hint="export with no --since, or import into the mind it was taken from")
+        checked = _checked(events, prefix, ChainState(), on_progress)
+        count = Mind.build(path, header.mind_id, checked)
+        notify(f"Created a new mind at {path}")
+        return ImportResult(count, 0, True, header.mind_id, count)
+    with Mind.open(path, write=True) as mind:
+        head_id, _ = mind.head()
+        if head_id == 0 and mind.mind_id != header.mind_id:
+            mind.adopt_identity(header.mind_id)
+        if mind.mind_id != header.mind_id:
+            raise errors.InputRejected(
+                f"this export is of mind {header.mind_id}, but {path} holds mind {mind.mind_id}",
+                hint="import into a new file with --mind NEW.db")
+        if header.since > head_id + 1:
+            raise errors.InputRejected(
+                f"this export starts at event {header.since} but {path} ends at event {head_id}:"
+                f" events {head_id + 1}-{header.since - 1} are missing")
+        present = 0
+        state = ChainState(last_id=header.since - 1,
+                           last_hash=mind.hash_at(header.since - 1) or GENESIS_PREV)
+        for line, event in events:
+            if event.id > head_id:
+                tail = _prepend((line, event), events)
+                break
+            ours = mind.hash_at(event.id)
+            if event.id != state.last_id + 1 or ours != event.hash:
+                raise errors.InputRejected(
+                    f"the export diverges from {path} at event {event.id}",
+                    hint="the two chains differ from that event on; they cannot be merged",
+                    line=line)
+            state.last_id, state.last_hash = event.id, event.hash
+            present += 1
+        else:
+            return ImportResult(0, present, False, mind.mind_id, head_id)
+        appended = mind.append_checked(_checked(tail, prefix, state, on_progress))
+        return ImportResult(appended, present, False, mind.mind_id, head_id + appended)
+
+
+def _prepend(first: tuple[int, Event], rest: Iterator[tuple[int, Event]]
+             ) -> Iterator[tuple[int, Event]]:
+    yield first
+    yield from rest
+
+
+def _checked(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainState,
+             on_progress: Progress | None, batch: int = 4096) -> Iterator[Event]:
+    """Pass events through only after their hashes and links check out; raise on the first bad."""
+    pending: list[tuple[int, Event]] = []
+
+    def flush() -> Iterator[Event]:
+        rows = [(e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
+                 e.prev_hash.encode(), e.hash.encode()) for _, e in pending]
+        before = state.count
+        check_chain(prefix, rows, state)
+        if state.problem is not None:
+            line = pending[state.count - before][0]  # the checker stops at the first bad row
+            raise errors.InputRejected(str(state.problem), line=line)
+        if on_progress is not None:
+            on_progress(len(pending))
+        for _, event in pending:
+            yield event
+        pending.clear()
+
+    for item in events:
+        pending.append(item)
+        if len(pending) == batch:
+            yield from flush()
+    if pending:
+        yield from flush()

@@ -1,0 +1,51 @@
+"""Shared fixtures: every test gets private data/config/state dirs and a way to run real `pmm`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PMM = str(Path(sys.executable).with_name("pmm"))
+
+
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
+                     ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache")):
+        monkeypatch.setenv(var, str(home / sub))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("PMM_MIND", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "100")
+    return home
+
+
+def run_pmm(*args: str, input: bytes | str | None = None, check: bool = False,
+            env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """Run the installed `pmm` console script as a user would."""
+    if isinstance(input, str):
+        input = input.encode()
+    proc = subprocess.run([PMM, *args], input=input, capture_output=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pmm {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()}")
+    return proc
+
+
+@pytest.fixture
+def pmm():
+    return run_pmm
+
+
+@pytest.fixture
+def mind(tmp_path: Path) -> Path:
+    """A fresh mind file with a genesis event, made by `pmm init`."""
+    path = tmp_path / "mind.db"
+    run_pmm("--mind", str(path), "init", "--name", "Test", check=True)
+    return path
