@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from pmm.cli import output
 from pmm.cli.app import mind_path
 from pmm.cli.options import JsonOpt, MindOpt
+
+if TYPE_CHECKING:
+    from pmm.services.integrity import VerifyReport
 
 
 def register(app: typer.Typer) -> None:
@@ -45,7 +48,7 @@ def verify(
         raise typer.Exit(IntegrityError.exit_code)
 
 
-def _render(report: "integrity.VerifyReport") -> None:  # noqa: F821
+def _render(report: VerifyReport) -> None:
     what = "mind" if report.source_kind == "mind" else "export"
     if report.ok:
         span = f"events {report.first_id}-{report.last_id}" if report.events else "no events"

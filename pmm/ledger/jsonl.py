@@ -12,7 +12,6 @@ was cut at a line boundary detectable.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
@@ -20,6 +19,7 @@ from typing import IO, Any
 
 from pmm.domain.events import Event
 from pmm.errors import InputRejected
+from pmm.ledger.chain import FORMAT_VERSION
 
 EXPORT_VERSION = 1
 MAX_LINE = 64 * 1024 * 1024
@@ -64,8 +64,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+_loads = json.JSONDecoder(parse_constant=_reject_constant).decode  # one decoder, reused
 
 
 class ExportReader:
@@ -116,37 +115,72 @@ class ExportReader:
         if obj.get("version") != EXPORT_VERSION:
             raise InputRejected(f"unsupported export version {obj.get('version')!r}", line=self.line)
         mind_id, fmt, since = obj.get("mind_id"), obj.get("ledger_format"), obj.get("since")
-        if not isinstance(mind_id, str) or not mind_id or not _is_int(fmt) or not _is_int(since) or since < 1:
+        if not (isinstance(mind_id, str) and mind_id and _is_int(fmt) and _is_int(since)):
             raise InputRejected("export header is missing mind_id, ledger_format or since", line=self.line)
+        assert isinstance(fmt, int) and isinstance(since, int)
+        if since < 1:
+            raise InputRejected("export header's since must be 1 or more", line=self.line)
+        if fmt != FORMAT_VERSION:
+            raise InputRejected(f"ledger format {fmt} is not one this pmm reads ({FORMAT_VERSION})",
+                                hint="upgrade pmm to import it", line=self.line)
         self.last_id = since - 1
         return Header(mind_id, fmt, since)
 
     def events(self) -> Iterator[tuple[int, Event]]:
         """Yield (line number, event); raises at the end line if counts or head disagree."""
-        while (raw := self._next_line()) is not None:
-            obj = self._decode(raw)
-            if not isinstance(obj, dict):
-                raise InputRejected("expected a JSON object", line=self.line)
-            if "pmm" in obj:
-                self._check_end(obj)
-                return
-            if obj.keys() != _EVENT_KEYSET:
-                missing = sorted(_EVENT_KEYSET - obj.keys()) or sorted(obj.keys() - _EVENT_KEYSET)
-                raise InputRejected(f"event has missing or unknown fields: {', '.join(missing)}", line=self.line)
-            event = Event(
-                obj["id"], obj["ts"], obj["kind"], obj["content"], obj["meta"],
-                obj["prev_hash"], obj["hash"],
-            )
-            if not _is_int(event.id) or not all(isinstance(v, str) for v in event[1:]):
-                raise InputRejected("event fields have the wrong types", line=self.line)
-            _check_meta(event.meta_json, self.line)
+        readline, loads, limit = self.stream.readline, _loads, MAX_LINE + 1
+        keyset, make = _EVENT_KEYSET, Event
+        line = self.line
+        while raw := readline(limit):
+            line += 1
+            self.line = line
+            try:
+                if len(raw) >= limit:
+                    raise ValueError
+                obj = loads(raw.decode("utf-8"))
+                event = make(obj["id"], obj["ts"], obj["kind"], obj["content"], obj["meta"],
+                             obj["prev_hash"], obj["hash"])
+                meta = event.meta_json
+                if (obj.keys() != keyset or type(event.id) is not int or type(event.ts) is not str
+                        or type(event.kind) is not str or type(event.content) is not str
+                        or type(meta) is not str or type(event.prev_hash) is not str
+                        or type(event.hash) is not str
+                        or (meta != "{}" and type(loads(meta)) is not dict)):
+                    raise ValueError
+            except (ValueError, KeyError, TypeError, AttributeError):
+                if isinstance(obj := self._diagnose(raw), dict) and "pmm" in obj:
+                    self._check_end(obj)
+                    return
+                raise AssertionError("unreachable: _diagnose raises for any bad event line") from None
             self.count += 1
             self.last_id = event.id
             self.last_hash = event.hash
-            yield self.line, event
+            yield line, event
         raise InputRejected(
             f"{self.name} ends without its end line: the export is truncated", line=self.line + 1
         )
+
+    def _diagnose(self, raw: bytes) -> Any:
+        """Say exactly what is wrong with a line the fast path refused (or return an end line)."""
+        if len(raw) > MAX_LINE:
+            raise InputRejected(f"line longer than {MAX_LINE // (1024 * 1024)} MiB", line=self.line)
+        obj = self._decode(raw)
+        if not isinstance(obj, dict):
+            raise InputRejected("expected a JSON object", line=self.line)
+        if "pmm" in obj:
+            return obj
+        if obj.keys() != _EVENT_KEYSET:
+            wrong = sorted(_EVENT_KEYSET - obj.keys()) or sorted(obj.keys() - _EVENT_KEYSET)
+            raise InputRejected(f"event has missing or unknown fields: {', '.join(wrong)}", line=self.line)
+        if not _is_int(obj["id"]) or not all(isinstance(obj[k], str) for k in EVENT_KEYS[1:]):
+            raise InputRejected("event fields have the wrong types", line=self.line)
+        try:
+            meta = _loads(obj["meta"])
+        except ValueError as exc:
+            raise InputRejected(f"meta is not valid JSON ({exc})", line=self.line) from None
+        if not isinstance(meta, dict):
+            raise InputRejected("meta must be a JSON object", line=self.line)
+        raise InputRejected("malformed event", line=self.line)
 
     def _check_end(self, obj: dict[str, Any]) -> None:
         if obj.get("pmm") != "end":
@@ -164,16 +198,3 @@ class ExportReader:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_meta(text: str, line: int) -> None:
-    if text == "{}":
-        return
-    try:
-        meta = _loads(text)
-    except ValueError as exc:
-        raise InputRejected(f"meta is not valid JSON ({exc})", line=line) from None
-    if not isinstance(meta, dict):
-        raise InputRejected("meta must be a JSON object", line=line)
-    if any(isinstance(v, float) and not math.isfinite(v) for v in meta.values()):
-        raise InputRejected("meta holds a non-finite number", line=line)

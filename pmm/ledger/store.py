@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 def now_ts() -> str:
     """The ledger's timestamp: UTC, microseconds, fixed width (27 characters)."""
-    return datetime.now(timezone.utc).strftime(TS_FORMAT)
+    return datetime.now(UTC).strftime(TS_FORMAT)
 
 
 @dataclass
@@ -175,6 +175,17 @@ class Mind:
             raise cx.translate(exc, self.path) from None
         return [(Event._make(r[:7]), r[7]) for r in rows]
 
+    def source_ids(self, source: str, kinds: Iterable[str]) -> set[tuple[str, str]]:
+        """``(meta.session or "", meta.source_id)`` of the events of ``kinds`` imported from ``source``."""
+        names = tuple(kinds)
+        sql = (
+            "SELECT coalesce(json_extract(meta, '$.session'), ''), json_extract(meta, '$.source_id')"
+            f" FROM events WHERE kind IN ({', '.join('?' for _ in names)})"
+            " AND json_extract(meta, '$.source') = ? AND json_extract(meta, '$.source_id') IS NOT NULL"
+        )
+        with cx.translated(self.path):
+            return set(self.conn.execute(sql, (*names, source)).fetchall())
+
     def _stream(self, sql: str, args: tuple[Any, ...], make: Callable[[Any], Any]) -> Iterator[Any]:
         cursor = self.conn.cursor()
         with cx.translated(self.path):
@@ -186,7 +197,7 @@ class Mind:
 
     def state(self) -> tuple[dict[str, Any], CacheStatus]:
         """Current projections: the cache plus newer events folded in memory (never writes)."""
-        cached = self._cached_state()
+        cached = self.cached_state()
         if cached is None:
             return projections.replay(self.events()), CacheStatus("absent" if not self._has_cache() else "stale", 0)
         states, last_id = cached
@@ -194,13 +205,20 @@ class Mind:
         states = projections.replay(self.events(since=last_id + 1), states)
         return states, CacheStatus("current" if head_id == last_id else "behind", last_id)
 
+    def quick_check(self) -> str:
+        """SQLite's own structural check: "ok" or what it found."""
+        try:
+            return str(self.conn.execute("PRAGMA quick_check").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+
     def _has_cache(self) -> bool:
         with cx.translated(self.path):
             return self.conn.execute(
                 "SELECT 1 FROM projection_cache WHERE name = ?", (CACHE_KEY,)
             ).fetchone() is not None
 
-    def _cached_state(self) -> tuple[dict[str, Any], int] | None:
+    def cached_state(self) -> tuple[dict[str, Any], int] | None:
         """The cached states and the event id they reflect, if that event still has that hash."""
         with cx.translated(self.path):
             row = self.conn.execute(
@@ -279,7 +297,7 @@ class Mind:
         )
 
     def _advance_cache(self, head_id: int, head_hash: str, new: Iterable[Event]) -> None:
-        cached = self._cached_state()
+        cached = self.cached_state()
         if cached is not None and cached[1] == head_id:
             states = projections.replay(new, cached[0])
         else:  # no usable cache: rebuild it from every event, the new ones included
@@ -297,7 +315,7 @@ class Mind:
         """
         with self.transaction():
             head_id, head_hash = self.head()
-            cached = self._cached_state()
+            cached = self.cached_state()
             fold = projections.Fold(cached[0] if cached and cached[1] == head_id else None)
             if not (cached and cached[1] == head_id):
                 fold.add_all(self.events())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import IO, Any
 from pmm import errors
 from pmm.domain import projections
 from pmm.domain.events import Event
-from pmm.ledger.chain import GENESIS_PREV, ChainState, Problem, RawRow, chain_prefix, check_chain
+from pmm.ledger.chain import GENESIS_PREV, ChainState, RawRow, chain_prefix, check_chain
 from pmm.ledger.jsonl import ExportReader
 from pmm.ledger.store import Mind
 
@@ -137,12 +136,9 @@ def _canonical(meta: str) -> bool:
 
 def _deep_mind(mind: Mind, report: VerifyReport) -> dict[str, Any]:
     """SQLite's own check, canonical meta, and the projection cache against a full replay."""
-    try:
-        quick = mind.conn.execute("PRAGMA quick_check").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        quick = str(exc)
+    quick = mind.quick_check()
     bad_meta = next((e.id for e in mind.events() if not _canonical(e.meta_json)), None)
-    cached = mind._cached_state()
+    cached = mind.cached_state()
     full = projections.replay(mind.events())
     if cached is None:
         cache = "absent or stale (ignored; a full replay is used)"
@@ -162,9 +158,3 @@ def _deep_mind(mind: Mind, report: VerifyReport) -> dict[str, Any]:
         report.problem = "; ".join(problems)
     return {"sqlite_quick_check": quick, "meta_canonical": bad_meta is None,
             "projection_cache": cache, "cache_matches_replay": cache_ok}
-
-
-def first_problem(report: VerifyReport) -> Problem | None:
-    if report.problem is None:
-        return None
-    return Problem(report.problem_event or 0, report.problem)

@@ -1,0 +1,37 @@
+"""The promises a newcomer relies on: README's commands, CI running them, the changelog."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```sh\n(.+?)\n```", text, flags=re.S)[:2]
+
+
+def test_readme_opens_with_install_and_test_commands() -> None:
+    install, test = readme_commands()
+    assert install.startswith("./install.sh")
+    assert "pytest" in test
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    _, test = readme_commands()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test in ci
+
+
+def test_changelog_keeps_an_unreleased_section() -> None:
+    text = (ROOT / "CHANGELOG.md").read_text()
+    assert "Keep a Changelog" in text
+    assert re.search(r"^## \[Unreleased\]$", text, flags=re.M)
+
+
+def test_version_lives_in_one_place() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject
+    assert re.search(r'^__version__ = "\d+\.\d+\.\d+"$', (ROOT / "pmm" / "__init__.py").read_text(), flags=re.M)
