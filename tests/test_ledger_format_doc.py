@@ -8,6 +8,7 @@ written here from the prose of the page. The verify snippet is extracted and run
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_pmm
 
 from pmm.domain.canonical import canonical_json
 from pmm.ledger import jsonl, schema, store
@@ -93,7 +95,7 @@ def test_vectors_sharing_a_mind_link_into_one_chain() -> None:
     assert chains, "at least two vectors of one mind, so the page shows a link"
     for vs in chains:
         vs.sort(key=lambda v: v["id"])
-        for before, after in zip(vs, vs[1:]):
+        for before, after in zip(vs, vs[1:], strict=False):
             if after["id"] == before["id"] + 1:
                 assert after["prev_hash"] == before["hash"]
 
@@ -127,6 +129,7 @@ def test_documented_constants_match_the_code() -> None:
 # -- the example export and the snippet ---------------------------------------------------------
 
 
+@functools.cache
 def plain_python() -> str:
     """A python3 without pmm importable: the base interpreter, not this venv's."""
     found = shutil.which("python3")
@@ -170,15 +173,29 @@ def test_example_export_on_the_page_verifies(snippet: Path, tmp_path: Path, pmm)
 NOTES = ("first note", "Über Bücher — 日本語 🧠", 'quotes " and \\ backslash\nand a second line')
 
 
-@pytest.fixture
-def real_mind(tmp_path: Path, pmm) -> tuple[Path, Path]:
-    mind = tmp_path / "mind.db"
-    pmm("--mind", str(mind), "init", "--name", "Zoë", check=True)
+@pytest.fixture(scope="module")
+def made_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One real mind and its export per module (the autouse dirs fixture is per test)."""
+    base = tmp_path_factory.mktemp("made")
+    env = {var: str(base / sub) for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
+           ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache"), ("HOME", "home"))}
+    mind = base / "mind.db"
+    run_pmm("--mind", str(mind), "init", "--name", "Zoë", check=True, env=env)
     for note in NOTES:
-        pmm("--mind", str(mind), "remember", note, check=True)
-    export = tmp_path / "export.jsonl"
-    pmm("--mind", str(mind), "export", "-o", str(export), check=True)
+        run_pmm("--mind", str(mind), "remember", note, check=True, env=env)
+    export = base / "export.jsonl"
+    run_pmm("--mind", str(mind), "export", "-o", str(export), check=True, env=env)
     return mind, export
+
+
+@pytest.fixture
+def real_mind(made_once: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """Private copies of the module's mind and export."""
+    copies = []
+    for src in made_once:
+        copies.append(tmp_path / src.name)
+        shutil.copy(src, copies[-1])
+    return copies[0], copies[1]
 
 
 def test_snippet_verifies_a_real_mind_and_its_export(snippet: Path, real_mind, pmm) -> None:

@@ -35,3 +35,25 @@ def test_version_lives_in_one_place() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'dynamic = ["version"]' in pyproject
     assert re.search(r'^__version__ = "\d+\.\d+\.\d+"$', (ROOT / "pmm" / "__init__.py").read_text(), flags=re.M)
+
+
+def test_generated_docs_are_current() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_docs.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_bash_completion_completes_commands_and_options() -> None:
+    import subprocess
+
+    script = (
+        f"source {ROOT / 'completions' / 'pmm.bash'}\n"
+        "COMP_WORDS=(pmm ver); COMP_CWORD=1; _pmm; echo \"${COMPREPLY[@]}\"\n"
+        "COMP_WORDS=(pmm export --for); COMP_CWORD=2; _pmm; echo \"${COMPREPLY[@]}\"\n"
+        "COMP_WORDS=(pmm export --format ''); COMP_CWORD=3; _pmm; echo \"${COMPREPLY[@]}\"\n"
+    )
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["verify", "--format", "jsonl md"]

@@ -166,13 +166,13 @@ class Mind:
         )
         try:
             rows = self.conn.execute(sql, (query, limit)).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "fts5" in str(exc) or "syntax" in str(exc):
-                raise errors.UsageError(
-                    f"cannot search for {query!r}: {exc}",
-                    hint='quote words with special characters, e.g. pmm search \'"self-aware"\'',
-                ) from None
-            raise cx.translate(exc, self.path) from None
+        except sqlite3.OperationalError:
+            # Not valid FTS5 syntax (e.g. "self-aware", "it's"): search the words literally.
+            literal = " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
+            if not literal:
+                raise errors.UsageError("nothing to search for") from None
+            with cx.translated(self.path):
+                rows = self.conn.execute(sql, (literal, limit)).fetchall()
         return [(Event._make(r[:7]), r[7]) for r in rows]
 
     def source_ids(self, source: str, kinds: Iterable[str]) -> set[tuple[str, str]]:

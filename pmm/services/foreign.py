@@ -18,7 +18,7 @@ from typing import IO, Any, NamedTuple
 
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
-from pmm.errors import InputRejected
+from pmm.errors import InputRejected, UsageError
 from pmm.ledger.store import TS_FORMAT
 from pmm.services import minds
 from pmm.services.portability import ImportResult
@@ -48,7 +48,7 @@ def import_conversations(path: Path, stream: IO[bytes], name: str, fmt: str, *,
                          notify: Callable[[str], None]) -> ImportResult:
     """Parse the export whole, then append what the mind does not hold yet in one transaction."""
     if fmt not in LABELS:
-        raise InputRejected(f"unknown conversation format {fmt!r}")
+        raise UsageError(f"unknown conversation format {fmt!r}: use chatgpt or claude")
     conversations = read_conversations(stream, name, fmt)
     created = not path.exists()
     with minds.open_write(path, notify) as mind:
@@ -125,7 +125,7 @@ def _items(stream: IO[bytes], name: str, label: str) -> Iterator[Any]:
             raise InputRejected(f"{name} is empty: expected a {label} conversations.json")
         if text[at] != "[":
             value, _ = decoder.raw_decode(text, at)
-            found = "an object" if isinstance(value, dict) else f"a {type(value).__name__}"
+            found = _JSON_TYPES.get(type(value), "a number")
             raise InputRejected(f"{name} is not a {label} conversations.json: expected a JSON list"
                                 f" of conversations, found {found}")
         at = _skip(text, at + 1)
@@ -165,6 +165,7 @@ def _decode(data: bytes, name: str, label: str) -> str:
         raise InputRejected(f"{name} is not valid UTF-8 (is it a binary file?)", line=line) from None
 
 
+_JSON_TYPES = {dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
@@ -200,24 +201,30 @@ def _text(value: Any) -> str:
 
 
 def _epoch_ts(value: Any) -> str | None:
+    """Seconds since the epoch (ChatGPT) as ledger-format UTC text; None when absent or absurd."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     try:
-        return datetime.fromtimestamp(value, UTC).strftime(TS_FORMAT)
+        return _utc_text(datetime.fromtimestamp(value, UTC))
     except (OverflowError, OSError, ValueError):
         return None
 
 
 def _iso_ts(value: Any) -> str | None:
+    """ISO-8601 text (Claude) as ledger-format UTC text; None when absent or unreadable."""
     if not isinstance(value, str):
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:  # the exports write UTC; a bare time is taken as UTC too
+            moment = moment.replace(tzinfo=UTC)
+        return _utc_text(moment.astimezone(UTC))
+    except (OverflowError, ValueError):
         return None
-    if moment.tzinfo is None:  # the exports write UTC; a bare time is taken as UTC too
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime(TS_FORMAT)
+
+
+def _utc_text(moment: datetime) -> str | None:
+    return moment.strftime(TS_FORMAT) if moment.year >= 1000 else None  # keep the width fixed
 
 
 # -- ChatGPT ---------------------------------------------------------------------------------------
@@ -336,6 +343,6 @@ def _claude_text(message: dict[str, Any]) -> str:
     tool use there), else the older exports' ``text``."""
     blocks = message.get("content")
     if isinstance(blocks, list) and blocks:
-        return "\n\n".join(_text(b.get("text")) for b in blocks
-                           if isinstance(b, dict) and b.get("type") == "text" and _text(b.get("text")))
+        texts = (_text(b.get("text")) for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        return "\n\n".join(t for t in texts if t)
     return _text(message.get("text"))
