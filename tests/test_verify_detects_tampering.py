@@ -29,6 +29,7 @@ N = 30
 FIRST, MIDDLE, LAST = 1, 15, N
 FIELDS = ("ts", "kind", "content", "meta", "prev_hash", "hash")
 COLS = ("id",) + FIELDS
+FLIPS = (*FIELDS, "meta-inner")  # every field, and meta once more with its JSON kept valid
 Row = tuple  # (id, ts, kind, content, meta, prev_hash, hash)
 
 
@@ -92,10 +93,12 @@ def _prefix(path: Path) -> bytes:
     return chain_prefix(int(meta["ledger_format"]), meta["mind_id"])
 
 
-def _flip(value: str) -> str:
-    """The value with one bit of its middle byte flipped (ASCII stays ASCII)."""
+def _flip(value: str, inner: bool = False) -> str:
+    """The value with one bit of its middle byte flipped (ASCII stays ASCII); ``inner`` flips
+    the third byte from the end instead: for meta, inside its last string value, so the JSON
+    stays valid and only the hash can tell."""
     raw = bytearray(value.encode())
-    raw[len(raw) // 2] ^= 0x01
+    raw[len(raw) - 3 if inner else len(raw) // 2] ^= 0x01
     flipped = raw.decode()
     assert flipped != value
     return flipped
@@ -129,11 +132,13 @@ def _rebuild(path: Path, rows: list[Row], *, primary_key: bool = True) -> None:
 
 
 def flip_field(field: str, event_id: int) -> Callable[[Path, dict[str, Path]], None]:
+    column, inner = field.split("-")[0], field.endswith("-inner")
+
     def attack(path: Path, _: dict[str, Path]) -> None:
         conn = _unguarded(path)
         try:
-            (value,) = conn.execute(f"SELECT {field} FROM events WHERE id = ?", (event_id,)).fetchone()
-            conn.execute(f"UPDATE events SET {field} = ? WHERE id = ?", (_flip(value), event_id))
+            (value,) = conn.execute(f"SELECT {column} FROM events WHERE id = ?", (event_id,)).fetchone()
+            conn.execute(f"UPDATE events SET {column} = ? WHERE id = ?", (_flip(value, inner), event_id))
         finally:
             conn.close()
     return attack
@@ -208,7 +213,7 @@ def splice_from_other(event_id: int) -> Callable[[Path, dict[str, Path]], None]:
 
 MIND_ATTACKS: list[tuple[str, Callable[[Path, dict[str, Path]], None], int]] = [
     *((f"flip-{field}-{where}", flip_field(field, eid), eid)
-      for field in FIELDS for where, eid in (("first", FIRST), ("middle", MIDDLE), ("last", LAST))),
+      for field in FLIPS for where, eid in (("first", FIRST), ("middle", MIDDLE), ("last", LAST))),
     ("delete-first", delete_row(FIRST), FIRST),
     ("delete-middle", delete_row(MIDDLE), MIDDLE),
     ("swap-rows-middle", swap_rows(10, 11), 10),
@@ -270,7 +275,9 @@ def test_tampered_mind_file_fails_at_first_bad_event(
     as_json, plain = _parallel((("verify", str(path), "--json"), None), (("verify", str(path)), None))
     report = _assert_json_failure(as_json, bad_id, "verify --json")
     assert report["source_kind"] == "mind"
-    assert report["events"] == bad_id - 1  # everything before the first bad event verified
+    # Verification stopped right there: the events before it (for a duplicate, the original
+    # too) verified, nothing after it was counted.
+    assert bad_id - 1 <= report["events"] == report["last_id"] <= bad_id, report
     error = _assert_one_error_line(plain, "verify")
     assert _first_event_named(error) == bad_id, error
 
@@ -293,8 +300,10 @@ def _edit_event(lines: list[str], event_id: int, change: Callable[[dict], None])
 
 
 def x_flip(field: str, event_id: int) -> Callable[[list[str], dict[str, Path]], list[str]]:
+    key, inner = field.split("-")[0], field.endswith("-inner")
+
     def attack(lines: list[str], _: dict[str, Path]) -> list[str]:
-        return _edit_event(lines, event_id, lambda o: o.__setitem__(field, _flip(o[field])))
+        return _edit_event(lines, event_id, lambda o: o.__setitem__(key, _flip(o[key], inner)))
     return attack
 
 
@@ -351,10 +360,9 @@ def x_splice(event_id: int) -> Callable[[list[str], dict[str, Path]], list[str]]
 
 EXPORT_ATTACKS: list[tuple[str, Callable[[list[str], dict[str, Path]], list[str]], int]] = [
     *((f"flip-{field}-{where}", x_flip(field, eid), eid)
-      for field in FIELDS for where, eid in (("first", FIRST), ("middle", MIDDLE), ("last", LAST))),
+      for field in FLIPS for where, eid in (("first", FIRST), ("middle", MIDDLE), ("last", LAST))),
     ("delete-first", x_delete(FIRST), FIRST),
     ("delete-middle", x_delete(MIDDLE), MIDDLE),
-    ("delete-last", x_delete(LAST), LAST),
     ("swap-lines-middle", x_swap_lines(10, 11), 10),
     ("swap-contents-middle", x_swap_contents(10, 11), 10),
     ("swap-contents-last-two", x_swap_contents(LAST - 1, LAST), LAST - 1),

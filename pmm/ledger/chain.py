@@ -102,7 +102,7 @@ def check_chain(
         for row in rows:
             id, ts, kind, content, meta, prev_hash, stored = row
             if id != expect_id:
-                state.problem = _id_problem(expect_id, id)
+                state.problem = id_problem(expect_id, id)
                 break
             if prev_hash != prev:
                 state.problem = Problem(
@@ -133,7 +133,7 @@ def check_chain(
     return state
 
 
-def _id_problem(expected: int, got: int) -> Problem:
+def id_problem(expected: int, got: int) -> Problem:
     if got < expected:
         return Problem(got, f"id {got} appears again after event {expected - 1} (duplicate or reordered row)")
     missing = f"event {expected}" if got == expected + 1 else f"events {expected}-{got - 1}"

@@ -12,7 +12,7 @@ was cut at a line boundary detectable.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import IO, Any
@@ -38,13 +38,15 @@ def header_line(mind_id: str, ledger_format: int, since: int) -> str:
     return json.dumps(header, separators=(",", ":")) + "\n"
 
 
-def event_lines(events: Iterable[Event]) -> Iterator[str]:
-    enc = encode_basestring
-    for e in events:
-        yield (
-            f'{{"id":{e.id},"ts":{enc(e.ts)},"kind":{enc(e.kind)},"content":{enc(e.content)},'
-            f'"meta":{enc(e.meta_json)},"prev_hash":{enc(e.prev_hash)},"hash":{enc(e.hash)}}}\n'
-        )
+_EVENT_LINE = '{"id":%d,"ts":%s,"kind":%s,"content":%s,"meta":%s,"prev_hash":%s,"hash":%s}\n'
+
+
+def event_lines(events: Iterable[Sequence[Any]]) -> Iterator[str]:
+    """One line per event (an ``Event`` or a row in its column order); %-formatting is the
+    fastest way CPython has to build these, and export speed is one of pmm's bars."""
+    enc, line = encode_basestring, _EVENT_LINE
+    for i, ts, kind, content, meta, prev, digest in events:
+        yield line % (i, enc(ts), enc(kind), enc(content), enc(meta), enc(prev), enc(digest))
 
 
 def end_line(count: int, last_id: int, head: str) -> str:

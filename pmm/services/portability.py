@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 from pmm import errors
 from pmm.domain.events import Event
@@ -16,6 +16,7 @@ from pmm.ledger.chain import GENESIS_PREV, ChainState, chain_prefix, check_chain
 from pmm.ledger.store import Mind
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 FORMATS = ("jsonl", "md")
 
 
@@ -52,9 +53,9 @@ def export(mind: Mind, out: IO[str], *, fmt: str = "jsonl", since: int = 1,
     """Stream the events from ``since`` to ``out``; returns how many were written."""
     if since < 1:
         raise errors.UsageError("--since must be 1 or more")
-    events = _counting(mind.events(since=since), on_progress)
     if fmt == "md":
-        return _export_markdown(mind, events, out)
+        return _export_markdown(mind, _counting(mind.events(since=since), on_progress), out)
+    events = _counting(mind.rows(since=since), on_progress)
     out.write(jsonl.header_line(mind.mind_id, mind.ledger_format, since))
     track = _Track(events)
     write = out.write
@@ -67,26 +68,27 @@ def export(mind: Mind, out: IO[str], *, fmt: str = "jsonl", since: int = 1,
 
 
 class _Track:
-    """Pass events through while remembering how many and the last one."""
+    """Pass event rows through while remembering how many and the last one."""
 
-    def __init__(self, events: Iterator[Event]) -> None:
-        self.events = events
+    def __init__(self, rows: Iterator[Sequence[Any]]) -> None:
+        self.rows = rows
         self.count = 0
         self.last_id = 0
         self.last_hash = ""
-        self._last: Event | None = None
 
-    def __iter__(self) -> Iterator[Event]:
-        for event in self.events:
-            self.count += 1
-            self._last = event
-            yield event
-        if self._last is not None:
-            self.last_id, self.last_hash = self._last.id, self._last.hash
+    def __iter__(self) -> Iterator[Sequence[Any]]:
+        row: Sequence[Any] | None = None
+        count = 0
+        for row in self.rows:
+            count += 1
+            yield row
+        self.count = count
+        if row is not None:
+            self.last_id, self.last_hash = row[0], row[6]
 
 
-def _counting(events: Iterator[Event], on_progress: Progress | None, every: int = 65536
-              ) -> Iterator[Event]:
+def _counting(events: Iterator[T], on_progress: Progress | None, every: int = 65536
+              ) -> Iterator[T]:
     if on_progress is None:
         yield from events
         return
