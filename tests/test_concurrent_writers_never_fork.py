@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_pmm
+
 from pmm.ledger.chain import chain_prefix, event_hash
 
 WRITERS = 4
@@ -109,7 +109,7 @@ def _check(mind: Path, results: list[tuple[str, list[int], subprocess.CompletedP
         assert len(mine) == per_writer, f"{tag}: {len(mine)} events stored, expected {per_writer}"
     # The writers really interleaved (otherwise this test proved nothing about concurrency).
     owners = [r[1].split(" ")[0] for r in rows[1:]]
-    switches = sum(a != b for a, b in zip(owners, owners[1:]))
+    switches = sum(a != b for a, b in zip(owners, owners[1:], strict=False))
     assert switches >= WRITERS, f"writers did not overlap (only {switches} hand-overs)"
 
     result = run_pmm("verify", str(mind), "--json")
@@ -146,14 +146,23 @@ def test_schema_refuses_fork_update_and_delete(mind: Path) -> None:
         _, ts, kind, _, meta, parent, _ = before[2]  # event 3's parent is event 2
 
         # A fork: a well-formed, correctly hashed second child of event 2, appended as event 4.
-        forged = event_hash(prefix, 4, ts, kind, "a rival third event", meta, parent)
-        with pytest.raises(sqlite3.IntegrityError, match="prev_hash"):
-            conn.execute("INSERT INTO events VALUES (4, ?, ?, ?, ?, ?, ?)",
-                         (ts, kind, "a rival third event", meta, parent, forged))
-        # A second genesis (a chain restarted inside the same file).
-        with pytest.raises(sqlite3.IntegrityError, match="prev_hash"):
-            conn.execute("INSERT INTO events VALUES (4, ?, ?, ?, ?, ?, ?)",
-                         (ts, kind, "x", meta, "0" * 64, "f" * 64))
+        fork = (4, ts, kind, "a rival third event", meta, parent,
+                event_hash(prefix, 4, ts, kind, "a rival third event", meta, parent))
+        # And a second genesis (a chain restarted inside the same file).
+        restart = (4, ts, kind, "x", meta, "0" * 64, "f" * 64)
+        for row in (fork, restart):
+            with pytest.raises(sqlite3.IntegrityError, match="prev_hash|append-only"):
+                conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            # Defence in depth: with every trigger gone, the UNIQUE index alone still refuses.
+            conn.execute("BEGIN")
+            triggers = [r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'")]
+            assert triggers, "the events table has no guard triggers"
+            for name in triggers:
+                conn.execute(f"DROP TRIGGER {name}")
+            with pytest.raises(sqlite3.IntegrityError, match="UNIQUE.*prev_hash"):
+                conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            conn.execute("ROLLBACK")
 
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute("UPDATE events SET content = 'rewritten' WHERE id = 2")

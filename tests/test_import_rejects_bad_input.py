@@ -11,12 +11,14 @@ refusing a diverged chain or another mind, stdin) close the module.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import random
 import re
 import shutil
 import struct
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,46 +371,72 @@ def build_case(name: str, source: Source, where: Path) -> tuple[Path, int | None
     return bad, CASES[name](x, bad)
 
 
+@dataclass
+class Run:
+    """One corpus entry imported into one target, with the target's state before and after."""
+
+    proc: subprocess.CompletedProcess[bytes]
+    line: int | None
+    sha_before: str | None
+    files_before: list[str]
+    sha_after: str | None
+    files_after: list[str]
+
+
+@pytest.fixture(scope="module")
+def corpus_runs(source: Source, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Run]:
+    """Every corpus entry into an existing mind and into a missing target, 4 `pmm`s at a time."""
+    base = tmp_path_factory.mktemp("corpus")
+    env = isolated_env(base)
+    jobs = {}
+    for i, name in enumerate(CASES):
+        for where in ("existing", "missing"):
+            root = base / f"{i}-{where}"
+            (root / "in").mkdir(parents=True)
+            (root / "target").mkdir()
+            bad, line = build_case(name, source, root / "in")
+            target = root / "target" / "mind.db"
+            if where == "existing":
+                shutil.copy(source.prefix, target)
+            jobs[name, where] = (bad, line, target)
+
+    def run(job: tuple[Path, int | None, Path]) -> Run:
+        bad, line, target = job
+        sha = sha256(target) if target.exists() else None
+        files = listing(target.parent)
+        proc = run_pmm("--mind", str(target), "import", str(bad), env=env)
+        return Run(proc, line, sha, files, sha256(target) if target.exists() else None,
+                   listing(target.parent))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(jobs, pool.map(run, jobs.values()), strict=True))
+
+
 @pytest.mark.parametrize("name", CASES)
-def test_bad_input_into_an_existing_mind_changes_nothing(name: str, source: Source,
-                                                         tmp_path: Path) -> None:
-    (tmp_path / "in").mkdir()
-    bad, line = build_case(name, source, tmp_path / "in")
-    target_dir = tmp_path / "target"
-    target_dir.mkdir()
-    target = target_dir / "mind.db"
-    shutil.copy(source.prefix, target)
-    before, files = sha256(target), listing(target_dir)
-
-    proc = run_pmm("--mind", str(target), "import", str(bad))
-
-    assert_rejected(proc, line)
-    assert listing(target_dir) == files, "stray files left beside the mind"
-    assert sha256(target) == before, "the existing mind file was modified by a refused import"
+def test_bad_input_into_an_existing_mind_changes_nothing(name: str, corpus_runs) -> None:
+    run = corpus_runs[name, "existing"]
+    assert_rejected(run.proc, run.line)
+    assert run.files_after == run.files_before == ["mind.db"], "stray files beside the mind"
+    assert run.sha_after == run.sha_before, "the existing mind file was modified by a refused import"
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_bad_input_into_a_missing_target_leaves_no_file(name: str, source: Source,
-                                                        tmp_path: Path) -> None:
-    (tmp_path / "in").mkdir()
-    bad, line = build_case(name, source, tmp_path / "in")
-    target_dir = tmp_path / "target"
-    target_dir.mkdir()
-
-    proc = run_pmm("--mind", str(target_dir / "mind.db"), "import", str(bad))
-
-    assert_rejected(proc, line)
-    assert listing(target_dir) == [], "a refused import left a file behind"
+def test_bad_input_into_a_missing_target_leaves_no_file(name: str, corpus_runs) -> None:
+    run = corpus_runs[name, "missing"]
+    assert_rejected(run.proc, run.line)
+    assert run.files_after == [], "a refused import left a file behind"
 
 
 def test_bad_input_on_stdin_is_rejected_the_same_way(source: Source, tmp_path: Path) -> None:
+    tmp_path = tmp_path / "target"
+    tmp_path.mkdir()
     target = tmp_path / "mind.db"
     shutil.copy(source.prefix, target)
     before = sha256(target)
     data = source.export.read_bytes()
     proc = run_pmm("--mind", str(target), "import", "-", input=data[: len(data) - 40])
     assert_rejected(proc, 8)
-    assert listing(tmp_path) == ["home", "mind.db"] and sha256(target) == before
+    assert listing(tmp_path) == ["mind.db"] and sha256(target) == before
 
 
 def test_bad_input_into_an_empty_mind_keeps_its_identity(source: Source, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import select
 import signal
 import sqlite3
 import subprocess
@@ -91,6 +92,8 @@ def test_kill9_at_random_points_loses_no_acknowledged_event(mind: Path, tmp_path
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             if mode == "after-ready":
+                readable, _, _ = select.select([proc.stdout], [], [], 60)
+                assert readable, f"trial {trial}: helper never became ready"
                 first = proc.stdout.readline()  # type: ignore[union-attr]
                 assert first == b"ready\n", (
                     f"trial {trial}: helper did not start: {first!r} {proc.stderr.read()!r}")  # type: ignore[union-attr]

@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import run_pmm
+
 from pmm.domain.events import Draft
 from pmm.ledger.chain import chain_prefix, event_hash
 from pmm.services import minds
@@ -107,10 +107,11 @@ def _flip(value: str, inner: bool = False) -> str:
 # -- attacks on a mind file --------------------------------------------------------------------
 
 def _unguarded(path: Path) -> sqlite3.Connection:
-    """A connection with the append-only triggers and the UNIQUE prev_hash index dropped."""
+    """A connection with every guard trigger and the UNIQUE prev_hash index dropped."""
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("DROP TRIGGER events_no_delete")
+    for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'").fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
     conn.execute("DROP INDEX events_prev_hash")
     return conn
 

@@ -51,7 +51,7 @@ def test_an_intact_mind_verifies_in_two_halves(big: Path) -> None:
 @pytest.mark.parametrize("sql", [
     "UPDATE events SET content = content || 'x' WHERE id = ?",
     "DELETE FROM events WHERE id = ?",
-    "UPDATE events SET hash = replace(hash, substr(hash, 1, 1), 'f') WHERE id = ?",
+    "UPDATE events SET hash = (CASE WHEN hash LIKE 'f%' THEN 'e' ELSE 'f' END) || substr(hash, 2) WHERE id = ?",
 ])
 def test_the_split_reports_the_same_first_problem(big: Path, tmp_path: Path, event_id: int, sql: str) -> None:
     path = tamper(big, tmp_path / "t.db", event_id, sql)

@@ -36,7 +36,8 @@ def verify(
         path = Path(file).expanduser() if file else mind_path(mind)
         if path.exists() and path.is_file() and not integrity.is_sqlite(path):
             with open(path, "rb") as handle, output.progress("Verifying", None) as (advance, _):
-                report = integrity.verify_export(handle, str(path), deep=deep, on_progress=advance)
+                report = integrity.verify_export(handle, str(path), deep=deep, on_progress=advance,
+                                                 is_file=True)
         else:
             with output.progress("Verifying", None) as (advance, set_total):
                 report = integrity.verify_mind(path, deep=deep, total=set_total, on_progress=advance)

@@ -57,6 +57,7 @@ def connect(path: Path, *, write: bool) -> sqlite3.Connection:
         )
     if path.is_dir():
         raise errors.NotAMind(f"{path} is a directory, not a mind file")
+    check_header(path)
     with translated(path):
         if write:
             conn = sqlite3.connect(path, isolation_level=None, timeout=lock_timeout())
@@ -64,6 +65,25 @@ def connect(path: Path, *, write: bool) -> sqlite3.Connection:
             uri = "file:" + _uri_path(path) + "?mode=ro"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=lock_timeout())
     return conn
+
+
+def check_header(path: Path) -> None:
+    """Refuse anything that is not a pmm mind from its first 100 bytes, before SQLite opens it
+    (SQLite would create -wal/-shm files beside a WAL-mode database, even read-only)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        raise errors.MindFileError(f"cannot read {path}: {exc.strerror}") from None
+    if not header:
+        raise errors.NotAMind(f"{path} is an empty file, not a pmm mind")
+    if not header.startswith(b"SQLite format 3\x00") or len(header) < 100:
+        raise errors.NotAMind(f"{path} is not a pmm mind file (not an SQLite database)")
+    if int.from_bytes(header[68:72], "big") != schema.APPLICATION_ID:
+        raise errors.NotAMind(
+            f"{path} is an SQLite database but not a pmm mind",
+            hint="point --mind at a mind file, or create one with `pmm init`",
+        )
 
 
 def _uri_path(path: Path) -> str:
@@ -121,20 +141,39 @@ def new_mind_id() -> str:
     return uuid.uuid4().hex
 
 
-def create_private_file(path: Path) -> None:
-    """Create an empty file readable by its owner only (and its directory, 0700, if new)."""
-    if not path.parent.exists():
+@contextlib.contextmanager
+def new_file(path: Path) -> Iterator[tuple[Path, sqlite3.Connection]]:
+    """A connection to a private temp file beside ``path``, published there when the block
+    succeeds (closed, fsynced, hard-linked: never overwriting). On failure nothing is left:
+    no temp file, and no directory if this call made it."""
+    if path.exists():
+        raise errors.UsageError(f"{path} already exists", hint="pmm never overwrites a mind")
+    made_dir = not path.parent.exists()
+    if made_dir:
         path.parent.mkdir(parents=True, mode=0o700)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            yield tmp, conn
+        finally:
+            conn.close()
+        _publish(tmp, path)
+    except BaseException:
+        if made_dir:
+            with contextlib.suppress(OSError):
+                for leftover in path.parent.glob(f".{path.name}.tmp-*"):
+                    leftover.unlink()
+                path.parent.rmdir()
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}-journal").unlink(missing_ok=True)
 
 
-def temp_path_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def publish(tmp: Path, path: Path) -> None:
-    """Durably move a finished new mind from ``tmp`` to ``path``; never overwrites."""
+def _publish(tmp: Path, path: Path) -> None:
+    """Durably make ``tmp`` appear as ``path``; never overwrites."""
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     try:
@@ -143,8 +182,6 @@ def publish(tmp: Path, path: Path) -> None:
         raise errors.UsageError(
             f"{path} already exists", hint="pmm never overwrites a mind; choose another path"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

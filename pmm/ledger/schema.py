@@ -32,6 +32,13 @@ EVENTS_INDEXES = (
 )
 
 GUARDS = (
+    # Every insert must extend the head: the next id, linked to the head's hash. This also
+    # refuses INSERT OR REPLACE over an existing event, which fires no DELETE trigger.
+    """CREATE TRIGGER events_extend_head BEFORE INSERT ON events
+       WHEN NEW.id IS NOT coalesce((SELECT max(id) FROM events), 0) + 1
+         OR NEW.prev_hash IS NOT coalesce((SELECT hash FROM events WHERE id = NEW.id - 1),
+                                          '0000000000000000000000000000000000000000000000000000000000000000')
+       BEGIN SELECT RAISE(ABORT, 'pmm events are append-only: a new event must extend the head'); END""",
     """CREATE TRIGGER events_no_update BEFORE UPDATE ON events
        BEGIN SELECT RAISE(ABORT, 'pmm events are append-only: UPDATE refused'); END""",
     """CREATE TRIGGER events_no_delete BEFORE DELETE ON events

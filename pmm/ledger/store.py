@@ -74,25 +74,15 @@ class Mind:
     @classmethod
     def create(cls, path: Path, genesis: Draft | None, mind_id: str | None = None) -> Mind:
         """Create a new mind at ``path`` (never overwriting) and open it for writing."""
-        if path.exists():
-            raise errors.UsageError(f"{path} already exists", hint="pmm never overwrites a mind")
-        tmp = cx.temp_path_for(path)
-        cx.create_private_file(tmp)
-        try:
-            conn = sqlite3.connect(tmp, isolation_level=None)
+        with cx.new_file(path) as (tmp, conn):
             with cx.translated(tmp):
                 conn.execute("PRAGMA journal_mode=DELETE")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("BEGIN IMMEDIATE")
                 cx.init_file(conn, mind_id or cx.new_mind_id())
                 conn.execute("COMMIT")
-            mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
             if genesis is not None:
-                mind.append([genesis])
-            conn.close()
-            cx.publish(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+                cls(tmp, conn, cx.read_identity(conn, tmp), True).append([genesis])
         return cls.open(path, write=True)
 
     def close(self) -> None:
@@ -370,32 +360,22 @@ class Mind:
         The temp file is private to this call, so it is written without a journal and with the
         indexes built once at the end; it is fsynced before it appears under ``path``.
         """
-        if path.exists():
-            raise errors.UsageError(f"{path} already exists", hint="pmm never overwrites a mind")
-        tmp = cx.temp_path_for(path)
-        cx.create_private_file(tmp)
-        try:
-            conn = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                with cx.translated(tmp):
-                    conn.execute("PRAGMA journal_mode=OFF")
-                    conn.execute("PRAGMA synchronous=OFF")
-                    conn.execute("PRAGMA cache_size=-65536")
-                    conn.execute("BEGIN")
-                    cx.init_file(conn, mind_id, with_indexes=False)
-                    mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
-                    fold = projections.Fold()
-                    count = mind._insert_folding(events, fold)
-                    for statement in schema.EVENTS_INDEXES:
-                        conn.execute(statement)
-                    mind._index_text(0)
-                    last_id, last_hash = mind.head()
-                    mind._store_cache(fold.states, last_id, last_hash)
-                    conn.execute("COMMIT")
-                    conn.execute("PRAGMA journal_mode=DELETE")
-            finally:
-                conn.close()
-            cx.publish(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with cx.new_file(path) as (tmp, conn), cx.translated(tmp):
+            conn.execute("PRAGMA journal_mode=OFF")
+            conn.execute("PRAGMA synchronous=OFF")
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA temp_store=MEMORY")  # index builds sort in memory
+            conn.execute("PRAGMA threads=2")  # and may use a second core to do it
+            conn.execute("BEGIN")
+            cx.init_file(conn, mind_id, with_indexes=False)
+            mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
+            fold = projections.Fold()
+            count = mind._insert_folding(events, fold)
+            for statement in schema.EVENTS_INDEXES:
+                conn.execute(statement)
+            mind._index_text(0)
+            last_id, last_hash = mind.head()
+            mind._store_cache(fold.states, last_id, last_hash)
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA journal_mode=DELETE")
         return count

@@ -50,11 +50,16 @@ def import_conversations(path: Path, stream: IO[bytes], name: str, fmt: str, *,
     if fmt not in LABELS:
         raise UsageError(f"unknown conversation format {fmt!r}: use chatgpt or claude")
     conversations = read_conversations(stream, name, fmt)
+    if path.exists():
+        with minds.open_read(path) as mind:
+            drafts, present = plan(conversations, fmt, mind.source_ids(fmt, IMPORTED_KINDS))
+            if not drafts:  # nothing new: a writer's open would still touch the file, so don't
+                return ImportResult(0, present, False, mind.mind_id, mind.head()[0])
     created = not path.exists()
     with minds.open_write(path, notify) as mind:
-        seen = mind.source_ids(fmt, IMPORTED_KINDS)
-        drafts, present = plan(conversations, fmt, seen)
-        del conversations, seen
+        # planned again on the writer's view, in case another process appended meanwhile
+        drafts, present = plan(conversations, fmt, mind.source_ids(fmt, IMPORTED_KINDS))
+        del conversations
         appended = mind.append(drafts) if drafts else []
         head_id = appended[-1].id if appended else mind.head()[0]
         return ImportResult(len(appended), present, created, mind.mind_id, head_id)

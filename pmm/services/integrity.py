@@ -135,9 +135,11 @@ def _add(value: Any, n: int) -> None:
 
 
 def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
-                  on_progress: Progress | None = None) -> VerifyReport:
+                  on_progress: Progress | None = None, is_file: bool = False) -> VerifyReport:
+    """Check a JSONL export. A file that is not an export at all is ``NotAMind`` (exit 4)."""
     report = VerifyReport(name, "export")
     reader = ExportReader(stream, name)
+    header = None
     try:
         header = reader.read_header()
         report.mind_id, report.ledger_format, report.first_id = (
@@ -163,7 +165,12 @@ def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
         if report.ok:
             list(events)  # drain to check the end line
     except errors.InputRejected as exc:
+        if header is None and is_file:
+            raise errors.NotAMind(f"{name} is neither a pmm mind file nor a pmm export",
+                                  hint=exc.message) from None
         report.problem = f"not a valid pmm export: {exc.message}"
+        if header is not None and exc.line is not None and exc.line >= 2:
+            report.problem_event = header.since + exc.line - 2
     return report
 
 
