@@ -88,7 +88,11 @@ def export_bytes(mind: Mind, since: int = 1) -> bytes:
 
 
 def import_file(path: Path, data: bytes) -> portability.ImportResult:
-    return portability.import_pmm(path, io.BytesIO(data), "test", notify=lambda _msg: None)
+    """Write ``data`` to an export file beside ``path`` and import it from there."""
+    source = path.with_name(path.name + ".import.jsonl")
+    source.write_bytes(data)
+    with open(source, "rb") as stream:
+        return portability.import_pmm(path, stream, str(source), notify=lambda _msg: None)
 
 
 def states_of(path: Path) -> tuple[dict[str, Any], dict[str, Any], str]:

@@ -402,14 +402,18 @@ def test_tampered_export_fails_at_first_bad_event(
     assert _first_event_named(error) == bad_id, error
 
 
-@pytest.mark.parametrize(("cut", "expect"), [
-    pytest.param(lambda lines: lines[:-1], r"end line.*truncated|truncated.*end line", id="end-line-removed"),
-    pytest.param(lambda lines: lines[:-4], r"end line.*truncated|truncated.*end line", id="last-lines-removed"),
-    pytest.param(lambda lines: lines[:-3] + lines[-1:], r"end line", id="events-removed-before-end-line"),
-    pytest.param(lambda lines: lines[:-2] + [lines[-2][:40]], r"line 31\b", id="cut-mid-line"),
+@pytest.mark.parametrize(("cut", "expect", "intact"), [
+    pytest.param(lambda lines: lines[:-1], r"end line.*truncated|truncated.*end line", N,
+                 id="end-line-removed"),
+    pytest.param(lambda lines: lines[:-4], r"end line.*truncated|truncated.*end line", N - 3,
+                 id="last-lines-removed"),
+    pytest.param(lambda lines: lines[:-3] + lines[-1:], r"end line", N - 2,
+                 id="events-removed-before-end-line"),
+    pytest.param(lambda lines: lines[:-2] + [lines[-2][:40]], r"line 31\b", N - 1, id="cut-mid-line"),
 ])
 def test_truncated_export_is_reported(originals: dict[str, Path], tmp_path: Path,
-                                      cut: Callable[[list[str]], list[str]], expect: str) -> None:
+                                      cut: Callable[[list[str]], list[str]], expect: str,
+                                      intact: int) -> None:
     lines = _load(originals["a_jsonl"])
     path = tmp_path / "a.jsonl"
     path.write_text("".join(cut(lines)))
@@ -425,5 +429,9 @@ def test_truncated_export_is_reported(originals: dict[str, Path], tmp_path: Path
         report = json.loads(result.stdout)
         assert report["ok"] is False
         assert re.search(expect, report["problem"]), f"{label}: {report['problem']}"
+        # The complete events that are there were checked, and the report says how far it got.
+        assert (report["events"], report["last_id"]) == (intact, intact), (
+            f"{label}: reports {report['events']} events verified up to {report['last_id']},"
+            f" but events 1-{intact} are intact")
     error = _assert_one_error_line(plain, "verify FILE")
     assert re.search(expect, error), error

@@ -148,8 +148,8 @@ def new_file(path: Path) -> Iterator[tuple[Path, sqlite3.Connection]]:
     no temp file, and no directory if this call made it."""
     if path.exists():
         raise errors.UsageError(f"{path} already exists", hint="pmm never overwrites a mind")
-    made_dir = not path.parent.exists()
-    if made_dir:
+    made = [d for d in [path.parent, *path.parent.parents] if not d.exists()]  # deepest first
+    if made:
         path.parent.mkdir(parents=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
@@ -161,11 +161,10 @@ def new_file(path: Path) -> Iterator[tuple[Path, sqlite3.Connection]]:
             conn.close()
         _publish(tmp, path)
     except BaseException:
-        if made_dir:
-            with contextlib.suppress(OSError):
-                for leftover in path.parent.glob(f".{path.name}.tmp-*"):
-                    leftover.unlink()
-                path.parent.rmdir()
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+            for directory in made:
+                directory.rmdir()  # only empty ones: another process may be using it
         raise
     finally:
         tmp.unlink(missing_ok=True)

@@ -134,51 +134,92 @@ class ImportResult:
 
 def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[str], None],
                on_progress: Progress | None = None) -> ImportResult:
-    """Verify a pmm JSONL and write it in one transaction (see SPEC section 4, ``import``)."""
-    reader = jsonl.ExportReader(stream, name)
-    header = reader.read_header()
-    prefix = chain_prefix(header.ledger_format, header.mind_id)
-    events = reader.events()
+    """Verify a pmm JSONL, then write it in one transaction (SPEC section 4, ``import``).
+
+    Into a new file the events stream into a private temp file that only appears when all of
+    them checked out. Into an existing mind the whole export is checked first against a
+    read-only view (so a refused import never touches the file), then written.
+    """
     if not path.exists():
+        reader = jsonl.ExportReader(stream, name)
+        header = reader.read_header()
         if header.since != 1:
             raise errors.InputRejected(
                 f"this export starts at event {header.since}; a new mind needs one from event 1",
                 hint="export with no --since, or import into the mind it was taken from")
-        checked = _checked(events, prefix, ChainState(), on_progress)
+        prefix = chain_prefix(header.ledger_format, header.mind_id)
+        checked = _checked(reader.events(), prefix, ChainState(), on_progress)
         count = Mind.build(path, header.mind_id, checked)
         notify(f"Created a new mind at {path}")
         return ImportResult(count, 0, True, header.mind_id, count)
-    with Mind.open(path, write=True) as mind:
-        head_id, _ = mind.head()
-        if head_id == 0 and mind.mind_id != header.mind_id:
-            mind.adopt_identity(header.mind_id)
-        if mind.mind_id != header.mind_id:
+    with _seekable(stream) as source:
+        with Mind.open(path) as mind:
+            planned = _merge(mind, jsonl.ExportReader(source, name), write=False)
+        if not planned.appended:
+            return planned
+        source.seek(0)
+        with Mind.open(path, write=True) as mind:
+            return _merge(mind, jsonl.ExportReader(source, name), write=True,
+                          on_progress=on_progress)
+
+
+@contextlib.contextmanager
+def _seekable(stream: IO[bytes]) -> Iterator[IO[bytes]]:
+    """The stream itself when it can be read twice, else a private spooled copy (stdin)."""
+    try:
+        seekable = stream.seekable()
+    except (AttributeError, OSError):
+        seekable = False
+    if seekable:
+        yield stream
+        return
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryFile() as copy:
+        shutil.copyfileobj(stream, copy, 1 << 20)
+        copy.seek(0)
+        yield copy
+
+
+def _merge(mind: Mind, reader: jsonl.ExportReader, *, write: bool,
+           on_progress: Progress | None = None) -> ImportResult:
+    """Match the export against ``mind``'s chain; with ``write``, append the missing tail."""
+    header = reader.read_header()
+    prefix = chain_prefix(header.ledger_format, header.mind_id)
+    events = reader.events()
+    head_id, _ = mind.head()
+    if head_id == 0 and mind.mind_id != header.mind_id:
+        if not write:  # an empty mind takes the export's identity (when it is written)
+            return ImportResult(sum(1 for _ in _checked(events, prefix, ChainState(), None)),
+                                0, False, header.mind_id, 0)
+        mind.adopt_identity(header.mind_id)
+    if mind.mind_id != header.mind_id:
+        raise errors.InputRejected(
+            f"this export is of mind {header.mind_id}, but {mind.path} holds mind {mind.mind_id}",
+            hint="import into a new file with --mind NEW.db")
+    if header.since > head_id + 1:
+        raise errors.InputRejected(
+            f"this export starts at event {header.since} but {mind.path} ends at event {head_id}:"
+            f" events {head_id + 1}-{header.since - 1} are missing")
+    present = 0
+    state = ChainState(last_id=header.since - 1,
+                       last_hash=mind.hash_at(header.since - 1) or GENESIS_PREV)
+    for line, event in events:
+        if event.id > head_id:
+            tail = _checked(_prepend((line, event), events), prefix, state, on_progress)
+            break
+        if event.id != state.last_id + 1 or mind.hash_at(event.id) != event.hash:
             raise errors.InputRejected(
-                f"this export is of mind {header.mind_id}, but {path} holds mind {mind.mind_id}",
-                hint="import into a new file with --mind NEW.db")
-        if header.since > head_id + 1:
-            raise errors.InputRejected(
-                f"this export starts at event {header.since} but {path} ends at event {head_id}:"
-                f" events {head_id + 1}-{header.since - 1} are missing")
-        present = 0
-        state = ChainState(last_id=header.since - 1,
-                           last_hash=mind.hash_at(header.since - 1) or GENESIS_PREV)
-        for line, event in events:
-            if event.id > head_id:
-                tail = _prepend((line, event), events)
-                break
-            ours = mind.hash_at(event.id)
-            if event.id != state.last_id + 1 or ours != event.hash:
-                raise errors.InputRejected(
-                    f"the export diverges from {path} at event {event.id}",
-                    hint="the two chains differ from that event on; they cannot be merged",
-                    line=line)
-            state.last_id, state.last_hash = event.id, event.hash
-            present += 1
-        else:
-            return ImportResult(0, present, False, mind.mind_id, head_id)
-        appended = mind.append_checked(_checked(tail, prefix, state, on_progress))
-        return ImportResult(appended, present, False, mind.mind_id, head_id + appended)
+                f"the export diverges from {mind.path} at event {event.id}",
+                hint="the two chains differ from that event on; they cannot be merged",
+                line=line)
+        state.last_id, state.last_hash = event.id, event.hash
+        present += 1
+    else:
+        return ImportResult(0, present, False, mind.mind_id, head_id)
+    appended = mind.append_checked(tail) if write else sum(1 for _ in tail)
+    return ImportResult(appended, present, False, mind.mind_id, head_id + appended)
 
 
 def _prepend(first: tuple[int, Event], rest: Iterator[tuple[int, Event]]
