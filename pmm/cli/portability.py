@@ -72,5 +72,7 @@ def import_(
         output.emit_json(vars(result))
     elif result.appended:
         output.message(f"Imported {result.appended:,} new events (head is now #{result.head_id})")
-    else:
+    elif result.already_present:
         output.message(f"Nothing to import: all {result.already_present:,} events are already in {path}")
+    else:
+        output.message("Nothing to import: the input holds no events")

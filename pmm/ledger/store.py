@@ -289,7 +289,7 @@ class Mind:
                 prev = digest
             self._insert(new)
             self._index_text(head_id)
-            self._advance_cache(head_id, head_hash, new)
+            self._advance_cache(head_id, new)
         return new
 
     def _insert(self, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -301,7 +301,7 @@ class Mind:
             (after_id,),
         )
 
-    def _advance_cache(self, head_id: int, head_hash: str, new: Iterable[Event]) -> None:
+    def _advance_cache(self, head_id: int, new: Iterable[Event]) -> None:
         cached = self.cached_state()
         if cached is not None and cached[1] == head_id:
             states = projections.replay(new, cached[0])
