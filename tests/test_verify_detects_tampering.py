@@ -398,6 +398,7 @@ def test_tampered_export_fails_at_first_bad_event(
     for label, result in (("verify FILE --json", from_file), ("verify - --json", from_stdin)):
         report = _assert_json_failure(result, bad_id, label)
         assert report["source_kind"] == "export"
+        assert bad_id - 1 <= report["events"] == report["last_id"] <= bad_id, (label, report)
     error = _assert_one_error_line(plain, "verify FILE")
     assert _first_event_named(error) == bad_id, error
 
