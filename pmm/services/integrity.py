@@ -139,45 +139,64 @@ def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
     """Check a JSONL export. A file that is not an export at all is ``NotAMind`` (exit 4)."""
     report = VerifyReport(name, "export")
     reader = ExportReader(stream, name)
-    header = None
     try:
         header = reader.read_header()
-        report.mind_id, report.ledger_format, report.first_id = (
-            header.mind_id, header.ledger_format, header.since)
-        events = reader.events()
-        start = ChainState(last_id=header.since - 1)
-        if header.since > 1:
-            first = next(events, None)
-            if first is not None:
-                start.last_hash = first[1].prev_hash
-                events = _chain_iter([first], events)
-            report.notes.append(
-                f"partial export from event {header.since}: its link to event "
-                f"{header.since - 1} can only be checked against the mind")
-        metas_ok = _MetaCheck() if deep else None
-        state = check_chain(chain_prefix(header.ledger_format, header.mind_id),
-                            _raw(events, metas_ok), start, on_progress)
-        _record(report, state)
-        if metas_ok is not None:
-            report.deep = {"meta_canonical": metas_ok.bad is None}
-            if metas_ok.bad is not None and report.ok:
-                report.problem_event, report.problem = metas_ok.bad, "meta is not canonical JSON"
-        if report.ok:
-            list(events)  # drain to check the end line
     except errors.InputRejected as exc:
-        if header is None and is_file:
+        if is_file:
             raise errors.NotAMind(f"{name} is neither a pmm mind file nor a pmm export",
                                   hint=exc.message) from None
         report.problem = f"not a valid pmm export: {exc.message}"
-        if header is not None and exc.line is not None and exc.line >= 2:
-            report.problem_event = header.since + exc.line - 2
+        return report
+    report.mind_id, report.ledger_format, report.first_id = (
+        header.mind_id, header.ledger_format, header.since)
+    events = _UntilRejected(reader.events())
+    start = ChainState(last_id=header.since - 1)
+    if header.since > 1:
+        first = next(iter(events), None)
+        if first is not None:
+            start.last_hash = first[1].prev_hash
+            events.push_back(first)
+        report.notes.append(
+            f"partial export from event {header.since}: its link to event "
+            f"{header.since - 1} can only be checked against the mind")
+    metas_ok = _MetaCheck() if deep else None
+    state = check_chain(chain_prefix(header.ledger_format, header.mind_id),
+                        _raw(events, metas_ok), start, on_progress)
+    _record(report, state)
+    if metas_ok is not None:
+        report.deep = {"meta_canonical": metas_ok.bad is None}
+        if metas_ok.bad is not None and report.ok:
+            report.problem_event, report.problem = metas_ok.bad, "meta is not canonical JSON"
+    if report.ok:
+        for _ in events:  # drain to check the end line
+            pass
+    rejected = events.rejected
+    if rejected is not None and report.ok:
+        report.problem = f"not a valid pmm export: {rejected.message}"
+        if rejected.line is not None and 2 <= rejected.line <= reader.line:
+            report.problem_event = header.since + rejected.line - 2
     return report
 
 
-def _chain_iter(first: list[tuple[int, Event]], rest: Iterator[tuple[int, Event]]
-                ) -> Iterator[tuple[int, Event]]:
-    yield from first
-    yield from rest
+class _UntilRejected:
+    """Iterate export events, stopping cleanly (and keeping the error) at the first bad line,
+    so what was checked before it is still reported."""
+
+    def __init__(self, events: Iterator[tuple[int, Event]]) -> None:
+        self.events = events
+        self.pending: list[tuple[int, Event]] = []
+        self.rejected: errors.InputRejected | None = None
+
+    def push_back(self, item: tuple[int, Event]) -> None:
+        self.pending.append(item)
+
+    def __iter__(self) -> Iterator[tuple[int, Event]]:
+        while self.pending:
+            yield self.pending.pop()
+        try:
+            yield from self.events
+        except errors.InputRejected as exc:
+            self.rejected = exc
 
 
 class _MetaCheck:
