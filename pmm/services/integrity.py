@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -208,7 +208,7 @@ class _MetaCheck:
             self.bad = event.id
 
 
-def _raw(events: Iterator[tuple[int, Event]], check: _MetaCheck | None) -> Iterator[RawRow]:
+def _raw(events: Iterable[tuple[int, Event]], check: _MetaCheck | None) -> Iterator[RawRow]:
     for _, e in events:
         if check is not None:
             check(e)
