@@ -28,6 +28,8 @@ from pmm.ledger import jsonl  # noqa: E402
 from pmm.ledger.chain import FORMAT_VERSION, GENESIS_PREV, chain_prefix, event_hash  # noqa: E402
 
 PMM = str(Path(sys.executable).with_name("pmm"))
+# Measure pmm as users run it: with Python's bytecode cache (some sandboxes turn it off).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 WORDS = ["mind", "ledger", "memory", "trait", "reflect", "commit", "answer", "question", "model", "identity", "stable", "grow", "user", "note", "tea", "coffee", "garden", "river", "light", "morning", "evening", "plan", "goal", "reason", "because"]
 
 
