@@ -40,12 +40,6 @@ def out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
-def stdout_console() -> Any:
-    from rich.console import Console
-
-    return Console(no_color=not color_ok(sys.stdout), highlight=False, soft_wrap=True)
-
-
 @contextlib.contextmanager
 def progress(label: str, total: int | None = None
              ) -> Iterator[tuple[Callable[[int], None] | None, Callable[[int], None]]]:

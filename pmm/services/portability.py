@@ -17,7 +17,6 @@ from pmm.ledger.store import Mind
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
-FORMATS = ("jsonl", "md")
 
 
 @contextlib.contextmanager
