@@ -32,6 +32,7 @@ from pmm.domain.events import Draft
 from pmm.services import minds
 
 path, tag, n, barrier = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+barrier.with_name(f"ready-{tag}").touch()
 while not barrier.exists():
     time.sleep(0.001)
 acked = []
@@ -39,6 +40,7 @@ with minds.open_write(path, lambda _message: None) as mind:
     for i in range(n):
         (event,) = mind.append([Draft("observation_recorded", f"{tag} {i}", {"source": tag})])
         acked.append(event.id)
+        time.sleep(0.0005)  # give the others a turn, so the writers really interleave
 print(json.dumps(acked))
 '''
 
@@ -51,9 +53,13 @@ from pathlib import Path
 from pmm.services import minds
 
 path, tag, n, barrier = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+barrier.with_name(f"ready-{tag}").touch()
 while not barrier.exists():
     time.sleep(0.001)
-acked = [minds.remember(path, f"{tag} {i}", lambda _message: None).id for i in range(n)]
+acked = []
+for i in range(n):
+    acked.append(minds.remember(path, f"{tag} {i}", lambda _message: None).id)
+    time.sleep(0.0005)  # give the others a turn, so the writers really interleave
 print(json.dumps(acked))
 '''
 
@@ -69,7 +75,9 @@ def _run_writers(script: str, mind: Path, tmp_path: Path, per_writer: int
         procs.append((tag, subprocess.Popen(
             [sys.executable, str(helper), str(mind), tag, str(per_writer), str(barrier)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
-    time.sleep(0.3)  # let every interpreter start and reach the barrier
+    deadline = time.monotonic() + 30  # let every interpreter start and reach the barrier
+    while len(list(tmp_path.glob("ready-*"))) < WRITERS and time.monotonic() < deadline:
+        time.sleep(0.01)
     barrier.touch()
     results = []
     for tag, proc in procs:

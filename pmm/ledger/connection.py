@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,9 +122,25 @@ def read_identity(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
 
 
 def configure_writer(conn: sqlite3.Connection, path: Path) -> None:
-    """WAL with full fsync for a writing connection on an existing mind."""
+    """WAL with full fsync for a writing connection on an existing mind.
+
+    Switching a file into WAL needs an exclusive lock. When several processes make that switch at
+    the same moment, SQLite sees a possible deadlock and answers "locked" at once instead of calling
+    the busy handler, so the switch is retried here until the lock timeout is spent."""
+    deadline = time.monotonic() + lock_timeout()
+    pause = 0.002
     with translated(path):
-        conn.execute("PRAGMA journal_mode=WAL")
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
         conn.execute("PRAGMA synchronous=FULL")
 
 
