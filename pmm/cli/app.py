@@ -60,9 +60,9 @@ def mind_path(option: Path | None) -> Path:
 
 
 def _register() -> None:
-    from pmm.cli import integrity, mind, portability
+    from pmm.cli import chat, integrity, mind, models, portability, trace
 
-    for module in (mind, portability, integrity):
+    for module in (mind, chat, models, trace, portability, integrity):
         module.register(app)
 
 

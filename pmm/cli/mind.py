@@ -92,7 +92,7 @@ def log(
         output.emit_json([overview.event_json(e) for e in events])
         return
     for e in events:
-        output.out(f"#{e.id}  {e.ts[:19].replace('T', ' ')}  {e.kind:<20} {_one_line(e.content)}")
+        output.out(f"#{e.id}  {e.ts[:19].replace('T', ' ')}  {e.kind:<20} {output.one_line(e.content)}")
 
 
 def search(
@@ -112,9 +112,5 @@ def search(
     if not hits:
         output.message("No matches.")
     for e, snippet in hits:
-        output.out(f"#{e.id}  {e.ts[:19].replace('T', ' ')}  {e.kind:<20} {_one_line(snippet)}")
+        output.out(f"#{e.id}  {e.ts[:19].replace('T', ' ')}  {e.kind:<20} {output.one_line(snippet)}")
 
-
-def _one_line(text: str, width: int = 100) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"

@@ -55,3 +55,9 @@ def progress(label: str, total: int | None = None
     task = bar.add_task(label, total=total)
     with bar:
         yield (lambda n: bar.advance(task, n)), (lambda t: bar.update(task, total=t))
+
+
+def one_line(text: str, width: int = 100) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

@@ -88,8 +88,13 @@ MESSAGE_RECEIVED = declare(
 RESPONSE_SENT = declare(
     EventKind(
         "response_sent",
-        "The mind (or, for imports, the assistant of the source service) answered.",
-        {**_SOURCE, "model": ("str", False), "provider": ("str", False)},
+        "The mind (or, for imports, the assistant of the source service) answered. A chat turn"
+        " records which model answered, its token usage and latency, the message it answers, the"
+        " ids of the events put into the prompt, and an xxhash (XXH3-64) signature of the prompt.",
+        {**_SOURCE, "model": ("str", False), "provider": ("str", False),
+         "model_name": ("str", False), "reply_to": ("int", False), "tokens_in": ("int", False),
+         "tokens_out": ("int", False), "latency_ms": ("int", False), "context": ("list", False),
+         "prompt_xxh3": ("str", False), "finish": ("str", False)},
         content="The answer.",
     )
 )
@@ -101,6 +106,41 @@ OBSERVATION_RECORDED = declare(
         content="The note.",
     )
 )
+
+_MODEL = {
+    "name": ("str", True),
+    "provider": ("str", True),
+    "model": ("str", True),
+}
+MODEL_ADDED = declare(
+    EventKind(
+        "model_added",
+        "A model was added to the mind's configuration (portable: the name of the variable that"
+        " holds the API key is kept, never the key).",
+        {**_MODEL, "base_url": ("str", False), "api_key_env": ("str", False),
+         "context_window": ("int", False)},
+        content="NAME = PROVIDER:MODEL.",
+    )
+)
+MODEL_REMOVED = declare(
+    EventKind(
+        "model_removed",
+        "A model was removed from the mind's configuration.",
+        {"name": ("str", True)},
+        content="The model's name.",
+    )
+)
+MODEL_SWITCHED = declare(
+    EventKind(
+        "model_switched",
+        "The mind now speaks (role chat) or reflects (role reflection) through another model;"
+        " hash and version are what the provider reported when the switch was made.",
+        {**_MODEL, "role": ("str", True), "model_hash": ("str", False),
+         "model_version": ("str", False)},
+        content="A human-readable line about the switch.",
+    )
+)
+ROLES = ("chat", "reflection")
 
 
 class Event(NamedTuple):

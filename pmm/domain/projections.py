@@ -64,7 +64,60 @@ class Activity:
         }
 
 
-PROJECTIONS: tuple[Projection, ...] = (Identity(), Activity())
+class Models:
+    """The mind's model configuration: the models it knows by name, and which one answers
+    chats and which one reflects (None: the embedded default)."""
+
+    name = "models"
+    version = 1
+    kinds: frozenset[str] | None = frozenset(
+        {ev.MODEL_ADDED.name, ev.MODEL_REMOVED.name, ev.MODEL_SWITCHED.name})
+
+    def initial(self) -> State:
+        return {"models": {}, "active": {role: None for role in ev.ROLES}, "switches": 0}
+
+    def apply(self, state: State, event: Event) -> State:
+        meta = event.meta
+        name = meta["name"]
+        if event.kind == ev.MODEL_ADDED.name:
+            spec = {k: v for k, v in meta.items() if k not in ("name", "v")}
+            return {**state, "models": {**state["models"], name: spec}}
+        if event.kind == ev.MODEL_REMOVED.name:
+            models = {k: v for k, v in state["models"].items() if k != name}
+            active = {role: (None if cur and cur["name"] == name else cur)
+                      for role, cur in state["active"].items()}
+            return {**state, "models": models, "active": active}
+        role = meta["role"]
+        switched = {k: v for k, v in meta.items() if k not in ("role", "v")}
+        return {**state, "active": {**state["active"], role: switched},
+                "switches": state["switches"] + 1}
+
+
+class Usage:
+    """Model usage per ``provider:model``: answers, tokens in and out, total latency."""
+
+    name = "usage"
+    version = 1
+    kinds: frozenset[str] | None = frozenset({ev.RESPONSE_SENT.name})
+
+    def initial(self) -> State:
+        return {}
+
+    def apply(self, state: State, event: Event) -> State:
+        meta = event.meta
+        if "latency_ms" not in meta or "provider" not in meta:
+            return state  # an imported answer: no usage was measured
+        label = f"{meta['provider']}:{meta.get('model', '?')}"
+        row = state.get(label, {"answers": 0, "tokens_in": 0, "tokens_out": 0, "latency_ms": 0})
+        return {**state, label: {
+            "answers": row["answers"] + 1,
+            "tokens_in": row["tokens_in"] + (meta.get("tokens_in") or 0),
+            "tokens_out": row["tokens_out"] + (meta.get("tokens_out") or 0),
+            "latency_ms": row["latency_ms"] + meta["latency_ms"],
+        }}
+
+
+PROJECTIONS: tuple[Projection, ...] = (Identity(), Activity(), Models(), Usage())
 
 
 def projections_version() -> str:

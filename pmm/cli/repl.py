@@ -1,0 +1,163 @@
+"""The interactive chat session: prompt-toolkit input with history, answers streamed with rich.
+
+Ctrl-C while an answer streams cancels it (nothing of the turn is saved); Ctrl-C at the prompt
+clears the line; Ctrl-D or /exit leaves.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pmm.cli import output
+from pmm.errors import PmmError
+from pmm.services.chat import Chat, Turn
+
+HELP = """Commands:
+  /help                 this list
+  /model                the model answering now; /model NAME switches to it (recorded in the mind)
+  /models               every model the mind knows
+  /stats                what the mind holds so far
+  /trace [ID]           why the last answer (or answer ID) is what it is
+  /exit                 leave (Ctrl-D works too)
+Enter sends; Esc then Enter starts a new line; a line ending in \\ continues on the next.
+Ctrl-C cancels an answer while it streams: nothing of that turn is saved."""
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, no_color=not output.color_ok(stream), highlight=False,
+                   soft_wrap=False)
+
+
+def answer(chat: Chat, text: str, interactive: bool = True) -> Turn | None:
+    """One turn, its answer streamed as Markdown; None when cancelled or failed (in the REPL)."""
+    from rich.live import Live
+    from rich.markdown import Markdown
+
+    console = _console()
+    pieces: list[str] = []
+    live = Live(Markdown(""), console=console, refresh_per_second=12, vertical_overflow="visible",
+                transient=False)
+
+    def on_text(piece: str) -> None:
+        pieces.append(piece)
+        live.update(Markdown("".join(pieces)))
+
+    try:
+        with live:
+            turn = chat.turn(text, on_text)
+            live.update(Markdown(turn.response.content))
+    except KeyboardInterrupt:
+        if not interactive:
+            raise
+        output.message("(answer cancelled: nothing of this turn was saved)")
+        return None
+    except PmmError as exc:
+        if not interactive:
+            raise
+        output.error(exc.message, exc.hint)
+        output.message("(nothing of this turn was saved)")
+        return None
+    return turn
+
+
+def _read_prompt(chat: Chat) -> Callable[[], str]:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.key_binding import KeyBindings
+
+    from pmm.paths import state_dir
+
+    bindings = KeyBindings()
+
+    @bindings.add("escape", "enter")
+    def _newline(event: Any) -> None:
+        event.current_buffer.insert_text("\n")
+
+    @bindings.add("enter")
+    def _submit(event: Any) -> None:
+        buffer = event.current_buffer
+        if buffer.text.endswith("\\"):
+            buffer.delete_before_cursor(1)
+            buffer.insert_text("\n")
+        else:
+            buffer.validate_and_handle()
+
+    try:
+        directory = state_dir()
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        history: Any = FileHistory(str(directory / "chat_history"))
+    except OSError:
+        history = InMemoryHistory()
+    session: PromptSession[str] = PromptSession(
+        history=history, key_bindings=bindings, multiline=True,
+        prompt_continuation=lambda width, _n, _soft: "." * (width - 1) + " ",
+        bottom_toolbar=lambda: f" {chat.model().name} ({chat.model().spec.label}) · /help · Ctrl-D leaves",
+    )
+    return lambda: session.prompt("you> ")
+
+
+def run(chat: Chat) -> None:
+    """The read-answer loop until /exit or Ctrl-D."""
+    name = chat.states()["identity"]["name"] or "your mind"
+    model = chat.model()
+    output.message(f"Talking to {name} through {model.name} ({model.spec.label}). /help lists commands.")
+    read = _read_prompt(chat)
+    while True:
+        try:
+            text = read()
+        except KeyboardInterrupt:
+            continue  # Ctrl-C at the prompt clears the line
+        except EOFError:
+            break
+        text = text.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            if _command(chat, text) == "exit":
+                break
+            continue
+        answer(chat, text)
+    output.message("Bye.")
+
+
+def _command(chat: Chat, line: str) -> str | None:
+    word, _, rest = line.partition(" ")
+    rest = rest.strip()
+    try:
+        if word in ("/exit", "/quit"):
+            return "exit"
+        if word == "/help":
+            output.message(HELP)
+        elif word == "/model":
+            if rest:
+                model = chat.use(rest, output.message)
+                output.message(f"Chat now uses {model.name} ({model.spec.label}); the mind stays the same.")
+            else:
+                model = chat.model()
+                output.message(f"{model.name}: {model.spec.label}")
+        elif word == "/models":
+            from pmm.services import models
+
+            for model in models.known(chat.states()).values():
+                output.message(f"  {model.name:<16} {model.spec.label}")
+        elif word == "/stats":
+            from pmm.services import overview
+
+            report = overview.stats(chat.mind)
+            output.message(f"{report['events']:,} events; {report['sessions']:,} sessions,"
+                           f" {report['messages']:,} messages, {report['observations']:,} notes")
+        elif word == "/trace":
+            from pmm.cli.trace import render
+            from pmm.services import trace
+
+            output.message("\n".join(render(trace.trace(chat.mind.path, rest or None))))
+        else:
+            output.message(f"unknown command {word}; /help lists them")
+    except PmmError as exc:
+        output.error(exc.message, exc.hint)
+    return None

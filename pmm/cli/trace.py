@@ -1,0 +1,85 @@
+"""``pmm trace``: show why an answer is what it is."""
+
+from __future__ import annotations
+
+from typing import Any, Annotated, Optional
+
+import typer
+
+from pmm.cli import output
+from pmm.cli.app import mind_path
+from pmm.cli.options import JsonOpt, MindOpt
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(trace)
+
+
+def trace(
+    ref: Annotated[Optional[str], typer.Argument(help="A response or message id, a session id, or last (the default).", metavar="[ID|SESSION|last]")] = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """For an answer: the user's message, the context the model saw, model, tokens, latency, and what the turn changed."""
+    from pmm.services import trace as tracing
+
+    report = tracing.trace(mind_path(mind), ref)
+    if json:
+        output.emit_json(report)
+    else:
+        output.out("\n".join(render(report)))
+
+
+def render(report: dict[str, Any]) -> list[str]:
+    if report["kind"] == "session":
+        lines = [f"Session {report['session']} (started #{report['started']['id']} {_when(report['started']['ts'])}),"
+                 f" {len(report['turns'])} answers"]
+        for turn in report["turns"]:
+            lines.append("")
+            lines += render_turn(turn, brief=True)
+        return lines
+    return render_turn(report)
+
+
+def render_turn(turn: dict[str, Any], brief: bool = False) -> list[str]:
+    response, message, model = turn["response"], turn["message"], turn["model"]
+    lines = [f"Answer #{response['id']}  {_when(response['ts'])}" + (f"  session {turn['session']}" if turn["session"] else "")]
+    if message:
+        lines.append(f"  Asked (#{message['id']}): {output.one_line(message['text'], 300 if not brief else 100)}")
+    lines.append(f"  Answered: {output.one_line(response['text'], 300 if not brief else 100)}")
+    if model:
+        name = model.get("model_name")
+        label = f"{model.get('provider', '?')}:{model.get('model', '?')}"
+        lines.append(f"  Model: {name + ' = ' if name else ''}{label}")
+    elif turn["source"] != "pmm":
+        lines.append(f"  Imported from {turn['source']}: no model, tokens or context were recorded")
+    usage = []
+    if turn["tokens_in"] is not None or turn["tokens_out"] is not None:
+        usage.append(f"{turn['tokens_in'] if turn['tokens_in'] is not None else '?'} tokens in,"
+                     f" {turn['tokens_out'] if turn['tokens_out'] is not None else '?'} out")
+    if turn["latency_ms"] is not None:
+        usage.append(f"{turn['latency_ms'] / 1000:.2f} s")
+    if turn["finish"]:
+        usage.append(f"finished: {turn['finish']}")
+    if usage:
+        lines.append("  Usage: " + ", ".join(usage))
+    if brief:
+        return lines
+    if turn["prompt_xxh3"]:
+        lines.append(f"  Prompt signature (XXH3-64): {turn['prompt_xxh3']}")
+    if turn["context"]:
+        lines.append(f"  Context ({len(turn['context'])} events):")
+        lines += [f"    #{c['id']} {c['kind']}: {output.one_line(c['excerpt'], 90)}" for c in turn["context"]]
+    elif turn["source"] == "pmm":
+        lines.append("  Context: no earlier events (identity only)")
+    if turn["changed"]:
+        lines.append("  Changed:")
+        lines += [f"    #{c['id']} {c['kind']}: {output.one_line(c['excerpt'], 90)}" for c in turn["changed"]]
+    else:
+        lines.append("  Changed: nothing beyond the conversation itself")
+    return lines
+
+
+def _when(ts: str) -> str:
+    return ts[:19].replace("T", " ")
+

@@ -1,0 +1,139 @@
+"""A chat turn: context, the model's answer, and the turn appended as one transaction.
+
+The user's message and the answer are written together only once the answer is complete, so a
+failed, cut or cancelled turn leaves the chain exactly as it was.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pmm import errors
+from pmm.domain import events as ev
+from pmm.domain.events import Draft, Event
+from pmm.ledger.store import Mind
+from pmm.providers.base import Completion, OnText, Provider
+from pmm.services import context, minds, models
+from pmm.services.minds import Notify
+
+ANSWER_TOKENS = 512
+MAX_MESSAGE_CHARS = 200_000
+
+
+@dataclass
+class Turn:
+    message: Event
+    response: Event
+    completion: Completion
+    prompt: context.Prompt
+    model: models.Model
+    session: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "answer": self.response.content,
+            "session": self.session,
+            "message_id": self.message.id,
+            "response_id": self.response.id,
+            "model": self.model.as_json(),
+            "tokens_in": self.completion.tokens_in,
+            "tokens_out": self.completion.tokens_out,
+            "latency_ms": self.completion.latency_ms,
+            "finish": self.completion.finish_reason,
+            "context": self.prompt.context_ids,
+            "prompt_xxh3": self.prompt.signature,
+        }
+
+
+class Chat:
+    """A conversation with one mind: a session id, an open mind file, providers kept warm."""
+
+    def __init__(self, path: Path, notify: Notify, model_name: str | None = None,
+                 max_tokens: int = ANSWER_TOKENS) -> None:
+        if not 1 <= max_tokens <= 100_000:
+            raise errors.UsageError("--max-tokens must be between 1 and 100000")
+        self.max_tokens = max_tokens
+        self.mind: Mind = minds.open_write(path, notify)
+        self.session = uuid.uuid4().hex
+        self.started = False
+        self.model_name = model_name  # --model: for this run only, no switch recorded
+        self._providers: dict[models.Model, Provider] = {}
+        try:
+            self.model()  # an unknown --model fails before the first turn
+        except BaseException:
+            self.mind.close()
+            raise
+
+    def __enter__(self) -> Chat:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for provider in self._providers.values():
+            provider.close()
+        self._providers.clear()
+        self.mind.close()
+
+    def states(self) -> dict[str, Any]:
+        return self.mind.state()[0]
+
+    def model(self) -> models.Model:
+        return models.pick(self.states(), self.model_name)
+
+    def use(self, name: str, notify: Notify) -> models.Model:
+        """Switch this mind's chat model (a ``model_switched`` event), from now on."""
+        model, _, _ = models.use(self.mind.path, name, "chat", notify)
+        self.model_name = None
+        return model
+
+    def _provider(self, model: models.Model) -> Provider:
+        if model not in self._providers:
+            from pmm.providers import create
+
+            self._providers[model] = create(model.spec)
+        return self._providers[model]
+
+    def turn(self, text: str, on_text: OnText | None = None) -> Turn:
+        """Ask the model and record the turn; raises ``ProviderError`` (nothing written) on failure."""
+        text = text.strip()
+        if not text:
+            raise errors.UsageError("the message is empty")
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise errors.UsageError(f"the message is too long ({len(text)} characters; at most {MAX_MESSAGE_CHARS})")
+        states = self.states()
+        model = models.pick(states, self.model_name)
+        prompt = context.build(self.mind, states, text, window=model.window(),
+                               answer_tokens=min(self.max_tokens, model.window() // 2))
+        completion = self._provider(model).complete(prompt.request, on_text)
+        if not completion.text.strip():
+            raise errors.ProviderError(f"{model.spec.label} returned an empty answer",
+                                       hint="try again, or another model (`pmm model use NAME`)")
+        events = self.mind.append(lambda first_id: self._drafts(first_id, text, model, prompt, completion))
+        self.started = True
+        return Turn(events[-2], events[-1], completion, prompt, model, self.session)
+
+    def _drafts(self, first_id: int, text: str, model: models.Model, prompt: context.Prompt,
+                completion: Completion) -> list[Draft]:
+        drafts = []
+        if not self.started:
+            drafts.append(Draft(ev.SESSION_STARTED.name, "", {"session": self.session}))
+        message_id = first_id + len(drafts)
+        drafts.append(Draft(ev.MESSAGE_RECEIVED.name, text, {"session": self.session}))
+        meta: dict[str, Any] = {
+            "session": self.session, "provider": model.spec.provider, "model": model.spec.model,
+            "model_name": model.name, "reply_to": message_id, "latency_ms": completion.latency_ms,
+            "context": prompt.context_ids, "prompt_xxh3": prompt.signature,
+        }
+        if completion.tokens_in is not None:
+            meta["tokens_in"] = completion.tokens_in
+        if completion.tokens_out is not None:
+            meta["tokens_out"] = completion.tokens_out
+        if completion.finish_reason:
+            meta["finish"] = completion.finish_reason
+        drafts.append(Draft(ev.RESPONSE_SENT.name, completion.text, meta))
+        return drafts

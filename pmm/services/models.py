@@ -1,0 +1,217 @@
+"""The mind's models: ``pmm model list|add|use|info|remove`` and which model answers a turn.
+
+Model configuration is part of the mind (events, so it travels with an export); API keys are
+not: a model names the environment variable its key is read from. With nothing configured the
+embedded local model (``embedded``, SPEC section 6) answers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pmm import errors
+from pmm.domain import events as ev
+from pmm.domain.events import Draft, Event
+from pmm.providers.base import EMBEDDED_MODEL, ModelInfo, ModelSpec
+from pmm.services import minds
+from pmm.services.minds import Notify
+
+BUILTIN = "embedded"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+DEFAULT_CONTEXT = {"local": 2048}
+FALLBACK_CONTEXT = 8192
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model the mind can use, by name."""
+
+    name: str
+    spec: ModelSpec
+    context_window: int | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.name == BUILTIN
+
+    def window(self) -> int:
+        if self.context_window:
+            return self.context_window
+        if self.spec.provider == "local":
+            from pmm.providers.local import context_size
+
+            return context_size()
+        return FALLBACK_CONTEXT
+
+    def as_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = {"name": self.name, "provider": self.spec.provider,
+                                 "model": self.spec.model, "builtin": self.builtin}
+        for key in ("base_url", "api_key_env"):
+            if getattr(self.spec, key):
+                value[key] = getattr(self.spec, key)
+        if self.context_window:
+            value["context_window"] = self.context_window
+        return value
+
+
+def embedded() -> Model:
+    return Model(BUILTIN, ModelSpec("local", EMBEDDED_MODEL))
+
+
+def _from_state(name: str, spec: dict[str, Any]) -> Model:
+    return Model(name, ModelSpec(spec["provider"], spec["model"], spec.get("base_url"),
+                                 spec.get("api_key_env")), spec.get("context_window"))
+
+
+def known(states: dict[str, Any]) -> dict[str, Model]:
+    """Every model the mind knows, the built-in ``embedded`` first."""
+    found = {BUILTIN: embedded()}
+    for name, spec in sorted(states["models"]["models"].items()):
+        found[name] = _from_state(name, spec)
+    return found
+
+
+def active(states: dict[str, Any], role: str = "chat") -> Model:
+    """The model for ``role``: the last switch for it; reflection falls back to the chat model."""
+    switched = states["models"]["active"].get(role)
+    if switched is None and role != "chat":
+        return active(states, "chat")
+    if switched is None:
+        return embedded()
+    models = known(states)
+    return models.get(switched["name"]) or _from_state(switched["name"], switched)
+
+
+def pick(states: dict[str, Any], name: str | None, role: str = "chat") -> Model:
+    """``name`` when given (it must be known), else the active model for ``role``."""
+    if name is None:
+        return active(states, role)
+    models = known(states)
+    if name not in models:
+        raise _unknown(name, models)
+    return models[name]
+
+
+def _unknown(name: str, models: dict[str, Model]) -> errors.UsageError:
+    hint = "see `pmm model list`; add one with `pmm model add NAME PROVIDER:MODEL`"
+    if ":" in name:
+        hint = f"models are used by name: `pmm model add NAME {name}` first, then `pmm model use NAME`"
+    return errors.UsageError(f"no model named {name!r} (known: {', '.join(models)})", hint=hint)
+
+
+def listing(path: Path) -> tuple[list[Model], dict[str, str]]:
+    """The known models and the name in use for each role."""
+    with minds.open_read(path) as mind:
+        states, _ = mind.state()
+    return list(known(states).values()), {role: active(states, role).name for role in ev.ROLES}
+
+
+def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env: str | None,
+        context_window: int | None, notify: Notify) -> tuple[Model, Event]:
+    from pmm.providers import parse_spec
+
+    if not NAME_PATTERN.fullmatch(name):
+        raise errors.UsageError(f"bad model name {name!r}: use letters, digits, '.', '_' or '-'")
+    if name == BUILTIN:
+        raise errors.UsageError(f"{BUILTIN!r} is the built-in local model and cannot be redefined",
+                                hint="pick another name")
+    if context_window is not None and not 256 <= context_window <= 10_000_000:
+        raise errors.UsageError("--context-window must be between 256 and 10000000 tokens")
+    spec = parse_spec(spec_text, base_url, api_key_env)
+    model = Model(name, spec, context_window)
+    meta = {k: v for k, v in model.as_json().items() if k != "builtin"}
+    with minds.open_write(path, notify) as mind:
+
+        def drafts(_first_id: int) -> list[Draft]:
+            states, _ = mind.state()  # inside the write transaction: no race with another add
+            if name in states["models"]["models"]:
+                raise errors.UsageError(f"a model named {name!r} already exists",
+                                        hint=f"remove it first: pmm model remove {name}")
+            return [Draft(ev.MODEL_ADDED.name, f"{name} = {spec.label}", meta)]
+
+        (event,) = mind.append(drafts)
+    return model, event
+
+
+def remove(path: Path, name: str) -> Event:
+    with minds.open_write(path, lambda _m: None) as mind:
+
+        def drafts(_first_id: int) -> list[Draft]:
+            states, _ = mind.state()
+            if name == BUILTIN:
+                raise errors.UsageError(f"{BUILTIN!r} is built in and cannot be removed")
+            if name not in states["models"]["models"]:
+                raise _unknown(name, known(states))
+            using = [role for role in ev.ROLES if (states["models"]["active"].get(role) or {}).get("name") == name]
+            if using:
+                raise errors.UsageError(f"{name!r} is in use for {' and '.join(using)}",
+                                        hint=f"switch first: pmm model use OTHER --for {using[0]}")
+            return [Draft(ev.MODEL_REMOVED.name, name, {"name": name})]
+
+        (event,) = mind.append(drafts)
+    return event
+
+
+def probe(model: Model) -> ModelInfo:
+    """Ask the provider about ``model`` (this talks to it)."""
+    from pmm.providers import create
+
+    provider = create(model.spec)
+    try:
+        return provider.info()
+    finally:
+        provider.close()
+
+
+def use(path: Path, name: str, role: str, notify: Notify) -> tuple[Model, Event, ModelInfo | None]:
+    """Switch ``role`` to ``name``; the event records the model's hash or version when the
+    provider reports one. An unreachable provider is a warning, not a failure: switching is a
+    decision about the mind, and the hash is recorded when it can be."""
+    if role not in ev.ROLES:
+        raise errors.UsageError(f"--for must be one of {', '.join(ev.ROLES)}")
+    with minds.open_write(path, notify) as mind:
+        model = pick(mind.state()[0], name)
+        info: ModelInfo | None = None
+        try:
+            info = probe(model)  # no lock is held while the provider answers
+        except errors.ProviderError as exc:
+            notify(f"Warning: could not ask {model.spec.label} about the model ({exc.message});"
+                   " switched without recording its hash")
+        meta: dict[str, Any] = {"name": model.name, "provider": model.spec.provider,
+                                "model": model.spec.model, "role": role}
+        if info is not None and info.hash:
+            meta["model_hash"] = info.hash
+        if info is not None and info.version:
+            meta["model_version"] = str(info.version)
+
+        def drafts(_first_id: int) -> list[Draft]:
+            pick(mind.state()[0], name)  # still there (another process may have removed it)
+            return [Draft(ev.MODEL_SWITCHED.name, f"{role} now uses {name} ({model.spec.label})", meta)]
+
+        (event,) = mind.append(drafts)
+    return model, event, info
+
+
+def describe(path: Path, name: str | None, online: bool) -> tuple[Model, list[str], ModelInfo | None]:
+    """A model's configuration, the roles it serves, and (online) what its provider reports."""
+    with minds.open_read(path) as mind:
+        states, _ = mind.state()
+    model = pick(states, name)
+    roles = [role for role in ev.ROLES if active(states, role).name == model.name]
+    return model, roles, probe(model) if online else None
+
+
+def known_empty() -> dict[str, Any]:
+    """The states of a mind with no events (for commands run before a mind exists)."""
+    from pmm.domain.projections import initial_state
+
+    return initial_state()
+
+
+def key_present(env_name: str) -> bool:
+    import os
+
+    return bool(os.environ.get(env_name, "").strip())

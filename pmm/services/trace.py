@@ -1,0 +1,116 @@
+"""``pmm trace``: why an answer is what it is. For a response (or its message): the user's
+message, the context events the model saw, the model, tokens, latency, and what the turn
+changed; for a session: its turns."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pmm import errors
+from pmm.domain import events as ev
+from pmm.domain.events import Event
+from pmm.ledger.store import Mind
+from pmm.services import minds
+
+TURN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
+EXCERPT = 200
+
+
+def trace(path: Path, ref: str | None) -> dict[str, Any]:
+    """``ref``: an event id, a session id, or None / "last" for the latest answer."""
+    with minds.open_read(path) as mind:
+        if ref is None or ref == "last":
+            latest = mind.latest([ev.RESPONSE_SENT.name], 1)
+            if not latest:
+                raise errors.UsageError("this mind has no answers yet", hint="talk to it: pmm chat")
+            return turn(mind, latest[0])
+        if ref.isdigit():
+            return _by_id(mind, int(ref))
+        if re.fullmatch(r"[0-9a-fA-F-]{8,64}", ref):
+            return session(mind, ref)
+    raise errors.UsageError(f"{ref!r} is neither an event id nor a session id",
+                            hint="e.g. pmm trace 42, or pmm trace last")
+
+
+def _by_id(mind: Mind, event_id: int) -> dict[str, Any]:
+    found = mind.get([event_id])
+    if not found:
+        raise errors.UsageError(f"there is no event {event_id} (the mind has {mind.head()[0]})")
+    event = found[0]
+    if event.kind == ev.RESPONSE_SENT.name:
+        return turn(mind, event)
+    if event.kind == ev.MESSAGE_RECEIVED.name:
+        answers = mind.with_meta([ev.RESPONSE_SENT.name], "reply_to", event.id, since=event.id, limit=1)
+        if not answers:  # imported conversations name no reply: the next answer in its session
+            following = [e for e in mind.get(range(event.id + 1, event.id + 3))
+                         if e.kind == ev.RESPONSE_SENT.name and e.meta.get("session") == event.meta.get("session")]
+            answers = following[:1]
+        if not answers:
+            raise errors.UsageError(f"event {event_id} is a message that was never answered")
+        return turn(mind, answers[0])
+    if event.kind == ev.SESSION_STARTED.name and event.meta.get("session"):
+        return session(mind, event.meta["session"])
+    raise errors.UsageError(f"event {event_id} is a {event.kind}, not part of a chat turn",
+                            hint="trace a response, a message or a session (see pmm log)")
+
+
+def _brief(event: Event) -> dict[str, Any]:
+    text = " ".join(event.content.split())
+    return {"id": event.id, "ts": event.ts, "kind": event.kind,
+            "excerpt": text if len(text) <= EXCERPT else text[: EXCERPT - 1] + "…"}
+
+
+def turn(mind: Mind, response: Event) -> dict[str, Any]:
+    meta = response.meta
+    message = None
+    if isinstance(meta.get("reply_to"), int):
+        found = mind.get([meta["reply_to"]])
+        message = found[0] if found else None
+    if message is None:  # imported: the message just before it in the same session
+        earlier = [e for e in mind.get(range(max(1, response.id - 2), response.id))
+                   if e.kind == ev.MESSAGE_RECEIVED.name]
+        message = earlier[-1] if earlier else None
+    context = [_brief(e) for e in mind.get(meta.get("context") or [])]
+    changed = [_brief(e) for e in _changed_by(mind, response)]
+    return {
+        "kind": "turn",
+        "response": {"id": response.id, "ts": response.ts, "text": response.content},
+        "message": ({"id": message.id, "ts": message.ts, "text": message.content} if message else None),
+        "session": meta.get("session"),
+        "source": meta.get("source", "pmm"),
+        "model": {k: meta[k] for k in ("model_name", "provider", "model") if k in meta},
+        "tokens_in": meta.get("tokens_in"),
+        "tokens_out": meta.get("tokens_out"),
+        "latency_ms": meta.get("latency_ms"),
+        "finish": meta.get("finish"),
+        "prompt_xxh3": meta.get("prompt_xxh3"),
+        "context": context,
+        "missing_context": sorted(set(meta.get("context") or []) - {c["id"] for c in context}),
+        "changed": changed,
+    }
+
+
+def _changed_by(mind: Mind, response: Event) -> list[Event]:
+    """Events the turn itself appended after its answer (they name it in ``meta.turn``)."""
+    changed = []
+    for event in mind.get(range(response.id + 1, response.id + 33)):
+        if event.meta.get("turn") != response.id:
+            break
+        changed.append(event)
+    return changed
+
+
+def session(mind: Mind, session_id: str) -> dict[str, Any]:
+    started = mind.with_meta([ev.SESSION_STARTED.name], "session", session_id, limit=1)
+    if not started:
+        raise errors.UsageError(f"there is no session {session_id}",
+                                hint="session ids are in `pmm log` and `pmm trace ID --json`")
+    turns = mind.with_meta([ev.RESPONSE_SENT.name], "session", session_id, since=started[0].id)
+    return {
+        "kind": "session",
+        "session": session_id,
+        "started": {"id": started[0].id, "ts": started[0].ts, "title": started[0].content},
+        "turns": [turn(mind, response) for response in turns],
+    }

@@ -1,0 +1,93 @@
+"""Drive a real program on a pseudo-terminal, as a person at a keyboard would (tests only)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import termios
+import time
+
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-B]|\x1b[=>]|\r")
+
+
+class Terminal:
+    def __init__(self, argv: list[str], env: dict[str, str], cols: int = 100, rows: int = 30) -> None:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: become the program
+            try:
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.pid, self.fd = pid, fd
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.raw = b""
+        self.status: int | None = None
+
+    def text(self) -> str:
+        """Everything shown so far, without terminal control sequences."""
+        return ANSI.sub(b"", self.raw).decode("utf-8", "replace")
+
+    def _pump(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if ready:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:
+                chunk = b""
+            self.raw += chunk
+
+    def expect(self, pattern: str, timeout: float = 60, after: int = 0) -> int:
+        """Wait until ``pattern`` (a regex) shows up after text offset ``after``; return the offset
+        just past the match."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while True:
+            match = regex.search(self.text(), after)
+            if match:
+                return match.end()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {pattern!r}; screen:\n{self.text()[-3000:]}")
+            self._pump(0.05)
+
+    def until(self, condition, timeout: float = 60, what: str = "a condition") -> None:
+        """Keep the screen flowing until ``condition()`` holds."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; screen:\n{self.text()[-3000:]}")
+            self._pump(0.05)
+
+    def cooked(self) -> bool:
+        """Whether the program has left raw input mode (a prompt is no longer reading keys)."""
+        return bool(termios.tcgetattr(self.fd)[3] & termios.ICANON)
+
+    def send(self, data: str) -> None:
+        os.write(self.fd, data.encode())
+
+    def wait(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._pump(0.05)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(status)
+                return self.status
+        self.kill()
+        raise AssertionError(f"the program did not exit; screen:\n{self.text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.fd < 0:
+            return
+        if self.status is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        os.close(self.fd)
+        self.fd = -1
