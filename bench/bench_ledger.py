@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -33,9 +34,13 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 WORDS = ["mind", "ledger", "memory", "trait", "reflect", "commit", "answer", "question", "model", "identity", "stable", "grow", "user", "note", "tea", "coffee", "garden", "river", "light", "morning", "evening", "plan", "goal", "reason", "because"]
 
 
-def synthetic_export(path: Path, n: int, seed: int = 7) -> None:
-    """A valid pmm JSONL export of ``n`` chat-like events (sessions of ~20 turns)."""
+def synthetic_export(path: Path, n: int, seed: int = 7,
+                     make_text: Callable[[random.Random], str] | None = None) -> None:
+    """A valid pmm JSONL export of ``n`` chat-like events (sessions of ~20 turns); ``make_text``
+    writes each message (default: 8 to 30 words of a small vocabulary)."""
     rng = random.Random(seed)
+    if make_text is None:
+        make_text = lambda r: " ".join(r.choices(WORDS, k=r.randint(8, 30)))  # noqa: E731
     mind_id = "%032x" % rng.getrandbits(128)
     prefix = chain_prefix(FORMAT_VERSION, mind_id)
     prev = GENESIS_PREV
@@ -51,7 +56,7 @@ def synthetic_export(path: Path, n: int, seed: int = 7) -> None:
                 kind, content, meta = "session_started", f"Session {session}", '{"session":"s%d"}' % session
             else:
                 kind = "message_received" if i % 2 else "response_sent"
-                content = " ".join(rng.choices(WORDS, k=rng.randint(8, 30)))
+                content = make_text(rng)
                 meta = '{"session":"s%d"}' % session
             t = ts0 + i
             ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%06dZ" % (i % 1_000_000)

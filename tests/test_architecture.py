@@ -1,4 +1,4 @@
-"""Imports point one way (STYLE.md): cli -> services -> {domain, ledger}; ledger -> domain.
+"""Imports point one way (STYLE.md): cli -> services -> {domain, ledger, providers}; ledger -> domain.
 
 Also holds the start-up promise: `pmm --help` and `pmm --version` import none of the heavy
 packages, so they stay fast.
@@ -22,11 +22,13 @@ ALLOWED = {
     "services": {"services", "domain", "ledger", "providers", "crypto", "errors", "paths", ""},
     "ledger": {"ledger", "domain", "errors"},
     "domain": {"domain", "errors"},
+    "providers": {"providers", "errors", ""},
 }
 FOREIGN_BANNED = {
     "cli": {"sqlite3", "httpx", "click"},
     "domain": {"sqlite3", "httpx", "time", "random", "datetime", "socket"},
-    "services": {"sqlite3", "click"},
+    "services": {"sqlite3", "click", "httpx"},
+    "providers": {"sqlite3", "click"},
 }
 
 

@@ -71,3 +71,30 @@ def test_ctrl_c_cancels_the_answer_and_saves_nothing_of_the_turn(term: Terminal,
     assert kinds(mind)[len(before):] == ["session_started", "message_received", "response_sent"]
     term.send("/exit\r")
     assert term.wait() == 0
+
+
+def test_a_stream_cut_mid_answer_is_reported_and_saves_nothing(mind: Path) -> None:
+    from conftest import run_pmm
+    from provider_servers import FakeServer
+
+    with FakeServer("openai", text="A streamed answer that the server will cut in the middle.") as server:
+        run_pmm("--mind", str(mind), "model", "add", "srv", "openai-compatible:test-model",
+                "--base-url", server.url, "--use", check=True)
+        env = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"}
+        term = Terminal([PMM, "--mind", str(mind), "chat"], env)
+        try:
+            at = term.expect(r"you>")
+            before = kinds(mind)
+            server.push("cut")
+            term.send("hello\r")
+            at = term.expect(r"cut off", after=at)
+            at = term.expect(r"nothing of this turn was saved", after=at)
+            assert server.requests[-1].body["stream"] is True
+            assert kinds(mind) == before
+            term.expect(r"you>", after=at)
+            term.send("hello again\r")
+            term.until(lambda: kinds(mind)[-1] == "response_sent", what="the next answer")
+            term.send("/exit\r")
+            assert term.wait() == 0
+        finally:
+            term.kill()

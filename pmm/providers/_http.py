@@ -1,0 +1,375 @@
+"""Shared plumbing of the network adapters: one place where httpx errors become ``ProviderError``.
+
+``HttpProvider`` owns the client, the retry loop (429/5xx/early resets, ``Retry-After``), the
+translation of every httpx failure into a one-line error with a hint, and the scrubbing of the API
+key out of anything it raises. ``iter_sse`` and ``iter_ndjson`` read streamed answers.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+
+from pmm import __version__, errors
+from pmm.providers.base import Completion, ModelInfo, ModelSpec, OnText, Request
+
+ENV_TIMEOUT = "PMM_PROVIDER_TIMEOUT"
+ENV_RETRIES = "PMM_PROVIDER_RETRIES"
+CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 120.0
+DEFAULT_RETRIES = 3
+# Past this a retry would leave the user staring at a frozen prompt; better to say when to come back.
+MAX_RETRY_AFTER = 60.0
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 8.0
+
+T = TypeVar("T")
+
+
+def read_timeout() -> float:
+    """Seconds to wait for the next byte of an answer (``$PMM_PROVIDER_TIMEOUT``, default 120)."""
+    raw = os.environ.get(ENV_TIMEOUT, "").strip()
+    if not raw:
+        return DEFAULT_READ_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise errors.UsageError(f"${ENV_TIMEOUT} must be a positive number of seconds, not {raw!r}")
+    return value
+
+
+def max_retries() -> int:
+    """How many times a failed request is tried again (``$PMM_PROVIDER_RETRIES``, default 3)."""
+    raw = os.environ.get(ENV_RETRIES, "").strip()
+    if not raw:
+        return DEFAULT_RETRIES
+    if not raw.isdigit():
+        raise errors.UsageError(f"${ENV_RETRIES} must be a whole number >= 0, not {raw!r}")
+    return int(raw)
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with jitter, so many clients hitting one limit do not retry in step."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds the server asks us to wait: ``retry-after-ms`` (OpenAI), ``Retry-After`` as seconds
+    or as an HTTP date. None when absent or unreadable."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            value = float(millis) / 1000
+            if math.isfinite(value):
+                return max(0.0, value)
+        except ValueError:
+            pass
+    raw = (headers.get("retry-after") or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    if math.isnan(value):
+        return None
+    return max(0.0, value)
+
+
+class Progress:
+    """What happened so far in one call: whether text reached the caller (then no retry may
+    repeat it) and when the current attempt started (for latency)."""
+
+    def __init__(self, on_text: OnText | None) -> None:
+        self.on_text = on_text
+        self.delivered = False
+        self.started = time.monotonic()
+
+    @property
+    def streaming(self) -> bool:
+        return self.on_text is not None
+
+    def emit(self, piece: str) -> None:
+        if not piece or self.on_text is None:
+            return
+        self.delivered = True
+        try:
+            self.on_text(piece)
+        except Exception as exc:
+            # Carried past the "malformed answer" net: the caller's bug is not the server's.
+            raise _CallbackFailed(exc) from exc
+
+    def elapsed_ms(self) -> int:
+        return max(1, round((time.monotonic() - self.started) * 1000))
+
+
+class _CallbackFailed(Exception):
+    def __init__(self, original: Exception) -> None:
+        super().__init__(repr(original))
+        self.original = original
+
+
+class Retryable(Exception):
+    """Raised by an answer handler (or the status check) for a failure worth another try."""
+
+    def __init__(self, message: str, hint: str | None = None, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.wait = wait
+
+
+def malformed(where: str, why: str) -> errors.ProviderError:
+    return errors.ProviderError(f"malformed answer from {where}: {why}",
+                                hint="the server does not speak the expected API; check --base-url")
+
+
+def cut_off(where: str) -> errors.ProviderError:
+    return errors.ProviderError(f"the answer was cut off: {where} closed the stream before it ended",
+                                hint="nothing was saved; try again")
+
+
+def read_json(response: httpx.Response) -> dict[str, Any]:
+    """The whole body as a JSON object (ValueError otherwise, reported as a malformed answer)."""
+    response.read()
+    data = response.json()
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def iter_sse(response: httpx.Response) -> Iterator[tuple[str, str]]:
+    """Server-sent events as ``(event, data)``; ``event`` is "message" when the server names none.
+
+    An event still open when the stream ends is dropped, as the SSE spec says: a half-received
+    event is a cut, which the caller notices by the missing terminal event.
+    """
+    event = ""
+    data: list[str] = []
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                yield event or "message", "\n".join(data)
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+
+
+def iter_ndjson(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    """One JSON object per line (ValueError on a line that is not one)."""
+    for line in response.iter_lines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        if not isinstance(item, dict):
+            raise ValueError(f"expected a JSON object per line, got {type(item).__name__}")
+        yield item
+
+
+def error_detail(data: Any) -> str:
+    """The server's own words about an error, from the usual envelopes, as one short line."""
+    message: Any = data
+    if isinstance(data, dict):
+        inner = data.get("error", data)
+        if isinstance(inner, dict):
+            message = inner.get("message") or inner.get("type") or inner
+        else:
+            message = inner
+        if message is data and isinstance(data.get("message"), str):
+            message = data["message"]
+    if not isinstance(message, str):
+        message = json.dumps(message)
+    return " ".join(message.split())[:200]
+
+
+def scrub(exc: errors.PmmError, secret: str | None) -> None:
+    """Replace ``secret`` in the message and hint: a last defence if a server echoed the key."""
+    if not secret:
+        return
+    exc.message = exc.message.replace(secret, "***")
+    exc.args = (exc.message, *exc.args[1:])
+    if exc.hint:
+        exc.hint = exc.hint.replace(secret, "***")
+
+
+class HttpProvider:
+    """Base of the network adapters; subclasses implement ``_complete`` and ``_info``."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.base = spec.url()
+        self.where = f"{spec.provider} at {self.base}"
+        self._client: httpx.Client | None = None
+
+    # -- the Provider protocol ---------------------------------------------------------------
+
+    def complete(self, request: Request, on_text: OnText | None = None) -> Completion:
+        with self._scrubbed():
+            return self._complete(request, on_text)
+
+    def info(self) -> ModelInfo:
+        with self._scrubbed():
+            return self._info()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- for subclasses ----------------------------------------------------------------------
+
+    def _complete(self, request: Request, on_text: OnText | None) -> Completion:
+        raise NotImplementedError
+
+    def _info(self) -> ModelInfo:
+        raise NotImplementedError
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        """Per-request headers; the key is read fresh for each call and never kept."""
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _not_found_hint(self) -> str:
+        return "check the model name and --base-url; `pmm model list` shows the configured models"
+
+    def _call(self, method: str, path: str, handle: Callable[[httpx.Response, Progress], T], *,
+              body: dict[str, Any] | None = None, on_text: OnText | None = None) -> T:
+        """Send one request and let ``handle`` read the answer, retrying what is worth retrying."""
+        headers = {"User-Agent": f"pmm/{__version__}", **self._headers(self.spec.api_key())}
+        progress = Progress(on_text)
+        retries = max_retries()
+        attempt = 0
+        while True:
+            progress.started = time.monotonic()
+            try:
+                return self._attempt(method, self.base + path, headers, body, handle, progress)
+            except Retryable as again:
+                tries = attempt + 1
+                if progress.delivered or attempt >= retries:
+                    suffix = f" (gave up after {tries} tries)" if tries > 1 else ""
+                    raise errors.ProviderError(again.message + suffix, hint=again.hint) from None
+                time.sleep(again.wait if again.wait is not None else backoff(attempt))
+                attempt += 1
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _client_now(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client()
+        return self._client
+
+    def _attempt(self, method: str, url: str, headers: dict[str, str], body: dict[str, Any] | None,
+                 handle: Callable[[httpx.Response, Progress], T], progress: Progress) -> T:
+        timeout = httpx.Timeout(read_timeout(), connect=CONNECT_TIMEOUT)
+        client = self._client_now()
+        request = client.build_request(method, url, headers=headers, json=body, timeout=timeout)
+        try:
+            response = client.send(request, stream=True)
+        except httpx.ConnectTimeout as exc:
+            raise errors.ProviderError(
+                f"cannot reach {self.where}: no connection within {CONNECT_TIMEOUT:g} s",
+                hint="check the address (--base-url) and your network") from exc
+        except httpx.TimeoutException as exc:
+            raise self._timed_out() from exc
+        except httpx.ConnectError as exc:
+            raise errors.ProviderError(
+                f"cannot reach {self.where}: is the server running?",
+                hint=f"start it, or point pmm at the right address with --base-url ({exc})") from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            # Dropped before any byte of an answer: nothing was done on our behalf, safe to repeat.
+            raise Retryable(f"{self.where} dropped the connection ({exc})",
+                            hint="the server may be restarting or overloaded; try again") from exc
+        except httpx.HTTPError as exc:
+            raise errors.ProviderError(f"request to {self.where} failed: {exc}") from exc
+        try:
+            if response.status_code >= 400:
+                self._raise_for_status(response)
+            return handle(response, progress)
+        except _CallbackFailed as failed:
+            raise failed.original from None
+        except httpx.TimeoutException as exc:
+            raise self._timed_out() from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.StreamError) as exc:
+            raise cut_off(self.where) from exc
+        except httpx.HTTPError as exc:
+            raise errors.ProviderError(f"reading the answer from {self.where} failed: {exc}") from exc
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise malformed(self.where, str(exc) or type(exc).__name__) from exc
+        finally:
+            response.close()
+
+    def _timed_out(self) -> errors.ProviderError:
+        seconds = read_timeout()
+        return errors.ProviderError(
+            f"{self.where} did not answer within {seconds:g} s",
+            hint=f"a slow model or a busy server? raise ${ENV_TIMEOUT} (seconds)")
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        code = response.status_code
+        try:
+            response.read()
+        except httpx.HTTPError:
+            detail = ""  # the status alone still says what went wrong
+        else:
+            try:
+                detail = error_detail(response.json())
+            except ValueError:
+                detail = " ".join(response.text.split())[:200]
+        said = f": {detail}" if detail else ""
+        if code in (401, 403):
+            env = self.spec.key_env()
+            what = "unauthorized" if code == 401 else "forbidden"
+            raise errors.ProviderError(
+                f"{self.where} refused the API key ({code} {what}){said}",
+                hint=f"check ${env}" if env else "this server wants a key: add the model with --api-key-env NAME")
+        if code == 404:
+            raise errors.ProviderError(f"{self.where} does not know model {self.spec.model!r} (404){said}",
+                                       hint=self._not_found_hint())
+        if code == 429 or code >= 500:
+            wait = retry_after(response.headers)
+            if wait is not None and wait > MAX_RETRY_AFTER:
+                at = datetime.now(UTC) + timedelta(seconds=wait)
+                raise errors.ProviderError(
+                    f"{self.where} answered {code} and asks to wait {wait:.0f} s before retrying",
+                    hint=f"try again after {at:%Y-%m-%d %H:%M:%S} UTC")
+            if code == 429:
+                raise Retryable(f"{self.where} is rate limiting requests (429){said}",
+                                hint="wait a little and try again; check your plan's rate limits", wait=wait)
+            raise Retryable(f"{self.where} failed ({code}){said}",
+                            hint="a problem on the server's side; try again later", wait=wait)
+        raise errors.ProviderError(f"{self.where} rejected the request ({code}){said}",
+                                   hint="the model or server may not support this request")
+
+    @contextmanager
+    def _scrubbed(self) -> Iterator[None]:
+        try:
+            yield
+        except errors.PmmError as exc:
+            name = self.spec.key_env()
+            scrub(exc, os.environ.get(name, "").strip() if name else None)
+            raise

@@ -1,0 +1,138 @@
+"""Anthropic's Messages API, with the stable system prompt marked for prompt caching.
+
+Structured output goes through a forced tool call (``respond``): the tool's input is the JSON
+document. When streaming, the tool input arrives as partial JSON; it is not handed to ``on_text``
+piece by piece (half a JSON document is useless to show) but once, whole, at the end of the
+message, so the streamed pieces still join to the completion's text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from pmm import errors
+from pmm.providers._http import HttpProvider, Progress, Retryable, cut_off, error_detail, iter_sse, read_json
+from pmm.providers.base import Completion, ModelInfo, OnText, Request
+
+API_VERSION = "2023-06-01"
+TOOL = "respond"
+
+
+class AnthropicProvider(HttpProvider):
+    def _headers(self, key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": API_VERSION}
+        if key:
+            headers["x-api-key"] = key
+        return headers
+
+    def _body(self, request: Request, stream: bool) -> dict[str, Any]:
+        system: list[dict[str, Any]] = []
+        if request.system:
+            # Only the stable part is cached: the per-turn context after it changes every turn.
+            system.append({"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}})
+        if request.context:
+            system.append({"type": "text", "text": request.context})
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": stream,
+        }
+        if system:
+            body["system"] = system
+        if request.json_schema is not None:
+            body["tools"] = [{"name": TOOL, "description": "Give the answer as structured data.",
+                              "input_schema": request.json_schema}]
+            body["tool_choice"] = {"type": "tool", "name": TOOL}
+        return body
+
+    def _complete(self, request: Request, on_text: OnText | None) -> Completion:
+        body = self._body(request, stream=on_text is not None)
+        structured = request.json_schema is not None
+
+        def whole(response: httpx.Response, progress: Progress) -> Completion:
+            return self._read_whole(response, progress, structured)
+
+        def streamed(response: httpx.Response, progress: Progress) -> Completion:
+            return self._read_stream(response, progress, structured)
+
+        return self._call("POST", "/v1/messages", streamed if on_text is not None else whole, body=body, on_text=on_text)
+
+    def _finish(self, text: str, model: str | None, usage: dict[str, Any], stop: str | None,
+                progress: Progress) -> Completion:
+        completion = Completion(text=text, model=model or self.spec.model, finish_reason=stop,
+                                tokens_out=usage.get("output_tokens"), latency_ms=progress.elapsed_ms())
+        parts = [usage.get(k) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")]
+        if parts[0] is not None:
+            completion.tokens_in = sum(p for p in parts if isinstance(p, int))
+        for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+            if usage.get(key):
+                completion.extra[key] = usage[key]
+        return completion
+
+    def _read_whole(self, response: httpx.Response, progress: Progress, structured: bool) -> Completion:
+        data = read_json(response)
+        blocks = data["content"]
+        if structured:
+            inputs = [b["input"] for b in blocks if b.get("type") == "tool_use" and b.get("name") == TOOL]
+            if not inputs:
+                raise ValueError(f"no {TOOL!r} tool call in the answer")
+            text = json.dumps(inputs[0])
+        else:
+            text = "".join(b["text"] for b in blocks if b.get("type") == "text")
+        return self._finish(text, data.get("model"), data.get("usage") or {}, data.get("stop_reason"), progress)
+
+    def _read_stream(self, response: httpx.Response, progress: Progress, structured: bool) -> Completion:
+        pieces: list[str] = []
+        partial_json: list[str] = []
+        model: str | None = None
+        usage: dict[str, Any] = {}
+        stop: str | None = None
+        for event, data in iter_sse(response):
+            payload = json.loads(data)
+            kind = payload.get("type") or event
+            if kind == "message_start":
+                message = payload["message"]
+                model = message.get("model")
+                usage.update(message.get("usage") or {})
+            elif kind == "content_block_delta":
+                delta = payload["delta"]
+                if delta.get("type") == "text_delta" and not structured:
+                    pieces.append(delta["text"])
+                    progress.emit(delta["text"])
+                elif delta.get("type") == "input_json_delta":
+                    partial_json.append(delta.get("partial_json") or "")
+            elif kind == "message_delta":
+                stop = (payload.get("delta") or {}).get("stop_reason") or stop
+                usage.update(payload.get("usage") or {})
+            elif kind == "message_stop":
+                if structured:
+                    if not partial_json:
+                        raise ValueError(f"no {TOOL!r} tool call in the answer")
+                    joined = "".join(partial_json)
+                    text = json.dumps(json.loads(joined) if joined.strip() else {})
+                    progress.emit(text)
+                else:
+                    text = "".join(pieces)
+                return self._finish(text, model, usage, stop, progress)
+            elif kind == "error":
+                error = payload.get("error") or {}
+                message = f"{self.where} failed mid-answer: {error_detail(payload)}"
+                if error.get("type") == "overloaded_error":
+                    # Retried by _call only while nothing has reached on_text.
+                    raise Retryable(message, hint="Anthropic is overloaded; try again in a moment")
+                raise errors.ProviderError(message, hint="nothing was saved; try again")
+        raise cut_off(self.where)
+
+    def _info(self) -> ModelInfo:
+        def read(response: httpx.Response, _progress: Progress) -> ModelInfo:
+            data = read_json(response)
+            details = {"display_name": data["display_name"]} if data.get("display_name") else {}
+            return ModelInfo(provider="anthropic", model=self.spec.model, version=data.get("created_at"),
+                             details=details)
+
+        return self._call("GET", f"/v1/models/{self.spec.model}", read)

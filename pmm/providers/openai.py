@@ -1,0 +1,125 @@
+"""OpenAI chat completions: OpenAI itself and compatible servers (llama.cpp, llama-cpp-python, vLLM).
+
+The two differ in two request fields: OpenAI wants ``max_completion_tokens`` (its reasoning models
+refuse ``max_tokens``) and a ``json_schema`` response format; local servers know ``max_tokens`` and
+llama-cpp-python reads a schema only from ``{"type": "json_object", "schema": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from pmm import errors
+from pmm.providers._http import HttpProvider, Progress, cut_off, error_detail, iter_sse, read_json
+from pmm.providers.base import Completion, ModelInfo, OnText, Request
+
+
+class OpenAIProvider(HttpProvider):
+    def _body(self, request: Request, stream: bool) -> dict[str, Any]:
+        messages: list[dict[str, str]] = []
+        if system := request.system_text():
+            messages.append({"role": "system", "content": system})
+        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        native = self.spec.provider == "openai"
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": messages,
+            "max_completion_tokens" if native else "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": stream,
+        }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        if request.json_schema is not None:
+            if native:
+                body["response_format"] = {"type": "json_schema", "json_schema": {
+                    "name": "pmm", "schema": request.json_schema, "strict": False}}
+            else:
+                body["response_format"] = {"type": "json_object", "schema": request.json_schema}
+        return body
+
+    def _complete(self, request: Request, on_text: OnText | None) -> Completion:
+        body = self._body(request, stream=on_text is not None)
+        handle = self._read_stream if on_text is not None else self._read_whole
+        return self._call("POST", "/chat/completions", handle, body=body, on_text=on_text)
+
+    def _read_whole(self, response: httpx.Response, progress: Progress) -> Completion:
+        data = read_json(response)
+        choice = data["choices"][0]
+        message = choice["message"]
+        text = message.get("content")
+        if text is None:
+            if message.get("refusal"):
+                raise errors.ProviderError(f"the model refused: {message['refusal']}")
+            text = ""
+        if not isinstance(text, str):
+            raise ValueError("message.content is not text")
+        completion = Completion(text=text, model=data.get("model") or self.spec.model,
+                                finish_reason=choice.get("finish_reason"), latency_ms=progress.elapsed_ms())
+        _usage(completion, data.get("usage"))
+        _fingerprint(completion, data)
+        return completion
+
+    def _read_stream(self, response: httpx.Response, progress: Progress) -> Completion:
+        pieces: list[str] = []
+        model, finish, usage, fingerprint = None, None, None, None
+        for _event, data in iter_sse(response):
+            if data.strip() == "[DONE]":
+                completion = Completion(text="".join(pieces), model=model or self.spec.model,
+                                        finish_reason=finish, latency_ms=progress.elapsed_ms())
+                _usage(completion, usage)
+                _fingerprint(completion, {"system_fingerprint": fingerprint})
+                return completion
+            chunk = json.loads(data)
+            if "error" in chunk:
+                raise errors.ProviderError(f"{self.where} failed mid-answer: {error_detail(chunk)}",
+                                           hint="nothing was saved; try again")
+            model = chunk.get("model") or model
+            fingerprint = chunk.get("system_fingerprint") or fingerprint
+            usage = chunk.get("usage") or usage  # with include_usage: a last chunk with no choices
+            for choice in chunk.get("choices") or ():
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    pieces.append(piece)
+                    progress.emit(piece)
+                finish = choice.get("finish_reason") or finish
+        raise cut_off(self.where)
+
+    def _info(self) -> ModelInfo:
+        def read(response: httpx.Response, _progress: Progress) -> ModelInfo:
+            listed = read_json(response)["data"]
+            for entry in listed:
+                if entry["id"] == self.spec.model:
+                    break
+            else:
+                offered = ", ".join(str(e.get("id")) for e in listed[:10]) or "none"
+                raise errors.ProviderError(
+                    f"model {self.spec.model!r} is not served by {self.where} (it offers: {offered})",
+                    hint=self._not_found_hint())
+            version = entry.get("created") or entry.get("owned_by")
+            meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+            context = meta.get("n_ctx_train")  # llama.cpp's server reports the trained context
+            return ModelInfo(provider=self.spec.provider, model=self.spec.model,
+                             version=str(version) if version is not None else None,
+                             context_length=context if isinstance(context, int) else None,
+                             details={k: v for k, v in entry.items() if k not in ("id", "object")})
+
+        return self._call("GET", "/models", read)
+
+
+def _usage(completion: Completion, usage: Any) -> None:
+    if not isinstance(usage, dict):
+        return  # servers that never report usage leave the counts unknown, not zero
+    completion.tokens_in = usage.get("prompt_tokens")
+    completion.tokens_out = usage.get("completion_tokens")
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict) and details.get("cached_tokens"):
+        completion.extra["cached_tokens"] = details["cached_tokens"]
+
+
+def _fingerprint(completion: Completion, data: dict[str, Any]) -> None:
+    if data.get("system_fingerprint"):
+        completion.extra["system_fingerprint"] = data["system_fingerprint"]

@@ -1,0 +1,335 @@
+"""Loopback servers that speak the OpenAI, Ollama and Anthropic protocols, with scripted faults.
+
+    with FakeServer("ollama", text="Hello there.") as server:
+        server.push("429", retry_after="1")     # the next request is rate limited, then normal
+        ... OllamaProvider(ModelSpec("ollama", server.model, server.url)) ...
+        server.requests[-1].body                 # what the adapter sent
+
+Faults (each used by one request, in order; afterwards requests get normal answers):
+``"cut"`` (half the answer, then the socket closes with no terminal event), ``"truncate"`` (half
+the answer in a well-formed HTTP body that just lacks the protocol's terminal event), ``"malformed"`` (not
+JSON), ``"shape"`` (JSON of the wrong shape), an HTTP status such as ``"401"``/``"429"``/``"500"``
+(with a protocol-shaped error body; ``retry_after=`` adds the header), ``"hang"`` (``seconds=``
+of silence before answering), ``"reset"`` (close without a response), ``"error_event"``
+(Anthropic only: an ``overloaded_error`` event, after ``pieces=`` text pieces).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+PROMPT_TOKENS = 12  # every protocol reports this many prompt tokens (Anthropic: 3 new + 9 cached)
+PIECE_DELAY = 0.003
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Fault:
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def split_pieces(text: str) -> list[str]:
+    """Words with their trailing space: several pieces that join back to ``text``."""
+    return re.findall(r"\S+\s*|\s+", text) or [text]
+
+
+class FakeServer:
+    def __init__(self, protocol: str, text: str = "Hello there, I am a small test model.",
+                 model: str = "test-model") -> None:
+        assert protocol in ("openai", "ollama", "anthropic")
+        self.protocol = protocol
+        self.text = text
+        self.model = model
+        self.requests: list[Recorded] = []
+        self.faults: list[Fault] = []
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "use the server as a context manager"
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """The base URL an adapter for this protocol is configured with."""
+        root = f"http://127.0.0.1:{self.port}"
+        return root + "/v1" if self.protocol == "openai" else root
+
+    def push(self, kind: str, **options: Any) -> None:
+        with self._lock:
+            self.faults.append(Fault(kind, options))
+
+    def next_fault(self) -> Fault | None:
+        with self._lock:
+            return self.faults.pop(0) if self.faults else None
+
+    def record(self, entry: Recorded) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+    def __enter__(self) -> FakeServer:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        assert self._httpd is not None
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        self._serve(None)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        self._serve(body)
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def _serve(self, body: Any) -> None:
+        fake = self.fake
+        fake.record(Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        fault = fake.next_fault() or Fault("ok")
+        try:
+            self._answer(fault, body if isinstance(body, dict) else {})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (timeouts): nothing left to say
+
+    def _answer(self, fault: Fault, body: dict[str, Any]) -> None:
+        kind, opts = fault.kind, fault.options
+        if kind == "hang":
+            self.fake.stopping.wait(opts.get("seconds", 5))
+            kind = "ok"
+        if kind == "reset":
+            self.close_connection = True
+            return
+        if kind.isdigit():
+            self._error(int(kind), opts.get("retry_after"))
+            return
+        if kind == "malformed":
+            self._malformed(bool(body.get("stream")))
+            return
+        if kind == "shape":
+            self._json(200, {"unexpected": ["nothing", "here"]})
+            return
+        if self.command == "GET":
+            self._listing()
+            return
+        stream = bool(body.get("stream"))
+        structured = any(k in body for k in ("response_format", "format", "tools"))
+        if self.fake.protocol == "openai":
+            frames = _openai(self.fake, body, stream)
+        elif self.fake.protocol == "ollama":
+            frames = _ollama(self.fake, stream)
+        else:
+            frames = _anthropic(self.fake, stream, structured, fault)
+        if not stream:
+            payload = frames[0]
+            if kind == "cut":  # promise the whole body, deliver half
+                self._send(200, payload[: len(payload) // 2], "application/json", length=len(payload))
+                self.close_connection = True
+                return
+            self._send(200, payload, "application/json")
+            return
+        if kind in ("cut", "truncate"):
+            frames = frames[: max(2, len(frames) // 2)]
+        self._stream(frames, "application/x-ndjson" if self.fake.protocol == "ollama" else "text/event-stream",
+                     finish=kind != "cut")
+
+    # -- framing -------------------------------------------------------------------------------
+
+    def _send(self, status: int, payload: bytes, ctype: str, length: int | None = None,
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(payload) if length is None else length))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+        self.wfile.flush()
+
+    def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(data).encode(), "application/json", headers=headers)
+
+    def _stream(self, frames: list[bytes], ctype: str, finish: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for frame in frames:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+            self.wfile.flush()
+            time.sleep(PIECE_DELAY)
+        if finish:
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.close_connection = True  # no last chunk: the client sees the stream break off
+        self.wfile.flush()
+
+    def _malformed(self, stream: bool) -> None:
+        broken = '{"choices": [{"message": {"content": "Hel'
+        if not stream:
+            self._send(200, broken.encode(), "application/json")
+        elif self.fake.protocol == "openai":
+            self._stream([f"data: {broken}\n\n".encode(), b"data: [DONE]\n\n"], "text/event-stream", True)
+        elif self.fake.protocol == "ollama":
+            self._stream([f"{broken}\n".encode()], "application/x-ndjson", True)
+        else:
+            self._stream([f"event: message_start\ndata: {broken}\n\n".encode(),
+                          _sse({"type": "message_stop"}, "message_stop")], "text/event-stream", True)
+
+    def _credential(self) -> str:
+        auth = self.headers.get("Authorization") or ""
+        return self.headers.get("x-api-key") or auth.removeprefix("Bearer ")
+
+    def _error(self, status: int, retry_after: str | None) -> None:
+        # Like real servers, the 401 names the key it saw: the adapter must scrub it.
+        message = {401: f"Incorrect API key provided: {self._credential()}", 404: "model not found",
+                   429: "Rate limit reached", 403: "forbidden"}.get(status, "internal server error")
+        kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 429: "rate_limit_error", 529: "overloaded_error"}
+        if self.fake.protocol == "openai":
+            data: Any = {"error": {"message": message, "type": kinds.get(status, "api_error"), "code": None}}
+        elif self.fake.protocol == "ollama":
+            data = {"error": message}
+        else:
+            data = {"type": "error", "error": {"type": kinds.get(status, "api_error"), "message": message}}
+        self._json(status, data, headers={"Retry-After": str(retry_after)} if retry_after else None)
+
+    def _listing(self) -> None:
+        fake = self.fake
+        if fake.protocol == "openai" and self.path.rstrip("/").endswith("/models"):
+            self._json(200, {"object": "list", "data": [
+                {"id": "other-model", "object": "model", "created": 1600000000, "owned_by": "test"},
+                {"id": fake.model, "object": "model", "created": 1700000000, "owned_by": "test"}]})
+        elif fake.protocol == "ollama" and self.path == "/api/tags":
+            self._json(200, {"models": [{
+                "name": f"{fake.model}:latest", "model": f"{fake.model}:latest",
+                "modified_at": "2025-01-02T03:04:05.000000Z", "size": 101_000_000,
+                "digest": "a" * 64,
+                "details": {"format": "gguf", "family": "llama", "parameter_size": "135M",
+                            "quantization_level": "Q4_1"}}]})
+        elif fake.protocol == "anthropic" and self.path == f"/v1/models/{fake.model}":
+            self._json(200, {"type": "model", "id": fake.model, "display_name": "Test Model",
+                             "created_at": "2025-02-19T00:00:00Z"})
+        else:
+            self._error(404, None)
+
+
+# -- the three protocols' answers: a list of frames (one whole body when not streaming) ----------
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    text = data if isinstance(data, str) else json.dumps(data)
+    return f"{head}data: {text}\n\n".encode()
+
+
+def _openai(fake: FakeServer, body: dict[str, Any], stream: bool) -> list[bytes]:
+    pieces = split_pieces(fake.text)
+    usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(pieces),
+             "total_tokens": PROMPT_TOKENS + len(pieces)}
+    base = {"id": "chatcmpl-1", "created": 1700000000, "model": fake.model, "system_fingerprint": "fp_test"}
+    if not stream:
+        return [json.dumps({**base, "object": "chat.completion", "usage": usage, "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": fake.text},
+             "finish_reason": "stop"}]}).encode()]
+    chunk = {**base, "object": "chat.completion.chunk"}
+
+    def delta(d: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse({**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": finish}]})
+
+    frames = [delta({"role": "assistant", "content": ""})]
+    frames += [delta({"content": p}) for p in pieces]
+    frames.append(delta({}, "stop"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        frames.append(_sse({**chunk, "choices": [], "usage": usage}))
+    frames.append(_sse("[DONE]"))
+    return frames
+
+
+def _ollama(fake: FakeServer, stream: bool) -> list[bytes]:
+    pieces = split_pieces(fake.text)
+    base = {"model": fake.model, "created_at": "2025-01-02T03:04:05Z"}
+    final = {**base, "done": True, "done_reason": "stop", "total_duration": 1_000_000,
+             "prompt_eval_count": PROMPT_TOKENS, "eval_count": len(pieces)}
+    if not stream:
+        return [json.dumps({**final, "message": {"role": "assistant", "content": fake.text}}).encode()]
+    frames = [(json.dumps({**base, "message": {"role": "assistant", "content": p}, "done": False}) + "\n")
+              .encode() for p in pieces]
+    frames.append((json.dumps({**final, "message": {"role": "assistant", "content": ""}}) + "\n").encode())
+    return frames
+
+
+def _anthropic(fake: FakeServer, stream: bool, structured: bool, fault: Fault) -> list[bytes]:
+    usage = {"input_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 9}
+    pieces = split_pieces(fake.text)
+    if structured:
+        block: dict[str, Any] = {"type": "tool_use", "id": "toolu_1", "name": "respond",
+                                 "input": json.loads(fake.text)}
+        stop = "tool_use"
+    else:
+        block = {"type": "text", "text": fake.text}
+        stop = "end_turn"
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": fake.model,
+               "stop_sequence": None}
+    if not stream:
+        return [json.dumps({**message, "content": [block], "stop_reason": stop,
+                            "usage": {**usage, "output_tokens": len(pieces)}}).encode()]
+    start_block = {"type": "tool_use", "id": "toolu_1", "name": "respond", "input": {}} if structured \
+        else {"type": "text", "text": ""}
+    frames = [
+        _sse({"type": "message_start", "message": {**message, "content": [], "stop_reason": None,
+                                                    "usage": {**usage, "output_tokens": 1}}}, "message_start"),
+        _sse({"type": "content_block_start", "index": 0, "content_block": start_block}, "content_block_start"),
+        _sse({"type": "ping"}, "ping"),
+    ]
+    for n, piece in enumerate(pieces):
+        if fault.kind == "error_event" and n == fault.options.get("pieces", 0):
+            break
+        delta = {"type": "input_json_delta", "partial_json": piece} if structured \
+            else {"type": "text_delta", "text": piece}
+        frames.append(_sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta"))
+    if fault.kind == "error_event":
+        frames.append(_sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+                           "error"))
+        return frames
+    frames += [
+        _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        _sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+              "usage": {"output_tokens": len(pieces)}}, "message_delta"),
+        _sse({"type": "message_stop"}, "message_stop"),
+    ]
+    return frames
