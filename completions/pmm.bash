@@ -9,7 +9,7 @@ _pmm() {
         COMPREPLY=($(compgen -f -- "$cur")); return
     fi
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "export import init log remember search stats verify --mind --quiet -q --version" -- "$cur")); return
+        COMPREPLY=($(compgen -W "chat commitments export health import init log model reflect remember run search stats trace verify --mind --quiet -q --version" -- "$cur")); return
     fi
     opts=""
     case "$cmd:$prev" in
@@ -20,13 +20,20 @@ _pmm() {
     esac
     if [[ -z "$opts" ]]; then
         case "$cmd" in
+        chat) opts="-m --message --model --max-tokens --mind --json --help" ;;
+        commitments) opts=" --help" ;;
         export) opts="--format -f -o --output --since --mind --help" ;;
+        health) opts="--online --strict --mind --json --help" ;;
         import) opts="--format -f --mind --json --help" ;;
         init) opts="--name --mind --json --help" ;;
         log) opts="-n --number --kind --mind --json --help" ;;
+        model) opts=" --help" ;;
+        reflect) opts="--if-due --model --mind --json --help" ;;
         remember) opts="--mind --json --help" ;;
+        run) opts="--autonomous --interval --max-cycles --max-tokens --mind --json --help" ;;
         search) opts="-n --limit --mind --json --help" ;;
         stats) opts="--mind --json --help" ;;
+        trace) opts="--mind --json --help" ;;
         verify) opts="--deep --mind --json --help" ;;
         esac
         if [[ "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); return; fi

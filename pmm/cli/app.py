@@ -19,6 +19,7 @@ EXIT_CODES = (
 )
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain help: fast (rich_utils costs ~90 ms to import) and pipe-friendly
     name="pmm",
     help="pmm, the Persistent Mind Model: an AI's identity in one portable, verifiable SQLite file.",
     epilog=EXIT_CODES,
@@ -60,9 +61,9 @@ def mind_path(option: Path | None) -> Path:
 
 
 def _register() -> None:
-    from pmm.cli import chat, integrity, mind, models, portability, trace
+    from pmm.cli import chat, evolve, health, integrity, mind, models, portability, run, trace
 
-    for module in (mind, chat, models, trace, portability, integrity):
+    for module in (mind, chat, models, trace, evolve, run, health, portability, integrity):
         module.register(app)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -56,7 +56,7 @@ def remember(
 
 
 def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:
-    """Counts so far: events, sessions, messages, notes."""
+    """The mind in plain English: stage, traits, reflections, commitments, model usage."""
     from pmm.services import minds, overview
 
     with minds.open_read(mind_path(mind)) as opened:
@@ -65,6 +65,7 @@ def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:
         output.emit_json(report)
         return
     name = report["name"] or "(unnamed)"
+    metrics = report["metrics"]
     lines = [
         f"Mind: {name}  ({report['mind_id']})",
         f"File: {report['mind']}  ({report['file_bytes']:,} bytes)",
@@ -74,7 +75,45 @@ def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:
     ]
     if report["first_ts"]:
         lines.append(f"Span: {report['first_ts']} to {report['last_ts']}")
+    lines += [
+        f"Stage {report['stage']}: {report['stage_words']}"
+        f" (IAS {metrics['ias']:.2f}, GAS {metrics['gas']:.2f})",
+        "Traits: " + ", ".join(f"{trait} {value:.2f}" for trait, value in report["traits"].items()),
+        _reflections_line(report["reflections"]),
+        _commitments_line(report["commitments"]),
+        *_usage_lines(report["usage"]),
+    ]
     output.out("\n".join(lines))
+
+
+def _reflections_line(r: dict[str, Any]) -> str:
+    from pmm.services.overview import span
+
+    if not r["count"]:
+        return "Reflections: none yet"
+    return f"Reflections: {r['count']:,}, the last {span(r['seconds_since_latest'])} ago"
+
+
+def _commitments_line(c: dict[str, Any]) -> str:
+    if not c["opened"]:
+        return "Commitments: no commitments yet"
+    success = f" ({c['success']:.0%} success)" if c["success"] is not None else ""
+    return (f"Commitments: {c['opened']:,} opened, {c['closed']:,} closed{success},"
+            f" {c['expired']:,} expired, {c['open']:,} open")
+
+
+def _usage_lines(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return ["Models: no answers or reflections yet"]
+    lines = ["Models:"]
+    for row in rows:
+        cost = f", cost {row['cost']:.4f}" if row["cost"] is not None else ""
+        reflections = row.get("reflections", 0)
+        also = f", {reflections:,} reflection{'s' if reflections != 1 else ''}" if reflections else ""
+        lines.append(f"  {row['model']}: {row['answers']:,} answer{'s' if row['answers'] != 1 else ''}{also},"
+                     f" {row['tokens_in']:,} tokens in, {row['tokens_out']:,} out,"
+                     f" {row['average_latency_ms'] / 1000:.1f} s average{cost}")
+    return lines
 
 
 def log(

@@ -12,6 +12,7 @@ from pmm.cli.app import mind_path
 from pmm.cli.options import JsonOpt, MindOpt
 
 model_app = typer.Typer(
+    rich_markup_mode=None,
     name="model", no_args_is_help=True,
     help="List, add, switch and remove the models this mind talks through (keys stay in the environment).",
 )
@@ -56,6 +57,8 @@ def add(
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="Server URL (needed for openai-compatible).")] = None,
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Environment variable holding the key (default OPENAI_API_KEY / ANTHROPIC_API_KEY).")] = None,
     context_window: Annotated[Optional[int], typer.Option("--context-window", help="Tokens the model accepts (default 8192; local: 2048).")] = None,
+    price_in: Annotated[Optional[float], typer.Option("--price-in", help="Price per million input tokens, for cost in `pmm stats`.")] = None,
+    price_out: Annotated[Optional[float], typer.Option("--price-out", help="Price per million output tokens.")] = None,
     use: Annotated[bool, typer.Option("--use", help="Also switch chat to it.")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
@@ -64,7 +67,8 @@ def add(
     from pmm.services import models
 
     path = mind_path(mind)
-    model, event = models.add(path, name, spec, base_url, api_key_env, context_window, output.message)
+    model, event = models.add(path, name, spec, base_url, api_key_env, context_window, output.message,
+                              price_in, price_out)
     switched = models.use(path, name, "chat", output.message)[1] if use else None
     if json:
         output.emit_json({**model.as_json(), "event_id": event.id,

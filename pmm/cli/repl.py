@@ -19,6 +19,8 @@ HELP = """Commands:
   /model                the model answering now; /model NAME switches to it (recorded in the mind)
   /models               every model the mind knows
   /stats                what the mind holds so far
+  /reflect              reflect now on what happened since the last reflection
+  /commitments          open commitments (/commitments all: every one)
   /trace [ID]           why the last answer (or answer ID) is what it is
   /exit                 leave (Ctrl-D works too)
 Enter sends; Esc then Enter starts a new line; a line ending in \\ continues on the next.
@@ -151,6 +153,19 @@ def _command(chat: Chat, line: str) -> str | None:
             report = overview.stats(chat.mind)
             output.message(f"{report['events']:,} events; {report['sessions']:,} sessions,"
                            f" {report['messages']:,} messages, {report['observations']:,} notes")
+        elif word == "/reflect":
+            from pmm.cli.evolve import render as render_reflection
+            from pmm.services import reflection
+
+            output.message("Reflecting…")
+            outcome = reflection.reflect(chat.mind.path, notify=output.message)
+            output.message("\n".join(render_reflection(outcome.as_json())) if outcome.recorded
+                           else f"No reflection: {outcome.reason}")
+        elif word == "/commitments":
+            from pmm.cli.evolve import render_list
+            from pmm.services import commitments
+
+            output.message("\n".join(render_list(commitments.listing(chat.mind.path), rest == "all")))
         elif word == "/trace":
             from pmm.cli.trace import render
             from pmm.services import trace

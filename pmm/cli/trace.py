@@ -47,12 +47,13 @@ def render_turn(turn: dict[str, Any], brief: bool = False) -> list[str]:
     if message:
         lines.append(f"  Asked (#{message['id']}): {output.one_line(message['text'], 300 if not brief else 100)}")
     lines.append(f"  Answered: {output.one_line(response['text'], 300 if not brief else 100)}")
-    if model:
+    if turn["source"] != "pmm":
+        by = f" (model {model['model']})" if model.get("model") else ""
+        lines.append(f"  Imported from {turn['source']}{by}: no usage or context was recorded")
+    elif model:
         name = model.get("model_name")
         label = f"{model.get('provider', '?')}:{model.get('model', '?')}"
         lines.append(f"  Model: {name + ' = ' if name else ''}{label}")
-    elif turn["source"] != "pmm":
-        lines.append(f"  Imported from {turn['source']}: no model, tokens or context were recorded")
     usage = []
     if turn["tokens_in"] is not None or turn["tokens_out"] is not None:
         usage.append(f"{turn['tokens_in'] if turn['tokens_in'] is not None else '?'} tokens in,"
@@ -72,6 +73,8 @@ def render_turn(turn: dict[str, Any], brief: bool = False) -> list[str]:
         lines += [f"    #{c['id']} {c['kind']}: {output.one_line(c['excerpt'], 90)}" for c in turn["context"]]
     elif turn["source"] == "pmm":
         lines.append("  Context: no earlier events (identity only)")
+    if turn["source"] != "pmm":
+        return lines
     if turn["changed"]:
         lines.append("  Changed:")
         lines += [f"    #{c['id']} {c['kind']}: {output.one_line(c['excerpt'], 90)}" for c in turn["changed"]]

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from pmm import errors
+
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int": (int,),
@@ -116,9 +118,10 @@ MODEL_ADDED = declare(
     EventKind(
         "model_added",
         "A model was added to the mind's configuration (portable: the name of the variable that"
-        " holds the API key is kept, never the key).",
+        " holds the API key is kept, never the key). Prices are per million tokens, optional.",
         {**_MODEL, "base_url": ("str", False), "api_key_env": ("str", False),
-         "context_window": ("int", False)},
+         "context_window": ("int", False), "price_in": ("number", False),
+         "price_out": ("number", False)},
         content="NAME = PROVIDER:MODEL.",
     )
 )
@@ -142,6 +145,68 @@ MODEL_SWITCHED = declare(
 )
 ROLES = ("chat", "reflection")
 
+OCEAN = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
+
+REFLECTION_RECORDED = declare(
+    EventKind(
+        "reflection_recorded",
+        "The mind reflected on the events since its last reflection (from first_id to last_id)."
+        " Parts of the model's output that failed validation are listed in rejected, never"
+        " invented or repaired.",
+        {"first_id": ("int", True), "last_id": ("int", True), "trigger": ("str", True),
+         "model_name": ("str", False), "provider": ("str", False), "model": ("str", False),
+         "tokens_in": ("int", False), "tokens_out": ("int", False), "latency_ms": ("int", False),
+         "rejected": ("list", False)},
+        content="The reflection's text.",
+    )
+)
+TRAIT_ADJUSTED = declare(
+    EventKind(
+        "trait_adjusted",
+        "A reflection asked to move one OCEAN trait by delta; the projection bounds the step"
+        " (docs/mind-model.md) and clamps the trait to [0, 1].",
+        {"trait": ("str", True), "delta": ("number", True), "reflection": ("int", False)},
+        content="The reason given.",
+    )
+)
+COMMITMENT_OPENED = declare(
+    EventKind(
+        "commitment_opened",
+        "The mind committed to something; the commitment's id is this event's id. due is an"
+        " optional UTC time; source is reflection, user or conversation (turn: the answer it"
+        " came from).",
+        {"due": ("str", False), "source": ("str", True), "reflection": ("int", False),
+         "turn": ("int", False)},
+        content="What was committed to.",
+    )
+)
+COMMITMENT_CLOSED = declare(
+    EventKind(
+        "commitment_closed",
+        "A commitment was kept: evidence names events after it was opened that show it; the"
+        " content is the statement. A close without valid evidence changes nothing.",
+        {"commitment": ("int", True), "evidence": ("list", True), "reflection": ("int", False),
+         "source": ("str", False)},
+        content="The statement of how it was kept.",
+    )
+)
+COMMITMENT_EXPIRED = declare(
+    EventKind(
+        "commitment_expired",
+        "An open commitment lapsed: its due time passed, or it stayed open for too many turns.",
+        {"commitment": ("int", True), "reason": ("str", True)},
+        content="Why it expired.",
+    )
+)
+COMMITMENT_REOPENED = declare(
+    EventKind(
+        "commitment_reopened",
+        "A closed or expired commitment is open again (due: an optional new due time).",
+        {"commitment": ("int", True), "due": ("str", False), "source": ("str", False)},
+        content="Why it was reopened.",
+    )
+)
+
 
 class Event(NamedTuple):
     """One ledger row, exactly as stored."""
@@ -156,7 +221,13 @@ class Event(NamedTuple):
 
     @property
     def meta(self) -> dict[str, Any]:
-        value: dict[str, Any] = json.loads(self.meta_json)
+        try:
+            value = json.loads(self.meta_json)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):  # only an altered file holds such meta
+            raise errors.IntegrityError(f"event {self.id} has meta that is not a JSON object",
+                                        hint="run `pmm verify` to see what was altered")
         return value
 
 

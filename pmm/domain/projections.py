@@ -31,17 +31,21 @@ class Identity:
     """Who the mind is: its name and when it began."""
 
     name = "identity"
-    version = 1
+    version = 2
     kinds: frozenset[str] | None = frozenset({ev.MIND_CREATED.name, ev.MIND_NAMED.name})
 
     def initial(self) -> State:
-        return {"name": None, "created_at": None, "renamed": 0}
+        return {"name": None, "created_at": None, "renamed": 0, "names": 0}
 
     def apply(self, state: State, event: Event) -> State:
         meta = event.meta
         if event.kind == ev.MIND_CREATED.name:
-            return {**state, "name": meta.get("name", state["name"]), "created_at": event.ts}
-        return {**state, "name": meta["name"], "renamed": state["renamed"] + 1}
+            named = "name" in meta
+            return {**state, "name": meta.get("name", state["name"]), "created_at": event.ts,
+                    "names": state["names"] + (1 if named else 0)}
+        same = meta["name"] == state["name"]  # naming it what it is already called changes nothing
+        return {**state, "name": meta["name"], "renamed": state["renamed"] + 1,
+                "names": state["names"] + (0 if same else 1)}
 
 
 class Activity:
@@ -94,11 +98,12 @@ class Models:
 
 
 class Usage:
-    """Model usage per ``provider:model``: answers, tokens in and out, total latency."""
+    """Model usage per ``provider:model``: answers and reflections, tokens in and out, and the
+    total latency of answers."""
 
     name = "usage"
-    version = 1
-    kinds: frozenset[str] | None = frozenset({ev.RESPONSE_SENT.name})
+    version = 2
+    kinds: frozenset[str] | None = frozenset({ev.RESPONSE_SENT.name, ev.REFLECTION_RECORDED.name})
 
     def initial(self) -> State:
         return {}
@@ -108,16 +113,144 @@ class Usage:
         if "latency_ms" not in meta or "provider" not in meta:
             return state  # an imported answer: no usage was measured
         label = f"{meta['provider']}:{meta.get('model', '?')}"
-        row = state.get(label, {"answers": 0, "tokens_in": 0, "tokens_out": 0, "latency_ms": 0})
+        row = state.get(label, {"answers": 0, "reflections": 0, "tokens_in": 0, "tokens_out": 0,
+                                "latency_ms": 0})
+        answer = event.kind == ev.RESPONSE_SENT.name
         return {**state, label: {
-            "answers": row["answers"] + 1,
+            "answers": row["answers"] + (1 if answer else 0),
+            "reflections": row.get("reflections", 0) + (0 if answer else 1),
             "tokens_in": row["tokens_in"] + (meta.get("tokens_in") or 0),
             "tokens_out": row["tokens_out"] + (meta.get("tokens_out") or 0),
-            "latency_ms": row["latency_ms"] + meta["latency_ms"],
+            "latency_ms": row["latency_ms"] + (meta["latency_ms"] if answer else 0),
         }}
 
 
-PROJECTIONS: tuple[Projection, ...] = (Identity(), Activity(), Models(), Usage())
+MAX_TRAIT_STEP = 0.05  # the most one trait_adjusted event can move a trait
+TRAIT_DEFAULT = 0.5
+RECENT_STEPS = 10  # trait steps remembered for identity stability
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return max(low, min(high, value))
+
+
+class Traits:
+    """OCEAN traits: 0.5 each at first; each adjustment moves one trait by at most
+    ``MAX_TRAIT_STEP`` and keeps it in [0, 1]."""
+
+    name = "traits"
+    version = 1
+    kinds: frozenset[str] | None = frozenset({ev.TRAIT_ADJUSTED.name})
+
+    def initial(self) -> State:
+        return {"values": {t: TRAIT_DEFAULT for t in ev.OCEAN}, "adjustments": 0, "recent": [],
+                "moved": 0.0}
+
+    def apply(self, state: State, event: Event) -> State:
+        meta = event.meta
+        trait, delta = meta.get("trait"), meta.get("delta")
+        if (trait not in state["values"] or isinstance(delta, bool)
+                or not isinstance(delta, (int, float)) or delta != delta):
+            return state  # an unknown trait or a non-number changes nothing
+        try:
+            step = _clamp(float(delta), -MAX_TRAIT_STEP, MAX_TRAIT_STEP)
+        except OverflowError:  # an integer beyond any float (only a foreign file holds one)
+            step = MAX_TRAIT_STEP if delta > 0 else -MAX_TRAIT_STEP
+        old = state["values"][trait]
+        new = round(_clamp(old + step, 0.0, 1.0), 6)
+        applied = abs(new - old)
+        return {"values": {**state["values"], trait: new}, "adjustments": state["adjustments"] + 1,
+                "recent": (state["recent"] + [round(applied, 6)])[-RECENT_STEPS:],
+                "moved": round(state["moved"] + applied, 6)}
+
+
+class Commitments:
+    """Commitments by the id of the event that opened them: open ones with their text, due time
+    and the turn count when opened; kept (closed with evidence) and lapsed (expired) ones.
+
+    A close counts only when the commitment is open and every evidence id names an event after
+    the opening (or the latest reopening) and before the close; otherwise it is counted in ``refused`` and nothing else
+    changes. ``turns`` counts user messages, for expiry by turns."""
+
+    name = "commitments"
+    version = 1
+    kinds: frozenset[str] | None = frozenset({
+        ev.COMMITMENT_OPENED.name, ev.COMMITMENT_CLOSED.name, ev.COMMITMENT_EXPIRED.name,
+        ev.COMMITMENT_REOPENED.name, ev.MESSAGE_RECEIVED.name})
+
+    def initial(self) -> State:
+        return {"open": {}, "done": {}, "opened": 0, "closed": 0, "expired": 0, "reopened": 0,
+                "refused": 0, "turns": 0}
+
+    def apply(self, state: State, event: Event) -> State:
+        kind = event.kind
+        if kind == ev.MESSAGE_RECEIVED.name:
+            return {**state, "turns": state["turns"] + 1}
+        meta = event.meta
+        if kind == ev.COMMITMENT_OPENED.name:
+            entry = {"text": event.content, "opened_id": event.id, "opened_at": event.ts,
+                     "due": meta.get("due"), "turns_at": state["turns"], "source": meta.get("source")}
+            return {**state, "open": {**state["open"], str(event.id): entry}, "opened": state["opened"] + 1}
+        key = str(meta.get("commitment"))
+        if kind == ev.COMMITMENT_REOPENED.name:
+            if key not in state["done"]:
+                return {**state, "refused": state["refused"] + 1}
+            entry = {**state["done"][key], "due": meta.get("due"), "turns_at": state["turns"],
+                     "since_id": event.id}
+            entry.pop("status", None)
+            entry.pop("closed_id", None)
+            done = {k: v for k, v in state["done"].items() if k != key}
+            return {**state, "open": {**state["open"], key: entry}, "done": done,
+                    "reopened": state["reopened"] + 1}
+        if key not in state["open"]:
+            return {**state, "refused": state["refused"] + 1}
+        entry = state["open"][key]
+        if kind == ev.COMMITMENT_CLOSED.name:
+            evidence = meta.get("evidence")
+            if not valid_evidence(evidence, since(entry), event.id) or not event.content.strip():
+                return {**state, "refused": state["refused"] + 1}
+            status, counter = "closed", "closed"
+        else:
+            status, counter = "expired", "expired"
+        rest = {k: v for k, v in state["open"].items() if k != key}
+        done = {**state["done"], key: {**entry, "status": status, "closed_id": event.id}}
+        return {**state, "open": rest, "done": done, counter: state[counter] + 1}
+
+
+def since(entry: dict[str, Any]) -> int:
+    """The event after which evidence for an open commitment must come: its opening, or its
+    latest reopening (evidence that closed it before does not close it again)."""
+    return int(entry.get("since_id") or entry["opened_id"])
+
+
+def valid_evidence(evidence: Any, opened_id: int, closing_id: int) -> bool:
+    """Evidence is a non-empty list of ids of events after the opening and before the close
+    (ids have no gaps, so every such id names an existing event)."""
+    return (isinstance(evidence, list) and bool(evidence)
+            and all(isinstance(e, int) and not isinstance(e, bool) and opened_id < e < closing_id
+                    for e in evidence))
+
+
+class Reflections:
+    """How many reflections, the latest one, and how many user messages came since."""
+
+    name = "reflections"
+    version = 1
+    kinds: frozenset[str] | None = frozenset({ev.REFLECTION_RECORDED.name, ev.MESSAGE_RECEIVED.name})
+
+    def initial(self) -> State:
+        return {"count": 0, "latest": None, "turns_since": 0}
+
+    def apply(self, state: State, event: Event) -> State:
+        if event.kind == ev.MESSAGE_RECEIVED.name:
+            return {**state, "turns_since": state["turns_since"] + 1}
+        latest = {"id": event.id, "ts": event.ts, "text": event.content,
+                  "last_id": event.meta.get("last_id")}
+        return {"count": state["count"] + 1, "latest": latest, "turns_since": 0}
+
+
+PROJECTIONS: tuple[Projection, ...] = (Identity(), Activity(), Models(), Usage(), Traits(),
+                                       Commitments(), Reflections())
 
 
 def projections_version() -> str:

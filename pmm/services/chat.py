@@ -13,6 +13,7 @@ from typing import Any
 
 from pmm import errors
 from pmm.domain import events as ev
+from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft, Event
 from pmm.ledger.store import Mind
 from pmm.providers.base import Completion, OnText, Provider
@@ -31,6 +32,7 @@ class Turn:
     prompt: context.Prompt
     model: models.Model
     session: str
+    events: list[Event]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +47,8 @@ class Turn:
             "finish": self.completion.finish_reason,
             "context": self.prompt.context_ids,
             "prompt_xxh3": self.prompt.signature,
+            "changed": [{"id": e.id, "kind": e.kind, "content": e.content}
+                        for e in self.events if e.id > self.response.id],
         }
 
 
@@ -115,7 +119,8 @@ class Chat:
                                        hint="try again, or another model (`pmm model use NAME`)")
         events = self.mind.append(lambda first_id: self._drafts(first_id, text, model, prompt, completion))
         self.started = True
-        return Turn(events[-2], events[-1], completion, prompt, model, self.session)
+        message, response = (e for e in events if e.kind in (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name))
+        return Turn(message, response, completion, prompt, model, self.session, events)
 
     def _drafts(self, first_id: int, text: str, model: models.Model, prompt: context.Prompt,
                 completion: Completion) -> list[Draft]:
@@ -136,4 +141,9 @@ class Chat:
         if completion.finish_reason:
             meta["finish"] = completion.finish_reason
         drafts.append(Draft(ev.RESPONSE_SENT.name, completion.text, meta))
+        promised = dynamics.commitment_in(completion.text)
+        open_now = self.mind.state()[0]["commitments"]["open"].values()  # inside the transaction
+        if promised and not any(dynamics.same_commitment(promised, c["text"]) for c in open_now):
+            drafts.append(Draft(ev.COMMITMENT_OPENED.name, promised,
+                                {"source": "conversation", "turn": message_id + 1}))
         return drafts

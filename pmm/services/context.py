@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pmm.domain import events as ev
 from pmm.domain.events import Event
@@ -23,12 +23,12 @@ TURN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
 RECENT_LIMIT = 40
 RECALL_LIMIT = 5
 RECALL_SNIPPET = 300
-STOPWORDS = frozenset(
+STOPWORDS = frozenset((
     "the and for are but not you your yours with this that have has had was were what when where"
     " which who whom why how can could would should will shall did does doing done from into onto"
     " about there their they them then than too very just also some any all our ours out over"
-    " been being its it's i'm i've let lets tell please me my mine we us he she his her him".split()
-)
+    " been being its it's i'm i've let lets tell please me my mine we us he she his her him"
+).split())
 
 
 def estimate_tokens(text: str) -> int:
@@ -137,7 +137,8 @@ def _conversation(turns: list[Event], user_text: str) -> tuple[Message, ...]:
     is dropped and consecutive messages of one role are joined, as every API accepts that."""
     messages: list[Message] = []
     for event in turns:
-        role = "user" if event.kind == ev.MESSAGE_RECEIVED.name else "assistant"
+        role: Literal["user", "assistant"] = (
+            "user" if event.kind == ev.MESSAGE_RECEIVED.name else "assistant")
         if not messages and role == "assistant":
             continue
         if messages and messages[-1].role == role:

@@ -32,6 +32,8 @@ class Model:
     name: str
     spec: ModelSpec
     context_window: int | None = None
+    price_in: float | None = None  # per million tokens, in the user's currency
+    price_out: float | None = None
 
     @property
     def builtin(self) -> bool:
@@ -52,8 +54,9 @@ class Model:
         for key in ("base_url", "api_key_env"):
             if getattr(self.spec, key):
                 value[key] = getattr(self.spec, key)
-        if self.context_window:
-            value["context_window"] = self.context_window
+        for key in ("context_window", "price_in", "price_out"):
+            if getattr(self, key) is not None:
+                value[key] = getattr(self, key)
         return value
 
 
@@ -63,7 +66,8 @@ def embedded() -> Model:
 
 def _from_state(name: str, spec: dict[str, Any]) -> Model:
     return Model(name, ModelSpec(spec["provider"], spec["model"], spec.get("base_url"),
-                                 spec.get("api_key_env")), spec.get("context_window"))
+                                 spec.get("api_key_env")), spec.get("context_window"),
+                 spec.get("price_in"), spec.get("price_out"))
 
 
 def known(states: dict[str, Any]) -> dict[str, Model]:
@@ -110,7 +114,8 @@ def listing(path: Path) -> tuple[list[Model], dict[str, str]]:
 
 
 def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env: str | None,
-        context_window: int | None, notify: Notify) -> tuple[Model, Event]:
+        context_window: int | None, notify: Notify, price_in: float | None = None,
+        price_out: float | None = None) -> tuple[Model, Event]:
     from pmm.providers import parse_spec
 
     if not NAME_PATTERN.fullmatch(name):
@@ -120,8 +125,11 @@ def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env
                                 hint="pick another name")
     if context_window is not None and not 256 <= context_window <= 10_000_000:
         raise errors.UsageError("--context-window must be between 256 and 10000000 tokens")
+    for price in (price_in, price_out):
+        if price is not None and not 0 <= price <= 1_000_000:
+            raise errors.UsageError("prices are per million tokens, between 0 and 1000000")
     spec = parse_spec(spec_text, base_url, api_key_env)
-    model = Model(name, spec, context_window)
+    model = Model(name, spec, context_window, price_in, price_out)
     meta = {k: v for k, v in model.as_json().items() if k != "builtin"}
     with minds.open_write(path, notify) as mind:
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from pmm.domain import events as ev
+from pmm.domain import mind as dynamics
 from pmm.domain.events import Event
 from pmm.ledger.store import Mind
 
 
 def stats(mind: Mind) -> dict[str, Any]:
-    """Counts so far, from the projections (cache plus newer events, no writes)."""
+    """Counts so far, the mind's stage, traits, reflections, commitments and model usage, from
+    the projections (cache plus newer events, no writes)."""
     states, cache = mind.state()
     activity, identity = states["activity"], states["identity"]
     by_kind: dict[str, int] = activity["by_kind"]
     head_id, head = mind.head()
+    metrics = dynamics.metrics(states)
     return {
         "mind": str(mind.path),
         "mind_id": mind.mind_id,
@@ -32,7 +35,66 @@ def stats(mind: Mind) -> dict[str, Any]:
         "last_ts": activity["last_ts"],
         "file_bytes": mind.path.stat().st_size,
         "projection_cache": cache.state,
+        "stage": metrics.stage,
+        "stage_words": dynamics.STAGE_WORDS[metrics.stage],
+        "metrics": metrics.as_json(),
+        "traits": {t: states["traits"]["values"][t] for t in ev.OCEAN},  # OCEAN order
+        "reflections": reflections(states),
+        "commitments": commitments(states),
+        "usage": usage(states),
     }
+
+
+def reflections(states: dict[str, Any]) -> dict[str, Any]:
+    from pmm.services.reflection import seconds_since
+
+    state = states["reflections"]
+    latest = state["latest"]
+    return {"count": state["count"], "latest_id": latest["id"] if latest else None,
+            "latest_ts": latest["ts"] if latest else None,
+            "seconds_since_latest": round(seconds_since(latest["ts"]), 3) if latest else None,
+            "turns_since": state["turns_since"]}
+
+
+def commitments(states: dict[str, Any]) -> dict[str, Any]:
+    """Counts, and success: kept over kept plus lapsed (None before any was either)."""
+    state = states["commitments"]
+    closed, expired = state["closed"], state["expired"]
+    return {"opened": state["opened"], "closed": closed, "expired": expired,
+            "open": len(state["open"]), "reopened": state["reopened"],
+            "success": round(closed / (closed + expired), 4) if closed + expired else None}
+
+
+def usage(states: dict[str, Any]) -> list[dict[str, Any]]:
+    """Answers, tokens and latency per ``provider:model``, with a cost where the mind's model
+    configuration prices a model with that provider and model (per million tokens)."""
+    from pmm.services.models import known
+
+    prices: dict[str, tuple[float, float]] = {}
+    for model in known(states).values():
+        if model.price_in is not None or model.price_out is not None:
+            prices.setdefault(model.spec.label, (model.price_in or 0.0, model.price_out or 0.0))
+    rows = []
+    for label, row in sorted(states["usage"].items()):
+        price = prices.get(label)
+        cost = None if price is None else round(
+            (row["tokens_in"] * price[0] + row["tokens_out"] * price[1]) / 1_000_000, 6)
+        rows.append({"model": label, **row,
+                     "average_latency_ms": round(row["latency_ms"] / row["answers"]) if row["answers"] else 0,
+                     "cost": cost})
+    return rows
+
+
+def span(seconds: float) -> str:
+    """A duration in words a person reads at a glance: 45 s, 12 min, 3 h, 2 days."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
 
 
 def log(mind: Mind, n: int, kind: str | None) -> list[Event]:

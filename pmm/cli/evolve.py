@@ -1,0 +1,148 @@
+"""``pmm reflect`` and ``pmm commitments``: the mind looking back, and what it has promised."""
+
+from __future__ import annotations
+
+from typing import Any, Annotated, Optional
+
+import typer
+
+from pmm.cli import output
+from pmm.cli.app import mind_path
+from pmm.cli.options import JsonOpt, MindOpt
+
+commitments_app = typer.Typer(
+    rich_markup_mode=None,
+    name="commitments", no_args_is_help=True,
+    help="What the mind has committed to: list, open, close with evidence, reopen.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(reflect)
+    app.add_typer(commitments_app)
+
+
+def reflect(
+    if_due: Annotated[bool, typer.Option("--if-due", help="Only when the stage's cadence says one is due (for cron); otherwise exit 0 quietly.")] = False,
+    model: Annotated[Optional[str], typer.Option("--model", help="Reflect with this model (a name from `pmm model list`) this once.")] = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Reflect on what happened since the last reflection: traits, commitments, maybe a name."""
+    from pmm.services import reflection
+
+    outcome = reflection.reflect(mind_path(mind), if_due=if_due, model_name=model,
+                                 trigger="due" if if_due else "manual", notify=output.message)
+    if json:
+        output.emit_json(outcome.as_json())
+        return
+    if not outcome.recorded:
+        if not if_due:
+            output.message(f"No reflection: {outcome.reason}")
+        return
+    output.out("\n".join(render(outcome.as_json())))
+
+
+def render(report: dict[str, Any]) -> list[str]:
+    from pmm.services.reflection import MAX_TRAIT_STEP
+
+    reflection = report["reflection"]
+    lines = [f"Reflection #{reflection['id']} (events #{reflection['first_id']}-#{reflection['last_id']},"
+             f" {report['model']}):", reflection["text"] or "(no text)"]
+    for change in report["changes"]:
+        meta = change["meta"]
+        if change["kind"] == "trait_adjusted":
+            step = max(-MAX_TRAIT_STEP, min(MAX_TRAIT_STEP, meta["delta"]))
+            asked = f" (asked {meta['delta']:+.3f}; one step is at most {MAX_TRAIT_STEP})" if step != meta["delta"] else ""
+            lines.append(f"  trait {meta['trait']} {step:+.3f}{asked}: {change['content']}")
+        elif change["kind"] == "commitment_opened":
+            lines.append(f"  committed (#{change['id']}): {change['content']}")
+        elif change["kind"] == "commitment_closed":
+            lines.append(f"  kept #{meta['commitment']} (evidence {', '.join(f'#{e}' for e in meta['evidence'])}): {change['content']}")
+        elif change["kind"] == "commitment_expired":
+            lines.append(f"  expired #{meta['commitment']}: {change['content']}")
+        elif change["kind"] == "mind_named":
+            lines.append(f"  took the name {change['content']}")
+    for item in report["rejected"]:
+        lines.append(f"  ignored: {item}")
+    return lines
+
+
+@commitments_app.command("list")
+def list_(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Also closed and expired ones.")] = False,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Open commitments (with --all, every one), with due times and where each came from."""
+    from pmm.services import commitments
+
+    report = commitments.listing(mind_path(mind))
+    if json:
+        output.emit_json(report)
+        return
+    output.out("\n".join(render_list(report, all_)))
+
+
+def render_list(report: dict[str, Any], all_: bool = False) -> list[str]:
+    rows = [r for r in report["commitments"] if all_ or r["status"] == "open"]
+    success = f" ({report['success']:.0%} success)" if report["success"] is not None else ""
+    lines = [f"Commitments: {report['opened']} opened, {report['closed']} closed{success},"
+             f" {report['expired']} expired, {report['open']} open"]
+    for row in rows:
+        due = f"  due {row['due'][:16].replace('T', ' ')} UTC" if row["due"] else ""
+        late = "  OVERDUE" if row["overdue"] else ""
+        lines.append(f"  #{row['id']:<6} {row['status']:<8} {output.one_line(row['text'], 70)}{due}{late}")
+    return lines
+
+
+@commitments_app.command("open")
+def open_(
+    text: Annotated[str, typer.Argument(help="What the mind commits to.")],
+    due: Annotated[Optional[str], typer.Option("--due", help="When it is due: 3h, 2d, 1w, or a UTC date/time.")] = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Open a commitment by hand."""
+    from pmm.services import commitments, overview
+
+    event = commitments.open_(mind_path(mind), text, due, output.message)
+    if json:
+        output.emit_json(overview.event_json(event))
+    else:
+        output.message(f"Opened commitment #{event.id}")
+
+
+@commitments_app.command("close")
+def close(
+    commitment: Annotated[int, typer.Argument(help="The commitment's id.")],
+    evidence: Annotated[list[int], typer.Option("--evidence", "-e", help="An event showing it was kept (repeatable).")],
+    statement: Annotated[str, typer.Option("--statement", "-s", help="How it was kept.")],
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Close a commitment as kept: only with evidence (events after it was opened)."""
+    from pmm.services import commitments, overview
+
+    event = commitments.close(mind_path(mind), commitment, evidence, statement)
+    if json:
+        output.emit_json(overview.event_json(event))
+    else:
+        output.message(f"Closed commitment #{commitment} (event #{event.id})")
+
+
+@commitments_app.command("reopen")
+def reopen(
+    commitment: Annotated[int, typer.Argument(help="The commitment's id.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is open again.")] = "",
+    due: Annotated[Optional[str], typer.Option("--due", help="A new due time: 3h, 2d, 1w, or a UTC date/time.")] = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Open a closed or expired commitment again."""
+    from pmm.services import commitments, overview
+
+    event = commitments.reopen(mind_path(mind), commitment, reason, due)
+    if json:
+        output.emit_json(overview.event_json(event))
+    else:
+        output.message(f"Reopened commitment #{commitment}")

@@ -1,0 +1,47 @@
+"""``pmm health``: one line per check of the mind's file, chain, cache, cadence and models."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from pmm.cli import output
+from pmm.cli.app import mind_path
+from pmm.cli.options import JsonOpt, MindOpt
+
+MARKS = {"ok": ("✓", "32"), "warn": ("!", "33"), "fail": ("✗", "31")}
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(health)
+
+
+def health(
+    online: Annotated[bool, typer.Option("--online", help="Also ask the chat and reflection models' providers whether they answer (opens connections).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as failures (exit 1).")] = False,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Check the mind: file, chain, projection cache, reflection cadence, commitments; models with --online.
+
+    Exit 0 when nothing failed (warnings too, unless --strict), 3 when the chain fails, 5 when only
+    a model is unreachable, 1 otherwise.
+    """
+    from pmm.services import health as service
+
+    with output.progress("Checking the chain", None) as (advance, set_total):
+        report = service.check(mind_path(mind), online=online, total=set_total, on_progress=advance)
+    if json:
+        output.emit_json(report.as_json(strict))
+    else:
+        color = output.color_ok(sys.stdout)
+        for item in report.checks:
+            mark, sgr = MARKS[item.status]
+            if color:
+                mark = f"\x1b[{sgr}m{mark}\x1b[0m"
+            output.out(f"{mark} {item.name}: {item.detail}")
+    code = report.exit_code(strict)
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,60 @@
+"""``pmm run --autonomous``: the mind looks after itself in the foreground until stopped."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from pmm.cli import output
+from pmm.cli.app import mind_path
+from pmm.cli.options import JsonOpt, MindOpt
+
+if TYPE_CHECKING:
+    from pmm.services.autonomy import Summary
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="run")(run_)
+
+
+def run_(
+    autonomous: Annotated[bool, typer.Option("--autonomous", help="Required: let the mind act on its own (it spends model tokens).")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0, metavar="S", help="Seconds between cycles.")] = 60,
+    max_cycles: Annotated[Optional[int], typer.Option("--max-cycles", min=1, metavar="N", help="Stop after N cycles (default: until stopped).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, metavar="N", help="Stop once reflections have used N tokens.")] = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Loop: expire overdue commitments and reflect when due; Ctrl-C or SIGTERM stops between steps."""
+    import threading
+
+    from pmm.errors import PmmError, UsageError
+    from pmm.services import autonomy
+
+    if not autonomous:
+        raise UsageError("autonomy is opt-in: `pmm run` reflects through the model and spends tokens"
+                         " on its own only when you pass --autonomous",
+                         hint="pmm run --autonomous [--interval S] [--max-cycles N] [--max-tokens N]")
+    stop, summary = threading.Event(), autonomy.Summary()
+    try:
+        with autonomy.stop_on_signals(stop, output.message):
+            autonomy.run(mind_path(mind), interval=interval, max_cycles=max_cycles,
+                         max_tokens=max_tokens, stop=stop, notify=output.message, summary=summary)
+    except KeyboardInterrupt:  # a second signal: stop at once (a transaction rolls back)
+        summary.stopped_by = "interrupted"
+        _report(summary, json)
+        raise typer.Exit(130) from None
+    except PmmError:
+        _report(summary, json)  # what was done before the error, then the error itself
+        raise
+    _report(summary, json)
+
+
+def _report(summary: Summary, json: bool) -> None:
+    if not summary.cycles:
+        return  # refused before it began: the error says why
+    if json:
+        output.emit_json(summary.as_json())
+    else:
+        output.message(summary.line())

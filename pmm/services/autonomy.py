@@ -1,0 +1,179 @@
+"""``pmm run --autonomous``: a foreground loop that keeps the mind up to date on its own.
+
+Each cycle expires overdue commitments (one transaction, only when there are any) and reflects
+when the stage cadence says a reflection is due. A cycle with nothing to do writes nothing: the
+loop's own life (heartbeats, timings) is telemetry and never enters the chain. A stop request
+(a signal, or the token budget) is honoured between steps, so a step that started finishes and
+no transaction is ever cut in half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pmm import errors
+from pmm.domain import events as ev
+from pmm.domain.events import Draft
+from pmm.services import minds, reflection
+
+Notify = Callable[[str], None]
+WAIT_SLICE = 1.0  # seconds: a signal delivered to another thread is still seen this soon
+
+
+@dataclass
+class Summary:
+    """What a run did so far (the CLI prints it however the run ended)."""
+
+    cycles: int = 0
+    reflections: int = 0
+    expired: int = 0
+    tokens: int = 0
+    failures: int = 0
+    stopped_by: str = "running"  # "signal", "max-cycles", "max-tokens" once stopped
+
+    def line(self) -> str:
+        parts = [_count(self.reflections, "reflection"), _count(self.expired, "commitment") + " expired",
+                 _count(self.tokens, "token")]
+        if self.failures:
+            parts.append(_count(self.failures, "failure"))
+        return f"Stopped after {_count(self.cycles, 'cycle')}: {', '.join(parts)}"
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def run(path: Path, *, interval: float, max_cycles: int | None, max_tokens: int | None,
+        stop: threading.Event, notify: Notify, summary: Summary | None = None) -> Summary:
+    """Cycle until ``stop`` is set, ``max_cycles`` ran or ``max_tokens`` are spent.
+
+    A provider failure (or a lock held past the timeout by another process) fails its cycle
+    only: it is reported through ``notify`` and the next cycle tries again."""
+    summary = summary if summary is not None else Summary()
+    with minds.open_read(path):  # a missing file or a non-mind is refused before the loop (exit 4)
+        pass
+    while not stop.is_set():
+        summary.cycles += 1
+        notify(f"Cycle {summary.cycles}: " + _cycle(path, summary, stop, notify))
+        if max_tokens is not None and summary.tokens >= max_tokens:
+            notify(f"Token budget spent ({summary.tokens:,} of {max_tokens:,})")
+            summary.stopped_by = "max-tokens"
+            return summary
+        if max_cycles is not None and summary.cycles >= max_cycles:
+            summary.stopped_by = "max-cycles"
+            return summary
+        _sleep(stop, interval)
+    summary.stopped_by = "signal"
+    return summary
+
+
+def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify) -> str:
+    """One cycle's steps; returns what it did, in words."""
+    did: list[str] = []
+    try:
+        expired = expire(path)
+    except (errors.ProviderError, errors.MindLocked) as exc:
+        summary.failures += 1
+        return f"expiring commitments failed: {exc.message}"
+    if expired:
+        summary.expired += expired
+        did.append(f"expired {_count(expired, 'overdue commitment')}")
+    if stop.is_set():
+        return "; ".join(did + ["stopping before the reflection step"])
+    try:
+        outcome = reflection.reflect(path, if_due=True, trigger="autonomous", notify=notify)
+    except (errors.ProviderError, errors.MindLocked) as exc:
+        summary.failures += 1
+        return "; ".join(did + [f"reflection failed: {exc.message}"])
+    if not outcome.recorded:
+        return "; ".join(did + [f"no reflection ({outcome.reason})"])
+    assert outcome.reflection is not None
+    meta = outcome.reflection.meta
+    tokens = int(meta.get("tokens_in") or 0) + int(meta.get("tokens_out") or 0)
+    lapsed = sum(1 for e in outcome.events if e.kind == ev.COMMITMENT_EXPIRED.name)
+    summary.reflections += 1
+    summary.tokens += tokens
+    summary.expired += lapsed
+    said = f"reflected (event {outcome.reflection.id}, {_count(tokens, 'token')}"
+    if lapsed:
+        said += f", {lapsed:,} more expired"
+    return "; ".join(did + [said + ")"])
+
+
+class _NothingToExpire(Exception):
+    """Another process expired them first: roll back the empty transaction."""
+
+
+def expire(path: Path) -> int:
+    """Append ``commitment_expired`` for every overdue open commitment, in one transaction;
+    returns how many (0: nothing was written)."""
+    with minds.open_read(path) as mind:
+        if not reflection.expirations(mind.state()[0]):
+            return 0
+    with minds.open_write(path, lambda _m: None) as mind:
+
+        def drafts(_first_id: int) -> list[Draft]:
+            found = reflection.expirations(mind.state()[0])  # again, inside the write lock
+            if not found:
+                raise _NothingToExpire()
+            return found
+
+        try:
+            return len(mind.append(drafts))
+        except _NothingToExpire:
+            return 0
+
+
+def _sleep(stop: threading.Event, seconds: float) -> None:
+    """Wait ``seconds`` or until ``stop`` is set. In slices: a signal lands on the main thread
+    only if no other thread (a local model's workers) takes it; then it is seen at the next slice."""
+    import time
+
+    end = time.monotonic() + seconds
+    while not stop.is_set():
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        stop.wait(min(left, WAIT_SLICE))
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event, notify: Notify) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (the loop finishes its step, then ends); a second one
+    interrupts at once (a transaction in progress rolls back). Handlers are restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = [signal.SIGINT, signal.SIGTERM]
+    previous = {s: signal.getsignal(s) for s in wanted}
+    asked: list[int] = []
+
+    def request(signum: int) -> None:
+        notify(f"Stopping after the current step ({signal.Signals(signum).name} again stops at once)")
+        stop.set()
+
+    def handler(signum: int, _frame: object) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        # Not here but in a thread: this handler runs on the main thread between any two
+        # bytecodes, perhaps inside stop.wait() holding the event's lock, or inside a write to
+        # stderr; setting the event or printing from here could deadlock or fail.
+        threading.Thread(target=request, args=(signum,), daemon=True).start()
+
+    for s in wanted:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)

@@ -1,0 +1,123 @@
+"""``pmm commitments``: what the mind has committed to, and the user's hand in it (open, close
+with evidence, reopen). Every change is an event; a close names evidence or is refused."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pmm import errors
+from pmm.domain import events as ev
+from pmm.domain import mind as dynamics
+from pmm.domain.events import Draft, Event
+from pmm.domain.projections import since, valid_evidence
+from pmm.ledger.store import TS_FORMAT, now_ts
+from pmm.services import minds
+
+RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([mhdw])")
+UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_due(text: str, now: datetime | None = None) -> str:
+    """``3h``, ``2d``, ``90m``, ``1w``, or a UTC date/time (``2026-12-01``, ``2026-12-01T09:30``)
+    as a ledger timestamp."""
+    now = now or datetime.now(UTC)
+    text = text.strip()
+    if match := RELATIVE.fullmatch(text):
+        moment = now + timedelta(**{UNITS[match.group(2)]: float(match.group(1))})
+    else:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise errors.UsageError(f"bad due time {text!r}",
+                                    hint="use 3h, 2d, 1w, or a UTC date/time such as 2026-12-01T09:30") from None
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.strftime(TS_FORMAT)
+
+
+def listing(path: Path) -> dict[str, Any]:
+    with minds.open_read(path) as mind:
+        states, _ = mind.state()
+    state = states["commitments"]
+    overdue = dict(dynamics.overdue(states, now_ts()))
+
+    def row(key: str, entry: dict[str, Any], status: str) -> dict[str, Any]:
+        return {"id": int(key), "text": entry["text"], "status": status, "source": entry.get("source"),
+                "opened_at": entry["opened_at"], "due": entry.get("due"),
+                "closed_by": entry.get("closed_id"), "overdue": overdue.get(int(key))}
+
+    rows = [row(k, v, "open") for k, v in state["open"].items()]
+    rows += [row(k, v, v["status"]) for k, v in state["done"].items()]
+    rows.sort(key=lambda r: r["id"])
+    resolved = state["closed"] + state["expired"]
+    return {"commitments": rows, "opened": state["opened"], "closed": state["closed"],
+            "expired": state["expired"], "reopened": state["reopened"], "open": len(state["open"]),
+            "success": round(state["closed"] / resolved, 4) if resolved else None}
+
+
+def open_(path: Path, text: str, due: str | None, notify: minds.Notify) -> Event:
+    text = " ".join(text.split())
+    if len(text) < 3:
+        raise errors.UsageError("say what the commitment is (at least 3 characters)")
+    meta: dict[str, Any] = {"source": "user"}
+    if due:
+        meta["due"] = parse_due(due)
+    with minds.open_write(path, notify) as mind:
+
+        def drafts(_first: int) -> list[Draft]:
+            for entry in mind.state()[0]["commitments"]["open"].values():
+                if dynamics.same_commitment(entry["text"], text):
+                    raise errors.UsageError(f"already committed to {entry['text']!r} (#{entry['opened_id']})")
+            return [Draft(ev.COMMITMENT_OPENED.name, text, meta)]
+
+        (event,) = mind.append(drafts)
+    return event
+
+
+def close(path: Path, commitment: int, evidence: list[int], statement: str) -> Event:
+    statement = statement.strip()
+    if not statement:
+        raise errors.UsageError("say how it was kept (--statement TEXT)")
+    if not evidence:
+        raise errors.UsageError("a commitment closes only with evidence", hint="--evidence EVENT_ID (repeatable)")
+    with minds.open_write(path, lambda _m: None) as mind:
+
+        def drafts(first_id: int) -> list[Draft]:
+            entry = _open_entry(mind.state()[0], commitment)
+            if not valid_evidence(sorted(set(evidence)), since(entry), first_id):
+                raise errors.UsageError(
+                    f"evidence must name events after #{since(entry)} (when it was opened or reopened)"
+                    f" and no later than #{first_id - 1}", hint="find them with pmm log or pmm search")
+            return [Draft(ev.COMMITMENT_CLOSED.name, statement,
+                          {"commitment": commitment, "evidence": sorted(set(evidence)), "source": "user"})]
+
+        (event,) = mind.append(drafts)
+    return event
+
+
+def reopen(path: Path, commitment: int, reason: str, due: str | None) -> Event:
+    meta: dict[str, Any] = {"commitment": commitment, "source": "user"}
+    if due:
+        meta["due"] = parse_due(due)
+    with minds.open_write(path, lambda _m: None) as mind:
+
+        def drafts(_first: int) -> list[Draft]:
+            state = mind.state()[0]["commitments"]
+            if str(commitment) not in state["done"]:
+                where = "open" if str(commitment) in state["open"] else "unknown"
+                raise errors.UsageError(f"commitment #{commitment} is {where}; only closed or expired ones reopen")
+            return [Draft(ev.COMMITMENT_REOPENED.name, reason.strip() or "reopened by the user", meta)]
+
+        (event,) = mind.append(drafts)
+    return event
+
+
+def _open_entry(states: dict[str, Any], commitment: int) -> dict[str, Any]:
+    state = states["commitments"]
+    entry = state["open"].get(str(commitment))
+    if entry is None:
+        status = state["done"].get(str(commitment), {}).get("status", "not a commitment")
+        raise errors.UsageError(f"#{commitment} is not open ({status})", hint="see pmm commitments list")
+    return entry

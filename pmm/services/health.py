@@ -1,0 +1,166 @@
+"""``pmm health``: is this mind in good shape? File, chain, projection cache, reflection cadence,
+overdue commitments, and (only when asked, as it talks to providers) model reachability.
+
+Each check is ``ok``, ``warn`` or ``fail`` with a one-line detail. A missing file or one that is
+not a mind is not a check result but the usual ``MindFileError`` (exit 4): there is nothing to
+examine. Nothing here writes, and nothing opens a socket unless ``online`` is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pmm import errors
+from pmm.domain import events as ev
+from pmm.domain import mind as dynamics
+from pmm.ledger.store import CacheStatus, now_ts
+from pmm.services import minds
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+OVERDUE_CADENCES = 3  # a reflection this many cadences late is worth a warning
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # OK, WARN or FAIL
+    detail: str
+
+
+@dataclass
+class Report:
+    mind: str
+    checks: list[Check] = field(default_factory=list)
+
+    def failing(self, strict: bool) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL or (strict and c.status == WARN)]
+
+    def healthy(self, strict: bool = False) -> bool:
+        return not self.failing(strict)
+
+    def exit_code(self, strict: bool = False) -> int:
+        """0 healthy; 3 the chain failed; 5 only model checks failed; 1 anything else."""
+        failing = self.failing(strict)
+        if not failing:
+            return 0
+        if any(c.name == "chain" and c.status == FAIL for c in failing):
+            return errors.IntegrityError.exit_code
+        if all(c.name.startswith("model") and c.status == FAIL for c in failing):
+            return errors.ProviderError.exit_code
+        return errors.PmmError.exit_code
+
+    def as_json(self, strict: bool = False) -> dict[str, Any]:
+        return {"mind": self.mind, "healthy": self.healthy(strict), "strict": strict,
+                "exit_code": self.exit_code(strict), "checks": [asdict(c) for c in self.checks]}
+
+
+def check(path: Path, *, online: bool = False, total: Callable[[int], None] | None = None,
+          on_progress: Callable[[int], None] | None = None) -> Report:
+    """Run every check on the mind at ``path`` (``MindFileError`` when it is not a usable mind)."""
+    from pmm.ledger import schema
+
+    with minds.open_read(path) as mind:
+        detail = (f"{path}: mind {mind.mind_id}, ledger format {mind.ledger_format},"
+                  f" schema {mind.schema_version}, {path.stat().st_size:,} bytes")
+        if mind.schema_version < schema.SCHEMA_VERSION:
+            file = Check("file", WARN, detail + f"; an older layout (current: {schema.SCHEMA_VERSION}),"
+                         " upgraded the next time pmm writes to it")
+        else:
+            file = Check("file", OK, detail)
+        head_id, _ = mind.head()
+        try:
+            states, cache = mind.state()
+        except (ValueError, KeyError, TypeError) as exc:  # events no pmm wrote (a tampered meta)
+            states, broken = None, f"the events cannot be replayed ({type(exc).__name__}: {exc})"
+    report = Report(str(path), [file, _chain(path, total, on_progress)])
+    if states is None:
+        report.checks.append(Check("projections", FAIL, broken))
+        return report
+    report.checks += [_cache(cache, head_id), _reflection(states), _commitments(states)]
+    if online:
+        report.checks += _models(states)
+    return report
+
+
+def _chain(path: Path, total: Callable[[int], None] | None,
+           on_progress: Callable[[int], None] | None) -> Check:
+    from pmm.services.integrity import verify_mind
+
+    verified = verify_mind(path, total=total, on_progress=on_progress)
+    if verified.ok:
+        events = f"{verified.events:,} event{'' if verified.events == 1 else 's'}"
+        return Check("chain", OK, f"{events} verified, head {verified.head[:16]}…")
+    where = f"event {verified.problem_event}: " if verified.problem_event else ""
+    return Check("chain", FAIL, f"{where}{verified.problem} (run `pmm verify` for details)")
+
+
+def _cache(cache: CacheStatus, head_id: int) -> Check:
+    if cache.state == "current":
+        return Check("projection cache", OK, f"current (reflects event {cache.last_id})")
+    if cache.state == "behind":
+        return Check("projection cache", OK, f"reflects event {cache.last_id}; the"
+                     f" {head_id - cache.last_id:,} newer events are folded in on every read")
+    return Check("projection cache", WARN, f"{cache.state}: every read replays all {head_id:,}"
+                 " events; the next write rebuilds it")
+
+
+def _reflection(states: dict[str, Any]) -> Check:
+    from pmm.services.overview import span
+    from pmm.services.reflection import seconds_since
+
+    reflections = states["reflections"]
+    waiting = reflections["turns_since"]
+    stage = dynamics.metrics(states).stage
+    cadence = dynamics.CADENCE_SECONDS[stage]
+    messages = f"{waiting:,} user message{'s' if waiting != 1 else ''}"
+    latest = reflections["latest"]
+    if latest is None:
+        if waiting:
+            return Check("reflection", WARN, f"never reflected, with {messages} waiting"
+                         " (run `pmm reflect`, or `pmm run --autonomous`)")
+        return Check("reflection", OK, "no reflection yet, and nothing to reflect on")
+    age = seconds_since(latest["ts"])
+    said = f"the last {span(age)} ago; {stage} reflects every {span(cadence)}"
+    if not waiting:
+        return Check("reflection", OK, said + "; nothing new since")
+    if age > OVERDUE_CADENCES * cadence:
+        return Check("reflection", WARN, f"{said}; {messages} waiting: overdue (run `pmm reflect`)")
+    return Check("reflection", OK, f"{said}; {messages} since")
+
+
+def _commitments(states: dict[str, Any]) -> Check:
+    overdue = dynamics.overdue(states, now_ts())
+    open_count = len(states["commitments"]["open"])
+    if not overdue:
+        return Check("commitments", OK, f"{open_count:,} open, none overdue")
+    first_id, why = overdue[0]
+    more = f" and {len(overdue) - 1:,} more" if len(overdue) > 1 else ""
+    return Check("commitments", WARN, f"{len(overdue):,} of {open_count:,} open overdue (#{first_id}:"
+                 f" {why}{more}); the next reflection or `pmm run --autonomous` expires them")
+
+
+def _models(states: dict[str, Any]) -> list[Check]:
+    """Ask the chat and the reflection model's providers whether they answer (network)."""
+    from pmm.services import models
+
+    checks: list[Check] = []
+    seen: dict[str, Check] = {}
+    for role in ev.ROLES:
+        model = models.active(states, role)
+        name = f"model ({role})"
+        if model.name in seen:
+            checks.append(Check(name, seen[model.name].status, seen[model.name].detail))
+            continue
+        try:
+            info = models.probe(model)
+        except errors.PmmError as exc:
+            result = Check(name, FAIL, f"{model.name} ({model.spec.label}): {exc.message}")
+        else:
+            version = f", version {info.version}" if info.version else ""
+            result = Check(name, OK, f"{model.name} ({model.spec.label}) is reachable{version}")
+        seen[model.name] = result
+        checks.append(result)
+    return checks

@@ -1,0 +1,239 @@
+"""`pmm run --autonomous`: an opt-in foreground loop that expires overdue commitments and
+reflects when due, writes nothing in a cycle with nothing to do, keeps going past a provider
+failure, stops at its token budget, and stops cleanly between steps on SIGTERM or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import PMM, run_pmm
+from provider_servers import PROMPT_TOKENS, FakeServer, split_pieces
+
+from pmm.domain.events import Draft
+from pmm.services import minds
+
+REFLECTION = json.dumps({
+    "reflection": "The user grows tomatoes; I want to learn more about gardens.",
+    "traits": [{"trait": "openness", "delta": 0.02, "reason": "gardens are interesting"}],
+    "open": [], "close": [],
+})
+TOKENS = PROMPT_TOKENS + len(split_pieces(REFLECTION))  # what the fake server reports per call
+PAST = "2000-01-01T00:00:00.000000Z"
+
+
+def kinds(mind: Path) -> list[str]:
+    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in conn.execute("SELECT kind FROM events ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def head(mind: Path) -> tuple[int, str]:
+    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    finally:
+        conn.close()
+
+
+def append(mind: Path, *drafts: Draft) -> list[int]:
+    with minds.open_write(mind, lambda _m: None) as opened:
+        return [e.id for e in opened.append(list(drafts))]
+
+
+def user_said(mind: Path, text: str = "I grow tomatoes in my garden.") -> None:
+    """A user message since the last reflection: a reflection is due (stage S0, none yet)."""
+    append(mind, Draft("message_received", text, {"source": "pmm"}))
+
+
+def use_model(mind: Path, url: str) -> None:
+    run_pmm("--mind", str(mind), "model", "add", "fake", "openai-compatible:test-model",
+            "--base-url", url, "--use", check=True)
+
+
+def run(mind: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    return run_pmm("--mind", str(mind), "run", *args, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def started(mind: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([PMM, "--mind", str(mind), "run", "--autonomous", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_without_autonomous_it_refuses_and_explains(mind: Path) -> None:
+    before = head(mind)
+    done = run(mind)
+    assert done.returncode == 2
+    err = done.stderr.decode()
+    assert "opt-in" in err and "--autonomous" in err and "Traceback" not in err
+    assert head(mind) == before
+    assert run(mind, "--interval", "0", "--max-cycles", "1").returncode == 2
+
+
+def test_a_missing_mind_is_exit_4(tmp_path: Path) -> None:
+    done = run(tmp_path / "absent.db", "--autonomous", "--max-cycles", "1")
+    assert done.returncode == 4 and b"no mind file" in done.stderr
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_reflects_once_when_due_and_writes_nothing_when_nothing_is(mind: Path) -> None:
+    with FakeServer("openai", text=REFLECTION) as server:
+        use_model(mind, server.url)
+        user_said(mind)
+        before = len(kinds(mind))
+        posts = len([r for r in server.requests if r.method == "POST"])
+        done = run(mind, "--autonomous", "--max-cycles", "2", "--interval", "0", "--json")
+        assert done.returncode == 0, done.stderr.decode()
+        assert len([r for r in server.requests if r.method == "POST"]) == posts + 1
+    new = kinds(mind)[before:]
+    assert new == ["reflection_recorded", "trait_adjusted"]
+    summary = json.loads(done.stdout)
+    assert summary == {"cycles": 2, "reflections": 1, "expired": 0, "tokens": TOKENS, "failures": 0,
+                       "stopped_by": "max-cycles"}
+    err = done.stderr.decode()
+    assert "Cycle 1: reflected" in err and "Cycle 2: no reflection (nothing new since the last reflection)" in err
+    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
+    meta = json.loads(conn.execute("SELECT meta FROM events WHERE kind = 'reflection_recorded'").fetchone()[0])
+    conn.close()
+    assert meta["trigger"] == "autonomous"
+
+    # Another run with nothing due appends nothing at all (no heartbeat in the chain).
+    after = head(mind)
+    done = run(mind, "--autonomous", "--max-cycles", "3", "--interval", "0")
+    assert done.returncode == 0
+    assert head(mind) == after
+    assert "Stopped after 3 cycles: 0 reflections, 0 commitments expired, 0 tokens" in done.stderr.decode()
+    assert run_pmm("verify", str(mind)).returncode == 0
+
+
+def test_overdue_commitments_are_expired(mind: Path) -> None:
+    (late,) = append(mind, Draft("commitment_opened", "x", {"source": "user", "due": PAST}))
+    (later,) = append(mind, Draft("commitment_opened", "y", {"source": "user", "due": PAST}))
+    (open_,) = append(mind, Draft("commitment_opened", "z", {"source": "user"}))
+    done = run(mind, "--autonomous", "--max-cycles", "1", "--interval", "0")
+    assert done.returncode == 0, done.stderr.decode()
+    err = done.stderr.decode()
+    assert "Cycle 1: expired 2 overdue commitments" in err
+    assert "Stopped after 1 cycle: 0 reflections, 2 commitments expired, 0 tokens" in err
+    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
+    rows = conn.execute("SELECT id, meta FROM events WHERE kind = 'commitment_expired' ORDER BY id").fetchall()
+    conn.close()
+    assert [json.loads(m)["commitment"] for _, m in rows] == [late, later]
+    assert rows[1][0] == rows[0][0] + 1 == open_ + 2  # one transaction, right after the opens
+    listing = json.loads(run_pmm("--mind", str(mind), "stats", "--json", check=True).stdout)
+    assert listing["commitments"]["open"] == 1 and listing["commitments"]["expired"] == 2
+    before = head(mind)
+    assert run(mind, "--autonomous", "--max-cycles", "1", "--interval", "0").returncode == 0
+    assert head(mind) == before  # already expired: nothing more to write
+
+
+def test_a_provider_error_fails_the_cycle_not_the_run(mind: Path) -> None:
+    use_model(mind, f"http://127.0.0.1:{free_port()}/v1")
+    user_said(mind)
+    before = head(mind)
+    done = run(mind, "--autonomous", "--max-cycles", "2", "--interval", "0")
+    assert done.returncode == 0
+    err = done.stderr.decode()
+    assert "Cycle 1: reflection failed: cannot reach" in err
+    assert "Cycle 2: reflection failed: cannot reach" in err
+    assert "Stopped after 2 cycles: 0 reflections, 0 commitments expired, 0 tokens, 2 failures" in err
+    assert head(mind) == before
+    assert "Traceback" not in err
+
+
+def test_max_tokens_stops_the_loop(mind: Path) -> None:
+    with FakeServer("openai", text=REFLECTION) as server:
+        use_model(mind, server.url)
+        user_said(mind)
+        done = run(mind, "--autonomous", "--interval", "0", "--max-tokens", "10", "--json", timeout=30)
+    assert done.returncode == 0, done.stderr.decode()
+    summary = json.loads(done.stdout)
+    assert summary["stopped_by"] == "max-tokens"
+    assert summary["cycles"] == 1 and summary["reflections"] == 1 and summary["tokens"] == TOKENS
+    assert f"Token budget spent ({TOKENS} of 10)" in done.stderr.decode()
+
+
+def test_sigterm_while_waiting_stops_within_seconds(mind: Path) -> None:
+    proc = started(mind, "--interval", "30")
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline().decode()  # the first cycle is done: now it sleeps
+        assert line.startswith("Cycle 1:"), line
+        time.sleep(0.3)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        assert time.monotonic() - sent < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "Stopped after 1 cycle: 0 reflections, 0 commitments expired, 0 tokens" in err.decode()
+    assert run_pmm("verify", str(mind)).returncode == 0
+
+
+def test_sigterm_during_a_reflection_lets_it_finish(mind: Path) -> None:
+    """The signal arrives while the model is answering: the reflection is still recorded whole,
+    then the loop ends without starting another cycle."""
+    with FakeServer("openai", text=REFLECTION) as server:
+        use_model(mind, server.url)
+        user_said(mind)
+        server.push("hang", seconds=1.5)
+        posts = len([r for r in server.requests if r.method == "POST"])
+        proc = started(mind, "--interval", "0")
+        try:
+            deadline = time.monotonic() + 20
+            while len([r for r in server.requests if r.method == "POST"]) == posts:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)  # Ctrl-C, as from a terminal
+            out, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err.decode()
+    text = err.decode()
+    assert "Stopping after the current step" in text
+    assert "Stopped after 1 cycle: 1 reflection, 0 commitments expired" in text
+    assert kinds(mind).count("reflection_recorded") == 1
+    assert run_pmm("verify", str(mind)).returncode == 0
+
+
+def test_a_second_signal_stops_at_once_and_writes_nothing_half(mind: Path) -> None:
+    with FakeServer("openai", text=REFLECTION) as server:
+        use_model(mind, server.url)
+        user_said(mind)
+        before = head(mind)
+        server.push("hang", seconds=10)
+        posts = len([r for r in server.requests if r.method == "POST"])
+        proc = started(mind, "--interval", "0")
+        try:
+            deadline = time.monotonic() + 20
+            while len([r for r in server.requests if r.method == "POST"]) == posts:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=5)  # well before the model would answer
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert "Stopped after 1 cycle: 0 reflections" in err.decode() and b"Traceback" not in err
+    assert head(mind) == before
+    assert run_pmm("verify", str(mind)).returncode == 0

@@ -1,0 +1,208 @@
+"""`pmm reflect` and commitments, end to end: structured output validated part by part, one
+transaction, bounded trait steps, commitments closed only with evidence, cron-safe --if-due, the
+conversation rule, and the user's `pmm commitments` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from conftest import PMM, run_pmm
+from provider_servers import FakeServer
+
+
+def events(mind: Path, since: int = 1) -> list[dict]:
+    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT id, kind, content, meta FROM events WHERE id >= ? ORDER BY id", (since,)).fetchall()
+    finally:
+        conn.close()
+    return [{"id": r[0], "kind": r[1], "content": r[2], "meta": json.loads(r[3])} for r in rows]
+
+
+def head(mind: Path) -> int:
+    return events(mind)[-1]["id"]
+
+
+def use_fake(mind: Path, server: FakeServer) -> None:
+    run_pmm("--mind", str(mind), "model", "add", "srv", "openai-compatible:test-model",
+            "--base-url", server.url, "--use", check=True)
+
+
+def say(server: FakeServer, mind: Path, answer: str, message: str = "hello") -> dict:
+    server.text = answer
+    result = run_pmm("--mind", str(mind), "chat", "--json", "-m", message)
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def reflect(server: FakeServer, mind: Path, output: dict | str, *args: str):
+    server.text = output if isinstance(output, str) else json.dumps(output)
+    return run_pmm("--mind", str(mind), "reflect", "--json", *args)
+
+
+def test_a_reflection_keeps_what_is_valid_and_writes_it_in_one_transaction(mind: Path) -> None:
+    with FakeServer("openai") as server:
+        use_fake(mind, server)
+        turn = say(server, mind, "Noted.", "I water my plants every morning.")
+        result = reflect(server, mind, {
+            "reflection": "The user cares for plants.",
+            "traits": [{"trait": "conscientiousness", "delta": 0.3, "reason": "routine"},
+                       {"trait": "charm", "delta": 0.1, "reason": "not a trait"},
+                       {"trait": "conscientiousness", "delta": 0.01, "reason": "a second step"}],
+            "open": [{"text": "Ask about the plants next week", "due_in_hours": 168}],
+            "close": [{"commitment": 999, "evidence": [turn["message_id"]], "statement": "no such"}],
+            "name": "Sage",
+        })
+        assert result.returncode == 0, result.stderr.decode()
+        body = server.requests[-1].body
+    report = json.loads(result.stdout)
+    assert report["recorded"] and report["reflection"]["text"] == "The user cares for plants."
+    assert "response_format" in body  # constrained output was asked for
+    reflection_id = report["reflection"]["id"]
+    written = events(mind, reflection_id)
+    assert [e["kind"] for e in written] == ["reflection_recorded", "trait_adjusted", "commitment_opened"]
+    assert written[1]["meta"] == {"trait": "conscientiousness", "delta": 0.3, "reflection": reflection_id}
+    rejected = " | ".join(written[0]["meta"]["rejected"])
+    for needle in ("traits[1]", "second step for conscientiousness", "#999 is not an open", "already named Test"):
+        assert needle in rejected
+    assert written[0]["meta"]["first_id"] == 1 and written[0]["meta"]["last_id"] == reflection_id - 1
+    listing = json.loads(run_pmm("--mind", str(mind), "commitments", "list", "--json", check=True).stdout)
+    (opened,) = listing["commitments"]
+    assert opened["text"] == "Ask about the plants next week" and opened["due"] and opened["source"] == "reflection"
+    # The trait moved by one bounded step, not by the 0.3 asked for.
+    from pmm.ledger.store import Mind
+
+    with Mind.open(mind) as opened_mind:
+        assert opened_mind.state()[0]["traits"]["values"]["conscientiousness"] == 0.55
+    assert run_pmm("--mind", str(mind), "verify", "--deep").returncode == 0
+
+
+def test_a_commitment_closes_only_with_evidence_after_it_was_opened(mind: Path) -> None:
+    with FakeServer("openai") as server:
+        use_fake(mind, server)
+        before = say(server, mind, "Fine.", "Earlier chat.")
+        opened = json.loads(run_pmm("--mind", str(mind), "commitments", "open", "Send the summary",
+                                    "--json", check=True).stdout)["id"]
+        after = say(server, mind, "Here is the summary you asked for.", "Send me the summary please")
+        bad = reflect(server, mind, {"reflection": "Checking.", "traits": [], "open": [],
+                                     "close": [{"commitment": opened, "evidence": [before["message_id"]],
+                                                "statement": "sent"}]})
+        assert bad.returncode == 0
+        report = json.loads(bad.stdout)
+        assert report["changes"] == [] and "must name events after it was opened" in report["rejected"][0]
+        say(server, mind, "Ok.", "Another thing.")
+        good = reflect(server, mind, {"reflection": "I sent it.", "traits": [], "open": [],
+                                      "close": [{"commitment": opened, "evidence": [after["response_id"]],
+                                                 "statement": "The summary was sent."}]})
+        change = json.loads(good.stdout)["changes"][0]
+    assert change["kind"] == "commitment_closed" and change["meta"]["evidence"] == [after["response_id"]]
+    listing = json.loads(run_pmm("--mind", str(mind), "commitments", "list", "--json", check=True).stdout)
+    assert listing["closed"] == 1 and listing["open"] == 0 and listing["success"] == 1.0
+
+
+def test_output_that_is_not_json_is_exit_5_and_writes_nothing(mind: Path) -> None:
+    with FakeServer("openai") as server:
+        use_fake(mind, server)
+        say(server, mind, "Hi.")
+        before = head(mind)
+        result = reflect(server, mind, "I reflected, but not in JSON.")
+        assert result.returncode == 5 and b"JSON" in result.stderr and b"Traceback" not in result.stderr
+        assert head(mind) == before
+        partial = reflect(server, mind, {"traits": [{"trait": "openness", "delta": 0.02, "reason": "curious"}],
+                                         "open": "nope"})
+        assert partial.returncode == 0
+        report = json.loads(partial.stdout)
+        assert report["reflection"]["text"] == "" and [c["kind"] for c in report["changes"]] == ["trait_adjusted"]
+        assert any("reflection: missing" in r for r in report["rejected"])
+        assert any("open: not a list" in r for r in report["rejected"])
+
+
+def test_if_due_is_quiet_when_nothing_is_due_and_reflects_when_it_is(mind: Path) -> None:
+    with FakeServer("openai") as server:
+        use_fake(mind, server)
+        output = {"reflection": "Due.", "traits": [], "open": [], "close": []}
+        nothing = reflect(server, mind, output, "--if-due")
+        assert nothing.returncode == 0 and json.loads(nothing.stdout)["recorded"] is False
+        quiet = run_pmm("--mind", str(mind), "reflect", "--if-due")
+        assert quiet.returncode == 0 and quiet.stdout == b"" and quiet.stderr == b""
+        say(server, mind, "Hello back.")
+        first = reflect(server, mind, output, "--if-due")
+        assert json.loads(first.stdout)["recorded"] is True
+        say(server, mind, "Again.")
+        later = reflect(server, mind, output, "--if-due")  # S0 reflects hourly: not yet
+        assert json.loads(later.stdout)["recorded"] is False
+        assert "next is due in" in json.loads(later.stdout)["reason"]
+    assert [e["meta"]["trigger"] for e in events(mind) if e["kind"] == "reflection_recorded"] == ["due"]
+
+
+def test_concurrent_crons_and_a_chat_never_fork_or_double_reflect(mind: Path) -> None:
+    with FakeServer("openai") as server:
+        use_fake(mind, server)
+        say(server, mind, "Hello.")
+        server.text = json.dumps({"reflection": "Once.", "traits": [], "open": [], "close": []})
+        server.push("hang", seconds=1.5)  # the first reflection waits on the model
+        env = {**os.environ}
+        crons = [subprocess.Popen([PMM, "--mind", str(mind), "reflect", "--if-due"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+        chat = subprocess.Popen([PMM, "--mind", str(mind), "chat", "-m", "meanwhile"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        codes = [p.wait(timeout=60) for p in [*crons, chat]]
+    assert codes == [0, 0, 0, 0], [p.stderr.read() for p in [*crons, chat]]
+    kinds = [e["kind"] for e in events(mind)]
+    assert kinds.count("reflection_recorded") == 1
+    assert kinds.count("response_sent") == 2
+    assert run_pmm("--mind", str(mind), "verify").returncode == 0
+
+
+def test_a_promise_in_an_answer_opens_one_commitment(mind: Path) -> None:
+    with FakeServer("openai") as server:
+        use_fake(mind, server)
+        turn = say(server, mind, "Sure. I will water the plants every morning. Anything else?")
+        assert turn["changed"] and turn["changed"][0]["kind"] == "commitment_opened"
+        again = say(server, mind, "OK! I will water the plants  every morning!")
+        assert again["changed"] == []  # the same commitment is not opened twice
+        say(server, mind, "I will.")  # too short to be a commitment
+    opened = [e for e in events(mind) if e["kind"] == "commitment_opened"]
+    assert len(opened) == 1
+    assert opened[0]["content"] == "I will water the plants every morning."
+    assert opened[0]["meta"] == {"source": "conversation", "turn": turn["response_id"]}
+    trace = json.loads(run_pmm("--mind", str(mind), "trace", str(turn["response_id"]), "--json", check=True).stdout)
+    assert [c["kind"] for c in trace["changed"]] == ["commitment_opened"]
+
+
+def test_the_user_manages_commitments(mind: Path) -> None:
+    def cmd(*args: str):
+        return run_pmm("--mind", str(mind), "commitments", *args)
+
+    opened = json.loads(cmd("open", "Read the book", "--due", "2d", "--json").stdout)["id"]
+    assert cmd("open", "read the   BOOK").returncode == 2  # the same commitment
+    assert cmd("open", "Call", "--due", "someday").returncode == 2
+    run_pmm("--mind", str(mind), "remember", "Finished the book today", check=True)
+    note = head(mind)
+    no_evidence = cmd("close", str(opened), "--statement", "done")
+    assert no_evidence.returncode == 2
+    early = cmd("close", str(opened), "--evidence", "1", "--statement", "done")
+    assert early.returncode == 2 and b"after #" in early.stderr
+    assert cmd("close", str(opened), "-e", str(note), "-s", "Read it").returncode == 0
+    assert cmd("close", str(opened), "-e", str(note), "-s", "again").returncode == 2
+    assert cmd("reopen", str(opened), "--reason", "re-read").returncode == 0
+    stale = cmd("close", str(opened), "-e", str(note), "-s", "Read it again")
+    assert stale.returncode == 2, "evidence from before the reopening closed it again"
+    listing = json.loads(cmd("list", "--json").stdout)
+    assert listing["open"] == 1 and listing["closed"] == 1 and listing["reopened"] == 1
+    text = cmd("list").stdout.decode()
+    assert text.startswith("Commitments: 1 opened, 1 closed (100% success), 0 expired, 1 open")
+    assert "Read the book" in text
+
+
+def test_the_embedded_model_reflects_without_crashing(mind: Path) -> None:
+    run_pmm("--mind", str(mind), "chat", "-m", "I love hiking in the mountains.", "--max-tokens", "24", check=True)
+    result = run_pmm("--mind", str(mind), "reflect", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["recorded"] and report["model"] == "embedded"
+    assert run_pmm("--mind", str(mind), "verify", "--deep").returncode == 0

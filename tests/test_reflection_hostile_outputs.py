@@ -1,0 +1,79 @@
+"""A scripted conversation with crafted (valid, invalid, hostile) reflection outputs from a
+loopback model, and the exact projections docs/mind-model.md says it must replay to; then the
+autonomous loop against the real embedded model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_pmm
+from provider_servers import FakeServer
+
+
+def pmm_json(mind: Path, *args: str) -> dict:
+    result = run_pmm("--mind", str(mind), *args, "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def test_hostile_outputs_are_contained_and_the_projections_are_exact(mind: Path) -> None:
+    with FakeServer("openai", text="Noted.") as server:
+        run_pmm("--mind", str(mind), "model", "add", "srv", "openai-compatible:test-model",
+                "--base-url", server.url, "--use", check=True)
+        first = pmm_json(mind, "chat", "-m", "I will be travelling next week.")
+        server.text = json.dumps({
+            "reflection": "The user travels soon.",
+            "traits": [{"trait": "openness", "delta": 0.04, "reason": "new places"},
+                       {"trait": "neuroticism", "delta": -9, "reason": "out of range"},
+                       {"trait": "agreeableness", "delta": 0.02, "reason": "kind"},
+                       {"trait": "extraversion", "delta": "lots", "reason": "not a number"}],
+            "open": [{"text": "Ask how the trip went"}, {"text": "x" * 5000}],
+            "close": [{"commitment": 77, "evidence": [3], "statement": "unknown"}],
+        })
+        one = pmm_json(mind, "reflect")
+        assert [c["kind"] for c in one["changes"]] == ["trait_adjusted"] * 3 + ["commitment_opened"]
+        commitment = one["changes"][-1]["id"]
+        assert one["changes"][0]["id"] == one["reflection"]["id"] + 1  # one batch, in order
+        second = pmm_json(mind, "chat", "-m", "The trip went well, thanks for asking.")
+        server.text = json.dumps({
+            "reflection": "y" * 100_000,
+            "traits": [],
+            "open": [],
+            "close": [{"commitment": commitment, "evidence": [9999], "statement": "missing event"},
+                      {"commitment": commitment, "evidence": [first["message_id"]], "statement": "too early"},
+                      {"commitment": commitment, "evidence": [second["message_id"]], "statement": "They told me."}],
+            "name": "Robert'); DROP TABLE events;--",
+        })
+        two = pmm_json(mind, "reflect")
+    assert [c["kind"] for c in two["changes"]] == ["commitment_closed"]
+    assert two["changes"][0]["meta"]["evidence"] == [second["message_id"]]
+    assert len(two["reflection"]["text"]) == 4000
+    rejected = " | ".join(one["rejected"] + two["rejected"])
+    for needle in ("traits[3].delta", "open[1].text", "#77 is not an open", "name: not a usable name",
+                   "must name events after it was opened", "cut to 4000"):
+        assert needle in rejected, needle
+    stats = pmm_json(mind, "stats")
+    assert stats["traits"] == {"openness": 0.54, "conscientiousness": 0.5, "extraversion": 0.5,
+                               "agreeableness": 0.52, "neuroticism": 0.45}
+    metrics = stats["metrics"]
+    # docs/mind-model.md: trait_stability = 1 - mean(0.04, 0.05, 0.02) / 0.05
+    assert metrics["trait_stability"] == pytest.approx(1 - (0.11 / 3) / 0.05, abs=1e-4)
+    assert metrics["commitment_reliability"] == 1.0 and metrics["name_stability"] == 1.0
+    assert metrics["ias"] == pytest.approx(0.5 * (1 - (0.11 / 3) / 0.05) + 0.25 + 0.25, abs=1e-4)
+    assert metrics["gas"] == pytest.approx(0.3 * 2 / 20 + 0.3 * 1.0 + 0.2 * 0.11 + 0.2 * 2 / 200, abs=1e-4)
+    assert stats["stage"] == "S0" and metrics["reflections"] == 2 and metrics["turns"] == 2
+    listing = pmm_json(mind, "commitments", "list")
+    assert (listing["opened"], listing["closed"], listing["expired"], listing["open"]) == (1, 1, 0, 0)
+    report = pmm_json(mind, "verify", "--deep")  # the cache equals a full replay
+    assert report["ok"]
+
+
+def test_the_autonomous_loop_runs_three_cycles_on_the_embedded_model(mind: Path) -> None:
+    run_pmm("--mind", str(mind), "chat", "-m", "I planted tomatoes today.", "--max-tokens", "24", check=True)
+    result = run_pmm("--mind", str(mind), "run", "--autonomous", "--max-cycles", "3", "--interval", "0",
+                     timeout=600)
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"Stopped after 3 cycles: 1 reflection" in result.stderr
+    assert run_pmm("--mind", str(mind), "verify", "--deep").returncode == 0
