@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 

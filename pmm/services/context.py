@@ -23,12 +23,15 @@ TURN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
 RECENT_LIMIT = 40
 RECALL_LIMIT = 5
 RECALL_SNIPPET = 300
-STOPWORDS = frozenset((
-    "the and for are but not you your yours with this that have has had was were what when where"
-    " which who whom why how can could would should will shall did does doing done from into onto"
-    " about there their they them then than too very just also some any all our ours out over"
-    " been being its it's i'm i've let lets tell please me my mine we us he she his her him"
-).split())
+STOPWORDS = frozenset({
+    "the", "and", "for", "are", "but", "not", "you", "your", "yours", "with", "this", "that",
+    "have", "has", "had", "was", "were", "what", "when", "where", "which", "who", "whom", "why",
+    "how", "can", "could", "would", "should", "will", "shall", "did", "does", "doing", "done",
+    "from", "into", "onto", "about", "there", "their", "they", "them", "then", "than", "too",
+    "very", "just", "also", "some", "any", "all", "our", "ours", "out", "over", "been", "being",
+    "its", "it's", "i'm", "i've", "let", "lets", "tell", "please", "me", "my", "mine", "we",
+    "us", "he", "she", "his", "her", "him",
+})
 
 
 def estimate_tokens(text: str) -> int:
