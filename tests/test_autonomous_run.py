@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import PMM, run_pmm
 from provider_servers import PROMPT_TOKENS, FakeServer, split_pieces
 
@@ -186,7 +187,8 @@ def test_sigterm_while_waiting_stops_within_seconds(mind: Path) -> None:
     assert run_pmm("verify", str(mind)).returncode == 0
 
 
-def test_sigterm_during_a_reflection_lets_it_finish(mind: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_during_a_reflection_lets_it_finish(mind: Path, signum: int) -> None:
     """The signal arrives while the model is answering: the reflection is still recorded whole,
     then the loop ends without starting another cycle."""
     with FakeServer("openai", text=REFLECTION) as server:
@@ -200,7 +202,7 @@ def test_sigterm_during_a_reflection_lets_it_finish(mind: Path) -> None:
             while len([r for r in server.requests if r.method == "POST"]) == posts:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.02)
-            proc.send_signal(signal.SIGINT)  # Ctrl-C, as from a terminal
+            proc.send_signal(signum)  # mid-cycle: the model is answering
             out, err = proc.communicate(timeout=15)
         finally:
             if proc.poll() is None:
