@@ -49,3 +49,32 @@ def mind(tmp_path: Path) -> Path:
     path = tmp_path / "mind.db"
     run_pmm("--mind", str(path), "init", "--name", "Test", check=True)
     return path
+
+
+def mind_events(mind: Path, kind: str | None = None, since: int = 1) -> list[dict]:
+    """The mind's events read straight from the file with plain sqlite3 (read-only), meta parsed:
+    what is really stored, whatever pmm says about it."""
+    import json
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT id, kind, content, meta FROM events WHERE id >= ? ORDER BY id",
+                            (since,)).fetchall()
+    finally:
+        conn.close()
+    found = [{"id": r[0], "kind": r[1], "content": r[2], "meta": json.loads(r[3])} for r in rows]
+    return [e for e in found if kind is None or e["kind"] == kind]
+
+
+def mind_kinds(mind: Path) -> list[str]:
+    return [e["kind"] for e in mind_events(mind)]
+
+
+def pmm_json(mind: Path, *args: str, **kw):
+    """Run `pmm --mind MIND ARGS --json`, require exit 0, return the parsed stdout."""
+    import json
+
+    result = run_pmm("--mind", str(mind), *args, "--json", **kw)
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)

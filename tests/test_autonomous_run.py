@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PMM, run_pmm
+from conftest import mind_kinds as kinds
 from provider_servers import PROMPT_TOKENS, FakeServer, split_pieces
 
 from pmm.domain.events import Draft
@@ -28,13 +29,6 @@ REFLECTION = json.dumps({
 TOKENS = PROMPT_TOKENS + len(split_pieces(REFLECTION))  # what the fake server reports per call
 PAST = "2000-01-01T00:00:00.000000Z"
 
-
-def kinds(mind: Path) -> list[str]:
-    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
-    try:
-        return [r[0] for r in conn.execute("SELECT kind FROM events ORDER BY id")]
-    finally:
-        conn.close()
 
 
 def head(mind: Path) -> tuple[int, str]:

@@ -4,20 +4,12 @@ Ctrl-C cancelling an answer without leaving half of it in the ledger, Ctrl-D lea
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
 from conftest import PMM
+from conftest import mind_kinds as kinds
 from terminal import ANSI, Terminal
-
-
-def kinds(mind: Path) -> list[str]:
-    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
-    try:
-        return [r[0] for r in conn.execute("SELECT kind FROM events ORDER BY id")]
-    finally:
-        conn.close()
 
 
 @pytest.fixture

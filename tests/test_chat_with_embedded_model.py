@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from pathlib import Path
 
+from conftest import mind_events as events
 from conftest import run_pmm
 
 FAST = ["--max-tokens", "24"]
 
-
-def events(mind: Path) -> list[dict]:
-    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT id, kind, content, meta FROM events ORDER BY id").fetchall()
-    finally:
-        conn.close()
-    return [{"id": r[0], "kind": r[1], "content": r[2], "meta": json.loads(r[3])} for r in rows]
 
 
 def test_one_turn_prints_only_the_answer_and_records_the_turn(mind: Path) -> None:

@@ -5,28 +5,12 @@ enter the mind, and switches from several processes at once keep one valid chain
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 from pathlib import Path
 
-from conftest import PMM, run_pmm
+from conftest import PMM, pmm_json, run_pmm
+from conftest import mind_events as events
 from provider_servers import FakeServer
-
-
-def events(mind: Path, kind: str | None = None) -> list[dict]:
-    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT id, kind, content, meta FROM events ORDER BY id").fetchall()
-    finally:
-        conn.close()
-    found = [{"id": r[0], "kind": r[1], "content": r[2], "meta": json.loads(r[3])} for r in rows]
-    return [e for e in found if kind is None or e["kind"] == kind]
-
-
-def pmm_json(mind: Path, *args: str, **kw) -> dict:
-    result = run_pmm("--mind", str(mind), *args, "--json", **kw)
-    assert result.returncode == 0, result.stderr.decode()
-    return json.loads(result.stdout)
 
 
 def test_with_nothing_configured_the_embedded_model_is_in_use(mind: Path) -> None:

@@ -6,21 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 from pathlib import Path
 
 from conftest import PMM, run_pmm
+from conftest import mind_events as events
 from provider_servers import FakeServer
-
-
-def events(mind: Path, since: int = 1) -> list[dict]:
-    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT id, kind, content, meta FROM events WHERE id >= ? ORDER BY id", (since,)).fetchall()
-    finally:
-        conn.close()
-    return [{"id": r[0], "kind": r[1], "content": r[2], "meta": json.loads(r[3])} for r in rows]
 
 
 def head(mind: Path) -> int:
@@ -63,7 +54,7 @@ def test_a_reflection_keeps_what_is_valid_and_writes_it_in_one_transaction(mind:
     assert report["recorded"] and report["reflection"]["text"] == "The user cares for plants."
     assert "response_format" in body  # constrained output was asked for
     reflection_id = report["reflection"]["id"]
-    written = events(mind, reflection_id)
+    written = events(mind, since=reflection_id)
     assert [e["kind"] for e in written] == ["reflection_recorded", "trait_adjusted", "commitment_opened"]
     assert written[1]["meta"] == {"trait": "conscientiousness", "delta": 0.3, "reflection": reflection_id}
     rejected = " | ".join(written[0]["meta"]["rejected"])

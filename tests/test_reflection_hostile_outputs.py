@@ -8,14 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_pmm
+from conftest import pmm_json, run_pmm
 from provider_servers import FakeServer
-
-
-def pmm_json(mind: Path, *args: str) -> dict:
-    result = run_pmm("--mind", str(mind), *args, "--json")
-    assert result.returncode == 0, result.stderr.decode()
-    return json.loads(result.stdout)
 
 
 def test_hostile_outputs_are_contained_and_the_projections_are_exact(mind: Path) -> None:

@@ -3,19 +3,13 @@ tokens and latency; by response id, message id, session id or `last`; imported a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from conftest import run_pmm
+from conftest import pmm_json, run_pmm
 from provider_servers import FakeServer
 
 DATA = Path(__file__).parent / "data"
 
-
-def pmm_json(mind: Path, *args: str):
-    result = run_pmm("--mind", str(mind), *args, "--json")
-    assert result.returncode == 0, result.stderr.decode()
-    return json.loads(result.stdout)
 
 
 def test_trace_by_response_message_session_and_last(mind: Path) -> None:
