@@ -179,66 +179,6 @@ class Mind:
                 rows = self.conn.execute(sql, (literal, limit)).fetchall()
         return [(Event._make(r[:7]), r[7]) for r in rows]
 
-    def get(self, ids: Iterable[int]) -> list[Event]:
-        """The events with these ids, in id order (missing ids are skipped)."""
-        wanted = sorted(set(ids))
-        found: list[Event] = []
-        with cx.translated(self.path):
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start:start + 500]
-                found += map(Event._make, self.conn.execute(
-                    f"SELECT {COLUMNS} FROM events WHERE id IN ({', '.join('?' for _ in chunk)})"
-                    " ORDER BY id", chunk).fetchall())
-        return found
-
-    def with_meta(self, kinds: Iterable[str], key: str, value: str | int, since: int = 1,
-                  limit: int = 10_000) -> list[Event]:
-        """Events of ``kinds`` from ``since`` on whose ``meta[key]`` equals ``value``."""
-        names = tuple(kinds)
-        with cx.translated(self.path):
-            rows = self.conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE kind IN ({', '.join('?' for _ in names)})"
-                " AND id >= ? AND json_extract(meta, '$.' || ?) = ? ORDER BY id LIMIT ?",
-                (*names, since, key, value, limit)).fetchall()
-        return [Event._make(r) for r in rows]
-
-    def latest(self, kinds: Iterable[str], limit: int) -> list[Event]:
-        """The newest ``limit`` events of ``kinds``, newest first (one indexed query per kind)."""
-        found: list[Event] = []
-        with cx.translated(self.path):
-            for kind in kinds:
-                found += map(Event._make, self.conn.execute(
-                    f"SELECT {COLUMNS} FROM events WHERE kind = ? ORDER BY id DESC LIMIT ?",
-                    (kind, limit)).fetchall())
-        return sorted(found, key=lambda e: -e.id)[:limit]
-
-    def recall(self, words: Iterable[str], kinds: Iterable[str], limit: int,
-               common: int = 500, most: int = 6) -> list[Event]:
-        """Events of ``kinds`` that best match any of ``words`` (FTS5 rank).
-
-        A word found in more than ``common`` events says little and would make ranking cost
-        grow with the mind, so only the ``most`` rarest words that are not common are used:
-        the cost stays bounded on a mind of millions of events."""
-        rare: list[tuple[int, str]] = []
-        with cx.translated(self.path):
-            for word in words:
-                term = '"' + word.replace('"', '""') + '"'
-                hits = self.conn.execute(
-                    "SELECT count(*) FROM (SELECT rowid FROM events_fts WHERE events_fts MATCH ?"
-                    " LIMIT ?)", (term, common + 1)).fetchone()[0]
-                if 0 < hits <= common:
-                    rare.append((hits, term))
-            if not rare:
-                return []
-            names = tuple(kinds)
-            query = " OR ".join(term for _, term in sorted(rare)[:most])
-            rows = self.conn.execute(
-                f"SELECT {', '.join('e.' + c for c in COLUMNS.split(', '))}"
-                " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
-                f" WHERE events_fts MATCH ? AND e.kind IN ({', '.join('?' for _ in names)})"
-                " ORDER BY rank LIMIT ?", (query, *names, limit)).fetchall()
-        return [Event._make(r) for r in rows]
-
     def source_ids(self, source: str, kinds: Iterable[str]) -> set[tuple[str, str]]:
         """``(meta.session or "", meta.source_id)`` of the events of ``kinds`` imported from ``source``."""
         names = tuple(kinds)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pmm.domain import events as ev
 from pmm.domain.events import Event
+from pmm.ledger import lookup
 from pmm.ledger.store import Mind
 from pmm.providers.base import Message, Request
 
@@ -89,11 +90,11 @@ def build(mind: Mind, states: dict[str, Any], user_text: str, *, window: int,
             sections.append(text)
             spent += estimate_tokens(text)
 
-    recent = mind.latest(TURN_KINDS, RECENT_LIMIT)
+    recent = lookup.latest(mind, TURN_KINDS, RECENT_LIMIT)
     recent_ids = {e.id for e in recent}
     recalled: list[str] = []
     recall_budget = budget // 4
-    for event in mind.recall(words_of(user_text), RECALL_KINDS, RECALL_LIMIT + len(recent_ids)):
+    for event in lookup.recall(mind, words_of(user_text), RECALL_KINDS, RECALL_LIMIT + len(recent_ids)):
         if event.id in recent_ids:
             continue
         who = {"message_received": "the user said", "response_sent": "you said"}.get(event.kind, "a note")

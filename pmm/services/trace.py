@@ -11,6 +11,7 @@ from typing import Any
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Event
+from pmm.ledger import lookup
 from pmm.ledger.store import Mind
 from pmm.services import minds
 
@@ -22,7 +23,7 @@ def trace(path: Path, ref: str | None) -> dict[str, Any]:
     """``ref``: an event id, a session id, or None / "last" for the latest answer."""
     with minds.open_read(path) as mind:
         if ref is None or ref == "last":
-            latest = mind.latest([ev.RESPONSE_SENT.name], 1)
+            latest = lookup.latest(mind, [ev.RESPONSE_SENT.name], 1)
             if not latest:
                 raise errors.UsageError("this mind has no answers yet", hint="talk to it: pmm chat")
             return turn(mind, latest[0])
@@ -35,16 +36,16 @@ def trace(path: Path, ref: str | None) -> dict[str, Any]:
 
 
 def _by_id(mind: Mind, event_id: int) -> dict[str, Any]:
-    found = mind.get([event_id])
+    found = lookup.get(mind, [event_id])
     if not found:
         raise errors.UsageError(f"there is no event {event_id} (the mind has {mind.head()[0]})")
     event = found[0]
     if event.kind == ev.RESPONSE_SENT.name:
         return turn(mind, event)
     if event.kind == ev.MESSAGE_RECEIVED.name:
-        answers = mind.with_meta([ev.RESPONSE_SENT.name], "reply_to", event.id, since=event.id, limit=1)
+        answers = lookup.with_meta(mind, [ev.RESPONSE_SENT.name], "reply_to", event.id, since=event.id, limit=1)
         if not answers:  # imported conversations name no reply: the next answer in its session
-            following = [e for e in mind.get(range(event.id + 1, event.id + 3))
+            following = [e for e in lookup.get(mind, range(event.id + 1, event.id + 3))
                          if e.kind == ev.RESPONSE_SENT.name and e.meta.get("session") == event.meta.get("session")]
             answers = following[:1]
         if not answers:
@@ -66,13 +67,13 @@ def turn(mind: Mind, response: Event) -> dict[str, Any]:
     meta = response.meta
     message = None
     if isinstance(meta.get("reply_to"), int):
-        found = mind.get([meta["reply_to"]])
+        found = lookup.get(mind, [meta["reply_to"]])
         message = found[0] if found else None
     if message is None:  # imported: the message just before it in the same session
-        earlier = [e for e in mind.get(range(max(1, response.id - 2), response.id))
+        earlier = [e for e in lookup.get(mind, range(max(1, response.id - 2), response.id))
                    if e.kind == ev.MESSAGE_RECEIVED.name]
         message = earlier[-1] if earlier else None
-    context = [_brief(e) for e in mind.get(meta.get("context") or [])]
+    context = [_brief(e) for e in lookup.get(mind, meta.get("context") or [])]
     changed = [_brief(e) for e in _changed_by(mind, response)]
     return {
         "kind": "turn",
@@ -95,7 +96,7 @@ def turn(mind: Mind, response: Event) -> dict[str, Any]:
 def _changed_by(mind: Mind, response: Event) -> list[Event]:
     """Events the turn itself appended after its answer (they name it in ``meta.turn``)."""
     changed = []
-    for event in mind.get(range(response.id + 1, response.id + 33)):
+    for event in lookup.get(mind, range(response.id + 1, response.id + 33)):
         if event.meta.get("turn") != response.id:
             break
         changed.append(event)
@@ -103,11 +104,11 @@ def _changed_by(mind: Mind, response: Event) -> list[Event]:
 
 
 def session(mind: Mind, session_id: str) -> dict[str, Any]:
-    started = mind.with_meta([ev.SESSION_STARTED.name], "session", session_id, limit=1)
+    started = lookup.with_meta(mind, [ev.SESSION_STARTED.name], "session", session_id, limit=1)
     if not started:
         raise errors.UsageError(f"there is no session {session_id}",
                                 hint="session ids are in `pmm log` and `pmm trace ID --json`")
-    turns = mind.with_meta([ev.RESPONSE_SENT.name], "session", session_id, since=started[0].id)
+    turns = lookup.with_meta(mind, [ev.RESPONSE_SENT.name], "session", session_id, since=started[0].id)
     return {
         "kind": "session",
         "session": session_id,

@@ -1,0 +1,74 @@
+"""Lookups that chat, reflection and trace need: the newest events of some kinds, events by id
+or by a meta field, and full-text recall bounded for big minds. Read-only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pmm.domain.events import Event
+from pmm.ledger import connection as cx
+from pmm.ledger.store import COLUMNS, Mind
+
+
+def get(mind: Mind, ids: Iterable[int]) -> list[Event]:
+    """The events with these ids, in id order (missing ids are skipped)."""
+    wanted = sorted(set(ids))
+    found: list[Event] = []
+    with cx.translated(mind.path):
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            found += map(Event._make, mind.conn.execute(
+                f"SELECT {COLUMNS} FROM events WHERE id IN ({', '.join('?' for _ in chunk)})"
+                " ORDER BY id", chunk).fetchall())
+    return found
+
+
+def with_meta(mind: Mind, kinds: Iterable[str], key: str, value: str | int, since: int = 1,
+              limit: int = 10_000) -> list[Event]:
+    """Events of ``kinds`` from ``since`` on whose ``meta[key]`` equals ``value``."""
+    names = tuple(kinds)
+    with cx.translated(mind.path):
+        rows = mind.conn.execute(
+            f"SELECT {COLUMNS} FROM events WHERE kind IN ({', '.join('?' for _ in names)})"
+            " AND id >= ? AND json_extract(meta, '$.' || ?) = ? ORDER BY id LIMIT ?",
+            (*names, since, key, value, limit)).fetchall()
+    return [Event._make(r) for r in rows]
+
+
+def latest(mind: Mind, kinds: Iterable[str], limit: int) -> list[Event]:
+    """The newest ``limit`` events of ``kinds``, newest first (one indexed query per kind)."""
+    found: list[Event] = []
+    with cx.translated(mind.path):
+        for kind in kinds:
+            found += map(Event._make, mind.conn.execute(
+                f"SELECT {COLUMNS} FROM events WHERE kind = ? ORDER BY id DESC LIMIT ?",
+                (kind, limit)).fetchall())
+    return sorted(found, key=lambda e: -e.id)[:limit]
+
+
+def recall(mind: Mind, words: Iterable[str], kinds: Iterable[str], limit: int,
+           common: int = 500, most: int = 6) -> list[Event]:
+    """Events of ``kinds`` that best match any of ``words`` (FTS5 rank).
+
+    A word found in more than ``common`` events says little and would make ranking cost
+    grow with the mind, so only the ``most`` rarest words that are not common are used:
+    the cost stays bounded on a mind of millions of events."""
+    rare: list[tuple[int, str]] = []
+    with cx.translated(mind.path):
+        for word in words:
+            term = '"' + word.replace('"', '""') + '"'
+            hits = mind.conn.execute(
+                "SELECT count(*) FROM (SELECT rowid FROM events_fts WHERE events_fts MATCH ?"
+                " LIMIT ?)", (term, common + 1)).fetchone()[0]
+            if 0 < hits <= common:
+                rare.append((hits, term))
+        if not rare:
+            return []
+        names = tuple(kinds)
+        query = " OR ".join(term for _, term in sorted(rare)[:most])
+        rows = mind.conn.execute(
+            f"SELECT {', '.join('e.' + c for c in COLUMNS.split(', '))}"
+            " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
+            f" WHERE events_fts MATCH ? AND e.kind IN ({', '.join('?' for _ in names)})"
+            " ORDER BY rank LIMIT ?", (query, *names, limit)).fetchall()
+    return [Event._make(r) for r in rows]
