@@ -181,6 +181,14 @@ def test_sigterm_while_waiting_stops_within_seconds(mind: Path) -> None:
     assert run_pmm("verify", str(mind)).returncode == 0
 
 
+def wait_for_the_model(server: FakeServer, proc: subprocess.Popen) -> None:
+    """Until the running loop has asked the model for its reflection (so the cycle is mid-way)."""
+    deadline = time.monotonic() + 20
+    while not any(r.method == "POST" for r in server.requests):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_a_signal_during_a_reflection_lets_it_finish(mind: Path, signum: int) -> None:
     """The signal arrives while the model is answering: the reflection is still recorded whole,
@@ -189,13 +197,9 @@ def test_a_signal_during_a_reflection_lets_it_finish(mind: Path, signum: int) ->
         use_model(mind, server.url)
         user_said(mind)
         server.push("hang", seconds=1.5)
-        posts = len([r for r in server.requests if r.method == "POST"])
         proc = started(mind, "--interval", "0")
         try:
-            deadline = time.monotonic() + 20
-            while len([r for r in server.requests if r.method == "POST"]) == posts:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.02)
+            wait_for_the_model(server, proc)
             proc.send_signal(signum)  # mid-cycle: the model is answering
             out, err = proc.communicate(timeout=15)
         finally:
@@ -215,13 +219,9 @@ def test_a_second_signal_stops_at_once_and_writes_nothing_half(mind: Path) -> No
         user_said(mind)
         before = head(mind)
         server.push("hang", seconds=10)
-        posts = len([r for r in server.requests if r.method == "POST"])
         proc = started(mind, "--interval", "0")
         try:
-            deadline = time.monotonic() + 20
-            while len([r for r in server.requests if r.method == "POST"]) == posts:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.02)
+            wait_for_the_model(server, proc)
             proc.send_signal(signal.SIGINT)
             time.sleep(0.3)
             proc.send_signal(signal.SIGINT)

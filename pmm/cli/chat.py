@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from pmm.cli import output
 from pmm.cli.app import mind_path
 from pmm.cli.options import JsonOpt, MindOpt
+
+if TYPE_CHECKING:
+    from pmm.services.chat import Chat
 
 
 def register(app: typer.Typer) -> None:
@@ -46,11 +49,8 @@ def chat(
         _one_turn(session, message, json)
 
 
-def _one_turn(session: object, text: str, json: bool) -> None:
+def _one_turn(session: Chat, text: str, json: bool) -> None:
     """The answer alone on stdout (streamed on a terminal), or the --json envelope."""
-    from pmm.services.chat import Chat
-
-    assert isinstance(session, Chat)
     if json or not sys.stdout.isatty():
         turn = session.turn(text)
         if json:

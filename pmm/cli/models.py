@@ -36,8 +36,7 @@ def list_(mind: MindOpt = None, json: JsonOpt = False) -> None:
     """Every model the mind knows and which one is in use for chat and for reflection."""
     from pmm.services import models
 
-    known, using = models.listing(mind_path(mind)) if mind_path(mind).exists() else (
-        [models.embedded()], {"chat": models.BUILTIN, "reflection": models.BUILTIN})
+    known, using = models.listing(mind_path(mind))
     if json:
         output.emit_json({"models": [m.as_json() for m in known], "active": using})
         return
@@ -108,15 +107,9 @@ def info(
     """A model's configuration and, online, what its provider reports (hash, version, context)."""
     from pmm.services import models
 
-    path = mind_path(mind)
-    if path.exists():
-        model, roles, reported = models.describe(path, name, online)
-    else:
-        model = models.pick(models.known_empty(), name)
-        roles, reported = ["chat", "reflection"], (models.probe(model) if online else None)
+    model, roles, reported = models.describe(mind_path(mind), name, online)
     key_env = model.spec.key_env()
-    value = {**model.as_json(), "roles": roles, "key_env": key_env,
-             "key_set": bool(key_env and models.key_present(key_env)),
+    value = {**model.as_json(), "roles": roles, "key_env": key_env, "key_set": model.spec.key_set(),
              "reported": None if reported is None else {
                  "hash": reported.hash, "version": reported.version,
                  "context_length": reported.context_length, "details": reported.details}}

@@ -98,9 +98,14 @@ def _read_prompt(chat: Chat) -> Callable[[], str]:
     session: PromptSession[str] = PromptSession(
         history=history, key_bindings=bindings, multiline=True,
         prompt_continuation=lambda width, _n, _soft: "." * (width - 1) + " ",
-        bottom_toolbar=lambda: f" {chat.model().name} ({chat.model().spec.label}) · /help · Ctrl-D leaves",
     )
-    return lambda: session.prompt("you> ")
+
+    def read() -> str:
+        model = chat.model()  # once per prompt: the toolbar is redrawn on every key
+        toolbar = f" {model.name} ({model.spec.label}) · /help · Ctrl-D leaves"
+        return session.prompt("you> ", bottom_toolbar=toolbar)
+
+    return read
 
 
 def run(chat: Chat) -> None:

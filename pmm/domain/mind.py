@@ -106,8 +106,8 @@ def reflection_due(states: dict[str, Any], seconds_since_last: float | None) -> 
     if seconds_since_last is None:
         return True, "the time of the last reflection is unknown"
     if seconds_since_last >= cadence:
-        return True, f"{stage} reflects every {_span(cadence)}; the last was {_span(seconds_since_last)} ago"
-    return False, f"{stage} reflects every {_span(cadence)}; the next is due in {_span(cadence - seconds_since_last)}"
+        return True, f"{stage} reflects every {span(cadence)}; the last was {span(seconds_since_last)} ago"
+    return False, f"{stage} reflects every {span(cadence)}; the next is due in {span(cadence - seconds_since_last)}"
 
 
 def overdue(states: dict[str, Any], now_ts: str) -> list[tuple[int, str]]:
@@ -123,13 +123,16 @@ def overdue(states: dict[str, Any], now_ts: str) -> list[tuple[int, str]]:
     return found
 
 
-def _span(seconds: float) -> str:
-    seconds = int(round(seconds))
+def span(seconds: float) -> str:
+    """A duration in words a person reads at a glance: 45 s, 12 min, 3 h, 2 days."""
+    seconds = max(0, int(round(seconds)))
     if seconds < 120:
         return f"{seconds} s"
     if seconds < 7200:
         return f"{seconds // 60} min"
-    return f"{seconds // 3600} h"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
 
 
 _PROMISE = re.compile(r"\bI(?: will|'ll|’ll| promise to| commit to)\b(?! not\b| never\b)", re.IGNORECASE)

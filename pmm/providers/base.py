@@ -48,6 +48,11 @@ class ModelSpec:
     def key_env(self) -> str | None:
         return self.api_key_env or DEFAULT_KEY_ENV.get(self.provider)
 
+    def key_set(self) -> bool:
+        """Whether the key's variable holds a value (the value itself is not looked at again)."""
+        name = self.key_env()
+        return bool(name and os.environ.get(name, "").strip())
+
     def api_key(self) -> str | None:
         """The key from the environment (never stored anywhere by pmm)."""
         name = self.key_env()

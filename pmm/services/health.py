@@ -108,7 +108,6 @@ def _cache(cache: CacheStatus, head_id: int) -> Check:
 
 
 def _reflection(states: dict[str, Any]) -> Check:
-    from pmm.services.overview import span
     from pmm.services.reflection import seconds_since
 
     reflections = states["reflections"]
@@ -123,7 +122,7 @@ def _reflection(states: dict[str, Any]) -> Check:
                          " (run `pmm reflect`, or `pmm run --autonomous`)")
         return Check("reflection", OK, "no reflection yet, and nothing to reflect on")
     age = seconds_since(latest["ts"])
-    said = f"the last {span(age)} ago; {stage} reflects every {span(cadence)}"
+    said = f"the last {dynamics.span(age)} ago; {stage} reflects every {dynamics.span(cadence)}"
     if not waiting:
         return Check("reflection", OK, said + "; nothing new since")
     if age > OVERDUE_CADENCES * cadence:

@@ -106,10 +106,19 @@ def _unknown(name: str, models: dict[str, Model]) -> errors.UsageError:
     return errors.UsageError(f"no model named {name!r} (known: {', '.join(models)})", hint=hint)
 
 
+def _states(path: Path) -> dict[str, Any]:
+    """The mind's states, or a new mind's when there is no file yet (nothing is created)."""
+    if not path.exists():
+        from pmm.domain.projections import initial_state
+
+        return initial_state()
+    with minds.open_read(path) as mind:
+        return mind.state()[0]
+
+
 def listing(path: Path) -> tuple[list[Model], dict[str, str]]:
     """The known models and the name in use for each role."""
-    with minds.open_read(path) as mind:
-        states, _ = mind.state()
+    states = _states(path)
     return list(known(states).values()), {role: active(states, role).name for role in ev.ROLES}
 
 
@@ -205,21 +214,7 @@ def use(path: Path, name: str, role: str, notify: Notify) -> tuple[Model, Event,
 
 def describe(path: Path, name: str | None, online: bool) -> tuple[Model, list[str], ModelInfo | None]:
     """A model's configuration, the roles it serves, and (online) what its provider reports."""
-    with minds.open_read(path) as mind:
-        states, _ = mind.state()
+    states = _states(path)
     model = pick(states, name)
     roles = [role for role in ev.ROLES if active(states, role).name == model.name]
     return model, roles, probe(model) if online else None
-
-
-def known_empty() -> dict[str, Any]:
-    """The states of a mind with no events (for commands run before a mind exists)."""
-    from pmm.domain.projections import initial_state
-
-    return initial_state()
-
-
-def key_present(env_name: str) -> bool:
-    import os
-
-    return bool(os.environ.get(env_name, "").strip())

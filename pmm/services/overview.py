@@ -9,6 +9,8 @@ from pmm.domain import mind as dynamics
 from pmm.domain.events import Event
 from pmm.ledger.store import Mind
 
+span = dynamics.span  # the one duration formatter (domain/mind.py), for the CLI
+
 
 def stats(mind: Mind) -> dict[str, Any]:
     """Counts so far, the mind's stage, traits, reflections, commitments and model usage, from
@@ -83,18 +85,6 @@ def usage(states: dict[str, Any]) -> list[dict[str, Any]]:
                      "average_latency_ms": round(row["latency_ms"] / row["answers"]) if row["answers"] else 0,
                      "cost": cost})
     return rows
-
-
-def span(seconds: float) -> str:
-    """A duration in words a person reads at a glance: 45 s, 12 min, 3 h, 2 days."""
-    seconds = max(0, int(round(seconds)))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} days"
 
 
 def log(mind: Mind, n: int, kind: str | None) -> list[Event]:

@@ -10,9 +10,10 @@ reflection's ``rejected`` meta and otherwise ignored: nothing is invented or rep
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ from pmm.services import context, minds, models
 
 ANSWER_TOKENS = 700
 MAX_TEXT = 4000
-__all__ = ["MAX_TRAIT_STEP", "Outcome", "SCHEMA", "due", "expirations", "parse", "reflect"]
+__all__ = ["MAX_TRAIT_STEP", "Outcome", "SCHEMA", "expirations", "parse", "reflect"]
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9 '\-]{0,39}")
 SEEN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name, ev.OBSERVATION_RECORDED.name)
 
@@ -88,6 +89,7 @@ class Outcome:
 
 # -- validation of the model's output ------------------------------------------------------------
 
+@functools.cache
 def _pydantic_models() -> tuple[Any, Any, Any]:
     from pydantic import BaseModel, Field
 
@@ -165,9 +167,7 @@ def seconds_since(ts: str, now: datetime | None = None) -> float:
     return ((now or datetime.now(UTC)) - then).total_seconds()
 
 
-def due(path: Path) -> tuple[bool, str]:
-    with minds.open_read(path) as mind:
-        states, _ = mind.state()
+def _due_now(states: dict[str, Any]) -> tuple[bool, str]:
     latest = states["reflections"]["latest"]
     return dynamics.reflection_due(states, seconds_since(latest["ts"]) if latest else None)
 
@@ -193,7 +193,7 @@ def reflect(path: Path, *, if_due: bool = False, trigger: str = "manual", model_
 def _reflect(mind: Mind, *, if_due: bool, trigger: str, model_name: str | None) -> Outcome:
     states, _ = mind.state()
     latest = states["reflections"]["latest"]
-    is_due, why = dynamics.reflection_due(states, seconds_since(latest["ts"]) if latest else None)
+    is_due, why = _due_now(states)
     if if_due and not is_due:
         return Outcome(False, why)
     # From just after what the last reflection saw (events appended while it ran included).
@@ -313,7 +313,7 @@ def _consequences(states: dict[str, Any], parsed: Parsed, reflection_id: int,
     return out
 
 
-def expirations(states: dict[str, Any], exclude: set[int] = frozenset()) -> list[Draft]:  # type: ignore[assignment]
+def expirations(states: dict[str, Any], exclude: Collection[int] = ()) -> list[Draft]:
     """``commitment_expired`` drafts for every overdue open commitment now."""
     return [Draft(ev.COMMITMENT_EXPIRED.name, reason, {"commitment": cid, "reason": reason})
             for cid, reason in dynamics.overdue(states, now_ts()) if cid not in exclude]
