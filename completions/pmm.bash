@@ -9,7 +9,7 @@ _pmm() {
         COMPREPLY=($(compgen -f -- "$cur")); return
     fi
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "chat commitments export health import init log model reflect remember run search stats trace verify --mind --quiet -q --version" -- "$cur")); return
+        COMPREPLY=($(compgen -W "backup chat commitments export health import init keygen log model reflect remember restore run search sign stats trace verify --mind --quiet -q --version" -- "$cur")); return
     fi
     opts=""
     case "$cmd:$prev" in
@@ -17,24 +17,30 @@ _pmm() {
         export:-f) opts="jsonl md" ;;
         import:--format) opts="jsonl chatgpt claude" ;;
         import:-f) opts="jsonl chatgpt claude" ;;
+        sign:--format) opts="minisign ssh" ;;
+        sign:-f) opts="minisign ssh" ;;
     esac
     if [[ -z "$opts" ]]; then
         case "$cmd" in
+        backup) opts="-o --output --keep --passphrase-file --mind --json --help" ;;
         chat) opts="-m --message --model --max-tokens --mind --json --help" ;;
         commitments) opts=" --help" ;;
         export) opts="--format -f -o --output --since --mind --help" ;;
         health) opts="--online --strict --mind --json --help" ;;
         import) opts="--format -f --mind --json --help" ;;
         init) opts="--name --mind --json --help" ;;
+        keygen) opts="-o --output --protect --passphrase-file --force --json --help" ;;
         log) opts="-n --number --kind --mind --json --help" ;;
         model) opts=" --help" ;;
         reflect) opts="--if-due --model --mind --json --help" ;;
         remember) opts="--mind --json --help" ;;
+        restore) opts="--force --passphrase-file --mind --json --help" ;;
         run) opts="--autonomous --interval --max-cycles --max-tokens --mind --json --help" ;;
         search) opts="-n --limit --mind --json --help" ;;
+        sign) opts="--key -k -o --output --format -f --passphrase-file --mind --json --help" ;;
         stats) opts="--mind --json --help" ;;
         trace) opts="--mind --json --help" ;;
-        verify) opts="--deep --mind --json --help" ;;
+        verify) opts="--deep --sig --pub --accept-rollback --no-witness --mind --json --help" ;;
         esac
         if [[ "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); return; fi
     fi

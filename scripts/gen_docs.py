@@ -1,4 +1,5 @@
-"""Regenerate the files derived from code: docs/event-kinds.md (from pmm.domain.events).
+"""Regenerate the files derived from code: docs/event-kinds.md (from pmm.domain.events), the shell
+completions, man/pmm.1 and README.md's command reference (from the Typer app).
 
     python scripts/gen_docs.py          # write
     python scripts/gen_docs.py --check  # exit 1 if a generated file is stale (used by tests)
@@ -170,12 +171,75 @@ def man_page() -> str:
     return "\n".join(out)
 
 
+README_BEGIN = "<!-- BEGIN GENERATED: command reference (scripts/gen_docs.py) -->"
+README_END = "<!-- END GENERATED -->"
+
+
+def _md(text: str) -> str:
+    """Help text as one markdown line: whitespace collapsed; outside `code`, the characters that
+    markdown would read as emphasis or an HTML tag escaped (not `$PMM_MIND`'s, to keep it legible)."""
+    import re
+
+    parts = " ".join(text.split()).split("`")
+    for i in range(0, len(parts), 2):
+        parts[i] = re.sub(r"[\\*]|(?<![^\W_])_|_(?![^\W_])|<(?=[A-Za-z/!?])", lambda m: "\\" + m[0], parts[i])
+    return "`".join(parts)
+
+
+def _paragraph(command: object) -> str:
+    """The first paragraph of a command's help (its one-line summary, however it is wrapped)."""
+    text = (getattr(command, "help", None) or "").split("\f")[0].strip()
+    return " ".join(text.split("\n\n")[0].split())
+
+
+def command_reference() -> str:
+    """Every command and subcommand: usage, summary, arguments and options, as in `--help`."""
+    import typer
+
+    from pmm.cli.app import EXIT_CODES, app
+
+    root = typer.main.get_command(app)
+    lines = ["Generated from the Typer app by `scripts/gen_docs.py`; do not edit by hand. Every command",
+             "also takes `-h`/`--help`. The options of `pmm` itself go before the command.", ""]
+
+    def walk(command: object, ctx: typer.Context, path: str) -> None:
+        usage = command.get_usage(ctx).removeprefix("Usage:").strip()  # type: ignore[attr-defined]
+        lines.extend([f"### `{path}`", "", f"`{usage}`", "", _md(_paragraph(command)), ""])
+        records = [p.get_help_record(ctx) for p in command.params]  # type: ignore[attr-defined]
+        records = [r for r in records if r and r[0] != "-h, --help"]
+        lines.extend([f"- `{names}`: {_md(help_)}" for names, help_ in records])
+        if records:
+            lines.append("")
+        subcommands = getattr(command, "commands", {})
+        for name in command.list_commands(ctx) if subcommands else []:  # type: ignore[attr-defined]
+            sub = subcommands[name]
+            if not sub.hidden:
+                walk(sub, typer.Context(sub, info_name=name, parent=ctx), f"{path} {name}")
+
+    walk(root, typer.Context(root, info_name="pmm", max_content_width=100, terminal_width=100), "pmm")
+    lines.extend(["### Exit codes", "", _md(EXIT_CODES.removeprefix("Exit codes:").strip())])
+    return "\n".join(lines)
+
+
+def readme() -> str:
+    """README.md with the text between the command reference markers regenerated (appended at the
+    end, under its own heading, when the markers are missing); the rest is left as it is."""
+    text = (ROOT / "README.md").read_text()
+    section = f"{README_BEGIN}\n{command_reference()}\n{README_END}"
+    begin = text.find(README_BEGIN)
+    end = text.find(README_END, begin + 1)
+    if begin < 0 or end < 0:
+        return text.rstrip("\n") + f"\n\n## Command reference\n\n{section}\n"
+    return text[:begin] + section + text[end + len(README_END):]
+
+
 GENERATED = {
     ROOT / "docs" / "event-kinds.md": event_kinds,
     ROOT / "completions" / "pmm.bash": bash_completion,
     ROOT / "completions" / "_pmm": zsh_completion,
     ROOT / "completions" / "pmm.fish": fish_completion,
     ROOT / "man" / "pmm.1": man_page,
+    ROOT / "README.md": readme,
 }
 
 

@@ -23,12 +23,14 @@ ALLOWED = {
     "ledger": {"ledger", "domain", "errors"},
     "domain": {"domain", "errors"},
     "providers": {"providers", "errors", ""},
+    "crypto": {"crypto", "errors"},
 }
 FOREIGN_BANNED = {
     "cli": {"sqlite3", "httpx", "click"},
     "domain": {"sqlite3", "httpx", "time", "random", "datetime", "socket"},
     "services": {"sqlite3", "click", "httpx"},
     "providers": {"sqlite3", "click"},
+    "crypto": {"sqlite3", "httpx", "click", "socket"},
 }
 
 
@@ -61,7 +63,7 @@ def test_layer_imports_point_one_way(layer: str) -> None:
 
 
 HEAVY = ["httpx", "prompt_toolkit", "cryptography", "llama_cpp", "sqlite_utils", "pydantic",
-         "rfc8785", "sqlite3"]
+         "rfc8785", "sqlite3", "pyrage", "pmm.crypto"]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"]])

@@ -61,9 +61,21 @@ def mind_path(option: Path | None) -> Path:
 
 
 def _register() -> None:
-    from pmm.cli import chat, evolve, health, integrity, mind, models, portability, run, trace
+    from pmm.cli import (
+        backup,
+        chat,
+        evolve,
+        health,
+        integrity,
+        mind,
+        models,
+        portability,
+        run,
+        signing,
+        trace,
+    )
 
-    for module in (mind, chat, models, trace, evolve, run, health, portability, integrity):
+    for module in (mind, chat, models, trace, evolve, run, health, portability, integrity, signing, backup):
         module.register(app)
 
 

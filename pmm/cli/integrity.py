@@ -23,24 +23,29 @@ def register(app: typer.Typer) -> None:
 def verify(
     file: Annotated[Optional[str], typer.Argument(help="Mind file or JSONL export; - reads an export from stdin. Default: the current mind.", metavar="[FILE|-]", show_default=False)] = None,
     deep: Annotated[bool, typer.Option("--deep", help="Also run SQLite's check, canonical meta, and the projection cache against a full replay.")] = False,
+    sig: Annotated[Optional[Path], typer.Option("--sig", help="A signature from `pmm sign`: its checkpoint must be in the chain.", metavar="SIG", show_default=False)] = None,
+    pub: Annotated[Optional[Path], typer.Option("--pub", help="The signer's public key (PEM, minisign or ssh-ed25519).", metavar="KEY", show_default=False)] = None,
+    accept_rollback: Annotated[bool, typer.Option("--accept-rollback", help="Make this file's head the witnessed one (after a deliberate rollback).")] = False,
+    no_witness: Annotated[bool, typer.Option("--no-witness", help="Skip the witness check (and do not update it).")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Recompute every hash and check every link and id (exit 3 on any problem)."""
-    from pmm.errors import IntegrityError
+    """Recompute every hash and check every link and id; with --sig, the signed checkpoint too; and that
+    the mind still extends what pmm witnessed (exit 3 on any problem)."""
+    from pmm.errors import IntegrityError, UsageError
     from pmm.services import integrity
 
-    if file == "-":
-        report = integrity.verify_export(sys.stdin.buffer, "stdin", deep=deep)
+    if accept_rollback and no_witness:
+        raise UsageError("--accept-rollback and --no-witness contradict each other")
+    mode = None if no_witness else "accept" if accept_rollback else "verify"
+    path = None if file == "-" else Path(file).expanduser() if file else mind_path(mind)
+    checks = integrity.signature_checks(sig and sig.expanduser(), pub and pub.expanduser(),
+                                        witness=mode, path=path)
+    if path is None:
+        report = integrity.verify_export(sys.stdin.buffer, "stdin", deep=deep, checks=checks)
     else:
-        path = Path(file).expanduser() if file else mind_path(mind)
-        if path.exists() and path.is_file() and not integrity.is_sqlite(path):
-            with open(path, "rb") as handle, output.progress("Verifying", None) as (advance, _):
-                report = integrity.verify_export(handle, str(path), deep=deep, on_progress=advance,
-                                                 is_file=True)
-        else:
-            with output.progress("Verifying", None) as (advance, set_total):
-                report = integrity.verify_mind(path, deep=deep, total=set_total, on_progress=advance)
+        with output.progress("Verifying", None) as (advance, set_total):
+            report = integrity.verify_file(path, checks, deep=deep, total=set_total, on_progress=advance)
     if json:
         output.emit_json(report.to_json())
     else:
@@ -55,10 +60,17 @@ def _render(report: VerifyReport) -> None:
         span = f"events {report.first_id}-{report.last_id}" if report.events else "no events"
         output.out(f"OK: {what} {report.source}: {report.events:,} events verified ({span}),"
                    f" head {report.head[:16]}…")
+        if report.signature:
+            s = report.signature
+            when = f" signed {s['signed_at'].replace('T', ' ').replace('Z', ' UTC')}" if s["signed_at"] else ""
+            output.out(f"OK: signature by key {s['key_id']}: checkpoint at event {s['size']:,}{when} is in "
+                       f"the chain; {s['appended_since']:,} events appended since")
+        if report.witness:
+            output.out(f"OK: witness: {report.witness['message']}")
     else:
         where = f"event {report.problem_event}: " if report.problem_event else ""
-        output.error(f"{what} {report.source} FAILED verification: {where}{report.problem}",
-                     f"{report.events:,} events before it verified")
+        hint = report.hint or (f"{report.events:,} events before it verified" if report.problem_event else None)
+        output.error(f"{what} {report.source} FAILED verification: {where}{report.problem}", hint)
     for note in report.notes:
         output.message(f"Note: {note}")
     if report.deep:

@@ -57,6 +57,18 @@ def progress(label: str, total: int | None = None
         yield (lambda n: bar.advance(task, n)), (lambda t: bar.update(task, total=t))
 
 
+@contextlib.contextmanager
+def status(label: str) -> Iterator[None]:
+    """A spinner on stderr while slow work runs, only on a terminal and without --quiet."""
+    if QUIET or not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True, no_color=not color_ok(sys.stderr)).status(label):
+        yield
+
+
 def one_line(text: str, width: int = 100) -> str:
     """``text`` on one line, cut to ``width`` characters with an ellipsis."""
     flat = " ".join(text.split())

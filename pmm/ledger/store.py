@@ -50,6 +50,8 @@ class Mind:
         self.schema_version = int(meta["schema_version"])
         self.writable = writable
         self.prefix = chain_prefix(self.ledger_format, self.mind_id)
+        # Called with the open mind just before a writer closes (the services' witness uses it).
+        self.on_close: Callable[[Mind], None] | None = None
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -87,7 +89,11 @@ class Mind:
 
     def close(self) -> None:
         if self.writable:
-            cx.close_writer(self.conn)
+            try:
+                if self.on_close is not None:
+                    self.on_close(self)
+            finally:
+                cx.close_writer(self.conn)
         else:
             self.conn.close()
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from pmm import errors
-from pmm.domain import projections
+from pmm.domain import checkpoint, projections
+from pmm.domain.checkpoint import Checkpoint
 from pmm.domain.events import Event
 from pmm.ledger.chain import (
     GENESIS_PREV,
@@ -22,8 +23,10 @@ from pmm.ledger.chain import (
 )
 from pmm.ledger.jsonl import ExportReader
 from pmm.ledger.store import Mind
+from pmm.services import signing, witness
 
 Progress = Callable[[int], None]
+HashAt = Callable[[int], "str | None"]
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -41,13 +44,82 @@ class VerifyReport:
     problem_event: int | None = None
     notes: list[str] = field(default_factory=list)
     deep: dict[str, Any] | None = None
+    signature: dict[str, Any] | None = None
+    witness: dict[str, Any] | None = None
+    hint: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
+    def checkpoint(self) -> Checkpoint:
+        return checkpoint.of(self.mind_id, self.last_id, self.head)
+
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, **asdict(self)}
+
+
+@dataclass
+class Checks:
+    """What to prove beyond the chain: a signed checkpoint, and the witness (``None`` = off)."""
+
+    signed: signing.Signed | None = None
+    signature_problem: str | None = None
+    witness: witness.Mode | None = "verify"
+    path: Path | None = None
+
+    def wanted(self, mind_id: str) -> set[int]:
+        ids = witness.positions(mind_id, self.path) if self.witness else set()
+        if self.signed is not None:
+            ids.add(self.signed.checkpoint.size)
+        return ids
+
+    def apply(self, report: VerifyReport, hash_at: HashAt) -> None:
+        """Run after the chain verified, with the file's hashes at hand."""
+        if not report.ok:
+            return
+        if self.signature_problem is not None:
+            report.problem = f"signature: {self.signature_problem}"
+            return
+        if self.signed is not None:
+            report.signature, problem = signing.check_position(
+                self.signed, report.mind_id, report.last_id, hash_at)
+            if problem is not None:
+                report.problem = f"signature: {problem}"
+                return
+        if self.witness is None or report.last_id == 0:
+            return
+        verdict = witness.observe(report.checkpoint(), hash_at, self.path, self.witness)
+        report.witness = verdict.to_json()
+        if not verdict.ok:
+            report.problem = f"the witness: {verdict.message}"
+            report.hint = verdict.hint(str(self.path) if self.path else "FILE")
+
+
+def signature_checks(sig: Path | None, pub: Path | None, **kw: Any) -> Checks:
+    """``Checks`` for ``--sig``/``--pub``: the signature itself is checked here, first; a bad public
+    key file is refused (exit 6), a signature that does not hold becomes the report's problem."""
+    if (sig is None) != (pub is None):
+        raise errors.UsageError("--sig and --pub go together", hint="pmm verify FILE --sig SIG --pub KEY.pub.pem")
+    checks = Checks(**kw)
+    if sig is not None and pub is not None:
+        public = signing.load_public(pub)
+        try:
+            checks.signed = signing.read_signature(sig, public)
+        except errors.IntegrityError as exc:
+            checks.signature_problem = exc.message
+    return checks
+
+
+def verify_file(path: Path, checks: Checks | None = None, *, deep: bool = False,
+                total: Callable[[int], None] | None = None,
+                on_progress: Progress | None = None) -> VerifyReport:
+    """Verify a mind file or a JSONL export file (told apart by their first bytes)."""
+    if path.exists() and path.is_file() and not is_sqlite(path):
+        with open(path, "rb") as handle:
+            return verify_export(handle, str(path), deep=deep, on_progress=on_progress, is_file=True,
+                                 checks=checks)
+    return verify_mind(path, deep=deep, total=total, on_progress=on_progress, checks=checks)
 
 
 def is_sqlite(path: Path) -> bool:
@@ -56,7 +128,7 @@ def is_sqlite(path: Path) -> bool:
 
 
 def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] | None = None,
-                on_progress: Progress | None = None) -> VerifyReport:
+                on_progress: Progress | None = None, checks: Checks | None = None) -> VerifyReport:
     with Mind.open(path) as mind:
         report = VerifyReport(str(path), "mind", mind.mind_id, mind.ledger_format)
         if total is not None:
@@ -69,6 +141,8 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
         _record(report, state)
         if deep:
             report.deep = _deep_mind(mind, report)
+        if checks is not None:
+            checks.apply(report, mind.hash_at)
     return report
 
 
@@ -135,7 +209,8 @@ def _add(value: Any, n: int) -> None:
 
 
 def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
-                  on_progress: Progress | None = None, is_file: bool = False) -> VerifyReport:
+                  on_progress: Progress | None = None, is_file: bool = False,
+                  checks: Checks | None = None) -> VerifyReport:
     """Check a JSONL export. A file that is not an export at all is ``NotAMind`` (exit 4)."""
     report = VerifyReport(name, "export")
     reader = ExportReader(stream, name)
@@ -160,8 +235,9 @@ def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
             f"partial export from event {header.since}: its link to event "
             f"{header.since - 1} can only be checked against the mind")
     metas_ok = _MetaCheck() if deep else None
+    seen = _Hashes(checks.wanted(header.mind_id) if checks is not None else set())
     state = check_chain(chain_prefix(header.ledger_format, header.mind_id),
-                        _raw(events, metas_ok), start, on_progress)
+                        _raw(events, metas_ok, seen), start, on_progress)
     _record(report, state)
     if metas_ok is not None:
         report.deep = {"meta_canonical": metas_ok.bad is None}
@@ -175,7 +251,17 @@ def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
         report.problem = f"not a valid pmm export: {rejected.message}"
         if rejected.line is not None and 2 <= rejected.line <= reader.line:
             report.problem_event = header.since + rejected.line - 2
+    if checks is not None:
+        checks.apply(report, seen.found.get)
     return report
+
+
+class _Hashes:
+    """The hashes of a few chosen events, caught as an export streams past."""
+
+    def __init__(self, wanted: set[int]) -> None:
+        self.wanted = wanted
+        self.found: dict[int, str] = {}
 
 
 class _UntilRejected:
@@ -208,10 +294,13 @@ class _MetaCheck:
             self.bad = event.id
 
 
-def _raw(events: Iterable[tuple[int, Event]], check: _MetaCheck | None) -> Iterator[RawRow]:
+def _raw(events: Iterable[tuple[int, Event]], check: _MetaCheck | None,
+         seen: _Hashes) -> Iterator[RawRow]:
     for _, e in events:
         if check is not None:
             check(e)
+        if e.id in seen.wanted:
+            seen.found[e.id] = e.hash
         yield (e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
                e.prev_hash.encode(), e.hash.encode())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def genesis(name: str | None) -> Draft:
 
 def init(path: Path, name: str | None) -> Mind:
     """A new mind with its genesis event; refuses to overwrite anything."""
-    return Mind.create(path, genesis(name))
+    return witnessed(Mind.create(path, genesis(name)))
 
 
 def open_read(path: Path) -> Mind:
@@ -35,8 +36,27 @@ def open_write(path: Path, notify: Notify) -> Mind:
     if not path.exists():
         mind = Mind.create(path, genesis(None))
         notify(f"Created a new mind at {path}")
-        return mind
-    return Mind.open(path, write=True)
+        return witnessed(mind)
+    return witnessed(Mind.open(path, write=True))
+
+
+def witnessed(mind: Mind) -> Mind:
+    """A writer whose head the witness remembers when it closes."""
+    mind.on_close = witness_head
+    return mind
+
+
+def witness_head(mind: Mind) -> None:
+    """Tell the witness this file's head. A writer never fails for it: a mind that no longer
+    extends the witness is left for ``pmm verify`` to report, and an unwritable state dir only
+    costs the protection."""
+    from pmm.domain import checkpoint
+    from pmm.services import witness
+
+    size, head = mind.head()
+    if size:
+        with contextlib.suppress(OSError):
+            witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, mind.path, "write")
 
 
 def remember(path: Path, text: str, notify: Notify) -> Event:

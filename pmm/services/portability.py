@@ -14,6 +14,7 @@ from pmm.domain.events import Event
 from pmm.ledger import jsonl
 from pmm.ledger.chain import GENESIS_PREV, ChainState, chain_prefix, check_chain
 from pmm.ledger.store import Mind
+from pmm.services import minds
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -149,6 +150,8 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
         prefix = chain_prefix(header.ledger_format, header.mind_id)
         checked = _checked(reader.events(), prefix, ChainState(), on_progress)
         count = Mind.build(path, header.mind_id, checked)
+        with Mind.open(path) as built:
+            minds.witness_head(built)
         notify(f"Created a new mind at {path}")
         return ImportResult(count, 0, True, header.mind_id, count)
     with _seekable(stream) as source:
@@ -157,7 +160,7 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
         if not planned.appended:
             return planned
         source.seek(0)
-        with Mind.open(path, write=True) as mind:
+        with minds.witnessed(Mind.open(path, write=True)) as mind:
             return _merge(mind, jsonl.ExportReader(source, name), write=True,
                           on_progress=on_progress)
 

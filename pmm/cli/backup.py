@@ -1,0 +1,67 @@
+"""``pmm backup`` and ``pmm restore``: encrypted snapshots in the age format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pmm.cli import output
+from pmm.cli.app import mind_path
+from pmm.cli.options import JsonOpt, MindOpt
+from pmm.cli.secrets import PassphraseFileOpt, passphrase
+
+BACKUP_ENV = "PMM_BACKUP_PASSPHRASE"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(backup)
+    app.command()(restore)
+
+
+def backup(
+    out_file: Annotated[Path, typer.Option("-o", "--output", help="The encrypted backup file to write, e.g. mind.age.", metavar="FILE")],
+    keep: Annotated[Optional[int], typer.Option("--keep", min=1, help="Keep N backups: older ones move to FILE's NAME.1.EXT, NAME.2.EXT ...", metavar="N", show_default=False)] = None,
+    passphrase_file: PassphraseFileOpt = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Verify the mind, snapshot it (SQLite backup API) and encrypt it with a passphrase (age format: `age -d` opens it)."""
+    from pmm.services import backup as service
+
+    source = mind_path(mind)
+    secret = passphrase(passphrase_file, BACKUP_ENV, "the backup", confirm=True)()
+    with output.status("Verifying, snapshotting and encrypting (scrypt takes a few seconds)"):
+        result = service.backup(source, out_file.expanduser(), lambda: secret, keep)
+    if json:
+        output.emit_json(result.to_json())
+        return
+    output.message(f"Backed up mind {result.mind_id}: {result.events:,} events (head {result.head[:16]}…) "
+                   f"to {result.file} ({result.bytes:,} bytes, age-encrypted)")
+    for path in result.removed:
+        output.message(f"Removed the old backup {path} (--keep {keep})")
+
+
+def restore(
+    file: Annotated[Path, typer.Argument(help="A backup made by `pmm backup` (or any age passphrase file holding a mind).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing mind file.")] = False,
+    passphrase_file: PassphraseFileOpt = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Decrypt a backup, verify the whole chain, then write the mind (refuses to overwrite without --force)."""
+    from pmm.services import backup as service
+
+    target = mind_path(mind)
+    service.check_restore_target(target, force)
+    service.check_backup_file(file.expanduser())  # a hostile or foreign file is refused before any prompt
+    secret = passphrase(passphrase_file, BACKUP_ENV, str(file))()
+    with output.status("Decrypting and verifying the backup"):
+        result = service.restore(file.expanduser(), target, lambda: secret, force=force)
+    if json:
+        output.emit_json(result.to_json())
+        return
+    verb = "Replaced" if result.replaced else "Restored"
+    output.message(f"{verb} {result.path} with mind {result.mind_id}: {result.events:,} events verified "
+                   f"(head {result.head[:16]}…); the witness now expects this head")

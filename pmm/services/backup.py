@@ -1,0 +1,218 @@
+"""``pmm backup`` and ``pmm restore``: an encrypted snapshot in the age format, and its way back.
+
+A backup is the mind's SQLite image taken with the backup API, verified, then encrypted with a
+passphrase (scrypt, age v1) so that ``age -d`` opens it without pmm. A restore decrypts, checks
+the whole chain, and only then writes: a new file appears whole, an existing one (``--force``)
+is replaced in one SQLite transaction. The witness then accepts the restored head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pmm import errors
+from pmm.services import integrity, witness
+from pmm.services.files import fsync_dir, temp_beside, write_atomic
+
+Passphrase = Callable[[], str]
+MAX_BACKUP_BYTES = 16 << 30
+
+
+@dataclass
+class BackupResult:
+    mind_id: str
+    events: int
+    head: str
+    file: Path
+    bytes: int
+    removed: list[Path]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mind_id": self.mind_id, "events": self.events, "head": self.head,
+                "file": str(self.file), "bytes": self.bytes, "removed": [str(p) for p in self.removed]}
+
+
+def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None = None) -> BackupResult:
+    """Verify ``source``, snapshot it, encrypt it to ``target``; with ``keep``, older backups
+    move to ``NAME.1.EXT`` ... and only ``keep`` of them stay."""
+    from pmm.crypto import age
+    from pmm.ledger import snapshot
+    from pmm.ledger.store import Mind
+
+    _check_target(source, target, keep)
+    report = integrity.verify_mind(source)
+    if not report.ok:
+        where = f"event {report.problem_event}: " if report.problem_event else ""
+        raise errors.IntegrityError(f"refusing to back up {source}: {where}{report.problem}",
+                                    hint="a pmm backup is always restorable; copy the file with cp to keep it as it is")
+    with Mind.open(source) as mind:
+        image = snapshot.snapshot(mind)
+        events, head = mind.head()
+        mind_id = mind.mind_id
+    sealed = age.encrypt(image, passphrase())
+    del image
+    removed = _rotate(target, keep) if keep else []
+    write_atomic(target, sealed)
+    return BackupResult(mind_id, events, head, target, len(sealed), removed)
+
+
+def _check_target(source: Path, target: Path, keep: int | None) -> None:
+    from pmm.crypto import age
+
+    if keep is not None and keep < 1:
+        raise errors.UsageError("--keep must be at least 1")
+    if target.is_dir():
+        raise errors.UsageError(f"{target} is a directory", hint="give a file name, e.g. -o backups/mind.age")
+    if not target.parent.is_dir():
+        raise errors.UsageError(f"no directory {target.parent} for the backup")
+    if target.exists():
+        if source.exists() and target.resolve() == source.resolve():
+            raise errors.UsageError("the backup would overwrite the mind itself")
+        with open(target, "rb") as handle:
+            if not handle.read(len(age.MAGIC)) == age.MAGIC:
+                raise errors.UsageError(f"{target} exists and is not an age backup; refusing to overwrite it")
+
+
+def generation(target: Path, n: int) -> Path:
+    """``mind.age`` -> ``mind.1.age``, ``mind.2.age`` ...; generation 0 is the file itself."""
+    if n == 0:
+        return target
+    return target.with_name(f"{target.stem}.{n}{target.suffix}") if target.suffix else \
+        target.with_name(f"{target.name}.{n}")
+
+
+def _rotate(target: Path, keep: int) -> list[Path]:
+    """Shift older backups up one generation (the new one then takes ``target``), dropping the
+    ones that would pass ``keep``. Only names derived from ``target`` are ever touched."""
+    removed = []
+    n = max(keep - 1, 1)
+    while generation(target, n).exists():
+        generation(target, n).unlink()
+        removed.append(generation(target, n))
+        n += 1
+    for i in range(keep - 2, -1, -1):
+        if generation(target, i).exists():
+            os.replace(generation(target, i), generation(target, i + 1))
+    fsync_dir(target.parent)
+    return removed
+
+
+@dataclass
+class RestoreResult:
+    mind_id: str
+    events: int
+    head: str
+    path: Path
+    replaced: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mind_id": self.mind_id, "events": self.events, "head": self.head,
+                "mind": str(self.path), "replaced": self.replaced}
+
+
+def check_restore_target(target: Path, force: bool) -> None:
+    if target.exists() and not force:
+        raise errors.UsageError(f"{target} already exists",
+                                hint="restore to another --mind PATH, or pass --force to replace it")
+    if target.is_dir():
+        raise errors.UsageError(f"{target} is a directory, not a mind file")
+
+
+def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool = False) -> RestoreResult:
+    """Decrypt ``source``, verify the mind in it, then write it to ``target``; nothing is written
+    unless every check passed (a wrong passphrase or a damaged file is exit 6)."""
+    from pmm.crypto import age
+    from pmm.domain import checkpoint
+    from pmm.ledger import snapshot
+    from pmm.ledger.store import Mind
+
+    check_restore_target(target, force)
+    sealed = _read_backup(source)
+    age.work_factor(sealed, str(source))  # refuse a hostile header before asking anything
+    image = age.decrypt(sealed, passphrase(), str(source))
+    del sealed
+    if not image.startswith(integrity.SQLITE_MAGIC):
+        raise errors.InputRejected(f"{source} decrypts, but not to a SQLite file: it is not a pmm backup")
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _plain_copy(target, image) as staged:
+        try:
+            report = integrity.verify_mind(staged)
+        except errors.MindFileError as exc:
+            raise errors.InputRejected(f"{source} does not hold a usable pmm mind: {exc.message}") from None
+        if not report.ok:
+            where = f"event {report.problem_event}: " if report.problem_event else ""
+            raise errors.InputRejected(f"the mind in {source} fails verification: {where}{report.problem}",
+                                       hint="nothing was written; try an older backup")
+        check_restore_target(target, force)
+        replaced = target.exists()
+        if replaced:
+            snapshot.copy_over(staged, target)
+        else:
+            _publish(staged, target)
+    with Mind.open(target) as mind:
+        size, head = mind.head()
+        witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, target, "accept")
+        return RestoreResult(mind.mind_id, size, head, target, replaced)
+
+
+def check_backup_file(source: Path) -> None:
+    """Refuse a file that is missing, not a passphrase age file, or asks for too much work."""
+    from pmm.crypto import age
+
+    try:
+        with open(source, "rb") as handle:
+            head = handle.read(4096)
+    except FileNotFoundError:
+        raise errors.UsageError(f"no backup file at {source}") from None
+    except IsADirectoryError:
+        raise errors.UsageError(f"{source} is a directory, not a backup file") from None
+    except OSError as exc:
+        raise errors.InputRejected(f"cannot read {source}: {exc.strerror}") from None
+    if not head.lstrip().startswith(age.ARMOR_BEGIN):
+        age.work_factor(head, str(source))
+
+
+def _read_backup(source: Path) -> bytes:
+    try:
+        if source.stat().st_size > MAX_BACKUP_BYTES:
+            raise errors.InputRejected(f"{source} is larger than any backup pmm would make")
+        return source.read_bytes()
+    except FileNotFoundError:
+        raise errors.UsageError(f"no backup file at {source}") from None
+    except IsADirectoryError:
+        raise errors.UsageError(f"{source} is a directory, not a backup file") from None
+    except OSError as exc:
+        raise errors.InputRejected(f"cannot read {source}: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def _plain_copy(target: Path, image: bytes) -> Iterator[Path]:
+    """The decrypted mind in an owner-only temp file beside ``target``, removed afterwards."""
+    staged = temp_beside(target)
+    try:
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(image)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        yield staged
+    finally:
+        for leftover in (staged, Path(f"{staged}-wal"), Path(f"{staged}-shm"), Path(f"{staged}-journal")):
+            leftover.unlink(missing_ok=True)
+
+
+def _publish(staged: Path, target: Path) -> None:
+    """Make ``staged`` appear as ``target`` without ever overwriting (a hard link)."""
+    try:
+        os.link(staged, target)
+    except FileExistsError:
+        raise errors.UsageError(f"{target} appeared while restoring; nothing was replaced") from None
+    fsync_dir(target.parent)

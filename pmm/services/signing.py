@@ -1,0 +1,229 @@
+"""Signed checkpoints: ``pmm keygen``, ``pmm sign``, and the signature half of ``pmm verify``.
+
+pmm signs a checkpoint (mind id, event count, head hash; ``pmm.domain.checkpoint``), never the
+file's bytes. Two formats, both checkable without pmm (docs/signing.md):
+
+- ``minisign`` (default): prehashed ``ED``; the trusted comment carries the checkpoint.
+- ``ssh``: SSHSIG in namespace ``pmm-checkpoint``; the checkpoint follows the armored block.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pmm import errors
+from pmm.domain import checkpoint as cp
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from pmm.crypto.keys import PublicKey
+
+FORMATS = ("minisign", "ssh")
+NAMESPACE = "pmm-checkpoint"
+MAX_SIGNATURE_BYTES = 64 * 1024
+Passphrase = Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class KeyFiles:
+    private: Path
+    public_pem: Path
+    minisign: Path
+    ssh: Path
+
+    def publics(self) -> list[Path]:
+        return [self.public_pem, self.minisign, self.ssh]
+
+
+@dataclass(frozen=True)
+class Signed:
+    checkpoint: cp.Checkpoint
+    key_id: str
+    format: str
+    signed_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mind_id": self.checkpoint.mind_id, "size": self.checkpoint.size,
+                "head": self.checkpoint.head, "key_id": self.key_id, "format": self.format,
+                "signed_at": self.signed_at}
+
+
+def default_key() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("pmm")) / "signing-key.pem"
+
+
+def key_files(private: Path) -> KeyFiles:
+    """Where ``pmm keygen`` puts the public halves: beside the private key, named after it."""
+    stem = private.with_name(private.name.removesuffix(".pem"))
+    return KeyFiles(private, Path(f"{stem}.pub.pem"), Path(f"{stem}.minisign.pub"), Path(f"{stem}.ssh.pub"))
+
+
+def keygen(private: Path, passphrase: bytes | None, *, force: bool = False) -> tuple[KeyFiles, str]:
+    """A new Ed25519 key pair: the private key as PEM (0600), the public key as PEM, minisign and
+    OpenSSH files beside it. Refuses to overwrite any of them unless ``force``."""
+    from pmm.crypto import keys
+
+    files = key_files(private)
+    existing = [p for p in (files.private, *files.publics()) if p.exists()]
+    if existing and not force:
+        raise errors.UsageError(f"{existing[0]} already exists",
+                                hint="pmm never overwrites a key; choose another -o, or pass --force")
+    key = keys.generate()
+    public = keys.public_of(key)
+    private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write(files.private, keys.private_pem(key, passphrase), 0o600)
+    _write(files.public_pem, keys.public_pem(public), 0o644)
+    _write(files.minisign, keys.minisign_public(public).encode(), 0o644)
+    _write(files.ssh, keys.openssh_public(public, f"pmm-{public.key_id_text}").encode(), 0o644)
+    return files, public.key_id_text
+
+
+def load_private(path: Path, passphrase: Passphrase) -> Ed25519PrivateKey:
+    from pmm.crypto import keys
+
+    return keys.load_private(_read(path, "key", 1 << 20), str(path), passphrase)
+
+
+def load_public(path: Path) -> PublicKey:
+    from pmm.crypto import keys
+
+    return keys.load_public(_read(path, "public key", 1 << 20), str(path))
+
+
+def sign(source: Path, key_path: Path, passphrase: Passphrase, fmt: str = "minisign") -> tuple[str, Signed]:
+    """Verify ``source`` (chain and witness), then sign its head. The signature's text and what
+    it signs. A mind that fails verification is never signed (exit 3)."""
+    from datetime import UTC, datetime
+
+    from pmm.crypto import keys
+    from pmm.services import integrity
+
+    if fmt not in FORMATS:
+        raise errors.UsageError(f"unknown signature format {fmt!r}", hint="use minisign or ssh")
+    key = load_private(key_path, passphrase)
+    report = integrity.verify_file(source, integrity.Checks(path=source))
+    if not report.ok:
+        where = f"event {report.problem_event}: " if report.problem_event else ""
+        raise errors.IntegrityError(f"refusing to sign {source}: {where}{report.problem}", hint=report.hint)
+    if report.last_id == 0:
+        raise errors.UsageError(f"nothing to sign: {source} has no events")
+    point = report.checkpoint()
+    signed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = sign_text(key, point, fmt, signed_at)
+    return text, Signed(point, keys.public_of(key).key_id_text, fmt, signed_at if fmt == "minisign" else None)
+
+
+def sign_text(key: Ed25519PrivateKey, point: cp.Checkpoint, fmt: str, signed_at: str) -> str:
+    """The signature file's text for ``point``."""
+    from pmm.crypto import keys
+
+    message = point.text().encode()
+    if fmt == "ssh":
+        from pmm.crypto import sshsig
+
+        return sshsig.sign(key, message, NAMESPACE) + f"{cp.COMMENT_TAG} {point.fields()}\n"
+    from pmm.crypto import minisign
+
+    kid = keys.public_of(key).key_id_text
+    return minisign.sign(key, message, f"{cp.COMMENT_TAG} {point.fields()} signed:{signed_at}",
+                         f"pmm checkpoint of mind {point.mind_id} at event {point.size}, key {kid}")
+
+
+def read_signature(path: Path, public: PublicKey) -> Signed:
+    """The checkpoint that ``path`` proves ``public`` signed; ``IntegrityError`` otherwise."""
+    raw = _read(path, "signature", MAX_SIGNATURE_BYTES)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.IntegrityError("the signature file is damaged: it is not text") from None
+    if text.startswith("untrusted comment:"):
+        return _read_minisign(text, public)
+    if "-----BEGIN SSH SIGNATURE-----" in text:
+        return _read_ssh(text, public)
+    raise errors.IntegrityError("the signature file is damaged: it is neither a minisign nor an SSH signature")
+
+
+def _read_minisign(text: str, public: PublicKey) -> Signed:
+    from pmm.crypto import minisign
+
+    sig = minisign.parse(text)
+    minisign.verify_comment(public, sig)
+    words = sig.trusted_comment.split(" ")
+    if words[0] != cp.COMMENT_TAG or len(words) < 4:
+        raise errors.IntegrityError("the signature is genuine but does not carry a pmm checkpoint")
+    point = cp.from_fields(words[1:4])
+    minisign.verify_message(public, sig, point.text().encode())
+    signed_at = next((w.removeprefix("signed:") for w in words[4:] if w.startswith("signed:")), None)
+    return Signed(point, public.key_id_text, "minisign", signed_at)
+
+
+def _read_ssh(text: str, public: PublicKey) -> Signed:
+    from pmm.crypto import sshsig
+
+    tagged = [line for line in text.splitlines() if line.startswith(cp.COMMENT_TAG + " ")]
+    if len(tagged) != 1:
+        raise errors.IntegrityError("the SSH signature file has no pmm-checkpoint line after the signature")
+    point = cp.from_fields(tagged[0].split(" ")[1:])
+    sshsig.verify(public, text, point.text().encode(), NAMESPACE)
+    return Signed(point, public.key_id_text, "ssh")
+
+
+def check_position(signed: Signed, mind_id: str, size: int, hash_at: Callable[[int], str | None]
+                   ) -> tuple[dict[str, Any], str | None]:
+    """Is the signed checkpoint in this chain, at its position, with its hash? The JSON summary
+    and the problem (None when it holds)."""
+    point = signed.checkpoint
+    summary = {**signed.to_json(), "ok": False, "appended_since": None}
+    if point.mind_id != mind_id:
+        return summary, f"the signature is for another mind ({point.mind_id}, this is {mind_id})"
+    if point.size > size:
+        return summary, (f"truncated: the signed checkpoint covers {point.size:,} events, this copy "
+                         f"has only {size:,}")
+    found = hash_at(point.size)
+    if found is None:
+        return summary, f"the signed event {point.size:,} is not in this partial export"
+    if found != point.head:
+        return summary, (f"a different head: event {point.size:,} is not the one that was signed "
+                         f"(signed {point.head[:16]}…, found {found[:16]}…): rewritten or forked")
+    summary.update(ok=True, appended_since=size - point.size)
+    return summary, None
+
+
+def write_signature(text: str, out: Path) -> None:
+    from pmm.services.files import write_atomic
+
+    write_atomic(out, text.encode(), 0o644)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path, what: str, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise errors.UsageError(f"no {what} file at {path}") from None
+    except IsADirectoryError:
+        raise errors.UsageError(f"{path} is a directory, not a {what} file") from None
+    except OSError as exc:
+        raise errors.UsageError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        if what == "signature":
+            raise errors.IntegrityError("the signature file is damaged: far too long for a signature")
+        raise errors.InputRejected(f"{path} is too large to be a {what} file")
+    return data
