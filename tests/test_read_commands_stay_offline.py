@@ -1,4 +1,5 @@
-"""verify, export, import, log, search, stats (and init, remember) open no network socket (SPEC 8).
+"""verify, export, import, log, search, stats, sign, backup, restore (and init, remember, keygen)
+open no network socket (SPEC 8).
 
 Each command runs as a real `pmm` process with a ``sitecustomize`` on ``PYTHONPATH`` that makes
 every socket creation, connection helper and name lookup write a line to a log file and raise.
@@ -98,6 +99,8 @@ def test_read_and_portability_commands_open_no_socket(offline_env: tuple[Path, P
     log, marker = offline_env
     mind, copy, appended = tmp_path / "mind.db", tmp_path / "copy.db", tmp_path / "appended.db"
     export, since = tmp_path / "mind.jsonl", tmp_path / "since.jsonl"
+    words = tmp_path / "passphrase.txt"
+    words.write_text("offline passphrase\n")
     commands: list[tuple[str, ...]] = [
         ("--mind", str(mind), "init", "--name", "Offline"),
         ("--mind", str(mind), "remember", "a note about sockets"),
@@ -116,6 +119,13 @@ def test_read_and_portability_commands_open_no_socket(offline_env: tuple[Path, P
         ("--mind", str(mind), "search", "sockets"),
         ("--mind", str(mind), "stats"),
         ("--mind", str(mind), "stats", "--json"),
+        ("keygen", "-o", str(tmp_path / "k.pem")),
+        ("sign", str(mind), "--key", str(tmp_path / "k.pem"), "-o", str(tmp_path / "m.sig")),
+        ("sign", str(mind), "--key", str(tmp_path / "k.pem"), "--format", "ssh"),
+        ("verify", str(mind), "--sig", str(tmp_path / "m.sig"), "--pub", str(tmp_path / "k.pub.pem")),
+        ("--mind", str(mind), "backup", "-o", str(tmp_path / "m.age"), "--passphrase-file", str(words)),
+        ("--mind", str(tmp_path / "restored.db"), "restore", str(tmp_path / "m.age"),
+         "--passphrase-file", str(words)),
     ]
     for args in commands:
         before = len(_lines(marker))

@@ -137,7 +137,7 @@ def _judge(record: Record, point: cp.Checkpoint, hash_at: HashAt, key: str) -> V
         earlier = next((h for h in [*record.heads, *record.files.values()]
                         if h.size == point.size and h.head == point.head), None)
         if earlier is not None:
-            return Verdict("rolled_back", f"rolled back: this file is back at {point.short()}, a head "
+            return Verdict("rolled_back", f"rolled back (or cut back): this file is at {point.short()}, a head "
                            f"pmm saw on {_day(earlier.at)}, but pmm saw it at event {own.size:,} on "
                            f"{_day(own.at)}", top)
         return Verdict("truncated", f"truncated: this file ends at event {point.size:,}, but pmm saw "

@@ -1,0 +1,289 @@
+"""`pmm backup` and `pmm restore`: a consistent snapshot, encrypted in the age format so the real
+`age -d` opens it; restore verifies the whole chain before it writes anything, refuses to
+overwrite without --force, and turns a wrong passphrase or any damage into exit 6 with nothing
+written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PMM, mind_events, run_pmm
+from terminal import Terminal
+
+PASS = {"PMM_BACKUP_PASSPHRASE": "a long and winding passphrase"}
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    assert found, f"{name} is not installed (.ci/run installs it: apt-get install age)"
+    return found
+
+
+def _remember(mind: Path, *notes: str) -> None:
+    for note in notes:
+        run_pmm("--mind", str(mind), "remember", note, check=True)
+
+
+def _backup(mind: Path, out: Path, *extra: str, env: dict[str, str] = PASS) -> dict:
+    result = run_pmm("--mind", str(mind), "backup", "-o", str(out), *extra, "--json", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def _failure(result: subprocess.CompletedProcess[bytes], code: int) -> str:
+    err = result.stderr.decode()
+    assert result.returncode == code, f"exit {result.returncode}: {err}"
+    errors = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def _hashes(path: Path) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT id, hash FROM events ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def _nothing_beside(directory: Path, *expected: str) -> None:
+    assert sorted(p.name for p in directory.iterdir()) == sorted(expected)
+
+
+@pytest.fixture
+def backed_up(mind: Path, tmp_path: Path) -> Path:
+    _remember(mind, "tea, not coffee", "walks at dawn")
+    out = tmp_path / "backups" / "mind.age"
+    out.parent.mkdir()
+    _backup(mind, out)
+    return out
+
+
+def test_backup_then_restore_gives_back_the_same_chain(mind: Path, backed_up: Path, tmp_path: Path) -> None:
+    assert backed_up.read_bytes().startswith(b"age-encryption.org/v1\n-> scrypt ")
+    assert stat.S_IMODE(backed_up.stat().st_mode) == 0o600
+    assert b"tea, not coffee" not in backed_up.read_bytes()
+    target = tmp_path / "restored" / "mind.db"
+    result = run_pmm("--mind", str(target), "restore", str(backed_up), "--json", env=PASS)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["events"] == 3 and report["replaced"] is False
+    assert _hashes(target) == _hashes(mind)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert run_pmm("verify", str(target)).returncode == 0
+    _nothing_beside(target.parent, "mind.db")
+
+
+def test_age_decrypts_a_pmm_backup(mind: Path, backed_up: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.db"
+    term = Terminal([_tool("age"), "-d", "-o", str(plain), str(backed_up)], dict(os.environ))
+    try:
+        term.expect("(?i)passphrase")
+        term.send(PASS["PMM_BACKUP_PASSPHRASE"] + "\n")
+        assert term.wait(60) == 0, term.text()
+    finally:
+        term.kill()
+    assert _hashes(plain) == _hashes(mind)
+    assert run_pmm("verify", str(plain), "--no-witness").returncode == 0
+
+
+def test_pmm_restores_what_age_encrypted(mind: Path, tmp_path: Path) -> None:
+    """The other direction: a mind file encrypted by `age -p` restores with pmm."""
+    _remember(mind, "encrypted by age itself")
+    sealed = tmp_path / "by-age.age"
+    term = Terminal([_tool("age"), "-p", "-o", str(sealed), str(mind)], dict(os.environ))
+    try:
+        for _ in range(2):
+            term.expect("(?i)passphrase", after=len(term.text()) if _ else 0)
+            term.send("age-made passphrase\n")
+            time.sleep(0.2)
+        assert term.wait(60) == 0, term.text()
+    finally:
+        term.kill()
+    target = tmp_path / "restored.db"
+    result = run_pmm("--mind", str(target), "restore", str(sealed), env={"PMM_BACKUP_PASSPHRASE": "age-made passphrase"})
+    assert result.returncode == 0, result.stderr
+    assert _hashes(target) == _hashes(mind)
+
+
+def test_restore_refuses_to_overwrite_without_force_then_replaces(mind: Path, backed_up: Path) -> None:
+    before = _hashes(mind)
+    _remember(mind, "written after the backup")
+    after = mind.read_bytes()
+    assert "already exists" in _failure(run_pmm("--mind", str(mind), "restore", str(backed_up), env=PASS), 2)
+    assert mind.read_bytes() == after
+    result = run_pmm("--mind", str(mind), "restore", str(backed_up), "--force", "--json", env=PASS)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["replaced"] is True
+    assert _hashes(mind) == before
+    # The restore is a deliberate rollback: the witness accepts it, so verify passes.
+    report = json.loads(run_pmm("verify", str(mind), "--json", check=True).stdout)
+    assert report["witness"]["state"] == "current"
+
+
+def test_a_wrong_passphrase_writes_nothing(backed_up: Path, tmp_path: Path) -> None:
+    target = tmp_path / "new" / "mind.db"
+    target.parent.mkdir()
+    result = run_pmm("--mind", str(target), "restore", str(backed_up), env={"PMM_BACKUP_PASSPHRASE": "nope"})
+    assert "wrong passphrase" in _failure(result, 6)
+    _nothing_beside(target.parent)
+
+
+def _damaged(backed_up: Path, tmp_path: Path) -> dict[str, Path]:
+    data = backed_up.read_bytes()
+    header_end = data.index(b"\n---") + 1
+    variants = {
+        "truncated": data[: len(data) // 2],
+        "payload bit flip": data[:-100] + bytes([data[-100] ^ 0x01]) + data[-99:],
+        "header bit flip": data[:header_end - 5] + bytes([data[header_end - 5] ^ 0x01]) + data[header_end - 4:],
+        "appended garbage": data + b"garbage after the end",
+        "empty": b"",
+        "not age": b"SQLite format 3\x00" + b"\x00" * 200,
+    }
+    paths = {}
+    for name, content in variants.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.age"
+        path.write_bytes(content)
+        paths[name] = path
+    return paths
+
+
+def test_every_damaged_backup_is_exit_6_and_writes_nothing(backed_up: Path, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    for name, path in _damaged(backed_up, tmp_path).items():
+        result = run_pmm("--mind", str(target / "mind.db"), "restore", str(path), env=PASS)
+        _failure(result, 6)
+        _nothing_beside(target)
+        assert name  # each variant ran
+
+
+def test_an_oversized_scrypt_work_factor_is_refused_at_once(backed_up: Path, tmp_path: Path) -> None:
+    data = backed_up.read_bytes()
+    first, rest = data.split(b"\n", 2)[1], data.split(b"\n", 2)[2]
+    hostile = tmp_path / "hostile.age"
+    hostile.write_bytes(b"age-encryption.org/v1\n" + first.rsplit(b" ", 1)[0] + b" 40\n" + rest)
+    started = time.monotonic()
+    result = run_pmm("--mind", str(tmp_path / "m.db"), "restore", str(hostile), env=PASS)
+    assert "2^40" in _failure(result, 6)
+    assert time.monotonic() - started < 10  # refused from the header, not after 2^40 of work
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_a_backup_to_an_age_recipient_is_explained(mind: Path, tmp_path: Path) -> None:
+    identity = tmp_path / "id.txt"
+    subprocess.run([_tool("age-keygen"), "-o", str(identity)], check=True, capture_output=True)
+    recipient = [line.split(": ")[1] for line in identity.read_text().splitlines() if "public key" in line][0]
+    sealed = tmp_path / "to-key.age"
+    subprocess.run([_tool("age"), "-r", recipient, "-o", str(sealed), str(mind)], check=True)
+    result = run_pmm("--mind", str(tmp_path / "m.db"), "restore", str(sealed), env=PASS)
+    assert "recipient" in _failure(result, 6)
+
+
+def test_a_backup_holding_a_tampered_mind_is_refused(mind: Path, tmp_path: Path) -> None:
+    _remember(mind, "original words")
+    tampered = tmp_path / "tampered.db"
+    shutil.copyfile(mind, tampered)
+    conn = sqlite3.connect(tampered, isolation_level=None)
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger' AND tbl_name='events'"):
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("UPDATE events SET content = 'forged words' WHERE id = 2")
+    conn.close()
+    import pyrage
+
+    sealed = tmp_path / "tampered.age"
+    sealed.write_bytes(pyrage.passphrase.encrypt(tampered.read_bytes(), PASS["PMM_BACKUP_PASSPHRASE"]))
+    result = run_pmm("--mind", str(tmp_path / "out" / "m.db"), "restore", str(sealed), env=PASS)
+    line = _failure(result, 6)
+    assert "fails verification" in line and "event 2" in line
+    assert not (tmp_path / "out" / "m.db").exists()
+    # and pmm never makes such a backup in the first place
+    refused = run_pmm("--mind", str(tampered), "backup", "-o", str(tmp_path / "never.age"), env=PASS)
+    assert "refusing to back up" in _failure(refused, 3)
+    assert not (tmp_path / "never.age").exists()
+
+
+def test_keep_rotates_only_this_backups_generations(mind: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mind.age"
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("not a backup")
+    digests = []
+    for i in range(4):
+        _remember(mind, f"day {i}")
+        _backup(mind, out, "--keep", "3")
+        digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+    names = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".age")
+    assert names == ["mind.1.age", "mind.2.age", "mind.age"]
+    assert [hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in ("mind.age", "mind.1.age", "mind.2.age")] \
+        == digests[::-1][:3]
+    assert unrelated.read_text() == "not a backup"
+    report = _backup(mind, out, "--keep", "1")
+    assert sorted(Path(p).name for p in report["removed"]) == ["mind.1.age", "mind.2.age"]
+
+
+def test_backup_refuses_to_overwrite_what_is_not_a_backup(mind: Path, tmp_path: Path) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("do not lose me")
+    result = run_pmm("--mind", str(mind), "backup", "-o", str(precious), env=PASS)
+    assert "not an age backup" in _failure(result, 2)
+    assert precious.read_text() == "do not lose me"
+    assert "itself" in _failure(run_pmm("--mind", str(mind), "backup", "-o", str(mind), env=PASS), 2)
+
+
+def test_passphrase_sources(mind: Path, tmp_path: Path) -> None:
+    words = tmp_path / "pass.txt"
+    words.write_text("from a file\n")
+    out = tmp_path / "b.age"
+    assert run_pmm("--mind", str(mind), "backup", "-o", str(out), "--passphrase-file", str(words)).returncode == 0
+    ok = run_pmm("--mind", str(tmp_path / "r.db"), "restore", str(out), env={"PMM_BACKUP_PASSPHRASE": "from a file"})
+    assert ok.returncode == 0, ok.stderr
+    no_source = run_pmm("--mind", str(mind), "backup", "-o", str(tmp_path / "c.age"))
+    assert "no passphrase" in _failure(no_source, 2)
+
+
+def test_restore_asks_on_a_terminal(backed_up: Path, tmp_path: Path) -> None:
+    target = tmp_path / "typed.db"
+    env = {k: v for k, v in os.environ.items() if k != "PMM_BACKUP_PASSPHRASE"}
+    term = Terminal([PMM, "--mind", str(target), "restore", str(backed_up)], env)
+    try:
+        term.expect("Passphrase for")
+        term.send(PASS["PMM_BACKUP_PASSPHRASE"] + "\n")
+        assert term.wait(60) == 0, term.text()
+    finally:
+        term.kill()
+    assert "Restored" in term.text() and target.exists()
+
+
+def test_a_backup_taken_while_another_process_writes_is_consistent(mind: Path, tmp_path: Path) -> None:
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            run_pmm("--mind", str(mind), "remember", f"busy {i}")
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        report = _backup(mind, tmp_path / "live.age")
+    finally:
+        stop.set()
+        thread.join()
+    target = tmp_path / "live.db"
+    run_pmm("--mind", str(target), "restore", str(tmp_path / "live.age"), env=PASS, check=True)
+    restored = _hashes(target)
+    assert len(restored) == report["events"] and restored[-1][1] == report["head"]
+    assert restored == _hashes(mind)[: len(restored)]
+    assert len(mind_events(target)) == report["events"]
