@@ -45,22 +45,33 @@ def test_a_session_answers_runs_commands_and_leaves_on_ctrl_d(term: Terminal, mi
 
 def test_ctrl_c_cancels_the_answer_and_saves_nothing_of_the_turn(term: Terminal, mind: Path) -> None:
     at = term.expect(r"you>")
-    before = kinds(mind)
-    term.send("Write a long story about a river and a mountain, with many details.\r")
-    # Once the prompt has handed the terminal back (cooked mode) and the first words of the
-    # answer are on screen, interrupt it mid-stream.
-    term.until(term.cooked, timeout=60, what="the prompt to finish")
-    start = len(term.raw)
-    term.until(lambda: len(ANSI.sub(b"", term.raw[start:]).split()) >= 3, timeout=120,
-               what="the first words of the answer")
-    term.send("\x03")
-    at = term.expect(r"answer cancelled", timeout=60)
+    # On a loaded machine the small model can finish before the Ctrl-C lands; then the turn is
+    # simply recorded and the next attempt tries again. One attempt must be cancelled.
+    for _attempt in range(3):
+        before = kinds(mind)
+        term.send("Write a long story about a river and a mountain, with many details.\r")
+        # Once the prompt has handed the terminal back (cooked mode) and the first words of the
+        # answer are on screen, interrupt it mid-stream.
+        term.until(term.cooked, timeout=60, what="the prompt to finish")
+        start = len(term.raw)
+        term.until(lambda: len(ANSI.sub(b"", term.raw[start:]).split()) >= 3, timeout=120,
+                   what="the first words of the answer")
+        term.send("\x03")
+        term.until(lambda: "answer cancelled" in term.text()[at:]
+                   or (len(kinds(mind)) > len(before) and kinds(mind)[-1] == "response_sent"),
+                   timeout=120, what="the cancel (or the whole answer)")
+        if "answer cancelled" in term.text()[at:]:
+            break
+        at = term.expect(r"you>", after=len(term.text()) - 200)
+    else:
+        raise AssertionError("three answers finished before Ctrl-C could cancel one")
     at = term.expect(r"you>", after=at)
     assert kinds(mind) == before, "a cancelled turn left events behind"
     # The session goes on: the next turn is recorded whole.
     term.send("Hi\r")
-    term.until(lambda: kinds(mind)[-1] == "response_sent", timeout=120, what="the answer")
-    assert kinds(mind)[len(before):] == ["session_started", "message_received", "response_sent"]
+    term.until(lambda: kinds(mind)[-1] == "response_sent" and len(kinds(mind)) > len(before),
+               timeout=120, what="the answer")
+    assert kinds(mind)[len(before):][-2:] == ["message_received", "response_sent"]
     term.send("/exit\r")
     assert term.wait() == 0
 
