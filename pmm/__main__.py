@@ -1,3 +1,3 @@
-from pmm.cli.app import main
+from pmm.cli.entry import main
 
 main()

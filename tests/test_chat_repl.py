@@ -54,10 +54,10 @@ def test_ctrl_c_cancels_the_answer_and_saves_nothing_of_the_turn(term: Terminal,
         # answer are on screen, interrupt it mid-stream.
         term.until(term.cooked, timeout=60, what="the prompt to finish")
         start = len(term.raw)
-        term.until(lambda: len(ANSI.sub(b"", term.raw[start:]).split()) >= 3, timeout=120,
+        term.until(lambda start=start: len(ANSI.sub(b"", term.raw[start:]).split()) >= 3, timeout=120,
                    what="the first words of the answer")
         term.send("\x03")
-        term.until(lambda: "answer cancelled" in term.text()[at:]
+        term.until(lambda at=at, before=before: "answer cancelled" in term.text()[at:]
                    or (len(kinds(mind)) > len(before) and kinds(mind)[-1] == "response_sent"),
                    timeout=120, what="the cancel (or the whole answer)")
         if "answer cancelled" in term.text()[at:]:

@@ -82,23 +82,82 @@ def _register() -> None:
 _register()
 
 
+def _quiet(value: bool) -> None:
+    if value:
+        output.QUIET = True
+
+
+def _quiet_option() -> object:
+    """``--quiet/-q`` as a click parameter, made the way Typer makes every other one."""
+    probe = typer.Typer()
+
+    @probe.command()
+    def _probe(quiet: Annotated[bool, typer.Option(
+            "--quiet", "-q", callback=_quiet, expose_value=False,
+            help="Only data and errors (same as pmm -q).")] = False) -> None:
+        pass  # never called: only its parameter is borrowed
+
+    return typer.main.get_command(probe).params[0]
+
+
+def command_tree() -> typer.core.TyperGroup:
+    """The click command tree, with ``--quiet/-q`` accepted after any command as well as before
+    it (``pmm reflect --if-due -q`` reads naturally in a crontab)."""
+    root = typer.main.get_command(app)
+    quiet = _quiet_option()
+
+    def add(group: object) -> None:
+        for sub in getattr(group, "commands", {}).values():
+            if not any("--quiet" in p.opts for p in sub.params):
+                sub.params.append(quiet)
+            add(sub)
+
+    add(root)
+    return root  # type: ignore[return-value]
+
+
+DEFAULT_HINTS = {
+    1: "rerun with PMM_DEBUG=1 for a traceback, and please report it",
+    3: "`pmm verify --json` gives the full report; docs/signing.md explains signatures and the witness",
+    4: "check the path (--mind, $PMM_MIND); `pmm init` makes a new mind",
+    5: "`pmm model info` shows the model in use; PMM_PROVIDER_TIMEOUT and PMM_PROVIDER_RETRIES tune waiting",
+    6: "nothing was written; fix the input and run the command again",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; every PmmError becomes one line on stderr and its exit code."""
+    """Run the CLI; every error becomes one ``Error:`` line (and a ``Hint:``) on stderr and its
+    exit code (SPEC section 5)."""
     from pmm.errors import PmmError
 
     os.umask(0o077)  # everything pmm creates (files, WAL, state) is the owner's alone
-    command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="pmm")
+        code = command_tree().main(args=argv, prog_name="pmm", standalone_mode=False)
     except PmmError as exc:
-        output.error(exc.message, exc.hint)
+        output.error(exc.message, exc.hint or DEFAULT_HINTS.get(exc.exit_code))
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.stderr = None  # type: ignore[assignment]  # a closed pipe is the reader's choice
         os._exit(0)
+    except typer.Abort:
+        output.error("aborted")
+        sys.exit(130)
     except Exception as exc:  # the boundary: one line, a traceback only when asked for
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `pmm` or `pmm model`: the help
+            print(exc.format_message(), file=sys.stderr)  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        if _is_usage_error(exc):
+            path = getattr(getattr(exc, "ctx", None), "command_path", "pmm")
+            output.error(exc.format_message(), f"see `{path} --help`")  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if os.environ.get("PMM_DEBUG") == "1":
             raise
-        output.error(f"unexpected {type(exc).__name__}: {exc}",
-                     "rerun with PMM_DEBUG=1 for a traceback, and please report it")
+        output.error(f"unexpected {type(exc).__name__}: {exc}", DEFAULT_HINTS[1])
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """A bad option, argument or command, as Typer's click reports it."""
+    return type(exc).__module__.startswith("typer") and hasattr(exc, "format_message") \
+        and isinstance(getattr(exc, "exit_code", None), int)

@@ -35,10 +35,14 @@ def export(
     out_file: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write to FILE instead of stdout.", show_default=False)] = None,
     since: Annotated[int, typer.Option("--since", min=1, help="Start at this event id.")] = 1,
     mind: MindOpt = None,
+    json: Annotated[bool, typer.Option("--json", help="With -o: a JSON summary on stdout (the export itself is the data otherwise).")] = False,
 ) -> None:
     """Stream the mind's events as JSONL (default, on stdout) or Markdown."""
+    from pmm.errors import UsageError
     from pmm.services import minds, portability
 
+    if json and out_file is None:
+        raise UsageError("--json needs -o FILE: without it the export itself is written to stdout")
     with minds.open_read(mind_path(mind)) as opened:
         if out_file is None:
             portability.export(opened, sys.stdout, fmt=fmt.value, since=since)
@@ -47,6 +51,10 @@ def export(
         with output.progress("Exporting", total) as (advance, _), \
                 portability.atomic_text_file(out_file) as handle:
             count = portability.export(opened, handle, fmt=fmt.value, since=since, on_progress=advance)
+        mind_id, head = opened.mind_id, opened.head()
+    if json:
+        output.emit_json({"file": str(out_file), "format": fmt.value, "events": count, "since": since,
+                          "mind_id": mind_id, "last_id": head[0], "head": head[1]})
     output.message(f"Exported {count:,} events to {out_file}")
 
 
