@@ -31,6 +31,15 @@ def test_changelog_keeps_an_unreleased_section() -> None:
     assert re.search(r"^## \[Unreleased\]$", text, flags=re.M)
 
 
+def test_changelog_has_a_release_section_for_this_version() -> None:
+    from pmm import __version__
+
+    text = (ROOT / "CHANGELOG.md").read_text()
+    releases = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - (\d{4}-\d{2}-\d{2})$", text, flags=re.M)
+    assert releases and releases[0][0] == __version__, releases
+    assert text.index("## [Unreleased]") < text.index(f"## [{__version__}]")
+
+
 def test_version_lives_in_one_place() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'dynamic = ["version"]' in pyproject
