@@ -1,5 +1,5 @@
 """Regenerate the files derived from code: docs/event-kinds.md (from pmm.domain.events), the shell
-completions, man/pmm.1 and README.md's command reference (from the Typer app).
+completions, man/pmm.1 and README.md's command reference (all three from the one Typer command tree).
 
     python scripts/gen_docs.py          # write
     python scripts/gen_docs.py --check  # exit 1 if a generated file is stale (used by tests)
@@ -7,11 +7,54 @@ completions, man/pmm.1 and README.md's command reference (from the Typer app).
 
 from __future__ import annotations
 
+import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+WIDTH = 100  # help is laid out for this terminal width on every machine
+
+# What pmm reads from its environment and the files it keeps (Linux paths; platformdirs picks the
+# equivalents elsewhere). One table, for the man page now and the README later.
+ENVIRONMENT: tuple[tuple[str, str], ...] = (
+    ("PMM_MIND", "The mind file when --mind is not given (default: the user data dir's mind.db)."),
+    ("PMM_LOCK_TIMEOUT", "Seconds a writer waits for another process's write lock before giving up with"
+                         " exit 4 (default 10)."),
+    ("PMM_PROVIDER_TIMEOUT", "Seconds to wait for the next part of a model provider's answer (default 120)."),
+    ("PMM_PROVIDER_RETRIES", "How many times a failed model request is tried again (default 3)."),
+    ("PMM_LOCAL_CTX", "Context size in tokens for local GGUF models (default 2048, at least 256)."),
+    ("PMM_KEY_PASSPHRASE", "Passphrase of a protected signing key (keygen --protect, sign) when"
+                           " --passphrase-file is not given; otherwise it is asked for on the terminal."),
+    ("PMM_BACKUP_PASSPHRASE", "Passphrase for backup and restore when --passphrase-file is not given;"
+                              " otherwise it is asked for on the terminal."),
+    ("OPENAI_API_KEY", "Key for openai: models (model add --api-key-env names another variable). Keys are"
+                       " read from the environment only, never stored."),
+    ("ANTHROPIC_API_KEY", "Key for anthropic: models (model add --api-key-env names another variable)."),
+    ("OLLAMA_HOST", "HOST:PORT or URL of the Ollama server for ollama: models added without --base-url"
+                    " (default http://127.0.0.1:11434)."),
+    ("PMM_DEBUG", "Set to 1 to get a traceback instead of one line for an unexpected error."),
+    ("NO_COLOR", "When set, to anything, no colour."),
+    ("TERM", "When dumb, no colour."),
+    ("XDG_DATA_HOME", "Where the default mind file lives (default ~/.local/share)."),
+    ("XDG_CONFIG_HOME", "Where the default signing key lives (default ~/.config)."),
+    ("XDG_STATE_HOME", "Where the chat history, the witness and lock files live (default ~/.local/state)."),
+)
+FILES: tuple[tuple[str, str], ...] = (
+    ("~/.local/share/pmm/mind.db", "The default mind file (--mind or $PMM_MIND choose another): one SQLite"
+                                   " database. While a writer has it open, mind.db-wal and mind.db-shm"
+                                   " sit beside it."),
+    ("~/.config/pmm/signing-key.pem", "The default key of keygen and sign (PEM, mode 0600), with its public"
+                                      " key beside it as signing-key.pub.pem, signing-key.minisign.pub and"
+                                      " signing-key.ssh.pub."),
+    ("~/.local/state/pmm/chat_history", "The interactive chat's input history."),
+    ("~/.local/state/pmm/witness/", "What pmm has seen of each mind (MIND-ID.json and its lock file), so"
+                                    " that verify catches a mind rolled back, truncated or rewritten."),
+    ("~/.local/state/pmm/locks/", "Lock files that let one reflection at a time run on a mind file."),
+)
+SEE_ALSO = ("minisign", "age", "ssh-keygen", "sqlite3")
 
 
 def event_kinds() -> str:
@@ -35,140 +78,364 @@ def event_kinds() -> str:
     return "\n".join(lines)
 
 
-def _tree() -> tuple[object, list[tuple[str, object]]]:
-    import typer
-
-    from pmm.cli.app import app
-
-    root = typer.main.get_command(app)
-    return root, sorted(root.commands.items())  # type: ignore[attr-defined]
-
-
-def _options(command: object) -> list[object]:
-    return [p for p in command.params if p.param_type_name == "option"]  # type: ignore[attr-defined]
+@dataclass
+class Option:
+    names: list[str]  # e.g. ["-f", "--format"]; a flag's --no-x form included
+    help: str
+    metavar: str  # what the value is called; "" for a flag
+    choices: list[str] = field(default_factory=list)
+    is_file: bool = False
+    multiple: bool = False
+    ends: bool = False  # --help, --version: nothing follows
 
 
-def _names(param: object) -> list[str]:
-    return [*param.opts, *param.secondary_opts]  # type: ignore[attr-defined]
+@dataclass
+class Argument:
+    name: str
+    required: bool
+    is_file: bool
 
 
-def _choices(param: object) -> list[str]:
+@dataclass
+class Command:
+    path: tuple[str, ...]  # () is pmm itself
+    summary: str  # the first paragraph of its help
+    options: list[Option]
+    arguments: list[Argument]
+    subcommands: list[str]
+    click: Any  # the click command and its context, for the man page and the README
+    ctx: Any
+
+    @property
+    def key(self) -> str:
+        return " ".join(self.path)
+
+
+def _paragraph(command: Any) -> str:
+    """The first paragraph of a command's help (its one-line summary, however it is wrapped)."""
+    text = (getattr(command, "help", None) or "").split("\f")[0].strip()
+    return " ".join(text.split("\n\n")[0].split())
+
+
+def _is_file(param: Any) -> bool:
+    from pathlib import PurePath
+
+    annotation = param.type_descriptor.annotation
+    is_path = isinstance(annotation, type) and issubclass(annotation, PurePath)
+    return is_path or "FILE" in (param.metavar or "")
+
+
+def _choices(param: Any) -> list[str]:
     import enum
 
-    annotation = param.type_descriptor.annotation  # type: ignore[attr-defined]
+    annotation = param.type_descriptor.annotation
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return [str(member.value) for member in annotation]
     return []
 
 
+def _option(p: Any) -> Option:
+    # Short names first: click builds the help option's names from a set, so their order varies.
+    names = sorted([*p.opts, *p.secondary_opts], key=lambda n: n.startswith("--"))
+    long = next((n for n in names if n.startswith("--")), names[0])
+    metavar = "" if p.is_flag else (p.metavar or long.lstrip("-")).strip("[]").lower()
+    return Option(names, " ".join((p.help or "").split()), metavar, _choices(p),
+                  not p.is_flag and _is_file(p), bool(p.multiple), bool(p.is_eager and p.is_flag))
+
+
+def commands() -> list[Command]:
+    """Every command and subcommand of the Typer app, depth first in `--help` order."""
+    import typer
+
+    from pmm.cli.app import command_tree
+
+    root = command_tree()  # the tree `pmm` runs: Typer's, with --quiet on every command too
+    found: list[Command] = []
+
+    def walk(command: Any, ctx: typer.Context, path: tuple[str, ...]) -> None:
+        params = command.get_params(ctx)  # with -h/--help
+        subs = getattr(command, "commands", {})
+        names = [n for n in command.list_commands(ctx) if not subs[n].hidden] if subs else []
+        found.append(Command(
+            path, _paragraph(command),
+            [_option(p) for p in params if p.param_type_name == "option" and not p.hidden],
+            [Argument(p.name, p.required, _is_file(p)) for p in params if p.param_type_name == "argument"],
+            names, command, ctx))
+        for name in names:
+            walk(subs[name], typer.Context(subs[name], info_name=name, parent=ctx), (*path, name))
+
+    walk(root, typer.Context(root, info_name="pmm", terminal_width=WIDTH, **root.context_settings), ())
+    return found
+
+
+# --- bash ----------------------------------------------------------------------------------------------
+
 def bash_completion() -> str:
-    root, commands = _tree()
-    cases = []
-    for name, command in commands:
-        words = " ".join(n for p in _options(command) for n in _names(p))
-        cases.append(f"        {name}) opts=\"{words} --help\" ;;")
-        for p in _options(command):
-            if _choices(p):
-                for n in _names(p):
-                    cases.append(f"        {name}:{n}) opts=\"{' '.join(_choices(p))}\" ;;")
-    globals_ = " ".join(n for p in _options(root) for n in _names(p))
+    """A `_pmm` function for `complete -F`: it walks the words before the cursor to find the
+    (sub)command, skipping the values of options that take one, then offers that command's
+    subcommands, options, an option's choices, or file names."""
+    spec, values = [], []
+    for c in commands():
+        opts = " ".join(n for o in c.options for n in o.names)
+        valued = " ".join(n for o in c.options if o.metavar for n in o.names)
+        args = "file" if any(a.is_file for a in c.arguments) else "text" if c.arguments else ""
+        spec.append(f'        "{c.key}") subcommands="{" ".join(c.subcommands)}" opts="{opts}"'
+                    f' valued="{valued}" args="{args}" ;;')
+        for o in c.options:
+            pattern = "|".join(f'"{c.key}:{n}"' for n in o.names)
+            if o.choices:
+                values.append(f'        {pattern}) _pmm_reply -W "{" ".join(o.choices)}" ;;')
+            elif o.is_file:
+                values.append(f"        {pattern}) _pmm_reply -f ;;")
     return "\n".join([
-        "# bash completion for pmm; generated by scripts/gen_docs.py, do not edit.",
-        "_pmm() {",
-        '    local cur prev cmd="" opts i',
-        '    cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"',
-        "    for ((i = 1; i < COMP_CWORD; i++)); do",
-        '        case "${COMP_WORDS[i]}" in -*) ;; *) if [[ "${COMP_WORDS[i-1]}" != --mind ]]; then cmd="${COMP_WORDS[i]}"; break; fi ;; esac',
-        "    done",
-        '    if [[ "$prev" == --mind || "$prev" == -o || "$prev" == --output ]]; then',
-        '        COMPREPLY=($(compgen -f -- "$cur")); return',
-        "    fi",
-        '    if [[ -z "$cmd" ]]; then',
-        f'        COMPREPLY=($(compgen -W "{" ".join(n for n, _ in commands)} {globals_}" -- "$cur")); return',
-        "    fi",
-        '    opts=""',
-        '    case "$cmd:$prev" in',
-        *[c for c in cases if ":" in c.split(")")[0]],
+        "# bash completion for pmm; generated by scripts/gen_docs.py from the Typer app, do not edit.",
+        "# Load it with `source`, or let bash-completion find it as completions/pmm on first use.",
+        "",
+        "_pmm_spec() {",
+        "    # The (sub)command at path $1: its subcommands, options, the options that take a value,",
+        "    # and what its arguments are (file, text or none).",
+        '    case "$1" in',
+        *spec,
+        '        *) subcommands="" opts="" valued="" args="" ;;',
         "    esac",
-        '    if [[ -z "$opts" ]]; then',
-        '        case "$cmd" in',
-        *[c for c in cases if ":" not in c.split(")")[0]],
-        "        esac",
-        '        if [[ "$cur" != -* ]]; then COMPREPLY=($(compgen -f -- "$cur")); return; fi',
-        "    fi",
-        '    COMPREPLY=($(compgen -W "$opts" -- "$cur"))',
         "}",
+        "",
+        "_pmm_reply() {",
+        "    # Matches of $cur, one a line (file names may hold spaces); -W lists split as usual.",
+        "    local IFS=$'\\n'",
+        "    COMPREPLY=($(IFS=$' \\t\\n' compgen \"$@\" -- \"$cur\"))",
+        "}",
+        "",
+        "_pmm_value() {",
+        "    # The value of option $2 of the command at path $1.",
+        '    case "$1:$2" in',
+        *values,
+        "        *) COMPREPLY=() ;;",
+        "    esac",
+        "}",
+        "",
+        "_pmm() {",
+        '    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" path="" word i=1',
+        "    local subcommands opts valued args",
+        '    _pmm_spec ""',
+        "    while ((i < COMP_CWORD)); do",
+        '        word="${COMP_WORDS[i]}"',
+        '        if [[ "$word" == -* ]]; then',
+        '            if [[ " $valued " == *" $word "* ]]; then',
+        "                ((i++))",
+        '                [[ "${COMP_WORDS[i]}" == "=" ]] && ((i++))  # --option=value',
+        "            fi",
+        '        elif [[ " $subcommands " == *" $word "* ]]; then',
+        '            path="${path:+$path }$word"',
+        '            _pmm_spec "$path"',
+        "        fi",
+        "        ((i++))",
+        "    done",
+        '    if [[ "$cur" == "=" ]]; then',
+        '        cur=""',
+        '    elif [[ "$prev" == "=" ]]; then',
+        '        prev="${COMP_WORDS[COMP_CWORD-2]}"',
+        "    fi",
+        '    if [[ "$prev" == -* && " $valued " == *" $prev "* ]]; then',
+        '        _pmm_value "$path" "$prev"',
+        '    elif [[ "$cur" == -* || ( -z "$subcommands" && -z "$args" ) ]]; then',
+        '        _pmm_reply -W "$opts"',
+        '    elif [[ -n "$subcommands" ]]; then',
+        '        _pmm_reply -W "$subcommands"',
+        '    elif [[ "$args" == file ]]; then',
+        "        _pmm_reply -f",
+        "    else",
+        "        COMPREPLY=()",
+        "    fi",
+        "}",
+        "",
         "complete -o filenames -F _pmm pmm",
         "",
     ])
 
 
-def _help(obj: object) -> str:
-    text = (getattr(obj, "help", None) or "").strip().splitlines()
-    return text[0] if text else ""
+# --- zsh -----------------------------------------------------------------------------------------------
+
+def _zq(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _zsh_option(o: Option) -> str:
+    """One `_arguments` spec, e.g. '(-f --format)'{-f+,--format=}'[help]:format:(jsonl md)'."""
+    described = "[" + re.sub(r"([\\\[\]])", r"\\\1", o.help) + "]"
+    if o.metavar:
+        action = f"({' '.join(o.choices)})" if o.choices else "_files" if o.is_file else ""
+        described += f":{o.metavar.replace(':', '')}:{action}"
+        forms = [n + ("=" if n.startswith("--") else "+") for n in o.names]
+    else:
+        forms = list(o.names)
+    exclude = "(- *)" if o.ends else "*" if o.multiple else f"({' '.join(o.names)})" if len(o.names) > 1 else ""
+    if len(forms) == 1:
+        return _zq(exclude + forms[0] + described)
+    return (_zq(exclude) if exclude else "") + "{" + ",".join(forms) + "}" + _zq(described)
+
+
+def _zsh_function(c: Command, summaries: dict[tuple[str, ...], str]) -> list[str]:
+    name = "_" + "_".join(("pmm", *c.path)).replace("-", "_")
+    specs = [_zsh_option(o) for o in c.options]
+    if c.subcommands:
+        specs += ["': :->command'", "'*:: :->argument'"]
+    else:
+        specs += [_zq(f"{'' if a.required else ':'}:{a.name}:{'_files' if a.is_file else ''}") for a in c.arguments]
+    lines = [f"{name}() {{"]
+    if c.subcommands:
+        lines += ['  local curcontext="$curcontext" state line ret=1', "  typeset -A opt_args"]
+    lines.append("  _arguments -C -s -S \\" if c.subcommands else "  _arguments -s -S \\")
+    lines += [f"    {s} \\" for s in specs[:-1]] + [f"    {specs[-1]}" + (" && ret=0" if c.subcommands else "")]
+    if c.subcommands:
+        context = "-".join(("pmm", *c.path))
+        lines += ["  case $state in", "    command)", "      local -a subcommands", "      subcommands=(",
+                  *[f"        {_zq(s + ':' + summaries[(*c.path, s)])}" for s in c.subcommands], "      )",
+                  f"      _describe -t commands {_zq(' '.join(('pmm', *c.path)) + ' command')} subcommands"
+                  " && ret=0 ;;",
+                  "    argument)",
+                  f'      curcontext="${{curcontext%:*:*}}:{context}-$words[1]:"',
+                  "      case $words[1] in",
+                  *[f"        {s}) {name}_{s.replace('-', '_')} && ret=0 ;;" for s in c.subcommands],
+                  "      esac ;;", "  esac", "  return ret"]
+    return [*lines, "}", ""]
 
 
 def zsh_completion() -> str:
-    _, commands = _tree()
-    lines = ["#compdef pmm", "# zsh completion for pmm; generated by scripts/gen_docs.py, do not edit.",
-             "_pmm() {", "  local -a commands", "  commands=("]
-    lines += [f"    '{name}:{_help(c).replace(chr(39), '')}'" for name, c in commands]
-    lines += ["  )", "  if (( CURRENT == 2 )); then _describe 'command' commands; return; fi",
-              "  case $words[2] in"]
-    for name, command in commands:
-        specs = []
-        for p in _options(command):
-            choice = f":value:({' '.join(_choices(p))})" if _choices(p) else ("" if p.is_flag else ":value:_files")  # type: ignore[attr-defined]
-            for n in _names(p):
-                specs.append(f"'{n}[{_help(p).replace(chr(39), '').replace('[', '(').replace(']', ')')}]{choice}'")
-        lines.append(f"    {name}) _arguments {' '.join(specs)} '*:file:_files' ;;")
-    lines += ["  esac", "}", '_pmm "$@"', ""]
+    lines = ["#compdef pmm", "# zsh completion for pmm; generated by scripts/gen_docs.py from the Typer app,"
+             " do not edit.", "# Put it on $fpath as _pmm (before compinit), or source it after compinit.", ""]
+    all_ = commands()
+    summaries = {c.path: c.summary for c in all_}
+    for c in all_:
+        lines += _zsh_function(c, summaries)
+    lines += ["if [[ $zsh_eval_context[-1] == loadautofunc ]]; then", '  _pmm "$@"', "else",
+              "  compdef _pmm pmm", "fi", ""]
     return "\n".join(lines)
 
 
+# --- fish ----------------------------------------------------------------------------------------------
+
+def _fq(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def fish_completion() -> str:
-    _, commands = _tree()
-    lines = ["# fish completion for pmm; generated by scripts/gen_docs.py, do not edit.",
-             "complete -c pmm -f"]
-    for name, command in commands:
-        lines.append(f"complete -c pmm -n __fish_use_subcommand -a {name} -d '{_help(command).replace(chr(39), '')}'")
-        for p in _options(command):
-            for n in _names(p):
-                flag = f"-l {n[2:]}" if n.startswith("--") else f"-s {n[1:]}"
-                extra = f" -xa '{' '.join(_choices(p))}'" if _choices(p) else ""
-                lines.append(f"complete -c pmm -n '__fish_seen_subcommand_from {name}' {flag}{extra}"
-                             f" -d '{_help(p).replace(chr(39), '')}'")
+    all_ = commands()
+    summaries = {c.path: c.summary for c in all_}
+    subs = [f"        case {_fq(c.key)}\n            printf '%s\\n' {' '.join(c.subcommands)}"
+            for c in all_ if c.subcommands]
+    valued = [f"        case {_fq(c.key)}\n            printf '%s\\n' {' '.join(n for o in c.options if o.metavar for n in o.names)}"
+              for c in all_ if any(o.metavar for o in c.options)]
+    lines = [
+        "# fish completion for pmm; generated by scripts/gen_docs.py from the Typer app, do not edit.",
+        "",
+        "function __pmm_subcommands --argument-names path",
+        '    switch "$path"', *subs, "    end", "end", "",
+        "function __pmm_valued --argument-names path --description 'options of the command at path that take a value'",
+        '    switch "$path"', *valued, "    end", "end", "",
+        "function __pmm_path --description 'the pmm (sub)command on the command line so far, e.g. \"model add\"'",
+        "    set -l tokens (commandline -opc)",
+        "    set -e tokens[1]",
+        "    set -l path ''",
+        "    set -l skip 0",
+        "    for token in $tokens",
+        "        if test $skip = 1",
+        "            set skip 0",
+        "        else if string match -q -- '-*' $token",
+        '            contains -- $token (__pmm_valued "$path"); and set skip 1',
+        '        else if contains -- $token (__pmm_subcommands "$path")',
+        '            set path (string trim -- "$path $token")',
+        "        end",
+        "    end",
+        '    echo "$path"',
+        "end",
+        "",
+        "function __pmm_is --argument-names path",
+        "    set -l here (__pmm_path)",
+        '    test "$here" = "$path"',
+        "end",
+        "",
+        "complete -c pmm -f",
+    ]
+    for c in all_:
+        when = "-n " + _fq('__pmm_is "%s"' % c.key)
+        for s in c.subcommands:
+            lines.append(f"complete -c pmm {when} -a {s} -d {_fq(summaries[(*c.path, s)])}")
+        for o in c.options:
+            names = " ".join(f"-l {n[2:]}" if n.startswith("--") else f"-s {n[1:]}" for n in o.names)
+            value = (f" -x -a {_fq(' '.join(o.choices))}" if o.choices else " -r -F" if o.is_file
+                     else " -x" if o.metavar else "")
+            lines.append(f"complete -c pmm {when} {names}{value} -d {_fq(o.help)}")
+        if any(a.is_file for a in c.arguments):
+            lines.append(f"complete -c pmm {when} -F")
     return "\n".join(lines) + "\n"
+
+
+# --- man page ------------------------------------------------------------------------------------------
+
+def _roff(text: str) -> str:
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    return "\\&" + text if text.startswith((".", "'")) else text
+
+
+def _roff_names(names: str) -> str:
+    """`-f, --format <jsonl|md>` as bold names and an italic value."""
+    return " ".join(f"\\fB{_roff(w)}\\fR" if w.startswith("-") else f"\\fI{_roff(w)}\\fR"
+                    for w in names.split(" "))
+
+
+def exit_codes() -> list[tuple[str, str]]:
+    """The exit codes of the `--help` epilog, checked against the codes of pmm.errors."""
+    from pmm import errors
+    from pmm.cli.app import EXIT_CODES
+
+    codes = []
+    for item in EXIT_CODES.removeprefix("Exit codes:").strip(" .").split(", "):
+        code, meaning = item.split(" ", 1)
+        codes.append((code, meaning))
+    raised = {str(cls.exit_code) for cls in vars(errors).values()
+              if isinstance(cls, type) and issubclass(cls, errors.PmmError)}
+    assert raised <= {code for code, _ in codes}, f"EXIT_CODES lacks some of {sorted(raised)}"
+    return codes
 
 
 def man_page() -> str:
     from pmm import __version__
-    from pmm.cli.app import EXIT_CODES
 
-    root, commands = _tree()
-
-    def esc(text: str) -> str:
-        return text.replace("\\", "\\e").replace("-", "\\-")
-
-    out = [f'.TH PMM 1 "" "pmm {__version__}" "User Commands"', ".SH NAME",
+    out = [f'.TH PMM 1 "" "pmm {__version__}" "User Commands"',
+           ".nh", ".ad l",  # no hyphenation or justification: names and paths stay whole
+           ".SH NAME",
            "pmm \\- the Persistent Mind Model: an AI's identity in one portable SQLite file",
-           ".SH SYNOPSIS", ".B pmm", "[\\fB\\-\\-mind\\fR \\fIPATH\\fR] [\\fB\\-q\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...",
-           ".SH DESCRIPTION", esc(_help(root)), ".SH GLOBAL OPTIONS"]
-    for p in _options(root):
-        out += [".TP", esc(", ".join(_names(p))), esc(_help(p))]
-    out.append(".SH COMMANDS")
-    for name, command in commands:
-        args = " ".join((a.metavar or a.name.upper()) for a in command.params if a.param_type_name == "argument")  # type: ignore[attr-defined]
-        out += [".SS " + esc(f"pmm {name} {args}".strip()), esc(_help(command))]
-        for p in _options(command):
-            out += [".TP", esc(", ".join(_names(p))), esc(_help(p))]
-    out += [".SH EXIT STATUS", esc(EXIT_CODES),
-            ".SH ENVIRONMENT", ".TP", "PMM_MIND", "The mind file when \\fB\\-\\-mind\\fR is not given.",
-            ".TP", "PMM_LOCK_TIMEOUT", "Seconds a writer waits for another writer (default 10).",
-            ".TP", "NO_COLOR", "Disable colour.", ".TP", "PMM_DEBUG", "Set to 1 to show tracebacks.",
-            ".SH FILES", ".TP", esc("~/.local/share/pmm/mind.db"),
-            "The default mind file (the platform's user data directory).", ""]
-    return "\n".join(out)
+           ".SH SYNOPSIS", ".B pmm",
+           "[\\fB\\-\\-mind\\fR \\fIPATH\\fR] [\\fB\\-q\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...",
+           ".SH DESCRIPTION"]
+    for c in commands():
+        command, ctx = c.click, c.ctx
+        if c.path:
+            usage = command.get_usage(ctx).removeprefix("Usage:").strip()
+            out += [f'.SS "{_roff(" ".join(usage.split()))}"']
+        paragraphs = (getattr(command, "help", None) or "").split("\f")[0].strip().split("\n\n")
+        for i, paragraph in enumerate(paragraphs):
+            out += [".PP"] if i else []
+            out.append(_roff(" ".join(paragraph.split())))
+        records = [p.get_help_record(ctx) for p in command.params]
+        out += [] if c.path else [".SH OPTIONS"]
+        for names, help_ in [r for r in records if r]:
+            out += [".TP", _roff_names(names), _roff(" ".join(help_.split()))]
+        if not c.path:
+            out += [".PP", "Every command also takes \\fB\\-h\\fR, \\fB\\-\\-help\\fR.", ".SH COMMANDS"]
+    out.append(".SH EXIT STATUS")
+    for code, meaning in exit_codes():
+        out += [".TP", f".B {code}", _roff(meaning)]
+    out.append(".SH ENVIRONMENT")
+    for name, text in ENVIRONMENT:
+        out += [".TP", f".B {name}", _roff(text)]
+    out.append(".SH FILES")
+    for path, text in FILES:
+        out += [".TP", f".I {_roff(path)}", _roff(text)]
+    out.append(".SH SEE ALSO")
+    out += [f".BR {_roff(name)} (1){',' if i < len(SEE_ALSO) - 1 else ''}" for i, name in enumerate(SEE_ALSO)]
+    return "\n".join(out) + "\n"
 
 
 README_BEGIN = "<!-- BEGIN GENERATED: command reference (scripts/gen_docs.py) -->"
@@ -178,45 +445,25 @@ README_END = "<!-- END GENERATED -->"
 def _md(text: str) -> str:
     """Help text as one markdown line: whitespace collapsed; outside `code`, the characters that
     markdown would read as emphasis or an HTML tag escaped (not `$PMM_MIND`'s, to keep it legible)."""
-    import re
-
     parts = " ".join(text.split()).split("`")
     for i in range(0, len(parts), 2):
         parts[i] = re.sub(r"[\\*]|(?<![^\W_])_|_(?![^\W_])|<(?=[A-Za-z/!?])", lambda m: "\\" + m[0], parts[i])
     return "`".join(parts)
 
 
-def _paragraph(command: object) -> str:
-    """The first paragraph of a command's help (its one-line summary, however it is wrapped)."""
-    text = (getattr(command, "help", None) or "").split("\f")[0].strip()
-    return " ".join(text.split("\n\n")[0].split())
-
-
 def command_reference() -> str:
     """Every command and subcommand: usage, summary, arguments and options, as in `--help`."""
-    import typer
+    from pmm.cli.app import EXIT_CODES
 
-    from pmm.cli.app import EXIT_CODES, app
-
-    root = typer.main.get_command(app)
     lines = ["Generated from the Typer app by `scripts/gen_docs.py`; do not edit by hand. Every command",
              "also takes `-h`/`--help`. The options of `pmm` itself go before the command.", ""]
-
-    def walk(command: object, ctx: typer.Context, path: str) -> None:
-        usage = command.get_usage(ctx).removeprefix("Usage:").strip()  # type: ignore[attr-defined]
-        lines.extend([f"### `{path}`", "", f"`{usage}`", "", _md(_paragraph(command)), ""])
-        records = [p.get_help_record(ctx) for p in command.params]  # type: ignore[attr-defined]
-        records = [r for r in records if r and r[0] != "-h, --help"]
-        lines.extend([f"- `{names}`: {_md(help_)}" for names, help_ in records])
-        if records:
+    for c in commands():
+        usage = c.click.get_usage(c.ctx).removeprefix("Usage:").strip()
+        lines.extend([f"### `{' '.join(('pmm', *c.path))}`", "", f"`{usage}`", "", _md(c.summary), ""])
+        records = [p.get_help_record(c.ctx) for p in c.click.params]
+        lines.extend([f"- `{names}`: {_md(help_)}" for names, help_ in [r for r in records if r]])
+        if any(records):
             lines.append("")
-        subcommands = getattr(command, "commands", {})
-        for name in command.list_commands(ctx) if subcommands else []:  # type: ignore[attr-defined]
-            sub = subcommands[name]
-            if not sub.hidden:
-                walk(sub, typer.Context(sub, info_name=name, parent=ctx), f"{path} {name}")
-
-    walk(root, typer.Context(root, info_name="pmm", max_content_width=100, terminal_width=100), "pmm")
     lines.extend(["### Exit codes", "", _md(EXIT_CODES.removeprefix("Exit codes:").strip())])
     return "\n".join(lines)
 

@@ -67,6 +67,18 @@ def mind_events(mind: Path, kind: str | None = None, since: int = 1) -> list[dic
     return [e for e in found if kind is None or e["kind"] == kind]
 
 
+def unguarded(mind: Path):
+    """A plain sqlite3 connection to ``mind`` with its guard triggers dropped: how an attacker
+    (or a test) rewrites history behind pmm's back. The caller closes it."""
+    import sqlite3
+
+    conn = sqlite3.connect(mind, isolation_level=None)
+    for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'").fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    return conn
+
+
 def mind_kinds(mind: Path) -> list[str]:
     return [e["kind"] for e in mind_events(mind)]
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PMM, mind_events, run_pmm
+from conftest import PMM, mind_events, run_pmm, unguarded
 from terminal import Terminal
 
 PASS = {"PMM_BACKUP_PASSPHRASE": "a long and winding passphrase"}
@@ -46,6 +46,21 @@ def _failure(result: subprocess.CompletedProcess[bytes], code: int) -> str:
     errors = [line for line in err.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and "Traceback" not in err, err
     return errors[0]
+
+
+def _type_passphrase(argv: list[str], env: dict[str, str], passphrase: str, times: int = 1) -> str:
+    """Run ``argv`` on a terminal, type ``passphrase`` at each of ``times`` prompts; its screen."""
+    term = Terminal(argv, env)
+    try:
+        at = 0
+        for _ in range(times):
+            at = term.expect("(?i)passphrase", after=at)
+            time.sleep(0.1)  # let the program switch echo off before the keys arrive
+            term.send(passphrase + "\n")
+        assert term.wait(60) == 0, term.text()
+        return term.text()
+    finally:
+        term.kill()
 
 
 def _hashes(path: Path) -> list[tuple]:
@@ -86,13 +101,8 @@ def test_backup_then_restore_gives_back_the_same_chain(mind: Path, backed_up: Pa
 
 def test_age_decrypts_a_pmm_backup(mind: Path, backed_up: Path, tmp_path: Path) -> None:
     plain = tmp_path / "plain.db"
-    term = Terminal([_tool("age"), "-d", "-o", str(plain), str(backed_up)], dict(os.environ))
-    try:
-        term.expect("(?i)passphrase")
-        term.send(PASS["PMM_BACKUP_PASSPHRASE"] + "\n")
-        assert term.wait(60) == 0, term.text()
-    finally:
-        term.kill()
+    _type_passphrase([_tool("age"), "-d", "-o", str(plain), str(backed_up)], dict(os.environ),
+                     PASS["PMM_BACKUP_PASSPHRASE"])
     assert _hashes(plain) == _hashes(mind)
     assert run_pmm("verify", str(plain), "--no-witness").returncode == 0
 
@@ -101,15 +111,8 @@ def test_pmm_restores_what_age_encrypted(mind: Path, tmp_path: Path) -> None:
     """The other direction: a mind file encrypted by `age -p` restores with pmm."""
     _remember(mind, "encrypted by age itself")
     sealed = tmp_path / "by-age.age"
-    term = Terminal([_tool("age"), "-p", "-o", str(sealed), str(mind)], dict(os.environ))
-    try:
-        for _ in range(2):
-            term.expect("(?i)passphrase", after=len(term.text()) if _ else 0)
-            term.send("age-made passphrase\n")
-            time.sleep(0.2)
-        assert term.wait(60) == 0, term.text()
-    finally:
-        term.kill()
+    _type_passphrase([_tool("age"), "-p", "-o", str(sealed), str(mind)], dict(os.environ),
+                     "age-made passphrase", times=2)
     target = tmp_path / "restored.db"
     result = run_pmm("--mind", str(target), "restore", str(sealed), env={"PMM_BACKUP_PASSPHRASE": "age-made passphrase"})
     assert result.returncode == 0, result.stderr
@@ -194,9 +197,7 @@ def test_a_backup_holding_a_tampered_mind_is_refused(mind: Path, tmp_path: Path)
     _remember(mind, "original words")
     tampered = tmp_path / "tampered.db"
     shutil.copyfile(mind, tampered)
-    conn = sqlite3.connect(tampered, isolation_level=None)
-    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger' AND tbl_name='events'"):
-        conn.execute(f"DROP TRIGGER {name}")
+    conn = unguarded(tampered)
     conn.execute("UPDATE events SET content = 'forged words' WHERE id = 2")
     conn.close()
     import pyrage
@@ -254,14 +255,9 @@ def test_passphrase_sources(mind: Path, tmp_path: Path) -> None:
 def test_restore_asks_on_a_terminal(backed_up: Path, tmp_path: Path) -> None:
     target = tmp_path / "typed.db"
     env = {k: v for k, v in os.environ.items() if k != "PMM_BACKUP_PASSPHRASE"}
-    term = Terminal([PMM, "--mind", str(target), "restore", str(backed_up)], env)
-    try:
-        term.expect("Passphrase for")
-        term.send(PASS["PMM_BACKUP_PASSPHRASE"] + "\n")
-        assert term.wait(60) == 0, term.text()
-    finally:
-        term.kill()
-    assert "Restored" in term.text() and target.exists()
+    shown = _type_passphrase([PMM, "--mind", str(target), "restore", str(backed_up)], env,
+                             PASS["PMM_BACKUP_PASSPHRASE"])
+    assert "Passphrase for" in shown and "Restored" in shown and target.exists()
 
 
 def test_a_backup_taken_while_another_process_writes_is_consistent(mind: Path, tmp_path: Path) -> None:

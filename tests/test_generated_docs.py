@@ -1,4 +1,5 @@
-"""README's command reference is generated from the Typer app, and a stale one fails the build."""
+"""The generated files (README's command reference, completions, man page) come from the Typer app,
+and a stale one fails the build."""
 
 from __future__ import annotations
 
@@ -67,3 +68,18 @@ def test_check_fails_on_a_stale_section_and_a_rerun_only_rewrites_the_section(tm
     assert gen_docs(tree, "--check").returncode == 1
     assert gen_docs(tree).returncode == 0
     assert readme.read_text() == current  # appended at the end, under its heading
+
+
+def test_check_names_a_stale_completion_or_man_page_and_a_rerun_mends_it(tmp_path: Path) -> None:
+    tree = copy_of_the_tree(tmp_path)
+    assert gen_docs(tree).returncode == 0
+    generated = [tree / "completions" / name for name in ("pmm.bash", "_pmm", "pmm.fish")] + [tree / "man" / "pmm.1"]
+    current = {path: path.read_text() for path in generated}
+    for path in generated:
+        path.write_text(current[path].replace("commitments", "commitment"))
+    proc = gen_docs(tree, "--check")
+    assert proc.returncode == 1
+    for path in generated:
+        assert str(path.relative_to(tree)) in proc.stderr
+    assert gen_docs(tree).returncode == 0
+    assert {path: path.read_text() for path in generated} == current

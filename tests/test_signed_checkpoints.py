@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_pmm
+from conftest import run_pmm, unguarded
 
 DATA = Path(__file__).parent / "data" / "signing"
 SIGNED_AT = "2026-11-21T12:00:00Z"
@@ -212,9 +211,7 @@ def test_ssh_format_verifies_with_pmm_and_ssh_keygen(mind: Path, keypair: Path, 
 
 def test_sign_refuses_a_mind_that_fails_verification(mind: Path, keypair: Path, tmp_path: Path) -> None:
     _remember(mind, "about to be tampered with")
-    conn = sqlite3.connect(mind, isolation_level=None)
-    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger' AND tbl_name='events'"):
-        conn.execute(f"DROP TRIGGER {name}")
+    conn = unguarded(mind)
     conn.execute("UPDATE events SET content = 'forged' WHERE id = 2")
     conn.close()
     out = tmp_path / "never.sig"
@@ -307,9 +304,7 @@ def test_a_wrong_key_is_exit_3(tmp_path: Path, keypair: Path) -> None:
 
 
 def test_a_truncated_mind_fails_against_its_signature(mind: Path, signed: Path, tmp_path: Path) -> None:
-    conn = sqlite3.connect(mind, isolation_level=None)
-    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger' AND tbl_name='events'"):
-        conn.execute(f"DROP TRIGGER {name}")
+    conn = unguarded(mind)
     conn.execute("DELETE FROM events WHERE id = (SELECT max(id) FROM events)")
     conn.close()
     result = run_pmm("verify", str(mind), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"), "--no-witness")
@@ -321,9 +316,7 @@ def test_a_different_head_or_another_mind_fails(mind: Path, signed: Path, tmp_pa
     shutil.copyfile(mind, fork)
     run_pmm("--mind", str(mind), "export", "-o", str(tmp_path / "before.jsonl"), check=True)
     # A copy that went its own way from one event before the signed head: same length, other head.
-    conn = sqlite3.connect(fork, isolation_level=None)
-    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger' AND tbl_name='events'"):
-        conn.execute(f"DROP TRIGGER {name}")
+    conn = unguarded(fork)
     conn.execute("DELETE FROM events WHERE id = (SELECT max(id) FROM events)")
     conn.close()
     _remember(fork, "a different last event")

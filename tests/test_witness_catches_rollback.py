@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
-from conftest import run_pmm
+from conftest import run_pmm, unguarded
 
 from pmm.services import witness
 
@@ -39,13 +38,6 @@ def _failed(path: Path, state: str) -> str:
     return lines[0]
 
 
-def _unguarded(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None)
-    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger' AND tbl_name='events'"):
-        conn.execute(f"DROP TRIGGER {name}")
-    return conn
-
-
 def test_writes_and_verifies_keep_the_witness_current(mind: Path, private_dirs: Path) -> None:
     _remember(mind, "one", "two")
     result, report = _verify(mind)
@@ -66,7 +58,7 @@ def test_a_truncated_file_fails(mind: Path) -> None:
 
     with minds.open_write(mind, lambda _m: None) as writer:  # one write of three events
         writer.append([Draft("observation_recorded", f"note {i}", {"source": "user"}) for i in range(3)])
-    conn = _unguarded(mind)
+    conn = unguarded(mind)
     conn.execute("DELETE FROM events WHERE id > 2")
     conn.close()
     line = _failed(mind, "truncated")
@@ -75,7 +67,7 @@ def test_a_truncated_file_fails(mind: Path) -> None:
 
 def test_a_file_cut_back_to_a_head_pmm_saw_is_a_rollback(mind: Path) -> None:
     _remember(mind, "one", "two", "three")
-    conn = _unguarded(mind)
+    conn = unguarded(mind)
     conn.execute("DELETE FROM events WHERE id > 2")
     conn.close()
     assert "rolled back" in _failed(mind, "rolled_back")
@@ -146,7 +138,7 @@ def test_exports_are_checked_against_the_witness_too(mind: Path, tmp_path: Path)
 
 def test_no_witness_skips_it_and_a_damaged_witness_file_is_not_fatal(mind: Path, private_dirs: Path) -> None:
     _remember(mind, "one", "two")
-    conn = _unguarded(mind)
+    conn = unguarded(mind)
     conn.execute("DELETE FROM events WHERE id > 2")
     conn.close()
     result, report = _verify(mind, "--no-witness")

@@ -17,7 +17,7 @@ from typing import Any
 
 from pmm import errors
 from pmm.services import integrity, witness
-from pmm.services.files import fsync_dir, temp_beside, write_atomic
+from pmm.services.files import fsync_dir, read_file, temp_beside, write_atomic, write_new
 
 Passphrase = Callable[[], str]
 MAX_BACKUP_BYTES = 16 << 30
@@ -164,30 +164,16 @@ def check_backup_file(source: Path) -> None:
     """Refuse a file that is missing, not a passphrase age file, or asks for too much work."""
     from pmm.crypto import age
 
-    try:
-        with open(source, "rb") as handle:
-            head = handle.read(4096)
-    except FileNotFoundError:
-        raise errors.UsageError(f"no backup file at {source}") from None
-    except IsADirectoryError:
-        raise errors.UsageError(f"{source} is a directory, not a backup file") from None
-    except OSError as exc:
-        raise errors.InputRejected(f"cannot read {source}: {exc.strerror}") from None
+    head = read_file(source, "backup", 4096)
     if not head.lstrip().startswith(age.ARMOR_BEGIN):
         age.work_factor(head, str(source))
 
 
 def _read_backup(source: Path) -> bytes:
-    try:
-        if source.stat().st_size > MAX_BACKUP_BYTES:
-            raise errors.InputRejected(f"{source} is larger than any backup pmm would make")
-        return source.read_bytes()
-    except FileNotFoundError:
-        raise errors.UsageError(f"no backup file at {source}") from None
-    except IsADirectoryError:
-        raise errors.UsageError(f"{source} is a directory, not a backup file") from None
-    except OSError as exc:
-        raise errors.InputRejected(f"cannot read {source}: {exc.strerror}") from None
+    data = read_file(source, "backup", MAX_BACKUP_BYTES)
+    if len(data) > MAX_BACKUP_BYTES:
+        raise errors.InputRejected(f"{source} is larger than any backup pmm would make")
+    return data
 
 
 @contextlib.contextmanager
@@ -195,14 +181,7 @@ def _plain_copy(target: Path, image: bytes) -> Iterator[Path]:
     """The decrypted mind in an owner-only temp file beside ``target``, removed afterwards."""
     staged = temp_beside(target)
     try:
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(image)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_new(staged, image)
         yield staged
     finally:
         for leftover in (staged, Path(f"{staged}-wal"), Path(f"{staged}-shm"), Path(f"{staged}-journal")):

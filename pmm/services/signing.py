@@ -9,7 +9,6 @@ file's bytes. Two formats, both checkable without pmm (docs/signing.md):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pmm import errors
 from pmm.domain import checkpoint as cp
+from pmm.services.files import read_file, write_atomic
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -78,10 +78,10 @@ def keygen(private: Path, passphrase: bytes | None, *, force: bool = False) -> t
     key = keys.generate()
     public = keys.public_of(key)
     private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write(files.private, keys.private_pem(key, passphrase), 0o600)
-    _write(files.public_pem, keys.public_pem(public), 0o644)
-    _write(files.minisign, keys.minisign_public(public).encode(), 0o644)
-    _write(files.ssh, keys.openssh_public(public, f"pmm-{public.key_id_text}").encode(), 0o644)
+    write_atomic(files.private, keys.private_pem(key, passphrase), 0o600)
+    write_atomic(files.public_pem, keys.public_pem(public), 0o644)
+    write_atomic(files.minisign, keys.minisign_public(public).encode(), 0o644)
+    write_atomic(files.ssh, keys.openssh_public(public, f"pmm-{public.key_id_text}").encode(), 0o644)
     return files, public.key_id_text
 
 
@@ -197,31 +197,11 @@ def check_position(signed: Signed, mind_id: str, size: int, hash_at: Callable[[i
 
 
 def write_signature(text: str, out: Path) -> None:
-    from pmm.services.files import write_atomic
-
     write_atomic(out, text.encode(), 0o644)
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read(path: Path, what: str, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
-    except FileNotFoundError:
-        raise errors.UsageError(f"no {what} file at {path}") from None
-    except IsADirectoryError:
-        raise errors.UsageError(f"{path} is a directory, not a {what} file") from None
-    except OSError as exc:
-        raise errors.UsageError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    data = read_file(path, what, limit)
     if len(data) > limit:
         if what == "signature":
             raise errors.IntegrityError("the signature file is damaged: far too long for a signature")
