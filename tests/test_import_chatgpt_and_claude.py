@@ -268,7 +268,7 @@ def test_bad_input_is_refused_and_no_mind_is_created(pmm, tmp_path: Path, case: 
     assert proc.returncode == 6
     assert proc.stdout == b""
     lines = proc.stderr.decode().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), lines
+    assert lines[0].startswith("Error: ") and [line[:6] for line in lines[1:]] == ["Hint: "], lines
     assert expected in lines[0]
     assert not mind.exists()
     assert not [p.name for p in tmp_path.iterdir() if "new.db" in p.name]  # no temp file left either

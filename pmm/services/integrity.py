@@ -89,7 +89,11 @@ class Checks:
                 return
         if self.witness is None or report.last_id == 0:
             return
-        verdict = witness.observe(report.checkpoint(), hash_at, self.path, self.witness)
+        try:
+            verdict = witness.observe(report.checkpoint(), hash_at, self.path, self.witness)
+        except OSError as exc:  # an unwritable state dir costs the check, not the verification
+            report.notes.append(f"the witness is unavailable ({exc.strerror}: {exc.filename})")
+            return
         report.witness = verdict.to_json()
         if not verdict.ok:
             report.problem = f"the witness: {verdict.message}"

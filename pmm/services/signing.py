@@ -197,6 +197,10 @@ def check_position(signed: Signed, mind_id: str, size: int, hash_at: Callable[[i
 
 
 def write_signature(text: str, out: Path) -> None:
+    if not out.parent.is_dir():
+        raise errors.UsageError(f"no directory {out.parent} for the signature")
+    if out.is_dir():
+        raise errors.UsageError(f"{out} is a directory", hint="give a file name, e.g. -o mind.sig")
     write_atomic(out, text.encode(), 0o644)
 
 
