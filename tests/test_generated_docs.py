@@ -23,7 +23,8 @@ def copy_of_the_tree(tmp_path: Path) -> Path:
     it sits in, so a copy can be made stale without touching the checkout."""
     tree = tmp_path / "tree"
     (tree / "scripts").mkdir(parents=True)
-    shutil.copy(ROOT / "scripts" / "gen_docs.py", tree / "scripts")
+    for script in ("gen_docs.py", "command_tree.py", "completions.py"):
+        shutil.copy(ROOT / "scripts" / script, tree / "scripts")
     shutil.copy(ROOT / "README.md", tree)
     for folder in ("completions", "man", "docs"):
         shutil.copytree(ROOT / folder, tree / folder)
