@@ -29,6 +29,16 @@ ENV_VARS = ("PMM_MIND", "PMM_LOCK_TIMEOUT", "PMM_DEBUG", "PMM_PROVIDER_TIMEOUT",
             "PMM_LOCAL_CTX", "PMM_KEY_PASSPHRASE", "PMM_BACKUP_PASSPHRASE", "OPENAI_API_KEY",
             "ANTHROPIC_API_KEY", "OLLAMA_HOST", "NO_COLOR", "XDG_DATA_HOME", "XDG_CONFIG_HOME",
             "XDG_STATE_HOME")
+# What zsh and fish must offer for each line typed so far (a file mind.age is in the directory).
+SHELL_CASES = {
+        "pmm model ": {"add", "list", "use", "info", "remove"},
+        "pmm commitments cl": {"close"},
+        "pmm sign --f": {"--format"},
+        "pmm sign --format ": {"minisign", "ssh"},
+        "pmm --mind x.db model a": {"add"},
+        "pmm restore mi": {"mind.age"},
+        "pmm model use --for ": {"chat", "reflection"},
+}
 
 
 def gen_docs() -> ModuleType:
@@ -175,17 +185,7 @@ def test_zsh_script_parses_and_registers(zsh: str) -> None:
 
 def test_zsh_completes_nested_groups_options_choices_and_files(zsh: str, tmp_path: Path) -> None:
     (tmp_path / "mind.age").touch()
-    assert zsh_complete(zsh, tmp_path, "pmm model ", "pmm commitments cl", "pmm sign --f",
-                        "pmm sign --format ", "pmm --mind x.db model a", "pmm restore mi",
-                        "pmm model use --for ") == {
-        "pmm model ": {"add", "list", "use", "info", "remove"},
-        "pmm commitments cl": {"close"},
-        "pmm sign --f": {"--format"},
-        "pmm sign --format ": {"minisign", "ssh"},
-        "pmm --mind x.db model a": {"add"},
-        "pmm restore mi": {"mind.age"},
-        "pmm model use --for ": {"chat", "reflection"},
-    }
+    assert zsh_complete(zsh, tmp_path, *SHELL_CASES) == SHELL_CASES
 
 
 def test_zsh_offers_every_long_option_of_every_command(zsh: str, tmp_path: Path) -> None:
@@ -218,17 +218,7 @@ def fish() -> str:
 def test_fish_script_parses_and_completes(fish: str, tmp_path: Path) -> None:
     assert subprocess.run([fish, "--no-execute", str(FISH)], capture_output=True, text=True).returncode == 0
     (tmp_path / "mind.age").touch()
-    assert fish_complete(fish, "pmm model ", "pmm commitments cl", "pmm sign --f", "pmm sign --format ",
-                         "pmm --mind x.db model a", "pmm restore mi", "pmm model use --for ",
-                         cwd=tmp_path) == {
-        "pmm model ": {"add", "list", "use", "info", "remove"},
-        "pmm commitments cl": {"close"},
-        "pmm sign --f": {"--format"},
-        "pmm sign --format ": {"minisign", "ssh"},
-        "pmm --mind x.db model a": {"add"},
-        "pmm restore mi": {"mind.age"},
-        "pmm model use --for ": {"chat", "reflection"},
-    }
+    assert fish_complete(fish, *SHELL_CASES, cwd=tmp_path) == SHELL_CASES
 
 
 def test_fish_offers_every_option_of_every_command(fish: str) -> None:
