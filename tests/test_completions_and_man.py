@@ -153,12 +153,17 @@ zpty -d z
 """
 
 
+def installed(name: str) -> str:
+    """The shell's path; the test is skipped where it is not installed (.ci/run installs it)."""
+    found = shutil.which(name)
+    if not found:
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
 @pytest.fixture
 def zsh() -> str:
-    found = shutil.which("zsh")
-    if not found:
-        pytest.skip("zsh is not installed")
-    return found
+    return installed("zsh")
 
 
 def zsh_complete(zsh: str, tmp_path: Path, *lines: str) -> dict[str, set[str]]:
@@ -209,10 +214,7 @@ def fish_complete(fish: str, *lines: str, cwd: Path = ROOT) -> dict[str, set[str
 
 @pytest.fixture
 def fish() -> str:
-    found = shutil.which("fish")
-    if not found:
-        pytest.skip("fish is not installed")
-    return found
+    return installed("fish")
 
 
 def test_fish_script_parses_and_completes(fish: str, tmp_path: Path) -> None:
