@@ -110,13 +110,14 @@ def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode
         file = folder / f"{point.mind_id}.json"
         record = _load(file, point.mind_id)
         before = _dump(record)
-        verdict = _judge(record, point, hash_at, _key(path))
         if mode == "accept":
             _accept(record, point, hash_at, _key(path))
             verdict = Verdict("accepted", f"accepted {point.short()} as this mind's witnessed head",
                               record.highest)
-        elif verdict.ok:
-            _remember(record, point, _key(path), extends=verdict.state in ("new", "current", "ahead"))
+        else:
+            verdict = _judge(record, point, hash_at, _key(path))
+            if verdict.ok:
+                _remember(record, point, _key(path), extends=verdict.state in ("new", "current", "ahead"))
         if _dump(record) != before:
             _save(file, record)
     return verdict
