@@ -106,10 +106,7 @@ def open_(
     from pmm.services import commitments, overview
 
     event = commitments.open_(mind_path(mind), text, due, output.message)
-    if json:
-        output.emit_json(overview.event_json(event))
-    else:
-        output.message(f"Opened commitment #{event.id}")
+    output.report(overview.event_json(event), json, f"Opened commitment #{event.id}")
 
 
 @commitments_app.command("close")
@@ -124,10 +121,7 @@ def close(
     from pmm.services import commitments, overview
 
     event = commitments.close(mind_path(mind), commitment, evidence, statement)
-    if json:
-        output.emit_json(overview.event_json(event))
-    else:
-        output.message(f"Closed commitment #{commitment} (event #{event.id})")
+    output.report(overview.event_json(event), json, f"Closed commitment #{commitment} (event #{event.id})")
 
 
 @commitments_app.command("reopen")
@@ -142,7 +136,4 @@ def reopen(
     from pmm.services import commitments, overview
 
     event = commitments.reopen(mind_path(mind), commitment, reason, due)
-    if json:
-        output.emit_json(overview.event_json(event))
-    else:
-        output.message(f"Reopened commitment #{commitment}")
+    output.report(overview.event_json(event), json, f"Reopened commitment #{commitment}")

@@ -49,10 +49,7 @@ def remember(
     if not text:
         raise UsageError("nothing to remember: the note is empty")
     event = minds.remember(mind_path(mind), text, output.message)
-    if json:
-        output.emit_json(overview.event_json(event))
-    else:
-        output.message(f"Remembered as event {event.id}")
+    output.report(overview.event_json(event), json, f"Remembered as event {event.id}")
 
 
 def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:

@@ -36,6 +36,14 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
 
+def report(data: Any, as_json: bool, text: str) -> None:
+    """What a writing command did: ``data`` as JSON on stdout with --json, else ``text`` on stderr."""
+    if as_json:
+        emit_json(data)
+    else:
+        message(text)
+
+
 def out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
