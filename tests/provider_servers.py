@@ -11,7 +11,11 @@ the answer in a well-formed HTTP body that just lacks the protocol's terminal ev
 JSON), ``"shape"`` (JSON of the wrong shape), an HTTP status such as ``"401"``/``"429"``/``"500"``
 (with a protocol-shaped error body; ``retry_after=`` adds the header), ``"hang"`` (``seconds=``
 of silence before answering), ``"reset"`` (close without a response), ``"error_event"``
-(Anthropic only: an ``overloaded_error`` event, after ``pieces=`` text pieces).
+(Anthropic only: an ``overloaded_error`` event, after ``pieces=`` text pieces), ``"trickle"`` (a
+200 whose body is one whitespace byte every ``every=`` seconds, forever: each read is quick, the
+answer never completes; valid filler for all three protocols, streamed or not), ``"endless"`` (a 200
+whose body never ends and arrives as fast as the client reads: for a stream, the protocol's text
+frame over and over; otherwise a JSON string that never closes).
 """
 
 from __future__ import annotations
@@ -138,6 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
         if kind.isdigit():
             self._error(int(kind), opts.get("retry_after"))
             return
+        if kind in ("trickle", "endless"):
+            self._unending(kind, bool(body.get("stream")), opts)
+            return
         if kind == "malformed":
             self._malformed(bool(body.get("stream")))
             return
@@ -198,6 +205,36 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.close_connection = True  # no last chunk: the client sees the stream break off
         self.wfile.flush()
+
+    def _unending(self, kind: str, stream: bool, opts: dict[str, Any]) -> None:
+        """Chunked, with no last chunk: only the client (or the server's shutdown) ends it."""
+        ctype = "application/json" if not stream else \
+            "application/x-ndjson" if self.fake.protocol == "ollama" else "text/event-stream"
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.close_connection = True
+        if kind == "trickle":
+            every = float(opts.get("every", 0.05))
+            while not self.fake.stopping.wait(every):
+                self.wfile.write(b"1\r\n\n\r\n")
+                self.wfile.flush()
+            return
+        if stream:
+            frame = {"openai": _sse({"choices": [{"index": 0, "delta": {"content": "more "}}]}),
+                     "ollama": b'{"message": {"role": "assistant", "content": "more "}, "done": false}\n',
+                     "anthropic": _sse({"type": "content_block_delta", "index": 0,
+                                        "delta": {"type": "text_delta", "text": "more "}}, "content_block_delta"),
+                     }[self.fake.protocol]
+            opening = b""
+        else:
+            frame, opening = b"more " * 64, b'{"choices": [{"message": {"content": "'
+        batch = frame * max(1, 16384 // len(frame))
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(opening), opening) if opening else b"")
+        while not self.fake.stopping.is_set():
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(batch), batch))
+            self.wfile.flush()
 
     def _malformed(self, stream: bool) -> None:
         broken = '{"choices": [{"message": {"content": "Hel'

@@ -75,7 +75,7 @@ class AnthropicProvider(HttpProvider):
         return completion
 
     def _read_whole(self, response: httpx.Response, progress: Progress, structured: bool) -> Completion:
-        data = read_json(response)
+        data = read_json(response, progress)
         blocks = data["content"]
         if structured:
             inputs = [b["input"] for b in blocks if b.get("type") == "tool_use" and b.get("name") == TOOL]
@@ -92,7 +92,7 @@ class AnthropicProvider(HttpProvider):
         model: str | None = None
         usage: dict[str, Any] = {}
         stop: str | None = None
-        for event, data in iter_sse(response):
+        for event, data in iter_sse(response, progress):
             payload = json.loads(data)
             kind = payload.get("type") or event
             if kind == "message_start":
@@ -129,8 +129,8 @@ class AnthropicProvider(HttpProvider):
         raise cut_off(self.where)
 
     def _info(self) -> ModelInfo:
-        def read(response: httpx.Response, _progress: Progress) -> ModelInfo:
-            data = read_json(response)
+        def read(response: httpx.Response, progress: Progress) -> ModelInfo:
+            data = read_json(response, progress)
             details = {"display_name": data["display_name"]} if data.get("display_name") else {}
             return ModelInfo(provider="anthropic", model=self.spec.model, version=data.get("created_at"),
                              details=details)

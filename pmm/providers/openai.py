@@ -47,7 +47,7 @@ class OpenAIProvider(HttpProvider):
         return self._call("POST", "/chat/completions", handle, body=body, on_text=on_text)
 
     def _read_whole(self, response: httpx.Response, progress: Progress) -> Completion:
-        data = read_json(response)
+        data = read_json(response, progress)
         choice = data["choices"][0]
         message = choice["message"]
         text = message.get("content")
@@ -66,7 +66,7 @@ class OpenAIProvider(HttpProvider):
     def _read_stream(self, response: httpx.Response, progress: Progress) -> Completion:
         pieces: list[str] = []
         model, finish, usage, fingerprint = None, None, None, None
-        for _event, data in iter_sse(response):
+        for _event, data in iter_sse(response, progress):
             if data.strip() == "[DONE]":
                 completion = Completion(text="".join(pieces), model=model or self.spec.model,
                                         finish_reason=finish, latency_ms=progress.elapsed_ms())
@@ -89,8 +89,8 @@ class OpenAIProvider(HttpProvider):
         raise cut_off(self.where)
 
     def _info(self) -> ModelInfo:
-        def read(response: httpx.Response, _progress: Progress) -> ModelInfo:
-            listed = read_json(response)["data"]
+        def read(response: httpx.Response, progress: Progress) -> ModelInfo:
+            listed = read_json(response, progress)["data"]
             for entry in listed:
                 if entry["id"] == self.spec.model:
                     break
