@@ -50,7 +50,8 @@ class Setting(Generic[T]):
                 or (self.minimum is not None and value < self.minimum) \
                 or (self.maximum is not None and value > self.maximum):
             raise errors.UsageError(f"${self.name} must be {self.takes()}, not {_shown(raw)}",
-                                    hint=f"{self.doc} Unset it for the default ({self.default:g}).")
+                                    hint=f"unset it for the default ({_num(self.default)}); `man pmm`"
+                                         " lists the variables under ENVIRONMENT")
         return value  # type: ignore[return-value]
 
     def takes(self) -> str:
@@ -59,10 +60,17 @@ class Setting(Generic[T]):
         if self.unit:
             what += f" of {self.unit}"
         if self.minimum is not None and self.maximum is not None:
-            return f"{what} from {self.minimum:g} to {self.maximum:g}"
+            return f"{what} from {_num(self.minimum)} to {_num(self.maximum)}"
         if self.minimum is not None:
-            return f"{what} of at least {self.minimum:g}"
+            return f"{what} of at least {_num(self.minimum)}"
         return what
+
+
+def _num(value: float | str) -> str:
+    """3, 0.5, 86400: as a person would write the bound, never 1.04858e+06."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
 
 
 def _shown(raw: str) -> str:
@@ -92,7 +100,7 @@ LOCAL_CTX = Setting(
     "PMM_LOCAL_CTX", int, 2048, "Context size in tokens for local GGUF models (default 2048, at least 256).",
     minimum=256, maximum=1048576, unit="tokens")
 STOP_GRACE = Setting(
-    "PMM_STOP_GRACE", float, 5.0, "Seconds `pmm run` lets the current step finish after Ctrl-C or SIGTERM"
+    "PMM_STOP_GRACE", float, 5.0, "Seconds pmm run lets the current step finish after Ctrl-C or SIGTERM"
     " before it abandons the step (default 5; an abandoned step writes nothing).",
     minimum=0.0, maximum=600.0, unit="seconds")
 KEY_PASSPHRASE = Setting(

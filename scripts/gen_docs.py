@@ -115,6 +115,8 @@ def man_page() -> str:
     for code, meaning in exit_codes():
         out += [".TP", f".B {code}", _roff(meaning)]
     out.append(".SH ENVIRONMENT")
+    out.append(_roff("A PMM_ variable set to a value it does not take (not a number, out of its range) is a"
+                     " usage error (exit 2) that names the variable; an empty one means its default."))
     for name, text in ENVIRONMENT:
         out += [".TP", f".B {name}", _roff(text)]
     out.append(".SH FILES")

@@ -59,8 +59,9 @@ class LocalProvider:
         self.spec = spec
 
     def _llama(self) -> Any:
+        ctx = context_size()  # a bad $PMM_LOCAL_CTX is the user's to fix first, model or not
         path = model_path(self.spec)
-        key = (str(path), context_size())
+        key = (str(path), ctx)
         if key not in _LOADED:
             try:
                 from llama_cpp import Llama
@@ -120,6 +121,7 @@ class LocalProvider:
                           finish_reason=finish, latency_ms=max(1, round((time.monotonic() - started) * 1000)))
 
     def info(self) -> ModelInfo:
+        ctx = context_size()
         path = model_path(self.spec)
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)
@@ -130,7 +132,7 @@ class LocalProvider:
                     digest.update(block)
             _DIGESTS[key] = "sha256:" + digest.hexdigest()
         return ModelInfo(provider="local", model=self.spec.model, hash=_DIGESTS[key],
-                         context_length=context_size(),
+                         context_length=ctx,
                          details={"path": str(path), "size": stat.st_size})
 
     def close(self) -> None:
