@@ -15,7 +15,7 @@ import pytest
 from provider_servers import FakeServer
 
 from pmm import errors
-from pmm.providers import _http, _limits, create
+from pmm.providers import _limits, _scrub, create
 from pmm.providers.base import Message, ModelSpec, Request
 
 REQUEST = Request(messages=(Message("user", "Hello?"),), max_tokens=32)
@@ -48,12 +48,12 @@ def complete(server: FakeServer, stream: bool) -> errors.ProviderError:
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_a_trickling_answer_fails_at_the_deadline(server: FakeServer, stream: bool,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PMM_PROVIDER_DEADLINE", "0.5")
+    monkeypatch.setenv("PMM_PROVIDER_DEADLINE", "0.3")
     monkeypatch.setenv("PMM_PROVIDER_TIMEOUT", "60")  # each read is quick: only the deadline can end it
     server.push("trickle", every=0.02)
     started = time.monotonic()
     exc = complete(server, stream)
-    assert "did not finish answering within 0.5 s" in exc.message
+    assert "did not finish answering within 0.3 s" in exc.message
     assert "PMM_PROVIDER_DEADLINE" in (exc.hint or "") and "nothing was saved" in (exc.hint or "")
     assert time.monotonic() - started < 30  # the trickle itself never ends
 
@@ -109,7 +109,7 @@ def test_a_key_with_a_newline_is_refused_without_showing_it(key: str, monkeypatc
         with pytest.raises(errors.ProviderError) as caught:
             provider.complete(REQUEST)
     shown = caught.value.message + (caught.value.hint or "") + repr(caught.value.args)
-    for piece in _http.secret_forms(key.strip()):
+    for piece in _scrub.secret_forms(key.strip()):
         assert piece not in shown
     assert KEY_ENV in caught.value.message
 
@@ -122,7 +122,7 @@ def test_scrub_blanks_every_form_of_the_key(quoted: object) -> None:
     key = "sk-first-half-1234\nsecond-half-5678"
     text = f"server said: {quoted(key)} (sic)"  # type: ignore[operator]
     exc = errors.ProviderError(text, hint=f"not {quoted(key)}")  # type: ignore[operator]
-    _http.scrub(exc, key)
+    _scrub.scrub(exc, key)
     for piece in ("first-half-1234", "second-half-5678"):
         assert piece not in exc.message and piece not in (exc.hint or "")
     assert exc.message.startswith("server said: ") and "***" in exc.message

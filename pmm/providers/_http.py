@@ -13,9 +13,7 @@ import json
 import math
 import os
 import random
-import re
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -26,6 +24,7 @@ import httpx
 from pmm import __version__, errors, settings
 from pmm.providers import _limits
 from pmm.providers._limits import Budget
+from pmm.providers._scrub import scrub
 from pmm.providers.base import Completion, ModelInfo, ModelSpec, OnText, Request
 
 ENV_TIMEOUT = settings.PROVIDER_TIMEOUT.name
@@ -182,6 +181,24 @@ def iter_ndjson(response: httpx.Response, progress: Progress) -> Iterator[dict[s
         yield item
 
 
+# More tokens than any model's context holds: a count past this is a server bug, not usage.
+MAX_TOKEN_COUNT = 10_000_000
+
+
+def token_count(usage: dict[str, Any], key: str) -> int | None:
+    """``usage[key]`` as a token count; None when the server does not say. Anything else (text, a
+    fraction, a negative or absurd number) is a malformed answer: pmm stores no nonsense counts."""
+    value = usage.get(key)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
+        shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+        raise ValueError(f"usage field {key} is {shown}, not a token count (0 to {MAX_TOKEN_COUNT:,})")
+    return value
+
+
 def error_detail(data: Any) -> str:
     """The server's own words about an error, from the usual envelopes, as one short line."""
     message: Any = data
@@ -196,41 +213,6 @@ def error_detail(data: Any) -> str:
     if not isinstance(message, str):
         message = json.dumps(message)
     return " ".join(message.split())[:200]
-
-
-# A piece of a key shorter than this is not scrubbed on its own: it would blank common words.
-MIN_SECRET_FRAGMENT = 6
-
-
-def secret_forms(secret: str) -> list[str]:
-    """The ways ``secret`` can show up in a message, longest first: as is, its escaped forms
-    (``repr``, ``ascii``, JSON, bytes, URL-encoded: how a library quotes a bad header value)
-    and, for a key with a newline or other control characters in it, each piece between them."""
-    forms = {secret, repr(secret)[1:-1], ascii(secret)[1:-1], json.dumps(secret)[1:-1],
-             json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret.encode())[2:-1],
-             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
-    for form in list(forms):
-        forms.update(part for part in re.split(r"[\s\x00-\x1f\x7f]+|\\[nrtx0-9]", form)
-                     if len(part) >= MIN_SECRET_FRAGMENT)
-    return sorted((f for f in forms if f), key=len, reverse=True)
-
-
-def scrub_text(text: str, secrets: list[str]) -> str:
-    for form in secrets:
-        text = text.replace(form, "***")
-    return text
-
-
-def scrub(exc: errors.PmmError, secret: str | None) -> None:
-    """Blank ``secret``, in any of its forms, in the message and hint: a last defence if a server
-    echoed the key or a library quoted it in an error."""
-    if not secret:
-        return
-    forms = secret_forms(secret)
-    exc.message = scrub_text(exc.message, forms)
-    exc.args = (exc.message, *(scrub_text(a, forms) if isinstance(a, str) else a for a in exc.args[1:]))
-    if exc.hint:
-        exc.hint = scrub_text(exc.hint, forms)
 
 
 class HttpProvider:
@@ -345,7 +327,7 @@ class HttpProvider:
             raise cut_off(self.where) from exc
         except httpx.HTTPError as exc:
             raise errors.ProviderError(f"reading the answer from {self.where} failed: {exc}") from exc
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as exc:
             raise malformed(self.where, str(exc) or type(exc).__name__) from exc
         finally:
             response.close()

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from pmm import errors
-from pmm.providers._http import HttpProvider, Progress, cut_off, iter_ndjson, read_json
+from pmm.providers._http import HttpProvider, Progress, cut_off, iter_ndjson, read_json, token_count
 from pmm.providers.base import Completion, ModelInfo, OnText, Request
 
 
@@ -38,7 +38,8 @@ class OllamaProvider(HttpProvider):
 
     def _finish(self, text: str, last: dict[str, Any], progress: Progress) -> Completion:
         return Completion(text=text, model=last.get("model") or self.spec.model,
-                          tokens_in=last.get("prompt_eval_count"), tokens_out=last.get("eval_count"),
+                          tokens_in=token_count(last, "prompt_eval_count"),
+                          tokens_out=token_count(last, "eval_count"),
                           finish_reason=last.get("done_reason"), latency_ms=progress.elapsed_ms())
 
     def _failed(self, data: dict[str, Any]) -> errors.ProviderError:

@@ -13,7 +13,15 @@ from typing import Any
 import httpx
 
 from pmm import errors
-from pmm.providers._http import HttpProvider, Progress, cut_off, error_detail, iter_sse, read_json
+from pmm.providers._http import (
+    HttpProvider,
+    Progress,
+    cut_off,
+    error_detail,
+    iter_sse,
+    read_json,
+    token_count,
+)
 from pmm.providers.base import Completion, ModelInfo, OnText, Request
 
 
@@ -113,10 +121,10 @@ class OpenAIProvider(HttpProvider):
 def _usage(completion: Completion, usage: Any) -> None:
     if not isinstance(usage, dict):
         return  # servers that never report usage leave the counts unknown, not zero
-    completion.tokens_in = usage.get("prompt_tokens")
-    completion.tokens_out = usage.get("completion_tokens")
+    completion.tokens_in = token_count(usage, "prompt_tokens")
+    completion.tokens_out = token_count(usage, "completion_tokens")
     details = usage.get("prompt_tokens_details")
-    if isinstance(details, dict) and details.get("cached_tokens"):
+    if isinstance(details, dict) and token_count(details, "cached_tokens"):
         completion.extra["cached_tokens"] = details["cached_tokens"]
 
 
