@@ -86,8 +86,8 @@ PROVIDER_TIMEOUT = Setting(
     "PMM_PROVIDER_TIMEOUT", float, 120.0, "Seconds to wait for the next part of a model provider's"
     " answer (default 120).", minimum=0.001, maximum=86400.0, unit="seconds")
 PROVIDER_DEADLINE = Setting(
-    "PMM_PROVIDER_DEADLINE", float, 300.0, "Seconds a whole model request may take, connecting, retries"
-    " and a slowly trickling answer included (default 300); then it fails with exit 5 and nothing is"
+    "PMM_PROVIDER_DEADLINE", float, 600.0, "Seconds a whole model request may take, connecting, retries"
+    " and a slowly trickling answer included (default 600); then it fails with exit 5 and nothing is"
     " saved.", minimum=0.001, maximum=86400.0, unit="seconds")
 PROVIDER_MAX_BYTES = Setting(
     "PMM_PROVIDER_MAX_BYTES", int, 8 * 1024 * 1024, "Largest answer body, streamed or not, in bytes after"
