@@ -46,7 +46,7 @@ class Summary:
         if self.failures:
             parts.append(_count(self.failures, "failure"))
         if self.abandoned:
-            parts.append("the step in progress was abandoned (nothing of it was written)")
+            parts.append("the step in progress was abandoned (a step is written whole or not at all)")
         return f"Stopped after {_count(self.cycles, 'cycle')}: {', '.join(parts)}"
 
     def as_json(self) -> dict[str, Any]:
