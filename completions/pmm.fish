@@ -101,7 +101,7 @@ complete -c pmm -n '__pmm_is ""' -a search -d 'Full-text search over everything 
 complete -c pmm -n '__pmm_is ""' -a chat -d 'Talk to the mind: an interactive session, or one turn with -m TEXT or piped stdin.'
 complete -c pmm -n '__pmm_is ""' -a trace -d 'For an answer: the user\'s message, the context the model saw, model, tokens, latency, and what the turn changed.'
 complete -c pmm -n '__pmm_is ""' -a reflect -d 'Reflect on what happened since the last reflection: traits, commitments, maybe a name.'
-complete -c pmm -n '__pmm_is ""' -a run -d 'Loop: expire overdue commitments and reflect when due; Ctrl-C or SIGTERM stops between steps.'
+complete -c pmm -n '__pmm_is ""' -a run -d 'Loop: expire overdue commitments and reflect when due; Ctrl-C or SIGTERM stops it (exit 130 / 0).'
 complete -c pmm -n '__pmm_is ""' -a health -d 'Check the mind: file, chain, projection cache, reflection cadence, commitments; models with --online.'
 complete -c pmm -n '__pmm_is ""' -a export -d 'Stream the mind\'s events as JSONL (default, on stdout) or Markdown.'
 complete -c pmm -n '__pmm_is ""' -a import -d 'Import a pmm export (verified first) or a ChatGPT / Claude conversations.json.'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -16,7 +15,9 @@ def resolve_mind(option: Path | None) -> Path:
     """``--mind PATH``, else ``$PMM_MIND``, else the user data dir's ``mind.db``."""
     if option is not None:
         return option.expanduser()
-    env = os.environ.get("PMM_MIND")
+    from pmm import settings
+
+    env = settings.MIND.get()
     if env:
         return Path(env).expanduser()
     return default_mind_path()

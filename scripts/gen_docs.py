@@ -15,28 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules,
 from command_tree import ROOT, commands  # noqa: E402
 
 from completions import bash_completion, fish_completion, zsh_completion  # noqa: E402
+from pmm import settings  # noqa: E402
 
-# What pmm reads from its environment and the files it keeps (Linux paths; platformdirs picks the
-# equivalents elsewhere). One table, for the man page now and the README later.
-ENVIRONMENT: tuple[tuple[str, str], ...] = (
-    ("PMM_MIND", "The mind file when --mind is not given (default: the user data dir's mind.db)."),
-    ("PMM_LOCK_TIMEOUT", "Seconds a writer waits for another process's write lock before giving up with"
-                         " exit 4 (default 10)."),
-    ("PMM_PROVIDER_TIMEOUT", "Seconds to wait for the next part of a model provider's answer (default 120)."),
-    ("PMM_PROVIDER_RETRIES", "How many times a failed model request is tried again (default 3)."),
-    ("PMM_LOCAL_CTX", "Context size in tokens for local GGUF models (default 2048, at least 256)."),
-    ("PMM_KEY_PASSPHRASE", "Passphrase of a protected signing key (keygen --protect, sign) when"
-                           " --passphrase-file is not given; otherwise it is asked for on the terminal."),
-    ("PMM_BACKUP_PASSPHRASE", "Passphrase for backup and restore when --passphrase-file is not given;"
-                              " otherwise it is asked for on the terminal."),
-    ("OPENAI_API_KEY", "Key for openai: models (model add --api-key-env names another variable). Keys are"
-                       " read from the environment only, never stored."),
-    ("ANTHROPIC_API_KEY", "Key for anthropic: models (model add --api-key-env names another variable)."),
-    ("OLLAMA_HOST", "HOST:PORT or URL of the Ollama server for ollama: models added without --base-url"
-                    " (default http://127.0.0.1:11434)."),
-    ("PMM_DEBUG", "Set to 1 to get a traceback instead of one line for an unexpected error."),
-    ("NO_COLOR", "When set, to anything, no colour."),
-    ("TERM", "When dumb, no colour."),
+# What pmm reads from its environment (declared once, in pmm.settings) and the files it keeps (Linux
+# paths; platformdirs picks the equivalents elsewhere). One table, for the man page now and the README later.
+ENVIRONMENT: tuple[tuple[str, str], ...] = tuple((s.name, s.doc) for s in settings.ALL) + (
     ("XDG_DATA_HOME", "Where the default mind file lives (default ~/.local/share)."),
     ("XDG_CONFIG_HOME", "Where the default signing key lives (default ~/.config)."),
     ("XDG_STATE_HOME", "Where the chat history, the witness and lock files live (default ~/.local/state)."),
@@ -132,6 +115,8 @@ def man_page() -> str:
     for code, meaning in exit_codes():
         out += [".TP", f".B {code}", _roff(meaning)]
     out.append(".SH ENVIRONMENT")
+    out.append(_roff("A PMM_ variable set to a value it does not take (not a number, out of its range) is a"
+                     " usage error (exit 2) that names the variable; an empty one means its default."))
     for name, text in ENVIRONMENT:
         out += [".TP", f".B {name}", _roff(text)]
     out.append(".SH FILES")

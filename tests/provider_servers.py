@@ -11,7 +11,12 @@ the answer in a well-formed HTTP body that just lacks the protocol's terminal ev
 JSON), ``"shape"`` (JSON of the wrong shape), an HTTP status such as ``"401"``/``"429"``/``"500"``
 (with a protocol-shaped error body; ``retry_after=`` adds the header), ``"hang"`` (``seconds=``
 of silence before answering), ``"reset"`` (close without a response), ``"error_event"``
-(Anthropic only: an ``overloaded_error`` event, after ``pieces=`` text pieces).
+(Anthropic only: an ``overloaded_error`` event, after ``pieces=`` text pieces), ``"trickle"`` (a
+200 whose body is one whitespace byte every ``every=`` seconds, forever: each read is quick, the
+answer never completes; valid filler for all three protocols, streamed or not), ``"endless"`` (a 200
+whose body never ends and arrives as fast as the client reads: for a stream, the protocol's text
+frame over and over; otherwise a JSON string that never closes), ``"usage"`` (a normal answer whose
+output token count is ``value=``, e.g. ``-5`` or ``"12"``).
 """
 
 from __future__ import annotations
@@ -138,6 +143,9 @@ class _Handler(BaseHTTPRequestHandler):
         if kind.isdigit():
             self._error(int(kind), opts.get("retry_after"))
             return
+        if kind in ("trickle", "endless"):
+            self._unending(kind, bool(body.get("stream")), opts)
+            return
         if kind == "malformed":
             self._malformed(bool(body.get("stream")))
             return
@@ -149,12 +157,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         stream = bool(body.get("stream"))
         structured = any(k in body for k in ("response_format", "format", "tools"))
+        counted = opts["value"] if kind == "usage" else None
         if self.fake.protocol == "openai":
-            frames = _openai(self.fake, body, stream)
+            frames = _openai(self.fake, body, stream, counted)
         elif self.fake.protocol == "ollama":
-            frames = _ollama(self.fake, stream)
+            frames = _ollama(self.fake, stream, counted)
         else:
-            frames = _anthropic(self.fake, stream, structured, fault)
+            frames = _anthropic(self.fake, stream, structured, fault, counted)
         if not stream:
             payload = frames[0]
             if kind == "cut":  # promise the whole body, deliver half
@@ -198,6 +207,36 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.close_connection = True  # no last chunk: the client sees the stream break off
         self.wfile.flush()
+
+    def _unending(self, kind: str, stream: bool, opts: dict[str, Any]) -> None:
+        """Chunked, with no last chunk: only the client (or the server's shutdown) ends it."""
+        ctype = "application/json" if not stream else \
+            "application/x-ndjson" if self.fake.protocol == "ollama" else "text/event-stream"
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.close_connection = True
+        if kind == "trickle":
+            every = float(opts.get("every", 0.05))
+            while not self.fake.stopping.wait(every):
+                self.wfile.write(b"1\r\n\n\r\n")
+                self.wfile.flush()
+            return
+        if stream:
+            frame = {"openai": _sse({"choices": [{"index": 0, "delta": {"content": "more "}}]}),
+                     "ollama": b'{"message": {"role": "assistant", "content": "more "}, "done": false}\n',
+                     "anthropic": _sse({"type": "content_block_delta", "index": 0,
+                                        "delta": {"type": "text_delta", "text": "more "}}, "content_block_delta"),
+                     }[self.fake.protocol]
+            opening = b""
+        else:
+            frame, opening = b"more " * 64, b'{"choices": [{"message": {"content": "'
+        batch = frame * max(1, 16384 // len(frame))
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(opening), opening) if opening else b"")
+        while not self.fake.stopping.is_set():
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(batch), batch))
+            self.wfile.flush()
 
     def _malformed(self, stream: bool) -> None:
         broken = '{"choices": [{"message": {"content": "Hel'
@@ -257,9 +296,9 @@ def _sse(data: Any, event: str | None = None) -> bytes:
     return f"{head}data: {text}\n\n".encode()
 
 
-def _openai(fake: FakeServer, body: dict[str, Any], stream: bool) -> list[bytes]:
+def _openai(fake: FakeServer, body: dict[str, Any], stream: bool, counted: Any = None) -> list[bytes]:
     pieces = split_pieces(fake.text)
-    usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(pieces),
+    usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(pieces) if counted is None else counted,
              "total_tokens": PROMPT_TOKENS + len(pieces)}
     base = {"id": "chatcmpl-1", "created": 1700000000, "model": fake.model, "system_fingerprint": "fp_test"}
     if not stream:
@@ -280,11 +319,11 @@ def _openai(fake: FakeServer, body: dict[str, Any], stream: bool) -> list[bytes]
     return frames
 
 
-def _ollama(fake: FakeServer, stream: bool) -> list[bytes]:
+def _ollama(fake: FakeServer, stream: bool, counted: Any = None) -> list[bytes]:
     pieces = split_pieces(fake.text)
     base = {"model": fake.model, "created_at": "2025-01-02T03:04:05Z"}
     final = {**base, "done": True, "done_reason": "stop", "total_duration": 1_000_000,
-             "prompt_eval_count": PROMPT_TOKENS, "eval_count": len(pieces)}
+             "prompt_eval_count": PROMPT_TOKENS, "eval_count": len(pieces) if counted is None else counted}
     if not stream:
         return [json.dumps({**final, "message": {"role": "assistant", "content": fake.text}}).encode()]
     frames = [(json.dumps({**base, "message": {"role": "assistant", "content": p}, "done": False}) + "\n")
@@ -293,9 +332,10 @@ def _ollama(fake: FakeServer, stream: bool) -> list[bytes]:
     return frames
 
 
-def _anthropic(fake: FakeServer, stream: bool, structured: bool, fault: Fault) -> list[bytes]:
+def _anthropic(fake: FakeServer, stream: bool, structured: bool, fault: Fault, counted: Any = None) -> list[bytes]:
     usage = {"input_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 9}
     pieces = split_pieces(fake.text)
+    out = len(pieces) if counted is None else counted
     if structured:
         block: dict[str, Any] = {"type": "tool_use", "id": "toolu_1", "name": "respond",
                                  "input": json.loads(fake.text)}
@@ -307,7 +347,7 @@ def _anthropic(fake: FakeServer, stream: bool, structured: bool, fault: Fault) -
                "stop_sequence": None}
     if not stream:
         return [json.dumps({**message, "content": [block], "stop_reason": stop,
-                            "usage": {**usage, "output_tokens": len(pieces)}}).encode()]
+                            "usage": {**usage, "output_tokens": out}}).encode()]
     start_block = {"type": "tool_use", "id": "toolu_1", "name": "respond", "input": {}} if structured \
         else {"type": "text", "text": ""}
     frames = [
@@ -329,7 +369,7 @@ def _anthropic(fake: FakeServer, stream: bool, structured: bool, fault: Fault) -
     frames += [
         _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
         _sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-              "usage": {"output_tokens": len(pieces)}}, "message_delta"),
+              "usage": {"output_tokens": out}}, "message_delta"),
         _sse({"type": "message_stop"}, "message_stop"),
     ]
     return frames

@@ -16,14 +16,15 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "pmm"
 
-# Which pmm packages each layer may import. errors, paths and the package root are shared.
+# Which pmm packages each layer may import. errors, paths, settings (the environment, declared
+# once) and the package root are shared; domain stays pure, so it reads no environment.
 ALLOWED = {
-    "cli": {"cli", "services", "errors", "paths", ""},
-    "services": {"services", "domain", "ledger", "providers", "crypto", "errors", "paths", ""},
-    "ledger": {"ledger", "domain", "errors"},
+    "cli": {"cli", "services", "errors", "paths", "settings", ""},
+    "services": {"services", "domain", "ledger", "providers", "crypto", "errors", "paths", "settings", ""},
+    "ledger": {"ledger", "domain", "errors", "settings"},
     "domain": {"domain", "errors"},
-    "providers": {"providers", "errors", ""},
-    "crypto": {"crypto", "errors"},
+    "providers": {"providers", "errors", "settings", ""},
+    "crypto": {"crypto", "errors", "settings"},
 }
 FOREIGN_BANNED = {
     "cli": {"sqlite3", "httpx", "click"},

@@ -1,6 +1,8 @@
 """`pmm run --autonomous`: an opt-in foreground loop that expires overdue commitments and
 reflects when due, writes nothing in a cycle with nothing to do, keeps going past a provider
-failure, stops at its token budget, and stops cleanly between steps on SIGTERM or Ctrl-C.
+failure, stops at its token budget, and stops on SIGTERM (exit 0) or Ctrl-C (exit 130): between
+steps, or after the step in progress, which gets $PMM_STOP_GRACE seconds before it is abandoned
+(writing nothing), so a stalled model cannot keep it running.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def test_reflects_once_when_due_and_writes_nothing_when_nothing_is(mind: Path) -
     assert new == ["reflection_recorded", "trait_adjusted"]
     summary = json.loads(done.stdout)
     assert summary == {"cycles": 2, "reflections": 1, "expired": 0, "tokens": TOKENS, "failures": 0,
-                       "stopped_by": "max-cycles"}
+                       "stopped_by": "max-cycles", "abandoned": False}
     err = done.stderr.decode()
     assert "Cycle 1: reflected" in err and "Cycle 2: no reflection (nothing new since the last reflection)" in err
     conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
@@ -189,10 +191,29 @@ def wait_for_the_model(server: FakeServer, proc: subprocess.Popen) -> None:
         time.sleep(0.02)
 
 
+def test_ctrl_c_while_waiting_is_exit_130(mind: Path) -> None:
+    proc = started(mind, "--interval", "30")
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().decode().startswith("Cycle 1:")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert "Stopped after 1 cycle" in err.decode() and b"Traceback" not in err
+
+
+EXIT = {signal.SIGTERM: 0, signal.SIGINT: 130}
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_a_signal_during_a_reflection_lets_it_finish(mind: Path, signum: int) -> None:
+def test_a_signal_during_a_reflection_lets_it_finish(mind: Path, signum: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The signal arrives while the model is answering: the reflection is still recorded whole,
     then the loop ends without starting another cycle."""
+    monkeypatch.setenv("PMM_STOP_GRACE", "120")  # far more than the 1.5 s answer needs
     with FakeServer("openai", text=REFLECTION) as server:
         use_model(mind, server.url)
         user_said(mind)
@@ -205,7 +226,7 @@ def test_a_signal_during_a_reflection_lets_it_finish(mind: Path, signum: int) ->
         finally:
             if proc.poll() is None:
                 proc.kill()
-    assert proc.returncode == 0, err.decode()
+    assert proc.returncode == EXIT[signum], err.decode()
     text = err.decode()
     assert "Stopping after the current step" in text
     assert "Stopped after 1 cycle: 1 reflection, 0 commitments expired" in text
@@ -231,5 +252,33 @@ def test_a_second_signal_stops_at_once_and_writes_nothing_half(mind: Path) -> No
                 proc.kill()
     assert proc.returncode == 130, err.decode()
     assert "Stopped after 1 cycle: 0 reflections" in err.decode() and b"Traceback" not in err
+    assert head(mind) == before
+    assert run_pmm("verify", str(mind)).returncode == 0
+
+
+def test_sigterm_abandons_a_stalled_step_after_the_grace(mind: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model trickles forever (each read is quick, the deadline is far off): once the grace
+    runs out the step is abandoned, nothing of it is written, and the run ends."""
+    monkeypatch.setenv("PMM_STOP_GRACE", "0.2")
+    with FakeServer("openai", text=REFLECTION) as server:
+        use_model(mind, server.url)
+        user_said(mind)
+        before = head(mind)
+        server.push("trickle", every=0.05)
+        proc = started(mind, "--interval", "0")
+        try:
+            wait_for_the_model(server, proc)
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)  # the trickle alone would never end
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err.decode()  # a service manager's stop, done as asked
+    assert took < 10
+    text = err.decode()
+    assert "the step in progress was abandoned (a step is written whole or not at all)" in text, text
+    assert "Traceback" not in text
     assert head(mind) == before
     assert run_pmm("verify", str(mind)).returncode == 0

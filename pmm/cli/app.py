@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pmm import __version__
+from pmm import __version__, settings
 from pmm.cli import output
 
 EXIT_CODES = (
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             path = getattr(getattr(exc, "ctx", None), "command_path", "pmm")
             output.error(exc.format_message(), f"see `{path} --help`")  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-        if os.environ.get("PMM_DEBUG") == "1":
+        if settings.DEBUG.get() == "1":
             raise
         output.error(f"unexpected {type(exc).__name__}: {exc}", DEFAULT_HINTS[1])
         sys.exit(1)

@@ -26,7 +26,7 @@ def run_(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Loop: expire overdue commitments and reflect when due; Ctrl-C or SIGTERM stops between steps."""
+    """Loop: expire overdue commitments and reflect when due; Ctrl-C or SIGTERM stops it (exit 130 / 0)."""
     import threading
 
     from pmm.errors import PmmError, UsageError
@@ -37,10 +37,13 @@ def run_(
                          " on its own only when you pass --autonomous",
                          hint="pmm run --autonomous [--interval S] [--max-cycles N] [--max-tokens N]")
     stop, summary = threading.Event(), autonomy.Summary()
+    seen = autonomy.Stopping()
     try:
-        with autonomy.stop_on_signals(stop, output.message):
+        with autonomy.stop_on_signals(stop, output.message) as seen:
             autonomy.run(mind_path(mind), interval=interval, max_cycles=max_cycles,
                          max_tokens=max_tokens, stop=stop, notify=output.message, summary=summary)
+    except autonomy.StepAbandoned:  # the grace ran out: the step unwound, its transaction rolled back
+        summary.stopped_by, summary.abandoned = "signal", True
     except KeyboardInterrupt:  # a second signal: stop at once (a transaction rolls back)
         summary.stopped_by = "interrupted"
         _report(summary, json)
@@ -48,7 +51,11 @@ def run_(
     except PmmError:
         _report(summary, json)  # what was done before the error, then the error itself
         raise
+    if seen.interrupted:
+        summary.stopped_by = "interrupted"
     _report(summary, json)
+    if seen.interrupted:
+        raise typer.Exit(130)  # Ctrl-C is an interruption (SPEC section 5); SIGTERM a clean stop
 
 
 def _report(summary: Summary, json: bool) -> None:

@@ -19,10 +19,9 @@ DEFAULT_LOCK_TIMEOUT = 10.0
 
 def lock_timeout() -> float:
     """Seconds a writer waits for another writer: ``$PMM_LOCK_TIMEOUT`` or 10."""
-    try:
-        return max(0.0, float(os.environ.get("PMM_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)))
-    except ValueError:
-        return DEFAULT_LOCK_TIMEOUT
+    from pmm import settings
+
+    return settings.LOCK_TIMEOUT.get()
 
 
 def translate(exc: sqlite3.Error, path: Path) -> errors.PmmError:

@@ -2,7 +2,8 @@
 
 ``HttpProvider`` owns the client, the retry loop (429/5xx/early resets, ``Retry-After``), the
 translation of every httpx failure into a one-line error with a hint, and the scrubbing of the API
-key out of anything it raises. ``iter_sse`` and ``iter_ndjson`` read streamed answers.
+key out of anything it raises. Every call runs within one ``Budget`` (a total deadline and a byte
+cap, see ``_limits``); ``read_json``, ``iter_sse`` and ``iter_ndjson`` read answers within it.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from typing import Any, TypeVar
 
 import httpx
 
-from pmm import __version__, errors
+from pmm import __version__, errors, settings
+from pmm.providers import _limits
+from pmm.providers._limits import Budget
+from pmm.providers._scrub import scrub
 from pmm.providers.base import Completion, ModelInfo, ModelSpec, OnText, Request
 
-ENV_TIMEOUT = "PMM_PROVIDER_TIMEOUT"
-ENV_RETRIES = "PMM_PROVIDER_RETRIES"
+ENV_TIMEOUT = settings.PROVIDER_TIMEOUT.name
+ENV_RETRIES = settings.PROVIDER_RETRIES.name
 CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 120.0
-DEFAULT_RETRIES = 3
+ERROR_BODY_BYTES = 64 * 1024  # enough of an error page to quote its message
 # Past this a retry would leave the user staring at a frozen prompt; better to say when to come back.
 MAX_RETRY_AFTER = 60.0
 BACKOFF_BASE = 0.5
@@ -37,27 +40,13 @@ T = TypeVar("T")
 
 
 def read_timeout() -> float:
-    """Seconds to wait for the next byte of an answer (``$PMM_PROVIDER_TIMEOUT``, default 120)."""
-    raw = os.environ.get(ENV_TIMEOUT, "").strip()
-    if not raw:
-        return DEFAULT_READ_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and math.isfinite(value)):
-        raise errors.UsageError(f"${ENV_TIMEOUT} must be a positive number of seconds, not {raw!r}")
-    return value
+    """Seconds to wait for the next byte of an answer (``$PMM_PROVIDER_TIMEOUT``)."""
+    return settings.PROVIDER_TIMEOUT.get()
 
 
 def max_retries() -> int:
-    """How many times a failed request is tried again (``$PMM_PROVIDER_RETRIES``, default 3)."""
-    raw = os.environ.get(ENV_RETRIES, "").strip()
-    if not raw:
-        return DEFAULT_RETRIES
-    if not raw.isdigit():
-        raise errors.UsageError(f"${ENV_RETRIES} must be a whole number >= 0, not {raw!r}")
-    return int(raw)
+    """How many times a failed request is tried again (``$PMM_PROVIDER_RETRIES``)."""
+    return settings.PROVIDER_RETRIES.get()
 
 
 def backoff(attempt: int) -> float:
@@ -99,10 +88,11 @@ class Progress:
     """What happened so far in one call: whether text reached the caller (then no retry may
     repeat it) and when the current attempt started (for latency)."""
 
-    def __init__(self, on_text: OnText | None) -> None:
+    def __init__(self, on_text: OnText | None, budget: Budget) -> None:
         self.on_text = on_text
         self.delivered = False
         self.started = time.monotonic()
+        self.budget = budget
 
     @property
     def streaming(self) -> bool:
@@ -148,16 +138,15 @@ def cut_off(where: str) -> errors.ProviderError:
                                 hint="nothing was saved; try again")
 
 
-def read_json(response: httpx.Response) -> dict[str, Any]:
+def read_json(response: httpx.Response, progress: Progress) -> dict[str, Any]:
     """The whole body as a JSON object (ValueError otherwise, reported as a malformed answer)."""
-    response.read()
-    data = response.json()
+    data = json.loads(_limits.body(response, progress.budget))
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     return data
 
 
-def iter_sse(response: httpx.Response) -> Iterator[tuple[str, str]]:
+def iter_sse(response: httpx.Response, progress: Progress) -> Iterator[tuple[str, str]]:
     """Server-sent events as ``(event, data)``; ``event`` is "message" when the server names none.
 
     An event still open when the stream ends is dropped, as the SSE spec says: a half-received
@@ -165,7 +154,7 @@ def iter_sse(response: httpx.Response) -> Iterator[tuple[str, str]]:
     """
     event = ""
     data: list[str] = []
-    for line in response.iter_lines():
+    for line in _limits.lines(response, progress.budget):
         if not line:
             if data:
                 yield event or "message", "\n".join(data)
@@ -181,15 +170,33 @@ def iter_sse(response: httpx.Response) -> Iterator[tuple[str, str]]:
             data.append(value)
 
 
-def iter_ndjson(response: httpx.Response) -> Iterator[dict[str, Any]]:
+def iter_ndjson(response: httpx.Response, progress: Progress) -> Iterator[dict[str, Any]]:
     """One JSON object per line (ValueError on a line that is not one)."""
-    for line in response.iter_lines():
+    for line in _limits.lines(response, progress.budget):
         if not line.strip():
             continue
         item = json.loads(line)
         if not isinstance(item, dict):
             raise ValueError(f"expected a JSON object per line, got {type(item).__name__}")
         yield item
+
+
+# More tokens than any model's context holds: a count past this is a server bug, not usage.
+MAX_TOKEN_COUNT = 10_000_000
+
+
+def token_count(usage: dict[str, Any], key: str) -> int | None:
+    """``usage[key]`` as a token count; None when the server does not say. Anything else (text, a
+    fraction, a negative or absurd number) is a malformed answer: pmm stores no nonsense counts."""
+    value = usage.get(key)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
+        shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+        raise ValueError(f"usage field {key} is {shown}, not a token count (0 to {MAX_TOKEN_COUNT:,})")
+    return value
 
 
 def error_detail(data: Any) -> str:
@@ -208,16 +215,6 @@ def error_detail(data: Any) -> str:
     return " ".join(message.split())[:200]
 
 
-def scrub(exc: errors.PmmError, secret: str | None) -> None:
-    """Replace ``secret`` in the message and hint: a last defence if a server echoed the key."""
-    if not secret:
-        return
-    exc.message = exc.message.replace(secret, "***")
-    exc.args = (exc.message, *exc.args[1:])
-    if exc.hint:
-        exc.hint = exc.hint.replace(secret, "***")
-
-
 class HttpProvider:
     """Base of the network adapters; subclasses implement ``_complete`` and ``_info``."""
 
@@ -226,6 +223,7 @@ class HttpProvider:
         self.base = spec.url()
         self.where = f"{spec.provider} at {self.base}"
         self._client: httpx.Client | None = None
+        self._limits = _limits.Holder()
 
     # -- the Provider protocol ---------------------------------------------------------------
 
@@ -260,42 +258,53 @@ class HttpProvider:
     def _call(self, method: str, path: str, handle: Callable[[httpx.Response, Progress], T], *,
               body: dict[str, Any] | None = None, on_text: OnText | None = None) -> T:
         """Send one request and let ``handle`` read the answer, retrying what is worth retrying."""
-        headers = {"User-Agent": f"pmm/{__version__}", **self._headers(self.spec.api_key())}
-        progress = Progress(on_text)
+        headers = {"User-Agent": f"pmm/{__version__}", **self._headers(_header_safe(self.spec))}
         retries = max_retries()
+        # One budget for the whole call, retries included: the caller waits for an answer, not a try.
+        progress = Progress(on_text, Budget(self.where))
+        self._limits.budget = progress.budget
         attempt = 0
-        while True:
-            progress.started = time.monotonic()
-            try:
-                return self._attempt(method, self.base + path, headers, body, handle, progress)
-            except Retryable as again:
-                tries = attempt + 1
-                if progress.delivered or attempt >= retries:
-                    suffix = f" (gave up after {tries} tries)" if tries > 1 else ""
-                    raise errors.ProviderError(again.message + suffix, hint=again.hint) from None
-                time.sleep(again.wait if again.wait is not None else backoff(attempt))
-                attempt += 1
+        try:
+            while True:
+                progress.started = time.monotonic()
+                try:
+                    return self._attempt(method, self.base + path, headers, body, handle, progress)
+                except Retryable as again:
+                    tries = attempt + 1
+                    wait = again.wait if again.wait is not None else backoff(attempt)
+                    if progress.delivered or attempt >= retries or wait >= progress.budget.left():
+                        suffix = f" (gave up after {tries} tries)" if tries > 1 else ""
+                        if not (progress.delivered or attempt >= retries):
+                            suffix = f" (no time left for another try within {progress.budget.seconds:g} s)"
+                        raise errors.ProviderError(again.message + suffix, hint=again.hint) from None
+                    time.sleep(wait)
+                    attempt += 1
+        finally:
+            self._limits.budget = None
 
     # -- internals ---------------------------------------------------------------------------
 
     def _client_now(self) -> httpx.Client:
         if self._client is None:
             self._client = httpx.Client()
+            _limits.bind(self._client, self._limits)
         return self._client
 
     def _attempt(self, method: str, url: str, headers: dict[str, str], body: dict[str, Any] | None,
                  handle: Callable[[httpx.Response, Progress], T], progress: Progress) -> T:
-        timeout = httpx.Timeout(read_timeout(), connect=CONNECT_TIMEOUT)
+        timeout = httpx.Timeout(read_timeout(), connect=min(CONNECT_TIMEOUT, progress.budget.seconds))
         client = self._client_now()
         request = client.build_request(method, url, headers=headers, json=body, timeout=timeout)
         try:
             response = client.send(request, stream=True)
         except httpx.ConnectTimeout as exc:
+            if progress.budget.passed():
+                raise progress.budget.too_slow() from exc
             raise errors.ProviderError(
                 f"cannot reach {self.where}: no connection within {CONNECT_TIMEOUT:g} s",
                 hint="check the address (--base-url) and your network") from exc
         except httpx.TimeoutException as exc:
-            raise self._timed_out() from exc
+            raise self._timed_out(progress.budget) from exc
         except httpx.ConnectError as exc:
             raise errors.ProviderError(
                 f"cannot reach {self.where}: is the server running?",
@@ -308,38 +317,40 @@ class HttpProvider:
             raise errors.ProviderError(f"request to {self.where} failed: {exc}") from exc
         try:
             if response.status_code >= 400:
-                self._raise_for_status(response)
+                self._raise_for_status(response, progress.budget)
             return handle(response, progress)
         except _CallbackFailed as failed:
             raise failed.original from None
         except httpx.TimeoutException as exc:
-            raise self._timed_out() from exc
+            raise self._timed_out(progress.budget) from exc
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.StreamError) as exc:
             raise cut_off(self.where) from exc
         except httpx.HTTPError as exc:
             raise errors.ProviderError(f"reading the answer from {self.where} failed: {exc}") from exc
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as exc:
             raise malformed(self.where, str(exc) or type(exc).__name__) from exc
         finally:
             response.close()
 
-    def _timed_out(self) -> errors.ProviderError:
+    def _timed_out(self, budget: Budget) -> errors.ProviderError:
+        if budget.passed():  # the read was cut short by the deadline, not by its own timeout
+            return budget.too_slow()
         seconds = read_timeout()
         return errors.ProviderError(
             f"{self.where} did not answer within {seconds:g} s",
             hint=f"a slow model or a busy server? raise ${ENV_TIMEOUT} (seconds)")
 
-    def _raise_for_status(self, response: httpx.Response) -> None:
+    def _raise_for_status(self, response: httpx.Response, budget: Budget) -> None:
         code = response.status_code
         try:
-            response.read()
-        except httpx.HTTPError:
+            raw = _limits.body(response, budget, limit=ERROR_BODY_BYTES)
+        except (httpx.HTTPError, errors.ProviderError):
             detail = ""  # the status alone still says what went wrong
         else:
             try:
-                detail = error_detail(response.json())
+                detail = error_detail(json.loads(raw))
             except ValueError:
-                detail = " ".join(response.text.split())[:200]
+                detail = " ".join(raw.decode("utf-8", "replace").split())[:200]
         said = f": {detail}" if detail else ""
         if code in (401, 403):
             env = self.spec.key_env()
@@ -371,5 +382,19 @@ class HttpProvider:
             yield
         except errors.PmmError as exc:
             name = self.spec.key_env()
-            scrub(exc, os.environ.get(name, "").strip() if name else None)
+            raw = os.environ.get(name, "") if name else ""
+            scrub(exc, raw)
+            scrub(exc, raw.strip())
             raise
+
+
+def _header_safe(spec: ModelSpec) -> str | None:
+    """The key, if it can go in an HTTP header: a newline or another control character in it
+    (a paste gone wrong) is refused here, before any library can quote it back in an error."""
+    key = spec.api_key()
+    if key is not None and not all(" " <= c <= "~" for c in key):
+        raise errors.ProviderError(
+            f"${spec.key_env()} holds a character that cannot be sent in an HTTP header"
+            " (a newline, a control character or a non-ASCII letter)",
+            hint=f"set ${spec.key_env()} to the key alone, on one line")
+    return key

@@ -14,7 +14,16 @@ from typing import Any
 import httpx
 
 from pmm import errors
-from pmm.providers._http import HttpProvider, Progress, Retryable, cut_off, error_detail, iter_sse, read_json
+from pmm.providers._http import (
+    HttpProvider,
+    Progress,
+    Retryable,
+    cut_off,
+    error_detail,
+    iter_sse,
+    read_json,
+    token_count,
+)
 from pmm.providers.base import Completion, ModelInfo, OnText, Request
 
 API_VERSION = "2023-06-01"
@@ -65,17 +74,18 @@ class AnthropicProvider(HttpProvider):
     def _finish(self, text: str, model: str | None, usage: dict[str, Any], stop: str | None,
                 progress: Progress) -> Completion:
         completion = Completion(text=text, model=model or self.spec.model, finish_reason=stop,
-                                tokens_out=usage.get("output_tokens"), latency_ms=progress.elapsed_ms())
-        parts = [usage.get(k) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")]
+                                tokens_out=token_count(usage, "output_tokens"), latency_ms=progress.elapsed_ms())
+        parts = [token_count(usage, k) for k in ("input_tokens", "cache_read_input_tokens",
+                                                 "cache_creation_input_tokens")]
         if parts[0] is not None:
-            completion.tokens_in = sum(p for p in parts if isinstance(p, int))
-        for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):
-            if usage.get(key):
-                completion.extra[key] = usage[key]
+            completion.tokens_in = sum(p for p in parts if p is not None)
+        for key, part in zip(("cache_read_input_tokens", "cache_creation_input_tokens"), parts[1:], strict=True):
+            if part:
+                completion.extra[key] = part
         return completion
 
     def _read_whole(self, response: httpx.Response, progress: Progress, structured: bool) -> Completion:
-        data = read_json(response)
+        data = read_json(response, progress)
         blocks = data["content"]
         if structured:
             inputs = [b["input"] for b in blocks if b.get("type") == "tool_use" and b.get("name") == TOOL]
@@ -92,7 +102,7 @@ class AnthropicProvider(HttpProvider):
         model: str | None = None
         usage: dict[str, Any] = {}
         stop: str | None = None
-        for event, data in iter_sse(response):
+        for event, data in iter_sse(response, progress):
             payload = json.loads(data)
             kind = payload.get("type") or event
             if kind == "message_start":
@@ -129,8 +139,8 @@ class AnthropicProvider(HttpProvider):
         raise cut_off(self.where)
 
     def _info(self) -> ModelInfo:
-        def read(response: httpx.Response, _progress: Progress) -> ModelInfo:
-            data = read_json(response)
+        def read(response: httpx.Response, progress: Progress) -> ModelInfo:
+            data = read_json(response, progress)
             details = {"display_name": data["display_name"]} if data.get("display_name") else {}
             return ModelInfo(provider="anthropic", model=self.spec.model, version=data.get("created_at"),
                              details=details)

@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pmm import errors
+from pmm import errors, settings
 from pmm.providers.base import EMBEDDED_MODEL, Completion, ModelInfo, ModelSpec, OnText, Request
 
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_CTX = 2048
 INSTALL_HINT = "run ./install.sh (it installs the embedded model), or pmm model add NAME local:/path/to/model.gguf"
 
 _LOADED: dict[tuple[str, int], Any] = {}
@@ -51,10 +50,8 @@ def model_path(spec: ModelSpec) -> Path:
 
 
 def context_size() -> int:
-    try:
-        return max(256, int(os.environ.get("PMM_LOCAL_CTX", DEFAULT_CTX)))
-    except ValueError:
-        return DEFAULT_CTX
+    """Tokens of context for a local model (``$PMM_LOCAL_CTX``)."""
+    return settings.LOCAL_CTX.get()
 
 
 class LocalProvider:
@@ -62,8 +59,9 @@ class LocalProvider:
         self.spec = spec
 
     def _llama(self) -> Any:
+        ctx = context_size()  # a bad $PMM_LOCAL_CTX is the user's to fix first, model or not
         path = model_path(self.spec)
-        key = (str(path), context_size())
+        key = (str(path), ctx)
         if key not in _LOADED:
             try:
                 from llama_cpp import Llama
@@ -123,6 +121,7 @@ class LocalProvider:
                           finish_reason=finish, latency_ms=max(1, round((time.monotonic() - started) * 1000)))
 
     def info(self) -> ModelInfo:
+        ctx = context_size()
         path = model_path(self.spec)
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)
@@ -133,7 +132,7 @@ class LocalProvider:
                     digest.update(block)
             _DIGESTS[key] = "sha256:" + digest.hexdigest()
         return ModelInfo(provider="local", model=self.spec.model, hash=_DIGESTS[key],
-                         context_length=context_size(),
+                         context_length=ctx,
                          details={"path": str(path), "size": stat.st_size})
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from pmm import errors
-from pmm.providers._http import HttpProvider, Progress, cut_off, iter_ndjson, read_json
+from pmm.providers._http import HttpProvider, Progress, cut_off, iter_ndjson, read_json, token_count
 from pmm.providers.base import Completion, ModelInfo, OnText, Request
 
 
@@ -38,7 +38,8 @@ class OllamaProvider(HttpProvider):
 
     def _finish(self, text: str, last: dict[str, Any], progress: Progress) -> Completion:
         return Completion(text=text, model=last.get("model") or self.spec.model,
-                          tokens_in=last.get("prompt_eval_count"), tokens_out=last.get("eval_count"),
+                          tokens_in=token_count(last, "prompt_eval_count"),
+                          tokens_out=token_count(last, "eval_count"),
                           finish_reason=last.get("done_reason"), latency_ms=progress.elapsed_ms())
 
     def _failed(self, data: dict[str, Any]) -> errors.ProviderError:
@@ -46,7 +47,7 @@ class OllamaProvider(HttpProvider):
                                     hint="nothing was saved; try again")
 
     def _read_whole(self, response: httpx.Response, progress: Progress) -> Completion:
-        data = read_json(response)
+        data = read_json(response, progress)
         if "error" in data:
             raise self._failed(data)
         text = data["message"]["content"]
@@ -56,7 +57,7 @@ class OllamaProvider(HttpProvider):
 
     def _read_stream(self, response: httpx.Response, progress: Progress) -> Completion:
         pieces: list[str] = []
-        for item in iter_ndjson(response):
+        for item in iter_ndjson(response, progress):
             if "error" in item:
                 raise self._failed(item)
             piece = (item.get("message") or {}).get("content") or ""
@@ -68,9 +69,9 @@ class OllamaProvider(HttpProvider):
         raise cut_off(self.where)
 
     def _info(self) -> ModelInfo:
-        def read(response: httpx.Response, _progress: Progress) -> ModelInfo:
+        def read(response: httpx.Response, progress: Progress) -> ModelInfo:
             wanted = _tagged(self.spec.model)
-            for entry in read_json(response)["models"]:
+            for entry in read_json(response, progress)["models"]:
                 if wanted in (_tagged(entry.get("name") or ""), _tagged(entry.get("model") or "")):
                     break
             else:

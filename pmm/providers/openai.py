@@ -13,7 +13,15 @@ from typing import Any
 import httpx
 
 from pmm import errors
-from pmm.providers._http import HttpProvider, Progress, cut_off, error_detail, iter_sse, read_json
+from pmm.providers._http import (
+    HttpProvider,
+    Progress,
+    cut_off,
+    error_detail,
+    iter_sse,
+    read_json,
+    token_count,
+)
 from pmm.providers.base import Completion, ModelInfo, OnText, Request
 
 
@@ -47,7 +55,7 @@ class OpenAIProvider(HttpProvider):
         return self._call("POST", "/chat/completions", handle, body=body, on_text=on_text)
 
     def _read_whole(self, response: httpx.Response, progress: Progress) -> Completion:
-        data = read_json(response)
+        data = read_json(response, progress)
         choice = data["choices"][0]
         message = choice["message"]
         text = message.get("content")
@@ -66,7 +74,7 @@ class OpenAIProvider(HttpProvider):
     def _read_stream(self, response: httpx.Response, progress: Progress) -> Completion:
         pieces: list[str] = []
         model, finish, usage, fingerprint = None, None, None, None
-        for _event, data in iter_sse(response):
+        for _event, data in iter_sse(response, progress):
             if data.strip() == "[DONE]":
                 completion = Completion(text="".join(pieces), model=model or self.spec.model,
                                         finish_reason=finish, latency_ms=progress.elapsed_ms())
@@ -89,8 +97,8 @@ class OpenAIProvider(HttpProvider):
         raise cut_off(self.where)
 
     def _info(self) -> ModelInfo:
-        def read(response: httpx.Response, _progress: Progress) -> ModelInfo:
-            listed = read_json(response)["data"]
+        def read(response: httpx.Response, progress: Progress) -> ModelInfo:
+            listed = read_json(response, progress)["data"]
             for entry in listed:
                 if entry["id"] == self.spec.model:
                     break
@@ -113,10 +121,10 @@ class OpenAIProvider(HttpProvider):
 def _usage(completion: Completion, usage: Any) -> None:
     if not isinstance(usage, dict):
         return  # servers that never report usage leave the counts unknown, not zero
-    completion.tokens_in = usage.get("prompt_tokens")
-    completion.tokens_out = usage.get("completion_tokens")
+    completion.tokens_in = token_count(usage, "prompt_tokens")
+    completion.tokens_out = token_count(usage, "completion_tokens")
     details = usage.get("prompt_tokens_details")
-    if isinstance(details, dict) and details.get("cached_tokens"):
+    if isinstance(details, dict) and token_count(details, "cached_tokens"):
         completion.extra["cached_tokens"] = details["cached_tokens"]
 
 

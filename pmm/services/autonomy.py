@@ -3,8 +3,10 @@
 Each cycle expires overdue commitments (one transaction, only when there are any) and reflects
 when the stage cadence says a reflection is due. A cycle with nothing to do writes nothing: the
 loop's own life (heartbeats, timings) is telemetry and never enters the chain. A stop request
-(a signal, or the token budget) is honoured between steps, so a step that started finishes and
-no transaction is ever cut in half.
+(a signal, or the token budget) is honoured between steps. A step in progress when a signal
+arrives gets ``$PMM_STOP_GRACE`` seconds to finish; then it is abandoned (``StepAbandoned``
+unwinds it: its transaction rolls back, its model request is closed), so nothing is half-written
+and a stalled model cannot keep the loop alive.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pmm import errors
+from pmm import errors, settings
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
 from pmm.services import minds, reflection
@@ -35,13 +37,16 @@ class Summary:
     expired: int = 0
     tokens: int = 0
     failures: int = 0
-    stopped_by: str = "running"  # "signal", "max-cycles", "max-tokens" once stopped
+    stopped_by: str = "running"  # "signal", "interrupted", "max-cycles", "max-tokens" once stopped
+    abandoned: bool = False  # a signal's grace ran out mid-step: that step wrote nothing
 
     def line(self) -> str:
         parts = [_count(self.reflections, "reflection"), _count(self.expired, "commitment") + " expired",
                  _count(self.tokens, "token")]
         if self.failures:
             parts.append(_count(self.failures, "failure"))
+        if self.abandoned:
+            parts.append("the step in progress was abandoned (a step is written whole or not at all)")
         return f"Stopped after {_count(self.cycles, 'cycle')}: {', '.join(parts)}"
 
     def as_json(self) -> dict[str, Any]:
@@ -146,25 +151,65 @@ def _sleep(stop: threading.Event, seconds: float) -> None:
         stop.wait(min(left, WAIT_SLICE))
 
 
+class StepAbandoned(KeyboardInterrupt):
+    """Raised on the main thread when a stop signal's grace ran out with a step still running.
+    A KeyboardInterrupt, so no ``except Exception`` on the way can swallow it."""
+
+
+@dataclass
+class Stopping:
+    """What ``stop_on_signals`` saw: the first signal (None while running)."""
+
+    signum: int | None = None
+    grace: float = 0.0
+
+    @property
+    def interrupted(self) -> bool:
+        """Ctrl-C: SPEC's "interrupted" (exit 130). SIGTERM is a service manager's stop: exit 0."""
+        return self.signum == signal.SIGINT
+
+
 @contextlib.contextmanager
-def stop_on_signals(stop: threading.Event, notify: Notify) -> Iterator[None]:
-    """SIGINT and SIGTERM set ``stop`` (the loop finishes its step, then ends); a second one
-    interrupts at once (a transaction in progress rolls back). Handlers are restored after."""
+def stop_on_signals(stop: threading.Event, notify: Notify) -> Iterator[Stopping]:
+    """SIGINT and SIGTERM set ``stop``: the loop finishes its step, then ends. If the step is
+    still running ``$PMM_STOP_GRACE`` seconds later, it is abandoned (``StepAbandoned`` raised on
+    the main thread); a second signal interrupts at once (``KeyboardInterrupt``). Either way a
+    transaction in progress rolls back. Handlers are restored after."""
+    seen = Stopping(grace=settings.STOP_GRACE.get())
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield seen
         return
     wanted = [signal.SIGINT, signal.SIGTERM]
     previous = {s: signal.getsignal(s) for s in wanted}
-    asked: list[int] = []
+    main = threading.main_thread().ident
+    ended = threading.Event()
+    abandoning = threading.Event()
+    # Held while the grace timer fires, so the loop cannot end and restore the old handlers
+    # between the timer's last look and its signal (the old SIGTERM handler would kill us).
+    firing = threading.Lock()
 
     def request(signum: int) -> None:
-        notify(f"Stopping after the current step ({signal.Signals(signum).name} again stops at once)")
+        # This thread must not take the signals meant for the main thread (see _sleep).
+        signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+        name = signal.Signals(signum).name
+        notify(f"Stopping after the current step (it has {seen.grace:g} s; {name} again stops at once)")
         stop.set()
+        if ended.wait(seen.grace) or main is None:
+            return
+        with firing:
+            if ended.is_set():
+                return
+            abandoning.set()
+            # A real signal, aimed at the main thread: it also breaks a blocking read (EINTR),
+            # where a flag would wait for the read to return.
+            signal.pthread_kill(main, signum)
 
     def handler(signum: int, _frame: object) -> None:
-        if asked:
+        if seen.signum is not None:
+            if abandoning.is_set():
+                raise StepAbandoned
             raise KeyboardInterrupt
-        asked.append(signum)
+        seen.signum = signum
         # Not here but in a thread: this handler runs on the main thread between any two
         # bytecodes, perhaps inside stop.wait() holding the event's lock, or inside a write to
         # stderr; setting the event or printing from here could deadlock or fail.
@@ -173,7 +218,9 @@ def stop_on_signals(stop: threading.Event, notify: Notify) -> Iterator[None]:
     for s in wanted:
         signal.signal(s, handler)
     try:
-        yield
+        yield seen
     finally:
+        with firing:
+            ended.set()
         for s, old in previous.items():
             signal.signal(s, old)

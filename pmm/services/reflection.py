@@ -129,6 +129,9 @@ def parse(raw: str) -> Parsed:
     except ValueError:
         raise errors.ProviderError("the reflection model did not answer with JSON",
                                    hint="use a model with structured output (`pmm model use NAME --for reflection`)") from None
+    except RecursionError:  # nested past Python's stack: a malformed answer, not a crash
+        raise errors.ProviderError("the reflection model's JSON is nested too deeply to read",
+                                   hint="nothing was saved; try again, or use another model for reflection") from None
     if not isinstance(data, dict):
         raise errors.ProviderError("the reflection model's JSON is not an object")
     parsed = Parsed()
