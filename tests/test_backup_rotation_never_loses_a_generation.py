@@ -91,7 +91,7 @@ def test_a_folder_at_a_generation_is_refused_before_any_work(mind: Path, tmp_pat
 def test_backup_never_overwrites_the_mind_or_another_file(mind: Path, tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("mine\n")
-    for target, expected in ((mind, "is the file this command reads"), (notes, "not an age backup")):
+    for target, expected in ((mind, "is the file this command reads itself"), (notes, "not an age backup")):
         before = target.read_bytes()
         result = invoke("--mind", str(mind), "backup", "-o", str(target), env=PASS)
         assert result.exit_code == 2 and expected in _one_error(result.stderr), result.stderr

@@ -45,9 +45,9 @@ def key(tmp_path: Path) -> Path:
 
 def test_sign_and_export_never_overwrite_the_mind_they_read(mind: Path, key: Path) -> None:
     before = mind.read_bytes()
-    assert "is the file this command reads" in _one_error(
+    assert "is the file this command reads itself" in _one_error(
         invoke("sign", str(mind), "--key", str(key), "-o", str(mind)), 2)
-    assert "is the file this command reads" in _one_error(
+    assert "is the file this command reads itself" in _one_error(
         invoke("--mind", str(mind), "export", "-o", str(mind)), 2)
     assert mind.read_bytes() == before
 
@@ -83,7 +83,7 @@ def test_a_symlink_is_written_through_and_never_to_the_mind(mind: Path, tmp_path
     to_mind = tmp_path / "mind-link.db"
     to_mind.symlink_to(mind)
     before = mind.read_bytes()
-    assert "is the file this command reads" in _one_error(
+    assert "is the file this command reads itself" in _one_error(
         invoke("--mind", str(mind), "export", "-o", str(to_mind)), 2)
     assert mind.read_bytes() == before and to_mind.is_symlink()
 

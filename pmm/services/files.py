@@ -75,7 +75,7 @@ def check_output(path: Path, *, reading: Iterable[Path] = (), what: str = "outpu
         with contextlib.suppress(OSError):
             other = os.stat(source)
             if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
-                raise errors.UsageError(f"{path} is the file this command reads; refusing to overwrite it",
+                raise errors.UsageError(f"{path} is the file this command reads itself; refusing to overwrite it",
                                         hint="write the output to another file")
     real = Path(os.path.realpath(path))
     _refuse_database(path, real)
