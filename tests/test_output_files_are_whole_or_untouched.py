@@ -67,6 +67,9 @@ def test_no_output_overwrites_any_sqlite_database(mind: Path, key: Path, tmp_pat
     assert "SQLite database" in _one_error(invoke("keygen", "--force", "-o", str(other)), 2)
     assert other.read_bytes() == before
     assert not (tmp_path / "other-app.db.pub.pem").exists()  # keygen checked all four files first
+    assert "belongs to the SQLite database" in _one_error(
+        invoke("--mind", str(mind), "export", "-o", f"{mind}-wal"), 2)
+    assert not Path(f"{mind}-wal").exists()
 
 
 def test_a_symlink_is_written_through_and_never_to_the_mind(mind: Path, tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ def check_output(path: Path, *, reading: Iterable[Path] = (), what: str = "outpu
         if not real.parent.is_dir():
             raise errors.UsageError(f"no folder {path.parent} for the {what} {path}",
                                     hint=f"create it first (mkdir -p {path.parent}) or choose another path")
+        _refuse_companion(path, real)  # a WAL that SQLite would find beside its database
         return Target(path, real, False)
     if stat.S_ISDIR(st.st_mode):
         raise errors.UsageError(f"{path} is a folder, not a file",
@@ -85,15 +86,19 @@ def check_output(path: Path, *, reading: Iterable[Path] = (), what: str = "outpu
 def _refuse_database(path: Path, real: Path) -> None:
     """A SQLite file (a mind is one), or the WAL or journal of one, is never overwritten."""
     head = _head(path, real)
+    _refuse_companion(path, real)
+    if head == SQLITE_MAGIC or head[:4] in WAL_MAGICS:
+        raise errors.UsageError(f"{path} is a SQLite database (a pmm mind?); pmm never overwrites one",
+                                hint="write the output to another file; nothing was changed")
+
+
+def _refuse_companion(path: Path, real: Path) -> None:
     companion = next((s for s in DB_COMPANIONS if real.name.endswith(s)), None)
     if companion is not None:
         base = real.with_name(real.name.removesuffix(companion))
         if base.is_file() and _head(base, base) == SQLITE_MAGIC:
-            raise errors.UsageError(f"{path} belongs to the SQLite database {base}; refusing to overwrite it",
+            raise errors.UsageError(f"{path} belongs to the SQLite database {base}; refusing to write it",
                                     hint="write the output to another file")
-    if head == SQLITE_MAGIC or head[:4] in WAL_MAGICS:
-        raise errors.UsageError(f"{path} is a SQLite database (a pmm mind?); pmm never overwrites one",
-                                hint="write the output to another file; nothing was changed")
 
 
 def _head(path: Path, real: Path) -> bytes:
