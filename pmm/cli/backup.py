@@ -21,8 +21,8 @@ def register(app: typer.Typer) -> None:
 
 
 def backup(
-    out_file: Annotated[Path, typer.Option("-o", "--output", help="The encrypted backup file to write, e.g. mind.age.", metavar="FILE")],
-    keep: Annotated[Optional[int], typer.Option("--keep", min=1, help="Keep N backups: older ones move to FILE's NAME.1.EXT, NAME.2.EXT ...", metavar="N", show_default=False)] = None,
+    out_file: Annotated[Path, typer.Option("-o", "--output", help="The encrypted backup file to write, e.g. mind.age (or a device/pipe such as /dev/stdout); it only replaces an older age backup.", metavar="FILE")],
+    keep: Annotated[Optional[int], typer.Option("--keep", min=1, help="Keep N backups: once the new one is written whole, older ones move to FILE's NAME.1.EXT, NAME.2.EXT ... (real files, not symlinks).", metavar="N", show_default=False)] = None,
     passphrase_file: PassphraseFileOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
@@ -45,7 +45,7 @@ def backup(
 
 def restore(
     file: Annotated[Path, typer.Argument(help="A backup made by `pmm backup` (or any age passphrase file holding a mind).")],
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing mind file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing pmm mind (never another file or database).")] = False,
     passphrase_file: PassphraseFileOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
 def export(
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="jsonl (verifiable) or md.")] = ExportFormat.jsonl,
-    out_file: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write to FILE instead of stdout.", show_default=False)] = None,
+    out_file: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write to FILE instead of stdout: whole or not at all, through a symlink, straight into a device such as /dev/null; never over a mind or any SQLite file.", show_default=False)] = None,
     since: Annotated[int, typer.Option("--since", min=1, help="Start at this event id.")] = 1,
     mind: MindOpt = None,
     json: Annotated[bool, typer.Option("--json", help="With -o: a JSON summary on stdout (the export itself is the data otherwise).")] = False,
@@ -43,13 +43,14 @@ def export(
 
     if json and out_file is None:
         raise UsageError("--json needs -o FILE: without it the export itself is written to stdout")
-    with minds.open_read(mind_path(mind)) as opened:
+    source = mind_path(mind)
+    with minds.open_read(source) as opened:
         if out_file is None:
             portability.export(opened, sys.stdout, fmt=fmt.value, since=since)
             return
         total = max(0, opened.head()[0] - since + 1)
         with output.progress("Exporting", total) as (advance, _), \
-                portability.atomic_text_file(out_file) as handle:
+                portability.atomic_text_file(out_file.expanduser(), reading=(source,)) as handle:
             count = portability.export(opened, handle, fmt=fmt.value, since=since, on_progress=advance)
         mind_id, head = opened.mind_id, opened.head()
     if json:

@@ -56,21 +56,24 @@ def keygen(
 def sign(
     file: Annotated[Optional[Path], typer.Argument(help="Mind file or JSONL export to sign. Default: the current mind.", show_default=False)] = None,
     key: Annotated[Optional[Path], typer.Option("--key", "-k", help="Private key (default: the one `pmm keygen` made).", metavar="KEY", show_default=False)] = None,
-    out_file: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the signature to SIG instead of stdout.", metavar="SIG", show_default=False)] = None,
+    out_file: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the signature to SIG instead of stdout (as `export -o`: whole, through a symlink, into a device; never over the file signed or any SQLite file).", metavar="SIG", show_default=False)] = None,
     fmt: Annotated[SigFormat, typer.Option("--format", "-f", help="minisign (checked by `minisign -V`) or ssh (`ssh-keygen -Y verify`).")] = SigFormat.minisign,
     passphrase_file: PassphraseFileOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Verify the mind, then sign its checkpoint (mind id, event count, head hash), not its bytes."""
-    from pmm.services import signing
+    from pmm.services import files, signing
 
     source = file.expanduser() if file is not None else mind_path(mind)
     key_path = (key or signing.default_key()).expanduser()
+    out = out_file.expanduser() if out_file is not None else None
+    if out is not None:  # refuse a bad -o (the mind itself, a folder ...) before any prompt
+        files.check_output(out, reading=(source,), what="signature")
     secret = passphrase(passphrase_file, KEY_ENV, str(key_path))
     text, signed = signing.sign(source, key_path, lambda: secret().encode(), fmt.value)
-    if out_file is not None:
-        signing.write_signature(text, out_file.expanduser())
+    if out is not None:
+        signing.write_signature(text, out, source)
     if json:
         output.emit_json({**signed.to_json(), "signature_file": str(out_file) if out_file else None,
                           **({} if out_file else {"signature": text})})

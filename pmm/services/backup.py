@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pmm import errors
-from pmm.services import integrity, witness
-from pmm.services.files import fsync_dir, read_file, temp_beside, write_atomic, write_new
+from pmm.services import files, integrity, witness
+from pmm.services.files import fsync_dir, read_file, temp_beside, write_new
 
 Passphrase = Callable[[], str]
 MAX_BACKUP_BYTES = 16 << 30
@@ -39,7 +39,8 @@ class BackupResult:
 
 def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None = None) -> BackupResult:
     """Verify ``source``, snapshot it, encrypt it to ``target``; with ``keep``, older backups
-    move to ``NAME.1.EXT`` ... and only ``keep`` of them stay."""
+    move to ``NAME.1.EXT`` ... and only ``keep`` of them stay. Rotation happens only once the new
+    backup is whole and synced beside ``target``, so a failed backup (a full disk) costs nothing."""
     from pmm.crypto import age
     from pmm.ledger import snapshot
     from pmm.ledger.store import Mind
@@ -56,26 +57,56 @@ def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None 
         mind_id = mind.mind_id
     sealed = age.encrypt(image, passphrase())
     del image
-    removed = _rotate(target, keep) if keep else []
-    write_atomic(target, sealed)
+    removed: list[Path] = []
+    with files.open_output(target, mode=0o600, reading=(source,), what="backup") as handle:
+        handle.write(sealed)
+        if keep:
+            handle.flush()
+            os.fsync(handle.fileno())  # the new generation is on disk before an old one moves
+            removed = _rotate(target, keep)
     return BackupResult(mind_id, events, head, target, len(sealed), removed)
 
 
 def _check_target(source: Path, target: Path, keep: int | None) -> None:
-    from pmm.crypto import age
-
+    """Refuse, before any work, a target or a generation name that rotation could not handle."""
     if keep is not None and keep < 1:
         raise errors.UsageError("--keep must be at least 1")
-    if target.is_dir():
-        raise errors.UsageError(f"{target} is a directory", hint="give a file name, e.g. -o backups/mind.age")
-    if not target.parent.is_dir():
-        raise errors.UsageError(f"no directory {target.parent} for the backup")
-    if target.exists():
-        if source.exists() and target.resolve() == source.resolve():
-            raise errors.UsageError("the backup would overwrite the mind itself")
-        with open(target, "rb") as handle:
-            if not handle.read(len(age.MAGIC)) == age.MAGIC:
-                raise errors.UsageError(f"{target} exists and is not an age backup; refusing to overwrite it")
+    dest = files.check_output(target, reading=(source,), what="backup")
+    if dest.stream:
+        if keep is not None:
+            raise errors.UsageError(f"--keep rotates backup files, but {target} is a device or a pipe",
+                                    hint="drop --keep, or give a file name")
+        return
+    names = [target]
+    if keep is not None:
+        names += [generation(target, n) for n in range(1, keep)]
+        n = keep
+        while os.path.lexists(generation(target, n)):  # the ones rotation would delete
+            names.append(generation(target, n))
+            n += 1
+    for path in names:
+        _check_generation(path, rotating=keep is not None)
+
+
+def _check_generation(path: Path, *, rotating: bool) -> None:
+    from pmm.crypto import age
+
+    if rotating and path.is_symlink():
+        raise errors.UsageError(f"{path} is a symlink; --keep rotates backups by renaming them",
+                                hint="give -o a real file (symlink the folder instead), or drop --keep")
+    if not os.path.lexists(path):
+        return
+    if not path.is_file():
+        raise errors.UsageError(f"{path} is in the way: it is not a file, so it cannot be a backup "
+                                "pmm replaces or rotates", hint="move it away, or choose another -o")
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(len(age.MAGIC))
+    except OSError as exc:
+        raise errors.UsageError(f"cannot read {path} to check it is a backup: {exc.strerror}") from None
+    if magic != age.MAGIC:
+        raise errors.UsageError(f"{path} exists and is not an age backup; refusing to overwrite it",
+                                hint="move it away, or choose another -o")
 
 
 def generation(target: Path, n: int) -> Path:
@@ -87,18 +118,20 @@ def generation(target: Path, n: int) -> Path:
 
 
 def _rotate(target: Path, keep: int) -> list[Path]:
-    """Shift older backups up one generation (the new one then takes ``target``), dropping the
-    ones that would pass ``keep``. Only names derived from ``target`` are ever touched."""
+    """Shift the older backups up one generation (the new one then takes ``target``), dropping
+    the ones past ``keep``. Only renames and unlinks: it needs no disk space. Only names derived
+    from ``target`` are ever touched; the caller fsyncs the folder."""
     removed = []
-    n = max(keep - 1, 1)
-    while generation(target, n).exists():
+    for i in range(keep - 2, -1, -1):
+        if generation(target, i).exists():
+            if i + 1 == keep - 1 and generation(target, i + 1).exists():
+                removed.append(generation(target, i + 1))  # the oldest kept: its successor replaces it
+            os.replace(generation(target, i), generation(target, i + 1))
+    n = keep
+    while os.path.lexists(generation(target, n)):
         generation(target, n).unlink()
         removed.append(generation(target, n))
         n += 1
-    for i in range(keep - 2, -1, -1):
-        if generation(target, i).exists():
-            os.replace(generation(target, i), generation(target, i + 1))
-    fsync_dir(target.parent)
     return removed
 
 
@@ -116,11 +149,24 @@ class RestoreResult:
 
 
 def check_restore_target(target: Path, force: bool) -> None:
-    if target.exists() and not force:
-        raise errors.UsageError(f"{target} already exists",
-                                hint="restore to another --mind PATH, or pass --force to replace it")
+    """A restore writes a new file, or with ``force`` replaces a pmm mind: never a folder,
+    another application's database, or any other file (refused, untouched)."""
     if target.is_dir():
         raise errors.UsageError(f"{target} is a directory, not a mind file")
+    if not target.exists():
+        return
+    if not force:
+        raise errors.UsageError(f"{target} already exists",
+                                hint="restore to another --mind PATH, or pass --force to replace it")
+    from pmm.ledger.store import Mind
+
+    try:
+        with Mind.open(target):
+            pass
+    except (errors.NotAMind, errors.NewerFormat) as exc:
+        raise type(exc)(f"refusing to replace {target}: --force replaces only a pmm mind, and "
+                        f"{exc.message[0].lower()}{exc.message[1:]}",
+                        hint="restore to another --mind PATH; nothing was changed") from None
 
 
 def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool = False) -> RestoreResult:

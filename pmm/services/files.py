@@ -1,28 +1,198 @@
-"""Small files written whole or not at all: signatures, backups, the witness."""
+"""Every file pmm writes, whole or not at all: exports, signatures, keys, backups, the witness.
+
+One policy for a path the user names (``-o FILE``) and for pmm's own small files:
+
+- a regular file appears whole or not at all: a temp file beside it, fsync, rename, fsync the
+  folder. A crash leaves the old file or the new one, never half of either;
+- a symlink is written *through*: the file it points to is replaced (atomically), the link stays;
+- a character device (``/dev/null``, ``/dev/stdout``, a terminal) or a FIFO is written straight
+  into and never replaced; a block device, a socket or a directory is refused;
+- never over the file being read, a SQLite database (any pmm mind), or a database's WAL or
+  journal: refused with nothing changed;
+- a missing folder, a directory given as the file, or a folder pmm may not write in is a usage
+  error (exit 2); a full disk or quota (ENOSPC, EDQUOT, EFBIG) is exit 1 with a clear message,
+  and a regular file is then left as it was.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from pmm import errors
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+WAL_MAGICS = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
+DB_COMPANIONS = ("-wal", "-shm", "-journal")
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``path`` through a temp file beside it (fsync, rename, fsync the directory), so a
-    crash leaves the old file or the new one, never half of either."""
-    tmp = temp_beside(path)
+
+@dataclass(frozen=True)
+class Target:
+    """Where an output goes: ``real`` is ``path`` with symlinks followed; a ``stream`` (a character
+    device or a FIFO) is written into in place."""
+
+    path: Path
+    real: Path
+    stream: bool
+
+
+def check_output(path: Path, *, reading: Iterable[Path] = (), what: str = "output") -> Target:
+    """Refuse ``path`` as an output before any work is done (see the module docstring);
+    ``reading`` are the files the command reads, which it must never overwrite."""
     try:
-        write_new(tmp, data, mode)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except NotADirectoryError:
+        raise errors.UsageError(f"{path.parent} is not a folder, so {path} cannot be written",
+                                hint="give a path inside an existing folder") from None
+    except OSError as exc:
+        raise errors.UsageError(f"cannot reach {path}: {exc.strerror}") from None
+    if st is None:
+        real = Path(os.path.realpath(path))  # a dangling symlink: write where it points
+        if not real.parent.is_dir():
+            raise errors.UsageError(f"no folder {path.parent} for the {what} {path}",
+                                    hint=f"create it first (mkdir -p {path.parent}) or choose another path")
+        _refuse_companion(path, real)  # a WAL that SQLite would find beside its database
+        return Target(path, real, False)
+    if stat.S_ISDIR(st.st_mode):
+        raise errors.UsageError(f"{path} is a folder, not a file",
+                                hint=f"give a file name, e.g. -o {path / 'NAME'}")
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+        return Target(path, path, True)
+    if not stat.S_ISREG(st.st_mode):
+        raise errors.UsageError(f"{path} is a {_kind(st.st_mode)}; pmm writes only to files, "
+                                "character devices (such as /dev/null) and pipes")
+    for source in reading:
+        with contextlib.suppress(OSError):
+            other = os.stat(source)
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                raise errors.UsageError(f"{path} is the file this command reads itself; refusing to overwrite it",
+                                        hint="write the output to another file")
+    real = Path(os.path.realpath(path))
+    _refuse_database(path, real)
+    return Target(path, real, False)
+
+
+def _refuse_database(path: Path, real: Path) -> None:
+    """A SQLite file (a mind is one), or the WAL or journal of one, is never overwritten."""
+    head = _head(path, real)
+    _refuse_companion(path, real)
+    if head == SQLITE_MAGIC or head[:4] in WAL_MAGICS:
+        raise errors.UsageError(f"{path} is a SQLite database (a pmm mind?); pmm never overwrites one",
+                                hint="write the output to another file; nothing was changed")
+
+
+def _refuse_companion(path: Path, real: Path) -> None:
+    companion = next((s for s in DB_COMPANIONS if real.name.endswith(s)), None)
+    if companion is not None:
+        base = real.with_name(real.name.removesuffix(companion))
+        if base.is_file() and _head(base, base) == SQLITE_MAGIC:
+            raise errors.UsageError(f"{path} belongs to the SQLite database {base}; refusing to write it",
+                                    hint="write the output to another file")
+
+
+def _head(path: Path, real: Path) -> bytes:
+    try:
+        with open(real, "rb") as handle:
+            return handle.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise errors.UsageError(f"cannot read {path} to check that it is safe to replace: {exc.strerror}",
+                                hint="write the output to another file") from None
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISBLK(mode):
+        return "block device"
+    return "socket" if stat.S_ISSOCK(mode) else "special file"
+
+
+@contextlib.contextmanager
+def open_output(path: Path, *, mode: int = 0o600, reading: Iterable[Path] = (),
+                what: str = "output") -> Iterator[IO[bytes]]:
+    """A binary handle whose bytes become ``path`` when the block ends without an error
+    (nothing changes otherwise); a device or FIFO is written into directly."""
+    target = check_output(path, reading=reading, what=what)
+    if target.stream:
+        with _translated(target, what):
+            # no O_CREAT: if the node vanished since the check, do not make a file in its place
+            with os.fdopen(os.open(target.path, os.O_WRONLY | os.O_NOCTTY), "wb") as handle:
+                yield handle
+                handle.flush()
+        return
+    tmp = temp_beside(target.real)
+    try:
+        fd = _create(tmp, mode, target, what)
+        with _translated(target, what):
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            if os.path.lexists(target.real):
+                _refuse_database(target.path, target.real)  # it may have changed while we wrote
+            os.replace(tmp, target.real)
+            fsync_dir(target.real.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, reading: Iterable[Path] = (),
+                 what: str = "output") -> None:
+    """Write ``data`` as ``path`` under the policy of this module (whole or not at all)."""
+    with open_output(path, mode=mode, reading=reading, what=what) as handle:
+        handle.write(data)
+
+
+def _create(tmp: Path, mode: int, target: Target, what: str) -> int:
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError as exc:
+        if exc.errno in DENIED:
+            raise errors.UsageError(f"cannot write the {what} {target.path}: {exc.strerror} in "
+                                    f"{target.real.parent}", hint="choose a folder you can write in") from None
+        _raise_full(exc, target, what)
+        raise
+    os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask
+    return fd
+
+
+@contextlib.contextmanager
+def _translated(target: Target, what: str) -> Iterator[None]:
+    """A full disk or an I/O error while writing becomes one clear error."""
+    try:
+        yield
+    except OSError as exc:
+        _raise_full(exc, target, what)
+        if exc.errno == errno.EIO:
+            raise errors.PmmError(f"could not write the {what} {target.path}: input/output error",
+                                  hint=_unchanged(target)) from None
+        raise
+
+
+def _raise_full(exc: OSError, target: Target, what: str) -> None:
+    if exc.errno in FULL:
+        reason = "the file is larger than this process may write (ulimit -f)" \
+            if exc.errno == errno.EFBIG else "no space left on the device (or the disk quota is used up)"
+        raise errors.PmmError(f"could not write the {what} {target.path}: {reason}",
+                              hint=f"{_unchanged(target)}; free some space and run the command again") from None
+
+
+def _unchanged(target: Target) -> str:
+    return "part of it may have been written" if target.stream else f"{target.path} was left as it was"
+
+
 def write_new(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Create ``path`` (never an existing file) with exactly ``mode``, write ``data``, fsync."""
+    """Create ``path`` (never an existing file) with exactly ``mode``, write ``data``, fsync.
+    For pmm's private temp files; the caller translates errors."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Callable, Iterator, Sequence
+import io
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -14,24 +14,22 @@ from pmm.domain.events import Event
 from pmm.ledger import jsonl
 from pmm.ledger.chain import GENESIS_PREV, ChainState, chain_prefix, check_chain
 from pmm.ledger.store import Mind
-from pmm.services import minds
+from pmm.services import files, minds
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
 
 
 @contextlib.contextmanager
-def atomic_text_file(path: Path) -> Iterator[IO[str]]:
-    """Write ``path`` through a temp file beside it: it appears whole, or not at all."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+def atomic_text_file(path: Path, *, reading: Iterable[Path] = ()) -> Iterator[IO[str]]:
+    """``path`` as UTF-8 text under the one output policy (pmm.services.files): it appears whole
+    or not at all, never over ``reading``, a mind or a device node."""
+    with files.open_output(path, mode=0o600, reading=reading, what="export") as raw:
+        handle = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+        try:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        finally:
+            handle.detach()  # flushes; open_output still owns (syncs, renames, closes) the file
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pmm import errors
 from pmm.domain import checkpoint as cp
-from pmm.services.files import read_file, write_atomic
+from pmm.services.files import check_output, read_file, write_atomic
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -78,10 +78,12 @@ def keygen(private: Path, passphrase: bytes | None, *, force: bool = False) -> t
     key = keys.generate()
     public = keys.public_of(key)
     private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomic(files.private, keys.private_pem(key, passphrase), 0o600)
-    write_atomic(files.public_pem, keys.public_pem(public), 0o644)
-    write_atomic(files.minisign, keys.minisign_public(public).encode(), 0o644)
-    write_atomic(files.ssh, keys.openssh_public(public, f"pmm-{public.key_id_text}").encode(), 0o644)
+    for path in (files.private, *files.publics()):
+        check_output(path, what="key")  # all four are fit to write before the first is written
+    write_atomic(files.private, keys.private_pem(key, passphrase), 0o600, what="key")
+    write_atomic(files.public_pem, keys.public_pem(public), 0o644, what="key")
+    write_atomic(files.minisign, keys.minisign_public(public).encode(), 0o644, what="key")
+    write_atomic(files.ssh, keys.openssh_public(public, f"pmm-{public.key_id_text}").encode(), 0o644, what="key")
     return files, public.key_id_text
 
 
@@ -196,12 +198,9 @@ def check_position(signed: Signed, mind_id: str, size: int, hash_at: Callable[[i
     return summary, None
 
 
-def write_signature(text: str, out: Path) -> None:
-    if not out.parent.is_dir():
-        raise errors.UsageError(f"no directory {out.parent} for the signature")
-    if out.is_dir():
-        raise errors.UsageError(f"{out} is a directory", hint="give a file name, e.g. -o mind.sig")
-    write_atomic(out, text.encode(), 0o644)
+def write_signature(text: str, out: Path, source: Path | None = None) -> None:
+    """The signature file under pmm.services.files' policy: never over ``source``, the file signed."""
+    write_atomic(out, text.encode(), 0o644, reading=() if source is None else (source,), what="signature")
 
 
 def _read(path: Path, what: str, limit: int) -> bytes:
