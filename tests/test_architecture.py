@@ -20,7 +20,7 @@ PKG = Path(__file__).resolve().parent.parent / "pmm"
 ALLOWED = {
     "cli": {"cli", "services", "errors", "paths", ""},
     "services": {"services", "domain", "ledger", "providers", "crypto", "errors", "paths", ""},
-    "ledger": {"ledger", "domain", "errors"},
+    "ledger": {"ledger", "domain", "errors", "paths"},  # paths: the cache seal's key (state dir)
     "domain": {"domain", "errors"},
     "providers": {"providers", "errors", ""},
     "crypto": {"crypto", "errors"},
