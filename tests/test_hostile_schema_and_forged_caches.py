@@ -239,3 +239,12 @@ def test_a_schema_1_file_is_read_then_migrated_keeping_every_hash(tmp_path: Path
     conn.close()
     assert invoke("verify", str(old)).exit_code == 0
     assert _stats(old)["projection_cache"] == "current"
+
+
+def test_a_layout_that_does_not_match_its_version_is_refused_by_readers_too(tmp_path: Path) -> None:
+    """Schema 2 claimed, the cache table of schema 1 kept: a query fails, and says why (exit 3)."""
+    path = _mind(tmp_path)
+    _sql(path, "ALTER TABLE projection_cache DROP COLUMN mac")
+    result = invoke("--mind", str(path), "stats")
+    assert result.exit_code == 3
+    assert "altered outside pmm" in _error(result) and "mac" in result.stderr

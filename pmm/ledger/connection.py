@@ -35,6 +35,10 @@ def translate(exc: sqlite3.Error, path: Path) -> errors.PmmError:
         )
     if "not a database" in text or "malformed" in text:
         return errors.NotAMind(f"{path} is not a pmm mind file (not a usable SQLite database)")
+    if "no such table" in text or "no such column" in text:
+        # pmm's own queries only name what its schema makes: the file was altered
+        return errors.IntegrityError(f"{path} has been altered outside pmm ({text})",
+                                     hint=schema.ALTERED_HINT)
     if "readonly" in text or "read-only" in text:
         return errors.MindFileError(f"{path} cannot be written (read-only file or directory)")
     if "disk is full" in text or "disk I/O" in text:
