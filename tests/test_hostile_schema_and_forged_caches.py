@@ -12,9 +12,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import invoke, mind_events
 
 from pmm.ledger import schema
-from tests.conftest import invoke, mind_events
 
 PASS = {"PMM_BACKUP_PASSPHRASE": "a long and winding passphrase"}
 
