@@ -57,10 +57,9 @@ class Mind:
 
     @classmethod
     def open(cls, path: Path, *, write: bool = False) -> Mind:
-        """Open an existing mind. A writer is refused unless the schema is exactly pmm's (a
-        planted trigger would run inside its transactions), then migrates an older layout in
-        one transaction. Reads run no trigger, so a reader opens any layout: ``pmm verify``
-        reports what differs, and ``pmm export`` can still rescue the events."""
+        """Open an existing mind. A writer refuses a schema that is not exactly pmm's (a planted
+        trigger would run in its transactions) and migrates an older one; reads run no trigger,
+        so ``pmm verify`` can report what differs and ``pmm export`` can rescue the events."""
         conn = cx.connect(path, write=write)
         try:
             meta = cx.read_identity(conn, path)
@@ -207,7 +206,7 @@ class Mind:
         return states, CacheStatus("current" if head_id == last_id else "behind", last_id)
 
     def schema_problems(self) -> list[str]:
-        """What in the file's schema pmm did not make (``schema.differences``); empty when none."""
+        """What in the file's schema pmm did not make; empty when nothing."""
         with cx.translated(self.path):
             return schema.differences(self.conn, self.schema_version)
 
@@ -248,9 +247,8 @@ class Mind:
             return None
 
     def _store_cache(self, states: dict[str, Any], last_id: int, last_hash: str) -> None:
-        version = projections.projections_version()
+        version, secret = projections.projections_version(), seal.key(create=True)
         state = json.dumps(states, separators=(",", ":"), sort_keys=True)
-        secret = seal.key(create=True)
         mac = seal.mac(secret, self.mind_id, version, last_id, last_hash, state) if secret else ""
         self.conn.execute(
             "INSERT INTO projection_cache(name, version, last_id, last_hash, state, mac)"
@@ -313,8 +311,7 @@ class Mind:
         self.conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _index_text(self, after_id: int) -> None:
-        """Index the events after ``after_id``; an index that did not end there (not built by
-        pmm in step with the events) is rebuilt whole instead."""
+        """Index the events after ``after_id``; an index that did not end there is rebuilt."""
         if fts.covers(self.conn, after_id):
             fts.index_after(self.conn, after_id)
         else:
