@@ -79,6 +79,15 @@ def unguarded(mind: Path):
     return conn
 
 
+def restore_guards(conn) -> None:  # noqa: ANN001 (a sqlite3 connection)
+    """Put back what ``unguarded`` dropped: an attacker covering their tracks, since pmm refuses
+    to write to (and verify fails) a file whose schema is not the one pmm made."""
+    from pmm.ledger import schema
+
+    for statement in schema.GUARDS:
+        conn.execute(statement)
+
+
 def mind_kinds(mind: Path) -> list[str]:
     return [e["kind"] for e in mind_events(mind)]
 

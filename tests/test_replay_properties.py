@@ -146,11 +146,8 @@ def test_state_folds_events_newer_than_the_cache(batches, keep: int) -> None:
         with Mind.open(d / "a.db") as mind:
             old_hash = mind.hash_at(old_id) if old_id else "0" * 64
             older = projections.replay(e for e in mind.events() if e.id <= old_id)
-        conn = sqlite3.connect(d / "a.db")
-        with conn:
-            conn.execute("UPDATE projection_cache SET last_id = ?, last_hash = ?, state = ?",
-                         (old_id, old_hash, json.dumps(older)))
-        conn.close()
+        with Mind.open(d / "a.db", write=True) as mind, mind.transaction():
+            mind._store_cache(older, old_id, old_hash)  # an older cache, sealed as pmm seals it
         full, cached, status = states_of(d / "a.db")
         assert full == cached == expected
         assert status == ("current" if old_id == head_id else "behind")

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_pmm, unguarded
+from conftest import restore_guards, run_pmm, unguarded
 
 DATA = Path(__file__).parent / "data" / "signing"
 SIGNED_AT = "2026-11-21T12:00:00Z"
@@ -318,6 +318,7 @@ def test_a_different_head_or_another_mind_fails(mind: Path, signed: Path, tmp_pa
     # A copy that went its own way from one event before the signed head: same length, other head.
     conn = unguarded(fork)
     conn.execute("DELETE FROM events WHERE id = (SELECT max(id) FROM events)")
+    restore_guards(conn)
     conn.close()
     _remember(fork, "a different last event")
     result = run_pmm("verify", str(fork), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"), "--no-witness")

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import run_pmm, unguarded
+from conftest import restore_guards, run_pmm, unguarded
 
 from pmm.services import witness
 
@@ -140,6 +140,7 @@ def test_no_witness_skips_it_and_a_damaged_witness_file_is_not_fatal(mind: Path,
     _remember(mind, "one", "two")
     conn = unguarded(mind)
     conn.execute("DELETE FROM events WHERE id > 2")
+    restore_guards(conn)
     conn.close()
     result, report = _verify(mind, "--no-witness")
     assert result.returncode == 0 and report["witness"] is None

@@ -21,16 +21,20 @@ def register(app: typer.Typer) -> None:
 def health(
     online: Annotated[bool, typer.Option("--online", help="Also ask the chat and reflection models' providers whether they answer (opens connections).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as failures (exit 1).")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="First rebuild the search index and projection cache from the events (writes the mind).")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Check the mind: file, chain, projection cache, reflection cadence, commitments; models with --online.
+    """Check the mind: file, chain, projection cache, search index, reflection cadence, commitments; models with --online.
 
-    Exit 0 when nothing failed (warnings too, unless --strict), 3 when the chain fails, 5 when only
+    Exit 0 when nothing failed (warnings too, unless --strict), 3 when the chain or schema fails, 5 when only
     a model is unreachable, 1 otherwise.
     """
     from pmm.services import health as service
 
+    if repair:
+        service.repair(mind_path(mind))
+        output.message("Rebuilt the search index and the projection cache from the events")
     with output.progress("Checking the chain", None) as (advance, set_total):
         report = service.check(mind_path(mind), online=online, total=set_total, on_progress=advance)
     if json:

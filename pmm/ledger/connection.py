@@ -34,6 +34,10 @@ def translate(exc: sqlite3.Error, path: Path) -> errors.PmmError:
         )
     if "not a database" in text or "malformed" in text:
         return errors.NotAMind(f"{path} is not a pmm mind file (not a usable SQLite database)")
+    if "no such table" in text or "no such column" in text:
+        # pmm's own queries only name what its schema makes: the file was altered
+        return errors.IntegrityError(f"{path} has been altered outside pmm ({text})",
+                                     hint=schema.ALTERED_HINT)
     if "readonly" in text or "read-only" in text:
         return errors.MindFileError(f"{path} cannot be written (read-only file or directory)")
     if "disk is full" in text or "disk I/O" in text:
@@ -106,18 +110,38 @@ def read_identity(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
         )
     with translated(path):
         meta = dict(conn.execute("SELECT key, value FROM pmm_meta").fetchall())
-    try:
-        version = int(meta["schema_version"])
-        fmt = int(meta["ledger_format"])
-        meta["mind_id"]
-    except (KeyError, ValueError):
-        raise errors.NotAMind(f"{path} is a damaged pmm mind: its metadata is incomplete") from None
+    if "schema_version" not in meta or "ledger_format" not in meta or "mind_id" not in meta:
+        raise errors.NotAMind(f"{path} is a damaged pmm mind: its metadata is incomplete")
+    version = schema.valid_version(meta["schema_version"])
+    fmt = schema.valid_version(meta["ledger_format"])
+    if version is None or fmt is None:
+        bad = "schema_version" if version is None else "ledger_format"
+        raise errors.NotAMind(
+            f"{path} is not a valid pmm mind: its {bad} is {meta[bad][:40]!r}, not a version pmm writes",
+            hint="pmm writes versions 1 and up; the file was left untouched",
+        )
     if version > schema.SCHEMA_VERSION or fmt > FORMAT_VERSION:
         raise errors.NewerFormat(
             f"{path} was written by a newer pmm (schema {version}, ledger format {fmt})",
             hint="upgrade pmm to open it; the file was left untouched",
         )
     return meta
+
+
+def migrate_file(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to ``SCHEMA_VERSION`` in one transaction. The version is read again under
+    the write lock: another writer may have migrated it since this one looked."""
+    with translated(path):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(read_identity(conn, path)["schema_version"])
+            schema.check(conn, version, path)
+            schema.migrate(conn, version)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
 
 def configure_writer(conn: sqlite3.Connection, path: Path) -> None:

@@ -1,13 +1,22 @@
 """Lookups that chat, reflection and trace need: the newest events of some kinds, events by id
-or by a meta field, and full-text recall bounded for big minds. Read-only."""
+or by a meta field, full-text search, and full-text recall bounded for big minds. Read-only.
+
+Full-text results are confirmed against each event's own text (``fts.confirm``): the index is
+not part of the chain, so it is never trusted to say what an event contains."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 
+from pmm import errors
 from pmm.domain.events import Event
 from pmm.ledger import connection as cx
+from pmm.ledger import fts
 from pmm.ledger.store import COLUMNS, Mind
+
+E_COLUMNS = ", ".join("e." + c for c in COLUMNS.split(", "))
+CONTENT_AT = COLUMNS.split(", ").index("content")
 
 
 def get(mind: Mind, ids: Iterable[int]) -> list[Event]:
@@ -67,8 +76,30 @@ def recall(mind: Mind, words: Iterable[str], kinds: Iterable[str], limit: int,
         names = tuple(kinds)
         query = " OR ".join(term for _, term in sorted(rare)[:most])
         rows = mind.conn.execute(
-            f"SELECT {', '.join('e.' + c for c in COLUMNS.split(', '))}"
-            " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
+            f"SELECT {E_COLUMNS} FROM events_fts JOIN events e ON e.id = events_fts.rowid"
             f" WHERE events_fts MATCH ? AND e.kind IN ({', '.join('?' for _ in names)})"
             " ORDER BY rank LIMIT ?", (query, *names, limit)).fetchall()
-    return [Event._make(r) for r in rows]
+    return [Event._make(r) for r in fts.confirm(query, rows, CONTENT_AT)]
+
+
+def search(mind: Mind, query: str, limit: int) -> list[tuple[Event, str]]:
+    """Full-text matches, best first, each with a highlighted snippet."""
+    sql = (f"SELECT {E_COLUMNS}, snippet(events_fts, 0, '[', ']', '…', 12)"
+           " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
+           " WHERE events_fts MATCH ? ORDER BY rank LIMIT ?")
+    try:
+        rows = mind.conn.execute(sql, (query, limit)).fetchall()
+    except sqlite3.OperationalError:
+        # Not valid FTS5 syntax (e.g. "self-aware", "it's"): search the words literally.
+        query = " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
+        if not query:
+            raise errors.UsageError("nothing to search for") from None
+        with cx.translated(mind.path):
+            rows = mind.conn.execute(sql, (query, limit)).fetchall()
+    return [(Event._make(r[:7]), r[7]) for r in fts.confirm(query, rows, CONTENT_AT)]
+
+
+def index_coverage(mind: Mind) -> tuple[int, int, int]:
+    """The search index's (documents, lowest id, highest id), from its own bookkeeping."""
+    with cx.translated(mind.path):
+        return fts.coverage(mind.conn)

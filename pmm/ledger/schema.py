@@ -1,16 +1,25 @@
 """The mind file's SQLite schema and its migrations.
 
-``SCHEMA_VERSION`` is the layout of the file (tables, indexes); it can move forward through
-``MIGRATIONS``, each applied in one transaction. The ledger format version that enters every
-event hash (``pmm.ledger.chain.FORMAT_VERSION``) is separate and never changes for stored events.
+``SCHEMA_VERSION`` is the layout of the file (tables, indexes, triggers); it can move forward
+through ``MIGRATIONS``, each applied in one transaction. The ledger format version that enters
+every event hash (``pmm.ledger.chain.FORMAT_VERSION``) is separate and never changes for stored
+events.
+
+A file's ``sqlite_master`` must be exactly what ``create`` and ``migrate`` make for its version:
+a trigger, view, table or index that pmm did not create would run (or be read) inside pmm's own
+transactions, so ``check`` refuses any difference by name.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+from pathlib import Path
+
+from pmm import errors
 
 APPLICATION_ID = 0x504D4D31  # "PMM1": lets `file` and pmm tell a mind from other SQLite files
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 EVENTS_TABLE = """
 CREATE TABLE events (
@@ -61,7 +70,15 @@ V1 = (
 )
 
 # MIGRATIONS[n] brings a file from schema version n to n + 1.
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # The projection cache carries a keyed MAC (pmm.ledger.seal); a v1 cache has none, so it is
+    # untrusted until the next write rebuilds it. Events are untouched: every hash is kept.
+    1: ("ALTER TABLE projection_cache ADD COLUMN mac TEXT NOT NULL DEFAULT ''",),
+}
+
+SchemaEntry = tuple[str, str, str, str | None]  # type, name, tbl_name, sql
+ALTERED_HINT = ("pmm will not write to it; to keep its events, `pmm export` it and `pmm import`"
+                " the export into a new mind (import checks every event)")
 
 
 def create(conn: sqlite3.Connection, *, with_indexes: bool = True) -> None:
@@ -91,3 +108,65 @@ def set_schema_version(conn: sqlite3.Connection, version: int) -> None:
         " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         (str(version),),
     )
+
+
+def valid_version(text: str) -> int | None:
+    """``text`` as a schema or ledger format version: a plain positive integer, else ``None``."""
+    if not (text.isascii() and text.isdigit()) or text.startswith("0"):
+        return None
+    return int(text)
+
+
+@functools.cache
+def expected(version: int) -> frozenset[SchemaEntry]:
+    """Every ``sqlite_master`` row pmm makes for a file at ``version``, built the same way a real
+    file is (so SQLite's own text for the FTS5 shadow tables and autoindexes is included)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        for statement in V1:
+            conn.execute(statement)
+        for statement in EVENTS_INDEXES:
+            conn.execute(statement)
+        for step in range(1, version):
+            for statement in MIGRATIONS[step]:
+                conn.execute(statement)
+        return frozenset(_entries(conn))
+    finally:
+        conn.close()
+
+
+def _entries(conn: sqlite3.Connection) -> list[SchemaEntry]:
+    return [tuple(row) for row in conn.execute(  # type: ignore[misc]
+        "SELECT type, name, tbl_name, sql FROM sqlite_master")]
+
+
+def differences(conn: sqlite3.Connection, version: int) -> list[str]:
+    """What in ``conn``'s schema is not what pmm makes at ``version``, one phrase per object
+    (names are the file's own text: shown by repr, so no control character reaches a terminal)."""
+    want = {(entry[0], entry[1]): entry for entry in expected(version)}
+    have = _entries(conn)
+    found = []
+    for entry in sorted(have, key=lambda e: (e[1], e[0])):
+        kind, name = entry[0], _shown(entry[1])
+        if (entry[0], entry[1]) not in want:
+            found.append(f"a {kind} {name} that pmm does not create")
+        elif entry != want[entry[0], entry[1]]:
+            found.append(f"{kind} {name} differs from the one pmm creates")
+    missing = set(want) - {(entry[0], entry[1]) for entry in have}
+    found += [f"{kind} {_shown(name)} is missing" for kind, name in sorted(missing)]
+    return found
+
+
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= 60 else name[:60] + "…")
+
+
+def check(conn: sqlite3.Connection, version: int, path: Path) -> None:
+    """Refuse (exit 3) a file whose schema is not exactly pmm's for ``version``."""
+    found = differences(conn, version)
+    if found:
+        more = f" (and {len(found) - 1} more difference{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""
+        raise errors.IntegrityError(
+            f"{path} has been altered outside pmm: {found[0]}{more}; refusing to write to it",
+            hint=ALTERED_HINT,
+        )

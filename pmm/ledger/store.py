@@ -20,7 +20,7 @@ from pmm.domain import projections
 from pmm.domain.canonical import canonical_json
 from pmm.domain.events import Draft, Event, check_draft
 from pmm.ledger import connection as cx
-from pmm.ledger import schema
+from pmm.ledger import fts, schema, seal
 from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
 
 COLUMNS = "id, ts, kind, content, meta, prev_hash, hash"
@@ -57,16 +57,18 @@ class Mind:
 
     @classmethod
     def open(cls, path: Path, *, write: bool = False) -> Mind:
+        """Open an existing mind. A writer refuses a schema that is not exactly pmm's (a planted
+        trigger would run in its transactions) and migrates an older one; reads run no trigger,
+        so ``pmm verify`` can report what differs and ``pmm export`` can rescue the events."""
         conn = cx.connect(path, write=write)
         try:
             meta = cx.read_identity(conn, path)
             if write:
+                with cx.translated(path):
+                    schema.check(conn, int(meta["schema_version"]), path)
                 cx.configure_writer(conn, path)
                 if int(meta["schema_version"]) < schema.SCHEMA_VERSION:
-                    with cx.translated(path):
-                        conn.execute("BEGIN IMMEDIATE")
-                        schema.migrate(conn, int(meta["schema_version"]))
-                        conn.execute("COMMIT")
+                    cx.migrate_file(conn, path)
                     meta = cx.read_identity(conn, path)
         except BaseException:
             conn.close()
@@ -168,22 +170,9 @@ class Mind:
 
     def search(self, query: str, limit: int) -> list[tuple[Event, str]]:
         """Full-text matches, best first, each with a highlighted snippet."""
-        sql = (
-            f"SELECT {', '.join('e.' + c for c in COLUMNS.split(', '))},"
-            " snippet(events_fts, 0, '[', ']', '…', 12)"
-            " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
-            " WHERE events_fts MATCH ? ORDER BY rank LIMIT ?"
-        )
-        try:
-            rows = self.conn.execute(sql, (query, limit)).fetchall()
-        except sqlite3.OperationalError:
-            # Not valid FTS5 syntax (e.g. "self-aware", "it's"): search the words literally.
-            literal = " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
-            if not literal:
-                raise errors.UsageError("nothing to search for") from None
-            with cx.translated(self.path):
-                rows = self.conn.execute(sql, (literal, limit)).fetchall()
-        return [(Event._make(r[:7]), r[7]) for r in rows]
+        from pmm.ledger import lookup
+
+        return lookup.search(self, query, limit)
 
     def source_ids(self, source: str, kinds: Iterable[str]) -> set[tuple[str, str]]:
         """``(meta.session or "", meta.source_id)`` of the events of ``kinds`` imported from ``source``."""
@@ -216,6 +205,11 @@ class Mind:
         states = projections.replay(self.events(since=last_id + 1), states)
         return states, CacheStatus("current" if head_id == last_id else "behind", last_id)
 
+    def schema_problems(self) -> list[str]:
+        """What in the file's schema pmm did not make; empty when nothing."""
+        with cx.translated(self.path):
+            return schema.differences(self.conn, self.schema_version)
+
     def quick_check(self) -> str:
         """SQLite's own structural check: "ok" or what it found."""
         try:
@@ -231,14 +225,19 @@ class Mind:
 
     def cached_state(self) -> tuple[dict[str, Any], int] | None:
         """The cached states and the event id they reflect, if that event still has that hash."""
+        if self.schema_version < 2:
+            return None  # no seal before schema 2: the next write migrates and rebuilds it
         with cx.translated(self.path):
             row = self.conn.execute(
-                "SELECT version, last_id, last_hash, state FROM projection_cache WHERE name = ?",
-                (CACHE_KEY,),
+                "SELECT version, last_id, last_hash, state, mac FROM projection_cache"
+                " WHERE name = ?", (CACHE_KEY,),
             ).fetchone()
         if row is None or row[0] != projections.projections_version():
             return None
-        version, last_id, last_hash, state = row
+        version, last_id, last_hash, state, mac = row
+        if not seal.matches(seal.key(create=False), mac, self.mind_id, version, last_id,
+                            last_hash, state):
+            return None  # forged, or written on another machine: replay instead
         expected = GENESIS_PREV if last_id == 0 else self.hash_at(last_id)
         if expected != last_hash:
             return None
@@ -248,13 +247,23 @@ class Mind:
             return None
 
     def _store_cache(self, states: dict[str, Any], last_id: int, last_hash: str) -> None:
+        version, secret = projections.projections_version(), seal.key(create=True)
+        state = json.dumps(states, separators=(",", ":"), sort_keys=True)
+        mac = seal.mac(secret, self.mind_id, version, last_id, last_hash, state) if secret else ""
         self.conn.execute(
-            "INSERT INTO projection_cache(name, version, last_id, last_hash, state)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET version = excluded.version,"
-            " last_id = excluded.last_id, last_hash = excluded.last_hash, state = excluded.state",
-            (CACHE_KEY, projections.projections_version(), last_id, last_hash,
-             json.dumps(states, separators=(",", ":"), sort_keys=True)),
+            "INSERT INTO projection_cache(name, version, last_id, last_hash, state, mac)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+            " version = excluded.version, last_id = excluded.last_id,"
+            " last_hash = excluded.last_hash, state = excluded.state, mac = excluded.mac",
+            (CACHE_KEY, version, last_id, last_hash, state, mac),
         )
+
+    def repair(self) -> None:
+        """Rebuild the search index and the projection cache from the events, in one transaction."""
+        with self.transaction():
+            fts.rebuild(self.conn)
+            last_id, last_hash = self.head()
+            self._store_cache(projections.replay(self.events()), last_id, last_hash)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -302,10 +311,11 @@ class Mind:
         self.conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _index_text(self, after_id: int) -> None:
-        self.conn.execute(
-            "INSERT INTO events_fts(rowid, content) SELECT id, content FROM events WHERE id > ?",
-            (after_id,),
-        )
+        """Index the events after ``after_id``; an index that did not end there is rebuilt."""
+        if fts.covers(self.conn, after_id):
+            fts.index_after(self.conn, after_id)
+        else:
+            fts.rebuild(self.conn)
 
     def _advance_cache(self, head_id: int, new: Iterable[Event]) -> None:
         cached = self.cached_state()

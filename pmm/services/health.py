@@ -2,8 +2,9 @@
 overdue commitments, and (only when asked, as it talks to providers) model reachability.
 
 Each check is ``ok``, ``warn`` or ``fail`` with a one-line detail. A missing file or one that is
-not a mind is not a check result but the usual ``MindFileError`` (exit 4): there is nothing to
-examine. Nothing here writes, and nothing opens a socket unless ``online`` is set.
+not a mind is not a check result but the usual ``MindFileError`` (exit 4), and a file whose
+schema pmm did not make is refused when it is opened (exit 3): there is nothing to examine.
+Nothing here writes, except ``repair``; nothing opens a socket unless ``online`` is set.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain import mind as dynamics
-from pmm.ledger.store import CacheStatus, now_ts
+from pmm.ledger import lookup
+from pmm.ledger.store import CacheStatus, Mind, now_ts
 from pmm.services import minds
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 OVERDUE_CADENCES = 3  # a reflection this many cadences late is worth a warning
+INTEGRITY = ("chain", "schema")  # a failure of these is tamper evidence: exit 3
 
 
 @dataclass
@@ -42,11 +45,11 @@ class Report:
         return not self.failing(strict)
 
     def exit_code(self, strict: bool = False) -> int:
-        """0 healthy; 3 the chain failed; 5 only model checks failed; 1 anything else."""
+        """0 healthy; 3 the chain or schema failed; 5 only model checks failed; 1 anything else."""
         failing = self.failing(strict)
         if not failing:
             return 0
-        if any(c.name == "chain" and c.status == FAIL for c in failing):
+        if any(c.name in INTEGRITY and c.status == FAIL for c in failing):
             return errors.IntegrityError.exit_code
         if all(c.name.startswith("model") and c.status == FAIL for c in failing):
             return errors.ProviderError.exit_code
@@ -70,16 +73,21 @@ def check(path: Path, *, online: bool = False, total: Callable[[int], None] | No
                          " upgraded the next time pmm writes to it")
         else:
             file = Check("file", OK, detail)
+        altered = mind.schema_problems()
+        layout = (Check("schema", FAIL, "altered outside pmm: " + "; ".join(altered[:3])
+                        + "; pmm will not write to it") if altered
+                  else Check("schema", OK, "exactly the tables, indexes and triggers pmm creates"))
         head_id, _ = mind.head()
+        index = _index(lookup.index_coverage(mind), head_id)
         try:
             states, cache = mind.state()
         except (ValueError, KeyError, TypeError) as exc:  # events no pmm wrote (a tampered meta)
             states, broken = None, f"the events cannot be replayed ({type(exc).__name__}: {exc})"
-    report = Report(str(path), [file, _chain(path, total, on_progress)])
+    report = Report(str(path), [file, layout, _chain(path, total, on_progress)])
     if states is None:
         report.checks.append(Check("projections", FAIL, broken))
         return report
-    report.checks += [_cache(cache, head_id), _reflection(states), _commitments(states)]
+    report.checks += [_cache(cache, head_id), index, _reflection(states), _commitments(states)]
     if online:
         report.checks += _models(states)
     return report
@@ -103,8 +111,26 @@ def _cache(cache: CacheStatus, head_id: int) -> Check:
     if cache.state == "behind":
         return Check("projection cache", OK, f"reflects event {cache.last_id}; the"
                      f" {head_id - cache.last_id:,} newer events are folded in on every read")
-    return Check("projection cache", WARN, f"{cache.state}: every read replays all {head_id:,}"
-                 " events; the next write rebuilds it")
+    return Check("projection cache", WARN, f"{cache.state} (or not written by pmm on this machine):"
+                 f" every read replays all {head_id:,} events; the next write or"
+                 " `pmm health --repair` rebuilds it")
+
+
+def _index(coverage: tuple[int, int, int], head_id: int) -> Check:
+    """The search index must cover exactly events 1..head; what it says about their words is
+    never trusted (every hit is matched again against the event's text)."""
+    documents, low, high = coverage
+    if coverage == (head_id, 1 if head_id else 0, head_id):
+        return Check("search index", OK, f"covers events 1-{head_id:,}" if head_id else "empty")
+    return Check("search index", WARN, f"holds {documents:,} entries for ids {low:,}-{high:,}, but the"
+                 f" mind has events 1-{head_id:,}: search and recall may miss events; the next"
+                 " write or `pmm health --repair` rebuilds it")
+
+
+def repair(path: Path) -> None:
+    """Rebuild the search index and the projection cache from the events (one transaction)."""
+    with minds.witnessed(Mind.open(path, write=True)) as mind:
+        mind.repair()
 
 
 def _reflection(states: dict[str, Any]) -> Check:

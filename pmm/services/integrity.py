@@ -22,6 +22,7 @@ from pmm.ledger.chain import (
     id_problem,
 )
 from pmm.ledger.jsonl import ExportReader
+from pmm.ledger.schema import ALTERED_HINT
 from pmm.ledger.store import Mind
 from pmm.services import signing, witness
 
@@ -147,6 +148,8 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
             report.deep = _deep_mind(mind, report)
         if checks is not None:
             checks.apply(report, mind.hash_at)
+        if report.ok and (altered := mind.schema_problems()):  # planted triggers, views, tables
+            report.problem, report.hint = "altered outside pmm: " + "; ".join(altered[:3]), ALTERED_HINT
     return report
 
 
