@@ -203,9 +203,7 @@ def _reflect(mind: Mind, *, if_due: bool, trigger: str, model_name: str | None) 
     request, seen = _request(mind, states, first_id, model.window())
     if not seen:
         return Outcome(False, "nothing new to reflect on since the last reflection")
-    from pmm.providers import create
-
-    provider = create(model.spec)
+    provider = models.connect(mind.mind_id, model)  # refuses a setting the owner has not trusted
     try:
         completion = provider.complete(request)
     finally:
