@@ -175,7 +175,7 @@ def trust(
         return
     if not yes:
         if not sys.stdin.isatty():
-            raise UsageError(f"trusting {name!r} needs the owner's confirmation: it {where.describe()}",
+            raise UsageError(f"trusting {what} needs the owner's confirmation",
                              hint=f"check the host and the variable, then: pmm model trust {name} --yes")
         output.message(f"Model {what}.")
         if not typer.confirm("Trust it on this machine?", default=False, err=True):
