@@ -151,6 +151,9 @@ def test_a_crafted_export_cannot_aim_the_owners_openai_key_or_hide_the_host(
         ("model_added", "tricky = openai-compatible:m",
          {"name": "tricky", "provider": "openai-compatible", "model": "m\x1b[2K\rlocal:safe",
           "base_url": server.url}),
+        # a path on this machine, chosen by the file
+        ("model_added", "disk = local:/etc/passwd",
+         {"name": "disk", "provider": "local", "model": "/etc/passwd"}),
         # a switch to a model no event defines: the default OpenAI host with the owner's key
         ("model_switched", "chat now uses ghost",
          {"name": "ghost", "provider": "openai", "model": "gpt-4o-mini", "role": "chat"}),
@@ -163,10 +166,13 @@ def test_a_crafted_export_cannot_aim_the_owners_openai_key_or_hide_the_host(
     ghost = invoke("--mind", str(mind), "chat", "-m", "hi")
     assert ghost.exit_code == 2 and "talks to https://api.openai.com/v1 and sends $OPENAI_API_KEY" in ghost.stderr
     assert "pmm model trust ghost" in ghost.stderr
+    disk = invoke("--mind", str(mind), "reflect", "--model", "disk")
+    assert disk.exit_code == 2 and "runs the model file /etc/passwd on this machine" in disk.stderr
     tricky = invoke("--mind", str(mind), "model", "trust", "tricky")
     assert tricky.exit_code == 2 and "\x1b" not in tricky.stderr and "\\x1b[2K" in tricky.stderr
     assert server.requests == []
-    assert trusted(mind) == {"embedded": True, "ghost": False, "gpt": False, "tricky": False}
+    assert trusted(mind) == {"embedded": True, "disk": False, "ghost": False, "gpt": False,
+                             "tricky": False}
 
 
 def test_trust_is_per_machine_so_a_copied_mind_file_asks_again(
