@@ -95,6 +95,8 @@ def test_an_imported_mind_sends_nothing_until_the_owner_trusts_its_model(
     refused(invoke("--mind", str(mind), "model", "use", "evil", "--for", "reflection"))
     refused(invoke("--mind", str(mind), "reflect"))
     refused(invoke("--mind", str(mind), "run", "--autonomous", "--max-cycles", "1", "--interval", "0"))
+    health = invoke("--mind", str(mind), "health", "--online", "--json")
+    assert {c["name"]: c["status"] for c in json.loads(health.stdout)["checks"]}["model (chat)"] == "fail"
     assert server.requests == []  # no socket: the check comes before any connection
     assert events(mind) == before
 
@@ -178,8 +180,9 @@ def test_a_crafted_export_cannot_aim_the_owners_openai_key_or_hide_the_host(
 def test_trust_is_per_machine_so_a_copied_mind_file_asks_again(
         tmp_path: Path, server: FakeServer, elsewhere: dict[str, str]) -> None:
     mind = tmp_path / "mine.db"
-    ok("--mind", str(mind), "model", "add", "evil", f"openai-compatible:{server.model}",
-       "--base-url", server.url, "--api-key-env", "MY_BANK_PASSWORD", "--use")
+    added = ok("--mind", str(mind), "model", "add", "evil", f"openai-compatible:{server.model}",
+               "--base-url", server.url, "--api-key-env", "MY_BANK_PASSWORD", "--use")
+    assert f"talks to {server.url} and sends $MY_BANK_PASSWORD" in added.stderr
     ok("--mind", str(mind), "chat", "-m", "hello")  # added here: trusted without a question
     assert len(posts(server)) == 1
 

@@ -134,7 +134,7 @@ def info(
         return
     lines = [f"{shown(model.name)}: {shown(model.spec.label)}" + ("  (built in)" if model.builtin else ""),
              f"Used for: {', '.join(roles) or 'nothing yet'}",
-             f"On this machine it {_where(model)}"]
+             f"Connection: {_where(model)}"]
     if key_env:
         lines.append(f"Key: ${shown(key_env)} ({'set' if value['key_set'] else 'not set'})")
     lines.append("Trusted on this machine: " + ("yes" if found.trusted else

@@ -143,7 +143,7 @@ def require_trusted(mind_id: str, model: Model) -> None:
         raise errors.UsageError(
             f"model {model.name!r} ({trust.shown(model.spec.label)}, {trust.endpoint(model.spec).describe()})"
             " is not trusted on this machine: that setting came from the mind file, not from you",
-            hint=f"check it, then trust it once: pmm model trust {model.name}")
+            hint=f"check it, then trust it once: pmm model trust {trust.shown(model.name)}")
 
 
 def connect(mind_id: str, model: Model) -> Provider:

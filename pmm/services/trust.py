@@ -29,6 +29,7 @@ from pmm.services import files
 
 FORMAT = 1
 FILE_NAME = "trusted-models.json"
+BUILT_IN = "(built in)"
 
 
 def store_path() -> Path:
@@ -51,6 +52,8 @@ class Endpoint:
     key_env: str | None  # the variable whose value is sent, if any
 
     def describe(self) -> str:
+        if self.provider == "local" and self.target == BUILT_IN:
+            return "runs the built-in model on this machine"
         if self.provider == "local":
             return f"runs the model file {shown(self.target)} on this machine"
         key = f"sends ${shown(self.key_env)}" if self.key_env else "sends no key"
@@ -66,8 +69,7 @@ def shown(text: str) -> str:
 def endpoint(spec: ModelSpec) -> Endpoint:
     """Where ``spec`` goes: the host URL (without any user:password part) or the local file."""
     if spec.provider == "local":
-        target = spec.model if not built_in(spec) else "(built in)"
-        return Endpoint("local", str(Path(target).expanduser()), None)
+        return Endpoint("local", BUILT_IN if built_in(spec) else str(Path(spec.model).expanduser()), None)
     try:
         url = spec.url()
     except errors.PmmError:
