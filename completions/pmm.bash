@@ -28,7 +28,7 @@ _pmm_spec() {
         "model add") subcommands="" opts="--base-url --api-key-env --context-window --price-in --price-out --use --mind --json -q --quiet -h --help" valued="--base-url --api-key-env --context-window --price-in --price-out --mind" args="text" ;;
         "model use") subcommands="" opts="--for --mind --json -q --quiet -h --help" valued="--for --mind" args="text" ;;
         "model info") subcommands="" opts="--online --offline --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
-        "model trust") subcommands="" opts="-y --yes --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
+        "model trust") subcommands="" opts="-y --yes --revoke --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "model remove") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "commitments") subcommands="list open close reopen" opts="-q --quiet -h --help" valued="" args="" ;;
         "commitments list") subcommands="" opts="-a --all --mind --json -q --quiet -h --help" valued="--mind" args="" ;;

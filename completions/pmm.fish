@@ -259,6 +259,7 @@ complete -c pmm -n '__pmm_is "model info"' -l json -d 'Machine-readable output o
 complete -c pmm -n '__pmm_is "model info"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "model info"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "model trust"' -s y -l yes -d 'Trust without asking (for scripts).'
+complete -c pmm -n '__pmm_is "model trust"' -l revoke -d 'Withdraw this machine\'s trust in the model instead.'
 complete -c pmm -n '__pmm_is "model trust"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "model trust"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "model trust"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'

@@ -115,6 +115,11 @@ def test_an_imported_mind_sends_nothing_until_the_owner_trusts_its_model(
     again = ok("--mind", str(mind), "model", "trust", "evil", "--yes", "--json")
     assert json.loads(again.stdout)["changed"] is False
 
+    revoked = ok("--mind", str(mind), "model", "trust", "evil", "--revoke", "--json")
+    assert json.loads(revoked.stdout) == {"name": "evil", "trusted": False, "revoked": 1}
+    refused(invoke("--mind", str(mind), "chat", "-m", "hello"))
+    assert len(server.requests) == 1
+
 
 def _field(data: bytes) -> bytes:
     return struct.pack(">Q", len(data)) + data

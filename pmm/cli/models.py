@@ -151,6 +151,7 @@ def info(
 def trust(
     name: Annotated[str, typer.Argument(help="A model name from `pmm model list`.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Trust without asking (for scripts).")] = False,
+    revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw this machine's trust in the model instead.")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -166,6 +167,12 @@ def trust(
     from pmm.services import trust as store
 
     model, mind_id, already = models.to_trust(mind_path(mind), name)
+    if revoke:
+        gone = models.revoke(mind_id, model)
+        output.report({"name": model.name, "trusted": models.trusted(mind_id, model), "revoked": gone},
+                      json, f"{store.shown(model.name)} is no longer trusted on this machine" if gone
+                      else f"{store.shown(model.name)} was not trusted on this machine; nothing changed")
+        return
     where = store.endpoint(model.spec)
     value = {**model.as_json(), "target": where.target, "key_env": where.key_env, "trusted": True,
              "changed": not already}

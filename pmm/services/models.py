@@ -287,6 +287,11 @@ def to_trust(path: Path, name: str) -> tuple[Model, str, bool]:
     return model, mind_id, trusted(mind_id, model)
 
 
+def revoke(mind_id: str, model: Model) -> int:
+    """Withdraw trust in every setting of ``model``'s name for this mind (the built-in needs none)."""
+    return 0 if model.builtin else trust.revoke(mind_id, model.name)
+
+
 def grant(mind_id: str, model: Model) -> None:
     """Trust exactly the setting the owner was shown (a later change is untrusted again)."""
     trust.grant(mind_id, model.name, model.spec)
