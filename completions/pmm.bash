@@ -23,11 +23,12 @@ _pmm_spec() {
         "sign") subcommands="" opts="-k --key -o --output -f --format --passphrase-file --mind --json -q --quiet -h --help" valued="-k --key -o --output -f --format --passphrase-file --mind" args="file" ;;
         "backup") subcommands="" opts="-o --output --keep --passphrase-file --mind --json -q --quiet -h --help" valued="-o --output --keep --passphrase-file --mind" args="" ;;
         "restore") subcommands="" opts="--force --passphrase-file --mind --json -q --quiet -h --help" valued="--passphrase-file --mind" args="file" ;;
-        "model") subcommands="list add use info remove" opts="-q --quiet -h --help" valued="" args="" ;;
+        "model") subcommands="list add use info trust remove" opts="-q --quiet -h --help" valued="" args="" ;;
         "model list") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "model add") subcommands="" opts="--base-url --api-key-env --context-window --price-in --price-out --use --mind --json -q --quiet -h --help" valued="--base-url --api-key-env --context-window --price-in --price-out --mind" args="text" ;;
         "model use") subcommands="" opts="--for --mind --json -q --quiet -h --help" valued="--for --mind" args="text" ;;
         "model info") subcommands="" opts="--online --offline --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
+        "model trust") subcommands="" opts="-y --yes --revoke --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "model remove") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "commitments") subcommands="list open close reopen" opts="-q --quiet -h --help" valued="" args="" ;;
         "commitments list") subcommands="" opts="-a --all --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
@@ -83,6 +84,7 @@ _pmm_value() {
         "model use:--for") _pmm_reply -W "chat reflection" ;;
         "model use:--mind") _pmm_reply -f ;;
         "model info:--mind") _pmm_reply -f ;;
+        "model trust:--mind") _pmm_reply -f ;;
         "model remove:--mind") _pmm_reply -f ;;
         "commitments list:--mind") _pmm_reply -f ;;
         "commitments open:--mind") _pmm_reply -f ;;

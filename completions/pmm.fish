@@ -5,7 +5,7 @@ function __pmm_subcommands --argument-names path
         case ''
             printf '%s\n' init remember stats log search chat trace reflect run health export import verify keygen sign backup restore model commitments
         case 'model'
-            printf '%s\n' list add use info remove
+            printf '%s\n' list add use info trust remove
         case 'commitments'
             printf '%s\n' list open close reopen
     end
@@ -56,6 +56,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
         case 'model use'
             printf '%s\n' --for --mind
         case 'model info'
+            printf '%s\n' --mind
+        case 'model trust'
             printf '%s\n' --mind
         case 'model remove'
             printf '%s\n' --mind
@@ -110,7 +112,7 @@ complete -c pmm -n '__pmm_is ""' -a keygen -d 'Make an Ed25519 signing key: KEY 
 complete -c pmm -n '__pmm_is ""' -a sign -d 'Verify the mind, then sign its checkpoint (mind id, event count, head hash), not its bytes.'
 complete -c pmm -n '__pmm_is ""' -a backup -d 'Verify the mind, snapshot it (SQLite backup API) and encrypt it with a passphrase (age format: `age -d` opens it).'
 complete -c pmm -n '__pmm_is ""' -a restore -d 'Decrypt a backup, verify the whole chain, then write the mind (refuses to overwrite without --force).'
-complete -c pmm -n '__pmm_is ""' -a model -d 'List, add, switch and remove the models this mind talks through (keys stay in the environment).'
+complete -c pmm -n '__pmm_is ""' -a model -d 'List, add, switch, trust and remove the models this mind talks through (keys stay in the environment).'
 complete -c pmm -n '__pmm_is ""' -a commitments -d 'What the mind has committed to: list, open, close with evidence, reopen.'
 complete -c pmm -n '__pmm_is ""' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is ""' -s q -l quiet -d 'Only data and errors.'
@@ -229,6 +231,7 @@ complete -c pmm -n '__pmm_is "model"' -a list -d 'Every model the mind knows and
 complete -c pmm -n '__pmm_is "model"' -a add -d 'Add a model to the mind (its name, provider and endpoint travel with the mind; keys do not).'
 complete -c pmm -n '__pmm_is "model"' -a use -d 'Switch chat (or reflection) to a model; identity and memory carry over.'
 complete -c pmm -n '__pmm_is "model"' -a info -d 'A model\'s configuration and, online, what its provider reports (hash, version, context).'
+complete -c pmm -n '__pmm_is "model"' -a trust -d 'Let this machine use a model that came with the mind (an import, a restore, a copy).'
 complete -c pmm -n '__pmm_is "model"' -a remove -d 'Remove a model from the mind (refused while it is in use).'
 complete -c pmm -n '__pmm_is "model"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "model"' -s h -l help -d 'Show this message and exit.'
@@ -256,6 +259,12 @@ complete -c pmm -n '__pmm_is "model info"' -l mind -r -F -d 'Mind file (default:
 complete -c pmm -n '__pmm_is "model info"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "model info"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "model info"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "model trust"' -s y -l yes -d 'Trust without asking (for scripts).'
+complete -c pmm -n '__pmm_is "model trust"' -l revoke -d 'Withdraw this machine\'s trust in the model instead.'
+complete -c pmm -n '__pmm_is "model trust"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "model trust"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "model trust"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "model trust"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "model remove"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "model remove"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "model remove"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'

@@ -21,7 +21,7 @@ from pmm import settings  # noqa: E402
 # paths; platformdirs picks the equivalents elsewhere). One table, for the man page now and the README later.
 ENVIRONMENT: tuple[tuple[str, str], ...] = tuple((s.name, s.doc) for s in settings.ALL) + (
     ("XDG_DATA_HOME", "Where the default mind file lives (default ~/.local/share)."),
-    ("XDG_CONFIG_HOME", "Where the default signing key lives (default ~/.config)."),
+    ("XDG_CONFIG_HOME", "Where the default signing key and the trusted models live (default ~/.config)."),
     ("XDG_STATE_HOME", "Where the chat history, the witness and lock files live (default ~/.local/state)."),
 )
 FILES: tuple[tuple[str, str], ...] = (
@@ -31,6 +31,9 @@ FILES: tuple[tuple[str, str], ...] = (
     ("~/.config/pmm/signing-key.pem", "The default key of keygen and sign (PEM, mode 0600), with its public"
                                       " key beside it as signing-key.pub.pem, signing-key.minisign.pub and"
                                       " signing-key.ssh.pub."),
+    ("~/.config/pmm/trusted-models.json", "The models this machine's owner lets each mind use (mind id,"
+                                          " host, key variable; mode 0600): pmm model add and pmm model"
+                                          " trust write it. Never part of a mind file or a backup."),
     ("~/.local/state/pmm/chat_history", "The interactive chat's input history."),
     ("~/.local/state/pmm/witness/", "What pmm has seen of each mind (MIND-ID.json and its lock file), so"
                                     " that verify catches a mind rolled back, truncated or rewritten."),

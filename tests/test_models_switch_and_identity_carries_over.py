@@ -17,7 +17,7 @@ def test_with_nothing_configured_the_embedded_model_is_in_use(mind: Path) -> Non
     listing = pmm_json(mind, "model", "list")
     assert listing["active"] == {"chat": "embedded", "reflection": "embedded"}
     assert listing["models"][0] == {"name": "embedded", "provider": "local",
-                                    "model": "SmolLM2-135M-Instruct", "builtin": True}
+                                    "model": "SmolLM2-135M-Instruct", "builtin": True, "trusted": True}
     text = run_pmm("--mind", str(mind), "model", "list", check=True).stdout.decode()
     assert text.startswith("* embedded")
 
@@ -60,7 +60,9 @@ def test_models_travel_with_an_export(mind: Path, tmp_path: Path) -> None:
     run_pmm("--mind", str(copy), "import", "-", input=export, check=True)
     listing = pmm_json(copy, "model", "list")
     assert listing["active"] == {"chat": "embedded", "reflection": "gpt"}
-    assert {"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "builtin": False} in listing["models"]
+    # the same mind on the same machine: its owner added the model here, so it stays trusted
+    assert {"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "builtin": False,
+            "trusted": True} in listing["models"]
 
 
 def test_use_of_an_unreachable_provider_warns_and_records_no_hash(mind: Path) -> None:

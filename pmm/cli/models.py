@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Optional
+import sys
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -11,12 +12,14 @@ from pmm.cli import output
 from pmm.cli.app import mind_path
 from pmm.cli.options import JsonOpt, MindOpt
 
+if TYPE_CHECKING:
+    from pmm.services.models import Model
+
 model_app = typer.Typer(
     rich_markup_mode=None,
     name="model", no_args_is_help=True,
-    help="List, add, switch and remove the models this mind talks through (keys stay in the environment).",
+    help="List, add, switch, trust and remove the models this mind talks through (keys stay in the environment).",
 )
-
 
 
 class Role(str, enum.Enum):
@@ -35,18 +38,28 @@ def register(app: typer.Typer) -> None:
 def list_(mind: MindOpt = None, json: JsonOpt = False) -> None:
     """Every model the mind knows and which one is in use for chat and for reflection."""
     from pmm.services import models
+    from pmm.services.trust import shown
 
-    known, using = models.listing(mind_path(mind))
+    known, using, trusted = models.listing(mind_path(mind))
     if json:
-        output.emit_json({"models": [m.as_json() for m in known], "active": using})
+        output.emit_json({"models": [{**m.as_json(), "trusted": trusted[m.name]} for m in known],
+                          "active": using})
         return
     for model in known:
         roles = [role for role, name in using.items() if name == model.name]
         mark = "*" if roles else " "
-        extra = f"  {model.spec.base_url}" if model.spec.base_url else ""
+        extra = f"  {shown(model.spec.base_url)}" if model.spec.base_url else ""
         note = "  (built in, runs on this machine)" if model.builtin else ""
+        if not trusted[model.name]:
+            note += f"  (not trusted here: pmm model trust {shown(model.name)})"
         used = f"  [{', '.join(roles)}]" if roles else ""
-        output.out(f"{mark} {model.name:<16} {model.spec.label}{extra}{note}{used}")
+        output.out(f"{mark} {shown(model.name):<16} {shown(model.spec.label)}{extra}{note}{used}")
+
+
+def _where(model: Model) -> str:
+    from pmm.services import trust
+
+    return trust.endpoint(model.spec).describe()
 
 
 @model_app.command()
@@ -73,8 +86,8 @@ def add(
         output.emit_json({**model.as_json(), "event_id": event.id,
                           "switched_event_id": switched.id if switched else None})
         return
-    output.message(f"Added {name} = {model.spec.label}" + (" and switched chat to it" if use else "")
-                   + ("" if use else f"; switch with: pmm model use {name}"))
+    output.message(f"Added {name} = {model.spec.label} ({_where(model)})"
+                   + (" and switched chat to it" if use else f"; switch with: pmm model use {name}"))
 
 
 @model_app.command()
@@ -94,7 +107,7 @@ def use(
                           "model_version": info.version if info else None})
         return
     digest = f" ({info.hash[:19]}…)" if info and info.hash else ""
-    output.message(f"{role.value.capitalize()} now uses {name}: {model.spec.label}{digest}")
+    output.message(f"{role.value.capitalize()} now uses {name}: {model.spec.label}{digest} ({_where(model)})")
 
 
 @model_app.command()
@@ -106,28 +119,77 @@ def info(
 ) -> None:
     """A model's configuration and, online, what its provider reports (hash, version, context)."""
     from pmm.services import models
+    from pmm.services.trust import shown
 
-    model, roles, reported = models.describe(mind_path(mind), name, online)
+    found = models.describe(mind_path(mind), name, online)
+    model, roles, reported = found.model, found.roles, found.reported
     key_env = model.spec.key_env()
     value = {**model.as_json(), "roles": roles, "key_env": key_env, "key_set": model.spec.key_set(),
+             "trusted": found.trusted,
              "reported": None if reported is None else {
                  "hash": reported.hash, "version": reported.version,
                  "context_length": reported.context_length, "details": reported.details}}
     if json:
         output.emit_json(value)
         return
-    lines = [f"{model.name}: {model.spec.label}" + ("  (built in)" if model.builtin else ""),
-             f"Used for: {', '.join(roles) or 'nothing yet'}"]
-    if model.spec.base_url:
-        lines.append(f"Endpoint: {model.spec.base_url}")
+    lines = [f"{shown(model.name)}: {shown(model.spec.label)}" + ("  (built in)" if model.builtin else ""),
+             f"Used for: {', '.join(roles) or 'nothing yet'}",
+             f"Connection: {_where(model)}"]
     if key_env:
-        lines.append(f"Key: ${key_env} ({'set' if value['key_set'] else 'not set'})")
+        lines.append(f"Key: ${shown(key_env)} ({'set' if value['key_set'] else 'not set'})")
+    lines.append("Trusted on this machine: " + ("yes" if found.trusted else
+                 f"no (check it, then: pmm model trust {shown(model.name)})"))
     lines.append(f"Context window used for prompts: {model.window()} tokens")
     if reported is not None:
         lines.append(f"Reachable: yes; hash {reported.hash or '-'}; version {reported.version or '-'}")
         if reported.context_length:
             lines.append(f"Provider context length: {reported.context_length}")
     output.out("\n".join(lines))
+
+
+@model_app.command()
+def trust(
+    name: Annotated[str, typer.Argument(help="A model name from `pmm model list`.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Trust without asking (for scripts).")] = False,
+    revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw this machine's trust in the model instead.")] = False,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Let this machine use a model that came with the mind (an import, a restore, a copy).
+
+    Shows the provider, the host it talks to (or the model file it runs) and the key variable it
+    sends, and asks on a terminal; without one, pass --yes. Declining changes nothing (exit 1).
+    Models added here with `pmm model add` are trusted already; a later change of the model's
+    host or key variable, or the same model in another mind, needs trusting again.
+    """
+    from pmm.errors import UsageError
+    from pmm.services import models
+    from pmm.services import trust as store
+
+    model, mind_id, already = models.to_trust(mind_path(mind), name)
+    if revoke:
+        gone = models.revoke(mind_id, model)
+        output.report({"name": model.name, "trusted": models.trusted(mind_id, model), "revoked": gone},
+                      json, f"{store.shown(model.name)} is no longer trusted on this machine" if gone
+                      else f"{store.shown(model.name)} was not trusted on this machine; nothing changed")
+        return
+    where = store.endpoint(model.spec)
+    value = {**model.as_json(), "target": where.target, "key_env": where.key_env, "trusted": True,
+             "changed": not already}
+    what = f"{store.shown(model.name)} ({store.shown(model.spec.label)}), which {where.describe()}"
+    if already:
+        output.report(value, json, f"{what}: trusted on this machine already")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"trusting {what} needs the owner's confirmation",
+                             hint=f"check the host and the variable, then: pmm model trust {name} --yes")
+        output.message(f"Model {what}.")
+        if not typer.confirm("Trust it on this machine?", default=False, err=True):
+            output.message("Not trusted; nothing changed.")
+            raise typer.Exit(1)
+    models.grant(mind_id, model)
+    output.report(value, json, f"Trusted {what}")
 
 
 @model_app.command()

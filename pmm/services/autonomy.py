@@ -22,7 +22,7 @@ from typing import Any
 from pmm import errors, settings
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
-from pmm.services import minds, reflection
+from pmm.services import minds, models, reflection
 
 Notify = Callable[[str], None]
 WAIT_SLICE = 1.0  # seconds: a signal delivered to another thread is still seen this soon
@@ -64,8 +64,9 @@ def run(path: Path, *, interval: float, max_cycles: int | None, max_tokens: int 
     A provider failure (or a lock held past the timeout by another process) fails its cycle
     only: it is reported through ``notify`` and the next cycle tries again."""
     summary = summary if summary is not None else Summary()
-    with minds.open_read(path):  # a missing file or a non-mind is refused before the loop (exit 4)
-        pass
+    with minds.open_read(path) as mind:  # a missing file or a non-mind is refused before the loop (exit 4)
+        # so is a reflection model this machine's owner has not trusted (exit 2), not at cycle N
+        models.require_trusted(mind.mind_id, models.active(mind.state()[0], "reflection"))
     while not stop.is_set():
         summary.cycles += 1
         notify(f"Cycle {summary.cycles}: " + _cycle(path, summary, stop, notify))

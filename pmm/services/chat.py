@@ -60,13 +60,15 @@ class Chat:
         if not 1 <= max_tokens <= 100_000:
             raise errors.UsageError("--max-tokens must be between 1 and 100000")
         self.max_tokens = max_tokens
+        models.check_name(path, model_name)  # a typo in --model creates no mind and no folder
         self.mind: Mind = minds.open_write(path, notify)
         self.session = uuid.uuid4().hex
         self.started = False
         self.model_name = model_name  # --model: for this run only, no switch recorded
         self._providers: dict[models.Model, Provider] = {}
         try:
-            self.model()  # an unknown --model fails before the first turn
+            # An unknown or untrusted model fails before the first turn (and the REPL).
+            models.require_trusted(self.mind.mind_id, self.model())
         except BaseException:
             self.mind.close()
             raise
@@ -97,9 +99,7 @@ class Chat:
 
     def _provider(self, model: models.Model) -> Provider:
         if model not in self._providers:
-            from pmm.providers import create
-
-            self._providers[model] = create(model.spec)
+            self._providers[model] = models.connect(self.mind.mind_id, model)
         return self._providers[model]
 
     def turn(self, text: str, on_text: OnText | None = None) -> Turn:

@@ -89,7 +89,7 @@ def check(path: Path, *, online: bool = False, total: Callable[[int], None] | No
         return report
     report.checks += [_cache(cache, head_id), index, _reflection(states), _commitments(states)]
     if online:
-        report.checks += _models(states)
+        report.checks += _models(states, mind.mind_id)
     return report
 
 
@@ -167,7 +167,7 @@ def _commitments(states: dict[str, Any]) -> Check:
                  f" {why}{more}); the next reflection or `pmm run --autonomous` expires them")
 
 
-def _models(states: dict[str, Any]) -> list[Check]:
+def _models(states: dict[str, Any], mind_id: str) -> list[Check]:
     """Ask the chat and the reflection model's providers whether they answer (network)."""
     from pmm.services import models
 
@@ -180,7 +180,7 @@ def _models(states: dict[str, Any]) -> list[Check]:
             checks.append(Check(name, seen[model.name].status, seen[model.name].detail))
             continue
         try:
-            info = models.probe(model)
+            info = models.probe(model, mind_id)
         except errors.PmmError as exc:
             result = Check(name, FAIL, f"{model.name} ({model.spec.label}): {exc.message}")
         else:

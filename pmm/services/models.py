@@ -1,8 +1,11 @@
-"""The mind's models: ``pmm model list|add|use|info|remove`` and which model answers a turn.
+"""The mind's models: ``pmm model list|add|use|info|trust|remove`` and which model answers.
 
 Model configuration is part of the mind (events, so it travels with an export); API keys are
-not: a model names the environment variable its key is read from. With nothing configured the
-embedded local model (``embedded``, SPEC section 6) answers.
+not: a model names the environment variable its key is read from. Whether a model may be used
+on this machine is not part of the mind either: every path that talks to a model goes through
+``connect`` (or ``probe``), which refuses a setting this machine's owner has not trusted
+(``pmm.services.trust``). With nothing configured the embedded local model (``embedded``,
+SPEC section 6) answers, and it needs no trust.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from typing import Any
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
-from pmm.providers.base import EMBEDDED_MODEL, ModelInfo, ModelSpec
-from pmm.services import minds
+from pmm.providers.base import EMBEDDED_MODEL, ModelInfo, ModelSpec, Provider
+from pmm.services import minds, trust
 from pmm.services.minds import Notify
 
 BUILTIN = "embedded"
@@ -71,10 +74,16 @@ def _from_state(name: str, spec: dict[str, Any]) -> Model:
 
 
 def known(states: dict[str, Any]) -> dict[str, Model]:
-    """Every model the mind knows, the built-in ``embedded`` first."""
+    """Every model the mind knows, the built-in ``embedded`` first; then any model a switch
+    names that no ``model_added`` defines (only a crafted mind has one), so it can be seen,
+    judged and trusted like the others."""
     found = {BUILTIN: embedded()}
     for name, spec in sorted(states["models"]["models"].items()):
-        found[name] = _from_state(name, spec)
+        if name != BUILTIN:  # `add` refuses the name; a crafted mind must not pass as built in
+            found[name] = _from_state(name, spec)
+    for switched in states["models"]["active"].values():
+        if switched is not None and switched["name"] not in found:
+            found[switched["name"]] = _from_state(switched["name"], switched)
     return found
 
 
@@ -85,8 +94,7 @@ def active(states: dict[str, Any], role: str = "chat") -> Model:
         return active(states, "chat")
     if switched is None:
         return embedded()
-    models = known(states)
-    return models.get(switched["name"]) or _from_state(switched["name"], switched)
+    return known(states)[switched["name"]]
 
 
 def pick(states: dict[str, Any], name: str | None, role: str = "chat") -> Model:
@@ -106,20 +114,52 @@ def _unknown(name: str, models: dict[str, Model]) -> errors.UsageError:
     return errors.UsageError(f"no model named {name!r} (known: {', '.join(models)})", hint=hint)
 
 
-def _states(path: Path) -> dict[str, Any]:
-    """The mind's states, or a new mind's when there is no file yet (nothing is created)."""
+def _states(path: Path) -> tuple[dict[str, Any], str]:
+    """The mind's states and id, or a new mind's when there is no file yet (nothing is
+    created; its only model is the built-in one, so the empty id is never asked about)."""
     if not path.exists():
         from pmm.domain.projections import initial_state
 
-        return initial_state()
+        return initial_state(), ""
     with minds.open_read(path) as mind:
-        return mind.state()[0]
+        return mind.state()[0], mind.mind_id
 
 
-def listing(path: Path) -> tuple[list[Model], dict[str, str]]:
-    """The known models and the name in use for each role."""
-    states = _states(path)
-    return list(known(states).values()), {role: active(states, role).name for role in ev.ROLES}
+def check_name(path: Path, name: str | None) -> None:
+    """Refuse an unknown model name before anything is created for a mind that does not exist
+    yet (an existing mind is checked once it is open)."""
+    if name is not None and not path.exists():
+        pick(_states(path)[0], name)
+
+
+def trusted(mind_id: str, model: Model) -> bool:
+    """Whether this machine's owner lets ``mind_id`` use ``model`` as it is set."""
+    return trust.is_trusted(mind_id, model.name, model.spec)
+
+
+def require_trusted(mind_id: str, model: Model) -> None:
+    """The one check before any connection: an untrusted setting opens no socket."""
+    if not trusted(mind_id, model):
+        raise errors.UsageError(
+            f"model {model.name!r} ({trust.shown(model.spec.label)}, {trust.endpoint(model.spec).describe()})"
+            " is not trusted on this machine: that setting came from the mind file, not from you",
+            hint=f"check it, then trust it once: pmm model trust {trust.shown(model.name)}")
+
+
+def connect(mind_id: str, model: Model) -> Provider:
+    """The provider for ``model``, once the owner trusts its setting for this mind."""
+    from pmm.providers import create
+
+    require_trusted(mind_id, model)
+    return create(model.spec)
+
+
+def listing(path: Path) -> tuple[list[Model], dict[str, str], dict[str, bool]]:
+    """The known models, the name in use for each role, and which models are trusted here."""
+    states, mind_id = _states(path)
+    found = list(known(states).values())
+    return (found, {role: active(states, role).name for role in ev.ROLES},
+            {m.name: trusted(mind_id, m) for m in found})
 
 
 def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env: str | None,
@@ -141,6 +181,7 @@ def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env
     model = Model(name, spec, context_window, price_in, price_out)
     meta = {k: v for k, v in model.as_json().items() if k != "builtin"}
     with minds.open_write(path, notify) as mind:
+        mind_id = mind.mind_id
 
         def drafts(_first_id: int) -> list[Draft]:
             states, _ = mind.state()  # inside the write transaction: no race with another add
@@ -150,6 +191,10 @@ def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env
             return [Draft(ev.MODEL_ADDED.name, f"{name} = {spec.label}", meta)]
 
         (event,) = mind.append(drafts)
+    try:
+        trust.grant(mind_id, name, spec)  # the owner chose this setting here: no question
+    except errors.PmmError as exc:
+        notify(f"Warning: {exc.message}; trust the model with: pmm model trust {name}")
     return model, event
 
 
@@ -169,14 +214,17 @@ def remove(path: Path, name: str) -> Event:
             return [Draft(ev.MODEL_REMOVED.name, name, {"name": name})]
 
         (event,) = mind.append(drafts)
+        mind_id = mind.mind_id
+    try:
+        trust.revoke(mind_id, name)
+    except errors.PmmError:
+        pass  # a stale entry trusts only the exact setting that was removed
     return event
 
 
-def probe(model: Model) -> ModelInfo:
-    """Ask the provider about ``model`` (this talks to it)."""
-    from pmm.providers import create
-
-    provider = create(model.spec)
+def probe(model: Model, mind_id: str) -> ModelInfo:
+    """Ask the provider about ``model`` (this talks to it, once the setting is trusted)."""
+    provider = connect(mind_id, model)
     try:
         return provider.info()
     finally:
@@ -193,7 +241,7 @@ def use(path: Path, name: str, role: str, notify: Notify) -> tuple[Model, Event,
         model = pick(mind.state()[0], name)
         info: ModelInfo | None = None
         try:
-            info = probe(model)  # no lock is held while the provider answers
+            info = probe(model, mind.mind_id)  # no lock is held while the provider answers
         except errors.ProviderError as exc:
             notify(f"Warning: could not ask {model.spec.label} about the model ({exc.message});"
                    " switched without recording its hash")
@@ -212,9 +260,38 @@ def use(path: Path, name: str, role: str, notify: Notify) -> tuple[Model, Event,
     return model, event, info
 
 
-def describe(path: Path, name: str | None, online: bool) -> tuple[Model, list[str], ModelInfo | None]:
-    """A model's configuration, the roles it serves, and (online) what its provider reports."""
-    states = _states(path)
+@dataclass(frozen=True)
+class Description:
+    model: Model
+    roles: list[str]
+    trusted: bool
+    reported: ModelInfo | None
+
+
+def describe(path: Path, name: str | None, online: bool) -> Description:
+    """A model's configuration, the roles it serves, whether it is trusted here, and (online)
+    what its provider reports."""
+    states, mind_id = _states(path)
     model = pick(states, name)
     roles = [role for role in ev.ROLES if active(states, role).name == model.name]
-    return model, roles, probe(model) if online else None
+    return Description(model, roles, trusted(mind_id, model),
+                       probe(model, mind_id) if online else None)
+
+
+def to_trust(path: Path, name: str) -> tuple[Model, str, bool]:
+    """The model ``pmm model trust NAME`` would trust: the model, the mind id, and whether it
+    is trusted already. Nothing is created: a mind to trust models in must exist."""
+    with minds.open_read(path) as mind:
+        states, mind_id = mind.state()[0], mind.mind_id
+    model = pick(states, name)
+    return model, mind_id, trusted(mind_id, model)
+
+
+def revoke(mind_id: str, model: Model) -> int:
+    """Withdraw trust in every setting of ``model``'s name for this mind (the built-in needs none)."""
+    return 0 if model.builtin else trust.revoke(mind_id, model.name)
+
+
+def grant(mind_id: str, model: Model) -> None:
+    """Trust exactly the setting the owner was shown (a later change is untrusted again)."""
+    trust.grant(mind_id, model.name, model.spec)

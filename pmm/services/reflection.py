@@ -203,12 +203,11 @@ def _reflect(mind: Mind, *, if_due: bool, trigger: str, model_name: str | None) 
     first_id = (int(latest.get("last_id") or latest["id"]) + 1) if latest else 1
     head_id, _ = mind.head()
     model = models.pick(states, model_name, "reflection")
+    models.require_trusted(mind.mind_id, model)  # said even when there is nothing to reflect on
     request, seen = _request(mind, states, first_id, model.window())
     if not seen:
         return Outcome(False, "nothing new to reflect on since the last reflection")
-    from pmm.providers import create
-
-    provider = create(model.spec)
+    provider = models.connect(mind.mind_id, model)
     try:
         completion = provider.complete(request)
     finally:
