@@ -8,7 +8,7 @@ import typer
 
 from pmm.cli import output
 from pmm.cli.app import mind_path
-from pmm.cli.options import JsonOpt, MindOpt
+from pmm.cli.options import MAX_ID, JsonOpt, MindOpt
 
 commitments_app = typer.Typer(
     rich_markup_mode=None,
@@ -111,8 +111,8 @@ def open_(
 
 @commitments_app.command("close")
 def close(
-    commitment: Annotated[int, typer.Argument(help="The commitment's id.")],
-    evidence: Annotated[list[int], typer.Option("--evidence", "-e", help="An event showing it was kept (repeatable).")],
+    commitment: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The commitment's id.")],
+    evidence: Annotated[list[int], typer.Option("--evidence", "-e", min=1, max=MAX_ID, help="An event showing it was kept (repeatable).")],
     statement: Annotated[str, typer.Option("--statement", "-s", help="How it was kept.")],
     mind: MindOpt = None,
     json: JsonOpt = False,
@@ -126,7 +126,7 @@ def close(
 
 @commitments_app.command("reopen")
 def reopen(
-    commitment: Annotated[int, typer.Argument(help="The commitment's id.")],
+    commitment: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The commitment's id.")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is open again.")] = "",
     due: Annotated[Optional[str], typer.Option("--due", help="A new due time: 3h, 2d, 1w, or a UTC date/time.")] = None,
     mind: MindOpt = None,
