@@ -175,9 +175,11 @@ def main(argv: list[str] | None = None) -> None:
             output.error(exc.format_message(), f"see `{path} --help`")  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if isinstance(exc, UnicodeEncodeError) and "surrogates" in exc.reason:
-            # lone surrogates have one source: argv bytes that are not UTF-8, which Python escapes;
-            # text parameters say so themselves (command_tree), this catches any other way in
-            output.error("an argument is not valid UTF-8 text", "pass UTF-8 (file names may be any bytes)")
+            # lone surrogates have one source: bytes that are not UTF-8 in argv (or a file name
+            # from it), which Python escapes; text parameters are refused early (command_tree),
+            # this covers any other way such bytes reach something that needs text
+            output.error("an argument or file name is not valid UTF-8, and it is needed as text here",
+                         "use UTF-8 text and file names")
             sys.exit(2)
         if os.environ.get("PMM_DEBUG") == "1":
             raise
