@@ -44,8 +44,8 @@ def refused(mind: Path, *args: str, code: int = 2, input: bytes | None = None) -
     ("commitments", "close", "1", "-e", HUGE, "-s", "kept"), ("commitments", "reopen", "0"),
     ("trace", HUGE), ("trace", "²"), ("export", "--since", HUGE),
     ("backup", "-o", "b.age", "--keep", str(10**9)),
-    ("run", "--autonomous", "--interval", "inf"), ("run", "--autonomous", "--interval", "nan"),
-    ("run", "--autonomous", "--max-cycles", HUGE),
+    ("run", "--autonomous", "--max-cycles", "1", "--interval", "inf"),
+    ("run", "--autonomous", "--max-cycles", "1", "--interval", "nan"),
     ("model", "add", "x", "openai:y", "--context-window", "-1"),
     ("model", "add", "x", "openai:y", "--price-in", "nan"),
 ])
