@@ -49,21 +49,21 @@ def render(report: dict[str, Any]) -> list[str]:
     lines = [f"Reflection #{reflection['id']} (events #{reflection['first_id']}-#{reflection['last_id']},"
              f" {report['model']}):", reflection["text"] or "(no text)"]
     for change in report["changes"]:
-        meta = change["meta"]
+        meta, content = change["meta"], output.one_line(change["content"], 300)  # one line each
         if change["kind"] == "trait_adjusted":
             step = max(-MAX_TRAIT_STEP, min(MAX_TRAIT_STEP, meta["delta"]))
             asked = f" (asked {meta['delta']:+.3f}; one step is at most {MAX_TRAIT_STEP})" if step != meta["delta"] else ""
-            lines.append(f"  trait {meta['trait']} {step:+.3f}{asked}: {change['content']}")
+            lines.append(f"  trait {meta['trait']} {step:+.3f}{asked}: {content}")
         elif change["kind"] == "commitment_opened":
-            lines.append(f"  committed (#{change['id']}): {change['content']}")
+            lines.append(f"  committed (#{change['id']}): {content}")
         elif change["kind"] == "commitment_closed":
-            lines.append(f"  kept #{meta['commitment']} (evidence {', '.join(f'#{e}' for e in meta['evidence'])}): {change['content']}")
+            lines.append(f"  kept #{meta['commitment']} (evidence {', '.join(f'#{e}' for e in meta['evidence'])}): {content}")
         elif change["kind"] == "commitment_expired":
-            lines.append(f"  expired #{meta['commitment']}: {change['content']}")
+            lines.append(f"  expired #{meta['commitment']}: {content}")
         elif change["kind"] == "mind_named":
-            lines.append(f"  took the name {change['content']}")
+            lines.append(f"  took the name {content}")
     for item in report["rejected"]:
-        lines.append(f"  ignored: {item}")
+        lines.append(f"  ignored: {output.one_line(item, 300)}")
     return lines
 
 
