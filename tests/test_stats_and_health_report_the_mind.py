@@ -2,7 +2,7 @@
 
 stats: stage with IAS and GAS, traits, reflections, commitments with their success rate, and
 tokens, latency and cost per model, all also in `--json`. health: one line per check; exit 0 on
-warnings (1 with `--strict`), 3 when the chain is tampered with, 5 when only a model is
+warnings (7 with `--strict`), 3 when the chain is tampered with, 5 when only a model is
 unreachable (`--online`), 4 when there is no mind; without `--online` it talks to no provider.
 """
 
@@ -174,8 +174,8 @@ def test_overdue_commitment_warns_and_strict_fails(mind: Path) -> None:
     code, report = health(mind)
     assert code == 0 and report["healthy"] is True and statuses(report)["commitments"] == "warn"
     code, report = health(mind, "--strict")
-    assert code == 1 and report["healthy"] is False
-    assert pmm_in(mind, "health", "--strict")[0] == 1
+    assert code == 7 and report["healthy"] is False and report["exit_code"] == 7
+    assert pmm_in(mind, "health", "--strict")[0] == 7
 
 
 def test_never_reflected_with_messages_waiting_warns(mind: Path) -> None:
@@ -210,12 +210,12 @@ def test_online_checks_the_models_and_unreachable_is_exit_5(mind: Path) -> None:
     assert code == 5 and "✗ model (chat): gone" in out
 
 
-def test_a_model_failure_among_other_failures_is_exit_1_or_3(mind: Path) -> None:
+def test_a_model_failure_among_other_failures_is_exit_5_or_3(mind: Path) -> None:
     gone = f"http://127.0.0.1:{free_port()}/v1"
     pmm_in(mind, "model", "add", "gone", "openai-compatible:test-model", "--base-url", gone, "--use")
     append(mind, Draft("commitment_opened", "x", {"source": "user", "due": PAST}))
     assert health(mind, "--online")[0] == 5  # the overdue commitment only warns
-    assert health(mind, "--online", "--strict")[0] == 1  # with --strict it fails too: not only models
+    assert health(mind, "--online", "--strict")[0] == 5  # a failure outranks a (strict) warning
     conn = sqlite3.connect(mind, isolation_level=None)
     conn.execute("DROP TRIGGER events_no_update")
     conn.execute("UPDATE events SET content = 'forged' WHERE id = 1")

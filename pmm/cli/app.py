@@ -5,16 +5,20 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from pmm import __version__, settings
 from pmm.cli import output
 
-EXIT_CODES = (
-    "Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 integrity failure, 4 mind file missing /"
-    " not a mind / newer format / locked, 5 model provider error, 6 input rejected,"
+EXIT_CODES = (  # gen_docs.py reads it: items are "CODE meaning", split at ", "
+    "Exit codes: 0 ok, 1 unexpected error (please report it),"
+    " 2 usage error (a bad command / option / argument / value), 3 integrity failure (a hash /"
+    " link / signature / witness check failed: tampering or rollback), 4 mind file missing / not"
+    " a mind / from a newer pmm / locked past the timeout, 5 model provider error (unreachable /"
+    " auth / rate limit / bad answer), 6 input rejected (a bad import / restore / key file or"
+    " stdin; nothing was written), 7 health --strict found warnings (nothing failed),"
     " 130 interrupted."
 )
 
@@ -28,6 +32,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+
+
+TEXT = (str, list[str])  # annotations of the parameters that carry text into the mind
 
 
 class Globals:
@@ -100,14 +107,31 @@ def _quiet_option() -> object:
     return typer.main.get_command(probe).params[0]
 
 
+def _utf8_checked(param: Any) -> None:
+    """Refuse text that is not UTF-8 in ``param`` (``options.utf8``) before its own callback."""
+    from pmm.cli.options import utf8
+
+    inner = param.callback
+
+    def callback(ctx: Any, p: Any, value: Any) -> Any:
+        utf8(value)
+        return inner(ctx, p, value) if inner is not None else value
+
+    param.callback = callback
+
+
 def command_tree() -> typer.core.TyperGroup:
     """The click command tree, with ``--quiet/-q`` accepted after any command as well as before
-    it (``pmm reflect --if-due -q`` reads naturally in a crontab)."""
+    it (``pmm reflect --if-due -q`` reads naturally in a crontab), and every text argument and
+    option refusing bytes that are not UTF-8 as a usage error (paths are not text: any bytes)."""
     root = typer.main.get_command(app)
     quiet = _quiet_option()
 
     def add(group: object) -> None:
         for sub in getattr(group, "commands", {}).values():
+            for param in sub.params:
+                if getattr(param, "type_descriptor", None) and param.type_descriptor.annotation in TEXT:
+                    _utf8_checked(param)
             if not any("--quiet" in p.opts for p in sub.params):
                 sub.params.append(quiet)
             add(sub)
@@ -150,6 +174,13 @@ def main(argv: list[str] | None = None) -> None:
             path = getattr(getattr(exc, "ctx", None), "command_path", "pmm")
             output.error(exc.format_message(), f"see `{path} --help`")  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        if isinstance(exc, UnicodeEncodeError) and "surrogates" in exc.reason:
+            # lone surrogates have one source: bytes that are not UTF-8 in argv (or a file name
+            # from it), which Python escapes; text parameters are refused early (command_tree),
+            # this covers any other way such bytes reach something that needs text
+            output.error("an argument or file name is not valid UTF-8, and it is needed as text here",
+                         "use UTF-8 text and file names")
+            sys.exit(2)
         if settings.DEBUG.get() == "1":
             raise
         output.error(f"unexpected {type(exc).__name__}: {exc}", DEFAULT_HINTS[1])

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 def backup(
     out_file: Annotated[Path, typer.Option("-o", "--output", help="The encrypted backup file to write, e.g. mind.age (or a device/pipe such as /dev/stdout); it only replaces an older age backup.", metavar="FILE")],
-    keep: Annotated[Optional[int], typer.Option("--keep", min=1, help="Keep N backups: once the new one is written whole, older ones move to FILE's NAME.1.EXT, NAME.2.EXT ... (real files, not symlinks).", metavar="N", show_default=False)] = None,
+    keep: Annotated[Optional[int], typer.Option("--keep", min=1, max=1000, help="Keep N backups: once the new one is written whole, older ones move to FILE's NAME.1.EXT, NAME.2.EXT ... (real files, not symlinks).", metavar="N", show_default=False)] = None,
     passphrase_file: PassphraseFileOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,

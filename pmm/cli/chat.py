@@ -9,7 +9,7 @@ import typer
 
 from pmm.cli import output
 from pmm.cli.app import mind_path
-from pmm.cli.options import JsonOpt, MindOpt
+from pmm.cli.options import JsonOpt, MindOpt, stdin_text
 
 if TYPE_CHECKING:
     from pmm.services.chat import Chat
@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 
 def chat(
-    message: Annotated[Optional[str], typer.Option("-m", "--message", help="Say this, print the answer and exit (- reads stdin).")] = None,
+    message: Annotated[Optional[str], typer.Option("-m", "--message", help="Say this, print the answer and exit (- reads stdin: UTF-8, other bytes are refused with exit 6).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Use this model (a name from `pmm model list`) for this run only.")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=100_000, help="Longest answer, in tokens.")] = 512,
     mind: MindOpt = None,
@@ -35,7 +35,7 @@ def chat(
     from pmm.services.chat import Chat
 
     if message == "-" or (message is None and not sys.stdin.isatty()):
-        message = sys.stdin.read()
+        message = stdin_text("the message")
     if message is None and json:
         raise UsageError("--json needs one turn: pass -m TEXT or pipe the message in")
     if message is not None and not message.strip():

@@ -8,7 +8,7 @@ import typer
 
 from pmm.cli import output
 from pmm.cli.app import mind_path
-from pmm.cli.options import JsonOpt, MindOpt
+from pmm.cli.options import MAX_ID, JsonOpt, MindOpt
 
 commitments_app = typer.Typer(
     rich_markup_mode=None,
@@ -49,21 +49,21 @@ def render(report: dict[str, Any]) -> list[str]:
     lines = [f"Reflection #{reflection['id']} (events #{reflection['first_id']}-#{reflection['last_id']},"
              f" {report['model']}):", reflection["text"] or "(no text)"]
     for change in report["changes"]:
-        meta = change["meta"]
+        meta, content = change["meta"], output.one_line(change["content"], 300)  # one line each
         if change["kind"] == "trait_adjusted":
             step = max(-MAX_TRAIT_STEP, min(MAX_TRAIT_STEP, meta["delta"]))
             asked = f" (asked {meta['delta']:+.3f}; one step is at most {MAX_TRAIT_STEP})" if step != meta["delta"] else ""
-            lines.append(f"  trait {meta['trait']} {step:+.3f}{asked}: {change['content']}")
+            lines.append(f"  trait {meta['trait']} {step:+.3f}{asked}: {content}")
         elif change["kind"] == "commitment_opened":
-            lines.append(f"  committed (#{change['id']}): {change['content']}")
+            lines.append(f"  committed (#{change['id']}): {content}")
         elif change["kind"] == "commitment_closed":
-            lines.append(f"  kept #{meta['commitment']} (evidence {', '.join(f'#{e}' for e in meta['evidence'])}): {change['content']}")
+            lines.append(f"  kept #{meta['commitment']} (evidence {', '.join(f'#{e}' for e in meta['evidence'])}): {content}")
         elif change["kind"] == "commitment_expired":
-            lines.append(f"  expired #{meta['commitment']}: {change['content']}")
+            lines.append(f"  expired #{meta['commitment']}: {content}")
         elif change["kind"] == "mind_named":
-            lines.append(f"  took the name {change['content']}")
+            lines.append(f"  took the name {content}")
     for item in report["rejected"]:
-        lines.append(f"  ignored: {item}")
+        lines.append(f"  ignored: {output.one_line(item, 300)}")
     return lines
 
 
@@ -111,8 +111,8 @@ def open_(
 
 @commitments_app.command("close")
 def close(
-    commitment: Annotated[int, typer.Argument(help="The commitment's id.")],
-    evidence: Annotated[list[int], typer.Option("--evidence", "-e", help="An event showing it was kept (repeatable).")],
+    commitment: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The commitment's id.")],
+    evidence: Annotated[list[int], typer.Option("--evidence", "-e", min=1, max=MAX_ID, help="An event showing it was kept (repeatable).")],
     statement: Annotated[str, typer.Option("--statement", "-s", help="How it was kept.")],
     mind: MindOpt = None,
     json: JsonOpt = False,
@@ -126,7 +126,7 @@ def close(
 
 @commitments_app.command("reopen")
 def reopen(
-    commitment: Annotated[int, typer.Argument(help="The commitment's id.")],
+    commitment: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The commitment's id.")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is open again.")] = "",
     due: Annotated[Optional[str], typer.Option("--due", help="A new due time: 3h, 2d, 1w, or a UTC date/time.")] = None,
     mind: MindOpt = None,

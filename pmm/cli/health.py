@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -20,15 +19,16 @@ def register(app: typer.Typer) -> None:
 
 def health(
     online: Annotated[bool, typer.Option("--online", help="Also ask the chat and reflection models' providers whether they answer (opens connections).")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as failures (exit 1).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as failures (exit 7 when nothing failed).")] = False,
     repair: Annotated[bool, typer.Option("--repair", help="First rebuild the search index and projection cache from the events (writes the mind).")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Check the mind: file, chain, projection cache, search index, reflection cadence, commitments; models with --online.
 
-    Exit 0 when nothing failed (warnings too, unless --strict), 3 when the chain or schema fails, 5 when only
-    a model is unreachable, 1 otherwise.
+    Exit 0 when nothing failed (warnings too, unless --strict); 3 when the chain or its replay
+    fails (integrity); 5 when only a model fails (--online); with --strict, 7 when there are
+    warnings and no failure. 1 is only ever an unexpected error, as for every command.
     """
     from pmm.services import health as service
 
@@ -40,12 +40,8 @@ def health(
     if json:
         output.emit_json(report.as_json(strict))
     else:
-        color = output.color_ok(sys.stdout)
         for item in report.checks:
-            mark, sgr = MARKS[item.status]
-            if color:
-                mark = f"\x1b[{sgr}m{mark}\x1b[0m"
-            output.out(f"{mark} {item.name}: {item.detail}")
+            output.out(f"{item.name}: {item.detail}", mark=MARKS[item.status])
     code = report.exit_code(strict)
     if code:
         raise typer.Exit(code)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any, Optional
 
 import typer
 
 from pmm.cli import output
 from pmm.cli.app import mind_path
-from pmm.cli.options import JsonOpt, MindOpt
+from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, stdin_text
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +34,7 @@ def init(
 
 
 def remember(
-    text: Annotated[str, typer.Argument(help="The note to remember, or - to read it from stdin.")],
+    text: Annotated[str, typer.Argument(help="The note to remember, or - to read it from stdin (UTF-8; other bytes are refused, exit 6).")],
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -44,7 +43,7 @@ def remember(
     from pmm.services import minds, overview
 
     if text == "-":
-        text = sys.stdin.read()
+        text = stdin_text("the note")
     text = text.strip()
     if not text:
         raise UsageError("nothing to remember: the note is empty")
@@ -114,7 +113,7 @@ def _usage_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def log(
-    n: Annotated[int, typer.Option("-n", "--number", min=1, help="How many events.")] = 20,
+    n: Annotated[int, typer.Option("-n", "--number", min=1, max=MAX_ID, help="How many events.")] = 20,
     kind: Annotated[Optional[str], typer.Option("--kind", help="Only events of this kind.")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
@@ -133,7 +132,7 @@ def log(
 
 def search(
     text: Annotated[str, typer.Argument(help="FTS5 query: words, \"phrases\", OR, NOT, prefix*.")],
-    limit: Annotated[int, typer.Option("-n", "--limit", min=1, help="At most this many.")] = 20,
+    limit: Annotated[int, typer.Option("-n", "--limit", min=1, max=MAX_ID, help="At most this many.")] = 20,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:

@@ -1,9 +1,10 @@
-"""Option types shared by several commands, declared once."""
+"""Option types and input checks shared by several commands, declared once."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TypeVar
 
 import typer
 
@@ -11,3 +12,41 @@ MindOpt = Annotated[Optional[Path], typer.Option(
     "--mind", help="Mind file (default: $PMM_MIND, else the user data dir's mind.db).",
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+# SQLite's largest INTEGER: no event id, and no count of events, can be larger. Every numeric
+# option declares its bounds, so `-n 1e30` or `-n -1` is a usage error (exit 2), never a crash.
+MAX_ID = 2**63 - 1
+
+T = TypeVar("T", str, Optional[str], list[str])
+
+
+def utf8(value: T) -> T:
+    """A typer ``callback`` for text that goes into the mind: an argument holding bytes that are
+    not UTF-8 arrives surrogate-escaped and is a usage error (exit 2), not a crash at the write.
+    (Paths are left alone: a file name need not be UTF-8.)"""
+    for text in [value] if isinstance(value, str) else value or []:
+        if not valid_text(text):
+            raise typer.BadParameter("not valid UTF-8 text (the terminal or script passed other bytes)")
+    return value
+
+
+def valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # only lone surrogates fail: undecodable argv or stdin
+        return False
+    return True
+
+
+def stdin_text(what: str) -> str:
+    """All of stdin as text: bytes that are not UTF-8 are input rejected (exit 6, with the line
+    and byte offset), like a bad import; nothing is written."""
+    from pmm.errors import InputRejected
+
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputRejected(f"{what} on stdin is not valid UTF-8 (byte {exc.start:,})", line=line,
+                            hint="convert it first, e.g. iconv -f latin1 -t utf-8") from None

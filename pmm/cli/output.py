@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from pmm.services.safe_text import clean as clean  # the one sanitiser, for every command
 
 QUIET = False
 
@@ -19,21 +22,32 @@ def color_ok(stream: Any) -> bool:
 def message(text: str) -> None:
     """A progress or status line on stderr (suppressed by --quiet)."""
     if not QUIET:
-        print(text, file=sys.stderr)
+        print(clean(text), file=sys.stderr)
 
 
 def error(text: str, hint: str | None = None) -> None:
+    # messages quote names, paths and provider replies: cleaned before pmm's own colour goes on
+    text = clean(text)
     if color_ok(sys.stderr):
         text = f"\x1b[31mError:\x1b[0m {text}"
     else:
         text = f"Error: {text}"
     print(text, file=sys.stderr)
     if hint:
-        print(f"Hint: {hint}", file=sys.stderr)
+        print(f"Hint: {clean(hint)}", file=sys.stderr)
+
+
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                          "\ud800-\udfff]")
 
 
 def emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    """``value`` as JSON on stdout: data, exactly as stored. json escapes C0 controls itself; the
+    C1 and bidi controls (and lone surrogates) it leaves raw are written as ``\\uXXXX`` too: they
+    only occur inside strings, so the document decodes to the same value, and none reaches a
+    terminal raw."""
+    text = json.dumps(value, ensure_ascii=False, indent=2)
+    sys.stdout.write(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
 
 
 def report(data: Any, as_json: bool, text: str) -> None:
@@ -44,8 +58,19 @@ def report(data: Any, as_json: bool, text: str) -> None:
         message(text)
 
 
-def out(text: str = "") -> None:
+def out(text: str = "", mark: tuple[str, str] | None = None) -> None:
+    """A line (or lines) of human output on stdout, cleaned (``clean``) even into a pipe, as a
+    pager or ``watch`` shows it on a terminal. ``mark`` is pmm's own leading symbol and its SGR
+    colour, painted only on a colour terminal."""
+    text = clean(text)
+    if mark is not None:
+        symbol, sgr = mark
+        text = f"{paint(symbol, sgr, sys.stdout)} {text}"
     sys.stdout.write(text + "\n")
+
+
+def paint(text: str, sgr: str, stream: Any) -> str:
+    return f"\x1b[{sgr}m{text}\x1b[0m" if color_ok(stream) else text
 
 
 @contextlib.contextmanager
@@ -78,6 +103,6 @@ def status(label: str) -> Iterator[None]:
 
 
 def one_line(text: str, width: int = 100) -> str:
-    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
-    flat = " ".join(text.split())
+    """``text`` on one line, cut to ``width`` characters with an ellipsis, cleaned (``clean``)."""
+    flat = clean(" ".join(text.split()), multiline=False)
     return flat if len(flat) <= width else flat[: width - 1] + "…"

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 def export(
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="jsonl (verifiable) or md.")] = ExportFormat.jsonl,
     out_file: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write to FILE instead of stdout: whole or not at all, through a symlink, straight into a device such as /dev/null; never over a mind or any SQLite file.", show_default=False)] = None,
-    since: Annotated[int, typer.Option("--since", min=1, help="Start at this event id.")] = 1,
+    since: Annotated[int, typer.Option("--since", min=1, max=2**63 - 1, help="Start at this event id.")] = 1,
     mind: MindOpt = None,
     json: Annotated[bool, typer.Option("--json", help="With -o: a JSON summary on stdout (the export itself is the data otherwise).")] = False,
 ) -> None:

@@ -36,7 +36,10 @@ def _console(stderr: bool = False) -> Any:
 
 
 def answer(chat: Chat, text: str, interactive: bool = True) -> Turn | None:
-    """One turn, its answer streamed as Markdown; None when cancelled or failed (in the REPL)."""
+    """One turn, its answer streamed as Markdown; None when cancelled or failed (in the REPL).
+
+    The model's text is cleaned (``output.clean``) before rich sees it, whole each time, so an
+    escape sequence split across two streamed pieces is caught as well."""
     from rich.live import Live
     from rich.markdown import Markdown
 
@@ -47,12 +50,12 @@ def answer(chat: Chat, text: str, interactive: bool = True) -> Turn | None:
 
     def on_text(piece: str) -> None:
         pieces.append(piece)
-        live.update(Markdown("".join(pieces)))
+        live.update(Markdown(output.clean("".join(pieces))))
 
     try:
         with live:
             turn = chat.turn(text, on_text)
-            live.update(Markdown(turn.response.content))
+            live.update(Markdown(output.clean(turn.response.content)))
     except KeyboardInterrupt:
         if not interactive:
             raise
@@ -102,7 +105,7 @@ def _read_prompt(chat: Chat) -> Callable[[], str]:
 
     def read() -> str:
         model = chat.model()  # once per prompt: the toolbar is redrawn on every key
-        toolbar = f" {model.name} ({model.spec.label}) · /help · Ctrl-D leaves"
+        toolbar = output.clean(f" {model.name} ({model.spec.label}) · /help · Ctrl-D leaves", multiline=False)
         return session.prompt("you> ", bottom_toolbar=toolbar)
 
     return read

@@ -20,9 +20,9 @@ def register(app: typer.Typer) -> None:
 
 def run_(
     autonomous: Annotated[bool, typer.Option("--autonomous", help="Required: let the mind act on its own (it spends model tokens).")] = False,
-    interval: Annotated[float, typer.Option("--interval", min=0, metavar="S", help="Seconds between cycles.")] = 60,
-    max_cycles: Annotated[Optional[int], typer.Option("--max-cycles", min=1, metavar="N", help="Stop after N cycles (default: until stopped).")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, metavar="N", help="Stop once reflections have used N tokens.")] = None,
+    interval: Annotated[float, typer.Option("--interval", min=0, max=7 * 86400, metavar="S", help="Seconds between cycles.")] = 60,
+    max_cycles: Annotated[Optional[int], typer.Option("--max-cycles", min=1, max=2**63 - 1, metavar="N", help="Stop after N cycles (default: until stopped).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, max=2**63 - 1, metavar="N", help="Stop once reflections have used N tokens.")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:

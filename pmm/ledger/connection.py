@@ -93,7 +93,7 @@ def check_header(path: Path) -> None:
 def _uri_path(path: Path) -> str:
     from urllib.parse import quote
 
-    return quote(str(path.resolve()))
+    return quote(bytes(path.resolve()))  # the file name's own bytes: it need not be UTF-8
 
 
 def read_identity(conn: sqlite3.Connection, path: Path) -> dict[str, str]:

@@ -22,8 +22,10 @@ from pmm.ledger.store import CacheStatus, Mind, now_ts
 from pmm.services import minds
 
 OK, WARN, FAIL = "ok", "warn", "fail"
+# `health --strict` with warnings and no failure: "look at this mind", told apart from a failed
+# check (3, 5) and from pmm itself failing (1). In the exit codes of `pmm --help`.
+WARNINGS_EXIT = 7
 OVERDUE_CADENCES = 3  # a reflection this many cadences late is worth a warning
-INTEGRITY = ("chain", "schema")  # a failure of these is tamper evidence: exit 3
 
 
 @dataclass
@@ -45,15 +47,14 @@ class Report:
         return not self.failing(strict)
 
     def exit_code(self, strict: bool = False) -> int:
-        """0 healthy; 3 the chain or schema failed; 5 only model checks failed; 1 anything else."""
-        failing = self.failing(strict)
-        if not failing:
-            return 0
-        if any(c.name in INTEGRITY and c.status == FAIL for c in failing):
+        """0 healthy; 3 a check of the file itself failed (chain, schema, replay); 5 only model
+        checks failed; 7 with ``strict``, warnings and no failure. Never 1: that is pmm itself failing."""
+        failed = [c.name for c in self.checks if c.status == FAIL]
+        if any(not name.startswith("model") for name in failed):
             return errors.IntegrityError.exit_code
-        if all(c.name.startswith("model") and c.status == FAIL for c in failing):
+        if failed:
             return errors.ProviderError.exit_code
-        return errors.PmmError.exit_code
+        return WARNINGS_EXIT if self.failing(strict) else 0
 
     def as_json(self, strict: bool = False) -> dict[str, Any]:
         return {"mind": self.mind, "healthy": self.healthy(strict), "strict": strict,

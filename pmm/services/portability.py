@@ -108,16 +108,20 @@ _MD_LABELS = {
 
 
 def _export_markdown(mind: Mind, events: Iterator[Event], out: IO[str]) -> int:
-    out.write(f"# Mind {mind.mind_id}\n\n")
+    """A readable transcript. Event text is the author's (a model, an imported file), so it only
+    ever fills its slot (``safe_text.md_line`` and ``md_quote``): a title cannot start a heading or
+    a turn, a body cannot leave its quote, and control characters are shown, not passed on."""
+    from pmm.services.safe_text import md_line, md_quote
+
+    out.write(f"# Mind {md_line(mind.mind_id)}\n\n")
     count = 0
     for e in events:
         count += 1
         if e.kind == "session_started":
-            out.write(f"\n## {e.content or 'Session'}\n\n_{e.ts} · event {e.id}_\n\n")
+            out.write(f"\n## {md_line(e.content) or 'Session'}\n\n_{md_line(e.ts)} · event {e.id}_\n\n")
             continue
-        label = _MD_LABELS.get(e.kind, f"`{e.kind}`")
-        body = e.content.replace("\n", "\n> ") if e.content else ""
-        out.write(f"{label} ({e.ts}, event {e.id}):\n> {body}\n\n")
+        label = _MD_LABELS.get(e.kind) or f"`{md_line(e.kind).replace('`', chr(39))}`"
+        out.write(f"{label} ({md_line(e.ts)}, event {e.id}):\n{md_quote(e.content)}\n\n")
     return count
 
 

@@ -27,7 +27,7 @@ def trace(path: Path, ref: str | None) -> dict[str, Any]:
             if not latest:
                 raise errors.UsageError("this mind has no answers yet", hint="talk to it: pmm chat")
             return turn(mind, latest[0])
-        if ref.isdigit():
+        if re.fullmatch(r"[0-9]{1,30}", ref):  # ASCII digits: str.isdigit() also takes "²"
             return _by_id(mind, int(ref))
         if re.fullmatch(r"[0-9a-fA-F-]{8,64}", ref):
             return session(mind, ref)
@@ -36,7 +36,7 @@ def trace(path: Path, ref: str | None) -> dict[str, Any]:
 
 
 def _by_id(mind: Mind, event_id: int) -> dict[str, Any]:
-    found = lookup.get(mind, [event_id])
+    found = lookup.get(mind, [event_id]) if 0 < event_id < 2**63 else []  # SQLite's INTEGER
     if not found:
         raise errors.UsageError(f"there is no event {event_id} (the mind has {mind.head()[0]})")
     event = found[0]
