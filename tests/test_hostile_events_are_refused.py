@@ -194,6 +194,9 @@ def test_a_lone_surrogate_in_an_import_is_refused_with_its_line(tmp_path: Path, 
     assert done.exit_code == 6, done.output
     assert "line 2" in done.stderr and "surrogate" in done.stderr
     assert not target.exists()
+    done = cli("verify", str(bad), "--no-witness")
+    assert done.exit_code == 3, done.output
+    assert "event 1" in done.stderr and "surrogate" in done.stderr
 
 
 def test_one_size_limit_for_every_event_and_pmm_imports_what_it_writes(tmp_path: Path, cli) -> None:
@@ -306,3 +309,16 @@ def test_shortcut_and_full_check_agree_on_generated_metas(draft: Draft) -> None:
     meta = canonical_json(draft.meta).encode()
     assert check_row(TS.encode(), draft.kind.encode(), b"", meta) is None
     assert _full(draft.kind, meta)
+
+
+@pytest.mark.parametrize(("what", "ts", "kind", "meta"), THROUGH_CLI, ids=[h[0] for h in THROUGH_CLI])
+def test_a_crafted_mind_file_is_refused_by_name_not_crashed_on(
+        what: str, ts: str, kind: str, meta: str, tmp_path: Path, cli) -> None:
+    """A file never verified (handed over, or altered behind pmm's back) still cannot crash a
+    read: an event the projections cannot read is refused as an integrity failure."""
+    mind_id, events = _hostile_chain(ts, kind, meta)
+    path = _mind_file(tmp_path / "crafted.db", mind_id, events)
+    for command in (["stats", "--json"], ["health"]):
+        done = cli("--mind", str(path), *command)
+        assert done.exit_code in (0, 3), (command, done.output)
+        assert "unexpected" not in done.stderr

@@ -25,6 +25,7 @@ from pmm.domain.shapes import (
     compile_fast,
     compile_meta,
     depth_ok,
+    has_surrogate,
     is_ts_bytes,
     parse_meta,
 )
@@ -289,6 +290,12 @@ def check_draft(draft: Draft) -> None:
     why = check(draft.meta)
     if why is not None:
         raise ValueError(why)
+    texts = [draft.content, *(v for v in draft.meta.values() if type(v) is str),
+             *(x for v in draft.meta.values() if type(v) is list for x in v if type(x) is str)]
+    if any(has_surrogate(t) for t in texts if not t.isascii()):
+        raise errors.InputRejected(
+            f"this {draft.kind} holds a lone surrogate (\\ud800-\\udfff), which is not text",
+            hint="fix the encoding of the input")
     if len(draft.content) * 4 + len(repr(draft.meta)) * 6 > MAX_EVENT_BYTES:  # can be near it
         from pmm.domain.canonical import canonical_json
 

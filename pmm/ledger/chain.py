@@ -127,8 +127,12 @@ def check_chain(
             prev = stored
             expect_id += 1
             count += 1
+            row = None  # a failure in fetching the next row is that (next) event's
             if on_progress is not None and count % progress_every == 0:
                 on_progress(progress_every)
+    except UnicodeError:  # a row source met text that has no UTF-8 ("\ud800" in an export)
+        bad_id = row[0] if row is not None and isinstance(row[0], int) else expect_id
+        state.problem = Problem(bad_id, "a field holds a lone surrogate (\\ud800-\\udfff), which is not text")
     except (TypeError, ValueError, AttributeError):
         bad_id = row[0] if row is not None and isinstance(row[0], int) else expect_id
         state.problem = Problem(bad_id, "a field is missing, NULL or of the wrong type")
