@@ -3,7 +3,9 @@
 An event read back from the ledger is an ``Event``; one about to be appended is a ``Draft``.
 ``meta`` is stored as canonical JSON text (RFC 8785) and parsed only when a reader needs it.
 Changing a kind's meta shape means a new version (``meta["v"]``; absent means 1) and an
-upgrade function, never a silent change.
+upgrade function, never a silent change. The declarations are the one schema: ``check_draft``
+holds every append to it and ``check_row`` every event that verify, import and restore read
+(through ``pmm.ledger.chain.check_chain``); ``RULES`` documents both in docs/event-kinds.md.
 """
 
 from __future__ import annotations
