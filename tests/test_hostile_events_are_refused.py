@@ -18,8 +18,8 @@ from pmm.domain import mind as dynamics
 from pmm.domain import projections
 from pmm.domain.canonical import canonical_json
 from pmm.domain.events import (
-    _FAST,
     _META_CHECKS,
+    _fast_patterns,
     KINDS,
     MAX_EVENT_BYTES,
     Draft,
@@ -248,7 +248,7 @@ NEAR_MISSES = [b'{"session":"a""source":"b"}', b'{,"session":"a"}', b'{"session"
 
 
 def _shortcut(kind: str, meta: bytes) -> bool:
-    fast = _FAST.get(kind.encode())
+    fast = _fast_patterns().get(kind.encode())
     return bool(fast and fast[0].fullmatch(meta) and all(name in meta for name in fast[1]))
 
 

@@ -85,9 +85,7 @@ def declare(kind: EventKind) -> EventKind:
         raise ValueError(f"bad or duplicate event kind {kind.name!r}")
     KINDS[kind.name] = kind
     _META_CHECKS[kind.name] = compile_meta(kind.name, kind.meta, kind.version)
-    fast = compile_fast(kind.meta, kind.version)
-    if fast is not None:
-        _FAST[kind.name.encode()] = fast
+    _FAST.clear()  # built again on first use: compiling the patterns takes tens of ms
     return kind
 
 
@@ -323,12 +321,21 @@ def check_row(ts: bytes, kind: bytes, content: bytes, meta: bytes) -> str | None
     projections and commands ignore it, so a newer mind still verifies here.
     """
     # verify runs this on every event: first the shortcut that every event pmm writes takes
-    fast = _FAST.get(kind)
+    fast = (_FAST or _fast_patterns()).get(kind)
     if (fast is not None and TS_FAST.fullmatch(ts) and DATES.get(ts[:10])
             and len(content) + len(meta) <= MAX_EVENT_BYTES and (content.isascii() or _utf8(content))
             and fast[0].fullmatch(meta) and (not fast[1] or all(name in meta for name in fast[1]))):
         return None
     return _row_problem(ts, kind, content, meta)
+
+
+def _fast_patterns() -> dict[bytes, tuple[re.Pattern[bytes], tuple[bytes, ...]]]:
+    """verify's shortcut patterns, compiled when first needed (not by every command's import)."""
+    for kind in KINDS.values():
+        fast = compile_fast(kind.meta, kind.version)
+        if fast is not None:
+            _FAST[kind.name.encode()] = fast
+    return _FAST
 
 
 def _utf8(value: bytes) -> bool:
