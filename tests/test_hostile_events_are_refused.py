@@ -19,11 +19,11 @@ from pmm.domain import projections
 from pmm.domain.canonical import canonical_json
 from pmm.domain.events import (
     _META_CHECKS,
-    _fast_patterns,
     KINDS,
     MAX_EVENT_BYTES,
     Draft,
     Event,
+    _fast_patterns,
     check_draft,
     check_row,
 )
