@@ -128,9 +128,10 @@ def test_verify_refuses_a_hostile_event_in_an_export_and_a_mind_file(
     assert done.exit_code == 3, done.output
     assert "event 2" in done.stderr
     _mind_file(tmp_path / "hostile.db", mind_id, events)
-    done = cli("verify", str(tmp_path / "hostile.db"), "--no-witness")
-    assert done.exit_code == 3, done.output
-    assert "event 2" in done.stderr
+    for deep in ((), ("--deep",)):
+        done = cli("verify", str(tmp_path / "hostile.db"), "--no-witness", *deep)
+        assert done.exit_code == 3, done.output
+        assert "event 2" in done.stderr
 
 
 @pytest.mark.parametrize(("what", "ts", "kind", "meta"), THROUGH_CLI, ids=[h[0] for h in THROUGH_CLI])
