@@ -31,5 +31,7 @@ def canonical_json(value: dict[str, Any]) -> str:
         raise ValueError("meta must be a JSON object")
     try:
         return rfc8785.dumps(_as_numbers(value)).decode("utf-8")
-    except (rfc8785.CanonicalizationError, TypeError, OverflowError) as exc:
+    except RecursionError:  # hostile nesting: refused like any other value JSON cannot hold
+        raise ValueError("meta is nested too deeply") from None
+    except (rfc8785.CanonicalizationError, TypeError, OverflowError, UnicodeError) as exc:
         raise ValueError(f"meta is not canonical JSON: {exc}") from None

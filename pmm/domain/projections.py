@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Event
 
@@ -189,13 +190,14 @@ class Commitments:
         meta = event.meta
         if kind == ev.COMMITMENT_OPENED.name:
             entry = {"text": event.content, "opened_id": event.id, "opened_at": event.ts,
-                     "due": meta.get("due"), "turns_at": state["turns"], "source": meta.get("source")}
+                     "due": _text(meta.get("due")), "turns_at": state["turns"],
+                     "source": _text(meta.get("source"))}
             return {**state, "open": {**state["open"], str(event.id): entry}, "opened": state["opened"] + 1}
         key = str(meta.get("commitment"))
         if kind == ev.COMMITMENT_REOPENED.name:
             if key not in state["done"]:
                 return {**state, "refused": state["refused"] + 1}
-            entry = {**state["done"][key], "due": meta.get("due"), "turns_at": state["turns"],
+            entry = {**state["done"][key], "due": _text(meta.get("due")), "turns_at": state["turns"],
                      "since_id": event.id}
             entry.pop("status", None)
             entry.pop("closed_id", None)
@@ -215,6 +217,11 @@ class Commitments:
         rest = {k: v for k, v in state["open"].items() if k != key}
         done = {**state["done"], key: {**entry, "status": status, "closed_id": event.id}}
         return {**state, "open": rest, "done": done, counter: state[counter] + 1}
+
+
+def _text(value: Any) -> str | None:
+    """A value read later as text (a due time): anything else is as good as absent."""
+    return value if isinstance(value, str) else None
 
 
 def since(entry: dict[str, Any]) -> int:
@@ -262,6 +269,10 @@ def initial_state() -> dict[str, State]:
     return {p.name: p.initial() for p in PROJECTIONS}
 
 
+_UNREADABLE = (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError,
+               RecursionError)
+
+
 class Fold:
     """An incremental replay: feed events one by one (``add``) and read ``states`` at any time."""
 
@@ -279,12 +290,19 @@ class Fold:
 
     def add(self, event: Event) -> None:
         states = self.states
-        for name, apply in self._every:
-            states[name] = apply(states[name], event)
-        extra = self._by_kind.get(event.kind)
-        if extra:
-            for name, apply in extra:
+        try:
+            for name, apply in self._every:
                 states[name] = apply(states[name], event)
+            extra = self._by_kind.get(event.kind)
+            if extra:
+                for name, apply in extra:
+                    states[name] = apply(states[name], event)
+        except _UNREADABLE:
+            # Only an event that never passed the schema (events.check_row) gets here: a file
+            # crafted or altered behind pmm's back. Refuse it by name instead of crashing.
+            raise errors.IntegrityError(
+                f"event {event.id} ({event.kind}) does not have the shape its kind declares",
+                hint="run `pmm verify` on this mind: it was altered or crafted outside pmm") from None
 
     def add_all(self, events: Iterable[Event]) -> dict[str, State]:
         add = self.add

@@ -13,6 +13,8 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from pmm.domain.events import check_row
+
 FORMAT_VERSION = 1
 GENESIS_PREV = "0" * 64
 
@@ -88,7 +90,8 @@ def check_chain(
     on_progress: Callable[[int], None] | None = None,
     progress_every: int = 65536,
 ) -> ChainState:
-    """Recompute every hash and check every link and id; stop at the first problem.
+    """Recompute every hash and check every link and id, and that each event has the shape
+    its kind declares (``events.check_row``); stop at the first problem.
 
     ``state`` says where the stream starts (``last_id`` and ``last_hash`` of the event before
     the first row) and is updated in place, so a check can be resumed across batches.
@@ -96,7 +99,7 @@ def check_chain(
     expect_id = state.last_id + 1
     prev = state.last_hash.encode()
     count = 0
-    hash_raw = _hash_raw
+    hash_raw, check_shape = _hash_raw, check_row
     row: RawRow | None = None
     try:
         for row in rows:
@@ -117,11 +120,19 @@ def check_chain(
                     id, "stored hash does not match its contents (the event was altered)"
                 )
                 break
+            shape = check_shape(ts, kind, content, meta)
+            if shape is not None:
+                state.problem = Problem(id, shape)
+                break
             prev = stored
             expect_id += 1
             count += 1
+            row = None  # a failure in fetching the next row is that (next) event's
             if on_progress is not None and count % progress_every == 0:
                 on_progress(progress_every)
+    except UnicodeError:  # a row source met text that has no UTF-8 ("\ud800" in an export)
+        bad_id = row[0] if row is not None and isinstance(row[0], int) else expect_id
+        state.problem = Problem(bad_id, "a field holds a lone surrogate (\\ud800-\\udfff), which is not text")
     except (TypeError, ValueError, AttributeError):
         bad_id = row[0] if row is not None and isinstance(row[0], int) else expect_id
         state.problem = Problem(bad_id, "a field is missing, NULL or of the wrong type")

@@ -327,7 +327,7 @@ def _canonical(meta: str) -> bool:
     try:
         value = json.loads(meta)
         return isinstance(value, dict) and canonical_json(value) == meta
-    except ValueError:
+    except (ValueError, RecursionError):  # hostile nesting is not canonical either
         return False
 
 

@@ -238,8 +238,14 @@ def _checked(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainSta
     pending: list[tuple[int, Event]] = []
 
     def flush() -> Iterator[Event]:
-        rows = [(e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
-                 e.prev_hash.encode(), e.hash.encode()) for _, e in pending]
+        try:
+            rows = [(e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
+                     e.prev_hash.encode(), e.hash.encode()) for _, e in pending]
+        except UnicodeEncodeError:  # JSON's "\ud800" decodes to text that has no UTF-8
+            line = next(n for n, e in pending if not all(map(_encodes, e[1:])))
+            raise errors.InputRejected(
+                "a field holds a lone surrogate (\\ud800-\\udfff), which is not text", line=line
+            ) from None
         before = state.count
         check_chain(prefix, rows, state)
         if state.problem is not None:
@@ -257,3 +263,11 @@ def _checked(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainSta
             yield from flush()
     if pending:
         yield from flush()
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
