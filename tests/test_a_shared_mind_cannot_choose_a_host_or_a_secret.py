@@ -133,7 +133,7 @@ def craft(export: Path, extra: list[tuple[str, str, dict]]) -> bytes:
     prefix = _field(str(header["ledger_format"]).encode()) + _field(header["mind_id"].encode())
     for kind, content, meta in extra:
         last = chain[-1]
-        event = {"id": last["id"] + 1, "ts": last["ts"][:-1] + "9Z", "kind": kind, "content": content,
+        event = {"id": last["id"] + 1, "ts": last["ts"][:-2] + "9Z", "kind": kind, "content": content,
                  "meta": json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
                  "prev_hash": last["hash"]}
         parts = (str(event["id"]), event["ts"], kind, content, event["meta"], event["prev_hash"])
