@@ -47,6 +47,7 @@ class VerifyReport:
     signature: dict[str, Any] | None = None
     witness: dict[str, Any] | None = None
     hint: str | None = None
+    anchored: bool = True  # False: a partial export whose link to the event before it is unchecked
 
     @property
     def ok(self) -> bool:
@@ -68,14 +69,17 @@ class Checks:
     witness: witness.Mode | None = "verify"
     path: Path | None = None
 
-    def wanted(self, mind_id: str) -> set[int]:
-        ids = witness.positions(mind_id, self.path) if self.witness else set()
-        if self.signed is not None:
-            ids.add(self.signed.checkpoint.size)
-        return ids
+    def known(self, mind_id: str) -> dict[int, str]:
+        """Event hashes a check can lean on: the witnessed heads and the signed checkpoint."""
+        found = witness.known(mind_id, self.path) if self.witness else {}
+        if self.signed is not None and self.signed.checkpoint.mind_id == mind_id:
+            found[self.signed.checkpoint.size] = self.signed.checkpoint.head
+        return found
 
-    def apply(self, report: VerifyReport, hash_at: HashAt) -> None:
-        """Run after the chain verified, with the file's hashes at hand."""
+    def apply(self, report: VerifyReport, hash_at: HashAt,
+              current: Callable[[], Checkpoint] | None = None) -> None:
+        """Run after the chain verified, with the file's hashes at hand (and, for a live mind
+        file, a way to read its head now: a writer may have moved it on meanwhile)."""
         if not report.ok:
             return
         if self.signature_problem is not None:
@@ -89,8 +93,16 @@ class Checks:
                 return
         if self.witness is None or report.last_id == 0:
             return
+        if not report.anchored and self.witness == "accept":
+            report.problem = ("cannot accept a partial export as this mind's head: its link to event "
+                              f"{report.first_id - 1} cannot be checked")
+            report.hint = "accept the mind file itself, or a whole export"
+            return
         try:
-            verdict = witness.observe(report.checkpoint(), hash_at, self.path, self.witness)
+            # An unanchored partial export may be a forgery that starts anywhere: it is judged
+            # against the witness but never advances it.
+            verdict = witness.observe(report.checkpoint(), hash_at, self.path, self.witness,
+                                      remember=report.anchored, current=current)
         except OSError as exc:  # an unwritable state dir costs the check, not the verification
             report.notes.append(f"the witness is unavailable ({exc.strerror}: {exc.filename})")
             return
@@ -146,7 +158,7 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
         if deep:
             report.deep = _deep_mind(mind, report)
         if checks is not None:
-            checks.apply(report, mind.hash_at)
+            checks.apply(report, mind.hash_at, lambda: checkpoint.of(mind.mind_id, *mind.head()))
     return report
 
 
@@ -215,13 +227,16 @@ def _add(value: Any, n: int) -> None:
 def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
                   on_progress: Progress | None = None, is_file: bool = False,
                   checks: Checks | None = None) -> VerifyReport:
-    """Check a JSONL export. A file that is not an export at all is ``NotAMind`` (exit 4)."""
+    """Check a JSONL export, every line of it. Input that is not a pmm export at all is
+    ``NotAMind`` (exit 4) whether it came as a file or on stdin; a pmm export that is wrong
+    anywhere (its header included) is the report's problem (exit 3)."""
+    del is_file  # kept for callers: a file and stdin are judged alike
     report = VerifyReport(name, "export")
     reader = ExportReader(stream, name)
     try:
         header = reader.read_header()
     except errors.InputRejected as exc:
-        if is_file:
+        if not reader.is_export:
             raise errors.NotAMind(f"{name} is neither a pmm mind file nor a pmm export",
                                   hint=exc.message) from None
         report.problem = f"not a valid pmm export: {exc.message}"
@@ -230,16 +245,26 @@ def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
         header.mind_id, header.ledger_format, header.since)
     events = _UntilRejected(reader.events())
     start = ChainState(last_id=header.since - 1)
+    known = checks.known(header.mind_id) if checks is not None else {}
+    seen = _Hashes(set(known))
     if header.since > 1:
-        first = next(iter(events), None)
+        first = events.peek()
         if first is not None:
             start.last_hash = first[1].prev_hash
-            events.push_back(first)
-        report.notes.append(
-            f"partial export from event {header.since}: its link to event "
-            f"{header.since - 1} can only be checked against the mind")
+        anchor = known.get(header.since - 1)
+        if anchor is not None and first is not None:
+            if anchor != start.last_hash:
+                report.problem_event = header.since
+                report.problem = (f"does not link to event {header.since - 1} as pmm knows it "
+                                  "(from the witness or the signature): forked or forged")
+                return report
+            seen.found[header.since - 1] = anchor
+        else:
+            report.anchored = False
+            report.notes.append(
+                f"partial export from event {header.since}: its link to event "
+                f"{header.since - 1} can only be checked against the mind")
     metas_ok = _MetaCheck() if deep else None
-    seen = _Hashes(checks.wanted(header.mind_id) if checks is not None else set())
     state = check_chain(chain_prefix(header.ledger_format, header.mind_id),
                         _raw(events, metas_ok, seen), start, on_progress)
     _record(report, state)
@@ -253,11 +278,23 @@ def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
     rejected = events.rejected
     if rejected is not None and report.ok:
         report.problem = f"not a valid pmm export: {rejected.message}"
-        if rejected.line is not None and 2 <= rejected.line <= reader.line:
-            report.problem_event = header.since + rejected.line - 2
+        report.problem_event = _rejected_event(reader, rejected, header.since)
     if checks is not None:
         checks.apply(report, seen.found.get)
     return report
+
+
+def _rejected_event(reader: ExportReader, rejected: errors.InputRejected, since: int) -> int | None:
+    """The first bad event a refused line stands for: the event that line should have held, or,
+    at the end line, the first event it claims that never came (None: only the end line lies)."""
+    if rejected.line is None or rejected.line < 2:
+        return None
+    if reader.end_at is not None and rejected.line >= reader.end_at:
+        claims = reader.end_last_id
+        if type(claims) is int and claims > reader.last_id:
+            return reader.last_id + 1
+        return None
+    return since + rejected.line - 2
 
 
 class _Hashes:
@@ -269,24 +306,43 @@ class _Hashes:
 
 
 class _UntilRejected:
-    """Iterate export events, stopping cleanly (and keeping the error) at the first bad line,
-    so what was checked before it is still reported."""
+    """Export events that stop cleanly at the first bad line (keeping the error), so what was
+    checked before it is still reported.
+
+    A plain iterator, not a generator: peeking must not be able to end the stream. (A throwaway
+    generator around the reader's, once closed, closes the reader's too, and then only the
+    peeked event was ever checked.)
+    """
 
     def __init__(self, events: Iterator[tuple[int, Event]]) -> None:
-        self.events = events
+        self._next = events.__next__
         self.pending: list[tuple[int, Event]] = []
         self.rejected: errors.InputRejected | None = None
+        self.done = False
 
-    def push_back(self, item: tuple[int, Event]) -> None:
-        self.pending.append(item)
+    def __iter__(self) -> _UntilRejected:
+        return self
 
-    def __iter__(self) -> Iterator[tuple[int, Event]]:
-        while self.pending:
-            yield self.pending.pop()
+    def __next__(self) -> tuple[int, Event]:
+        if self.pending:
+            return self.pending.pop()
+        if self.done:
+            raise StopIteration
         try:
-            yield from self.events
+            return self._next()
+        except StopIteration:
+            self.done = True
+            raise
         except errors.InputRejected as exc:
-            self.rejected = exc
+            self.done, self.rejected = True, exc
+            raise StopIteration from None
+
+    def peek(self) -> tuple[int, Event] | None:
+        """The next event without consuming it (None at the end)."""
+        item = next(self, None)
+        if item is not None:
+            self.pending.append(item)
+        return item
 
 
 class _MetaCheck:
