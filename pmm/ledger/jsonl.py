@@ -130,7 +130,7 @@ class ExportReader:
         if obj.get("version") != EXPORT_VERSION:
             raise InputRejected(f"unsupported export version {obj.get('version')!r}", line=self.line)
         mind_id, fmt, since = obj.get("mind_id"), obj.get("ledger_format"), obj.get("since")
-        if not (isinstance(mind_id, str) and mind_id and _is_int(fmt) and _is_int(since)):
+        if mind_id is None or not (_is_int(fmt) and _is_int(since)):
             raise InputRejected("export header is missing mind_id, ledger_format or since", line=self.line)
         if not is_mind_id(mind_id):
             raise InputRejected(f"export header's mind_id {shown(mind_id)} is not one pmm makes",

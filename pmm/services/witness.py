@@ -139,9 +139,9 @@ def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode
     with _locked(folder / ".lock"):
         record, legacy = _load_mind(folder, point.mind_id)
         place = _load_place(folder, key)
+        before = (_dump(record), _dump_place(place))
         if place is None and legacy is not None and key in legacy:
             place = Place(key, point.mind_id, legacy[key])
-        before = (_dump(record), _dump_place(place))
         durable = mode == "accept"
         if mode == "accept":
             place = _accept(record, point, hash_at, key)
