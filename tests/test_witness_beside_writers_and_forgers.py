@@ -77,6 +77,15 @@ def test_a_rewrite_under_a_new_mind_id_at_the_same_path_is_caught(tmp_path: Path
     assert _verify(mind)[1]["witness"]["state"] == "current"
 
 
+def test_an_export_file_rewritten_with_another_minds_export_is_not_a_replacement(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    for name, events in (("a.db", 3), ("b.db", 4)):
+        mind = _mind(tmp_path / name, events)
+        assert invoke("--mind", str(mind), "export", "-o", str(out)).exit_code == 0
+        code, report = _verify(out)
+        assert code == 0, report
+
+
 def test_a_new_mind_made_by_pmm_at_the_same_path_is_not_a_replacement(tmp_path: Path) -> None:
     mind = _mind(tmp_path / "mind.db", 4)
     assert _verify(mind)[0] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -70,7 +71,10 @@ class Checks:
 
     def known(self, mind_id: str) -> dict[int, str]:
         """Event hashes a check can lean on: the witnessed heads and the signed checkpoint."""
-        found = witness.known(mind_id, self.path) if self.witness else {}
+        found: dict[int, str] = {}
+        if self.witness:
+            with contextlib.suppress(OSError):  # an unreadable state dir costs the anchor only
+                found = witness.known(mind_id, self.path)
         if self.signed is not None and self.signed.checkpoint.mind_id == mind_id:
             found[self.signed.checkpoint.size] = self.signed.checkpoint.head
         return found
@@ -101,7 +105,8 @@ class Checks:
             # An unanchored partial export may be a forgery that starts anywhere: it is judged
             # against the witness but never advances it.
             verdict = witness.observe(report.checkpoint(), hash_at, self.path, self.witness,
-                                      remember=report.anchored, current=current)
+                                      remember=report.anchored, current=current,
+                                      export=report.source_kind == "export")
         except OSError as exc:  # an unwritable state dir costs the check, not the verification
             report.notes.append(f"the witness is unavailable ({exc.strerror}: {exc.filename})")
             return
@@ -132,8 +137,7 @@ def verify_file(path: Path, checks: Checks | None = None, *, deep: bool = False,
     """Verify a mind file or a JSONL export file (told apart by their first bytes)."""
     if path.exists() and path.is_file() and not is_sqlite(path):
         with open(path, "rb") as handle:
-            return verify_export(handle, str(path), deep=deep, on_progress=on_progress, is_file=True,
-                                 checks=checks)
+            return verify_export(handle, str(path), deep=deep, on_progress=on_progress, checks=checks)
     return verify_mind(path, deep=deep, total=total, on_progress=on_progress, checks=checks)
 
 
@@ -162,12 +166,10 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
 
 
 def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
-                  on_progress: Progress | None = None, is_file: bool = False,
-                  checks: Checks | None = None) -> VerifyReport:
+                  on_progress: Progress | None = None, checks: Checks | None = None) -> VerifyReport:
     """Check a JSONL export, every line of it. Input that is not a pmm export at all is
     ``NotAMind`` (exit 4) whether it came as a file or on stdin; a pmm export that is wrong
     anywhere (its header included) is the report's problem (exit 3)."""
-    del is_file  # kept for callers: a file and stdin are judged alike
     report = VerifyReport(name, "export")
     reader = ExportReader(stream, name)
     try:

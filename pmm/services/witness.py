@@ -120,7 +120,7 @@ def known(mind_id: str, path: Path | None) -> dict[int, str]:
 
 
 def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode = "verify", *,
-            remember: bool = True, current: Current | None = None) -> Verdict:
+            remember: bool = True, current: Current | None = None, export: bool = False) -> Verdict:
     """Judge ``point`` (a file's head) against the witness and remember what may be remembered.
 
     ``verify``: a head that extends the highest one becomes the highest; a copy behind it is only
@@ -128,6 +128,8 @@ def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode
     writer that made this file, so it may hold a new mind where another was. ``accept``: this
     head becomes the truth for its mind and file, whatever came before (a deliberate rollback).
     ``remember=False`` judges without changing anything (a head whose start is unproven).
+    ``export``: the file is an export, which may well be rewritten with another mind's export;
+    only a mind file holding another mind than before is ``replaced``.
     ``current``: when the verdict is a rollback, the file's head now; a live file that a writer
     extended since ``point`` was read is judged at that head instead (``point`` was only older).
     """
@@ -148,7 +150,7 @@ def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode
             verdict = Verdict("accepted", f"accepted {point.short()} as this mind's witnessed head",
                               record.highest)
         else:
-            verdict = _judge(record, place, point, hash_at, mode)
+            verdict = _judge(record, place, point, hash_at, "create" if export else mode)
             if verdict.state in ("rolled_back", "truncated") and current is not None:
                 verdict, point = _rejudge(record, place, point, hash_at, current, mode, verdict)
             if verdict.ok and remember:
