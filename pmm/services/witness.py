@@ -349,29 +349,30 @@ def _dump_place(place: Place | None) -> str:
 
 
 def _save(file: Path, text: str, durable: bool) -> None:
-    """Replace ``file`` atomically. Only an accepted head is fsynced: every other update follows
-    a COMMIT that is already durable, so a power cut can only make the witness lag the mind
-    (read as "ahead", never as a false rollback); fsyncs on every write cost a chat turn ~20 ms."""
+    """Store a record. A new file, or an accepted head, is written whole and fsynced (temp file,
+    rename). Every other update runs after each COMMIT and is overwritten in place, padded with
+    spaces to the old length (still valid JSON), in one ``pwrite`` under the lock: on ext4 a
+    rename over a file starts a flush that cost a commit ~2-9 ms. Safe because the mind's COMMIT
+    is durable first: a power cut or a torn write only makes the witness lag the mind (or reset
+    it, if the record no longer parses), never claim more than the mind holds."""
     import os
 
-    from pmm.services.files import temp_beside, write_atomic
+    from pmm.services.files import write_atomic
 
     data = (text + "\n").encode()
-    if durable:
-        write_atomic(file, data)
-        return
-    tmp = temp_beside(file)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not durable:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)
+            fd = os.open(file, os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            fd = -1
+        if fd >= 0:
+            try:
+                old = os.fstat(fd).st_size
+                os.pwrite(fd, data + b" " * (old - len(data)), 0)
+            finally:
+                os.close(fd)
+            return
+    write_atomic(file, data)
 
 
 @contextlib.contextmanager
