@@ -152,7 +152,8 @@ def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode
         else:
             verdict = _judge(record, place, point, hash_at, "create" if export else mode)
             if verdict.state in ("rolled_back", "truncated") and current is not None:
-                verdict, point = _rejudge(record, place, point, hash_at, current, mode, verdict)
+                verdict, judged = _rejudge(record, place, point, hash_at, current, mode, verdict)
+                remember = remember and judged is point  # the newer head is the writer's to tell
             if verdict.ok and remember:
                 place = _remember(record, place, point, key,
                                   extends=verdict.state in ("new", "current", "ahead"))
