@@ -11,7 +11,8 @@ import pytest
 from pmm.domain.events import Draft
 from pmm.ledger.chain import ChainState, check_chain
 from pmm.ledger.store import Mind
-from pmm.services import integrity, minds
+from pmm.services import minds
+from pmm.services.halves import check_in_two
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def tamper(src: Path, dst: Path, event_id: int, sql: str) -> Path:
 
 def both_ways(path: Path, split: int) -> tuple[ChainState, ChainState]:
     with Mind.open(path) as mind:
-        halves = integrity._check_in_two(mind, split, None)
+        halves = check_in_two(mind, split, None)
         single = check_chain(mind.prefix, mind.raw_rows(), ChainState())
     return halves, single
 

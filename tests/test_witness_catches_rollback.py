@@ -44,12 +44,18 @@ def test_writes_and_verifies_keep_the_witness_current(mind: Path, private_dirs: 
     assert result.returncode == 0
     assert report["witness"]["state"] == "current"
     assert report["witness"]["witnessed"]["size"] == 3
+    import hashlib
+
     folder = private_dirs / "state" / "pmm" / "witness"
-    files = sorted(p.name for p in folder.iterdir())
-    assert files == [f"{report['mind_id']}.json", f"{report['mind_id']}.lock"]  # no temp files left
-    stored = json.loads((folder / f"{report['mind_id']}.json").read_text())
+    by_id = hashlib.sha256(report["mind_id"].encode()).hexdigest()
+    by_path = hashlib.sha256(str(mind.resolve()).encode()).hexdigest()
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    assert files == [".lock", "minds", f"minds/{by_id}.json", "paths", f"paths/{by_path}.json"]  # no temp files
+    stored = json.loads((folder / "minds" / f"{by_id}.json").read_text())
     assert stored["heads"][-1][:2] == [3, report["head"]]
-    assert str(mind.resolve()) in stored["files"]
+    place = json.loads((folder / "paths" / f"{by_path}.json").read_text())
+    assert place["path"] == str(mind.resolve()) and place["mind_id"] == report["mind_id"]
+    assert place["head"][:2] == [3, report["head"]]
 
 
 def test_a_truncated_file_fails(mind: Path) -> None:
@@ -144,7 +150,7 @@ def test_no_witness_skips_it_and_a_damaged_witness_file_is_not_fatal(mind: Path,
     conn.close()
     result, report = _verify(mind, "--no-witness")
     assert result.returncode == 0 and report["witness"] is None
-    for record in (private_dirs / "state" / "pmm" / "witness").glob("*.json"):
+    for record in (private_dirs / "state" / "pmm" / "witness").rglob("*.json"):
         record.write_text("{ not json")
     result, report = _verify(mind)
     assert result.returncode == 0 and report["witness"]["state"] == "new"

@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass
 
 from pmm import errors
+from pmm.domain.ids import is_mind_id, shown
 
 ORIGIN_PREFIX = "pmm/"
 COMMENT_TAG = "pmm-checkpoint"
-_MIND_ID = re.compile(r"[0-9a-f]{32}")
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
@@ -62,7 +62,7 @@ def from_fields(fields: list[str]) -> Checkpoint:
         raise errors.IntegrityError("the checkpoint needs an origin, a size and a hash")
     origin, size, root = fields
     mind_id = origin.removeprefix(ORIGIN_PREFIX)
-    if not origin.startswith(ORIGIN_PREFIX) or not _MIND_ID.fullmatch(mind_id):
+    if not origin.startswith(ORIGIN_PREFIX) or not is_mind_id(mind_id):
         raise errors.IntegrityError(f"the checkpoint's origin {origin[:60]!r} is not a pmm mind")
     if not size.isdigit() or size != str(int(size)) or int(size) < 1:
         raise errors.IntegrityError(f"the checkpoint's size {size[:30]!r} is not a positive number")
@@ -76,6 +76,8 @@ def from_fields(fields: list[str]) -> Checkpoint:
 
 
 def of(mind_id: str, size: int, head: str) -> Checkpoint:
+    if not is_mind_id(mind_id):
+        raise errors.IntegrityError(f"the mind id {shown(mind_id)} is not one pmm makes")
     if not _HASH.fullmatch(head):
         raise errors.IntegrityError(f"event {size}'s hash is not hex SHA-256")
     return Checkpoint(mind_id, size, head)

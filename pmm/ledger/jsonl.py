@@ -18,6 +18,7 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import IO, Any
 
 from pmm.domain.events import Event
+from pmm.domain.ids import is_mind_id, shown
 from pmm.errors import InputRejected
 from pmm.ledger.chain import FORMAT_VERSION
 
@@ -91,6 +92,9 @@ class ExportReader:
         self.count = 0
         self.last_hash: str | None = None
         self.last_id = 0
+        self.is_export = False  # the first line is a pmm export header (whatever else is wrong)
+        self.end_at: int | None = None  # the end line's number, once it is read
+        self.end_last_id: Any = None  # the last id the end line claims
 
     def _next_line(self) -> bytes | None:
         raw = self.stream.readline(MAX_LINE + 1)
@@ -122,11 +126,15 @@ class ExportReader:
                 hint="for ChatGPT or Claude data use --format chatgpt / --format claude",
                 line=self.line,
             )
+        self.is_export = True
         if obj.get("version") != EXPORT_VERSION:
             raise InputRejected(f"unsupported export version {obj.get('version')!r}", line=self.line)
         mind_id, fmt, since = obj.get("mind_id"), obj.get("ledger_format"), obj.get("since")
-        if not (isinstance(mind_id, str) and mind_id and _is_int(fmt) and _is_int(since)):
+        if mind_id is None or not (_is_int(fmt) and _is_int(since)):
             raise InputRejected("export header is missing mind_id, ledger_format or since", line=self.line)
+        if not is_mind_id(mind_id):
+            raise InputRejected(f"export header's mind_id {shown(mind_id)} is not one pmm makes",
+                                hint="a pmm mind id is 32 lowercase hex digits", line=self.line)
         assert isinstance(fmt, int) and isinstance(since, int)
         if since < 1:
             raise InputRejected("export header's since must be 1 or more", line=self.line)
@@ -159,6 +167,7 @@ class ExportReader:
                     raise ValueError
             except (ValueError, KeyError, TypeError, AttributeError):
                 if isinstance(obj := self._diagnose(raw), dict) and "pmm" in obj:
+                    self.end_at, self.end_last_id = line, obj.get("last_id")
                     self._check_end(obj)
                     return
                 raise AssertionError("unreachable: _diagnose raises for any bad event line") from None

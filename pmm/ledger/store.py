@@ -52,6 +52,7 @@ class Mind:
         self.prefix = chain_prefix(self.ledger_format, self.mind_id)
         # Called with the open mind just before a writer closes (the services' witness uses it).
         self.on_close: Callable[[Mind], None] | None = None
+        self.on_commit: Callable[[Mind], None] | None = None  # after each COMMIT (the witness)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -282,6 +283,8 @@ class Mind:
             if isinstance(exc, sqlite3.Error):
                 raise cx.translate(exc, self.path) from None
             raise
+        if self.on_commit is not None:
+            self.on_commit(self)
 
     def append(self, drafts: Iterable[Draft] | Callable[[int], Iterable[Draft]]) -> list[Event]:
         """Append drafts as one transaction; returns the events once committed.

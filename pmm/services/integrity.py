@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -15,16 +16,15 @@ from pmm.domain.events import Event
 from pmm.ledger.chain import (
     GENESIS_PREV,
     ChainState,
-    Problem,
     RawRow,
     chain_prefix,
     check_chain,
-    id_problem,
 )
 from pmm.ledger.jsonl import ExportReader
 from pmm.ledger.schema import ALTERED_HINT
 from pmm.ledger.store import Mind
 from pmm.services import signing, witness
+from pmm.services.halves import PARALLEL_FROM, check_in_two
 
 Progress = Callable[[int], None]
 HashAt = Callable[[int], "str | None"]
@@ -48,6 +48,7 @@ class VerifyReport:
     signature: dict[str, Any] | None = None
     witness: dict[str, Any] | None = None
     hint: str | None = None
+    anchored: bool = True  # False: a partial export whose link to the event before it is unchecked
 
     @property
     def ok(self) -> bool:
@@ -69,14 +70,20 @@ class Checks:
     witness: witness.Mode | None = "verify"
     path: Path | None = None
 
-    def wanted(self, mind_id: str) -> set[int]:
-        ids = witness.positions(mind_id, self.path) if self.witness else set()
-        if self.signed is not None:
-            ids.add(self.signed.checkpoint.size)
-        return ids
+    def known(self, mind_id: str) -> dict[int, str]:
+        """Event hashes a check can lean on: the witnessed heads and the signed checkpoint."""
+        found: dict[int, str] = {}
+        if self.witness:
+            with contextlib.suppress(OSError):  # an unreadable state dir costs the anchor only
+                found = witness.known(mind_id, self.path)
+        if self.signed is not None and self.signed.checkpoint.mind_id == mind_id:
+            found[self.signed.checkpoint.size] = self.signed.checkpoint.head
+        return found
 
-    def apply(self, report: VerifyReport, hash_at: HashAt) -> None:
-        """Run after the chain verified, with the file's hashes at hand."""
+    def apply(self, report: VerifyReport, hash_at: HashAt,
+              current: Callable[[], Checkpoint] | None = None) -> None:
+        """Run after the chain verified, with the file's hashes at hand (and, for a live mind
+        file, a way to read its head now: a writer may have moved it on meanwhile)."""
         if not report.ok:
             return
         if self.signature_problem is not None:
@@ -90,8 +97,17 @@ class Checks:
                 return
         if self.witness is None or report.last_id == 0:
             return
+        if not report.anchored and self.witness == "accept":
+            report.problem = ("cannot accept a partial export as this mind's head: its link to event "
+                              f"{report.first_id - 1} cannot be checked")
+            report.hint = "accept the mind file itself, or a whole export"
+            return
         try:
-            verdict = witness.observe(report.checkpoint(), hash_at, self.path, self.witness)
+            # An unanchored partial export may be a forgery that starts anywhere: it is judged
+            # against the witness but never advances it.
+            verdict = witness.observe(report.checkpoint(), hash_at, self.path, self.witness,
+                                      remember=report.anchored, current=current,
+                                      export=report.source_kind == "export")
         except OSError as exc:  # an unwritable state dir costs the check, not the verification
             report.notes.append(f"the witness is unavailable ({exc.strerror}: {exc.filename})")
             return
@@ -122,8 +138,7 @@ def verify_file(path: Path, checks: Checks | None = None, *, deep: bool = False,
     """Verify a mind file or a JSONL export file (told apart by their first bytes)."""
     if path.exists() and path.is_file() and not is_sqlite(path):
         with open(path, "rb") as handle:
-            return verify_export(handle, str(path), deep=deep, on_progress=on_progress, is_file=True,
-                                 checks=checks)
+            return verify_export(handle, str(path), deep=deep, on_progress=on_progress, checks=checks)
     return verify_mind(path, deep=deep, total=total, on_progress=on_progress, checks=checks)
 
 
@@ -140,91 +155,30 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
             total(mind.count())
         head_id = mind.head()[0]
         if head_id >= PARALLEL_FROM and (os.cpu_count() or 1) > 1:
-            state = _check_in_two(mind, head_id // 2 + 1, on_progress)
+            state = check_in_two(mind, head_id // 2 + 1, on_progress)
         else:
             state = check_chain(mind.prefix, mind.raw_rows(), ChainState(), on_progress)
         _record(report, state)
         if deep:
             report.deep = _deep_mind(mind, report)
-        if checks is not None:
-            checks.apply(report, mind.hash_at)
         if report.ok and (altered := mind.schema_problems()):  # planted triggers, views, tables
             report.problem, report.hint = "altered outside pmm: " + "; ".join(altered[:3]), ALTERED_HINT
+        if checks is not None:
+            checks.apply(report, mind.hash_at, lambda: checkpoint.of(mind.mind_id, *mind.head()))
     return report
 
 
-PARALLEL_FROM = 200_000  # below this, forking a checker costs more than it saves
-
-
-def _check_in_two(mind: Mind, split: int, on_progress: Progress | None) -> ChainState:
-    """Check ids below ``split`` in a forked process and the rest here, then join the halves.
-
-    Hashing is CPU-bound and independent per event, so two cores halve the wall time. The
-    second half starts from the *stored* hash of event ``split - 1``; the first half proves
-    that hash right (it is the last one it checks), which links the halves.
-    """
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork")
-    done = ctx.Value("q", 0)
-    receive, send = ctx.Pipe(duplex=False)
-
-    def first_half() -> None:
-        with Mind.open(mind.path) as own:
-            state = check_chain(own.prefix, own.raw_rows(before=split), ChainState(),
-                                lambda n: _add(done, n))
-        send.send(state)
-
-    child = ctx.Process(target=first_half, name="pmm-verify", daemon=True)
-    child.start()
-    send.close()
-    seen = 0
-
-    def progress(n: int) -> None:
-        nonlocal seen
-        if on_progress is not None:
-            total = done.value
-            on_progress(n + total - seen)
-            seen = total
-
-    boundary = mind.hash_at(split - 1) or GENESIS_PREV
-    second = check_chain(mind.prefix, mind.raw_rows(since=split),
-                         ChainState(last_id=split - 1, last_hash=boundary), progress)
-    try:
-        first: ChainState = receive.recv()
-    except EOFError:
-        raise errors.PmmError("the verifying child process died") from None
-    child.join()
-    progress(0)
-    if first.problem is not None:
-        return first
-    if first.last_id != split - 1:  # the first half ended early: ids are missing at the seam
-        following = mind.first_id_from(split)
-        if following is not None:
-            first.problem = id_problem(first.last_id + 1, following)
-        return first
-    if first.last_hash != boundary:
-        first.problem = Problem(split, f"does not link to event {split - 1}")
-        return first
-    second.count += first.count
-    return second
-
-
-def _add(value: Any, n: int) -> None:
-    with value.get_lock():
-        value.value += n
-
-
 def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
-                  on_progress: Progress | None = None, is_file: bool = False,
-                  checks: Checks | None = None) -> VerifyReport:
-    """Check a JSONL export. A file that is not an export at all is ``NotAMind`` (exit 4)."""
+                  on_progress: Progress | None = None, checks: Checks | None = None) -> VerifyReport:
+    """Check a JSONL export, every line of it. Input that is not a pmm export at all is
+    ``NotAMind`` (exit 4) whether it came as a file or on stdin; a pmm export that is wrong
+    anywhere (its header included) is the report's problem (exit 3)."""
     report = VerifyReport(name, "export")
     reader = ExportReader(stream, name)
     try:
         header = reader.read_header()
     except errors.InputRejected as exc:
-        if is_file:
+        if not reader.is_export:
             raise errors.NotAMind(f"{name} is neither a pmm mind file nor a pmm export",
                                   hint=exc.message) from None
         report.problem = f"not a valid pmm export: {exc.message}"
@@ -233,16 +187,26 @@ def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
         header.mind_id, header.ledger_format, header.since)
     events = _UntilRejected(reader.events())
     start = ChainState(last_id=header.since - 1)
+    known = checks.known(header.mind_id) if checks is not None else {}
+    seen = _Hashes(set(known))
     if header.since > 1:
-        first = next(iter(events), None)
+        first = events.peek()
         if first is not None:
             start.last_hash = first[1].prev_hash
-            events.push_back(first)
-        report.notes.append(
-            f"partial export from event {header.since}: its link to event "
-            f"{header.since - 1} can only be checked against the mind")
+        anchor = known.get(header.since - 1)
+        if anchor is not None and first is not None:
+            if anchor != start.last_hash:
+                report.problem_event = header.since
+                report.problem = (f"does not link to event {header.since - 1} as pmm knows it "
+                                  "(from the witness or the signature): forked or forged")
+                return report
+            seen.found[header.since - 1] = anchor
+        else:
+            report.anchored = False
+            report.notes.append(
+                f"partial export from event {header.since}: its link to event "
+                f"{header.since - 1} can only be checked against the mind")
     metas_ok = _MetaCheck() if deep else None
-    seen = _Hashes(checks.wanted(header.mind_id) if checks is not None else set())
     state = check_chain(chain_prefix(header.ledger_format, header.mind_id),
                         _raw(events, metas_ok, seen), start, on_progress)
     _record(report, state)
@@ -256,11 +220,23 @@ def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
     rejected = events.rejected
     if rejected is not None and report.ok:
         report.problem = f"not a valid pmm export: {rejected.message}"
-        if rejected.line is not None and 2 <= rejected.line <= reader.line:
-            report.problem_event = header.since + rejected.line - 2
+        report.problem_event = _rejected_event(reader, rejected, header.since)
     if checks is not None:
         checks.apply(report, seen.found.get)
     return report
+
+
+def _rejected_event(reader: ExportReader, rejected: errors.InputRejected, since: int) -> int | None:
+    """The first bad event a refused line stands for: the event that line should have held, or,
+    at the end line, the first event it claims that never came (None: only the end line lies)."""
+    if rejected.line is None or rejected.line < 2:
+        return None
+    if reader.end_at is not None and rejected.line >= reader.end_at:
+        claims = reader.end_last_id
+        if type(claims) is int and claims > reader.last_id:
+            return reader.last_id + 1
+        return None
+    return since + rejected.line - 2
 
 
 class _Hashes:
@@ -272,24 +248,43 @@ class _Hashes:
 
 
 class _UntilRejected:
-    """Iterate export events, stopping cleanly (and keeping the error) at the first bad line,
-    so what was checked before it is still reported."""
+    """Export events that stop cleanly at the first bad line (keeping the error), so what was
+    checked before it is still reported.
+
+    A plain iterator, not a generator: peeking must not be able to end the stream. (A throwaway
+    generator around the reader's, once closed, closes the reader's too, and then only the
+    peeked event was ever checked.)
+    """
 
     def __init__(self, events: Iterator[tuple[int, Event]]) -> None:
-        self.events = events
+        self._next = events.__next__
         self.pending: list[tuple[int, Event]] = []
         self.rejected: errors.InputRejected | None = None
+        self.done = False
 
-    def push_back(self, item: tuple[int, Event]) -> None:
-        self.pending.append(item)
+    def __iter__(self) -> _UntilRejected:
+        return self
 
-    def __iter__(self) -> Iterator[tuple[int, Event]]:
-        while self.pending:
-            yield self.pending.pop()
+    def __next__(self) -> tuple[int, Event]:
+        if self.pending:
+            return self.pending.pop()
+        if self.done:
+            raise StopIteration
         try:
-            yield from self.events
+            return self._next()
+        except StopIteration:
+            self.done = True
+            raise
         except errors.InputRejected as exc:
-            self.rejected = exc
+            self.done, self.rejected = True, exc
+            raise StopIteration from None
+
+    def peek(self) -> tuple[int, Event] | None:
+        """The next event without consuming it (None at the end)."""
+        item = next(self, None)
+        if item is not None:
+            self.pending.append(item)
+        return item
 
 
 class _MetaCheck:

@@ -24,7 +24,7 @@ def genesis(name: str | None) -> Draft:
 
 def init(path: Path, name: str | None) -> Mind:
     """A new mind with its genesis event; refuses to overwrite anything."""
-    return witnessed(Mind.create(path, genesis(name)))
+    return witnessed(Mind.create(path, genesis(name)), created=True)
 
 
 def open_read(path: Path) -> Mind:
@@ -36,17 +36,20 @@ def open_write(path: Path, notify: Notify) -> Mind:
     if not path.exists():
         mind = Mind.create(path, genesis(None))
         notify(f"Created a new mind at {path}")
-        return witnessed(mind)
+        return witnessed(mind, created=True)
     return witnessed(Mind.open(path, write=True))
 
 
-def witnessed(mind: Mind) -> Mind:
-    """A writer whose head the witness remembers when it closes."""
-    mind.on_close = witness_head
+def witnessed(mind: Mind, *, created: bool = False) -> Mind:
+    """A writer whose head the witness learns at open, after every commit and at close: a
+    writer killed mid-run still leaves what it committed witnessed. ``created``: pmm just made
+    this file, so it may hold a new mind where another one was."""
+    witness_head(mind, created=created)
+    mind.on_commit = mind.on_close = witness_head
     return mind
 
 
-def witness_head(mind: Mind) -> None:
+def witness_head(mind: Mind, *, created: bool = False) -> None:
     """Tell the witness this file's head. A writer never fails for it: a mind that no longer
     extends the witness is left for ``pmm verify`` to report, and an unwritable state dir only
     costs the protection."""
@@ -56,7 +59,8 @@ def witness_head(mind: Mind) -> None:
     size, head = mind.head()
     if size:
         with contextlib.suppress(OSError):
-            witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, mind.path, "write")
+            witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, mind.path,
+                            "create" if created else "write")
 
 
 def remember(path: Path, text: str, notify: Notify) -> Event:

@@ -153,7 +153,7 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
         checked = _checked(reader.events(), prefix, ChainState(), on_progress)
         count = Mind.build(path, header.mind_id, checked)
         with Mind.open(path) as built:
-            minds.witness_head(built)
+            minds.witness_head(built, created=True)
         notify(f"Created a new mind at {path}")
         return ImportResult(count, 0, True, header.mind_id, count)
     with _seekable(stream) as source:

@@ -114,6 +114,11 @@ def sign(source: Path, key_path: Path, passphrase: Passphrase, fmt: str = "minis
     if not report.ok:
         where = f"event {report.problem_event}: " if report.problem_event else ""
         raise errors.IntegrityError(f"refusing to sign {source}: {where}{report.problem}", hint=report.hint)
+    if not report.anchored:
+        raise errors.IntegrityError(
+            f"refusing to sign {source}: a partial export from event {report.first_id} whose link to "
+            f"event {report.first_id - 1} pmm cannot check (it could start from any forged history)",
+            hint="sign the mind file, or a whole export (pmm export without --since)")
     if report.last_id == 0:
         raise errors.UsageError(f"nothing to sign: {source} has no events")
     point = report.checkpoint()

@@ -1,23 +1,29 @@
-"""The witness: what pmm has seen of each mind, kept outside the mind file (user state dir).
+"""The witness: what pmm has seen of each mind and each file, kept outside the mind file
+(user state dir).
 
 A hash chain cannot see its own tail cut off, an older copy put in its place, or a rewrite with
 recomputed hashes. The witness can: per mind id it remembers the highest checkpoint pmm has seen
-extend the chain (written, verified, signed or restored), a few earlier heads, and the last head
-of each file. A mind that no longer extends that history fails ``pmm verify``:
+extend the chain (written, verified, signed or restored) and a few earlier heads; per file, which
+mind it held and its last head. A mind that no longer extends that history fails ``pmm verify``:
 
 - ``forked``: an event pmm witnessed has a different hash now (rewritten, or a diverged copy);
 - ``rolled_back``: this same file went back to an earlier head pmm had seen;
-- ``truncated``: this same file lost events off its end.
+- ``truncated``: this same file lost events off its end;
+- ``replaced``: this same file now holds another mind (a rewrite under a new mind id).
 
 Another copy that is merely behind (a backup) is ``behind``: reported, not failed. A deliberate
-rollback is accepted with ``pmm verify --accept-rollback`` or by ``pmm restore``.
+rollback or replacement is accepted with ``pmm verify --accept-rollback`` or by ``pmm restore``.
 
-One JSON file per mind id, changed under a lock and replaced atomically (temp file, fsync, rename).
+Storage: ``minds/<sha256 of the id>.json`` and ``paths/<sha256 of the file's path>.json``, never
+a name built from the text itself (a mind id comes from files pmm did not write). Changed under
+one lock and replaced atomically (temp file, fsync, rename). Files named by the raw id (by earlier
+versions: ``<mind_id>.json``) are read once and moved to the new layout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,13 +31,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from pmm import errors
 from pmm.domain import checkpoint as cp
+from pmm.domain.ids import is_mind_id, shown
 
 HashAt = Callable[[int], "str | None"]  # the file's hash of event k (None: not known)
-Mode = Literal["verify", "write", "accept"]
+Current = Callable[[], cp.Checkpoint]  # the file's head now (a live mind a writer may extend)
+Mode = Literal["verify", "write", "create", "accept"]
 KEEP_HEADS = 256
-KEEP_FILES = 64
-FAILED = ("forked", "rolled_back", "truncated")
+FAILED = ("forked", "rolled_back", "truncated", "replaced")
 
 
 @dataclass
@@ -50,9 +58,10 @@ class Head:
 
 @dataclass
 class Record:
+    """What pmm saw of one mind id: heads in ascending size, the last the highest."""
+
     mind_id: str
-    heads: list[Head] = field(default_factory=list)  # ascending size; the last is the highest
-    files: dict[str, Head] = field(default_factory=dict)
+    heads: list[Head] = field(default_factory=list)
 
     @property
     def highest(self) -> Head | None:
@@ -60,8 +69,17 @@ class Record:
 
 
 @dataclass
+class Place:
+    """What pmm last saw at one file path: which mind it held, and its head."""
+
+    key: str
+    mind_id: str
+    head: Head
+
+
+@dataclass
 class Verdict:
-    state: str  # new, current, ahead, behind, accepted, forked, rolled_back, truncated
+    state: str  # new, current, ahead, behind, accepted, forked, rolled_back, truncated, replaced
     message: str
     witnessed: Head | None = None
     since: int = 0
@@ -73,7 +91,8 @@ class Verdict:
     def hint(self, source: str) -> str | None:
         if self.ok:
             return None
-        return (f"if this is deliberate, accept it: pmm verify {source} --accept-rollback "
+        what = "replacement" if self.state == "replaced" else "rollback"
+        return (f"if this {what} is deliberate, accept it: pmm verify {source} --accept-rollback "
                 "(pmm restore also accepts the mind it restores)")
 
     def to_json(self) -> dict[str, Any]:
@@ -87,62 +106,110 @@ def directory() -> Path:
     return state_dir() / "witness"
 
 
-def positions(mind_id: str, path: Path | None) -> set[int]:
-    """The event ids whose hashes a check needs (read without the lock: a hint, not a promise)."""
-    record = _load(directory() / f"{mind_id}.json", mind_id)
-    wanted = {h.size for h in record.heads}
-    own = record.files.get(_key(path))
-    if own is not None:
-        wanted.add(own.size)
-    return wanted
+def known(mind_id: str, path: Path | None) -> dict[int, str]:
+    """Event hashes the witness holds for this mind (and this file), read without the lock: a
+    hint for what a check should collect, or an anchor a partial export must link to."""
+    _check(mind_id)
+    folder = directory()
+    record, _ = _load_mind(folder, mind_id)
+    found = {h.size: h.head for h in record.heads}
+    place = _load_place(folder, _key(path))
+    if place is not None and place.mind_id == mind_id:
+        found.setdefault(place.head.size, place.head.head)
+    return found
 
 
-def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode = "verify") -> Verdict:
+def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode = "verify", *,
+            remember: bool = True, current: Current | None = None, export: bool = False) -> Verdict:
     """Judge ``point`` (a file's head) against the witness and remember what may be remembered.
 
     ``verify``: a head that extends the highest one becomes the highest; a copy behind it is only
-    remembered for its own file. ``write``: the same, but never fails a writer. ``accept``: this
-    head becomes the truth for its mind, whatever came before (a deliberate rollback).
+    remembered for its own file. ``write``: the same, but never fails a writer. ``create``: a
+    writer that made this file, so it may hold a new mind where another was. ``accept``: this
+    head becomes the truth for its mind and file, whatever came before (a deliberate rollback).
+    ``remember=False`` judges without changing anything (a head whose start is unproven).
+    ``export``: the file is an export, which may well be rewritten with another mind's export;
+    only a mind file holding another mind than before is ``replaced``.
+    ``current``: when the verdict is a rollback, the file's head now; a live file that a writer
+    extended since ``point`` was read is judged at that head instead (``point`` was only older).
     """
+    _check(point.mind_id)
     folder = directory()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _locked(folder / f"{point.mind_id}.lock"):
-        file = folder / f"{point.mind_id}.json"
-        record = _load(file, point.mind_id)
-        before = _dump(record)
+    for sub in (folder, folder / "minds", folder / "paths"):
+        sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = _key(path)
+    with _locked(folder / ".lock"):
+        record, legacy = _load_mind(folder, point.mind_id)
+        place = _load_place(folder, key)
+        before = (_dump(record), _dump_place(place))
+        if place is None and legacy is not None and key in legacy:
+            place = Place(key, point.mind_id, legacy[key])
+        durable = mode == "accept"
         if mode == "accept":
-            _accept(record, point, hash_at, _key(path))
+            place = _accept(record, point, hash_at, key)
             verdict = Verdict("accepted", f"accepted {point.short()} as this mind's witnessed head",
                               record.highest)
         else:
-            verdict = _judge(record, point, hash_at, _key(path))
-            if verdict.ok:
-                _remember(record, point, _key(path), extends=verdict.state in ("new", "current", "ahead"))
-        if _dump(record) != before:
-            _save(file, record)
+            verdict = _judge(record, place, point, hash_at, "create" if export else mode)
+            if verdict.state in ("rolled_back", "truncated") and current is not None:
+                verdict, judged = _rejudge(record, place, point, hash_at, current, mode, verdict)
+                remember = remember and judged is point  # the newer head is the writer's to tell
+            if verdict.ok and remember:
+                place = _remember(record, place, point, key,
+                                  extends=verdict.state in ("new", "current", "ahead"))
+        if legacy is not None:
+            _migrate(folder, point.mind_id, record, legacy, skip=key)
+        elif _dump(record) != before[0]:
+            _save(_mind_file(folder, point.mind_id), _dump(record), durable)
+        if place is not None and _dump_place(place) != before[1]:
+            _save(_place_file(folder, key), _dump_place(place), durable)
     return verdict
 
 
-def _judge(record: Record, point: cp.Checkpoint, hash_at: HashAt, key: str) -> Verdict:
+def _rejudge(record: Record, place: Place | None, point: cp.Checkpoint, hash_at: HashAt,
+             current: Current, mode: Mode, verdict: Verdict) -> tuple[Verdict, cp.Checkpoint]:
+    """A check of a live file reads it at one moment and judges it later; a writer that
+    appended (and told the witness) in between makes the older snapshot look rolled back. If
+    the file now extends what was checked and the witness is happy with that, so is the check."""
+    now = current()
+    if now.mind_id != point.mind_id or now.size <= point.size or hash_at(point.size) != point.head:
+        return verdict, point
+    again = _judge(record, place, now, hash_at, mode)
+    if not again.ok:
+        return verdict, point
+    again.message += (f" (a writer appended {now.size - point.size:,} events while this check "
+                      f"ran; the {point.size:,} checked are the start of them)")
+    return again, now
+
+
+def _judge(record: Record, place: Place | None, point: cp.Checkpoint, hash_at: HashAt,
+           mode: Mode) -> Verdict:
+    if place is not None and place.mind_id != point.mind_id and mode != "create":
+        return Verdict("replaced", f"this file held another mind ({place.mind_id}, "
+                       f"{place.head.describe()}); it now holds mind {point.mind_id}: a different "
+                       "mind was put in its place (or the file was rewritten under a new id)",
+                       place.head)
+    own = place.head if place is not None and place.mind_id == point.mind_id else None
     top = record.highest
-    if top is None:
+    if top is None and own is None:
         return Verdict("new", "pmm had not witnessed this mind before")
     fork = _fork(record.heads, point.size, hash_at)
     if fork is not None:
         return Verdict("forked", fork, top)
-    own = record.files.get(key) if key else None
     if own is not None and own.size <= point.size and hash_at(own.size) not in (None, own.head):
         return Verdict("forked", f"event {own.size} of this file changed since pmm saw it on "
                                  f"{_day(own.at)}: rewritten or replaced by a diverged copy", top)
     if own is not None and own.size > point.size:
-        earlier = next((h for h in [*record.heads, *record.files.values()]
+        earlier = next((h for h in [*record.heads, own]
                         if h.size == point.size and h.head == point.head), None)
         if earlier is not None:
             return Verdict("rolled_back", f"rolled back (or cut back): this file is at {point.short()}, a head "
                            f"pmm saw on {_day(earlier.at)}, but pmm saw it at event {own.size:,} on "
-                           f"{_day(own.at)}", top)
+                           f"{_day(own.at)}", top or own)
         return Verdict("truncated", f"truncated: this file ends at event {point.size:,}, but pmm saw "
-                       f"it reach event {own.size:,} on {_day(own.at)}", top)
+                       f"it reach event {own.size:,} on {_day(own.at)}", top or own)
+    if top is None:
+        return Verdict("new", "pmm had not witnessed this mind before")
     if point.size >= top.size:
         if point.size == top.size:
             return Verdict("current", f"at the witnessed head, {top.describe()}", top)
@@ -171,29 +238,45 @@ def _fork(heads: list[Head], size: int, hash_at: HashAt) -> str | None:
             " (rewritten, or a copy that diverged)")
 
 
-def _remember(record: Record, point: cp.Checkpoint, key: str, *, extends: bool) -> None:
-    now = _now()
-    head = Head(point.size, point.head, now, key)
+def _remember(record: Record, place: Place | None, point: cp.Checkpoint, key: str, *,
+              extends: bool) -> Place | None:
+    """Record ``point``; returns the file's place as it should now be stored."""
+    head = Head(point.size, point.head, _now(), key)
     if extends and (record.highest is None or record.highest.size < point.size):
+        # Only the oldest heads are dropped: the highest, which every copy is judged by, stays.
         record.heads = [*record.heads, head][-KEEP_HEADS:]
-    if key:
-        own = record.files.get(key)
-        if own is None or (own.size, own.head) != (point.size, point.head):
-            record.files.pop(key, None)
-            record.files[key] = head
-            while len(record.files) > KEEP_FILES:
-                record.files.pop(next(iter(record.files)))
+    if not key:
+        return place
+    if (place is not None and place.mind_id == point.mind_id
+            and (place.head.size, place.head.head) == (point.size, point.head)):
+        return place
+    return Place(key, point.mind_id, head)
 
 
-def _accept(record: Record, point: cp.Checkpoint, hash_at: HashAt, key: str) -> None:
+def _accept(record: Record, point: cp.Checkpoint, hash_at: HashAt, key: str) -> Place | None:
     """Keep only the history this head agrees with, then make it the highest."""
     record.heads = [h for h in record.heads if h.size < point.size and hash_at(h.size) == h.head]
-    record.files = {k: h for k, h in record.files.items()
-                    if k != key and h.size <= point.size and hash_at(h.size) == h.head}
-    _remember(record, point, key, extends=True)
+    return _remember(record, None, point, key, extends=True)
 
 
 # -- storage -----------------------------------------------------------------------------------
+
+def _check(mind_id: str) -> None:
+    if not is_mind_id(mind_id):  # callers validate; this is the last line before a file name
+        raise errors.IntegrityError(f"the mind id {shown(mind_id)} is not one pmm makes")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _mind_file(folder: Path, mind_id: str) -> Path:
+    return folder / "minds" / f"{_digest(mind_id)}.json"
+
+
+def _place_file(folder: Path, key: str) -> Path:
+    return folder / "paths" / f"{_digest(key)}.json"
+
 
 def _key(path: Path | None) -> str:
     return str(path.resolve()) if path is not None else ""
@@ -207,30 +290,90 @@ def _day(at: str) -> str:
     return at.replace("T", " ").replace("Z", " UTC") if at else "an earlier run"
 
 
-def _load(file: Path, mind_id: str) -> Record:
+def _load_mind(folder: Path, mind_id: str) -> tuple[Record, dict[str, Head] | None]:
+    """The mind's record, and the per-file heads of a legacy file (None: none was read)."""
     try:
-        data = json.loads(file.read_text())
-        heads = [Head(*h) for h in data["heads"]]
-        files = {k: Head(*h) for k, h in data["files"].items()}
+        data = json.loads(_mind_file(folder, mind_id).read_text())
+        if data["mind_id"] != mind_id:
+            raise ValueError
+        return Record(mind_id, sorted((Head(*h) for h in data["heads"]), key=lambda h: h.size)), None
     except FileNotFoundError:
-        return Record(mind_id)
+        pass
     except (ValueError, KeyError, TypeError):
         # A damaged witness protects nothing; start again rather than block every command.
-        return Record(mind_id)
-    return Record(mind_id, sorted(heads, key=lambda h: h.size), files)
+        return Record(mind_id), None
+    try:  # mind_id is validated: 32 hex digits make a safe name in the old layout
+        data = json.loads((folder / f"{mind_id}.json").read_text())
+        heads = sorted((Head(*h) for h in data["heads"]), key=lambda h: h.size)
+        files = {k: Head(*h) for k, h in data["files"].items() if isinstance(k, str)}
+    except FileNotFoundError:
+        return Record(mind_id), None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return Record(mind_id), {}  # a damaged legacy file: moved aside all the same
+    return Record(mind_id, heads), files
+
+
+def _load_place(folder: Path, key: str) -> Place | None:
+    if not key:
+        return None
+    try:
+        data = json.loads(_place_file(folder, key).read_text())
+        place = Place(data["path"], data["mind_id"], Head(*data["head"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return place if place.key == key and is_mind_id(place.mind_id) else None
+
+
+def _migrate(folder: Path, mind_id: str, record: Record, legacy: dict[str, Head], skip: str) -> None:
+    """Move a legacy ``<mind_id>.json`` to the digest-named layout (its files become places)."""
+    _save(_mind_file(folder, mind_id), _dump(record), True)
+    for key, head in legacy.items():
+        if key and key != skip and _load_place(folder, key) is None:
+            _save(_place_file(folder, key), _dump_place(Place(key, mind_id, head)), True)
+    for old in (folder / f"{mind_id}.json", folder / f"{mind_id}.lock"):
+        with contextlib.suppress(OSError):
+            old.unlink()
 
 
 def _dump(record: Record) -> str:
     return json.dumps({"mind_id": record.mind_id,
-                       "heads": [[h.size, h.head, h.at, h.file] for h in record.heads],
-                       "files": {k: [h.size, h.head, h.at, h.file] for k, h in record.files.items()}},
-                      indent=1)
+                       "heads": [[h.size, h.head, h.at, h.file] for h in record.heads]},
+                      separators=(",", ":"))  # compact: the C encoder; this runs on every commit
 
 
-def _save(file: Path, record: Record) -> None:
+def _dump_place(place: Place | None) -> str:
+    if place is None:
+        return ""
+    h = place.head
+    return json.dumps({"path": place.key, "mind_id": place.mind_id,
+                       "head": [h.size, h.head, h.at, h.file]}, separators=(",", ":"))
+
+
+def _save(file: Path, text: str, durable: bool) -> None:
+    """Store a record. A new file, or an accepted head, is written whole and fsynced (temp file,
+    rename). Every other update runs after each COMMIT and is overwritten in place, padded with
+    spaces to the old length (still valid JSON), in one ``pwrite`` under the lock: on ext4 a
+    rename over a file starts a flush that cost a commit ~2-9 ms. Safe because the mind's COMMIT
+    is durable first: a power cut or a torn write only makes the witness lag the mind (or reset
+    it, if the record no longer parses), never claim more than the mind holds."""
+    import os
+
     from pmm.services.files import write_atomic
 
-    write_atomic(file, (_dump(record) + "\n").encode())
+    data = (text + "\n").encode()
+    if not durable:
+        try:
+            fd = os.open(file, os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            fd = -1
+        if fd >= 0:
+            try:
+                old = os.fstat(fd).st_size
+                os.pwrite(fd, data + b" " * (old - len(data)), 0)
+            finally:
+                os.close(fd)
+            return
+    write_atomic(file, data)
 
 
 @contextlib.contextmanager
