@@ -52,6 +52,19 @@ def test_sign_and_export_never_overwrite_the_mind_they_read(mind: Path, key: Pat
     assert mind.read_bytes() == before
 
 
+def test_sign_never_overwrites_its_key_or_any_private_key(mind: Path, key: Path, tmp_path: Path) -> None:
+    """`sign -o KEY` once replaced the signing key with the signature: the key was gone for good."""
+    before = key.read_bytes()
+    assert "is the file this command reads itself" in _one_error(
+        invoke("sign", str(mind), "--key", str(key), "-o", str(key)), 2)
+    other = tmp_path / "other.pem"  # another private key, not the one this command reads
+    other.write_bytes(before)
+    assert "is a private key" in _one_error(invoke("sign", str(mind), "--key", str(key), "-o", str(other)), 2)
+    assert "is a private key" in _one_error(invoke("--mind", str(mind), "export", "-o", str(other)), 2)
+    assert key.read_bytes() == before and other.read_bytes() == before
+    assert invoke("sign", str(mind), "--key", str(key)).exit_code == 0  # the key still signs
+
+
 def test_no_output_overwrites_any_sqlite_database(mind: Path, key: Path, tmp_path: Path) -> None:
     import sqlite3
 

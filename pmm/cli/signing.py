@@ -68,12 +68,13 @@ def sign(
     source = file.expanduser() if file is not None else mind_path(mind)
     key_path = (key or signing.default_key()).expanduser()
     out = out_file.expanduser() if out_file is not None else None
-    if out is not None:  # refuse a bad -o (the mind itself, a folder ...) before any prompt
-        files.check_output(out, reading=(source,), what="signature")
+    reading = tuple(p for p in (source, key_path, passphrase_file) if p is not None)
+    if out is not None:  # refuse a bad -o (the mind, the key, a folder ...) before any prompt
+        files.check_output(out, reading=reading, what="signature")
     secret = passphrase(passphrase_file, KEY_ENV, str(key_path))
     text, signed = signing.sign(source, key_path, lambda: secret().encode(), fmt.value)
     if out is not None:
-        signing.write_signature(text, out, source)
+        signing.write_signature(text, out, reading)
     if json:
         output.emit_json({**signed.to_json(), "signature_file": str(out_file) if out_file else None,
                           **({} if out_file else {"signature": text})})

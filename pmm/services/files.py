@@ -7,8 +7,8 @@ One policy for a path the user names (``-o FILE``) and for pmm's own small files
 - a symlink is written *through*: the file it points to is replaced (atomically), the link stays;
 - a character device (``/dev/null``, ``/dev/stdout``, a terminal) or a FIFO is written straight
   into and never replaced; a block device, a socket or a directory is refused;
-- never over the file being read, a SQLite database (any pmm mind), or a database's WAL or
-  journal: refused with nothing changed;
+- never over a file the command reads, a SQLite database (any pmm mind), a database's WAL or
+  journal, or a private key (only ``keygen --force`` replaces keys): refused, nothing changed;
 - a missing folder, a directory given as the file, or a folder pmm may not write in is a usage
   error (exit 2); a full disk or quota (ENOSPC, EDQUOT, EFBIG) is exit 1 with a clear message,
   and a regular file is then left as it was.
@@ -79,16 +79,20 @@ def check_output(path: Path, *, reading: Iterable[Path] = (), what: str = "outpu
                 raise errors.UsageError(f"{path} is the file this command reads itself; refusing to overwrite it",
                                         hint="write the output to another file")
     real = Path(os.path.realpath(path))
-    _refuse_database(path, real)
+    _refuse_precious(path, real, what)
     return Target(path, real, False)
 
 
-def _refuse_database(path: Path, real: Path) -> None:
-    """A SQLite file (a mind is one), or the WAL or journal of one, is never overwritten."""
+def _refuse_precious(path: Path, real: Path, what: str) -> None:
+    """A SQLite file (a mind is one), the WAL or journal of one, or a private key is never
+    overwritten: losing either cannot be undone. Keys are replaced only by ``keygen --force``."""
     head = _head(path, real)
     _refuse_companion(path, real)
-    if head == SQLITE_MAGIC or head[:4] in WAL_MAGICS:
+    if head[:len(SQLITE_MAGIC)] == SQLITE_MAGIC or head[:4] in WAL_MAGICS:
         raise errors.UsageError(f"{path} is a SQLite database (a pmm mind?); pmm never overwrites one",
+                                hint="write the output to another file; nothing was changed")
+    if what != "key" and head.startswith(b"-----BEGIN") and b"PRIVATE KEY" in head:
+        raise errors.UsageError(f"{path} is a private key; pmm never overwrites one",
                                 hint="write the output to another file; nothing was changed")
 
 
@@ -96,7 +100,7 @@ def _refuse_companion(path: Path, real: Path) -> None:
     companion = next((s for s in DB_COMPANIONS if real.name.endswith(s)), None)
     if companion is not None:
         base = real.with_name(real.name.removesuffix(companion))
-        if base.is_file() and _head(base, base) == SQLITE_MAGIC:
+        if base.is_file() and _head(base, base)[:len(SQLITE_MAGIC)] == SQLITE_MAGIC:
             raise errors.UsageError(f"{path} belongs to the SQLite database {base}; refusing to write it",
                                     hint="write the output to another file")
 
@@ -104,7 +108,7 @@ def _refuse_companion(path: Path, real: Path) -> None:
 def _head(path: Path, real: Path) -> bytes:
     try:
         with open(real, "rb") as handle:
-            return handle.read(len(SQLITE_MAGIC))
+            return handle.read(64)  # enough for SQLite's magic and a PEM private key's first line
     except OSError as exc:
         raise errors.UsageError(f"cannot read {path} to check that it is safe to replace: {exc.strerror}",
                                 hint="write the output to another file") from None
@@ -138,7 +142,7 @@ def open_output(path: Path, *, mode: int = 0o600, reading: Iterable[Path] = (),
                 handle.flush()
                 os.fsync(handle.fileno())
             if os.path.lexists(target.real):
-                _refuse_database(target.path, target.real)  # it may have changed while we wrote
+                _refuse_precious(target.path, target.real, what)  # it may have changed while we wrote
             os.replace(tmp, target.real)
             fsync_dir(target.real.parent)
     finally:

@@ -203,9 +203,10 @@ def check_position(signed: Signed, mind_id: str, size: int, hash_at: Callable[[i
     return summary, None
 
 
-def write_signature(text: str, out: Path, source: Path | None = None) -> None:
-    """The signature file under pmm.services.files' policy: never over ``source``, the file signed."""
-    write_atomic(out, text.encode(), 0o644, reading=() if source is None else (source,), what="signature")
+def write_signature(text: str, out: Path, reading: tuple[Path, ...] = ()) -> None:
+    """The signature file under pmm.services.files' policy: never over a file in ``reading`` (the
+    file signed, the key, the passphrase file)."""
+    write_atomic(out, text.encode(), 0o644, reading=reading, what="signature")
 
 
 def _read(path: Path, what: str, limit: int) -> bytes:
