@@ -91,7 +91,8 @@ def test_an_imported_mind_sends_nothing_until_the_owner_trusts_its_model(
     refused(invoke("--mind", str(mind), "chat", "-m", "hello"), where)
     refused(invoke("--mind", str(mind), "chat", "-m", "hello", "--model", "evil"), where)
     refused(invoke("--mind", str(mind), "chat", "--json", "-m", "hello"))
-    refused(invoke("--mind", str(mind), "model", "info", "evil"), where)
+    shown = ok("--mind", str(mind), "model", "info", "evil").stdout  # inspect before trusting
+    assert where in shown and "Trusted on this machine: no" in shown and "not asked" in shown
     refused(invoke("--mind", str(mind), "model", "use", "evil", "--for", "reflection"))
     refused(invoke("--mind", str(mind), "reflect"))
     refused(invoke("--mind", str(mind), "run", "--autonomous", "--max-cycles", "1", "--interval", "0"))
@@ -242,7 +243,7 @@ def test_trust_needs_a_confirmation_and_the_store_is_a_private_file(
     assert not store.exists()
 
     env = {**os.environ, "PMM_MIND": str(mind)}
-    for answer, code in (("n", 1), ("y", 0)):
+    for answer, code in (("n", 130), ("y", 0)):
         term = Terminal([PMM, "model", "trust", "evil"], env)
         try:
             term.expect(r"Trust it on this machine\?")

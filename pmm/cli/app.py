@@ -13,13 +13,13 @@ from pmm import __version__, settings
 from pmm.cli import output
 
 EXIT_CODES = (  # gen_docs.py reads it: items are "CODE meaning", split at ", "
-    "Exit codes: 0 ok, 1 unexpected error (please report it),"
-    " 2 usage error (a bad command / option / argument / value), 3 integrity failure (a hash /"
+    "Exit codes: 0 ok, 1 unexpected error (please report it) or a full disk (nothing half-written),"
+    " 2 usage error (a bad command / option / argument / value / -o target / untrusted model), 3 integrity failure (a hash /"
     " link / signature / witness check failed: tampering or rollback), 4 mind file missing / not"
     " a mind / from a newer pmm / locked past the timeout, 5 model provider error (unreachable /"
     " auth / rate limit / bad answer), 6 input rejected (a bad import / restore / key file or"
     " stdin; nothing was written), 7 health --strict found warnings (nothing failed),"
-    " 130 interrupted."
+    " 130 interrupted (Ctrl-C or a declined prompt)."
 )
 
 app = typer.Typer(

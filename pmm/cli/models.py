@@ -140,6 +140,8 @@ def info(
     lines.append("Trusted on this machine: " + ("yes" if found.trusted else
                  f"no (check it, then: pmm model trust {shown(model.name)})"))
     lines.append(f"Context window used for prompts: {model.window()} tokens")
+    if online and not found.trusted:
+        lines.append("Reachable: not asked (pmm talks to no model it does not trust)")
     if reported is not None:
         lines.append(f"Reachable: yes; hash {reported.hash or '-'}; version {reported.version or '-'}")
         if reported.context_length:
@@ -158,7 +160,7 @@ def trust(
     """Let this machine use a model that came with the mind (an import, a restore, a copy).
 
     Shows the provider, the host it talks to (or the model file it runs) and the key variable it
-    sends, and asks on a terminal; without one, pass --yes. Declining changes nothing (exit 1).
+    sends, and asks on a terminal; without one, pass --yes. Declining changes nothing (exit 130, like any abort).
     Models added here with `pmm model add` are trusted already; a later change of the model's
     host or key variable, or the same model in another mind, needs trusting again.
     """
@@ -187,7 +189,7 @@ def trust(
         output.message(f"Model {what}.")
         if not typer.confirm("Trust it on this machine?", default=False, err=True):
             output.message("Not trusted; nothing changed.")
-            raise typer.Exit(1)
+            raise typer.Exit(130)  # the owner aborted: not pmm failing (1), not a usage error (2)
     models.grant(mind_id, model)
     output.report(value, json, f"Trusted {what}")
 

@@ -115,7 +115,10 @@ def run(chat: Chat) -> None:
     """The read-answer loop until /exit or Ctrl-D."""
     name = chat.states()["identity"]["name"] or "your mind"
     model = chat.model()
-    output.message(f"Talking to {name} through {model.name} ({model.spec.label}). /help lists commands.")
+    from pmm.services import trust
+
+    where = trust.endpoint(model.spec).describe()
+    output.message(f"Talking to {name} through {model.name} ({model.spec.label}; {where}). /help lists commands.")
     read = _read_prompt(chat)
     while True:
         try:
@@ -146,7 +149,10 @@ def _command(chat: Chat, line: str) -> str | None:
         elif word == "/model":
             if rest:
                 model = chat.use(rest, output.message)
-                output.message(f"Chat now uses {model.name} ({model.spec.label}); the mind stays the same.")
+                from pmm.services import trust
+
+                output.message(f"Chat now uses {model.name} ({model.spec.label}; "
+                               f"{trust.endpoint(model.spec).describe()}); the mind stays the same.")
             else:
                 model = chat.model()
                 output.message(f"{model.name}: {model.spec.label}")

@@ -270,12 +270,14 @@ class Description:
 
 def describe(path: Path, name: str | None, online: bool) -> Description:
     """A model's configuration, the roles it serves, whether it is trusted here, and (online)
-    what its provider reports."""
+    what its provider reports. An untrusted model is described, never contacted: inspecting it
+    is the step before ``pmm model trust``."""
     states, mind_id = _states(path)
     model = pick(states, name)
     roles = [role for role in ev.ROLES if active(states, role).name == model.name]
-    return Description(model, roles, trusted(mind_id, model),
-                       probe(model, mind_id) if online else None)
+    is_trusted = trusted(mind_id, model)
+    return Description(model, roles, is_trusted,
+                       probe(model, mind_id) if online and is_trusted else None)
 
 
 def to_trust(path: Path, name: str) -> tuple[Model, str, bool]:
