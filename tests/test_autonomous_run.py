@@ -282,3 +282,48 @@ def test_sigterm_abandons_a_stalled_step_after_the_grace(mind: Path, monkeypatch
     assert "Traceback" not in text
     assert head(mind) == before
     assert run_pmm("verify", str(mind)).returncode == 0
+
+
+def test_an_abandonment_that_comes_as_the_step_commits_lets_it_finish(
+        mind: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM arrives and its grace runs out just after the step's COMMIT (while the witness
+    learns the new head): the step is written, so it is not abandoned, and the summary counts it
+    instead of claiming it wrote nothing. Deterministic: the signal is sent from a trace hook at
+    that very call, which waits there until the grace thread has sent its abandonment."""
+    import os
+    import sys
+    import threading
+
+    from conftest import invoke, mind_events
+
+    monkeypatch.setenv("PMM_STOP_GRACE", "0")
+    (late,) = append(mind, Draft("commitment_opened", "x", {"source": "user", "due": PAST}))
+    hook = minds.witness_head.__code__
+    fired: list[bool] = []
+    graces: list[threading.Thread] = []  # the grace thread the first signal starts
+
+    def after_commit(frame, event, _arg):  # noqa: ANN001, ANN202 (sys.settrace's signature)
+        if event == "call" and frame.f_code is hook and frame.f_back.f_code.co_name == "transaction" \
+                and not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here and starts the grace thread
+            deadline = time.monotonic() + 30
+            while not graces and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # with a grace of 0 it sends the abandonment to this thread at once, before it ends;
+            # the signal is taken as this join returns: still after the COMMIT, before the summary
+            graces[0].join(30)
+        return None
+
+    threading.settrace(lambda *_: graces.append(threading.current_thread()))
+    sys.settrace(after_commit)
+    try:
+        done = invoke("--mind", str(mind), "run", "--autonomous", "--interval", "0", "--json")
+    finally:
+        sys.settrace(None)
+        threading.settrace(None)  # type: ignore[arg-type]
+    assert fired
+    assert done.exit_code == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["abandoned"] is False and summary["expired"] == 1, summary
+    assert [e["meta"]["commitment"] for e in mind_events(mind, "commitment_expired")] == [late]

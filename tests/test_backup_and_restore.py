@@ -183,6 +183,21 @@ def test_an_oversized_scrypt_work_factor_is_refused_at_once(backed_up: Path, tmp
     assert not (tmp_path / "m.db").exists()
 
 
+def test_a_refused_restore_leaves_no_folder_behind(tmp_path: Path) -> None:
+    """The folders --mind names are made only for a restore that succeeds: a backup that decrypts
+    to a damaged SQLite file leaves neither them nor a staged copy, and folders that were there
+    already stay."""
+    import pyrage
+
+    sealed = tmp_path / "damaged.age"
+    sealed.write_bytes(pyrage.passphrase.encrypt(b"SQLite format 3\x00" + b"\xff" * 4080,
+                                                 PASS["PMM_BACKUP_PASSPHRASE"]))
+    (tmp_path / "rdir").mkdir()
+    result = run_pmm("--mind", str(tmp_path / "rdir" / "a" / "b" / "m.db"), "restore", str(sealed), env=PASS)
+    assert "does not hold a usable pmm mind" in _failure(result, 6)
+    _nothing_beside(tmp_path / "rdir")
+
+
 def test_a_backup_to_an_age_recipient_is_explained(mind: Path, tmp_path: Path) -> None:
     identity = tmp_path / "id.txt"
     subprocess.run([_tool("age-keygen"), "-o", str(identity)], check=True, capture_output=True)
@@ -207,7 +222,7 @@ def test_a_backup_holding_a_tampered_mind_is_refused(mind: Path, tmp_path: Path)
     result = run_pmm("--mind", str(tmp_path / "out" / "m.db"), "restore", str(sealed), env=PASS)
     line = _failure(result, 6)
     assert "fails verification" in line and "event 2" in line
-    assert not (tmp_path / "out" / "m.db").exists()
+    assert not (tmp_path / "out").exists()  # not even the folder --mind named
     # and pmm never makes such a backup in the first place
     refused = run_pmm("--mind", str(tampered), "backup", "-o", str(tmp_path / "never.age"), env=PASS)
     assert "refusing to back up" in _failure(refused, 3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -159,33 +159,45 @@ def main(argv: list[str] | None = None) -> None:
         code = command_tree().main(args=argv, prog_name="pmm", standalone_mode=False)
     except PmmError as exc:
         output.error(exc.message, exc.hint or DEFAULT_HINTS.get(exc.exit_code))
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code)
     except BrokenPipeError:
         sys.stderr = None  # type: ignore[assignment]  # a closed pipe is the reader's choice
         os._exit(0)
     except typer.Abort:
         output.error("aborted")
-        sys.exit(130)
+        _exit(130)
     except Exception as exc:  # the boundary: one line, a traceback only when asked for
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `pmm` or `pmm model`: the help
-            print(exc.format_message(), file=sys.stderr)  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+            output.say(exc.format_message())  # type: ignore[attr-defined]
+            _exit(exc.exit_code)  # type: ignore[attr-defined]
         if _is_usage_error(exc):
             path = getattr(getattr(exc, "ctx", None), "command_path", "pmm")
             output.error(exc.format_message(), f"see `{path} --help`")  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+            _exit(exc.exit_code)  # type: ignore[attr-defined]
         if isinstance(exc, UnicodeEncodeError) and "surrogates" in exc.reason:
             # lone surrogates have one source: bytes that are not UTF-8 in argv (or a file name
             # from it), which Python escapes; text parameters are refused early (command_tree),
             # this covers any other way such bytes reach something that needs text
             output.error("an argument or file name is not valid UTF-8, and it is needed as text here",
                          "use UTF-8 text and file names")
-            sys.exit(2)
+            _exit(2)
         if settings.DEBUG.get() == "1":
             raise
         output.error(f"unexpected {type(exc).__name__}: {exc}", DEFAULT_HINTS[1])
-        sys.exit(1)
+        _exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with an error's ``code`` whatever became of the output: data still buffered for a
+    stdout whose reader went away must not make the interpreter's final flush fail (exit 120)."""
+    stream = sys.stdout
+    if stream is not None:
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            output.silence(stream)
+    sys.exit(code)
 
 
 def _is_usage_error(exc: Exception) -> bool:

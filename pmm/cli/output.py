@@ -16,13 +16,19 @@ QUIET = False
 
 
 def color_ok(stream: Any) -> bool:
-    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    return is_tty(stream) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def is_tty(stream: Any) -> bool:
+    """A terminal; not when the stream is missing (pmm started with that descriptor closed)."""
+    return stream is not None and stream.isatty()
 
 
 def message(text: str) -> None:
-    """A progress or status line on stderr (suppressed by --quiet)."""
+    """A progress or status line on stderr (suppressed by --quiet); like an error's lines, it
+    never fails the command when nobody reads stderr any more."""
     if not QUIET:
-        print(clean(text), file=sys.stderr)
+        say(clean(text))
 
 
 def error(text: str, hint: str | None = None) -> None:
@@ -32,9 +38,30 @@ def error(text: str, hint: str | None = None) -> None:
         text = f"\x1b[31mError:\x1b[0m {text}"
     else:
         text = f"Error: {text}"
-    print(text, file=sys.stderr)
     if hint:
-        print(f"Hint: {clean(hint)}", file=sys.stderr)
+        text += f"\nHint: {clean(hint)}"
+    say(text)
+
+
+def say(text: str) -> None:
+    """``text`` on stderr, as it is: a reader that went away (a closed pipe) or
+    no stderr at all must not turn the error into another one, since its exit code still tells."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):  # a closed pipe, or a stream already closed
+        silence(stream)
+
+
+def silence(stream: Any) -> None:
+    """Point ``stream``'s descriptor at /dev/null, so what is still buffered for a reader that
+    went away is dropped quietly instead of failing again at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
@@ -77,7 +104,7 @@ def paint(text: str, sgr: str, stream: Any) -> str:
 def progress(label: str, total: int | None = None
              ) -> Iterator[tuple[Callable[[int], None] | None, Callable[[int], None]]]:
     """Yield (advance, set_total) callbacks; a rich bar on stderr only when it is a terminal."""
-    if QUIET or not sys.stderr.isatty():
+    if QUIET or not is_tty(sys.stderr):
         yield None, lambda _n: None
         return
     from rich.console import Console
@@ -93,7 +120,7 @@ def progress(label: str, total: int | None = None
 @contextlib.contextmanager
 def status(label: str) -> Iterator[None]:
     """A spinner on stderr while slow work runs, only on a terminal and without --quiet."""
-    if QUIET or not sys.stderr.isatty():
+    if QUIET or not is_tty(sys.stderr):
         yield
         return
     from rich.console import Console

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pmm import errors
 from pmm.domain import projections
@@ -41,6 +41,10 @@ class CacheStatus:
 
 class Mind:
     """An open mind file. Use ``Mind.open`` or ``Mind.create``; close with ``close()``."""
+
+    # COMMITs this process has begun (counted just before each one): a signal handler tells
+    # from it whether the work it would interrupt is already writing itself (``pmm run``).
+    commits_begun: ClassVar[int] = 0
 
     def __init__(self, path: Path, conn: sqlite3.Connection, meta: dict[str, str], writable: bool):
         self.path = path
@@ -276,6 +280,7 @@ class Mind:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             yield
+            Mind.commits_begun += 1
             self.conn.execute("COMMIT")
         except BaseException as exc:
             if self.conn.in_transaction:

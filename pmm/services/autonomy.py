@@ -22,6 +22,7 @@ from typing import Any
 from pmm import errors, settings
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
+from pmm.ledger.store import Mind
 from pmm.services import minds, models, reflection
 
 Notify = Callable[[str], None]
@@ -85,6 +86,7 @@ def run(path: Path, *, interval: float, max_cycles: int | None, max_tokens: int 
 def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify) -> str:
     """One cycle's steps; returns what it did, in words."""
     did: list[str] = []
+    _STEP.began()
     try:
         expired = expire(path)
     except (errors.ProviderError, errors.MindLocked) as exc:
@@ -95,6 +97,7 @@ def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify) 
         did.append(f"expired {_count(expired, 'overdue commitment')}")
     if stop.is_set():
         return "; ".join(did + ["stopping before the reflection step"])
+    _STEP.began()
     try:
         outcome = reflection.reflect(path, if_due=True, trigger="autonomous", notify=notify)
     except (errors.ProviderError, errors.MindLocked) as exc:
@@ -152,6 +155,23 @@ def _sleep(stop: threading.Event, seconds: float) -> None:
         stop.wait(min(left, WAIT_SLICE))
 
 
+class _Step:
+    """The step in progress, as the abandonment sees it. A step that has begun its COMMIT is
+    never abandoned: it is written, and "abandoned, wrote nothing" would be untrue. It finishes
+    (what follows a COMMIT is quick) and the loop ends at its next look at ``stop``."""
+
+    commits_at_start = 0
+
+    def began(self) -> None:
+        self.commits_at_start = Mind.commits_begun
+
+    def committing(self) -> bool:
+        return Mind.commits_begun != self.commits_at_start
+
+
+_STEP = _Step()
+
+
 class StepAbandoned(KeyboardInterrupt):
     """Raised on the main thread when a stop signal's grace ran out with a step still running.
     A KeyboardInterrupt, so no ``except Exception`` on the way can swallow it."""
@@ -174,7 +194,7 @@ class Stopping:
 def stop_on_signals(stop: threading.Event, notify: Notify) -> Iterator[Stopping]:
     """SIGINT and SIGTERM set ``stop``: the loop finishes its step, then ends. If the step is
     still running ``$PMM_STOP_GRACE`` seconds later, it is abandoned (``StepAbandoned`` raised on
-    the main thread); a second signal interrupts at once (``KeyboardInterrupt``). Either way a
+    the main thread) unless it has begun its COMMIT (``_Step``); a second signal interrupts at once (``KeyboardInterrupt``). Either way a
     transaction in progress rolls back. Handlers are restored after."""
     seen = Stopping(grace=settings.STOP_GRACE.get())
     if threading.current_thread() is not threading.main_thread():
@@ -205,9 +225,15 @@ def stop_on_signals(stop: threading.Event, notify: Notify) -> Iterator[Stopping]
             # where a flag would wait for the read to return.
             signal.pthread_kill(main, signum)
 
+    spared = False  # the abandonment came as the step was committing, and let it finish
+
     def handler(signum: int, _frame: object) -> None:
+        nonlocal spared
         if seen.signum is not None:
-            if abandoning.is_set():
+            if abandoning.is_set() and not spared:
+                if _STEP.committing():
+                    spared = True  # it is written, or about to be: let it finish (a signal
+                    return         # after this one still interrupts at once)
                 raise StepAbandoned
             raise KeyboardInterrupt
         seen.signum = signum

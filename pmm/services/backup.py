@@ -174,7 +174,6 @@ def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool =
     unless every check passed (a wrong passphrase or a damaged file is exit 6)."""
     from pmm.crypto import age
     from pmm.domain import checkpoint
-    from pmm.ledger import snapshot
     from pmm.ledger.store import Mind
 
     check_restore_target(target, force)
@@ -184,7 +183,28 @@ def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool =
     del sealed
     if not image.startswith(integrity.SQLITE_MAGIC):
         raise errors.InputRejected(f"{source} decrypts, but not to a SQLite file: it is not a pmm backup")
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    made = [d for d in [target.parent, *target.parent.parents] if not d.exists()]  # deepest first
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the staged copy goes there
+    try:
+        replaced = _verify_and_place(source, target, image, force)
+    except BaseException:
+        # a refused restore leaves the disk as it found it: no folder either, if this call made
+        # it (only empty ones go: another process may have put something there meanwhile)
+        with contextlib.suppress(OSError):
+            for directory in made:
+                directory.rmdir()
+        raise
+    with Mind.open(target) as mind:
+        size, head = mind.head()
+        witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, target, "accept")
+        return RestoreResult(mind.mind_id, size, head, target, replaced)
+
+
+def _verify_and_place(source: Path, target: Path, image: bytes, force: bool) -> bool:
+    """Verify the decrypted ``image`` as a staged copy beside ``target``, then publish it there
+    (or copy it over the mind there with ``force``); whether a mind was replaced."""
+    from pmm.ledger import snapshot
+
     with _plain_copy(target, image) as staged:
         try:
             report = integrity.verify_mind(staged)
@@ -200,10 +220,7 @@ def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool =
             snapshot.copy_over(staged, target)
         else:
             _publish(staged, target)
-    with Mind.open(target) as mind:
-        size, head = mind.head()
-        witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, target, "accept")
-        return RestoreResult(mind.mind_id, size, head, target, replaced)
+    return replaced
 
 
 def check_backup_file(source: Path) -> None:
