@@ -200,6 +200,90 @@ def test_an_index_that_lags_the_events_is_reported_and_rebuilt_by_the_next_write
     assert _search(path, "hello") == [2] and _search(path, "another") == [3]
 
 
+# -- a search index FTS5 itself refuses -------------------------------------------------------------
+# Its shadow tables are rows, not schema: no sqlite_master check sees them, and no guard protects them.
+
+DAMAGE = {
+    "config": "UPDATE events_fts_config SET v = 99 WHERE k = 'version'",
+    "segments": "UPDATE events_fts_data SET block = x'ffffffffffffffffffffffff' WHERE id > 10",
+}
+
+
+def _hashes(path: Path) -> list[str]:
+    return [row[0] for row in sqlite3.connect(path).execute("SELECT hash FROM events ORDER BY id")]
+
+
+def _index_check(path: Path) -> tuple[int, dict]:
+    health = invoke("--mind", str(path), "health", "--json")
+    return health.exit_code, {c["name"]: c for c in json.loads(health.stdout)["checks"]}["search index"]
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_search_index_is_reported_and_health_repair_rebuilds_it(tmp_path: Path,
+                                                                         damage: str) -> None:
+    path = _mind(tmp_path)
+    _sql(path, DAMAGE[damage])
+    hashes = _hashes(path)
+    searched = invoke("--mind", str(path), "search", "hello")
+    assert searched.exit_code == 3
+    assert "search index" in _error(searched) and "damaged" in _error(searched)
+    assert "pmm health --repair" in searched.stderr
+    code, index = _index_check(path)
+    assert code == 3 and index["status"] == "fail" and "pmm health --repair" in index["detail"]
+    repaired = invoke("--mind", str(path), "health", "--repair")
+    assert repaired.exit_code == 0, repaired.stderr
+    assert _index_check(path) == (0, {"name": "search index", "status": "ok",
+                                      "detail": "covers events 1-2"})
+    assert _search(path, "hello") == [2]
+    assert _hashes(path) == hashes  # the events are the truth: only the index was made again
+    assert invoke("verify", str(path)).exit_code == 0
+
+
+def test_a_writer_rebuilds_an_index_whose_config_fts5_refuses(tmp_path: Path) -> None:
+    path = _mind(tmp_path)
+    _sql(path, DAMAGE["config"])
+    hashes = _hashes(path)
+    remembered = invoke("--mind", str(path), "remember", "another note")
+    assert remembered.exit_code == 0, remembered.stderr
+    assert _search(path, "hello") == [2] and _search(path, "another") == [3]
+    assert _hashes(path)[:2] == hashes
+    assert _index_check(path) == (0, {"name": "search index", "status": "ok",
+                                      "detail": "covers events 1-3"})
+
+
+def test_an_index_insert_that_fts5_refuses_rebuilds_the_index_in_the_same_write(tmp_path: Path) -> None:
+    path = _mind(tmp_path)
+    _sql(path, "DELETE FROM events_fts_data WHERE id = 1")  # the index's structure record
+    remembered = invoke("--mind", str(path), "remember", "another note")
+    assert remembered.exit_code == 0, remembered.stderr
+    assert _search(path, "hello") == [2] and _search(path, "another") == [3]
+    assert len(_hashes(path)) == 3
+
+
+def test_recall_on_a_writer_rebuilds_a_damaged_index_and_answers(tmp_path: Path) -> None:
+    from pmm.ledger import lookup
+    from pmm.ledger.store import Mind
+
+    path = _mind(tmp_path)
+    _sql(path, DAMAGE["segments"])
+    with Mind.open(path, write=True) as mind:  # what chat does before it appends
+        found = lookup.recall(mind, ["hello"], ["observation_recorded"], 10)
+    assert [e.content for e in found] == ["hello world note"]
+    assert _index_check(path)[1]["status"] == "ok"
+
+
+def test_planner_statistics_from_analyze_do_not_lock_the_mind(tmp_path: Path) -> None:
+    path = _mind(tmp_path)
+    _sql(path, "ANALYZE", "PRAGMA optimize")  # what a DB browser may run
+    assert sqlite3.connect(path).execute(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone() == (1,)
+    remembered = invoke("--mind", str(path), "remember", "after analyze")
+    assert remembered.exit_code == 0, remembered.stderr
+    assert invoke("verify", str(path)).exit_code == 0
+    health = json.loads(invoke("--mind", str(path), "health", "--json").stdout)
+    assert {c["name"]: c["status"] for c in health["checks"]}["schema"] == "ok"
+
+
 # -- migration from schema 1 -----------------------------------------------------------------------
 
 def _as_version_1(source: Path, target: Path) -> None:

@@ -6,13 +6,26 @@ in-memory FTS5 table with the same tokenizer): a forged index cannot make search
 return an event whose text does not match. It can still hide matches or skew the ranking;
 ``coverage`` notices an index that does not cover exactly the stored events, and ``rebuild``
 (``pmm health --repair``, or the next write when coverage is off) makes it again from the events.
+
+Its shadow tables (``events_fts_config``, ``_data``, ``_idx``, ``_docsize``) are rows, not schema,
+so the ``sqlite_master`` check never sees them: a hostile config or a corrupt blob makes FTS5
+itself fail ("invalid fts5 file format", "malformed"). The index is derived data, so a writer
+``reset``s it to what FTS5 makes for a new table and rebuilds it from the events (no hash is
+touched); a reader reports it with ``damaged_error`` (exit 3, ``pmm health --repair`` fixes it).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
 from typing import Any, TypeVar
+
+from pmm import errors
+
+SHADOWS = ("events_fts_config", "events_fts_data", "events_fts_idx", "events_fts_docsize")
+REPAIR_HINT = "`pmm health --repair` rebuilds it from the events (which stay untouched)"
 
 Row = TypeVar("Row", bound=Sequence[Any])
 
@@ -56,3 +69,68 @@ def rebuild(conn: sqlite3.Connection) -> None:
 def index_after(conn: sqlite3.Connection, after_id: int) -> None:
     conn.execute("INSERT INTO events_fts(rowid, content) SELECT id, content FROM events"
                  " WHERE id > ?", (after_id,))
+
+
+@cache
+def pristine() -> tuple[tuple[tuple[Any, ...], ...], tuple[tuple[Any, ...], ...]]:
+    """The ``events_fts_config`` and ``events_fts_data`` rows FTS5 makes for a new, empty index
+    (read from this SQLite's own FTS5, so they match whatever version it writes)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, content TEXT)")
+        conn.execute("CREATE VIRTUAL TABLE events_fts USING fts5(content, content='events',"
+                     " content_rowid='id')")
+        config = tuple(conn.execute("SELECT k, v FROM events_fts_config ORDER BY k"))
+        data = tuple(conn.execute("SELECT id, block FROM events_fts_data ORDER BY id"))
+        return config, data
+    finally:
+        conn.close()
+
+
+def config_sound(conn: sqlite3.Connection) -> bool:
+    """Whether ``events_fts_config`` holds exactly what pmm's index has (a plain-table read: it
+    runs no FTS5 code, so it answers even when FTS5 would refuse the config)."""
+    return tuple(conn.execute("SELECT k, v FROM events_fts_config ORDER BY k")) == pristine()[0]
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is FTS5 refusing its own files (config, structure or a segment blob)."""
+    text = str(exc)  # not "fts5: syntax error": a query FTS5 cannot parse is the user's
+    return any(sign in text for sign in ("invalid fts5 file format", "malformed", "corrupt",
+                                         "vtable constructor failed"))
+
+
+def damaged_error(path: Path, exc: sqlite3.Error | None = None) -> errors.IntegrityError:
+    return errors.IntegrityError(f"the search index of {path} is damaged"
+                                 + (f" ({exc})" if exc else ""), hint=REPAIR_HINT)
+
+
+def problem(conn: sqlite3.Connection) -> str | None:
+    """What is wrong with the index's own files, or None: its config, then a read of every
+    entry (an fts5vocab table in the connection's temp schema, so a read-only open can ask)."""
+    try:
+        if not config_sound(conn):
+            return "its configuration is not the one pmm makes"
+        conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.pmm_fts_check"
+                     " USING fts5vocab(main, events_fts, 'instance')")
+        try:
+            conn.execute("SELECT count(*) FROM temp.pmm_fts_check").fetchone()
+        finally:
+            conn.execute("DROP TABLE temp.pmm_fts_check")
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        return str(exc)
+    return None
+
+
+def reset(conn: sqlite3.Connection) -> None:
+    """Put the index back to what FTS5 makes for a new table, then rebuild it from ``events``
+    (inside the caller's transaction). Its shadow tables are emptied directly: FTS5 cannot be
+    asked to rebuild, or even to drop, an index whose config or structure it refuses."""
+    config, data = pristine()
+    for table in SHADOWS:
+        conn.execute(f"DELETE FROM {table}")
+    conn.executemany("INSERT INTO events_fts_config(k, v) VALUES (?, ?)", config)
+    conn.executemany("INSERT INTO events_fts_data(id, block) VALUES (?, ?)", data)
+    rebuild(conn)

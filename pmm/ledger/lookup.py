@@ -62,40 +62,50 @@ def recall(mind: Mind, words: Iterable[str], kinds: Iterable[str], limit: int,
     A word found in more than ``common`` events says little and would make ranking cost
     grow with the mind, so only the ``most`` rarest words that are not common are used:
     the cost stays bounded on a mind of millions of events."""
+    words, names = tuple(words), tuple(kinds)
+    return mind.full_text(lambda: _recall(mind, words, names, limit, common, most))
+
+
+def _recall(mind: Mind, words: tuple[str, ...], names: tuple[str, ...], limit: int, common: int,
+            most: int) -> list[Event]:
     rare: list[tuple[int, str]] = []
-    with cx.translated(mind.path):
-        for word in words:
-            term = '"' + word.replace('"', '""') + '"'
-            hits = mind.conn.execute(
-                "SELECT count(*) FROM (SELECT rowid FROM events_fts WHERE events_fts MATCH ?"
-                " LIMIT ?)", (term, common + 1)).fetchone()[0]
-            if 0 < hits <= common:
-                rare.append((hits, term))
-        if not rare:
-            return []
-        names = tuple(kinds)
-        query = " OR ".join(term for _, term in sorted(rare)[:most])
-        rows = mind.conn.execute(
-            f"SELECT {E_COLUMNS} FROM events_fts JOIN events e ON e.id = events_fts.rowid"
-            f" WHERE events_fts MATCH ? AND e.kind IN ({', '.join('?' for _ in names)})"
-            " ORDER BY rank LIMIT ?", (query, *names, limit)).fetchall()
+    for word in words:
+        term = '"' + word.replace('"', '""') + '"'
+        hits = mind.conn.execute(
+            "SELECT count(*) FROM (SELECT rowid FROM events_fts WHERE events_fts MATCH ?"
+            " LIMIT ?)", (term, common + 1)).fetchone()[0]
+        if 0 < hits <= common:
+            rare.append((hits, term))
+    if not rare:
+        return []
+    query = " OR ".join(term for _, term in sorted(rare)[:most])
+    rows = mind.conn.execute(
+        f"SELECT {E_COLUMNS} FROM events_fts JOIN events e ON e.id = events_fts.rowid"
+        f" WHERE events_fts MATCH ? AND e.kind IN ({', '.join('?' for _ in names)})"
+        " ORDER BY rank LIMIT ?", (query, *names, limit)).fetchall()
     return [Event._make(r) for r in fts.confirm(query, rows, CONTENT_AT)]
 
 
 def search(mind: Mind, query: str, limit: int) -> list[tuple[Event, str]]:
-    """Full-text matches, best first, each with a highlighted snippet."""
+    """Full-text matches, best first, each with a highlighted snippet (a damaged index: see
+    ``Mind.full_text``)."""
+    return mind.full_text(lambda: _search(mind, query, limit))
+
+
+def _search(mind: Mind, query: str, limit: int) -> list[tuple[Event, str]]:
     sql = (f"SELECT {E_COLUMNS}, snippet(events_fts, 0, '[', ']', '…', 12)"
            " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
            " WHERE events_fts MATCH ? ORDER BY rank LIMIT ?")
     try:
         rows = mind.conn.execute(sql, (query, limit)).fetchall()
-    except sqlite3.OperationalError:
+    except sqlite3.OperationalError as exc:
+        if fts.is_damage(exc):
+            raise
         # Not valid FTS5 syntax (e.g. "self-aware", "it's"): search the words literally.
         query = " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
         if not query:
             raise errors.UsageError("nothing to search for") from None
-        with cx.translated(mind.path):
-            rows = mind.conn.execute(sql, (query, limit)).fetchall()
+        rows = mind.conn.execute(sql, (query, limit)).fetchall()
     return [(Event._make(r[:7]), r[7]) for r in fts.confirm(query, rows, CONTENT_AT)]
 
 

@@ -7,7 +7,9 @@ events.
 
 A file's ``sqlite_master`` must be exactly what ``create`` and ``migrate`` make for its version:
 a trigger, view, table or index that pmm did not create would run (or be read) inside pmm's own
-transactions, so ``check`` refuses any difference by name.
+transactions, so ``check`` refuses any difference by name. The one exception is SQLite's own
+``sqlite_stat1``-``sqlite_stat4`` (made by ``ANALYZE`` or ``PRAGMA optimize``, as a DB browser may
+run): planner statistics run no code, so they are ignored.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ def differences(conn: sqlite3.Connection, version: int) -> list[str]:
     """What in ``conn``'s schema is not what pmm makes at ``version``, one phrase per object
     (names are the file's own text: shown by repr, so no control character reaches a terminal)."""
     want = {(entry[0], entry[1]): entry for entry in expected(version)}
-    have = _entries(conn)
+    have = [entry for entry in _entries(conn) if not _statistics(entry)]
     found = []
     for entry in sorted(have, key=lambda e: (e[1], e[0])):
         kind, name = entry[0], _shown(entry[1])
@@ -155,6 +157,14 @@ def differences(conn: sqlite3.Connection, version: int) -> list[str]:
     missing = set(want) - {(entry[0], entry[1]) for entry in have}
     found += [f"{kind} {_shown(name)} is missing" for kind, name in sorted(missing)]
     return found
+
+
+def _statistics(entry: SchemaEntry) -> bool:
+    """SQLite's planner statistics (``ANALYZE``): rows it reads to pick indexes, never code."""
+    return entry[0] == "table" and entry[1] in STAT_TABLES
+
+
+STAT_TABLES = frozenset(f"sqlite_stat{n}" for n in range(1, 5))
 
 
 def _shown(name: str) -> str:

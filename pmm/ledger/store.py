@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pmm import errors
 from pmm.domain import projections
@@ -26,6 +26,7 @@ from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
 COLUMNS = "id, ts, kind, content, meta, prev_hash, hash"
 CACHE_KEY = "mind"
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+T = TypeVar("T")
 
 
 def now_ts() -> str:
@@ -75,10 +76,19 @@ class Mind:
                 if int(meta["schema_version"]) < schema.SCHEMA_VERSION:
                     cx.migrate_file(conn, path)
                     meta = cx.read_identity(conn, path)
+                with cx.translated(path):
+                    sound = fts.config_sound(conn)
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn, meta, write)
+        mind = cls(path, conn, meta, write)
+        if write and not sound:  # a config FTS5 refuses would fail every write and search
+            try:
+                mind.repair_index()
+            except BaseException:
+                conn.close()
+                raise
+        return mind
 
     @classmethod
     def create(cls, path: Path, genesis: Draft | None, mind_id: str | None = None) -> Mind:
@@ -215,6 +225,11 @@ class Mind:
         with cx.translated(self.path):
             return schema.differences(self.conn, self.schema_version)
 
+    def index_problem(self) -> str | None:
+        """What FTS5 refuses in the search index's own files, or None (reads every entry)."""
+        with cx.translated(self.path):
+            return fts.problem(self.conn)
+
     def quick_check(self) -> str:
         """SQLite's own structural check: "ok" or what it found."""
         try:
@@ -266,9 +281,32 @@ class Mind:
     def repair(self) -> None:
         """Rebuild the search index and the projection cache from the events, in one transaction."""
         with self.transaction():
-            fts.rebuild(self.conn)
+            fts.reset(self.conn)
             last_id, last_hash = self.head()
             self._store_cache(projections.replay(self.events()), last_id, last_hash)
+
+    def repair_index(self) -> None:
+        """Reset and rebuild the search index from the events (in the open transaction, if any)."""
+        if self.conn.in_transaction:
+            with cx.translated(self.path):
+                fts.reset(self.conn)
+            return
+        with self.transaction():
+            fts.reset(self.conn)
+
+    def full_text(self, run: Callable[[], T]) -> T:
+        """``run`` (raw FTS5 queries); a damaged index is rebuilt by a writer, then ``run`` again,
+        and refused by a reader (exit 3, with the repair hint)."""
+        try:
+            return run()
+        except sqlite3.DatabaseError as exc:
+            if not fts.is_damage(exc):
+                raise cx.translate(exc, self.path) from None
+            if not self.writable:
+                raise fts.damaged_error(self.path) from None
+        self.repair_index()
+        with cx.translated(self.path):
+            return run()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -319,11 +357,22 @@ class Mind:
         self.conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _index_text(self, after_id: int) -> None:
-        """Index the events after ``after_id``; an index that did not end there is rebuilt."""
-        if fts.covers(self.conn, after_id):
-            fts.index_after(self.conn, after_id)
-        else:
-            fts.rebuild(self.conn)
+        """Index the events after ``after_id``; an index that did not end there is rebuilt, and
+        one FTS5 refuses (its shadow tables are outside the schema check) is reset and rebuilt."""
+        self.conn.execute("SAVEPOINT pmm_fts")
+        try:
+            if not fts.config_sound(self.conn):
+                fts.reset(self.conn)
+            elif fts.covers(self.conn, after_id):
+                fts.index_after(self.conn, after_id)
+            else:
+                fts.rebuild(self.conn)
+        except sqlite3.DatabaseError as exc:
+            if not fts.is_damage(exc):
+                raise
+            self.conn.execute("ROLLBACK TO pmm_fts")
+            fts.reset(self.conn)
+        self.conn.execute("RELEASE pmm_fts")
 
     def _advance_cache(self, head_id: int, new: Iterable[Event]) -> None:
         cached = self.cached_state()

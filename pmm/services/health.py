@@ -17,7 +17,7 @@ from typing import Any
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain import mind as dynamics
-from pmm.ledger import lookup
+from pmm.ledger import fts, lookup
 from pmm.ledger.store import CacheStatus, Mind, now_ts
 from pmm.services import minds
 
@@ -79,7 +79,8 @@ def check(path: Path, *, online: bool = False, total: Callable[[int], None] | No
                         + "; pmm will not write to it") if altered
                   else Check("schema", OK, "exactly the tables, indexes and triggers pmm creates"))
         head_id, _ = mind.head()
-        index = _index(lookup.index_coverage(mind), head_id)
+        damage = mind.index_problem()
+        index = _damaged(damage) if damage else _index(lookup.index_coverage(mind), head_id)
         try:
             states, cache = mind.state()
         except (ValueError, KeyError, TypeError) as exc:  # events no pmm wrote (a tampered meta)
@@ -126,6 +127,13 @@ def _index(coverage: tuple[int, int, int], head_id: int) -> Check:
     return Check("search index", WARN, f"holds {documents:,} entries for ids {low:,}-{high:,}, but the"
                  f" mind has events 1-{head_id:,}: search and recall may miss events; the next"
                  " write or `pmm health --repair` rebuilds it")
+
+
+def _damaged(problem: str) -> Check:
+    """An index FTS5 itself refuses (its shadow tables are rows, outside the schema check):
+    search fails on it, so it is a failure, though the events are untouched."""
+    return Check("search index", FAIL, f"damaged ({problem}): search and recall fail on it;"
+                 f" {fts.REPAIR_HINT}")
 
 
 def repair(path: Path) -> None:
