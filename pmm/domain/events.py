@@ -324,6 +324,7 @@ def check_row(ts: bytes, kind: bytes, content: bytes, meta: bytes) -> str | None
     fast = (_FAST or _fast_patterns()).get(kind)
     if (fast is not None and TS_FAST.fullmatch(ts) and DATES.get(ts[:10])
             and len(content) + len(meta) <= MAX_EVENT_BYTES and (content.isascii() or _utf8(content))
+            and (meta.isascii() or _utf8(meta))  # the pattern takes any byte over 0x7f
             and fast[0].fullmatch(meta) and (not fast[1] or all(name in meta for name in fast[1]))):
         return None
     return _row_problem(ts, kind, content, meta)
