@@ -21,24 +21,28 @@ PASS = {"PMM_BACKUP_PASSPHRASE": "a passphrase"}
 BAD_META = b'{"source":"\xff\xfe"}'
 
 
-def _crafted(path: Path, *, blob: str | None = None, meta: bytes = b'{"source":"user"}') -> Path:
-    """A mind of three events whose event 2 is an observation with ``meta`` (stored as TEXT
-    whatever its bytes), its ``blob`` column stored as a BLOB; every hash recomputed, the guards
-    put back: what an attacker covering their tracks leaves."""
+def _crafted(path: Path, *, blob: str | None = None, meta: bytes = b'{"source":"user"}',
+             bad: tuple[str, bytes] | None = None) -> Path:
+    """A mind of three events whose event 2 is an observation with ``meta``, its ``blob``
+    column stored as a BLOB and its ``bad[0]`` column holding the bytes ``bad[1]``; every other
+    value stored as TEXT whatever its bytes, every hash recomputed, the guards put back: what an
+    attacker covering their tracks leaves."""
     from pmm.domain.events import Event
 
     mind_id = uuid.uuid4().hex
     prefix = chain_prefix(FORMAT_VERSION, mind_id)
-    specs = [(TS, b"mind_created", b"Mind created", b'{"pmm_version":"0.1.0"}'),
-             (TS, b"observation_recorded", b"hostile", meta),
-             (TS, b"observation_recorded", b"after", b'{"source":"user"}')]
+    specs = [(TS.encode(), b"mind_created", b"Mind created", b'{"pmm_version":"0.1.0"}'),
+             (TS.encode(), b"observation_recorded", b"hostile", meta),
+             (TS.encode(), b"observation_recorded", b"after", b'{"source":"user"}')]
     rows, prev = [], GENESIS_PREV.encode()
-    for i, (ts, kind, content, meta_bytes) in enumerate(specs, 1):
-        digest = _hash_raw(prefix, i, ts.encode(), kind, content, meta_bytes, prev).encode()
-        rows.append([i, ts.encode(), kind, content, meta_bytes, prev, digest])
-        prev = digest
-    genesis = rows[0]
-    Mind.build(path, mind_id, [Event(1, TS, *(v.decode() for v in genesis[2:]))])
+    for i, fields in enumerate(specs, 1):
+        row = [i, *fields, prev, b""]
+        if i == 2 and bad is not None:
+            row[FIELDS.index(bad[0]) + 1] = bad[1]
+        row[6] = row[6] or _hash_raw(prefix, i, *row[1:6]).encode()
+        rows.append(row)
+        prev = row[6]
+    Mind.build(path, mind_id, [Event(1, TS, *(v.decode() for v in rows[0][2:]))])
     conn = unguarded(path)
     for row in rows[1:]:
         values = ", ".join("?" if row[0] == 2 and name == blob else "CAST(? AS TEXT)" for name in FIELDS)
@@ -78,12 +82,23 @@ def test_the_shortcut_refuses_meta_that_is_not_utf8() -> None:
     assert check_row(TS.encode(), b"observation_recorded", b"x", '{"source":"été"}'.encode()) is None
 
 
+@pytest.mark.parametrize("field", FIELDS)
+def test_verify_refuses_a_text_column_that_is_not_utf8(field: str, tmp_path: Path, cli) -> None:
+    """(pmm writes ts, kind, prev_hash and hash in ASCII; content and meta in UTF-8)"""
+    good = {"ts": TS.encode(), "kind": b"observation_recorded", "content": b"hostile",
+            "meta": b'{"source":"user"}', "prev_hash": b"0" * 64, "hash": b"0" * 64}[field]
+    path = _crafted(tmp_path / "bad.db", bad=(field, good[:-1] + b"\xff"))
+    done = cli("verify", str(path), "--no-witness")
+    assert done.exit_code == 3, done.output
+    assert "event 2" in done.stderr
+
+
 def test_verify_and_backup_refuse_meta_that_is_not_utf8(tmp_path: Path, cli) -> None:
     """(restore checks a backup as backup checks the mind: the BLOB test above shows it)"""
     path = _crafted(tmp_path / "bad.db", meta=BAD_META)
     done = cli("verify", str(path), "--no-witness")
     assert done.exit_code == 3, done.output
-    assert "event 2" in done.stderr and "UTF-8" in done.stderr
+    assert "event 2: meta is not valid UTF-8" in done.stderr
     done = cli("--mind", str(path), "backup", "-o", str(tmp_path / "b.age"), env=PASS)
     assert done.exit_code == 3, done.output
     assert "event 2" in done.stderr

@@ -355,10 +355,9 @@ def _row_problem(ts: bytes, kind: bytes, content: bytes, meta: bytes) -> str | N
                 f" {_mib(MAX_EVENT_BYTES)} per event")
     if not (content.isascii() or _utf8(content)):
         return "content is not valid UTF-8"
-    try:
-        kind_text, meta_text = kind.decode("utf-8"), meta.decode("utf-8")
-    except UnicodeDecodeError:
-        return "kind or meta is not valid UTF-8"
+    if not (kind.isascii() and meta.isascii() or _utf8(kind) and _utf8(meta)):
+        return f"{'kind' if not _utf8(kind) else 'meta'} is not valid UTF-8"
+    kind_text, meta_text = kind.decode("utf-8"), meta.decode("utf-8")
     value, why = parse_meta(meta_text)
     if value is None:
         return why
