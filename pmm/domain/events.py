@@ -324,6 +324,7 @@ def check_row(ts: bytes, kind: bytes, content: bytes, meta: bytes) -> str | None
     fast = (_FAST or _fast_patterns()).get(kind)
     if (fast is not None and TS_FAST.fullmatch(ts) and DATES.get(ts[:10])
             and len(content) + len(meta) <= MAX_EVENT_BYTES and (content.isascii() or _utf8(content))
+            and (meta.isascii() or _utf8(meta))  # the pattern takes any byte over 0x7f
             and fast[0].fullmatch(meta) and (not fast[1] or all(name in meta for name in fast[1]))):
         return None
     return _row_problem(ts, kind, content, meta)
@@ -354,10 +355,9 @@ def _row_problem(ts: bytes, kind: bytes, content: bytes, meta: bytes) -> str | N
                 f" {_mib(MAX_EVENT_BYTES)} per event")
     if not (content.isascii() or _utf8(content)):
         return "content is not valid UTF-8"
-    try:
-        kind_text, meta_text = kind.decode("utf-8"), meta.decode("utf-8")
-    except UnicodeDecodeError:
-        return "kind or meta is not valid UTF-8"
+    if not (kind.isascii() and meta.isascii() or _utf8(kind) and _utf8(meta)):
+        return f"{'kind' if not _utf8(kind) else 'meta'} is not valid UTF-8"
+    kind_text, meta_text = kind.decode("utf-8"), meta.decode("utf-8")
     value, why = parse_meta(meta_text)
     if value is None:
         return why

@@ -108,6 +108,8 @@ def check_chain(
                 state.problem = id_problem(expect_id, id)
                 break
             if prev_hash != prev:
+                if type(prev_hash) is not bytes:
+                    raise TypeError  # NULL, or not stored as text: named below
                 state.problem = Problem(
                     id,
                     f"prev_hash does not match the hash of event {id - 1}"
@@ -116,6 +118,8 @@ def check_chain(
                 break
             computed = hash_raw(prefix, id, ts, kind, content, meta, prev_hash)
             if computed.encode() != stored:
+                if type(stored) is not bytes:
+                    raise TypeError
                 state.problem = Problem(
                     id, "stored hash does not match its contents (the event was altered)"
                 )
@@ -134,14 +138,29 @@ def check_chain(
         bad_id = row[0] if row is not None and isinstance(row[0], int) else expect_id
         state.problem = Problem(bad_id, "a field holds a lone surrogate (\\ud800-\\udfff), which is not text")
     except (TypeError, ValueError, AttributeError):
-        bad_id = row[0] if row is not None and isinstance(row[0], int) else expect_id
-        state.problem = Problem(bad_id, "a field is missing, NULL or of the wrong type")
+        bad_id = row[0] if row is not None and type(row[0]) is int else expect_id
+        state.problem = Problem(bad_id, _type_problem(row))
     if on_progress is not None:
         on_progress(count % progress_every)
     state.count += count
     state.last_id = expect_id - 1
     state.last_hash = prev.decode()
     return state
+
+
+_FIELDS = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
+
+
+def _type_problem(row: object) -> str:
+    """Name the field of ``row`` that is not what pmm writes (a mind file's reader turns a value
+    of another SQLite storage class, such as a BLOB, into NULL)."""
+    if isinstance(row, tuple) and len(row) == len(_FIELDS):
+        if type(row[0]) is not int:
+            return "id is missing, NULL or not an integer"
+        for name, value in zip(_FIELDS[1:], row[1:], strict=True):
+            if type(value) is not bytes:
+                return f"{name} is missing, NULL or not stored as text"
+    return "a field is missing, NULL or of the wrong type"
 
 
 def id_problem(expected: int, got: int) -> Problem:

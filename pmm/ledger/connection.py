@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -39,6 +40,13 @@ def translate(exc: sqlite3.Error, path: Path) -> errors.PmmError:
         # pmm's own queries only name what its schema makes: the file was altered
         return errors.IntegrityError(f"{path} has been altered outside pmm ({text})",
                                      hint=schema.ALTERED_HINT)
+    if "Could not decode to UTF-8" in text:
+        # pmm writes only UTF-8 text: these bytes were put there behind its back
+        column = re.search(r"column '(\w+)'", text)
+        where = f" in column {column[1]!r}" if column else ""
+        return errors.IntegrityError(
+            f"{path} has been altered outside pmm: it holds text that is not UTF-8{where}",
+            hint="`pmm verify` names the altered event; restore a backup from before it")
     if "readonly" in text or "read-only" in text:
         return errors.MindFileError(f"{path} cannot be written (read-only file or directory)")
     if "disk is full" in text or "disk I/O" in text:
