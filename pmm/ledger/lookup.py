@@ -13,10 +13,10 @@ from pmm import errors
 from pmm.domain.events import Event
 from pmm.ledger import connection as cx
 from pmm.ledger import fts
-from pmm.ledger.store import COLUMNS, Mind
+from pmm.ledger.store import COLUMNS, NAMES, Mind, select_list
 
-E_COLUMNS = ", ".join("e." + c for c in COLUMNS.split(", "))
-CONTENT_AT = COLUMNS.split(", ").index("content")
+E_COLUMNS = select_list("e")
+CONTENT_AT = NAMES.index("content")
 
 
 def get(mind: Mind, ids: Iterable[int]) -> list[Event]:

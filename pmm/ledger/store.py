@@ -23,12 +23,23 @@ from pmm.ledger import connection as cx
 from pmm.ledger import fts, schema, seal
 from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
 
-COLUMNS = "id, ts, kind, content, meta, prev_hash, hash"
+NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
+
+
+def select_list(table: str = "") -> str:
+    """The event columns for an ordinary read. A crafted file may store a BLOB (or a number)
+    where pmm writes TEXT; verify refuses that (``raw_rows``), and every other read gets text
+    all the same, so no command meets bytes where it expects a string."""
+    p = f"{table}." if table else ""
+    return ", ".join([f"{p}id"] + [f"CAST({p}{c} AS TEXT)" for c in NAMES[1:]])
+
+
+COLUMNS = select_list()
 # The chain checker reads text as bytes, so a BLOB of the same bytes would pass for text: a
 # value of another storage class than pmm writes comes back as NULL, which the checker refuses.
 _RAW_COLUMNS = ", ".join(
     ["CASE WHEN typeof(id) = 'integer' THEN id END"]
-    + [f"CASE WHEN typeof({c}) = 'text' THEN {c} END" for c in COLUMNS.split(", ")[1:]])
+    + [f"CASE WHEN typeof({c}) = 'text' THEN {c} END" for c in NAMES[1:]])
 CACHE_KEY = "mind"
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 T = TypeVar("T")
