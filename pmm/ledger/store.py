@@ -31,7 +31,7 @@ def select_list(table: str = "") -> str:
     where pmm writes TEXT; verify refuses that (``raw_rows``), and every other read gets text
     all the same, so no command meets bytes where it expects a string."""
     p = f"{table}." if table else ""
-    return ", ".join([f"{p}id"] + [f"CAST({p}{c} AS TEXT)" for c in NAMES[1:]])
+    return ", ".join([f"{p}id"] + [f"CAST({p}{c} AS TEXT) AS {c}" for c in NAMES[1:]])
 
 
 COLUMNS = select_list()
