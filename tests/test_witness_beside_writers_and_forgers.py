@@ -191,7 +191,10 @@ def test_a_genuine_partial_export_links_to_the_witnessed_head(tmp_path: Path) ->
     assert part.exit_code == 0, part.output
     code, report = _verify("-", input=part.stdout_bytes)
     assert code == 0 and report["anchored"] is True and report["events"] == 4
-    assert report["witness"]["state"] == "ahead"
+    # judged as extending the witnessed head, but never learnt: only a writer advances a mind
+    assert report["witness"]["state"] == "ahead" and max(witness.known(report["mind_id"], None)) == 5
+    code, genuine = _verify(mind)
+    assert code == 0 and genuine["witness"]["state"] == "current"
 
 
 @pytest.mark.parametrize("since", [1, 5])

@@ -82,7 +82,7 @@ class Place:
 
 @dataclass
 class Verdict:
-    state: str  # new, current, ahead, behind, accepted, diverged, + FAILED
+    state: str  # new, current, ahead, behind, accepted, restored, diverged, + FAILED
     message: str
     witnessed: Head | None = None
     since: int = 0
@@ -131,9 +131,8 @@ def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode
     history; a writer's verdict is returned, never raised. ``create``: a writer that made this
     file, so it may hold a new mind where another was; it advances only a mind pmm knew nothing
     of (an import of a known mind's export is a copy). ``accept``: this head becomes the truth
-    for its mind and file, whatever came before (a deliberate rollback). ``restore``: the same
-    for a head that agrees with the mind's history; one that diverges from it (someone else's
-    backup under this id) is only remembered for its file, and the verdict is ``diverged``.
+    for its mind and file, whatever came before (a deliberate rollback). ``restore``: see
+    ``_restore``.
     ``remember=False`` judges without changing anything (a head whose start is unproven).
     ``export``: the file is an export, which may well be rewritten with another mind's export;
     only a mind file holding another mind than before is ``replaced``.
@@ -152,12 +151,9 @@ def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode
         if place is None and legacy is not None and key in legacy:
             place = Place(key, point.mind_id, legacy[key])
         durable = mode in ("accept", "restore")
-        fork = _fork(record.heads, point.size, hash_at) if mode == "restore" else None
-        if fork is not None:
-            place = Place(key, point.mind_id, Head(point.size, point.head, _now(), key)) if key else place
-            verdict = Verdict("diverged", f"this backup diverges from what pmm witnessed of mind "
-                              f"{point.mind_id} ({fork}); that history was kept", record.highest)
-        elif mode in ("accept", "restore"):
+        if mode == "restore":
+            verdict, place = _restore(record, place, point, hash_at, key)
+        elif mode == "accept":
             place = _accept(record, point, hash_at, key)
             verdict = Verdict("accepted", f"accepted {point.short()} as this mind's witnessed head",
                               record.highest)
@@ -276,6 +272,27 @@ def _thin(heads: list[Head]) -> list[Head]:
     for h in heads[:-KEEP_RECENT]:  # ascending: the first of a band is its oldest
         spaced.setdefault((top - h.size).bit_length(), h)
     return [*sorted(spaced.values(), key=lambda h: h.size), *heads[-KEEP_RECENT:]]
+
+
+def _restore(record: Record, place: Place | None, point: cp.Checkpoint, hash_at: HashAt,
+             key: str) -> tuple[Verdict, Place | None]:
+    """A restored file is always remembered at its own path. It rewrites the mind's history only
+    where that cannot be someone else's doing: a mind pmm never saw, or an earlier head of this
+    very file's mind restored over it (a rollback). A backup that extends the history is a copy
+    (its writers will advance it); one that contradicts it keeps the history and is ``diverged``."""
+    head = Head(point.size, point.head, _now(), key)
+    here = Place(key, point.mind_id, head) if key else place
+    top = record.highest
+    fork = _fork(record.heads, point.size, hash_at)
+    if fork is not None:
+        return Verdict("diverged", f"this backup diverges from what pmm witnessed of mind "
+                       f"{point.mind_id} ({fork}); that history was kept", top), here
+    own = place is not None and place.mind_id == point.mind_id
+    if top is None or (own and point.size < top.size):
+        return (Verdict("accepted", f"accepted {point.short()} as this mind's witnessed head"),
+                _accept(record, point, hash_at, key))
+    return Verdict("restored", f"restored at {point.short()}; the mind's witnessed history "
+                   f"({top.describe()}) agrees with it", top), here
 
 
 def _accept(record: Record, point: cp.Checkpoint, hash_at: HashAt, key: str) -> Place | None:
