@@ -111,7 +111,7 @@ def test_a_restored_backup_with_a_hostile_id_is_refused(made: Path, tmp_path: Pa
 
 def test_the_witness_names_files_by_digests_and_checks_ids_itself(tmp_path: Path) -> None:
     mid, head = "b" * 32, "1" * 64
-    verdict = witness.observe(checkpoint.Checkpoint(mid, 1, head), {1: head}.get, tmp_path / "m.db")
+    verdict = witness.observe(checkpoint.Checkpoint(mid, 1, head), {1: head}.get, tmp_path / "m.db", "write")
     assert verdict.state == "new"
     folder = witness.directory()
     digest = hashlib.sha256(mid.encode()).hexdigest()

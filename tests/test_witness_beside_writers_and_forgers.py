@@ -102,22 +102,32 @@ def test_a_new_mind_made_by_pmm_at_the_same_path_is_not_a_replacement(tmp_path: 
 def test_verifying_many_other_copies_cannot_launder_a_rollback(tmp_path: Path) -> None:
     chain = {i: f"{i:064x}" for i in range(1, 11)}
     mid = "c" * 32
-    assert witness.observe(Checkpoint(mid, 9, chain[9]), chain.get, tmp_path / "a.db").ok
+    assert witness.observe(Checkpoint(mid, 9, chain[9]), chain.get, tmp_path / "a.db", "write").ok
     for n in range(100):  # far more copies than any per-mind table of files would keep
         assert witness.observe(Checkpoint(mid, 3, chain[3]), chain.get, tmp_path / f"copy{n}.db").state == "behind"
     assert witness.observe(Checkpoint(mid, 5, chain[5]), chain.get, tmp_path / "a.db").state == "truncated"
 
 
-def test_the_highest_head_survives_when_old_heads_are_dropped(tmp_path: Path) -> None:
-    chain = {i: f"{i:064x}" for i in range(1, witness.KEEP_HEADS + 50)}
+def test_a_fork_at_any_depth_is_caught_with_bounded_memory(tmp_path: Path) -> None:
+    """A writer's 600 commits: the witness keeps the recent heads and older ones spaced out by
+    powers of two, so a copy that diverged near the start (and stops 300 commits before the
+    top, below any window of recent heads) is still forked, not behind."""
+    top = 600
+    chain = {i: f"{i:064x}" for i in range(1, top + 1)}
     mid = "d" * 32
-    for i in range(1, witness.KEEP_HEADS + 40):
-        witness.observe(Checkpoint(mid, i, chain[i]), chain.get, tmp_path / "a.db")
-    top = witness.KEEP_HEADS + 39
-    assert max(witness.known(mid, None)) == top and len(witness.known(mid, None)) == witness.KEEP_HEADS
-    # a different copy forked below the top is still caught by the top it contradicts
-    forked = {**chain, top: "f" * 64}
-    assert witness.observe(Checkpoint(mid, top, forked[top]), forked.get, tmp_path / "b.db").state == "forked"
+    for i in range(1, top + 1):
+        witness.observe(Checkpoint(mid, i, chain[i]), chain.get, tmp_path / "a.db", "write")
+    kept = witness.known(mid, None)
+    assert max(kept) == top and len(kept) <= witness.KEEP_RECENT + top.bit_length() + 1
+    for depth in (3, 20, 150, top - 1):  # diverged at event `depth`
+        forked = {i: (h if i < depth else f"{i:063x}f") for i, h in chain.items()}
+        for size in (300, top):
+            if size >= depth:
+                verdict = witness.observe(Checkpoint(mid, size, forked[size]), forked.get,
+                                          tmp_path / "b.db", remember=False)
+                assert verdict.state == "forked", (depth, size, verdict.message)
+    # a genuine copy behind is still only behind
+    assert witness.observe(Checkpoint(mid, 10, chain[10]), chain.get, tmp_path / "c.db").state == "behind"
 
 
 def test_a_writer_killed_before_it_closes_has_its_commits_witnessed(tmp_path: Path) -> None:
@@ -181,7 +191,10 @@ def test_a_genuine_partial_export_links_to_the_witnessed_head(tmp_path: Path) ->
     assert part.exit_code == 0, part.output
     code, report = _verify("-", input=part.stdout_bytes)
     assert code == 0 and report["anchored"] is True and report["events"] == 4
-    assert report["witness"]["state"] == "ahead"
+    # judged as extending the witnessed head, but never learnt: only a writer advances a mind
+    assert report["witness"]["state"] == "ahead" and max(witness.known(report["mind_id"], None)) == 5
+    code, genuine = _verify(mind)
+    assert code == 0 and genuine["witness"]["state"] == "current"
 
 
 @pytest.mark.parametrize("since", [1, 5])

@@ -176,8 +176,8 @@ def test_judging_is_pure_over_the_record(tmp_path: Path, monkeypatch) -> None:
     chain = {i: f"{i:064x}" for i in range(1, 11)}
     mid = "a" * 32
     at = chain.get
-    assert witness.observe(Checkpoint(mid, 5, chain[5]), at, tmp_path / "a.db").state == "new"
-    assert witness.observe(Checkpoint(mid, 8, chain[8]), at, tmp_path / "a.db").state == "ahead"
+    assert witness.observe(Checkpoint(mid, 5, chain[5]), at, tmp_path / "a.db", "write").state == "new"
+    assert witness.observe(Checkpoint(mid, 8, chain[8]), at, tmp_path / "a.db", "write").state == "ahead"
     assert witness.observe(Checkpoint(mid, 6, chain[6]), at, tmp_path / "b.db").state == "behind"
     other = {**chain, 5: "f" * 64, 6: "e" * 64}
     verdict = witness.observe(Checkpoint(mid, 6, other[6]), other.get, tmp_path / "c.db")

@@ -64,4 +64,8 @@ def restore(
         return
     verb = "Replaced" if result.replaced else "Restored"
     output.message(f"{verb} {result.path} with mind {result.mind_id}: {result.events:,} events verified "
-                   f"(head {result.head[:16]}…); the witness now expects this head")
+                   f"(head {result.head[:16]}…)" + ("" if result.diverged else
+                                                    "; the witness now expects this head"))
+    if result.diverged:
+        output.message(f"Warning: {result.diverged}; if this backup is this mind's true history, "
+                       f"accept it: pmm verify {result.path} --accept-rollback")

@@ -142,10 +142,11 @@ class RestoreResult:
     head: str
     path: Path
     replaced: bool
+    diverged: str | None = None  # the witness kept a history this backup departs from
 
     def to_json(self) -> dict[str, Any]:
         return {"mind_id": self.mind_id, "events": self.events, "head": self.head,
-                "mind": str(self.path), "replaced": self.replaced}
+                "mind": str(self.path), "replaced": self.replaced, "diverged": self.diverged}
 
 
 def check_restore_target(target: Path, force: bool) -> None:
@@ -196,8 +197,10 @@ def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool =
         raise
     with Mind.open(target) as mind:
         size, head = mind.head()
-        witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, target, "accept")
-        return RestoreResult(mind.mind_id, size, head, target, replaced)
+        verdict = witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, target,
+                                  "restore")
+        diverged = verdict.message if verdict.state == "diverged" else None
+        return RestoreResult(mind.mind_id, size, head, target, replaced, diverged)
 
 
 def _verify_and_place(source: Path, target: Path, image: bytes, force: bool) -> bool:

@@ -95,16 +95,21 @@ class Checks:
             if problem is not None:
                 report.problem = f"signature: {problem}"
                 return
-        if self.witness is None or report.last_id == 0:
+        if self.witness is None:
             return
-        if not report.anchored and self.witness == "accept":
-            report.problem = ("cannot accept a partial export as this mind's head: its link to event "
-                              f"{report.first_id - 1} cannot be checked")
-            report.hint = "accept the mind file itself, or a whole export"
+        if report.events == 0:  # an empty --since export: no head of its own to judge
+            report.notes.append("no events: nothing for the witness to judge")
+            return
+        if report.source_kind == "export" and self.witness == "accept":
+            # A received export may claim anything; only the mind file a user rolled back is
+            # theirs to make the truth (an export that extends a mind would poison its history).
+            report.problem = "cannot accept an export as this mind's head: only a mind file can be"
+            report.hint = "accept the mind file itself: pmm verify MIND.db --accept-rollback"
             return
         try:
-            # An unanchored partial export may be a forgery that starts anywhere: it is judged
-            # against the witness but never advances it.
+            # Verifying only judges: the mind's history is advanced by its writers alone. An
+            # unanchored partial export may be a forgery that starts anywhere: not even its own
+            # path's place is recorded.
             verdict = witness.observe(report.checkpoint(), hash_at, self.path, self.witness,
                                       remember=report.anchored, current=current,
                                       export=report.source_kind == "export")

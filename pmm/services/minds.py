@@ -36,31 +36,46 @@ def open_write(path: Path, notify: Notify) -> Mind:
     if not path.exists():
         mind = Mind.create(path, genesis(None))
         notify(f"Created a new mind at {path}")
-        return witnessed(mind, created=True)
-    return witnessed(Mind.open(path, write=True))
+        return witnessed(mind, created=True, notify=notify)
+    return witnessed(Mind.open(path, write=True), notify=notify)
 
 
-def witnessed(mind: Mind, *, created: bool = False) -> Mind:
+def witnessed(mind: Mind, *, created: bool = False, notify: Notify | None = None) -> Mind:
     """A writer whose head the witness learns at open, after every commit and at close: a
     writer killed mid-run still leaves what it committed witnessed. ``created``: pmm just made
-    this file, so it may hold a new mind where another one was."""
-    witness_head(mind, created=created)
-    mind.on_commit = mind.on_close = witness_head
+    this file, so it may hold a new mind where another one was. ``notify`` hears, once for
+    this writer, that the mind no longer extends what pmm witnessed."""
+    warned = False
+
+    def tell(m: Mind, *, created: bool = False) -> None:
+        from pmm.services.witness import FAILED
+
+        nonlocal warned
+        state = witness_head(m, created=created)
+        if state in FAILED and notify is not None and not warned:
+            warned = True
+            notify(f"Warning: this mind no longer extends what pmm witnessed ({state.replace('_', ' ')}); "
+                   f"run `pmm verify {m.path}`")
+
+    tell(mind, created=created)
+    mind.on_commit = mind.on_close = tell
     return mind
 
 
-def witness_head(mind: Mind, *, created: bool = False) -> None:
-    """Tell the witness this file's head. A writer never fails for it: a mind that no longer
-    extends the witness is left for ``pmm verify`` to report, and an unwritable state dir only
-    costs the protection."""
+def witness_head(mind: Mind, *, created: bool = False) -> str | None:
+    """Tell the witness this file's head; returns the witness's verdict (None: not judged). A
+    writer never fails for it (the user decides, with ``pmm verify``), and an unwritable state
+    dir only costs the protection."""
     from pmm.domain import checkpoint
     from pmm.services import witness
 
     size, head = mind.head()
-    if size:
-        with contextlib.suppress(OSError):
-            witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, mind.path,
-                            "create" if created else "write")
+    if not size:
+        return None
+    with contextlib.suppress(OSError):
+        return witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, mind.path,
+                               "create" if created else "write").state
+    return None
 
 
 def remember(path: Path, text: str, notify: Notify) -> Event:

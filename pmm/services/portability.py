@@ -162,7 +162,7 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
         if not planned.appended:
             return planned
         source.seek(0)
-        with minds.witnessed(Mind.open(path, write=True)) as mind:
+        with minds.witnessed(Mind.open(path, write=True), notify=notify) as mind:
             return _merge(mind, jsonl.ExportReader(source, name), write=True,
                           on_progress=on_progress)
 

@@ -2,9 +2,12 @@
 (user state dir).
 
 A hash chain cannot see its own tail cut off, an older copy put in its place, or a rewrite with
-recomputed hashes. The witness can: per mind id it remembers the highest checkpoint pmm has seen
-extend the chain (written, verified, signed or restored) and a few earlier heads; per file, which
-mind it held and its last head. A mind that no longer extends that history fails ``pmm verify``:
+recomputed hashes. The witness can: per mind id it remembers the heads pmm's own writers committed
+(and those a restore or ``--accept-rollback`` made the truth): the recent ones and older ones
+spaced out by powers of two, so a fork at any depth is caught in bounded memory; per file, which
+mind it held and its last head. Verifying or signing a file only judges it (and notes its own
+place): a received export that claims to extend a mind must never make the genuine mind look
+forked. A mind that no longer extends that history fails ``pmm verify``:
 
 - ``forked``: an event pmm witnessed has a different hash now (rewritten, or a diverged copy);
 - ``rolled_back``: this same file went back to an earlier head pmm had seen;
@@ -37,8 +40,8 @@ from pmm.domain.ids import is_mind_id, shown
 
 HashAt = Callable[[int], "str | None"]  # the file's hash of event k (None: not known)
 Current = Callable[[], cp.Checkpoint]  # the file's head now (a live mind a writer may extend)
-Mode = Literal["verify", "write", "create", "accept"]
-KEEP_HEADS = 256
+Mode = Literal["verify", "write", "create", "accept", "restore"]
+KEEP_RECENT = 64  # the latest heads, all kept; older ones are thinned to one per power of two
 FAILED = ("forked", "rolled_back", "truncated", "replaced")
 
 
@@ -79,7 +82,7 @@ class Place:
 
 @dataclass
 class Verdict:
-    state: str  # new, current, ahead, behind, accepted, forked, rolled_back, truncated, replaced
+    state: str  # new, current, ahead, behind, accepted, restored, diverged, + FAILED
     message: str
     witnessed: Head | None = None
     since: int = 0
@@ -123,10 +126,13 @@ def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode
             remember: bool = True, current: Current | None = None, export: bool = False) -> Verdict:
     """Judge ``point`` (a file's head) against the witness and remember what may be remembered.
 
-    ``verify``: a head that extends the highest one becomes the highest; a copy behind it is only
-    remembered for its own file. ``write``: the same, but never fails a writer. ``create``: a
-    writer that made this file, so it may hold a new mind where another was. ``accept``: this
-    head becomes the truth for its mind and file, whatever came before (a deliberate rollback).
+    ``verify``: judged, and remembered for its own file only (never for the mind: what a file
+    claims is not what pmm saw written). ``write``: a writer's head, which advances the mind's
+    history; a writer's verdict is returned, never raised. ``create``: a writer that made this
+    file, so it may hold a new mind where another was; it advances only a mind pmm knew nothing
+    of (an import of a known mind's export is a copy). ``accept``: this head becomes the truth
+    for its mind and file, whatever came before (a deliberate rollback). ``restore``: see
+    ``_restore``.
     ``remember=False`` judges without changing anything (a head whose start is unproven).
     ``export``: the file is an export, which may well be rewritten with another mind's export;
     only a mind file holding another mind than before is ``replaced``.
@@ -144,8 +150,10 @@ def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode
         before = (_dump(record), _dump_place(place))
         if place is None and legacy is not None and key in legacy:
             place = Place(key, point.mind_id, legacy[key])
-        durable = mode == "accept"
-        if mode == "accept":
+        durable = mode in ("accept", "restore")
+        if mode == "restore":
+            verdict, place = _restore(record, place, point, hash_at, key)
+        elif mode == "accept":
             place = _accept(record, point, hash_at, key)
             verdict = Verdict("accepted", f"accepted {point.short()} as this mind's witnessed head",
                               record.highest)
@@ -154,9 +162,10 @@ def observe(point: cp.Checkpoint, hash_at: HashAt, path: Path | None, mode: Mode
             if verdict.state in ("rolled_back", "truncated") and current is not None:
                 verdict, judged = _rejudge(record, place, point, hash_at, current, mode, verdict)
                 remember = remember and judged is point  # the newer head is the writer's to tell
+            advances = mode == "write" or (mode == "create" and not export and not record.heads)
             if verdict.ok and remember:
                 place = _remember(record, place, point, key,
-                                  extends=verdict.state in ("new", "current", "ahead"))
+                                  extends=advances and verdict.state in ("new", "current", "ahead"))
         if legacy is not None:
             _migrate(folder, point.mind_id, record, legacy, skip=key)
         elif _dump(record) != before[0]:
@@ -243,14 +252,47 @@ def _remember(record: Record, place: Place | None, point: cp.Checkpoint, key: st
     """Record ``point``; returns the file's place as it should now be stored."""
     head = Head(point.size, point.head, _now(), key)
     if extends and (record.highest is None or record.highest.size < point.size):
-        # Only the oldest heads are dropped: the highest, which every copy is judged by, stays.
-        record.heads = [*record.heads, head][-KEEP_HEADS:]
+        record.heads = _thin([*record.heads, head])
     if not key:
         return place
     if (place is not None and place.mind_id == point.mind_id
             and (place.head.size, place.head.head) == (point.size, point.head)):
         return place
     return Place(key, point.mind_id, head)
+
+
+def _thin(heads: list[Head]) -> list[Head]:
+    """The recent heads, and of the older ones the oldest at each power-of-two distance below
+    the highest: bounded memory (KEEP_RECENT + log2 of the size), and a copy that diverged at
+    any depth still meets a witnessed head between where it forked and where it ends."""
+    if len(heads) <= KEEP_RECENT:
+        return heads
+    top = heads[-1].size
+    spaced: dict[int, Head] = {}
+    for h in heads[:-KEEP_RECENT]:  # ascending: the first of a band is its oldest
+        spaced.setdefault((top - h.size).bit_length(), h)
+    return [*sorted(spaced.values(), key=lambda h: h.size), *heads[-KEEP_RECENT:]]
+
+
+def _restore(record: Record, place: Place | None, point: cp.Checkpoint, hash_at: HashAt,
+             key: str) -> tuple[Verdict, Place | None]:
+    """A restored file is always remembered at its own path. It rewrites the mind's history only
+    where that cannot be someone else's doing: a mind pmm never saw, or an earlier head of this
+    very file's mind restored over it (a rollback). A backup that extends the history is a copy
+    (its writers will advance it); one that contradicts it keeps the history and is ``diverged``."""
+    head = Head(point.size, point.head, _now(), key)
+    here = Place(key, point.mind_id, head) if key else place
+    top = record.highest
+    fork = _fork(record.heads, point.size, hash_at)
+    if fork is not None:
+        return Verdict("diverged", f"this backup diverges from what pmm witnessed of mind "
+                       f"{point.mind_id} ({fork}); that history was kept", top), here
+    own = place is not None and place.mind_id == point.mind_id
+    if top is None or (own and point.size < top.size):
+        return (Verdict("accepted", f"accepted {point.short()} as this mind's witnessed head"),
+                _accept(record, point, hash_at, key))
+    return Verdict("restored", f"restored at {point.short()}; the mind's witnessed history "
+                   f"({top.describe()}) agrees with it", top), here
 
 
 def _accept(record: Record, point: cp.Checkpoint, hash_at: HashAt, key: str) -> Place | None:
