@@ -32,3 +32,10 @@ def test_an_error_with_stderr_closed_keeps_its_exit_code(tmp_path: Path) -> None
     proc = subprocess.run(["sh", "-c", 'exec "$0" "$@" 2>&-', PMM, "verify", str(tmp_path / "other.db")],
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, timeout=120)
     assert proc.returncode == 4 and proc.stdout == b""
+
+
+def test_data_into_a_reader_that_went_away_is_exit_0(mind: Path) -> None:
+    """`pmm log | head -1` under `set -o pipefail`: the reader chose to stop, pmm did not fail
+    (Typer alone turns that BrokenPipeError into exit 1)."""
+    for args in (["log"], ["stats"], ["export"], ["export", "--format", "md"]):
+        assert _run_into_a_closed_pipe("--mind", str(mind), *args) == 0, args

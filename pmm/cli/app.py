@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -129,6 +131,8 @@ def command_tree() -> typer.core.TyperGroup:
 
     def add(group: object) -> None:
         for sub in getattr(group, "commands", {}).values():
+            if sub.callback is not None:
+                sub.callback = _reader_gone_is_not_an_error(sub.callback)
             for param in sub.params:
                 if getattr(param, "type_descriptor", None) and param.type_descriptor.annotation in TEXT:
                     _utf8_checked(param)
@@ -149,6 +153,24 @@ DEFAULT_HINTS = {
 }
 
 
+class _ReaderGone(Exception):
+    """stdout's reader went away (``pmm log | head -1``). Typer turns a BrokenPipeError that
+    leaves a command into exit 1; this carries it past Typer to ``main`` instead. Provider
+    sockets never raise it here: their errors are translated into ProviderError where they
+    enter (pmm.providers)."""
+
+
+def _reader_gone_is_not_an_error(callback: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except BrokenPipeError:
+            raise _ReaderGone() from None
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every error becomes one ``Error:`` line (and a ``Hint:``) on stderr and its
     exit code (SPEC section 5)."""
@@ -160,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     except PmmError as exc:
         output.error(exc.message, exc.hint or DEFAULT_HINTS.get(exc.exit_code))
         _exit(exc.exit_code)
-    except BrokenPipeError:
+    except (BrokenPipeError, _ReaderGone):
         sys.stderr = None  # type: ignore[assignment]  # a closed pipe is the reader's choice
         os._exit(0)
     except typer.Abort:

@@ -240,7 +240,7 @@ def stop_on_signals(stop: threading.Event, notify: Notify) -> Iterator[Stopping]
         # Not here but in a thread: this handler runs on the main thread between any two
         # bytecodes, perhaps inside stop.wait() holding the event's lock, or inside a write to
         # stderr; setting the event or printing from here could deadlock or fail.
-        threading.Thread(target=request, args=(signum,), daemon=True).start()
+        threading.Thread(target=request, args=(signum,), name="pmm-stop-grace", daemon=True).start()
 
     for s in wanted:
         signal.signal(s, handler)
