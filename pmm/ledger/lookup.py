@@ -113,3 +113,16 @@ def index_coverage(mind: Mind) -> tuple[int, int, int]:
     """The search index's (documents, lowest id, highest id), from its own bookkeeping."""
     with cx.translated(mind.path):
         return fts.coverage(mind.conn)
+
+
+def source_ids(mind: Mind, source: str, kinds: Iterable[str]) -> set[tuple[str, str]]:
+    """``(meta.session or "", meta.source_id)`` of the events of ``kinds`` imported from ``source``:
+    what a chat import already holds."""
+    names = tuple(kinds)
+    sql = (
+        "SELECT coalesce(json_extract(meta, '$.session'), ''), json_extract(meta, '$.source_id')"
+        f" FROM events WHERE kind IN ({', '.join('?' for _ in names)})"
+        " AND json_extract(meta, '$.source') = ? AND json_extract(meta, '$.source_id') IS NOT NULL"
+    )
+    with cx.translated(mind.path):
+        return set(mind.conn.execute(sql, (*names, source)).fetchall())

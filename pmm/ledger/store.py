@@ -7,7 +7,6 @@ full-text index and the projection cache, and commits; nothing is reported until
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from pmm import errors
 from pmm.domain import projections
 from pmm.domain.canonical import canonical_json
 from pmm.domain.events import Draft, Event, check_draft
+from pmm.ledger import cache, fts, schema
 from pmm.ledger import connection as cx
-from pmm.ledger import fts, schema, seal
 from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
@@ -40,7 +39,6 @@ COLUMNS = select_list()
 _RAW_COLUMNS = ", ".join(
     ["CASE WHEN typeof(id) = 'integer' THEN id END"]
     + [f"CASE WHEN typeof({c}) = 'text' THEN {c} END" for c in NAMES[1:]])
-CACHE_KEY = "mind"
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 T = TypeVar("T")
 
@@ -205,17 +203,6 @@ class Mind:
 
         return lookup.search(self, query, limit)
 
-    def source_ids(self, source: str, kinds: Iterable[str]) -> set[tuple[str, str]]:
-        """``(meta.session or "", meta.source_id)`` of the events of ``kinds`` imported from ``source``."""
-        names = tuple(kinds)
-        sql = (
-            "SELECT coalesce(json_extract(meta, '$.session'), ''), json_extract(meta, '$.source_id')"
-            f" FROM events WHERE kind IN ({', '.join('?' for _ in names)})"
-            " AND json_extract(meta, '$.source') = ? AND json_extract(meta, '$.source_id') IS NOT NULL"
-        )
-        with cx.translated(self.path):
-            return set(self.conn.execute(sql, (*names, source)).fetchall())
-
     def _stream(self, sql: str, args: tuple[Any, ...], make: Callable[[Any], Any] | None
                 ) -> Iterator[Any]:
         cursor = self.conn.cursor()
@@ -255,44 +242,17 @@ class Mind:
 
     def _has_cache(self) -> bool:
         with cx.translated(self.path):
-            return self.conn.execute(
-                "SELECT 1 FROM projection_cache WHERE name = ?", (CACHE_KEY,)
-            ).fetchone() is not None
+            return cache.present(self.conn)
 
     def cached_state(self) -> tuple[dict[str, Any], int] | None:
         """The cached states and the event id they reflect, if that event still has that hash."""
         if self.schema_version < 2:
             return None  # no seal before schema 2: the next write migrates and rebuilds it
         with cx.translated(self.path):
-            row = self.conn.execute(
-                "SELECT version, last_id, last_hash, state, mac FROM projection_cache"
-                " WHERE name = ?", (CACHE_KEY,),
-            ).fetchone()
-        if row is None or row[0] != projections.projections_version():
-            return None
-        version, last_id, last_hash, state, mac = row
-        if not seal.matches(seal.key(create=False), mac, self.mind_id, version, last_id,
-                            last_hash, state):
-            return None  # forged, or written on another machine: replay instead
-        expected = GENESIS_PREV if last_id == 0 else self.hash_at(last_id)
-        if expected != last_hash:
-            return None
-        try:
-            return json.loads(state), last_id
-        except ValueError:
-            return None
+            return cache.load(self.conn, self.mind_id, self.hash_at)
 
     def _store_cache(self, states: dict[str, Any], last_id: int, last_hash: str) -> None:
-        version, secret = projections.projections_version(), seal.key(create=True)
-        state = json.dumps(states, separators=(",", ":"), sort_keys=True)
-        mac = seal.mac(secret, self.mind_id, version, last_id, last_hash, state) if secret else ""
-        self.conn.execute(
-            "INSERT INTO projection_cache(name, version, last_id, last_hash, state, mac)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
-            " version = excluded.version, last_id = excluded.last_id,"
-            " last_hash = excluded.last_hash, state = excluded.state, mac = excluded.mac",
-            (CACHE_KEY, version, last_id, last_hash, state, mac),
-        )
+        cache.store(self.conn, self.mind_id, states, last_id, last_hash)
 
     def repair(self) -> None:
         """Rebuild the search index and the projection cache from the events, in one transaction."""

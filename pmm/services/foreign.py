@@ -19,6 +19,7 @@ from typing import IO, Any, NamedTuple
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
 from pmm.errors import InputRejected, UsageError
+from pmm.ledger import lookup
 from pmm.ledger.store import TS_FORMAT
 from pmm.services import minds
 from pmm.services.portability import ImportResult
@@ -52,13 +53,13 @@ def import_conversations(path: Path, stream: IO[bytes], name: str, fmt: str, *,
     conversations = read_conversations(stream, name, fmt)
     if path.exists():
         with minds.open_read(path) as mind:
-            drafts, present = plan(conversations, fmt, mind.source_ids(fmt, IMPORTED_KINDS))
+            drafts, present = plan(conversations, fmt, lookup.source_ids(mind, fmt, IMPORTED_KINDS))
             if not drafts:  # nothing new: a writer's open would still touch the file, so don't
                 return ImportResult(0, present, False, mind.mind_id, mind.head()[0])
     created = not path.exists()
     with minds.open_write(path, notify) as mind:
         # planned again on the writer's view, in case another process appended meanwhile
-        drafts, present = plan(conversations, fmt, mind.source_ids(fmt, IMPORTED_KINDS))
+        drafts, present = plan(conversations, fmt, lookup.source_ids(mind, fmt, IMPORTED_KINDS))
         del conversations
         appended = mind.append(drafts) if drafts else []
         head_id = appended[-1].id if appended else mind.head()[0]
