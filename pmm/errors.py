@@ -19,6 +19,13 @@ Foreign exceptions are translated where they enter: ``sqlite3`` errors in ``pmm.
 from __future__ import annotations
 
 
+def quoted(value: object, limit: int = 48) -> str:
+    """A value from outside (a mind file, an export, the environment) quoted for a one-line
+    message: short (it may be a pasted key or a wall of text) and printable (``repr``)."""
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 class PmmError(Exception):
     exit_code = 1
 

@@ -49,7 +49,7 @@ class Setting(Generic[T]):
         if value is None or (isinstance(value, float) and not math.isfinite(value)) \
                 or (self.minimum is not None and value < self.minimum) \
                 or (self.maximum is not None and value > self.maximum):
-            raise errors.UsageError(f"${self.name} must be {self.takes()}, not {_shown(raw)}",
+            raise errors.UsageError(f"${self.name} must be {self.takes()}, not {errors.quoted(raw, 40)}",
                                     hint=f"unset it for the default ({_num(self.default)}); `man pmm`"
                                          " lists the variables under ENVIRONMENT")
         return value  # type: ignore[return-value]
@@ -71,11 +71,6 @@ def _num(value: float | str) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value)
-
-
-def _shown(raw: str) -> str:
-    """The bad value as the user typed it, but never a wall of text (it might be a pasted key)."""
-    return repr(raw) if len(raw) <= 40 else repr(raw[:40]) + "..."
 
 
 MIND = Setting("PMM_MIND", str, "", "The mind file when --mind is not given (default: the user data dir's mind.db).")

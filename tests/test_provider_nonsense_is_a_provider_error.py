@@ -5,12 +5,12 @@ never an "unexpected" exit 1 and never a nonsense count in the ledger.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import invoke
+from conftest import mind_events as events
 from provider_servers import FakeServer
 
 from pmm import errors
@@ -53,13 +53,6 @@ def test_a_whole_count_sent_as_a_float_is_accepted() -> None:
         finally:
             provider.close()
 
-
-def events(mind: Path) -> list[tuple[int, str]]:
-    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT id, kind FROM events ORDER BY id").fetchall()
-    finally:
-        conn.close()
 
 
 def test_chat_with_a_negative_count_is_exit_5_and_stores_nothing(tmp_path: Path,

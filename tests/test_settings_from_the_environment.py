@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import ast
 import re
-import sqlite3
 from pathlib import Path
 
 import pytest
 from conftest import invoke
+from conftest import mind_events as events
 
 from pmm import errors, settings
 
@@ -68,13 +68,6 @@ def test_a_bad_value_is_exit_2_with_a_hint_and_nothing_written(name: str, args: 
     assert "Hint: unset it for the default" in result.stderr and "Traceback" not in result.stderr
     assert events(mind) == before
 
-
-def events(mind: Path) -> list[tuple[int, str]]:
-    conn = sqlite3.connect(f"file:{mind}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT id, hash FROM events ORDER BY id").fetchall()
-    finally:
-        conn.close()
 
 
 def test_the_man_page_environment_table_is_the_declarations() -> None:

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from pmm import errors
-from pmm.domain.ids import is_mind_id, shown
+from pmm.domain.ids import is_mind_id
 
 ORIGIN_PREFIX = "pmm/"
 COMMENT_TAG = "pmm-checkpoint"
@@ -77,7 +77,7 @@ def from_fields(fields: list[str]) -> Checkpoint:
 
 def of(mind_id: str, size: int, head: str) -> Checkpoint:
     if not is_mind_id(mind_id):
-        raise errors.IntegrityError(f"the mind id {shown(mind_id)} is not one pmm makes")
+        raise errors.IntegrityError(f"the mind id {errors.quoted(mind_id)} is not one pmm makes")
     if not _HASH.fullmatch(head):
         raise errors.IntegrityError(f"event {size}'s hash is not hex SHA-256")
     return Checkpoint(mind_id, size, head)

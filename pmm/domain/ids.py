@@ -17,7 +17,3 @@ def is_mind_id(value: object) -> bool:
     return isinstance(value, str) and _MIND_ID.fullmatch(value) is not None
 
 
-def shown(value: object) -> str:
-    """A bad id, made safe to quote in a one-line message (short, printable, quoted)."""
-    text = value if isinstance(value, str) else repr(value)
-    return repr(text[:48] + ("…" if len(text) > 48 else ""))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pmm import errors
-from pmm.domain.ids import is_mind_id, shown
+from pmm.domain.ids import is_mind_id
 from pmm.ledger import schema
 from pmm.ledger.chain import FORMAT_VERSION
 
@@ -130,7 +130,7 @@ def read_identity(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
             hint="pmm writes versions 1 and up; the file was left untouched",
         )
     if not is_mind_id(meta["mind_id"]):
-        raise errors.NotAMind(f"{path} is not a valid pmm mind: its mind id {shown(meta['mind_id'])} is not one pmm makes")
+        raise errors.NotAMind(f"{path} is not a valid pmm mind: its mind id {errors.quoted(meta['mind_id'])} is not one pmm makes")
     if version > schema.SCHEMA_VERSION or fmt > FORMAT_VERSION:
         raise errors.NewerFormat(
             f"{path} was written by a newer pmm (schema {version}, ledger format {fmt})",

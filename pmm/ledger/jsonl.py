@@ -18,8 +18,8 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import IO, Any
 
 from pmm.domain.events import Event
-from pmm.domain.ids import is_mind_id, shown
-from pmm.errors import InputRejected
+from pmm.domain.ids import is_mind_id
+from pmm.errors import InputRejected, quoted
 from pmm.ledger.chain import FORMAT_VERSION
 
 EXPORT_VERSION = 1
@@ -133,7 +133,7 @@ class ExportReader:
         if mind_id is None or not (_is_int(fmt) and _is_int(since)):
             raise InputRejected("export header is missing mind_id, ledger_format or since", line=self.line)
         if not is_mind_id(mind_id):
-            raise InputRejected(f"export header's mind_id {shown(mind_id)} is not one pmm makes",
+            raise InputRejected(f"export header's mind_id {quoted(mind_id)} is not one pmm makes",
                                 hint="a pmm mind id is 32 lowercase hex digits", line=self.line)
         assert isinstance(fmt, int) and isinstance(since, int)
         if since < 1:

@@ -149,13 +149,13 @@ def differences(conn: sqlite3.Connection, version: int) -> list[str]:
     have = [entry for entry in _entries(conn) if not _statistics(entry)]
     found = []
     for entry in sorted(have, key=lambda e: (e[1], e[0])):
-        kind, name = entry[0], _shown(entry[1])
+        kind, name = entry[0], errors.quoted(entry[1], 60)
         if (entry[0], entry[1]) not in want:
             found.append(f"a {kind} {name} that pmm does not create")
         elif entry != want[entry[0], entry[1]]:
             found.append(f"{kind} {name} differs from the one pmm creates")
     missing = set(want) - {(entry[0], entry[1]) for entry in have}
-    found += [f"{kind} {_shown(name)} is missing" for kind, name in sorted(missing)]
+    found += [f"{kind} {errors.quoted(name, 60)} is missing" for kind, name in sorted(missing)]
     return found
 
 
@@ -165,10 +165,6 @@ def _statistics(entry: SchemaEntry) -> bool:
 
 
 STAT_TABLES = frozenset(f"sqlite_stat{n}" for n in range(1, 5))
-
-
-def _shown(name: str) -> str:
-    return repr(name if len(name) <= 60 else name[:60] + "…")
 
 
 def check(conn: sqlite3.Connection, version: int, path: Path) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pmm import errors
 from pmm.domain import checkpoint as cp
-from pmm.domain.ids import is_mind_id, shown
+from pmm.domain.ids import is_mind_id
 
 HashAt = Callable[[int], "str | None"]  # the file's hash of event k (None: not known)
 Current = Callable[[], cp.Checkpoint]  # the file's head now (a live mind a writer may extend)
@@ -305,7 +305,7 @@ def _accept(record: Record, point: cp.Checkpoint, hash_at: HashAt, key: str) -> 
 
 def _check(mind_id: str) -> None:
     if not is_mind_id(mind_id):  # callers validate; this is the last line before a file name
-        raise errors.IntegrityError(f"the mind id {shown(mind_id)} is not one pmm makes")
+        raise errors.IntegrityError(f"the mind id {errors.quoted(mind_id)} is not one pmm makes")
 
 
 def _digest(text: str) -> str:
