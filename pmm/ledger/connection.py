@@ -19,6 +19,8 @@ from pmm.ledger.chain import FORMAT_VERSION
 DEFAULT_LOCK_TIMEOUT = 10.0
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
+
 def lock_timeout() -> float:
     """Seconds a writer waits for another writer: ``$PMM_LOCK_TIMEOUT`` or 10."""
     from pmm import settings
@@ -90,7 +92,7 @@ def check_header(path: Path) -> None:
         raise errors.MindFileError(f"cannot read {path}: {exc.strerror}") from None
     if not header:
         raise errors.NotAMind(f"{path} is an empty file, not a pmm mind")
-    if not header.startswith(b"SQLite format 3\x00") or len(header) < 100:
+    if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
         raise errors.NotAMind(f"{path} is not a pmm mind file (not an SQLite database)")
     if int.from_bytes(header[68:72], "big") != schema.APPLICATION_ID:
         raise errors.NotAMind(

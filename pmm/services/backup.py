@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pmm import errors
+from pmm.ledger.connection import SQLITE_MAGIC
 from pmm.services import files, integrity, witness
 from pmm.services.files import fsync_dir, read_file, temp_beside, write_new
 
@@ -182,7 +183,7 @@ def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool =
     age.work_factor(sealed, str(source))  # refuse a hostile header before asking anything
     image = age.decrypt(sealed, passphrase(), str(source))
     del sealed
-    if not image.startswith(integrity.SQLITE_MAGIC):
+    if not image.startswith(SQLITE_MAGIC):
         raise errors.InputRejected(f"{source} decrypts, but not to a SQLite file: it is not a pmm backup")
     made = [d for d in [target.parent, *target.parent.parents] if not d.exists()]  # deepest first
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the staged copy goes there

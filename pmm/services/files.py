@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import IO
 
 from pmm import errors
+from pmm.ledger.connection import SQLITE_MAGIC
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 WAL_MAGICS = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
 DB_COMPANIONS = ("-wal", "-shm", "-journal")
 FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -88,7 +88,7 @@ def _refuse_precious(path: Path, real: Path, what: str) -> None:
     overwritten: losing either cannot be undone. Keys are replaced only by ``keygen --force``."""
     head = _head(path, real)
     _refuse_companion(path, real)
-    if head[:len(SQLITE_MAGIC)] == SQLITE_MAGIC or head[:4] in WAL_MAGICS:
+    if head.startswith(SQLITE_MAGIC) or head[:4] in WAL_MAGICS:
         raise errors.UsageError(f"{path} is a SQLite database (a pmm mind?); pmm never overwrites one",
                                 hint="write the output to another file; nothing was changed")
     if what != "key" and head.startswith(b"-----BEGIN") and b"PRIVATE KEY" in head:
@@ -100,7 +100,7 @@ def _refuse_companion(path: Path, real: Path) -> None:
     companion = next((s for s in DB_COMPANIONS if real.name.endswith(s)), None)
     if companion is not None:
         base = real.with_name(real.name.removesuffix(companion))
-        if base.is_file() and _head(base, base)[:len(SQLITE_MAGIC)] == SQLITE_MAGIC:
+        if base.is_file() and _head(base, base).startswith(SQLITE_MAGIC):
             raise errors.UsageError(f"{path} belongs to the SQLite database {base}; refusing to write it",
                                     hint="write the output to another file")
 

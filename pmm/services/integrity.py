@@ -20,6 +20,7 @@ from pmm.ledger.chain import (
     chain_prefix,
     check_chain,
 )
+from pmm.ledger.connection import SQLITE_MAGIC
 from pmm.ledger.jsonl import ExportReader
 from pmm.ledger.schema import ALTERED_HINT
 from pmm.ledger.store import Mind
@@ -28,7 +29,6 @@ from pmm.services.halves import PARALLEL_FROM, check_in_two
 
 Progress = Callable[[int], None]
 HashAt = Callable[[int], "str | None"]
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass
