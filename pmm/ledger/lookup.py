@@ -1,5 +1,6 @@
 """Lookups that chat, reflection and trace need: the newest events of some kinds, events by id
-or by a meta field, full-text search, and full-text recall bounded for big minds. Read-only.
+or by a meta field, full-text search, full-text recall ranked by BM25 and bounded for big
+minds, and the turns around an event. Read-only.
 
 Full-text results are confirmed against each event's own text (``fts.confirm``): the index is
 not part of the chain, so it is never trusted to say what an event contains."""
@@ -17,6 +18,7 @@ from pmm.ledger.store import COLUMNS, NAMES, Mind, select_list
 
 E_COLUMNS = select_list("e")
 CONTENT_AT = NAMES.index("content")
+POSTINGS = 20_000  # events a recall query may score (see ``ranked``)
 
 
 def get(mind: Mind, ids: Iterable[int]) -> list[Event]:
@@ -46,44 +48,85 @@ def with_meta(mind: Mind, kinds: Iterable[str], key: str, value: str | int, sinc
 
 def latest(mind: Mind, kinds: Iterable[str], limit: int) -> list[Event]:
     """The newest ``limit`` events of ``kinds``, newest first (one indexed query per kind)."""
+    return latest_before(mind, kinds, limit, None)
+
+
+def latest_before(mind: Mind, kinds: Iterable[str], limit: int, before: int | None) -> list[Event]:
+    """The newest ``limit`` events of ``kinds`` older than event ``before`` (None: the head),
+    newest first (one indexed query per kind)."""
     found: list[Event] = []
+    below = 2**63 - 1 if before is None else before
     with cx.translated(mind.path):
         for kind in kinds:
             found += map(Event._make, mind.conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE kind = ? ORDER BY id DESC LIMIT ?",
-                (kind, limit)).fetchall())
+                f"SELECT {COLUMNS} FROM events WHERE kind = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                (kind, below, limit)).fetchall())
     return sorted(found, key=lambda e: -e.id)[:limit]
 
 
-def recall(mind: Mind, words: Iterable[str], kinds: Iterable[str], limit: int,
-           common: int = 500, most: int = 6) -> list[Event]:
-    """Events of ``kinds`` that best match any of ``words`` (FTS5 rank).
+def ranked(mind: Mind, words: Iterable[str], kinds: Iterable[str], limit: int,
+           postings: int = POSTINGS) -> list[tuple[Event, float]]:
+    """Events of ``kinds`` matching any of ``words``, best first, each with its BM25 score
+    (higher is better).
 
-    A word found in more than ``common`` events says little and would make ranking cost
-    grow with the mind, so only the ``most`` rarest words that are not common are used:
-    the cost stays bounded on a mind of millions of events."""
-    words, names = tuple(words), tuple(kinds)
-    return mind.full_text(lambda: _recall(mind, words, names, limit, common, most))
+    Ranking must score every event that holds a query word, so the words are taken rarest
+    first while the events they occur in add up to at most ``postings`` (the rarest word is
+    always taken): a common word that would cost the most says the least, and the cost of a
+    query stays bounded however big the mind grows."""
+    words, names = tuple(dict.fromkeys(words)), tuple(kinds)
+    return mind.full_text(lambda: _ranked(mind, words, names, limit, postings))
 
 
-def _recall(mind: Mind, words: tuple[str, ...], names: tuple[str, ...], limit: int, common: int,
-            most: int) -> list[Event]:
-    rare: list[tuple[int, str]] = []
+def _ranked(mind: Mind, words: tuple[str, ...], names: tuple[str, ...], limit: int,
+            postings: int) -> list[tuple[Event, float]]:
+    counted: list[tuple[int, str]] = []
     for word in words:
         term = '"' + word.replace('"', '""') + '"'
         hits = mind.conn.execute(
             "SELECT count(*) FROM (SELECT rowid FROM events_fts WHERE events_fts MATCH ?"
-            " LIMIT ?)", (term, common + 1)).fetchone()[0]
-        if 0 < hits <= common:
-            rare.append((hits, term))
-    if not rare:
+            " LIMIT ?)", (term, postings + 1)).fetchone()[0]
+        if hits:
+            counted.append((hits, term))
+    taken: list[str] = []
+    total = 0
+    for hits, term in sorted(counted):
+        if taken and total + hits > postings:
+            break
+        taken.append(term)
+        total += hits
+    if not taken:
         return []
-    query = " OR ".join(term for _, term in sorted(rare)[:most])
+    query = " OR ".join(taken)
     rows = mind.conn.execute(
-        f"SELECT {E_COLUMNS} FROM events_fts JOIN events e ON e.id = events_fts.rowid"
-        f" WHERE events_fts MATCH ? AND e.kind IN ({', '.join('?' for _ in names)})"
-        " ORDER BY rank LIMIT ?", (query, *names, limit)).fetchall()
-    return [Event._make(r) for r in fts.confirm(query, rows, CONTENT_AT)]
+        f"SELECT {E_COLUMNS}, -bm25(events_fts) FROM events_fts JOIN events e"
+        f" ON e.id = events_fts.rowid WHERE events_fts MATCH ?"
+        f" AND e.kind IN ({', '.join('?' for _ in names)}) ORDER BY rank LIMIT ?",
+        (query, *names, limit)).fetchall()
+    return [(Event._make(r[:7]), float(r[7])) for r in fts.confirm(query, rows, CONTENT_AT)]
+
+
+def around(mind: Mind, ids: Iterable[int], kinds: Iterable[str], reach: int = 2) -> list[Event]:
+    """The events of ``kinds`` within ``reach`` ids of any of ``ids`` (the turns next to a
+    recalled one), in id order."""
+    wanted = sorted({n for i in ids for n in range(max(1, i - reach), i + reach + 1)})
+    names = tuple(kinds)
+    found: list[Event] = []
+    with cx.translated(mind.path):
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            found += map(Event._make, mind.conn.execute(
+                f"SELECT {COLUMNS} FROM events WHERE id IN ({', '.join('?' for _ in chunk)})"
+                f" AND kind IN ({', '.join('?' for _ in names)}) ORDER BY id",
+                (*chunk, *names)).fetchall())
+    return found
+
+
+def before(mind: Mind, kind: str, event_id: int) -> Event | None:
+    """The newest event of ``kind`` before ``event_id`` (one indexed lookup)."""
+    with cx.translated(mind.path):
+        row = mind.conn.execute(f"SELECT {COLUMNS} FROM events WHERE kind = ? AND id < ?"
+                                " ORDER BY id DESC LIMIT 1", (kind, event_id)).fetchone()
+    return Event._make(row) if row else None
 
 
 def search(mind: Mind, query: str, limit: int) -> list[tuple[Event, str]]:
