@@ -98,7 +98,7 @@ complete -c pmm -f
 complete -c pmm -n '__pmm_is ""' -a init -d 'Create a new mind file (never overwrites one).'
 complete -c pmm -n '__pmm_is ""' -a remember -d 'Record a note the mind can recall later.'
 complete -c pmm -n '__pmm_is ""' -a stats -d 'The mind in plain English: stage, traits, reflections, commitments, model usage.'
-complete -c pmm -n '__pmm_is ""' -a log -d 'Show the latest events, oldest first.'
+complete -c pmm -n '__pmm_is ""' -a log -d 'Show the latest events in the order recorded.'
 complete -c pmm -n '__pmm_is ""' -a search -d 'Full-text search over everything the mind holds.'
 complete -c pmm -n '__pmm_is ""' -a chat -d 'Talk to the mind: an interactive session, or one turn with -m TEXT or piped stdin.'
 complete -c pmm -n '__pmm_is ""' -a trace -d 'For an answer: the user\'s message, the context the model saw, model, tokens, latency, and what the turn changed.'

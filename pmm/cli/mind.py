@@ -52,7 +52,11 @@ def remember(
 
 
 def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:
-    """The mind in plain English: stage, traits, reflections, commitments, model usage."""
+    """The mind in plain English: stage, traits, reflections, commitments, model usage.
+
+    Span is from the first to the last thing said, imported history at its original time; when
+    there are imports, Recorded is when the ledger appended its first and last event.
+    """
     from pmm.services import minds, overview
 
     with minds.open_read(mind_path(mind)) as opened:
@@ -69,8 +73,7 @@ def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:
         f"Sessions: {report['sessions']:,}   Messages: {report['messages']:,}"
         f"   Responses: {report['responses']:,}   Notes: {report['observations']:,}",
     ]
-    if report["first_ts"]:
-        lines.append(f"Span: {report['first_ts']} to {report['last_ts']}")
+    lines += _span_lines(report)
     lines += [
         f"Stage {report['stage']}: {report['stage_words']}"
         f" (IAS {metrics['ias']:.2f}, GAS {metrics['gas']:.2f})",
@@ -80,6 +83,21 @@ def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:
         *_usage_lines(report["usage"]),
     ]
     output.out("\n".join(lines))
+
+
+def _span_lines(report: dict[str, Any]) -> list[str]:
+    if not report["first_ts"]:
+        return []
+    said = f"Span: {_when(report['first_said'])} to {_when(report['last_said'])}"
+    if not report["backdated"]:
+        return [said]
+    n = report["backdated"]
+    return [f"{said} (when said: {n:,} imported event{'s' if n != 1 else ''} at their original time)",
+            f"Recorded: {_when(report['first_ts'])} to {_when(report['last_ts'])}"]
+
+
+def _when(ts: str) -> str:
+    return ts[:19].replace("T", " ")
 
 
 def _reflections_line(r: dict[str, Any]) -> str:
@@ -118,7 +136,12 @@ def log(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Show the latest events, oldest first."""
+    """Show the latest events in the order recorded.
+
+    The order is the ledger's (by id, oldest first); the time shown is when each event was said,
+    which for an import is its original time, with the day it was imported. --json keeps each
+    event as stored (ts: when the ledger recorded it) and adds said_at. See docs/time.md.
+    """
     from pmm.services import minds, overview
 
     with minds.open_read(mind_path(mind)) as opened:
@@ -126,8 +149,7 @@ def log(
     if json:
         output.emit_json([overview.event_json(e) for e in events])
         return
-    for e in events:
-        output.out(f"#{e.id}  {e.ts[:19].replace('T', ' ')}  {e.kind:<20} {output.one_line(e.content)}")
+    _lines([(e, e.content) for e in events])
 
 
 def search(
@@ -136,7 +158,11 @@ def search(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Full-text search over everything the mind holds."""
+    """Full-text search over everything the mind holds.
+
+    Best match first. The time shown is when each event was said (an import: its original
+    time); --json adds said_at beside ts, the time the ledger recorded it.
+    """
     from pmm.services import minds, overview
 
     with minds.open_read(mind_path(mind)) as opened:
@@ -146,6 +172,16 @@ def search(
         return
     if not hits:
         output.message("No matches.")
-    for e, snippet in hits:
-        output.out(f"#{e.id}  {e.ts[:19].replace('T', ' ')}  {e.kind:<20} {output.one_line(snippet)}")
+    _lines(hits)
+
+
+def _lines(rows: list[tuple[Any, str]]) -> None:
+    """One line per event: id, when it was said, kind, text. The time column is as wide as its
+    widest entry, so a mind without imports looks as it always did."""
+    from pmm.services.overview import when
+
+    times = [when(e) for e, _ in rows]
+    width = max(map(len, times), default=0)
+    for (e, text), said in zip(rows, times, strict=True):
+        output.out(f"#{e.id}  {said:<{width}}  {e.kind:<20} {output.one_line(text)}")
 

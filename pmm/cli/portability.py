@@ -37,7 +37,11 @@ def export(
     mind: MindOpt = None,
     json: Annotated[bool, typer.Option("--json", help="With -o: a JSON summary on stdout (the export itself is the data otherwise).")] = False,
 ) -> None:
-    """Stream the mind's events as JSONL (default, on stdout) or Markdown."""
+    """Stream the mind's events as JSONL (default, on stdout) or Markdown.
+
+    JSONL is the ledger exactly as stored (ts is when each event was recorded). Markdown is a
+    transcript that dates each event when it was said: an import at its original time.
+    """
     from pmm.errors import UsageError
     from pmm.services import minds, portability
 

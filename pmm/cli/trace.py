@@ -20,7 +20,11 @@ def trace(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """For an answer: the user's message, the context the model saw, model, tokens, latency, and what the turn changed."""
+    """For an answer: the user's message, the context the model saw, model, tokens, latency, and what the turn changed.
+
+    Times are when each event was said (an import: its original time, with the day it was
+    imported); --json gives both ts, when the ledger recorded it, and said_at.
+    """
     from pmm.services import trace as tracing
 
     report = tracing.trace(mind_path(mind), ref)
@@ -32,7 +36,7 @@ def trace(
 
 def render(report: dict[str, Any]) -> list[str]:
     if report["kind"] == "session":
-        lines = [f"Session {report['session']} (started #{report['started']['id']} {_when(report['started']['ts'])}),"
+        lines = [f"Session {report['session']} (started #{report['started']['id']} {_when(report['started'])}),"
                  f" {len(report['turns'])} answers"]
         for turn in report["turns"]:
             lines.append("")
@@ -43,7 +47,7 @@ def render(report: dict[str, Any]) -> list[str]:
 
 def render_turn(turn: dict[str, Any], brief: bool = False) -> list[str]:
     response, message, model = turn["response"], turn["message"], turn["model"]
-    lines = [f"Answer #{response['id']}  {_when(response['ts'])}" + (f"  session {turn['session']}" if turn["session"] else "")]
+    lines = [f"Answer #{response['id']}  {_when(response)}" + (f"  session {turn['session']}" if turn["session"] else "")]
     if message:
         lines.append(f"  Asked (#{message['id']}): {output.one_line(message['text'], 300 if not brief else 100)}")
     lines.append(f"  Answered: {output.one_line(response['text'], 300 if not brief else 100)}")
@@ -70,7 +74,7 @@ def render_turn(turn: dict[str, Any], brief: bool = False) -> list[str]:
         lines.append(f"  Prompt signature (XXH3-64): {turn['prompt_xxh3']}")
     if turn["context"]:
         lines.append(f"  Context ({len(turn['context'])} events):")
-        lines += [f"    #{c['id']} {c['kind']}: {output.one_line(c['excerpt'], 90)}" for c in turn["context"]]
+        lines += [f"    #{c['id']} {c['kind']}, {_when(c)}: {output.one_line(c['excerpt'], 90)}" for c in turn["context"]]
     elif turn["source"] == "pmm":
         lines.append("  Context: no earlier events (identity only)")
     if turn["source"] != "pmm":
@@ -83,6 +87,9 @@ def render_turn(turn: dict[str, Any], brief: bool = False) -> list[str]:
     return lines
 
 
-def _when(ts: str) -> str:
-    return ts[:19].replace("T", " ")
+def _when(event: dict[str, Any]) -> str:
+    """When it was said; an imported event also says the day it was imported."""
+    from pmm.services.overview import shown
+
+    return shown(event["said_at"], event["ts"])
 

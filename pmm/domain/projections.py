@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Event
+from pmm.domain.when import said_at
 
 State = dict[str, Any]
 
@@ -50,23 +51,37 @@ class Identity:
 
 
 class Activity:
-    """How much has happened: events by kind, sessions, messages, and the first/last time."""
+    """How much has happened: events by kind, when the ledger recorded the first and the last
+    (``first_ts``, ``last_ts``), and how many events were said at another time than recorded
+    (imports: ``backdated``) with the earliest and latest of those times (``said_from``,
+    ``said_to``). ``pmm stats`` reports the span said from these (services/overview.py)."""
 
     name = "activity"
-    version = 1
+    version = 2
     kinds: frozenset[str] | None = None
 
     def initial(self) -> State:
-        return {"events": 0, "by_kind": {}, "first_ts": None, "last_ts": None}
+        return {"events": 0, "by_kind": {}, "first_ts": None, "last_ts": None,
+                "backdated": 0, "said_from": None, "said_to": None}
 
     def apply(self, state: State, event: Event) -> State:
-        by_kind = state["by_kind"]
-        return {
+        by_kind, ts = state["by_kind"], event.ts
+        new = {
             "events": state["events"] + 1,
             "by_kind": {**by_kind, event.kind: by_kind.get(event.kind, 0) + 1},
-            "first_ts": state["first_ts"] or event.ts,
-            "last_ts": event.ts,
+            "first_ts": state["first_ts"] or ts,
+            "last_ts": ts,
+            "backdated": state["backdated"],
+            "said_from": state["said_from"],
+            "said_to": state["said_to"],
         }
+        # Only imports carry an original time: the substring test keeps every other event cheap.
+        if '"original_ts"' in event.meta_json and (said := said_at(event)) != ts:
+            low, high = new["said_from"], new["said_to"]  # fixed-format UTC: text order is time order
+            new["backdated"] += 1
+            new["said_from"] = said if low is None or said < low else low
+            new["said_to"] = said if high is None or said > high else high
+        return new
 
 
 class Models:

@@ -27,3 +27,10 @@ def said_at(event: Event) -> str:
 def is_backdated(event: Event) -> bool:
     """Whether the event was said at another time than it was recorded (an import)."""
     return said_at(event) != event.ts
+
+
+def shown(said: str, recorded: str) -> str:
+    """An event's time for a person, from its ``said_at`` and ``ts``: ``2025-03-01 10:00:00``,
+    and for an import also the day it was recorded: ``2025-03-01 10:00:00 (imported 2026-12-01)``."""
+    when = said[:19].replace("T", " ")
+    return when if said == recorded else f"{when} (imported {recorded[:10]})"

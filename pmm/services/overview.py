@@ -7,9 +7,16 @@ from typing import Any
 from pmm.domain import events as ev
 from pmm.domain import mind as dynamics
 from pmm.domain.events import Event
+from pmm.domain.when import said_at, shown
 from pmm.ledger.store import Mind
 
 span = dynamics.span  # the one duration formatter (domain/mind.py), for the CLI
+shown = shown  # the one way an event's time is shown to a person (domain/when.py), for the CLI
+
+
+def when(event: Event) -> str:
+    """When ``event`` was said, as a person is shown it (an import: with the day it was imported)."""
+    return shown(said_at(event), event.ts)
 
 
 def stats(mind: Mind) -> dict[str, Any]:
@@ -35,6 +42,7 @@ def stats(mind: Mind) -> dict[str, Any]:
         "by_kind": dict(sorted(by_kind.items())),
         "first_ts": activity["first_ts"],
         "last_ts": activity["last_ts"],
+        **said_span(activity),
         "file_bytes": mind.path.stat().st_size,
         "projection_cache": cache.state,
         "stage": metrics.stage,
@@ -45,6 +53,17 @@ def stats(mind: Mind) -> dict[str, Any]:
         "commitments": commitments(states),
         "usage": usage(states),
     }
+
+
+def said_span(activity: dict[str, Any]) -> dict[str, Any]:
+    """When the things in the mind were said, as opposed to recorded (``first_ts``, ``last_ts``):
+    imported events count at their original time. ``first_said`` is the earlier of the first
+    recorded event and the oldest import, ``last_said`` the later of the last recorded event and
+    the newest import; ``backdated`` is how many events carry an original time."""
+    first, last, low, high = (activity[k] for k in ("first_ts", "last_ts", "said_from", "said_to"))
+    return {"first_said": min(first, low) if first and low else first,
+            "last_said": max(last, high) if last and high else last,
+            "backdated": activity["backdated"]}
 
 
 def reflections(states: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +115,9 @@ def search(mind: Mind, text: str, limit: int) -> list[tuple[Event, str]]:
 
 
 def event_json(event: Event) -> dict[str, Any]:
+    """The stored event (``ts`` is when the ledger recorded it) plus ``said_at``: when it was
+    said, which for an import is its original time (pmm.domain.when)."""
     return {
-        "id": event.id, "ts": event.ts, "kind": event.kind, "content": event.content,
-        "meta": event.meta, "prev_hash": event.prev_hash, "hash": event.hash,
+        "id": event.id, "ts": event.ts, "said_at": said_at(event), "kind": event.kind,
+        "content": event.content, "meta": event.meta, "prev_hash": event.prev_hash, "hash": event.hash,
     }

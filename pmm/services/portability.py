@@ -108,20 +108,30 @@ _MD_LABELS = {
 
 
 def _export_markdown(mind: Mind, events: Iterator[Event], out: IO[str]) -> int:
-    """A readable transcript. Event text is the author's (a model, an imported file), so it only
-    ever fills its slot (``safe_text.md_line`` and ``md_quote``): a title cannot start a heading or
-    a turn, a body cannot leave its quote, and control characters are shown, not passed on."""
+    """A readable transcript, each event at the time it was said (``when.said_at``). Event text
+    is the author's (a model, an imported file), so it only ever fills its slot
+    (``safe_text.md_line`` and ``md_quote``): a title cannot start a heading or a turn, a body
+    cannot leave its quote, and control characters are shown, not passed on."""
+    from pmm.domain.when import said_at
     from pmm.services.safe_text import md_line, md_quote
 
     out.write(f"# Mind {md_line(mind.mind_id)}\n\n")
     count = 0
+    heading_day = None  # an imported session's heading says the day it was imported, once
     for e in events:
         count += 1
+        said = said_at(e)
+        imported = md_line(e.ts[:10]) if said != e.ts else None  # the day the ledger recorded it
         if e.kind == "session_started":
-            out.write(f"\n## {md_line(e.content) or 'Session'}\n\n_{md_line(e.ts)} · event {e.id}_\n\n")
+            heading_day = imported
+            mark = f" · imported {imported}" if imported else ""
+            out.write(f"\n## {md_line(e.content) or 'Session'}\n\n_{md_line(said)}{mark} · event {e.id}_\n\n")
             continue
+        if imported is None or imported != heading_day:
+            heading_day = None  # a native event (or another import) ends what the heading covers
+        mark = f", imported {imported}" if imported and heading_day is None else ""
         label = _MD_LABELS.get(e.kind) or f"`{md_line(e.kind).replace('`', chr(39))}`"
-        out.write(f"{label} ({md_line(e.ts)}, event {e.id}):\n{md_quote(e.content)}\n\n")
+        out.write(f"{label} ({md_line(said)}{mark}, event {e.id}):\n{md_quote(e.content)}\n\n")
     return count
 
 

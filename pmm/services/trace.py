@@ -1,6 +1,7 @@
 """``pmm trace``: why an answer is what it is. For a response (or its message): the user's
 message, the context events the model saw, the model, tokens, latency, and what the turn
-changed; for a session: its turns."""
+changed; for a session: its turns. Each event carries ``ts`` (when the ledger recorded it) and
+``said_at`` (when it was said: an import's original time)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Event
+from pmm.domain.when import said_at
 from pmm.ledger import lookup
 from pmm.ledger.store import Mind
 from pmm.services import minds
@@ -59,7 +61,7 @@ def _by_id(mind: Mind, event_id: int) -> dict[str, Any]:
 
 def _brief(event: Event) -> dict[str, Any]:
     text = " ".join(event.content.split())
-    return {"id": event.id, "ts": event.ts, "kind": event.kind,
+    return {"id": event.id, "ts": event.ts, "said_at": said_at(event), "kind": event.kind,
             "excerpt": text if len(text) <= EXCERPT else text[: EXCERPT - 1] + "…"}
 
 
@@ -77,8 +79,9 @@ def turn(mind: Mind, response: Event) -> dict[str, Any]:
     changed = [_brief(e) for e in _changed_by(mind, response)]
     return {
         "kind": "turn",
-        "response": {"id": response.id, "ts": response.ts, "text": response.content},
-        "message": ({"id": message.id, "ts": message.ts, "text": message.content} if message else None),
+        "response": {"id": response.id, "ts": response.ts, "said_at": said_at(response), "text": response.content},
+        "message": ({"id": message.id, "ts": message.ts, "said_at": said_at(message), "text": message.content}
+                    if message else None),
         "session": meta.get("session"),
         "source": meta.get("source", "pmm"),
         "model": {k: meta[k] for k in ("model_name", "provider", "model") if k in meta},
@@ -112,6 +115,7 @@ def session(mind: Mind, session_id: str) -> dict[str, Any]:
     return {
         "kind": "session",
         "session": session_id,
-        "started": {"id": started[0].id, "ts": started[0].ts, "title": started[0].content},
+        "started": {"id": started[0].id, "ts": started[0].ts, "said_at": said_at(started[0]),
+                    "title": started[0].content},
         "turns": [turn(mind, response) for response in turns],
     }
