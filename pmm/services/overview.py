@@ -44,7 +44,17 @@ def stats(mind: Mind) -> dict[str, Any]:
         "reflections": reflections(states),
         "commitments": commitments(states),
         "usage": usage(states),
+        "standing": standing(states),
     }
+
+
+def standing(states: dict[str, Any]) -> dict[str, Any]:
+    """The standing memory at a glance: the persona (its event id and length) and how many
+    notes are pinned."""
+    state = states["standing"]
+    persona = state["persona"]
+    return {"persona": {"id": persona["id"], "chars": len(persona["text"])} if persona else None,
+            "pinned": len(state["pinned"])}
 
 
 def reflections(states: dict[str, Any]) -> dict[str, Any]:
