@@ -49,7 +49,8 @@ def remember(
         text = stdin_text("the note")
     text = text.strip()
     if not text:
-        raise UsageError("nothing to remember: the note is empty")
+        raise UsageError("nothing to remember: the note is empty",
+                         hint="give the note's text, or - to read it from stdin")
     if pin:
         event = standing.pin(mind_path(mind), text, output.message)
         output.report(overview.event_json(event), json, f"Pinned as note #{event.id}")

@@ -98,7 +98,7 @@ def show(mind: MindOpt = None, json: JsonOpt = False) -> None:
 @persona_app.command("edit")
 def edit(mind: MindOpt = None, json: JsonOpt = False) -> None:
     """Edit the persona in $VISUAL or $EDITOR; a failed edit, or one that changes nothing, writes nothing."""
-    from pmm.errors import PmmError
+    from pmm.errors import PmmError, UsageError
     from pmm.services import standing
 
     path = mind_path(mind)
@@ -113,8 +113,8 @@ def edit(mind: MindOpt = None, json: JsonOpt = False) -> None:
                 output.emit_json(None)
             return
         if not after.strip():
-            raise _kept(PmmError, scratch, "the edited persona is empty; nothing written",
-                        "`pmm persona clear` clears it")
+            raise UsageError("the edited persona is empty; nothing written",
+                             hint="`pmm persona clear` clears it")
         try:
             event = standing.set_persona(path, after, output.message,
                                          based_on=current["id"] if current else None)
@@ -188,7 +188,8 @@ def _run_editor(scratch: _Scratch) -> None:
         try:
             argv = shlex.split(value)
         except ValueError:
-            raise UsageError(f"${setting.name} is not a command line: {quoted(value)}") from None
+            raise UsageError(f"${setting.name} is not a command line: {quoted(value)}",
+                             hint="quote it as a shell would, e.g. EDITOR='code --wait'") from None
         if argv:
             break
     else:

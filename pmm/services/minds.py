@@ -22,14 +22,16 @@ def valid_name(name: str) -> str:
     overrides): otherwise a usage error (exit 2)."""
     from pmm.services.safe_text import clean
 
+    hint = f"a name is one line of printable text, 1 to {MAX_NAME} characters"
     name = name.strip()
     if not name:
-        raise errors.UsageError("a name cannot be empty")
+        raise errors.UsageError("a name cannot be empty", hint=hint)
     if len(name) > MAX_NAME:
-        raise errors.UsageError(f"a name is at most {MAX_NAME} characters; this one has {len(name)}")
+        raise errors.UsageError(f"a name is at most {MAX_NAME} characters; this one has {len(name)}",
+                                hint=hint)
     if clean(name, multiline=False) != name:
-        raise errors.UsageError(f"a name is one line of printable text: {errors.quoted(name)} holds"
-                                " a line break or a control character")
+        raise errors.UsageError(f"the name {errors.quoted(name)} holds a line break or a control"
+                                " character", hint=hint)
     return name
 
 

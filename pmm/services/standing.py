@@ -146,7 +146,7 @@ def rename(path: Path, name: str, notify: minds.Notify) -> Event | None:
 def _text(text: str, what: str, limit: int) -> str:
     text = text.strip()
     if not text:
-        raise errors.UsageError(f"the {what} is empty")
+        raise errors.UsageError(f"the {what} is empty", hint=f"give the {what}'s text, or - to read it from stdin")
     if len(text) > limit:
         raise errors.InputRejected(f"the {what} has {len(text):,} characters; at most {limit:,} fit",
                                    hint="shorten it: it goes into every prompt")
