@@ -178,17 +178,16 @@ def _run_editor(scratch: _Scratch) -> None:
     import shlex
     import subprocess
 
-    from pmm import settings
     from pmm.errors import UsageError, quoted
 
-    for setting in (settings.VISUAL, settings.EDITOR):
-        value = setting.raw()
-        if value is None:
+    # read as other tools read them (declared in pmm.settings for the man page, like TERM)
+    for variable, value in (("VISUAL", os.environ.get("VISUAL")), ("EDITOR", os.environ.get("EDITOR"))):
+        if not value or not value.strip():
             continue
         try:
             argv = shlex.split(value)
         except ValueError:
-            raise UsageError(f"${setting.name} is not a command line: {quoted(value)}",
+            raise UsageError(f"${variable} is not a command line: {quoted(value)}",
                              hint="quote it as a shell would, e.g. EDITOR='code --wait'") from None
         if argv:
             break
@@ -199,10 +198,10 @@ def _run_editor(scratch: _Scratch) -> None:
         code = subprocess.call([*argv, str(scratch.path)])
     except OSError as exc:
         raise UsageError(f"cannot run the editor {quoted(argv[0])}: {exc.strerror}; nothing written",
-                         hint=f"check ${setting.name}") from None
+                         hint=f"check ${variable}") from None
     if code != 0:
         raise UsageError(f"the editor {quoted(argv[0])} exited with status {code}; nothing written",
-                         hint=f"check ${setting.name}, or use `pmm persona set -`")
+                         hint=f"check ${variable}, or use `pmm persona set -`")
 
 
 def _read_back(scratch: _Scratch) -> str:
