@@ -118,7 +118,7 @@ complete -c pmm -n '__pmm_is ""' -a log -d 'Show the latest events, oldest first
 complete -c pmm -n '__pmm_is ""' -a search -d 'Full-text search over everything the mind holds.'
 complete -c pmm -n '__pmm_is ""' -a pins -d 'The pinned notes, always in the prompt (oldest pin first), with their ids.'
 complete -c pmm -n '__pmm_is ""' -a unpin -d 'Stop including a pinned note in every prompt (it stays in the ledger, and in search).'
-complete -c pmm -n '__pmm_is ""' -a rename -d 'Give the mind a new name (a mind_named event; the old name stays in the ledger).'
+complete -c pmm -n '__pmm_is ""' -a rename -d 'Give the mind a new name (a mind_named event; the old name stays in the ledger, and each new name counts in identity stability, docs/mind-model.md).'
 complete -c pmm -n '__pmm_is ""' -a chat -d 'Talk to the mind: an interactive session, or one turn with -m TEXT or piped stdin.'
 complete -c pmm -n '__pmm_is ""' -a trace -d 'For an answer: the user\'s message, the context the model saw, model, tokens, latency, and what the turn changed.'
 complete -c pmm -n '__pmm_is ""' -a reflect -d 'Reflect on what happened since the last reflection: traits, commitments, maybe a name.'

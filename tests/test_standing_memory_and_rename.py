@@ -244,6 +244,9 @@ def test_standing_memory_survives_export_and_import(mind: Path, tmp_path: Path) 
     export = tmp_path / "mind.jsonl"
     ok(mind, "export", "-o", str(export))
     ok(mind, "verify", str(export))
+    markdown = ok(mind, "export", "--format", "md").stdout
+    assert "**Pinned** (" in markdown and f"event {kept}):\n> Always answer in English" in markdown
+    assert "**Persona** (" in markdown and "> You are Ada II." in markdown
     copy = tmp_path / "copy.db"
     ok(copy, "import", str(export))
     ok(copy, "verify", "--deep")

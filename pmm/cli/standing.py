@@ -59,7 +59,7 @@ def rename(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Give the mind a new name (a mind_named event; the old name stays in the ledger)."""
+    """Give the mind a new name (a mind_named event; the old name stays in the ledger, and each new name counts in identity stability, docs/mind-model.md)."""
     from pmm.services import standing
 
     event = standing.rename(mind_path(mind), name, output.message)
