@@ -257,6 +257,36 @@ def test_standing_memory_survives_export_and_import(mind: Path, tmp_path: Path) 
     assert as_json(copy, "stats")["standing"] == as_json(mind, "stats")["standing"]
 
 
+def test_a_cache_from_a_pmm_without_standing_memory_is_not_reused(mind: Path) -> None:
+    import sqlite3
+
+    from pmm.ledger import seal
+
+    pinned = as_json(mind, "remember", "--pin", "Always in mind")["id"]
+    # the row an older pmm on this machine wrote: its projections' version and states, sealed
+    # with this machine's key, so only the version tells it apart
+    older = ",".join(f"{p.name}:{p.version}" for p in projections.PROJECTIONS if p.name != "standing")
+    with Mind.open(mind) as opened:
+        states = projections.replay(opened.events())
+        head_id, head = opened.head()
+        mind_id = opened.mind_id
+    del states["standing"]
+    text = json.dumps(states, separators=(",", ":"), sort_keys=True)
+    secret = seal.key(create=False)
+    assert secret is not None
+    conn = sqlite3.connect(mind)
+    conn.execute("UPDATE projection_cache SET version = ?, state = ?, mac = ? WHERE name = 'mind'",
+                 (older, text, seal.mac(secret, mind_id, older, head_id, head, text)))
+    conn.commit()
+    conn.close()
+    report = as_json(mind, "stats")
+    assert report["projection_cache"] == "stale" and report["standing"]["pinned"] == 1
+    assert [p["id"] for p in as_json(mind, "pins")] == [pinned]
+    ok(mind, "remember", "a write rebuilds the cache")
+    assert as_json(mind, "stats")["projection_cache"] == "current"
+    ok(mind, "verify", "--deep")
+
+
 # -- the projection, as a pure fold ------------------------------------------------------------
 
 TS = "2026-01-02T03:04:05.000000Z"
