@@ -172,6 +172,11 @@ def test_a_failed_or_unchanged_edit_writes_nothing(mind: Path, tmp_path: Path) -
     kept = Path(err.split("your text is kept in ")[1].strip())
     assert kept.read_text() == "z" * (standing.PERSONA_MAX_CHARS + 1)  # no typing is lost
     kept.unlink()
+    err = refused(mind, 6, "persona", "edit", env=editor(tmp_path, "path.write_bytes(b'caf\\xe9')\n"))
+    assert "not valid UTF-8" in err
+    kept = Path(err.split("your text is kept in ")[1].strip())
+    assert kept.read_bytes() == b"caf\xe9"
+    kept.unlink()
     assert as_json(mind, "persona", "show")["persona"]["text"] == "You are Ada."
 
 

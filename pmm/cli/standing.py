@@ -15,6 +15,7 @@ import typer
 from pmm.cli import output
 from pmm.cli.app import mind_path
 from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, stdin_text
+from pmm.errors import PmmError
 
 persona_app = typer.Typer(
     rich_markup_mode=None,
@@ -98,7 +99,7 @@ def show(mind: MindOpt = None, json: JsonOpt = False) -> None:
 @persona_app.command("edit")
 def edit(mind: MindOpt = None, json: JsonOpt = False) -> None:
     """Edit the persona in $VISUAL or $EDITOR; a failed edit, or one that changes nothing, writes nothing."""
-    from pmm.errors import PmmError, UsageError
+    from pmm.errors import UsageError
     from pmm.services import standing
 
     path = mind_path(mind)
@@ -119,7 +120,7 @@ def edit(mind: MindOpt = None, json: JsonOpt = False) -> None:
             event = standing.set_persona(path, after, output.message,
                                          based_on=current["id"] if current else None)
         except PmmError as exc:
-            raise _kept(type(exc), scratch, exc.message, exc.hint) from None
+            raise _kept(scratch, exc) from None
     _written(event, json, "Persona set", "The persona is that already; nothing written")
 
 
@@ -167,10 +168,12 @@ def _scratch(text: str) -> Any:
                 scratch.path.unlink()
 
 
-def _kept(cls: type[Any], scratch: _Scratch, message: str, hint: str | None) -> Any:
+def _kept(scratch: _Scratch, exc: PmmError) -> PmmError:
+    """``exc``, saying where the edited text is kept (the scratch file then stays)."""
     scratch.kept = True
     where = f"your text is kept in {scratch.path}"
-    return cls(message, hint=f"{hint}; {where}" if hint else where)
+    exc.hint = f"{exc.hint}; {where}" if exc.hint else where
+    return exc
 
 
 def _run_editor(scratch: _Scratch) -> None:
@@ -210,7 +213,6 @@ def _read_back(scratch: _Scratch) -> str:
     try:
         return scratch.path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
-        raise _kept(InputRejected, scratch, "the edited persona is not valid UTF-8; nothing written",
-                    None) from None
+        raise _kept(scratch, InputRejected("the edited persona is not valid UTF-8; nothing written")) from None
     except OSError as exc:
-        raise _kept(InputRejected, scratch, f"cannot read the edited persona: {exc.strerror}", None) from None
+        raise InputRejected(f"cannot read the edited persona: {exc.strerror}; nothing written") from None
