@@ -5,12 +5,15 @@ _pmm_spec() {
     # The (sub)command at path $1: its subcommands, options, the options that take a value,
     # and what its arguments are (file, text or none).
     case "$1" in
-        "") subcommands="init remember stats log search chat trace reflect run health export import verify keygen sign backup restore model commitments" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
+        "") subcommands="init remember stats log search pins unpin rename chat trace reflect run health export import verify keygen sign backup restore persona model commitments" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
         "init") subcommands="" opts="--name --mind --json -q --quiet -h --help" valued="--name --mind" args="" ;;
-        "remember") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
+        "remember") subcommands="" opts="--pin --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "stats") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "log") subcommands="" opts="-n --number --kind --mind --json -q --quiet -h --help" valued="-n --number --kind --mind" args="" ;;
         "search") subcommands="" opts="-n --limit --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="text" ;;
+        "pins") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
+        "unpin") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
+        "rename") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "chat") subcommands="" opts="-m --message --model --max-tokens --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --mind" args="" ;;
         "trace") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "reflect") subcommands="" opts="--if-due --model --mind --json -q --quiet -h --help" valued="--model --mind" args="" ;;
@@ -23,6 +26,11 @@ _pmm_spec() {
         "sign") subcommands="" opts="-k --key -o --output -f --format --passphrase-file --mind --json -q --quiet -h --help" valued="-k --key -o --output -f --format --passphrase-file --mind" args="file" ;;
         "backup") subcommands="" opts="-o --output --keep --passphrase-file --mind --json -q --quiet -h --help" valued="-o --output --keep --passphrase-file --mind" args="" ;;
         "restore") subcommands="" opts="--force --passphrase-file --mind --json -q --quiet -h --help" valued="--passphrase-file --mind" args="file" ;;
+        "persona") subcommands="set show edit clear" opts="-q --quiet -h --help" valued="" args="" ;;
+        "persona set") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
+        "persona show") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
+        "persona edit") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
+        "persona clear") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "model") subcommands="list add use info trust remove" opts="-q --quiet -h --help" valued="" args="" ;;
         "model list") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "model add") subcommands="" opts="--base-url --api-key-env --context-window --price-in --price-out --use --mind --json -q --quiet -h --help" valued="--base-url --api-key-env --context-window --price-in --price-out --mind" args="text" ;;
@@ -54,6 +62,9 @@ _pmm_value() {
         "stats:--mind") _pmm_reply -f ;;
         "log:--mind") _pmm_reply -f ;;
         "search:--mind") _pmm_reply -f ;;
+        "pins:--mind") _pmm_reply -f ;;
+        "unpin:--mind") _pmm_reply -f ;;
+        "rename:--mind") _pmm_reply -f ;;
         "chat:--mind") _pmm_reply -f ;;
         "trace:--mind") _pmm_reply -f ;;
         "reflect:--mind") _pmm_reply -f ;;
@@ -79,6 +90,10 @@ _pmm_value() {
         "backup:--mind") _pmm_reply -f ;;
         "restore:--passphrase-file") _pmm_reply -f ;;
         "restore:--mind") _pmm_reply -f ;;
+        "persona set:--mind") _pmm_reply -f ;;
+        "persona show:--mind") _pmm_reply -f ;;
+        "persona edit:--mind") _pmm_reply -f ;;
+        "persona clear:--mind") _pmm_reply -f ;;
         "model list:--mind") _pmm_reply -f ;;
         "model add:--mind") _pmm_reply -f ;;
         "model use:--for") _pmm_reply -W "chat reflection" ;;

@@ -3,7 +3,9 @@
 function __pmm_subcommands --argument-names path
     switch "$path"
         case ''
-            printf '%s\n' init remember stats log search chat trace reflect run health export import verify keygen sign backup restore model commitments
+            printf '%s\n' init remember stats log search pins unpin rename chat trace reflect run health export import verify keygen sign backup restore persona model commitments
+        case 'persona'
+            printf '%s\n' set show edit clear
         case 'model'
             printf '%s\n' list add use info trust remove
         case 'commitments'
@@ -25,6 +27,12 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' -n --number --kind --mind
         case 'search'
             printf '%s\n' -n --limit --mind
+        case 'pins'
+            printf '%s\n' --mind
+        case 'unpin'
+            printf '%s\n' --mind
+        case 'rename'
+            printf '%s\n' --mind
         case 'chat'
             printf '%s\n' -m --message --model --max-tokens --mind
         case 'trace'
@@ -49,6 +57,14 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' -o --output --keep --passphrase-file --mind
         case 'restore'
             printf '%s\n' --passphrase-file --mind
+        case 'persona set'
+            printf '%s\n' --mind
+        case 'persona show'
+            printf '%s\n' --mind
+        case 'persona edit'
+            printf '%s\n' --mind
+        case 'persona clear'
+            printf '%s\n' --mind
         case 'model list'
             printf '%s\n' --mind
         case 'model add'
@@ -96,10 +112,13 @@ end
 
 complete -c pmm -f
 complete -c pmm -n '__pmm_is ""' -a init -d 'Create a new mind file (never overwrites one).'
-complete -c pmm -n '__pmm_is ""' -a remember -d 'Record a note the mind can recall later.'
+complete -c pmm -n '__pmm_is ""' -a remember -d 'Record a note the mind can recall later (with --pin: one it always has in mind).'
 complete -c pmm -n '__pmm_is ""' -a stats -d 'The mind in plain English: stage, traits, reflections, commitments, model usage.'
 complete -c pmm -n '__pmm_is ""' -a log -d 'Show the latest events in the order recorded.'
 complete -c pmm -n '__pmm_is ""' -a search -d 'Full-text search over everything the mind holds.'
+complete -c pmm -n '__pmm_is ""' -a pins -d 'The pinned notes, always in the prompt (oldest pin first), with their ids.'
+complete -c pmm -n '__pmm_is ""' -a unpin -d 'Stop including a pinned note in every prompt (it stays in the ledger, and in search).'
+complete -c pmm -n '__pmm_is ""' -a rename -d 'Give the mind a new name (a mind_named event; the old name stays in the ledger, and each new name counts in identity stability, docs/mind-model.md).'
 complete -c pmm -n '__pmm_is ""' -a chat -d 'Talk to the mind: an interactive session, or one turn with -m TEXT or piped stdin.'
 complete -c pmm -n '__pmm_is ""' -a trace -d 'For an answer: the user\'s message, the context the model saw, model, tokens, latency, and what the turn changed.'
 complete -c pmm -n '__pmm_is ""' -a reflect -d 'Reflect on what happened since the last reflection: traits, commitments, maybe a name.'
@@ -112,6 +131,7 @@ complete -c pmm -n '__pmm_is ""' -a keygen -d 'Make an Ed25519 signing key: KEY 
 complete -c pmm -n '__pmm_is ""' -a sign -d 'Verify the mind, then sign its checkpoint (mind id, event count, head hash), not its bytes.'
 complete -c pmm -n '__pmm_is ""' -a backup -d 'Verify the mind, snapshot it (SQLite backup API) and encrypt it with a passphrase (age format: `age -d` opens it).'
 complete -c pmm -n '__pmm_is ""' -a restore -d 'Decrypt a backup, verify the whole chain, then write the mind (refuses to overwrite without --force).'
+complete -c pmm -n '__pmm_is ""' -a persona -d 'The mind\'s persona: text always at the head of its prompt (set, show, edit, clear).'
 complete -c pmm -n '__pmm_is ""' -a model -d 'List, add, switch, trust and remove the models this mind talks through (keys stay in the environment).'
 complete -c pmm -n '__pmm_is ""' -a commitments -d 'What the mind has committed to: list, open, close with evidence, reopen.'
 complete -c pmm -n '__pmm_is ""' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
@@ -123,6 +143,7 @@ complete -c pmm -n '__pmm_is "init"' -l mind -r -F -d 'Mind file (default: $PMM_
 complete -c pmm -n '__pmm_is "init"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "init"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "init"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "remember"' -l pin -d 'Always put it in the prompt (at most 20 pinned notes of 1,000 characters; see pmm pins, pmm unpin).'
 complete -c pmm -n '__pmm_is "remember"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "remember"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "remember"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
@@ -142,6 +163,18 @@ complete -c pmm -n '__pmm_is "search"' -l mind -r -F -d 'Mind file (default: $PM
 complete -c pmm -n '__pmm_is "search"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "search"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "search"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "pins"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "pins"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "pins"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "pins"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "unpin"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "unpin"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "unpin"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "unpin"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "rename"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "rename"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "rename"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "rename"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "chat"' -s m -l message -x -d 'Say this, print the answer and exit (- reads stdin: UTF-8, other bytes are refused with exit 6).'
 complete -c pmm -n '__pmm_is "chat"' -l model -x -d 'Use this model (a name from `pmm model list`) for this run only.'
 complete -c pmm -n '__pmm_is "chat"' -l max-tokens -x -d 'Longest answer, in tokens.'
@@ -227,6 +260,28 @@ complete -c pmm -n '__pmm_is "restore"' -l json -d 'Machine-readable output on s
 complete -c pmm -n '__pmm_is "restore"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "restore"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "restore"' -F
+complete -c pmm -n '__pmm_is "persona"' -a set -d 'Set the persona (replacing any earlier one; at most 2,000 characters, more is refused with exit 6).'
+complete -c pmm -n '__pmm_is "persona"' -a show -d 'Print the persona\'s text (nothing, and a note on stderr, when there is none).'
+complete -c pmm -n '__pmm_is "persona"' -a edit -d 'Edit the persona in $VISUAL or $EDITOR; a failed edit, or one that changes nothing, writes nothing.'
+complete -c pmm -n '__pmm_is "persona"' -a clear -d 'Remove the persona (a persona_cleared event; earlier ones stay in the ledger).'
+complete -c pmm -n '__pmm_is "persona"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "persona"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "persona set"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "persona set"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "persona set"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "persona set"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "persona show"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "persona show"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "persona show"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "persona show"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "persona edit"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "persona edit"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "persona edit"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "persona edit"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "persona clear"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "persona clear"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "persona clear"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "persona clear"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "model"' -a list -d 'Every model the mind knows and which one is in use for chat and for reflection.'
 complete -c pmm -n '__pmm_is "model"' -a add -d 'Add a model to the mind (its name, provider and endpoint travel with the mind; keys do not).'
 complete -c pmm -n '__pmm_is "model"' -a use -d 'Switch chat (or reflection) to a model; identity and memory carry over.'

@@ -113,9 +113,13 @@ ANTHROPIC_API_KEY = Setting("ANTHROPIC_API_KEY", str, "", "Key for anthropic: mo
                             " --api-key-env names another variable).")
 OLLAMA_HOST = Setting("OLLAMA_HOST", str, "", "HOST:PORT or URL of the Ollama server for ollama: models"
                       " added without --base-url (default http://127.0.0.1:11434).")
+VISUAL = Setting("VISUAL", str, "", "The editor pmm persona edit opens (a command line; the file is its"
+                 " last argument).")
+EDITOR = Setting("EDITOR", str, "", "The editor pmm persona edit opens when VISUAL is not set.")
 NO_COLOR = Setting("NO_COLOR", str, "", "When set, to anything, no colour.")
 TERM = Setting("TERM", str, "", "When dumb, no colour.")
 
 ALL: tuple[Setting, ...] = (MIND, LOCK_TIMEOUT, PROVIDER_TIMEOUT, PROVIDER_DEADLINE, PROVIDER_MAX_BYTES,
                             PROVIDER_RETRIES, LOCAL_CTX, STOP_GRACE, KEY_PASSPHRASE, BACKUP_PASSPHRASE,
-                            OPENAI_API_KEY, ANTHROPIC_API_KEY, OLLAMA_HOST, DEBUG, NO_COLOR, TERM)
+                            OPENAI_API_KEY, ANTHROPIC_API_KEY, OLLAMA_HOST, DEBUG, VISUAL, EDITOR, NO_COLOR,
+                            TERM)

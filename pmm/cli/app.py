@@ -81,10 +81,12 @@ def _register() -> None:
         portability,
         run,
         signing,
+        standing,
         trace,
     )
 
-    for module in (mind, chat, models, trace, evolve, run, health, portability, integrity, signing, backup):
+    for module in (mind, standing, chat, models, trace, evolve, run, health, portability, integrity,
+                   signing, backup):
         module.register(app)
 
 

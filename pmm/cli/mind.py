@@ -25,6 +25,8 @@ def init(
     from pmm.services import minds
 
     path = mind_path(mind)
+    if name is not None:
+        name = minds.valid_name(name)
     with minds.init(path, name) as created:
         mind_id = created.mind_id
     if json:
@@ -35,18 +37,24 @@ def init(
 
 def remember(
     text: Annotated[str, typer.Argument(help="The note to remember, or - to read it from stdin (UTF-8; other bytes are refused, exit 6).")],
+    pin: Annotated[bool, typer.Option("--pin", help="Always put it in the prompt (at most 20 pinned notes of 1,000 characters; see pmm pins, pmm unpin).")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Record a note the mind can recall later."""
+    """Record a note the mind can recall later (with --pin: one it always has in mind)."""
     from pmm.errors import UsageError
-    from pmm.services import minds, overview
+    from pmm.services import minds, overview, standing
 
     if text == "-":
         text = stdin_text("the note")
     text = text.strip()
     if not text:
-        raise UsageError("nothing to remember: the note is empty")
+        raise UsageError("nothing to remember: the note is empty",
+                         hint="give the note's text, or - to read it from stdin")
+    if pin:
+        event = standing.pin(mind_path(mind), text, output.message)
+        output.report(overview.event_json(event), json, f"Pinned as note #{event.id}")
+        return
     event = minds.remember(mind_path(mind), text, output.message)
     output.report(overview.event_json(event), json, f"Remembered as event {event.id}")
 
@@ -78,6 +86,7 @@ def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:
         f"Stage {report['stage']}: {report['stage_words']}"
         f" (IAS {metrics['ias']:.2f}, GAS {metrics['gas']:.2f})",
         "Traits: " + ", ".join(f"{trait} {value:.2f}" for trait, value in report["traits"].items()),
+        _standing_line(report["standing"]),
         _reflections_line(report["reflections"]),
         _commitments_line(report["commitments"]),
         *_usage_lines(report["usage"]),
@@ -98,6 +107,13 @@ def _span_lines(report: dict[str, Any]) -> list[str]:
 
 def _when(ts: str) -> str:
     return ts[:19].replace("T", " ")
+
+
+def _standing_line(s: dict[str, Any]) -> str:
+    persona = s["persona"]
+    said = f"persona #{persona['id']} ({persona['chars']:,} characters)" if persona else "no persona"
+    pinned = s["pinned"]
+    return f"Standing memory: {said}, {pinned or 'no'} pinned note{'s' if pinned != 1 else ''}"
 
 
 def _reflections_line(r: dict[str, Any]) -> str:

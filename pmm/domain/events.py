@@ -149,6 +149,42 @@ OBSERVATION_RECORDED = declare(
     )
 )
 
+NOTE_PINNED = declare(
+    EventKind(
+        "note_pinned",
+        "A standing note (`pmm remember --pin`): always in the prompt, after the persona,"
+        " until a note_unpinned names it. A kind of its own, not a field on"
+        " observation_recorded, so that a pmm that predates it still verifies and imports it.",
+        {"source": STR},
+        content="The note.",
+    )
+)
+NOTE_UNPINNED = declare(
+    EventKind(
+        "note_unpinned",
+        "A pinned note (the note_pinned event named by note) is no longer always in the prompt.",
+        {"note": ID_REQUIRED},
+        content="A human-readable line about the unpinning.",
+    )
+)
+PERSONA_SET = declare(
+    EventKind(
+        "persona_set",
+        "The mind's persona: text always at the head of the prompt (`pmm persona set|edit`),"
+        " replacing any earlier one. Empty content clears it, as persona_cleared does.",
+        {"source": STR},
+        content="The persona's text.",
+    )
+)
+PERSONA_CLEARED = declare(
+    EventKind(
+        "persona_cleared",
+        "The mind has no persona any more (`pmm persona clear`).",
+        {},
+        content="A human-readable line about the clearing.",
+    )
+)
+
 _MODEL = {"name": STR_REQUIRED, "provider": STR_REQUIRED, "model": STR_REQUIRED}
 MODEL_ADDED = declare(
     EventKind(

@@ -271,8 +271,45 @@ class Reflections:
         return {"count": state["count"] + 1, "latest": latest, "turns_since": 0}
 
 
+class Standing:
+    """Standing memory, always in the prompt: the persona (the event that set it, its text and
+    time) and the pinned notes still pinned, in the order they were pinned."""
+
+    name = "standing"
+    version = 1
+    kinds: frozenset[str] | None = frozenset({ev.PERSONA_SET.name, ev.PERSONA_CLEARED.name,
+                                              ev.NOTE_PINNED.name, ev.NOTE_UNPINNED.name})
+
+    def initial(self) -> State:
+        return {"persona": None, "pinned": [], "personas": 0, "pins": 0, "unpins": 0}
+
+    def apply(self, state: State, event: Event) -> State:
+        kind = event.kind
+        if kind == ev.NOTE_PINNED.name:
+            entry = {"id": event.id, "text": event.content, "ts": event.ts}
+            return {**state, "pinned": [*state["pinned"], entry], "pins": state["pins"] + 1}
+        if kind == ev.NOTE_UNPINNED.name:
+            note = event.meta["note"]
+            kept = [entry for entry in state["pinned"] if entry["id"] != note]
+            if len(kept) == len(state["pinned"]):
+                return state  # not a pinned note (only a file written outside pmm says so)
+            return {**state, "pinned": kept, "unpins": state["unpins"] + 1}
+        text = event.content if kind == ev.PERSONA_SET.name else ""
+        persona = {"id": event.id, "text": text, "ts": event.ts} if text.strip() else None
+        return {**state, "persona": persona, "personas": state["personas"] + 1}
+
+
+def standing(states: dict[str, State]) -> tuple[tuple[int, str] | None, list[tuple[int, str]]]:
+    """What is always in the prompt, in prompt order: the persona as (event id, text), or None,
+    then the pinned notes as (event id, text), oldest pin first."""
+    state = states["standing"]
+    persona = state["persona"]
+    return ((persona["id"], persona["text"]) if persona else None,
+            [(entry["id"], entry["text"]) for entry in state["pinned"]])
+
+
 PROJECTIONS: tuple[Projection, ...] = (Identity(), Activity(), Models(), Usage(), Traits(),
-                                       Commitments(), Reflections())
+                                       Commitments(), Reflections(), Standing())
 
 
 def projections_version() -> str:

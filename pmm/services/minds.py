@@ -6,12 +6,33 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
-from pmm import __version__
+from pmm import __version__, errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.ledger.store import Mind
 
 Notify = Callable[[str], None]
+
+MAX_NAME = 64  # characters: a name is shown in one line of stats and at the head of every prompt
+
+
+def valid_name(name: str) -> str:
+    """``name`` without surrounding spaces, if a mind can be called that: not empty, at most
+    ``MAX_NAME`` characters, one line, and nothing a terminal would act on (controls, bidi
+    overrides): otherwise a usage error (exit 2)."""
+    from pmm.services.safe_text import clean
+
+    hint = f"a name is one line of printable text, 1 to {MAX_NAME} characters"
+    name = name.strip()
+    if not name:
+        raise errors.UsageError("a name cannot be empty", hint=hint)
+    if len(name) > MAX_NAME:
+        raise errors.UsageError(f"a name is at most {MAX_NAME} characters; this one has {len(name)}",
+                                hint=hint)
+    if clean(name, multiline=False) != name:
+        raise errors.UsageError(f"the name {errors.quoted(name)} holds a line break or a control"
+                                " character", hint=hint)
+    return name
 
 
 def genesis(name: str | None) -> Draft:
@@ -24,6 +45,8 @@ def genesis(name: str | None) -> Draft:
 
 def init(path: Path, name: str | None) -> Mind:
     """A new mind with its genesis event; refuses to overwrite anything."""
+    if name is not None:
+        name = valid_name(name)
     return witnessed(Mind.create(path, genesis(name)), created=True)
 
 

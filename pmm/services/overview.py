@@ -52,6 +52,7 @@ def stats(mind: Mind) -> dict[str, Any]:
         "reflections": reflections(states),
         "commitments": commitments(states),
         "usage": usage(states),
+        "standing": standing(states),
     }
 
 
@@ -64,6 +65,15 @@ def said_span(activity: dict[str, Any]) -> dict[str, Any]:
     return {"first_said": min(first, low) if first and low else first,
             "last_said": max(last, high) if last and high else last,
             "backdated": activity["backdated"]}
+
+
+def standing(states: dict[str, Any]) -> dict[str, Any]:
+    """The standing memory at a glance: the persona (its event id and length) and how many
+    notes are pinned."""
+    state = states["standing"]
+    persona = state["persona"]
+    return {"persona": {"id": persona["id"], "chars": len(persona["text"])} if persona else None,
+            "pinned": len(state["pinned"])}
 
 
 def reflections(states: dict[str, Any]) -> dict[str, Any]:

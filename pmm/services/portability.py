@@ -104,6 +104,8 @@ _MD_LABELS = {
     "message_received": "**User**",
     "response_sent": "**Mind**",
     "observation_recorded": "**Remembered**",
+    "note_pinned": "**Pinned**",
+    "persona_set": "**Persona**",
 }
 
 

@@ -32,7 +32,8 @@ ANSWER_TOKENS = 700
 MAX_TEXT = 4000
 __all__ = ["MAX_TRAIT_STEP", "Outcome", "SCHEMA", "expirations", "parse", "reflect"]
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9 '\-]{0,39}")
-SEEN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name, ev.OBSERVATION_RECORDED.name)
+SEEN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name, ev.OBSERVATION_RECORDED.name,
+              ev.NOTE_PINNED.name)
 
 # Bounded lengths and counts: a grammar built from this schema stops a small model from
 # looping inside an array or a string until it runs out of tokens.
