@@ -103,7 +103,8 @@ def test_a_schema_2_mind_is_read_unchanged_then_migrated_to_stemmed_search(tmp_p
     assert code == 0 and checks["file"] == "warn" and checks["search index"] == "ok"
     assert old.read_bytes() == before and _layout(old) == ("2", fts.TABLE_V1)
 
-    assert invoke("--mind", str(old), "remember", "the vet said the dogs are fine").exit_code == 0
+    upgraded = invoke("--mind", str(old), "remember", "the vet said the dogs are fine")
+    assert upgraded.exit_code == 0 and f"Upgrading {old} from schema 2 to 3" in upgraded.stderr
     assert _layout(old) == ("3", fts.TABLE_V3)
     after = _chain(old)
     assert after[:-1] == chain  # every event and hash kept
@@ -116,6 +117,8 @@ def test_a_schema_2_mind_is_read_unchanged_then_migrated_to_stemmed_search(tmp_p
     assert _search(old, "cafe") == [NOTES[1]] and _search(old, "running") == [NOTES[2]]
     code, checks = _health(old)
     assert code == 0 and all(checks[name] == "ok" for name in FILE_CHECKS), checks
+    again = invoke("--mind", str(old), "remember", "no upgrade this time")
+    assert again.exit_code == 0 and "Upgrading" not in again.stderr
 
 
 def test_a_schema_1_mind_is_read_then_migrated_through_2_to_3(tmp_path: Path) -> None:
@@ -126,7 +129,8 @@ def test_a_schema_1_mind_is_read_then_migrated_through_2_to_3(tmp_path: Path) ->
     assert invoke("verify", str(old)).exit_code == 0
     assert _health(old)[1]["file"] == "warn"
     assert old.read_bytes() == before
-    assert invoke("--mind", str(old), "remember", "after the upgrade").exit_code == 0
+    upgraded = invoke("--mind", str(old), "remember", "after the upgrade")
+    assert upgraded.exit_code == 0 and "from schema 1 to 3" in upgraded.stderr
     assert _layout(old) == ("3", fts.TABLE_V3)
     assert _chain(old)[:-1] == chain
     conn = sqlite3.connect(old)
@@ -151,6 +155,18 @@ def test_a_schema_2_mind_whose_index_fts5_refuses_still_migrates(tmp_path: Path)
     assert _layout(old) == ("3", fts.TABLE_V3) and _chain(old)[:-1] == chain
     assert sorted(_search(old, "dog")) == sorted(["dogs again", NOTES[0]])
     assert _health(old)[1]["search index"] == "ok"
+
+
+def test_health_repair_on_a_schema_2_mind_migrates_it_and_rebuilds_what_is_derived(
+        tmp_path: Path) -> None:
+    old = _old(tmp_path, 2)
+    chain = _chain(old)
+    repaired = invoke("--mind", str(old), "health", "--repair")
+    assert repaired.exit_code == 0 and "Rebuilt the search index" in repaired.stderr
+    assert _layout(old) == ("3", fts.TABLE_V3) and _chain(old) == chain  # nothing appended
+    assert _search(old, "dogs") == [NOTES[0]]
+    code, checks = _health(old)
+    assert code == 0 and all(checks[name] == "ok" for name in FILE_CHECKS), checks
 
 
 def test_an_altered_schema_2_mind_is_refused_and_left_as_it_was(tmp_path: Path) -> None:

@@ -76,10 +76,12 @@ class Mind:
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, write: bool = False) -> Mind:
+    def open(cls, path: Path, *, write: bool = False,
+             on_migrate: Callable[[int, int], None] | None = None) -> Mind:
         """Open an existing mind. A writer refuses a schema that is not exactly pmm's (a planted
-        trigger would run in its transactions) and migrates an older one; reads run no trigger,
-        so ``pmm verify`` can report what differs and ``pmm export`` can rescue the events."""
+        trigger would run in its transactions) and migrates an older one (``on_migrate(from,
+        to)`` first: it may take seconds); reads run no trigger, so ``pmm verify`` can report
+        what differs and ``pmm export`` can rescue the events."""
         conn = cx.connect(path, write=write)
         try:
             meta = cx.read_identity(conn, path)
@@ -88,6 +90,8 @@ class Mind:
                     schema.check(conn, int(meta["schema_version"]), path)
                 cx.configure_writer(conn, path)
                 if int(meta["schema_version"]) < schema.SCHEMA_VERSION:
+                    if on_migrate is not None:
+                        on_migrate(int(meta["schema_version"]), schema.SCHEMA_VERSION)
                     cx.migrate_file(conn, path)
                     meta = cx.read_identity(conn, path)
                 with cx.translated(path):
