@@ -84,10 +84,8 @@ class Mind:
         what differs and ``pmm export`` can rescue the events."""
         conn = cx.connect(path, write=write)
         try:
-            meta = cx.read_identity(conn, path)
+            meta = cx.writable_identity(conn, path) if write else cx.read_identity(conn, path)
             if write:
-                with cx.translated(path):
-                    schema.check(conn, int(meta["schema_version"]), path)
                 cx.configure_writer(conn, path)
                 if int(meta["schema_version"]) < schema.SCHEMA_VERSION:
                     if on_migrate is not None:
