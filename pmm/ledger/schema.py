@@ -83,7 +83,7 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
     # untrusted until the next write rebuilds it.
     1: ("ALTER TABLE projection_cache ADD COLUMN mac TEXT NOT NULL DEFAULT ''",),
     # The search index stems and folds diacritics; FTS5 cannot change a table's tokenizer, so
-    # the index is made again and filled from the events (the one slow step: see bench).
+    # the index is made again and filled from the events (about 7 s per million events).
     2: (lambda conn: fts.retokenize(conn, 2, 3),),
 }
 

@@ -37,6 +37,7 @@ def open_write(path: Path, notify: Notify) -> Mind:
         mind = Mind.create(path, genesis(None))
         notify(f"Created a new mind at {path}")
         return witnessed(mind, created=True, notify=notify)
+
     def upgrading(old: int, new: int) -> None:
         notify(f"Upgrading {path} from schema {old} to {new}: rebuilding its search index"
                " (seconds per million events)")
