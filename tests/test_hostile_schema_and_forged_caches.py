@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from conftest import invoke, mind_events
 
-from pmm.ledger import schema
-
 PASS = {"PMM_BACKUP_PASSPHRASE": "a long and winding passphrase"}
 
 
@@ -284,46 +282,7 @@ def test_planner_statistics_from_analyze_do_not_lock_the_mind(tmp_path: Path) ->
     assert {c["name"]: c["status"] for c in health["checks"]}["schema"] == "ok"
 
 
-# -- migration from schema 1 -----------------------------------------------------------------------
-
-def _as_version_1(source: Path, target: Path) -> None:
-    """The file pmm wrote at schema 1 (its statements are still ``schema.V1``): same events."""
-    src = sqlite3.connect(source)
-    rows = src.execute("SELECT * FROM events ORDER BY id").fetchall()
-    meta = src.execute("SELECT key, value FROM pmm_meta").fetchall()
-    src.close()
-    conn = sqlite3.connect(target, isolation_level=None)
-    for statement in (*schema.V1, *schema.EVENTS_INDEXES):
-        conn.execute(statement)
-    conn.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
-    conn.executemany("INSERT INTO pmm_meta VALUES (?, ?)",
-                     [(k, "1" if k == "schema_version" else v) for k, v in meta])
-    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-    conn.execute("INSERT INTO events_fts(rowid, content) SELECT id, content FROM events")
-    conn.execute("INSERT INTO projection_cache VALUES ('mind', 'old', 0, ?, '{}')", ("0" * 64,))
-    conn.close()
-
-
-def test_a_schema_1_file_is_read_then_migrated_keeping_every_hash(tmp_path: Path) -> None:
-    path = _mind(tmp_path, "new.db")
-    old = tmp_path / "old.db"
-    _as_version_1(path, old)
-    hashes = sqlite3.connect(old).execute("SELECT group_concat(hash) FROM events").fetchone()
-    before = old.read_bytes()
-    assert _stats(old)["name"] == "Ada"
-    assert invoke("verify", str(old)).exit_code == 0
-    health = json.loads(invoke("--mind", str(old), "health", "--json").stdout)
-    assert {c["name"]: c["status"] for c in health["checks"]}["file"] == "warn"
-    assert old.read_bytes() == before
-    assert invoke("--mind", str(old), "remember", "after the upgrade").exit_code == 0
-    conn = sqlite3.connect(old)
-    assert conn.execute("SELECT value FROM pmm_meta WHERE key = 'schema_version'").fetchone() == ("2",)
-    assert conn.execute("SELECT group_concat(hash) FROM events WHERE id <= 2").fetchone() == hashes
-    assert schema.differences(conn, 2) == []  # exactly what a new mind has
-    conn.close()
-    assert invoke("verify", str(old)).exit_code == 0
-    assert _stats(old)["projection_cache"] == "current"
-
+# -- a layout that does not match its version ------------------------------------------------------
 
 def test_a_layout_that_does_not_match_its_version_is_refused_by_readers_too(tmp_path: Path) -> None:
     """Schema 2 claimed, the cache table of schema 1 kept: a query fails, and says why (exit 3)."""

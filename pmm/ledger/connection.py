@@ -141,6 +141,23 @@ def read_identity(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
     return meta
 
 
+def writable_identity(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
+    """``read_identity``, then refuse (exit 3) a schema that is not pmm's for that version, both
+    in one read snapshot: a writer migrating the file in between would make the old version's
+    layout look altered."""
+    with translated(path):
+        conn.execute("BEGIN")
+        try:
+            meta = read_identity(conn, path)
+            schema.check(conn, int(meta["schema_version"]), path)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")  # only reads: the error that matters is the one above
+            raise
+        conn.execute("COMMIT")
+    return meta
+
+
 def migrate_file(conn: sqlite3.Connection, path: Path) -> None:
     """Bring the file to ``SCHEMA_VERSION`` in one transaction. The version is read again under
     the write lock: another writer may have migrated it since this one looked."""

@@ -2,16 +2,21 @@
 
 The index is not covered by the chain, so a hostile file can hold any index. Every result pmm
 uses is read from ``events`` by id and matched again here against that text (in a private
-in-memory FTS5 table with the same tokenizer): a forged index cannot make search or recall
-return an event whose text does not match. It can still hide matches or skew the ranking;
-``coverage`` notices an index that does not cover exactly the stored events, and ``rebuild``
-(``pmm health --repair``, or the next write when coverage is off) makes it again from the events.
+in-memory FTS5 table made by the file's own index statement, so it tokenizes the same way): a
+forged index cannot make search or recall return an event whose text does not match. It can
+still hide matches or skew the ranking; ``coverage`` notices an index that does not cover exactly
+the stored events, and ``rebuild`` (``pmm health --repair``, or the next write when coverage is
+off) makes it again from the events.
 
 Its shadow tables (``events_fts_config``, ``_data``, ``_idx``, ``_docsize``) are rows, not schema,
 so the ``sqlite_master`` check never sees them: a hostile config or a corrupt blob makes FTS5
 itself fail ("invalid fts5 file format", "malformed"). The index is derived data, so a writer
 ``reset``s it to what FTS5 makes for a new table and rebuilds it from the events (no hash is
 touched); a reader reports it with ``damaged_error`` (exit 3, ``pmm health --repair`` fixes it).
+
+What the index holds depends on the file's schema version (``table``): every function that
+makes or checks index rows takes that version, so a file read without migrating is judged by
+the layout it has.
 """
 
 from __future__ import annotations
@@ -24,22 +29,40 @@ from typing import Any, TypeVar
 
 from pmm import errors
 
+# The index's statement, keyed by the schema version that introduced it. Schema 3 stems words
+# (porter) and folds every diacritic: `dogs` finds "dog", `running` "run", `cafe` "café".
+TABLE_V1 = "CREATE VIRTUAL TABLE events_fts USING fts5(content, content='events', content_rowid='id')"
+TABLE_V3 = ("CREATE VIRTUAL TABLE events_fts USING fts5(content, content='events', content_rowid='id',"
+            " tokenize='porter unicode61 remove_diacritics 2')")
+TABLES = {1: TABLE_V1, 3: TABLE_V3}
+NEWEST = max(TABLES)
+
 SHADOWS = ("events_fts_config", "events_fts_data", "events_fts_idx", "events_fts_docsize")
 REPAIR_HINT = "`pmm health --repair` rebuilds it from the events (which stay untouched)"
 
 Row = TypeVar("Row", bound=Sequence[Any])
 
 
-def confirm(query: str, rows: list[Row], content_at: int) -> list[Row]:
-    """The ``rows`` (in order) whose text, column ``content_at``, really matches ``query``."""
+def table(version: int) -> str:
+    """The statement that makes the index of a file at schema ``version``."""
+    return TABLES[max(since for since in TABLES if since <= version)]
+
+
+def confirm(query: str, rows: list[Row], content_at: int, version: int = NEWEST) -> list[Row]:
+    """The ``rows`` (in order) whose text, column ``content_at``, really matches ``query`` as
+    the index of a file at schema ``version`` tokenizes it (pass the file's own version: a
+    stemmed query checked by an unstemmed twin, or back, would drop true matches)."""
     if not rows:
         return rows
     scratch = sqlite3.connect(":memory:")
     try:
-        scratch.execute("CREATE VIRTUAL TABLE t USING fts5(content)")
-        scratch.executemany("INSERT INTO t(rowid, content) VALUES (?, ?)",
+        scratch.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, content TEXT)")
+        scratch.execute(table(version))
+        scratch.executemany("INSERT INTO events(id, content) VALUES (?, ?)",
                             ((n, row[content_at]) for n, row in enumerate(rows)))
-        keep = {n for (n,) in scratch.execute("SELECT rowid FROM t WHERE t MATCH ?", (query,))}
+        rebuild(scratch)
+        keep = {n for (n,) in scratch.execute(
+            "SELECT rowid FROM events_fts WHERE events_fts MATCH ?", (query,))}
     finally:
         scratch.close()
     return [row for n, row in enumerate(rows) if n in keep]
@@ -72,14 +95,13 @@ def index_after(conn: sqlite3.Connection, after_id: int) -> None:
 
 
 @cache
-def pristine() -> tuple[tuple[tuple[Any, ...], ...], tuple[tuple[Any, ...], ...]]:
+def pristine(version: int) -> tuple[tuple[tuple[Any, ...], ...], tuple[tuple[Any, ...], ...]]:
     """The ``events_fts_config`` and ``events_fts_data`` rows FTS5 makes for a new, empty index
-    (read from this SQLite's own FTS5, so they match whatever version it writes)."""
+    at schema ``version`` (read from this SQLite's own FTS5, so they match whatever it writes)."""
     conn = sqlite3.connect(":memory:")
     try:
         conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, content TEXT)")
-        conn.execute("CREATE VIRTUAL TABLE events_fts USING fts5(content, content='events',"
-                     " content_rowid='id')")
+        conn.execute(table(version))
         config = tuple(conn.execute("SELECT k, v FROM events_fts_config ORDER BY k"))
         data = tuple(conn.execute("SELECT id, block FROM events_fts_data ORDER BY id"))
         return config, data
@@ -87,10 +109,11 @@ def pristine() -> tuple[tuple[tuple[Any, ...], ...], tuple[tuple[Any, ...], ...]
         conn.close()
 
 
-def config_sound(conn: sqlite3.Connection) -> bool:
-    """Whether ``events_fts_config`` holds exactly what pmm's index has (a plain-table read: it
-    runs no FTS5 code, so it answers even when FTS5 would refuse the config)."""
-    return tuple(conn.execute("SELECT k, v FROM events_fts_config ORDER BY k")) == pristine()[0]
+def config_sound(conn: sqlite3.Connection, version: int) -> bool:
+    """Whether ``events_fts_config`` holds exactly what pmm's index at ``version`` has (a
+    plain-table read: it runs no FTS5 code, so it answers even when FTS5 would refuse it)."""
+    return (tuple(conn.execute("SELECT k, v FROM events_fts_config ORDER BY k"))
+            == pristine(version)[0])
 
 
 def is_damage(exc: sqlite3.Error) -> bool:
@@ -105,11 +128,11 @@ def damaged_error(path: Path, exc: sqlite3.Error | None = None) -> errors.Integr
                                  + (f" ({exc})" if exc else ""), hint=REPAIR_HINT)
 
 
-def problem(conn: sqlite3.Connection) -> str | None:
+def problem(conn: sqlite3.Connection, version: int) -> str | None:
     """What is wrong with the index's own files, or None: its config, then a read of every
     entry (an fts5vocab table in the connection's temp schema, so a read-only open can ask)."""
     try:
-        if not config_sound(conn):
+        if not config_sound(conn, version):
             return "its configuration is not the one pmm makes"
         conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.pmm_fts_check"
                      " USING fts5vocab(main, events_fts, 'instance')")
@@ -124,13 +147,29 @@ def problem(conn: sqlite3.Connection) -> str | None:
     return None
 
 
-def reset(conn: sqlite3.Connection) -> None:
+def reset(conn: sqlite3.Connection, version: int) -> None:
     """Put the index back to what FTS5 makes for a new table, then rebuild it from ``events``
-    (inside the caller's transaction). Its shadow tables are emptied directly: FTS5 cannot be
-    asked to rebuild, or even to drop, an index whose config or structure it refuses."""
-    config, data = pristine()
-    for table in SHADOWS:
-        conn.execute(f"DELETE FROM {table}")
+    (inside the caller's transaction)."""
+    _empty(conn, version)
+    rebuild(conn)
+
+
+def retokenize(conn: sqlite3.Connection, old: int, new: int) -> None:
+    """Replace the index of schema ``old`` by the one of schema ``new``, built from ``events``
+    (a migration step: inside the caller's transaction). It is emptied first because FTS5
+    refuses to drop an index whose config it refuses, and a hostile file may hold one."""
+    _empty(conn, old)
+    conn.execute("DROP TABLE events_fts")
+    conn.execute(table(new))
+    rebuild(conn)
+
+
+def _empty(conn: sqlite3.Connection, version: int) -> None:
+    """Shadow tables as FTS5 makes them for a new table at ``version``. They are written
+    directly: FTS5 cannot be asked to rebuild, or even to drop, an index whose config or
+    structure it refuses."""
+    config, data = pristine(version)
+    for name in SHADOWS:
+        conn.execute(f"DELETE FROM {name}")
     conn.executemany("INSERT INTO events_fts_config(k, v) VALUES (?, ?)", config)
     conn.executemany("INSERT INTO events_fts_data(id, block) VALUES (?, ?)", data)
-    rebuild(conn)

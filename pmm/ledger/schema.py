@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from pmm import errors
+from pmm.ledger import fts
 
 APPLICATION_ID = 0x504D4D31  # "PMM1": lets `file` and pmm tell a mind from other SQLite files
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 EVENTS_TABLE = """
 CREATE TABLE events (
@@ -61,7 +63,7 @@ V1 = (
     EVENTS_TABLE,
     *GUARDS,
     # External-content FTS5 over events.content; filled by the ledger in the appending transaction.
-    "CREATE VIRTUAL TABLE events_fts USING fts5(content, content='events', content_rowid='id')",
+    fts.TABLE_V1,
     """CREATE TABLE projection_cache (
         name      TEXT PRIMARY KEY,
         version   TEXT NOT NULL,
@@ -71,11 +73,18 @@ V1 = (
     )""",
 )
 
-# MIGRATIONS[n] brings a file from schema version n to n + 1.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+# A migration step: a statement, or a function of the connection for what SQL alone cannot say.
+Step = str | Callable[[sqlite3.Connection], None]
+
+# MIGRATIONS[n] brings a file from schema version n to n + 1. Events are never touched by one:
+# every hash is kept.
+MIGRATIONS: dict[int, tuple[Step, ...]] = {
     # The projection cache carries a keyed MAC (pmm.ledger.seal); a v1 cache has none, so it is
-    # untrusted until the next write rebuilds it. Events are untouched: every hash is kept.
+    # untrusted until the next write rebuilds it.
     1: ("ALTER TABLE projection_cache ADD COLUMN mac TEXT NOT NULL DEFAULT ''",),
+    # The search index stems and folds diacritics; FTS5 cannot change a table's tokenizer, so
+    # the index is made again and filled from the events (about 7 s per million events).
+    2: (lambda conn: fts.retokenize(conn, 2, 3),),
 }
 
 SchemaEntry = tuple[str, str, str, str | None]  # type, name, tbl_name, sql
@@ -98,10 +107,17 @@ def create(conn: sqlite3.Connection, *, with_indexes: bool = True) -> None:
 def migrate(conn: sqlite3.Connection, version: int) -> None:
     """Apply every migration from ``version`` to ``SCHEMA_VERSION`` (caller holds the txn)."""
     while version < SCHEMA_VERSION:
-        for statement in MIGRATIONS[version]:
-            conn.execute(statement)
+        _run(conn, MIGRATIONS[version])
         version += 1
         set_schema_version(conn, version)
+
+
+def _run(conn: sqlite3.Connection, steps: tuple[Step, ...]) -> None:
+    for step in steps:
+        if isinstance(step, str):
+            conn.execute(step)
+        else:
+            step(conn)
 
 
 def set_schema_version(conn: sqlite3.Connection, version: int) -> None:
@@ -130,8 +146,7 @@ def expected(version: int) -> frozenset[SchemaEntry]:
         for statement in EVENTS_INDEXES:
             conn.execute(statement)
         for step in range(1, version):
-            for statement in MIGRATIONS[step]:
-                conn.execute(statement)
+            _run(conn, MIGRATIONS[step])
         return frozenset(_entries(conn))
     finally:
         conn.close()

@@ -76,22 +76,24 @@ class Mind:
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, write: bool = False) -> Mind:
+    def open(cls, path: Path, *, write: bool = False,
+             on_migrate: Callable[[int, int], None] | None = None) -> Mind:
         """Open an existing mind. A writer refuses a schema that is not exactly pmm's (a planted
-        trigger would run in its transactions) and migrates an older one; reads run no trigger,
-        so ``pmm verify`` can report what differs and ``pmm export`` can rescue the events."""
+        trigger would run in its transactions) and migrates an older one (``on_migrate(from,
+        to)`` first: it may take seconds); reads run no trigger, so ``pmm verify`` can report
+        what differs and ``pmm export`` can rescue the events."""
         conn = cx.connect(path, write=write)
         try:
-            meta = cx.read_identity(conn, path)
+            meta = cx.writable_identity(conn, path) if write else cx.read_identity(conn, path)
             if write:
-                with cx.translated(path):
-                    schema.check(conn, int(meta["schema_version"]), path)
                 cx.configure_writer(conn, path)
                 if int(meta["schema_version"]) < schema.SCHEMA_VERSION:
+                    if on_migrate is not None:
+                        on_migrate(int(meta["schema_version"]), schema.SCHEMA_VERSION)
                     cx.migrate_file(conn, path)
                     meta = cx.read_identity(conn, path)
                 with cx.translated(path):
-                    sound = fts.config_sound(conn)
+                    sound = fts.config_sound(conn, int(meta["schema_version"]))
         except BaseException:
             conn.close()
             raise
@@ -231,7 +233,7 @@ class Mind:
     def index_problem(self) -> str | None:
         """What FTS5 refuses in the search index's own files, or None (reads every entry)."""
         with cx.translated(self.path):
-            return fts.problem(self.conn)
+            return fts.problem(self.conn, self.schema_version)
 
     def quick_check(self) -> str:
         """SQLite's own structural check: "ok" or what it found."""
@@ -257,7 +259,7 @@ class Mind:
     def repair(self) -> None:
         """Rebuild the search index and the projection cache from the events, in one transaction."""
         with self.transaction():
-            fts.reset(self.conn)
+            fts.reset(self.conn, self.schema_version)
             last_id, last_hash = self.head()
             self._store_cache(projections.replay(self.events()), last_id, last_hash)
 
@@ -265,10 +267,10 @@ class Mind:
         """Reset and rebuild the search index from the events (in the open transaction, if any)."""
         if self.conn.in_transaction:
             with cx.translated(self.path):
-                fts.reset(self.conn)
+                fts.reset(self.conn, self.schema_version)
             return
         with self.transaction():
-            fts.reset(self.conn)
+            fts.reset(self.conn, self.schema_version)
 
     def full_text(self, run: Callable[[], T]) -> T:
         """``run`` (raw FTS5 queries); a damaged index is rebuilt by a writer, then ``run`` again,
@@ -337,8 +339,8 @@ class Mind:
         one FTS5 refuses (its shadow tables are outside the schema check) is reset and rebuilt."""
         self.conn.execute("SAVEPOINT pmm_fts")
         try:
-            if not fts.config_sound(self.conn):
-                fts.reset(self.conn)
+            if not fts.config_sound(self.conn, self.schema_version):
+                fts.reset(self.conn, self.schema_version)
             elif fts.covers(self.conn, after_id):
                 fts.index_after(self.conn, after_id)
             else:
@@ -347,7 +349,7 @@ class Mind:
             if not fts.is_damage(exc):
                 raise
             self.conn.execute("ROLLBACK TO pmm_fts")
-            fts.reset(self.conn)
+            fts.reset(self.conn, self.schema_version)
         self.conn.execute("RELEASE pmm_fts")
 
     def _advance_cache(self, head_id: int, new: Iterable[Event]) -> None:

@@ -60,7 +60,12 @@ def open_write(path: Path, notify: Notify) -> Mind:
         mind = Mind.create(path, genesis(None))
         notify(f"Created a new mind at {path}")
         return witnessed(mind, created=True, notify=notify)
-    return witnessed(Mind.open(path, write=True), notify=notify)
+
+    def upgrading(old: int, new: int) -> None:
+        notify(f"Upgrading {path} from schema {old} to {new}: rebuilding its search index"
+               " (seconds per million events)")
+
+    return witnessed(Mind.open(path, write=True, on_migrate=upgrading), notify=notify)
 
 
 def witnessed(mind: Mind, *, created: bool = False, notify: Notify | None = None) -> Mind:
