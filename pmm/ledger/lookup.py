@@ -102,7 +102,7 @@ def _ranked(mind: Mind, words: tuple[str, ...], names: tuple[str, ...], limit: i
         f" ON e.id = events_fts.rowid WHERE events_fts MATCH ?"
         f" AND e.kind IN ({', '.join('?' for _ in names)}) ORDER BY rank LIMIT ?",
         (query, *names, limit)).fetchall()
-    return [(Event._make(r[:7]), float(r[7])) for r in fts.confirm(query, rows, CONTENT_AT)]
+    return [(Event._make(r[:7]), float(r[7])) for r in fts.confirm(query, rows, CONTENT_AT, mind.schema_version)]
 
 
 def around(mind: Mind, ids: Iterable[int], kinds: Iterable[str], reach: int = 2) -> list[Event]:
@@ -149,7 +149,7 @@ def _search(mind: Mind, query: str, limit: int) -> list[tuple[Event, str]]:
         if not query:
             raise errors.UsageError("nothing to search for") from None
         rows = mind.conn.execute(sql, (query, limit)).fetchall()
-    return [(Event._make(r[:7]), r[7]) for r in fts.confirm(query, rows, CONTENT_AT)]
+    return [(Event._make(r[:7]), r[7]) for r in fts.confirm(query, rows, CONTENT_AT, mind.schema_version)]
 
 
 def index_coverage(mind: Mind) -> tuple[int, int, int]:
