@@ -248,6 +248,8 @@ def _recall(mind: Mind, query: list[str], allowance: int, held: set[int], user_t
     ranked = lookup.ranked(mind, query, RECALL_KINDS, CANDIDATES)
     if SEMANTIC is not None:
         ranked = fuse(ranked, SEMANTIC(mind, user_text, CANDIDATES))
+    if SPREAD:
+        ranked = _spread(mind, ranked)
     partners = _partners(mind, [e for e, _ in ranked if e.kind in TURN_KINDS])
     chosen: dict[int, Item] = {}
     left = allowance
@@ -272,6 +274,21 @@ def _recall(mind: Mind, query: list[str], allowance: int, held: set[int], user_t
 
 SEMANTIC = None
 RRF_K = 60
+SPREAD = 0.0
+
+
+def _spread(mind: Mind, ranked: list[tuple[Event, float]]) -> list[tuple[Event, float]]:
+    """Each turn also scores SPREAD times its neighbours' scores in the same session."""
+    own = {e.id: s for e, s in ranked}
+    events = {e.id: e for e, _ in ranked}
+    for e in lookup.around(mind, list(own), TURN_KINDS, reach=1):
+        events.setdefault(e.id, e)
+    total: dict[int, float] = {}
+    for i, e in events.items():
+        near = sum(own.get(j, 0.0) for j in (i - 1, i + 1)
+                   if j in events and _session(events[j]) == _session(e) and e.kind in TURN_KINDS)
+        total[i] = own.get(i, 0.0) + SPREAD * near
+    return [(events[i], v) for i, v in sorted(total.items(), key=lambda kv: -kv[1])]
 
 
 def fuse(*rankings: list[tuple[Event, float]]) -> list[tuple[Event, float]]:
