@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pmm.domain import events as ev
+from pmm.domain import projections
 from pmm.domain.events import Event
 from pmm.domain.when import said_at
 from pmm.ledger import lookup
@@ -32,7 +33,8 @@ from pmm.ledger.store import Mind, now_ts
 from pmm.providers.base import Message, Request
 
 TURN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
-RECALL_KINDS = (*TURN_KINDS, ev.OBSERVATION_RECORDED.name, ev.REFLECTION_RECORDED.name)
+RECALL_KINDS = (*TURN_KINDS, ev.OBSERVATION_RECORDED.name, ev.NOTE_PINNED.name,
+                ev.REFLECTION_RECORDED.name)
 STANDING_SHARE = 0.25  # of the budget, at most, for persona, pinned notes, commitments, reflection
 RECALL_SHARE = 0.5  # of what standing memory leaves, at most, for recalled memory
 CANDIDATES = 300  # ranked events considered for recall
@@ -43,7 +45,8 @@ RECENT_PAGE = 200  # recent turns fetched at a time
 REFLECTION_CHARS = 600
 COMMITMENTS_SHOWN = 10
 WHO = {ev.MESSAGE_RECEIVED.name: "user", ev.RESPONSE_SENT.name: "you",
-       ev.OBSERVATION_RECORDED.name: "note", ev.REFLECTION_RECORDED.name: "your reflection"}
+       ev.OBSERVATION_RECORDED.name: "note", ev.NOTE_PINNED.name: "note",
+       ev.REFLECTION_RECORDED.name: "your reflection", ev.PERSONA_SET.name: "persona"}
 STOPWORDS = frozenset({
     "the", "and", "for", "are", "but", "not", "you", "your", "yours", "with", "this", "that",
     "have", "has", "had", "was", "were", "what", "when", "where", "which", "who", "whom", "why",
@@ -175,7 +178,7 @@ def build(mind: Mind, states: dict[str, Any], user_text: str, *, window: int,
     avail = max(0, budget - spent - 24)  # 24: the section headers and the date line
     pool_cost = sum(_turn_cost(e) for e in recent_pool)
     reserved = min(pool_cost, avail - int(avail * RECALL_SHARE))
-    held = _reserved_ids(recent_pool, reserved)
+    held = _reserved_ids(recent_pool, reserved) | {i.event.id for i in standing.items}
     recalled = _recall(mind, query, avail - reserved, held, user_text)
     spent += recalled.tokens
     recent = _recent(recent_pool, budget - spent - 12, {i.event.id for i in recalled.items})
@@ -202,12 +205,10 @@ def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int) -> tu
     section = Section("standing", "Standing memory")
     left = int(budget * STANDING_SHARE)
     wanted: list[tuple[int, str, Reason]] = []
-    memory = states.get("memory") or {}
-    persona = memory.get("persona")
-    if persona and persona.get("text"):
-        wanted.append((persona["id"], persona["text"], "persona"))
-    for note in memory.get("pinned") or []:
-        wanted.append((note["id"], note["text"], "pinned"))
+    persona, pinned = projections.standing(states)
+    if persona is not None:
+        wanted.append((*persona, "persona"))
+    wanted += [(*note, "pinned") for note in reversed(pinned)]  # the newest pins first
     for opened_id, commitment in list(((states.get("commitments") or {}).get("open") or {}).items())[:COMMITMENTS_SHOWN]:
         wanted.append((int(opened_id), commitment["text"], "commitment"))
     reflection = (states.get("reflections") or {}).get("latest")
@@ -315,8 +316,8 @@ def _line_cost(event: Event) -> int:
 def _render(section: Section) -> str:
     """A section as prompt text; recalled events grouped under a [date, session] label."""
     if section.name == "standing":
-        labels = {"persona": "Persona", "pinned": "Pinned note", "commitment": "Open commitment",
-                  "reflection": "Latest reflection"}
+        labels = {"persona": "Your persona", "pinned": "Pinned note",
+                  "commitment": "Open commitment", "reflection": "Latest reflection"}
         lines = [f"{labels[i.reason]}: {' '.join(i.event.content.split()) if i.reason != 'reflection' else _clip(i.event.content, REFLECTION_CHARS)}"
                  for i in section.items]
         return "Standing memory (always shown):\n" + "\n".join(lines)
