@@ -11,7 +11,7 @@ from pmm.cli.app import mind_path
 from pmm.cli.options import JsonOpt, MindOpt, stdin_text
 
 if TYPE_CHECKING:
-    from pmm.services.context import Item
+    from pmm.services.context import Item, Section
     from pmm.services.recall import Plan
 
 SECTIONS = (("standing", "Standing memory"), ("recalled", "Recalled memory"),
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
 
 def recall(
-    query: Annotated[str, typer.Argument(help="The message to plan for, or - to read it from stdin.", metavar="QUERY")],
+    query: Annotated[str, typer.Argument(help="The message to plan for, or - to read it from stdin.")],
     model: Annotated[Optional[str], typer.Option("--model", help="Plan for this model's window (a name from `pmm model list`; default: the chat model).")] = None,
     window: Annotated[Optional[int], typer.Option("--window", min=256, max=10_000_000, help="Plan for a context window of this many tokens instead of the model's.")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=100_000, help="Tokens kept for the answer, as pmm chat's --max-tokens (at most half the window).")] = 512,
@@ -59,7 +59,7 @@ def render(plan: Plan, full: bool = False) -> list[str]:
     lines = [f"Prompt for {plan.model.name} ({plan.model.spec.label}): a window of {plan.window:,}"
              f" tokens, {plan.answer_tokens:,} kept for the answer. Nothing was sent.",
              "Recall words: " + (", ".join(prompt.query) if prompt.query else "none (no content words)")]
-    by_name = {s.name: s for s in prompt.sections}
+    by_name: dict[str, Section] = {s.name: s for s in prompt.sections}
     rows = [item for s in prompt.sections for item in s.items]
     width = (max((len(f"#{i.event.id}") for i in rows), default=0),
              max((len(_when(i)) for i in rows), default=0),
@@ -77,6 +77,9 @@ def render(plan: Plan, full: bool = False) -> list[str]:
     lines += ["", f"System prompt and message: {plan.fixed_tokens():,} tokens",
               f"Total: {prompt.tokens:,} of {prompt.budget:,} tokens (what the window leaves"
               " beside the answer; estimated high, so the prompt never overflows)"]
+    if prompt.tokens > prompt.budget:
+        lines.append("Over budget: the window is too small for the system prompt and the message"
+                     " alone (see --window, --max-tokens)")
     return lines
 
 
