@@ -36,6 +36,11 @@ def long_turn(i: int) -> str:
     return f"Turn {i}: tell me more about {TOPICS[i % len(TOPICS)]}. " + FILLER * 3
 
 
+def stored(mind: Path) -> list[bytes]:
+    """The mind file and its write-ahead log, byte for byte."""
+    return [p.read_bytes() for p in (mind, mind.with_name(mind.name + "-wal")) if p.exists()]
+
+
 def system_text(server: FakeServer) -> str:
     """The system message the OpenAI-compatible fake received last (system prompt + context)."""
     body = server.requests[-1].body
@@ -71,7 +76,7 @@ def test_a_fact_fifteen_long_turns_back_is_recalled_sent_and_traced(tmp_path: Pa
     bike = json.loads(ok("--mind", str(mind), "chat", "-m", BIKE, "--json"))["message_id"]
     for i in range(15):
         ok("--mind", str(mind), "chat", "-m", long_turn(i))
-    before = mind.read_bytes()
+    before = stored(mind)
 
     text = ok("--mind", str(mind), "recall", QUESTION)
     recalled = text.split("Recalled memory:")[1].split("Recent conversation:")[0]
@@ -80,7 +85,7 @@ def test_a_fact_fifteen_long_turns_back_is_recalled_sent_and_traced(tmp_path: Pa
     assert "Prompt for srv (openai-compatible:test-model): a window of 2,048 tokens" in text
     assert "Recall words: colour, bike" in text
     plan = json.loads(ok("--mind", str(mind), "recall", QUESTION, "--json"))
-    assert mind.read_bytes() == before  # a reader: nothing written, not even the cache
+    assert stored(mind) == before  # a reader: nothing written, not even the cache
     found = {i["id"]: i for i in sections(plan)["recalled"]}
     assert found[bike]["reason"] == "recalled" and found[bike]["score"] > 0
     assert bike + 1 in found and found[bike + 1]["reason"] == "exchange"  # its answer completes it
@@ -143,6 +148,12 @@ def test_a_persona_and_a_pinned_note_lead_the_prompt_of_an_unrelated_question(
     shown = ok("--mind", str(mind), "trace")
     assert f"  Standing memory (2 events):\n    #{pin} note_pinned, " in shown
     assert f"    #{persona} persona_set, " in shown
+    # the new fields are declared: the answer verifies, exports and imports to the same hashes
+    ok("verify", str(mind))
+    ok("--mind", str(mind), "export", "-o", str(tmp_path / "m.jsonl"))
+    ok("--mind", str(tmp_path / "copy.db"), "import", str(tmp_path / "m.jsonl"))
+    assert [e["meta"] for e in mind_events(tmp_path / "copy.db")] == [e["meta"] for e in mind_events(mind)]
+    ok("verify", str(tmp_path / "copy.db"))
 
 
 def test_an_imported_2025_message_is_shown_and_sent_with_its_date(tmp_path: Path, server: FakeServer) -> None:
@@ -212,11 +223,11 @@ def _message_tokens(plan: dict[str, Any]) -> int:
     (["recall"], 2, "Missing argument"),
 ])
 def test_recall_refuses_bad_input(mind: Path, args: list[str], code: int, needle: str) -> None:
-    before = mind.read_bytes()
+    before = stored(mind)
     result = invoke("--mind", str(mind), *args)
     assert result.exit_code == code and needle in result.stderr, (result.exit_code, result.stderr)
     assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
-    assert result.stdout == "" and mind.read_bytes() == before
+    assert result.stdout == "" and stored(mind) == before
 
 
 def test_recall_of_a_missing_mind_is_exit_4_and_creates_nothing(tmp_path: Path) -> None:
