@@ -5,7 +5,7 @@ _pmm_spec() {
     # The (sub)command at path $1: its subcommands, options, the options that take a value,
     # and what its arguments are (file, text or none).
     case "$1" in
-        "") subcommands="init remember stats log search pins unpin rename chat trace reflect run health export import verify keygen sign backup restore persona model commitments" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
+        "") subcommands="init remember stats log search pins unpin rename chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
         "init") subcommands="" opts="--name --mind --json -q --quiet -h --help" valued="--name --mind" args="" ;;
         "remember") subcommands="" opts="--pin --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "stats") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
@@ -15,6 +15,7 @@ _pmm_spec() {
         "unpin") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "rename") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "chat") subcommands="" opts="-m --message --model --max-tokens --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --mind" args="" ;;
+        "recall") subcommands="" opts="--model --window --max-tokens --full --mind --json -q --quiet -h --help" valued="--model --window --max-tokens --mind" args="text" ;;
         "trace") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "reflect") subcommands="" opts="--if-due --model --mind --json -q --quiet -h --help" valued="--model --mind" args="" ;;
         "run") subcommands="" opts="--autonomous --interval --max-cycles --max-tokens --mind --json -q --quiet -h --help" valued="--interval --max-cycles --max-tokens --mind" args="" ;;
@@ -66,6 +67,7 @@ _pmm_value() {
         "unpin:--mind") _pmm_reply -f ;;
         "rename:--mind") _pmm_reply -f ;;
         "chat:--mind") _pmm_reply -f ;;
+        "recall:--mind") _pmm_reply -f ;;
         "trace:--mind") _pmm_reply -f ;;
         "reflect:--mind") _pmm_reply -f ;;
         "run:--mind") _pmm_reply -f ;;

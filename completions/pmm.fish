@@ -3,7 +3,7 @@
 function __pmm_subcommands --argument-names path
     switch "$path"
         case ''
-            printf '%s\n' init remember stats log search pins unpin rename chat trace reflect run health export import verify keygen sign backup restore persona model commitments
+            printf '%s\n' init remember stats log search pins unpin rename chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments
         case 'persona'
             printf '%s\n' set show edit clear
         case 'model'
@@ -35,6 +35,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' --mind
         case 'chat'
             printf '%s\n' -m --message --model --max-tokens --mind
+        case 'recall'
+            printf '%s\n' --model --window --max-tokens --mind
         case 'trace'
             printf '%s\n' --mind
         case 'reflect'
@@ -120,6 +122,7 @@ complete -c pmm -n '__pmm_is ""' -a pins -d 'The pinned notes, always in the pro
 complete -c pmm -n '__pmm_is ""' -a unpin -d 'Stop including a pinned note in every prompt (it stays in the ledger, and in search).'
 complete -c pmm -n '__pmm_is ""' -a rename -d 'Give the mind a new name (a mind_named event; the old name stays in the ledger, and each new name counts in identity stability, docs/mind-model.md).'
 complete -c pmm -n '__pmm_is ""' -a chat -d 'Talk to the mind: an interactive session, or one turn with -m TEXT or piped stdin.'
+complete -c pmm -n '__pmm_is ""' -a recall -d 'Show what the prompt for QUERY would hold now, without calling a model.'
 complete -c pmm -n '__pmm_is ""' -a trace -d 'For an answer: the user\'s message, the context the model saw, model, tokens, latency, and what the turn changed.'
 complete -c pmm -n '__pmm_is ""' -a reflect -d 'Reflect on what happened since the last reflection: traits, commitments, maybe a name.'
 complete -c pmm -n '__pmm_is ""' -a run -d 'Loop: expire overdue commitments and reflect when due; Ctrl-C or SIGTERM stops it (exit 130 / 0).'
@@ -182,6 +185,14 @@ complete -c pmm -n '__pmm_is "chat"' -l mind -r -F -d 'Mind file (default: $PMM_
 complete -c pmm -n '__pmm_is "chat"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "chat"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "chat"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "recall"' -l model -x -d 'Plan for this model\'s window (a name from `pmm model list`; default: the chat model).'
+complete -c pmm -n '__pmm_is "recall"' -l window -x -d 'Plan for a context window of this many tokens instead of the model\'s.'
+complete -c pmm -n '__pmm_is "recall"' -l max-tokens -x -d 'Tokens kept for the answer, as pmm chat\'s --max-tokens (at most half the window).'
+complete -c pmm -n '__pmm_is "recall"' -l full -d 'Whole texts instead of one-line excerpts.'
+complete -c pmm -n '__pmm_is "recall"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "recall"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "recall"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "recall"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "trace"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "trace"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "trace"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'

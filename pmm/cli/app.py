@@ -79,14 +79,15 @@ def _register() -> None:
         mind,
         models,
         portability,
+        recall,
         run,
         signing,
         standing,
         trace,
     )
 
-    for module in (mind, standing, chat, models, trace, evolve, run, health, portability, integrity,
-                   signing, backup):
+    for module in (mind, standing, chat, recall, models, trace, evolve, run, health, portability,
+                   integrity, signing, backup):
         module.register(app)
 
 

@@ -22,6 +22,9 @@ def trace(
 ) -> None:
     """For an answer: the user's message, the context the model saw, model, tokens, latency, and what the turn changed.
 
+    The context is shown as the prompt held it: standing memory (persona, pinned notes,
+    open commitments, the latest reflection), recalled memory and the recent conversation
+    (an answer recorded by an older pmm: one list); `pmm recall` shows the same before asking.
     Times are when each event was said (an import: its original time, with the day it was
     imported); --json gives both ts, when the ledger recorded it, and said_at.
     """
@@ -72,9 +75,15 @@ def render_turn(turn: dict[str, Any], brief: bool = False) -> list[str]:
         return lines
     if turn["prompt_xxh3"]:
         lines.append(f"  Prompt signature (XXH3-64): {turn['prompt_xxh3']}")
-    if turn["context"]:
-        lines.append(f"  Context ({len(turn['context'])} events):")
-        lines += [f"    #{c['id']} {c['kind']}, {_when(c)}: {output.one_line(c['excerpt'], 90)}" for c in turn["context"]]
+    if turn["context"] and turn.get("sections") is not None:
+        for name, title in SECTIONS:
+            shown = [c for c in turn["context"] if c.get("section") == name]
+            if shown:
+                lines.append(f"  {title} ({_events(len(shown))}):")
+                lines += [_context_line(c) for c in shown]
+    elif turn["context"]:  # an answer from before pmm recorded the sections: one list
+        lines.append(f"  Context ({_events(len(turn['context']))}):")
+        lines += [_context_line(c) for c in turn["context"]]
     elif turn["source"] == "pmm":
         lines.append("  Context: no earlier events (identity only)")
     if turn["source"] != "pmm":
@@ -85,6 +94,18 @@ def render_turn(turn: dict[str, Any], brief: bool = False) -> list[str]:
     else:
         lines.append("  Changed: nothing beyond the conversation itself")
     return lines
+
+
+SECTIONS = (("standing", "Standing memory"), ("recalled", "Recalled memory"),
+            ("recent", "Recent conversation"))
+
+
+def _events(n: int) -> str:
+    return f"{n} event{'s' if n != 1 else ''}"
+
+
+def _context_line(c: dict[str, Any]) -> str:
+    return f"    #{c['id']} {c['kind']}, {_when(c)}: {output.one_line(c['excerpt'], 90)}"
 
 
 def _when(event: dict[str, Any]) -> str:

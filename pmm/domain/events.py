@@ -133,10 +133,12 @@ RESPONSE_SENT = declare(
         "response_sent",
         "The mind (or, for imports, the assistant of the source service) answered. A chat turn"
         " records which model answered, its token usage and latency, the message it answers, the"
-        " ids of the events put into the prompt, and an xxhash (XXH3-64) signature of the prompt.",
+        " ids of the events put into the prompt (`context`; newer answers also say which of them"
+        " were standing and which recalled memory, the rest being recent turns: `standing`,"
+        " `recalled`), and an xxhash (XXH3-64) signature of the prompt.",
         {**_SOURCE, "model": STR, "provider": STR, "model_name": STR, "reply_to": ID,
          "tokens_in": COUNT, "tokens_out": COUNT, "latency_ms": COUNT, "context": IDS,
-         "prompt_xxh3": STR, "finish": STR},
+         "standing": IDS, "recalled": IDS, "prompt_xxh3": STR, "finish": STR},
         content="The answer.",
     )
 )

@@ -24,6 +24,31 @@ ANSWER_TOKENS = 512
 MAX_MESSAGE_CHARS = 200_000
 
 
+def checked_message(text: str) -> str:
+    """``text`` without surrounding space, if it can be a message: not empty, not too long."""
+    text = text.strip()
+    if not text:
+        raise errors.UsageError("the message is empty")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise errors.UsageError(f"the message is too long ({len(text)} characters; at most {MAX_MESSAGE_CHARS})")
+    return text
+
+
+def answer_reserve(window: int, max_tokens: int) -> int:
+    """Tokens of ``window`` kept for the answer: the longest answer asked for, at most half
+    the window, so a small model's prompt is never squeezed out by a large ``--max-tokens``."""
+    return min(max_tokens, window // 2)
+
+
+def prompt_for(mind: Mind, states: dict[str, Any], text: str, model: models.Model,
+               max_tokens: int, window: int | None = None) -> context.Prompt:
+    """The prompt a turn sends ``model`` for ``text``: ``pmm chat`` sends it, ``pmm recall``
+    shows it, so what one shows is what the other sends. ``window`` overrides the model's."""
+    window = window or model.window()
+    return context.build(mind, states, text, window=window,
+                         answer_tokens=answer_reserve(window, max_tokens))
+
+
 @dataclass
 class Turn:
     message: Event
@@ -46,6 +71,7 @@ class Turn:
             "latency_ms": self.completion.latency_ms,
             "finish": self.completion.finish_reason,
             "context": self.prompt.context_ids,
+            "sections": {name: self.prompt.ids(name) for name in ("standing", "recalled", "recent")},
             "prompt_xxh3": self.prompt.signature,
             "changed": [{"id": e.id, "kind": e.kind, "content": e.content}
                         for e in self.events if e.id > self.response.id],
@@ -104,15 +130,10 @@ class Chat:
 
     def turn(self, text: str, on_text: OnText | None = None) -> Turn:
         """Ask the model and record the turn; raises ``ProviderError`` (nothing written) on failure."""
-        text = text.strip()
-        if not text:
-            raise errors.UsageError("the message is empty")
-        if len(text) > MAX_MESSAGE_CHARS:
-            raise errors.UsageError(f"the message is too long ({len(text)} characters; at most {MAX_MESSAGE_CHARS})")
+        text = checked_message(text)
         states = self.states()
         model = models.pick(states, self.model_name)
-        prompt = context.build(self.mind, states, text, window=model.window(),
-                               answer_tokens=min(self.max_tokens, model.window() // 2))
+        prompt = prompt_for(self.mind, states, text, model, self.max_tokens)
         completion = self._provider(model).complete(prompt.request, on_text)
         if not completion.text.strip():
             raise errors.ProviderError(f"{model.spec.label} returned an empty answer",
@@ -133,6 +154,8 @@ class Chat:
             "session": self.session, "provider": model.spec.provider, "model": model.spec.model,
             "model_name": model.name, "reply_to": message_id, "latency_ms": completion.latency_ms,
             "context": prompt.context_ids, "prompt_xxh3": prompt.signature,
+            # which of them were standing and recalled memory (the rest: recent turns), for trace
+            "standing": prompt.ids("standing"), "recalled": prompt.ids("recalled"),
         }
         if completion.tokens_in is not None:
             meta["tokens_in"] = completion.tokens_in

@@ -1,5 +1,6 @@
 """``pmm trace``: why an answer is what it is. For a response (or its message): the user's
-message, the context events the model saw, the model, tokens, latency, and what the turn
+message, the context events the model saw (by section: standing memory, recalled memory,
+recent turns, for answers that recorded them), the model, tokens, latency, and what the turn
 changed; for a session: its turns. Each event carries ``ts`` (when the ledger recorded it) and
 ``said_at`` (when it was said: an import's original time)."""
 
@@ -76,6 +77,11 @@ def turn(mind: Mind, response: Event) -> dict[str, Any]:
                    if e.kind == ev.MESSAGE_RECEIVED.name]
         message = earlier[-1] if earlier else None
     context = [_brief(e) for e in lookup.get(mind, meta.get("context") or [])]
+    sections = _sections(meta)
+    if sections is not None:
+        where = {i: name for name, ids in sections.items() for i in ids}
+        for brief in context:
+            brief["section"] = where.get(brief["id"], "recent")
     changed = [_brief(e) for e in _changed_by(mind, response)]
     return {
         "kind": "turn",
@@ -91,9 +97,21 @@ def turn(mind: Mind, response: Event) -> dict[str, Any]:
         "finish": meta.get("finish"),
         "prompt_xxh3": meta.get("prompt_xxh3"),
         "context": context,
+        "sections": sections,
         "missing_context": sorted(set(meta.get("context") or []) - {c["id"] for c in context}),
         "changed": changed,
     }
+
+
+def _sections(meta: dict[str, Any]) -> dict[str, list[int]] | None:
+    """Which context ids were standing memory, recalled memory and recent turns; ``None``
+    for an answer recorded before pmm kept the sections (or an imported one)."""
+    if "standing" not in meta and "recalled" not in meta:
+        return None
+    standing, recalled = meta.get("standing") or [], meta.get("recalled") or []
+    named = set(standing) | set(recalled)
+    return {"standing": standing, "recalled": recalled,
+            "recent": [i for i in meta.get("context") or [] if i not in named]}
 
 
 def _changed_by(mind: Mind, response: Event) -> list[Event]:

@@ -1,0 +1,60 @@
+"""``pmm recall``: the prompt a message would get right now, planned exactly as ``pmm chat``
+plans it (``chat.prompt_for``), on a read-only open: no model is called or loaded, no socket
+is opened, nothing is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pmm import errors
+from pmm.services import chat, context, minds, models
+
+MIN_WINDOW, MAX_WINDOW = 256, 10_000_000  # as `pmm model add --context-window`
+MAX_ANSWER_TOKENS = 100_000  # as `pmm chat --max-tokens`
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the prompt for ``message`` holds, for which model and window."""
+
+    message: str
+    prompt: context.Prompt
+    model: models.Model
+    window: int
+    answer_tokens: int  # kept free for the answer
+
+    def as_json(self) -> dict[str, Any]:
+        request = self.prompt.request
+        return {
+            "message": self.message,
+            "model": self.model.as_json(),
+            "window": self.window,
+            "answer_tokens": self.answer_tokens,
+            **self.prompt.as_json(),
+            # the prompt exactly as it would be sent, for whoever wants more than the plan
+            "request": {"system": request.system, "context": request.context,
+                        "messages": [{"role": m.role, "content": m.content} for m in request.messages]},
+        }
+
+    def fixed_tokens(self) -> int:
+        """What the system prompt and the new message cost, beside the sections."""
+        return self.prompt.tokens - sum(s.tokens for s in self.prompt.sections)
+
+
+def plan(path: Path, text: str, model_name: str | None = None, window: int | None = None,
+         max_tokens: int = chat.ANSWER_TOKENS) -> Plan:
+    """The plan for ``text`` to ``model_name`` (default: the mind's chat model), with
+    ``window`` tokens of context instead of the model's when given."""
+    text = chat.checked_message(text)
+    if window is not None and not MIN_WINDOW <= window <= MAX_WINDOW:
+        raise errors.UsageError(f"--window must be between {MIN_WINDOW} and {MAX_WINDOW} tokens")
+    if not 1 <= max_tokens <= MAX_ANSWER_TOKENS:
+        raise errors.UsageError(f"--max-tokens must be between 1 and {MAX_ANSWER_TOKENS}")
+    with minds.open_read(path) as mind:
+        states = mind.state()[0]
+        model = models.pick(states, model_name)  # trust is not asked: nothing is contacted
+        window = window or model.window()  # a local model's window is a setting: no weights load
+        prompt = chat.prompt_for(mind, states, text, model, max_tokens, window)
+    return Plan(text, prompt, model, window, chat.answer_reserve(window, max_tokens))
