@@ -38,11 +38,10 @@ sys.path.insert(0, str(ROOT))
 from pmm.domain import projections  # noqa: E402
 from pmm.domain.when import said_at  # noqa: E402
 from pmm.ledger.store import TS_FORMAT  # noqa: E402
-from pmm.services import context, foreign, minds  # noqa: E402
+from pmm.services import chat, context, foreign, minds  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo-dev"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
-ANSWER_TOKENS = 512  # what `pmm chat` keeps for the answer by default
 
 
 def conversations(paths: list[Path]) -> list[Path]:
@@ -110,8 +109,8 @@ def baselines(turns: list[tuple[int, str]], question: str, room: int) -> dict[st
 BM25 = sqlite3.connect(":memory:")
 
 
-def measure(path: Path, windows: list[int], tally: dict[Any, list[int]], timings: list[float],
-            used: dict[int, list[int]]) -> None:
+def measure(path: Path, windows: list[int], answer: int, tally: dict[Any, list[int]],
+            timings: list[float], used: dict[int, list[int]]) -> None:
     sessions, questions = load(path)
     with tempfile.TemporaryDirectory() as tmp:
         mind_path = build_mind(Path(tmp), sessions)
@@ -133,7 +132,7 @@ def measure(path: Path, windows: list[int], tally: dict[Any, list[int]], timings
                 for window in windows:
                     start = time.perf_counter()
                     prompt = context.build(mind, states, q["question"], window=window,
-                                           answer_tokens=min(ANSWER_TOKENS, window // 2))
+                                           answer_tokens=chat.answer_reserve(window, answer))
                     timings.append(time.perf_counter() - start)
                     used[window].append(prompt.tokens)
                     room = prompt.budget - context.estimate_tokens(prompt.request.system) \
@@ -171,6 +170,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*", type=Path, default=[DEFAULT_DATA])
     ap.add_argument("--windows", default="2048,8192")
+    ap.add_argument("--answer-tokens", type=int, default=chat.ANSWER_TOKENS,
+                    help="the answer reserve, as `pmm chat --max-tokens` (at most half the window)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
@@ -181,7 +182,7 @@ def main() -> None:
     timings: list[float] = []
     used: dict[int, list[int]] = defaultdict(list)
     for path in files:
-        measure(path, windows, tally, timings, used)
+        measure(path, windows, args.answer_tokens, tally, timings, used)
     result = report(tally, windows)
     result["build_ms_median"] = statistics.median(timings) * 1000
     result["prompt_tokens_median"] = {w: statistics.median(used[w]) for w in windows}

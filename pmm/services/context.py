@@ -250,6 +250,8 @@ def _recall(mind: Mind, query: list[str], allowance: int, held: set[int], user_t
         ranked = fuse(ranked, SEMANTIC(mind, user_text, CANDIDATES))
     if SPREAD:
         ranked = _spread(mind, ranked)
+    if RERANK is not None:
+        ranked = RERANK(user_text, ranked)
     partners = _partners(mind, [e for e, _ in ranked if e.kind in TURN_KINDS])
     chosen: dict[int, Item] = {}
     left = allowance
@@ -273,33 +275,48 @@ def _recall(mind: Mind, query: list[str], allowance: int, held: set[int], user_t
 
 
 SEMANTIC = None
+RERANK = None
 RRF_K = 60
 SPREAD = 0.0
+SPREAD2 = 0.0
+DENSITY = 0.0
+SESSION_BOOST = 0.0
 
 
 def _spread(mind: Mind, ranked: list[tuple[Event, float]]) -> list[tuple[Event, float]]:
     """Each turn also scores SPREAD times its neighbours' scores in the same session."""
     own = {e.id: s for e, s in ranked}
     events = {e.id: e for e, _ in ranked}
-    for e in lookup.around(mind, list(own), TURN_KINDS, reach=1):
+    reach = 2 if SPREAD2 else 1
+    for e in lookup.around(mind, list(own), TURN_KINDS, reach=reach):
         events.setdefault(e.id, e)
     total: dict[int, float] = {}
     for i, e in events.items():
+        if e.kind not in TURN_KINDS:
+            total[i] = own.get(i, 0.0)
+            continue
         near = sum(own.get(j, 0.0) for j in (i - 1, i + 1)
-                   if j in events and _session(events[j]) == _session(e) and e.kind in TURN_KINDS)
-        total[i] = own.get(i, 0.0) + SPREAD * near
-    return [(events[i], v) for i, v in sorted(total.items(), key=lambda kv: -kv[1])]
-
-
-def fuse(*rankings: list[tuple[Event, float]]) -> list[tuple[Event, float]]:
-    """Reciprocal rank fusion: each ranking adds 1 / (RRF_K + rank) to an event's score."""
-    scores: dict[int, float] = {}
-    events: dict[int, Event] = {}
-    for ranking in rankings:
-        for rank, (event, _) in enumerate(ranking):
-            scores[event.id] = scores.get(event.id, 0.0) + 1 / (RRF_K + rank + 1)
-            events[event.id] = event
-    return [(events[i], s) for i, s in sorted(scores.items(), key=lambda kv: -kv[1])]
+                   if j in events and _session(events[j]) == _session(e))
+        far = sum(own.get(j, 0.0) for j in (i - 2, i + 2)
+                  if SPREAD2 and j in events and _session(events[j]) == _session(e))
+        total[i] = own.get(i, 0.0) + SPREAD * near + SPREAD2 * far
+    if SESSION_BOOST:
+        by_session: dict[str | None, float] = {}
+        for i, v in total.items():
+            key = _session(events[i])
+            if key is not None:
+                by_session[key] = by_session.get(key, 0.0) + own.get(i, 0.0)
+        top = max(by_session.values(), default=0.0) or 1.0
+        best = max(total.values(), default=0.0)
+        for i in total:
+            key = _session(events[i])
+            if key is not None and total[i] > 0:
+                total[i] += SESSION_BOOST * best * by_session[key] / top
+    if DENSITY:
+        order = sorted(total, key=lambda i: -total[i] / _line_cost(events[i]) ** DENSITY)
+    else:
+        order = sorted(total, key=lambda i: -total[i])
+    return [(events[i], total[i]) for i in order]
 
 
 def _partners(mind: Mind, hits: list[Event]) -> dict[int, Event]:
