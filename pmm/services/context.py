@@ -31,32 +31,19 @@ from pmm.domain.when import said_at
 from pmm.ledger import lookup
 from pmm.ledger.store import Mind, now_ts
 from pmm.providers.base import Message, Request
+from pmm.services import ranking
 
-TURN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
-RECALL_KINDS = (*TURN_KINDS, ev.OBSERVATION_RECORDED.name, ev.NOTE_PINNED.name,
-                ev.REFLECTION_RECORDED.name)
+TURN_KINDS = ranking.TURN_KINDS
 STANDING_SHARE = 0.25  # of the budget, at most, for persona, pinned notes, commitments, reflection
-RECALL_SHARE = 0.5  # of what standing memory leaves, at most, for recalled memory
-CANDIDATES = 300  # ranked events considered for recall
-EXCHANGES = True  # recall the turn that completes a recalled exchange too
-QUERY_WORDS = 48  # content words of the message (and of the turn before it) used for recall
-FOLLOW_UP_WORDS = 4  # a message with fewer content words is read with the user's previous one
+RECALL_SHARE = 0.875  # of the room standing memory leaves, at most, for recalled memory
 RECENT_PAGE = 200  # recent turns fetched at a time
+TIME_LINE_TOKENS = 48  # "Today: ... The recent turns below were said ... to ..."
+RECALL_HEADER_TOKENS = 40  # the recalled section's header line
 REFLECTION_CHARS = 600
 COMMITMENTS_SHOWN = 10
 WHO = {ev.MESSAGE_RECEIVED.name: "user", ev.RESPONSE_SENT.name: "you",
        ev.OBSERVATION_RECORDED.name: "note", ev.NOTE_PINNED.name: "note",
        ev.REFLECTION_RECORDED.name: "your reflection", ev.PERSONA_SET.name: "persona"}
-STOPWORDS = frozenset({
-    "the", "and", "for", "are", "but", "not", "you", "your", "yours", "with", "this", "that",
-    "have", "has", "had", "was", "were", "what", "when", "where", "which", "who", "whom", "why",
-    "how", "can", "could", "would", "should", "will", "shall", "did", "does", "doing", "done",
-    "from", "into", "onto", "about", "there", "their", "they", "them", "then", "than", "too",
-    "very", "just", "also", "some", "any", "all", "our", "ours", "out", "over", "been", "being",
-    "its", "it's", "i'm", "i've", "let", "lets", "tell", "please", "me", "my", "mine", "we",
-    "us", "he", "she", "his", "her", "him", "is", "am", "be", "do", "to", "of", "in", "on", "at",
-    "an", "or", "if", "so", "as", "by", "it", "i", "a", "yes", "no", "ok", "okay",
-})
 
 Reason = Literal["persona", "pinned", "commitment", "reflection", "recalled", "exchange", "recent"]
 
@@ -151,37 +138,32 @@ def system_prompt(states: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def words_of(text: str, most: int = QUERY_WORDS) -> list[str]:
-    """Distinct content words of ``text`` in order, for recall."""
-    seen: dict[str, None] = {}
-    for word in re.findall(r"\w+", text.lower()):
-        if len(word) > 1 and word not in STOPWORDS and (not word.isdigit() or len(word) == 4):
-            seen.setdefault(word, None)
-    return list(seen)[:most]
-
-
 def _clip(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def build(mind: Mind, states: dict[str, Any], user_text: str, *, window: int,
-          answer_tokens: int, temperature: float = 0.7) -> Prompt:
-    """The request for ``user_text`` given the mind as it is now, with its plan."""
+          answer_tokens: int, temperature: float = 0.7,
+          similar: ranking.Similar | None = None) -> Prompt:
+    """The request for ``user_text`` given the mind as it is now, with its plan; ``similar``
+    finds events by meaning (optional, see ``ranking``)."""
     budget = max(64, window - answer_tokens - 32)
     system = system_prompt(states)
     spent = estimate_tokens(system) + estimate_tokens(user_text)
     standing, spent = _standing(states, mind, budget, spent)
 
     recent_pool = _recent_pool(mind, budget - spent)
-    query = _query(user_text, recent_pool)
-    avail = max(0, budget - spent - 24)  # 24: the section headers and the date line
+    previous = next((e.content for e in recent_pool if e.kind == ev.MESSAGE_RECEIVED.name), None)
+    query = ranking.query(user_text, previous)
+    avail = max(0, budget - spent - TIME_LINE_TOKENS)
     pool_cost = sum(_turn_cost(e) for e in recent_pool)
     reserved = min(pool_cost, avail - int(avail * RECALL_SHARE))
     held = _reserved_ids(recent_pool, reserved) | {i.event.id for i in standing.items}
-    recalled = _recall(mind, query, avail - reserved, held, user_text)
+    recalled = _recall(mind, query, user_text, avail - reserved, held, similar)
     spent += recalled.tokens
-    recent = _recent(recent_pool, budget - spent - 12, {i.event.id for i in recalled.items})
+    recent = _recent(recent_pool, budget - spent - TIME_LINE_TOKENS,
+                     {i.event.id for i in recalled.items})
     spent += recent.tokens
 
     sections = [s for s in (standing, recalled, recent) if s.items]
@@ -189,6 +171,7 @@ def build(mind: Mind, states: dict[str, Any], user_text: str, *, window: int,
     turns = [i.event for i in recent.items]
     if turns:
         text_parts.append(_time_line(turns))
+        spent += estimate_tokens(text_parts[-1])
     request = Request(messages=_conversation(turns, user_text), system=system,
                       context="\n\n".join(text_parts), max_tokens=answer_tokens,
                       temperature=temperature)
@@ -228,34 +211,20 @@ def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int) -> tu
 # -- recalled memory ---------------------------------------------------------------------------
 
 
-def _query(user_text: str, recent_pool: list[Event]) -> list[str]:
-    """The content words of the message, and of the user's previous message when this one is
-    too short to stand alone (a follow-up such as "and when was that?")."""
-    words = words_of(user_text)
-    if len(words) < FOLLOW_UP_WORDS:
-        previous = next((e for e in recent_pool if e.kind == ev.MESSAGE_RECEIVED.name), None)
-        if previous is not None:
-            words += [w for w in words_of(previous.content) if w not in words]
-    return words[:QUERY_WORDS]
-
-
-def _recall(mind: Mind, query: list[str], allowance: int, held: set[int], user_text: str = "") -> Section:
+def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: set[int],
+            similar: ranking.Similar | None) -> Section:
     """Ranked events, each with the turn that completes its exchange where that fits, until
-    ``allowance`` is spent; events in ``held`` are in the recent part already."""
+    ``allowance`` is spent; events in ``held`` are in the prompt already."""
     section = Section("recalled", "Recalled memory")
-    if allowance <= 0 or not query:
+    if allowance <= 0:
         return section
-    ranked = lookup.ranked(mind, query, RECALL_KINDS, CANDIDATES)
-    if SEMANTIC is not None:
-        ranked = fuse(ranked, SEMANTIC(mind, user_text, CANDIDATES))
-    if SPREAD:
-        ranked = _spread(mind, ranked)
-    if RERANK is not None:
-        ranked = RERANK(user_text, ranked)
-    partners = _partners(mind, [e for e, _ in ranked if e.kind in TURN_KINDS])
+    ranked = ranking.rank(mind, words, message, similar)
+    partners = ranking.partners(mind, [e for e, _ in ranked])
     chosen: dict[int, Item] = {}
-    left = allowance
+    left = allowance - RECALL_HEADER_TOKENS
     for event, score in ranked:
+        if score <= 0:
+            break
         if event.id in chosen or event.id in held:
             continue
         cost = _line_cost(event)
@@ -264,79 +233,20 @@ def _recall(mind: Mind, query: list[str], allowance: int, held: set[int], user_t
         chosen[event.id] = Item(event, "recalled", cost, score)
         left -= cost
         partner = partners.get(event.id)
-        if EXCHANGES and partner is not None and partner.id not in chosen and partner.id not in held:
+        if partner is not None and partner.id not in chosen and partner.id not in held:
             extra = _line_cost(partner)
             if extra <= left:
                 chosen[partner.id] = Item(partner, "exchange", extra, beside=event.id)
                 left -= extra
     section.items = sorted(chosen.values(), key=lambda i: (said_at(i.event), i.event.id))
     section.tokens = estimate_tokens(_render(section))
+    while section.tokens > allowance:  # the header and date labels: drop the weakest
+        weakest = min((i for i in section.items if i.reason == "recalled"),
+                      key=lambda i: i.score or 0.0)
+        section.items = [i for i in section.items
+                         if i is not weakest and i.beside != weakest.event.id]
+        section.tokens = estimate_tokens(_render(section)) if section.items else 0
     return section
-
-
-SEMANTIC = None
-RERANK = None
-RRF_K = 60
-SPREAD = 0.0
-SPREAD2 = 0.0
-DENSITY = 0.0
-SESSION_BOOST = 0.0
-
-
-def _spread(mind: Mind, ranked: list[tuple[Event, float]]) -> list[tuple[Event, float]]:
-    """Each turn also scores SPREAD times its neighbours' scores in the same session."""
-    own = {e.id: s for e, s in ranked}
-    events = {e.id: e for e, _ in ranked}
-    reach = 2 if SPREAD2 else 1
-    for e in lookup.around(mind, list(own), TURN_KINDS, reach=reach):
-        events.setdefault(e.id, e)
-    total: dict[int, float] = {}
-    for i, e in events.items():
-        if e.kind not in TURN_KINDS:
-            total[i] = own.get(i, 0.0)
-            continue
-        near = sum(own.get(j, 0.0) for j in (i - 1, i + 1)
-                   if j in events and _session(events[j]) == _session(e))
-        far = sum(own.get(j, 0.0) for j in (i - 2, i + 2)
-                  if SPREAD2 and j in events and _session(events[j]) == _session(e))
-        total[i] = own.get(i, 0.0) + SPREAD * near + SPREAD2 * far
-    if SESSION_BOOST:
-        by_session: dict[str | None, float] = {}
-        for i, v in total.items():
-            key = _session(events[i])
-            if key is not None:
-                by_session[key] = by_session.get(key, 0.0) + own.get(i, 0.0)
-        top = max(by_session.values(), default=0.0) or 1.0
-        best = max(total.values(), default=0.0)
-        for i in total:
-            key = _session(events[i])
-            if key is not None and total[i] > 0:
-                total[i] += SESSION_BOOST * best * by_session[key] / top
-    if DENSITY:
-        order = sorted(total, key=lambda i: -total[i] / _line_cost(events[i]) ** DENSITY)
-    else:
-        order = sorted(total, key=lambda i: -total[i])
-    return [(events[i], total[i]) for i in order]
-
-
-def _partners(mind: Mind, hits: list[Event]) -> dict[int, Event]:
-    """For each turn in ``hits``, the other half of its exchange in the same session: a
-    message's answer, an answer's message."""
-    near = {e.id: e for e in lookup.around(mind, [e.id for e in hits], TURN_KINDS, reach=1)}
-    found: dict[int, Event] = {}
-    for hit in hits:
-        step = 1 if hit.kind == ev.MESSAGE_RECEIVED.name else -1
-        other = near.get(hit.id + step)
-        if other is not None and other.kind != hit.kind and _session(other) == _session(hit):
-            found[hit.id] = other
-    return found
-
-
-def _session(event: Event) -> str | None:
-    if '"session"' not in event.meta_json:
-        return None
-    value = event.meta.get("session")
-    return value if isinstance(value, str) else None
 
 
 def _line(event: Event) -> str:
@@ -359,7 +269,7 @@ def _render(section: Section) -> str:
              " you: yourself):"]
     label = None
     for item in section.items:
-        here = (said_at(item.event)[:10], _session(item.event) or f"#{item.event.id}")
+        here = (said_at(item.event)[:10], ranking.session_of(item.event) or f"#{item.event.id}")
         if here != label:
             lines.append(f"[{here[0]}]")
             label = here
@@ -422,7 +332,7 @@ def _recent(pool: list[Event], room: int, skip: set[int]) -> Section:
 def _time_line(turns: list[Event]) -> str:
     first, last = said_at(turns[0])[:10], said_at(turns[-1])[:10]
     span = first if first == last else f"{first} to {last}"
-    return f"Today is {now_ts()[:10]}. The recent conversation below was said {span}."
+    return f"Today: {now_ts()[:10]}. The recent turns below were said {span}."
 
 
 def _conversation(turns: list[Event], user_text: str) -> tuple[Message, ...]:

@@ -1,0 +1,134 @@
+"""Which past events best answer a message: the ranking behind recalled memory.
+
+1. **Words.** The message's content words (all of them, up to ``QUERY_WORDS``; a short follow-up
+   is read with the user's previous message). The index stems them (porter), so "dogs" finds
+   "dog" and "running" finds "run".
+2. **BM25.** SQLite FTS5's ``bm25()`` over turns, notes and reflections, with the words taken
+   rarest first within a bounded number of postings (``lookup.ranked``), so the cost of a query
+   does not grow with the mind.
+3. **Meaning** (when the optional semantic extra is installed): cosine similarity of WordLlama
+   embeddings, blended with BM25 after scaling both to 0..1 (``SEMANTIC_WEIGHT``), so a turn that
+   says the same thing in other words can rank.
+4. **Conversation.** A turn also earns part of the score of its neighbours in the same session
+   (``NEIGHBOURS``: half of the next turn's, a quarter of the one after): an answer is usually
+   said next to the words that name its topic ("How was the trip?" / "Amazing, we saw ...").
+
+The constants are round and general, chosen for conversations in general: the recall benchmark
+(bench/bench_recall.py) measures them, it does not fit them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from pmm.domain import events as ev
+from pmm.domain.events import Event
+from pmm.ledger import lookup
+from pmm.ledger.store import Mind
+
+TURN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
+RECALL_KINDS = (*TURN_KINDS, ev.OBSERVATION_RECORDED.name, ev.NOTE_PINNED.name,
+                ev.REFLECTION_RECORDED.name)
+CANDIDATES = 300  # events ranked by BM25 (and by meaning) before neighbours join them
+QUERY_WORDS = 48
+FOLLOW_UP_WORDS = 4  # a message with fewer content words is read with the user's previous one
+NEIGHBOURS = (0.5, 0.25)  # the share of a turn's score its neighbours at distance 1, 2 earn
+SEMANTIC_WEIGHT = 0.5  # meaning's weight beside BM25's 1, both scaled to 0..1
+STOPWORDS = frozenset({
+    "the", "and", "for", "are", "but", "not", "you", "your", "yours", "with", "this", "that",
+    "have", "has", "had", "was", "were", "what", "when", "where", "which", "who", "whom", "why",
+    "how", "can", "could", "would", "should", "will", "shall", "did", "does", "doing", "done",
+    "from", "into", "onto", "about", "there", "their", "they", "them", "then", "than", "too",
+    "very", "just", "also", "some", "any", "all", "our", "ours", "out", "over", "been", "being",
+    "its", "it's", "i'm", "i've", "let", "lets", "tell", "please", "me", "my", "mine", "we",
+    "us", "he", "she", "his", "her", "him", "is", "am", "be", "do", "to", "of", "in", "on", "at",
+    "an", "or", "if", "so", "as", "by", "it", "i", "a", "yes", "no", "ok", "okay",
+})
+
+Ranked = list[tuple[Event, float]]
+# (mind, message, kinds, limit) -> events by meaning, best first, or None when unavailable
+Similar = Callable[[Mind, str, tuple[str, ...], int], Ranked | None]
+
+
+def words_of(text: str, most: int = QUERY_WORDS) -> list[str]:
+    """Distinct content words of ``text`` in order: no stopwords, no numbers but years."""
+    seen: dict[str, None] = {}
+    for word in re.findall(r"\w+", text.lower()):
+        if len(word) > 1 and word not in STOPWORDS and (not word.isdigit() or len(word) == 4):
+            seen.setdefault(word, None)
+    return list(seen)[:most]
+
+
+def query(message: str, previous: str | None) -> list[str]:
+    """The words to recall by: the message's, and the user's previous message's when this one
+    is too short to stand alone (a follow-up such as "and when was that?")."""
+    words = words_of(message)
+    if len(words) < FOLLOW_UP_WORDS and previous:
+        words += [w for w in words_of(previous) if w not in words]
+    return words[:QUERY_WORDS]
+
+
+def rank(mind: Mind, words: list[str], message: str, similar: Similar | None = None) -> Ranked:
+    """Candidate events for recall, best first, with their scores (see the module's steps)."""
+    lexical = lookup.ranked(mind, words, RECALL_KINDS, CANDIDATES) if words else []
+    by_meaning = similar(mind, message, RECALL_KINDS, CANDIDATES) if similar else None
+    blended = blend(lexical, by_meaning) if by_meaning else lexical
+    return spread(mind, blended)
+
+
+def blend(lexical: Ranked, by_meaning: Ranked) -> Ranked:
+    """BM25 and similarity, each scaled to 0..1 over its own candidates, added with
+    ``SEMANTIC_WEIGHT`` (then scaled back to BM25's range, so scores read alike)."""
+    top = max((s for _, s in lexical), default=0.0) or 1.0
+    scores = {e.id: s / top for e, s in lexical}
+    events = {e.id: e for e, _ in lexical}
+    high = max(s for _, s in by_meaning)
+    low = min(s for _, s in by_meaning)
+    for event, similarity in by_meaning:
+        share = (similarity - low) / (high - low) if high > low else 1.0
+        scores[event.id] = scores.get(event.id, 0.0) + SEMANTIC_WEIGHT * share
+        events.setdefault(event.id, event)
+    return sorted(((events[i], s * top) for i, s in scores.items()), key=lambda p: -p[1])
+
+
+def spread(mind: Mind, ranked: Ranked) -> Ranked:
+    """Each turn plus ``NEIGHBOURS`` shares of the scores of the turns beside it in its session
+    (turns next to a hit join the candidates)."""
+    own = {e.id: s for e, s in ranked}
+    events = {e.id: e for e, _ in ranked}
+    reach = len(NEIGHBOURS)
+    for event in lookup.around(mind, list(own), TURN_KINDS, reach=reach):
+        events.setdefault(event.id, event)
+    total: dict[int, float] = {}
+    for event_id, event in events.items():
+        score = own.get(event_id, 0.0)
+        if event.kind in TURN_KINDS:
+            session = session_of(event)
+            for distance, weight in enumerate(NEIGHBOURS, 1):
+                for other in (event_id - distance, event_id + distance):
+                    if other in own and session_of(events[other]) == session:
+                        score += weight * own[other]
+        total[event_id] = score
+    return sorted(((events[i], s) for i, s in total.items()), key=lambda p: (-p[1], -p[0].id))
+
+
+def partners(mind: Mind, hits: list[Event]) -> dict[int, Event]:
+    """For each turn in ``hits``, the other half of its exchange in the same session: a
+    message's answer, an answer's message."""
+    turns = [e for e in hits if e.kind in TURN_KINDS]
+    near = {e.id: e for e in lookup.around(mind, [e.id for e in turns], TURN_KINDS, reach=1)}
+    found: dict[int, Event] = {}
+    for hit in turns:
+        other = near.get(hit.id + (1 if hit.kind == ev.MESSAGE_RECEIVED.name else -1))
+        if other is not None and other.kind != hit.kind and session_of(other) == session_of(hit):
+            found[hit.id] = other
+    return found
+
+
+def session_of(event: Event) -> str | None:
+    """The chat session an event belongs to (``meta.session``), or None."""
+    if '"session"' not in event.meta_json:
+        return None
+    value = event.meta.get("session")
+    return value if isinstance(value, str) else None
