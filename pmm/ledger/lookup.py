@@ -18,7 +18,7 @@ from pmm.ledger.store import COLUMNS, NAMES, Mind, select_list
 
 E_COLUMNS = select_list("e")
 CONTENT_AT = NAMES.index("content")
-POSTINGS = 20_000  # events a recall query may score (see ``ranked``)
+POSTINGS = 5_000  # events a recall query may score (see ``ranked``)
 
 
 def get(mind: Mind, ids: Iterable[int]) -> list[Event]:

@@ -37,8 +37,9 @@ TURN_KINDS = ranking.TURN_KINDS
 STANDING_SHARE = 0.25  # of the budget, at most, for persona, pinned notes, commitments, reflection
 RECALL_SHARE = 0.875  # of the room standing memory leaves, at most, for recalled memory
 RECENT_PAGE = 200  # recent turns fetched at a time
-TIME_LINE_TOKENS = 48  # "Today: ... The recent turns below were said ... to ..."
+TIME_LINE_TOKENS = 56  # "Today: ... The recent turns below were said ... to ..."
 RECALL_HEADER_TOKENS = 40  # the recalled section's header line
+MISFITS = 50  # recall stops after this many candidates in a row too long for the room left
 REFLECTION_CHARS = 600
 COMMITMENTS_SHOWN = 10
 WHO = {ev.MESSAGE_RECEIVED.name: "user", ev.RESPONSE_SENT.name: "you",
@@ -65,8 +66,8 @@ def estimate_tokens(text: str) -> int:
     count = len(_LOWER.findall(text)) + len(_ONES.findall(text))
     count += sum((len(w) - 6) // 3 if len(w) <= 24 else len(w) // 2 for w in _LONG.findall(text))
     count += sum(1 + len(w) // 2 for w in _CAPITALS.findall(text))
-    if not text.isascii():
-        count += sum(len(c.encode()) - 1 for c in _WIDE.findall(text))
+    if not text.isascii():  # a byte-level tokenizer never makes more tokens than bytes
+        count += sum(len(c.encode()) for c in _WIDE.findall(text))
     return count * 11 // 10 + 4
 
 
@@ -218,21 +219,23 @@ def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: se
     section = Section("recalled", "Recalled memory")
     if allowance <= 0:
         return section
-    ranked = ranking.rank(mind, words, message, similar)
-    partners = ranking.partners(mind, [e for e, _ in ranked])
+    ranked, read = ranking.rank(mind, words, message, similar)
     chosen: dict[int, Item] = {}
     left = allowance - RECALL_HEADER_TOKENS
+    misses = 0
     for event, score in ranked:
-        if score <= 0:
+        if score <= 0 or misses >= MISFITS:
             break
         if event.id in chosen or event.id in held:
             continue
         cost = _line_cost(event)
         if cost > left:
+            misses += 1
             continue
         chosen[event.id] = Item(event, "recalled", cost, score)
         left -= cost
-        partner = partners.get(event.id)
+        misses = 0
+        partner = ranking.partner(event, read)
         if partner is not None and partner.id not in chosen and partner.id not in held:
             extra = _line_cost(partner)
             if extra <= left:

@@ -34,6 +34,7 @@ CANDIDATES = 300  # events ranked by BM25 (and by meaning) before neighbours joi
 QUERY_WORDS = 48
 FOLLOW_UP_WORDS = 4  # a message with fewer content words is read with the user's previous one
 NEIGHBOURS = (0.5, 0.25)  # the share of a turn's score its neighbours at distance 1, 2 earn
+JOINED_BY = 100  # the best candidates whose neighbours join the candidates
 SEMANTIC_WEIGHT = 0.5  # meaning's weight beside BM25's 1, both scaled to 0..1
 STOPWORDS = frozenset({
     "the", "and", "for", "are", "but", "not", "you", "your", "yours", "with", "this", "that",
@@ -69,8 +70,10 @@ def query(message: str, previous: str | None) -> list[str]:
     return words[:QUERY_WORDS]
 
 
-def rank(mind: Mind, words: list[str], message: str, similar: Similar | None = None) -> Ranked:
-    """Candidate events for recall, best first, with their scores (see the module's steps)."""
+def rank(mind: Mind, words: list[str], message: str, similar: Similar | None = None
+         ) -> tuple[Ranked, dict[int, Event]]:
+    """Candidate events for recall, best first, with their scores (see the module's steps),
+    and the turns read around them on the way (for ``partners``)."""
     lexical = lookup.ranked(mind, words, RECALL_KINDS, CANDIDATES) if words else []
     by_meaning = similar(mind, message, RECALL_KINDS, CANDIDATES) if similar else None
     blended = blend(lexical, by_meaning) if by_meaning else lexical
@@ -92,43 +95,48 @@ def blend(lexical: Ranked, by_meaning: Ranked) -> Ranked:
     return sorted(((events[i], s * top) for i, s in scores.items()), key=lambda p: -p[1])
 
 
-def spread(mind: Mind, ranked: Ranked) -> Ranked:
+def spread(mind: Mind, ranked: Ranked) -> tuple[Ranked, dict[int, Event]]:
     """Each turn plus ``NEIGHBOURS`` shares of the scores of the turns beside it in its session
-    (turns next to a hit join the candidates)."""
+    (turns next to the best ``JOINED_BY`` join the candidates); also every event read, by id."""
     own = {e.id: s for e, s in ranked}
     events = {e.id: e for e, _ in ranked}
-    reach = len(NEIGHBOURS)
-    for event in lookup.around(mind, list(own), TURN_KINDS, reach=reach):
+    for event in lookup.around(mind, [e.id for e, _ in ranked[:JOINED_BY]], TURN_KINDS,
+                               reach=len(NEIGHBOURS)):
         events.setdefault(event.id, event)
+    sessions = {i: session_of(e) for i, e in events.items()}
     total: dict[int, float] = {}
     for event_id, event in events.items():
         score = own.get(event_id, 0.0)
         if event.kind in TURN_KINDS:
-            session = session_of(event)
             for distance, weight in enumerate(NEIGHBOURS, 1):
                 for other in (event_id - distance, event_id + distance):
-                    if other in own and session_of(events[other]) == session:
+                    if other in own and sessions[other] == sessions[event_id]:
                         score += weight * own[other]
         total[event_id] = score
-    return sorted(((events[i], s) for i, s in total.items()), key=lambda p: (-p[1], -p[0].id))
+    order = sorted(total, key=lambda i: (-total[i], -i))
+    return [(events[i], total[i]) for i in order], events
 
 
-def partners(mind: Mind, hits: list[Event]) -> dict[int, Event]:
-    """For each turn in ``hits``, the other half of its exchange in the same session: a
-    message's answer, an answer's message."""
-    turns = [e for e in hits if e.kind in TURN_KINDS]
-    near = {e.id: e for e in lookup.around(mind, [e.id for e in turns], TURN_KINDS, reach=1)}
-    found: dict[int, Event] = {}
-    for hit in turns:
-        other = near.get(hit.id + (1 if hit.kind == ev.MESSAGE_RECEIVED.name else -1))
-        if other is not None and other.kind != hit.kind and session_of(other) == session_of(hit):
-            found[hit.id] = other
-    return found
+def partner(hit: Event, events: dict[int, Event]) -> Event | None:
+    """The other half of ``hit``'s exchange in the same session (a message's answer, an
+    answer's message) when ``events`` holds it."""
+    if hit.kind not in TURN_KINDS:
+        return None
+    other = events.get(hit.id + (1 if hit.kind == ev.MESSAGE_RECEIVED.name else -1))
+    if other is None or other.kind not in TURN_KINDS or other.kind == hit.kind:
+        return None
+    return other if session_of(other) == session_of(hit) else None
+
+
+_SESSION = re.compile(r'"session":"([^"\\]*)"')
 
 
 def session_of(event: Event) -> str | None:
     """The chat session an event belongs to (``meta.session``), or None."""
     if '"session"' not in event.meta_json:
         return None
+    plain = _SESSION.search(event.meta_json)  # canonical JSON: no spaces, a plain value quoted
+    if plain is not None and event.meta_json.count('"session"') == 1:
+        return plain.group(1)
     value = event.meta.get("session")
     return value if isinstance(value, str) else None

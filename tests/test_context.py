@@ -1,0 +1,134 @@
+"""The prompt a turn sends: its token estimate never undercounts the embedded model's own
+tokenizer, the whole prompt fits its window, recall finds word forms and reads a short
+follow-up with the question before it, and the recent turns take whatever recall leaves."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import invoke
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pmm.domain import events as ev
+from pmm.domain.events import Draft
+from pmm.services import context, minds
+
+SAMPLES = [
+    "Hey Mel! Good to see you! How have you been?",
+    "def f(x):\n    return {'a': [1, 2, 3]}  # comment",
+    "東京都は日本の首都です。", "😀😃🎉 emoji party 🚀", "Привет, как дела? Всё хорошо.",
+    "1234567890 3.14159 2026-12-01T22:16:17.123456Z", "https://example.com/path?q=1&b=2#frag",
+    "Pneumonoultramicroscopicsilicovolcanoconiosis antidisestablishmentarianism",
+    "naïve café résumé Ærøskøbing", "ABCDEFGHIJKLMNOP QRSTUVWXYZ", "I I I I I I I I",
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "a" * 3000,
+    "ab" * 500, "....,,,,!!!!", "\x00\x01\x02\x1b[31m", "\n\n\n\t  x", "नमस्ते दुनिया",
+    "HelloWorld FooBar McDonald iPhone", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝕞𝕒𝕥𝕙 𒀀𒀁",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from pmm.providers import local
+
+    path = local.embedded_path()
+    if path is None or not Path(path).exists():
+        pytest.skip("the embedded model is not installed")
+    model = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    return lambda text: len(model.tokenize(text.encode(), add_bos=False, special=False))
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_the_token_estimate_is_never_below_the_embedded_models_count(tokenizer: Any, text: str) -> None:
+    assert context.estimate_tokens(text) >= tokenizer(text)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(st.characters(codec="utf-8"), max_size=400))
+def test_the_token_estimate_holds_for_any_text(tokenizer: Any, text: str) -> None:
+    assert context.estimate_tokens(text) >= tokenizer(text)
+
+
+def test_the_token_estimate_is_not_wasteful_on_english(tokenizer: Any) -> None:
+    """Close enough that a window is used: at most 1.5 times the real count on plain prose
+    (the old "3 characters a token" was 1.6 times on chat text)."""
+    prose = " ".join(SAMPLES[:1] * 5 + ["The quick brown fox jumps over the lazy dog while the"
+                                         " rain keeps falling on the quiet town."] * 20)
+    assert context.estimate_tokens(prose) <= 1.5 * tokenizer(prose)
+
+
+def _mind(tmp_path: Path, turns: list[str], notes: int = 0) -> Path:
+    path = tmp_path / "mind.db"
+    with minds.init(path, "Echo") as mind:
+        drafts = [Draft(ev.SESSION_STARTED.name, "", {"session": "s1"})]
+        for n, text in enumerate(turns):
+            kind = ev.MESSAGE_RECEIVED.name if n % 2 == 0 else ev.RESPONSE_SENT.name
+            drafts.append(Draft(kind, text, {"session": "s1"}))
+        drafts += [Draft(ev.OBSERVATION_RECORDED.name, f"note {n}: " + "words " * (n * 7 % 90), {})
+                   for n in range(notes)]
+        mind.append(drafts)
+    return path
+
+
+def _request_tokens(prompt: context.Prompt) -> int:
+    request = prompt.request
+    return (context.estimate_tokens(request.system) + context.estimate_tokens(request.context)
+            + sum(context.estimate_tokens(m.content) for m in request.messages))
+
+
+@pytest.mark.parametrize("window", [256, 700, 2048, 8192])
+def test_a_prompt_never_exceeds_its_window(tmp_path: Path, window: int) -> None:
+    rng = random.Random(window)
+    vocab = ["bike", "blue", "Brompton", "garden", "rain", "東京", "🚲", "42", "ride", "work"]
+    turns = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 400))) for _ in range(300)]
+    path = _mind(tmp_path, turns, notes=40)
+    for text in ("Tell me about my blue bike and the rain", "東京 🚲 42", "x"):
+        assert invoke("--mind", str(path), "-q", "remember", "--pin", "Keep answers short").exit_code == 0
+        with minds.open_read(path) as mind:
+            states = mind.state()[0]
+            prompt = context.build(mind, states, text, window=window, answer_tokens=window // 4)
+        assert prompt.tokens <= prompt.budget
+        assert _request_tokens(prompt) <= prompt.budget + 8 * len(prompt.request.messages)
+        assert prompt.budget + window // 4 <= window
+
+
+def plan(path: Path, text: str, *extra: str) -> dict[str, Any]:
+    result = invoke("--mind", str(path), "recall", text, "--json", *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _ids(plan_: dict[str, Any], name: str) -> list[int]:
+    return [i["id"] for s in plan_["sections"] if s["name"] == name for i in s["items"]]
+
+
+def test_recall_finds_word_forms(tmp_path: Path) -> None:
+    filler = ["We talked about the weather and a long list of unrelated errands. " * 4] * 60
+    path = _mind(tmp_path, ["I have two dogs and I was running with them at dawn.", "Lovely!"] + filler)
+    found = plan(path, "Does my dog like to run?", "--window", "1024")
+    assert 3 in _ids(found, "recalled")  # event 3: the message (1 genesis, 2 session)
+
+
+def test_a_short_follow_up_is_read_with_the_question_before_it(tmp_path: Path) -> None:
+    filler = ["We talked about the weather and a long list of unrelated errands. " * 4] * 60
+    turns = ["My bike is a blue Brompton.", "Noted."] + filler + ["Tell me about my bike.", "Sure."]
+    path = _mind(tmp_path, turns)
+    found = plan(path, "What colour?", "--window", "1024")
+    assert "bike" in found["query"]
+    assert 3 in _ids(found, "recalled")
+
+
+def test_the_recent_turns_take_what_recall_leaves(tmp_path: Path) -> None:
+    turns = [f"Short turn number {n} about nothing in particular." for n in range(120)]
+    path = _mind(tmp_path, turns)
+    found = plan(path, "Explain quantum chromodynamics and gluon confinement", "--window", "2048")
+    assert _ids(found, "recalled") == []  # nothing matches, so recall takes no room
+    recent = _ids(found, "recent")
+    share = next(s["tokens"] for s in found["sections"] if s["name"] == "recent")
+    assert share > found["budget"] // 2  # far more than the eighth recent turns are sure of
+    assert recent == sorted(recent) and recent[-1] == 2 + len(turns)  # the newest, in order
