@@ -99,6 +99,7 @@ class Section:
     title: str
     items: list[Item] = field(default_factory=list)
     tokens: int = 0  # what the section costs in the prompt, headers and labels included
+    titles: dict[str, str] = field(default_factory=dict)  # session id -> its title, for labels
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "tokens": self.tokens,
@@ -242,6 +243,7 @@ def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: se
                 chosen[partner.id] = Item(partner, "exchange", extra, beside=event.id)
                 left -= extra
     section.items = sorted(chosen.values(), key=lambda i: (said_at(i.event), i.event.id))
+    section.titles = ranking.session_titles(mind, [i.event for i in section.items])
     section.tokens = estimate_tokens(_render(section))
     while section.tokens > allowance:  # the header and date labels: drop the weakest
         weakest = min((i for i in section.items if i.reason == "recalled"),
@@ -261,7 +263,7 @@ def _line_cost(event: Event) -> int:
 
 
 def _render(section: Section) -> str:
-    """A section as prompt text; recalled events grouped under a [date, session] label."""
+    """A section as prompt text; recalled events grouped under a [date, session title] label."""
     if section.name == "standing":
         labels = {"persona": "Your persona", "pinned": "Pinned note",
                   "commitment": "Open commitment", "reflection": "Latest reflection"}
@@ -272,9 +274,11 @@ def _render(section: Section) -> str:
              " you: yourself):"]
     label = None
     for item in section.items:
-        here = (said_at(item.event)[:10], ranking.session_of(item.event) or f"#{item.event.id}")
+        session = ranking.session_of(item.event)
+        here = (said_at(item.event)[:10], session or f"#{item.event.id}")
         if here != label:
-            lines.append(f"[{here[0]}]")
+            title = section.titles.get(session or "")
+            lines.append(f"[{here[0]}, {title}]" if title else f"[{here[0]}]")
             label = here
         lines.append(_line(item.event))
     return "\n".join(lines)

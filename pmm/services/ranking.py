@@ -128,6 +128,29 @@ def partner(hit: Event, events: dict[int, Event]) -> Event | None:
     return other if session_of(other) == session_of(hit) else None
 
 
+TITLE_CHARS = 80
+
+
+def session_titles(mind: Mind, events: list[Event]) -> dict[str, str]:
+    """The title of each session among ``events`` that has one (an imported conversation's),
+    from the ``session_started`` event that opens it (one indexed lookup per session)."""
+    titles: dict[str, str] = {}
+    firsts: dict[str, Event] = {}
+    for event in events:
+        session = session_of(event)
+        if session is not None and session not in firsts:
+            firsts[session] = event
+    for session, event in firsts.items():
+        start = lookup.before(mind, ev.SESSION_STARTED.name, event.id)
+        if start is None or not start.content.strip():
+            continue
+        meta = start.meta
+        if session in (meta.get("session"), meta.get("source_id")):
+            title = " ".join(start.content.split())
+            titles[session] = title if len(title) <= TITLE_CHARS else title[:TITLE_CHARS - 1] + "…"
+    return titles
+
+
 _SESSION = re.compile(r'"session":"([^"\\]*)"')
 
 
