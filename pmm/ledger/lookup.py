@@ -21,16 +21,19 @@ CONTENT_AT = NAMES.index("content")
 POSTINGS = 5_000  # events a recall query may score (see ``ranked``)
 
 
-def get(mind: Mind, ids: Iterable[int]) -> list[Event]:
-    """The events with these ids, in id order (missing ids are skipped)."""
+def get(mind: Mind, ids: Iterable[int], kinds: Iterable[str] | None = None) -> list[Event]:
+    """The events with these ids (of ``kinds``, when given), in id order (missing ids are
+    skipped)."""
     wanted = sorted(set(ids))
+    names = () if kinds is None else tuple(kinds)
+    of_kinds = f" AND kind IN ({', '.join('?' for _ in names)})" if kinds is not None else ""
     found: list[Event] = []
     with cx.translated(mind.path):
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
             found += map(Event._make, mind.conn.execute(
                 f"SELECT {COLUMNS} FROM events WHERE id IN ({', '.join('?' for _ in chunk)})"
-                " ORDER BY id", chunk).fetchall())
+                f"{of_kinds} ORDER BY id", (*chunk, *names)).fetchall())
     return found
 
 
@@ -102,23 +105,14 @@ def _ranked(mind: Mind, words: tuple[str, ...], names: tuple[str, ...], limit: i
         f" ON e.id = events_fts.rowid WHERE events_fts MATCH ?"
         f" AND e.kind IN ({', '.join('?' for _ in names)}) ORDER BY rank LIMIT ?",
         (query, *names, limit)).fetchall()
-    return [(Event._make(r[:7]), float(r[7])) for r in fts.confirm(query, rows, CONTENT_AT, mind.schema_version)]
+    confirmed = fts.confirm(query, rows, CONTENT_AT, mind.schema_version)
+    return [(Event._make(r[:7]), float(r[7])) for r in confirmed]
 
 
 def around(mind: Mind, ids: Iterable[int], kinds: Iterable[str], reach: int = 2) -> list[Event]:
     """The events of ``kinds`` within ``reach`` ids of any of ``ids`` (the turns next to a
     recalled one), in id order."""
-    wanted = sorted({n for i in ids for n in range(max(1, i - reach), i + reach + 1)})
-    names = tuple(kinds)
-    found: list[Event] = []
-    with cx.translated(mind.path):
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            found += map(Event._make, mind.conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE id IN ({', '.join('?' for _ in chunk)})"
-                f" AND kind IN ({', '.join('?' for _ in names)}) ORDER BY id",
-                (*chunk, *names)).fetchall())
-    return found
+    return get(mind, {n for i in ids for n in range(max(1, i - reach), i + reach + 1)}, kinds)
 
 
 def before(mind: Mind, kind: str, event_id: int) -> Event | None:
