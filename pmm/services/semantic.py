@@ -44,7 +44,10 @@ BATCH = 32
 
 def installed() -> bool:
     """Whether wordllama and its bundled weights are on disk (imports nothing: health asks)."""
-    spec = importlib.util.find_spec("wordllama")
+    try:
+        spec = importlib.util.find_spec("wordllama")
+    except (ImportError, ValueError):  # ValueError: a module put in sys.modules without a spec
+        return False
     if spec is None or not spec.submodule_search_locations:
         return False
     return any((Path(folder) / WEIGHTS).is_file() for folder in spec.submodule_search_locations)
