@@ -45,24 +45,36 @@ def model(mind: Mind) -> str | None:
     return row[0] if row else None
 
 
-def span(mind: Mind, kinds: Iterable[str], newest: int) -> list[tuple[int, bytes | None]]:
-    """(id, stored vector or None) of the events of ``kinds`` among the newest ``newest``
-    events, newest first. A value stored as anything but a BLOB reads as None."""
-    names = tuple(kinds)
-    if not names or newest <= 0:
+def span(mind: Mind, kinds: Iterable[str], newest: int) -> list[int]:
+    """The ids of the events of ``kinds`` among the newest ``newest`` events, newest first
+    (a range of the kind index per kind: it holds the ids, so no event row is read)."""
+    if newest <= 0:
         return []
-    marks = ", ".join("?" for _ in names)
-    # `+e.kind` keeps SQLite off the kind index: walking ids down from the head costs at most
-    # `newest` rows, where the index would sort every event of these kinds in the mind.
-    if present(mind):
-        sql = ("SELECT e.id, CASE WHEN typeof(v.vec) = 'blob' THEN v.vec END FROM events e"
-               " LEFT JOIN event_vectors v ON v.id = e.id"
-               f" WHERE e.id > ? AND +e.kind IN ({marks}) ORDER BY e.id DESC")
-    else:
-        sql = f"SELECT e.id, NULL FROM events e WHERE e.id > ? AND +e.kind IN ({marks}) ORDER BY e.id DESC"
+    found: list[int] = []
     with cx.translated(mind.path):
         top = mind.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-        return [(int(i), v) for i, v in mind.conn.execute(sql, (top - newest, *names))]
+        for kind in dict.fromkeys(kinds):
+            found += (row[0] for row in mind.conn.execute(
+                "SELECT id FROM events WHERE kind = ? AND id > ?", (kind, top - newest)))
+    found.sort(reverse=True)
+    return found
+
+
+def stored(mind: Mind, low: int, size: int) -> list[tuple[int, bytes]]:
+    """The stored vectors of ids from ``low`` on that are BLOBs of ``size`` bytes (any other
+    row is as good as missing), in id order."""
+    if not present(mind):
+        return []
+    with cx.translated(mind.path):
+        return mind.conn.execute(
+            "SELECT id, vec FROM event_vectors WHERE id >= ? AND typeof(vec) = 'blob'"
+            " AND length(vec) = ? ORDER BY id", (low, size)).fetchall()
+
+
+def data_version(mind: Mind) -> int:
+    """Changes when another connection commits to the file (SQLite's ``data_version``)."""
+    with cx.translated(mind.path):
+        return int(mind.conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def texts(mind: Mind, ids: Iterable[int]) -> dict[int, str]:
@@ -86,7 +98,13 @@ def store(mind: Mind, tag: str, rows: list[tuple[int, bytes]], keep_from: int) -
     if not mind.writable or not present(mind):
         return False
     own = not mind.conn.in_transaction
+    # Its own transaction skips the fsync (WAL with synchronous=NORMAL stays consistent): a
+    # power cut may lose these vectors, which are recomputed, and no event rides on it. That
+    # fsync was most of a turn's cost for two new vectors.
+    relaxed = own and _in_wal(mind)
     try:
+        if relaxed:
+            mind.conn.execute("PRAGMA synchronous=NORMAL")
         if own:
             mind.conn.execute("BEGIN IMMEDIATE")
         if model(mind) != tag:
@@ -107,7 +125,15 @@ def store(mind: Mind, tag: str, rows: list[tuple[int, bytes]], keep_from: int) -
         if own and mind.conn.in_transaction:
             mind.conn.execute("ROLLBACK")
         raise
+    finally:
+        if relaxed:
+            mind.conn.execute("PRAGMA synchronous=FULL")
     return True
+
+
+def _in_wal(mind: Mind) -> bool:
+    with cx.translated(mind.path):
+        return str(mind.conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
 
 
 def clear(mind: Mind) -> None:

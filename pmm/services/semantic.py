@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,52 +122,99 @@ def nearest(mind: Mind, text: str, kinds: Iterable[str], limit: int,
         return None
     model, tag = loaded
     try:
-        matrix, ids = _matrix(mind, model, tag, tuple(kinds), span)
+        ids, matrix = _matrix(mind, model, tag, tuple(kinds), span)
         query = _embed(model, [text])[0]
     except (ValueError, TypeError, MemoryError):  # the model refusing a text: rank by BM25
         return None
-    if limit <= 0 or not ids or not query.any():
+    if limit <= 0 or not ids.size or not query.any():
         return []
     import numpy as np
 
-    scores = matrix @ query
-    best = np.argsort(-scores, kind="stable")[:limit]  # stable: rows are newest first
+    scores = (matrix @ query)[::-1]  # newest first, so that a stable sort breaks ties so
+    newest = ids[::-1]
+    best = np.argsort(-scores, kind="stable")[:limit]
     best = best[scores[best] > 0.0]  # orthogonal or opposite: nothing in common to recall
-    by_id = {e.id: e for e in lookup.get(mind, (ids[n] for n in best))}
-    return [(by_id[ids[n]], float(scores[n])) for n in best if ids[n] in by_id]
+    by_id = {e.id: e for e in lookup.get(mind, newest[best].tolist())}
+    return [(by_id[i], float(scores[n])) for n, i in zip(best, newest[best].tolist(), strict=True)
+            if i in by_id]
+
+
+@dataclass
+class _Memo:
+    """The last span's vectors, for the next turn on the same open mind (a REPL, ``pmm run``):
+    valid while no other connection has committed to the file since (``data_version``); this
+    connection's own writes only append events, whose vectors it computes itself."""
+
+    conn: Any  # the connection itself, not its id: held, so no other one can take its place
+    data_version: int
+    key: tuple[str, tuple[str, ...]]  # model tag, kinds
+    ids: np.ndarray  # ascending
+    matrix: np.ndarray  # rows in ``ids`` order (never written once memoised: it may be a
+    # stored block that a later call returns as it is)
+
+
+_memo: list[_Memo] = []  # at most one: a process recalls from one mind at a time
 
 
 def _matrix(mind: Mind, model: Any, tag: str, kinds: tuple[str, ...],
-            span: int) -> tuple[np.ndarray, list[int]]:
-    """The span's vectors (rows in ``ids`` order, newest first), the missing ones computed."""
+            span: int) -> tuple[np.ndarray, np.ndarray]:
+    """The span's ids (ascending) and their vectors, one row each, the missing ones computed.
+    Ascending, so that the common case (every vector stored) is the stored block itself: the
+    span is 10 MB of vectors, and each copy of it costs milliseconds."""
     import numpy as np
 
-    rows = vectors.span(mind, kinds, span)
-    ids = [event_id for event_id, _ in rows]
-    matrix = np.zeros((len(rows), DIM), dtype=np.float32)
-    good = np.zeros(len(rows), dtype=bool)
-    if rows and vectors.model(mind) == tag:
-        at = np.array([n for n, (_, blob) in enumerate(rows)
-                       if blob is not None and len(blob) == VECTOR_BYTES], dtype=np.intp)
-        if at.size:
-            block = np.frombuffer(b"".join(rows[n][1] or b"" for n in at), dtype="<f2")
+    ids = np.array(vectors.span(mind, kinds, span)[::-1], dtype=np.int64)
+    matrix: np.ndarray | None = None
+    good = np.zeros(len(ids), dtype=bool)
+    memo = _memo[0] if _memo else None
+    if memo is not None and (memo.conn is mind.conn and memo.key == (tag, kinds)
+                             and memo.data_version == vectors.data_version(mind)):
+        matrix = _take(memo.ids, memo.matrix, ids, matrix, good)
+    if ids.size and not good.all() and vectors.model(mind) == tag:
+        rows = vectors.stored(mind, int(ids[~good].min()), VECTOR_BYTES)
+        if rows:
+            found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+            block = np.frombuffer(b"".join([row[1] for row in rows]), dtype="<f2")
             block = block.reshape(-1, DIM).astype(np.float32)
             with np.errstate(invalid="ignore", over="ignore"):
                 norms = np.linalg.norm(block, axis=1)
                 sound = np.isfinite(block).all(axis=1) & (
                     (np.abs(norms - 1.0) <= NORM_SLACK) | (norms == 0.0))
-            matrix[at[sound]] = block[sound]
-            good[at[sound]] = True
-    todo = [n for n in range(len(rows)) if not good[n]]
-    if todo:
-        texts = vectors.texts(mind, (ids[n] for n in todo))
-        fresh = _embed(model, [texts.get(ids[n], "") for n in todo])
+            if not sound.all():
+                found, block = found[sound], block[sound]
+            matrix = _take(found, block, ids, matrix, good)
+    if matrix is None:
+        matrix = np.zeros((len(ids), DIM), dtype=np.float32)
+    todo = np.flatnonzero(~good)
+    if todo.size:
+        texts = vectors.texts(mind, ids[todo].tolist())
+        fresh = _embed(model, [texts.get(int(ids[n]), "") for n in todo])
         matrix[todo] = fresh
         if mind.writable:
             half = fresh.astype("<f2")
-            vectors.store(mind, tag, [(ids[n], half[k].tobytes()) for k, n in enumerate(todo)],
-                          keep_from=ids[-1])
-    return matrix, ids
+            vectors.store(mind, tag, [(int(ids[n]), half[k].tobytes()) for k, n in enumerate(todo)],
+                          keep_from=int(ids[0]))
+    _memo[:] = [_Memo(mind.conn, vectors.data_version(mind), (tag, kinds), ids, matrix)]
+    return ids, matrix
+
+
+def _take(source_ids: np.ndarray, source: np.ndarray, ids: np.ndarray,
+          matrix: np.ndarray | None, good: np.ndarray) -> np.ndarray:
+    """``matrix`` (made when None) with the rows not yet ``good`` whose id is in
+    ``source_ids`` (ascending, as ``ids`` is) filled from ``source``."""
+    import numpy as np
+
+    if source_ids.size == ids.size and not good.any() and np.array_equal(source_ids, ids):
+        good[:] = True
+        return source  # the whole span: no copy
+    if matrix is None:
+        matrix = np.zeros((len(ids), DIM), dtype=np.float32)
+    if source_ids.size and ids.size:
+        at = np.minimum(np.searchsorted(source_ids, ids), source_ids.size - 1)
+        hit = (source_ids[at] == ids) & ~good
+        matrix[hit] = source[at[hit]]
+        good |= hit
+    return matrix
 
 
 def fill(mind: Mind, kinds: Iterable[str], span: int = SPAN) -> int:
@@ -175,6 +223,6 @@ def fill(mind: Mind, kinds: Iterable[str], span: int = SPAN) -> int:
     loaded = _load()
     if loaded is None:
         return -1
-    _, ids = _matrix(mind, loaded[0], loaded[1], tuple(kinds), span)
-    return len(ids)
+    ids, _ = _matrix(mind, loaded[0], loaded[1], tuple(kinds), span)
+    return int(ids.size)
 
