@@ -277,3 +277,39 @@ def test_commands_that_do_not_recall_never_import_the_model(tmp_path: Path, args
             "result = {'loaded': sorted(m for m in sys.modules if m.split('.')[0] in"
             " ('wordllama', 'numpy', 'tokenizers', 'safetensors'))}\n")
     assert _python(code, tmp_path, [str(ROOT)])[0]["loaded"] == []
+
+
+def test_a_mind_kept_open_reads_the_file_again_once_another_process_wrote_to_it(
+        tmp_path: Path) -> None:
+    """The REPL keeps the span in memory between turns; another connection's commit (here a
+    forged vector) makes it read the table again, so memory never hides what the file holds."""
+    path = _mind(tmp_path)
+    with Mind.open(path, write=True) as mind:
+        def ranked() -> dict[str, float]:
+            found = semantic.nearest(mind, "do I have a dog", KINDS, 10)
+            assert found is not None
+            return {event.content: score for event, score in found}
+
+        first = ranked()
+        assert ranked() == first  # the next turn, from memory
+        _sql(path, "UPDATE event_vectors SET vec = (SELECT vec FROM event_vectors WHERE id = 2)"
+                   " WHERE id = 5")
+        forged = ranked()
+        assert forged[NOTES[3]] == pytest.approx(forged[NOTES[0]])
+
+
+def test_a_writer_that_cannot_have_the_lock_ranks_all_the_same_and_stores_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _mind(tmp_path)
+    monkeypatch.setenv("PMM_LOCK_TIMEOUT", "0.05")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA journal_mode=WAL")
+    with Mind.open(path, write=True) as mind:
+        other.execute("BEGIN IMMEDIATE")  # another pmm in the middle of a write
+        found = semantic.nearest(mind, "do I have a dog", KINDS, 10)
+        assert found is not None and found[0][0].content == NOTES[0]
+        other.execute("ROLLBACK")
+        assert _stored(path) == {}
+        semantic.nearest(mind, "do I have a dog", KINDS, 10)  # the next turn
+    other.close()
+    assert sorted(_stored(path)) == [2, 3, 4, 5]

@@ -60,15 +60,16 @@ def span(mind: Mind, kinds: Iterable[str], newest: int) -> list[int]:
     return found
 
 
-def stored(mind: Mind, low: int, size: int) -> list[tuple[int, bytes]]:
-    """The stored vectors of ids from ``low`` on that are BLOBs of ``size`` bytes (any other
-    row is as good as missing), in id order."""
+def stored(mind: Mind, low: int, high: int, size: int) -> list[tuple[int, bytes]]:
+    """The stored vectors of ids ``low``..``high`` that are BLOBs of ``size`` bytes (any other
+    row is as good as missing), in id order. Bounded by ids, not by what the table holds: a
+    hostile file may add any number of rows for ids no event has."""
     if not present(mind):
         return []
     with cx.translated(mind.path):
         return mind.conn.execute(
-            "SELECT id, vec FROM event_vectors WHERE id >= ? AND typeof(vec) = 'blob'"
-            " AND length(vec) = ? ORDER BY id", (low, size)).fetchall()
+            "SELECT id, vec FROM event_vectors WHERE id BETWEEN ? AND ? AND typeof(vec) = 'blob'"
+            " AND length(vec) = ? ORDER BY id", (low, high, size)).fetchall()
 
 
 def data_version(mind: Mind) -> int:

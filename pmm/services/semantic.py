@@ -171,7 +171,7 @@ def _matrix(mind: Mind, model: Any, tag: str, kinds: tuple[str, ...],
                              and memo.data_version == vectors.data_version(mind)):
         matrix = _take(memo.ids, memo.matrix, ids, matrix, good)
     if ids.size and not good.all() and vectors.model(mind) == tag:
-        rows = vectors.stored(mind, int(ids[~good].min()), VECTOR_BYTES)
+        rows = vectors.stored(mind, int(ids[~good].min()), int(ids[-1]), VECTOR_BYTES)
         if rows:
             found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
             block = np.frombuffer(b"".join([row[1] for row in rows]), dtype="<f2")
@@ -192,8 +192,10 @@ def _matrix(mind: Mind, model: Any, tag: str, kinds: tuple[str, ...],
         matrix[todo] = fresh
         if mind.writable:
             half = fresh.astype("<f2")
-            vectors.store(mind, tag, [(int(ids[n]), half[k].tobytes()) for k, n in enumerate(todo)],
-                          keep_from=int(ids[0]))
+            if not vectors.store(mind, tag, [(int(ids[n]), half[k].tobytes())
+                                             for k, n in enumerate(todo)], keep_from=int(ids[0])):
+                _memo.clear()  # not stored (the lock was busy): the next turn tries again
+                return ids, matrix
     _memo[:] = [_Memo(mind.conn, vectors.data_version(mind), (tag, kinds), ids, matrix)]
     return ids, matrix
 
