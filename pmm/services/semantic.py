@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 SPAN = 20_000  # newest events searched: bounds a turn's cost however big the mind grows
 DIM = 256
-VECTOR_BYTES = DIM * 2  # float16: half of float32's size, and ranking does not notice
+VECTOR_BYTES = DIM * 2  # float16: half the size; cosines move < 1e-4, the top 50 of a span stay
 WEIGHTS = "weights/l2_supercat_256.safetensors"
 NORM_SLACK = 0.02  # a stored unit vector's norm after float16 rounding is within 1e-3 of 1
 MAX_CHARS = 4_000  # of an event embedded: the tokenizer pads a batch to its longest text
