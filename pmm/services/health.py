@@ -169,13 +169,12 @@ def repair(path: Path) -> None:
     and without the model installed they are only cleared)."""
     from pmm.ledger import vectors
     from pmm.services import semantic
-    from pmm.services.context import RECALL_KINDS
 
     with minds.witnessed(Mind.open(path, write=True)) as mind:
         mind.repair()
         with mind.transaction():
             vectors.clear(mind)
-            semantic.fill(mind, RECALL_KINDS)
+            semantic.fill(mind)
 
 
 def _reflection(states: dict[str, Any]) -> Check:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.ledger import lookup, vectors
 from pmm.ledger.store import Mind
@@ -34,6 +35,10 @@ from pmm.ledger.store import Mind
 if TYPE_CHECKING:
     import numpy as np
 
+# What recall ranks, so what `pmm health --repair` makes vectors for (the same kinds as the
+# context's RECALL_KINDS: turns, notes, pinned notes, reflections).
+KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name, ev.OBSERVATION_RECORDED.name,
+         ev.NOTE_PINNED.name, ev.REFLECTION_RECORDED.name)
 SPAN = 20_000  # newest events searched: bounds a turn's cost however big the mind grows
 DIM = 256
 VECTOR_BYTES = DIM * 2  # float16: half the size; cosines move < 1e-4, the top 50 of a span stay
@@ -219,7 +224,7 @@ def _take(source_ids: np.ndarray, source: np.ndarray, ids: np.ndarray,
     return matrix
 
 
-def fill(mind: Mind, kinds: Iterable[str], span: int = SPAN) -> int:
+def fill(mind: Mind, kinds: Iterable[str] = KINDS, span: int = SPAN) -> int:
     """Compute and store the vectors a writer's span lacks (``pmm health --repair``); how
     many events the span holds, or -1 when semantic recall is unavailable."""
     loaded = _load()
