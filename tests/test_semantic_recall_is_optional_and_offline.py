@@ -133,22 +133,23 @@ FORGED = {
 }
 
 
-@pytest.mark.parametrize("forgery", sorted(FORGED))
-def test_a_forged_vector_is_ignored_and_replaced(tmp_path: Path, forgery: str) -> None:
-    path = _mind(tmp_path)
+def test_forged_vectors_are_ignored_and_replaced(tmp_path: Path) -> None:
+    extra = tuple(f"a note about the weather on day {n}" for n in range(2))
+    path = _mind(tmp_path, NOTES + extra)  # events 2-7
     _nearest(path, "anything", write=True)
-    good = _stored(path)[2]
-    # the puppy's vector forged, and one for an event that does not exist
-    _sql(path, "UPDATE event_vectors SET vec = ? WHERE id = 2", (FORGED[forgery],))
-    _sql(path, "INSERT INTO event_vectors(id, vec) VALUES (99, ?)", (good,))
-    if forgery in ("too short", "too long", "not a blob"):
-        check = _health(path)["recall vectors"]
-        assert check["status"] == "warn" and "1 malformed" in check["detail"], check
-    found = _nearest(path, "do I have a dog")  # a reader: recomputed in memory
+    good = _stored(path)
+    # one forgery per event, the puppy's first; and a vector for an event that does not exist
+    for event_id, forgery in zip(range(2, 8), sorted(FORGED, key=lambda f: f != "NaN"), strict=True):
+        _sql(path, "UPDATE event_vectors SET vec = ? WHERE id = ?", (FORGED[forgery], event_id))
+    _sql(path, "INSERT INTO event_vectors(id, vec) VALUES (99, ?)", (good[2],))
+    check = _health(path)["recall vectors"]  # health sees the malformed ones without the model
+    assert check["status"] == "warn" and "3 malformed" in check["detail"], check
+    found = _nearest(path, "do I have a dog")  # a reader: computed again, in memory
     assert found[0] == (NOTES[0], pytest.approx(_nearest_score(path), abs=1e-4))
-    assert {text for text, _ in found} <= set(NOTES)  # id 99 names no event: nothing from it
-    _nearest(path, "do I have a dog", write=True)  # a writer replaces it
-    assert _stored(path)[2] == good
+    assert {text for text, _ in found} <= set(NOTES + extra)  # id 99 names no event
+    assert _stored(path) != good
+    _nearest(path, "do I have a dog", write=True)  # a writer replaces them
+    assert _stored(path) == {**good, 99: good[2]}
     assert _health(path)["recall vectors"]["status"] == "ok"
 
 
@@ -269,7 +270,7 @@ def test_without_its_weights_wordllama_is_unavailable_and_nothing_is_downloaded(
     assert _stored(path) == {}
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["log"]])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["log"], ["health"]])
 def test_commands_that_do_not_recall_never_import_the_model(tmp_path: Path, args: list[str]) -> None:
     path = _mind(tmp_path, NOTES[:1])
     code = (f"from pmm.cli.app import main\ntry:\n    main(['--mind', {str(path)!r}, *{args!r}])\n"
