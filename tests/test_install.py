@@ -98,10 +98,18 @@ def test_install_sh_gives_a_working_pmm_with_completions_man_page_and_embedded_m
                           env=env, capture_output=True, text=True, timeout=300)
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.strip()
+    # and semantic recall is installed with it (the `semantic` extra), its weights included
+    health = subprocess.run(["pmm", "--mind", str(tmp_path / "mind.db"), "health"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert "recall vectors:" in health.stdout and "not installed" not in health.stdout, health.stdout
 
 
 def test_install_sh_refuses_unknown_options_before_touching_anything(tmp_path: Path) -> None:
     proc = subprocess.run([str(ROOT / "install.sh"), "--bogus"], env=scratch_env(tmp_path),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown option" in proc.stderr
+    assert not (tmp_path / ".local").exists()
+    usage = subprocess.run([str(ROOT / "install.sh"), "--help"], env=scratch_env(tmp_path),
+                           capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0 and "[--no-semantic]" in usage.stdout
     assert not (tmp_path / ".local").exists()

@@ -87,6 +87,7 @@ def _health(path: Path) -> tuple[int, dict[str, str]]:
     return result.exit_code, {c["name"]: c["status"] for c in json.loads(result.stdout)["checks"]}
 
 
+CURRENT = str(schema.SCHEMA_VERSION)  # every migration ends here; 4 added the recall vectors
 FILE_CHECKS = ("file", "schema", "chain", "search index", "projection cache")
 
 
@@ -104,13 +105,13 @@ def test_a_schema_2_mind_is_read_unchanged_then_migrated_to_stemmed_search(tmp_p
     assert old.read_bytes() == before and _layout(old) == ("2", fts.TABLE_V1)
 
     upgraded = invoke("--mind", str(old), "remember", "the vet said the dogs are fine")
-    assert upgraded.exit_code == 0 and f"Upgrading {old} from schema 2 to 3" in upgraded.stderr
-    assert _layout(old) == ("3", fts.TABLE_V3)
+    assert upgraded.exit_code == 0 and f"Upgrading {old} from schema 2 to {CURRENT}" in upgraded.stderr
+    assert _layout(old) == (CURRENT, fts.TABLE_V3)
     after = _chain(old)
     assert after[:-1] == chain  # every event and hash kept
     assert after[-1][0] == chain[-1][0] + 1 and after[-1][1] == chain[-1][2]  # on the old head
     conn = sqlite3.connect(old)
-    assert schema.differences(conn, 3) == []  # exactly what a new mind has
+    assert schema.differences(conn, schema.SCHEMA_VERSION) == []  # exactly what a new mind has
     conn.close()
     assert invoke("verify", str(old)).exit_code == 0
     assert sorted(_search(old, "dogs")) == sorted(["the vet said the dogs are fine", NOTES[0]])
@@ -130,11 +131,11 @@ def test_a_schema_1_mind_is_read_then_migrated_through_2_to_3(tmp_path: Path) ->
     assert _health(old)[1]["file"] == "warn"
     assert old.read_bytes() == before
     upgraded = invoke("--mind", str(old), "remember", "after the upgrade")
-    assert upgraded.exit_code == 0 and "from schema 1 to 3" in upgraded.stderr
-    assert _layout(old) == ("3", fts.TABLE_V3)
+    assert upgraded.exit_code == 0 and f"from schema 1 to {CURRENT}" in upgraded.stderr
+    assert _layout(old) == (CURRENT, fts.TABLE_V3)
     assert _chain(old)[:-1] == chain
     conn = sqlite3.connect(old)
-    assert schema.differences(conn, 3) == []
+    assert schema.differences(conn, schema.SCHEMA_VERSION) == []
     conn.close()
     assert invoke("verify", str(old)).exit_code == 0
     assert _search(old, "dogs") == [NOTES[0]]
@@ -152,7 +153,7 @@ def test_a_schema_2_mind_whose_index_fts5_refuses_still_migrates(tmp_path: Path)
     assert invoke("--mind", str(old), "search", "dog").exit_code == 3  # a reader reports it
     remembered = invoke("--mind", str(old), "remember", "dogs again")
     assert remembered.exit_code == 0, remembered.stderr
-    assert _layout(old) == ("3", fts.TABLE_V3) and _chain(old)[:-1] == chain
+    assert _layout(old) == (CURRENT, fts.TABLE_V3) and _chain(old)[:-1] == chain
     assert sorted(_search(old, "dog")) == sorted(["dogs again", NOTES[0]])
     assert _health(old)[1]["search index"] == "ok"
 
@@ -163,7 +164,7 @@ def test_health_repair_on_a_schema_2_mind_migrates_it_and_rebuilds_what_is_deriv
     chain = _chain(old)
     repaired = invoke("--mind", str(old), "health", "--repair")
     assert repaired.exit_code == 0 and "Rebuilt the search index" in repaired.stderr
-    assert _layout(old) == ("3", fts.TABLE_V3) and _chain(old) == chain  # nothing appended
+    assert _layout(old) == (CURRENT, fts.TABLE_V3) and _chain(old) == chain  # nothing appended
     assert _search(old, "dogs") == [NOTES[0]]
     code, checks = _health(old)
     assert code == 0 and all(checks[name] == "ok" for name in FILE_CHECKS), checks

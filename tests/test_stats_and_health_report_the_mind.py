@@ -130,12 +130,13 @@ def test_a_healthy_mind_passes_every_check(mind: Path) -> None:
     assert code == 0
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
-        "✓ file", "✓ schema", "✓ chain", "✓ projection cache", "✓ search index", "✓ reflection",
-        "✓ commitments"]
+        "✓ file", "✓ schema", "✓ chain", "✓ projection cache", "✓ search index",
+        "✓ recall vectors", "✓ reflection", "✓ commitments"]
     code, report = health(mind, "--strict")
     assert code == 0 and report["healthy"] is True
     assert statuses(report) == {"file": "ok", "schema": "ok", "chain": "ok", "projection cache": "ok",
-                                "search index": "ok", "reflection": "ok", "commitments": "ok"}
+                                "search index": "ok", "recall vectors": "ok", "reflection": "ok",
+                                "commitments": "ok"}
     assert all(c["detail"] for c in report["checks"])
     assert mind.read_bytes() == before  # a read command
 

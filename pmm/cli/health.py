@@ -20,11 +20,11 @@ def register(app: typer.Typer) -> None:
 def health(
     online: Annotated[bool, typer.Option("--online", help="Also ask the chat and reflection models' providers whether they answer (opens connections).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as failures (exit 7 when nothing failed).")] = False,
-    repair: Annotated[bool, typer.Option("--repair", help="First rebuild the search index and projection cache from the events (writes the mind).")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="First rebuild the search index, projection cache and recall vectors from the events (writes the mind).")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Check the mind: file, chain, projection cache, search index, reflection cadence, commitments; models with --online.
+    """Check the mind: file, chain, projection cache, search index, recall vectors, reflection cadence, commitments; models with --online.
 
     Exit 0 when nothing failed (warnings too, unless --strict); 3 when the chain or its replay
     fails (integrity); 5 when only a model fails (--online); with --strict, 7 when there are
@@ -34,7 +34,7 @@ def health(
 
     if repair:
         service.repair(mind_path(mind))
-        output.message("Rebuilt the search index and the projection cache from the events")
+        output.message("Rebuilt the search index, the projection cache and the recall vectors from the events")
     with output.progress("Checking the chain", None) as (advance, set_total):
         report = service.check(mind_path(mind), online=online, total=set_total, on_progress=advance)
     if json:

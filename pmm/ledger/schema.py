@@ -23,7 +23,7 @@ from pmm import errors
 from pmm.ledger import fts
 
 APPLICATION_ID = 0x504D4D31  # "PMM1": lets `file` and pmm tell a mind from other SQLite files
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 EVENTS_TABLE = """
 CREATE TABLE events (
@@ -73,6 +73,9 @@ V1 = (
     )""",
 )
 
+# pmm.ledger.vectors' table: one embedding per recent event, derived, never hashed.
+VECTORS_TABLE = "CREATE TABLE event_vectors (id INTEGER PRIMARY KEY, vec BLOB NOT NULL)"
+
 # A migration step: a statement, or a function of the connection for what SQL alone cannot say.
 Step = str | Callable[[sqlite3.Connection], None]
 
@@ -85,6 +88,9 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
     # The search index stems and folds diacritics; FTS5 cannot change a table's tokenizer, so
     # the index is made again and filled from the events (about 7 s per million events).
     2: (lambda conn: fts.retokenize(conn, 2, 3),),
+    # Recall vectors (pmm.ledger.vectors): derived like the search index and made as recall
+    # needs them, so the migration only makes the empty table.
+    3: (VECTORS_TABLE,),
 }
 
 SchemaEntry = tuple[str, str, str, str | None]  # type, name, tbl_name, sql

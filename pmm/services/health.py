@@ -81,6 +81,7 @@ def check(path: Path, *, online: bool = False, total: Callable[[int], None] | No
         head_id, _ = mind.head()
         damage = mind.index_problem()
         index = _damaged(damage) if damage else _index(lookup.index_coverage(mind), head_id)
+        recall_vectors = _vectors(mind)
         try:
             states, cache = mind.state()
         except (ValueError, KeyError, TypeError) as exc:  # events no pmm wrote (a tampered meta)
@@ -89,7 +90,8 @@ def check(path: Path, *, online: bool = False, total: Callable[[int], None] | No
     if states is None:
         report.checks.append(Check("projections", FAIL, broken))
         return report
-    report.checks += [_cache(cache, head_id), index, _reflection(states), _commitments(states)]
+    report.checks += [_cache(cache, head_id), index, recall_vectors, _reflection(states),
+                      _commitments(states)]
     if online:
         report.checks += _models(states, mind.mind_id)
     return report
@@ -136,10 +138,43 @@ def _damaged(problem: str) -> Check:
                  f" {fts.REPAIR_HINT}")
 
 
+def _vectors(mind: Mind) -> Check:
+    """The semantic recall vectors: derived, checked before each use, made as recall needs
+    them; whether the model is installed is asked of the disk (nothing is loaded)."""
+    from pmm.ledger import vectors
+    from pmm.services import semantic
+
+    name = "recall vectors"
+    if not semantic.installed():
+        return Check(name, OK, "semantic recall is not installed: recall ranks by words alone"
+                     " (install pmm[semantic] to add it)")
+    count, low, high, bad = vectors.coverage(mind, semantic.VECTOR_BYTES)
+    if not vectors.present(mind):
+        return Check(name, OK, "none yet: an older layout, upgraded the next time pmm writes to it")
+    if not count:
+        return Check(name, OK, "none stored yet: made by the next chat turn (or `pmm health --repair`)")
+    stored = f"{count:,} stored for events {low:,}-{high:,}"
+    if vectors.model(mind) != semantic.expected_tag():
+        return Check(name, WARN, f"{stored}, made by another model: recomputed on each recall"
+                     " until the next chat turn or `pmm health --repair` replaces them")
+    if bad:
+        return Check(name, WARN, f"{stored}; {bad:,} malformed (ignored, so recomputed on each"
+                     " recall): the next chat turn or `pmm health --repair` replaces them")
+    return Check(name, OK, f"{stored} (the newest {semantic.SPAN:,} events are searched)")
+
+
 def repair(path: Path) -> None:
-    """Rebuild the search index and the projection cache from the events (one transaction)."""
+    """Rebuild the search index and the projection cache from the events (one transaction),
+    then the recall vectors of the newest events (another: they are derived from the events,
+    and without the model installed they are only cleared)."""
+    from pmm.ledger import vectors
+    from pmm.services import semantic
+
     with minds.witnessed(Mind.open(path, write=True)) as mind:
         mind.repair()
+        with mind.transaction():
+            vectors.clear(mind)
+            semantic.fill(mind)
 
 
 def _reflection(states: dict[str, Any]) -> Check:

@@ -62,8 +62,8 @@ def open_write(path: Path, notify: Notify) -> Mind:
         return witnessed(mind, created=True, notify=notify)
 
     def upgrading(old: int, new: int) -> None:
-        notify(f"Upgrading {path} from schema {old} to {new}: rebuilding its search index"
-               " (seconds per million events)")
+        rebuilding = ": rebuilding its search index (seconds per million events)" if old < 3 else ""
+        notify(f"Upgrading {path} from schema {old} to {new}{rebuilding}")
 
     return witnessed(Mind.open(path, write=True, on_migrate=upgrading), notify=notify)
 
