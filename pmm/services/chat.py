@@ -17,7 +17,7 @@ from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft, Event
 from pmm.ledger.store import Mind
 from pmm.providers.base import Completion, OnText, Provider
-from pmm.services import context, minds, models
+from pmm.services import context, minds, models, semantic
 from pmm.services.minds import Notify
 
 ANSWER_TOKENS = 512
@@ -46,7 +46,7 @@ def prompt_for(mind: Mind, states: dict[str, Any], text: str, model: models.Mode
     shows it, so what one shows is what the other sends. ``window`` overrides the model's."""
     window = window or model.window()
     return context.build(mind, states, text, window=window,
-                         answer_tokens=answer_reserve(window, max_tokens))
+                         answer_tokens=answer_reserve(window, max_tokens), similar=semantic.nearest)
 
 
 @dataclass

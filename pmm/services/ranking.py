@@ -7,8 +7,9 @@
    rarest first within a bounded number of postings (``lookup.ranked``), so the cost of a query
    does not grow with the mind.
 3. **Meaning** (when the optional semantic extra is installed): cosine similarity of WordLlama
-   embeddings, blended with BM25 after scaling both to 0..1 (``SEMANTIC_WEIGHT``), so a turn that
-   says the same thing in other words can rank.
+   embeddings of the newest events (``semantic.SPAN``), blended with BM25 after scaling both to
+   0..1 (``SEMANTIC_WEIGHT``, see ``blend``), so a turn that says the same thing in other words
+   can rank.
 4. **Conversation.** A turn also earns part of the score of its neighbours in the same session
    (``NEIGHBOURS``: half of the next turn's, a quarter of the one after): an answer is usually
    said next to the words that name its topic ("How was the trip?" / "Amazing, we saw ...").
@@ -36,6 +37,8 @@ FOLLOW_UP_WORDS = 4  # a message with fewer content words is read with the user'
 NEIGHBOURS = (0.5, 0.25)  # the share of a turn's score its neighbours at distance 1, 2 earn
 JOINED_BY = 100  # the best candidates whose neighbours join the candidates
 SEMANTIC_WEIGHT = 0.5  # meaning's weight beside BM25's 1, both scaled to 0..1
+MIN_SIMILARITY = 0.1  # a cosine below this is unrelated text (WordLlama: ~0 for unrelated words)
+MIN_SPREAD = 0.25  # similarity counts fully only when the best stands this far above the rest
 STOPWORDS = frozenset({
     "the", "and", "for", "are", "but", "not", "you", "your", "yours", "with", "this", "that",
     "have", "has", "had", "was", "were", "what", "when", "where", "which", "who", "whom", "why",
@@ -82,14 +85,19 @@ def rank(mind: Mind, words: list[str], message: str, similar: Similar | None = N
 
 def blend(lexical: Ranked, by_meaning: Ranked) -> Ranked:
     """BM25 and similarity, each scaled to 0..1 over its own candidates, added with
-    ``SEMANTIC_WEIGHT`` (then scaled back to BM25's range, so scores read alike)."""
+    ``SEMANTIC_WEIGHT`` (then scaled back to BM25's range, so scores read alike). Similarity
+    below ``MIN_SIMILARITY`` adds nothing, and when all candidates are about as (dis)similar,
+    within ``MIN_SPREAD``, none counts fully: a message unlike anything in the mind recalls
+    nothing by meaning, and the recent turns get the room."""
     top = max((s for _, s in lexical), default=0.0) or 1.0
     scores = {e.id: s / top for e, s in lexical}
     events = {e.id: e for e, _ in lexical}
     high = max(s for _, s in by_meaning)
     low = min(s for _, s in by_meaning)
     for event, similarity in by_meaning:
-        share = (similarity - low) / (high - low) if high > low else 1.0
+        if similarity < MIN_SIMILARITY:
+            continue
+        share = (similarity - low) / max(high - low, MIN_SPREAD)
         scores[event.id] = scores.get(event.id, 0.0) + SEMANTIC_WEIGHT * share
         events.setdefault(event.id, event)
     return sorted(((events[i], s * top) for i, s in scores.items()), key=lambda p: -p[1])

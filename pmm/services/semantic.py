@@ -22,23 +22,23 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
+import sys
+import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.ledger import lookup, vectors
 from pmm.ledger.store import Mind
+from pmm.services import ranking
 
 if TYPE_CHECKING:
     import numpy as np
 
-# What recall ranks, so what `pmm health --repair` makes vectors for (the same kinds as the
-# context's RECALL_KINDS: turns, notes, pinned notes, reflections).
-KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name, ev.OBSERVATION_RECORDED.name,
-         ev.NOTE_PINNED.name, ev.REFLECTION_RECORDED.name)
+KINDS = ranking.RECALL_KINDS  # what recall ranks, so what `pmm health --repair` makes vectors for
 SPAN = 20_000  # newest events searched: bounds a turn's cost however big the mind grows
 DIM = 256
 VECTOR_BYTES = DIM * 2  # float16: half the size; cosines move < 1e-4, the top 50 of a span stay
@@ -63,6 +63,11 @@ def installed() -> bool:
 def _load() -> tuple[Any, str] | None:
     """The model and the tag its vectors are stored under, loaded once per process; None when
     it cannot be loaded (not installed, weights missing, a broken install)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stubbed = "requests" not in sys.modules
+    if stubbed:  # wordllama imports requests for downloads, and urllib3 opens a socket on import
+        sys.modules["requests"] = _no_downloads()
     try:
         import wordllama
         from wordllama import WordLlama
@@ -71,7 +76,27 @@ def _load() -> tuple[Any, str] | None:
         model = WordLlama.load(cache_dir=folder, disable_download=True)  # never fetches
     except Exception:  # any failure to load is "unavailable": recall falls back to BM25
         return None
+    finally:  # wordllama calls logging.basicConfig(INFO) on import: httpx would log to stderr
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        if stubbed:
+            sys.modules.pop("requests", None)
     return model, expected_tag()
+
+
+def _no_downloads() -> types.ModuleType:
+    """What wordllama sees as ``requests``: any use fails, so it can never fetch anything."""
+    stub = types.ModuleType("requests")
+
+    class RequestException(OSError):
+        pass
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RequestException("pmm's semantic recall never downloads")
+
+    stub.RequestException = RequestException  # type: ignore[attr-defined]
+    stub.get = refuse  # type: ignore[attr-defined]
+    return stub
 
 
 def expected_tag() -> str:
