@@ -94,6 +94,9 @@ PROVIDER_RETRIES = Setting(
 LOCAL_CTX = Setting(
     "PMM_LOCAL_CTX", int, 2048, "Context size in tokens for local GGUF models (default 2048, at least 256).",
     minimum=256, maximum=1048576, unit="tokens")
+SEMANTIC = Setting(
+    "PMM_SEMANTIC", int, 1, "Set to 0 to recall by BM25 alone even with the semantic extra installed"
+    " (saves loading WordLlama, about 0.5 s, in each process that recalls).", minimum=0, maximum=1)
 STOP_GRACE = Setting(
     "PMM_STOP_GRACE", float, 5.0, "Seconds pmm run lets the current step finish after Ctrl-C or SIGTERM"
     " before it abandons the step (default 5; an abandoned step writes nothing).",
@@ -120,6 +123,6 @@ NO_COLOR = Setting("NO_COLOR", str, "", "When set, to anything, no colour.")
 TERM = Setting("TERM", str, "", "When dumb, no colour.")
 
 ALL: tuple[Setting, ...] = (MIND, LOCK_TIMEOUT, PROVIDER_TIMEOUT, PROVIDER_DEADLINE, PROVIDER_MAX_BYTES,
-                            PROVIDER_RETRIES, LOCAL_CTX, STOP_GRACE, KEY_PASSPHRASE, BACKUP_PASSPHRASE,
+                            PROVIDER_RETRIES, LOCAL_CTX, SEMANTIC, STOP_GRACE, KEY_PASSPHRASE, BACKUP_PASSPHRASE,
                             OPENAI_API_KEY, ANTHROPIC_API_KEY, OLLAMA_HOST, DEBUG, VISUAL, EDITOR, NO_COLOR,
                             TERM)

@@ -314,3 +314,18 @@ def test_a_writer_that_cannot_have_the_lock_ranks_all_the_same_and_stores_later(
         semantic.nearest(mind, "do I have a dog", KINDS, 10)  # the next turn
     other.close()
     assert sorted(_stored(path)) == [2, 3, 4, 5]
+
+
+def test_pmm_recall_finds_a_paraphrase_unless_pmm_semantic_is_0(tmp_path: Path) -> None:
+    path = _mind(tmp_path)
+
+    def recalled(env: dict[str, str] | None = None) -> list[str]:
+        result = invoke("--mind", str(path), "recall", "do I have a dog", "--json", env=env)
+        assert result.exit_code == 0, result.stderr
+        plan = json.loads(result.stdout)
+        return [i["text"] for s in plan["sections"] if s["name"] == "recalled" for i in s["items"]]
+
+    assert NOTES[0] in recalled()
+    assert recalled({"PMM_SEMANTIC": "0"}) == []  # no word in common: BM25 alone finds nothing
+    bad = invoke("--mind", str(path), "recall", "do I have a dog", env={"PMM_SEMANTIC": "yes"})
+    assert bad.exit_code == 2 and "PMM_SEMANTIC" in bad.stderr

@@ -93,11 +93,12 @@ def blend(lexical: Ranked, by_meaning: Ranked) -> Ranked:
     scores = {e.id: s / top for e, s in lexical}
     events = {e.id: e for e, _ in lexical}
     high = max(s for _, s in by_meaning)
-    low = min(s for _, s in by_meaning)
+    # the baseline: the weakest candidate when the list was cut at CANDIDATES, else the floor
+    low = min(s for _, s in by_meaning) if len(by_meaning) >= CANDIDATES else MIN_SIMILARITY
     for event, similarity in by_meaning:
         if similarity < MIN_SIMILARITY:
             continue
-        share = (similarity - low) / max(high - low, MIN_SPREAD)
+        share = max(0.0, similarity - low) / max(high - low, MIN_SPREAD)
         scores[event.id] = scores.get(event.id, 0.0) + SEMANTIC_WEIGHT * share
         events.setdefault(event.id, event)
     return sorted(((events[i], s * top) for i, s in scores.items()), key=lambda p: -p[1])

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pmm import settings
 from pmm.domain.events import Event
 from pmm.ledger import lookup, vectors
 from pmm.ledger.store import Mind
@@ -146,7 +147,9 @@ def nearest(mind: Mind, text: str, kinds: Iterable[str], limit: int,
 
     Vectors missing (or unusable) for events in the span are computed; a writable ``mind``
     stores them (in the caller's transaction if one is open, else in one of its own), a
-    read-only one keeps them in memory."""
+    read-only one keeps them in memory. ``PMM_SEMANTIC=0`` turns it off."""
+    if not settings.SEMANTIC.get():
+        return None
     loaded = _load()
     if loaded is None:
         return None
