@@ -28,6 +28,9 @@ SAMPLES = [
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "a" * 3000,
     "ab" * 500, "....,,,,!!!!", "\x00\x01\x02\x1b[31m", "\n\n\n\t  x", "नमस्ते दुनिया",
     "HelloWorld FooBar McDonald iPhone", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝕞𝕒𝕥𝕙 𒀀𒀁",
+    "aBcDeF" * 200, "a  " * 500, "One sentence.  Two spaces after it.  " * 40,
+    "TWFuIGlzIGRpc3Rpbmd1aXNoZWQsIG5vdCBvbmx5IGJ5IGhpcyByZWFzb24sIGJ1dCBieSB0aGlz" * 20,
+    "https://example.com/u/XyZ9aBc3QwE/r?id=Kq7PzM2vN8&t=aB3cD4eF5" * 20,
 ]
 
 
@@ -132,3 +135,62 @@ def test_the_recent_turns_take_what_recall_leaves(tmp_path: Path) -> None:
     share = next(s["tokens"] for s in found["sections"] if s["name"] == "recent")
     assert share > found["budget"] // 2  # far more than the eighth recent turns are sure of
     assert recent == sorted(recent) and recent[-1] == 2 + len(turns)  # the newest, in order
+
+
+@pytest.mark.parametrize("words", [1300, 1318, 1325, 1332, 1340])
+def test_a_message_that_leaves_recall_almost_no_room_is_planned(tmp_path: Path, words: int) -> None:
+    path = _mind(tmp_path, ["an apple a day", "keeps it away"])
+    found = plan(path, " ".join(["apple"] * words))
+    assert found["tokens"] <= found["budget"] or not _ids(found, "recalled")
+
+
+def test_standing_memory_never_pushes_the_prompt_over_its_budget(tmp_path: Path) -> None:
+    path = _mind(tmp_path, ["hello", "hi"])
+    assert invoke("--mind", str(path), "-q", "persona", "set", "p" * 1990).exit_code == 0
+    found = plan(path, " ".join(["word"] * 1100))
+    assert found["tokens"] <= found["budget"]
+
+
+def test_a_turn_kept_for_the_recent_part_is_sent_or_recalled(tmp_path: Path) -> None:
+    """The recent part never starts with an answer (it would not be sent), so an answer held
+    back from recall for being recent is either sent or recalled, never lost between them."""
+    path = tmp_path / "mind.db"
+    with minds.init(path, "Echo") as mind:
+        mind.append([Draft(ev.SESSION_STARTED.name, "", {"session": "s"}),
+                     Draft(ev.RESPONSE_SENT.name, "Noted: your bike is a blue Brompton.", {"session": "s"}),
+                     Draft(ev.RESPONSE_SENT.name, "Anything else about the Brompton?", {"session": "s"}),
+                     Draft(ev.MESSAGE_RECEIVED.name, "Not now.", {"session": "s"}),
+                     Draft(ev.RESPONSE_SENT.name, "Fine.", {"session": "s"})])
+    found = plan(path, "What colour is my Brompton bike?")
+    sent = set(_ids(found, "recalled")) | set(_ids(found, "recent"))
+    assert {3, 4} <= sent
+    with minds.open_read(path) as mind:
+        prompt = context.build(mind, mind.state()[0], "What colour is my Brompton bike?",
+                               window=2048, answer_tokens=512)
+    sent_text = prompt.request.context + "".join(m.content for m in prompt.request.messages)
+    for item in (i for s in prompt.sections if s.name != "standing" for i in s.items):
+        assert item.event.content in sent_text  # what the plan lists is what is sent
+
+
+def test_a_word_in_more_events_than_a_query_may_score_is_left_out(tmp_path: Path) -> None:
+    from pmm.ledger import lookup
+
+    path = _mind(tmp_path, ["thanks a lot", "thanks again", "thanks, see you", "a rare zebra"])
+    with minds.open_read(path) as mind:
+        assert lookup.ranked(mind, ["thanks"], ["message_received", "response_sent"], 10, postings=2) == []
+        found = lookup.ranked(mind, ["thanks", "zebra"], ["message_received", "response_sent"], 10,
+                              postings=2)
+    assert [e.content for e, _ in found] == ["a rare zebra"]
+
+
+def test_trace_of_an_answer_with_altered_section_ids_does_not_crash(tmp_path: Path) -> None:
+    from conftest import unguarded
+
+    path = _mind(tmp_path, ["hello", "hi"])
+    conn = unguarded(path)
+    meta = '{"context":[2,"x",100000000000000000000],"recalled":[[1]],"reply_to":3,"standing":5}'
+    conn.execute("UPDATE events SET meta = ? WHERE id = 4", (meta,))
+    conn.close()
+    result = invoke("--mind", str(path), "trace", "4", "--json")
+    assert result.exit_code in (0, 3), result.output
+    assert "Traceback" not in result.output

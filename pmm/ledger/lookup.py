@@ -73,9 +73,9 @@ def ranked(mind: Mind, words: Iterable[str], kinds: Iterable[str], limit: int,
     (higher is better).
 
     Ranking must score every event that holds a query word, so the words are taken rarest
-    first while the events they occur in add up to at most ``postings`` (the rarest word is
-    always taken): a common word that would cost the most says the least, and the cost of a
-    query stays bounded however big the mind grows."""
+    first while the events they occur in add up to at most ``postings``: a common word that
+    would cost the most says the least, and the cost of a query stays bounded however big the
+    mind grows (a message of only such words recalls nothing by its words)."""
     words, names = tuple(dict.fromkeys(words)), tuple(kinds)
     return mind.full_text(lambda: _ranked(mind, words, names, limit, postings))
 
@@ -93,7 +93,7 @@ def _ranked(mind: Mind, words: tuple[str, ...], names: tuple[str, ...], limit: i
     taken: list[str] = []
     total = 0
     for hits, term in sorted(counted):
-        if taken and total + hits > postings:
+        if total + hits > postings:
             break
         taken.append(term)
         total += hits

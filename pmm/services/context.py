@@ -59,6 +59,8 @@ _LONG = re.compile(r"[a-z]{7,}")
 _CAPITALS = re.compile(r"[A-Z]+(?![a-z])")  # a capital before lowercase starts that word
 _ONES = re.compile(r"[^\x20A-Za-z\x80-\U0010ffff]")  # every ASCII character but a space or letter
 _WIDE = re.compile(r"[^\x00-\x7f]")
+_INNER_CAPITALS = re.compile(r"(?<=[a-z0-9])[A-Z]")  # "aBcDeF", base64: a case change splits
+_MORE_SPACES = re.compile(r"(?<= ) ")  # a space after a space is a token of its own
 
 
 def estimate_tokens(text: str) -> int:
@@ -66,6 +68,7 @@ def estimate_tokens(text: str) -> int:
     count = len(_LOWER.findall(text)) + len(_ONES.findall(text))
     count += sum((len(w) - 6) // 3 if len(w) <= 24 else len(w) // 2 for w in _LONG.findall(text))
     count += sum(1 + len(w) // 2 for w in _CAPITALS.findall(text))
+    count += len(_INNER_CAPITALS.findall(text)) + len(_MORE_SPACES.findall(text))
     if not text.isascii():  # a byte-level tokenizer never makes more tokens than bytes
         count += sum(len(c.encode()) for c in _WIDE.findall(text))
     return count * 11 // 10 + 4
@@ -188,7 +191,7 @@ def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int) -> tu
     """Persona and pinned notes first, then open commitments and the latest reflection, each
     while it fits in ``STANDING_SHARE`` of the budget."""
     section = Section("standing", "Standing memory")
-    left = int(budget * STANDING_SHARE)
+    left = min(int(budget * STANDING_SHARE), max(0, budget - spent))
     wanted: list[tuple[int, str, Reason]] = []
     persona, pinned = projections.standing(states)
     if persona is not None:
@@ -218,7 +221,7 @@ def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: se
     """Ranked events, each with the turn that completes its exchange where that fits, until
     ``allowance`` is spent; events in ``held`` are in the prompt already."""
     section = Section("recalled", "Recalled memory")
-    if allowance <= 0:
+    if allowance <= RECALL_HEADER_TOKENS:
         return section
     ranked, read = ranking.rank(mind, words, message, similar)
     chosen: dict[int, Item] = {}
@@ -244,10 +247,13 @@ def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: se
                 left -= extra
     section.items = sorted(chosen.values(), key=lambda i: (said_at(i.event), i.event.id))
     section.titles = ranking.session_titles(mind, [i.event for i in section.items])
-    section.tokens = estimate_tokens(_render(section))
+    section.tokens = estimate_tokens(_render(section)) if section.items else 0
     while section.tokens > allowance:  # the header and date labels: drop the weakest
-        weakest = min((i for i in section.items if i.reason == "recalled"),
-                      key=lambda i: i.score or 0.0)
+        hits = [i for i in section.items if i.reason == "recalled"]
+        if not hits:
+            section.items, section.tokens = [], 0
+            break
+        weakest = min(hits, key=lambda i: i.score or 0.0)
         section.items = [i for i in section.items
                          if i is not weakest and i.beside != weakest.event.id]
         section.tokens = estimate_tokens(_render(section)) if section.items else 0
@@ -310,13 +316,17 @@ def _turn_cost(event: Event) -> int:
 
 
 def _reserved_ids(pool: list[Event], reserved: int) -> set[int]:
-    held: set[int] = set()
+    """The newest turns the recent part is sure to send in ``reserved`` tokens: never ending
+    (at its oldest) in an answer, which ``_conversation`` would not send."""
+    held: list[Event] = []
     for event in pool:
         reserved -= _turn_cost(event)
         if reserved < 0:
             break
-        held.add(event.id)
-    return held
+        held.append(event)
+    while held and held[-1].kind == ev.RESPONSE_SENT.name:
+        held.pop()
+    return {e.id for e in held}
 
 
 def _recent(pool: list[Event], room: int, skip: set[int]) -> Section:
@@ -331,13 +341,14 @@ def _recent(pool: list[Event], room: int, skip: set[int]) -> Section:
         section.items.append(Item(event, "recent", cost))
         section.tokens += cost
     section.items.reverse()
-    if section.items and section.items[0].event.kind == ev.RESPONSE_SENT.name:
-        section.tokens -= section.items.pop(0).tokens  # a leading answer is not sent (see below)
+    while section.items and section.items[0].event.kind == ev.RESPONSE_SENT.name:
+        section.tokens -= section.items.pop(0).tokens  # leading answers are not sent (see below)
     return section
 
 
 def _time_line(turns: list[Event]) -> str:
-    first, last = said_at(turns[0])[:10], said_at(turns[-1])[:10]
+    dates = [said_at(turn)[:10] for turn in turns]
+    first, last = min(dates), max(dates)
     span = first if first == last else f"{first} to {last}"
     return f"Today: {now_ts()[:10]}. The recent turns below were said {span}."
 

@@ -221,14 +221,12 @@ def _matrix(mind: Mind, model: Any, tag: str, kinds: tuple[str, ...],
     todo = np.flatnonzero(~good)
     if todo.size:
         texts = vectors.texts(mind, ids[todo].tolist())
-        fresh = _embed(model, [texts.get(int(ids[n]), "") for n in todo])
-        matrix[todo] = fresh
-        if mind.writable:
-            half = fresh.astype("<f2")
-            if not vectors.store(mind, tag, [(int(ids[n]), half[k].tobytes())
-                                             for k, n in enumerate(todo)], keep_from=int(ids[0])):
-                _memo.clear()  # not stored (the lock was busy): the next turn tries again
-                return ids, matrix
+        half = _embed(model, [texts.get(int(ids[n]), "") for n in todo]).astype("<f2")
+        matrix[todo] = half.astype(np.float32)  # as stored: the same ranking cached or not
+        rows = [(int(ids[n]), half[k].tobytes()) for k, n in enumerate(todo)]
+        if mind.writable and not vectors.store(mind, tag, rows, keep_from=int(ids[0])):
+            _memo.clear()  # not stored (the lock was busy): the next turn tries again
+            return ids, matrix
     _memo[:] = [_Memo(mind.conn, vectors.data_version(mind), (tag, kinds), ids, matrix)]
     return ids, matrix
 

@@ -76,7 +76,7 @@ def turn(mind: Mind, response: Event) -> dict[str, Any]:
         earlier = [e for e in lookup.get(mind, range(max(1, response.id - 2), response.id))
                    if e.kind == ev.MESSAGE_RECEIVED.name]
         message = earlier[-1] if earlier else None
-    context = [_brief(e) for e in lookup.get(mind, meta.get("context") or [])]
+    context = [_brief(e) for e in lookup.get(mind, _ids(meta.get("context")))]
     sections = _sections(meta)
     if sections is not None:
         where = {i: name for name, ids in sections.items() for i in ids}
@@ -98,7 +98,7 @@ def turn(mind: Mind, response: Event) -> dict[str, Any]:
         "prompt_xxh3": meta.get("prompt_xxh3"),
         "context": context,
         "sections": sections,
-        "missing_context": sorted(set(meta.get("context") or []) - {c["id"] for c in context}),
+        "missing_context": sorted(set(_ids(meta.get("context"))) - {c["id"] for c in context}),
         "changed": changed,
     }
 
@@ -108,10 +108,17 @@ def _sections(meta: dict[str, Any]) -> dict[str, list[int]] | None:
     for an answer recorded before pmm kept the sections (or an imported one)."""
     if "standing" not in meta and "recalled" not in meta:
         return None
-    standing, recalled = meta.get("standing") or [], meta.get("recalled") or []
+    standing, recalled = _ids(meta.get("standing")), _ids(meta.get("recalled"))
     named = set(standing) | set(recalled)
     return {"standing": standing, "recalled": recalled,
-            "recent": [i for i in meta.get("context") or [] if i not in named]}
+            "recent": [i for i in _ids(meta.get("context")) if i not in named]}
+
+
+def _ids(value: Any) -> list[int]:
+    """Event ids from a meta list (only an altered file holds anything else: it is left out)."""
+    if not isinstance(value, list):
+        return []
+    return [i for i in value if type(i) is int and 0 < i < 2**63]
 
 
 def _changed_by(mind: Mind, response: Event) -> list[Event]:
