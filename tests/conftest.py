@@ -22,6 +22,9 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("PMM_MIND", raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "100")
+    # Semantic recall loads WordLlama (~0.5 s) in every process that recalls: off unless a test
+    # module is about it (those set PMM_SEMANTIC=1 themselves).
+    monkeypatch.setenv("PMM_SEMANTIC", "0")
     return home
 
 

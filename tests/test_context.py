@@ -33,6 +33,12 @@ SAMPLES = [
     "https://example.com/u/XyZ9aBc3QwE/r?id=Kq7PzM2vN8&t=aB3cD4eF5" * 20,
 ]
 
+@pytest.fixture(autouse=True)
+def semantic_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Semantic recall as installed by default (conftest turns it off for other modules)."""
+    monkeypatch.setenv("PMM_SEMANTIC", "1")
+
+
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:

@@ -29,6 +29,12 @@ NOTES = ("I adopted a puppy last week", "the stock market fell sharply this morn
 KINDS = (ev.OBSERVATION_RECORDED.name,)
 ROOT = Path(__file__).resolve().parent.parent
 
+@pytest.fixture(autouse=True)
+def semantic_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Semantic recall as installed by default (conftest turns it off for other modules)."""
+    monkeypatch.setenv("PMM_SEMANTIC", "1")
+
+
 
 @pytest.fixture(scope="module", autouse=True)
 def model() -> None:
