@@ -39,6 +39,8 @@ RECALL_SHARE = 0.875  # of the room standing memory leaves, at most, for recalle
 RECENT_PAGE = 200  # recent turns fetched at a time
 TIME_LINE_TOKENS = 56  # "Today: ... The recent turns below were said ... to ..."
 RECALL_HEADER_TOKENS = 40  # the recalled section's header line
+STANDING_HEADER_TOKENS = 16  # "Standing memory (always shown):"
+LABEL_TOKENS = 8  # "Open commitment: " and the like, before each standing item
 MISFITS = 50  # recall stops after this many candidates in a row too long for the room left
 REFLECTION_CHARS = 600
 COMMITMENTS_SHOWN = 10
@@ -191,25 +193,25 @@ def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int) -> tu
     """Persona and pinned notes first, then open commitments and the latest reflection, each
     while it fits in ``STANDING_SHARE`` of the budget."""
     section = Section("standing", "Standing memory")
-    left = min(int(budget * STANDING_SHARE), max(0, budget - spent))
+    left = min(int(budget * STANDING_SHARE), max(0, budget - spent)) - STANDING_HEADER_TOKENS
     wanted: list[tuple[int, str, Reason]] = []
     persona, pinned = projections.standing(states)
     if persona is not None:
         wanted.append((*persona, "persona"))
     wanted += [(*note, "pinned") for note in reversed(pinned)]  # the newest pins first
-    for opened_id, commitment in list(((states.get("commitments") or {}).get("open") or {}).items())[:COMMITMENTS_SHOWN]:
-        wanted.append((int(opened_id), commitment["text"], "commitment"))
+    commitments = ((states.get("commitments") or {}).get("open") or {}).items()
+    wanted += [(int(opened), c["text"], "commitment") for opened, c in commitments][:COMMITMENTS_SHOWN]
     reflection = (states.get("reflections") or {}).get("latest")
     if reflection and reflection.get("id"):
         wanted.append((int(reflection["id"]), _clip(reflection["text"], REFLECTION_CHARS), "reflection"))
     events = {e.id: e for e in lookup.get(mind, [w[0] for w in wanted])}
     for event_id, text, reason in wanted:
-        cost = estimate_tokens(text) + 3
+        cost = estimate_tokens(text) + LABEL_TOKENS
         if event_id not in events or cost > left:
             continue
         left -= cost
         section.items.append(Item(events[event_id], reason, cost))
-        section.tokens += cost
+    section.tokens = estimate_tokens(_render(section)) if section.items else 0
     return section, spent + section.tokens
 
 
