@@ -165,7 +165,10 @@ def build(mind: Mind, states: dict[str, Any], user_text: str, *, window: int,
     query = ranking.query(user_text, previous)
     avail = max(0, budget - spent - TIME_LINE_TOKENS)
     pool_cost = sum(_turn_cost(e) for e in recent_pool)
-    reserved = min(pool_cost, avail - int(avail * RECALL_SHARE))
+    # the recent part is sure of its share, and of the last exchange when that fits in half
+    last_exchange = sum(_turn_cost(e) for e in recent_pool[:2])
+    reserved = min(pool_cost, max(avail - int(avail * RECALL_SHARE),
+                                  last_exchange if last_exchange <= avail // 2 else 0))
     held = _reserved_ids(recent_pool, reserved) | {i.event.id for i in standing.items}
     recalled = _recall(mind, query, user_text, avail - reserved, held, similar)
     spent += recalled.tokens

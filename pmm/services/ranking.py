@@ -33,7 +33,7 @@ RECALL_KINDS = (*TURN_KINDS, ev.OBSERVATION_RECORDED.name, ev.NOTE_PINNED.name,
                 ev.REFLECTION_RECORDED.name)
 CANDIDATES = 300  # events ranked by BM25 (and by meaning) before neighbours join them
 QUERY_WORDS = 48
-FOLLOW_UP_WORDS = 4  # a message with fewer content words is read with the user's previous one
+FOLLOW_UP_WORDS = 2  # a message with fewer content words is read with the user's previous one
 NEIGHBOURS = (0.5, 0.25)  # the share of a turn's score its neighbours at distance 1, 2 earn
 JOINED_BY = 100  # the best candidates whose neighbours join the candidates
 SEMANTIC_WEIGHT = 0.5  # meaning's weight beside BM25's 1, both scaled to 0..1
