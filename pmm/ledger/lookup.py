@@ -115,14 +115,6 @@ def around(mind: Mind, ids: Iterable[int], kinds: Iterable[str], reach: int = 2)
     return get(mind, {n for i in ids for n in range(max(1, i - reach), i + reach + 1)}, kinds)
 
 
-def before(mind: Mind, kind: str, event_id: int) -> Event | None:
-    """The newest event of ``kind`` before ``event_id`` (one indexed lookup)."""
-    with cx.translated(mind.path):
-        row = mind.conn.execute(f"SELECT {COLUMNS} FROM events WHERE kind = ? AND id < ?"
-                                " ORDER BY id DESC LIMIT 1", (kind, event_id)).fetchone()
-    return Event._make(row) if row else None
-
-
 def search(mind: Mind, query: str, limit: int) -> list[tuple[Event, str]]:
     """Full-text matches, best first, each with a highlighted snippet (a damaged index: see
     ``Mind.full_text``)."""

@@ -40,7 +40,6 @@ RECENT_PAGE = 200  # recent turns fetched at a time
 TIME_LINE_TOKENS = 56  # "Today: ... The recent turns below were said ... to ..."
 RECALL_HEADER_TOKENS = 40  # the recalled section's header line
 STANDING_HEADER_TOKENS = 16  # "Standing memory (always shown):"
-LABEL_TOKENS = 8  # "Open commitment: " and the like, before each standing item
 MISFITS = 50  # recall stops after this many candidates in a row too long for the room left
 REFLECTION_CHARS = 600
 COMMITMENTS_SHOWN = 10
@@ -206,10 +205,10 @@ def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int) -> tu
     wanted += [(int(opened), c["text"], "commitment") for opened, c in commitments][:COMMITMENTS_SHOWN]
     reflection = (states.get("reflections") or {}).get("latest")
     if reflection and reflection.get("id"):
-        wanted.append((int(reflection["id"]), _clip(reflection["text"], REFLECTION_CHARS), "reflection"))
+        wanted.append((int(reflection["id"]), reflection["text"], "reflection"))
     events = {e.id: e for e in lookup.get(mind, [w[0] for w in wanted])}
     for event_id, text, reason in wanted:
-        cost = estimate_tokens(text) + LABEL_TOKENS
+        cost = estimate_tokens(_standing_line(reason, text))
         if event_id not in events or cost > left:
             continue
         left -= cost
@@ -265,6 +264,16 @@ def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: se
     return section
 
 
+STANDING_LABELS = {"persona": "Your persona", "pinned": "Pinned note",
+                   "commitment": "Open commitment", "reflection": "Latest reflection"}
+
+
+def _standing_line(reason: str, text: str) -> str:
+    """One standing item as the prompt shows it (a reflection clipped to REFLECTION_CHARS)."""
+    shown = _clip(text, REFLECTION_CHARS) if reason == "reflection" else " ".join(text.split())
+    return f"{STANDING_LABELS[reason]}: {shown}"
+
+
 def _line(event: Event) -> str:
     return f"{WHO.get(event.kind, event.kind)}: {' '.join(event.content.split())}"
 
@@ -276,10 +285,7 @@ def _line_cost(event: Event) -> int:
 def _render(section: Section) -> str:
     """A section as prompt text; recalled events grouped under a [date, session title] label."""
     if section.name == "standing":
-        labels = {"persona": "Your persona", "pinned": "Pinned note",
-                  "commitment": "Open commitment", "reflection": "Latest reflection"}
-        lines = [f"{labels[i.reason]}: {' '.join(i.event.content.split()) if i.reason != 'reflection' else _clip(i.event.content, REFLECTION_CHARS)}"
-                 for i in section.items]
+        lines = [_standing_line(i.reason, i.event.content) for i in section.items]
         return "Standing memory (always shown):\n" + "\n".join(lines)
     lines = ["Memories recalled for this message, oldest first (user: the person you talk with;"
              " you: yourself):"]

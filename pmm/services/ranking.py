@@ -150,7 +150,8 @@ def session_titles(mind: Mind, events: list[Event]) -> dict[str, str]:
         if session is not None and session not in firsts:
             firsts[session] = event
     for session, event in firsts.items():
-        start = lookup.before(mind, ev.SESSION_STARTED.name, event.id)
+        found = lookup.latest_before(mind, [ev.SESSION_STARTED.name], 1, event.id)
+        start = found[0] if found else None
         if start is None or not start.content.strip():
             continue
         meta = start.meta
