@@ -200,3 +200,32 @@ def test_trace_of_an_answer_with_altered_section_ids_does_not_crash(tmp_path: Pa
     result = invoke("--mind", str(path), "trace", "4", "--json")
     assert result.exit_code in (0, 3), result.output
     assert "Traceback" not in result.output
+
+
+def test_a_crafted_mind_cannot_crash_recall_labels_or_dates(tmp_path: Path) -> None:
+    """Dates and session titles come from a file that may be someone else's: a bad
+    ``original_ts`` falls back to the ledger's time, a session start with meta that is not an
+    object is refused by name (exit 3), never a traceback."""
+    from conftest import unguarded
+
+    path = tmp_path / "mind.db"
+    with minds.init(path, "Echo") as mind:
+        mind.append([Draft(ev.SESSION_STARTED.name, "Trip " * 100, {"source": "chatgpt", "source_id": "c1"}),
+                     Draft(ev.MESSAGE_RECEIVED.name, "My bike is a blue Brompton",
+                           {"source": "chatgpt", "source_id": "m1", "session": "c1"}),
+                     Draft(ev.RESPONSE_SENT.name, "Noted.", {"source": "chatgpt", "source_id": "m2",
+                                                              "session": "c1"})]
+                    + [Draft(kind, "Unrelated errands and the weather, at some length. " * 6, {"session": "s2"})
+                       for _ in range(40) for kind in (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)])
+    conn = unguarded(path)
+    conn.execute("""UPDATE events SET meta = '{"original_ts":"not a date","session":"c1"}' WHERE id = 3""")
+    conn.close()
+    found = plan(path, "What colour is my Brompton bike?")
+    recalled = {i["id"]: i["said_at"] for s in found["sections"] if s["name"] == "recalled"
+                for i in s["items"]}
+    assert recalled[3].startswith("20") and "not a date" not in json.dumps(found)
+    conn = unguarded(path)
+    conn.execute("UPDATE events SET meta = '[]' WHERE id = 2")
+    conn.close()
+    result = invoke("--mind", str(path), "recall", "What colour is my Brompton bike?")
+    assert result.exit_code == 3 and "event 2" in result.stderr, result.output  # named, no traceback
