@@ -16,7 +16,7 @@ from provider_servers import FakeServer
 from pmm import errors
 from pmm.providers import create
 from pmm.providers.base import Message, ModelSpec, Request
-from pmm.services import reflection
+from pmm.services import reflection_answer
 
 REQUEST = Request(messages=(Message("user", "Hello?"),), max_tokens=32)
 NONSENSE = ["12", -5, 10**12, 3.5, True, [7], {"n": 1}]
@@ -75,7 +75,7 @@ DEEP = "[" * 100_000 + "]" * 100_000
 
 def test_reflection_json_nested_past_the_stack_is_a_provider_error() -> None:
     with pytest.raises(errors.ProviderError) as caught:
-        reflection.parse('{"reflection": "x", "traits": ' + DEEP + "}")
+        reflection_answer.parse('{"reflection": "x", "traits": ' + DEEP + "}")
     assert "nested too deeply" in caught.value.message
 
 
