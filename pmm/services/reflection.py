@@ -25,7 +25,6 @@ from pmm.providers.base import Message, Request
 from pmm.services import context, minds, models
 from pmm.services import reflection_answer as answer
 
-ANSWER_TOKENS = 700
 __all__ = ["MAX_TRAIT_STEP", "Outcome", "expirations", "reflect"]
 SEEN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name, ev.OBSERVATION_RECORDED.name,
               ev.NOTE_PINNED.name)
@@ -116,7 +115,7 @@ def _reflect(mind: Mind, *, if_due: bool, trigger: str, model_name: str | None) 
         now_latest = now["reflections"]["latest"]
         if (now_latest["id"] if now_latest else None) != (latest["id"] if latest else None):
             raise _Superseded()
-        out = answer.consequences(now, parsed, reflection_id, rejected)
+        out = answer.consequences(now, parsed, reflection_id, rejected, shown=seen)
         kept = {d.meta["commitment"] for d in out if d.kind == ev.COMMITMENT_CLOSED.name}
         out += expirations(now, exclude=kept)
         rejected[:0] = parsed.rejected
@@ -132,7 +131,7 @@ def _reflect(mind: Mind, *, if_due: bool, trigger: str, model_name: str | None) 
 
 def _request(mind: Mind, states: dict[str, Any], first_id: int, window: int) -> tuple[Request, list[int]]:
     """The events since the last reflection (newest kept first when they do not all fit)."""
-    budget = max(256, window - ANSWER_TOKENS - 300)
+    budget = max(256, window - answer.ANSWER_TOKENS - 300)
     lines: list[str] = []
     seen: list[int] = []
     spent = 0
@@ -157,7 +156,7 @@ def _request(mind: Mind, states: dict[str, Any], first_id: int, window: int) -> 
     ctx = (f"Your traits: {traits}.\nYour open commitments:\n{commitments or '(none)'}\n\n"
            "Events since your last reflection:\n" + ("\n".join(lines) or "(none)"))
     request = Request(messages=(Message("user", answer.INSTRUCTIONS),), system=system, context=ctx,
-                      max_tokens=ANSWER_TOKENS, temperature=0.2, json_schema=answer.SCHEMA)
+                      max_tokens=answer.ANSWER_TOKENS, temperature=0.2, json_schema=answer.SCHEMA)
     return request, seen
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from pmm.domain.events import Draft
 from pmm.domain.projections import since, valid_evidence
 from pmm.ledger.store import TS_FORMAT
 
+ANSWER_TOKENS = 700  # the answer's token limit: the longest answer SCHEMA admits must fit
 MAX_TEXT = 4000
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9 '\-]{0,39}")
 
@@ -135,9 +137,10 @@ def parse(raw: str) -> Parsed:
 
 
 def consequences(states: dict[str, Any], parsed: Parsed, reflection_id: int,
-                  rejected: list[str]) -> list[Draft]:
+                 rejected: list[str], shown: Collection[int] = ()) -> list[Draft]:
     """The events a reflection leads to, each checked against the mind as it is now (overdue
-    commitments are the caller's: ``reflection.expirations``)."""
+    commitments are the caller's: ``reflection.expirations``); ``shown``: the ids of the events
+    the reflection was shown, which is all it may cite)."""
     out: list[Draft] = []
     stepped: set[str] = set()
     for step in parsed.traits:
