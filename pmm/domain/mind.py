@@ -154,6 +154,7 @@ _OFFER_AFTER = re.compile(
     r"\bif (?:you(?:'d| would)? (?:like|want|prefer|wish|need)|you're interested|"
     r"(?:that|it)(?:'s| is| would be| would)? (?:helps?|works?|useful|okay|ok|fine|alright))\b|"
     r"\bif (?:needed|necessary|so)\b|\bshould you (?:want|wish|need)\b")
+# Right after "I'll": a refusal or a hedge, neither of them a promise.
 _NEGATED = re.compile(r"(?:not|never|no longer|probably|maybe|perhaps|likely)\b")
 # Where the verb phrase ends: a new clause with its own subject, or a clause that gives a reason.
 _CLAUSE_END = re.compile(r"[;:—]| - |,\s*(?:but|so|and (?:you|we|it|that|this|then you))\b|"
