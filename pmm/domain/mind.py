@@ -135,20 +135,147 @@ def span(seconds: float) -> str:
     return f"{seconds // 86400} days"
 
 
-_PROMISE = re.compile(r"\bI(?: will|'ll|’ll| promise to| commit to)\b(?! not\b| never\b)", re.IGNORECASE)
+# The conversation rule (docs/mind-model.md, "Commitments from conversation"). A commitment costs
+# the mind's metrics when it lapses, a missed one costs nothing (the owner can open it), so the rule
+# is built for precision: a sentence counts only when a first-person future in its main clause
+# names an act that happens after this answer, by its verb or by a time ahead.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_PROMISE = re.compile(
+    r"\bi(?: will| shall|'ll| am going to|'m going to| commit to| promise to)\s+")
+# The word before "I" makes it reported or embedded speech ("you said I'll", "what I'll do").
+_EMBEDDED = re.compile(r"\b(?:that|what|whether|if|how|why|where|said|says|say|think|thought|"
+                       r"hope|wonder|wondering|asked|ask|guess|suppose|unless|when|once)\s+$")
+# A condition or a request before the promise makes it an offer ("if you want, I'll ...").
+_CONDITION = re.compile(r"\b(?:if|unless|whenever|in case|should you|once|as soon as|provided)\b")
+_WHEN = re.compile(r"\bwhen\b(?! (?:we|you) (?:next|come back|get back|are back|'re back|return|"
+                   r"talk|speak|chat|meet)\b)")
+_SUBJECT = re.compile(r"\b(?:i|we|he|she|they)\b")
+_OFFER_AFTER = re.compile(
+    r"\bif (?:you(?:'d| would)? (?:like|want|prefer|wish|need)|you're interested|"
+    r"(?:that|it)(?:'s| is| would be| would)? (?:helps?|works?|useful|okay|ok|fine|alright))\b|"
+    r"\bif (?:needed|necessary|so)\b|\bshould you (?:want|wish|need)\b")
+# Right after "I'll": a refusal or a hedge, neither of them a promise.
+_NEGATED = re.compile(r"(?:not|never|no longer|probably|maybe|perhaps|likely)\b")
+# Where the verb phrase ends: a new clause with its own subject, or a clause that gives a reason.
+_CLAUSE_END = re.compile(r"[;:—]| - |,\s*(?:but|so|and (?:you|we|it|that|this|then you))\b|"
+                         r"\s(?:but|because|since|while|although|though)\s")
+_HEDGE = re.compile(r"(?:also|always|definitely|certainly|just|then|first|still|happily|gladly|personally|"
+                    r"absolutely|really|make sure to|be sure to|make a point (?:of|to)|try to|"
+                    r"try and|aim to|go ahead and|remember to|make a note to)\s+")
+# Not an act: a memory statement (the ledger remembers anyway), a feeling, a state, an effort.
+_NO_ACT = re.compile(
+    r"(?:remember|memori[sz]e|note|make a note|take note|jot|store|save|record|log|"
+    r"keep (?:\S+ ){0,3}in mind|bear (?:\S+ ){0,3}in mind|keep track|keep (?:my |our )?fingers crossed|"
+    r"cross my fingers|be (?:thinking|rooting|cheering)|think (?:of|about) you|root for|cheer|hope|"
+    r"wish|pray|be (?!\S+ing\b|in touch\b)|(?:try|do) (?:my|our) (?:best|utmost)|do what i can|"
+    r"try\b(?! to| and)|see you|talk to you|speak to you|be waiting|wait for|look forward)\b")
+# Verbs of an act no answer can contain.
+_LATER_ACT = re.compile(
+    r"(?:send (?:you|over|along|it over|them over|(?:\S+ ){0,4}(?:to you|your way))|"
+    r"(?:e-?mail|mail|text|ping|message|notify|update) you|remind(?! (?:you )?(?:that|how|why|what)\b)|"
+    r"follow up(?= with you| on (?:this|that|it)\b|\s*$| afterwards| after)|check back|"
+    r"check in(?= with| on|\s*$| again| (?:tomorrow|next|later|soon|after|before|each|every|once|"
+    r"in a|in \d|this|to see))|get back to you|circle back (?:to|with) you|touch base|"
+    r"reach out (?:to you|again)|be in touch|keep you (?:posted|updated|informed|in the loop)|"
+    r"set (?:up )?(?:a )?reminders?)\b")
+# Words that put the act inside this answer.
+_IN_ANSWER = re.compile(r"\b(?:below|here|right now|now(?! on\b)|in a (?:moment|second|minute|sec)|"
+                        r"in this (?:answer|reply|message|response|thread|section|post)|"
+                        r"at the end(?! of (?:the|this|next) (?:day|week|month))|"
+                        r"in the next (?:section|paragraph|step|part)|as follows)\b")
+# Discourse verbs: acts on the answer itself, where "later" or "on Friday" usually mean "in this
+# answer" or belong to the object ("assume the deadline is on Friday").
+_DISCOURSE = re.compile(
+    r"(?:explain|walk|go (?:over|through|with)|cover|discuss|talk|mention|point|show|describe|"
+    r"summari[sz]e|outline|list|break|clarify|elaborate|expand|illustrate|demonstrate|answer|"
+    r"address|get to|come (?:back )?to|return to|start|begin|focus|keep|assume|use|give|tell|"
+    r"say|add|include|provide|compare|recap|highlight|touch on|leave|stick|interpret|admit|"
+    r"write|draft|make|put|take|help)\b")
+_DAYS = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+# A time or occasion ahead that fixes when the act happens.
+_AHEAD = re.compile(
+    r"\b(?:tomorrow|tonight|this (?:evening|afternoon|weekend)|from now on|going forward|"
+    rf"next (?:time|session|conversation|chat|message|reply|lesson|meeting|week|month|year|{_DAYS})|"
+    r"later (?:today|tonight|this (?:week|month|evening|afternoon|weekend))|"
+    r"in (?:a|one|two|three|a few|a couple of|\d+) (?:days?|weeks?|months?|hours?)|"
+    rf"(?:every|each) (?:day|morning|evening|night|week|month|session|{_DAYS})|"
+    r"in (?:the )?future|by the end of|"
+    r"(?:when|before|after) (?:we|you) (?:next|come back|get back|are back|'re back|return|talk|speak|"
+    r"chat|meet))\b"
+    r"(?!'s)")
+# A time ahead that opens the sentence: "Next time we talk, I'll ...", "In our next session I'll".
+_FRONTED = re.compile(r"(?:\W*(?:ok|okay|sure|great|alright|yes|good|perfect|then|so|and)\b)*\W*"
+                      r"(?:(?:in|at|during|on) (?:our |my |the )?)?" + _AHEAD.pattern)
+_AHEAD_WEAK = re.compile(rf"\b(?:later|soon|(?:on|by) {_DAYS}|before (?:your|our|the) \S+|"
+                         r"after (?:your|our|the) \S+)\b(?!'s)")
+# A time after these belongs to an object or an embedded clause, not to the promised act.
+_DETACHED = re.compile(r"\b(?:what|which|that|who|whom|whose|where)\b|"
+                       r"\bto (?!(?:you|me|us|them|him|her|it|the|a|an|my|your|our|this|that|these|those)\b)\S+|"
+                       r"\bfor (?:the )?$")
+
+_QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"'})
+
+
+def is_commitment(sentence: str) -> bool:
+    """Whether one sentence is a first-person promise of an action after the current answer.
+
+    It must be a statement of 4 to 30 words (not a question) with "I will", "I'll", "I shall",
+    "I'm going to", "I promise to" or "I commit to" in its main clause: not negated or hedged
+    ("I'll never", "I'll probably"), not reported or embedded ("you said I'll", "what I'll do"),
+    not in quotes, not an offer ("if you want, I'll", "let me know and I'll", "... if you'd like").
+    The promised verb phrase must then name an act no answer can contain (send, remind, check
+    back, follow up, get back to you, keep you posted, ...) with no word that puts it inside the
+    answer (below, here, now), or carry a time or occasion ahead (tomorrow, next time, in a week,
+    every Monday, from now on, when you come back) that is not part of an object or an embedded
+    clause ("a plan for next week", "what to expect tomorrow", "tomorrow's agenda"). Vaguer times
+    (later, soon, on Friday, before your exam) count only for verbs that do not describe the answer
+    itself (explain, walk through, keep it short, summarise, assume, ...). A memory statement
+    ("I'll remember that", "I'll keep it in mind"), a feeling or a state ("I'll be honest") is
+    never a commitment.
+    """
+    text = " ".join(sentence.split())
+    if not 4 <= len(text.split()) <= 30 or text.rstrip("\"')”’ ").endswith("?"):
+        return False
+    low = text.lower().translate(_QUOTES)
+    return any(_promises(low, match) for match in _PROMISE.finditer(low))
+
+
+def _promises(low: str, match: re.Match[str]) -> bool:
+    before = low[:match.start()]
+    clause = re.split(r"[;—]| - ", before)[-1]
+    if _EMBEDDED.search(before) or before.count('"') % 2 or before.endswith("'"):
+        return False
+    if _CONDITION.search(clause) or _WHEN.search(clause):
+        return False
+    if re.search(r"\band\s*$", clause) and not _SUBJECT.search(clause):
+        return False  # "let me know and I'll ...": a request to the user, then an offer
+    rest = low[match.end():]
+    if _NEGATED.match(rest) or _OFFER_AFTER.search(rest):
+        return False
+    phrase = _CLAUSE_END.split(rest)[0]
+    while hedge := _HEDGE.match(phrase):
+        phrase = phrase[hedge.end():]
+    if _NO_ACT.match(phrase):
+        return False
+    if _LATER_ACT.match(phrase):
+        return not _IN_ANSWER.search(phrase)
+    if _FRONTED.match(clause) or _attached(phrase, _AHEAD):
+        return True
+    return not _DISCOURSE.match(phrase) and _attached(phrase, _AHEAD_WEAK)
+
+
+def _attached(phrase: str, times: re.Pattern[str]) -> bool:
+    """A time in the phrase that tells when the act happens (not part of an object or a clause)."""
+    return any(not _DETACHED.search(phrase[:found.start()]) for found in times.finditer(phrase))
 
 
 def commitment_in(answer: str) -> str | None:
-    """The conversation rule: the first statement (not a question) of an answer that promises in
-    the first person future ("I will ...", "I'll ...", "I promise to ...", "I commit to ...", but
-    not "I will not" or "I'll never") and has 4 to 30 words. Sentences end at . ! or ? followed
-    by a space, or at a line break, so "3.5 km" stays whole."""
+    """The conversation rule: the first sentence of an answer that ``is_commitment``, its spaces
+    collapsed. Sentences end at . ! or ? followed by a space, or at a line break, so "3.5 km"
+    stays whole."""
     for sentence in _SENTENCE_END.split(answer):
         sentence = " ".join(sentence.split())
-        if sentence.endswith("?") or not _PROMISE.search(sentence):
-            continue
-        if 4 <= len(sentence.split()) <= 30:
+        if is_commitment(sentence):
             return sentence
     return None
 
