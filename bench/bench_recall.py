@@ -8,7 +8,9 @@ imports a chat export (speaker A as the user, speaker B as the mind, every turn 
 date as its original time; a shared photo's caption is kept as "[shares a photo: ...]"), then
 every question of categories 1-4 (5 has no answer in the conversation) is given to the code
 that builds a chat prompt (`pmm.services.context.build`, what `pmm recall` prints), with the
-window of the model and chat's 512-token answer reserve.
+window of the model and chat's 512-token answer reserve. At 2,048 tokens, the embedded model's
+window, tokens are counted with its own tokenizer, as `pmm chat` and `pmm recall` count them for
+it (``--exact``); at other windows they are estimated, as for a remote model.
 
 It prints, per category and window, the share of labelled evidence turns that are in the prompt,
 beside two baselines given the same room (the prompt's budget less its system prompt and the
@@ -37,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from pmm.domain import projections  # noqa: E402
 from pmm.ledger.store import TS_FORMAT  # noqa: E402
-from pmm.services import chat, context, foreign, minds, semantic  # noqa: E402
+from pmm.services import chat, context, foreign, minds, models, semantic  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo-dev"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -86,16 +88,21 @@ def build_mind(folder: Path, sessions: list[foreign.Conversation]) -> Path:
     return path
 
 
-def baselines(turns: list[tuple[int, str]], question: str, room: int) -> dict[str, set[int]]:
-    """Event ids the newest-turns and BM25 baselines put in ``room`` tokens."""
+def baselines(turns: list[tuple[int, str]], question: str, room: int,
+              cost: context.Cost) -> dict[str, set[int]]:
+    """Event ids the newest-turns and BM25 baselines put in ``room`` tokens, each turn costed
+    as a chat message."""
     def fill(order: list[tuple[int, str]]) -> set[int]:
         taken, left = set(), room
         for event_id, text in order:
-            cost = context.estimate_tokens(text) + 4
+            cost = turn_cost(text)
             if cost <= left:
                 taken.add(event_id)
                 left -= cost
         return taken
+
+    def turn_cost(text: str) -> int:
+        return cost.text(text) + (context.TEMPLATE_TOKENS if cost.exact else 4)
 
     newest = fill(list(reversed(turns)))
     words = re.findall(r"\w+", question.lower())
@@ -108,8 +115,8 @@ def baselines(turns: list[tuple[int, str]], question: str, room: int) -> dict[st
 BM25 = sqlite3.connect(":memory:")
 
 
-def measure(path: Path, windows: list[int], answer: int, similar: Any, tally: dict[Any, list[int]],
-            timings: list[float], used: dict[int, list[int]]) -> None:
+def measure(path: Path, windows: list[int], answer: int, similar: Any, counters: dict[int, Any],
+            tally: dict[Any, list[int]], timings: list[float], used: dict[int, list[int]]) -> None:
     sessions, questions = load(path)
     with tempfile.TemporaryDirectory() as tmp:
         mind_path = build_mind(Path(tmp), sessions)
@@ -130,14 +137,16 @@ def measure(path: Path, windows: list[int], answer: int, similar: Any, tally: di
                     continue
                 for window in windows:
                     start = time.perf_counter()
+                    count = counters.get(window)
                     prompt = context.build(mind, states, q["question"], window=window,
                                            answer_tokens=chat.answer_reserve(window, answer),
-                                           similar=similar)
+                                           similar=similar, count=count)
                     timings.append(time.perf_counter() - start)
                     used[window].append(prompt.tokens)
-                    room = prompt.budget - context.estimate_tokens(prompt.request.system) \
-                        - context.estimate_tokens(q["question"])
-                    picks = {"pmm": set(prompt.context_ids), **baselines(turns, q["question"], room)}
+                    cost = context.Cost(count)
+                    room = prompt.budget - cost.text(prompt.request.system) - cost.text(q["question"])
+                    picks = {"pmm": set(prompt.context_ids),
+                             **baselines(turns, q["question"], room, cost)}
                     for method, ids in picks.items():
                         present = {dia[i] for i in ids if i in dia} & evidence
                         key = (window, method, q["category"])
@@ -174,9 +183,19 @@ def main() -> None:
                     help="the answer reserve, as `pmm chat --max-tokens` (at most half the window)")
     ap.add_argument("--no-semantic", action="store_true",
                     help="BM25 alone, as without the semantic extra")
+    ap.add_argument("--exact", default="2048",
+                    help="windows whose tokens the embedded model's own tokenizer counts (comma-"
+                         "separated; empty: estimate everywhere)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
+    counts: dict[int, Any] = {}
+    if args.exact:
+        counter = models.embedded().token_counter()
+        if counter is None:
+            print("the embedded model is not installed: tokens estimated everywhere", file=sys.stderr)
+        else:
+            counts = {int(w): counter for w in args.exact.split(",")}
     files = conversations(args.paths)
     if not files:
         sys.exit(f"no LoCoMo conversations under {' '.join(map(str, args.paths))}")
@@ -188,10 +207,11 @@ def main() -> None:
     timings: list[float] = []
     used: dict[int, list[int]] = defaultdict(list)
     for path in files:
-        measure(path, windows, args.answer_tokens, similar, tally, timings, used)
+        measure(path, windows, args.answer_tokens, similar, counts, tally, timings, used)
     result = report(tally, windows)
     result["build_ms_median"] = statistics.median(timings) * 1000
     result["prompt_tokens_median"] = {w: statistics.median(used[w]) for w in windows}
+    result["exact_token_counts"] = sorted(counts)
     if args.json:
         print(json.dumps(result, indent=2))
         return

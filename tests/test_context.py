@@ -229,3 +229,39 @@ def test_a_crafted_mind_cannot_crash_recall_labels_or_dates(tmp_path: Path) -> N
     conn.close()
     result = invoke("--mind", str(path), "recall", "What colour is my Brompton bike?")
     assert result.exit_code == 3 and "event 2" in result.stderr, result.output  # named, no traceback
+
+
+def _sent_tokens(prompt: context.Prompt, count: Any) -> int:
+    """The prompt as the embedded model reads it: each message with its role markers."""
+    request = prompt.request
+    parts = [request.system_text(), *(m.content for m in request.messages)]
+    return sum(count(p) + context.TEMPLATE_TOKENS for p in parts if p)
+
+
+@pytest.mark.parametrize("window", [700, 2048])
+def test_counted_by_the_models_own_tokenizer_a_prompt_fills_its_window_and_never_overflows(
+        tmp_path: Path, tokenizer: Any, window: int) -> None:
+    """A local model's prompt is planned with its own token counts: more of the window is
+    used than with the high estimate, and what is sent still fits beside the answer."""
+    rng = random.Random(window)
+    vocab = ["bike", "blue", "Brompton", "garden", "rain", "東京", "🚲", "42", "ride", "work"]
+    turns = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 120))) for _ in range(200)]
+    path = _mind(tmp_path, turns, notes=20)
+    with minds.open_read(path) as mind:
+        states = mind.state()[0]
+        text = "Tell me about my blue bike and the rain"
+        estimated = context.build(mind, states, text, window=window, answer_tokens=window // 4)
+        exact = context.build(mind, states, text, window=window, answer_tokens=window // 4,
+                              count=tokenizer)
+    assert exact.exact and not estimated.exact
+    assert _sent_tokens(exact, tokenizer) <= window - window // 4
+    assert _sent_tokens(exact, tokenizer) > _sent_tokens(estimated, tokenizer)
+
+
+def test_recall_for_the_embedded_model_counts_with_its_tokenizer(tmp_path: Path, tokenizer: Any) -> None:
+    path = _mind(tmp_path, ["My bike is a blue Brompton.", "Nice!"] * 3)
+    assert plan(path, "What colour is my bike?")["tokens_counted"] == "model"
+    assert invoke("--mind", str(path), "-q", "model", "add", "gone", "local:/nonexistent/model.gguf").exit_code == 0
+    result = plan(path, "What colour is my bike?", "--model", "gone")  # no vocabulary: estimated
+    assert result["tokens_counted"] == "estimate"
+    assert "bike" in json.dumps(result["sections"])

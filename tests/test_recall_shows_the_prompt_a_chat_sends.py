@@ -208,9 +208,11 @@ def test_recall_json_has_the_whole_plan_and_the_window_asked_for(tmp_path: Path)
 
 
 def _message_tokens(plan: dict[str, Any]) -> int:
-    from pmm.services.context import estimate_tokens
+    """The new message's cost, counted as the plan counted it."""
+    from pmm.services import context, models
 
-    return estimate_tokens(plan["message"])
+    count = models.embedded().token_counter() if plan["tokens_counted"] == "model" else None
+    return context.Cost(count).text(plan["message"])
 
 
 @pytest.mark.parametrize(("args", "code", "needle"), [
@@ -245,14 +247,15 @@ def test_recall_refuses_stdin_that_is_not_utf8(mind: Path) -> None:
 def test_recall_opens_no_socket_and_loads_no_model_even_for_an_untrusted_one(
         offline_env: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811 (the fixture)
     """A real process under the offline hook (test_read_commands_stay_offline), which also
-    records whether llama-cpp (the embedded model's runtime) was imported at all."""
+    records whether the embedded model's weights were loaded (its vocabulary may be read:
+    that is how its tokens are counted)."""
     log, marker = offline_env
     hook = tmp_path / "hook" / "sitecustomize.py"
     loaded = tmp_path / "llama.log"
     hook.write_text(hook.read_text() + textwrap.dedent(f'''
         import atexit
         atexit.register(lambda: open({str(loaded)!r}, "a").write(
-            f"llama_cpp={{'llama_cpp' in sys.modules}}\\n"))
+            f"weights={{bool(getattr(sys.modules.get('pmm.providers.local'), '_LOADED', None))}}\\n"))
     '''))
     mind = tmp_path / "mind.db"
     ok("--mind", str(mind), "remember", "Ravens cache food for later")
@@ -263,7 +266,7 @@ def test_recall_opens_no_socket_and_loads_no_model_even_for_an_untrusted_one(
         assert done.returncode == 0, done.stderr.decode()
         assert b"recalled" in done.stdout and b"Ravens cache food for later" in done.stdout
     assert len(marker.read_text().splitlines()) == 2 and not log.exists()
-    assert loaded.read_text().splitlines() == ["llama_cpp=False"] * 2
+    assert loaded.read_text().splitlines() == ["weights=False"] * 2
 
 
 def test_trace_shows_an_answer_recorded_before_the_sections_as_one_list(mind: Path) -> None:

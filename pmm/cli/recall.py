@@ -41,7 +41,7 @@ def recall(
     commitments, the latest reflection), recalled memory (with each event's BM25 score, and
     the turn that completes a recalled exchange) and the recent conversation, each event with
     its id, when it was said, who said it and why it is there, and the tokens each section
-    costs. Reads only: nothing is written, no model is loaded or contacted.
+    costs. Reads only: nothing is written, no model is contacted or its weights loaded.
     """
     from pmm.services import recall as recalling
 
@@ -76,7 +76,8 @@ def render(plan: Plan, full: bool = False) -> list[str]:
             lines += _item_lines(item, width, full)
     lines += ["", f"System prompt and message: {plan.fixed_tokens():,} tokens",
               f"Total: {prompt.tokens:,} of {prompt.budget:,} tokens (what the window leaves"
-              " beside the answer; estimated high, so the prompt never overflows)"]
+              " beside the answer; " + ("counted with the model's own tokenizer)" if prompt.exact
+                                        else "estimated high, so the prompt never overflows)")]
     if prompt.tokens > prompt.budget:
         lines.append("Over budget: the window is too small for the system prompt and the message"
                      " alone (see --window, --max-tokens)")

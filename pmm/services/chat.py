@@ -46,7 +46,8 @@ def prompt_for(mind: Mind, states: dict[str, Any], text: str, model: models.Mode
     shows it, so what one shows is what the other sends. ``window`` overrides the model's."""
     window = window or model.window()
     return context.build(mind, states, text, window=window,
-                         answer_tokens=answer_reserve(window, max_tokens), similar=semantic.nearest)
+                         answer_tokens=answer_reserve(window, max_tokens), similar=semantic.nearest,
+                         count=model.token_counter())
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -75,6 +76,37 @@ def estimate_tokens(text: str) -> int:
     return count * 11 // 10 + 4
 
 
+Count = Callable[[str], int]  # a model's own token count for a text
+TEMPLATE_TOKENS = 6  # a chat message's role markers: "<|im_start|>user\n" ... "<|im_end|>\n"
+
+
+class Cost:
+    """What a piece of the prompt costs in tokens: the model's own count plus a token for the
+    line break or join beside it when ``count`` is given, else the high estimate."""
+
+    def __init__(self, count: Count | None) -> None:
+        self.exact = count is not None
+        self._count = count or estimate_tokens
+
+    def text(self, text: str) -> int:
+        return self._count(text) + 1 if self.exact else self._count(text)
+
+    def line(self, event: Event) -> int:
+        return self.text(_line(event))
+
+    def turn(self, event: Event) -> int:
+        """A recent turn: its text as a chat message."""
+        return self.text(event.content) + (TEMPLATE_TOKENS if self.exact else 4)
+
+    def section(self, section: Section) -> int:
+        return self.text(_render(section)) if section.items else 0
+
+    def request(self, request: Request) -> int:
+        """The whole prompt, measured as sent (system and context as one message)."""
+        parts = [request.system_text(), *(m.content for m in request.messages)]
+        return sum(self.text(p) + TEMPLATE_TOKENS for p in parts if p)
+
+
 @dataclass(frozen=True)
 class Item:
     """One event in the prompt: why it is there and what it costs."""
@@ -119,13 +151,16 @@ class Prompt:
     sections: list[Section] = field(default_factory=list)
     budget: int = 0
     query: list[str] = field(default_factory=list)
+    system_tokens: int = 0
+    exact: bool = False  # tokens counted by the model's own tokenizer, not estimated
 
     def ids(self, name: str) -> list[int]:
         return sorted(i.event.id for s in self.sections if s.name == name for i in s.items)
 
     def as_json(self) -> dict[str, Any]:
         return {"budget": self.budget, "tokens": self.tokens, "query": self.query,
-                "system_tokens": estimate_tokens(self.request.system),
+                "system_tokens": self.system_tokens,
+                "tokens_counted": "model" if self.exact else "estimate",
                 "sections": [s.as_json() for s in self.sections],
                 "context_ids": self.context_ids, "prompt_xxh3": self.signature}
 
@@ -151,28 +186,43 @@ def _clip(text: str, limit: int) -> str:
 
 def build(mind: Mind, states: dict[str, Any], user_text: str, *, window: int,
           answer_tokens: int, temperature: float = 0.7,
-          similar: ranking.Similar | None = None) -> Prompt:
+          similar: ranking.Similar | None = None, count: Count | None = None) -> Prompt:
     """The request for ``user_text`` given the mind as it is now, with its plan; ``similar``
-    finds events by meaning (optional, see ``ranking``)."""
+    finds events by meaning (optional, see ``ranking``); ``count`` is the model's own token
+    count when it is known (a local model's vocabulary), else tokens are estimated high."""
+    cost = Cost(count)
     budget = max(64, window - answer_tokens - 32)
-    system = system_prompt(states)
-    spent = estimate_tokens(system) + estimate_tokens(user_text)
-    standing, spent = _standing(states, mind, budget, spent)
+    prompt = _build(mind, states, user_text, budget, answer_tokens, temperature, similar, cost)
+    if count is not None:
+        # Exact counts are summed per piece: joins and the chat template could still tip the
+        # whole over. Measured whole, it is planned again in what is left, never sent too long.
+        over = cost.request(prompt.request) - budget
+        if over > 0:
+            prompt = _build(mind, states, user_text, max(64, budget - 2 * over), answer_tokens,
+                            temperature, similar, cost)
+    return prompt
 
-    recent_pool = _recent_pool(mind, budget - spent)
+
+def _build(mind: Mind, states: dict[str, Any], user_text: str, budget: int, answer_tokens: int,
+           temperature: float, similar: ranking.Similar | None, cost: Cost) -> Prompt:
+    system = system_prompt(states)
+    spent = cost.text(system) + cost.text(user_text)
+    standing, spent = _standing(states, mind, budget, spent, cost)
+
+    recent_pool = _recent_pool(mind, budget - spent, cost)
     previous = next((e.content for e in recent_pool if e.kind == ev.MESSAGE_RECEIVED.name), None)
     query = ranking.query(user_text, previous)
     avail = max(0, budget - spent - TIME_LINE_TOKENS)
-    pool_cost = sum(_turn_cost(e) for e in recent_pool)
+    pool_cost = sum(cost.turn(e) for e in recent_pool)
     # the recent part is sure of its share, and of the last exchange when that fits in half
-    last_exchange = sum(_turn_cost(e) for e in recent_pool[:2])
+    last_exchange = sum(cost.turn(e) for e in recent_pool[:2])
     reserved = min(pool_cost, max(avail - int(avail * RECALL_SHARE),
                                   last_exchange if last_exchange <= avail // 2 else 0))
-    held = _reserved_ids(recent_pool, reserved) | {i.event.id for i in standing.items}
-    recalled = _recall(mind, query, user_text, avail - reserved, held, similar)
+    held = _reserved_ids(recent_pool, reserved, cost) | {i.event.id for i in standing.items}
+    recalled = _recall(mind, query, user_text, avail - reserved, held, similar, cost)
     spent += recalled.tokens
     recent = _recent(recent_pool, budget - spent - TIME_LINE_TOKENS,
-                     {i.event.id for i in recalled.items})
+                     {i.event.id for i in recalled.items}, cost)
     spent += recent.tokens
 
     sections = [s for s in (standing, recalled, recent) if s.items]
@@ -180,18 +230,20 @@ def build(mind: Mind, states: dict[str, Any], user_text: str, *, window: int,
     turns = [i.event for i in recent.items]
     if turns:
         text_parts.append(_time_line(turns))
-        spent += estimate_tokens(text_parts[-1])
+        spent += cost.text(text_parts[-1])
     request = Request(messages=_conversation(turns, user_text), system=system,
                       context="\n\n".join(text_parts), max_tokens=answer_tokens,
                       temperature=temperature)
     used = sorted(i.event.id for s in sections for i in s.items)
-    return Prompt(request, used, signature(request), spent, sections, budget, query)
+    return Prompt(request, used, signature(request), spent, sections, budget, query,
+                  cost.text(system), cost.exact)
 
 
 # -- standing memory ---------------------------------------------------------------------------
 
 
-def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int) -> tuple[Section, int]:
+def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int,
+              cost: Cost) -> tuple[Section, int]:
     """Persona and pinned notes first, then open commitments and the latest reflection, each
     while it fits in ``STANDING_SHARE`` of the budget."""
     section = Section("standing", "Standing memory")
@@ -208,12 +260,12 @@ def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int) -> tu
         wanted.append((int(reflection["id"]), reflection["text"], "reflection"))
     events = {e.id: e for e in lookup.get(mind, [w[0] for w in wanted])}
     for event_id, text, reason in wanted:
-        cost = estimate_tokens(_standing_line(reason, text))
-        if event_id not in events or cost > left:
+        tokens = cost.text(_standing_line(reason, text))
+        if event_id not in events or tokens > left:
             continue
-        left -= cost
-        section.items.append(Item(events[event_id], reason, cost))
-    section.tokens = estimate_tokens(_render(section)) if section.items else 0
+        left -= tokens
+        section.items.append(Item(events[event_id], reason, tokens))
+    section.tokens = cost.section(section)
     return section, spent + section.tokens
 
 
@@ -221,7 +273,7 @@ def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int) -> tu
 
 
 def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: set[int],
-            similar: ranking.Similar | None) -> Section:
+            similar: ranking.Similar | None, cost: Cost) -> Section:
     """Ranked events, each with the turn that completes its exchange where that fits, until
     ``allowance`` is spent; events in ``held`` are in the prompt already."""
     section = Section("recalled", "Recalled memory")
@@ -236,22 +288,22 @@ def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: se
             break
         if event.id in chosen or event.id in held:
             continue
-        cost = _line_cost(event)
-        if cost > left:
+        tokens = cost.line(event)
+        if tokens > left:
             misses += 1
             continue
-        chosen[event.id] = Item(event, "recalled", cost, score)
-        left -= cost
+        chosen[event.id] = Item(event, "recalled", tokens, score)
+        left -= tokens
         misses = 0
         partner = ranking.partner(event, read)
         if partner is not None and partner.id not in chosen and partner.id not in held:
-            extra = _line_cost(partner)
+            extra = cost.line(partner)
             if extra <= left:
                 chosen[partner.id] = Item(partner, "exchange", extra, beside=event.id)
                 left -= extra
     section.items = sorted(chosen.values(), key=lambda i: (said_at(i.event), i.event.id))
     section.titles = ranking.session_titles(mind, [i.event for i in section.items])
-    section.tokens = estimate_tokens(_render(section)) if section.items else 0
+    section.tokens = cost.section(section)
     while section.tokens > allowance:  # the header and date labels: drop the weakest
         hits = [i for i in section.items if i.reason == "recalled"]
         if not hits:
@@ -260,7 +312,7 @@ def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: se
         weakest = min(hits, key=lambda i: i.score or 0.0)
         section.items = [i for i in section.items
                          if i is not weakest and i.beside != weakest.event.id]
-        section.tokens = estimate_tokens(_render(section)) if section.items else 0
+        section.tokens = cost.section(section)
     return section
 
 
@@ -276,10 +328,6 @@ def _standing_line(reason: str, text: str) -> str:
 
 def _line(event: Event) -> str:
     return f"{WHO.get(event.kind, event.kind)}: {' '.join(event.content.split())}"
-
-
-def _line_cost(event: Event) -> int:
-    return estimate_tokens(_line(event))
 
 
 def _render(section: Section) -> str:
@@ -304,17 +352,17 @@ def _render(section: Section) -> str:
 # -- recent turns ------------------------------------------------------------------------------
 
 
-def _recent_pool(mind: Mind, room: int) -> list[Event]:
+def _recent_pool(mind: Mind, room: int, cost: Cost) -> list[Event]:
     """The newest turns, newest first, until they would fill ``room`` tokens."""
     pool: list[Event] = []
-    cost = 0
+    spent = 0
     before = None
-    while cost < room:
+    while spent < room:
         page = lookup.latest_before(mind, TURN_KINDS, RECENT_PAGE, before)
         for event in page:
             pool.append(event)
-            cost += _turn_cost(event)
-            if cost >= room:
+            spent += cost.turn(event)
+            if spent >= room:
                 break
         if len(page) < RECENT_PAGE:
             break
@@ -322,16 +370,12 @@ def _recent_pool(mind: Mind, room: int) -> list[Event]:
     return pool
 
 
-def _turn_cost(event: Event) -> int:
-    return estimate_tokens(event.content) + 4
-
-
-def _reserved_ids(pool: list[Event], reserved: int) -> set[int]:
+def _reserved_ids(pool: list[Event], reserved: int, cost: Cost) -> set[int]:
     """The newest turns the recent part is sure to send in ``reserved`` tokens: never ending
     (at its oldest) in an answer, which ``_conversation`` would not send."""
     held: list[Event] = []
     for event in pool:
-        reserved -= _turn_cost(event)
+        reserved -= cost.turn(event)
         if reserved < 0:
             break
         held.append(event)
@@ -340,17 +384,17 @@ def _reserved_ids(pool: list[Event], reserved: int) -> set[int]:
     return {e.id for e in held}
 
 
-def _recent(pool: list[Event], room: int, skip: set[int]) -> Section:
+def _recent(pool: list[Event], room: int, skip: set[int], cost: Cost) -> Section:
     section = Section("recent", "Recent conversation")
     for event in pool:
         if event.id in skip:
             continue
-        cost = _turn_cost(event)
-        if cost > room:
+        tokens = cost.turn(event)
+        if tokens > room:
             break
-        room -= cost
-        section.items.append(Item(event, "recent", cost))
-        section.tokens += cost
+        room -= tokens
+        section.items.append(Item(event, "recent", tokens))
+        section.tokens += tokens
     section.items.reverse()
     while section.items and section.items[0].event.kind == ev.RESPONSE_SENT.name:
         section.tokens -= section.items.pop(0).tokens  # leading answers are not sent (see below)

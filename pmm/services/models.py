@@ -11,6 +11,7 @@ SPEC section 6) answers, and it needs no trust.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ class Model:
 
             return context_size()
         return FALLBACK_CONTEXT
+
+    def token_counter(self) -> Callable[[str], int] | None:
+        """The model's own token count where this machine has its vocabulary (a local model),
+        else None: the prompt's tokens are then estimated high."""
+        if self.spec.provider != "local":
+            return None
+        from pmm.providers.local import token_counter
+
+        return token_counter(self.spec)
 
     def as_json(self) -> dict[str, Any]:
         value: dict[str, Any] = {"name": self.name, "provider": self.spec.provider,

@@ -1,6 +1,7 @@
 """``pmm recall``: the prompt a message would get right now, planned exactly as ``pmm chat``
-plans it (``chat.prompt_for``), on a read-only open: no model is called or loaded, no socket
-is opened, nothing is written."""
+plans it (``chat.prompt_for``), on a read-only open: no model is called or its weights loaded
+(a local model's vocabulary is read, to count its tokens), no socket is opened, nothing is
+written."""
 
 from __future__ import annotations
 
