@@ -63,7 +63,7 @@ def test_a_new_mind_says_what_ias_gas_and_the_next_stage_are(tmp_path: Path) -> 
         # S1's IAS and GAS minimums are 0: always met, so not said
         f"  Next: S1 (starting to reflect) needs {need['reflections']} reflection (has 0),"
         f" {need['user turns']} user turns (has 0)",
-        "  Their parts: pmm stats --explain"]
+        "  What they are made of: pmm stats --explain"]
 
 
 def test_a_grown_mind_shows_the_next_stage_against_what_it_has_and_its_parts(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def stage_lines(e: dict[str, Any], parts: bool) -> list[str]:
     else:
         needs = [_need(n) for n in upcoming["needs"] if n["at_least"] or not n["met"]]
         lines.append(f"  Next: {upcoming['stage']} ({upcoming['words']}) needs {', '.join(needs)}")
-    lines.append(f"  Definitions: {e['definitions']}" if parts else "  Their parts: pmm stats --explain")
+    lines.append(f"  Definitions: {e['definitions']}" if parts else "  What they are made of: pmm stats --explain")
     return lines
 
 
