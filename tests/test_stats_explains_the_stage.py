@@ -36,7 +36,7 @@ def stage_block(out: str) -> list[str]:
 
 
 def grown(path: Path) -> None:
-    """A mind at S2 (as in docs/mind-model.md): 41 user turns, 6 reflections, a kept commitment
+    """A mind at S2 (like the one in docs/mind-model.md): 42 user turns, 6 reflections, a kept commitment
     and two small trait steps."""
     ok("--mind", str(path), "init", "--name", "Ada")
     drafts = [Draft("message_received", f"Turn {i}.", {"source": "pmm"}) for i in range(41)]
@@ -64,6 +64,7 @@ def test_a_new_mind_says_what_ias_gas_and_the_next_stage_are(tmp_path: Path) -> 
         f"  Next: S1 (starting to reflect) needs {need['reflections']} reflection (has 0),"
         f" {need['user turns']} user turns (has 0)",
         "  What they are made of: pmm stats --explain"]
+    assert "\n  In the prompt: nothing (every trait is above 0.4 and below 0.6)\n" in ok("--mind", str(mind), "stats")
 
 
 def test_a_grown_mind_shows_the_next_stage_against_what_it_has_and_its_parts(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ chat sends, and no number; a trait still in the middle band changes nothing."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -66,6 +67,13 @@ def test_a_trait_crossing_a_band_limit_changes_the_prompt_a_chat_sends(tmp_path:
 
         step(mind, "openness", -0.05)  # back to 0.55: the middle again
         assert system_sent(mind, server) == f"{new}\n{temperament.HEADING} {RESERVED}"
+
+    # and pmm stats says what the traits put in the prompt
+    assert f"\n  In the prompt: {RESERVED}\n" in ok("--mind", str(mind), "stats")
+    shown = json.loads(ok("--mind", str(mind), "stats", "--json"))["temperament"]
+    assert shown["sentences"] == [RESERVED]
+    assert shown["bands"] == {"openness": "middle", "conscientiousness": "middle", "extraversion": "low",
+                              "agreeableness": "middle", "neuroticism": "middle"}
 
 
 @pytest.mark.parametrize(("value", "band"), [

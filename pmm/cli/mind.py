@@ -93,6 +93,7 @@ def stats(
     lines += [
         *stage_lines(report["explained"], explain),
         "Traits: " + ", ".join(f"{trait} {value:.2f}" for trait, value in report["traits"].items()),
+        _temperament_line(report["temperament"]),
         _standing_line(report["standing"]),
         _reflections_line(report["reflections"]),
         _commitments_line(report["commitments"]),
@@ -119,6 +120,13 @@ def stage_lines(e: dict[str, Any], parts: bool) -> list[str]:
         lines.append(f"  Next: {upcoming['stage']} ({upcoming['words']}) needs {', '.join(needs)}")
     lines.append(f"  Definitions: {e['definitions']}" if parts else "  What they are made of: pmm stats --explain")
     return lines
+
+
+def _temperament_line(t: dict[str, Any]) -> str:
+    """What the traits put in the system prompt (docs/mind-model.md, "Traits in the prompt")."""
+    if t["sentences"]:
+        return "  In the prompt: " + " ".join(t["sentences"])
+    return f"  In the prompt: nothing (every trait is above {t['low_at_most']} and below {t['high_at_least']})"
 
 
 def _need(n: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pmm.domain import events as ev
 from pmm.domain import mind as dynamics
+from pmm.domain import temperament
 from pmm.domain.events import Event
 from pmm.domain.when import said_at, shown
 from pmm.ledger.store import Mind
@@ -51,6 +52,9 @@ def stats(mind: Mind) -> dict[str, Any]:
         "metrics": metrics.as_json(),
         "explained": explain(metrics),
         "traits": {t: states["traits"]["values"][t] for t in ev.OCEAN},  # OCEAN order
+        "temperament": {"bands": temperament.bands(states["traits"]["values"]),
+                        "sentences": temperament.sentences(states["traits"]["values"]),
+                        "low_at_most": temperament.LOW_AT_MOST, "high_at_least": temperament.HIGH_AT_LEAST},
         "reflections": reflections(states),
         "commitments": commitments(states),
         "usage": usage(states),
