@@ -5,7 +5,8 @@
 # with no configuration; --no-local-model skips it (then add a model with `pmm model add`).
 # And offline semantic recall (the `semantic` extra: WordLlama, 19 MB with its weights);
 # --no-semantic skips it (then recall ranks by words alone).
-# Then the bash, zsh and fish completions and the man page, into the user's own directories.
+# Then the bash, zsh and fish completions, the man page and docs/mind-model.md, into the user's
+# own directories.
 set -eu
 
 local_model=1
@@ -70,6 +71,8 @@ zsh_dir="$share/zsh/site-functions"
 put "$src/completions/_pmm" "$zsh_dir/_pmm"
 put "$src/completions/pmm.fish" "${XDG_CONFIG_HOME:-$HOME/.config}/fish/completions/pmm.fish"
 put "$src/man/pmm.1" "$share/man/man1/pmm.1"
+# The definitions that `pmm stats` and the man page refer to, beside the man page.
+put "$src/docs/mind-model.md" "$share/doc/pmm/mind-model.md"
 
 case ":$PATH:" in
     *":$bin:"*) ;;

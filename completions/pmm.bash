@@ -8,7 +8,7 @@ _pmm_spec() {
         "") subcommands="init remember stats log search pins unpin rename chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
         "init") subcommands="" opts="--name --mind --json -q --quiet -h --help" valued="--name --mind" args="" ;;
         "remember") subcommands="" opts="--pin --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
-        "stats") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
+        "stats") subcommands="" opts="--explain --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "log") subcommands="" opts="-n --number --kind --mind --json -q --quiet -h --help" valued="-n --number --kind --mind" args="" ;;
         "search") subcommands="" opts="-n --limit --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="text" ;;
         "pins") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;

@@ -151,6 +151,7 @@ complete -c pmm -n '__pmm_is "remember"' -l mind -r -F -d 'Mind file (default: $
 complete -c pmm -n '__pmm_is "remember"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "remember"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "remember"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "stats"' -l explain -d 'Also show what IAS and GAS are made of now, part by part, and where they are defined.'
 complete -c pmm -n '__pmm_is "stats"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "stats"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "stats"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'

@@ -20,10 +20,12 @@ from pmm import settings  # noqa: E402
 # What pmm reads from its environment (declared once, in pmm.settings) and the files it keeps (Linux
 # paths; platformdirs picks the equivalents elsewhere). One table, for the man page now and the README later.
 ENVIRONMENT: tuple[tuple[str, str], ...] = tuple((s.name, s.doc) for s in settings.ALL) + (
-    ("XDG_DATA_HOME", "Where the default mind file lives (default ~/.local/share)."),
+    ("XDG_DATA_HOME", "Where the default mind file lives, and where install.sh puts the man page and"
+                      " the mind model (default ~/.local/share)."),
     ("XDG_CONFIG_HOME", "Where the default signing key and the trusted models live (default ~/.config)."),
     ("XDG_STATE_HOME", "Where the chat history, the witness and lock files live (default ~/.local/state)."),
 )
+MIND_MODEL = "~/.local/share/doc/pmm/mind-model.md"  # where install.sh puts docs/mind-model.md
 FILES: tuple[tuple[str, str], ...] = (
     ("~/.local/share/pmm/mind.db", "The default mind file (--mind or $PMM_MIND choose another): one SQLite"
                                    " database. While a writer has it open, mind.db-wal and mind.db-shm"
@@ -34,6 +36,11 @@ FILES: tuple[tuple[str, str], ...] = (
     ("~/.config/pmm/trusted-models.json", "The models this machine's owner lets each mind use (mind id,"
                                           " host, key variable; mode 0600): pmm model add and pmm model"
                                           " trust write it. Never part of a mind file or a backup."),
+    (MIND_MODEL, "The mind model: the one definition of the traits and the sentence each trait band"
+                 " puts in the system prompt, commitments, IAS, GAS, the stages and the reflection cadence,"
+                 " with worked examples (docs/mind-model.md in the source; install.sh installs it here,"
+                 " beside the man page). pmm stats explains IAS, GAS and the stage from it; pmm stats"
+                 " --explain says where it is."),
     ("~/.local/state/pmm/chat_history", "The interactive chat's input history."),
     ("~/.local/state/pmm/witness/", "What pmm has seen of each mind (MIND-ID.json and its lock file), so"
                                     " that verify catches a mind rolled back, truncated or rewritten."),
@@ -128,6 +135,8 @@ def man_page() -> str:
         out += [".TP", f".I {_roff(path)}", _roff(text)]
     out.append(".SH SEE ALSO")
     out += [f".BR {_roff(name)} (1){',' if i < len(SEE_ALSO) - 1 else ''}" for i, name in enumerate(SEE_ALSO)]
+    out += [".PP", _roff(f"The definitions behind pmm stats and the traits' sentences: {MIND_MODEL}"
+                         " (docs/mind-model.md in pmm's source).")]
     return "\n".join(out) + "\n"
 
 

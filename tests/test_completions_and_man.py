@@ -278,10 +278,12 @@ def test_man_page_renders_every_command_exit_status_environment_and_files() -> N
         assert re.search(rf"^\s+{name}\b", environment, flags=re.M), name
     files = section("FILES")
     for file in ("~/.local/share/pmm/mind.db", "~/.config/pmm/signing-key.pem", "~/.local/state/pmm/chat_history",
-                 "~/.local/state/pmm/witness/", "~/.local/state/pmm/locks/"):
+                 "~/.local/state/pmm/witness/", "~/.local/state/pmm/locks/",
+                 "~/.local/share/doc/pmm/mind-model.md"):  # where install.sh puts docs/mind-model.md
         assert file in files, file
     for page in ("minisign(1)", "age(1)", "ssh-keygen(1)", "sqlite3(1)"):
         assert page in text
+    assert "docs/mind-model.md" in text.split("\nSEE ALSO\n", 1)[1]  # where the definitions live
 
 
 def test_man_page_is_clean_roff() -> None:

@@ -1,8 +1,10 @@
-"""./install.sh in a scratch HOME gives a user pmm on PATH, its completions, its man page and the
-embedded model: `pmm chat -m` answers right after install, and a re-run changes nothing."""
+"""./install.sh in a scratch HOME gives a user pmm on PATH, its completions, its man page, the mind
+model beside it and the embedded model: `pmm chat -m` answers right after install, and a re-run
+changes nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,13 +47,15 @@ def install(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def installed_files(home: Path) -> dict[Path, Path]:
-    """Where each shell and `man` look for a user's own files -> the generated file in the repo."""
+    """Where each shell, `man` and `pmm stats --explain` look for a user's own files -> the file in
+    the repo."""
     share = home / ".local" / "share"
     return {
         share / "bash-completion" / "completions" / "pmm": ROOT / "completions" / "pmm.bash",
         share / "zsh" / "site-functions" / "_pmm": ROOT / "completions" / "_pmm",
         home / ".config" / "fish" / "completions" / "pmm.fish": ROOT / "completions" / "pmm.fish",
         share / "man" / "man1" / "pmm.1": ROOT / "man" / "pmm.1",
+        share / "doc" / "pmm" / "mind-model.md": ROOT / "docs" / "mind-model.md",  # where man pmm says
     }
 
 
@@ -98,6 +102,11 @@ def test_install_sh_gives_a_working_pmm_with_completions_man_page_and_embedded_m
                           env=env, capture_output=True, text=True, timeout=300)
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.strip()
+    # and stats points to the mind model where it was installed (the path `man pmm` gives)
+    stats = subprocess.run(["pmm", "--mind", str(tmp_path / "mind.db"), "stats", "--json"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert json.loads(stats.stdout)["explained"]["definitions"] == str(
+        home / ".local" / "share" / "doc" / "pmm" / "mind-model.md"), stats.stderr
     # and semantic recall is installed with it (the `semantic` extra), its weights included
     health = subprocess.run(["pmm", "--mind", str(tmp_path / "mind.db"), "health"], env=env,
                             capture_output=True, text=True, timeout=60)

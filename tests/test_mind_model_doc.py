@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pmm.domain import events as ev
-from pmm.domain import mind, projections
+from pmm.domain import mind, projections, temperament
 from pmm.domain.events import Draft, Event, check_draft
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "mind-model.md"
@@ -106,7 +106,7 @@ def test_the_page_has_examples_for_every_quantity() -> None:
                    "metrics.name_stability", "metrics.commitment_reliability",
                    "metrics.reflection_depth", "metrics.commitment_success",
                    "metrics.trait_development", "metrics.engagement", "stage", "overdue",
-                   "reflection_due"):
+                   "reflection_due", "temperament"):
         assert needed in checked, f"no worked example checks {needed}"
 
 
@@ -131,6 +131,10 @@ def test_worked_example(example: dict[str, Any]) -> None:
         elif key == "reflection_due":
             actual = {s: mind.reflection_due(states, None if s == "null" else float(s))
                       for s in expected}
+        elif key == "temperament.bands":
+            actual = temperament.bands(states["traits"]["values"])
+        elif key == "temperament.line":
+            actual = temperament.prompt_line(states["traits"]["values"])
         else:
             actual = _field(states, key)
         assert _same(actual, expected), f"{key}: the page says {expected!r}, the code gives {actual!r}"
@@ -189,3 +193,54 @@ def test_conversation_rule_examples() -> None:
 def test_same_text_examples() -> None:
     for open_text, new_text, same in _raw_table("same-text"):
         assert mind.same_commitment(new_text, open_text) is (same.strip() == "yes"), (open_text, new_text)
+
+
+def _block(name: str) -> str:
+    """The plain code block right after ``<!-- check: name -->``."""
+    match = re.search(rf"<!-- check: {re.escape(name)} -->\n```\n(.*?)^```", TEXT, re.S | re.M)
+    assert match, f"docs/mind-model.md has no code block after <!-- check: {name} -->"
+    return match.group(1)
+
+
+def _example(name: str) -> dict[str, Any]:
+    return projections.replay(build(next(e for e in EXAMPLES if e["example"] == name)["events"]))
+
+
+def test_trait_band_limits_are_the_code_s() -> None:
+    limits = {row[0]: (row[1], row[2]) for row in table("trait-band-limits")}
+    low, high = temperament.LOW_AT_MOST, temperament.HIGH_AT_LEAST
+    assert limits == {"low": (f"at most {low}", "the trait's low sentence"),
+                      "middle": (f"above {low} and below {high}", "nothing"),
+                      "high": (f"at least {high}", "the trait's high sentence")}
+    assert list(limits) == list(temperament.BANDS)
+    # "two full steps from the default", as the page says
+    assert math.isclose(high - projections.TRAIT_DEFAULT, 2 * projections.MAX_TRAIT_STEP)
+    assert math.isclose(projections.TRAIT_DEFAULT - low, 2 * projections.MAX_TRAIT_STEP)
+
+
+def test_trait_band_sentences_are_the_code_s_both_ways() -> None:
+    page = [(trait, band, sentence) for trait, band, sentence in table("trait-bands")]
+    code = [(trait, band, temperament.SENTENCES[trait][band])
+            for trait in ev.OCEAN for band in temperament.BANDS if band in temperament.SENTENCES[trait]]
+    assert page == code  # every sentence of the code is on the page, in OCEAN order, and no other
+    assert {trait for trait, _, _ in page} == set(ev.OCEAN)
+    assert all(band != "middle" for _, band, _ in page)  # the middle band says nothing
+    for trait, band, sentence in page:  # and each is what a trait in that band gets
+        value = temperament.LOW_AT_MOST if band == "low" else temperament.HIGH_AT_LEAST
+        assert temperament.sentences({trait: value}) == [sentence]
+
+
+def test_the_system_prompt_example_is_what_a_chat_sends() -> None:
+    from pmm.services.context import system_prompt
+
+    states = _example("a trait at a band limit gets its sentence")
+    assert _block("system-prompt") == system_prompt(states) + "\n"
+
+
+def test_the_stats_example_is_what_pmm_stats_prints() -> None:
+    import pmm.cli.app  # noqa: F401 (the app first: it registers pmm.cli.mind's commands)
+    from pmm.cli.mind import stage_lines
+    from pmm.services.overview import explain
+
+    states = _example("S2 reflects every 10 minutes")
+    assert _block("stats") == "\n".join(stage_lines(explain(mind.metrics(states)), False)) + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Optional
 
 import typer
@@ -59,11 +60,19 @@ def remember(
     output.report(overview.event_json(event), json, f"Remembered as event {event.id}")
 
 
-def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:
+def stats(
+    explain: Annotated[bool, typer.Option("--explain", help="Also show what IAS and GAS are made of now, part by part, and where they are defined.")] = False,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
     """The mind in plain English: stage, traits, reflections, commitments, model usage.
 
-    Span is from the first to the last thing said, imported history at its original time; when
-    there are imports, Recorded is when the ledger appended its first and last event.
+    The stage comes with what IAS (identity stability) and GAS (growth) measure and what the
+    next stage needs against what the mind has; --explain adds their parts (--json always has
+    them, under "explained"). docs/mind-model.md defines every quantity (install.sh installs it
+    as ~/.local/share/doc/pmm/mind-model.md). Span is from the first to the last thing said,
+    imported history at its original time; when there are imports, Recorded is when the ledger
+    appended its first and last event.
     """
     from pmm.services import minds, overview
 
@@ -73,7 +82,6 @@ def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:
         output.emit_json(report)
         return
     name = report["name"] or "(unnamed)"
-    metrics = report["metrics"]
     lines = [
         f"Mind: {name}  ({report['mind_id']})",
         f"File: {report['mind']}  ({report['file_bytes']:,} bytes)",
@@ -83,15 +91,54 @@ def stats(mind: MindOpt = None, json: JsonOpt = False) -> None:
     ]
     lines += _span_lines(report)
     lines += [
-        f"Stage {report['stage']}: {report['stage_words']}"
-        f" (IAS {metrics['ias']:.2f}, GAS {metrics['gas']:.2f})",
+        *stage_lines(report["explained"], explain),
         "Traits: " + ", ".join(f"{trait} {value:.2f}" for trait, value in report["traits"].items()),
+        _temperament_line(report["temperament"]),
         _standing_line(report["standing"]),
         _reflections_line(report["reflections"]),
         _commitments_line(report["commitments"]),
         *_usage_lines(report["usage"]),
     ]
     output.out("\n".join(lines))
+
+
+def stage_lines(e: dict[str, Any], parts: bool) -> list[str]:
+    """The stage with IAS and GAS, what each measures (with ``parts``: what each is made of
+    now) and what the next stage needs; ``e`` is ``overview.explain``'s report."""
+    stage = e["stage"]
+    lines = [f"Stage {stage['stage']}: {stage['words']} (IAS {e['ias']['value']:.2f}, GAS {e['gas']['value']:.2f})"]
+    for quantity in ("ias", "gas"):
+        q = e[quantity]
+        lines.append(f"  {quantity.upper()} {q['value']:.2f}, {q['name']}: {q['measures']}")
+        if parts:
+            lines += [f"    {p['name'].replace('_', ' ')} {p['value']:.2f}: {p['measures']}" for p in q["parts"]]
+    upcoming = e["stage"]["next"]
+    if upcoming is None:
+        lines.append(f"  {e['stage']['stage']} is the last stage.")
+    else:
+        needs = [_need(n) for n in upcoming["needs"] if n["at_least"] or not n["met"]]
+        lines.append(f"  Next: {upcoming['stage']} ({upcoming['words']}) needs {', '.join(needs)}")
+    lines.append(f"  Definitions: {e['definitions']}" if parts else "  What they are made of: pmm stats --explain")
+    return lines
+
+
+def _temperament_line(t: dict[str, Any]) -> str:
+    """What the traits put in the system prompt (docs/mind-model.md, "Traits in the prompt")."""
+    if t["sentences"]:
+        return "  In the prompt: " + " ".join(t["sentences"])
+    return f"  In the prompt: nothing (every trait is above {t['low_at_most']} and below {t['high_at_least']})"
+
+
+def _need(n: dict[str, Any]) -> str:
+    """One minimum against what the mind has: "15 reflections (has 6)", "IAS at least 0.60 (has 0.85)"."""
+    what, need, has = n["what"], n["at_least"], n["has"]
+    if isinstance(need, int):
+        one = need == 1 and what.endswith("s")
+        return f"{need:,} {what[:-1] if one else what} (has {has:,})"
+    shown = f"{has:.2f}"
+    if not n["met"] and float(shown) >= need:  # just below: rounded, it would read as met
+        shown = f"{math.floor(has * 10_000) / 10_000:.4f}"
+    return f"{what} at least {need:.2f} (has {shown})"
 
 
 def _span_lines(report: dict[str, Any]) -> list[str]:

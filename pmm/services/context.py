@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pmm.domain import events as ev
-from pmm.domain import projections
+from pmm.domain import projections, temperament
 from pmm.domain.events import Event
 from pmm.domain.when import said_at
 from pmm.ledger import lookup
@@ -166,7 +166,9 @@ class Prompt:
 
 
 def system_prompt(states: dict[str, Any]) -> str:
-    """The stable part: it changes only when the mind's name or traits do."""
+    """The stable part: it changes only when the mind's name changes or a trait crosses into
+    another band (pmm.domain.temperament): a sentence of how to behave per low or high trait,
+    since a bare number tells a model nothing about how to answer."""
     name = states["identity"]["name"]
     who = f"You are {name}, a persistent mind." if name else "You are a persistent mind with no name yet."
     lines = [who, "Your memory is a ledger the user owns; past conversations and notes you "
@@ -174,8 +176,9 @@ def system_prompt(states: dict[str, Any]) -> str:
              "user directly and briefly."]
     traits = states.get("traits")
     if traits:
-        described = ", ".join(f"{k} {float(v):.2f}" for k, v in sorted(traits.get("values", traits).items()))
-        lines.append(f"Your traits (OCEAN, 0 to 1): {described}.")
+        behave = temperament.prompt_line(traits.get("values", traits))
+        if behave:
+            lines.append(behave)
     return "\n".join(lines)
 
 

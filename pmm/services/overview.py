@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pmm.domain import events as ev
 from pmm.domain import mind as dynamics
+from pmm.domain import temperament
 from pmm.domain.events import Event
 from pmm.domain.when import said_at, shown
 from pmm.ledger.store import Mind
@@ -48,12 +50,73 @@ def stats(mind: Mind) -> dict[str, Any]:
         "stage": metrics.stage,
         "stage_words": dynamics.STAGE_WORDS[metrics.stage],
         "metrics": metrics.as_json(),
+        "explained": explain(metrics),
         "traits": {t: states["traits"]["values"][t] for t in ev.OCEAN},  # OCEAN order
+        "temperament": {"bands": temperament.bands(states["traits"]["values"]),
+                        "sentences": temperament.sentences(states["traits"]["values"]),
+                        "low_at_most": temperament.LOW_AT_MOST, "high_at_least": temperament.HIGH_AT_LEAST},
         "reflections": reflections(states),
         "commitments": commitments(states),
         "usage": usage(states),
         "standing": standing(states),
     }
+
+
+# What IAS, GAS and their parts measure, in words; the formulas and numbers are pmm.domain.mind's
+# alone (docs/mind-model.md prints them). A test fails when Metrics gains a part not named here.
+MEASURES = {
+    "ias": ("identity stability", "how steady its identity is (traits, name, commitments)"),
+    "gas": ("growth", "how much it has grown (reflections, kept commitments, trait change, conversation)"),
+}
+PARTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "ias": (("trait_stability", "how small its recent trait steps were (1: no trait moved)"),
+            ("name_stability", "how well it kept its name (1: one name; less with each new name)"),
+            ("commitment_reliability", "commitments kept against those that lapsed (1: none lapsed)")),
+    "gas": (("reflection_depth", "how often it has reflected (1: plenty)"),
+            ("commitment_success", "of its commitments kept or lapsed, the share kept"),
+            ("trait_development", "how far its traits have moved from where they started"),
+            ("engagement", "how much the user has talked with it (1: plenty)")),
+}
+NEEDS = ("reflections", "user turns", "IAS", "GAS")  # the columns of THRESHOLDS, in order
+
+
+def explain(metrics: dynamics.Metrics) -> dict[str, Any]:
+    """IAS, GAS and the stage in words: what each measures, its parts now, and what the next
+    stage needs against what the mind has (None at the last stage)."""
+    found: dict[str, Any] = {}
+    for quantity, (name, measures) in MEASURES.items():
+        found[quantity] = {
+            "value": round(getattr(metrics, quantity), 4), "name": name, "measures": measures,
+            "parts": [{"name": part, "value": round(getattr(metrics, part), 4), "measures": says}
+                      for part, says in PARTS[quantity]]}
+    stage = metrics.stage
+    at = dynamics.STAGES.index(stage)
+    following = dynamics.STAGES[at + 1] if at + 1 < len(dynamics.STAGES) else None
+    upcoming = None
+    if following is not None:
+        has = (metrics.reflections, metrics.turns, metrics.ias, metrics.gas)
+        needs = [{"what": what, "at_least": need, "has": got, "met": got >= need}  # unrounded: met is exact
+                 for what, need, got in zip(NEEDS, dynamics.THRESHOLDS[following], has, strict=True)]
+        upcoming = {"stage": following, "words": dynamics.STAGE_WORDS[following], "needs": needs}
+    found["stage"] = {"stage": stage, "words": dynamics.STAGE_WORDS[stage],
+                      "reflects_every_seconds": dynamics.CADENCE_SECONDS[stage], "next": upcoming}
+    found["definitions"] = definitions()
+    return found
+
+
+def definitions() -> str:
+    """Where docs/mind-model.md, which defines every quantity, is on this machine: where
+    install.sh puts it, else in the source tree pmm runs from."""
+    import platformdirs
+
+    # install.sh writes to $XDG_DATA_HOME (else ~/.local/share), the parent of pmm's data dir on Linux
+    for share in (Path(platformdirs.user_data_dir("pmm")).parent, Path.home() / ".local" / "share"):
+        if (share / "doc" / "pmm" / "mind-model.md").is_file():
+            return str(share / "doc" / "pmm" / "mind-model.md")
+    source = Path(__file__).resolve().parents[2] / "docs" / "mind-model.md"
+    if source.is_file():
+        return str(source)
+    return "docs/mind-model.md in pmm's source"
 
 
 def said_span(activity: dict[str, Any]) -> dict[str, Any]:
