@@ -147,7 +147,9 @@ def drop(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Drop a commitment (open, kept or lapsed): it then counts in no success figure."""
+    """Drop a commitment, whatever its status.
+
+    It then counts as neither open, kept nor lapsed, in no success figure; reopen brings it back."""
     from pmm.services import commitments, overview
 
     event = commitments.drop(mind_path(mind), commitment, reason)

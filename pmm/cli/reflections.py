@@ -28,7 +28,10 @@ def list_(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Reflections, oldest first: id, date, the events each covered, model and first words."""
+    """List the reflections, oldest first.
+
+    Each with its id, date, the events it covered, the model and its first words; retracted
+    ones only with --all, marked RETRACTED."""
     from pmm.services import reflections
 
     report = reflections.listing(mind_path(mind), all_)
@@ -54,8 +57,10 @@ def render_list(report: dict[str, Any]) -> list[str]:
 
 @reflections_app.command("show")
 def show(reflection: IdArg, mind: MindOpt = None, json: JsonOpt = False) -> None:
-    """One reflection: its text, events covered, model, tokens, what it led to, what was rejected,
-    and whether it was retracted and why."""
+    """Show one reflection in full.
+
+    Its text, the events it covered, model and tokens, the events it led to, what of the
+    model's answer was rejected, and whether it was retracted and why."""
     from pmm.services import reflections
 
     report = reflections.show(mind_path(mind), reflection)
@@ -87,9 +92,11 @@ def retract(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Retract a reflection: it stays in the chain, but its trait steps are undone, the
-    commitments it opened are dropped, those it closed are open again, and it is no longer
-    the latest reflection or recalled."""
+    """Overrule a reflection (one of the last 100).
+
+    It stays in the chain, but counts as if never recorded: its trait steps are undone, the
+    commitments it opened are dropped, those it closed are open again, and it is no longer the
+    latest reflection or recalled."""
     from pmm.services import reflections
 
     report = reflections.retract(mind_path(mind), reflection, reason)
