@@ -170,3 +170,11 @@ def test_imported_turns_do_not_age_a_commitment_or_count_as_engagement(mind: Pat
         "open for 50 turns without being kept"
     assert pmm(mind, "stats", "--json")["metrics"]["turns"] == 50
     assert cid == 2
+
+
+def test_overruling_a_missing_mind_creates_none(tmp_path: Path) -> None:
+    missing = tmp_path / "none.db"
+    for args in (("reflections", "retract", "2", "-r", "x"), ("commitments", "drop", "2", "-r", "x"),
+                 ("commitments", "reopen", "2"), ("reflections", "list")):
+        assert invoke("--mind", str(missing), *args).exit_code == 4, args
+    assert not missing.exists()

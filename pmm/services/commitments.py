@@ -13,7 +13,7 @@ from pmm.domain import events as ev
 from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft, Event
 from pmm.domain.projections import since, valid_evidence
-from pmm.ledger.store import TS_FORMAT, now_ts
+from pmm.ledger.store import TS_FORMAT, Mind, now_ts
 from pmm.services import minds
 
 RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([mhdw])")
@@ -91,7 +91,7 @@ def close(path: Path, commitment: int, evidence: list[int], statement: str) -> E
         raise errors.UsageError("say how it was kept (--statement TEXT)")
     if not evidence:
         raise errors.UsageError("a commitment closes only with evidence", hint="--evidence EVENT_ID (repeatable)")
-    with minds.open_write(path, lambda _m: None) as mind:
+    with _existing(path) as mind:
 
         def drafts(first_id: int) -> list[Draft]:
             entry = _open_entry(mind.state()[0], commitment)
@@ -110,7 +110,7 @@ def reopen(path: Path, commitment: int, reason: str, due: str | None) -> Event:
     meta: dict[str, Any] = {"commitment": commitment, "source": "user"}
     if due:
         meta["due"] = parse_due(due)
-    with minds.open_write(path, lambda _m: None) as mind:
+    with _existing(path) as mind:
 
         def drafts(_first: int) -> list[Draft]:
             state = mind.state()[0]["commitments"]
@@ -130,7 +130,7 @@ def drop(path: Path, commitment: int, reason: str) -> Event:
     reason = " ".join(reason.split())
     if not reason:
         raise errors.UsageError("say why the commitment is dropped (--reason TEXT)")
-    with minds.open_write(path, lambda _m: None) as mind:
+    with _existing(path) as mind:
 
         def drafts(_first: int) -> list[Draft]:
             state = mind.state()[0]["commitments"]
@@ -144,6 +144,12 @@ def drop(path: Path, commitment: int, reason: str) -> Event:
 
         (event,) = mind.append(drafts)
     return event
+
+
+def _existing(path: Path) -> Mind:
+    """A writer on a mind that exists: changing a commitment never creates a mind (exit 4)."""
+    minds.open_read(path).close()
+    return minds.open_write(path, lambda _m: None)
 
 
 def _open_entry(states: dict[str, Any], commitment: int) -> dict[str, Any]:

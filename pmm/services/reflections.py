@@ -91,6 +91,7 @@ def retract(path: Path, reflection: int, reason: str) -> dict[str, Any]:
     reason = " ".join(reason.split())
     if not reason:
         raise errors.UsageError("say why the reflection is retracted (--reason TEXT)")
+    minds.open_read(path).close()  # a missing file is refused, never created
     with minds.open_write(path, lambda _m: None) as mind:
         before: dict[str, Any] = {}
 
