@@ -5,7 +5,7 @@ _pmm_spec() {
     # The (sub)command at path $1: its subcommands, options, the options that take a value,
     # and what its arguments are (file, text or none).
     case "$1" in
-        "") subcommands="init remember stats log search pins unpin rename chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
+        "") subcommands="init remember stats log search pins unpin rename chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
         "init") subcommands="" opts="--name --mind --json -q --quiet -h --help" valued="--name --mind" args="" ;;
         "remember") subcommands="" opts="--pin --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "stats") subcommands="" opts="--explain --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
@@ -39,11 +39,16 @@ _pmm_spec() {
         "model info") subcommands="" opts="--online --offline --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "model trust") subcommands="" opts="-y --yes --revoke --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "model remove") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
-        "commitments") subcommands="list open close reopen" opts="-q --quiet -h --help" valued="" args="" ;;
+        "commitments") subcommands="list open close reopen drop" opts="-q --quiet -h --help" valued="" args="" ;;
         "commitments list") subcommands="" opts="-a --all --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "commitments open") subcommands="" opts="--due --mind --json -q --quiet -h --help" valued="--due --mind" args="text" ;;
         "commitments close") subcommands="" opts="-e --evidence -s --statement --mind --json -q --quiet -h --help" valued="-e --evidence -s --statement --mind" args="text" ;;
         "commitments reopen") subcommands="" opts="-r --reason --due --mind --json -q --quiet -h --help" valued="-r --reason --due --mind" args="text" ;;
+        "commitments drop") subcommands="" opts="-r --reason --mind --json -q --quiet -h --help" valued="-r --reason --mind" args="text" ;;
+        "reflections") subcommands="list show retract" opts="-q --quiet -h --help" valued="" args="" ;;
+        "reflections list") subcommands="" opts="-a --all --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
+        "reflections show") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
+        "reflections retract") subcommands="" opts="-r --reason --mind --json -q --quiet -h --help" valued="-r --reason --mind" args="text" ;;
         *) subcommands="" opts="" valued="" args="" ;;
     esac
 }
@@ -107,6 +112,10 @@ _pmm_value() {
         "commitments open:--mind") _pmm_reply -f ;;
         "commitments close:--mind") _pmm_reply -f ;;
         "commitments reopen:--mind") _pmm_reply -f ;;
+        "commitments drop:--mind") _pmm_reply -f ;;
+        "reflections list:--mind") _pmm_reply -f ;;
+        "reflections show:--mind") _pmm_reply -f ;;
+        "reflections retract:--mind") _pmm_reply -f ;;
         *) COMPREPLY=() ;;
     esac
 }

@@ -3,13 +3,15 @@
 function __pmm_subcommands --argument-names path
     switch "$path"
         case ''
-            printf '%s\n' init remember stats log search pins unpin rename chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments
+            printf '%s\n' init remember stats log search pins unpin rename chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections
         case 'persona'
             printf '%s\n' set show edit clear
         case 'model'
             printf '%s\n' list add use info trust remove
         case 'commitments'
-            printf '%s\n' list open close reopen
+            printf '%s\n' list open close reopen drop
+        case 'reflections'
+            printf '%s\n' list show retract
     end
 end
 
@@ -87,6 +89,14 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' -e --evidence -s --statement --mind
         case 'commitments reopen'
             printf '%s\n' -r --reason --due --mind
+        case 'commitments drop'
+            printf '%s\n' -r --reason --mind
+        case 'reflections list'
+            printf '%s\n' --mind
+        case 'reflections show'
+            printf '%s\n' --mind
+        case 'reflections retract'
+            printf '%s\n' -r --reason --mind
     end
 end
 
@@ -136,7 +146,8 @@ complete -c pmm -n '__pmm_is ""' -a backup -d 'Verify the mind, snapshot it (SQL
 complete -c pmm -n '__pmm_is ""' -a restore -d 'Decrypt a backup, verify the whole chain, then write the mind (refuses to overwrite without --force).'
 complete -c pmm -n '__pmm_is ""' -a persona -d 'The mind\'s persona: text always at the head of its prompt (set, show, edit, clear).'
 complete -c pmm -n '__pmm_is ""' -a model -d 'List, add, switch, trust and remove the models this mind talks through (keys stay in the environment).'
-complete -c pmm -n '__pmm_is ""' -a commitments -d 'What the mind has committed to: list, open, close with evidence, reopen.'
+complete -c pmm -n '__pmm_is ""' -a commitments -d 'What the mind has committed to: list, open, close with evidence, reopen, drop.'
+complete -c pmm -n '__pmm_is ""' -a reflections -d 'The mind\'s reflections: list, show one, retract one (the owner overrules the mind).'
 complete -c pmm -n '__pmm_is ""' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is ""' -s q -l quiet -d 'Only data and errors.'
 complete -c pmm -n '__pmm_is ""' -l version -d 'Show the version and exit.'
@@ -339,10 +350,11 @@ complete -c pmm -n '__pmm_is "model remove"' -s h -l help -d 'Show this message 
 complete -c pmm -n '__pmm_is "commitments"' -a list -d 'Open commitments (with --all, every one), with due times and where each came from.'
 complete -c pmm -n '__pmm_is "commitments"' -a open -d 'Open a commitment by hand.'
 complete -c pmm -n '__pmm_is "commitments"' -a close -d 'Close a commitment as kept: only with evidence (events after it was opened).'
-complete -c pmm -n '__pmm_is "commitments"' -a reopen -d 'Open a closed or expired commitment again.'
+complete -c pmm -n '__pmm_is "commitments"' -a reopen -d 'Open a closed, expired or dropped commitment again.'
+complete -c pmm -n '__pmm_is "commitments"' -a drop -d 'Drop a commitment, whatever its status.'
 complete -c pmm -n '__pmm_is "commitments"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "commitments"' -s h -l help -d 'Show this message and exit.'
-complete -c pmm -n '__pmm_is "commitments list"' -s a -l all -d 'Also closed and expired ones.'
+complete -c pmm -n '__pmm_is "commitments list"' -s a -l all -d 'Also closed, expired and dropped ones.'
 complete -c pmm -n '__pmm_is "commitments list"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "commitments list"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "commitments list"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
@@ -364,3 +376,27 @@ complete -c pmm -n '__pmm_is "commitments reopen"' -l mind -r -F -d 'Mind file (
 complete -c pmm -n '__pmm_is "commitments reopen"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "commitments reopen"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "commitments reopen"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "commitments drop"' -s r -l reason -x -d 'Why it is dropped.'
+complete -c pmm -n '__pmm_is "commitments drop"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "commitments drop"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "commitments drop"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "commitments drop"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "reflections"' -a list -d 'List the reflections, oldest first.'
+complete -c pmm -n '__pmm_is "reflections"' -a show -d 'Show one reflection in full.'
+complete -c pmm -n '__pmm_is "reflections"' -a retract -d 'Overrule a reflection (one of the last 100).'
+complete -c pmm -n '__pmm_is "reflections"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "reflections"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "reflections list"' -s a -l all -d 'Also retracted ones (marked).'
+complete -c pmm -n '__pmm_is "reflections list"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "reflections list"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "reflections list"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "reflections list"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "reflections show"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "reflections show"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "reflections show"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "reflections show"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "reflections retract"' -s r -l reason -x -d 'Why the reflection is overruled.'
+complete -c pmm -n '__pmm_is "reflections retract"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "reflections retract"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "reflections retract"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "reflections retract"' -s h -l help -d 'Show this message and exit.'

@@ -147,6 +147,8 @@ def test_constants_table() -> None:
         "MAX_TRAIT_STEP": projections.MAX_TRAIT_STEP,
         "RECENT_STEPS": projections.RECENT_STEPS,
         "EXPIRE_AFTER_TURNS": mind.EXPIRE_AFTER_TURNS,
+        "RETRACTABLE": projections.RETRACTABLE,
+        "KEPT_STEPS": projections.KEPT_STEPS,
     }
 
 
@@ -154,7 +156,8 @@ def test_kinds_table_names_declared_kinds_and_their_meta() -> None:
     rows = table("kinds")
     read_by_projections = {"mind_created", "mind_named", "message_received", "reflection_recorded",
                            "trait_adjusted", "commitment_opened", "commitment_closed",
-                           "commitment_expired", "commitment_reopened"}
+                           "commitment_expired", "commitment_reopened", "reflection_retracted",
+                           "commitment_dropped"}
     assert {row[0].strip("`") for row in rows} == read_by_projections
     for row in rows:
         kind = ev.KINDS[row[0].strip("`")]

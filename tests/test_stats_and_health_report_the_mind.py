@@ -103,7 +103,7 @@ def test_stats_tells_stage_traits_reflections_commitments_and_cost(mind: Path) -
     assert report["metrics"]["reflections"] == 1 and report["metrics"]["turns"] == 1
     assert report["traits"]["openness"] == pytest.approx(0.53)
     assert report["reflections"]["count"] == 1 and report["reflections"]["turns_since"] == 0
-    assert report["commitments"] == {"opened": 3, "closed": 1, "expired": 1, "open": 1,
+    assert report["commitments"] == {"opened": 3, "closed": 1, "expired": 1, "dropped": 0, "open": 1,
                                      "reopened": 0, "success": 0.5}
     (usage,) = report["usage"]
     assert usage["model"] == "openai-compatible:test-model" and usage["answers"] == 1

@@ -80,14 +80,15 @@ def _register() -> None:
         models,
         portability,
         recall,
+        reflections,
         run,
         signing,
         standing,
         trace,
     )
 
-    for module in (mind, standing, chat, recall, models, trace, evolve, run, health, portability,
-                   integrity, signing, backup):
+    for module in (mind, standing, chat, recall, models, trace, evolve, reflections, run, health,
+                   portability, integrity, signing, backup):
         module.register(app)
 
 

@@ -13,7 +13,7 @@ from pmm.cli.options import MAX_ID, JsonOpt, MindOpt
 commitments_app = typer.Typer(
     rich_markup_mode=None,
     name="commitments", no_args_is_help=True,
-    help="What the mind has committed to: list, open, close with evidence, reopen.")
+    help="What the mind has committed to: list, open, close with evidence, reopen, drop.")
 
 
 def register(app: typer.Typer) -> None:
@@ -69,7 +69,7 @@ def render(report: dict[str, Any]) -> list[str]:
 
 @commitments_app.command("list")
 def list_(
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Also closed and expired ones.")] = False,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Also closed, expired and dropped ones.")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -86,8 +86,9 @@ def list_(
 def render_list(report: dict[str, Any], all_: bool = False) -> list[str]:
     rows = [r for r in report["commitments"] if all_ or r["status"] == "open"]
     success = f" ({report['success']:.0%} success)" if report["success"] is not None else ""
+    dropped = f", {report['dropped']} dropped" if report["dropped"] else ""
     lines = [f"Commitments: {report['opened']} opened, {report['closed']} closed{success},"
-             f" {report['expired']} expired, {report['open']} open"]
+             f" {report['expired']} expired{dropped}, {report['open']} open"]
     for row in rows:
         due = f"  due {row['due'][:16].replace('T', ' ')} UTC" if row["due"] else ""
         late = "  OVERDUE" if row["overdue"] else ""
@@ -132,8 +133,24 @@ def reopen(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Open a closed or expired commitment again."""
+    """Open a closed, expired or dropped commitment again."""
     from pmm.services import commitments, overview
 
     event = commitments.reopen(mind_path(mind), commitment, reason, due)
     output.report(overview.event_json(event), json, f"Reopened commitment #{commitment}")
+
+
+@commitments_app.command("drop")
+def drop(
+    commitment: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The commitment's id.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is dropped.")],
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Drop a commitment, whatever its status.
+
+    It then counts as neither open, kept nor lapsed, in no success figure; reopen brings it back."""
+    from pmm.services import commitments, overview
+
+    event = commitments.drop(mind_path(mind), commitment, reason)
+    output.report(overview.event_json(event), json, f"Dropped commitment #{commitment} (event #{event.id})")

@@ -283,6 +283,28 @@ COMMITMENT_REOPENED = declare(
         content="Why it was reopened.",
     )
 )
+REFLECTION_RETRACTED = declare(
+    EventKind(
+        "reflection_retracted",
+        "The owner overruled a reflection (`pmm reflections retract`); the reflection stays in the"
+        " chain but counts as if it had never been recorded: its trait steps are undone, the"
+        " commitments it opened are dropped and those it closed are open again, it is not the"
+        " latest reflection, not counted in reflection depth, and recall does not bring it"
+        " (docs/mind-model.md). Only one of the last 100 reflections, and only once.",
+        {"reflection": ID_REQUIRED, "source": STR},
+        content="Why it was retracted.",
+    )
+)
+COMMITMENT_DROPPED = declare(
+    EventKind(
+        "commitment_dropped",
+        "The owner dropped a commitment (`pmm commitments drop`), whatever its status: it is"
+        " neither open, kept nor lapsed, and counts in none of the success figures. A reopen"
+        " makes it open again.",
+        {"commitment": ID_REQUIRED, "source": STR},
+        content="Why it was dropped.",
+    )
+)
 
 
 class Event(NamedTuple):

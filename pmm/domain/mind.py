@@ -22,8 +22,8 @@ STAGE_WORDS = {
     "S3": "growing steadily",
     "S4": "mature and self-directed",
 }
-# Minimums to be at a stage: reflections, user turns, IAS, GAS. Each column never decreases
-# from one stage to the next, so more of anything never lowers the stage.
+# Minimums to be at a stage: reflections (not retracted), live user turns, IAS, GAS. Each column
+# never decreases from one stage to the next, so more of anything never lowers the stage.
 THRESHOLDS = {
     "S1": (1, 5, 0.0, 0.0),
     "S2": (5, 25, 0.5, 0.15),
@@ -54,12 +54,15 @@ class Metrics:
 
 
 def metrics(states: dict[str, Any]) -> Metrics:
+    """IAS, GAS and their parts, and the stage. Commitments count by their status now (each
+    once: kept, lapsed; dropped and open ones in neither), reflections only when not retracted,
+    and turns only live ones (imported turns are history, docs/mind-model.md)."""
     traits, commitments = states["traits"], states["commitments"]
     identity, reflections = states["identity"], states["reflections"]
     recent = traits["recent"]
     trait_stability = 1.0 - (sum(recent) / len(recent)) / MAX_TRAIT_STEP if recent else 1.0
     name_stability = 1.0 / (1 + max(0, identity["names"] - 1))
-    closed, expired = commitments["closed"], commitments["expired"]
+    closed, expired = commitments["current"]["closed"], commitments["current"]["expired"]
     commitment_reliability = (closed + 1) / (closed + expired + 1)
     ias = 0.5 * trait_stability + 0.25 * name_stability + 0.25 * commitment_reliability
 
@@ -112,7 +115,7 @@ def reflection_due(states: dict[str, Any], seconds_since_last: float | None) -> 
 
 def overdue(states: dict[str, Any], now_ts: str) -> list[tuple[int, str]]:
     """Open commitments to expire at ``now_ts``: past their due time, or open for
-    ``EXPIRE_AFTER_TURNS`` user messages."""
+    ``EXPIRE_AFTER_TURNS`` live user messages (imported ones do not age a commitment)."""
     found = []
     turns = states["commitments"]["turns"]
     for key, entry in sorted(states["commitments"]["open"].items(), key=lambda kv: int(kv[0])):

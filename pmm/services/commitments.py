@@ -1,5 +1,5 @@
 """``pmm commitments``: what the mind has committed to, and the user's hand in it (open, close
-with evidence, reopen). Every change is an event; a close names evidence or is refused."""
+with evidence, reopen, drop). Every change is an event; a close names evidence or is refused."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pmm.domain import events as ev
 from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft, Event
 from pmm.domain.projections import since, valid_evidence
-from pmm.ledger.store import TS_FORMAT, now_ts
+from pmm.ledger.store import TS_FORMAT, Mind, now_ts
 from pmm.services import minds
 
 RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([mhdw])")
@@ -51,10 +51,19 @@ def listing(path: Path) -> dict[str, Any]:
     rows = [row(k, v, "open") for k, v in state["open"].items()]
     rows += [row(k, v, v["status"]) for k, v in state["done"].items()]
     rows.sort(key=lambda r: r["id"])
-    resolved = state["closed"] + state["expired"]
-    return {"commitments": rows, "opened": state["opened"], "closed": state["closed"],
-            "expired": state["expired"], "reopened": state["reopened"], "open": len(state["open"]),
-            "success": round(state["closed"] / resolved, 4) if resolved else None}
+    return {"commitments": rows, **counts(state)}
+
+
+def counts(state: dict[str, Any]) -> dict[str, Any]:
+    """Each commitment counted once, by its status now (``closed`` kept, ``expired`` lapsed,
+    ``dropped``, ``open``: they add up to ``opened``), and success: kept over kept plus lapsed
+    (None before any is either). A reopened commitment is open, not kept; ``reopened`` counts
+    reopenings."""
+    current = state["current"]
+    kept, lapsed = current["closed"], current["expired"]
+    return {"opened": state["opened"], "closed": kept, "expired": lapsed,
+            "dropped": current["dropped"], "open": len(state["open"]), "reopened": state["reopened"],
+            "success": round(kept / (kept + lapsed), 4) if kept + lapsed else None}
 
 
 def open_(path: Path, text: str, due: str | None, notify: minds.Notify) -> Event:
@@ -82,7 +91,7 @@ def close(path: Path, commitment: int, evidence: list[int], statement: str) -> E
         raise errors.UsageError("say how it was kept (--statement TEXT)")
     if not evidence:
         raise errors.UsageError("a commitment closes only with evidence", hint="--evidence EVENT_ID (repeatable)")
-    with minds.open_write(path, lambda _m: None) as mind:
+    with _existing(path) as mind:
 
         def drafts(first_id: int) -> list[Draft]:
             entry = _open_entry(mind.state()[0], commitment)
@@ -101,17 +110,46 @@ def reopen(path: Path, commitment: int, reason: str, due: str | None) -> Event:
     meta: dict[str, Any] = {"commitment": commitment, "source": "user"}
     if due:
         meta["due"] = parse_due(due)
-    with minds.open_write(path, lambda _m: None) as mind:
+    with _existing(path) as mind:
 
         def drafts(_first: int) -> list[Draft]:
             state = mind.state()[0]["commitments"]
             if str(commitment) not in state["done"]:
                 where = "open" if str(commitment) in state["open"] else "unknown"
-                raise errors.UsageError(f"commitment #{commitment} is {where}; only closed or expired ones reopen")
+                raise errors.UsageError(f"commitment #{commitment} is {where}; only closed, expired or"
+                                        " dropped ones reopen", hint="see pmm commitments list --all")
             return [Draft(ev.COMMITMENT_REOPENED.name, reason.strip() or "reopened by the user", meta)]
 
         (event,) = mind.append(drafts)
     return event
+
+
+def drop(path: Path, commitment: int, reason: str) -> Event:
+    """The owner drops a commitment, whatever its status: it then counts as neither open, kept
+    nor lapsed (a reopen brings it back)."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise errors.UsageError("say why the commitment is dropped (--reason TEXT)")
+    with _existing(path) as mind:
+
+        def drafts(_first: int) -> list[Draft]:
+            state = mind.state()[0]["commitments"]
+            entry = state["open"].get(str(commitment)) or state["done"].get(str(commitment))
+            if entry is None:
+                raise errors.UsageError(f"#{commitment} is not a commitment", hint="see pmm commitments list --all")
+            if entry.get("status") == "dropped":
+                raise errors.UsageError(f"commitment #{commitment} is dropped already (event #{entry['closed_id']})",
+                                        hint="pmm commitments reopen ID brings it back")
+            return [Draft(ev.COMMITMENT_DROPPED.name, reason, {"commitment": commitment, "source": "user"})]
+
+        (event,) = mind.append(drafts)
+    return event
+
+
+def _existing(path: Path) -> Mind:
+    """A writer on a mind that exists: changing a commitment never creates a mind (exit 4)."""
+    minds.open_read(path).close()
+    return minds.open_write(path, lambda _m: None)
 
 
 def _open_entry(states: dict[str, Any], commitment: int) -> dict[str, Any]:

@@ -147,16 +147,15 @@ def reflections(states: dict[str, Any]) -> dict[str, Any]:
     return {"count": state["count"], "latest_id": latest["id"] if latest else None,
             "latest_ts": latest["ts"] if latest else None,
             "seconds_since_latest": round(seconds_since(latest["ts"]), 3) if latest else None,
-            "turns_since": state["turns_since"]}
+            "turns_since": state["turns_since"], "retracted": state["retracted"]}
 
 
 def commitments(states: dict[str, Any]) -> dict[str, Any]:
-    """Counts, and success: kept over kept plus lapsed (None before any was either)."""
-    state = states["commitments"]
-    closed, expired = state["closed"], state["expired"]
-    return {"opened": state["opened"], "closed": closed, "expired": expired,
-            "open": len(state["open"]), "reopened": state["reopened"],
-            "success": round(closed / (closed + expired), 4) if closed + expired else None}
+    """Counts by status now, and success: kept over kept plus lapsed (None before any was
+    either); see services/commitments.py ``counts``."""
+    from pmm.services.commitments import counts
+
+    return counts(states["commitments"])
 
 
 def usage(states: dict[str, Any]) -> list[dict[str, Any]]:
