@@ -7,6 +7,7 @@ finds the file in its own installation. Loaded models are kept for the life of t
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import hashlib
@@ -72,6 +73,8 @@ def token_counter(spec: ModelSpec) -> Callable[[str], int] | None:
 
             with _quiet_stderr():
                 _VOCABS[path] = Llama(model_path=path, vocab_only=True, verbose=False)
+            atexit.register(_VOCABS[path].close)  # freed while llama_cpp still can (at teardown its
+            # module globals are gone, and its __del__ prints a TypeError)
         except (ImportError, ValueError, RuntimeError, OSError):
             _VOCABS[path] = None
     vocab = vocab or _VOCABS[path]
