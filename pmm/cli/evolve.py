@@ -85,15 +85,20 @@ def list_(
 
 def render_list(report: dict[str, Any], all_: bool = False) -> list[str]:
     rows = [r for r in report["commitments"] if all_ or r["status"] == "open"]
-    success = f" ({report['success']:.0%} success)" if report["success"] is not None else ""
-    dropped = f", {report['dropped']} dropped" if report["dropped"] else ""
-    lines = [f"Commitments: {report['opened']} opened, {report['closed']} closed{success},"
-             f" {report['expired']} expired{dropped}, {report['open']} open"]
+    lines = [counts_line(report)]
     for row in rows:
         due = f"  due {row['due'][:16].replace('T', ' ')} UTC" if row["due"] else ""
         late = "  OVERDUE" if row["overdue"] else ""
         lines.append(f"  #{row['id']:<6} {row['status']:<8} {output.one_line(row['text'], 70)}{due}{late}")
     return lines
+
+
+def counts_line(c: dict[str, Any]) -> str:
+    """Commitments by status now, one line (``commitments list`` and ``stats``)."""
+    success = f" ({c['success']:.0%} success)" if c["success"] is not None else ""
+    dropped = f", {c['dropped']:,} dropped" if c.get("dropped") else ""
+    return (f"Commitments: {c['opened']:,} opened, {c['closed']:,} closed{success},"
+            f" {c['expired']:,} expired{dropped}, {c['open']:,} open")
 
 
 @commitments_app.command("open")

@@ -174,9 +174,9 @@ def _reflections_line(r: dict[str, Any]) -> str:
 def _commitments_line(c: dict[str, Any]) -> str:
     if not c["opened"]:
         return "Commitments: no commitments yet"
-    success = f" ({c['success']:.0%} success)" if c["success"] is not None else ""
-    return (f"Commitments: {c['opened']:,} opened, {c['closed']:,} closed{success},"
-            f" {c['expired']:,} expired, {c['open']:,} open")
+    from pmm.cli.evolve import counts_line
+
+    return counts_line(c)
 
 
 def _usage_lines(rows: list[dict[str, Any]]) -> list[str]:
