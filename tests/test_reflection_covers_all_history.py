@@ -110,16 +110,19 @@ def test_a_run_reflects_on_every_event_once_in_order_and_records_what_it_showed(
     assert len(shown(server)) == len(windows)  # no model call for nothing
 
 
-def test_quiet_success_prints_nothing_and_if_due_catches_up_when_due(mind: Path, server: FakeServer) -> None:
+def test_quiet_success_prints_nothing_and_left_history_waits_for_the_cadence(mind: Path, server: FakeServer) -> None:
     imported(mind, pairs=150)
-    quiet = invoke("-q", "--mind", str(mind), "reflect", "--max-windows", "1")
+    # cron: due (no reflection yet), so it catches up, up to its bound, and says nothing at all
+    quiet = invoke("-q", "--mind", str(mind), "reflect", "--if-due", "--max-windows", "2")
     assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
-    # the run stopped at its bound: what is left is due at the stage's cadence, not before
+    assert len(shown(server)) == 2
+    assert [e["meta"]["trigger"] for e in events(mind, kind="reflection_recorded")] == ["due", "due"]
+    # what the bound left is due at the stage's cadence, not at the next tick
     later = pmm(mind, "reflect", "--if-due", "--json")
     report = json.loads(later.stdout)
     assert report["recorded"] is False and "events of history wait from the last run" in report["reason"]
     assert "next is due in" in report["reason"]
-    assert len(shown(server)) == 1
+    assert len(shown(server)) == 2
 
 
 def test_autonomous_run_catches_up_window_by_window(mind: Path, server: FakeServer) -> None:
@@ -152,6 +155,7 @@ def test_a_failed_reflection_backs_off_due_runs_until_a_success(mind: Path, serv
     assert waiting.exit_code == 0 and len(shown(server)) == posts
     assert re.search(r"No reflection: the last reflection failed \d+ s ago \(.+\); next try in (59|60) min",
                      waiting.stderr)
+    assert "the last reflection failed" in pmm(mind, "health").output  # health shows it too
 
     server.text = "I reflected, but not in JSON."  # a manual reflect always tries, and counts too
     assert pmm(mind, "reflect").exit_code == 5
@@ -165,10 +169,11 @@ def test_a_failed_reflection_backs_off_due_runs_until_a_success(mind: Path, serv
     assert ok.exit_code == 0 and json.loads(ok.stdout)["recorded"] is True
     assert backoff_files() == []  # a success resets the back-off
 
+    os.mkfifo(record)  # planted where the record goes: read without blocking, then replaced
     append(mind, [Draft("message_received", "And onions.", {"source": "pmm"})])
     server.push("500")
     assert pmm(mind, "reflect").exit_code == 5
-    assert json.loads(backoff_files()[0].read_text())["reflection"]["failures"] == 1  # counted afresh
+    assert json.loads(record.read_text())["reflection"]["failures"] == 1  # counted afresh
 
 
 def test_many_reflections_are_condensed_into_a_standing_summary(mind: Path, server: FakeServer) -> None:

@@ -68,14 +68,15 @@ def latest_before(mind: Mind, kinds: Iterable[str], limit: int, before: int | No
 
 
 def following(mind: Mind, kinds: Iterable[str], since: int, limit: int) -> list[Event]:
-    """The first ``limit`` events of ``kinds`` from id ``since`` on, in id order (a range on the
-    primary key: reading a window of old history never touches the rest)."""
-    names = tuple(kinds)
+    """The first ``limit`` events of ``kinds`` from id ``since`` on, in id order: one indexed
+    query per kind, so reading a window of old history never reads (or sorts) the rest."""
+    found: list[Event] = []
     with cx.translated(mind.path):
-        rows = mind.conn.execute(
-            f"SELECT {COLUMNS} FROM events WHERE id >= ? AND kind IN ({', '.join('?' for _ in names)})"
-            " ORDER BY id LIMIT ?", (since, *names, limit)).fetchall()
-    return [Event._make(r) for r in rows]
+        for kind in kinds:
+            found += map(Event._make, mind.conn.execute(
+                f"SELECT {COLUMNS} FROM events WHERE kind = ? AND id >= ? ORDER BY id LIMIT ?",
+                (kind, since, limit)).fetchall())
+    return sorted(found, key=lambda e: e.id)[:limit]
 
 
 def count_between(mind: Mind, kinds: Iterable[str], low: int, high: int | None = None) -> int:

@@ -1,7 +1,9 @@
 """``pmm run --autonomous``: a foreground loop that keeps the mind up to date on its own.
 
-Each cycle expires overdue commitments (one transaction, only when there are any) and reflects
-when the stage cadence says a reflection is due. A cycle with nothing to do writes nothing: the
+Each cycle expires overdue commitments (one transaction, only when there are any) and, when a
+reflection is due and no back-off after a failure holds it, catches up on unreflected history
+window by window (each window its own step and transaction), then consolidates when enough
+reflections have accumulated (``reflection.reflect``). A cycle with nothing to do writes nothing: the
 loop's own life (heartbeats, timings) is telemetry and never enters the chain. A stop request
 (a signal, or the token budget) is honoured between steps. A step in progress when a signal
 arrives gets ``$PMM_STOP_GRACE`` seconds to finish; then it is abandoned (``StepAbandoned``
