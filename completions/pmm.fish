@@ -197,7 +197,7 @@ complete -c pmm -n '__pmm_is "trace"' -l mind -r -F -d 'Mind file (default: $PMM
 complete -c pmm -n '__pmm_is "trace"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "trace"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "trace"' -s h -l help -d 'Show this message and exit.'
-complete -c pmm -n '__pmm_is "reflect"' -l if-due -d 'Only when the stage\'s cadence says one is due, or history is left from the last run, and not while backing off after a failure (for cron); otherwise exit 0 quietly.'
+complete -c pmm -n '__pmm_is "reflect"' -l if-due -d 'Only when one is due by the stage\'s cadence and no back-off after a failure holds it (for cron); otherwise exit 0 (a back-off is said on stderr).'
 complete -c pmm -n '__pmm_is "reflect"' -l max-windows -x -d 'Reflect on at most N windows of history (one model call each) this run; the rest is left for the next run, and the output says so.'
 complete -c pmm -n '__pmm_is "reflect"' -l consolidate -d 'Also condense the reflections no summary covers yet into a new summary now (otherwise done once 8 have accumulated).'
 complete -c pmm -n '__pmm_is "reflect"' -l model -x -d 'Reflect with this model (a name from `pmm model list`) this once.'

@@ -196,6 +196,12 @@ def test_many_reflections_are_condensed_into_a_standing_summary(mind: Path, serv
     assert reasons[stored["id"]] == "summary" and ids[-1] not in reasons  # condensed: not shown twice
     text = pmm(mind, "recall", "how are my plants?", "--full").stdout
     assert "The user gardens" in text
+    server.text = "They are fine."
+    assert pmm(mind, "chat", "-m", "how are my plants?").exit_code == 0
+    sent = _prompt(server.requests[-1].body)  # what a chat turn really sends, citing compactly
+    assert f"Summary of your reflections #{ids[0]} ... #{ids[-1]} (8): The user gardens" in sent
+    assert "Latest reflection:" not in sent  # the summary condenses it: not standing twice
+    server.text = SUMMARY
 
     # forced: the one reflection since is condensed with the previous summary
     (newer,) = append(mind, [Draft("reflection_recorded", "One more.",
@@ -204,3 +210,14 @@ def test_many_reflections_are_condensed_into_a_standing_summary(mind: Path, serv
     assert forced["covers"] == [newer] and forced["previous"] == stored["id"]
     assert "Your summary so far (event #" in _prompt(server.requests[-1].body)
     assert len(events(mind, kind="reflection_recorded")) == 9  # nothing is lost
+
+
+def test_the_bound_per_run_is_documented_in_help(mind: Path) -> None:
+    import inspect
+
+    from pmm.cli.evolve import reflect
+    from pmm.services.reflection import MAX_WINDOWS
+
+    assert inspect.signature(reflect).parameters["max_windows"].default == MAX_WINDOWS
+    shown_help = invoke("reflect", "--help").stdout
+    assert "--max-windows" in shown_help and "left for the next run" in shown_help

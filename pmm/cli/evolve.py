@@ -22,14 +22,21 @@ def register(app: typer.Typer) -> None:
 
 
 def reflect(
-    if_due: Annotated[bool, typer.Option("--if-due", help="Only when the stage's cadence says one is due, or history is left from the last run, and not while backing off after a failure (for cron); otherwise exit 0 quietly.")] = False,
-    max_windows: Annotated[int, typer.Option("--max-windows", min=1, max=10_000, metavar="N", help="Reflect on at most N windows of history (one model call each) this run; the rest is left for the next run, and the output says so.")] = 10,
+    if_due: Annotated[bool, typer.Option("--if-due", help="Only when one is due by the stage's cadence and no back-off after a failure holds it (for cron); otherwise exit 0 (a back-off is said on stderr).")] = False,
+    max_windows: Annotated[int, typer.Option("--max-windows", min=1, max=10_000, metavar="N", help="Reflect on at most N windows of history (one model call each) this run; the rest is left for the next run, and the output says so.")] = 10,  # reflection.MAX_WINDOWS
     consolidate: Annotated[bool, typer.Option("--consolidate", help="Also condense the reflections no summary covers yet into a new summary now (otherwise done once 8 have accumulated).")] = False,
     model: Annotated[Optional[str], typer.Option("--model", help="Reflect with this model (a name from `pmm model list`) this once.")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Reflect on unreflected history, oldest first, one window at a time until caught up."""
+    """Reflect on unreflected history, oldest first, one window at a time until caught up.
+
+    Each window (one model call, one transaction) is every event not reflected on yet, from the
+    oldest, as many as fit the model's context window; the reflection records exactly the ids
+    it was shown. Progress goes to stderr; with -q a success prints nothing. A failure stops the
+    run (exit 5) with the windows before it kept, and makes --if-due back off. See
+    docs/mind-model.md.
+    """
     from pmm.errors import PmmError
     from pmm.services import reflection
 

@@ -167,11 +167,11 @@ def _run(mind: Mind, path: Path, *, if_due: bool, trigger: str, model_name: str 
     if not run.outcomes:
         run.reason = "nothing new to reflect on since the last reflection"
     elif run.left:
-        run.reason = (f"{run.left:,} events of history are left for the next run"
-                      f" (from #{run.next_id}; at most {max_windows:,} windows a run)")
+        bound = f"at most {max_windows:,} windows a run" if done >= max_windows else "asked to stop"
+        run.reason = f"{run.left:,} events of history are left for the next run (from #{run.next_id}; {bound})"
     else:
         run.reason, run.next_id = "caught up", None
-    if summarize or consolidation.due(mind, states):
+    if keep_going() and (summarize or consolidation.due(mind, states)):
         run.summary = _consolidate(mind, path, model, trigger, if_due and not summarize, notify)
     return run
 
