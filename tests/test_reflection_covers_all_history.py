@@ -201,15 +201,17 @@ def test_many_reflections_are_condensed_into_a_standing_summary(mind: Path, serv
     sent = _prompt(server.requests[-1].body)  # what a chat turn really sends, citing compactly
     assert f"Summary of your reflections #{ids[0]} ... #{ids[-1]} (8): The user gardens" in sent
     assert "Latest reflection:" not in sent  # the summary condenses it: not standing twice
-    server.text = SUMMARY
 
     # forced: the one reflection since is condensed with the previous summary
     (newer,) = append(mind, [Draft("reflection_recorded", "One more.",
                                    {"first_id": said[0], "last_id": said[0], "trigger": "manual"})])
-    forced = json.loads(pmm(mind, "reflect", "--consolidate", "--json").stdout)["summary"]
-    assert forced["covers"] == [newer] and forced["previous"] == stored["id"]
+    server.text = ANSWER  # the run reflects on the chat turn first, then condenses both
+    report = json.loads(pmm(mind, "reflect", "--consolidate", "--json").stdout)
+    forced = report["summary"]
+    assert forced["covers"] == [newer, report["reflections"][0]["reflection"]["id"]]
+    assert forced["previous"] == stored["id"]
     assert "Your summary so far (event #" in _prompt(server.requests[-1].body)
-    assert len(events(mind, kind="reflection_recorded")) == 9  # nothing is lost
+    assert len(events(mind, kind="reflection_recorded")) == 10  # nothing is lost
 
 
 def test_the_bound_per_run_is_documented_in_help(mind: Path) -> None:
