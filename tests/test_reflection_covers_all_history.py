@@ -130,7 +130,7 @@ def test_autonomous_run_catches_up_window_by_window(mind: Path, server: FakeServ
     done = pmm(mind, "run", "--autonomous", "--max-cycles", "1", "--interval", "0", "--json")
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["reflections"] == len(shown(server)) > 1
-    assert re.search(r"Cycle 1: reflected \(\d+ windows, events \d+-\d+, ", done.stderr)
+    assert re.search(r"Cycle 1: reflected \(\d+ windows, events \d+ to \d+, ", done.stderr)
     last = [e for e in events(mind) if e["kind"] == "reflection_recorded"][-1]
     assert last["meta"]["last_id"] == max(e["id"] for e in events(mind) if e["kind"] in SEEN)
 

@@ -101,7 +101,7 @@ def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify,
     if stop.is_set():
         return "; ".join(did + ["stopping before the reflection step"])
     reflected: list[int] = []
-    tokens_before = summary.tokens
+    tokens_before, expired_before = summary.tokens, summary.expired
 
     def recorded(outcome: reflection.Outcome) -> None:
         assert outcome.reflection is not None
@@ -121,14 +121,15 @@ def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify,
                                  recorded=recorded, keep_going=keep_going)
     except (errors.ProviderError, errors.MindLocked) as exc:
         summary.failures += 1
-        return "; ".join(did + _reflected(reflected, summary.tokens - tokens_before)
+        return "; ".join(did + _reflected(reflected, summary.tokens - tokens_before,
+                                          summary.expired - expired_before)
                          + [f"reflection failed: {exc.message}"])
     if run.summary is not None:
         meta = run.summary.event.meta
         summary.tokens += int(meta.get("tokens_in") or 0) + int(meta.get("tokens_out") or 0)
     if not run.recorded and run.summary is None:
         return "; ".join(did + [f"no reflection ({run.reason})"])
-    said = _reflected(reflected, summary.tokens - tokens_before)
+    said = _reflected(reflected, summary.tokens - tokens_before, summary.expired - expired_before)
     if run.left:
         said.append(f"{run.left:,} events of history left for the next cycle")
     if run.summary is not None:
@@ -137,11 +138,13 @@ def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify,
     return "; ".join(did + said)
 
 
-def _reflected(ids: list[int], tokens: int) -> list[str]:
+def _reflected(ids: list[int], tokens: int, lapsed: int) -> list[str]:
+    """The reflections of a cycle in words (their events, tokens, commitments they expired)."""
     if not ids:
         return []
-    which = f"event {ids[0]}" if len(ids) == 1 else f"{len(ids):,} windows, events {ids[0]}-{ids[-1]}"
-    return [f"reflected ({which}, {_count(tokens, 'token')})"]
+    which = f"event {ids[0]}" if len(ids) == 1 else f"{len(ids):,} windows, events {ids[0]} to {ids[-1]}"
+    more = f", {lapsed:,} more expired" if lapsed else ""
+    return [f"reflected ({which}, {_count(tokens, 'token')}{more})"]
 
 
 class _NothingToExpire(Exception):
