@@ -223,3 +223,37 @@ def test_the_bound_per_run_is_documented_in_help(mind: Path) -> None:
     assert inspect.signature(reflect).parameters["max_windows"].default == MAX_WINDOWS
     shown_help = invoke("reflect", "--help").stdout
     assert "--max-windows" in shown_help and "left for the next run" in shown_help
+
+
+def test_a_failing_window_stops_the_run_with_the_windows_before_it_kept(
+        mind: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMM_PROVIDER_RETRIES", "0")
+    imported(mind, pairs=150)
+    server.push("hang", seconds=0)  # the first window is answered, the second fails
+    server.push("500")
+    stopped = pmm(mind, "reflect", "--json")
+    assert stopped.exit_code == 5 and "Error:" in stopped.stderr
+    report = json.loads(stopped.stdout)  # what was recorded before the failure, then the error
+    (kept,) = events(mind, kind="reflection_recorded")
+    assert [r["reflection"]["id"] for r in report["reflections"]] == [kept["id"]]
+    assert json.loads(backoff_files()[0].read_text())["reflection"]["failures"] == 1
+    resumed = json.loads(pmm(mind, "reflect", "--json").stdout)  # goes on where it stopped
+    assert resumed["reflections"][0]["reflection"]["first_id"] > kept["meta"]["last_id"]
+    assert backoff_files() == []
+
+
+def test_a_failed_summary_is_remembered_on_its_own(mind: Path, server: FakeServer,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMM_PROVIDER_RETRIES", "0")
+    said = append(mind, [Draft("message_received", "Basil needs sun.", {"source": "pmm"})])
+    append(mind, [Draft("reflection_recorded", f"Reflection {n}.",
+                        {"first_id": said[0], "last_id": said[0], "trigger": "manual"}) for n in range(8)])
+    server.push("500")
+    assert pmm(mind, "reflect").exit_code == 5
+    assert list(json.loads(backoff_files()[0].read_text())) == ["consolidation"]
+    assert events(mind, kind="summary_recorded") == []
+    append(mind, [Draft("message_received", "And water.", {"source": "pmm"})])
+    server.text = ANSWER  # a manual run always tries: it reflects, then condenses all nine
+    done = json.loads(pmm(mind, "reflect", "--json").stdout)
+    assert len(done["reflections"]) == 1 and len(done["summary"]["covers"]) == 9
+    assert backoff_files() == []
