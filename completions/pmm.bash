@@ -17,7 +17,7 @@ _pmm_spec() {
         "chat") subcommands="" opts="-m --message --model --max-tokens --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --mind" args="" ;;
         "recall") subcommands="" opts="--model --window --max-tokens --full --mind --json -q --quiet -h --help" valued="--model --window --max-tokens --mind" args="text" ;;
         "trace") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
-        "reflect") subcommands="" opts="--if-due --model --mind --json -q --quiet -h --help" valued="--model --mind" args="" ;;
+        "reflect") subcommands="" opts="--if-due --max-windows --consolidate --model --mind --json -q --quiet -h --help" valued="--max-windows --model --mind" args="" ;;
         "run") subcommands="" opts="--autonomous --interval --max-cycles --max-tokens --mind --json -q --quiet -h --help" valued="--interval --max-cycles --max-tokens --mind" args="" ;;
         "health") subcommands="" opts="--online --strict --repair --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "export") subcommands="" opts="-f --format -o --output --since --mind --json -q --quiet -h --help" valued="-f --format -o --output --since --mind" args="" ;;

@@ -42,7 +42,7 @@ function __pmm_valued --argument-names path --description 'options of the comman
         case 'trace'
             printf '%s\n' --mind
         case 'reflect'
-            printf '%s\n' --model --mind
+            printf '%s\n' --max-windows --model --mind
         case 'run'
             printf '%s\n' --interval --max-cycles --max-tokens --mind
         case 'health'
@@ -134,8 +134,8 @@ complete -c pmm -n '__pmm_is ""' -a rename -d 'Give the mind a new name (a mind_
 complete -c pmm -n '__pmm_is ""' -a chat -d 'Talk to the mind: an interactive session, or one turn with -m TEXT or piped stdin.'
 complete -c pmm -n '__pmm_is ""' -a recall -d 'Show what the prompt for QUERY would hold now, without calling a model.'
 complete -c pmm -n '__pmm_is ""' -a trace -d 'For an answer: the user\'s message, the context the model saw, model, tokens, latency, and what the turn changed.'
-complete -c pmm -n '__pmm_is ""' -a reflect -d 'Reflect on what happened since the last reflection: traits, commitments, maybe a name.'
-complete -c pmm -n '__pmm_is ""' -a run -d 'Loop: expire overdue commitments and reflect when due; Ctrl-C or SIGTERM stops it (exit 130 / 0).'
+complete -c pmm -n '__pmm_is ""' -a reflect -d 'Reflect on unreflected history, oldest first, one window at a time until caught up.'
+complete -c pmm -n '__pmm_is ""' -a run -d 'Loop: expire overdue commitments and reflect when due (catching up, backing off after a failure); Ctrl-C or SIGTERM stops it (exit 130 / 0).'
 complete -c pmm -n '__pmm_is ""' -a health -d 'Check the mind: file, chain, projection cache, search index, recall vectors, reflection cadence, commitments; models with --online.'
 complete -c pmm -n '__pmm_is ""' -a export -d 'Stream the mind\'s events as JSONL (default, on stdout) or Markdown.'
 complete -c pmm -n '__pmm_is ""' -a import -d 'Import a pmm export (verified first) or a ChatGPT / Claude conversations.json.'
@@ -209,7 +209,9 @@ complete -c pmm -n '__pmm_is "trace"' -l mind -r -F -d 'Mind file (default: $PMM
 complete -c pmm -n '__pmm_is "trace"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "trace"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "trace"' -s h -l help -d 'Show this message and exit.'
-complete -c pmm -n '__pmm_is "reflect"' -l if-due -d 'Only when the stage\'s cadence says one is due (for cron); otherwise exit 0 quietly.'
+complete -c pmm -n '__pmm_is "reflect"' -l if-due -d 'Only when one is due by the stage\'s cadence and no back-off after a failure holds it (for cron); otherwise exit 0 (a back-off is said on stderr).'
+complete -c pmm -n '__pmm_is "reflect"' -l max-windows -x -d 'Reflect on at most N windows of history (one model call each) this run; the rest is left for the next run, and the output says so.'
+complete -c pmm -n '__pmm_is "reflect"' -l consolidate -d 'Also condense the reflections no summary covers yet into a new summary now (otherwise done once 8 have accumulated).'
 complete -c pmm -n '__pmm_is "reflect"' -l model -x -d 'Reflect with this model (a name from `pmm model list`) this once.'
 complete -c pmm -n '__pmm_is "reflect"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "reflect"' -l json -d 'Machine-readable output on stdout.'

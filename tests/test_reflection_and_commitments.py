@@ -60,7 +60,9 @@ def test_a_reflection_keeps_what_is_valid_and_writes_it_in_one_transaction(mind:
     rejected = " | ".join(written[0]["meta"]["rejected"])
     for needle in ("traits[1]", "second step for conscientiousness", "#999 is not an open", "already named Test"):
         assert needle in rejected
-    assert written[0]["meta"]["first_id"] == 1 and written[0]["meta"]["last_id"] == reflection_id - 1
+    # exactly the events it was shown: the user's message and the answer
+    assert written[0]["meta"]["first_id"] == turn["message_id"]
+    assert written[0]["meta"]["last_id"] == turn["response_id"] == reflection_id - 1
     listing = json.loads(run_pmm("--mind", str(mind), "commitments", "list", "--json", check=True).stdout)
     (opened,) = listing["commitments"]
     assert opened["text"] == "Ask about the plants next week" and opened["due"] and opened["source"] == "reflection"

@@ -22,24 +22,55 @@ def register(app: typer.Typer) -> None:
 
 
 def reflect(
-    if_due: Annotated[bool, typer.Option("--if-due", help="Only when the stage's cadence says one is due (for cron); otherwise exit 0 quietly.")] = False,
+    if_due: Annotated[bool, typer.Option("--if-due", help="Only when one is due by the stage's cadence and no back-off after a failure holds it (for cron); otherwise exit 0 (a back-off is said on stderr).")] = False,
+    max_windows: Annotated[int, typer.Option("--max-windows", min=1, max=10_000, metavar="N", help="Reflect on at most N windows of history (one model call each) this run; the rest is left for the next run, and the output says so.")] = 10,  # reflection.MAX_WINDOWS
+    consolidate: Annotated[bool, typer.Option("--consolidate", help="Also condense the reflections no summary covers yet into a new summary now (otherwise done once 8 have accumulated).")] = False,
     model: Annotated[Optional[str], typer.Option("--model", help="Reflect with this model (a name from `pmm model list`) this once.")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Reflect on what happened since the last reflection: traits, commitments, maybe a name."""
+    """Reflect on unreflected history, oldest first, one window at a time until caught up.
+
+    Each window (one model call, one transaction) is every event not reflected on yet, from the
+    oldest, as many as fit the model's context window; the reflection records exactly the ids
+    it was shown. Progress goes to stderr; with -q a success prints nothing. A failure stops the
+    run (exit 5) with the windows before it kept, and makes --if-due back off. See
+    docs/mind-model.md.
+    """
+    from pmm.errors import PmmError
     from pmm.services import reflection
 
-    outcome = reflection.reflect(mind_path(mind), if_due=if_due, model_name=model,
-                                 trigger="due" if if_due else "manual", notify=output.message)
+    done: list[reflection.Outcome] = []
+
+    def recorded(outcome: reflection.Outcome) -> None:
+        done.append(outcome)
+        if not json and not output.QUIET:  # -q: a success prints nothing (cron mails on output)
+            output.out("\n".join(render(outcome.as_json())))
+
+    try:
+        run = reflection.reflect(mind_path(mind), if_due=if_due, model_name=model, notify=output.message,
+                                 trigger="due" if if_due else "manual", max_windows=max_windows,
+                                 summarize=consolidate, recorded=recorded)
+    except PmmError as exc:
+        if json and done:  # the windows before the failure are recorded: say which
+            output.emit_json(reflection.Run(f"stopped: {exc.message}", done).as_json())
+        raise
     if json:
-        output.emit_json(outcome.as_json())
+        output.emit_json(run.as_json())
         return
-    if not outcome.recorded:
-        if not if_due:
-            output.message(f"No reflection: {outcome.reason}")
-        return
-    output.out("\n".join(render(outcome.as_json())))
+    if run.summary is not None and not output.QUIET:
+        output.out("\n".join(render_summary(run.summary.as_json())))
+    if run.left:
+        output.message(f"Not caught up: {run.reason}; run `pmm reflect` again, or raise --max-windows")
+    elif not run.recorded and run.summary is None and (run.backed_off or not if_due):
+        output.message(f"No reflection: {run.reason}")
+
+
+def render_summary(summary: dict[str, Any]) -> list[str]:
+    from pmm.services.consolidation import cite
+
+    return [f"Summary #{summary['id']} (of reflections {cite(summary['covers'])}, {summary['model_name']}):",
+            summary["text"]]
 
 
 def render(report: dict[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ SECTIONS = (("standing", "Standing memory"), ("recalled", "Recalled memory"),
             ("recent", "Recent conversation"))
 WHO = {"message_received": "user", "response_sent": "mind", "observation_recorded": "note",
        "note_pinned": "note", "persona_set": "persona", "reflection_recorded": "reflection",
-       "commitment_opened": "commitment"}
+       "summary_recorded": "summary", "commitment_opened": "commitment"}
 EXCERPT = 80
 
 

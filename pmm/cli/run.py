@@ -26,7 +26,7 @@ def run_(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Loop: expire overdue commitments and reflect when due; Ctrl-C or SIGTERM stops it (exit 130 / 0)."""
+    """Loop: expire overdue commitments and reflect when due (catching up, backing off after a failure); Ctrl-C or SIGTERM stops it (exit 130 / 0)."""
     import threading
 
     from pmm.errors import PmmError, UsageError

@@ -235,6 +235,18 @@ REFLECTION_RECORDED = declare(
         content="The reflection's text.",
     )
 )
+SUMMARY_RECORDED = declare(
+    EventKind(
+        "summary_recorded",
+        "The mind condensed its reflections (covers: their ids, oldest first) and its previous"
+        " summary (previous) into one standing summary, shown in every prompt until the next"
+        " one. The reflections stay in the ledger.",
+        {"covers": Field("list", True, items="int", low=1, high=MAX_ID), "previous": ID,
+         "trigger": STR_REQUIRED, "model_name": STR, "provider": STR, "model": STR,
+         "tokens_in": COUNT, "tokens_out": COUNT, "latency_ms": COUNT},
+        content="The summary's text.",
+    )
+)
 TRAIT_ADJUSTED = declare(
     EventKind(
         "trait_adjusted",

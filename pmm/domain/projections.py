@@ -447,8 +447,27 @@ def standing(states: dict[str, State]) -> tuple[tuple[int, str] | None, list[tup
             [(entry["id"], entry["text"]) for entry in state["pinned"]])
 
 
+class Summaries:
+    """The latest standing summary of the mind's reflections (its id, time, text and the
+    reflection ids it condenses), how many there were, and the newest reflection any summary
+    covers (``covered_to``): the next summary condenses the reflections after it."""
+
+    name = "summaries"
+    version = 1
+    kinds: frozenset[str] | None = frozenset({ev.SUMMARY_RECORDED.name})
+
+    def initial(self) -> State:
+        return {"count": 0, "latest": None, "covered_to": 0}
+
+    def apply(self, state: State, event: Event) -> State:
+        covers = [c for c in event.meta.get("covers") or [] if isinstance(c, int)]
+        latest = {"id": event.id, "ts": event.ts, "text": event.content, "covers": covers}
+        return {"count": state["count"] + 1, "latest": latest,
+                "covered_to": max([state["covered_to"], *covers])}
+
+
 PROJECTIONS: tuple[Projection, ...] = (Identity(), Activity(), Models(), Usage(), Traits(),
-                                       Commitments(), Reflections(), Standing())
+                                       Commitments(), Reflections(), Standing(), Summaries())
 
 
 def projections_version() -> str:

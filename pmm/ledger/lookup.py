@@ -67,6 +67,27 @@ def latest_before(mind: Mind, kinds: Iterable[str], limit: int, before: int | No
     return sorted(found, key=lambda e: -e.id)[:limit]
 
 
+def following(mind: Mind, kinds: Iterable[str], since: int, limit: int) -> list[Event]:
+    """The first ``limit`` events of ``kinds`` from id ``since`` on, in id order: one indexed
+    query per kind, so reading a window of old history never reads (or sorts) the rest."""
+    found: list[Event] = []
+    with cx.translated(mind.path):
+        for kind in kinds:
+            found += map(Event._make, mind.conn.execute(
+                f"SELECT {COLUMNS} FROM events WHERE kind = ? AND id >= ? ORDER BY id LIMIT ?",
+                (kind, since, limit)).fetchall())
+    return sorted(found, key=lambda e: e.id)[:limit]
+
+
+def count_between(mind: Mind, kinds: Iterable[str], low: int, high: int | None = None) -> int:
+    """How many events of ``kinds`` have ids from ``low`` to ``high`` (None: the head)."""
+    top = 2**63 - 1 if high is None else high
+    with cx.translated(mind.path):
+        return sum(mind.conn.execute(
+            "SELECT count(*) FROM events WHERE kind = ? AND id BETWEEN ? AND ?",
+            (kind, low, top)).fetchone()[0] for kind in kinds)
+
+
 def ranked(mind: Mind, words: Iterable[str], kinds: Iterable[str], limit: int,
            postings: int = POSTINGS) -> list[tuple[Event, float]]:
     """Events of ``kinds`` matching any of ``words``, best first, each with its BM25 score

@@ -1,7 +1,9 @@
 """``pmm run --autonomous``: a foreground loop that keeps the mind up to date on its own.
 
-Each cycle expires overdue commitments (one transaction, only when there are any) and reflects
-when the stage cadence says a reflection is due. A cycle with nothing to do writes nothing: the
+Each cycle expires overdue commitments (one transaction, only when there are any) and, when a
+reflection is due and no back-off after a failure holds it, catches up on unreflected history
+window by window (each window its own step and transaction), then consolidates when enough
+reflections have accumulated (``reflection.reflect``). A cycle with nothing to do writes nothing: the
 loop's own life (heartbeats, timings) is telemetry and never enters the chain. A stop request
 (a signal, or the token budget) is honoured between steps. A step in progress when a signal
 arrives gets ``$PMM_STOP_GRACE`` seconds to finish; then it is abandoned (``StepAbandoned``
@@ -70,7 +72,7 @@ def run(path: Path, *, interval: float, max_cycles: int | None, max_tokens: int 
         models.require_trusted(mind.mind_id, models.active(mind.state()[0], "reflection"))
     while not stop.is_set():
         summary.cycles += 1
-        notify(f"Cycle {summary.cycles}: " + _cycle(path, summary, stop, notify))
+        notify(f"Cycle {summary.cycles}: " + _cycle(path, summary, stop, notify, max_tokens))
         if max_tokens is not None and summary.tokens >= max_tokens:
             notify(f"Token budget spent ({summary.tokens:,} of {max_tokens:,})")
             summary.stopped_by = "max-tokens"
@@ -83,7 +85,8 @@ def run(path: Path, *, interval: float, max_cycles: int | None, max_tokens: int 
     return summary
 
 
-def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify) -> str:
+def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify,
+           max_tokens: int | None = None) -> str:
     """One cycle's steps; returns what it did, in words."""
     did: list[str] = []
     _STEP.began()
@@ -97,25 +100,51 @@ def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify) 
         did.append(f"expired {_count(expired, 'overdue commitment')}")
     if stop.is_set():
         return "; ".join(did + ["stopping before the reflection step"])
+    reflected: list[int] = []
+    tokens_before, expired_before = summary.tokens, summary.expired
+
+    def recorded(outcome: reflection.Outcome) -> None:
+        assert outcome.reflection is not None
+        meta = outcome.reflection.meta
+        reflected.append(outcome.reflection.id)
+        summary.reflections += 1
+        summary.tokens += int(meta.get("tokens_in") or 0) + int(meta.get("tokens_out") or 0)
+        summary.expired += sum(1 for e in outcome.events if e.kind == ev.COMMITMENT_EXPIRED.name)
+        _STEP.began()  # the next window is a step of its own: abandoning it keeps this one
+
+    def keep_going() -> bool:  # asked between windows of a catch-up
+        return not stop.is_set() and (max_tokens is None or summary.tokens < max_tokens)
+
     _STEP.began()
     try:
-        outcome = reflection.reflect(path, if_due=True, trigger="autonomous", notify=notify)
+        run = reflection.reflect(path, if_due=True, trigger="autonomous", notify=notify,
+                                 recorded=recorded, keep_going=keep_going)
     except (errors.ProviderError, errors.MindLocked) as exc:
         summary.failures += 1
-        return "; ".join(did + [f"reflection failed: {exc.message}"])
-    if not outcome.recorded:
-        return "; ".join(did + [f"no reflection ({outcome.reason})"])
-    assert outcome.reflection is not None
-    meta = outcome.reflection.meta
-    tokens = int(meta.get("tokens_in") or 0) + int(meta.get("tokens_out") or 0)
-    lapsed = sum(1 for e in outcome.events if e.kind == ev.COMMITMENT_EXPIRED.name)
-    summary.reflections += 1
-    summary.tokens += tokens
-    summary.expired += lapsed
-    said = f"reflected (event {outcome.reflection.id}, {_count(tokens, 'token')}"
-    if lapsed:
-        said += f", {lapsed:,} more expired"
-    return "; ".join(did + [said + ")"])
+        return "; ".join(did + _reflected(reflected, summary.tokens - tokens_before,
+                                          summary.expired - expired_before)
+                         + [f"reflection failed: {exc.message}"])
+    if run.summary is not None:
+        meta = run.summary.event.meta
+        summary.tokens += int(meta.get("tokens_in") or 0) + int(meta.get("tokens_out") or 0)
+    if not run.recorded and run.summary is None:
+        return "; ".join(did + [f"no reflection ({run.reason})"])
+    said = _reflected(reflected, summary.tokens - tokens_before, summary.expired - expired_before)
+    if run.left:
+        said.append(f"{run.left:,} events of history left for the next cycle")
+    if run.summary is not None:
+        said.append(f"condensed {_count(len(run.summary.event.meta['covers']), 'reflection')}"
+                    f" into summary {run.summary.event.id}")
+    return "; ".join(did + said)
+
+
+def _reflected(ids: list[int], tokens: int, lapsed: int) -> list[str]:
+    """The reflections of a cycle in words (their events, tokens, commitments they expired)."""
+    if not ids:
+        return []
+    which = f"event {ids[0]}" if len(ids) == 1 else f"{len(ids):,} windows, events {ids[0]} to {ids[-1]}"
+    more = f", {lapsed:,} more expired" if lapsed else ""
+    return [f"reflected ({which}, {_count(tokens, 'token')}{more})"]
 
 
 class _NothingToExpire(Exception):

@@ -43,12 +43,15 @@ RECALL_HEADER_TOKENS = 40  # the recalled section's header line
 STANDING_HEADER_TOKENS = 16  # "Standing memory (always shown):"
 MISFITS = 50  # recall stops after this many candidates in a row too long for the room left
 REFLECTION_CHARS = 600
+SUMMARY_CHARS = 1000  # what consolidation writes at most; a longer (foreign) one is clipped
 COMMITMENTS_SHOWN = 10
 WHO = {ev.MESSAGE_RECEIVED.name: "user", ev.RESPONSE_SENT.name: "you",
        ev.OBSERVATION_RECORDED.name: "note", ev.NOTE_PINNED.name: "note",
-       ev.REFLECTION_RECORDED.name: "your reflection", ev.PERSONA_SET.name: "persona"}
+       ev.REFLECTION_RECORDED.name: "your reflection", ev.SUMMARY_RECORDED.name: "your summary",
+       ev.PERSONA_SET.name: "persona"}
 
-Reason = Literal["persona", "pinned", "commitment", "reflection", "recalled", "exchange", "recent"]
+Reason = Literal["persona", "pinned", "commitment", "summary", "reflection", "recalled", "exchange",
+                 "recent"]
 
 
 # What a tokenizer makes of text, counted high: a lowercase run is a token (a long one more),
@@ -247,8 +250,9 @@ def _build(mind: Mind, states: dict[str, Any], user_text: str, budget: int, answ
 
 def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int,
               cost: Cost) -> tuple[Section, int]:
-    """Persona and pinned notes first, then open commitments and the latest reflection, each
-    while it fits in ``STANDING_SHARE`` of the budget."""
+    """Persona and pinned notes first, then open commitments, the latest summary of the
+    reflections and the latest reflection (when no summary condenses it yet), each while it
+    fits in ``STANDING_SHARE`` of the budget."""
     section = Section("standing", "Standing memory")
     left = min(int(budget * STANDING_SHARE), max(0, budget - spent)) - STANDING_HEADER_TOKENS
     wanted: list[tuple[int, str, Reason]] = []
@@ -258,12 +262,16 @@ def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int,
     wanted += [(*note, "pinned") for note in reversed(pinned)]  # the newest pins first
     commitments = ((states.get("commitments") or {}).get("open") or {}).items()
     wanted += [(int(opened), c["text"], "commitment") for opened, c in commitments][:COMMITMENTS_SHOWN]
+    summaries = states.get("summaries") or {}
+    if (summary := summaries.get("latest")) and summary.get("id"):
+        wanted.append((int(summary["id"]), summary["text"], "summary"))
     reflection = (states.get("reflections") or {}).get("latest")
-    if reflection and reflection.get("id"):
+    if reflection and reflection.get("id") and int(reflection["id"]) > int(summaries.get("covered_to") or 0):
         wanted.append((int(reflection["id"]), reflection["text"], "reflection"))
     events = {e.id: e for e in lookup.get(mind, [w[0] for w in wanted])}
     for event_id, text, reason in wanted:
-        tokens = cost.text(_standing_line(reason, text))
+        covers = summary["covers"] if reason == "summary" and summary else None
+        tokens = cost.text(_standing_line(reason, text, covers))
         if event_id not in events or tokens > left:
             continue
         left -= tokens
@@ -320,13 +328,20 @@ def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: se
 
 
 STANDING_LABELS = {"persona": "Your persona", "pinned": "Pinned note",
-                   "commitment": "Open commitment", "reflection": "Latest reflection"}
+                   "commitment": "Open commitment", "summary": "Summary of your reflections",
+                   "reflection": "Latest reflection"}
+CLIPPED = {"reflection": REFLECTION_CHARS, "summary": SUMMARY_CHARS}
 
 
-def _standing_line(reason: str, text: str) -> str:
-    """One standing item as the prompt shows it (a reflection clipped to REFLECTION_CHARS)."""
-    shown = _clip(text, REFLECTION_CHARS) if reason == "reflection" else " ".join(text.split())
-    return f"{STANDING_LABELS[reason]}: {shown}"
+def _standing_line(reason: str, text: str, covers: list[int] | None = None) -> str:
+    """One standing item as the prompt shows it (a reflection or summary clipped; a summary
+    cites the reflections it condenses)."""
+    shown = _clip(text, CLIPPED[reason]) if reason in CLIPPED else " ".join(text.split())
+    if covers is None:
+        return f"{STANDING_LABELS[reason]}: {shown}"
+    from pmm.services.consolidation import cite
+
+    return f"{STANDING_LABELS[reason]} {cite(covers)}: {shown}"
 
 
 def _line(event: Event) -> str:
@@ -336,7 +351,9 @@ def _line(event: Event) -> str:
 def _render(section: Section) -> str:
     """A section as prompt text; recalled events grouped under a [date, session title] label."""
     if section.name == "standing":
-        lines = [_standing_line(i.reason, i.event.content) for i in section.items]
+        lines = [_standing_line(i.reason, i.event.content,
+                                i.event.meta.get("covers") if i.reason == "summary" else None)
+                 for i in section.items]
         return "Standing memory (always shown):\n" + "\n".join(lines)
     lines = ["Memories recalled for this message, oldest first (user: the person you talk with;"
              " you: yourself):"]

@@ -90,7 +90,7 @@ def check(path: Path, *, online: bool = False, total: Callable[[int], None] | No
     if states is None:
         report.checks.append(Check("projections", FAIL, broken))
         return report
-    report.checks += [_cache(cache, head_id), index, recall_vectors, _reflection(states),
+    report.checks += [_cache(cache, head_id), index, recall_vectors, _reflection(states, path),
                       _commitments(states)]
     if online:
         report.checks += _models(states, mind.mind_id)
@@ -177,7 +177,8 @@ def repair(path: Path) -> None:
             semantic.fill(mind)
 
 
-def _reflection(states: dict[str, Any]) -> Check:
+def _reflection(states: dict[str, Any], path: Path) -> Check:
+    from pmm.services import reflection_backoff
     from pmm.services.reflection import seconds_since
 
     reflections = states["reflections"]
@@ -185,6 +186,10 @@ def _reflection(states: dict[str, Any]) -> Check:
     stage = dynamics.metrics(states).stage
     cadence = dynamics.CADENCE_SECONDS[stage]
     messages = f"{waiting:,} user message{'s' if waiting != 1 else ''}"
+    failure = reflection_backoff.last(path, "reflection")
+    if failure is not None:  # this machine's record: cron and the autonomous loop wait
+        return Check("reflection", WARN, failure.explain("reflection", cadence)
+                     + " (`pmm reflect` tries now)")
     latest = reflections["latest"]
     if latest is None:
         if waiting:

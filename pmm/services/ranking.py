@@ -30,7 +30,7 @@ from pmm.ledger.store import Mind
 
 TURN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
 RECALL_KINDS = (*TURN_KINDS, ev.OBSERVATION_RECORDED.name, ev.NOTE_PINNED.name,
-                ev.REFLECTION_RECORDED.name)
+                ev.REFLECTION_RECORDED.name, ev.SUMMARY_RECORDED.name)
 CANDIDATES = 300  # events ranked by BM25 (and by meaning) before neighbours join them
 QUERY_WORDS = 48
 FOLLOW_UP_WORDS = 2  # a message with fewer content words is read with the user's previous one

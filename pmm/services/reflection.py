@@ -1,33 +1,52 @@
-"""``pmm reflect``: the mind looks back at what happened since its last reflection.
+"""``pmm reflect``: the mind looks back at its history, one window at a time, oldest first.
 
-The reflection model is asked for structured output and every part of its answer is validated
-(``reflection_answer``); the reflection with every
+A reflection is shown one contiguous window of unreflected history: every event of the kinds
+it reflects on (``SEEN_KINDS``) from just after the last reflection's ``last_id``, oldest first,
+as many as fit the model's context window less the answer's limit and the fixed parts of the
+prompt (a very long event is clipped, and its line says so). Its ``first_id`` and ``last_id``
+are exactly the first and last events shown, so the next window starts where this one ended:
+every event is reflected on once. ``reflect`` works through the windows in order, one model
+call and one transaction each, at most ``max_windows`` a run, then consolidates when enough
+reflections have accumulated (``consolidation``).
+
+The model's answer is validated part by part (``reflection_answer``); the reflection with every
 resulting event (trait steps, commitments opened and closed with evidence, a first name,
-overdue commitments expired) is appended in one transaction. Invalid parts are listed in the
-reflection's ``rejected`` meta and otherwise ignored: nothing is invented or repaired.
+overdue commitments expired) is appended in one transaction. A failure of the model is
+remembered outside the chain (``reflection_backoff``), so a due-only run backs off.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterator
+import math
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft, Event
 from pmm.domain.projections import MAX_TRAIT_STEP
+from pmm.ledger import lookup
 from pmm.ledger.store import TS_FORMAT, Mind, now_ts
 from pmm.providers.base import Message, Request
-from pmm.services import context, minds, models
+from pmm.services import consolidation, context, minds, models
 from pmm.services import reflection_answer as answer
+from pmm.services import reflection_backoff as backoff
 
-__all__ = ["MAX_TRAIT_STEP", "Outcome", "expirations", "reflect"]
+__all__ = ["MAX_TRAIT_STEP", "MAX_WINDOWS", "Outcome", "Run", "expirations", "reflect"]
 SEEN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name, ev.OBSERVATION_RECORDED.name,
               ev.NOTE_PINNED.name)
+MAX_WINDOWS = 10  # windows (model calls) one run reflects on at most; the rest waits
+LINE_CHARS = 400  # of an event shown in a window; a longer one is clipped and says so
+MIN_ROOM = 128  # tokens for events, however small the model's window
+MARGIN = 32  # tokens kept free for what a provider adds around the messages
+PAGE = 200  # events read at a time
+COMMITMENTS_SHOWN = 20
+WHO = {ev.MESSAGE_RECEIVED.name: "user", ev.RESPONSE_SENT.name: "you"}
 
 
 @dataclass
@@ -51,7 +70,32 @@ class Outcome:
                 "changes": changes, "rejected": self.rejected}
 
 
-# -- the reflection ------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """What one ``pmm reflect`` did: the reflections recorded, in order, and why it stopped."""
+
+    reason: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    left: int = 0  # events of history left for the next run
+    next_id: int | None = None  # where the next run starts, when history is left
+    summary: consolidation.Summary | None = None
+    backed_off: bool = False  # a due-only run did not call the model: the last call failed
+
+    @property
+    def recorded(self) -> bool:
+        return bool(self.outcomes)
+
+    def as_json(self) -> dict[str, Any]:
+        """The latest reflection's fields at the top (as one reflection reports itself), every
+        reflection of the run in ``reflections``."""
+        latest = self.outcomes[-1] if self.outcomes else Outcome(False, self.reason)
+        return {**latest.as_json(), "recorded": self.recorded, "reason": self.reason,
+                "reflections": [o.as_json() for o in self.outcomes], "left": self.left,
+                "next_id": self.next_id,
+                "summary": None if self.summary is None else self.summary.as_json()}
+
+
+# -- the run -------------------------------------------------------------------------------------
 
 def seconds_since(ts: str, now: datetime | None = None) -> float:
     then = datetime.strptime(ts, TS_FORMAT).replace(tzinfo=UTC)
@@ -63,45 +107,132 @@ def _due_now(states: dict[str, Any]) -> tuple[bool, str]:
     return dynamics.reflection_due(states, seconds_since(latest["ts"]) if latest else None)
 
 
+def cadence(states: dict[str, Any]) -> int:
+    return dynamics.CADENCE_SECONDS[dynamics.metrics(states).stage]
+
+
 class _Superseded(Exception):
     """Another reflection was recorded while this one waited for the model."""
 
 
 def reflect(path: Path, *, if_due: bool = False, trigger: str = "manual", model_name: str | None = None,
-            notify: minds.Notify = lambda _m: None) -> Outcome:
-    """One reflection now (or only when due). Raises ``ProviderError`` when the model fails."""
+            notify: minds.Notify = lambda _m: None, max_windows: int = MAX_WINDOWS,
+            summarize: bool = False, recorded: Callable[[Outcome], None] = lambda _o: None,
+            keep_going: Callable[[], bool] = lambda: True) -> Run:
+    """Reflect on unreflected history, window by window, then consolidate when due (or when
+    ``summarize``). ``recorded`` hears of each reflection as it is written; ``keep_going`` is
+    asked before each further window. A failing window raises ``ProviderError`` with the
+    windows before it kept, and the failure is remembered for the back-off."""
     minds.open_read(path).close()  # a missing or foreign file is refused, never created
     with _single_reflection(path, wait=not if_due) as running:
         if not running:
-            return Outcome(False, "another reflection is running")
+            return Run("another reflection is running")
         mind = minds.open_write(path, notify)
         try:
-            return _reflect(mind, if_due=if_due, trigger=trigger, model_name=model_name)
+            return _run(mind, path, if_due=if_due, trigger=trigger, model_name=model_name,
+                        notify=notify, max_windows=max_windows, summarize=summarize,
+                        recorded=recorded, keep_going=keep_going)
         finally:
             mind.close()
 
 
-def _reflect(mind: Mind, *, if_due: bool, trigger: str, model_name: str | None) -> Outcome:
+def _run(mind: Mind, path: Path, *, if_due: bool, trigger: str, model_name: str | None,
+         notify: minds.Notify, max_windows: int, summarize: bool,
+         recorded: Callable[[Outcome], None], keep_going: Callable[[], bool]) -> Run:
     states, _ = mind.state()
-    latest = states["reflections"]["latest"]
-    is_due, why = _due_now(states)
-    if if_due and not is_due:
-        return Outcome(False, why)
-    # From just after what the last reflection saw (events appended while it ran included).
-    first_id = (int(latest.get("last_id") or latest["id"]) + 1) if latest else 1
-    head_id, _ = mind.head()
     model = models.pick(states, model_name, "reflection")
     models.require_trusted(mind.mind_id, model)  # said even when there is nothing to reflect on
-    request, seen = _request(mind, states, first_id, model.window())
+    run = Run("")
+    if if_due:
+        waiting = _backed_off(path, "reflection", model, states)
+        if waiting:
+            return Run(waiting, backed_off=True)
+    is_due, why = _due(mind, states)
+    if if_due and not is_due:
+        return Run(why)
+    # The history there is now: events appended meanwhile (a chat) wait for their cadence.
+    until, _ = mind.head()
+    done = 0
+    while done < max_windows and (done == 0 or keep_going()):
+        outcome = _window(mind, path, model, trigger, done, notify, until)
+        if outcome is None:
+            break
+        done += 1
+        outcome.reason = "catching up" if done > 1 else why if is_due else "asked for"
+        run.outcomes.append(outcome)
+        recorded(outcome)
+    states = mind.state()[0]
+    run.next_id = _first_unreflected(states)
+    run.left = lookup.count_between(mind, SEEN_KINDS, run.next_id, until)
+    if not run.outcomes:
+        run.reason = "nothing new to reflect on since the last reflection"
+    elif run.left:
+        bound = f"at most {max_windows:,} windows a run" if done >= max_windows else "asked to stop"
+        run.reason = f"{run.left:,} events of history are left for the next run (from #{run.next_id}; {bound})"
+    else:
+        run.reason, run.next_id = "caught up", None
+    if keep_going() and (summarize or consolidation.due(mind, states)):
+        run.summary = _consolidate(mind, path, model, trigger, if_due and not summarize, notify)
+    return run
+
+
+def _due(mind: Mind, states: dict[str, Any]) -> tuple[bool, str]:
+    """Due by the stage's cadence when something new happened: a user message since the last
+    reflection, or history the last run left unreflected (it stopped at its bound)."""
+    is_due, why = _due_now(states)
+    reflections = states["reflections"]
+    latest = reflections["latest"]
+    if is_due or not latest or reflections["turns_since"] or not latest.get("last_id"):
+        return is_due, why
+    behind = lookup.count_between(mind, SEEN_KINDS, _first_unreflected(states), int(latest["id"]) - 1)
+    if not behind:
+        return is_due, why
+    waiting = {**states, "reflections": {**reflections, "turns_since": behind}}
+    is_due, why = dynamics.reflection_due(waiting, seconds_since(latest["ts"]))
+    return is_due, f"{behind:,} events of history wait from the last run; {why}"
+
+
+def _backed_off(path: Path, step: str, model: models.Model, states: dict[str, Any]) -> str | None:
+    """Why a due-only run must not call the model yet (None: it may)."""
+    failure = backoff.last(path, step)
+    if failure is None or failure.model != model.name or not failure.left(cadence(states)):
+        return None
+    return failure.explain(step, cadence(states))
+
+
+def _first_unreflected(states: dict[str, Any]) -> int:
+    """Just after the last event any reflection covered: a retracted one's window too (its
+    conclusions are withdrawn, the events it looked at are not new again)."""
+    reflections = states["reflections"]
+    if reflections.get("reflected_to"):
+        return int(reflections["reflected_to"]) + 1
+    latest = reflections["latest"]
+    return (int(latest.get("last_id") or latest["id"]) + 1) if latest else 1
+
+
+def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int,
+            notify: minds.Notify, until: int) -> Outcome | None:
+    """Reflect on the next window of the events up to ``until`` (None: nothing left)."""
+    states, _ = mind.state()
+    latest = states["reflections"]["latest"]
+    request, seen = _request(mind, states, _first_unreflected(states), model.window(), until)
     if not seen:
-        return Outcome(False, "nothing new to reflect on since the last reflection")
-    provider = models.connect(mind.mind_id, model)
+        return None
+    after = lookup.count_between(mind, SEEN_KINDS, seen[-1] + 1, until)
+    about = done + 1 + math.ceil(after / len(seen))
+    notify(f"Reflecting on events #{seen[0]}-#{seen[-1]} ({done + 1} of about {about})")
     try:
-        completion = provider.complete(request)
-    finally:
-        provider.close()
-    parsed = answer.parse(completion.text)
-    meta: dict[str, Any] = {"first_id": first_id, "last_id": head_id, "trigger": trigger,
+        provider = models.connect(mind.mind_id, model)
+        try:
+            completion = provider.complete(request)
+        finally:
+            provider.close()
+        parsed = answer.parse(completion.text)
+    except errors.ProviderError as exc:
+        backoff.record(path, "reflection", model.name, exc.message)
+        raise
+    backoff.clear(path, "reflection")
+    meta: dict[str, Any] = {"first_id": seen[0], "last_id": seen[-1], "trigger": trigger,
                             "model_name": model.name, "provider": model.spec.provider,
                             "model": model.spec.model, "latency_ms": completion.latency_ms}
     if completion.tokens_in is not None:
@@ -125,39 +256,105 @@ def _reflect(mind: Mind, *, if_due: bool, trigger: str, model_name: str | None) 
     try:
         written = mind.append(drafts)
     except _Superseded:
-        return Outcome(False, "another reflection was recorded meanwhile")
-    return Outcome(True, why if is_due else "asked for", written[0], written, rejected, model.name)
+        return None  # another process reflected on this window: it is not reflected on twice
+    return Outcome(True, "", written[0], written, rejected, model.name)
 
 
-def _request(mind: Mind, states: dict[str, Any], first_id: int, window: int) -> tuple[Request, list[int]]:
-    """The events since the last reflection (newest kept first when they do not all fit)."""
-    budget = max(256, window - answer.ANSWER_TOKENS - 300)
+def _consolidate(mind: Mind, path: Path, model: models.Model, trigger: str, if_due: bool,
+                 notify: minds.Notify) -> consolidation.Summary | None:
+    states = mind.state()[0]
+    if if_due and (waiting := _backed_off(path, "consolidation", model, states)):
+        notify(f"No summary: {waiting}")
+        return None
+    notify("Condensing reflections into a summary")
+    try:
+        summary = consolidation.consolidate(mind, states, model, trigger)
+    except errors.ProviderError as exc:
+        backoff.record(path, "consolidation", model.name, exc.message)
+        raise
+    backoff.clear(path, "consolidation")
+    return summary
+
+
+# -- the window ----------------------------------------------------------------------------------
+
+def _request(mind: Mind, states: dict[str, Any], first_id: int, window: int,
+             until: int) -> tuple[Request, list[int]]:
+    """The events from ``first_id`` to ``until``, oldest first, as many as fit: (request, ids
+    shown)."""
+    system, frame = _frame(states)
+    fixed = sum(context.estimate_tokens(t) for t in (
+        system, answer.INSTRUCTIONS, frame, _header(until, until, until, more=True)))
+    room = max(MIN_ROOM, window - answer.ANSWER_TOKENS - fixed - MARGIN)
     lines: list[str] = []
     seen: list[int] = []
-    spent = 0
-    recent = [e for e in mind.tail(400) if e.id >= first_id and e.kind in SEEN_KINDS]
-    for event in reversed(recent):
-        who = {"message_received": "user", "response_sent": "you"}.get(event.kind, "note")
-        line = f"#{event.id} {who}: {' '.join(event.content.split())[:400]}"
-        cost = context.estimate_tokens(line)
-        if spent + cost > budget:
+    more = False
+    for event in _unreflected(mind, first_id, until):
+        line = _line(event, None if seen else room)  # the first is clipped until it fits
+        cost = context.estimate_tokens(line) + 1
+        if cost > room:
+            more = True
             break
         lines.append(line)
         seen.append(event.id)
-        spent += cost
-    lines.reverse()
-    open_ = states["commitments"]["open"]
-    commitments = "\n".join(f"#{k}: {v['text']}" for k, v in sorted(open_.items(), key=lambda kv: int(kv[0])))
-    traits = ", ".join(f"{k} {v:.2f}" for k, v in states["traits"]["values"].items())
-    name = states["identity"]["name"]
-    system = (f"You are {name}, a persistent mind, reflecting on your recent experience."
-              if name else "You are a persistent mind with no name yet, reflecting on your recent"
-              " experience. You may propose a name for yourself in the name field.")
-    ctx = (f"Your traits: {traits}.\nYour open commitments:\n{commitments or '(none)'}\n\n"
-           "Events since your last reflection:\n" + ("\n".join(lines) or "(none)"))
+        room -= cost
+    if not seen:
+        return Request(messages=()), []
+    ctx = frame + _header(seen[0], seen[-1], len(seen), more) + "\n" + "\n".join(lines)
     request = Request(messages=(Message("user", answer.INSTRUCTIONS),), system=system, context=ctx,
                       max_tokens=answer.ANSWER_TOKENS, temperature=0.2, json_schema=answer.SCHEMA)
     return request, seen
+
+
+def _frame(states: dict[str, Any]) -> tuple[str, str]:
+    """The window's fixed parts: the system text, and traits and open commitments."""
+    name = states["identity"]["name"]
+    system = (f"You are {name}, a persistent mind, reflecting on your experience."
+              if name else "You are a persistent mind with no name yet, reflecting on your"
+              " experience. You may propose a name for yourself in the name field.")
+    open_ = sorted(states["commitments"]["open"].items(), key=lambda kv: int(kv[0]))
+    shown = [f"#{k}: {_clip(v['text'], 200)}" for k, v in open_[-COMMITMENTS_SHOWN:]]
+    if len(open_) > len(shown):
+        shown.insert(0, f"({len(open_) - len(shown):,} older ones not shown)")
+    traits = ", ".join(f"{k} {v:.2f}" for k, v in states["traits"]["values"].items())
+    return system, (f"Your traits: {traits}.\nYour open commitments:\n{chr(10).join(shown) or '(none)'}\n\n")
+
+
+def _header(first: int, last: int, count: int, more: bool) -> str:
+    later = " Later events come in your next reflection." if more else ""
+    return (f"Events #{first} to #{last} ({count:,}), oldest first: everything you have not"
+            f" reflected on before from #{first}, in order (a long event is clipped, and says so).{later}")
+
+
+def _unreflected(mind: Mind, first_id: int, until: int) -> Iterator[Event]:
+    since = first_id
+    while True:
+        page = lookup.following(mind, SEEN_KINDS, since, PAGE)
+        yield from (e for e in page if e.id <= until)
+        if len(page) < PAGE or page[-1].id >= until:
+            return
+        since = page[-1].id + 1
+
+
+def _line(event: Event, fit: int | None) -> str:
+    """One event as the window shows it, clipped to ``LINE_CHARS`` (and, when ``fit`` is
+    given, further until it costs at most ``fit`` tokens)."""
+    who = WHO.get(event.kind, "note")
+    text = " ".join(event.content.split())
+    chars = LINE_CHARS
+    while True:
+        if len(text) <= chars:
+            line = f"#{event.id} {who}: {text}"
+        else:
+            line = f"#{event.id} {who} (clipped to {chars:,} of {len(text):,} characters): {text[:chars]}…"
+        if fit is None or chars == 0 or context.estimate_tokens(line) + 1 <= fit:
+            return line
+        chars //= 2
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def expirations(states: dict[str, Any], exclude: Collection[int] = ()) -> list[Draft]:
@@ -171,14 +368,12 @@ def _single_reflection(path: Path, wait: bool) -> Iterator[bool]:
     """One reflection per mind file at a time (a lock file in the user state dir): a cron
     ``--if-due`` that finds one running steps aside; a manual one waits for it."""
     import fcntl
-    import hashlib
 
     from pmm.paths import state_dir
 
     directory = state_dir() / "locks"
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    with open(directory / f"reflect-{key}.lock", "a") as handle:
+    with open(directory / f"reflect-{backoff.mind_key(path)}.lock", "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:

@@ -1,0 +1,165 @@
+"""Consolidation: many reflections condensed into one standing summary (``summary_recorded``).
+
+Once ``CONSOLIDATE_EVERY`` reflections have accumulated since the last summary, one model call
+condenses them, oldest first, together with the previous summary, into a new one: the latest
+summary stands for all the mind's reflections and is shown in every prompt's standing memory
+(``context._standing``), citing the reflection ids it condenses. Nothing is lost: the
+reflections stay in the ledger and recallable. A retracted reflection is never condensed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pmm import errors
+from pmm.domain import events as ev
+from pmm.domain.events import Draft, Event
+from pmm.ledger import lookup
+from pmm.ledger.store import Mind
+from pmm.providers.base import Message, Request
+from pmm.services import context, models
+
+CONSOLIDATE_EVERY = 8  # reflections since the last summary that call for a new one
+MAX_COVERS = 16  # reflections one summary condenses at most (the rest wait for the next)
+SUMMARY_TOKENS = 400  # the answer's token limit: the longest summary SCHEMA admits fits in it
+SUMMARY_CHARS = 1000
+REFLECTION_CHARS = 600  # of each reflection shown
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"summary": {"type": "string", "minLength": 1, "maxLength": SUMMARY_CHARS}},
+    "required": ["summary"],
+}
+INSTRUCTIONS = (
+    "Condense your previous summary (if any) and the reflections above into one standing summary"
+    " of at most six sentences: what you have learned about the user and yourself, and what"
+    " you intend. Keep what still matters, drop what does not. Answer with JSON only:"
+    ' {"summary": "..."}.'
+)
+
+
+@dataclass
+class Summary:
+    """A summary just recorded."""
+
+    event: Event
+    model: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.event.id, "text": self.event.content, **self.event.meta,
+                "model_name": self.model}
+
+
+def pending(mind: Mind, states: dict[str, Any], limit: int = MAX_COVERS) -> list[Event]:
+    """The reflections no summary condenses yet, oldest first (retracted ones left out)."""
+    after = int((states.get("summaries") or {}).get("covered_to") or 0)
+    retracted = {int(i) for i in (states.get("reflections") or {}).get("retracted") or []
+                 if str(i).isdigit()}  # ids, as ints or as the keys of a JSON object
+    found: list[Event] = []
+    since = after + 1
+    while len(found) < limit:
+        page = lookup.following(mind, [ev.REFLECTION_RECORDED.name], since, 200)
+        found += [e for e in page if e.id not in retracted][:limit - len(found)]
+        if len(page) < 200:
+            break
+        since = page[-1].id + 1
+    return found
+
+
+def due(mind: Mind, states: dict[str, Any]) -> bool:
+    return len(pending(mind, states, CONSOLIDATE_EVERY)) >= CONSOLIDATE_EVERY
+
+
+class _Superseded(Exception):
+    """Another summary was recorded while this one waited for the model."""
+
+
+def consolidate(mind: Mind, states: dict[str, Any], model: models.Model, trigger: str) -> Summary | None:
+    """Condense the pending reflections into a new summary (None: none pending, or another
+    process recorded one meanwhile). Raises ``ProviderError`` when the model fails."""
+    reflections = pending(mind, states)
+    if not reflections:
+        return None
+    request, covers = _request(states, reflections, model.window())
+    provider = models.connect(mind.mind_id, model)
+    try:
+        completion = provider.complete(request)
+    finally:
+        provider.close()
+    text = parse(completion.text)
+    previous = (states.get("summaries") or {}).get("latest")
+    meta: dict[str, Any] = {"covers": covers, "trigger": trigger, "model_name": model.name,
+                            "provider": model.spec.provider, "model": model.spec.model,
+                            "latency_ms": completion.latency_ms}
+    if previous:
+        meta["previous"] = previous["id"]
+    for key in ("tokens_in", "tokens_out"):
+        if getattr(completion, key) is not None:
+            meta[key] = getattr(completion, key)
+
+    def drafts(_first_id: int) -> list[Draft]:
+        now = (mind.state()[0].get("summaries") or {}).get("latest")
+        if (now or {}).get("id") != (previous or {}).get("id"):
+            raise _Superseded()
+        return [Draft(ev.SUMMARY_RECORDED.name, text, meta)]
+
+    try:
+        (written,) = mind.append(drafts)
+    except _Superseded:
+        return None
+    return Summary(written, model.name)
+
+
+def parse(raw: str) -> str:
+    """The summary's text from the model's JSON (cut to ``SUMMARY_CHARS``)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        data = None
+    text = data.get("summary") if isinstance(data, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise errors.ProviderError("the reflection model did not answer with a summary in JSON",
+                                   hint="nothing was saved; use a model with structured output"
+                                   " (`pmm model use NAME --for reflection`)")
+    return " ".join(text.split())[:SUMMARY_CHARS]
+
+
+def _request(states: dict[str, Any], reflections: list[Event], window: int) -> tuple[Request, list[int]]:
+    """The previous summary and the pending reflections, oldest first, while they fit."""
+    name = states["identity"]["name"]
+    system = (f"You are {name}, a persistent mind, condensing your past reflections." if name
+              else "You are a persistent mind, condensing your past reflections.")
+    previous = (states.get("summaries") or {}).get("latest")
+    head = (f"Your summary so far (event #{previous['id']}): {' '.join(previous['text'].split())}\n\n"
+            if previous else "You have no summary yet.\n\n") + "Your reflections since, oldest first:"
+    room = window - SUMMARY_TOKENS - 64 - sum(
+        context.estimate_tokens(t) for t in (system, INSTRUCTIONS, head))
+    lines: list[str] = []
+    covers: list[int] = []
+    for event in reflections:
+        first, last = event.meta.get("first_id"), event.meta.get("last_id")
+        seen = f" (on events #{first}-#{last})" if first and last else ""
+        line = f"#{event.id}{seen}: {_clip(event.content, REFLECTION_CHARS)}"
+        cost = context.estimate_tokens(line) + 1
+        if covers and cost > room:
+            break  # the rest wait for the next summary
+        lines.append(line)
+        covers.append(event.id)
+        room -= cost
+    request = Request(messages=(Message("user", INSTRUCTIONS),), system=system,
+                      context=head + "\n" + "\n".join(lines), max_tokens=SUMMARY_TOKENS,
+                      temperature=0.2, json_schema=SCHEMA)
+    return request, covers
+
+
+def cite(ids: list[int]) -> str:
+    """Reflection ids compactly: "#3, #9, #12", or "#3 ... #40 (8)" when there are more."""
+    if len(ids) <= 3:
+        return ", ".join(f"#{i}" for i in ids) or "none"
+    return f"#{ids[0]} ... #{ids[-1]} ({len(ids):,})"
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,259 @@
+"""`pmm reflect` reflects on all history, once, in order: each reflection is shown one contiguous
+window of unreflected events, oldest first, and records exactly the ids it was shown; a run works
+through the windows up to its bound, with progress on stderr, silent with -q; a failed
+reflection makes due-only runs back off; many reflections are condensed into a standing summary.
+Through the real CLI in-process, against a loopback fake of the OpenAI protocol."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from conftest import invoke
+from conftest import mind_events as events
+from provider_servers import FakeServer
+
+from pmm.domain.events import Draft
+from pmm.services import minds
+from pmm.services.reflection_answer import ANSWER_TOKENS
+
+SEEN = ("message_received", "response_sent", "observation_recorded", "note_pinned")
+# one answer for both calls: a reflection's fields, and a summary once 8 reflections are condensed
+ANSWER = json.dumps({"reflection": "I looked back.", "traits": [], "open": [], "close": [],
+                     "summary": "I have looked back on the garden talk."})
+SUMMARY = json.dumps({"summary": "The user gardens; I keep promises about plants."})
+LINE = re.compile(r"^#(\d+) (?:user|you|note)\b", re.M)
+
+
+def pmm(mind: Path, *args: str):
+    return invoke("--mind", str(mind), *args)
+
+
+def append(mind: Path, drafts: list[Draft]) -> list[int]:
+    with minds.open_write(mind, lambda _m: None) as opened:
+        return [e.id for e in opened.append(drafts)]
+
+
+def shown(server: FakeServer) -> list[list[int]]:
+    """The event ids each reflection request showed the model, as it was sent."""
+    return [[int(i) for i in LINE.findall(_prompt(r.body))] for r in server.requests
+            if r.method == "POST" and "Events #" in _prompt(r.body)]
+
+
+def _prompt(body: dict) -> str:
+    return "\n".join(m["content"] for m in body.get("messages", []) if isinstance(m.get("content"), str))
+
+
+@pytest.fixture
+def mind(tmp_path: Path) -> Path:
+    path = tmp_path / "mind.db"
+    assert pmm(path, "init", "--name", "Test").exit_code == 0
+    return path
+
+
+@pytest.fixture
+def server(mind: Path):
+    with FakeServer("openai", text=ANSWER) as fake:
+        # a small window, so that 600 events take several windows and the test stays fast
+        added = pmm(mind, "model", "add", "srv", "openai-compatible:test-model", "--base-url", fake.url,
+                    "--use", "--context-window", str(ANSWER_TOKENS + 1200))
+        assert added.exit_code == 0, added.output
+        yield fake
+
+
+def imported(mind: Path, pairs: int = 300) -> list[int]:
+    """A conversation of ``pairs`` exchanges (one answer very long), as an import leaves it."""
+    drafts = [Draft("session_started", "Gardening", {"source": "chatgpt", "session": "s1"})]
+    for n in range(pairs):
+        drafts.append(Draft("message_received", f"Question {n} about my tomatoes and basil.",
+                            {"source": "chatgpt", "session": "s1"}))
+        answer = "Water them deeply. " * (300 if n == 7 else 1)
+        drafts.append(Draft("response_sent", answer.strip(), {"source": "chatgpt", "session": "s1"}))
+    return append(mind, drafts)
+
+
+def test_a_run_reflects_on_every_event_once_in_order_and_records_what_it_showed(mind: Path, server: FakeServer) -> None:
+    imported(mind)
+    seen_ids = [e["id"] for e in events(mind) if e["kind"] in SEEN]
+    assert len(seen_ids) == 600
+
+    first = pmm(mind, "reflect", "--max-windows", "3")
+    assert first.exit_code == 0, first.output
+    assert first.stdout.count("Reflection #") == 3
+    progress = re.findall(r"Reflecting on events #(\d+)-#(\d+) \((\d+) of about (\d+)\)", first.stderr)
+    assert [int(p[2]) for p in progress] == [1, 2, 3] and int(progress[0][3]) > 3
+    assert int(progress[0][0]) == seen_ids[0]  # from the very first event, not the newest
+    assert "Not caught up" in first.stderr and "events of history are left" in first.stderr
+    assert "clipped to 400 of" in _prompt(server.requests[-3].body)  # the long answer says so
+
+    rest = pmm(mind, "reflect", "--max-windows", "100", "--json")
+    assert rest.exit_code == 0, rest.output
+    report = json.loads(rest.stdout)
+    assert report["left"] == 0 and report["reason"] == "caught up"
+    assert len(report["reflections"]) >= 1 and report["reflection"] == report["reflections"][-1]["reflection"]
+    assert report["summary"]["covers"][:8] == [r["id"] for r in events(mind, kind="reflection_recorded")][:8]
+
+    windows = shown(server)
+    reflections = [e for e in events(mind) if e["kind"] == "reflection_recorded"]
+    assert len(windows) == len(reflections) == 3 + len(report["reflections"])
+    for window, reflection in zip(windows, reflections, strict=True):
+        meta = reflection["meta"]
+        assert (meta["first_id"], meta["last_id"]) == (window[0], window[-1])  # what it was shown
+        assert window == [i for i in seen_ids if meta["first_id"] <= i <= meta["last_id"]]  # contiguous
+    assert [i for w in windows for i in w] == seen_ids  # every event once, in order, none skipped
+
+    again = pmm(mind, "reflect")
+    assert again.exit_code == 0 and "No reflection: nothing new" in again.stderr
+    assert len(shown(server)) == len(windows)  # no model call for nothing
+
+
+def test_quiet_success_prints_nothing_and_left_history_waits_for_the_cadence(mind: Path, server: FakeServer) -> None:
+    imported(mind, pairs=150)
+    # cron: due (no reflection yet), so it catches up, up to its bound, and says nothing at all
+    quiet = invoke("-q", "--mind", str(mind), "reflect", "--if-due", "--max-windows", "2")
+    assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
+    assert len(shown(server)) == 2
+    assert [e["meta"]["trigger"] for e in events(mind, kind="reflection_recorded")] == ["due", "due"]
+    # what the bound left is due at the stage's cadence, not at the next tick
+    later = pmm(mind, "reflect", "--if-due", "--json")
+    report = json.loads(later.stdout)
+    assert report["recorded"] is False and "events of history wait from the last run" in report["reason"]
+    assert "next is due in" in report["reason"]
+    assert len(shown(server)) == 2
+
+
+def test_autonomous_run_catches_up_window_by_window(mind: Path, server: FakeServer) -> None:
+    imported(mind, pairs=100)
+    done = pmm(mind, "run", "--autonomous", "--max-cycles", "1", "--interval", "0", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["reflections"] == len(shown(server)) > 1
+    assert re.search(r"Cycle 1: reflected \(\d+ windows, events \d+ to \d+, ", done.stderr)
+    last = [e for e in events(mind) if e["kind"] == "reflection_recorded"][-1]
+    assert last["meta"]["last_id"] == max(e["id"] for e in events(mind) if e["kind"] in SEEN)
+
+
+def backoff_files() -> list[Path]:
+    state = Path(os.environ["XDG_STATE_HOME"]) / "pmm" / "backoff"
+    return sorted(state.glob("*.json")) if state.exists() else []
+
+
+def test_a_failed_reflection_backs_off_due_runs_until_a_success(mind: Path, server: FakeServer,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMM_PROVIDER_RETRIES", "0")
+    append(mind, [Draft("message_received", "I planted garlic today.", {"source": "pmm"})])
+    server.push("500")
+    failed = pmm(mind, "reflect", "--if-due")
+    assert failed.exit_code == 5 and "Error:" in failed.stderr
+    (record,) = backoff_files()
+    assert json.loads(record.read_text())["reflection"]["failures"] == 1
+    posts = len(shown(server))
+
+    waiting = pmm(mind, "reflect", "--if-due")  # cron: no model call until the back-off passed
+    assert waiting.exit_code == 0 and len(shown(server)) == posts
+    assert re.search(r"No reflection: the last reflection failed \d+ s ago \(.+\); next try in (59|60) min",
+                     waiting.stderr)
+    assert "the last reflection failed" in pmm(mind, "health").output  # health shows it too
+
+    server.text = "I reflected, but not in JSON."  # a manual reflect always tries, and counts too
+    assert pmm(mind, "reflect").exit_code == 5
+    doubled = json.loads(pmm(mind, "reflect", "--if-due", "--json").stdout)["reason"]
+    assert "did not answer with JSON, 2 times in a row" in doubled  # the wait doubles
+    assert re.search(r"next try in (119 min|2 h)$", doubled)
+
+    record.write_bytes(b"\x00{not json")  # a corrupt record is ignored, never a crash
+    server.text = ANSWER
+    ok = pmm(mind, "reflect", "--if-due", "--json")
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["recorded"] is True
+    assert backoff_files() == []  # a success resets the back-off
+
+    os.mkfifo(record)  # planted where the record goes: read without blocking, then replaced
+    append(mind, [Draft("message_received", "And onions.", {"source": "pmm"})])
+    server.push("500")
+    assert pmm(mind, "reflect").exit_code == 5
+    assert json.loads(record.read_text())["reflection"]["failures"] == 1  # counted afresh
+
+
+def test_many_reflections_are_condensed_into_a_standing_summary(mind: Path, server: FakeServer) -> None:
+    said = append(mind, [Draft("message_received", "My tomatoes are thriving.", {"source": "pmm"})])
+    ids = append(mind, [Draft("reflection_recorded", f"Reflection {n} on tomatoes.",
+                              {"first_id": said[0], "last_id": said[0], "trigger": "manual"})
+                        for n in range(8)])
+    server.text = SUMMARY
+    done = pmm(mind, "reflect", "--json")  # nothing new to reflect on, but 8 wait to be condensed
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)["summary"]
+    assert summary["covers"] == ids and summary["text"].startswith("The user gardens")
+    (stored,) = events(mind, kind="summary_recorded")
+    assert stored["meta"]["covers"] == ids and stored["meta"]["model_name"] == "srv"
+    assert all(f"#{i}" in _prompt(server.requests[-1].body) for i in ids)
+
+    plan = json.loads(pmm(mind, "recall", "how are my plants?", "--json").stdout)
+    standing = next(s for s in plan["sections"] if s["name"] == "standing")
+    reasons = {i["id"]: i["reason"] for i in standing["items"]}
+    assert reasons[stored["id"]] == "summary" and ids[-1] not in reasons  # condensed: not shown twice
+    text = pmm(mind, "recall", "how are my plants?", "--full").stdout
+    assert "The user gardens" in text
+    server.text = "They are fine."
+    assert pmm(mind, "chat", "-m", "how are my plants?").exit_code == 0
+    sent = _prompt(server.requests[-1].body)  # what a chat turn really sends, citing compactly
+    assert f"Summary of your reflections #{ids[0]} ... #{ids[-1]} (8): The user gardens" in sent
+    assert "Latest reflection:" not in sent  # the summary condenses it: not standing twice
+
+    # forced: the one reflection since is condensed with the previous summary
+    (newer,) = append(mind, [Draft("reflection_recorded", "One more.",
+                                   {"first_id": said[0], "last_id": said[0], "trigger": "manual"})])
+    server.text = ANSWER  # the run reflects on the chat turn first, then condenses both
+    report = json.loads(pmm(mind, "reflect", "--consolidate", "--json").stdout)
+    forced = report["summary"]
+    assert forced["covers"] == [newer, report["reflections"][0]["reflection"]["id"]]
+    assert forced["previous"] == stored["id"]
+    assert "Your summary so far (event #" in _prompt(server.requests[-1].body)
+    assert len(events(mind, kind="reflection_recorded")) == 10  # nothing is lost
+
+
+def test_the_bound_per_run_is_documented_in_help(mind: Path) -> None:
+    import inspect
+
+    from pmm.cli.evolve import reflect
+    from pmm.services.reflection import MAX_WINDOWS
+
+    assert inspect.signature(reflect).parameters["max_windows"].default == MAX_WINDOWS
+    shown_help = invoke("reflect", "--help").stdout
+    assert "--max-windows" in shown_help and "left for the next run" in shown_help
+
+
+def test_a_failing_window_stops_the_run_with_the_windows_before_it_kept(
+        mind: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMM_PROVIDER_RETRIES", "0")
+    imported(mind, pairs=150)
+    server.push("hang", seconds=0)  # the first window is answered, the second fails
+    server.push("500")
+    stopped = pmm(mind, "reflect", "--json")
+    assert stopped.exit_code == 5 and "Error:" in stopped.stderr
+    report = json.loads(stopped.stdout)  # what was recorded before the failure, then the error
+    (kept,) = events(mind, kind="reflection_recorded")
+    assert [r["reflection"]["id"] for r in report["reflections"]] == [kept["id"]]
+    assert json.loads(backoff_files()[0].read_text())["reflection"]["failures"] == 1
+    resumed = json.loads(pmm(mind, "reflect", "--json").stdout)  # goes on where it stopped
+    assert resumed["reflections"][0]["reflection"]["first_id"] > kept["meta"]["last_id"]
+    assert backoff_files() == []
+
+
+def test_a_failed_summary_is_remembered_on_its_own(mind: Path, server: FakeServer,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMM_PROVIDER_RETRIES", "0")
+    said = append(mind, [Draft("message_received", "Basil needs sun.", {"source": "pmm"})])
+    append(mind, [Draft("reflection_recorded", f"Reflection {n}.",
+                        {"first_id": said[0], "last_id": said[0], "trigger": "manual"}) for n in range(8)])
+    server.push("500")
+    assert pmm(mind, "reflect").exit_code == 5
+    assert list(json.loads(backoff_files()[0].read_text())) == ["consolidation"]
+    assert events(mind, kind="summary_recorded") == []
+    append(mind, [Draft("message_received", "And water.", {"source": "pmm"})])
+    server.text = ANSWER  # a manual run always tries: it reflects, then condenses all nine
+    done = json.loads(pmm(mind, "reflect", "--json").stdout)
+    assert len(done["reflections"]) == 1 and len(done["summary"]["covers"]) == 9
+    assert backoff_files() == []
