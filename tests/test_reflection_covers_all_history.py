@@ -257,3 +257,32 @@ def test_a_failed_summary_is_remembered_on_its_own(mind: Path, server: FakeServe
     done = json.loads(pmm(mind, "reflect", "--json").stdout)
     assert len(done["reflections"]) == 1 and len(done["summary"]["covers"]) == 9
     assert backoff_files() == []
+
+
+def test_after_a_retraction_the_next_reflection_starts_after_the_retracted_window(
+        mind: Path, server: FakeServer) -> None:
+    """The owner withdraws what a reflection concluded, not the events it looked at: they are
+    not shown again."""
+    first_batch = append(mind, [Draft("message_received", "I planted basil today.", {})])
+    first = json.loads(pmm(mind, "reflect", "--json").stdout)["reflection"]
+    assert pmm(mind, "reflections", "retract", str(first["id"]), "--reason", "made up").exit_code == 0
+    later = append(mind, [Draft("message_received", "The basil sprouted.", {})])
+    result = pmm(mind, "reflect", "--json")
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)["reflection"]
+    assert again["first_id"] > first_batch[-1] and again["last_id"] == later[-1]
+    assert shown(server)[-1] == later
+
+
+def test_a_retracted_reflection_is_never_condensed(mind: Path, server: FakeServer) -> None:
+    said = append(mind, [Draft("message_received", "My tomatoes are thriving.", {"source": "pmm"})])
+    ids = append(mind, [Draft("reflection_recorded", f"Reflection {n} on tomatoes.",
+                              {"first_id": said[0], "last_id": said[0], "trigger": "manual"})
+                        for n in range(9)])
+    assert pmm(mind, "reflections", "retract", str(ids[3]), "--reason", "wrong").exit_code == 0
+    server.text = SUMMARY
+    done = pmm(mind, "reflect", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["summary"]["covers"] == ids[:3] + ids[4:]
+    assert "Reflection 3 on" not in _prompt(server.requests[-1].body)
+    assert "Reflection 4 on" in _prompt(server.requests[-1].body)

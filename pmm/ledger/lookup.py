@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable
 
 from pmm import errors
+from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.ledger import connection as cx
 from pmm.ledger import fts
@@ -176,3 +177,14 @@ def source_ids(mind: Mind, source: str, kinds: Iterable[str]) -> set[tuple[str, 
     )
     with cx.translated(mind.path):
         return set(mind.conn.execute(sql, (*names, source)).fetchall())
+
+
+def retractions(mind: Mind) -> dict[int, Event]:
+    """The retraction of each retracted reflection, by the reflection's id (the first one
+    naming it: a second changes nothing)."""
+    found: dict[int, Event] = {}
+    for event in mind.events(kind=ev.REFLECTION_RETRACTED.name):
+        target = event.meta.get("reflection")
+        if type(target) is int:
+            found.setdefault(target, event)
+    return found

@@ -54,8 +54,7 @@ class Summary:
 def pending(mind: Mind, states: dict[str, Any], limit: int = MAX_COVERS) -> list[Event]:
     """The reflections no summary condenses yet, oldest first (retracted ones left out)."""
     after = int((states.get("summaries") or {}).get("covered_to") or 0)
-    retracted = {int(i) for i in (states.get("reflections") or {}).get("retracted") or []
-                 if str(i).isdigit()}  # ids, as ints or as the keys of a JSON object
+    retracted = lookup.retractions(mind)
     found: list[Event] = []
     since = after + 1
     while len(found) < limit:

@@ -81,7 +81,7 @@ def rank(mind: Mind, words: list[str], message: str, similar: Similar | None = N
     by_meaning = similar(mind, message, RECALL_KINDS, CANDIDATES) if similar else None
     blended = blend(lexical, by_meaning) if by_meaning else lexical
     if any(e.kind == ev.REFLECTION_RECORDED.name for e, _ in blended):  # the owner overruled some?
-        gone = {e.meta.get("reflection") for e in mind.events(kind=ev.REFLECTION_RETRACTED.name)}
+        gone = lookup.retractions(mind)
         blended = [(e, s) for e, s in blended
                    if e.id not in gone or e.kind != ev.REFLECTION_RECORDED.name]
     return spread(mind, blended)

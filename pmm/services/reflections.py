@@ -26,16 +26,6 @@ def _model(meta: dict[str, Any]) -> str | None:
     return meta.get("model_name") if isinstance(meta.get("model_name"), str) else None
 
 
-def _retractions(mind: Mind) -> dict[int, Event]:
-    """The retraction of each retracted reflection (the first one naming it: a second changes nothing)."""
-    found: dict[int, Event] = {}
-    for event in mind.events(kind=ev.REFLECTION_RETRACTED.name):
-        target = event.meta.get("reflection")
-        if type(target) is int:
-            found.setdefault(target, event)
-    return found
-
-
 def _row(event: Event, retraction: Event | None) -> dict[str, Any]:
     meta = event.meta
     words = event.content.split()
@@ -51,7 +41,7 @@ def _row(event: Event, retraction: Event | None) -> dict[str, Any]:
 def listing(path: Path, all_: bool = False) -> dict[str, Any]:
     """Reflections in the order they were recorded; retracted ones only with ``all_``."""
     with minds.open_read(path) as mind:
-        gone = _retractions(mind)
+        gone = lookup.retractions(mind)
         rows = [_row(e, gone.get(e.id)) for e in mind.events(kind=ev.REFLECTION_RECORDED.name)]
     shown = [r for r in rows if all_ or not r["retracted"]]
     return {"reflections": shown, "count": len(rows) - len(gone.keys() & {r["id"] for r in rows}),
@@ -76,7 +66,7 @@ def show(path: Path, reflection: int) -> dict[str, Any]:
         led = lookup.with_meta(mind, LED_TO, "reflection", reflection, since=reflection)
         led += lookup.with_meta(mind, [ev.MIND_NAMED.name], "reason", f"reflection #{reflection}",
                                 since=reflection)
-        retraction = _retractions(mind).get(reflection)
+        retraction = lookup.retractions(mind).get(reflection)
     meta = event.meta
     return {**_row(event, retraction), "text": event.content,
             "tokens_in": meta.get("tokens_in"), "tokens_out": meta.get("tokens_out"),
