@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pmm.domain import events as ev
-from pmm.domain import mind, projections, temperament
+from pmm.domain import growth, mind, projections, temperament
 from pmm.domain.events import Draft, Event, check_draft
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "mind-model.md"
@@ -143,12 +143,12 @@ def test_worked_example(example: dict[str, Any]) -> None:
 def test_constants_table() -> None:
     values = {row[0].strip("`"): float(row[1]) for row in table("constants")}
     assert values == {
-        "TRAIT_DEFAULT": projections.TRAIT_DEFAULT,
-        "MAX_TRAIT_STEP": projections.MAX_TRAIT_STEP,
-        "RECENT_STEPS": projections.RECENT_STEPS,
+        "TRAIT_DEFAULT": growth.TRAIT_DEFAULT,
+        "MAX_TRAIT_STEP": growth.MAX_TRAIT_STEP,
+        "RECENT_STEPS": growth.RECENT_STEPS,
         "EXPIRE_AFTER_TURNS": mind.EXPIRE_AFTER_TURNS,
-        "RETRACTABLE": projections.RETRACTABLE,
-        "KEPT_STEPS": projections.KEPT_STEPS,
+        "RETRACTABLE": growth.RETRACTABLE,
+        "KEPT_STEPS": growth.KEPT_STEPS,
     }
 
 
@@ -217,8 +217,8 @@ def test_trait_band_limits_are_the_code_s() -> None:
                       "high": (f"at least {high}", "the trait's high sentence")}
     assert list(limits) == list(temperament.BANDS)
     # "two full steps from the default", as the page says
-    assert math.isclose(high - projections.TRAIT_DEFAULT, 2 * projections.MAX_TRAIT_STEP)
-    assert math.isclose(projections.TRAIT_DEFAULT - low, 2 * projections.MAX_TRAIT_STEP)
+    assert math.isclose(high - growth.TRAIT_DEFAULT, 2 * growth.MAX_TRAIT_STEP)
+    assert math.isclose(growth.TRAIT_DEFAULT - low, 2 * growth.MAX_TRAIT_STEP)
 
 
 def test_trait_band_sentences_are_the_code_s_both_ways() -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from pmm.domain import mind, projections
 from pmm.domain.events import OCEAN, Event
-from pmm.domain.projections import MAX_TRAIT_STEP, RECENT_STEPS, valid_evidence
+from pmm.domain.growth import MAX_TRAIT_STEP, RECENT_STEPS, valid_evidence
 
 SETTINGS = settings(max_examples=120, deadline=None)
 BASE = datetime(2025, 3, 1, tzinfo=UTC)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pmm.domain.projections import MAX_TRAIT_STEP, TRAIT_DEFAULT
+from pmm.domain.growth import MAX_TRAIT_STEP, TRAIT_DEFAULT
 
 STAGES = ("S0", "S1", "S2", "S3", "S4")
 STAGE_WORDS = {

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from pmm.domain.events import OCEAN
-from pmm.domain.projections import TRAIT_DEFAULT
+from pmm.domain.growth import TRAIT_DEFAULT
 
 Band = Literal["low", "middle", "high"]
 BANDS: tuple[Band, ...] = ("low", "middle", "high")

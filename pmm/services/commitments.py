@@ -12,7 +12,7 @@ from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft, Event
-from pmm.domain.projections import since, valid_evidence
+from pmm.domain.growth import since, valid_evidence
 from pmm.ledger.store import TS_FORMAT, Mind, now_ts
 from pmm.services import minds
 

@@ -29,7 +29,7 @@ from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft, Event
-from pmm.domain.projections import MAX_TRAIT_STEP
+from pmm.domain.growth import MAX_TRAIT_STEP
 from pmm.ledger import lookup
 from pmm.ledger.store import TS_FORMAT, Mind, now_ts
 from pmm.providers.base import Message, Request

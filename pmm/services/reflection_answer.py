@@ -21,7 +21,7 @@ from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft
-from pmm.domain.projections import since, valid_evidence
+from pmm.domain.growth import since, valid_evidence
 from pmm.ledger.store import TS_FORMAT
 
 ANSWER_TOKENS = 700  # the answer's token limit: the longest answer SCHEMA admits must fit

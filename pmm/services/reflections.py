@@ -10,7 +10,7 @@ from typing import Any
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
-from pmm.domain.projections import RETRACTABLE
+from pmm.domain.growth import RETRACTABLE
 from pmm.domain.when import said_at
 from pmm.ledger import lookup
 from pmm.ledger.store import Mind

@@ -1,0 +1,282 @@
+"""The mind's growth as projections: its OCEAN traits, its commitments and its reflections,
+with the owner's retractions honoured (docs/mind-model.md defines every quantity; the metrics
+over these states are in ``pmm.domain.mind``). Pure folds, as every projection
+(``pmm.domain.projections``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pmm.domain import events as ev
+from pmm.domain.events import Event
+from pmm.domain.when import said_at
+
+State = dict[str, Any]
+
+MAX_TRAIT_STEP = 0.05  # the most one trait_adjusted event can move a trait
+TRAIT_DEFAULT = 0.5
+RECENT_STEPS = 10  # trait steps remembered for identity stability
+RETRACTABLE = 100  # the latest reflections the owner can retract (each projection keeps their ids)
+KEPT_STEPS = 5 * RETRACTABLE  # trait steps kept to undo: a reflection takes one step per trait at most
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return max(low, min(high, value))
+
+
+def _noted(window: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The window of the last ``RETRACTABLE`` reflections, with a new one."""
+    return [*window[-(RETRACTABLE - 1):], entry]
+
+
+def _retracting(window: list[dict[str, Any]], reflection: Any) -> list[dict[str, Any]] | None:
+    """The window with ``reflection`` marked retracted, or None when the retraction does not
+    count: not one of the last ``RETRACTABLE`` reflections, or retracted already. Traits,
+    Commitments and Reflections each keep such a window, so all three agree on it."""
+    for i, entry in enumerate(window):
+        if entry["id"] == reflection and type(reflection) is int:
+            if entry.get("retracted"):
+                return None
+            return [*window[:i], {"id": reflection, "retracted": True}, *window[i + 1:]]
+    return None
+
+
+def _is_retracted(window: list[dict[str, Any]], reflection: Any) -> bool:
+    return any(entry["id"] == reflection and entry.get("retracted") for entry in window)
+
+
+def _step(state: State, trait: str, step: float) -> State:
+    """The public trait state after one bounded step (the clamp at 0 and 1 makes it path-dependent)."""
+    old = state["values"][trait]
+    new = round(_clamp(old + step, 0.0, 1.0), 6)
+    applied = abs(new - old)
+    return {"values": {**state["values"], trait: new}, "adjustments": state["adjustments"] + 1,
+            "recent": (state["recent"] + [round(applied, 6)])[-RECENT_STEPS:],
+            "moved": round(state["moved"] + applied, 6)}
+
+
+_TRAIT_PUBLIC = ("values", "adjustments", "recent", "moved")
+
+
+class Traits:
+    """OCEAN traits: 0.5 each at first; each adjustment moves one trait by at most
+    ``MAX_TRAIT_STEP`` and keeps it in [0, 1].
+
+    A retracted reflection's steps are undone as if never taken: the last ``KEPT_STEPS`` steps
+    (``steps``: event id, reflection id or 0, trait, bounded step) are kept with the state before
+    the oldest of them (``base``), and the steps that remain are taken again from there."""
+
+    name = "traits"
+    version = 2
+    kinds: frozenset[str] | None = frozenset({ev.TRAIT_ADJUSTED.name, ev.REFLECTION_RECORDED.name,
+                                              ev.REFLECTION_RETRACTED.name})
+
+    def initial(self) -> State:
+        public = {"values": {t: TRAIT_DEFAULT for t in ev.OCEAN}, "adjustments": 0, "recent": [],
+                  "moved": 0.0}
+        return {**public, "base": public, "steps": [], "reflections": [], "undone": 0, "refused": 0}
+
+    def apply(self, state: State, event: Event) -> State:
+        if event.kind == ev.REFLECTION_RECORDED.name:
+            return {**state, "reflections": _noted(state["reflections"], {"id": event.id})}
+        meta = event.meta
+        if event.kind == ev.REFLECTION_RETRACTED.name:
+            return self._retract(state, meta.get("reflection"))
+        trait, delta, reflection = meta.get("trait"), meta.get("delta"), meta.get("reflection")
+        if (trait not in state["values"] or isinstance(delta, bool)
+                or not isinstance(delta, (int, float)) or delta != delta):
+            return state  # an unknown trait or a non-number changes nothing
+        if type(reflection) is not int:
+            reflection = 0
+        elif _is_retracted(state["reflections"], reflection):
+            return state  # a step of a retracted reflection (only a foreign writer adds one)
+        try:
+            step = _clamp(float(delta), -MAX_TRAIT_STEP, MAX_TRAIT_STEP)
+        except OverflowError:  # an integer beyond any float (only a foreign file holds one)
+            step = MAX_TRAIT_STEP if delta > 0 else -MAX_TRAIT_STEP
+        steps, base = [*state["steps"], [event.id, reflection, trait, step]], state["base"]
+        if len(steps) > KEPT_STEPS:  # the oldest step settles into the base: no longer undone
+            base = _step(base, steps[0][2], steps[0][3])
+            steps = steps[1:]
+        return {**state, **_step(state, str(trait), step), "base": base, "steps": steps}
+
+    def _retract(self, state: State, reflection: Any) -> State:
+        window = _retracting(state["reflections"], reflection)
+        if window is None:
+            return {**state, "refused": state["refused"] + 1}
+        steps = [s for s in state["steps"] if s[1] != reflection]
+        public = {k: state[k] for k in _TRAIT_PUBLIC}
+        if len(steps) != len(state["steps"]):
+            public = state["base"]
+            for _, _, trait, step in steps:
+                public = _step(public, trait, step)
+        return {**state, **public, "steps": steps, "reflections": window,
+                "undone": state["undone"] + len(state["steps"]) - len(steps)}
+
+
+STATUSES = ("closed", "expired", "dropped")  # a commitment that is not open: kept, lapsed, dropped
+
+
+class Commitments:
+    """Commitments by the id of the event that opened them: open ones with their text, due time
+    and the turn count when opened; kept (closed with evidence), lapsed (expired) and dropped
+    ones, with how many are in each status now (``current``: what success is computed from).
+
+    A close counts only when the commitment is open and every evidence id names an event after
+    the opening (or the latest reopening) and before the close; otherwise it is counted in
+    ``refused`` and nothing else changes. ``turns`` counts live user messages, for expiry by
+    turns: imported ones (said at another time, ``imported_turns``) are history and age nothing.
+    A retracted reflection's commitments are dropped, and those it closed are open again."""
+
+    name = "commitments"
+    version = 2
+    kinds: frozenset[str] | None = frozenset({
+        ev.COMMITMENT_OPENED.name, ev.COMMITMENT_CLOSED.name, ev.COMMITMENT_EXPIRED.name,
+        ev.COMMITMENT_REOPENED.name, ev.COMMITMENT_DROPPED.name, ev.MESSAGE_RECEIVED.name,
+        ev.REFLECTION_RECORDED.name, ev.REFLECTION_RETRACTED.name})
+
+    def initial(self) -> State:
+        return {"open": {}, "done": {}, "opened": 0, "closed": 0, "expired": 0, "reopened": 0,
+                "dropped": 0, "refused": 0, "turns": 0, "imported_turns": 0,
+                "current": dict.fromkeys(STATUSES, 0), "reflections": []}
+
+    def apply(self, state: State, event: Event) -> State:
+        kind = event.kind
+        if kind == ev.MESSAGE_RECEIVED.name:
+            if '"original_ts"' in event.meta_json and said_at(event) != event.ts:
+                return {**state, "imported_turns": state["imported_turns"] + 1}
+            return {**state, "turns": state["turns"] + 1}
+        if kind == ev.REFLECTION_RECORDED.name:
+            return {**state, "reflections": _noted(state["reflections"], {"id": event.id})}
+        meta = event.meta
+        if kind == ev.REFLECTION_RETRACTED.name:
+            return _retract_commitments(state, meta.get("reflection"), event.id)
+        if kind == ev.COMMITMENT_OPENED.name:
+            entry = {"text": event.content, "opened_id": event.id, "opened_at": event.ts,
+                     "due": _text(meta.get("due")), "turns_at": state["turns"],
+                     "source": _text(meta.get("source"))}
+            if type(meta.get("reflection")) is int:
+                entry["reflection"] = meta["reflection"]
+            return {**state, "open": {**state["open"], str(event.id): entry}, "opened": state["opened"] + 1}
+        key = str(meta.get("commitment"))
+        if kind == ev.COMMITMENT_REOPENED.name:
+            if key not in state["done"]:
+                return {**state, "refused": state["refused"] + 1}
+            entry = {**_reopened(state["done"][key]), "due": _text(meta.get("due")),
+                     "turns_at": state["turns"], "since_id": event.id}
+            return {**_moved(state, key, entry, state["done"][key]["status"], None),
+                    "reopened": state["reopened"] + 1}
+        if kind == ev.COMMITMENT_DROPPED.name:
+            entry = state["open"].get(key) or state["done"].get(key)
+            if entry is None or entry.get("status") == "dropped":
+                return {**state, "refused": state["refused"] + 1}
+            was = entry.get("status")
+            dropped = {**_reopened(entry), "status": "dropped", "closed_id": event.id}
+            return {**_moved(state, key, dropped, was, "dropped"), "dropped": state["dropped"] + 1}
+        if key not in state["open"]:
+            return {**state, "refused": state["refused"] + 1}
+        entry = state["open"][key]
+        if kind == ev.COMMITMENT_CLOSED.name:
+            evidence = meta.get("evidence")
+            if not valid_evidence(evidence, since(entry), event.id) or not event.content.strip():
+                return {**state, "refused": state["refused"] + 1}
+            status = "closed"
+            entry = {**entry, "status": status, "closed_id": event.id}
+            if type(meta.get("reflection")) is int:
+                entry["closed_by_reflection"] = meta["reflection"]
+        else:
+            status = "expired"
+            entry = {**entry, "status": status, "closed_id": event.id}
+        return {**_moved(state, key, entry, None, status), status: state[status] + 1}
+
+
+def _reopened(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry without what its last close, expiry or drop set."""
+    return {k: v for k, v in entry.items() if k not in ("status", "closed_id", "closed_by_reflection")}
+
+
+def _moved(state: State, key: str, entry: dict[str, Any], was: str | None, now: str | None) -> State:
+    """``state`` with commitment ``key`` moved from status ``was`` to ``now`` (None: open)."""
+    open_ = {k: v for k, v in state["open"].items() if k != key}
+    done = {k: v for k, v in state["done"].items() if k != key}
+    if now is None:
+        open_[key] = entry
+    else:
+        done[key] = entry
+    current = dict(state["current"])
+    if was is not None:
+        current[was] -= 1
+    if now is not None:
+        current[now] += 1
+    return {**state, "open": open_, "done": done, "current": current}
+
+
+def _retract_commitments(state: State, reflection: Any, event_id: int) -> State:
+    """Every commitment the reflection opened is dropped (whatever its status: it should never
+    have been), and every one whose current close it made is open again, as before that close."""
+    window = _retracting(state["reflections"], reflection)
+    if window is None:
+        return {**state, "refused": state["refused"] + 1}
+    state = {**state, "reflections": window}
+    for key, entry in [*state["open"].items(), *state["done"].items()]:
+        was = entry.get("status")
+        if entry.get("reflection") == reflection and was != "dropped":
+            dropped = {**_reopened(entry), "status": "dropped", "closed_id": event_id}
+            state = {**_moved(state, key, dropped, was, "dropped"), "dropped": state["dropped"] + 1}
+        elif was == "closed" and entry.get("closed_by_reflection") == reflection:
+            state = _moved(state, key, _reopened(entry), was, None)
+    return state
+
+
+def _text(value: Any) -> str | None:
+    """A value read later as text (a due time): anything else is as good as absent."""
+    return value if isinstance(value, str) else None
+
+
+def since(entry: dict[str, Any]) -> int:
+    """The event after which evidence for an open commitment must come: its opening, or its
+    latest reopening (evidence that closed it before does not close it again)."""
+    return int(entry.get("since_id") or entry["opened_id"])
+
+
+def valid_evidence(evidence: Any, opened_id: int, closing_id: int) -> bool:
+    """Evidence is a non-empty list of ids of events after the opening and before the close
+    (ids have no gaps, so every such id names an existing event)."""
+    return (isinstance(evidence, list) and bool(evidence)
+            and all(isinstance(e, int) and not isinstance(e, bool) and opened_id < e < closing_id
+                    for e in evidence))
+
+
+class Reflections:
+    """How many reflections count (``count``: not retracted), the latest one that counts, and how
+    many user messages came since the latest recorded (retracted or not: a retraction overrules
+    what the mind concluded, it does not make the events it looked at new again; ``reflected_to``
+    is the last event id any reflection covered). ``window`` holds the last ``RETRACTABLE``
+    reflections, so that retracting the latest makes the one before it the latest again."""
+
+    name = "reflections"
+    version = 2
+    kinds: frozenset[str] | None = frozenset({ev.REFLECTION_RECORDED.name, ev.MESSAGE_RECEIVED.name,
+                                              ev.REFLECTION_RETRACTED.name})
+
+    def initial(self) -> State:
+        return {"count": 0, "latest": None, "turns_since": 0, "recorded": 0, "retracted": 0,
+                "refused": 0, "reflected_to": 0, "window": []}
+
+    def apply(self, state: State, event: Event) -> State:
+        if event.kind == ev.MESSAGE_RECEIVED.name:
+            return {**state, "turns_since": state["turns_since"] + 1}
+        meta = event.meta
+        if event.kind == ev.REFLECTION_RETRACTED.name:
+            window = _retracting(state["window"], meta.get("reflection"))
+            if window is None:
+                return {**state, "refused": state["refused"] + 1}
+            kept = [entry for entry in window if not entry.get("retracted")]
+            return {**state, "count": state["count"] - 1, "retracted": state["retracted"] + 1,
+                    "latest": kept[-1] if kept else None, "window": window}
+        last_id = meta.get("last_id")
+        latest = {"id": event.id, "ts": event.ts, "text": event.content, "last_id": last_id}
+        covered = last_id if type(last_id) is int and last_id > state["reflected_to"] else state["reflected_to"]
+        return {**state, "count": state["count"] + 1, "latest": latest, "turns_since": 0,
+                "recorded": state["recorded"] + 1, "reflected_to": covered,
+                "window": _noted(state["window"], latest)}
