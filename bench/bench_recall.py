@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from pmm.domain import projections  # noqa: E402
 from pmm.ledger.store import TS_FORMAT  # noqa: E402
-from pmm.services import chat, context, foreign, minds, models, semantic  # noqa: E402
+from pmm.services import chat, context, foreign, minds, models, semantic, tokens  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo-dev"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -89,7 +89,7 @@ def build_mind(folder: Path, sessions: list[foreign.Conversation]) -> Path:
 
 
 def baselines(turns: list[tuple[int, str]], question: str, room: int,
-              cost: context.Cost) -> dict[str, set[int]]:
+              cost: tokens.Cost) -> dict[str, set[int]]:
     """Event ids the newest-turns and BM25 baselines put in ``room`` tokens, each turn costed
     as a chat message."""
     def fill(order: list[tuple[int, str]]) -> set[int]:
@@ -102,7 +102,7 @@ def baselines(turns: list[tuple[int, str]], question: str, room: int,
         return taken
 
     def turn_cost(text: str) -> int:
-        return cost.text(text) + (context.TEMPLATE_TOKENS if cost.exact else 4)
+        return cost.text(text) + (tokens.TEMPLATE_TOKENS if cost.exact else 4)
 
     newest = fill(list(reversed(turns)))
     words = re.findall(r"\w+", question.lower())
@@ -143,7 +143,7 @@ def measure(path: Path, windows: list[int], answer: int, similar: Any, counters:
                                            similar=similar, count=count)
                     timings.append(time.perf_counter() - start)
                     used[window].append(prompt.tokens)
-                    cost = context.Cost(count)
+                    cost = tokens.Cost(count)
                     room = prompt.budget - cost.text(prompt.request.system) - cost.text(q["question"])
                     picks = {"pmm": set(prompt.context_ids),
                              **baselines(turns, q["question"], room, cost)}

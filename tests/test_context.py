@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
-from pmm.services import context, minds
+from pmm.services import context, minds, tokens
 
 SAMPLES = [
     "Hey Mel! Good to see you! How have you been?",
@@ -54,13 +54,13 @@ def tokenizer() -> Any:
 
 @pytest.mark.parametrize("text", SAMPLES)
 def test_the_token_estimate_is_never_below_the_embedded_models_count(tokenizer: Any, text: str) -> None:
-    assert context.estimate_tokens(text) >= tokenizer(text)
+    assert tokens.estimate_tokens(text) >= tokenizer(text)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(st.characters(codec="utf-8"), max_size=400))
 def test_the_token_estimate_holds_for_any_text(tokenizer: Any, text: str) -> None:
-    assert context.estimate_tokens(text) >= tokenizer(text)
+    assert tokens.estimate_tokens(text) >= tokenizer(text)
 
 
 def test_the_token_estimate_is_not_wasteful_on_english(tokenizer: Any) -> None:
@@ -68,7 +68,7 @@ def test_the_token_estimate_is_not_wasteful_on_english(tokenizer: Any) -> None:
     (the old "3 characters a token" was 1.6 times on chat text)."""
     prose = " ".join(SAMPLES[:1] * 5 + ["The quick brown fox jumps over the lazy dog while the"
                                          " rain keeps falling on the quiet town."] * 20)
-    assert context.estimate_tokens(prose) <= 1.5 * tokenizer(prose)
+    assert tokens.estimate_tokens(prose) <= 1.5 * tokenizer(prose)
 
 
 def _mind(tmp_path: Path, turns: list[str], notes: int = 0) -> Path:
@@ -86,8 +86,8 @@ def _mind(tmp_path: Path, turns: list[str], notes: int = 0) -> Path:
 
 def _request_tokens(prompt: context.Prompt) -> int:
     request = prompt.request
-    return (context.estimate_tokens(request.system) + context.estimate_tokens(request.context)
-            + sum(context.estimate_tokens(m.content) for m in request.messages))
+    return (tokens.estimate_tokens(request.system) + tokens.estimate_tokens(request.context)
+            + sum(tokens.estimate_tokens(m.content) for m in request.messages))
 
 
 @pytest.mark.parametrize("window", [256, 700, 2048, 8192])
@@ -235,7 +235,7 @@ def _sent_tokens(prompt: context.Prompt, count: Any) -> int:
     """The prompt as the embedded model reads it: each message with its role markers."""
     request = prompt.request
     parts = [request.system_text(), *(m.content for m in request.messages)]
-    return sum(count(p) + context.TEMPLATE_TOKENS for p in parts if p)
+    return sum(count(p) + tokens.TEMPLATE_TOKENS for p in parts if p)
 
 
 @pytest.mark.parametrize("window", [700, 2048])

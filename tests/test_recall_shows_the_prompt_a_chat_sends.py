@@ -209,10 +209,10 @@ def test_recall_json_has_the_whole_plan_and_the_window_asked_for(tmp_path: Path)
 
 def _message_tokens(plan: dict[str, Any]) -> int:
     """The new message's cost, counted as the plan counted it."""
-    from pmm.services import context, models
+    from pmm.services import models, tokens
 
     count = models.embedded().token_counter() if plan["tokens_counted"] == "model" else None
-    return context.Cost(count).text(plan["message"])
+    return tokens.Cost(count).text(plan["message"])
 
 
 @pytest.mark.parametrize(("args", "code", "needle"), [

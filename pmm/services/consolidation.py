@@ -19,7 +19,7 @@ from pmm.domain.events import Draft, Event
 from pmm.ledger import lookup
 from pmm.ledger.store import Mind
 from pmm.providers.base import Message, Request
-from pmm.services import context, models
+from pmm.services import models, tokens
 
 CONSOLIDATE_EVERY = 8  # reflections since the last summary that call for a new one
 MAX_COVERS = 16  # reflections one summary condenses at most (the rest wait for the next)
@@ -133,14 +133,14 @@ def _request(states: dict[str, Any], reflections: list[Event], window: int) -> t
     head = (f"Your summary so far (event #{previous['id']}): {' '.join(previous['text'].split())}\n\n"
             if previous else "You have no summary yet.\n\n") + "Your reflections since, oldest first:"
     room = window - SUMMARY_TOKENS - 64 - sum(
-        context.estimate_tokens(t) for t in (system, INSTRUCTIONS, head))
+        tokens.estimate_tokens(t) for t in (system, INSTRUCTIONS, head))
     lines: list[str] = []
     covers: list[int] = []
     for event in reflections:
         first, last = event.meta.get("first_id"), event.meta.get("last_id")
         seen = f" (on events #{first}-#{last})" if first and last else ""
         line = f"#{event.id}{seen}: {_clip(event.content, REFLECTION_CHARS)}"
-        cost = context.estimate_tokens(line) + 1
+        cost = tokens.estimate_tokens(line) + 1
         if covers and cost > room:
             break  # the rest wait for the next summary
         lines.append(line)

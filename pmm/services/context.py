@@ -20,8 +20,6 @@ yet not sent. ``plan`` returns the parts with every event's id, date, reason and
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,6 +31,7 @@ from pmm.ledger import lookup
 from pmm.ledger.store import Mind, now_ts
 from pmm.providers.base import Message, Request
 from pmm.services import ranking
+from pmm.services.tokens import Cost, Count
 
 TURN_KINDS = ranking.TURN_KINDS
 STANDING_SHARE = 0.25  # of the budget, at most, for persona, pinned notes, commitments, reflection
@@ -52,62 +51,6 @@ WHO = {ev.MESSAGE_RECEIVED.name: "user", ev.RESPONSE_SENT.name: "you",
 
 Reason = Literal["persona", "pinned", "commitment", "summary", "reflection", "recalled", "exchange",
                  "recent"]
-
-
-# What a tokenizer makes of text, counted high: a lowercase run is a token (a long one more),
-# a capital run about one per two letters, each digit, control character, punctuation mark and line break one, and
-# a non-ASCII character one per UTF-8 byte after its first; then 10% more. Checked against the
-# embedded model's own tokenizer (tests/test_context.py): never below it, about 1.3 times it on
-# English chat (the plain "3 characters a token" was 1.6 times, wasting a third of the window).
-_LOWER = re.compile(r"[a-z]+")
-_LONG = re.compile(r"[a-z]{7,}")
-_CAPITALS = re.compile(r"[A-Z]+(?![a-z])")  # a capital before lowercase starts that word
-_ONES = re.compile(r"[^\x20A-Za-z\x80-\U0010ffff]")  # every ASCII character but a space or letter
-_WIDE = re.compile(r"[^\x00-\x7f]")
-_INNER_CAPITALS = re.compile(r"(?<=[a-z0-9])[A-Z]")  # "aBcDeF", base64: a case change splits
-_MORE_SPACES = re.compile(r"(?<= ) ")  # a space after a space is a token of its own
-
-
-def estimate_tokens(text: str) -> int:
-    """A deliberately high guess at ``text``'s token count, so a prompt never overflows."""
-    count = len(_LOWER.findall(text)) + len(_ONES.findall(text))
-    count += sum((len(w) - 6) // 3 if len(w) <= 24 else len(w) // 2 for w in _LONG.findall(text))
-    count += sum(1 + len(w) // 2 for w in _CAPITALS.findall(text))
-    count += len(_INNER_CAPITALS.findall(text)) + len(_MORE_SPACES.findall(text))
-    if not text.isascii():  # a byte-level tokenizer never makes more tokens than bytes
-        count += sum(len(c.encode()) for c in _WIDE.findall(text))
-    return count * 11 // 10 + 4
-
-
-Count = Callable[[str], int]  # a model's own token count for a text
-TEMPLATE_TOKENS = 6  # a chat message's role markers: "<|im_start|>user\n" ... "<|im_end|>\n"
-
-
-class Cost:
-    """What a piece of the prompt costs in tokens: the model's own count plus a token for the
-    line break or join beside it when ``count`` is given, else the high estimate."""
-
-    def __init__(self, count: Count | None) -> None:
-        self.exact = count is not None
-        self._count = count or estimate_tokens
-
-    def text(self, text: str) -> int:
-        return self._count(text) + 1 if self.exact else self._count(text)
-
-    def line(self, event: Event) -> int:
-        return self.text(_line(event))
-
-    def turn(self, event: Event) -> int:
-        """A recent turn: its text as a chat message."""
-        return self.text(event.content) + (TEMPLATE_TOKENS if self.exact else 4)
-
-    def section(self, section: Section) -> int:
-        return self.text(_render(section)) if section.items else 0
-
-    def request(self, request: Request) -> int:
-        """The whole prompt, measured as sent (system and context as one message)."""
-        parts = [request.system_text(), *(m.content for m in request.messages)]
-        return sum(self.text(p) + TEMPLATE_TOKENS for p in parts if p)
 
 
 @dataclass(frozen=True)
@@ -276,7 +219,7 @@ def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int,
             continue
         left -= tokens
         section.items.append(Item(events[event_id], reason, tokens))
-    section.tokens = cost.section(section)
+    section.tokens = cost.text(_render(section)) if section.items else 0
     return section, spent + section.tokens
 
 
@@ -299,7 +242,7 @@ def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: se
             break
         if event.id in chosen or event.id in held:
             continue
-        tokens = cost.line(event)
+        tokens = cost.text(_line(event))
         if tokens > left:
             misses += 1
             continue
@@ -308,13 +251,13 @@ def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: se
         misses = 0
         partner = ranking.partner(event, read)
         if partner is not None and partner.id not in chosen and partner.id not in held:
-            extra = cost.line(partner)
+            extra = cost.text(_line(partner))
             if extra <= left:
                 chosen[partner.id] = Item(partner, "exchange", extra, beside=event.id)
                 left -= extra
     section.items = sorted(chosen.values(), key=lambda i: (said_at(i.event), i.event.id))
     section.titles = ranking.session_titles(mind, [i.event for i in section.items])
-    section.tokens = cost.section(section)
+    section.tokens = cost.text(_render(section)) if section.items else 0
     while section.tokens > allowance:  # the header and date labels: drop the weakest
         hits = [i for i in section.items if i.reason == "recalled"]
         if not hits:
@@ -323,7 +266,7 @@ def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: se
         weakest = min(hits, key=lambda i: i.score or 0.0)
         section.items = [i for i in section.items
                          if i is not weakest and i.beside != weakest.event.id]
-        section.tokens = cost.section(section)
+        section.tokens = cost.text(_render(section)) if section.items else 0
     return section
 
 

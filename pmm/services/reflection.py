@@ -33,7 +33,7 @@ from pmm.domain.growth import MAX_TRAIT_STEP
 from pmm.ledger import lookup
 from pmm.ledger.store import TS_FORMAT, Mind, now_ts
 from pmm.providers.base import Message, Request
-from pmm.services import consolidation, context, minds, models
+from pmm.services import consolidation, minds, models, tokens
 from pmm.services import reflection_answer as answer
 from pmm.services import reflection_backoff as backoff
 
@@ -283,7 +283,7 @@ def _request(mind: Mind, states: dict[str, Any], first_id: int, window: int,
     """The events from ``first_id`` to ``until``, oldest first, as many as fit: (request, ids
     shown)."""
     system, frame = _frame(states)
-    fixed = sum(context.estimate_tokens(t) for t in (
+    fixed = sum(tokens.estimate_tokens(t) for t in (
         system, answer.INSTRUCTIONS, frame, _header(until, until, until, more=True)))
     room = max(MIN_ROOM, window - answer.ANSWER_TOKENS - fixed - MARGIN)
     lines: list[str] = []
@@ -291,7 +291,7 @@ def _request(mind: Mind, states: dict[str, Any], first_id: int, window: int,
     more = False
     for event in _unreflected(mind, first_id, until):
         line = _line(event, None if seen else room)  # the first is clipped until it fits
-        cost = context.estimate_tokens(line) + 1
+        cost = tokens.estimate_tokens(line) + 1
         if cost > room:
             more = True
             break
@@ -347,7 +347,7 @@ def _line(event: Event, fit: int | None) -> str:
             line = f"#{event.id} {who}: {text}"
         else:
             line = f"#{event.id} {who} (clipped to {chars:,} of {len(text):,} characters): {text[:chars]}…"
-        if fit is None or chars == 0 or context.estimate_tokens(line) + 1 <= fit:
+        if fit is None or chars == 0 or tokens.estimate_tokens(line) + 1 <= fit:
             return line
         chars //= 2
 
