@@ -89,7 +89,7 @@ def test_every_low_or_high_band_has_one_short_sentence() -> None:
     everything = {t: (0.0 if i % 2 else 1.0) for i, t in enumerate(temperament.SENTENCES)}
     line = temperament.prompt_line(everything)
     assert line is not None and len(temperament.sentences(everything)) == 5
-    from pmm.services.context import estimate_tokens
+    from pmm.services.tokens import estimate_tokens
 
     assert estimate_tokens(line) < 120  # the most the line can cost in a 2,048-token window
     assert temperament.prompt_line({}) is None  # missing traits are at the default: the middle
