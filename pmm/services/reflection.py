@@ -115,7 +115,7 @@ def _reflect(mind: Mind, *, if_due: bool, trigger: str, model_name: str | None) 
         now_latest = now["reflections"]["latest"]
         if (now_latest["id"] if now_latest else None) != (latest["id"] if latest else None):
             raise _Superseded()
-        out = answer.consequences(now, parsed, reflection_id, rejected, shown=seen)
+        out = answer.consequences(now, parsed, reflection_id, rejected, shown={e.id: e.content for e in mind.events(since=min(seen)) if e.id in seen})
         kept = {d.meta["commitment"] for d in out if d.kind == ev.COMMITMENT_CLOSED.name}
         out += expirations(now, exclude=kept)
         rejected[:0] = parsed.rejected
