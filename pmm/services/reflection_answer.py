@@ -56,7 +56,8 @@ def _items(most: int, properties: dict[str, Any], required: list[str]) -> dict[s
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "reflection": _text(1, 180, description="What the user said and what it means, in one to three sentences."),
+        # The fixed start steers a small model to retell what the user said: text that is grounded.
+        "reflection": _text(1, 170, "The user ", "What the user told you and what it means."),
         "traits": _items(2, {
             "trait": {"type": "string", "enum": list(ev.OCEAN)},
             "delta": {"type": "number", "enum": list(STEPS)},
@@ -69,17 +70,16 @@ SCHEMA: dict[str, Any] = {
             "commitment": {"type": "integer", "minimum": 1, "description": "The open commitment's id."},
             "evidence": _ids(2, "Ids (#) of the events above that show it was kept."),
             "statement": _text(3, 50)}, ["commitment", "evidence", "statement"]),
-        "name": {"type": "string", "minLength": 1, "maxLength": 24, "pattern": "^[A-Za-z][A-Za-z0-9 '-]{0,23}$"},
+        "name": {"type": "string", "minLength": 2, "maxLength": 16, "pattern": "^[A-Z][a-z]{1,15}$"},
     },
     "required": ["reflection", "traits", "open", "close"],
     "additionalProperties": False,
 }
 INSTRUCTIONS = (
-    "Answer in JSON. reflection: what the user said in the events above and what it means, in"
-    " one to three sentences. traits: only when an event shows it, step a trait by -0.05 to 0.05,"
-    " with the event ids (the numbers after #) as evidence and a short reason. open: a promise"
-    " that starts \"I will\". close: an open commitment kept, with the ids of the events that show"
-    " it. Leave a list empty when nothing fits."
+    "Answer in JSON. reflection: what the user told you in the events above, in the user's own"
+    " words, one or two sentences. traits, open, close: leave each list empty unless an event above"
+    " clearly shows a reason; cite event ids (the numbers after #) as evidence. A promise in open"
+    " starts \"I will\"."
 )
 
 
