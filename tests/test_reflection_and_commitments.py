@@ -42,7 +42,7 @@ def test_a_reflection_keeps_what_is_valid_and_writes_it_in_one_transaction(mind:
         result = reflect(server, mind, {
             "reflection": "The user cares for plants.",
             "traits": [{"trait": "conscientiousness", "delta": 0.05, "evidence": [turn["message_id"]],
-                        "reason": "routine"},
+                        "reason": "a daily routine"},
                        {"trait": "charm", "delta": 0.01, "evidence": [turn["message_id"]], "reason": "not a trait"}],
             "open": [{"text": "I will ask about the plants next week", "due_in_hours": 168}],
             "close": [{"commitment": 999, "evidence": [turn["message_id"]], "statement": "no such"}],
@@ -190,10 +190,19 @@ def test_the_user_manages_commitments(mind: Path) -> None:
     assert "Read the book" in text
 
 
-def test_the_embedded_model_reflects_without_crashing(mind: Path) -> None:
+def test_the_embedded_model_answers_within_the_schema_and_what_it_records_is_valid(mind: Path) -> None:
+    from pmm.domain.mind import commitment_in
+    from pmm.services.reflection_answer import ANSWER_TOKENS, STEPS
+
     run_pmm("--mind", str(mind), "chat", "-m", "I love hiking in the mountains.", "--max-tokens", "24", check=True)
     result = run_pmm("--mind", str(mind), "reflect", "--json")
-    assert result.returncode == 0, result.stderr.decode()
+    assert result.returncode == 0, result.stderr.decode()  # JSON, whole, and grounded in the turn
     report = json.loads(result.stdout)
     assert report["recorded"] and report["model"] == "embedded"
+    assert report["reflection"]["text"] and report["reflection"]["tokens_out"] < ANSWER_TOKENS
+    for change in report["changes"]:
+        if change["kind"] == "trait_adjusted":
+            assert change["meta"]["delta"] in STEPS and "(#" in change["content"]
+        elif change["kind"] == "commitment_opened":
+            assert commitment_in(change["content"]) is not None
     assert run_pmm("--mind", str(mind), "verify", "--deep").returncode == 0

@@ -102,7 +102,7 @@ def test_out_of_bounds_steps_unshown_evidence_and_non_promises_are_rejected(serv
     turn = chat(mind, server, "I planted tomatoes and basil in the garden today.")
     result = reflect(mind, server, {
         "reflection": "The user planted tomatoes; gardening matters to them.",
-        "traits": [{"trait": "neuroticism", "delta": -24, "evidence": [turn["message_id"]], "reason": "calm"},
+        "traits": [{"trait": "neuroticism", "delta": -24, "evidence": [turn["message_id"]], "reason": "very calm"},
                    {"trait": "conscientiousness", "delta": 0.02, "evidence": [turn["message_id"]],
                     "reason": "tends a garden"},
                    {"trait": "openness", "delta": 0.01, "evidence": [turn["message_id"]], "reason": "a third"}],
@@ -139,7 +139,7 @@ def test_out_of_bounds_steps_unshown_evidence_and_non_promises_are_rejected(serv
     chat(mind, server, "We harvested the basil and made pesto.")
     result = reflect(mind, server, {
         "reflection": "The basil was harvested for pesto.", "traits": [], "open": [],
-        "close": [{"commitment": commitment, "evidence": [later["message_id"]], "statement": "asked"}],
+        "close": [{"commitment": commitment, "evidence": [later["message_id"]], "statement": "I asked them"}],
     })
     report = json.loads(result.stdout)
     assert report["changes"] == []

@@ -2,9 +2,11 @@
 
 The answer is structured output: ``SCHEMA`` is passed to the provider (a grammar for a local
 model, ``response_format`` for OpenAI-compatible servers, ``format`` for Ollama, a forced tool
-call for Anthropic). ``parse`` validates each part on its own (pydantic) and ``consequences``
-checks each against the mind as it is now; what fails is named in ``rejected``, never invented
-or repaired.
+call for Anthropic); its bounds fit the answer in ``ANSWER_TOKENS``. ``parse`` validates each
+part on its own (pydantic) and ``consequences`` checks each against the mind as it is now and
+against the events the reflection was shown (docs/mind-model.md, "What a reflection may
+change"). What fails is named in ``rejected``, never invented or repaired; an answer with no
+text, or text grounded in none of the events shown, is refused whole (``ProviderError``).
 """
 
 from __future__ import annotations
@@ -127,6 +129,11 @@ def _pydantic_models() -> tuple[Any, Any, Any]:
     def bounded(schema: dict[str, Any]) -> Any:  # the schema's own string bounds, checked again
         return Field(min_length=schema["minLength"], max_length=schema["maxLength"])
 
+    def words(cls: Any, text: str) -> str:  # punctuation and markup are not a reason
+        if len(_SOME_WORD.findall(text)) < 2:
+            raise ValueError("two words at least")
+        return text
+
     items = {key: SCHEMA["properties"][key]["items"]["properties"] for key in ("traits", "open", "close")}
 
     class TraitStep(BaseModel):
@@ -134,6 +141,8 @@ def _pydantic_models() -> tuple[Any, Any, Any]:
         delta: float = Field(allow_inf_nan=False)
         evidence: list[int] = Field(min_length=1, max_length=items["traits"]["evidence"]["maxItems"])
         reason: str = bounded(items["traits"]["reason"])
+
+        _words = field_validator("reason")(words)
 
         @field_validator("delta")
         @classmethod
@@ -164,6 +173,8 @@ def _pydantic_models() -> tuple[Any, Any, Any]:
         commitment: int = Field(ge=1)
         evidence: list[int] = Field(min_length=1, max_length=items["close"]["evidence"]["maxItems"])
         statement: str = bounded(items["close"]["statement"])
+
+        _words = field_validator("statement")(words)
 
     return TraitStep, NewCommitment, KeptCommitment
 
