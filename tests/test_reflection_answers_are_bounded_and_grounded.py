@@ -34,8 +34,9 @@ def longest(node: dict[str, Any]) -> str:
         return "[ " + ", ".join([longest(node["items"])] * node["maxItems"]) + "] "
     if kind == "string":
         # No quote, no backslash, nothing outside printable ASCII: no escapes, one byte a character.
+        assert set(answer.TEXT_CHARS) <= set(map(chr, range(32, 127))) - set('"\\')
         rest = node["pattern"]
-        for allowed in ("[ !#-\\[\\]-~]", "[A-Z]", "[a-z]"):
+        for allowed in (answer.TEXT_CHARS, "[A-Z]", "[a-z]"):
             rest = rest.replace(allowed, "")
         assert rest.startswith("^") and rest.endswith("}$") and not set(rest) & set('[]\\"'), node
         return '"' + "x" * node["maxLength"] + '" '

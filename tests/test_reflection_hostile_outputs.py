@@ -24,7 +24,7 @@ def test_hostile_outputs_are_contained_and_the_projections_are_exact(mind: Path)
                        {"trait": "neuroticism", "delta": -9, "evidence": [m1], "reason": "out of range"},
                        {"trait": "agreeableness", "delta": 0.02, "evidence": [m1], "reason": "past the limit"}],
             "open": [{"text": "I will ask how the trip went"}, {"text": "x" * 5000}],
-            "close": [{"commitment": 77, "evidence": [m1], "statement": "unknown"}],
+            "close": [{"commitment": 77, "evidence": [m1], "statement": "an unknown one"}],
         })
         one = pmm_json(mind, "reflect")
         assert [c["kind"] for c in one["changes"]] == ["trait_adjusted", "commitment_opened"]

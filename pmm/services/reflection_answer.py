@@ -35,10 +35,15 @@ DUE_HOURS = (24, 72, 168, 720)
 PROMISE = "I will "  # the grammar makes a commitment start so; validation still judges it
 
 
+# Letters, digits, spaces and the punctuation of prose: no quote or backslash, so no escapes and
+# one character is at most one token (the grammar's length bound is a token bound), and no
+# braces or brackets, so a small model cannot wander into markup or half of a JSON object.
+TEXT_CHARS = "[A-Za-z0-9 ,.'?!:;()#/-]"
+_MARKUP = re.compile(r"[{}\[\]<>|\\`*=~^]")
+
+
 def _text(low: int, high: int, prefix: str = "", description: str = "") -> dict[str, Any]:
-    """A string of printable ASCII without quote or backslash: no escapes, so one character is
-    at most one token and the grammar's length bound is a token bound."""
-    pattern = f"^{prefix}[ !#-\\[\\]-~]{{{low},{high}}}$"
+    pattern = f"^{prefix}{TEXT_CHARS}{{{low},{high}}}$"
     return {"type": "string", "minLength": len(prefix) + low, "maxLength": len(prefix) + high,
             "pattern": pattern, **({"description": description} if description else {})}
 
@@ -58,8 +63,8 @@ def _items(most: int, properties: dict[str, Any], required: list[str]) -> dict[s
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        # The fixed start steers a small model to retell what the user said: text that is grounded.
-        "reflection": _text(1, 170, "The user ", "What the user told you and what it means."),
+        # The fixed start steers a small model to quote what the user said: text that is grounded.
+        "reflection": _text(1, 163, "The user wrote: ", "What the user told you and what it means."),
         "traits": _items(2, {
             "trait": {"type": "string", "enum": list(ev.OCEAN)},
             "delta": {"type": "number", "enum": list(STEPS)},
@@ -94,6 +99,7 @@ def _is_commitment(text: str) -> bool:
 # four letters or more outside this list, matched on a five-letter stem) or a "#id" it cites.
 _WORD = re.compile(r"[a-z]{4,}")
 _SOME_WORD = re.compile(r"[A-Za-z]{2,}")
+_LETTERS = re.compile(r"[A-Za-z]+")  # "I will #N: },{" is four words but no promise
 _CITED = re.compile(r"#(\d{1,12})\b")
 _STOP = frozenset(_WORD.findall("""
 about above after again also always another back because been before being between both came
@@ -130,8 +136,8 @@ def _pydantic_models() -> tuple[Any, Any, Any]:
         return Field(min_length=schema["minLength"], max_length=schema["maxLength"])
 
     def words(cls: Any, text: str) -> str:  # punctuation and markup are not a reason
-        if len(_SOME_WORD.findall(text)) < 2:
-            raise ValueError("two words at least")
+        if len(_SOME_WORD.findall(text)) < 2 or _MARKUP.search(text):
+            raise ValueError("two words at least, and no markup")
         return text
 
     items = {key: SCHEMA["properties"][key]["items"]["properties"] for key in ("traits", "open", "close")}
@@ -165,7 +171,7 @@ def _pydantic_models() -> tuple[Any, Any, Any]:
         @field_validator("text")
         @classmethod
         def a_promise(cls, text: str) -> str:
-            if not _is_commitment(text):
+            if len(_LETTERS.findall(text)) < 4 or _MARKUP.search(text) or not _is_commitment(text):
                 raise ValueError("not a first-person promise about a later action")
             return text
 
