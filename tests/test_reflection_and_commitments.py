@@ -80,7 +80,7 @@ def test_a_commitment_closes_only_with_evidence_after_it_was_opened(mind: Path) 
         say(server, mind, "Ok.", "Send me the summary please")
         bad = reflect(server, mind, {"reflection": "Checking the summary.", "traits": [], "open": [],
                                      "close": [{"commitment": opened, "evidence": [before["message_id"]],
-                                                "statement": "sent"}]})
+                                                "statement": "it was sent"}]})
         assert bad.returncode == 0
         report = json.loads(bad.stdout)
         assert report["changes"] == [] and "must name events after it was opened" in report["rejected"][0]
