@@ -51,6 +51,8 @@ def test_the_longest_answer_the_schema_admits_fits_the_token_limit_with_a_margin
     bound = len(text.encode())
     assert bound <= 0.9 * answer.ANSWER_TOKENS, (bound, answer.ANSWER_TOKENS)
     assert estimate_tokens(text) <= bound
+    doc = " ".join((Path(__file__).parents[1] / "docs" / "mind-model.md").read_text().split())
+    assert f"schema admits is {bound} bytes" in doc and f"limit of {answer.ANSWER_TOKENS:,} tokens" in doc
     from llama_cpp import Llama
 
     from pmm.providers.local import embedded_path
@@ -170,6 +172,7 @@ def test_a_reflection_is_grounded_by_a_shared_word_or_a_cited_id() -> None:
     assert not answer.grounded("Something happened in #9.", shown)  # not an event shown
     assert not answer.grounded("I think that this would be good for them.", shown)  # common words only
     assert not answer.grounded("The garden.", {})
+    assert not answer.grounded("The user wrote: hi there", {1: "I wrote a letter"})  # the grammar's start
     # the examples of docs/mind-model.md
     assert answer.grounded("The user is travelling soon", {1: "I will be travelling next week"})
     assert answer.grounded("The user was cooking", {1: "We cook pasta."})

@@ -108,7 +108,7 @@ into just know known like long made make many maybe more most much must need nev
 other over really said same should since some something still such sure take tell than that
 their them then there these they thing things think this those though through time today told
 under until user users very want wants well went were what when where which while will with
-would your yours yourself myself reflect reflection reflected events event learned learn mind
+would your yours yourself myself reflect reflection reflected events event learned learn mind wrote
 persistent said says trait traits commitment commitments open close name answer means mean
 """))
 
