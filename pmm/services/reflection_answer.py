@@ -35,9 +35,10 @@ DUE_HOURS = (24, 72, 168, 720)
 PROMISE = "I will "  # the grammar makes a commitment start so; validation still judges it
 
 
-# Letters, digits, spaces and the punctuation of prose: no quote or backslash, so no escapes and
-# one character is at most one token (the grammar's length bound is a token bound), and no
-# braces or brackets, so a small model cannot wander into markup or half of a JSON object.
+# Letters, digits, spaces and the punctuation of prose. No control character: llama.cpp's own
+# string rule admits a raw newline, which is not JSON. No quote or backslash: no escapes, so one
+# character is at most one token and the grammar's length bound is a token bound. No braces or
+# brackets: a small model cannot wander into markup or half of a JSON object.
 TEXT_CHARS = "[A-Za-z0-9 ,.'?!:;()#/-]"
 _MARKUP = re.compile(r"[{}\[\]<>|\\`*=~^]")
 
