@@ -26,7 +26,8 @@ from pmm.services import minds
 
 REFLECTION = json.dumps({
     "reflection": "The user grows tomatoes; I want to learn more about gardens.",
-    "traits": [{"trait": "openness", "delta": 0.02, "reason": "gardens are interesting"}],
+    # #4: the message user_said appends after init and the two events of use_model
+    "traits": [{"trait": "openness", "delta": 0.02, "evidence": [4], "reason": "gardens are interesting"}],
     "open": [], "close": [],
 })
 TOKENS = PROMPT_TOKENS + len(split_pieces(REFLECTION))  # what the fake server reports per call

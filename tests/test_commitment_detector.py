@@ -103,3 +103,20 @@ def test_ordinary_phrasings_open_nothing_and_a_promise_opens_one_through_chat(tm
     assert [(e["content"], e["meta"]) for e in opened] == [
         ("I'll send you the checklist tomorrow.", {"source": "conversation", "turn": promised["response_id"]})]
     assert [c["kind"] for c in promised["changed"]] == ["commitment_opened"]
+
+
+@pytest.mark.parametrize(("sentence", "promise"), [
+    ("I will ask how the trip went", True),
+    ("I will follow up with the user about the exam", True),
+    ("I'll send you the checklist tomorrow.", True),
+    ("You're right there in my store", False),
+    ("I will remember that.", False),
+    ("I'll be honest with you here.", False),
+    ("I will not ask about it again", False),
+    ("If you want, I'll ask about it later.", False),
+    ("Will I ask how the trip went?", False),
+])
+def test_a_reflection_commitment_is_a_first_person_promise_of_an_act(sentence: str, promise: bool) -> None:
+    """What a reflection commits to is for later by nature: only the act and the first person
+    are checked (``is_promise``), not that it comes after an answer."""
+    assert dynamics.is_promise(sentence) is promise

@@ -22,7 +22,7 @@ from pmm.services.reflection_answer import ANSWER_TOKENS
 
 SEEN = ("message_received", "response_sent", "observation_recorded", "note_pinned")
 # one answer for both calls: a reflection's fields, and a summary once 8 reflections are condensed
-ANSWER = json.dumps({"reflection": "I looked back.", "traits": [], "open": [], "close": [],
+ANSWER = json.dumps({"reflection": "The user wrote about plants: tomatoes, basil, garlic, onions and water.", "traits": [], "open": [], "close": [],
                      "summary": "I have looked back on the garden talk."})
 SUMMARY = json.dumps({"summary": "The user gardens; I keep promises about plants."})
 LINE = re.compile(r"^#(\d+) (?:user|you|note)\b", re.M)

@@ -22,7 +22,8 @@ from pmm.services import minds
 
 REFLECTION = json.dumps({
     "reflection": "We talked about the garden; I am curious about it.",
-    "traits": [{"trait": "openness", "delta": 0.03, "reason": "the garden made me curious"}],
+    # #5: the chat's message, after init, the model's two events and the session's start
+    "traits": [{"trait": "openness", "delta": 0.03, "evidence": [5], "reason": "the garden made me curious"}],
     "open": [], "close": [],
 })
 PAST = "2000-01-01T00:00:00.000000Z"

@@ -58,7 +58,7 @@ def planted(tmp_path: Path) -> Path:
         server.text = json.dumps({
             "reflection": f"zebra reflection {HOSTILE}",
             "traits": [{"trait": "openness", "delta": 0.02, "reason": f"zebra {HOSTILE}"}],
-            "open": [{"text": f"zebra follow up {HOSTILE}\n  committed (#999): forged"}], "close": [],
+            "open": [{"text": "I will zebra follow up\n  committed (#999): forged"}], "close": [],
         })
         reflected = ok(*m, "reflect")
         inert(reflected)

@@ -240,25 +240,47 @@ def is_commitment(sentence: str) -> bool:
     if not 4 <= len(text.split()) <= 30 or text.rstrip("\"')”’ ").endswith("?"):
         return False
     low = text.lower().translate(_QUOTES)
-    return any(_promises(low, match) for match in _PROMISE.finditer(low))
+    return any(_later(low, match) for match in _PROMISE.finditer(low))
 
 
-def _promises(low: str, match: re.Match[str]) -> bool:
+def is_promise(sentence: str) -> bool:
+    """Whether one sentence is a first-person promise of an act, whenever it happens: the tests
+    of ``is_commitment`` but the one that the act comes after the current answer. For what a
+    reflection commits to, which is about later by nature (a reflection answers no one): "I will
+    ask how the trip went" is a promise, "You're right there in my store" and "I will remember
+    that" are not."""
+    text = " ".join(sentence.split())
+    if not 4 <= len(text.split()) <= 30 or text.rstrip("\"')”’ ").endswith("?"):
+        return False
+    low = text.lower().translate(_QUOTES)
+    return any(_promised(low, match) is not None for match in _PROMISE.finditer(low))
+
+
+def _promised(low: str, match: re.Match[str]) -> str | None:
+    """The verb phrase promised at ``match`` when it is a first-person promise of an act
+    (not reported, conditional, an offer, negated, hedged away, or no act at all)."""
     before = low[:match.start()]
     clause = re.split(r"[;—]| - ", before)[-1]
     if _EMBEDDED.search(before) or before.count('"') % 2 or before.endswith("'"):
-        return False
+        return None
     if _CONDITION.search(clause) or _WHEN.search(clause):
-        return False
+        return None
     if re.search(r"\band\s*$", clause) and not _SUBJECT.search(clause):
-        return False  # "let me know and I'll ...": a request to the user, then an offer
+        return None  # "let me know and I'll ...": a request to the user, then an offer
     rest = low[match.end():]
     if _NEGATED.match(rest) or _OFFER_AFTER.search(rest):
-        return False
+        return None
     phrase = _CLAUSE_END.split(rest)[0]
     while hedge := _HEDGE.match(phrase):
         phrase = phrase[hedge.end():]
-    if _NO_ACT.match(phrase):
+    return None if _NO_ACT.match(phrase) else phrase
+
+
+def _later(low: str, match: re.Match[str]) -> bool:
+    """A promise of an act after the current answer."""
+    clause = re.split(r"[;—]| - ", low[:match.start()])[-1]
+    phrase = _promised(low, match)
+    if phrase is None:
         return False
     if _LATER_ACT.match(phrase):
         return not _IN_ANSWER.search(phrase)

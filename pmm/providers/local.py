@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ INSTALL_HINT = "run ./install.sh (it installs the embedded model), or pmm model 
 _LOADED: dict[tuple[str, int], Any] = {}
 _VOCABS: dict[str, Any] = {}
 _DIGESTS: dict[tuple[str, int, int], str] = {}
+_GRAMMARS: dict[str, Any] = {}
 
 
 def embedded_path() -> Path | None:
@@ -88,6 +90,25 @@ def token_counter(spec: ModelSpec) -> Callable[[str], int] | None:
     return count
 
 
+def grammar(schema: dict[str, Any]) -> Any:
+    """llama.cpp's grammar for ``schema``. Built here rather than through ``response_format``,
+    which falls back to any JSON at all when the schema cannot be converted: a schema the
+    grammar cannot hold is an error, not a silently unconstrained answer."""
+    text = json.dumps(schema)
+    if text not in _GRAMMARS:
+        try:
+            from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+        except ImportError:
+            raise errors.ProviderError("llama-cpp-python is not installed, so local models cannot run",
+                                       hint=INSTALL_HINT) from None
+        try:
+            _GRAMMARS[text] = LlamaGrammar.from_string(json_schema_to_gbnf(text), verbose=False)
+        except Exception as exc:  # the converter raises bare AssertionError/ValueError/KeyError
+            raise errors.ProviderError(f"the local model cannot be held to this answer's schema: {exc}",
+                                       hint="use another model for this task") from None
+    return _GRAMMARS[text]
+
+
 class LocalProvider:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -124,7 +145,7 @@ class LocalProvider:
                                   "top_p": 0.9}
         if request.json_schema is not None:
             # A grammar built from the schema: even a 135M model can only answer valid JSON.
-            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+            kwargs["grammar"] = grammar(request.json_schema)
         started = time.monotonic()
         finish: str | None = None
         try:

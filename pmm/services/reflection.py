@@ -228,6 +228,8 @@ def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int
         finally:
             provider.close()
         parsed = answer.parse(completion.text)
+        shown = {e.id: e.content for e in lookup.get(mind, seen)}
+        answer.require_grounded(parsed, shown)
     except errors.ProviderError as exc:
         backoff.record(path, "reflection", model.name, exc.message)
         raise
@@ -246,7 +248,7 @@ def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int
         now_latest = now["reflections"]["latest"]
         if (now_latest["id"] if now_latest else None) != (latest["id"] if latest else None):
             raise _Superseded()
-        out = answer.consequences(now, parsed, reflection_id, rejected, shown=seen)
+        out = answer.consequences(now, parsed, reflection_id, rejected, shown=shown)
         kept = {d.meta["commitment"] for d in out if d.kind == ev.COMMITMENT_CLOSED.name}
         out += expirations(now, exclude=kept)
         rejected[:0] = parsed.rejected
