@@ -215,7 +215,8 @@ def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int
     """Reflect on the next window of the events up to ``until`` (None: nothing left)."""
     states, _ = mind.state()
     latest = states["reflections"]["latest"]
-    request, seen = _request(mind, states, _first_unreflected(states), model.window(), until)
+    request, seen = _request(mind, states, _first_unreflected(states), model.window(), until,
+                             tokens.Cost(model.token_counter()))
     if not seen:
         return None
     after = lookup.count_between(mind, SEEN_KINDS, seen[-1] + 1, until)
@@ -281,25 +282,25 @@ def _consolidate(mind: Mind, path: Path, model: models.Model, trigger: str, if_d
 # -- the window ----------------------------------------------------------------------------------
 
 def _request(mind: Mind, states: dict[str, Any], first_id: int, window: int,
-             until: int) -> tuple[Request, list[int]]:
-    """The events from ``first_id`` to ``until``, oldest first, as many as fit: (request, ids
-    shown)."""
+             until: int, cost: tokens.Cost) -> tuple[Request, list[int]]:
+    """The events from ``first_id`` to ``until``, oldest first, as many as fit (``cost``: the
+    model's own token count for a local model, else the estimate): (request, ids shown)."""
     system, frame = _frame(states)
-    fixed = sum(tokens.estimate_tokens(t) for t in (
+    fixed = sum(cost.text(t) for t in (
         system, answer.INSTRUCTIONS, frame, _header(until, until, until, more=True)))
     room = max(MIN_ROOM, window - answer.ANSWER_TOKENS - fixed - MARGIN)
     lines: list[str] = []
     seen: list[int] = []
     more = False
     for event in _unreflected(mind, first_id, until):
-        line = _line(event, None if seen else room)  # the first is clipped until it fits
-        cost = tokens.estimate_tokens(line) + 1
-        if cost > room:
+        line = _line(event, None if seen else room, cost)  # the first is clipped until it fits
+        spent = cost.text(line) + 1
+        if spent > room:
             more = True
             break
         lines.append(line)
         seen.append(event.id)
-        room -= cost
+        room -= spent
     if not seen:
         return Request(messages=()), []
     ctx = frame + _header(seen[0], seen[-1], len(seen), more) + "\n" + "\n".join(lines)
@@ -338,7 +339,7 @@ def _unreflected(mind: Mind, first_id: int, until: int) -> Iterator[Event]:
         since = page[-1].id + 1
 
 
-def _line(event: Event, fit: int | None) -> str:
+def _line(event: Event, fit: int | None, cost: tokens.Cost) -> str:
     """One event as the window shows it, clipped to ``LINE_CHARS`` (and, when ``fit`` is
     given, further until it costs at most ``fit`` tokens)."""
     who = WHO.get(event.kind, "note")
@@ -349,7 +350,7 @@ def _line(event: Event, fit: int | None) -> str:
             line = f"#{event.id} {who}: {text}"
         else:
             line = f"#{event.id} {who} (clipped to {chars:,} of {len(text):,} characters): {text[:chars]}…"
-        if fit is None or chars == 0 or tokens.estimate_tokens(line) + 1 <= fit:
+        if fit is None or chars == 0 or cost.text(line) + 1 <= fit:
             return line
         chars //= 2
 
