@@ -147,6 +147,12 @@ def test_out_of_bounds_steps_unshown_evidence_and_non_promises_are_rejected(serv
     report = json.loads(result.stdout)
     assert report["changes"] == []
     assert f"close[0].evidence: #{later['message_id']} for #{commitment} not among the events shown" in report["rejected"]
+    chat(mind, server, "The pesto was lovely.")
+    result = reflect(mind, server, {  # a promise of an act, but about nothing that happened
+        "reflection": "The user loved the pesto.", "traits": [], "close": [],
+        "open": [{"text": "I will am alos ajut en la cadea de 15 ano"}]})
+    report = json.loads(result.stdout)
+    assert report["changes"] == [] and any("about nothing in the events shown" in r for r in report["rejected"])
     deltas = [e["meta"]["delta"] for e in mind_events(mind, "trait_adjusted")]
     assert deltas == [0.02]  # -24 and the step on old evidence never reached the ledger
 

@@ -16,7 +16,7 @@ def test_hostile_outputs_are_contained_and_the_projections_are_exact(mind: Path)
     with FakeServer("openai", text="Noted.") as server:
         run_pmm("--mind", str(mind), "model", "add", "srv", "openai-compatible:test-model",
                 "--base-url", server.url, "--use", check=True)
-        first = pmm_json(mind, "chat", "-m", "I will be travelling next week.")
+        first = pmm_json(mind, "chat", "-m", "I will be travelling next week, a trip to Rome.")
         m1 = first["message_id"]
         server.text = json.dumps({
             "reflection": "The user travels soon.",

@@ -275,6 +275,9 @@ def consequences(states: dict[str, Any], parsed: Parsed, reflection_id: int,
         if any(dynamics.same_commitment(new.text, c["text"]) for c in open_.values()):
             rejected.append(f"open: already committed to {new.text!r}")
             continue
+        if not grounded(new.text, shown):  # a promise about nothing that happened is noise
+            rejected.append(f"open: {new.text!r} is about nothing in the events shown")
+            continue
         meta: dict[str, Any] = {"source": "reflection", "reflection": reflection_id}
         if new.due_in_hours:
             meta["due"] = (datetime.now(UTC) + timedelta(hours=new.due_in_hours)).strftime(TS_FORMAT)
