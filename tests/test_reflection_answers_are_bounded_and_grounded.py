@@ -153,6 +153,12 @@ def test_out_of_bounds_steps_unshown_evidence_and_non_promises_are_rejected(serv
         "open": [{"text": "I will am alos ajut en la cadea de 15 ano"}]})
     report = json.loads(result.stdout)
     assert report["changes"] == [] and any("about nothing in the events shown" in r for r in report["rejected"])
+    pesto = chat(mind, server, "We made more pesto.")
+    result = reflect(mind, server, {  # grounded only by quoting an id of the prompt
+        "reflection": "The user made pesto.", "traits": [], "close": [],
+        "open": [{"text": f"I will #{pesto['message_id']}: the user wrote pesto"}]})
+    report = json.loads(result.stdout)
+    assert report["changes"] == [] and any("about nothing in the events shown" in r for r in report["rejected"])
     deltas = [e["meta"]["delta"] for e in mind_events(mind, "trait_adjusted")]
     assert deltas == [0.02]  # -24 and the step on old evidence never reached the ledger
 

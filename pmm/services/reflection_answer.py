@@ -113,9 +113,10 @@ def _stems(text: str) -> set[str]:
     return {w[:5] for w in _WORD.findall(text.lower()) if w not in _STOP}
 
 
-def grounded(text: str, shown: Mapping[int, str]) -> bool:
-    """Whether ``text`` shares a content word with the events shown, or cites one by ``#id``."""
-    if any(int(m) in shown for m in _CITED.findall(text)):
+def grounded(text: str, shown: Mapping[int, str], cited: bool = True) -> bool:
+    """Whether ``text`` shares a content word with the events shown, or (``cited``) cites one
+    by ``#id``."""
+    if cited and any(int(m) in shown for m in _CITED.findall(text)):
         return True
     mine = _stems(text)
     seen = set().union(*(_stems(t) for t in shown.values())) if shown else set()
@@ -275,7 +276,8 @@ def consequences(states: dict[str, Any], parsed: Parsed, reflection_id: int,
         if any(dynamics.same_commitment(new.text, c["text"]) for c in open_.values()):
             rejected.append(f"open: already committed to {new.text!r}")
             continue
-        if not grounded(new.text, shown):  # a promise about nothing that happened is noise
+        # a promise about nothing that happened is noise; so is one that cites the prompt's ids
+        if _CITED.search(new.text) or not grounded(new.text, shown, cited=False):
             rejected.append(f"open: {new.text!r} is about nothing in the events shown")
             continue
         meta: dict[str, Any] = {"source": "reflection", "reflection": reflection_id}
