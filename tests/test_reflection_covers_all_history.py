@@ -361,3 +361,23 @@ def test_a_crafted_summary_covering_a_future_id_does_not_stop_consolidation(
     report = json.loads(pmm(mind, "reflect", "--json").stdout)
     assert report["summary"]["covers"] == ids
     assert "Forged" not in _prompt(server.requests[-1].body)
+
+
+def test_a_retraction_while_the_model_condenses_discards_that_summary(mind: Path, server: FakeServer) -> None:
+    said = append(mind, [Draft("message_received", "My tomatoes are thriving.", {"source": "pmm"})])[0]
+    ids = _reflections(mind, said, [f"Reflection {n} on tomatoes." for n in range(9)])
+    server.text = SUMMARY
+    record, retracted = server.record, list[int]()
+
+    def retract_meanwhile(entry) -> None:  # another process retracts while the model writes
+        record(entry)
+        if entry.method == "POST" and "condensing" in json.dumps(entry.body) and not retracted:
+            retracted.extend(append(mind, [Draft("reflection_retracted", "wrong", {"reflection": ids[2]})]))
+
+    server.record = retract_meanwhile  # type: ignore[method-assign]
+    ran = pmm(mind, "reflect", "--json")
+    assert ran.exit_code == 0 and retracted, ran.output
+    report = json.loads(ran.stdout)
+    assert report["summary"] is None and events(mind, kind="summary_recorded") == []
+    again = json.loads(pmm(mind, "reflect", "--json").stdout)
+    assert again["summary"]["covers"] == ids[:2] + ids[3:]
