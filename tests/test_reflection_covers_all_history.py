@@ -10,6 +10,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import invoke
@@ -295,7 +296,7 @@ def _reflections(mind: Path, said: int, texts: list[str]) -> list[int]:
 
 def _standing(mind: Path) -> dict[int, str]:
     plan = json.loads(pmm(mind, "recall", "tomatoes", "--json").stdout)
-    standing = next((s for s in plan["sections"] if s["name"] == "standing"), {"items": []})
+    standing: dict[str, Any] = next((s for s in plan["sections"] if s["name"] == "standing"), {"items": []})
     return {i["id"]: i["reason"] for i in standing["items"]}
 
 
