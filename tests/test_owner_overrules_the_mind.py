@@ -101,6 +101,25 @@ def test_a_retracted_reflection_is_undone_in_stats_and_recall_and_verify_passes(
     assert count(mind) == events, "a refused retraction writes nothing"
 
 
+def test_retracting_the_latest_shows_the_one_before_in_standing_memory_read_from_the_ledger(
+        mind: Path) -> None:
+    """The projection keeps no reflection's text (a retraction's window holds ids and times):
+    the chat prompt reads the latest reflection's text from the ledger."""
+    append(mind, Draft("message_received", "We planted tomatoes and basil today.", {}))
+    first = reflection(mind, "The user grows tomatoes in a sunny corner.", [])
+    append(mind, Draft("message_received", "The weather was lovely.", {}))
+    second = reflection(mind, "We talked about the weather.", [])
+    sent = pmm(mind, "recall", "tomatoes", "--json")["request"]["context"]
+    assert "Latest reflection: We talked about the weather." in sent
+    pmm(mind, "reflections", "retract", str(second), "--reason", "wrong")
+    plan = pmm(mind, "recall", "tomatoes", "--json")
+    assert "Latest reflection: The user grows tomatoes in a sunny corner." in plan["request"]["context"]
+    assert "talked about the weather" not in plan["request"]["context"]
+    standing = next(s for s in plan["sections"] if s["name"] == "standing")
+    assert [(i["id"], i["reason"]) for i in standing["items"]] == [(first, "reflection")]
+    assert pmm(mind, "verify", "--deep").exit_code == 0  # the cache equals a replay
+
+
 def test_a_commitment_closed_then_reopened_is_not_counted_as_kept(mind: Path) -> None:
     cid = pmm(mind, "commitments", "open", "Read the book", "--json")["id"]
     (note,) = append(mind, Draft("observation_recorded", "Finished the book", {"source": "user"}))

@@ -382,3 +382,17 @@ def test_a_retraction_while_the_model_condenses_discards_that_summary(mind: Path
     assert report["summary"] is None and events(mind, kind="summary_recorded") == []
     again = json.loads(pmm(mind, "reflect", "--json").stdout)
     assert again["summary"]["covers"] == ids[:2] + ids[3:]
+
+
+def test_a_crafted_reflection_claiming_all_ids_does_not_switch_reflection_off(mind: Path, server: FakeServer) -> None:
+    """A reflection_recorded whose last_id is the largest id (or after itself) is schema-valid,
+    so verify passes, but it covers nothing: the history after it is still reflected on."""
+    said = append(mind, [Draft("message_received", "I planted garlic today.", {})])
+    append(mind, [Draft("reflection_recorded", "I have seen everything.",
+                        {"first_id": 1, "last_id": 2**53 - 1, "trigger": "manual"})])
+    assert pmm(mind, "verify", "--deep").exit_code == 0
+    later = append(mind, [Draft("message_received", "The garlic sprouted.", {})])
+    result = pmm(mind, "reflect", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["reflection"]
+    assert report is not None and report["first_id"] <= said[0] and report["last_id"] == later[-1]

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pmm.domain import mind, projections
 from pmm.domain.events import OCEAN, Event
+from pmm.domain.shapes import MAX_ID
 
 PUBLIC = ("values", "adjustments", "recent", "moved")
 
@@ -78,3 +80,28 @@ def test_a_retraction_of_something_else_changes_nothing_but_refused() -> None:
         assert {k: v for k, v in after[name].items() if k != "refused"} == \
             {k: v for k, v in base[name].items() if k != "refused"}
         assert after[name]["refused"] == base[name]["refused"] + 2
+
+
+def test_the_reflections_projection_keeps_no_reflection_text() -> None:
+    """Its window holds id, time and last_id of up to ``RETRACTABLE`` reflections: their text
+    (up to 4,000 characters each) stays in the ledger, not in a cache written on every append."""
+    events = [event(1, "message_received", {})]
+    for i in range(2, 40):
+        events.append(event(i, "reflection_recorded", {"first_id": 1, "last_id": i - 1, "trigger": "t"},
+                            f"secret reflection text number {i}"))
+    states = projections.replay(events)
+    assert "secret reflection" not in json.dumps(states["reflections"])
+    assert states["reflections"]["latest"] == {"id": 39, "ts": events[-1].ts, "last_id": 38}
+    after = projections.replay([event(40, "reflection_retracted", {"reflection": 39})], states)
+    assert after["reflections"]["latest"] == {"id": 38, "ts": events[-2].ts, "last_id": 37}
+
+
+@pytest.mark.parametrize("first_id, last_id", [(1, MAX_ID), (3, 3), (2, 1), (1, 5), (0, 2**60)])
+def test_a_reflection_covers_only_events_before_it(first_id: int, last_id: int) -> None:
+    """A range that is reversed or names events not yet written (only a foreign writer records
+    one) covers nothing: with last_id at the largest id it would end reflection for good."""
+    events = [event(1, "message_received", {}), event(2, "reflection_recorded", {"first_id": 1, "last_id": 1, "trigger": "t"}),
+              event(3, "reflection_recorded", {"first_id": first_id, "last_id": last_id, "trigger": "t"})]
+    state = projections.replay(events)["reflections"]
+    assert state["reflected_to"] == 1 and state["count"] == 2 and state["latest"]["id"] == 3
+    assert state["latest"]["last_id"] is None

@@ -252,10 +252,15 @@ class Reflections:
     many user messages came since the latest recorded (retracted or not: a retraction overrules
     what the mind concluded, it does not make the events it looked at new again; ``reflected_to``
     is the last event id any reflection covered). ``window`` holds the last ``RETRACTABLE``
-    reflections, so that retracting the latest makes the one before it the latest again."""
+    reflections (id, time and ``last_id``: their text stays in the ledger), so that retracting
+    the latest makes the one before it the latest again.
+
+    A reflection covers events ``first_id`` to ``last_id`` only when ``first_id <= last_id`` and
+    both come before it: any other range (only a foreign writer records one) covers nothing, so
+    it can neither skip history nor, with ``last_id`` at the largest id, end reflection for good."""
 
     name = "reflections"
-    version = 2
+    version = 3
     kinds: frozenset[str] | None = frozenset({ev.REFLECTION_RECORDED.name, ev.MESSAGE_RECEIVED.name,
                                               ev.REFLECTION_RETRACTED.name})
 
@@ -274,9 +279,17 @@ class Reflections:
             kept = [entry for entry in window if not entry.get("retracted")]
             return {**state, "count": state["count"] - 1, "retracted": state["retracted"] + 1,
                     "latest": kept[-1] if kept else None, "window": window}
-        last_id = meta.get("last_id")
-        latest = {"id": event.id, "ts": event.ts, "text": event.content, "last_id": last_id}
-        covered = last_id if type(last_id) is int and last_id > state["reflected_to"] else state["reflected_to"]
+        last_id = _covered(meta, event.id)
+        latest = {"id": event.id, "ts": event.ts, "last_id": last_id}
+        covered = max(last_id or 0, state["reflected_to"])
         return {**state, "count": state["count"] + 1, "latest": latest, "turns_since": 0,
                 "recorded": state["recorded"] + 1, "reflected_to": covered,
                 "window": _noted(state["window"], latest)}
+
+
+def _covered(meta: dict[str, Any], event_id: int) -> int | None:
+    """The last event a reflection covered, or None when its range names no earlier events."""
+    first_id, last_id = meta.get("first_id"), meta.get("last_id")
+    if type(first_id) is int and type(last_id) is int and 0 <= first_id <= last_id < event_id:
+        return last_id
+    return None

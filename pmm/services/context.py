@@ -210,12 +210,15 @@ def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int,
         wanted.append((int(summary["id"]), summary["text"], "summary"))
     reflection = (states.get("reflections") or {}).get("latest")
     if reflection and reflection.get("id") and int(reflection["id"]) > int(summaries.get("covered_to") or 0):
-        wanted.append((int(reflection["id"]), reflection["text"], "reflection"))
+        wanted.append((int(reflection["id"]), "", "reflection"))  # its text: the ledger's
     events = {e.id: e for e in lookup.get(mind, [w[0] for w in wanted])}
     for event_id, text, reason in wanted:
+        if event_id not in events:
+            continue
         covers = summary["covers"] if reason == "summary" and summary else None
-        tokens = cost.text(_standing_line(reason, text, covers))
-        if event_id not in events or tokens > left:
+        shown = events[event_id].content if reason == "reflection" else text
+        tokens = cost.text(_standing_line(reason, shown, covers))
+        if tokens > left:
             continue
         left -= tokens
         section.items.append(Item(events[event_id], reason, tokens))

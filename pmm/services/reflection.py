@@ -205,12 +205,9 @@ def _backed_off(path: Path, step: str, model: models.Model, states: dict[str, An
 
 def _first_unreflected(states: dict[str, Any]) -> int:
     """Just after the last event any reflection covered: a retracted one's window too (its
-    conclusions are withdrawn, the events it looked at are not new again)."""
-    reflections = states["reflections"]
-    if reflections.get("reflected_to"):
-        return int(reflections["reflected_to"]) + 1
-    latest = reflections["latest"]
-    return (int(latest.get("last_id") or latest["id"]) + 1) if latest else 1
+    conclusions are withdrawn, the events it looked at are not new again). A reflection whose
+    range names no earlier events covers nothing (``growth.Reflections``)."""
+    return int(states["reflections"]["reflected_to"]) + 1
 
 
 def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int,

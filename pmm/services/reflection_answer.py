@@ -83,11 +83,14 @@ SCHEMA: dict[str, Any] = {
     "required": ["reflection", "traits", "open", "close"],
     "additionalProperties": False,
 }
+# No word about JSON or "I will" (the grammar sees to both): the embedded model echoes what the
+# instructions say ("The user wrote: 'I will' in JSON format"), which grounds nothing. Measured on
+# four windows of an imported mind: 21 of 22 answers grounded with this text, 3 of 22 with one that
+# named them.
 INSTRUCTIONS = (
-    "Answer in JSON. reflection: what the user told you in the events above, in the user's own"
-    " words, one or two sentences. traits, open, close: leave each list empty unless an event above"
-    " clearly shows a reason; cite event ids (the numbers after #) as evidence. A promise in open"
-    " starts \"I will\"."
+    "Write what the user told you in the events above, in the user's own words, one or two"
+    " sentences. Leave traits, open and close empty unless an event above clearly shows a reason;"
+    " cite event ids (the numbers after #) as evidence."
 )
 
 
