@@ -63,6 +63,19 @@ def test_the_longest_answer_the_schema_admits_fits_the_token_limit_with_a_margin
     assert len(vocab.tokenize(text.encode(), add_bos=False)) <= bound
 
 
+def test_the_longest_summary_the_schema_admits_fits_its_token_limit_with_a_margin() -> None:
+    from pmm.services import consolidation
+
+    text = longest(consolidation.SCHEMA)  # printable ASCII without escapes, like a reflection
+    bound = len(text.encode())
+    assert bound <= 0.9 * consolidation.SUMMARY_TOKENS, (bound, consolidation.SUMMARY_TOKENS)
+    assert consolidation.parse(json.dumps({"summary": "x" * 5000})) == "x" * consolidation.SUMMARY_CHARS
+    doc = " ".join((Path(__file__).parents[1] / "docs" / "mind-model.md").read_text().split())
+    assert (f"longest answer its schema admits is {bound} bytes, within its limit of"
+            f" {consolidation.SUMMARY_TOKENS:,} tokens") in doc
+    assert f"(at most {consolidation.SUMMARY_CHARS:,} characters" in doc
+
+
 def test_the_embedded_grammar_holds_every_bound_or_refuses_the_schema() -> None:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import invoke
@@ -286,6 +287,101 @@ def test_a_retracted_reflection_is_never_condensed(mind: Path, server: FakeServe
     assert json.loads(done.stdout)["summary"]["covers"] == ids[:3] + ids[4:]
     assert "Reflection 3 on" not in _prompt(server.requests[-1].body)
     assert "Reflection 4 on" in _prompt(server.requests[-1].body)
+
+
+def _reflections(mind: Path, said: int, texts: list[str]) -> list[int]:
+    return append(mind, [Draft("reflection_recorded", text, {"first_id": said, "last_id": said, "trigger": "manual"})
+                         for text in texts])
+
+
+def _standing(mind: Path) -> dict[int, str]:
+    plan = json.loads(pmm(mind, "recall", "tomatoes", "--json").stdout)
+    standing: dict[str, Any] = next((s for s in plan["sections"] if s["name"] == "standing"), {"items": []})
+    return {i["id"]: i["reason"] for i in standing["items"]}
+
+
+def test_a_summary_of_a_retracted_reflection_is_stale_and_rebuilt_from_the_reflections(
+        mind: Path, server: FakeServer) -> None:
+    said = append(mind, [Draft("message_received", "My tomatoes are thriving.", {"source": "pmm"})])[0]
+    first = _reflections(mind, said, [f"Early {n} on tomatoes." for n in range(8)])
+    server.text = json.dumps({"summary": "Early summary of tomatoes."})
+    one = json.loads(pmm(mind, "reflect", "--json").stdout)["summary"]
+    second = _reflections(mind, said, [f"Later {n} on tomatoes." for n in range(8)])
+    server.text = json.dumps({"summary": "Later summary folding the early one."})
+    two = json.loads(pmm(mind, "reflect", "--json").stdout)["summary"]
+    assert two["covers"] == second and two["previous"] == one["id"]
+    assert _standing(mind)[two["id"]] == "summary"
+
+    # a reflection the second summary condenses is retracted: the first one stands again
+    assert pmm(mind, "reflections", "retract", str(second[2]), "--reason", "wrong").exit_code == 0
+    standing = _standing(mind)
+    assert two["id"] not in standing and standing[one["id"]] == "summary"
+    assert standing[second[-1]] == "reflection"  # no clean summary covers the latest one now
+    # one in the first summary too: no summary stands at all, so nothing retracted is carried on
+    assert pmm(mind, "reflections", "retract", str(first[0]), "--reason", "wrong").exit_code == 0
+    standing = _standing(mind)
+    assert "summary" not in standing.values()
+    assert "Later summary" not in pmm(mind, "recall", "tomatoes", "--full").stdout.split("Recalled")[0]
+
+    # the next summary is rebuilt from the reflections themselves, not from the stale text
+    server.text = json.dumps({"summary": "Rebuilt from the clean reflections."})
+    done = json.loads(pmm(mind, "reflect", "--json").stdout)
+    assert [s["covers"] for s in done["summaries"]] == [first[1:] + second[:2] + second[3:]]
+    prompt = _prompt(server.requests[-1].body)
+    assert "You have no summary yet" in prompt and "summary of tomatoes" not in prompt.lower()
+    assert "Early 0 on" not in prompt and "Later 2 on" not in prompt and "Later 3 on" in prompt
+    assert _standing(mind)[done["summary"]["id"]] == "summary"
+
+
+def test_a_backlog_of_reflections_is_condensed_even_when_no_reflection_is_due(
+        mind: Path, server: FakeServer) -> None:
+    said = append(mind, [Draft("message_received", "My tomatoes are thriving.", {"source": "pmm"})])[0]
+    ids = _reflections(mind, said, [f"Reflection {n} on tomatoes." for n in range(40)])
+    server.text = SUMMARY
+    # nothing new since the last reflection: not due, but 40 reflections wait to be condensed
+    done = pmm(mind, "reflect", "--if-due", "--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["recorded"] is False and report["reflections"] == []
+    assert [s["covers"] for s in report["summaries"]] == [ids[:16], ids[16:32], ids[32:]]
+    assert report["summary"] == report["summaries"][-1]
+    assert [e["meta"]["covers"] for e in events(mind, kind="summary_recorded")] == [ids[:16], ids[16:32], ids[32:]]
+    again = json.loads(pmm(mind, "reflect", "--if-due", "--json").stdout)
+    assert again["summaries"] == [] and again["summary"] is None  # nothing pending: no model call
+
+
+def test_a_crafted_summary_covering_a_future_id_does_not_stop_consolidation(
+        mind: Path, server: FakeServer) -> None:
+    from pmm.domain.events import MAX_ID
+
+    said = append(mind, [Draft("message_received", "My tomatoes are thriving.", {"source": "pmm"})])[0]
+    append(mind, [Draft("summary_recorded", "Forged.", {"covers": [MAX_ID], "trigger": "manual"})])
+    ids = _reflections(mind, said, [f"Reflection {n} on tomatoes." for n in range(8)])
+    assert pmm(mind, "verify").exit_code == 0
+    server.text = SUMMARY
+    report = json.loads(pmm(mind, "reflect", "--json").stdout)
+    assert report["summary"]["covers"] == ids
+    assert "Forged" not in _prompt(server.requests[-1].body)
+
+
+def test_a_retraction_while_the_model_condenses_discards_that_summary(mind: Path, server: FakeServer) -> None:
+    said = append(mind, [Draft("message_received", "My tomatoes are thriving.", {"source": "pmm"})])[0]
+    ids = _reflections(mind, said, [f"Reflection {n} on tomatoes." for n in range(9)])
+    server.text = SUMMARY
+    record, retracted = server.record, list[int]()
+
+    def retract_meanwhile(entry) -> None:  # another process retracts while the model writes
+        record(entry)
+        if entry.method == "POST" and "condensing" in json.dumps(entry.body) and not retracted:
+            retracted.extend(append(mind, [Draft("reflection_retracted", "wrong", {"reflection": ids[2]})]))
+
+    server.record = retract_meanwhile  # type: ignore[method-assign]
+    ran = pmm(mind, "reflect", "--json")
+    assert ran.exit_code == 0 and retracted, ran.output
+    report = json.loads(ran.stdout)
+    assert report["summary"] is None and events(mind, kind="summary_recorded") == []
+    again = json.loads(pmm(mind, "reflect", "--json").stdout)
+    assert again["summary"]["covers"] == ids[:2] + ids[3:]
 
 
 def test_a_crafted_reflection_claiming_all_ids_does_not_switch_reflection_off(mind: Path, server: FakeServer) -> None:

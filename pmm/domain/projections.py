@@ -9,7 +9,7 @@ values so the ledger can cache them next to the event id and hash they reflect.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from pmm import errors
 from pmm.domain import events as ev
@@ -178,22 +178,52 @@ def standing(states: dict[str, State]) -> tuple[tuple[int, str] | None, list[tup
 
 
 class Summaries:
-    """The latest standing summary of the mind's reflections (its id, time, text and the
-    reflection ids it condenses), how many there were, and the newest reflection any summary
-    covers (``covered_to``): the next summary condenses the reflections after it."""
+    """The latest standing summary of the mind's reflections that no retraction has made stale
+    (its id, time, text and the reflection ids it condenses), how many summaries were recorded,
+    and the newest reflection it (with the summaries it folds in) covers (``covered_to``): the
+    next summary condenses the reflections after it.
+
+    A summary is stale once a reflection it covers is retracted, and so is every later summary
+    that folds its text in (``previous``): the standing one is then the newest clean summary
+    before it, or none, and the next summary is rebuilt from the reflections after that one.
+    The last ``KEPT`` clean summaries are kept for that fall-back; covers are counted only when
+    they name earlier events (a summary can condense only what was already written)."""
 
     name = "summaries"
-    version = 1
-    kinds: frozenset[str] | None = frozenset({ev.SUMMARY_RECORDED.name})
+    version = 2
+    kinds: frozenset[str] | None = frozenset({ev.SUMMARY_RECORDED.name, ev.REFLECTION_RETRACTED.name})
+    KEPT = 16  # clean summaries kept to fall back on (16 cover at least 128 reflections normally)
+    RETRACTED = 100  # retracted reflection ids remembered (only one of the last 100 is retractable)
 
     def initial(self) -> State:
-        return {"count": 0, "latest": None, "covered_to": 0}
+        return {"count": 0, "latest": None, "covered_to": 0, "kept": [], "retracted": []}
 
     def apply(self, state: State, event: Event) -> State:
-        covers = [c for c in event.meta.get("covers") or [] if isinstance(c, int)]
-        latest = {"id": event.id, "ts": event.ts, "text": event.content, "covers": covers}
-        return {"count": state["count"] + 1, "latest": latest,
-                "covered_to": max([state["covered_to"], *covers])}
+        kept: list[dict[str, Any]] = list(state.get("kept") or [])
+        retracted: list[int] = list(state.get("retracted") or [])
+        count = state["count"]
+        if event.kind == ev.REFLECTION_RETRACTED.name:
+            target = event.meta.get("reflection")
+            if type(target) is not int or target in retracted:
+                return state
+            retracted = [*retracted, target][-self.RETRACTED:]
+            stale = next((n for n, s in enumerate(kept) if target in s["covers"]), None)
+            if stale is not None:
+                kept = kept[:stale]  # it and every later summary folding its text in
+        else:
+            count += 1
+            covers = sorted({c for c in event.meta.get("covers") or []
+                             if type(c) is int and 0 < c < event.id})
+            previous = event.meta.get("previous")
+            follows = (kept[-1]["id"] if kept else None) == (previous if type(previous) is int else None)
+            if covers and follows and not set(covers) & set(retracted):
+                to = max([kept[-1]["to"] if kept else 0, *covers])
+                kept = [*kept, {"id": event.id, "ts": event.ts, "text": event.content,
+                                "covers": covers, "to": to}][-self.KEPT:]
+        latest = kept[-1] if kept else None
+        return {"count": count, "kept": kept, "retracted": retracted,
+                "latest": None if latest is None else {k: latest[k] for k in ("id", "ts", "text", "covers")},
+                "covered_to": latest["to"] if latest else 0}
 
 
 PROJECTIONS: tuple[Projection, ...] = (Identity(), Activity(), Models(), Usage(), Traits(),

@@ -124,8 +124,8 @@ def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify,
         return "; ".join(did + _reflected(reflected, summary.tokens - tokens_before,
                                           summary.expired - expired_before)
                          + [f"reflection failed: {exc.message}"])
-    if run.summary is not None:
-        meta = run.summary.event.meta
+    for made in run.summaries:
+        meta = made.event.meta
         summary.tokens += int(meta.get("tokens_in") or 0) + int(meta.get("tokens_out") or 0)
     if not run.recorded and run.summary is None:
         return "; ".join(did + [f"no reflection ({run.reason})"])
@@ -133,8 +133,8 @@ def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify,
     if run.left:
         said.append(f"{run.left:,} events of history left for the next cycle")
     if run.summary is not None:
-        said.append(f"condensed {_count(len(run.summary.event.meta['covers']), 'reflection')}"
-                    f" into summary {run.summary.event.id}")
+        condensed = sum(len(s.event.meta["covers"]) for s in run.summaries)
+        said.append(f"condensed {_count(condensed, 'reflection')} into summary {run.summary.event.id}")
     return "; ".join(did + said)
 
 

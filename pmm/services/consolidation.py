@@ -4,7 +4,9 @@ Once ``CONSOLIDATE_EVERY`` reflections have accumulated since the last summary, 
 condenses them, oldest first, together with the previous summary, into a new one: the latest
 summary stands for all the mind's reflections and is shown in every prompt's standing memory
 (``context._standing``), citing the reflection ids it condenses. Nothing is lost: the
-reflections stay in the ledger and recallable. A retracted reflection is never condensed.
+reflections stay in the ledger and recallable. A retracted reflection is never condensed, and a
+summary that condensed one before it was retracted is stale (``projections.Summaries``): the next
+summary is rebuilt from the reflections after the newest clean one, never from the stale text.
 """
 
 from __future__ import annotations
@@ -20,16 +22,21 @@ from pmm.ledger import lookup
 from pmm.ledger.store import Mind
 from pmm.providers.base import Message, Request
 from pmm.services import models, tokens
+from pmm.services.reflection_answer import _text
 
 CONSOLIDATE_EVERY = 8  # reflections since the last summary that call for a new one
 MAX_COVERS = 16  # reflections one summary condenses at most (the rest wait for the next)
-SUMMARY_TOKENS = 400  # the answer's token limit: the longest summary SCHEMA admits fits in it
-SUMMARY_CHARS = 1000
+MAX_PER_RUN = 8  # summaries one run makes at most (a catch-up leaves a backlog behind)
+SUMMARY_CHARS = 600
+# The answer's token limit: the longest answer SCHEMA admits is printable ASCII without escapes
+# (``reflection_answer.TEXT_CHARS``), so its byte count bounds its tokens, and it fits with a margin.
+SUMMARY_TOKENS = 700
 REFLECTION_CHARS = 600  # of each reflection shown
 SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"summary": {"type": "string", "minLength": 1, "maxLength": SUMMARY_CHARS}},
+    "properties": {"summary": _text(1, SUMMARY_CHARS)},
     "required": ["summary"],
+    "additionalProperties": False,
 }
 INSTRUCTIONS = (
     "Condense your previous summary (if any) and the reflections above into one standing summary"
@@ -71,7 +78,8 @@ def due(mind: Mind, states: dict[str, Any]) -> bool:
 
 
 class _Superseded(Exception):
-    """Another summary was recorded while this one waited for the model."""
+    """Another summary was recorded, or a reflection it condenses was retracted, while this one
+    waited for the model."""
 
 
 def consolidate(mind: Mind, states: dict[str, Any], model: models.Model, trigger: str) -> Summary | None:
@@ -98,9 +106,10 @@ def consolidate(mind: Mind, states: dict[str, Any], model: models.Model, trigger
             meta[key] = getattr(completion, key)
 
     def drafts(_first_id: int) -> list[Draft]:
-        now = (mind.state()[0].get("summaries") or {}).get("latest")
-        if (now or {}).get("id") != (previous or {}).get("id"):
-            raise _Superseded()
+        now = mind.state()[0].get("summaries") or {}
+        if ((now.get("latest") or {}).get("id") != (previous or {}).get("id")
+                or set(covers) & set(now.get("retracted") or [])):
+            raise _Superseded()  # another summary, or a retraction, while the model wrote
         return [Draft(ev.SUMMARY_RECORDED.name, text, meta)]
 
     try:

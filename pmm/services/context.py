@@ -42,7 +42,7 @@ RECALL_HEADER_TOKENS = 40  # the recalled section's header line
 STANDING_HEADER_TOKENS = 16  # "Standing memory (always shown):"
 MISFITS = 50  # recall stops after this many candidates in a row too long for the room left
 REFLECTION_CHARS = 600
-SUMMARY_CHARS = 1000  # what consolidation writes at most; a longer (foreign) one is clipped
+SUMMARY_CHARS = 1000  # consolidation writes at most 600; a longer (foreign) one is clipped
 COMMITMENTS_SHOWN = 10
 WHO = {ev.MESSAGE_RECEIVED.name: "user", ev.RESPONSE_SENT.name: "you",
        ev.OBSERVATION_RECORDED.name: "note", ev.NOTE_PINNED.name: "note",

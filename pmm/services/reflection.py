@@ -78,7 +78,8 @@ class Run:
     outcomes: list[Outcome] = field(default_factory=list)
     left: int = 0  # events of history left for the next run
     next_id: int | None = None  # where the next run starts, when history is left
-    summary: consolidation.Summary | None = None
+    summary: consolidation.Summary | None = None  # the latest of ``summaries``
+    summaries: list[consolidation.Summary] = field(default_factory=list)
     backed_off: bool = False  # a due-only run did not call the model: the last call failed
 
     @property
@@ -92,7 +93,8 @@ class Run:
         return {**latest.as_json(), "recorded": self.recorded, "reason": self.reason,
                 "reflections": [o.as_json() for o in self.outcomes], "left": self.left,
                 "next_id": self.next_id,
-                "summary": None if self.summary is None else self.summary.as_json()}
+                "summary": None if self.summary is None else self.summary.as_json(),
+                "summaries": [s.as_json() for s in self.summaries]}
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -149,7 +151,9 @@ def _run(mind: Mind, path: Path, *, if_due: bool, trigger: str, model_name: str 
             return Run(waiting, backed_off=True)
     is_due, why = _due(mind, states)
     if if_due and not is_due:
-        return Run(why)
+        run = Run(why)  # nothing to reflect on yet, but a backlog of reflections may wait
+        _condense(mind, path, model, trigger, run, False, notify, keep_going)
+        return run
     # The history there is now: events appended meanwhile (a chat) wait for their cadence.
     until, _ = mind.head()
     done = 0
@@ -171,8 +175,7 @@ def _run(mind: Mind, path: Path, *, if_due: bool, trigger: str, model_name: str 
         run.reason = f"{run.left:,} events of history are left for the next run (from #{run.next_id}; {bound})"
     else:
         run.reason, run.next_id = "caught up", None
-    if keep_going() and (summarize or consolidation.due(mind, states)):
-        run.summary = _consolidate(mind, path, model, trigger, if_due and not summarize, notify)
+    _condense(mind, path, model, trigger, run, summarize, notify, keep_going, if_due)
     return run
 
 
@@ -258,6 +261,19 @@ def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int
     except _Superseded:
         return None  # another process reflected on this window: it is not reflected on twice
     return Outcome(True, "", written[0], written, rejected, model.name)
+
+
+def _condense(mind: Mind, path: Path, model: models.Model, trigger: str, run: Run, summarize: bool,
+              notify: minds.Notify, keep_going: Callable[[], bool], if_due: bool = True) -> None:
+    """Summaries while enough reflections wait (the first one also when ``summarize``), at most
+    ``consolidation.MAX_PER_RUN`` a run: a catch-up's backlog is condensed, not left behind."""
+    while len(run.summaries) < consolidation.MAX_PER_RUN and keep_going() and (
+            (summarize and not run.summaries) or consolidation.due(mind, mind.state()[0])):
+        summary = _consolidate(mind, path, model, trigger, if_due and not summarize, notify)
+        if summary is None:
+            return
+        run.summaries.append(summary)
+        run.summary = summary
 
 
 def _consolidate(mind: Mind, path: Path, model: models.Model, trigger: str, if_due: bool,
