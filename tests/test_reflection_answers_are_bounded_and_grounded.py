@@ -202,3 +202,52 @@ def test_a_reflection_is_grounded_by_a_shared_word_or_a_cited_id() -> None:
     assert answer.grounded("The user is travelling soon", {1: "I will be travelling next week"})
     assert answer.grounded("The user was cooking", {1: "We cook pasta."})
     assert not answer.grounded("I am a test and my goal is to improve myself", shown)
+
+
+def test_a_reflection_is_grounded_only_in_the_text_it_was_shown(served) -> None:
+    mind, server = served
+    chat(mind, server, "Water. " * 70 + "Kilimanjaro is where we climb next summer.")
+    before = mind_events(mind)
+    result = reflect(mind, server, {"reflection": "The user plans Kilimanjaro.", "traits": [], "open": [], "close": []})
+    prompt = " ".join(m["content"] for m in server.requests[-1].body["messages"])
+    assert "clipped to 400 of" in prompt and "Kilimanjaro" not in prompt  # the model never saw it
+    assert result.exit_code == 5 and "does not mention anything" in result.stderr
+    assert mind_events(mind) == before
+
+
+def commitments(mind: Path, count: int) -> None:
+    from pmm.domain.events import Draft
+    from pmm.services import minds
+
+    with minds.open_write(mind, lambda _m: None) as opened:
+        opened.append([Draft("commitment_opened", f"I will keep promise {n} " + "about the garden " * 11,
+                             {"source": "user"}) for n in range(count)])
+
+
+@pytest.mark.parametrize("window", [2048, answer.ANSWER_TOKENS + 700])
+def test_the_fixed_part_of_the_prompt_shrinks_to_leave_the_answer_its_room(served, window: int) -> None:
+    from pmm.services import reflection
+
+    mind, server = served
+    assert invoke("--mind", str(mind), "model", "add", "small", "openai-compatible:test-model", "--base-url",
+                  server.url, "--use", "--context-window", str(window)).exit_code == 0
+    commitments(mind, 20)
+    turn = chat(mind, server, "I planted tomatoes and basil in the garden today.")
+    result = reflect(mind, server, {"reflection": "The user planted tomatoes.", "traits": [], "open": [], "close": []})
+    assert result.exit_code == 0, result.output
+    body = server.requests[-1].body
+    prompt = "\n".join(m["content"] for m in body["messages"])
+    assert estimate_tokens(prompt) + body["max_tokens"] + reflection.MARGIN <= window  # the answer fits whole
+    assert body["max_tokens"] == answer.ANSWER_TOKENS and f"#{turn['message_id']} user" in prompt
+    assert "promise 19" in prompt  # the latest commitments are still shown, clipped harder
+
+
+def test_a_window_too_small_for_any_reflection_is_a_clear_error(served) -> None:
+    mind, server = served
+    assert invoke("--mind", str(mind), "model", "add", "tiny", "openai-compatible:test-model", "--base-url",
+                  server.url, "--use", "--context-window", str(answer.ANSWER_TOKENS + 100)).exit_code == 0
+    chat(mind, server, "I planted tomatoes and basil in the garden today.")
+    posts = len(server.requests)
+    result = reflect(mind, server, {"reflection": "The user planted tomatoes.", "traits": [], "open": [], "close": []})
+    assert result.exit_code == 5 and "too small for a reflection" in result.stderr
+    assert len(server.requests) == posts  # no call the model could not answer in full

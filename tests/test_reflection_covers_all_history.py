@@ -396,3 +396,119 @@ def test_a_crafted_reflection_claiming_all_ids_does_not_switch_reflection_off(mi
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)["reflection"]
     assert report is not None and report["first_id"] <= said[0] and report["last_id"] == later[-1]
+
+
+def test_retracting_the_latest_reflection_of_a_bounded_run_leaves_its_backlog_due(
+        mind: Path, server: FakeServer) -> None:
+    append(mind, [Draft("message_received", "I planted basil today.", {"source": "pmm"})])
+    assert pmm(mind, "reflect").exit_code == 0  # a reflection before the import
+    imported(mind, pairs=150)
+    bounded = json.loads(pmm(mind, "reflect", "--max-windows", "1", "--json").stdout)
+    assert bounded["left"] > 0
+    latest = bounded["reflection"]["id"]
+    assert pmm(mind, "reflections", "retract", str(latest), "--reason", "wrong").exit_code == 0
+    # cron still sees the backlog (due at the cadence), and says where it starts
+    cron = json.loads(pmm(mind, "reflect", "--if-due", "--json").stdout)
+    assert cron["recorded"] is False and "events of history wait from the last run" in cron["reason"]
+    assert cron["left"] == bounded["left"] and cron["next_id"] == bounded["next_id"]
+
+
+def test_left_and_next_id_are_true_on_every_kind_of_run(mind: Path, server: FakeServer) -> None:
+    append(mind, [Draft("message_received", "I planted basil today.", {"source": "pmm"})])
+    assert json.loads(pmm(mind, "reflect", "--json").stdout)["reason"] == "caught up"
+    nothing = json.loads(pmm(mind, "reflect", "--json").stdout)
+    assert nothing["reason"].startswith("nothing new") and (nothing["left"], nothing["next_id"]) == (0, None)
+    imported(mind, pairs=150)
+    bounded = json.loads(pmm(mind, "reflect", "--max-windows", "1", "--json").stdout)
+    not_due = json.loads(pmm(mind, "reflect", "--if-due", "--json").stdout)
+    assert not_due["recorded"] is False and "next is due in" in not_due["reason"]
+    assert (not_due["left"], not_due["next_id"]) == (bounded["left"], bounded["next_id"]) and bounded["left"] > 0
+
+
+def test_a_retraction_while_the_model_answers_does_not_throw_the_reflection_away(
+        mind: Path, server: FakeServer) -> None:
+    append(mind, [Draft("message_received", "I planted basil today.", {"source": "pmm"})])
+    first = json.loads(pmm(mind, "reflect", "--json").stdout)["reflection"]["id"]
+    append(mind, [Draft("message_received", "The basil sprouted.", {"source": "pmm"})])
+    record = server.record
+
+    def retract_meanwhile(entry) -> None:  # another process: the owner retracts the first
+        if entry.method == "POST":
+            append(mind, [Draft("reflection_retracted", "wrong", {"reflection": first, "source": "user"})])
+        record(entry)
+
+    server.record = retract_meanwhile  # type: ignore[method-assign]
+    done = json.loads(pmm(mind, "reflect", "--json").stdout)
+    assert done["recorded"] is True and done["reason"] == "caught up"
+    assert len(events(mind, kind="reflection_recorded")) == 2
+
+
+def test_a_reflection_recorded_meanwhile_is_not_duplicated_and_the_run_says_so(
+        mind: Path, server: FakeServer) -> None:
+    (said,) = append(mind, [Draft("message_received", "I planted basil today.", {"source": "pmm"})])
+    record = server.record
+
+    def reflect_and_retract_meanwhile(entry) -> None:  # another process reflects, then retracts it
+        if entry.method == "POST":
+            (other,) = append(mind, [Draft("reflection_recorded", "Basil, elsewhere.",
+                                           {"first_id": said, "last_id": said, "trigger": "manual"})])
+            append(mind, [Draft("reflection_retracted", "wrong", {"reflection": other, "source": "user"})])
+        record(entry)
+
+    server.record = reflect_and_retract_meanwhile  # type: ignore[method-assign]
+    result = pmm(mind, "reflect", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["recorded"] is False and "another process recorded a reflection" in report["reason"]
+    assert len(events(mind, kind="reflection_recorded")) == 1  # the window is not reflected on twice
+
+
+UNGROUNDED = json.dumps({"reflection": "I am a test and my goal is to improve myself.",
+                         "traits": [], "open": [], "close": []})
+
+
+def test_a_window_whose_answer_is_refused_shrinks_until_it_passes(
+        mind: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    imported(mind, pairs=100)
+    server.text = UNGROUNDED
+    for _ in range(3):
+        refused = pmm(mind, "reflect")
+        assert refused.exit_code == 5 and "does not mention anything" in refused.stderr
+    sizes = [len(w) for w in shown(server)]
+    starts = {w[0] for w in shown(server)}
+    assert len(starts) == 1 and sizes[1] == sizes[0] // 2 and sizes[2] == sizes[1] // 2 and sizes[2] >= 1
+    health = pmm(mind, "health").output
+    assert f"stuck at #{starts.pop()}" in health and "3 times in a row" in health
+    server.text = ANSWER
+    done = json.loads(pmm(mind, "reflect", "--max-windows", "2", "--json").stdout)
+    first, second = (r["reflection"] for r in done["reflections"])
+    assert len(shown(server)[-2]) == sizes[2] // 2  # half the last refused window, and it passed
+    assert (first["first_id"], first["last_id"]) == (shown(server)[-2][0], shown(server)[-2][-1])
+    assert second["first_id"] > first["last_id"]
+    assert len(shown(server)[-1]) > sizes[2]  # then the windows are full again
+    assert backoff_files() == []
+
+
+def test_a_back_off_dated_in_the_future_or_of_another_model_is_not_believed(
+        mind: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMM_PROVIDER_RETRIES", "0")
+    append(mind, [Draft("message_received", "I planted garlic today.", {"source": "pmm"})])
+    server.push("500")
+    assert pmm(mind, "reflect", "--if-due").exit_code == 5
+    (record,) = backoff_files()
+    assert "the last reflection failed" in pmm(mind, "health").output
+    # switched to another reflection model: cron tries it now, and health does not warn
+    assert pmm(mind, "model", "add", "other", "openai-compatible:test-model", "--base-url", server.url,
+               "--context-window", str(ANSWER_TOKENS + 1200)).exit_code == 0
+    assert pmm(mind, "model", "use", "other").exit_code == 0
+    assert "the last reflection failed" not in pmm(mind, "health").output
+    assert pmm(mind, "model", "use", "srv").exit_code == 0
+    assert "the last reflection failed" in pmm(mind, "health").output
+    # a failure "at" the end of time (a forged date, a clock set back) is not a wait for ever
+    entry = json.loads(record.read_text())
+    entry["reflection"]["at"] = "9999-12-31T23:59:59.000000Z"
+    record.write_text(json.dumps(entry))
+    assert "the last reflection failed" not in pmm(mind, "health").output
+    posts = len(shown(server))
+    ok = json.loads(pmm(mind, "reflect", "--if-due", "--json").stdout)
+    assert ok["recorded"] is True and len(shown(server)) == posts + 1

@@ -60,7 +60,7 @@ def reflect(
         return
     if run.summary is not None and not output.QUIET:
         output.out("\n".join(render_summary(run.summary.as_json())))
-    if run.left:
+    if run.left and run.recorded:  # a run that reflected on nothing says why below
         output.message(f"Not caught up: {run.reason}; run `pmm reflect` again, or raise --max-windows")
     elif not run.recorded and run.summary is None and (run.backed_off or not if_due):
         output.message(f"No reflection: {run.reason}")

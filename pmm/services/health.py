@@ -9,6 +9,7 @@ Nothing here writes, except ``repair``; nothing opens a socket unless ``online``
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -178,7 +179,7 @@ def repair(path: Path) -> None:
 
 
 def _reflection(states: dict[str, Any], path: Path) -> Check:
-    from pmm.services import reflection_backoff
+    from pmm.services import models, reflection_backoff
     from pmm.services.reflection import seconds_since
 
     reflections = states["reflections"]
@@ -187,6 +188,9 @@ def _reflection(states: dict[str, Any], path: Path) -> Check:
     cadence = dynamics.CADENCE_SECONDS[stage]
     messages = f"{waiting:,} user message{'s' if waiting != 1 else ''}"
     failure = reflection_backoff.last(path, "reflection")
+    with contextlib.suppress(errors.PmmError):  # the failures were another model's: cron tries now
+        if failure is not None and failure.model != models.pick(states, None, "reflection").name:
+            failure = None
     if failure is not None:  # this machine's record: cron and the autonomous loop wait
         return Check("reflection", WARN, failure.explain("reflection", cadence)
                      + " (`pmm reflect` tries now)")

@@ -3,7 +3,8 @@
 A reflection is shown one contiguous window of unreflected history: every event of the kinds
 it reflects on (``SEEN_KINDS``) from just after the last reflection's ``last_id``, oldest first,
 as many as fit the model's context window less the answer's limit and the fixed parts of the
-prompt (a very long event is clipped, and its line says so). Its ``first_id`` and ``last_id``
+prompt (a very long event is clipped, and its line says so; open commitments are shown fewer, or
+clipped harder, rather than crowd out the events or the answer). Its ``first_id`` and ``last_id``
 are exactly the first and last events shown, so the next window starts where this one ended:
 every event is reflected on once. ``reflect`` works through the windows in order, one model
 call and one transaction each, at most ``max_windows`` a run, then consolidates when enough
@@ -12,7 +13,9 @@ reflections have accumulated (``consolidation``).
 The model's answer is validated part by part (``reflection_answer``); the reflection with every
 resulting event (trait steps, commitments opened and closed with evidence, a first name,
 overdue commitments expired) is appended in one transaction. A failure of the model is
-remembered outside the chain (``reflection_backoff``), so a due-only run backs off.
+remembered outside the chain (``reflection_backoff``), so a due-only run backs off; an answer
+about nothing it was shown (checked against the text as shown, clipped) makes the next try of
+that window show half as many events.
 """
 
 from __future__ import annotations
@@ -145,20 +148,25 @@ def _run(mind: Mind, path: Path, *, if_due: bool, trigger: str, model_name: str 
     model = models.pick(states, model_name, "reflection")
     models.require_trusted(mind.mind_id, model)  # said even when there is nothing to reflect on
     run = Run("")
+    # The history there is now: events appended meanwhile (a chat) wait for their cadence.
+    until, _ = mind.head()
     if if_due:
         waiting = _backed_off(path, "reflection", model, states)
         if waiting:
-            return Run(waiting, backed_off=True)
+            return _left(mind, states, until, Run(waiting, backed_off=True))
     is_due, why = _due(mind, states)
     if if_due and not is_due:
-        run = Run(why)  # nothing to reflect on yet, but a backlog of reflections may wait
-        _condense(mind, path, model, trigger, run, False, notify, keep_going)
+        run = _left(mind, states, until, Run(why))  # nothing to reflect on yet, but a backlog
+        _condense(mind, path, model, trigger, run, False, notify, keep_going)  # of reflections may wait
         return run
-    # The history there is now: events appended meanwhile (a chat) wait for their cadence.
-    until, _ = mind.head()
     done = 0
+    superseded = False
     while done < max_windows and (done == 0 or keep_going()):
-        outcome = _window(mind, path, model, trigger, done, notify, until)
+        try:
+            outcome = _window(mind, path, model, trigger, done, notify, until)
+        except _Superseded:
+            superseded = True
+            break
         if outcome is None:
             break
         done += 1
@@ -166,32 +174,46 @@ def _run(mind: Mind, path: Path, *, if_due: bool, trigger: str, model_name: str 
         run.outcomes.append(outcome)
         recorded(outcome)
     states = mind.state()[0]
-    run.next_id = _first_unreflected(states)
-    run.left = lookup.count_between(mind, SEEN_KINDS, run.next_id, until)
-    if not run.outcomes:
+    _left(mind, states, until, run)
+    if superseded:
+        run.reason = "another process recorded a reflection meanwhile; this one was not kept"
+    elif not run.outcomes:
         run.reason = "nothing new to reflect on since the last reflection"
     elif run.left:
         bound = f"at most {max_windows:,} windows a run" if done >= max_windows else "asked to stop"
         run.reason = f"{run.left:,} events of history are left for the next run (from #{run.next_id}; {bound})"
     else:
-        run.reason, run.next_id = "caught up", None
+        run.reason = "caught up"
     _condense(mind, path, model, trigger, run, summarize, notify, keep_going, if_due)
+    return run
+
+
+def _left(mind: Mind, states: dict[str, Any], until: int, run: Run) -> Run:
+    """``run`` with the history left up to ``until`` and where the next run starts (None when
+    nothing is left)."""
+    start = _first_unreflected(states)
+    run.left = lookup.count_between(mind, SEEN_KINDS, start, until)
+    run.next_id = start if run.left else None
     return run
 
 
 def _due(mind: Mind, states: dict[str, Any]) -> tuple[bool, str]:
     """Due by the stage's cadence when something new happened: a user message since the last
-    reflection, or history the last run left unreflected (it stopped at its bound)."""
+    reflection, or history the last run left unreflected (it stopped at its bound). The backlog
+    is counted up to the last reflection recorded, retracted or not (a retraction does not make
+    the history before it invisible)."""
     is_due, why = _due_now(states)
     reflections = states["reflections"]
     latest = reflections["latest"]
-    if is_due or not latest or reflections["turns_since"] or not latest.get("last_id"):
+    window = reflections.get("window") or []
+    last = int(window[-1]["id"]) if window else int(latest["id"]) if latest else None
+    if is_due or last is None or reflections["turns_since"]:
         return is_due, why
-    behind = lookup.count_between(mind, SEEN_KINDS, _first_unreflected(states), int(latest["id"]) - 1)
+    behind = lookup.count_between(mind, SEEN_KINDS, _first_unreflected(states), last - 1)
     if not behind:
         return is_due, why
     waiting = {**states, "reflections": {**reflections, "turns_since": behind}}
-    is_due, why = dynamics.reflection_due(waiting, seconds_since(latest["ts"]))
+    is_due, why = dynamics.reflection_due(waiting, seconds_since(latest["ts"]) if latest else None)
     return is_due, f"{behind:,} events of history wait from the last run; {why}"
 
 
@@ -214,9 +236,23 @@ def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int
             notify: minds.Notify, until: int) -> Outcome | None:
     """Reflect on the next window of the events up to ``until`` (None: nothing left)."""
     states, _ = mind.state()
-    latest = states["reflections"]["latest"]
-    request, seen = _request(mind, states, _first_unreflected(states), model.window(), until,
-                             tokens.Cost(model.token_counter()))
+    recorded_before = states["reflections"]["recorded"]
+    start = _first_unreflected(states)
+    first = lookup.following(mind, SEEN_KINDS, start, 1)
+    if not first or first[0].id > until:
+        return None
+    refused = backoff.last(path, "reflection")  # the same window refused before: show half of it
+    limit = None
+    if (refused is not None and refused.model == model.name and refused.first_id == first[0].id
+            and refused.shown):
+        limit = max(1, refused.shown // 2)
+    try:
+        request, shown = _request(mind, states, start, model.window(), until,
+                                  tokens.Cost(model.token_counter()), limit)
+    except errors.ProviderError as exc:
+        backoff.record(path, "reflection", model.name, exc.message)
+        raise
+    seen = list(shown)
     if not seen:
         return None
     after = lookup.count_between(mind, SEEN_KINDS, seen[-1] + 1, until)
@@ -229,10 +265,13 @@ def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int
         finally:
             provider.close()
         parsed = answer.parse(completion.text)
-        shown = {e.id: e.content for e in lookup.get(mind, seen)}
-        answer.require_grounded(parsed, shown)
     except errors.ProviderError as exc:
         backoff.record(path, "reflection", model.name, exc.message)
+        raise
+    try:  # grounded in what the model was shown: the clipped text, not the full contents
+        answer.require_grounded(parsed, shown)
+    except errors.ProviderError as exc:  # about nothing it was shown: the next try shows half
+        backoff.record(path, "reflection", model.name, exc.message, first_id=seen[0], shown=len(seen))
         raise
     backoff.clear(path, "reflection")
     meta: dict[str, Any] = {"first_id": seen[0], "last_id": seen[-1], "trigger": trigger,
@@ -246,8 +285,7 @@ def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int
 
     def drafts(reflection_id: int) -> list[Draft]:
         now = mind.state()[0]
-        now_latest = now["reflections"]["latest"]
-        if (now_latest["id"] if now_latest else None) != (latest["id"] if latest else None):
+        if now["reflections"]["recorded"] != recorded_before:  # monotone: retractions do not count
             raise _Superseded()
         out = answer.consequences(now, parsed, reflection_id, rejected, shown=shown)
         kept = {d.meta["commitment"] for d in out if d.kind == ev.COMMITMENT_CLOSED.name}
@@ -256,10 +294,7 @@ def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int
         reflection_meta = {**meta, "rejected": rejected} if rejected else meta
         return [Draft(ev.REFLECTION_RECORDED.name, parsed.text, reflection_meta), *out]
 
-    try:
-        written = mind.append(drafts)
-    except _Superseded:
-        return None  # another process reflected on this window: it is not reflected on twice
+    written = mind.append(drafts)  # _Superseded: another process reflected on this window
     return Outcome(True, "", written[0], written, rejected, model.name)
 
 
@@ -294,42 +329,64 @@ def _consolidate(mind: Mind, path: Path, model: models.Model, trigger: str, if_d
 
 # -- the window ----------------------------------------------------------------------------------
 
-def _request(mind: Mind, states: dict[str, Any], first_id: int, window: int,
-             until: int, cost: tokens.Cost) -> tuple[Request, list[int]]:
+def _request(mind: Mind, states: dict[str, Any], first_id: int, window: int, until: int,
+             cost: tokens.Cost, limit: int | None = None) -> tuple[Request, dict[int, str]]:
     """The events from ``first_id`` to ``until``, oldest first, as many as fit (``cost``: the
-    model's own token count for a local model, else the estimate): (request, ids shown)."""
-    system, frame = _frame(states)
-    fixed = sum(cost.text(t) for t in (
-        system, answer.INSTRUCTIONS, frame, _header(until, until, until, more=True)))
-    room = max(MIN_ROOM, window - answer.ANSWER_TOKENS - fixed - MARGIN)
+    model's own token count for a local model, else the estimate), at most ``limit``:
+    (request, the text of each event as shown, by id, in order)."""
+    system, frame, fixed = _fixed(states, until, window, cost)
+    room = window - answer.ANSWER_TOKENS - fixed - MARGIN
     lines: list[str] = []
-    seen: list[int] = []
+    shown: dict[int, str] = {}
     more = False
     for event in _unreflected(mind, first_id, until):
-        line = _line(event, None if seen else room, cost)  # the first is clipped until it fits
+        line, text = _line(event, None if shown else room, cost)  # the first is clipped until it fits
         spent = cost.text(line) + 1
-        if spent > room:
+        if spent > room or (limit is not None and len(shown) >= limit):
             more = True
             break
         lines.append(line)
-        seen.append(event.id)
+        shown[event.id] = text
         room -= spent
-    if not seen:
-        return Request(messages=()), []
+    if not shown:
+        return Request(messages=()), {}
+    seen = list(shown)
     ctx = frame + _header(seen[0], seen[-1], len(seen), more) + "\n" + "\n".join(lines)
     request = Request(messages=(Message("user", answer.INSTRUCTIONS),), system=system, context=ctx,
                       max_tokens=answer.ANSWER_TOKENS, temperature=0.2, json_schema=answer.SCHEMA)
-    return request, seen
+    return request, shown
 
 
-def _frame(states: dict[str, Any]) -> tuple[str, str]:
-    """The window's fixed parts: the system text, and traits and open commitments."""
+# how the open commitments are shown, most first, until the fixed parts leave room for events
+FRAMES = ((COMMITMENTS_SHOWN, 200), (COMMITMENTS_SHOWN, 100), (10, 80), (5, 60), (0, 0))
+
+
+def _fixed(states: dict[str, Any], until: int, window: int, cost: tokens.Cost) -> tuple[str, str, int]:
+    """The system text, the frame and what they cost with the instructions and the header, with
+    as many open commitments, clipped as little, as leave ``MIN_ROOM`` for events and the whole
+    answer; a window too small even without them is a clear error."""
+    for count, chars in FRAMES:
+        system, frame = _frame(states, count, chars)
+        fixed = sum(cost.text(t) for t in (
+            system, answer.INSTRUCTIONS, frame, _header(until, until, until, more=True)))
+        need = fixed + MIN_ROOM + answer.ANSWER_TOKENS + MARGIN
+        if need <= window:
+            return system, frame, fixed
+    raise errors.ProviderError(
+        f"the reflection model's context window ({window:,} tokens) is too small for a reflection,"
+        f" which needs at least {need:,}",
+        hint="use a model with a larger window, or set its size with `pmm model add ... --context-window`")
+
+
+def _frame(states: dict[str, Any], count: int = COMMITMENTS_SHOWN, chars: int = 200) -> tuple[str, str]:
+    """The window's fixed parts: the system text, and traits and the latest ``count`` open
+    commitments (each clipped to ``chars``)."""
     name = states["identity"]["name"]
     system = (f"You are {name}, a persistent mind, reflecting on your experience."
               if name else "You are a persistent mind with no name yet, reflecting on your"
               " experience. You may propose a name for yourself in the name field.")
     open_ = sorted(states["commitments"]["open"].items(), key=lambda kv: int(kv[0]))
-    shown = [f"#{k}: {_clip(v['text'], 200)}" for k, v in open_[-COMMITMENTS_SHOWN:]]
+    shown = [f"#{k}: {_clip(v['text'], chars)}" for k, v in open_[len(open_) - count:]] if count else []
     if len(open_) > len(shown):
         shown.insert(0, f"({len(open_) - len(shown):,} older ones not shown)")
     traits = ", ".join(f"{k} {v:.2f}" for k, v in states["traits"]["values"].items())
@@ -352,19 +409,20 @@ def _unreflected(mind: Mind, first_id: int, until: int) -> Iterator[Event]:
         since = page[-1].id + 1
 
 
-def _line(event: Event, fit: int | None, cost: tokens.Cost) -> str:
+def _line(event: Event, fit: int | None, cost: tokens.Cost) -> tuple[str, str]:
     """One event as the window shows it, clipped to ``LINE_CHARS`` (and, when ``fit`` is
-    given, further until it costs at most ``fit`` tokens)."""
+    given, further until it costs at most ``fit`` tokens): (line, its text as shown)."""
     who = WHO.get(event.kind, "note")
     text = " ".join(event.content.split())
     chars = LINE_CHARS
     while True:
         if len(text) <= chars:
-            line = f"#{event.id} {who}: {text}"
+            line, part = f"#{event.id} {who}: {text}", text
         else:
-            line = f"#{event.id} {who} (clipped to {chars:,} of {len(text):,} characters): {text[:chars]}…"
+            part = text[:chars]
+            line = f"#{event.id} {who} (clipped to {chars:,} of {len(text):,} characters): {part}…"
         if fit is None or chars == 0 or cost.text(line) + 1 <= fit:
-            return line
+            return line, part
         chars //= 2
 
 

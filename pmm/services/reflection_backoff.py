@@ -4,8 +4,10 @@ A failure is this machine's history with its model, not the mind's: it is kept o
 chain, in one small JSON file per mind file in the user state dir (keyed like the reflect lock),
 written whole or not at all (an atomic replace). The wait after ``n`` failures in a row is the
 stage's cadence times 2^(n-1), at most ``CAP_SECONDS``; a success clears it, and so does
-switching the reflection model (the failures were that model's). A file this module did not
-write (corrupt, foreign, hostile) is ignored, never a crash.
+switching the reflection model (the failures were that model's). An answer refused as about
+nothing it was shown also keeps the window it was given (``first_id``, ``shown`` events), so
+the next try of the same window shows half of it. A file this module did not write (corrupt, foreign, hostile), or a failure
+dated in the future (beyond ``SKEW_SECONDS``: a clock set back), is ignored, never a crash.
 """
 
 from __future__ import annotations
@@ -27,16 +29,20 @@ CAP_SECONDS = 86_400  # however often it failed, a due-only run tries again at l
 STEPS = ("reflection", "consolidation")  # each backs off on its own
 MAX_BYTES = 8192
 REASON_CHARS = 200
+SKEW_SECONDS = 300  # a failure dated later than now by more than this is not believed
 
 
 @dataclass(frozen=True)
 class Failure:
-    """The last failure of one step: how many in a row, when, why, and with which model."""
+    """The last failure of one step: how many in a row, when, why, with which model, and for a
+    refused answer the window it was given (its first event and how many events)."""
 
     failures: int
     at: str
     reason: str
     model: str
+    first_id: int | None = None
+    shown: int | None = None
 
     def wait(self, cadence: float) -> float:
         """Seconds between this failure and the next try of a due-only run."""
@@ -52,11 +58,12 @@ class Failure:
         then = datetime.strptime(self.at, TS_FORMAT).replace(tzinfo=UTC)
         ago = max(0.0, ((now or datetime.now(UTC)) - then).total_seconds())
         times = "" if self.failures == 1 else f", {self.failures} times in a row"
-        return (f"the last {step} failed {span(ago)} ago ({self.reason}{times});"
+        stuck = f"; stuck at #{self.first_id}" if self.first_id is not None and self.failures > 1 else ""
+        return (f"the last {step} failed {span(ago)} ago ({self.reason}{times}{stuck});"
                 f" next try in {span(self.left(cadence, now))}")
 
     def as_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def mind_key(path: Path) -> str:
@@ -106,22 +113,30 @@ def _failure(entry: Any) -> Failure | None:
             or not isinstance(reason, str) or not isinstance(model, str)):
         return None
     try:
-        datetime.strptime(at, TS_FORMAT)
+        then = datetime.strptime(at, TS_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
-    return Failure(failures, at, " ".join(reason.split())[:REASON_CHARS], model[:200])
+    if (then - datetime.now(UTC)).total_seconds() > SKEW_SECONDS:
+        return None  # written "later" than now: a forged date or a clock set back, never a wait
+    first_id, shown = entry.get("first_id"), entry.get("shown")
+    if not (type(first_id) is int and type(shown) is int and first_id >= 1 and shown >= 1):
+        first_id = shown = None
+    return Failure(failures, at, " ".join(reason.split())[:REASON_CHARS], model[:200], first_id, shown)
 
 
 def last(path: Path, step: str) -> Failure | None:
     return read(path).get(step)
 
 
-def record(path: Path, step: str, model: str, reason: str) -> Failure:
-    """One more failure of ``step`` (counted in a row only with the same model)."""
+def record(path: Path, step: str, model: str, reason: str, *, first_id: int | None = None,
+           shown: int | None = None) -> Failure:
+    """One more failure of ``step`` (counted in a row only with the same model); ``first_id``
+    and ``shown``: the window whose answer was refused."""
     found = read(path)
     before = found.get(step)
     count = before.failures + 1 if before is not None and before.model == model else 1
-    found[step] = Failure(min(count, 10_000), now_ts(), " ".join(reason.split())[:REASON_CHARS], model)
+    found[step] = Failure(min(count, 10_000), now_ts(), " ".join(reason.split())[:REASON_CHARS], model,
+                          first_id, shown)
     _write(path, found)
     return found[step]
 
