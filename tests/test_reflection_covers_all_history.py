@@ -471,12 +471,13 @@ def test_a_window_whose_answer_is_refused_shrinks_until_it_passes(
         mind: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
     imported(mind, pairs=100)
     server.text = UNGROUNDED
-    for _ in range(3):
-        refused = pmm(mind, "reflect")
-        assert refused.exit_code == 5 and "does not mention anything" in refused.stderr
+    refused = pmm(mind, "reflect")  # the run tries again at once with half, twice
+    assert refused.exit_code == 5 and "does not mention anything" in refused.stderr
+    assert refused.stderr.count("trying again with half the window") == 2
     sizes = [len(w) for w in shown(server)]
     starts = {w[0] for w in shown(server)}
-    assert len(starts) == 1 and sizes[1] == sizes[0] // 2 and sizes[2] == sizes[1] // 2 and sizes[2] >= 1
+    assert len(sizes) == 3 and len(starts) == 1
+    assert sizes[1] == sizes[0] // 2 and sizes[2] == sizes[1] // 2 and sizes[2] >= 1
     health = pmm(mind, "health").output
     assert f"stuck at #{starts.pop()}" in health and "3 times in a row" in health
     server.text = ANSWER

@@ -45,6 +45,7 @@ SEEN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name, ev.OBSERVATION_RE
               ev.NOTE_PINNED.name)
 MAX_WINDOWS = 10  # windows (model calls) one run reflects on at most; the rest waits
 LINE_CHARS = 400  # of an event shown in a window; a longer one is clipped and says so
+RETRIES_UNGROUNDED = 2  # a run tries a refused window again at once, each time with half of it
 MIN_ROOM = 128  # tokens for events, however small the model's window
 MARGIN = 32  # tokens kept free for what a provider adds around the messages
 PAGE = 200  # events read at a time
@@ -161,12 +162,21 @@ def _run(mind: Mind, path: Path, *, if_due: bool, trigger: str, model_name: str 
         return run
     done = 0
     superseded = False
+    retried = 0
     while done < max_windows and (done == 0 or keep_going()):
         try:
             outcome = _window(mind, path, model, trigger, done, notify, until)
         except _Superseded:
             superseded = True
             break
+        except errors.ProviderError:
+            refused = backoff.last(path, "reflection")  # about nothing it was shown: at once again,
+            if (retried < RETRIES_UNGROUNDED and refused is not None  # with half the window
+                    and refused.first_id is not None and (refused.shown or 0) > 1 and keep_going()):
+                retried += 1
+                notify("The answer was about nothing it was shown: trying again with half the window")
+                continue
+            raise
         if outcome is None:
             break
         done += 1
