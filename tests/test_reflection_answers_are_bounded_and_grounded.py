@@ -226,7 +226,7 @@ def commitments(mind: Path, count: int) -> None:
 
 @pytest.mark.parametrize("window", [2048, answer.ANSWER_TOKENS + 700])
 def test_the_fixed_part_of_the_prompt_shrinks_to_leave_the_answer_its_room(served, window: int) -> None:
-    from pmm.services import reflection
+    from pmm.services import reflection_window
 
     mind, server = served
     assert invoke("--mind", str(mind), "model", "add", "small", "openai-compatible:test-model", "--base-url",
@@ -237,7 +237,7 @@ def test_the_fixed_part_of_the_prompt_shrinks_to_leave_the_answer_its_room(serve
     assert result.exit_code == 0, result.output
     body = server.requests[-1].body
     prompt = "\n".join(m["content"] for m in body["messages"])
-    assert estimate_tokens(prompt) + body["max_tokens"] + reflection.MARGIN <= window  # the answer fits whole
+    assert estimate_tokens(prompt) + body["max_tokens"] + reflection_window.MARGIN <= window  # the answer fits whole
     assert body["max_tokens"] == answer.ANSWER_TOKENS and f"#{turn['message_id']} user" in prompt
     assert "promise 19" in prompt  # the latest commitments are still shown, clipped harder
 
