@@ -513,3 +513,20 @@ def test_a_back_off_dated_in_the_future_or_of_another_model_is_not_believed(
     posts = len(shown(server))
     ok = json.loads(pmm(mind, "reflect", "--if-due", "--json").stdout)
     assert ok["recorded"] is True and len(shown(server)) == posts + 1
+
+
+def test_each_window_of_a_run_gets_its_own_retries(mind: Path, server: FakeServer) -> None:
+    imported(mind, pairs=100)
+    answers = [ANSWER, UNGROUNDED, UNGROUNDED, ANSWER, UNGROUNDED, UNGROUNDED, ANSWER]
+    record = server.record
+
+    def next_answer(entry) -> None:  # the answer to each request in turn
+        if entry.method == "POST" and answers:
+            server.text = answers.pop(0)
+        record(entry)
+
+    server.record = next_answer  # type: ignore[method-assign]
+    done = pmm(mind, "reflect", "--max-windows", "3", "--json")
+    assert done.exit_code == 0, done.output
+    assert len(json.loads(done.stdout)["reflections"]) == 3
+    assert done.stderr.count("trying again with half the window") == 4

@@ -173,6 +173,7 @@ def _run(mind: Mind, path: Path, *, if_due: bool, trigger: str, model_name: str 
         if outcome is None:
             break
         done += 1
+        retried = 0  # the retries are each window's
         outcome.reason = "catching up" if done > 1 else why if is_due else "asked for"
         run.outcomes.append(outcome)
         recorded(outcome)
