@@ -530,3 +530,13 @@ def test_each_window_of_a_run_gets_its_own_retries(mind: Path, server: FakeServe
     assert done.exit_code == 0, done.output
     assert len(json.loads(done.stdout)["reflections"]) == 3
     assert done.stderr.count("trying again with half the window") == 4
+
+
+def test_a_single_event_refused_is_shown_again_in_a_whole_window(mind: Path, server: FakeServer) -> None:
+    """Halving stops at one event; refused there, the next try shows the whole window again,
+    so no one event stalls reflection for good."""
+    imported(mind, pairs=2)
+    server.text = UNGROUNDED
+    for _ in range(2):
+        assert pmm(mind, "reflect").exit_code == 5
+    assert [len(w) for w in shown(server)] == [4, 2, 1, 4, 2, 1]

@@ -165,7 +165,7 @@ def _run(mind: Mind, path: Path, *, if_due: bool, trigger: str, model_name: str 
         except errors.ProviderError:
             refused = backoff.last(path, "reflection")  # about nothing it was shown: at once again,
             if (retried < RETRIES_UNGROUNDED and refused is not None  # with half the window
-                    and refused.first_id is not None and (refused.shown or 0) > 1 and keep_going()):
+                    and refused.first_id is not None and keep_going()):
                 retried += 1
                 notify("The answer was about nothing it was shown: trying again with half the window")
                 continue
@@ -249,7 +249,9 @@ def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int
     limit = None
     if (refused is not None and refused.model == model.name and refused.first_id == first[0].id
             and refused.shown):
-        limit = max(1, refused.shown // 2)
+        # down to one event; refused at one, the whole window again (with whatever came since),
+        # so one event the model cannot answer about never stalls reflection for good
+        limit = refused.shown // 2 if refused.shown > 1 else None
     try:
         request, shown = window_.request(mind, states, start, model.window(), until,
                                   tokens.Cost(model.token_counter()), limit)
