@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pmm.services.safe_text import clean as clean  # the one sanitiser, for every command
+from pmm.services.safe_text import clip
 
 QUIET = False
 
@@ -131,5 +132,4 @@ def status(label: str) -> Iterator[None]:
 
 def one_line(text: str, width: int = 100) -> str:
     """``text`` on one line, cut to ``width`` characters with an ellipsis, cleaned (``clean``)."""
-    flat = clean(" ".join(text.split()), multiline=False)
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+    return clip(clean(" ".join(text.split()), multiline=False), width)

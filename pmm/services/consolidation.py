@@ -23,6 +23,7 @@ from pmm.ledger.store import Mind
 from pmm.providers.base import Message, Request
 from pmm.services import models, tokens
 from pmm.services.reflection_answer import _text
+from pmm.services.safe_text import clip
 
 CONSOLIDATE_EVERY = 8  # reflections since the last summary that call for a new one
 MAX_COVERS = 16  # reflections one summary condenses at most (the rest wait for the next)
@@ -148,7 +149,7 @@ def _request(states: dict[str, Any], reflections: list[Event], window: int) -> t
     for event in reflections:
         first, last = event.meta.get("first_id"), event.meta.get("last_id")
         seen = f" (on events #{first}-#{last})" if first and last else ""
-        line = f"#{event.id}{seen}: {_clip(event.content, REFLECTION_CHARS)}"
+        line = f"#{event.id}{seen}: {clip(event.content, REFLECTION_CHARS)}"
         cost = tokens.estimate_tokens(line) + 1
         if covers and cost > room:
             break  # the rest wait for the next summary
@@ -168,6 +169,3 @@ def cite(ids: list[int]) -> str:
     return f"#{ids[0]} ... #{ids[-1]} ({len(ids):,})"
 
 
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

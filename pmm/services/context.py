@@ -31,6 +31,7 @@ from pmm.ledger import lookup
 from pmm.ledger.store import Mind, now_ts
 from pmm.providers.base import Message, Request
 from pmm.services import ranking
+from pmm.services.safe_text import clip
 from pmm.services.tokens import Cost, Count
 
 TURN_KINDS = ranking.TURN_KINDS
@@ -128,9 +129,6 @@ def system_prompt(states: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def build(mind: Mind, states: dict[str, Any], user_text: str, *, window: int,
@@ -282,7 +280,7 @@ CLIPPED = {"reflection": REFLECTION_CHARS, "summary": SUMMARY_CHARS}
 def _standing_line(reason: str, text: str, covers: list[int] | None = None) -> str:
     """One standing item as the prompt shows it (a reflection or summary clipped; a summary
     cites the reflections it condenses)."""
-    shown = _clip(text, CLIPPED[reason]) if reason in CLIPPED else " ".join(text.split())
+    shown = clip(text, CLIPPED[reason]) if reason in CLIPPED else " ".join(text.split())
     if covers is None:
         return f"{STANDING_LABELS[reason]}: {shown}"
     from pmm.services.consolidation import cite

@@ -27,6 +27,7 @@ from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.ledger import lookup
 from pmm.ledger.store import Mind
+from pmm.services.safe_text import clip
 
 TURN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
 RECALL_KINDS = (*TURN_KINDS, ev.OBSERVATION_RECORDED.name, ev.NOTE_PINNED.name,
@@ -160,8 +161,7 @@ def session_titles(mind: Mind, events: list[Event]) -> dict[str, str]:
             continue
         meta = start.meta
         if session in (meta.get("session"), meta.get("source_id")):
-            title = " ".join(start.content.split())
-            titles[session] = title if len(title) <= TITLE_CHARS else title[:TITLE_CHARS - 1] + "…"
+            titles[session] = clip(start.content, TITLE_CHARS)
     return titles
 
 

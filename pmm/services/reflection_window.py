@@ -16,6 +16,7 @@ from pmm.ledger.store import Mind
 from pmm.providers.base import Message, Request
 from pmm.services import reflection_answer as answer
 from pmm.services import tokens
+from pmm.services.safe_text import clip
 
 SEEN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name, ev.OBSERVATION_RECORDED.name,
               ev.NOTE_PINNED.name)
@@ -84,7 +85,7 @@ def _frame(states: dict[str, Any], count: int = COMMITMENTS_SHOWN, chars: int = 
               if name else "You are a persistent mind with no name yet, reflecting on your"
               " experience. You may propose a name for yourself in the name field.")
     open_ = sorted(states["commitments"]["open"].items(), key=lambda kv: int(kv[0]))
-    shown = [f"#{k}: {_clip(v['text'], chars)}" for k, v in open_[len(open_) - count:]] if count else []
+    shown = [f"#{k}: {clip(v['text'], chars)}" for k, v in open_[len(open_) - count:]] if count else []
     if len(open_) > len(shown):
         shown.insert(0, f"({len(open_) - len(shown):,} older ones not shown)")
     traits = ", ".join(f"{k} {v:.2f}" for k, v in states["traits"]["values"].items())
@@ -124,6 +125,3 @@ def _line(event: Event, fit: int | None, cost: tokens.Cost) -> tuple[str, str]:
         chars //= 2
 
 
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

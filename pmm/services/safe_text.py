@@ -57,3 +57,10 @@ def md_quote(text: str) -> str:
     the one before, starts with ``> ``, so nothing in it can close the quote and write outside."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return "\n".join("> " + _MD_HTML.sub(r"\\<", clean(line)) for line in lines)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` on one line (its runs of spaces and line breaks made one space), cut to ``limit``
+    characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
