@@ -16,6 +16,7 @@ from pmm.ledger.store import Mind
 from pmm.providers.base import Message, Request
 from pmm.services import reflection_answer as answer
 from pmm.services import tokens
+from pmm.services.context import WHO
 from pmm.services.safe_text import clip
 
 SEEN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name, ev.OBSERVATION_RECORDED.name,
@@ -25,7 +26,6 @@ MIN_ROOM = 128  # tokens for events, however small the model's window
 MARGIN = 32  # tokens kept free for what a provider adds around the messages
 PAGE = 200  # events read at a time
 COMMITMENTS_SHOWN = 20
-WHO = {ev.MESSAGE_RECEIVED.name: "user", ev.RESPONSE_SENT.name: "you"}
 
 
 def request(mind: Mind, states: dict[str, Any], first_id: int, window: int, until: int,
@@ -111,7 +111,7 @@ def _unreflected(mind: Mind, first_id: int, until: int) -> Iterator[Event]:
 def _line(event: Event, fit: int | None, cost: tokens.Cost) -> tuple[str, str]:
     """One event as the window shows it, clipped to ``LINE_CHARS`` (and, when ``fit`` is
     given, further until it costs at most ``fit`` tokens): (line, its text as shown)."""
-    who = WHO.get(event.kind, "note")
+    who = WHO.get(event.kind, "note")  # as the chat prompt names them
     text = " ".join(event.content.split())
     chars = LINE_CHARS
     while True:
