@@ -265,3 +265,20 @@ def test_recall_for_the_embedded_model_counts_with_its_tokenizer(tmp_path: Path,
     result = plan(path, "What colour is my bike?", "--model", "gone")  # no vocabulary: estimated
     assert result["tokens_counted"] == "estimate"
     assert "bike" in json.dumps(result["sections"])
+
+
+def test_a_local_model_path_from_a_mind_file_is_not_opened_to_count_tokens(tmp_path: Path) -> None:
+    """A mind from someone else may name any file as a local model: until the owner trusts that
+    setting here, recall does not open it (tokens are estimated)."""
+    from pmm.providers import local
+
+    path = _mind(tmp_path, ["My bike is a blue Brompton.", "Nice!"] * 3)
+    gguf = local.embedded_path()
+    if gguf is None:
+        pytest.skip("the embedded model is not installed")
+    assert invoke("--mind", str(path), "-q", "model", "add", "theirs", f"local:{gguf}").exit_code == 0
+    assert plan(path, "What colour is my bike?", "--model", "theirs")["tokens_counted"] == "model"
+    assert invoke("--mind", str(path), "-q", "model", "trust", "theirs", "--revoke").exit_code == 0
+    local._VOCABS.clear()
+    assert plan(path, "What colour is my bike?", "--model", "theirs")["tokens_counted"] == "estimate"
+    assert str(gguf) not in local._VOCABS

@@ -211,7 +211,7 @@ def _message_tokens(plan: dict[str, Any]) -> int:
     """The new message's cost, counted as the plan counted it."""
     from pmm.services import models, tokens
 
-    count = models.embedded().token_counter() if plan["tokens_counted"] == "model" else None
+    count = models.embedded().token_counter("") if plan["tokens_counted"] == "model" else None
     return tokens.Cost(count).text(plan["message"])
 
 

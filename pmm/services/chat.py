@@ -47,7 +47,7 @@ def prompt_for(mind: Mind, states: dict[str, Any], text: str, model: models.Mode
     window = window or model.window()
     return context.build(mind, states, text, window=window,
                          answer_tokens=answer_reserve(window, max_tokens), similar=semantic.nearest,
-                         count=model.token_counter())
+                         count=model.token_counter(mind.mind_id))
 
 
 @dataclass

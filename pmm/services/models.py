@@ -52,10 +52,11 @@ class Model:
             return context_size()
         return FALLBACK_CONTEXT
 
-    def token_counter(self) -> Callable[[str], int] | None:
-        """The model's own token count where this machine has its vocabulary (a local model),
+    def token_counter(self, mind_id: str) -> Callable[[str], int] | None:
+        """The model's own token count where this machine has its vocabulary (a local model the
+        owner trusts for ``mind_id``: a path from someone else's mind file is never opened),
         else None: the prompt's tokens are then estimated high."""
-        if self.spec.provider != "local":
+        if self.spec.provider != "local" or not trusted(mind_id, self):
             return None
         from pmm.providers.local import token_counter
 

@@ -254,7 +254,7 @@ def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int
         limit = refused.shown // 2 if refused.shown > 1 else None
     try:
         request, shown = window_.request(mind, states, start, model.window(), until,
-                                  tokens.Cost(model.token_counter()), limit)
+                                  tokens.Cost(model.token_counter(mind.mind_id)), limit)
     except errors.ProviderError as exc:
         backoff.record(path, "reflection", model.name, exc.message)
         raise
