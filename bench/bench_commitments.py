@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pmm.domain import mind  # noqa: E402
+from pmm.domain import dynamics  # noqa: E402
 
 TABLE = ROOT / "tests" / "data" / "commitment_sentences.tsv"
 
@@ -86,7 +86,7 @@ def main() -> None:
     rows = load()
     splits = {"all": rows, "dev": [r for r in rows if r[1] == "dev"],
               "held-out": [r for r in rows if r[1] == "held-out"]}
-    rules = {"new": mind.commitment_in, "old": old_commitment_in}
+    rules = {"new": dynamics.commitment_in, "old": old_commitment_in}
     report = {rule: {name: score(part, detect) for name, part in splits.items()}
               for rule, detect in rules.items()}
     timing = {rule: round(per_sentence_us(rows, detect), 1) for rule, detect in rules.items()}

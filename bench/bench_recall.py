@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from pmm.domain import projections  # noqa: E402
 from pmm.ledger.store import TS_FORMAT  # noqa: E402
-from pmm.services import chat, context, foreign, minds, models, semantic, tokens  # noqa: E402
+from pmm.services import chat, chat_import, context, models, opening, semantic, tokens  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo-dev"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -58,7 +58,7 @@ def session_time(text: str) -> str:
     return moment.strftime(TS_FORMAT)
 
 
-def load(path: Path) -> tuple[list[foreign.Conversation], list[dict[str, Any]]]:
+def load(path: Path) -> tuple[list[chat_import.Conversation], list[dict[str, Any]]]:
     data = json.loads(path.read_text())
     user = data["speaker_a"]
     sessions = []
@@ -74,16 +74,16 @@ def load(path: Path) -> tuple[list[foreign.Conversation], list[dict[str, Any]]]:
             if turn.get("blip_caption"):
                 text += f" [shares a photo: {turn['blip_caption']}]"
             role = "user" if turn["speaker"] == user else "assistant"
-            messages.append(foreign.Message(turn["dia_id"], role, text, ts, None))
-        sessions.append(foreign.Conversation(f"{path.stem}-s{number}", f"session {number}", ts, messages))
+            messages.append(chat_import.Message(turn["dia_id"], role, text, ts, None))
+        sessions.append(chat_import.Conversation(f"{path.stem}-s{number}", f"session {number}", ts, messages))
     questions = [q for q in data["qa"] if q.get("category") in CATEGORIES]
     return sessions, questions
 
 
-def build_mind(folder: Path, sessions: list[foreign.Conversation]) -> Path:
+def build_mind(folder: Path, sessions: list[chat_import.Conversation]) -> Path:
     path = folder / "mind.db"
-    with minds.init(path, None) as mind:
-        drafts, _ = foreign.plan(sessions, "locomo", set())
+    with opening.init(path, None) as mind:
+        drafts, _ = chat_import.plan(sessions, "locomo", set())
         mind.append(drafts)
     return path
 
@@ -120,7 +120,7 @@ def measure(path: Path, windows: list[int], answer: int, similar: Any, counters:
     sessions, questions = load(path)
     with tempfile.TemporaryDirectory() as tmp:
         mind_path = build_mind(Path(tmp), sessions)
-        with minds.open_read(mind_path) as mind:
+        with opening.open_read(mind_path) as mind:
             events = list(mind.events())
             states = projections.replay(events)
             dia = {e.id: e.meta["source_id"] for e in events if e.meta.get("source") == "locomo"

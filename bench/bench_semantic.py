@@ -34,7 +34,7 @@ from bench_ledger import PMM, synthetic_export  # noqa: E402
 from pmm.domain import events as ev  # noqa: E402
 from pmm.domain.events import Draft  # noqa: E402
 from pmm.ledger import vectors  # noqa: E402
-from pmm.ledger.store import Mind  # noqa: E402
+from pmm.ledger.store import Ledger  # noqa: E402
 from pmm.services import semantic  # noqa: E402
 
 KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name, ev.OBSERVATION_RECORDED.name)
@@ -83,25 +83,25 @@ def main() -> None:
     print(f"# {args.events:,} events, span {semantic.SPAN:,}, on {note}")
     print(f"model load (fresh interpreter): median {load_time() * 1000:.0f} ms")
 
-    with Mind.open(path) as mind:
+    with Ledger.open(path) as mind:
         texts = list(vectors.texts(mind, vectors.span(mind, KINDS, semantic.SPAN)).values())
     spent = timed(lambda: semantic.embed(texts))
     print(f"embedding: {spent / len(texts) * 1e6:.1f} µs per event ({len(texts) / spent:,.0f} events/s,"
           f" {statistics.mean(map(len, texts)):.0f} characters each on average)")
 
-    with Mind.open(path) as mind:
+    with Ledger.open(path) as mind:
         print(f"first turn, reader, no stored vectors: {timed(lambda: semantic.nearest(mind, QUESTIONS[0], KINDS, 50)) * 1000:.0f} ms")
-    with Mind.open(path, write=True) as mind:
+    with Ledger.open(path, write=True) as mind:
         first = timed(lambda: semantic.nearest(mind, QUESTIONS[0], KINDS, 50))
     print(f"first turn, writer, no stored vectors (computes and stores them): {first * 1000:.0f} ms")
 
     def turns(write: bool, reopen: bool) -> list[float]:
         samples = []
-        mind = Mind.open(path, write=write)
+        mind = Ledger.open(path, write=write)
         for turn in range(args.turns + 2):
             if reopen:
                 mind.close()
-                mind = Mind.open(path, write=write)
+                mind = Ledger.open(path, write=write)
             if write:  # what a chat turn appends: its message and the answer
                 mind.append([Draft(ev.OBSERVATION_RECORDED.name, f"turn {turn}: {QUESTIONS[turn % 4]}", {"source": "user"}),
                              Draft(ev.OBSERVATION_RECORDED.name, f"an answer about {QUESTIONS[(turn + 1) % 4]}", {"source": "user"})])
@@ -116,7 +116,7 @@ def main() -> None:
     print(f"turn, writer, span stored, the same open mind (the REPL; 2 new events each):"
           f" {percentiles(turns(True, False))}")
     print(f"turn, reader, span stored, a new open each turn (`pmm recall`): {percentiles(turns(False, True))}")
-    with Mind.open(path) as mind:
+    with Ledger.open(path) as mind:
         count, low, high, bad = vectors.coverage(mind, semantic.VECTOR_BYTES)
     print(f"vector table: {count:,} vectors for events {low:,}-{high:,}"
           f" ({count * semantic.VECTOR_BYTES / 1e6:.1f} MB of vectors), {bad} malformed")

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pmm.domain import checkpoint  # noqa: E402
-from pmm.services import minds, signing  # noqa: E402
+from pmm.services import opening, signatures, signing  # noqa: E402
 
 PMM = str(Path(sys.executable).with_name("pmm"))
 
@@ -36,26 +36,26 @@ def main() -> None:
         base = Path(tmp)
         os.environ["XDG_STATE_HOME"] = str(base / "state")
         mind = base / "mind.db"
-        with minds.init(mind, "Bench") as m:
+        with opening.init(mind, "Bench") as m:
             from pmm.domain.events import Draft
 
             m.append([Draft("observation_recorded", f"note {i}", {"source": "user"}) for i in range(100)])
         key_path = base / "k.pem"
         signing.keygen(key_path, None)
         key = signing.load_private(key_path, lambda: b"")
-        public = signing.load_public(base / "k.pub.pem")
+        public = signatures.load_public(base / "k.pub.pem")
         for fmt in signing.FORMATS:
             times = []
             for _ in range(args.rounds):
                 started = time.perf_counter()
-                with minds.open_read(mind) as opened:
+                with opening.open_read(mind) as opened:
                     size, head = opened.head()
                     point = checkpoint.of(opened.mind_id, size, head)
                     text = signing.sign_text(key, point, fmt, "2026-11-21T00:00:00Z")
                     sig = base / "s.sig"
                     sig.write_text(text)
-                    signed = signing.read_signature(sig, public)
-                    _, problem = signing.check_position(signed, opened.mind_id, size, opened.hash_at)
+                    signed = signatures.read_signature(sig, public)
+                    _, problem = signatures.check_position(signed, opened.mind_id, size, opened.hash_at)
                     assert problem is None
                 times.append((time.perf_counter() - started) * 1000)
             times.sort()

@@ -5,15 +5,15 @@ _pmm_spec() {
     # The (sub)command at path $1: its subcommands, options, the options that take a value,
     # and what its arguments are (file, text or none).
     case "$1" in
-        "") subcommands="init remember stats log search pins unpin rename chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
+        "") subcommands="init remember pins unpin rename stats log search chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
         "init") subcommands="" opts="--name --mind --json -q --quiet -h --help" valued="--name --mind" args="" ;;
         "remember") subcommands="" opts="--pin --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
-        "stats") subcommands="" opts="--explain --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
-        "log") subcommands="" opts="-n --number --kind --mind --json -q --quiet -h --help" valued="-n --number --kind --mind" args="" ;;
-        "search") subcommands="" opts="-n --limit --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="text" ;;
         "pins") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "unpin") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "rename") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
+        "stats") subcommands="" opts="--explain --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
+        "log") subcommands="" opts="-n --number --kind --mind --json -q --quiet -h --help" valued="-n --number --kind --mind" args="" ;;
+        "search") subcommands="" opts="-n --limit --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="text" ;;
         "chat") subcommands="" opts="-m --message --model --max-tokens --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --mind" args="" ;;
         "recall") subcommands="" opts="--model --window --max-tokens --full --mind --json -q --quiet -h --help" valued="--model --window --max-tokens --mind" args="text" ;;
         "trace") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
@@ -65,12 +65,12 @@ _pmm_value() {
         ":--mind") _pmm_reply -f ;;
         "init:--mind") _pmm_reply -f ;;
         "remember:--mind") _pmm_reply -f ;;
-        "stats:--mind") _pmm_reply -f ;;
-        "log:--mind") _pmm_reply -f ;;
-        "search:--mind") _pmm_reply -f ;;
         "pins:--mind") _pmm_reply -f ;;
         "unpin:--mind") _pmm_reply -f ;;
         "rename:--mind") _pmm_reply -f ;;
+        "stats:--mind") _pmm_reply -f ;;
+        "log:--mind") _pmm_reply -f ;;
+        "search:--mind") _pmm_reply -f ;;
         "chat:--mind") _pmm_reply -f ;;
         "recall:--mind") _pmm_reply -f ;;
         "trace:--mind") _pmm_reply -f ;;

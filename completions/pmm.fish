@@ -3,7 +3,7 @@
 function __pmm_subcommands --argument-names path
     switch "$path"
         case ''
-            printf '%s\n' init remember stats log search pins unpin rename chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections
+            printf '%s\n' init remember pins unpin rename stats log search chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections
         case 'persona'
             printf '%s\n' set show edit clear
         case 'model'
@@ -23,18 +23,18 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' --name --mind
         case 'remember'
             printf '%s\n' --mind
-        case 'stats'
-            printf '%s\n' --mind
-        case 'log'
-            printf '%s\n' -n --number --kind --mind
-        case 'search'
-            printf '%s\n' -n --limit --mind
         case 'pins'
             printf '%s\n' --mind
         case 'unpin'
             printf '%s\n' --mind
         case 'rename'
             printf '%s\n' --mind
+        case 'stats'
+            printf '%s\n' --mind
+        case 'log'
+            printf '%s\n' -n --number --kind --mind
+        case 'search'
+            printf '%s\n' -n --limit --mind
         case 'chat'
             printf '%s\n' -m --message --model --max-tokens --mind
         case 'recall'
@@ -125,12 +125,12 @@ end
 complete -c pmm -f
 complete -c pmm -n '__pmm_is ""' -a init -d 'Create a new mind file (never overwrites one).'
 complete -c pmm -n '__pmm_is ""' -a remember -d 'Record a note the mind can recall later (with --pin: one it always has in mind).'
-complete -c pmm -n '__pmm_is ""' -a stats -d 'The mind in plain English: stage, traits, reflections, commitments, model usage.'
-complete -c pmm -n '__pmm_is ""' -a log -d 'Show the latest events in the order recorded.'
-complete -c pmm -n '__pmm_is ""' -a search -d 'Full-text search over everything the mind holds.'
 complete -c pmm -n '__pmm_is ""' -a pins -d 'The pinned notes, always in the prompt (oldest pin first), with their ids.'
 complete -c pmm -n '__pmm_is ""' -a unpin -d 'Stop including a pinned note in every prompt (it stays in the ledger, and in search).'
 complete -c pmm -n '__pmm_is ""' -a rename -d 'Give the mind a new name (a mind_named event; the old name stays in the ledger, and each new name counts in identity stability, docs/mind-model.md).'
+complete -c pmm -n '__pmm_is ""' -a stats -d 'The mind in plain English: stage, traits, reflections, commitments, model usage.'
+complete -c pmm -n '__pmm_is ""' -a log -d 'Show the latest events in the order recorded.'
+complete -c pmm -n '__pmm_is ""' -a search -d 'Full-text search over everything the mind holds.'
 complete -c pmm -n '__pmm_is ""' -a chat -d 'Talk to the mind: an interactive session, or one turn with -m TEXT or piped stdin.'
 complete -c pmm -n '__pmm_is ""' -a recall -d 'Show what the prompt for QUERY would hold now, without calling a model.'
 complete -c pmm -n '__pmm_is ""' -a trace -d 'For an answer: the user\'s message, the context the model saw, model, tokens, latency, and what the turn changed.'
@@ -162,6 +162,18 @@ complete -c pmm -n '__pmm_is "remember"' -l mind -r -F -d 'Mind file (default: $
 complete -c pmm -n '__pmm_is "remember"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "remember"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "remember"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "pins"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "pins"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "pins"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "pins"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "unpin"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "unpin"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "unpin"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "unpin"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "rename"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "rename"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "rename"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "rename"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "stats"' -l explain -d 'Also show what IAS and GAS are made of now, part by part, and where they are defined.'
 complete -c pmm -n '__pmm_is "stats"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "stats"' -l json -d 'Machine-readable output on stdout.'
@@ -178,18 +190,6 @@ complete -c pmm -n '__pmm_is "search"' -l mind -r -F -d 'Mind file (default: $PM
 complete -c pmm -n '__pmm_is "search"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "search"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "search"' -s h -l help -d 'Show this message and exit.'
-complete -c pmm -n '__pmm_is "pins"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
-complete -c pmm -n '__pmm_is "pins"' -l json -d 'Machine-readable output on stdout.'
-complete -c pmm -n '__pmm_is "pins"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
-complete -c pmm -n '__pmm_is "pins"' -s h -l help -d 'Show this message and exit.'
-complete -c pmm -n '__pmm_is "unpin"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
-complete -c pmm -n '__pmm_is "unpin"' -l json -d 'Machine-readable output on stdout.'
-complete -c pmm -n '__pmm_is "unpin"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
-complete -c pmm -n '__pmm_is "unpin"' -s h -l help -d 'Show this message and exit.'
-complete -c pmm -n '__pmm_is "rename"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
-complete -c pmm -n '__pmm_is "rename"' -l json -d 'Machine-readable output on stdout.'
-complete -c pmm -n '__pmm_is "rename"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
-complete -c pmm -n '__pmm_is "rename"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "chat"' -s m -l message -x -d 'Say this, print the answer and exit (- reads stdin: UTF-8, other bytes are refused with exit 6).'
 complete -c pmm -n '__pmm_is "chat"' -l model -x -d 'Use this model (a name from `pmm model list`) for this run only.'
 complete -c pmm -n '__pmm_is "chat"' -l max-tokens -x -d 'Longest answer, in tokens.'

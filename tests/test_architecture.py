@@ -80,3 +80,90 @@ def test_help_and_version_import_nothing_heavy(args: list[str]) -> None:
     loaded = set(json.loads(proc.stderr.strip().splitlines()[-1]))
     assert "pmm.cli.app" in loaded
     assert not {m for m in HEAVY if m in loaded}, f"pmm {args[0]} imported heavy modules"
+
+
+MODULES = {".".join(p.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__"): p
+           for p in sorted(PKG.rglob("*.py"))}
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the pmm modules it imports anywhere (top level, in functions, under
+    TYPE_CHECKING): a lazy import is still a dependency, and a cycle through one is a trap."""
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets = set()
+        for name in imports_of(path):
+            while name and name not in modules:
+                name = name.rpartition(".")[0]  # `from pmm.x import name`: the module pmm.x
+            if name and name != module and name != "pmm":
+                targets.add(name)
+        graph[module] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(import_graph(MODULES)) == []
+
+
+def test_a_planted_cycle_is_found(tmp_path: Path) -> None:
+    """The check itself: two modules that import each other (one lazily) are one component."""
+    pkg = tmp_path / "pmm"
+    (pkg / "cli").mkdir(parents=True)
+    (pkg / "cli" / "a.py").write_text("from pmm.cli import b\n")
+    (pkg / "cli" / "b.py").write_text("def f():\n    from pmm.cli.a import g\n")
+    (pkg / "cli" / "c.py").write_text("from pmm.cli import a\n")
+    planted = {f"pmm.cli.{n}": pkg / "cli" / f"{n}.py" for n in "abc"}
+    assert cycles(import_graph(planted)) == [["pmm.cli.a", "pmm.cli.b"]]
+
+
+def test_every_module_imports_on_its_own() -> None:
+    """`python -c "import pmm.cli.X"` works for every module, in one fresh interpreter per module
+    (batched into one process that imports each in a clean sys.modules)."""
+    code = (
+        "import importlib, sys\n"
+        "base = set(sys.modules)\n"
+        "bad = []\n"
+        f"for name in {sorted(set(MODULES) - {'pmm.__main__'})!r}:  # __main__ runs pmm\n"
+        "    for loaded in set(sys.modules) - base:\n"
+        "        if loaded == 'pmm' or loaded.startswith('pmm.'):\n"
+        "            del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        bad.append(f'{name}: {exc!r}')\n"
+        "print('\\n'.join(bad))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == ""

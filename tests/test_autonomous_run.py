@@ -22,7 +22,7 @@ from conftest import mind_kinds as kinds
 from provider_servers import PROMPT_TOKENS, FakeServer, split_pieces
 
 from pmm.domain.events import Draft
-from pmm.services import minds
+from pmm.services import opening
 
 REFLECTION = json.dumps({
     "reflection": "The user grows tomatoes; I want to learn more about gardens.",
@@ -44,7 +44,7 @@ def head(mind: Path) -> tuple[int, str]:
 
 
 def append(mind: Path, *drafts: Draft) -> list[int]:
-    with minds.open_write(mind, lambda _m: None) as opened:
+    with opening.open_write(mind, lambda _m: None) as opened:
         return [e.id for e in opened.append(list(drafts))]
 
 
@@ -311,7 +311,7 @@ def test_an_abandonment_that_comes_as_the_step_commits_lets_it_finish(
 
     monkeypatch.setenv("PMM_STOP_GRACE", "0")
     (late,) = append(mind, Draft("commitment_opened", "x", {"source": "user", "due": PAST}))
-    hook = minds.witness_head.__code__
+    hook = opening.witness_head.__code__
     fired: list[bool] = []
     graces: list[threading.Thread] = []  # the grace thread the first signal starts
 

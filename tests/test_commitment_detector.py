@@ -17,7 +17,7 @@ import pytest
 from conftest import invoke, mind_events
 from provider_servers import FakeServer
 
-from pmm.domain import mind as dynamics
+from pmm.domain import dynamics
 
 TABLE = Path(__file__).parent / "data" / "commitment_sentences.tsv"
 MIN_PRECISION = 0.95

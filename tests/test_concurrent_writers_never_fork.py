@@ -29,14 +29,14 @@ import json, os, sys, time
 from pathlib import Path
 
 from pmm.domain.events import Draft
-from pmm.services import minds
+from pmm.services import opening
 
 path, tag, n, barrier = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 barrier.with_name(f"ready-{tag}").touch()
 while not barrier.exists():
     time.sleep(0.001)
 acked = []
-with minds.open_write(path, lambda _message: None) as mind:
+with opening.open_write(path, lambda _message: None) as mind:
     for i in range(n):
         (event,) = mind.append([Draft("observation_recorded", f"{tag} {i}", {"source": tag})])
         acked.append(event.id)
@@ -50,7 +50,7 @@ OPEN_PER_EVENT = r'''
 import json, sys, time
 from pathlib import Path
 
-from pmm.services import minds
+from pmm.services import opening
 
 path, tag, n, barrier = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 barrier.with_name(f"ready-{tag}").touch()
@@ -58,7 +58,7 @@ while not barrier.exists():
     time.sleep(0.001)
 acked = []
 for i in range(n):
-    acked.append(minds.remember(path, f"{tag} {i}", lambda _message: None).id)
+    acked.append(opening.remember(path, f"{tag} {i}", lambda _message: None).id)
     time.sleep(0.0005)  # give the others a turn, so the writers really interleave
 print(json.dumps(acked))
 '''

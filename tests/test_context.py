@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
-from pmm.services import context, minds, tokens
+from pmm.services import context, opening, tokens
 
 SAMPLES = [
     "Hey Mel! Good to see you! How have you been?",
@@ -73,7 +73,7 @@ def test_the_token_estimate_is_not_wasteful_on_english(tokenizer: Any) -> None:
 
 def _mind(tmp_path: Path, turns: list[str], notes: int = 0) -> Path:
     path = tmp_path / "mind.db"
-    with minds.init(path, "Echo") as mind:
+    with opening.init(path, "Echo") as mind:
         drafts = [Draft(ev.SESSION_STARTED.name, "", {"session": "s1"})]
         for n, text in enumerate(turns):
             kind = ev.MESSAGE_RECEIVED.name if n % 2 == 0 else ev.RESPONSE_SENT.name
@@ -98,7 +98,7 @@ def test_a_prompt_never_exceeds_its_window(tmp_path: Path, window: int) -> None:
     path = _mind(tmp_path, turns, notes=40)
     for text in ("Tell me about my blue bike and the rain", "東京 🚲 42", "x"):
         assert invoke("--mind", str(path), "-q", "remember", "--pin", "Keep answers short").exit_code == 0
-        with minds.open_read(path) as mind:
+        with opening.open_read(path) as mind:
             states = mind.state()[0]
             prompt = context.build(mind, states, text, window=window, answer_tokens=window // 4)
         assert prompt.tokens <= prompt.budget
@@ -161,7 +161,7 @@ def test_a_turn_kept_for_the_recent_part_is_sent_or_recalled(tmp_path: Path) -> 
     """The recent part never starts with an answer (it would not be sent), so an answer held
     back from recall for being recent is either sent or recalled, never lost between them."""
     path = tmp_path / "mind.db"
-    with minds.init(path, "Echo") as mind:
+    with opening.init(path, "Echo") as mind:
         mind.append([Draft(ev.SESSION_STARTED.name, "", {"session": "s"}),
                      Draft(ev.RESPONSE_SENT.name, "Noted: your bike is a blue Brompton.", {"session": "s"}),
                      Draft(ev.RESPONSE_SENT.name, "Anything else about the Brompton?", {"session": "s"}),
@@ -170,7 +170,7 @@ def test_a_turn_kept_for_the_recent_part_is_sent_or_recalled(tmp_path: Path) -> 
     found = plan(path, "What colour is my Brompton bike?")
     sent = set(_ids(found, "recalled")) | set(_ids(found, "recent"))
     assert {3, 4} <= sent
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         prompt = context.build(mind, mind.state()[0], "What colour is my Brompton bike?",
                                window=2048, answer_tokens=512)
     sent_text = prompt.request.context + "".join(m.content for m in prompt.request.messages)
@@ -182,7 +182,7 @@ def test_a_word_in_more_events_than_a_query_may_score_is_left_out(tmp_path: Path
     from pmm.ledger import lookup
 
     path = _mind(tmp_path, ["thanks a lot", "thanks again", "thanks, see you", "a rare zebra"])
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         assert lookup.ranked(mind, ["thanks"], ["message_received", "response_sent"], 10, postings=2) == []
         found = lookup.ranked(mind, ["thanks", "zebra"], ["message_received", "response_sent"], 10,
                               postings=2)
@@ -209,7 +209,7 @@ def test_a_crafted_mind_cannot_crash_recall_labels_or_dates(tmp_path: Path) -> N
     from conftest import unguarded
 
     path = tmp_path / "mind.db"
-    with minds.init(path, "Echo") as mind:
+    with opening.init(path, "Echo") as mind:
         mind.append([Draft(ev.SESSION_STARTED.name, "Trip " * 100, {"source": "chatgpt", "source_id": "c1"}),
                      Draft(ev.MESSAGE_RECEIVED.name, "My bike is a blue Brompton",
                            {"source": "chatgpt", "source_id": "m1", "session": "c1"}),
@@ -247,7 +247,7 @@ def test_counted_by_the_models_own_tokenizer_a_prompt_fills_its_window_and_never
     vocab = ["bike", "blue", "Brompton", "garden", "rain", "東京", "🚲", "42", "ride", "work"]
     turns = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 120))) for _ in range(200)]
     path = _mind(tmp_path, turns, notes=20)
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         states = mind.state()[0]
         text = "Tell me about my blue bike and the rain"
         estimated = context.build(mind, states, text, window=window, answer_tokens=window // 4)

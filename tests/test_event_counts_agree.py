@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pmm.domain.events import Draft
-from pmm.services import minds
+from pmm.services import opening
 
 
 def _json(*args: str, input: bytes | None = None) -> dict:
@@ -28,7 +28,7 @@ def test_every_command_counts_the_events_it_read(batches: list[int], data: st.Da
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         mind = base / "mind.db"
-        with minds.init(mind, "Counted") as writer:  # several commits: several witnessed heads
+        with opening.init(mind, "Counted") as writer:  # several commits: several witnessed heads
             for size in batches:
                 writer.append([Draft("observation_recorded", f"n {i}", {"source": "user"})
                                for i in range(size)])

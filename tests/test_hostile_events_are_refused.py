@@ -14,8 +14,7 @@ from eventgen import DRAFTS, timestamps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pmm.domain import mind as dynamics
-from pmm.domain import projections
+from pmm.domain import dynamics, projections
 from pmm.domain.canonical import canonical_json
 from pmm.domain.events import (
     _META_CHECKS,
@@ -37,7 +36,7 @@ from pmm.ledger.chain import (
     check_chain,
     event_hash,
 )
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 
 TS = "2026-03-04T05:06:07.000008Z"
 GENESIS = ("mind_created", "Mind created", '{"pmm_version":"0.1.0"}')
@@ -96,7 +95,7 @@ def _mind_file(path: Path, mind_id: str, events: list[Event]) -> Path:
     real import checks every event first, so it cannot make one)."""
     import sqlite3
 
-    Mind.build(path, mind_id, events[:1])
+    Ledger.build(path, mind_id, events[:1])
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", events[1:])
     conn.close()
@@ -145,7 +144,7 @@ def test_import_refuses_a_hostile_event_and_writes_nothing(
     assert "line 3" in done.stderr
     assert not target.exists()
     # into a mind that holds the genesis: the tail is refused, the file left as it was
-    Mind.build(target, mind_id, events[:1])
+    Ledger.build(target, mind_id, events[:1])
     before = target.read_bytes()
     done = cli("--mind", str(target), "import", str(exported))
     assert done.exit_code == 6, done.output
@@ -216,8 +215,8 @@ def test_one_size_limit_for_every_event_and_pmm_imports_what_it_writes(tmp_path:
     copy = tmp_path / "copy.db"
     done = cli("--mind", str(copy), "import", str(exported))
     assert done.exit_code == 0, done.output
-    with Mind.open(copy) as opened:
-        assert opened.head() == Mind.open(mind).head()
+    with Ledger.open(copy) as opened:
+        assert opened.head() == Ledger.open(mind).head()
 
 
 def test_check_draft_and_the_chain_checker_agree_on_the_limit() -> None:

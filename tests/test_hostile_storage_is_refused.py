@@ -13,7 +13,7 @@ from conftest import restore_guards, unguarded
 
 from pmm.domain.events import check_row
 from pmm.ledger.chain import FORMAT_VERSION, GENESIS_PREV, _hash_raw, chain_prefix
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 
 TS = "2026-03-04T05:06:07.000008Z"
 FIELDS = ("ts", "kind", "content", "meta", "prev_hash", "hash")
@@ -42,7 +42,7 @@ def _crafted(path: Path, *, blob: str | None = None, meta: bytes = b'{"source":"
         row[6] = row[6] or _hash_raw(prefix, i, *row[1:6]).encode()
         rows.append(row)
         prev = row[6]
-    Mind.build(path, mind_id, [Event(1, TS, *(v.decode() for v in rows[0][2:]))])
+    Ledger.build(path, mind_id, [Event(1, TS, *(v.decode() for v in rows[0][2:]))])
     conn = unguarded(path)
     for row in rows[1:]:
         values = ", ".join("?" if row[0] == 2 and name == blob else "CAST(? AS TEXT)" for name in FIELDS)

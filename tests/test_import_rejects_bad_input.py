@@ -441,14 +441,14 @@ def test_bad_input_on_stdin_is_rejected_the_same_way(source: Source, tmp_path: P
 
 def test_bad_input_into_an_empty_mind_keeps_its_identity(source: Source, tmp_path: Path) -> None:
     """An empty mind (created by the library, no genesis) takes an export's id only on success."""
-    from pmm.ledger.store import Mind
+    from pmm.ledger.store import Ledger
 
     target = tmp_path / "target" / "mind.db"
-    Mind.create(target, None).close()
+    Ledger.create(target, None).close()
     before = sha256(target)
     bad, line = build_case("wrong hash", source, tmp_path)
     assert_rejected(run_pmm("--mind", str(target), "import", str(bad)), line)
-    with Mind.open(target) as mind:
+    with Ledger.open(target) as mind:
         assert mind.count() == 0
         assert mind.mind_id != Export.read(source.export).header["mind_id"], \
             "the refused import still gave the empty mind the export's identity"

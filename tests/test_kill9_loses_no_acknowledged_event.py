@@ -30,11 +30,11 @@ import sys
 from pathlib import Path
 
 from pmm.domain.events import Draft
-from pmm.services import minds
+from pmm.services import opening
 
 path, trial = Path(sys.argv[1]), sys.argv[2]
 out = sys.stdout
-with minds.open_write(path, lambda _message: None) as mind:
+with opening.open_write(path, lambda _message: None) as mind:
     out.write("ready\n")
     out.flush()
     for i in range(1_000_000):

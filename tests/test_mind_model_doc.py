@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from pmm.domain import dynamics, growth, projections, temperament
 from pmm.domain import events as ev
-from pmm.domain import growth, mind, projections, temperament
 from pmm.domain.events import Draft, Event, check_draft
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "mind-model.md"
@@ -120,16 +120,16 @@ def test_worked_example(example: dict[str, Any]) -> None:
         fold = projections.Fold(json.loads(json.dumps(fold.states)))
         fold.add(event)
     assert fold.states == states
-    metrics = mind.metrics(states)
+    metrics = dynamics.metrics(states)
     for key, expected in example["expect"].items():
         if key.startswith("metrics."):
             actual: Any = getattr(metrics, key.removeprefix("metrics."))
         elif key == "stage":
             actual = metrics.stage
         elif key == "overdue":
-            actual = {now: mind.overdue(states, now) for now in expected}
+            actual = {now: dynamics.overdue(states, now) for now in expected}
         elif key == "reflection_due":
-            actual = {s: mind.reflection_due(states, None if s == "null" else float(s))
+            actual = {s: dynamics.reflection_due(states, None if s == "null" else float(s))
                       for s in expected}
         elif key == "temperament.bands":
             actual = temperament.bands(states["traits"]["values"])
@@ -146,7 +146,7 @@ def test_constants_table() -> None:
         "TRAIT_DEFAULT": growth.TRAIT_DEFAULT,
         "MAX_TRAIT_STEP": growth.MAX_TRAIT_STEP,
         "RECENT_STEPS": growth.RECENT_STEPS,
-        "EXPIRE_AFTER_TURNS": mind.EXPIRE_AFTER_TURNS,
+        "EXPIRE_AFTER_TURNS": dynamics.EXPIRE_AFTER_TURNS,
         "RETRACTABLE": growth.RETRACTABLE,
         "KEPT_STEPS": growth.KEPT_STEPS,
     }
@@ -169,19 +169,19 @@ def test_kinds_table_names_declared_kinds_and_their_meta() -> None:
 
 def test_stage_table_is_the_code_s_thresholds_words_and_cadence() -> None:
     rows = table("stages")
-    assert [row[0] for row in rows] == list(mind.STAGES)
+    assert [row[0] for row in rows] == list(dynamics.STAGES)
     for stage, words, reflections, turns, ias, gas, cadence in rows:
-        assert words == mind.STAGE_WORDS[stage]
-        need = mind.THRESHOLDS.get(stage, (0, 0, 0.0, 0.0))
+        assert words == dynamics.STAGE_WORDS[stage]
+        need = dynamics.THRESHOLDS.get(stage, (0, 0, 0.0, 0.0))
         assert (int(reflections), int(turns), float(ias), float(gas)) == need, stage
-        assert int(cadence.split()[0]) == mind.CADENCE_SECONDS[stage], stage
+        assert int(cadence.split()[0]) == dynamics.CADENCE_SECONDS[stage], stage
 
 
 def test_stage_of_examples() -> None:
     rows = table("stage_of")
     assert len(rows) >= 5
     for reflections, turns, ias, gas, stage in rows:
-        got = mind.stage_of(int(reflections), int(turns), float(ias), float(gas))
+        got = dynamics.stage_of(int(reflections), int(turns), float(ias), float(gas))
         assert got == stage, f"stage_of({reflections}, {turns}, {ias}, {gas}) is {got}, not {stage}"
 
 
@@ -190,12 +190,12 @@ def test_conversation_rule_examples() -> None:
     assert len(rows) >= 5
     for answer, opened in rows:
         expected = None if opened.strip().startswith("none") else opened.strip()
-        assert mind.commitment_in(answer) == expected, answer
+        assert dynamics.commitment_in(answer) == expected, answer
 
 
 def test_same_text_examples() -> None:
     for open_text, new_text, same in _raw_table("same-text"):
-        assert mind.same_commitment(new_text, open_text) is (same.strip() == "yes"), (open_text, new_text)
+        assert dynamics.same_commitment(new_text, open_text) is (same.strip() == "yes"), (open_text, new_text)
 
 
 def _block(name: str) -> str:
@@ -241,9 +241,9 @@ def test_the_system_prompt_example_is_what_a_chat_sends() -> None:
 
 
 def test_the_stats_example_is_what_pmm_stats_prints() -> None:
-    import pmm.cli.app  # noqa: F401 (the app first: it registers pmm.cli.mind's commands)
-    from pmm.cli.mind import stage_lines
-    from pmm.services.overview import explain
+    import pmm.cli.app  # noqa: F401 (the app first: it registers pmm.cli.browse's commands)
+    from pmm.cli.browse import stage_lines
+    from pmm.services.stats import explain
 
     states = _example("S2 reflects every 10 minutes")
-    assert _block("stats") == "\n".join(stage_lines(explain(mind.metrics(states)), False)) + "\n"
+    assert _block("stats") == "\n".join(stage_lines(explain(dynamics.metrics(states)), False)) + "\n"

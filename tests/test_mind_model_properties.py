@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pmm.domain import mind, projections
+from pmm.domain import dynamics, projections
 from pmm.domain.events import OCEAN, Event
 from pmm.domain.growth import MAX_TRAIT_STEP, RECENT_STEPS, valid_evidence
 
@@ -153,13 +153,13 @@ def test_metrics_and_every_component_are_in_the_unit_interval(events: list[Event
     fold = projections.Fold()
     for event in events:
         fold.add(event)
-        m = mind.metrics(fold.states)
+        m = dynamics.metrics(fold.states)
         for name in ("ias", "gas", "trait_stability", "name_stability", "commitment_reliability",
                      "reflection_depth", "commitment_success", "trait_development", "engagement"):
             value = getattr(m, name)
             assert isinstance(value, float) and not math.isnan(value), name
             assert 0.0 <= value <= 1.0, (name, value)
-        assert m.stage == mind.stage_of(m.reflections, m.turns, m.ias, m.gas)
+        assert m.stage == dynamics.stage_of(m.reflections, m.turns, m.ias, m.gas)
 
 
 UNIT = st.floats(0.0, 1.0)
@@ -170,13 +170,13 @@ UNIT = st.floats(0.0, 1.0)
        st.integers(0, 50), st.integers(0, 400), UNIT, UNIT)
 def test_stage_is_monotone(r: int, t: int, i: float, g: float,
                            dr: int, dt: int, di: float, dg: float) -> None:
-    low = mind.stage_of(r, t, i, g)
-    high = mind.stage_of(r + dr, t + dt, min(1.0, i + di), min(1.0, g + dg))
-    assert mind.STAGES.index(low) <= mind.STAGES.index(high)
+    low = dynamics.stage_of(r, t, i, g)
+    high = dynamics.stage_of(r + dr, t + dt, min(1.0, i + di), min(1.0, g + dg))
+    assert dynamics.STAGES.index(low) <= dynamics.STAGES.index(high)
 
 
 def test_stage_thresholds_never_decrease() -> None:
-    columns = list(zip(*(mind.THRESHOLDS[s] for s in mind.STAGES[1:]), strict=True))
+    columns = list(zip(*(dynamics.THRESHOLDS[s] for s in dynamics.STAGES[1:]), strict=True))
     for column in columns:
         assert list(column) == sorted(column)
 
@@ -225,13 +225,13 @@ def test_overdue_lists_exactly_the_open_commitments_past_due_or_turns(
     now = ts(minutes)
     states = projections.replay(events)
     commitments = states["commitments"]
-    found = mind.overdue(states, now)
+    found = dynamics.overdue(states, now)
     ids = [cid for cid, _ in found]
     assert ids == sorted(set(ids))
     assert all(str(cid) in commitments["open"] for cid in ids)
     for key, entry in commitments["open"].items():
         past_due = bool(entry["due"]) and entry["due"] <= now
-        too_long = commitments["turns"] - entry["turns_at"] >= mind.EXPIRE_AFTER_TURNS
+        too_long = commitments["turns"] - entry["turns_at"] >= dynamics.EXPIRE_AFTER_TURNS
         assert (int(key) in ids) == (past_due or too_long), (key, entry)
 
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import invoke
 
 from pmm.domain.events import Draft
-from pmm.services import minds
+from pmm.services import opening
 
 
 @pytest.fixture
@@ -35,14 +35,14 @@ def pmm(mind: Path, *args: str, code: int = 0) -> Any:
 
 
 def append(mind: Path, *drafts: Draft) -> list[int]:
-    with minds.open_write(mind, lambda _m: None) as opened:
+    with opening.open_write(mind, lambda _m: None) as opened:
         return [e.id for e in opened.append(list(drafts))]
 
 
 def reflection(mind: Path, text: str, steps: list[tuple[str, float]], opens: list[str] = ()) -> int:
     """A reflection as `pmm reflect` records it: the reflection, then its trait steps and
     commitments, in one transaction."""
-    with minds.open_write(mind, lambda _m: None) as opened:
+    with opening.open_write(mind, lambda _m: None) as opened:
         head = opened.head()[0]
 
         def drafts(first: int) -> list[Draft]:

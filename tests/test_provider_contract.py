@@ -20,8 +20,9 @@ from provider_servers import PROMPT_TOKENS, FakeServer, split_pieces
 from realmodel import free_port, llama_server, smollm2_gguf
 
 from pmm import errors
-from pmm.providers import _http, create
+from pmm.providers import _http
 from pmm.providers.base import Message, ModelSpec, Provider, Request
+from pmm.providers.registry import create
 
 SECRET = "sk-planted-SECRET-0123456789"
 SCHEMA = {"type": "object", "properties": {"mood": {"type": "string", "enum": ["calm", "curious"]},

@@ -272,10 +272,10 @@ def test_recall_opens_no_socket_and_loads_no_model_even_for_an_untrusted_one(
 def test_trace_shows_an_answer_recorded_before_the_sections_as_one_list(mind: Path) -> None:
     """What an older pmm wrote: a response whose meta has ``context`` but no sections."""
     from pmm.domain.events import Draft
-    from pmm.services import minds
+    from pmm.services import opening
 
     note = json.loads(ok("--mind", str(mind), "remember", "Owls hunt at night", "--json"))["id"]
-    with minds.open_write(mind, lambda _m: None) as opened:
+    with opening.open_write(mind, lambda _m: None) as opened:
         opened.append(lambda first: [
             Draft("message_received", "When do owls hunt?", {"session": "s" * 32}),
             Draft("response_sent", "At night.", {"session": "s" * 32, "reply_to": first,

@@ -66,9 +66,9 @@ def test_a_reflection_keeps_what_is_valid_and_writes_it_in_one_transaction(mind:
     listing = json.loads(run_pmm("--mind", str(mind), "commitments", "list", "--json", check=True).stdout)
     (opened,) = listing["commitments"]
     assert opened["text"] == "I will ask about the plants next week" and opened["due"] and opened["source"] == "reflection"
-    from pmm.ledger.store import Mind
+    from pmm.ledger.store import Ledger
 
-    with Mind.open(mind) as opened_mind:
+    with Ledger.open(mind) as opened_mind:
         assert opened_mind.state()[0]["traits"]["values"]["conscientiousness"] == 0.55
     assert run_pmm("--mind", str(mind), "verify", "--deep").returncode == 0
 
@@ -195,7 +195,7 @@ def test_the_user_manages_commitments(mind: Path) -> None:
 
 
 def test_the_embedded_model_answers_within_the_schema_and_what_it_records_is_valid(mind: Path) -> None:
-    from pmm.domain.mind import commitment_in
+    from pmm.domain.dynamics import commitment_in
     from pmm.services.reflection_answer import ANSWER_TOKENS, STEPS
 
     run_pmm("--mind", str(mind), "chat", "-m", "I love hiking in the mountains.", "--max-tokens", "24", check=True)

@@ -217,9 +217,9 @@ def test_a_reflection_is_grounded_only_in_the_text_it_was_shown(served) -> None:
 
 def commitments(mind: Path, count: int) -> None:
     from pmm.domain.events import Draft
-    from pmm.services import minds
+    from pmm.services import opening
 
-    with minds.open_write(mind, lambda _m: None) as opened:
+    with opening.open_write(mind, lambda _m: None) as opened:
         opened.append([Draft("commitment_opened", f"I will keep promise {n} " + "about the garden " * 11,
                              {"source": "user"}) for n in range(count)])
 

@@ -18,7 +18,7 @@ from conftest import mind_events as events
 from provider_servers import FakeServer
 
 from pmm.domain.events import Draft
-from pmm.services import minds
+from pmm.services import opening
 from pmm.services.reflection_answer import ANSWER_TOKENS
 
 SEEN = ("message_received", "response_sent", "observation_recorded", "note_pinned")
@@ -34,7 +34,7 @@ def pmm(mind: Path, *args: str):
 
 
 def append(mind: Path, drafts: list[Draft]) -> list[int]:
-    with minds.open_write(mind, lambda _m: None) as opened:
+    with opening.open_write(mind, lambda _m: None) as opened:
         return [e.id for e in opened.append(drafts)]
 
 
@@ -218,7 +218,7 @@ def test_many_reflections_are_condensed_into_a_standing_summary(mind: Path, serv
 def test_the_bound_per_run_is_documented_in_help(mind: Path) -> None:
     import inspect
 
-    from pmm.cli.evolve import reflect
+    from pmm.cli.reflect import reflect
     from pmm.services.reflection import MAX_WINDOWS
 
     assert inspect.signature(reflect).parameters["max_windows"].default == MAX_WINDOWS

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pmm.domain import mind, projections
+from pmm.domain import dynamics, projections
 from pmm.domain.events import OCEAN, Event
 from pmm.domain.growth import RETRACTABLE, STATUSES
 from pmm.domain.shapes import MAX_ID
@@ -116,7 +116,7 @@ def test_replaying_any_reflection_history_keeps_the_invariants(events: list[Even
         assert r["refused"] == states["traits"]["refused"]  # the same retractions are refused
         for value in states["traits"]["values"].values():
             assert 0.0 <= value <= 1.0
-        m = mind.metrics(states)
+        m = dynamics.metrics(states)
         assert 0.0 <= m.ias <= 1.0 and 0.0 <= m.gas <= 1.0
     # the JSON cache folds on to the same state
     half = len(events) // 2

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from pmm.domain import projections
 from pmm.domain.canonical import canonical_json
 from pmm.domain.events import Draft, check_draft
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 from pmm.services import portability
 
 SETTINGS = settings(max_examples=50, deadline=None,
@@ -48,8 +48,8 @@ def workdir() -> Iterator[Path]:
         yield Path(d)
 
 
-def build(path: Path, batches: list[list[Draft]]) -> Mind:
-    mind = Mind.create(path, None)
+def build(path: Path, batches: list[list[Draft]]) -> Ledger:
+    mind = Ledger.create(path, None)
     for batch in batches:
         for draft in batch:
             check_draft(draft)  # the strategy itself must only make valid drafts
@@ -57,7 +57,7 @@ def build(path: Path, batches: list[list[Draft]]) -> Mind:
     return mind
 
 
-def export_bytes(mind: Mind, since: int = 1) -> bytes:
+def export_bytes(mind: Ledger, since: int = 1) -> bytes:
     out = io.StringIO()
     portability.export(mind, out, since=since)
     return out.getvalue().encode("utf-8")
@@ -73,7 +73,7 @@ def import_file(path: Path, data: bytes) -> portability.ImportResult:
 
 def states_of(path: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
     """(full replay, cache-plus-fold state, cache status) of the mind at ``path``, read-only."""
-    with Mind.open(path) as mind:
+    with Ledger.open(path) as mind:
         full = projections.replay(mind.events())
         cached, status = mind.state()
     return full, cached, status.state
@@ -115,14 +115,14 @@ def test_state_folds_events_newer_than_the_cache(batches, keep: int) -> None:
     """A cache that reflects an older event is folded forward in memory to the same state."""
     with workdir() as d:
         build(d / "a.db", batches).close()
-        with Mind.open(d / "a.db") as mind:
+        with Ledger.open(d / "a.db") as mind:
             expected = projections.replay(mind.events())
             head_id, _ = mind.head()
         old_id = max(0, head_id - keep)
-        with Mind.open(d / "a.db") as mind:
+        with Ledger.open(d / "a.db") as mind:
             old_hash = mind.hash_at(old_id) if old_id else "0" * 64
             older = projections.replay(e for e in mind.events() if e.id <= old_id)
-        with Mind.open(d / "a.db", write=True) as mind, mind.transaction():
+        with Ledger.open(d / "a.db", write=True) as mind, mind.transaction():
             mind._store_cache(older, old_id, old_hash)  # an older cache, sealed as pmm seals it
         full, cached, status = states_of(d / "a.db")
         assert full == cached == expected
@@ -146,14 +146,14 @@ def test_export_import_export_is_byte_identical(batches, split: int) -> None:
             partial = export_bytes(mind, since=since)
 
         import_file(d / "b.db", first)
-        with Mind.open(d / "b.db") as copy:
+        with Ledger.open(d / "b.db") as copy:
             assert export_bytes(copy) == first
 
         # the early copy catches up from the full export, or from a --since export of its tail
         prefix_len = len(batches[0])
         result = import_file(d / "prefix.db", first if since > prefix_len + 1 else partial)
         assert result.appended == head_id - prefix_len
-        with Mind.open(d / "prefix.db") as caught_up:
+        with Ledger.open(d / "prefix.db") as caught_up:
             assert export_bytes(caught_up) == first
 
 
@@ -203,7 +203,7 @@ def test_integral_doubles_past_2_53_stay_canonical(number: float, tmp_path: Path
     read back canonical: otherwise `pmm verify --deep` flags an event pmm itself wrote."""
     text = canonical_json({"delta": number})
     assert canonical_json(json.loads(text)) == text
-    with Mind.create(tmp_path / "mind.db", None) as mind:
+    with Ledger.create(tmp_path / "mind.db", None) as mind:
         mind.append([Draft("trait_adjusted", "a big number", {"trait": "openness", "delta": number})])
     done = pmm("verify", "--deep", str(tmp_path / "mind.db"))
     assert done.returncode == 0, done.stderr.decode()

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pmm.domain import mind, projections
+from pmm.domain import dynamics, projections
 from pmm.domain.events import OCEAN, Event
 from pmm.domain.shapes import MAX_ID
 
@@ -63,7 +63,7 @@ def test_retracting_equals_never_having_taken_the_steps(plan: list[Any], data: s
         assert status == ("dropped" if rid in retracted else "open")
     repeats = len([e for e in events if e.kind == "reflection_retracted"]) - len(retracted)
     assert states["reflections"]["refused"] == states["traits"]["refused"] == repeats
-    m = mind.metrics(states)
+    m = dynamics.metrics(states)
     assert m.reflections == len(reflections) - len(retracted)
     # folding through the JSON cache gives the same state
     cached = json.loads(json.dumps(projections.replay(events[: len(events) // 2])))

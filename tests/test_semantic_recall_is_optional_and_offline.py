@@ -21,7 +21,7 @@ from conftest import invoke
 
 from pmm.domain import events as ev
 from pmm.ledger import schema, vectors
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 from pmm.services import semantic
 
 NOTES = ("I adopted a puppy last week", "the stock market fell sharply this morning",
@@ -51,7 +51,7 @@ def _mind(tmp_path: Path, notes: tuple[str, ...] = NOTES) -> Path:
 
 
 def _nearest(path: Path, text: str, *, write: bool = False, limit: int = 10) -> list[tuple[str, float]]:
-    with Mind.open(path, write=write) as mind:
+    with Ledger.open(path, write=write) as mind:
         found = semantic.nearest(mind, text, KINDS, limit)
     assert found is not None
     return [(event.content, score) for event, score in found]
@@ -211,13 +211,13 @@ def test_a_schema_3_mind_is_read_as_it_is_then_migrated_keeping_every_hash(tmp_p
 
 def test_the_span_bounds_what_is_searched_and_stored(tmp_path: Path) -> None:
     path = _mind(tmp_path)
-    with Mind.open(path, write=True) as mind:
+    with Ledger.open(path, write=True) as mind:
         found = semantic.nearest(mind, "do I have a dog", KINDS, 10, span=3)
     assert found is not None and {e.id for e, _ in found} <= {3, 4, 5}  # the newest 3 events
     assert sorted(_stored(path)) == [3, 4, 5]
     # the next turn stores the new event's vector and drops those that left the span
     assert invoke("--mind", str(path), "remember", "the vet says he is a healthy dog").exit_code == 0
-    with Mind.open(path, write=True) as mind:
+    with Ledger.open(path, write=True) as mind:
         semantic.nearest(mind, "do I have a dog", KINDS, 10, span=3)
     assert sorted(_stored(path)) == [4, 5, 6]
 
@@ -291,7 +291,7 @@ def test_a_mind_kept_open_reads_the_file_again_once_another_process_wrote_to_it(
     """The REPL keeps the span in memory between turns; another connection's commit (here a
     forged vector) makes it read the table again, so memory never hides what the file holds."""
     path = _mind(tmp_path)
-    with Mind.open(path, write=True) as mind:
+    with Ledger.open(path, write=True) as mind:
         def ranked() -> dict[str, float]:
             found = semantic.nearest(mind, "do I have a dog", KINDS, 10)
             assert found is not None
@@ -311,7 +311,7 @@ def test_a_writer_that_cannot_have_the_lock_ranks_all_the_same_and_stores_later(
     monkeypatch.setenv("PMM_LOCK_TIMEOUT", "0.05")
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("PRAGMA journal_mode=WAL")
-    with Mind.open(path, write=True) as mind:
+    with Ledger.open(path, write=True) as mind:
         other.execute("BEGIN IMMEDIATE")  # another pmm in the middle of a write
         found = semantic.nearest(mind, "do I have a dog", KINDS, 10)
         assert found is not None and found[0][0].content == NOTES[0]

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from pmm.domain import events as ev
 from pmm.domain import projections
 from pmm.domain.events import Draft, Event
-from pmm.ledger.store import Mind
-from pmm.services import minds, standing
+from pmm.ledger.store import Ledger
+from pmm.services import opening, standing
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_unpin_refuses_what_is_not_a_pinned_note(mind: Path) -> None:
 def test_pins_are_bounded_and_an_empty_pin_is_refused(mind: Path) -> None:
     assert "at most 1,000 fit" in refused(mind, 6, "remember", "--pin", "x" * (standing.PIN_MAX_CHARS + 1))
     refused(mind, 2, "remember", "--pin", "   ")
-    with Mind.open(mind, write=True) as opened:  # the first 20 in one transaction: faster
+    with Ledger.open(mind, write=True) as opened:  # the first 20 in one transaction: faster
         opened.append([Draft(ev.NOTE_PINNED.name, f"standing fact {i}") for i in range(standing.PINS_MAX)])
     err = refused(mind, 6, "remember", "--pin", "one too many")
     assert f"{standing.PINS_MAX} notes are pinned already" in err and "pmm unpin" in err
@@ -218,7 +218,7 @@ def test_rename_is_a_mind_named_event(mind: Path) -> None:
 BAD_NAMES = (("", "cannot be empty"), ("   ", "cannot be empty"), ("two\nlines", "line break"),
              ("tab\there", "control character"), ("bell\x07", "control character"),
              ("evil\u202eeman", "control character"),
-             ("x" * (minds.MAX_NAME + 1), "at most 64 characters"))
+             ("x" * (opening.MAX_NAME + 1), "at most 64 characters"))
 
 
 def test_rename_and_init_refuse_a_bad_name(mind: Path, tmp_path: Path) -> None:
@@ -271,7 +271,7 @@ def test_a_cache_from_a_pmm_without_standing_memory_is_not_reused(mind: Path) ->
     # the row an older pmm on this machine wrote: its projections' version and states, sealed
     # with this machine's key, so only the version tells it apart
     older = ",".join(f"{p.name}:{p.version}" for p in projections.PROJECTIONS if p.name != "standing")
-    with Mind.open(mind) as opened:
+    with Ledger.open(mind) as opened:
         states = projections.replay(opened.events())
         head_id, head = opened.head()
         mind_id = opened.mind_id

@@ -18,7 +18,7 @@ from conftest import run_pmm
 from provider_servers import PROMPT_TOKENS, FakeServer, split_pieces
 
 from pmm.domain.events import Draft
-from pmm.services import minds
+from pmm.services import opening
 
 REFLECTION = json.dumps({
     "reflection": "We talked about the garden; I am curious about it.",
@@ -35,7 +35,7 @@ def pmm_in(mind: Path, *args: str) -> tuple[int, str, str]:
 
 
 def append(mind: Path, *drafts: Draft) -> list[int]:
-    with minds.open_write(mind, lambda _m: None) as opened:
+    with opening.open_write(mind, lambda _m: None) as opened:
         return [e.id for e in opened.append(list(drafts))]
 
 

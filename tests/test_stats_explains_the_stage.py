@@ -1,5 +1,5 @@
 """`pmm stats` says in words what IAS, GAS and the stage are: what each measures, what the next
-stage needs against what the mind has (from pmm.domain.mind's THRESHOLDS, never a copy), and
+stage needs against what the mind has (from pmm.domain.dynamics's THRESHOLDS, never a copy), and
 with --explain what IAS and GAS are made of now and where docs/mind-model.md is; --json has all
 of it under "explained"."""
 
@@ -12,9 +12,9 @@ from typing import Any
 
 from conftest import invoke
 
-from pmm.domain import mind as dynamics
+from pmm.domain import dynamics
 from pmm.domain.events import Draft
-from pmm.services import minds, overview
+from pmm.services import opening, stats
 
 
 def ok(*args: str) -> str:
@@ -42,7 +42,7 @@ def grown(path: Path) -> None:
     drafts = [Draft("message_received", f"Turn {i}.", {"source": "pmm"}) for i in range(41)]
     drafts += [Draft("reflection_recorded", "A look back.", {"first_id": 1, "last_id": 42, "trigger": "cadence"})
                for _ in range(6)]
-    with minds.open_write(path, lambda _m: None) as opened:
+    with opening.open_write(path, lambda _m: None) as opened:
         opened.append(drafts)
         (commitment,) = opened.append([Draft("commitment_opened", "Ask how the week went", {"source": "user"})])
         (asked,) = opened.append([Draft("message_received", "My week was good.", {"source": "pmm"})])
@@ -55,7 +55,7 @@ def grown(path: Path) -> None:
 def test_a_new_mind_says_what_ias_gas_and_the_next_stage_are(tmp_path: Path) -> None:
     mind = tmp_path / "mind.db"
     ok("--mind", str(mind), "init")
-    need = dict(zip(overview.NEEDS, dynamics.THRESHOLDS["S1"], strict=True))
+    need = dict(zip(stats.NEEDS, dynamics.THRESHOLDS["S1"], strict=True))
     assert stage_block(ok("--mind", str(mind), "stats")) == [
         "Stage S0: just beginning (IAS 1.00, GAS 0.00)",
         "  IAS 1.00, identity stability: how steady its identity is (traits, name, commitments)",
@@ -77,7 +77,7 @@ def test_a_grown_mind_shows_the_next_stage_against_what_it_has_and_its_parts(tmp
     upcoming = explained["stage"]["next"]
     assert (upcoming["stage"], upcoming["words"]) == ("S3", dynamics.STAGE_WORDS["S3"])
     has = (metrics["reflections"], metrics["turns"], metrics["ias"], metrics["gas"])
-    for need, what, at_least, got in zip(upcoming["needs"], overview.NEEDS, dynamics.THRESHOLDS["S3"], has,
+    for need, what, at_least, got in zip(upcoming["needs"], stats.NEEDS, dynamics.THRESHOLDS["S3"], has,
                                          strict=True):
         assert (need["what"], need["at_least"]) == (what, at_least)
         assert round(need["has"], 4) == got and need["met"] is (need["has"] >= at_least)
@@ -85,7 +85,7 @@ def test_a_grown_mind_shows_the_next_stage_against_what_it_has_and_its_parts(tmp
     for quantity in ("ias", "gas"):
         assert explained[quantity]["value"] == metrics[quantity]
         assert {p["name"]: p["value"] for p in explained[quantity]["parts"]} == {
-            name: metrics[name] for name, _ in overview.PARTS[quantity]}
+            name: metrics[name] for name, _ in stats.PARTS[quantity]}
 
     short = stage_block(ok("--mind", str(mind), "stats"))
     r, t, i, g = dynamics.THRESHOLDS["S3"]
@@ -102,18 +102,18 @@ def test_a_grown_mind_shows_the_next_stage_against_what_it_has_and_its_parts(tmp
 
 
 def test_every_part_of_the_metrics_is_explained() -> None:
-    """A part added to pmm.domain.mind.Metrics needs its words here, or stats would hide it."""
+    """A part added to pmm.domain.dynamics.Metrics needs its words here, or stats would hide it."""
     counts = {"ias", "gas", "reflections", "turns", "stage"}
     floats = {f.name for f in dataclasses.fields(dynamics.Metrics)} - counts
-    described = [name for parts in overview.PARTS.values() for name, _ in parts]
+    described = [name for parts in stats.PARTS.values() for name, _ in parts]
     assert sorted(described) == sorted(floats)
 
 
 def render(metrics: dynamics.Metrics) -> list[str]:
-    import pmm.cli.app  # noqa: F401 (the app first: it registers pmm.cli.mind's commands)
-    from pmm.cli.mind import stage_lines
+    import pmm.cli.app  # noqa: F401 (the app first: it registers pmm.cli.browse's commands)
+    from pmm.cli.browse import stage_lines
 
-    return stage_lines(overview.explain(metrics), False)
+    return stage_lines(stats.explain(metrics), False)
 
 
 def base() -> dynamics.Metrics:
@@ -123,7 +123,7 @@ def base() -> dynamics.Metrics:
 
 
 def test_the_last_stage_has_no_next() -> None:
-    explained: dict[str, Any] = overview.explain(dataclasses.replace(base(), stage="S4"))
+    explained: dict[str, Any] = stats.explain(dataclasses.replace(base(), stage="S4"))
     assert explained["stage"]["next"] is None
     assert render(dataclasses.replace(base(), stage="S4"))[3] == "  S4 is the last stage."
 

@@ -14,7 +14,7 @@ from provider_servers import FakeServer
 
 from pmm.domain import temperament
 from pmm.domain.events import Draft
-from pmm.services import minds
+from pmm.services import opening
 
 CURIOUS = "Be curious: offer unusual ideas and connections."
 RESERVED = "Be reserved: answer briefly and do not chatter."
@@ -28,7 +28,7 @@ def ok(*args: str) -> str:
 
 def step(mind: Path, trait: str, delta: float) -> None:
     """One trait_adjusted event, as a reflection writes it."""
-    with minds.open_write(mind, lambda _m: None) as opened:
+    with opening.open_write(mind, lambda _m: None) as opened:
         opened.append([Draft("trait_adjusted", "a reflection said so", {"trait": trait, "delta": delta})])
 
 

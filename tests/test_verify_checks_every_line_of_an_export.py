@@ -13,7 +13,7 @@ import pytest
 from conftest import invoke, run_pmm
 
 from pmm.domain.events import Draft
-from pmm.services import minds
+from pmm.services import opening
 
 N = 10  # events in the mind: the genesis and nine notes
 Lines = list[bytes]  # header, one line per event, end line
@@ -26,7 +26,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[int, bytes]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_STATE_HOME", str(base / "state"))
         mind = base / "mind.db"
-        with minds.init(mind, "Lines") as writer:
+        with opening.init(mind, "Lines") as writer:
             writer.append([Draft("observation_recorded", f"real {i}", {"source": "user"})
                            for i in range(2, N + 1)])
         found = {}
@@ -149,7 +149,7 @@ def test_anything_after_the_end_line_fails(exports: dict[int, bytes], extra: str
 @pytest.mark.parametrize("since", [1, 5, N, N + 1])
 def test_a_clean_export_passes_and_counts_every_event(tmp_path: Path, how: str, since: int) -> None:
     mind = tmp_path / "mind.db"
-    with minds.init(mind, "Clean") as writer:
+    with opening.init(mind, "Clean") as writer:
         writer.append([Draft("observation_recorded", f"note {i}", {"source": "user"}) for i in range(2, N + 1)])
     data = invoke("--mind", str(mind), "export", "--since", str(since)).stdout_bytes
     result = _verify(data, tmp_path, how, "--json")

@@ -23,7 +23,7 @@ from conftest import run_pmm
 
 from pmm.domain.events import Draft
 from pmm.ledger.chain import chain_prefix, event_hash
-from pmm.services import minds
+from pmm.services import opening
 
 N = 30
 FIRST, MIDDLE, LAST = 1, 15, N
@@ -51,7 +51,7 @@ def _drafts() -> Iterator[Draft]:
 
 
 def _build(path: Path) -> None:
-    with minds.init(path, "Tamper") as mind:
+    with opening.init(path, "Tamper") as mind:
         for draft in _drafts():
             mind.append([draft])
 

@@ -10,15 +10,15 @@ import pytest
 
 from pmm.domain.events import Draft
 from pmm.ledger.chain import ChainState, check_chain
-from pmm.ledger.store import Mind
-from pmm.services import minds
+from pmm.ledger.store import Ledger
+from pmm.services import opening
 from pmm.services.halves import check_in_two
 
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("big") / "mind.db"
-    with minds.init(path, "Big") as mind:
+    with opening.init(path, "Big") as mind:
         mind.append([Draft("observation_recorded", f"note {i}", {"source": "user"})
                      for i in range(999)])
     return path
@@ -36,7 +36,7 @@ def tamper(src: Path, dst: Path, event_id: int, sql: str) -> Path:
 
 
 def both_ways(path: Path, split: int) -> tuple[ChainState, ChainState]:
-    with Mind.open(path) as mind:
+    with Ledger.open(path) as mind:
         halves = check_in_two(mind, split, None)
         single = check_chain(mind.prefix, mind.raw_rows(), ChainState())
     return halves, single

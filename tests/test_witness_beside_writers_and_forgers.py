@@ -16,7 +16,7 @@ from pmm.domain.checkpoint import Checkpoint
 from pmm.domain.events import Draft
 from pmm.ledger.chain import chain_prefix, event_hash
 from pmm.ledger.jsonl import end_line, event_lines, header_line
-from pmm.services import integrity, minds, witness
+from pmm.services import integrity, opening, witness
 
 
 def _note(i: int) -> Draft:
@@ -24,7 +24,7 @@ def _note(i: int) -> Draft:
 
 
 def _mind(path: Path, events: int) -> Path:
-    with minds.init(path, "Witnessed") as writer:
+    with opening.init(path, "Witnessed") as writer:
         writer.append([_note(i) for i in range(2, events + 1)])
     return path
 
@@ -42,7 +42,7 @@ def test_a_writer_appending_during_verify_is_not_a_rollback(tmp_path: Path) -> N
 
     def writer_strikes(_: int) -> None:
         if not appended:
-            with minds.open_write(mind, lambda _m: None) as other:
+            with opening.open_write(mind, lambda _m: None) as other:
                 appended.extend(other.append([_note(6), _note(7)]))
 
     report = integrity.verify_file(mind, integrity.Checks(path=mind), on_progress=writer_strikes)
@@ -57,7 +57,7 @@ def test_a_real_rollback_is_still_one_when_the_file_is_read_again(tmp_path: Path
     mind = _mind(tmp_path / "mind.db", 5)
     older = tmp_path / "older.db"
     shutil.copy(mind, older)
-    with minds.open_write(mind, lambda _m: None) as writer:
+    with opening.open_write(mind, lambda _m: None) as writer:
         writer.append([_note(6)])
     shutil.copy(older, mind)
     code, report = _verify(mind)
@@ -133,7 +133,7 @@ def test_a_fork_at_any_depth_is_caught_with_bounded_memory(tmp_path: Path) -> No
 def test_a_writer_killed_before_it_closes_has_its_commits_witnessed(tmp_path: Path) -> None:
     """The witness learns every COMMIT as it happens, not when the writer closes."""
     mind = _mind(tmp_path / "mind.db", 3)
-    writer = minds.open_write(mind, lambda _m: None)
+    writer = opening.open_write(mind, lambda _m: None)
     try:
         (event,) = writer.append([_note(4)])
         report = json.loads(invoke("verify", str(mind), "--json", "--no-witness").stdout)
@@ -184,7 +184,7 @@ def test_a_genuine_partial_export_links_to_the_witnessed_head(tmp_path: Path) ->
     assert _verify(mind)[0] == 0
     copy = tmp_path / "copy.db"
     shutil.copy(mind, copy)
-    with minds.open_write(copy, lambda _m: None) as writer:  # a copy pmm has not seen the tail of
+    with opening.open_write(copy, lambda _m: None) as writer:  # a copy pmm has not seen the tail of
         writer.on_commit = writer.on_close = None
         writer.append([_note(i) for i in range(6, 10)])
     part = invoke("--mind", str(copy), "export", "--since", "6")
@@ -201,7 +201,7 @@ def test_a_genuine_partial_export_links_to_the_witnessed_head(tmp_path: Path) ->
 def test_sign_of_an_export_signs_what_it_verified(tmp_path: Path, since: int) -> None:
     """A whole export, or a partial one that starts at a head pmm witnessed (event 4 here)."""
     mind = _mind(tmp_path / "mind.db", 4)
-    with minds.open_write(mind, lambda _m: None) as writer:
+    with opening.open_write(mind, lambda _m: None) as writer:
         writer.append([_note(5), _note(6)])
     export = tmp_path / "m.jsonl"
     export.write_bytes(invoke("--mind", str(mind), "export", "--since", str(since)).stdout_bytes)

@@ -14,8 +14,8 @@ import pytest
 from conftest import invoke
 
 from pmm.domain.events import Draft
-from pmm.ledger.store import Mind
-from pmm.services import minds
+from pmm.ledger.store import Ledger
+from pmm.services import opening
 
 PASS = {"PMM_BACKUP_PASSPHRASE": "a long and winding passphrase"}
 
@@ -25,7 +25,7 @@ def _notes(first: int, last: int, word: str = "note") -> list[Draft]:
 
 
 def _victim(tmp_path: Path) -> Path:
-    with minds.init(tmp_path / "m.db", "Victim") as writer:
+    with opening.init(tmp_path / "m.db", "Victim") as writer:
         writer.append(_notes(2, 6))
     return tmp_path / "m.db"
 
@@ -34,7 +34,7 @@ def _attacker_copy(mind: Path, tmp_path: Path) -> Path:
     """The victim's mind as shared, extended by 5 forged events on the attacker's machine."""
     evil = tmp_path / "attacker.db"
     shutil.copy(mind, evil)
-    with Mind.open(evil, write=True) as forger:  # no witness of the victim's sees this
+    with Ledger.open(evil, write=True) as forger:  # no witness of the victim's sees this
         forger.append(_notes(7, 11, "forged"))
     return evil
 
@@ -73,7 +73,7 @@ def _export(mind: Path) -> bytes:
 def test_a_received_copy_that_extends_a_mind_cannot_make_it_look_forked(tmp_path: Path, how: str) -> None:
     mind = _victim(tmp_path)
     _poison(how, _attacker_copy(mind, tmp_path), tmp_path)
-    with minds.open_write(mind, lambda _m: None) as writer:  # the victim goes on living
+    with opening.open_write(mind, lambda _m: None) as writer:  # the victim goes on living
         writer.append(_notes(7, 12, "real"))
     result = invoke("--mind", str(mind), "verify", "--json")
     assert result.exit_code == 0, result.output
@@ -114,9 +114,9 @@ def test_restoring_a_diverging_backup_keeps_the_witnessed_history(tmp_path: Path
     mind = _victim(tmp_path)
     other = tmp_path / "other.db"
     shutil.copy(mind, other)
-    with Mind.open(other, write=True) as forger:  # diverged after event 6, never seen here
+    with Ledger.open(other, write=True) as forger:  # diverged after event 6, never seen here
         forger.append(_notes(7, 9, "theirs"))
-    with minds.open_write(mind, lambda _m: None) as writer:
+    with opening.open_write(mind, lambda _m: None) as writer:
         writer.append(_notes(7, 9, "ours"))
     sealed = tmp_path / "other.age"
     assert invoke("--mind", str(other), "backup", "-o", str(sealed), env=PASS).exit_code == 0

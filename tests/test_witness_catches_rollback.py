@@ -60,9 +60,9 @@ def test_writes_and_verifies_keep_the_witness_current(mind: Path, private_dirs: 
 
 def test_a_truncated_file_fails(mind: Path) -> None:
     from pmm.domain.events import Draft
-    from pmm.services import minds
+    from pmm.services import opening
 
-    with minds.open_write(mind, lambda _m: None) as writer:  # one write of three events
+    with opening.open_write(mind, lambda _m: None) as writer:  # one write of three events
         writer.append([Draft("observation_recorded", f"note {i}", {"source": "user"}) for i in range(3)])
     conn = unguarded(mind)
     conn.execute("DELETE FROM events WHERE id > 2")
@@ -115,14 +115,14 @@ def test_a_fork_fails_wherever_the_copy_lives(mind: Path, tmp_path: Path) -> Non
 def test_a_full_rewrite_with_recomputed_hashes_fails(mind: Path, tmp_path: Path) -> None:
     """Same mind id, same length, every hash valid: only the witness can tell."""
     from pmm.domain.events import Draft
-    from pmm.ledger.store import Mind
+    from pmm.ledger.store import Ledger
 
     _remember(mind, "the truth", "more truth")
     mind_id = json.loads(run_pmm("verify", str(mind), "--json", check=True).stdout)["mind_id"]
     forged = tmp_path / "forged.db"
-    from pmm.services import minds
+    from pmm.services import opening
 
-    with Mind.create(forged, minds.genesis("Test"), mind_id=mind_id) as m:
+    with Ledger.create(forged, opening.genesis("Test"), mind_id=mind_id) as m:
         m.append([Draft("observation_recorded", "a lie", {"source": "user"}),
                   Draft("observation_recorded", "another lie", {"source": "user"})])
     shutil.copyfile(forged, mind)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 
 from pmm import __version__, settings
-from pmm.cli import output
+from pmm.cli import options, output
 
 EXIT_CODES = (  # gen_docs.py reads it: items are "CODE meaning", split at ", "
     "Exit codes: 0 ok, 1 unexpected error (please report it) or a full disk (nothing half-written),"
@@ -39,10 +39,6 @@ app = typer.Typer(
 TEXT = (str, list[str])  # annotations of the parameters that carry text into the mind
 
 
-class Globals:
-    mind: Path | None = None
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"pmm {__version__}")
@@ -58,37 +54,32 @@ def root(
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
-    Globals.mind = mind
+    options.Globals.mind = mind
     output.QUIET = quiet
-
-
-def mind_path(option: Path | None) -> Path:
-    """The command's ``--mind``, else the global one, else ``$PMM_MIND`` or the default."""
-    from pmm.paths import resolve_mind
-
-    return resolve_mind(option if option is not None else Globals.mind)
 
 
 def _register() -> None:
     from pmm.cli import (
         backup,
+        browse,
         chat,
-        evolve,
+        commitments,
         health,
-        integrity,
-        mind,
+        init,
         models,
         portability,
         recall,
+        reflect,
         reflections,
         run,
         signing,
         standing,
         trace,
+        verify,
     )
 
-    for module in (mind, standing, chat, recall, models, trace, evolve, reflections, run, health,
-                   portability, integrity, signing, backup):
+    for module in (init, standing, browse, chat, recall, models, trace, reflect, commitments, reflections,
+                   run, health, portability, verify, signing, backup):
         module.register(app)
 
 

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from pmm.cli import output
-from pmm.cli.app import mind_path
-from pmm.cli.options import JsonOpt, MindOpt, stdin_text
+from pmm.cli.options import JsonOpt, MindOpt, mind_path, stdin_text
 
 if TYPE_CHECKING:
     from pmm.services.chat import Chat

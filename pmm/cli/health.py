@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 
 from pmm.cli import output
-from pmm.cli.app import mind_path
-from pmm.cli.options import JsonOpt, MindOpt
+from pmm.cli.options import JsonOpt, MindOpt, mind_path
 
 MARKS = {"ok": ("✓", "32"), "warn": ("!", "33"), "fail": ("✗", "31")}
 

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from pmm.cli import output
-from pmm.cli.app import mind_path
-from pmm.cli.options import JsonOpt, MindOpt
+from pmm.cli.options import JsonOpt, MindOpt, mind_path
 
 if TYPE_CHECKING:
     from pmm.services.models import Model

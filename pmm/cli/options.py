@@ -17,6 +17,20 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 # option declares its bounds, so `-n 1e30` or `-n -1` is a usage error (exit 2), never a crash.
 MAX_ID = 2**63 - 1
 
+
+class Globals:
+    """The global ``pmm --mind`` (set by the app's callback before a command runs)."""
+
+    mind: Path | None = None
+
+
+def mind_path(option: Path | None) -> Path:
+    """The command's ``--mind``, else the global one, else ``$PMM_MIND`` or the default."""
+    from pmm.paths import resolve_mind
+
+    return resolve_mind(option if option is not None else Globals.mind)
+
+
 T = TypeVar("T", str, Optional[str], list[str])
 
 

@@ -10,8 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from pmm.cli import output
-from pmm.cli.app import mind_path
-from pmm.cli.options import JsonOpt, MindOpt
+from pmm.cli.options import JsonOpt, MindOpt, mind_path
 
 
 class ExportFormat(str, Enum):
@@ -43,12 +42,12 @@ def export(
     transcript that dates each event when it was said: an import at its original time.
     """
     from pmm.errors import UsageError
-    from pmm.services import minds, portability
+    from pmm.services import opening, portability
 
     if json and out_file is None:
         raise UsageError("--json needs -o FILE: without it the export itself is written to stdout")
     source = mind_path(mind)
-    with minds.open_read(source) as opened:
+    with opening.open_read(source) as opened:
         if out_file is None:
             portability.export(opened, sys.stdout, fmt=fmt.value, since=since)
             return
@@ -78,9 +77,9 @@ def import_(
             if fmt is ImportFormat.jsonl:
                 result = portability.import_pmm(path, stream, name, notify=output.message, on_progress=advance)
             else:
-                from pmm.services import foreign
+                from pmm.services import chat_import
 
-                result = foreign.import_conversations(path, stream, name, fmt.value, notify=output.message)
+                result = chat_import.import_conversations(path, stream, name, fmt.value, notify=output.message)
     if json:
         output.emit_json(vars(result))
     elif result.appended:

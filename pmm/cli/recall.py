@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from pmm.cli import output
-from pmm.cli.app import mind_path
-from pmm.cli.options import JsonOpt, MindOpt, stdin_text
+from pmm.cli.options import JsonOpt, MindOpt, mind_path, stdin_text
 
 if TYPE_CHECKING:
     from pmm.services.context import Item, Section
@@ -94,7 +93,7 @@ def _item_lines(item: Item, width: tuple[int, int, int], full: bool) -> list[str
 
 
 def _when(item: Item) -> str:
-    from pmm.services.overview import when
+    from pmm.services.browse import when
 
     return when(item.event)
 

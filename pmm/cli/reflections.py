@@ -7,8 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from pmm.cli import output
-from pmm.cli.app import mind_path
-from pmm.cli.options import MAX_ID, JsonOpt, MindOpt
+from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
 
 reflections_app = typer.Typer(
     rich_markup_mode=None,

@@ -162,13 +162,13 @@ def _command(chat: Chat, line: str) -> str | None:
             for model in models.known(chat.states()).values():
                 output.message(f"  {model.name:<16} {model.spec.label}")
         elif word == "/stats":
-            from pmm.services import overview
+            from pmm.services import stats
 
-            report = overview.stats(chat.mind)
+            report = stats.stats(chat.mind)
             output.message(f"{report['events']:,} events; {report['sessions']:,} sessions,"
                            f" {report['messages']:,} messages, {report['observations']:,} notes")
         elif word == "/reflect":
-            from pmm.cli.evolve import render as render_reflection
+            from pmm.cli.reflect import render as render_reflection
             from pmm.services import reflection
 
             output.message("Reflecting…")
@@ -176,7 +176,7 @@ def _command(chat: Chat, line: str) -> str | None:
             output.message("\n".join(render_reflection(outcome.as_json())) if outcome.recorded
                            else f"No reflection: {outcome.reason}")
         elif word == "/commitments":
-            from pmm.cli.evolve import render_list
+            from pmm.cli.commitments import render_list
             from pmm.services import commitments
 
             output.message("\n".join(render_list(commitments.listing(chat.mind.path), rest == "all")))

@@ -10,8 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from pmm.cli import output
-from pmm.cli.app import mind_path
-from pmm.cli.options import JsonOpt, MindOpt
+from pmm.cli.options import JsonOpt, MindOpt, mind_path
 from pmm.cli.secrets import PassphraseFileOpt, passphrase
 
 KEY_ENV = "PMM_KEY_PASSPHRASE"

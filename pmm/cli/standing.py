@@ -1,7 +1,5 @@
-"""Standing memory and the name: ``pmm pins``, ``pmm unpin``, ``pmm persona``, ``pmm rename``.
-
-(``pmm remember --pin`` pins a note: pmm.cli.mind.)
-"""
+"""Notes, standing memory and the name: ``pmm remember``, ``pmm pins``, ``pmm unpin``,
+``pmm persona``, ``pmm rename``."""
 
 from __future__ import annotations
 
@@ -13,8 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from pmm.cli import output
-from pmm.cli.app import mind_path
-from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, stdin_text
+from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path, stdin_text
 from pmm.errors import PmmError
 
 persona_app = typer.Typer(
@@ -24,9 +21,33 @@ persona_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (pins, unpin, rename):
+    for command in (remember, pins, unpin, rename):
         app.command()(command)
     app.add_typer(persona_app)
+
+
+def remember(
+    text: Annotated[str, typer.Argument(help="The note to remember, or - to read it from stdin (UTF-8; other bytes are refused, exit 6).")],
+    pin: Annotated[bool, typer.Option("--pin", help="Always put it in the prompt (at most 20 pinned notes of 1,000 characters; see pmm pins, pmm unpin).")] = False,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Record a note the mind can recall later (with --pin: one it always has in mind)."""
+    from pmm.errors import UsageError
+    from pmm.services import browse, opening, standing
+
+    if text == "-":
+        text = stdin_text("the note")
+    text = text.strip()
+    if not text:
+        raise UsageError("nothing to remember: the note is empty",
+                         hint="give the note's text, or - to read it from stdin")
+    if pin:
+        event = standing.pin(mind_path(mind), text, output.message)
+        output.report(browse.event_json(event), json, f"Pinned as note #{event.id}")
+        return
+    event = opening.remember(mind_path(mind), text, output.message)
+    output.report(browse.event_json(event), json, f"Remembered as event {event.id}")
 
 
 def pins(mind: MindOpt = None, json: JsonOpt = False) -> None:
@@ -49,10 +70,10 @@ def unpin(
     json: JsonOpt = False,
 ) -> None:
     """Stop including a pinned note in every prompt (it stays in the ledger, and in search)."""
-    from pmm.services import overview, standing
+    from pmm.services import browse, standing
 
     event = standing.unpin(mind_path(mind), note)
-    output.report(overview.event_json(event), json, f"Unpinned note #{note} (event #{event.id})")
+    output.report(browse.event_json(event), json, f"Unpinned note #{note} (event #{event.id})")
 
 
 def rename(
@@ -134,14 +155,14 @@ def clear(mind: MindOpt = None, json: JsonOpt = False) -> None:
 
 
 def _written(event: Any, json: bool, done: str, unchanged: str) -> None:
-    from pmm.services import overview
+    from pmm.services import browse
 
     if event is None:
         output.message(unchanged)
         if json:
             output.emit_json(None)
         return
-    output.report(overview.event_json(event), json, f"{done} (event #{event.id})")
+    output.report(browse.event_json(event), json, f"{done} (event #{event.id})")
 
 
 class _Scratch:

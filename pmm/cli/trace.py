@@ -7,8 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from pmm.cli import output
-from pmm.cli.app import mind_path
-from pmm.cli.options import JsonOpt, MindOpt
+from pmm.cli.options import JsonOpt, MindOpt, mind_path
 
 
 def register(app: typer.Typer) -> None:
@@ -110,7 +109,7 @@ def _context_line(c: dict[str, Any]) -> str:
 
 def _when(event: dict[str, Any]) -> str:
     """When it was said; an imported event also says the day it was imported."""
-    from pmm.services.overview import shown
+    from pmm.services.browse import shown
 
     return shown(event["said_at"], event["ts"])
 

@@ -1,6 +1,6 @@
 """The mind's growth as projections: its OCEAN traits, its commitments and its reflections,
 with the owner's retractions honoured (docs/mind-model.md defines every quantity; the metrics
-over these states are in ``pmm.domain.mind``). Pure folds, as every projection
+over these states are in ``pmm.domain.dynamics``). Pure folds, as every projection
 (``pmm.domain.projections``)."""
 
 from __future__ import annotations

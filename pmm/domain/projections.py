@@ -53,7 +53,7 @@ class Activity:
     """How much has happened: events by kind, when the ledger recorded the first and the last
     (``first_ts``, ``last_ts``), and how many events were said at another time than recorded
     (imports: ``backdated``) with the earliest and latest of those times (``said_from``,
-    ``said_to``). ``pmm stats`` reports the span said from these (services/overview.py)."""
+    ``said_to``). ``pmm stats`` reports the span said from these (services/stats.py)."""
 
     name = "activity"
     version = 2

@@ -15,14 +15,14 @@ from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.ledger import connection as cx
 from pmm.ledger import fts
-from pmm.ledger.store import COLUMNS, NAMES, Mind, select_list
+from pmm.ledger.store import COLUMNS, NAMES, Ledger, select_list
 
 E_COLUMNS = select_list("e")
 CONTENT_AT = NAMES.index("content")
 POSTINGS = 5_000  # events a recall query may score (see ``ranked``)
 
 
-def get(mind: Mind, ids: Iterable[int], kinds: Iterable[str] | None = None) -> list[Event]:
+def get(mind: Ledger, ids: Iterable[int], kinds: Iterable[str] | None = None) -> list[Event]:
     """The events with these ids (of ``kinds``, when given), in id order (missing ids are
     skipped)."""
     wanted = sorted(set(ids))
@@ -38,7 +38,7 @@ def get(mind: Mind, ids: Iterable[int], kinds: Iterable[str] | None = None) -> l
     return found
 
 
-def with_meta(mind: Mind, kinds: Iterable[str], key: str, value: str | int, since: int = 1,
+def with_meta(mind: Ledger, kinds: Iterable[str], key: str, value: str | int, since: int = 1,
               limit: int = 10_000) -> list[Event]:
     """Events of ``kinds`` from ``since`` on whose ``meta[key]`` equals ``value``."""
     names = tuple(kinds)
@@ -50,12 +50,12 @@ def with_meta(mind: Mind, kinds: Iterable[str], key: str, value: str | int, sinc
     return [Event._make(r) for r in rows]
 
 
-def latest(mind: Mind, kinds: Iterable[str], limit: int) -> list[Event]:
+def latest(mind: Ledger, kinds: Iterable[str], limit: int) -> list[Event]:
     """The newest ``limit`` events of ``kinds``, newest first (one indexed query per kind)."""
     return latest_before(mind, kinds, limit, None)
 
 
-def latest_before(mind: Mind, kinds: Iterable[str], limit: int, before: int | None) -> list[Event]:
+def latest_before(mind: Ledger, kinds: Iterable[str], limit: int, before: int | None) -> list[Event]:
     """The newest ``limit`` events of ``kinds`` older than event ``before`` (None: the head),
     newest first (one indexed query per kind)."""
     found: list[Event] = []
@@ -68,7 +68,7 @@ def latest_before(mind: Mind, kinds: Iterable[str], limit: int, before: int | No
     return sorted(found, key=lambda e: -e.id)[:limit]
 
 
-def following(mind: Mind, kinds: Iterable[str], since: int, limit: int) -> list[Event]:
+def following(mind: Ledger, kinds: Iterable[str], since: int, limit: int) -> list[Event]:
     """The first ``limit`` events of ``kinds`` from id ``since`` on, in id order: one indexed
     query per kind, so reading a window of old history never reads (or sorts) the rest."""
     found: list[Event] = []
@@ -80,7 +80,7 @@ def following(mind: Mind, kinds: Iterable[str], since: int, limit: int) -> list[
     return sorted(found, key=lambda e: e.id)[:limit]
 
 
-def count_between(mind: Mind, kinds: Iterable[str], low: int, high: int | None = None) -> int:
+def count_between(mind: Ledger, kinds: Iterable[str], low: int, high: int | None = None) -> int:
     """How many events of ``kinds`` have ids from ``low`` to ``high`` (None: the head)."""
     top = 2**63 - 1 if high is None else high
     with cx.translated(mind.path):
@@ -89,7 +89,7 @@ def count_between(mind: Mind, kinds: Iterable[str], low: int, high: int | None =
             (kind, low, top)).fetchone()[0] for kind in kinds)
 
 
-def ranked(mind: Mind, words: Iterable[str], kinds: Iterable[str], limit: int,
+def ranked(mind: Ledger, words: Iterable[str], kinds: Iterable[str], limit: int,
            postings: int = POSTINGS) -> list[tuple[Event, float]]:
     """Events of ``kinds`` matching any of ``words``, best first, each with its BM25 score
     (higher is better).
@@ -102,7 +102,7 @@ def ranked(mind: Mind, words: Iterable[str], kinds: Iterable[str], limit: int,
     return mind.full_text(lambda: _ranked(mind, words, names, limit, postings))
 
 
-def _ranked(mind: Mind, words: tuple[str, ...], names: tuple[str, ...], limit: int,
+def _ranked(mind: Ledger, words: tuple[str, ...], names: tuple[str, ...], limit: int,
             postings: int) -> list[tuple[Event, float]]:
     counted: list[tuple[int, str]] = []
     for word in words:
@@ -131,19 +131,19 @@ def _ranked(mind: Mind, words: tuple[str, ...], names: tuple[str, ...], limit: i
     return [(Event._make(r[:7]), float(r[7])) for r in confirmed]
 
 
-def around(mind: Mind, ids: Iterable[int], kinds: Iterable[str], reach: int = 2) -> list[Event]:
+def around(mind: Ledger, ids: Iterable[int], kinds: Iterable[str], reach: int = 2) -> list[Event]:
     """The events of ``kinds`` within ``reach`` ids of any of ``ids`` (the turns next to a
     recalled one), in id order."""
     return get(mind, {n for i in ids for n in range(max(1, i - reach), i + reach + 1)}, kinds)
 
 
-def search(mind: Mind, query: str, limit: int) -> list[tuple[Event, str]]:
+def search(mind: Ledger, query: str, limit: int) -> list[tuple[Event, str]]:
     """Full-text matches, best first, each with a highlighted snippet (a damaged index: see
-    ``Mind.full_text``)."""
+    ``Ledger.full_text``)."""
     return mind.full_text(lambda: _search(mind, query, limit))
 
 
-def _search(mind: Mind, query: str, limit: int) -> list[tuple[Event, str]]:
+def _search(mind: Ledger, query: str, limit: int) -> list[tuple[Event, str]]:
     sql = (f"SELECT {E_COLUMNS}, snippet(events_fts, 0, '[', ']', '…', 12)"
            " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
            " WHERE events_fts MATCH ? ORDER BY rank LIMIT ?")
@@ -160,13 +160,13 @@ def _search(mind: Mind, query: str, limit: int) -> list[tuple[Event, str]]:
     return [(Event._make(r[:7]), r[7]) for r in fts.confirm(query, rows, CONTENT_AT, mind.schema_version)]
 
 
-def index_coverage(mind: Mind) -> tuple[int, int, int]:
+def index_coverage(mind: Ledger) -> tuple[int, int, int]:
     """The search index's (documents, lowest id, highest id), from its own bookkeeping."""
     with cx.translated(mind.path):
         return fts.coverage(mind.conn)
 
 
-def source_ids(mind: Mind, source: str, kinds: Iterable[str]) -> set[tuple[str, str]]:
+def source_ids(mind: Ledger, source: str, kinds: Iterable[str]) -> set[tuple[str, str]]:
     """``(meta.session or "", meta.source_id)`` of the events of ``kinds`` imported from ``source``:
     what a chat import already holds."""
     names = tuple(kinds)
@@ -179,7 +179,7 @@ def source_ids(mind: Mind, source: str, kinds: Iterable[str]) -> set[tuple[str, 
         return set(mind.conn.execute(sql, (*names, source)).fetchall())
 
 
-def retractions(mind: Mind) -> dict[int, Event]:
+def retractions(mind: Ledger) -> dict[int, Event]:
     """The retraction of each retracted reflection, by the reflection's id (the first one
     naming it: a second changes nothing)."""
     found: dict[int, Event] = {}

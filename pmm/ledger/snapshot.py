@@ -7,10 +7,10 @@ import sqlite3
 from pathlib import Path
 
 from pmm.ledger import connection as cx
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 
 
-def snapshot(mind: Mind) -> bytes:
+def snapshot(mind: Ledger) -> bytes:
     """The whole database as one consistent image, in memory (nothing plain is written to disk)."""
     with cx.translated(mind.path):
         copy = sqlite3.connect(":memory:")

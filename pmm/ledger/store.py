@@ -54,8 +54,8 @@ class CacheStatus:
     last_id: int
 
 
-class Mind:
-    """An open mind file. Use ``Mind.open`` or ``Mind.create``; close with ``close()``."""
+class Ledger:
+    """An open mind file: the ledger. Use ``Ledger.open`` or ``Ledger.create``; close with ``close()``."""
 
     # COMMITs this process has begun (counted just before each one): a signal handler tells
     # from it whether the work it would interrupt is already writing itself (``pmm run``).
@@ -70,14 +70,14 @@ class Mind:
         self.writable = writable
         self.prefix = chain_prefix(self.ledger_format, self.mind_id)
         # Called with the open mind just before a writer closes (the services' witness uses it).
-        self.on_close: Callable[[Mind], None] | None = None
-        self.on_commit: Callable[[Mind], None] | None = None  # after each COMMIT (the witness)
+        self.on_close: Callable[[Ledger], None] | None = None
+        self.on_commit: Callable[[Ledger], None] | None = None  # after each COMMIT (the witness)
 
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: Path, *, write: bool = False,
-             on_migrate: Callable[[int, int], None] | None = None) -> Mind:
+             on_migrate: Callable[[int, int], None] | None = None) -> Ledger:
         """Open an existing mind. A writer refuses a schema that is not exactly pmm's (a planted
         trigger would run in its transactions) and migrates an older one (``on_migrate(from,
         to)`` first: it may take seconds); reads run no trigger, so ``pmm verify`` can report
@@ -107,7 +107,7 @@ class Mind:
         return mind
 
     @classmethod
-    def create(cls, path: Path, genesis: Draft | None, mind_id: str | None = None) -> Mind:
+    def create(cls, path: Path, genesis: Draft | None, mind_id: str | None = None) -> Ledger:
         """Create a new mind at ``path`` (never overwriting) and open it for writing."""
         with cx.new_file(path) as (tmp, conn):
             with cx.translated(tmp):
@@ -130,7 +130,7 @@ class Mind:
         else:
             self.conn.close()
 
-    def __enter__(self) -> Mind:
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -198,12 +198,6 @@ class Mind:
         with cx.translated(self.path):
             rows = self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, n)).fetchall()
         return [Event._make(r) for r in reversed(rows)]
-
-    def search(self, query: str, limit: int) -> list[tuple[Event, str]]:
-        """Full-text matches, best first, each with a highlighted snippet."""
-        from pmm.ledger import lookup
-
-        return lookup.search(self, query, limit)
 
     def _stream(self, sql: str, args: tuple[Any, ...], make: Callable[[Any], Any] | None
                 ) -> Iterator[Any]:
@@ -296,7 +290,7 @@ class Mind:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             yield
-            Mind.commits_begun += 1
+            Ledger.commits_begun += 1
             self.conn.execute("COMMIT")
         except BaseException as exc:
             if self.conn.in_transaction:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from pmm.ledger import connection as cx
 from pmm.ledger import schema
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 
 SINCE = 4  # the schema version that made the table
 TABLE = schema.VECTORS_TABLE
@@ -30,12 +30,12 @@ MODEL_KEY = "vector_model"
 CHUNK = 500  # ids per IN (...) list: well under SQLite's limit on bound parameters
 
 
-def present(mind: Mind) -> bool:
+def present(mind: Ledger) -> bool:
     """Whether the file has the table (an older file read without migrating has none)."""
     return mind.schema_version >= SINCE
 
 
-def model(mind: Mind) -> str | None:
+def model(mind: Ledger) -> str | None:
     """The tag of the model the stored vectors were made by (None: none stored yet)."""
     if not present(mind):
         return None
@@ -45,7 +45,7 @@ def model(mind: Mind) -> str | None:
     return row[0] if row else None
 
 
-def span(mind: Mind, kinds: Iterable[str], newest: int) -> list[int]:
+def span(mind: Ledger, kinds: Iterable[str], newest: int) -> list[int]:
     """The ids of the events of ``kinds`` among the newest ``newest`` events, newest first
     (a range of the kind index per kind: it holds the ids, so no event row is read)."""
     if newest <= 0:
@@ -60,7 +60,7 @@ def span(mind: Mind, kinds: Iterable[str], newest: int) -> list[int]:
     return found
 
 
-def stored(mind: Mind, low: int, high: int, size: int) -> list[tuple[int, bytes]]:
+def stored(mind: Ledger, low: int, high: int, size: int) -> list[tuple[int, bytes]]:
     """The stored vectors of ids ``low``..``high`` that are BLOBs of ``size`` bytes (any other
     row is as good as missing), in id order. Bounded by ids, not by what the table holds: a
     hostile file may add any number of rows for ids no event has."""
@@ -72,13 +72,13 @@ def stored(mind: Mind, low: int, high: int, size: int) -> list[tuple[int, bytes]
             " AND length(vec) = ? ORDER BY id", (low, high, size)).fetchall()
 
 
-def data_version(mind: Mind) -> int:
+def data_version(mind: Ledger) -> int:
     """Changes when another connection commits to the file (SQLite's ``data_version``)."""
     with cx.translated(mind.path):
         return int(mind.conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-def texts(mind: Mind, ids: Iterable[int]) -> dict[int, str]:
+def texts(mind: Ledger, ids: Iterable[int]) -> dict[int, str]:
     """The content of the events with these ids (read as text, as every other read is)."""
     wanted = sorted(set(ids))
     found: dict[int, str] = {}
@@ -91,7 +91,7 @@ def texts(mind: Mind, ids: Iterable[int]) -> dict[int, str]:
     return found
 
 
-def store(mind: Mind, tag: str, rows: list[tuple[int, bytes]], keep_from: int) -> bool:
+def store(mind: Ledger, tag: str, rows: list[tuple[int, bytes]], keep_from: int) -> bool:
     """Store ``rows`` as vectors made by model ``tag``, drop those below id ``keep_from`` (and
     all of another model's), in the caller's transaction or one of its own. Derived data:
     nothing is stored by a reader or in an older layout, and a writer that cannot have the
@@ -132,12 +132,12 @@ def store(mind: Mind, tag: str, rows: list[tuple[int, bytes]], keep_from: int) -
     return True
 
 
-def _in_wal(mind: Mind) -> bool:
+def _in_wal(mind: Ledger) -> bool:
     with cx.translated(mind.path):
         return str(mind.conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
 
 
-def clear(mind: Mind) -> None:
+def clear(mind: Ledger) -> None:
     """Drop every stored vector (inside the caller's transaction)."""
     if present(mind):
         with cx.translated(mind.path):
@@ -145,7 +145,7 @@ def clear(mind: Mind) -> None:
             mind.conn.execute("DELETE FROM pmm_meta WHERE key = ?", (MODEL_KEY,))
 
 
-def coverage(mind: Mind, size: int) -> tuple[int, int, int, int]:
+def coverage(mind: Ledger, size: int) -> tuple[int, int, int, int]:
     """(stored vectors, lowest and highest id, vectors whose blob is not ``size`` bytes)."""
     if not present(mind):
         return 0, 0, 0, 0

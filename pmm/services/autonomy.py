@@ -24,8 +24,8 @@ from typing import Any
 from pmm import errors, settings
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
-from pmm.ledger.store import Mind
-from pmm.services import minds, models, reflection
+from pmm.ledger.store import Ledger
+from pmm.services import models, opening, reflection
 
 Notify = Callable[[str], None]
 WAIT_SLICE = 1.0  # seconds: a signal delivered to another thread is still seen this soon
@@ -67,7 +67,7 @@ def run(path: Path, *, interval: float, max_cycles: int | None, max_tokens: int 
     A provider failure (or a lock held past the timeout by another process) fails its cycle
     only: it is reported through ``notify`` and the next cycle tries again."""
     summary = summary if summary is not None else Summary()
-    with minds.open_read(path) as mind:  # a missing file or a non-mind is refused before the loop (exit 4)
+    with opening.open_read(path) as mind:  # a missing file or a non-mind is refused before the loop (exit 4)
         # so is a reflection model this machine's owner has not trusted (exit 2), not at cycle N
         models.require_trusted(mind.mind_id, models.active(mind.state()[0], "reflection"))
     while not stop.is_set():
@@ -154,10 +154,10 @@ class _NothingToExpire(Exception):
 def expire(path: Path) -> int:
     """Append ``commitment_expired`` for every overdue open commitment, in one transaction;
     returns how many (0: nothing was written)."""
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         if not reflection.expirations(mind.state()[0]):
             return 0
-    with minds.open_write(path, lambda _m: None) as mind:
+    with opening.open_write(path, lambda _m: None) as mind:
 
         def drafts(_first_id: int) -> list[Draft]:
             found = reflection.expirations(mind.state()[0])  # again, inside the write lock
@@ -192,10 +192,10 @@ class _Step:
     commits_at_start = 0
 
     def began(self) -> None:
-        self.commits_at_start = Mind.commits_begun
+        self.commits_at_start = Ledger.commits_begun
 
     def committing(self) -> bool:
-        return Mind.commits_begun != self.commits_at_start
+        return Ledger.commits_begun != self.commits_at_start
 
 
 _STEP = _Step()

@@ -44,7 +44,7 @@ def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None 
     backup is whole and synced beside ``target``, so a failed backup (a full disk) costs nothing."""
     from pmm.crypto import age
     from pmm.ledger import snapshot
-    from pmm.ledger.store import Mind
+    from pmm.ledger.store import Ledger
 
     _check_target(source, target, keep)
     report = integrity.verify_mind(source)
@@ -52,7 +52,7 @@ def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None 
         where = f"event {report.problem_event}: " if report.problem_event else ""
         raise errors.IntegrityError(f"refusing to back up {source}: {where}{report.problem}",
                                     hint="a pmm backup is always restorable; copy the file with cp to keep it as it is")
-    with Mind.open(source) as mind:
+    with Ledger.open(source) as mind:
         image = snapshot.snapshot(mind)
         events, head = mind.head()
         mind_id = mind.mind_id
@@ -160,10 +160,10 @@ def check_restore_target(target: Path, force: bool) -> None:
     if not force:
         raise errors.UsageError(f"{target} already exists",
                                 hint="restore to another --mind PATH, or pass --force to replace it")
-    from pmm.ledger.store import Mind
+    from pmm.ledger.store import Ledger
 
     try:
-        with Mind.open(target):
+        with Ledger.open(target):
             pass
     except (errors.NotAMind, errors.NewerFormat) as exc:
         raise type(exc)(f"refusing to replace {target}: --force replaces only a pmm mind, and "
@@ -176,7 +176,7 @@ def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool =
     unless every check passed (a wrong passphrase or a damaged file is exit 6)."""
     from pmm.crypto import age
     from pmm.domain import checkpoint
-    from pmm.ledger.store import Mind
+    from pmm.ledger.store import Ledger
 
     check_restore_target(target, force)
     sealed = _read_backup(source)
@@ -196,7 +196,7 @@ def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool =
             for directory in made:
                 directory.rmdir()
         raise
-    with Mind.open(target) as mind:
+    with Ledger.open(target) as mind:
         size, head = mind.head()
         verdict = witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, target,
                                   "restore")

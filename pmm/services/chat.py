@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from pmm import errors
+from pmm.domain import dynamics
 from pmm.domain import events as ev
-from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft, Event
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 from pmm.providers.base import Completion, OnText, Provider
-from pmm.services import context, minds, models, semantic
-from pmm.services.minds import Notify
+from pmm.services import context, models, opening, semantic
+from pmm.services.opening import Notify
 
 ANSWER_TOKENS = 512
 MAX_MESSAGE_CHARS = 200_000
@@ -40,7 +40,7 @@ def answer_reserve(window: int, max_tokens: int) -> int:
     return min(max_tokens, window // 2)
 
 
-def prompt_for(mind: Mind, states: dict[str, Any], text: str, model: models.Model,
+def prompt_for(mind: Ledger, states: dict[str, Any], text: str, model: models.Model,
                max_tokens: int, window: int | None = None) -> context.Prompt:
     """The prompt a turn sends ``model`` for ``text``: ``pmm chat`` sends it, ``pmm recall``
     shows it, so what one shows is what the other sends. ``window`` overrides the model's."""
@@ -88,7 +88,7 @@ class Chat:
             raise errors.UsageError("--max-tokens must be between 1 and 100000")
         self.max_tokens = max_tokens
         models.check_name(path, model_name)  # a typo in --model creates no mind and no folder
-        self.mind: Mind = minds.open_write(path, notify)
+        self.mind: Ledger = opening.open_write(path, notify)
         self.session = uuid.uuid4().hex
         self.started = False
         self.model_name = model_name  # --model: for this run only, no switch recorded

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from pmm import errors
+from pmm.domain import dynamics
 from pmm.domain import events as ev
-from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft, Event
 from pmm.domain.growth import since, valid_evidence
-from pmm.ledger.store import TS_FORMAT, Mind, now_ts
-from pmm.services import minds
+from pmm.ledger.store import TS_FORMAT, Ledger, now_ts
+from pmm.services import opening
 
 RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([mhdw])")
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -38,7 +38,7 @@ def parse_due(text: str, now: datetime | None = None) -> str:
 
 
 def listing(path: Path) -> dict[str, Any]:
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         states, _ = mind.state()
     state = states["commitments"]
     overdue = dict(dynamics.overdue(states, now_ts()))
@@ -66,14 +66,14 @@ def counts(state: dict[str, Any]) -> dict[str, Any]:
             "success": round(kept / (kept + lapsed), 4) if kept + lapsed else None}
 
 
-def open_(path: Path, text: str, due: str | None, notify: minds.Notify) -> Event:
+def open_(path: Path, text: str, due: str | None, notify: opening.Notify) -> Event:
     text = " ".join(text.split())
     if len(text) < 3:
         raise errors.UsageError("say what the commitment is (at least 3 characters)")
     meta: dict[str, Any] = {"source": "user"}
     if due:
         meta["due"] = parse_due(due)
-    with minds.open_write(path, notify) as mind:
+    with opening.open_write(path, notify) as mind:
 
         def drafts(_first: int) -> list[Draft]:
             for entry in mind.state()[0]["commitments"]["open"].values():
@@ -146,10 +146,10 @@ def drop(path: Path, commitment: int, reason: str) -> Event:
     return event
 
 
-def _existing(path: Path) -> Mind:
+def _existing(path: Path) -> Ledger:
     """A writer on a mind that exists: changing a commitment never creates a mind (exit 4)."""
-    minds.open_read(path).close()
-    return minds.open_write(path, lambda _m: None)
+    opening.open_read(path).close()
+    return opening.open_write(path, lambda _m: None)
 
 
 def _open_entry(states: dict[str, Any], commitment: int) -> dict[str, Any]:

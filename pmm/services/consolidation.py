@@ -19,7 +19,7 @@ from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.ledger import lookup
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 from pmm.providers.base import Message, Request
 from pmm.services import models, tokens
 from pmm.services.reflection_answer import _text
@@ -59,7 +59,7 @@ class Summary:
                 "model_name": self.model}
 
 
-def pending(mind: Mind, states: dict[str, Any], limit: int = MAX_COVERS) -> list[Event]:
+def pending(mind: Ledger, states: dict[str, Any], limit: int = MAX_COVERS) -> list[Event]:
     """The reflections no summary condenses yet, oldest first (retracted ones left out)."""
     after = int((states.get("summaries") or {}).get("covered_to") or 0)
     retracted = lookup.retractions(mind)
@@ -74,7 +74,7 @@ def pending(mind: Mind, states: dict[str, Any], limit: int = MAX_COVERS) -> list
     return found
 
 
-def due(mind: Mind, states: dict[str, Any]) -> bool:
+def due(mind: Ledger, states: dict[str, Any]) -> bool:
     return len(pending(mind, states, CONSOLIDATE_EVERY)) >= CONSOLIDATE_EVERY
 
 
@@ -83,7 +83,7 @@ class _Superseded(Exception):
     waited for the model."""
 
 
-def consolidate(mind: Mind, states: dict[str, Any], model: models.Model, trigger: str) -> Summary | None:
+def consolidate(mind: Ledger, states: dict[str, Any], model: models.Model, trigger: str) -> Summary | None:
     """Condense the pending reflections into a new summary (None: none pending, or another
     process recorded one meanwhile). Raises ``ProviderError`` when the model fails."""
     reflections = pending(mind, states)

@@ -28,7 +28,7 @@ from pmm.domain import projections, temperament
 from pmm.domain.events import Event
 from pmm.domain.when import said_at
 from pmm.ledger import lookup
-from pmm.ledger.store import Mind, now_ts
+from pmm.ledger.store import Ledger, now_ts
 from pmm.providers.base import Message, Request
 from pmm.services import ranking
 from pmm.services.safe_text import clip
@@ -131,7 +131,7 @@ def system_prompt(states: dict[str, Any]) -> str:
 
 
 
-def build(mind: Mind, states: dict[str, Any], user_text: str, *, window: int,
+def build(mind: Ledger, states: dict[str, Any], user_text: str, *, window: int,
           answer_tokens: int, temperature: float = 0.7,
           similar: ranking.Similar | None = None, count: Count | None = None) -> Prompt:
     """The request for ``user_text`` given the mind as it is now, with its plan; ``similar``
@@ -150,7 +150,7 @@ def build(mind: Mind, states: dict[str, Any], user_text: str, *, window: int,
     return prompt
 
 
-def _build(mind: Mind, states: dict[str, Any], user_text: str, budget: int, answer_tokens: int,
+def _build(mind: Ledger, states: dict[str, Any], user_text: str, budget: int, answer_tokens: int,
            temperature: float, similar: ranking.Similar | None, cost: Cost) -> Prompt:
     system = system_prompt(states)
     spent = cost.text(system) + cost.text(user_text)
@@ -189,7 +189,7 @@ def _build(mind: Mind, states: dict[str, Any], user_text: str, budget: int, answ
 # -- standing memory ---------------------------------------------------------------------------
 
 
-def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int,
+def _standing(states: dict[str, Any], mind: Ledger, budget: int, spent: int,
               cost: Cost) -> tuple[Section, int]:
     """Persona and pinned notes first, then open commitments, the latest summary of the
     reflections and the latest reflection (when no summary condenses it yet), each while it
@@ -227,7 +227,7 @@ def _standing(states: dict[str, Any], mind: Mind, budget: int, spent: int,
 # -- recalled memory ---------------------------------------------------------------------------
 
 
-def _recall(mind: Mind, words: list[str], message: str, allowance: int, held: set[int],
+def _recall(mind: Ledger, words: list[str], message: str, allowance: int, held: set[int],
             similar: ranking.Similar | None, cost: Cost) -> Section:
     """Ranked events, each with the turn that completes its exchange where that fits, until
     ``allowance`` is spent; events in ``held`` are in the prompt already."""
@@ -316,7 +316,7 @@ def _render(section: Section) -> str:
 # -- recent turns ------------------------------------------------------------------------------
 
 
-def _recent_pool(mind: Mind, room: int, cost: Cost) -> list[Event]:
+def _recent_pool(mind: Ledger, room: int, cost: Cost) -> list[Event]:
     """The newest turns, newest first, until they would fill ``room`` tokens."""
     pool: list[Event] = []
     spent = 0

@@ -7,14 +7,14 @@ from typing import Any
 
 from pmm import errors
 from pmm.ledger.chain import GENESIS_PREV, ChainState, Problem, check_chain, id_problem
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 
 Progress = Callable[[int], None]
 
 PARALLEL_FROM = 200_000  # below this, forking a checker costs more than it saves
 
 
-def check_in_two(mind: Mind, split: int, on_progress: Progress | None) -> ChainState:
+def check_in_two(mind: Ledger, split: int, on_progress: Progress | None) -> ChainState:
     """Check ids below ``split`` in a forked process and the rest here, then join the halves.
 
     Hashing is CPU-bound and independent per event, so two cores halve the wall time. The
@@ -28,7 +28,7 @@ def check_in_two(mind: Mind, split: int, on_progress: Progress | None) -> ChainS
     receive, send = ctx.Pipe(duplex=False)
 
     def first_half() -> None:
-        with Mind.open(mind.path) as own:
+        with Ledger.open(mind.path) as own:
             state = check_chain(own.prefix, own.raw_rows(before=split), ChainState(),
                                 lambda n: _add(done, n))
         send.send(state)

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from pmm import errors
+from pmm.domain import dynamics
 from pmm.domain import events as ev
-from pmm.domain import mind as dynamics
 from pmm.ledger import fts, lookup
-from pmm.ledger.store import CacheStatus, Mind, now_ts
-from pmm.services import minds
+from pmm.ledger.store import CacheStatus, Ledger, now_ts
+from pmm.services import opening
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 # `health --strict` with warnings and no failure: "look at this mind", told apart from a failed
@@ -67,7 +67,7 @@ def check(path: Path, *, online: bool = False, total: Callable[[int], None] | No
     """Run every check on the mind at ``path`` (``MindFileError`` when it is not a usable mind)."""
     from pmm.ledger import schema
 
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         detail = (f"{path}: mind {mind.mind_id}, ledger format {mind.ledger_format},"
                   f" schema {mind.schema_version}, {path.stat().st_size:,} bytes")
         if mind.schema_version < schema.SCHEMA_VERSION:
@@ -139,7 +139,7 @@ def _damaged(problem: str) -> Check:
                  f" {fts.REPAIR_HINT}")
 
 
-def _vectors(mind: Mind) -> Check:
+def _vectors(mind: Ledger) -> Check:
     """The semantic recall vectors: derived, checked before each use, made as recall needs
     them; whether the model is installed is asked of the disk (nothing is loaded)."""
     from pmm.ledger import vectors
@@ -171,7 +171,7 @@ def repair(path: Path) -> None:
     from pmm.ledger import vectors
     from pmm.services import semantic
 
-    with minds.witnessed(Mind.open(path, write=True)) as mind:
+    with opening.witnessed(Ledger.open(path, write=True)) as mind:
         mind.repair()
         with mind.transaction():
             vectors.clear(mind)

@@ -23,8 +23,8 @@ from pmm.ledger.chain import (
 from pmm.ledger.connection import SQLITE_MAGIC
 from pmm.ledger.jsonl import ExportReader
 from pmm.ledger.schema import ALTERED_HINT
-from pmm.ledger.store import Mind
-from pmm.services import signing, witness
+from pmm.ledger.store import Ledger
+from pmm.services import signatures, witness
 from pmm.services.halves import PARALLEL_FROM, check_in_two
 
 Progress = Callable[[int], None]
@@ -65,7 +65,7 @@ class VerifyReport:
 class Checks:
     """What to prove beyond the chain: a signed checkpoint, and the witness (``None`` = off)."""
 
-    signed: signing.Signed | None = None
+    signed: signatures.Signed | None = None
     signature_problem: str | None = None
     witness: witness.Mode | None = "verify"
     path: Path | None = None
@@ -90,7 +90,7 @@ class Checks:
             report.problem = f"signature: {self.signature_problem}"
             return
         if self.signed is not None:
-            report.signature, problem = signing.check_position(
+            report.signature, problem = signatures.check_position(
                 self.signed, report.mind_id, report.last_id, hash_at)
             if problem is not None:
                 report.problem = f"signature: {problem}"
@@ -129,9 +129,9 @@ def signature_checks(sig: Path | None, pub: Path | None, **kw: Any) -> Checks:
         raise errors.UsageError("--sig and --pub go together", hint="pmm verify FILE --sig SIG --pub KEY.pub.pem")
     checks = Checks(**kw)
     if sig is not None and pub is not None:
-        public = signing.load_public(pub)
+        public = signatures.load_public(pub)
         try:
-            checks.signed = signing.read_signature(sig, public)
+            checks.signed = signatures.read_signature(sig, public)
         except errors.IntegrityError as exc:
             checks.signature_problem = exc.message
     return checks
@@ -154,7 +154,7 @@ def is_sqlite(path: Path) -> bool:
 
 def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] | None = None,
                 on_progress: Progress | None = None, checks: Checks | None = None) -> VerifyReport:
-    with Mind.open(path) as mind:
+    with Ledger.open(path) as mind:
         report = VerifyReport(str(path), "mind", mind.mind_id, mind.ledger_format)
         if total is not None:
             total(mind.count())
@@ -331,7 +331,7 @@ def _canonical(meta: str) -> bool:
         return False
 
 
-def _deep_mind(mind: Mind, report: VerifyReport) -> dict[str, Any]:
+def _deep_mind(mind: Ledger, report: VerifyReport) -> dict[str, Any]:
     """SQLite's own check, canonical meta, and the projection cache against a full replay."""
     quick = mind.quick_check()
     bad_meta = next((e.id for e in mind.events() if not _canonical(e.meta_json)), None)

@@ -20,8 +20,8 @@ from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.providers.base import EMBEDDED_MODEL, ModelInfo, ModelSpec, Provider
-from pmm.services import minds, trust
-from pmm.services.minds import Notify
+from pmm.services import opening, trust
+from pmm.services.opening import Notify
 
 BUILTIN = "embedded"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -132,7 +132,7 @@ def _states(path: Path) -> tuple[dict[str, Any], str]:
         from pmm.domain.projections import initial_state
 
         return initial_state(), ""
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         return mind.state()[0], mind.mind_id
 
 
@@ -159,7 +159,7 @@ def require_trusted(mind_id: str, model: Model) -> None:
 
 def connect(mind_id: str, model: Model) -> Provider:
     """The provider for ``model``, once the owner trusts its setting for this mind."""
-    from pmm.providers import create
+    from pmm.providers.registry import create
 
     require_trusted(mind_id, model)
     return create(model.spec)
@@ -176,7 +176,7 @@ def listing(path: Path) -> tuple[list[Model], dict[str, str], dict[str, bool]]:
 def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env: str | None,
         context_window: int | None, notify: Notify, price_in: float | None = None,
         price_out: float | None = None) -> tuple[Model, Event]:
-    from pmm.providers import parse_spec
+    from pmm.providers.registry import parse_spec
 
     if not NAME_PATTERN.fullmatch(name):
         raise errors.UsageError(f"bad model name {name!r}: use letters, digits, '.', '_' or '-'")
@@ -191,7 +191,7 @@ def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env
     spec = parse_spec(spec_text, base_url, api_key_env)
     model = Model(name, spec, context_window, price_in, price_out)
     meta = {k: v for k, v in model.as_json().items() if k != "builtin"}
-    with minds.open_write(path, notify) as mind:
+    with opening.open_write(path, notify) as mind:
         mind_id = mind.mind_id
 
         def drafts(_first_id: int) -> list[Draft]:
@@ -210,7 +210,7 @@ def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env
 
 
 def remove(path: Path, name: str) -> Event:
-    with minds.open_write(path, lambda _m: None) as mind:
+    with opening.open_write(path, lambda _m: None) as mind:
 
         def drafts(_first_id: int) -> list[Draft]:
             states, _ = mind.state()
@@ -248,7 +248,7 @@ def use(path: Path, name: str, role: str, notify: Notify) -> tuple[Model, Event,
     decision about the mind, and the hash is recorded when it can be."""
     if role not in ev.ROLES:
         raise errors.UsageError(f"--for must be one of {', '.join(ev.ROLES)}")
-    with minds.open_write(path, notify) as mind:
+    with opening.open_write(path, notify) as mind:
         model = pick(mind.state()[0], name)
         info: ModelInfo | None = None
         try:
@@ -294,7 +294,7 @@ def describe(path: Path, name: str | None, online: bool) -> Description:
 def to_trust(path: Path, name: str) -> tuple[Model, str, bool]:
     """The model ``pmm model trust NAME`` would trust: the model, the mind id, and whether it
     is trusted already. Nothing is created: a mind to trust models in must exist."""
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         states, mind_id = mind.state()[0], mind.mind_id
     model = pick(states, name)
     return model, mind_id, trusted(mind_id, model)

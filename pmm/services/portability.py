@@ -13,8 +13,8 @@ from pmm import errors
 from pmm.domain.events import Event
 from pmm.ledger import jsonl
 from pmm.ledger.chain import GENESIS_PREV, ChainState, chain_prefix, check_chain
-from pmm.ledger.store import Mind
-from pmm.services import files, minds
+from pmm.ledger.store import Ledger
+from pmm.services import files, opening
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -46,7 +46,7 @@ def open_source(source: str, stdin: IO[bytes]) -> Iterator[tuple[IO[bytes], str]
         yield handle, source
 
 
-def export(mind: Mind, out: IO[str], *, fmt: str = "jsonl", since: int = 1,
+def export(mind: Ledger, out: IO[str], *, fmt: str = "jsonl", since: int = 1,
            on_progress: Progress | None = None) -> int:
     """Stream the events from ``since`` to ``out``; returns how many were written."""
     if since < 1:
@@ -109,7 +109,7 @@ _MD_LABELS = {
 }
 
 
-def _export_markdown(mind: Mind, events: Iterator[Event], out: IO[str]) -> int:
+def _export_markdown(mind: Ledger, events: Iterator[Event], out: IO[str]) -> int:
     """A readable transcript, each event at the time it was said (``when.said_at``). Event text
     is the author's (a model, an imported file), so it only ever fills its slot
     (``safe_text.md_line`` and ``md_quote``): a title cannot start a heading or a turn, a body
@@ -163,18 +163,18 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
                 hint="export with no --since, or import into the mind it was taken from")
         prefix = chain_prefix(header.ledger_format, header.mind_id)
         checked = _checked(reader.events(), prefix, ChainState(), on_progress)
-        count = Mind.build(path, header.mind_id, checked)
-        with Mind.open(path) as built:
-            minds.witness_head(built, created=True)
+        count = Ledger.build(path, header.mind_id, checked)
+        with Ledger.open(path) as built:
+            opening.witness_head(built, created=True)
         notify(f"Created a new mind at {path}")
         return ImportResult(count, 0, True, header.mind_id, count)
     with _seekable(stream) as source:
-        with Mind.open(path) as mind:
+        with Ledger.open(path) as mind:
             planned = _merge(mind, jsonl.ExportReader(source, name), write=False)
         if not planned.appended:
             return planned
         source.seek(0)
-        with minds.witnessed(Mind.open(path, write=True), notify=notify) as mind:
+        with opening.witnessed(Ledger.open(path, write=True), notify=notify) as mind:
             return _merge(mind, jsonl.ExportReader(source, name), write=True,
                           on_progress=on_progress)
 
@@ -198,7 +198,7 @@ def _seekable(stream: IO[bytes]) -> Iterator[IO[bytes]]:
         yield copy
 
 
-def _merge(mind: Mind, reader: jsonl.ExportReader, *, write: bool,
+def _merge(mind: Ledger, reader: jsonl.ExportReader, *, write: bool,
            on_progress: Progress | None = None) -> ImportResult:
     """Match the export against ``mind``'s chain; with ``write``, append the missing tail."""
     header = reader.read_header()

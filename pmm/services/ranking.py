@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.ledger import lookup
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 from pmm.services.safe_text import clip
 
 TURN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
@@ -53,7 +53,7 @@ STOPWORDS = frozenset({
 
 Ranked = list[tuple[Event, float]]
 # (mind, message, kinds, limit) -> events by meaning, best first, or None when unavailable
-Similar = Callable[[Mind, str, tuple[str, ...], int], Ranked | None]
+Similar = Callable[[Ledger, str, tuple[str, ...], int], Ranked | None]
 
 
 def words_of(text: str, most: int = QUERY_WORDS) -> list[str]:
@@ -74,7 +74,7 @@ def query(message: str, previous: str | None) -> list[str]:
     return words[:QUERY_WORDS]
 
 
-def rank(mind: Mind, words: list[str], message: str, similar: Similar | None = None
+def rank(mind: Ledger, words: list[str], message: str, similar: Similar | None = None
          ) -> tuple[Ranked, dict[int, Event]]:
     """Candidate events for recall, best first, with their scores (see the module's steps),
     and the turns read around them on the way (for ``partners``)."""
@@ -109,7 +109,7 @@ def blend(lexical: Ranked, by_meaning: Ranked) -> Ranked:
     return sorted(((events[i], s * top) for i, s in scores.items()), key=lambda p: -p[1])
 
 
-def spread(mind: Mind, ranked: Ranked) -> tuple[Ranked, dict[int, Event]]:
+def spread(mind: Ledger, ranked: Ranked) -> tuple[Ranked, dict[int, Event]]:
     """Each turn plus ``NEIGHBOURS`` shares of the scores of the turns beside it in its session
     (turns next to the best ``JOINED_BY`` join the candidates); also every event read, by id."""
     own = {e.id: s for e, s in ranked}
@@ -145,7 +145,7 @@ def partner(hit: Event, events: dict[int, Event]) -> Event | None:
 TITLE_CHARS = 80
 
 
-def session_titles(mind: Mind, events: list[Event]) -> dict[str, str]:
+def session_titles(mind: Ledger, events: list[Event]) -> dict[str, str]:
     """The title of each session among ``events`` that has one (an imported conversation's),
     from the ``session_started`` event that opens it (one indexed lookup per session)."""
     titles: dict[str, str] = {}

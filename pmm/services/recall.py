@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pmm import errors
-from pmm.services import chat, context, minds, models
+from pmm.services import chat, context, models, opening
 
 MIN_WINDOW, MAX_WINDOW = 256, 10_000_000  # as `pmm model add --context-window`
 MAX_ANSWER_TOKENS = 100_000  # as `pmm chat --max-tokens`
@@ -53,7 +53,7 @@ def plan(path: Path, text: str, model_name: str | None = None, window: int | Non
         raise errors.UsageError(f"--window must be between {MIN_WINDOW} and {MAX_WINDOW} tokens")
     if not 1 <= max_tokens <= MAX_ANSWER_TOKENS:
         raise errors.UsageError(f"--max-tokens must be between 1 and {MAX_ANSWER_TOKENS}")
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         states = mind.state()[0]
         model = models.pick(states, model_name)  # trust is not asked: nothing is contacted
         window = window or model.window()  # a local model's window is a setting: no weights load

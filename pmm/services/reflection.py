@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from pmm import errors
+from pmm.domain import dynamics
 from pmm.domain import events as ev
-from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft, Event
 from pmm.domain.growth import MAX_TRAIT_STEP
 from pmm.ledger import lookup
-from pmm.ledger.store import TS_FORMAT, Mind, now_ts
-from pmm.services import consolidation, minds, models, tokens
+from pmm.ledger.store import TS_FORMAT, Ledger, now_ts
+from pmm.services import consolidation, models, opening, tokens
 from pmm.services import reflection_answer as answer
 from pmm.services import reflection_backoff as backoff
 from pmm.services import reflection_window as window_
@@ -115,18 +115,18 @@ class _Superseded(Exception):
 
 
 def reflect(path: Path, *, if_due: bool = False, trigger: str = "manual", model_name: str | None = None,
-            notify: minds.Notify = lambda _m: None, max_windows: int = MAX_WINDOWS,
+            notify: opening.Notify = lambda _m: None, max_windows: int = MAX_WINDOWS,
             summarize: bool = False, recorded: Callable[[Outcome], None] = lambda _o: None,
             keep_going: Callable[[], bool] = lambda: True) -> Run:
     """Reflect on unreflected history, window by window, then consolidate when due (or when
     ``summarize``). ``recorded`` hears of each reflection as it is written; ``keep_going`` is
     asked before each further window. A failing window raises ``ProviderError`` with the
     windows before it kept, and the failure is remembered for the back-off."""
-    minds.open_read(path).close()  # a missing or foreign file is refused, never created
+    opening.open_read(path).close()  # a missing or foreign file is refused, never created
     with _single_reflection(path, wait=not if_due) as running:
         if not running:
             return Run("another reflection is running")
-        mind = minds.open_write(path, notify)
+        mind = opening.open_write(path, notify)
         try:
             return _run(mind, path, if_due=if_due, trigger=trigger, model_name=model_name,
                         notify=notify, max_windows=max_windows, summarize=summarize,
@@ -135,8 +135,8 @@ def reflect(path: Path, *, if_due: bool = False, trigger: str = "manual", model_
             mind.close()
 
 
-def _run(mind: Mind, path: Path, *, if_due: bool, trigger: str, model_name: str | None,
-         notify: minds.Notify, max_windows: int, summarize: bool,
+def _run(mind: Ledger, path: Path, *, if_due: bool, trigger: str, model_name: str | None,
+         notify: opening.Notify, max_windows: int, summarize: bool,
          recorded: Callable[[Outcome], None], keep_going: Callable[[], bool]) -> Run:
     states, _ = mind.state()
     model = models.pick(states, model_name, "reflection")
@@ -192,7 +192,7 @@ def _run(mind: Mind, path: Path, *, if_due: bool, trigger: str, model_name: str 
     return run
 
 
-def _left(mind: Mind, states: dict[str, Any], until: int, run: Run) -> Run:
+def _left(mind: Ledger, states: dict[str, Any], until: int, run: Run) -> Run:
     """``run`` with the history left up to ``until`` and where the next run starts (None when
     nothing is left)."""
     start = _first_unreflected(states)
@@ -201,7 +201,7 @@ def _left(mind: Mind, states: dict[str, Any], until: int, run: Run) -> Run:
     return run
 
 
-def _due(mind: Mind, states: dict[str, Any]) -> tuple[bool, str]:
+def _due(mind: Ledger, states: dict[str, Any]) -> tuple[bool, str]:
     """Due by the stage's cadence when something new happened: a user message since the last
     reflection, or history the last run left unreflected (it stopped at its bound). The backlog
     is counted up to the last reflection recorded, retracted or not (a retraction does not make
@@ -236,8 +236,8 @@ def _first_unreflected(states: dict[str, Any]) -> int:
     return int(states["reflections"]["reflected_to"]) + 1
 
 
-def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int,
-            notify: minds.Notify, until: int) -> Outcome | None:
+def _window(mind: Ledger, path: Path, model: models.Model, trigger: str, done: int,
+            notify: opening.Notify, until: int) -> Outcome | None:
     """Reflect on the next window of the events up to ``until`` (None: nothing left)."""
     states, _ = mind.state()
     recorded_before = states["reflections"]["recorded"]
@@ -304,8 +304,8 @@ def _window(mind: Mind, path: Path, model: models.Model, trigger: str, done: int
     return Outcome(True, "", written[0], written, rejected, model.name)
 
 
-def _condense(mind: Mind, path: Path, model: models.Model, trigger: str, run: Run, summarize: bool,
-              notify: minds.Notify, keep_going: Callable[[], bool], if_due: bool = True) -> None:
+def _condense(mind: Ledger, path: Path, model: models.Model, trigger: str, run: Run, summarize: bool,
+              notify: opening.Notify, keep_going: Callable[[], bool], if_due: bool = True) -> None:
     """Summaries while enough reflections wait (the first one also when ``summarize``), at most
     ``consolidation.MAX_PER_RUN`` a run: a catch-up's backlog is condensed, not left behind."""
     while len(run.summaries) < consolidation.MAX_PER_RUN and keep_going() and (
@@ -317,8 +317,8 @@ def _condense(mind: Mind, path: Path, model: models.Model, trigger: str, run: Ru
         run.summary = summary
 
 
-def _consolidate(mind: Mind, path: Path, model: models.Model, trigger: str, if_due: bool,
-                 notify: minds.Notify) -> consolidation.Summary | None:
+def _consolidate(mind: Ledger, path: Path, model: models.Model, trigger: str, if_due: bool,
+                 notify: opening.Notify) -> consolidation.Summary | None:
     states = mind.state()[0]
     if if_due and (waiting := _backed_off(path, "consolidation", model, states)):
         notify(f"No summary: {waiting}")

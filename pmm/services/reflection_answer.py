@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pmm import errors
+from pmm.domain import dynamics
 from pmm.domain import events as ev
-from pmm.domain import mind as dynamics
 from pmm.domain.events import Draft
 from pmm.domain.growth import MAX_TRAIT_STEP, since, valid_evidence
 from pmm.ledger.store import TS_FORMAT

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pmm.domain.mind import span
+from pmm.domain.dynamics import span
 from pmm.ledger.store import TS_FORMAT, now_ts
 
 CAP_SECONDS = 86_400  # however often it failed, a due-only run tries again at least daily

@@ -12,7 +12,7 @@ from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.ledger import lookup
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 from pmm.providers.base import Message, Request
 from pmm.services import reflection_answer as answer
 from pmm.services import tokens
@@ -28,7 +28,7 @@ PAGE = 200  # events read at a time
 COMMITMENTS_SHOWN = 20
 
 
-def request(mind: Mind, states: dict[str, Any], first_id: int, window: int, until: int,
+def request(mind: Ledger, states: dict[str, Any], first_id: int, window: int, until: int,
              cost: tokens.Cost, limit: int | None = None) -> tuple[Request, dict[int, str]]:
     """The events from ``first_id`` to ``until``, oldest first, as many as fit (``cost``: the
     model's own token count for a local model, else the estimate), at most ``limit``:
@@ -98,7 +98,7 @@ def _header(first: int, last: int, count: int, more: bool) -> str:
             f" reflected on before from #{first}, in order (a long event is clipped, and says so).{later}")
 
 
-def _unreflected(mind: Mind, first_id: int, until: int) -> Iterator[Event]:
+def _unreflected(mind: Ledger, first_id: int, until: int) -> Iterator[Event]:
     since = first_id
     while True:
         page = lookup.following(mind, SEEN_KINDS, since, PAGE)

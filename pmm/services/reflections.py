@@ -13,8 +13,8 @@ from pmm.domain.events import Draft, Event
 from pmm.domain.growth import RETRACTABLE
 from pmm.domain.when import said_at
 from pmm.ledger import lookup
-from pmm.ledger.store import Mind
-from pmm.services import minds
+from pmm.ledger.store import Ledger
+from pmm.services import opening
 
 FIRST_WORDS = 12
 LED_TO = (ev.TRAIT_ADJUSTED.name, ev.COMMITMENT_OPENED.name, ev.COMMITMENT_CLOSED.name)
@@ -40,7 +40,7 @@ def _row(event: Event, retraction: Event | None) -> dict[str, Any]:
 
 def listing(path: Path, all_: bool = False) -> dict[str, Any]:
     """Reflections in the order they were recorded; retracted ones only with ``all_``."""
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         gone = lookup.retractions(mind)
         rows = [_row(e, gone.get(e.id)) for e in mind.events(kind=ev.REFLECTION_RECORDED.name)]
     shown = [r for r in rows if all_ or not r["retracted"]]
@@ -48,7 +48,7 @@ def listing(path: Path, all_: bool = False) -> dict[str, Any]:
             "retracted": sum(r["retracted"] for r in rows)}
 
 
-def _reflection(mind: Mind, reflection: int) -> Event:
+def _reflection(mind: Ledger, reflection: int) -> Event:
     found = lookup.get(mind, [reflection])
     if not found:
         raise errors.UsageError(f"there is no event #{reflection}", hint="see pmm reflections list")
@@ -61,7 +61,7 @@ def _reflection(mind: Mind, reflection: int) -> Event:
 def show(path: Path, reflection: int) -> dict[str, Any]:
     """One reflection: its text, the events it covered, model and tokens, the events it led to,
     what of the model's answer was rejected, and its retraction if any."""
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         event = _reflection(mind, reflection)
         led = lookup.with_meta(mind, LED_TO, "reflection", reflection, since=reflection)
         led += lookup.with_meta(mind, [ev.MIND_NAMED.name], "reason", f"reflection #{reflection}",
@@ -81,8 +81,8 @@ def retract(path: Path, reflection: int, reason: str) -> dict[str, Any]:
     reason = " ".join(reason.split())
     if not reason:
         raise errors.UsageError("say why the reflection is retracted (--reason TEXT)")
-    minds.open_read(path).close()  # a missing file is refused, never created
-    with minds.open_write(path, lambda _m: None) as mind:
+    opening.open_read(path).close()  # a missing file is refused, never created
+    with opening.open_write(path, lambda _m: None) as mind:
         before: dict[str, Any] = {}
 
         def drafts(_first: int) -> list[Draft]:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pmm import settings
 from pmm.domain.events import Event
 from pmm.ledger import lookup, vectors
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 from pmm.services import ranking
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ def _embed(model: Any, texts: Sequence[str]) -> np.ndarray:
     return out
 
 
-def nearest(mind: Mind, text: str, kinds: Iterable[str], limit: int,
+def nearest(mind: Ledger, text: str, kinds: Iterable[str], limit: int,
             span: int = SPAN) -> list[tuple[Event, float]] | None:
     """The events of ``kinds`` among the newest ``span`` events most similar to ``text``, best
     first (ties: newest first), each with its cosine similarity (only those above 0); None
@@ -190,7 +190,7 @@ class _Memo:
 _memo: list[_Memo] = []  # at most one: a process recalls from one mind at a time
 
 
-def _matrix(mind: Mind, model: Any, tag: str, kinds: tuple[str, ...],
+def _matrix(mind: Ledger, model: Any, tag: str, kinds: tuple[str, ...],
             span: int) -> tuple[np.ndarray, np.ndarray]:
     """The span's ids (ascending) and their vectors, one row each, the missing ones computed.
     Ascending, so that the common case (every vector stored) is the stored block itself: the
@@ -251,7 +251,7 @@ def _take(source_ids: np.ndarray, source: np.ndarray, ids: np.ndarray,
     return matrix
 
 
-def fill(mind: Mind, kinds: Iterable[str] = KINDS, span: int = SPAN) -> int:
+def fill(mind: Ledger, kinds: Iterable[str] = KINDS, span: int = SPAN) -> int:
     """Compute and store the vectors a writer's span lacks (``pmm health --repair``); how
     many events the span holds, or -1 when semantic recall is unavailable."""
     loaded = _load()

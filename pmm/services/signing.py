@@ -1,4 +1,4 @@
-"""Signed checkpoints: ``pmm keygen``, ``pmm sign``, and the signature half of ``pmm verify``.
+"""Signed checkpoints: ``pmm keygen`` and ``pmm sign`` (reading a signature: pmm.services.signatures).
 
 pmm signs a checkpoint (mind id, event count, head hash; ``pmm.domain.checkpoint``), never the
 file's bytes. Two formats, both checkable without pmm (docs/signing.md):
@@ -12,20 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pmm import errors
 from pmm.domain import checkpoint as cp
-from pmm.services.files import check_output, read_file, write_atomic
+from pmm.services import signatures
+from pmm.services.files import check_output, write_atomic
+from pmm.services.signatures import Signed
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from pmm.crypto.keys import PublicKey
 
 FORMATS = ("minisign", "ssh")
-NAMESPACE = "pmm-checkpoint"
-MAX_SIGNATURE_BYTES = 64 * 1024
 Passphrase = Callable[[], bytes]
 
 
@@ -38,19 +37,6 @@ class KeyFiles:
 
     def publics(self) -> list[Path]:
         return [self.public_pem, self.minisign, self.ssh]
-
-
-@dataclass(frozen=True)
-class Signed:
-    checkpoint: cp.Checkpoint
-    key_id: str
-    format: str
-    signed_at: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"mind_id": self.checkpoint.mind_id, "size": self.checkpoint.size,
-                "head": self.checkpoint.head, "key_id": self.key_id, "format": self.format,
-                "signed_at": self.signed_at}
 
 
 def default_key() -> Path:
@@ -90,13 +76,7 @@ def keygen(private: Path, passphrase: bytes | None, *, force: bool = False) -> t
 def load_private(path: Path, passphrase: Passphrase) -> Ed25519PrivateKey:
     from pmm.crypto import keys
 
-    return keys.load_private(_read(path, "key", 1 << 20), str(path), passphrase)
-
-
-def load_public(path: Path) -> PublicKey:
-    from pmm.crypto import keys
-
-    return keys.load_public(_read(path, "public key", 1 << 20), str(path))
+    return keys.load_private(signatures.read_limited(path, "key", 1 << 20), str(path), passphrase)
 
 
 def sign(source: Path, key_path: Path, passphrase: Passphrase, fmt: str = "minisign") -> tuple[str, Signed]:
@@ -135,7 +115,7 @@ def sign_text(key: Ed25519PrivateKey, point: cp.Checkpoint, fmt: str, signed_at:
     if fmt == "ssh":
         from pmm.crypto import sshsig
 
-        return sshsig.sign(key, message, NAMESPACE) + f"{cp.COMMENT_TAG} {point.fields()}\n"
+        return sshsig.sign(key, message, signatures.NAMESPACE) + f"{cp.COMMENT_TAG} {point.fields()}\n"
     from pmm.crypto import minisign
 
     kid = keys.public_of(key).key_id_text
@@ -143,76 +123,7 @@ def sign_text(key: Ed25519PrivateKey, point: cp.Checkpoint, fmt: str, signed_at:
                          f"pmm checkpoint of mind {point.mind_id} at event {point.size}, key {kid}")
 
 
-def read_signature(path: Path, public: PublicKey) -> Signed:
-    """The checkpoint that ``path`` proves ``public`` signed; ``IntegrityError`` otherwise."""
-    raw = _read(path, "signature", MAX_SIGNATURE_BYTES)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise errors.IntegrityError("the signature file is damaged: it is not text") from None
-    if text.startswith("untrusted comment:"):
-        return _read_minisign(text, public)
-    if "-----BEGIN SSH SIGNATURE-----" in text:
-        return _read_ssh(text, public)
-    raise errors.IntegrityError("the signature file is damaged: it is neither a minisign nor an SSH signature")
-
-
-def _read_minisign(text: str, public: PublicKey) -> Signed:
-    from pmm.crypto import minisign
-
-    sig = minisign.parse(text)
-    minisign.verify_comment(public, sig)
-    words = sig.trusted_comment.split(" ")
-    if words[0] != cp.COMMENT_TAG or len(words) < 4:
-        raise errors.IntegrityError("the signature is genuine but does not carry a pmm checkpoint")
-    point = cp.from_fields(words[1:4])
-    minisign.verify_message(public, sig, point.text().encode())
-    signed_at = next((w.removeprefix("signed:") for w in words[4:] if w.startswith("signed:")), None)
-    return Signed(point, public.key_id_text, "minisign", signed_at)
-
-
-def _read_ssh(text: str, public: PublicKey) -> Signed:
-    from pmm.crypto import sshsig
-
-    tagged = [line for line in text.splitlines() if line.startswith(cp.COMMENT_TAG + " ")]
-    if len(tagged) != 1:
-        raise errors.IntegrityError("the SSH signature file has no pmm-checkpoint line after the signature")
-    point = cp.from_fields(tagged[0].split(" ")[1:])
-    sshsig.verify(public, text, point.text().encode(), NAMESPACE)
-    return Signed(point, public.key_id_text, "ssh")
-
-
-def check_position(signed: Signed, mind_id: str, size: int, hash_at: Callable[[int], str | None]
-                   ) -> tuple[dict[str, Any], str | None]:
-    """Is the signed checkpoint in this chain, at its position, with its hash? The JSON summary
-    and the problem (None when it holds)."""
-    point = signed.checkpoint
-    summary = {**signed.to_json(), "ok": False, "appended_since": None}
-    if point.mind_id != mind_id:
-        return summary, f"the signature is for another mind ({point.mind_id}, this is {mind_id})"
-    if point.size > size:
-        return summary, (f"truncated: the signed checkpoint covers {point.size:,} events, this copy "
-                         f"has only {size:,}")
-    found = hash_at(point.size)
-    if found is None:
-        return summary, f"the signed event {point.size:,} is not in this partial export"
-    if found != point.head:
-        return summary, (f"a different head: event {point.size:,} is not the one that was signed "
-                         f"(signed {point.head[:16]}…, found {found[:16]}…): rewritten or forked")
-    summary.update(ok=True, appended_since=size - point.size)
-    return summary, None
-
-
 def write_signature(text: str, out: Path, reading: tuple[Path, ...] = ()) -> None:
     """The signature file under pmm.services.files' policy: never over a file in ``reading`` (the
     file signed, the key, the passphrase file)."""
     write_atomic(out, text.encode(), 0o644, reading=reading, what="signature")
-
-
-def _read(path: Path, what: str, limit: int) -> bytes:
-    data = read_file(path, what, limit)
-    if len(data) > limit:
-        if what == "signature":
-            raise errors.IntegrityError("the signature file is damaged: far too long for a signature")
-        raise errors.InputRejected(f"{path} is too large to be a {what} file")
-    return data

@@ -15,8 +15,8 @@ from typing import Any
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
-from pmm.ledger.store import Mind
-from pmm.services import minds
+from pmm.ledger.store import Ledger
+from pmm.services import opening
 
 # Bounds, in characters, so that standing memory cannot crowd everything else out of a prompt
 # (the embedded model's window holds about 6,000 characters). Over them: input rejected (exit 6).
@@ -32,7 +32,7 @@ class _Unchanged(Exception):
     no-op writes nothing at all (not even the projection cache)."""
 
 
-def _append_one(mind: Mind, draft: Callable[[int], Draft]) -> Event | None:
+def _append_one(mind: Ledger, draft: Callable[[int], Draft]) -> Event | None:
     """Append the draft that ``draft(first_id)`` returns; None when it raised ``_Unchanged``."""
     try:
         (event,) = mind.append(lambda first: [draft(first)])
@@ -41,10 +41,10 @@ def _append_one(mind: Mind, draft: Callable[[int], Draft]) -> Event | None:
     return event
 
 
-def pin(path: Path, text: str, notify: minds.Notify) -> Event:
+def pin(path: Path, text: str, notify: opening.Notify) -> Event:
     """Append a pinned note (stripped, at most ``PIN_MAX_CHARS``; at most ``PINS_MAX`` pinned)."""
     text = _text(text, "note", PIN_MAX_CHARS)
-    with minds.open_write(path, notify) as mind:
+    with opening.open_write(path, notify) as mind:
 
         def drafts(_first: int) -> list[Draft]:
             pinned = _state(mind)["pinned"]
@@ -73,7 +73,7 @@ def unpin(path: Path, note: int) -> Event:
     return event
 
 
-def _what(mind: Mind, event_id: int) -> str:
+def _what(mind: Ledger, event_id: int) -> str:
     found = next(mind.events(since=event_id), None)
     if found is None or found.id != event_id:
         return "there is no such event"
@@ -84,25 +84,25 @@ def _what(mind: Mind, event_id: int) -> str:
 
 def pins(path: Path) -> list[dict[str, Any]]:
     """The pinned notes, oldest pin first: id, text, when pinned."""
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         return [dict(entry) for entry in _state(mind)["pinned"]]
 
 
 def persona(path: Path) -> dict[str, Any] | None:
     """The persona (id of the event that set it, text, time), or None."""
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         found = _state(mind)["persona"]
     return dict(found) if found else None
 
 
-def set_persona(path: Path, text: str, notify: minds.Notify, *, based_on: int | None = ANY
+def set_persona(path: Path, text: str, notify: opening.Notify, *, based_on: int | None = ANY
                 ) -> Event | None:
     """Append ``text`` as the persona; None (nothing written) when it is the persona already.
 
     ``based_on``: the id of the persona the text was edited from (None: there was none); if
     another one was set meanwhile, the edit is refused rather than silently replacing it."""
     text = _text(text, "persona", PERSONA_MAX_CHARS)
-    with minds.open_write(path, notify) as mind:
+    with opening.open_write(path, notify) as mind:
 
         def draft(_first: int) -> Draft:
             current = _state(mind)["persona"]
@@ -129,11 +129,11 @@ def clear_persona(path: Path) -> Event | None:
         return _append_one(mind, draft)
 
 
-def rename(path: Path, name: str, notify: minds.Notify) -> Event | None:
-    """Append ``mind_named`` for the user's ``name`` (``minds.valid_name``); None when the mind
+def rename(path: Path, name: str, notify: opening.Notify) -> Event | None:
+    """Append ``mind_named`` for the user's ``name`` (``opening.valid_name``); None when the mind
     is called that already."""
-    name = minds.valid_name(name)
-    with minds.open_write(path, notify) as mind:
+    name = opening.valid_name(name)
+    with opening.open_write(path, notify) as mind:
 
         def draft(_first: int) -> Draft:
             if mind.state()[0]["identity"]["name"] == name:
@@ -153,11 +153,11 @@ def _text(text: str, what: str, limit: int) -> str:
     return text
 
 
-def _state(mind: Mind) -> dict[str, Any]:
+def _state(mind: Ledger) -> dict[str, Any]:
     return mind.state()[0]["standing"]
 
 
-def _existing(path: Path) -> Mind:
+def _existing(path: Path) -> Ledger:
     """A writer on a mind that must exist already: removing something from a mind that is not
     there is a missing file (exit 4), not a reason to make a new one."""
-    return minds.witnessed(Mind.open(path, write=True))
+    return opening.witnessed(Ledger.open(path, write=True))

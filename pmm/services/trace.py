@@ -15,8 +15,8 @@ from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.domain.when import said_at
 from pmm.ledger import lookup
-from pmm.ledger.store import Mind
-from pmm.services import minds
+from pmm.ledger.store import Ledger
+from pmm.services import opening
 
 TURN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
 EXCERPT = 200
@@ -24,7 +24,7 @@ EXCERPT = 200
 
 def trace(path: Path, ref: str | None) -> dict[str, Any]:
     """``ref``: an event id, a session id, or None / "last" for the latest answer."""
-    with minds.open_read(path) as mind:
+    with opening.open_read(path) as mind:
         if ref is None or ref == "last":
             latest = lookup.latest(mind, [ev.RESPONSE_SENT.name], 1)
             if not latest:
@@ -38,7 +38,7 @@ def trace(path: Path, ref: str | None) -> dict[str, Any]:
                             hint="e.g. pmm trace 42, or pmm trace last")
 
 
-def _by_id(mind: Mind, event_id: int) -> dict[str, Any]:
+def _by_id(mind: Ledger, event_id: int) -> dict[str, Any]:
     found = lookup.get(mind, [event_id]) if 0 < event_id < 2**63 else []  # SQLite's INTEGER
     if not found:
         raise errors.UsageError(f"there is no event {event_id} (the mind has {mind.head()[0]})")
@@ -66,7 +66,7 @@ def _brief(event: Event) -> dict[str, Any]:
             "excerpt": text if len(text) <= EXCERPT else text[: EXCERPT - 1] + "…"}
 
 
-def turn(mind: Mind, response: Event) -> dict[str, Any]:
+def turn(mind: Ledger, response: Event) -> dict[str, Any]:
     meta = response.meta
     message = None
     if isinstance(meta.get("reply_to"), int):
@@ -121,7 +121,7 @@ def _ids(value: Any) -> list[int]:
     return [i for i in value if type(i) is int and 0 < i < 2**63]
 
 
-def _changed_by(mind: Mind, response: Event) -> list[Event]:
+def _changed_by(mind: Ledger, response: Event) -> list[Event]:
     """Events the turn itself appended after its answer (they name it in ``meta.turn``)."""
     changed = []
     for event in lookup.get(mind, range(response.id + 1, response.id + 33)):
@@ -131,7 +131,7 @@ def _changed_by(mind: Mind, response: Event) -> list[Event]:
     return changed
 
 
-def session(mind: Mind, session_id: str) -> dict[str, Any]:
+def session(mind: Ledger, session_id: str) -> dict[str, Any]:
     started = lookup.with_meta(mind, [ev.SESSION_STARTED.name], "session", session_id, limit=1)
     if not started:
         raise errors.UsageError(f"there is no session {session_id}",

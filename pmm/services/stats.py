@@ -1,27 +1,18 @@
-"""Reading a mind for people: ``pmm stats``, ``pmm log`` and ``pmm search``."""
+"""``pmm stats``: the mind in plain English (stage, traits, reflections, commitments, usage)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from pmm.domain import dynamics, temperament
 from pmm.domain import events as ev
-from pmm.domain import mind as dynamics
-from pmm.domain import temperament
-from pmm.domain.events import Event
-from pmm.domain.when import said_at, shown
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 
-span = dynamics.span  # the one duration formatter (domain/mind.py), for the CLI
-shown = shown  # the one way an event's time is shown to a person (domain/when.py), for the CLI
+span = dynamics.span  # the one duration formatter (domain/dynamics.py), for the CLI
 
 
-def when(event: Event) -> str:
-    """When ``event`` was said, as a person is shown it (an import: with the day it was imported)."""
-    return shown(said_at(event), event.ts)
-
-
-def stats(mind: Mind) -> dict[str, Any]:
+def stats(mind: Ledger) -> dict[str, Any]:
     """Counts so far, the mind's stage, traits, reflections, commitments and model usage, from
     the projections (cache plus newer events, no writes)."""
     states, cache = mind.state()
@@ -62,7 +53,7 @@ def stats(mind: Mind) -> dict[str, Any]:
     }
 
 
-# What IAS, GAS and their parts measure, in words; the formulas and numbers are pmm.domain.mind's
+# What IAS, GAS and their parts measure, in words; the formulas and numbers are pmm.domain.dynamics's
 # alone (docs/mind-model.md prints them). A test fails when Metrics gains a part not named here.
 MEASURES = {
     "ias": ("identity stability", "how steady its identity is (traits, name, commitments)"),
@@ -176,20 +167,3 @@ def usage(states: dict[str, Any]) -> list[dict[str, Any]]:
                      "average_latency_ms": round(row["latency_ms"] / row["answers"]) if row["answers"] else 0,
                      "cost": cost})
     return rows
-
-
-def log(mind: Mind, n: int, kind: str | None) -> list[Event]:
-    return mind.tail(n, kind)
-
-
-def search(mind: Mind, text: str, limit: int) -> list[tuple[Event, str]]:
-    return mind.search(text, limit)
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    """The stored event (``ts`` is when the ledger recorded it) plus ``said_at``: when it was
-    said, which for an import is its original time (pmm.domain.when)."""
-    return {
-        "id": event.id, "ts": event.ts, "said_at": said_at(event), "kind": event.kind,
-        "content": event.content, "meta": event.meta, "prev_hash": event.prev_hash, "hash": event.hash,
-    }

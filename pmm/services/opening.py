@@ -9,7 +9,7 @@ from pathlib import Path
 from pmm import __version__, errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
-from pmm.ledger.store import Mind
+from pmm.ledger.store import Ledger
 
 Notify = Callable[[str], None]
 
@@ -43,21 +43,21 @@ def genesis(name: str | None) -> Draft:
     return Draft(ev.MIND_CREATED.name, text, meta)
 
 
-def init(path: Path, name: str | None) -> Mind:
+def init(path: Path, name: str | None) -> Ledger:
     """A new mind with its genesis event; refuses to overwrite anything."""
     if name is not None:
         name = valid_name(name)
-    return witnessed(Mind.create(path, genesis(name)), created=True)
+    return witnessed(Ledger.create(path, genesis(name)), created=True)
 
 
-def open_read(path: Path) -> Mind:
-    return Mind.open(path, write=False)
+def open_read(path: Path) -> Ledger:
+    return Ledger.open(path, write=False)
 
 
-def open_write(path: Path, notify: Notify) -> Mind:
+def open_write(path: Path, notify: Notify) -> Ledger:
     """Open for appending; a missing file becomes a new mind, and ``notify`` says so."""
     if not path.exists():
-        mind = Mind.create(path, genesis(None))
+        mind = Ledger.create(path, genesis(None))
         notify(f"Created a new mind at {path}")
         return witnessed(mind, created=True, notify=notify)
 
@@ -65,17 +65,17 @@ def open_write(path: Path, notify: Notify) -> Mind:
         rebuilding = ": rebuilding its search index (seconds per million events)" if old < 3 else ""
         notify(f"Upgrading {path} from schema {old} to {new}{rebuilding}")
 
-    return witnessed(Mind.open(path, write=True, on_migrate=upgrading), notify=notify)
+    return witnessed(Ledger.open(path, write=True, on_migrate=upgrading), notify=notify)
 
 
-def witnessed(mind: Mind, *, created: bool = False, notify: Notify | None = None) -> Mind:
+def witnessed(mind: Ledger, *, created: bool = False, notify: Notify | None = None) -> Ledger:
     """A writer whose head the witness learns at open, after every commit and at close: a
     writer killed mid-run still leaves what it committed witnessed. ``created``: pmm just made
     this file, so it may hold a new mind where another one was. ``notify`` hears, once for
     this writer, that the mind no longer extends what pmm witnessed."""
     warned = False
 
-    def tell(m: Mind, *, created: bool = False) -> None:
+    def tell(m: Ledger, *, created: bool = False) -> None:
         from pmm.services.witness import FAILED
 
         nonlocal warned
@@ -90,7 +90,7 @@ def witnessed(mind: Mind, *, created: bool = False, notify: Notify | None = None
     return mind
 
 
-def witness_head(mind: Mind, *, created: bool = False) -> str | None:
+def witness_head(mind: Ledger, *, created: bool = False) -> str | None:
     """Tell the witness this file's head; returns the witness's verdict (None: not judged). A
     writer never fails for it (the user decides, with ``pmm verify``), and an unwritable state
     dir only costs the protection."""

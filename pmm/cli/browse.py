@@ -1,4 +1,4 @@
-"""Commands about one mind: init, remember, stats, log, search."""
+"""Reading a mind: ``pmm stats``, ``pmm log``, ``pmm search``."""
 
 from __future__ import annotations
 
@@ -8,56 +8,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from pmm.cli import output
-from pmm.cli.app import mind_path
-from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, stdin_text
+from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
 
 
 def register(app: typer.Typer) -> None:
-    for command in (init, remember, stats, log, search):
+    for command in (stats, log, search):
         app.command()(command)
-
-
-def init(
-    name: Annotated[Optional[str], typer.Option("--name", help="A name for the new mind.")] = None,
-    mind: MindOpt = None,
-    json: JsonOpt = False,
-) -> None:
-    """Create a new mind file (never overwrites one)."""
-    from pmm.services import minds
-
-    path = mind_path(mind)
-    if name is not None:
-        name = minds.valid_name(name)
-    with minds.init(path, name) as created:
-        mind_id = created.mind_id
-    if json:
-        output.emit_json({"mind": str(path), "mind_id": mind_id, "name": name})
-    else:
-        output.message(f"Created a new mind at {path}" + (f" named {name}" if name else ""))
-
-
-def remember(
-    text: Annotated[str, typer.Argument(help="The note to remember, or - to read it from stdin (UTF-8; other bytes are refused, exit 6).")],
-    pin: Annotated[bool, typer.Option("--pin", help="Always put it in the prompt (at most 20 pinned notes of 1,000 characters; see pmm pins, pmm unpin).")] = False,
-    mind: MindOpt = None,
-    json: JsonOpt = False,
-) -> None:
-    """Record a note the mind can recall later (with --pin: one it always has in mind)."""
-    from pmm.errors import UsageError
-    from pmm.services import minds, overview, standing
-
-    if text == "-":
-        text = stdin_text("the note")
-    text = text.strip()
-    if not text:
-        raise UsageError("nothing to remember: the note is empty",
-                         hint="give the note's text, or - to read it from stdin")
-    if pin:
-        event = standing.pin(mind_path(mind), text, output.message)
-        output.report(overview.event_json(event), json, f"Pinned as note #{event.id}")
-        return
-    event = minds.remember(mind_path(mind), text, output.message)
-    output.report(overview.event_json(event), json, f"Remembered as event {event.id}")
 
 
 def stats(
@@ -74,10 +30,10 @@ def stats(
     imported history at its original time; when there are imports, Recorded is when the ledger
     appended its first and last event.
     """
-    from pmm.services import minds, overview
+    from pmm.services import opening, stats
 
-    with minds.open_read(mind_path(mind)) as opened:
-        report = overview.stats(opened)
+    with opening.open_read(mind_path(mind)) as opened:
+        report = stats.stats(opened)
     if json:
         output.emit_json(report)
         return
@@ -104,7 +60,7 @@ def stats(
 
 def stage_lines(e: dict[str, Any], parts: bool) -> list[str]:
     """The stage with IAS and GAS, what each measures (with ``parts``: what each is made of
-    now) and what the next stage needs; ``e`` is ``overview.explain``'s report."""
+    now) and what the next stage needs; ``e`` is ``stats.explain``'s report."""
     stage = e["stage"]
     lines = [f"Stage {stage['stage']}: {stage['words']} (IAS {e['ias']['value']:.2f}, GAS {e['gas']['value']:.2f})"]
     for quantity in ("ias", "gas"):
@@ -164,7 +120,7 @@ def _standing_line(s: dict[str, Any]) -> str:
 
 
 def _reflections_line(r: dict[str, Any]) -> str:
-    from pmm.services.overview import span
+    from pmm.services.stats import span
 
     if not r["count"]:
         return "Reflections: none yet"
@@ -174,7 +130,7 @@ def _reflections_line(r: dict[str, Any]) -> str:
 def _commitments_line(c: dict[str, Any]) -> str:
     if not c["opened"]:
         return "Commitments: no commitments yet"
-    from pmm.cli.evolve import counts_line
+    from pmm.cli.commitments import counts_line
 
     return counts_line(c)
 
@@ -205,12 +161,12 @@ def log(
     which for an import is its original time, with the day it was imported. --json keeps each
     event as stored (ts: when the ledger recorded it) and adds said_at. See docs/time.md.
     """
-    from pmm.services import minds, overview
+    from pmm.services import browse, opening
 
-    with minds.open_read(mind_path(mind)) as opened:
-        events = overview.log(opened, n, kind)
+    with opening.open_read(mind_path(mind)) as opened:
+        events = browse.log(opened, n, kind)
     if json:
-        output.emit_json([overview.event_json(e) for e in events])
+        output.emit_json([browse.event_json(e) for e in events])
         return
     _lines([(e, e.content) for e in events])
 
@@ -226,12 +182,12 @@ def search(
     Best match first. The time shown is when each event was said (an import: its original
     time); --json adds said_at beside ts, the time the ledger recorded it.
     """
-    from pmm.services import minds, overview
+    from pmm.services import browse, opening
 
-    with minds.open_read(mind_path(mind)) as opened:
-        hits = overview.search(opened, text, limit)
+    with opening.open_read(mind_path(mind)) as opened:
+        hits = browse.search(opened, text, limit)
     if json:
-        output.emit_json([{**overview.event_json(e), "snippet": s} for e, s in hits])
+        output.emit_json([{**browse.event_json(e), "snippet": s} for e, s in hits])
         return
     if not hits:
         output.message("No matches.")
@@ -241,7 +197,7 @@ def search(
 def _lines(rows: list[tuple[Any, str]]) -> None:
     """One line per event: id, when it was said, kind, text. The time column is as wide as its
     widest entry, so a mind without imports looks as it always did."""
-    from pmm.services.overview import when
+    from pmm.services.browse import when
 
     times = [when(e) for e, _ in rows]
     width = max(map(len, times), default=0)

@@ -21,7 +21,7 @@ from pmm.domain.events import Draft
 from pmm.errors import InputRejected, UsageError
 from pmm.ledger import lookup
 from pmm.ledger.store import TS_FORMAT
-from pmm.services import minds
+from pmm.services import opening
 from pmm.services.portability import ImportResult
 
 LABELS = {"chatgpt": "ChatGPT", "claude": "Claude"}
@@ -52,12 +52,12 @@ def import_conversations(path: Path, stream: IO[bytes], name: str, fmt: str, *,
         raise UsageError(f"unknown conversation format {fmt!r}: use chatgpt or claude")
     conversations = read_conversations(stream, name, fmt)
     if path.exists():
-        with minds.open_read(path) as mind:
+        with opening.open_read(path) as mind:
             drafts, present = plan(conversations, fmt, lookup.source_ids(mind, fmt, IMPORTED_KINDS))
             if not drafts:  # nothing new: a writer's open would still touch the file, so don't
                 return ImportResult(0, present, False, mind.mind_id, mind.head()[0])
     created = not path.exists()
-    with minds.open_write(path, notify) as mind:
+    with opening.open_write(path, notify) as mind:
         # planned again on the writer's view, in case another process appended meanwhile
         drafts, present = plan(conversations, fmt, lookup.source_ids(mind, fmt, IMPORTED_KINDS))
         del conversations
@@ -85,7 +85,7 @@ def plan(conversations: list[Conversation], source: str, seen: set[tuple[str, st
     """Drafts for what ``seen`` lacks, and how many sessions and messages it already holds.
 
     ``seen`` holds ("", conversation id) for sessions and (conversation id, message id) for
-    messages, as ``Mind.source_ids`` returns them; it is updated so repeats in the file count once.
+    messages, as ``Ledger.source_ids`` returns them; it is updated so repeats in the file count once.
     """
     drafts: list[Draft] = []
     present = 0

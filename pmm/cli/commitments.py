@@ -1,0 +1,114 @@
+"""``pmm commitments``: what the mind has promised, and the owner's say over it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from pmm.cli import output
+from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
+
+commitments_app = typer.Typer(
+    rich_markup_mode=None,
+    name="commitments", no_args_is_help=True,
+    help="What the mind has committed to: list, open, close with evidence, reopen, drop.")
+
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(commitments_app)
+
+
+@commitments_app.command("list")
+def list_(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Also closed, expired and dropped ones.")] = False,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Open commitments (with --all, every one), with due times and where each came from."""
+    from pmm.services import commitments
+
+    report = commitments.listing(mind_path(mind))
+    if json:
+        output.emit_json(report)
+        return
+    output.out("\n".join(render_list(report, all_)))
+
+
+def render_list(report: dict[str, Any], all_: bool = False) -> list[str]:
+    rows = [r for r in report["commitments"] if all_ or r["status"] == "open"]
+    lines = [counts_line(report)]
+    for row in rows:
+        due = f"  due {row['due'][:16].replace('T', ' ')} UTC" if row["due"] else ""
+        late = "  OVERDUE" if row["overdue"] else ""
+        lines.append(f"  #{row['id']:<6} {row['status']:<8} {output.one_line(row['text'], 70)}{due}{late}")
+    return lines
+
+
+def counts_line(c: dict[str, Any]) -> str:
+    """Commitments by status now, one line (``commitments list`` and ``stats``)."""
+    success = f" ({c['success']:.0%} success)" if c["success"] is not None else ""
+    dropped = f", {c['dropped']:,} dropped" if c.get("dropped") else ""
+    return (f"Commitments: {c['opened']:,} opened, {c['closed']:,} closed{success},"
+            f" {c['expired']:,} expired{dropped}, {c['open']:,} open")
+
+
+@commitments_app.command("open")
+def open_(
+    text: Annotated[str, typer.Argument(help="What the mind commits to.")],
+    due: Annotated[Optional[str], typer.Option("--due", help="When it is due: 3h, 2d, 1w, or a UTC date/time.")] = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Open a commitment by hand."""
+    from pmm.services import browse, commitments
+
+    event = commitments.open_(mind_path(mind), text, due, output.message)
+    output.report(browse.event_json(event), json, f"Opened commitment #{event.id}")
+
+
+@commitments_app.command("close")
+def close(
+    commitment: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The commitment's id.")],
+    evidence: Annotated[list[int], typer.Option("--evidence", "-e", min=1, max=MAX_ID, help="An event showing it was kept (repeatable).")],
+    statement: Annotated[str, typer.Option("--statement", "-s", help="How it was kept.")],
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Close a commitment as kept: only with evidence (events after it was opened)."""
+    from pmm.services import browse, commitments
+
+    event = commitments.close(mind_path(mind), commitment, evidence, statement)
+    output.report(browse.event_json(event), json, f"Closed commitment #{commitment} (event #{event.id})")
+
+
+@commitments_app.command("reopen")
+def reopen(
+    commitment: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The commitment's id.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is open again.")] = "",
+    due: Annotated[Optional[str], typer.Option("--due", help="A new due time: 3h, 2d, 1w, or a UTC date/time.")] = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Open a closed, expired or dropped commitment again."""
+    from pmm.services import browse, commitments
+
+    event = commitments.reopen(mind_path(mind), commitment, reason, due)
+    output.report(browse.event_json(event), json, f"Reopened commitment #{commitment}")
+
+
+@commitments_app.command("drop")
+def drop(
+    commitment: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The commitment's id.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is dropped.")],
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Drop a commitment, whatever its status.
+
+    It then counts as neither open, kept nor lapsed, in no success figure; reopen brings it back."""
+    from pmm.services import browse, commitments
+
+    event = commitments.drop(mind_path(mind), commitment, reason)
+    output.report(browse.event_json(event), json, f"Dropped commitment #{commitment} (event #{event.id})")
