@@ -19,7 +19,7 @@ from pmm.domain.states import (
     ActivityState,
     IdentityState,
     KeptSummary,
-    ModelSpec,
+    ModelFields,
     ModelsState,
     Note,
     StandingState,
@@ -115,7 +115,7 @@ class Models:
         name = meta["name"]
         if event.kind == ev.MODEL_ADDED.name:
             # The meta passed its kind's checks (events.check_row): these are its declared fields.
-            spec = cast(ModelSpec, {k: v for k, v in meta.items() if k not in ("name", "v")})
+            spec = cast(ModelFields, {k: v for k, v in meta.items() if k not in ("name", "v")})
             return {**state, "models": {**state["models"], name: spec}}
         if event.kind == ev.MODEL_REMOVED.name:
             models = {k: v for k, v in state["models"].items() if k != name}

@@ -29,28 +29,27 @@ class ActivityState(TypedDict):
     said_to: str | None
 
 
-class ModelSpec(TypedDict, total=False):
-    """A model_added event's meta without its name (the key it is stored under)."""
+class ModelFields(TypedDict):
+    """A model as a model_added event's meta holds it, without its name (the key it is stored
+    under); a model_switched event's meta holds the same first fields."""
     provider: str
     model: str
-    base_url: str
-    api_key_env: str
-    context_window: int
-    price_in: float
-    price_out: float
+    base_url: NotRequired[str]
+    api_key_env: NotRequired[str]
+    context_window: NotRequired[int]
+    price_in: NotRequired[float]
+    price_out: NotRequired[float]
 
 
-class Switched(TypedDict):
+class Switched(ModelFields):
     """A model_switched event's meta without its role (the key it is stored under)."""
     name: str
-    provider: str
-    model: str
     model_hash: NotRequired[str]
     model_version: NotRequired[str]
 
 
 class ModelsState(TypedDict):
-    models: dict[str, ModelSpec]
+    models: dict[str, ModelFields]
     active: dict[str, Switched | None]  # by role (events.ROLES)
     switches: int
 
@@ -154,20 +153,20 @@ class StandingState(TypedDict):
     unpins: int
 
 
-class Summary(TypedDict):
+class StandingSummary(TypedDict):
     id: int
     ts: str
     text: str
     covers: list[int]
 
 
-class KeptSummary(Summary):
+class KeptSummary(StandingSummary):
     to: int  # the newest reflection it covers, with the summaries it folds in
 
 
 class SummariesState(TypedDict):
     count: int
-    latest: Summary | None
+    latest: StandingSummary | None
     covered_to: int
     kept: list[KeptSummary]
     retracted: list[int]

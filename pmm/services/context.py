@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pmm.domain import events as ev
 from pmm.domain import projections, temperament
 from pmm.domain.events import Event
+from pmm.domain.states import States
 from pmm.domain.when import said_at
 from pmm.ledger import lookup
 from pmm.ledger.store import Ledger, now_ts
@@ -112,7 +113,7 @@ class Prompt:
                 "context_ids": self.context_ids, "prompt_xxh3": self.signature}
 
 
-def system_prompt(states: dict[str, Any]) -> str:
+def system_prompt(states: States) -> str:
     """The stable part: it changes only when the mind's name changes or a trait crosses into
     another band (pmm.domain.temperament): a sentence of how to behave per low or high trait,
     since a bare number tells a model nothing about how to answer."""
@@ -131,7 +132,7 @@ def system_prompt(states: dict[str, Any]) -> str:
 
 
 
-def build(mind: Ledger, states: dict[str, Any], user_text: str, *, window: int,
+def build(mind: Ledger, states: States, user_text: str, *, window: int,
           answer_tokens: int, temperature: float = 0.7,
           similar: ranking.Similar | None = None, count: Count | None = None) -> Prompt:
     """The request for ``user_text`` given the mind as it is now, with its plan; ``similar``
@@ -150,7 +151,7 @@ def build(mind: Ledger, states: dict[str, Any], user_text: str, *, window: int,
     return prompt
 
 
-def _build(mind: Ledger, states: dict[str, Any], user_text: str, budget: int, answer_tokens: int,
+def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tokens: int,
            temperature: float, similar: ranking.Similar | None, cost: Cost) -> Prompt:
     system = system_prompt(states)
     spent = cost.text(system) + cost.text(user_text)
@@ -189,7 +190,7 @@ def _build(mind: Ledger, states: dict[str, Any], user_text: str, budget: int, an
 # -- standing memory ---------------------------------------------------------------------------
 
 
-def _standing(states: dict[str, Any], mind: Ledger, budget: int, spent: int,
+def _standing(states: States, mind: Ledger, budget: int, spent: int,
               cost: Cost) -> tuple[Section, int]:
     """Persona and pinned notes first, then open commitments, the latest summary of the
     reflections and the latest reflection (when no summary condenses it yet), each while it
