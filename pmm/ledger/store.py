@@ -154,7 +154,7 @@ class Ledger:
         """The lowest stored id at or after ``event_id`` (None when there is none)."""
         with cx.translated(self.path):
             row = self.conn.execute("SELECT min(id) FROM events WHERE id >= ?", (event_id,)).fetchone()
-        return row[0]
+        return None if row[0] is None else int(row[0])
 
     def hash_at(self, event_id: int) -> str | None:
         with cx.translated(self.path):
