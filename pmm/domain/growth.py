@@ -184,7 +184,7 @@ class Commitments:
                 return {**state, "refused": state["refused"] + 1}
             entry = {**_reopened(state["done"][key]), "due": _text(meta.get("due")),
                      "turns_at": state["turns"], "since_id": event.id}
-            return {**_moved(state, key, entry, state["done"][key].get("status"), None),
+            return {**_moved(state, key, entry, state["done"][key]["status"], None),
                     "reopened": state["reopened"] + 1}
         if kind == ev.COMMITMENT_DROPPED.name:
             found = state["open"].get(key) or state["done"].get(key)

@@ -5,8 +5,8 @@ versions), so each is a TypedDict: a dict at run time, equal to itself read back
 Changing a shape here means bumping that projection's ``version`` (pmm.domain.projections).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: TypedDict reads NotRequired from evaluated
+# annotations only, and tests/test_types.py checks folded states against __required_keys__.
 from typing import Literal, NotRequired, TypedDict
 
 Status = Literal["closed", "expired", "dropped"]  # a commitment that is not open

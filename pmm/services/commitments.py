@@ -50,7 +50,7 @@ def listing(path: Path) -> dict[str, Any]:
                 "closed_by": entry.get("closed_id"), "overdue": overdue.get(int(key))}
 
     rows = [row(k, v, "open") for k, v in state["open"].items()]
-    rows += [row(k, v, v.get("status", "closed")) for k, v in state["done"].items()]
+    rows += [row(k, v, v["status"]) for k, v in state["done"].items()]
     rows.sort(key=lambda r: r["id"])
     return {"commitments": rows, **counts(state)}
 
