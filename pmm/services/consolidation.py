@@ -143,7 +143,7 @@ def _request(states: States, reflections: list[Event], window: int) -> tuple[Req
     name = states["identity"]["name"]
     system = (f"You are {name}, a persistent mind, condensing your past reflections." if name
               else "You are a persistent mind, condensing your past reflections.")
-    previous = (states.get("summaries") or {}).get("latest")
+    previous = states["summaries"]["latest"]
     head = (f"Your summary so far (event #{previous['id']}): {' '.join(previous['text'].split())}\n\n"
             if previous else "You have no summary yet.\n\n") + "Your reflections since, oldest first:"
     room = window - SUMMARY_TOKENS - 64 - sum(

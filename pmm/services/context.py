@@ -122,11 +122,9 @@ def system_prompt(states: States) -> str:
     lines = [who, "Your memory is a ledger the user owns; past conversations and notes you "
              "recall from it are shown to you below with the dates they were said. Answer the "
              "user directly and briefly."]
-    traits = states.get("traits")
-    if traits:
-        behave = temperament.prompt_line(traits.get("values", traits))
-        if behave:
-            lines.append(behave)
+    behave = temperament.prompt_line(states["traits"]["values"])
+    if behave:
+        lines.append(behave)
     return "\n".join(lines)
 
 
@@ -202,13 +200,13 @@ def _standing(states: States, mind: Ledger, budget: int, spent: int,
     if persona is not None:
         wanted.append((*persona, "persona"))
     wanted += [(*note, "pinned") for note in reversed(pinned)]  # the newest pins first
-    commitments = ((states.get("commitments") or {}).get("open") or {}).items()
+    commitments = states["commitments"]["open"].items()
     wanted += [(int(opened), c["text"], "commitment") for opened, c in commitments][:COMMITMENTS_SHOWN]
-    summaries = states.get("summaries") or {}
-    if (summary := summaries.get("latest")) and summary.get("id"):
-        wanted.append((int(summary["id"]), summary["text"], "summary"))
-    reflection = (states.get("reflections") or {}).get("latest")
-    if reflection and reflection.get("id") and int(reflection["id"]) > int(summaries.get("covered_to") or 0):
+    summaries = states["summaries"]
+    if summary := summaries["latest"]:
+        wanted.append((summary["id"], summary["text"], "summary"))
+    reflection = states["reflections"]["latest"]
+    if reflection and reflection["id"] > summaries["covered_to"]:
         wanted.append((int(reflection["id"]), "", "reflection"))  # its text: the ledger's
     events = {e.id: e for e in lookup.get(mind, [w[0] for w in wanted])}
     for event_id, text, reason in wanted:
