@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pmm import errors
 
@@ -52,7 +52,7 @@ class Setting(Generic[T]):
             raise errors.UsageError(f"${self.name} must be {self.takes()}, not {errors.quoted(raw, 40)}",
                                     hint=f"unset it for the default ({_num(self.default)}); `man pmm`"
                                          " lists the variables under ENVIRONMENT")
-        return value  # type: ignore[return-value]
+        return value
 
     def takes(self) -> str:
         """What the variable accepts, in words: "a number of seconds from 0 to 3600"."""
@@ -122,7 +122,7 @@ EDITOR = Setting("EDITOR", str, "", "The editor pmm persona edit opens when VISU
 NO_COLOR = Setting("NO_COLOR", str, "", "When set, to anything, no colour.")
 TERM = Setting("TERM", str, "", "When dumb, no colour.")
 
-ALL: tuple[Setting, ...] = (MIND, LOCK_TIMEOUT, PROVIDER_TIMEOUT, PROVIDER_DEADLINE, PROVIDER_MAX_BYTES,
+ALL: tuple[Setting[Any], ...] = (MIND, LOCK_TIMEOUT, PROVIDER_TIMEOUT, PROVIDER_DEADLINE, PROVIDER_MAX_BYTES,
                             PROVIDER_RETRIES, LOCAL_CTX, SEMANTIC, STOP_GRACE, KEY_PASSPHRASE, BACKUP_PASSPHRASE,
                             OPENAI_API_KEY, ANTHROPIC_API_KEY, OLLAMA_HOST, DEBUG, VISUAL, EDITOR, NO_COLOR,
                             TERM)

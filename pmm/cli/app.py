@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         output.error(exc.message, exc.hint or DEFAULT_HINTS.get(exc.exit_code))
         _exit(exc.exit_code)
     except (BrokenPipeError, _ReaderGone):
-        sys.stderr = None  # type: ignore[assignment]  # a closed pipe is the reader's choice
+        sys.stderr = None  # a closed pipe is the reader's choice
         os._exit(0)
     except typer.Abort:
         output.error("aborted")

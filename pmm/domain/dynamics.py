@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from pmm.domain.growth import MAX_TRAIT_STEP, TRAIT_DEFAULT
+from pmm.domain.states import States
 
 STAGES = ("S0", "S1", "S2", "S3", "S4")
 STAGE_WORDS = {
@@ -34,6 +35,22 @@ CADENCE_SECONDS = {"S0": 3600, "S1": 1800, "S2": 600, "S3": 180, "S4": 60}
 EXPIRE_AFTER_TURNS = 50
 
 
+class MetricsJson(TypedDict):
+    """``Metrics`` as JSON, each fraction rounded to 4 places."""
+    ias: float
+    gas: float
+    trait_stability: float
+    name_stability: float
+    commitment_reliability: float
+    reflection_depth: float
+    commitment_success: float
+    trait_development: float
+    engagement: float
+    reflections: int
+    turns: int
+    stage: str
+
+
 @dataclass(frozen=True)
 class Metrics:
     ias: float
@@ -49,11 +66,20 @@ class Metrics:
     turns: int
     stage: str
 
-    def as_json(self) -> dict[str, Any]:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+    def as_json(self) -> MetricsJson:
+        def r(v: float) -> float:
+            return round(v, 4)
+
+        return {"ias": r(self.ias), "gas": r(self.gas), "trait_stability": r(self.trait_stability),
+                "name_stability": r(self.name_stability),
+                "commitment_reliability": r(self.commitment_reliability),
+                "reflection_depth": r(self.reflection_depth),
+                "commitment_success": r(self.commitment_success),
+                "trait_development": r(self.trait_development), "engagement": r(self.engagement),
+                "reflections": self.reflections, "turns": self.turns, "stage": self.stage}
 
 
-def metrics(states: dict[str, Any]) -> Metrics:
+def metrics(states: States) -> Metrics:
     """IAS, GAS and their parts, and the stage. Commitments count by their status now (each
     once: kept, lapsed; dropped and open ones in neither), reflections only when not retracted,
     and turns only live ones (imported turns are history, docs/mind-model.md)."""
@@ -94,7 +120,7 @@ def stage_of(reflections: int, turns: int, ias: float, gas: float) -> str:
     return reached
 
 
-def reflection_due(states: dict[str, Any], seconds_since_last: float | None) -> tuple[bool, str]:
+def reflection_due(states: States, seconds_since_last: float | None) -> tuple[bool, str]:
     """Due when there is something new to reflect on (a user message since the last
     reflection) and the stage's cadence has passed since the last one (or there was none)."""
     reflections = states["reflections"]
@@ -113,14 +139,14 @@ def reflection_due(states: dict[str, Any], seconds_since_last: float | None) -> 
     return False, f"{stage} reflects every {span(cadence)}; the next is due in {span(cadence - seconds_since_last)}"
 
 
-def overdue(states: dict[str, Any], now_ts: str) -> list[tuple[int, str]]:
+def overdue(states: States, now_ts: str) -> list[tuple[int, str]]:
     """Open commitments to expire at ``now_ts``: past their due time, or open for
     ``EXPIRE_AFTER_TURNS`` live user messages (imported ones do not age a commitment)."""
     found = []
     turns = states["commitments"]["turns"]
     for key, entry in sorted(states["commitments"]["open"].items(), key=lambda kv: int(kv[0])):
-        if entry.get("due") and entry["due"] <= now_ts:
-            found.append((int(key), f"its due time {entry['due'][:16].replace('T', ' ')} UTC passed"))
+        if (due := entry["due"]) and due <= now_ts:
+            found.append((int(key), f"its due time {due[:16].replace('T', ' ')} UTC passed"))
         elif turns - entry["turns_at"] >= EXPIRE_AFTER_TURNS:
             found.append((int(key), f"open for {EXPIRE_AFTER_TURNS} turns without being kept"))
     return found

@@ -9,9 +9,18 @@ from typing import Any
 
 from pmm.domain import events as ev
 from pmm.domain.events import Event
+from pmm.domain.states import (
+    Commitment,
+    CommitmentsState,
+    LatestReflection,
+    Noted,
+    ReflectionsState,
+    Status,
+    TraitsPublic,
+    TraitsState,
+    TraitStep,
+)
 from pmm.domain.when import said_at
-
-State = dict[str, Any]
 
 MAX_TRAIT_STEP = 0.05  # the most one trait_adjusted event can move a trait
 TRAIT_DEFAULT = 0.5
@@ -24,12 +33,12 @@ def _clamp(value: float, low: float, high: float) -> float:
     return max(low, min(high, value))
 
 
-def _noted(window: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+def _noted(window: list[Noted], entry: Noted) -> list[Noted]:
     """The window of the last ``RETRACTABLE`` reflections, with a new one."""
     return [*window[-(RETRACTABLE - 1):], entry]
 
 
-def _retracting(window: list[dict[str, Any]], reflection: Any) -> list[dict[str, Any]] | None:
+def _retracting(window: list[Noted], reflection: object) -> list[Noted] | None:
     """The window with ``reflection`` marked retracted, or None when the retraction does not
     count: not one of the last ``RETRACTABLE`` reflections, or retracted already. Traits,
     Commitments and Reflections each keep such a window, so all three agree on it."""
@@ -41,11 +50,11 @@ def _retracting(window: list[dict[str, Any]], reflection: Any) -> list[dict[str,
     return None
 
 
-def _is_retracted(window: list[dict[str, Any]], reflection: Any) -> bool:
+def _is_retracted(window: list[Noted], reflection: object) -> bool:
     return any(entry["id"] == reflection and entry.get("retracted") for entry in window)
 
 
-def _step(state: State, trait: str, step: float) -> State:
+def _step(state: TraitsPublic, trait: str, step: float) -> TraitsPublic:
     """The public trait state after one bounded step (the clamp at 0 and 1 makes it path-dependent)."""
     old = state["values"][trait]
     new = round(_clamp(old + step, 0.0, 1.0), 6)
@@ -55,7 +64,15 @@ def _step(state: State, trait: str, step: float) -> State:
             "moved": round(state["moved"] + applied, 6)}
 
 
-_TRAIT_PUBLIC = ("values", "adjustments", "recent", "moved")
+def _public(state: TraitsPublic) -> TraitsPublic:
+    return {"values": state["values"], "adjustments": state["adjustments"],
+            "recent": state["recent"], "moved": state["moved"]}
+
+
+def _parts(step: TraitStep) -> tuple[int, int, str, float]:
+    """A kept step's parts (a JSON array, so that the cache reads back what was folded)."""
+    event_id, reflection, trait, value = step
+    return int(event_id), int(reflection), str(trait), float(value)
 
 
 class Traits:
@@ -71,12 +88,12 @@ class Traits:
     kinds: frozenset[str] | None = frozenset({ev.TRAIT_ADJUSTED.name, ev.REFLECTION_RECORDED.name,
                                               ev.REFLECTION_RETRACTED.name})
 
-    def initial(self) -> State:
-        public = {"values": {t: TRAIT_DEFAULT for t in ev.OCEAN}, "adjustments": 0, "recent": [],
+    def initial(self) -> TraitsState:
+        public: TraitsPublic = {"values": {t: TRAIT_DEFAULT for t in ev.OCEAN}, "adjustments": 0, "recent": [],
                   "moved": 0.0}
         return {**public, "base": public, "steps": [], "reflections": [], "undone": 0, "refused": 0}
 
-    def apply(self, state: State, event: Event) -> State:
+    def apply(self, state: TraitsState, event: Event) -> TraitsState:
         if event.kind == ev.REFLECTION_RECORDED.name:
             return {**state, "reflections": _noted(state["reflections"], {"id": event.id})}
         meta = event.meta
@@ -94,27 +111,30 @@ class Traits:
             step = _clamp(float(delta), -MAX_TRAIT_STEP, MAX_TRAIT_STEP)
         except OverflowError:  # an integer beyond any float (only a foreign file holds one)
             step = MAX_TRAIT_STEP if delta > 0 else -MAX_TRAIT_STEP
-        steps, base = [*state["steps"], [event.id, reflection, trait, step]], state["base"]
+        steps: list[TraitStep] = [*state["steps"], [event.id, reflection, str(trait), step]]
+        base = state["base"]
         if len(steps) > KEPT_STEPS:  # the oldest step settles into the base: no longer undone
-            base = _step(base, steps[0][2], steps[0][3])
+            _, _, oldest, taken = _parts(steps[0])
+            base = _step(base, oldest, taken)
             steps = steps[1:]
         return {**state, **_step(state, str(trait), step), "base": base, "steps": steps}
 
-    def _retract(self, state: State, reflection: Any) -> State:
+    def _retract(self, state: TraitsState, reflection: object) -> TraitsState:
         window = _retracting(state["reflections"], reflection)
         if window is None:
             return {**state, "refused": state["refused"] + 1}
         steps = [s for s in state["steps"] if s[1] != reflection]
-        public = {k: state[k] for k in _TRAIT_PUBLIC}
+        public = _public(state)
         if len(steps) != len(state["steps"]):
             public = state["base"]
-            for _, _, trait, step in steps:
+            for s in steps:
+                _, _, trait, step = _parts(s)
                 public = _step(public, trait, step)
         return {**state, **public, "steps": steps, "reflections": window,
                 "undone": state["undone"] + len(state["steps"]) - len(steps)}
 
 
-STATUSES = ("closed", "expired", "dropped")  # a commitment that is not open: kept, lapsed, dropped
+STATUSES: tuple[Status, ...] = ("closed", "expired", "dropped")  # a commitment that is not open: kept, lapsed, dropped
 
 
 class Commitments:
@@ -135,12 +155,12 @@ class Commitments:
         ev.COMMITMENT_REOPENED.name, ev.COMMITMENT_DROPPED.name, ev.MESSAGE_RECEIVED.name,
         ev.REFLECTION_RECORDED.name, ev.REFLECTION_RETRACTED.name})
 
-    def initial(self) -> State:
+    def initial(self) -> CommitmentsState:
         return {"open": {}, "done": {}, "opened": 0, "closed": 0, "expired": 0, "reopened": 0,
                 "dropped": 0, "refused": 0, "turns": 0, "imported_turns": 0,
                 "current": dict.fromkeys(STATUSES, 0), "reflections": []}
 
-    def apply(self, state: State, event: Event) -> State:
+    def apply(self, state: CommitmentsState, event: Event) -> CommitmentsState:
         kind = event.kind
         if kind == ev.MESSAGE_RECEIVED.name:
             if '"original_ts"' in event.meta_json and said_at(event) != event.ts:
@@ -152,7 +172,7 @@ class Commitments:
         if kind == ev.REFLECTION_RETRACTED.name:
             return _retract_commitments(state, meta.get("reflection"), event.id)
         if kind == ev.COMMITMENT_OPENED.name:
-            entry = {"text": event.content, "opened_id": event.id, "opened_at": event.ts,
+            entry: Commitment = {"text": event.content, "opened_id": event.id, "opened_at": event.ts,
                      "due": _text(meta.get("due")), "turns_at": state["turns"],
                      "source": _text(meta.get("source"))}
             if type(meta.get("reflection")) is int:
@@ -167,11 +187,11 @@ class Commitments:
             return {**_moved(state, key, entry, state["done"][key]["status"], None),
                     "reopened": state["reopened"] + 1}
         if kind == ev.COMMITMENT_DROPPED.name:
-            entry = state["open"].get(key) or state["done"].get(key)
-            if entry is None or entry.get("status") == "dropped":
+            found = state["open"].get(key) or state["done"].get(key)
+            if found is None or found.get("status") == "dropped":
                 return {**state, "refused": state["refused"] + 1}
-            was = entry.get("status")
-            dropped = {**_reopened(entry), "status": "dropped", "closed_id": event.id}
+            was = found.get("status")
+            dropped: Commitment = {**_reopened(found), "status": "dropped", "closed_id": event.id}
             return {**_moved(state, key, dropped, was, "dropped"), "dropped": state["dropped"] + 1}
         if key not in state["open"]:
             return {**state, "refused": state["refused"] + 1}
@@ -180,22 +200,25 @@ class Commitments:
             evidence = meta.get("evidence")
             if not valid_evidence(evidence, since(entry), event.id) or not event.content.strip():
                 return {**state, "refused": state["refused"] + 1}
-            status = "closed"
-            entry = {**entry, "status": status, "closed_id": event.id}
+            entry = {**entry, "status": "closed", "closed_id": event.id}
             if type(meta.get("reflection")) is int:
                 entry["closed_by_reflection"] = meta["reflection"]
-        else:
-            status = "expired"
-            entry = {**entry, "status": status, "closed_id": event.id}
-        return {**_moved(state, key, entry, None, status), status: state[status] + 1}
+            return {**_moved(state, key, entry, None, "closed"), "closed": state["closed"] + 1}
+        entry = {**entry, "status": "expired", "closed_id": event.id}
+        return {**_moved(state, key, entry, None, "expired"), "expired": state["expired"] + 1}
 
 
-def _reopened(entry: dict[str, Any]) -> dict[str, Any]:
+def _reopened(entry: Commitment) -> Commitment:
     """An entry without what its last close, expiry or drop set."""
-    return {k: v for k, v in entry.items() if k not in ("status", "closed_id", "closed_by_reflection")}
+    kept = entry.copy()
+    kept.pop("status", None)
+    kept.pop("closed_id", None)
+    kept.pop("closed_by_reflection", None)
+    return kept
 
 
-def _moved(state: State, key: str, entry: dict[str, Any], was: str | None, now: str | None) -> State:
+def _moved(state: CommitmentsState, key: str, entry: Commitment, was: Status | None,
+           now: Status | None) -> CommitmentsState:
     """``state`` with commitment ``key`` moved from status ``was`` to ``now`` (None: open)."""
     open_ = {k: v for k, v in state["open"].items() if k != key}
     done = {k: v for k, v in state["done"].items() if k != key}
@@ -211,7 +234,7 @@ def _moved(state: State, key: str, entry: dict[str, Any], was: str | None, now: 
     return {**state, "open": open_, "done": done, "current": current}
 
 
-def _retract_commitments(state: State, reflection: Any, event_id: int) -> State:
+def _retract_commitments(state: CommitmentsState, reflection: object, event_id: int) -> CommitmentsState:
     """Every commitment the reflection opened is dropped (whatever its status: it should never
     have been), and every one whose current close it made is open again, as before that close."""
     window = _retracting(state["reflections"], reflection)
@@ -221,25 +244,25 @@ def _retract_commitments(state: State, reflection: Any, event_id: int) -> State:
     for key, entry in [*state["open"].items(), *state["done"].items()]:
         was = entry.get("status")
         if entry.get("reflection") == reflection and was != "dropped":
-            dropped = {**_reopened(entry), "status": "dropped", "closed_id": event_id}
+            dropped: Commitment = {**_reopened(entry), "status": "dropped", "closed_id": event_id}
             state = {**_moved(state, key, dropped, was, "dropped"), "dropped": state["dropped"] + 1}
         elif was == "closed" and entry.get("closed_by_reflection") == reflection:
             state = _moved(state, key, _reopened(entry), was, None)
     return state
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     """A value read later as text (a due time): anything else is as good as absent."""
     return value if isinstance(value, str) else None
 
 
-def since(entry: dict[str, Any]) -> int:
+def since(entry: Commitment) -> int:
     """The event after which evidence for an open commitment must come: its opening, or its
     latest reopening (evidence that closed it before does not close it again)."""
     return int(entry.get("since_id") or entry["opened_id"])
 
 
-def valid_evidence(evidence: Any, opened_id: int, closing_id: int) -> bool:
+def valid_evidence(evidence: object, opened_id: int, closing_id: int) -> bool:
     """Evidence is a non-empty list of ids of events after the opening and before the close
     (ids have no gaps, so every such id names an existing event)."""
     return (isinstance(evidence, list) and bool(evidence)
@@ -264,11 +287,11 @@ class Reflections:
     kinds: frozenset[str] | None = frozenset({ev.REFLECTION_RECORDED.name, ev.MESSAGE_RECEIVED.name,
                                               ev.REFLECTION_RETRACTED.name})
 
-    def initial(self) -> State:
+    def initial(self) -> ReflectionsState:
         return {"count": 0, "latest": None, "turns_since": 0, "recorded": 0, "retracted": 0,
                 "refused": 0, "reflected_to": 0, "window": []}
 
-    def apply(self, state: State, event: Event) -> State:
+    def apply(self, state: ReflectionsState, event: Event) -> ReflectionsState:
         if event.kind == ev.MESSAGE_RECEIVED.name:
             return {**state, "turns_since": state["turns_since"] + 1}
         meta = event.meta
@@ -278,13 +301,19 @@ class Reflections:
                 return {**state, "refused": state["refused"] + 1}
             kept = [entry for entry in window if not entry.get("retracted")]
             return {**state, "count": state["count"] - 1, "retracted": state["retracted"] + 1,
-                    "latest": kept[-1] if kept else None, "window": window}
+                    "latest": _latest(kept[-1]) if kept else None, "window": window}
         last_id = _covered(meta, event.id)
-        latest = {"id": event.id, "ts": event.ts, "last_id": last_id}
+        latest: LatestReflection = {"id": event.id, "ts": event.ts, "last_id": last_id}
         covered = max(last_id or 0, state["reflected_to"])
         return {**state, "count": state["count"] + 1, "latest": latest, "turns_since": 0,
                 "recorded": state["recorded"] + 1, "reflected_to": covered,
-                "window": _noted(state["window"], latest)}
+                "window": _noted(state["window"], {"id": event.id, "ts": event.ts, "last_id": last_id})}
+
+
+def _latest(entry: Noted) -> LatestReflection:
+    """A window entry that is not retracted, as the latest reflection (Reflections' window
+    entries carry their time and range until retracted)."""
+    return {"id": entry["id"], "ts": entry["ts"], "last_id": entry["last_id"]}
 
 
 def _covered(meta: dict[str, Any], event_id: int) -> int | None:

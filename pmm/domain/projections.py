@@ -9,23 +9,38 @@ values so the ledger can cache them next to the event id and hash they reflect.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Event
-from pmm.domain.growth import Commitments, Reflections, State, Traits
+from pmm.domain.growth import Commitments, Reflections, Traits
+from pmm.domain.states import (
+    ActivityState,
+    IdentityState,
+    KeptSummary,
+    ModelFields,
+    ModelsState,
+    Note,
+    StandingState,
+    States,
+    SummariesState,
+    Switched,
+    UsageState,
+)
 from pmm.domain.when import said_at
 
+S = TypeVar("S")
 
-class Projection(Protocol):
+
+class Projection(Protocol[S]):
     name: str
     version: int
     kinds: frozenset[str] | None  # None: every event
 
-    def initial(self) -> State: ...
+    def initial(self) -> S: ...
 
-    def apply(self, state: State, event: Event) -> State: ...
+    def apply(self, state: S, event: Event) -> S: ...
 
 
 class Identity:
@@ -35,10 +50,10 @@ class Identity:
     version = 2
     kinds: frozenset[str] | None = frozenset({ev.MIND_CREATED.name, ev.MIND_NAMED.name})
 
-    def initial(self) -> State:
+    def initial(self) -> IdentityState:
         return {"name": None, "created_at": None, "renamed": 0, "names": 0}
 
-    def apply(self, state: State, event: Event) -> State:
+    def apply(self, state: IdentityState, event: Event) -> IdentityState:
         meta = event.meta
         if event.kind == ev.MIND_CREATED.name:
             named = "name" in meta
@@ -59,13 +74,13 @@ class Activity:
     version = 2
     kinds: frozenset[str] | None = None
 
-    def initial(self) -> State:
+    def initial(self) -> ActivityState:
         return {"events": 0, "by_kind": {}, "first_ts": None, "last_ts": None,
                 "backdated": 0, "said_from": None, "said_to": None}
 
-    def apply(self, state: State, event: Event) -> State:
+    def apply(self, state: ActivityState, event: Event) -> ActivityState:
         by_kind, ts = state["by_kind"], event.ts
-        new = {
+        new: ActivityState = {
             "events": state["events"] + 1,
             "by_kind": {**by_kind, event.kind: by_kind.get(event.kind, 0) + 1},
             "first_ts": state["first_ts"] or ts,
@@ -92,14 +107,15 @@ class Models:
     kinds: frozenset[str] | None = frozenset(
         {ev.MODEL_ADDED.name, ev.MODEL_REMOVED.name, ev.MODEL_SWITCHED.name})
 
-    def initial(self) -> State:
+    def initial(self) -> ModelsState:
         return {"models": {}, "active": {role: None for role in ev.ROLES}, "switches": 0}
 
-    def apply(self, state: State, event: Event) -> State:
+    def apply(self, state: ModelsState, event: Event) -> ModelsState:
         meta = event.meta
         name = meta["name"]
         if event.kind == ev.MODEL_ADDED.name:
-            spec = {k: v for k, v in meta.items() if k not in ("name", "v")}
+            # The meta passed its kind's checks (events.check_row): these are its declared fields.
+            spec = cast(ModelFields, {k: v for k, v in meta.items() if k not in ("name", "v")})
             return {**state, "models": {**state["models"], name: spec}}
         if event.kind == ev.MODEL_REMOVED.name:
             models = {k: v for k, v in state["models"].items() if k != name}
@@ -107,7 +123,7 @@ class Models:
                       for role, cur in state["active"].items()}
             return {**state, "models": models, "active": active}
         role = meta["role"]
-        switched = {k: v for k, v in meta.items() if k not in ("role", "v")}
+        switched = cast(Switched, {k: v for k, v in meta.items() if k not in ("role", "v")})
         return {**state, "active": {**state["active"], role: switched},
                 "switches": state["switches"] + 1}
 
@@ -120,20 +136,20 @@ class Usage:
     version = 2
     kinds: frozenset[str] | None = frozenset({ev.RESPONSE_SENT.name, ev.REFLECTION_RECORDED.name})
 
-    def initial(self) -> State:
+    def initial(self) -> UsageState:
         return {}
 
-    def apply(self, state: State, event: Event) -> State:
+    def apply(self, state: UsageState, event: Event) -> UsageState:
         meta = event.meta
         if "latency_ms" not in meta or "provider" not in meta:
             return state  # an imported answer: no usage was measured
         label = f"{meta['provider']}:{meta.get('model', '?')}"
-        row = state.get(label, {"answers": 0, "reflections": 0, "tokens_in": 0, "tokens_out": 0,
-                                "latency_ms": 0})
+        row = state.get(label) or {"answers": 0, "reflections": 0, "tokens_in": 0, "tokens_out": 0,
+                                    "latency_ms": 0}
         answer = event.kind == ev.RESPONSE_SENT.name
         return {**state, label: {
             "answers": row["answers"] + (1 if answer else 0),
-            "reflections": row.get("reflections", 0) + (0 if answer else 1),
+            "reflections": row["reflections"] + (0 if answer else 1),
             "tokens_in": row["tokens_in"] + (meta.get("tokens_in") or 0),
             "tokens_out": row["tokens_out"] + (meta.get("tokens_out") or 0),
             "latency_ms": row["latency_ms"] + (meta["latency_ms"] if answer else 0),
@@ -149,13 +165,13 @@ class Standing:
     kinds: frozenset[str] | None = frozenset({ev.PERSONA_SET.name, ev.PERSONA_CLEARED.name,
                                               ev.NOTE_PINNED.name, ev.NOTE_UNPINNED.name})
 
-    def initial(self) -> State:
+    def initial(self) -> StandingState:
         return {"persona": None, "pinned": [], "personas": 0, "pins": 0, "unpins": 0}
 
-    def apply(self, state: State, event: Event) -> State:
+    def apply(self, state: StandingState, event: Event) -> StandingState:
         kind = event.kind
         if kind == ev.NOTE_PINNED.name:
-            entry = {"id": event.id, "text": event.content, "ts": event.ts}
+            entry: Note = {"id": event.id, "text": event.content, "ts": event.ts}
             return {**state, "pinned": [*state["pinned"], entry], "pins": state["pins"] + 1}
         if kind == ev.NOTE_UNPINNED.name:
             note = event.meta["note"]
@@ -164,11 +180,11 @@ class Standing:
                 return state  # not a pinned note (only a file written outside pmm says so)
             return {**state, "pinned": kept, "unpins": state["unpins"] + 1}
         text = event.content if kind == ev.PERSONA_SET.name else ""
-        persona = {"id": event.id, "text": text, "ts": event.ts} if text.strip() else None
+        persona: Note | None = {"id": event.id, "text": text, "ts": event.ts} if text.strip() else None
         return {**state, "persona": persona, "personas": state["personas"] + 1}
 
 
-def standing(states: dict[str, State]) -> tuple[tuple[int, str] | None, list[tuple[int, str]]]:
+def standing(states: States) -> tuple[tuple[int, str] | None, list[tuple[int, str]]]:
     """What is always in the prompt, in prompt order: the persona as (event id, text), or None,
     then the pinned notes as (event id, text), oldest pin first."""
     state = states["standing"]
@@ -195,12 +211,12 @@ class Summaries:
     KEPT = 16  # clean summaries kept to fall back on (16 cover at least 128 reflections normally)
     RETRACTED = 100  # retracted reflection ids remembered (only one of the last 100 is retractable)
 
-    def initial(self) -> State:
+    def initial(self) -> SummariesState:
         return {"count": 0, "latest": None, "covered_to": 0, "kept": [], "retracted": []}
 
-    def apply(self, state: State, event: Event) -> State:
-        kept: list[dict[str, Any]] = list(state.get("kept") or [])
-        retracted: list[int] = list(state.get("retracted") or [])
+    def apply(self, state: SummariesState, event: Event) -> SummariesState:
+        kept: list[KeptSummary] = list(state["kept"])
+        retracted: list[int] = list(state["retracted"])
         count = state["count"]
         if event.kind == ev.REFLECTION_RETRACTED.name:
             target = event.meta.get("reflection")
@@ -218,15 +234,18 @@ class Summaries:
             follows = (kept[-1]["id"] if kept else None) == (previous if type(previous) is int else None)
             if covers and follows and not set(covers) & set(retracted):
                 to = max([kept[-1]["to"] if kept else 0, *covers])
-                kept = [*kept, {"id": event.id, "ts": event.ts, "text": event.content,
-                                "covers": covers, "to": to}][-self.KEPT:]
+                summary: KeptSummary = {"id": event.id, "ts": event.ts, "text": event.content,
+                                        "covers": covers, "to": to}
+                kept = [*kept, summary][-self.KEPT:]
         latest = kept[-1] if kept else None
         return {"count": count, "kept": kept, "retracted": retracted,
-                "latest": None if latest is None else {k: latest[k] for k in ("id", "ts", "text", "covers")},
+                "latest": None if latest is None else {"id": latest["id"], "ts": latest["ts"],
+                                                       "text": latest["text"], "covers": latest["covers"]},
                 "covered_to": latest["to"] if latest else 0}
 
 
-PROJECTIONS: tuple[Projection, ...] = (Identity(), Activity(), Models(), Usage(), Traits(),
+# Any: the fold applies each projection to its own state, by name (States has one key each).
+PROJECTIONS: tuple[Projection[Any], ...] = (Identity(), Activity(), Models(), Usage(), Traits(),
                                        Commitments(), Reflections(), Standing(), Summaries())
 
 
@@ -235,8 +254,8 @@ def projections_version() -> str:
     return ",".join(f"{p.name}:{p.version}" for p in PROJECTIONS)
 
 
-def initial_state() -> dict[str, State]:
-    return {p.name: p.initial() for p in PROJECTIONS}
+def initial_state() -> States:
+    return cast(States, {p.name: p.initial() for p in PROJECTIONS})
 
 
 _UNREADABLE = (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError,
@@ -246,10 +265,10 @@ _UNREADABLE = (TypeError, KeyError, ValueError, AttributeError, IndexError, Over
 class Fold:
     """An incremental replay: feed events one by one (``add``) and read ``states`` at any time."""
 
-    def __init__(self, states: dict[str, State] | None = None) -> None:
-        self.states = dict(states) if states is not None else initial_state()
-        every: list[tuple[str, Callable[[State, Event], State]]] = []
-        self._by_kind: dict[str, list[tuple[str, Callable[[State, Event], State]]]] = {}
+    def __init__(self, states: States | None = None) -> None:
+        self.states: States = states.copy() if states is not None else initial_state()
+        every: list[tuple[str, Callable[[Any, Event], Any]]] = []
+        self._by_kind: dict[str, list[tuple[str, Callable[[Any, Event], Any]]]] = {}
         for p in PROJECTIONS:
             if p.kinds is None:
                 every.append((p.name, p.apply))
@@ -259,7 +278,7 @@ class Fold:
         self._every = tuple(every)
 
     def add(self, event: Event) -> None:
-        states = self.states
+        states = cast(dict[str, Any], self.states)  # by projection name: each its own state type
         try:
             for name, apply in self._every:
                 states[name] = apply(states[name], event)
@@ -274,13 +293,13 @@ class Fold:
                 f"event {event.id} ({event.kind}) does not have the shape its kind declares",
                 hint="run `pmm verify` on this mind: it was altered or crafted outside pmm") from None
 
-    def add_all(self, events: Iterable[Event]) -> dict[str, State]:
+    def add_all(self, events: Iterable[Event]) -> States:
         add = self.add
         for event in events:
             add(event)
         return self.states
 
 
-def replay(events: Iterable[Event], states: dict[str, State] | None = None) -> dict[str, State]:
+def replay(events: Iterable[Event], states: States | None = None) -> States:
     """Fold ``events`` into ``states`` (default: the initial states); returns the new states."""
     return Fold(states).add_all(events)

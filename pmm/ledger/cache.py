@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from typing import Any
 
 from pmm.domain import projections
+from pmm.domain.states import States
 from pmm.ledger import seal
 from pmm.ledger.chain import GENESIS_PREV
 
@@ -21,7 +21,7 @@ def present(conn: sqlite3.Connection) -> bool:
 
 
 def load(conn: sqlite3.Connection, mind_id: str,
-         hash_at: Callable[[int], str | None]) -> tuple[dict[str, Any], int] | None:
+         hash_at: Callable[[int], str | None]) -> tuple[States, int] | None:
     """The cached states and the event id they reflect, when the seal holds, the projections'
     version is this pmm's and that event still has the hash the cache was built at."""
     row = conn.execute("SELECT version, last_id, last_hash, state, mac FROM projection_cache"
@@ -39,7 +39,7 @@ def load(conn: sqlite3.Connection, mind_id: str,
         return None
 
 
-def store(conn: sqlite3.Connection, mind_id: str, states: dict[str, Any], last_id: int,
+def store(conn: sqlite3.Connection, mind_id: str, states: States, last_id: int,
           last_hash: str) -> None:
     """Write the sealed row (inside the caller's transaction)."""
     version, secret = projections.projections_version(), seal.key(create=True)

@@ -159,7 +159,7 @@ def expected(version: int) -> frozenset[SchemaEntry]:
 
 
 def _entries(conn: sqlite3.Connection) -> list[SchemaEntry]:
-    return [tuple(row) for row in conn.execute(  # type: ignore[misc]
+    return [tuple(row) for row in conn.execute(
         "SELECT type, name, tbl_name, sql FROM sqlite_master")]
 
 

@@ -18,6 +18,7 @@ from pmm import errors
 from pmm.domain import projections
 from pmm.domain.canonical import canonical_json
 from pmm.domain.events import Draft, Event, check_draft
+from pmm.domain.states import States
 from pmm.ledger import cache, fts, schema
 from pmm.ledger import connection as cx
 from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
@@ -153,7 +154,7 @@ class Ledger:
         """The lowest stored id at or after ``event_id`` (None when there is none)."""
         with cx.translated(self.path):
             row = self.conn.execute("SELECT min(id) FROM events WHERE id >= ?", (event_id,)).fetchone()
-        return row[0]
+        return None if row[0] is None else int(row[0])
 
     def hash_at(self, event_id: int) -> str | None:
         with cx.translated(self.path):
@@ -209,7 +210,7 @@ class Ledger:
 
     # -- projections ---------------------------------------------------------------------------
 
-    def state(self) -> tuple[dict[str, Any], CacheStatus]:
+    def state(self) -> tuple[States, CacheStatus]:
         """Current projections: the cache plus newer events folded in memory (never writes)."""
         cached = self.cached_state()
         if cached is None:
@@ -240,14 +241,14 @@ class Ledger:
         with cx.translated(self.path):
             return cache.present(self.conn)
 
-    def cached_state(self) -> tuple[dict[str, Any], int] | None:
+    def cached_state(self) -> tuple[States, int] | None:
         """The cached states and the event id they reflect, if that event still has that hash."""
         if self.schema_version < 2:
             return None  # no seal before schema 2: the next write migrates and rebuilds it
         with cx.translated(self.path):
             return cache.load(self.conn, self.mind_id, self.hash_at)
 
-    def _store_cache(self, states: dict[str, Any], last_id: int, last_hash: str) -> None:
+    def _store_cache(self, states: States, last_id: int, last_hash: str) -> None:
         cache.store(self.conn, self.mind_id, states, last_id, last_hash)
 
     def repair(self) -> None:

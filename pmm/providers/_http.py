@@ -51,7 +51,7 @@ def max_retries() -> int:
 
 def backoff(attempt: int) -> float:
     """Exponential backoff with jitter, so many clients hitting one limit do not retry in step."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0**attempt)
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 

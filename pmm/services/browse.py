@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from pmm.domain.events import Event
-from pmm.domain.when import said_at, shown
+from pmm.domain.when import said_at
+from pmm.domain.when import shown as shown  # the one way an event's time is shown to a person, for the CLI
 from pmm.ledger import lookup
 from pmm.ledger.store import Ledger
-
-shown = shown  # the one way an event's time is shown to a person (domain/when.py), for the CLI
 
 
 def when(event: Event) -> str:

@@ -15,6 +15,7 @@ from pmm import errors
 from pmm.domain import dynamics
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
+from pmm.domain.states import States
 from pmm.ledger.store import Ledger
 from pmm.providers.base import Completion, OnText, Provider
 from pmm.services import context, models, opening, semantic
@@ -40,7 +41,7 @@ def answer_reserve(window: int, max_tokens: int) -> int:
     return min(max_tokens, window // 2)
 
 
-def prompt_for(mind: Ledger, states: dict[str, Any], text: str, model: models.Model,
+def prompt_for(mind: Ledger, states: States, text: str, model: models.Model,
                max_tokens: int, window: int | None = None) -> context.Prompt:
     """The prompt a turn sends ``model`` for ``text``: ``pmm chat`` sends it, ``pmm recall``
     shows it, so what one shows is what the other sends. ``window`` overrides the model's."""
@@ -112,7 +113,7 @@ class Chat:
         self._providers.clear()
         self.mind.close()
 
-    def states(self) -> dict[str, Any]:
+    def states(self) -> States:
         return self.mind.state()[0]
 
     def model(self) -> models.Model:

@@ -13,6 +13,7 @@ from pmm.domain import dynamics
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.growth import since, valid_evidence
+from pmm.domain.states import Commitment, CommitmentsState, States
 from pmm.ledger.store import TS_FORMAT, Ledger, now_ts
 from pmm.services import opening
 
@@ -43,7 +44,7 @@ def listing(path: Path) -> dict[str, Any]:
     state = states["commitments"]
     overdue = dict(dynamics.overdue(states, now_ts()))
 
-    def row(key: str, entry: dict[str, Any], status: str) -> dict[str, Any]:
+    def row(key: str, entry: Commitment, status: str) -> dict[str, Any]:
         return {"id": int(key), "text": entry["text"], "status": status, "source": entry.get("source"),
                 "opened_at": entry["opened_at"], "due": entry.get("due"),
                 "closed_by": entry.get("closed_id"), "overdue": overdue.get(int(key))}
@@ -54,7 +55,7 @@ def listing(path: Path) -> dict[str, Any]:
     return {"commitments": rows, **counts(state)}
 
 
-def counts(state: dict[str, Any]) -> dict[str, Any]:
+def counts(state: CommitmentsState) -> dict[str, Any]:
     """Each commitment counted once, by its status now (``closed`` kept, ``expired`` lapsed,
     ``dropped``, ``open``: they add up to ``opened``), and success: kept over kept plus lapsed
     (None before any is either). A reopened commitment is open, not kept; ``reopened`` counts
@@ -152,10 +153,11 @@ def _existing(path: Path) -> Ledger:
     return opening.open_write(path, lambda _m: None)
 
 
-def _open_entry(states: dict[str, Any], commitment: int) -> dict[str, Any]:
+def _open_entry(states: States, commitment: int) -> Commitment:
     state = states["commitments"]
     entry = state["open"].get(str(commitment))
     if entry is None:
-        status = state["done"].get(str(commitment), {}).get("status", "not a commitment")
+        done = state["done"].get(str(commitment))
+        status = "not a commitment" if done is None else done.get("status", "not a commitment")
         raise errors.UsageError(f"#{commitment} is not open ({status})", hint="see pmm commitments list")
     return entry

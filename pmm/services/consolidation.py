@@ -18,6 +18,7 @@ from typing import Any
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
+from pmm.domain.states import StandingSummary, States
 from pmm.ledger import lookup
 from pmm.ledger.store import Ledger
 from pmm.providers.base import Message, Request
@@ -59,9 +60,13 @@ class Summary:
                 "model_name": self.model}
 
 
-def pending(mind: Ledger, states: dict[str, Any], limit: int = MAX_COVERS) -> list[Event]:
+def _id(summary: StandingSummary | None) -> int | None:
+    return None if summary is None else summary["id"]
+
+
+def pending(mind: Ledger, states: States, limit: int = MAX_COVERS) -> list[Event]:
     """The reflections no summary condenses yet, oldest first (retracted ones left out)."""
-    after = int((states.get("summaries") or {}).get("covered_to") or 0)
+    after = states["summaries"]["covered_to"]
     retracted = lookup.retractions(mind)
     found: list[Event] = []
     since = after + 1
@@ -74,7 +79,7 @@ def pending(mind: Ledger, states: dict[str, Any], limit: int = MAX_COVERS) -> li
     return found
 
 
-def due(mind: Ledger, states: dict[str, Any]) -> bool:
+def due(mind: Ledger, states: States) -> bool:
     return len(pending(mind, states, CONSOLIDATE_EVERY)) >= CONSOLIDATE_EVERY
 
 
@@ -83,7 +88,7 @@ class _Superseded(Exception):
     waited for the model."""
 
 
-def consolidate(mind: Ledger, states: dict[str, Any], model: models.Model, trigger: str) -> Summary | None:
+def consolidate(mind: Ledger, states: States, model: models.Model, trigger: str) -> Summary | None:
     """Condense the pending reflections into a new summary (None: none pending, or another
     process recorded one meanwhile). Raises ``ProviderError`` when the model fails."""
     reflections = pending(mind, states)
@@ -96,7 +101,7 @@ def consolidate(mind: Ledger, states: dict[str, Any], model: models.Model, trigg
     finally:
         provider.close()
     text = parse(completion.text)
-    previous = (states.get("summaries") or {}).get("latest")
+    previous = states["summaries"]["latest"]
     meta: dict[str, Any] = {"covers": covers, "trigger": trigger, "model_name": model.name,
                             "provider": model.spec.provider, "model": model.spec.model,
                             "latency_ms": completion.latency_ms}
@@ -107,9 +112,8 @@ def consolidate(mind: Ledger, states: dict[str, Any], model: models.Model, trigg
             meta[key] = getattr(completion, key)
 
     def drafts(_first_id: int) -> list[Draft]:
-        now = mind.state()[0].get("summaries") or {}
-        if ((now.get("latest") or {}).get("id") != (previous or {}).get("id")
-                or set(covers) & set(now.get("retracted") or [])):
+        now = mind.state()[0]["summaries"]
+        if (_id(now["latest"]) != _id(previous) or set(covers) & set(now["retracted"])):
             raise _Superseded()  # another summary, or a retraction, while the model wrote
         return [Draft(ev.SUMMARY_RECORDED.name, text, meta)]
 
@@ -134,12 +138,12 @@ def parse(raw: str) -> str:
     return " ".join(text.split())[:SUMMARY_CHARS]
 
 
-def _request(states: dict[str, Any], reflections: list[Event], window: int) -> tuple[Request, list[int]]:
+def _request(states: States, reflections: list[Event], window: int) -> tuple[Request, list[int]]:
     """The previous summary and the pending reflections, oldest first, while they fit."""
     name = states["identity"]["name"]
     system = (f"You are {name}, a persistent mind, condensing your past reflections." if name
               else "You are a persistent mind, condensing your past reflections.")
-    previous = (states.get("summaries") or {}).get("latest")
+    previous = states["summaries"]["latest"]
     head = (f"Your summary so far (event #{previous['id']}): {' '.join(previous['text'].split())}\n\n"
             if previous else "You have no summary yet.\n\n") + "Your reflections since, oldest first:"
     room = window - SUMMARY_TOKENS - 64 - sum(

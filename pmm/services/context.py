@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pmm.domain import events as ev
 from pmm.domain import projections, temperament
 from pmm.domain.events import Event
+from pmm.domain.states import States
 from pmm.domain.when import said_at
 from pmm.ledger import lookup
 from pmm.ledger.store import Ledger, now_ts
@@ -112,7 +113,7 @@ class Prompt:
                 "context_ids": self.context_ids, "prompt_xxh3": self.signature}
 
 
-def system_prompt(states: dict[str, Any]) -> str:
+def system_prompt(states: States) -> str:
     """The stable part: it changes only when the mind's name changes or a trait crosses into
     another band (pmm.domain.temperament): a sentence of how to behave per low or high trait,
     since a bare number tells a model nothing about how to answer."""
@@ -121,17 +122,15 @@ def system_prompt(states: dict[str, Any]) -> str:
     lines = [who, "Your memory is a ledger the user owns; past conversations and notes you "
              "recall from it are shown to you below with the dates they were said. Answer the "
              "user directly and briefly."]
-    traits = states.get("traits")
-    if traits:
-        behave = temperament.prompt_line(traits.get("values", traits))
-        if behave:
-            lines.append(behave)
+    behave = temperament.prompt_line(states["traits"]["values"])
+    if behave:
+        lines.append(behave)
     return "\n".join(lines)
 
 
 
 
-def build(mind: Ledger, states: dict[str, Any], user_text: str, *, window: int,
+def build(mind: Ledger, states: States, user_text: str, *, window: int,
           answer_tokens: int, temperature: float = 0.7,
           similar: ranking.Similar | None = None, count: Count | None = None) -> Prompt:
     """The request for ``user_text`` given the mind as it is now, with its plan; ``similar``
@@ -150,7 +149,7 @@ def build(mind: Ledger, states: dict[str, Any], user_text: str, *, window: int,
     return prompt
 
 
-def _build(mind: Ledger, states: dict[str, Any], user_text: str, budget: int, answer_tokens: int,
+def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tokens: int,
            temperature: float, similar: ranking.Similar | None, cost: Cost) -> Prompt:
     system = system_prompt(states)
     spent = cost.text(system) + cost.text(user_text)
@@ -189,7 +188,7 @@ def _build(mind: Ledger, states: dict[str, Any], user_text: str, budget: int, an
 # -- standing memory ---------------------------------------------------------------------------
 
 
-def _standing(states: dict[str, Any], mind: Ledger, budget: int, spent: int,
+def _standing(states: States, mind: Ledger, budget: int, spent: int,
               cost: Cost) -> tuple[Section, int]:
     """Persona and pinned notes first, then open commitments, the latest summary of the
     reflections and the latest reflection (when no summary condenses it yet), each while it
@@ -201,13 +200,13 @@ def _standing(states: dict[str, Any], mind: Ledger, budget: int, spent: int,
     if persona is not None:
         wanted.append((*persona, "persona"))
     wanted += [(*note, "pinned") for note in reversed(pinned)]  # the newest pins first
-    commitments = ((states.get("commitments") or {}).get("open") or {}).items()
+    commitments = states["commitments"]["open"].items()
     wanted += [(int(opened), c["text"], "commitment") for opened, c in commitments][:COMMITMENTS_SHOWN]
-    summaries = states.get("summaries") or {}
-    if (summary := summaries.get("latest")) and summary.get("id"):
-        wanted.append((int(summary["id"]), summary["text"], "summary"))
-    reflection = (states.get("reflections") or {}).get("latest")
-    if reflection and reflection.get("id") and int(reflection["id"]) > int(summaries.get("covered_to") or 0):
+    summaries = states["summaries"]
+    if summary := summaries["latest"]:
+        wanted.append((summary["id"], summary["text"], "summary"))
+    reflection = states["reflections"]["latest"]
+    if reflection and reflection["id"] > summaries["covered_to"]:
         wanted.append((int(reflection["id"]), "", "reflection"))  # its text: the ledger's
     events = {e.id: e for e in lookup.get(mind, [w[0] for w in wanted])}
     for event_id, text, reason in wanted:

@@ -18,6 +18,7 @@ from typing import Any
 from pmm import errors
 from pmm.domain import dynamics
 from pmm.domain import events as ev
+from pmm.domain.states import States
 from pmm.ledger import fts, lookup
 from pmm.ledger.store import CacheStatus, Ledger, now_ts
 from pmm.services import opening
@@ -178,7 +179,7 @@ def repair(path: Path) -> None:
             semantic.fill(mind)
 
 
-def _reflection(states: dict[str, Any], path: Path) -> Check:
+def _reflection(states: States, path: Path) -> Check:
     from pmm.services import models, reflection_backoff
     from pmm.services.reflection import seconds_since
 
@@ -209,7 +210,7 @@ def _reflection(states: dict[str, Any], path: Path) -> Check:
     return Check("reflection", OK, f"{said}; {messages} since")
 
 
-def _commitments(states: dict[str, Any]) -> Check:
+def _commitments(states: States) -> Check:
     overdue = dynamics.overdue(states, now_ts())
     open_count = len(states["commitments"]["open"])
     if not overdue:
@@ -220,7 +221,7 @@ def _commitments(states: dict[str, Any]) -> Check:
                  f" {why}{more}); the next reflection or `pmm run --autonomous` expires them")
 
 
-def _models(states: dict[str, Any], mind_id: str) -> list[Check]:
+def _models(states: States, mind_id: str) -> list[Check]:
     """Ask the chat and the reflection model's providers whether they answer (network)."""
     from pmm.services import models
 

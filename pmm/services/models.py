@@ -19,6 +19,7 @@ from typing import Any
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
+from pmm.domain.states import ModelFields, States, Switched
 from pmm.providers.base import EMBEDDED_MODEL, ModelInfo, ModelSpec, Provider
 from pmm.services import opening, trust
 from pmm.services.opening import Notify
@@ -78,13 +79,17 @@ def embedded() -> Model:
     return Model(BUILTIN, ModelSpec("local", EMBEDDED_MODEL))
 
 
-def _from_state(name: str, spec: dict[str, Any]) -> Model:
+def _from_state(name: str, spec: ModelFields) -> Model:
     return Model(name, ModelSpec(spec["provider"], spec["model"], spec.get("base_url"),
                                  spec.get("api_key_env")), spec.get("context_window"),
                  spec.get("price_in"), spec.get("price_out"))
 
 
-def known(states: dict[str, Any]) -> dict[str, Model]:
+def _named(switched: Switched | None) -> str | None:
+    return None if switched is None else switched["name"]
+
+
+def known(states: States) -> dict[str, Model]:
     """Every model the mind knows, the built-in ``embedded`` first; then any model a switch
     names that no ``model_added`` defines (only a crafted mind has one), so it can be seen,
     judged and trusted like the others."""
@@ -98,7 +103,7 @@ def known(states: dict[str, Any]) -> dict[str, Model]:
     return found
 
 
-def active(states: dict[str, Any], role: str = "chat") -> Model:
+def active(states: States, role: str = "chat") -> Model:
     """The model for ``role``: the last switch for it; reflection falls back to the chat model."""
     switched = states["models"]["active"].get(role)
     if switched is None and role != "chat":
@@ -108,7 +113,7 @@ def active(states: dict[str, Any], role: str = "chat") -> Model:
     return known(states)[switched["name"]]
 
 
-def pick(states: dict[str, Any], name: str | None, role: str = "chat") -> Model:
+def pick(states: States, name: str | None, role: str = "chat") -> Model:
     """``name`` when given (it must be known), else the active model for ``role``."""
     if name is None:
         return active(states, role)
@@ -125,7 +130,7 @@ def _unknown(name: str, models: dict[str, Model]) -> errors.UsageError:
     return errors.UsageError(f"no model named {name!r} (known: {', '.join(models)})", hint=hint)
 
 
-def _states(path: Path) -> tuple[dict[str, Any], str]:
+def _states(path: Path) -> tuple[States, str]:
     """The mind's states and id, or a new mind's when there is no file yet (nothing is
     created; its only model is the built-in one, so the empty id is never asked about)."""
     if not path.exists():
@@ -218,7 +223,7 @@ def remove(path: Path, name: str) -> Event:
                 raise errors.UsageError(f"{BUILTIN!r} is built in and cannot be removed")
             if name not in states["models"]["models"]:
                 raise _unknown(name, known(states))
-            using = [role for role in ev.ROLES if (states["models"]["active"].get(role) or {}).get("name") == name]
+            using = [role for role in ev.ROLES if _named(states["models"]["active"].get(role)) == name]
             if using:
                 raise errors.UsageError(f"{name!r} is in use for {' and '.join(using)}",
                                         hint=f"switch first: pmm model use OTHER --for {using[0]}")

@@ -33,6 +33,7 @@ from pmm.domain import dynamics
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.growth import MAX_TRAIT_STEP
+from pmm.domain.states import States
 from pmm.ledger import lookup
 from pmm.ledger.store import TS_FORMAT, Ledger, now_ts
 from pmm.services import consolidation, models, opening, tokens
@@ -101,12 +102,12 @@ def seconds_since(ts: str, now: datetime | None = None) -> float:
     return ((now or datetime.now(UTC)) - then).total_seconds()
 
 
-def _due_now(states: dict[str, Any]) -> tuple[bool, str]:
+def _due_now(states: States) -> tuple[bool, str]:
     latest = states["reflections"]["latest"]
     return dynamics.reflection_due(states, seconds_since(latest["ts"]) if latest else None)
 
 
-def cadence(states: dict[str, Any]) -> int:
+def cadence(states: States) -> int:
     return dynamics.CADENCE_SECONDS[dynamics.metrics(states).stage]
 
 
@@ -192,7 +193,7 @@ def _run(mind: Ledger, path: Path, *, if_due: bool, trigger: str, model_name: st
     return run
 
 
-def _left(mind: Ledger, states: dict[str, Any], until: int, run: Run) -> Run:
+def _left(mind: Ledger, states: States, until: int, run: Run) -> Run:
     """``run`` with the history left up to ``until`` and where the next run starts (None when
     nothing is left)."""
     start = _first_unreflected(states)
@@ -201,7 +202,7 @@ def _left(mind: Ledger, states: dict[str, Any], until: int, run: Run) -> Run:
     return run
 
 
-def _due(mind: Ledger, states: dict[str, Any]) -> tuple[bool, str]:
+def _due(mind: Ledger, states: States) -> tuple[bool, str]:
     """Due by the stage's cadence when something new happened: a user message since the last
     reflection, or history the last run left unreflected (it stopped at its bound). The backlog
     is counted up to the last reflection recorded, retracted or not (a retraction does not make
@@ -209,19 +210,19 @@ def _due(mind: Ledger, states: dict[str, Any]) -> tuple[bool, str]:
     is_due, why = _due_now(states)
     reflections = states["reflections"]
     latest = reflections["latest"]
-    window = reflections.get("window") or []
-    last = int(window[-1]["id"]) if window else int(latest["id"]) if latest else None
+    window = reflections["window"]
+    last = window[-1]["id"] if window else latest["id"] if latest else None
     if is_due or last is None or reflections["turns_since"]:
         return is_due, why
     behind = lookup.count_between(mind, SEEN_KINDS, _first_unreflected(states), last - 1)
     if not behind:
         return is_due, why
-    waiting = {**states, "reflections": {**reflections, "turns_since": behind}}
+    waiting: States = {**states, "reflections": {**reflections, "turns_since": behind}}
     is_due, why = dynamics.reflection_due(waiting, seconds_since(latest["ts"]) if latest else None)
     return is_due, f"{behind:,} events of history wait from the last run; {why}"
 
 
-def _backed_off(path: Path, step: str, model: models.Model, states: dict[str, Any]) -> str | None:
+def _backed_off(path: Path, step: str, model: models.Model, states: States) -> str | None:
     """Why a due-only run must not call the model yet (None: it may)."""
     failure = backoff.last(path, step)
     if failure is None or failure.model != model.name or not failure.left(cadence(states)):
@@ -229,7 +230,7 @@ def _backed_off(path: Path, step: str, model: models.Model, states: dict[str, An
     return failure.explain(step, cadence(states))
 
 
-def _first_unreflected(states: dict[str, Any]) -> int:
+def _first_unreflected(states: States) -> int:
     """Just after the last event any reflection covered: a retracted one's window too (its
     conclusions are withdrawn, the events it looked at are not new again). A reflection whose
     range names no earlier events covers nothing (``growth.Reflections``)."""
@@ -333,7 +334,7 @@ def _consolidate(mind: Ledger, path: Path, model: models.Model, trigger: str, if
     return summary
 
 
-def expirations(states: dict[str, Any], exclude: Collection[int] = ()) -> list[Draft]:
+def expirations(states: States, exclude: Collection[int] = ()) -> list[Draft]:
     """``commitment_expired`` drafts for every overdue open commitment now."""
     return [Draft(ev.COMMITMENT_EXPIRED.name, reason, {"commitment": cid, "reason": reason})
             for cid, reason in dynamics.overdue(states, now_ts()) if cid not in exclude]

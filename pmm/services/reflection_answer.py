@@ -24,6 +24,7 @@ from pmm.domain import dynamics
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
 from pmm.domain.growth import MAX_TRAIT_STEP, since, valid_evidence
+from pmm.domain.states import States
 from pmm.ledger.store import TS_FORMAT
 
 ANSWER_TOKENS = 1024  # the answer's token limit: the longest answer SCHEMA admits fits with 10% to spare
@@ -256,7 +257,7 @@ def require_grounded(parsed: Parsed, shown: Mapping[int, str]) -> None:
                                    hint=NOTHING_SAVED)
 
 
-def consequences(states: dict[str, Any], parsed: Parsed, reflection_id: int,
+def consequences(states: States, parsed: Parsed, reflection_id: int,
                  rejected: list[str], shown: Mapping[int, str]) -> list[Draft]:
     """The events a reflection leads to, each checked against the mind as it is now (overdue
     commitments are the caller's: ``reflection.expirations``). ``shown``: the events the

@@ -6,11 +6,11 @@ out the events or the answer). A very long event is clipped, and its line says s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Event
+from pmm.domain.states import States
 from pmm.ledger import lookup
 from pmm.ledger.store import Ledger
 from pmm.providers.base import Message, Request
@@ -28,7 +28,7 @@ PAGE = 200  # events read at a time
 COMMITMENTS_SHOWN = 20
 
 
-def request(mind: Ledger, states: dict[str, Any], first_id: int, window: int, until: int,
+def request(mind: Ledger, states: States, first_id: int, window: int, until: int,
              cost: tokens.Cost, limit: int | None = None) -> tuple[Request, dict[int, str]]:
     """The events from ``first_id`` to ``until``, oldest first, as many as fit (``cost``: the
     model's own token count for a local model, else the estimate), at most ``limit``:
@@ -60,7 +60,7 @@ def request(mind: Ledger, states: dict[str, Any], first_id: int, window: int, un
 FRAMES = ((COMMITMENTS_SHOWN, 200), (COMMITMENTS_SHOWN, 100), (10, 80), (5, 60), (0, 0))
 
 
-def _fixed(states: dict[str, Any], until: int, window: int, cost: tokens.Cost) -> tuple[str, str, int]:
+def _fixed(states: States, until: int, window: int, cost: tokens.Cost) -> tuple[str, str, int]:
     """The system text, the frame and what they cost with the instructions and the header, with
     as many open commitments, clipped as little, as leave ``MIN_ROOM`` for events and the whole
     answer; a window too small even without them is a clear error."""
@@ -77,7 +77,7 @@ def _fixed(states: dict[str, Any], until: int, window: int, cost: tokens.Cost) -
         hint="use a model with a larger window, or set its size with `pmm model add ... --context-window`")
 
 
-def _frame(states: dict[str, Any], count: int = COMMITMENTS_SHOWN, chars: int = 200) -> tuple[str, str]:
+def _frame(states: States, count: int = COMMITMENTS_SHOWN, chars: int = 200) -> tuple[str, str]:
     """The window's fixed parts: the system text, and traits and the latest ``count`` open
     commitments (each clipped to ``chars``)."""
     name = states["identity"]["name"]

@@ -11,6 +11,7 @@ from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.growth import RETRACTABLE
+from pmm.domain.states import CommitmentsState, States
 from pmm.domain.when import said_at
 from pmm.ledger import lookup
 from pmm.ledger.store import Ledger
@@ -83,7 +84,7 @@ def retract(path: Path, reflection: int, reason: str) -> dict[str, Any]:
         raise errors.UsageError("say why the reflection is retracted (--reason TEXT)")
     opening.open_read(path).close()  # a missing file is refused, never created
     with opening.open_write(path, lambda _m: None) as mind:
-        before: dict[str, Any] = {}
+        before: list[States] = []  # the states the retraction was checked against
 
         def drafts(_first: int) -> list[Draft]:
             _reflection(mind, reflection)
@@ -96,24 +97,27 @@ def retract(path: Path, reflection: int, reason: str) -> dict[str, Any]:
             if window[reflection].get("retracted"):
                 raise errors.UsageError(f"reflection #{reflection} is retracted already",
                                         hint=f"pmm reflections show {reflection} says when and why")
-            before.update(states)
+            before[:] = [states]
             return [Draft(ev.REFLECTION_RETRACTED.name, reason, {"reflection": reflection, "source": "user"})]
 
         (event,) = mind.append(drafts)
         after = mind.state()[0]
     return {"event": {"id": event.id, "kind": event.kind, "content": event.content, "meta": event.meta},
-            **undone(before, after)}
+            **undone(before[0], after)}
 
 
-def undone(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+def undone(before: States, after: States) -> dict[str, Any]:
     """What changed between two states of a mind: trait values (before, after), commitments
     dropped and commitments open again."""
     traits = {t: [before["traits"]["values"][t], after["traits"]["values"][t]] for t in ev.OCEAN
               if before["traits"]["values"][t] != after["traits"]["values"][t]}
     old, new = before["commitments"], after["commitments"]
 
-    def status(state: dict[str, Any], key: str) -> str | None:
-        return "open" if key in state["open"] else state["done"].get(key, {}).get("status")
+    def status(state: CommitmentsState, key: str) -> str | None:
+        if key in state["open"]:
+            return "open"
+        done = state["done"].get(key)
+        return None if done is None else done.get("status")
 
     keys = sorted({*old["open"], *old["done"]}, key=int)
     return {"traits": traits,

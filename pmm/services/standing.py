@@ -15,6 +15,7 @@ from typing import Any
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
+from pmm.domain.states import StandingState
 from pmm.ledger.store import Ledger
 from pmm.services import opening
 
@@ -153,7 +154,7 @@ def _text(text: str, what: str, limit: int) -> str:
     return text
 
 
-def _state(mind: Ledger) -> dict[str, Any]:
+def _state(mind: Ledger) -> StandingState:
     return mind.state()[0]["standing"]
 
 

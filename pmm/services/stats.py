@@ -7,6 +7,7 @@ from typing import Any
 
 from pmm.domain import dynamics, temperament
 from pmm.domain import events as ev
+from pmm.domain.states import ActivityState, States
 from pmm.ledger.store import Ledger
 
 span = dynamics.span  # the one duration formatter (domain/dynamics.py), for the CLI
@@ -110,7 +111,7 @@ def definitions() -> str:
     return "docs/mind-model.md in pmm's source"
 
 
-def said_span(activity: dict[str, Any]) -> dict[str, Any]:
+def said_span(activity: ActivityState) -> dict[str, Any]:
     """When the things in the mind were said, as opposed to recorded (``first_ts``, ``last_ts``):
     imported events count at their original time. ``first_said`` is the earlier of the first
     recorded event and the oldest import, ``last_said`` the later of the last recorded event and
@@ -121,7 +122,7 @@ def said_span(activity: dict[str, Any]) -> dict[str, Any]:
             "backdated": activity["backdated"]}
 
 
-def standing(states: dict[str, Any]) -> dict[str, Any]:
+def standing(states: States) -> dict[str, Any]:
     """The standing memory at a glance: the persona (its event id and length) and how many
     notes are pinned."""
     state = states["standing"]
@@ -130,7 +131,7 @@ def standing(states: dict[str, Any]) -> dict[str, Any]:
             "pinned": len(state["pinned"])}
 
 
-def reflections(states: dict[str, Any]) -> dict[str, Any]:
+def reflections(states: States) -> dict[str, Any]:
     from pmm.services.reflection import seconds_since
 
     state = states["reflections"]
@@ -141,7 +142,7 @@ def reflections(states: dict[str, Any]) -> dict[str, Any]:
             "turns_since": state["turns_since"], "retracted": state["retracted"]}
 
 
-def commitments(states: dict[str, Any]) -> dict[str, Any]:
+def commitments(states: States) -> dict[str, Any]:
     """Counts by status now, and success: kept over kept plus lapsed (None before any was
     either); see services/commitments.py ``counts``."""
     from pmm.services.commitments import counts
@@ -149,7 +150,7 @@ def commitments(states: dict[str, Any]) -> dict[str, Any]:
     return counts(states["commitments"])
 
 
-def usage(states: dict[str, Any]) -> list[dict[str, Any]]:
+def usage(states: States) -> list[dict[str, Any]]:
     """Answers, tokens and latency per ``provider:model``, with a cost where the mind's model
     configuration prices a model with that provider and model (per million tokens)."""
     from pmm.services.models import known
