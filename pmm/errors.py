@@ -20,7 +20,7 @@ for the user (a raise site passes a more specific one when it has it) and its me
 that are not errors are declared once beside them: ``OK``, ``WARNINGS`` and ``INTERRUPTED``.
 
 Foreign exceptions are translated where they enter: ``sqlite3`` errors in ``pmm.ledger``
-(``connection.translate``), ``httpx`` errors in ``pmm.providers``.
+(``ledger.sqlite_errors``), ``httpx`` errors in ``pmm.providers``.
 """
 
 from __future__ import annotations
