@@ -19,7 +19,6 @@ from pmm.ledger import fts, schema
 
 Translation = Callable[[sqlite3.Error, Path], errors.PmmError]
 
-REPORT = "rerun with PMM_DEBUG=1 for a traceback, and please report it"
 RESTORE = "`pmm restore` writes a mind back from a backup; this file was left as it was"
 REFUSED = "nothing was half-written (the transaction was rolled back); free some space and run it again"
 
@@ -59,7 +58,7 @@ SQLITE_ERRORS: tuple[tuple[int, Translation], ...] = (
     # a conflict inside one process (a table in use by this same connection): never another
     # process, so a pmm bug rather than a lock to wait for
     (sqlite3.SQLITE_LOCKED, lambda exc, path: errors.PmmError(
-        f"SQLite refused {path}: a table of it is in use in this same process ({exc})", hint=REPORT)),
+        f"SQLite refused {path}: a table of it is in use in this same process ({exc})")),
     (sqlite3.SQLITE_READONLY_DBMOVED, lambda _, path: errors.MindFileError(
         f"{path} was moved or deleted while pmm had it open",
         hint="nothing was written; run the command again on the file where it is now")),
