@@ -6,13 +6,15 @@ truncated one, a file size limit, ...), through the CLI wherever the CLI can mee
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
 import shutil
 import signal
 import sqlite3
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -201,14 +203,52 @@ def test_a_damaged_search_index_is_exit_3_with_the_repair_hint(made: Path) -> No
     assert fts.REPAIR_HINT in result.stderr
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any file")
-def test_a_read_only_mind_cannot_be_written(made: Path) -> None:
-    made.chmod(0o400)
+NOBODY = 65534
+
+
+@contextlib.contextmanager
+def without_root() -> Iterator[None]:
+    """Root writes any file whatever its mode: as root, run the block as nobody (the effective
+    uid only, so root comes back), for file permissions to mean what they say."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(NOBODY)
     try:
-        result = invoke("--mind", str(made), "remember", "x")
+        yield
     finally:
-        made.chmod(0o600)
-    assert result.exit_code == 4 and "cannot" in result.stderr, result.output
+        os.seteuid(0)
+
+
+@pytest.mark.parametrize(("folder_mode", "file_mode", "said"), [
+    (0o700, 0o400, "cannot be written (read-only file or directory)"),
+    (0o500, 0o600, "cannot be written: its folder is read-only"),
+])
+def test_a_read_only_mind_or_folder_is_exit_4_and_readers_still_read(
+        made: Path, folder_mode: int, file_mode: int, said: str) -> None:
+    assert invoke("--mind", str(made), "remember", "warm").exit_code == 0  # imports done as root
+    # a folder nobody may enter (tmp_path's parents are root's alone when root runs the tests)
+    folder = Path(tempfile.mkdtemp(prefix="pmm-read-only-"))
+    try:
+        folder.chmod(0o755)
+        (folder / "mind").mkdir()
+        mind = Path(shutil.copy(made, folder / "mind" / "mind.db"))
+        if os.geteuid() == 0:
+            for path in (mind.parent, mind):
+                os.chown(path, NOBODY, -1)
+        mind.chmod(file_mode)
+        mind.parent.chmod(folder_mode)
+        before = mind.read_bytes()
+        with without_root():
+            written = invoke("--mind", str(mind), "remember", "x")
+            read = invoke("--mind", str(mind), "log")
+        refused(written, 4, said)
+        assert read.exit_code == 0 and "warm" in read.stdout
+        assert mind.read_bytes() == before
+    finally:
+        for path in folder.rglob("*"):
+            path.chmod(0o700)
+        shutil.rmtree(folder)
 
 
 # -- real SQLite conditions the CLI never meets: mapped all the same ------------------------------
