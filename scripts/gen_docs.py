@@ -82,23 +82,8 @@ def _roff_names(names: str) -> str:
                     for w in names.split(" "))
 
 
-def exit_codes() -> list[tuple[str, str]]:
-    """The exit codes of the `--help` epilog, checked against the codes of pmm.errors."""
-    from pmm import errors
-    from pmm.cli.app import EXIT_CODES
-
-    codes = []
-    for item in EXIT_CODES.removeprefix("Exit codes:").strip(" .").split(", "):
-        code, meaning = item.split(" ", 1)
-        codes.append((code, meaning))
-    raised = {str(cls.exit_code) for cls in vars(errors).values()
-              if isinstance(cls, type) and issubclass(cls, errors.PmmError)}
-    assert raised <= {code for code, _ in codes}, f"EXIT_CODES lacks some of {sorted(raised)}"
-    return codes
-
-
 def man_page() -> str:
-    from pmm import __version__
+    from pmm import __version__, errors
 
     out = [f'.TH PMM 1 "" "pmm {__version__}" "User Commands"',
            ".nh", ".ad l",  # no hyphenation or justification: names and paths stay whole
@@ -123,7 +108,7 @@ def man_page() -> str:
         if not c.path:
             out += [".PP", "Every command also takes \\fB\\-h\\fR, \\fB\\-\\-help\\fR.", ".SH COMMANDS"]
     out.append(".SH EXIT STATUS")
-    for code, meaning in exit_codes():
+    for code, meaning in errors.EXIT_STATUS:
         out += [".TP", f".B {code}", _roff(meaning)]
     out.append(".SH ENVIRONMENT")
     out.append(_roff("A PMM_ variable set to a value it does not take (not a number, out of its range) is a"
@@ -155,7 +140,7 @@ def _md(text: str) -> str:
 
 def command_reference() -> str:
     """Every command and subcommand: usage, summary, arguments and options, as in `--help`."""
-    from pmm.cli.app import EXIT_CODES
+    from pmm import errors
 
     lines = ["Generated from the Typer app by `scripts/gen_docs.py`; do not edit by hand. Every command",
              "also takes `-h`/`--help`. The options of `pmm` itself go before the command.", ""]
@@ -166,7 +151,7 @@ def command_reference() -> str:
         lines.extend([f"- `{names}`: {_md(help_)}" for names, help_ in [r for r in records if r]])
         if any(records):
             lines.append("")
-    lines.extend(["### Exit codes", "", _md(EXIT_CODES.removeprefix("Exit codes:").strip())])
+    lines.extend(["### Exit codes", "", _md(", ".join(f"{code} {meaning}" for code, meaning in errors.EXIT_STATUS) + ".")])
     return "\n".join(lines)
 
 

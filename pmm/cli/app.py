@@ -11,18 +11,10 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from pmm import __version__, settings
+from pmm import __version__, errors, settings
 from pmm.cli import options, output
 
-EXIT_CODES = (  # gen_docs.py reads it: items are "CODE meaning", split at ", "
-    "Exit codes: 0 ok, 1 unexpected error (please report it) or a full disk (nothing half-written),"
-    " 2 usage error (a bad command / option / argument / value / -o target / untrusted model), 3 integrity failure (a hash /"
-    " link / signature / witness check failed: tampering or rollback), 4 mind file missing / not"
-    " a mind / from a newer pmm / locked past the timeout, 5 model provider error (unreachable /"
-    " auth / rate limit / bad answer), 6 input rejected (a bad import / restore / key file or"
-    " stdin; nothing was written), 7 health --strict found warnings (nothing failed),"
-    " 130 interrupted (Ctrl-C or a declined prompt)."
-)
+EXIT_CODES = "Exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in errors.EXIT_STATUS) + "."
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain help: fast (rich_utils costs ~90 ms to import) and pipe-friendly
@@ -139,15 +131,6 @@ def command_tree() -> typer.core.TyperGroup:
     return root  # type: ignore[return-value]
 
 
-DEFAULT_HINTS = {
-    1: "rerun with PMM_DEBUG=1 for a traceback, and please report it",
-    3: "`pmm verify --json` gives the full report; docs/signing.md explains signatures and the witness",
-    4: "check the path (--mind, $PMM_MIND); `pmm init` makes a new mind",
-    5: "`pmm model info` shows the model in use; PMM_PROVIDER_TIMEOUT and PMM_PROVIDER_RETRIES tune waiting",
-    6: "nothing was written; fix the input and run the command again",
-}
-
-
 class _ReaderGone(Exception):
     """stdout's reader went away (``pmm log | head -1``). Typer turns a BrokenPipeError that
     leaves a command into exit 1; this carries it past Typer to ``main`` instead. Provider
@@ -169,20 +152,18 @@ def _reader_gone_is_not_an_error(callback: Callable[..., Any]) -> Callable[..., 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every error becomes one ``Error:`` line (and a ``Hint:``) on stderr and its
     exit code (SPEC section 5)."""
-    from pmm.errors import PmmError
-
     os.umask(0o077)  # everything pmm creates (files, WAL, state) is the owner's alone
     try:
         code = command_tree().main(args=argv, prog_name="pmm", standalone_mode=False)
-    except PmmError as exc:
-        output.error(exc.message, exc.hint or DEFAULT_HINTS.get(exc.exit_code))
+    except errors.PmmError as exc:
+        output.error(exc.message, exc.hint)
         _exit(exc.exit_code)
     except (BrokenPipeError, _ReaderGone):
         sys.stderr = None  # a closed pipe is the reader's choice
         os._exit(0)
     except typer.Abort:
         output.error("aborted")
-        _exit(130)
+        _exit(errors.INTERRUPTED)
     except Exception as exc:  # the boundary: one line, a traceback only when asked for
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `pmm` or `pmm model`: the help
             output.say(exc.format_message())  # type: ignore[attr-defined]
@@ -197,11 +178,11 @@ def main(argv: list[str] | None = None) -> None:
             # this covers any other way such bytes reach something that needs text
             output.error("an argument or file name is not valid UTF-8, and it is needed as text here",
                          "use UTF-8 text and file names")
-            _exit(2)
+            _exit(errors.UsageError.exit_code)
         if settings.DEBUG.get() == "1":
             raise
-        output.error(f"unexpected {type(exc).__name__}: {exc}", DEFAULT_HINTS[1])
-        _exit(1)
+        output.error(f"unexpected {type(exc).__name__}: {exc}", errors.PmmError.default_hint)
+        _exit(errors.PmmError.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -163,7 +163,7 @@ def trust(
     Models added here with `pmm model add` are trusted already; a later change of the model's
     host or key variable, or the same model in another mind, needs trusting again.
     """
-    from pmm.errors import UsageError
+    from pmm.errors import INTERRUPTED, UsageError
     from pmm.services import models
     from pmm.services import trust as store
 
@@ -188,7 +188,7 @@ def trust(
         output.message(f"Model {what}.")
         if not typer.confirm("Trust it on this machine?", default=False, err=True):
             output.message("Not trusted; nothing changed.")
-            raise typer.Exit(130)  # the owner aborted: not pmm failing (1), not a usage error (2)
+            raise typer.Exit(INTERRUPTED)  # the owner aborted: not pmm failing (1), not a usage error (2)
     models.grant(mind_id, model)
     output.report(value, json, f"Trusted {what}")
 

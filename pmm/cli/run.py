@@ -28,7 +28,7 @@ def run_(
     """Loop: expire overdue commitments and reflect when due (catching up, backing off after a failure); Ctrl-C or SIGTERM stops it (exit 130 / 0)."""
     import threading
 
-    from pmm.errors import PmmError, UsageError
+    from pmm.errors import INTERRUPTED, PmmError, UsageError
     from pmm.services import autonomy
 
     if not autonomous:
@@ -46,7 +46,7 @@ def run_(
     except KeyboardInterrupt:  # a second signal: stop at once (a transaction rolls back)
         summary.stopped_by = "interrupted"
         _report(summary, json)
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED) from None
     except PmmError:
         _report(summary, json)  # what was done before the error, then the error itself
         raise
@@ -54,7 +54,7 @@ def run_(
         summary.stopped_by = "interrupted"
     _report(summary, json)
     if seen.interrupted:
-        raise typer.Exit(130)  # Ctrl-C is an interruption (SPEC section 5); SIGTERM a clean stop
+        raise typer.Exit(INTERRUPTED)  # Ctrl-C is an interruption (SPEC section 5); SIGTERM a clean stop
 
 
 def _report(summary: Summary, json: bool) -> None:

@@ -1,10 +1,9 @@
-"""Opening and creating mind files, and translating ``sqlite3`` errors into ``PmmError``s."""
+"""Opening and creating mind files (``sqlite3`` errors become ``PmmError``s by ``sqlite_errors``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sqlite3
 import time
 import uuid
@@ -15,6 +14,7 @@ from pmm import errors
 from pmm.domain.ids import is_mind_id
 from pmm.ledger import schema
 from pmm.ledger.chain import FORMAT_VERSION
+from pmm.ledger.sqlite_errors import is_busy, translate, translated
 
 DEFAULT_LOCK_TIMEOUT = 10.0
 
@@ -26,42 +26,6 @@ def lock_timeout() -> float:
     from pmm import settings
 
     return settings.LOCK_TIMEOUT.get()
-
-
-def translate(exc: sqlite3.Error, path: Path) -> errors.PmmError:
-    """Map an ``sqlite3`` error to the exception tree (SPEC section 5)."""
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return errors.MindLocked(
-            f"{path} is locked by another pmm process",
-            hint="wait for it to finish, or raise PMM_LOCK_TIMEOUT (seconds)",
-        )
-    if "not a database" in text or "malformed" in text:
-        return errors.NotAMind(f"{path} is not a pmm mind file (not a usable SQLite database)")
-    if "no such table" in text or "no such column" in text:
-        # pmm's own queries only name what its schema makes: the file was altered
-        return errors.IntegrityError(f"{path} has been altered outside pmm ({text})",
-                                     hint=schema.ALTERED_HINT)
-    if "Could not decode to UTF-8" in text:
-        # pmm writes only UTF-8 text: these bytes were put there behind its back
-        column = re.search(r"column '(\w+)'", text)
-        where = f" in column {column[1]!r}" if column else ""
-        return errors.IntegrityError(
-            f"{path} has been altered outside pmm: it holds text that is not UTF-8{where}",
-            hint="`pmm verify` names the altered event; restore a backup from before it")
-    if "readonly" in text or "read-only" in text:
-        return errors.MindFileError(f"{path} cannot be written (read-only file or directory)")
-    if "disk is full" in text or "disk I/O" in text:
-        return errors.MindFileError(f"writing {path} failed: {text}")
-    return errors.PmmError(f"SQLite error on {path}: {text}")
-
-
-@contextlib.contextmanager
-def translated(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise translate(exc, path) from None
 
 
 def connect(path: Path, *, write: bool) -> sqlite3.Connection:
@@ -188,7 +152,7 @@ def configure_writer(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute("PRAGMA journal_mode=WAL")
                 break
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not is_busy(exc):
                     raise
                 if time.monotonic() + pause > deadline:
                     raise

@@ -118,9 +118,16 @@ def config_sound(conn: sqlite3.Connection, version: int) -> bool:
 
 def is_damage(exc: sqlite3.Error) -> bool:
     """Whether ``exc`` is FTS5 refusing its own files (config, structure or a segment blob)."""
-    text = str(exc)  # not "fts5: syntax error": a query FTS5 cannot parse is the user's
-    return any(sign in text for sign in ("invalid fts5 file format", "malformed", "corrupt",
-                                         "vtable constructor failed"))
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return False
+    if code & 0xFF == sqlite3.SQLITE_CORRUPT:  # SQLITE_CORRUPT_VTAB is FTS5's own "corrupt"
+        return True
+    # FTS5 refuses a config it cannot read (a version it does not know, an option it does not
+    # take) with the generic SQLITE_ERROR, as it does a query it cannot parse ("fts5: syntax
+    # error", the user's, not damage): only the text tells them apart.
+    return code == sqlite3.SQLITE_ERROR and any(
+        sign in str(exc) for sign in ("invalid fts5 file format", "vtable constructor failed"))
 
 
 def damaged_error(path: Path, exc: sqlite3.Error | None = None) -> errors.IntegrityError:

@@ -119,7 +119,7 @@ def store(mind: Ledger, tag: str, rows: list[tuple[int, bytes]], keep_from: int)
     except sqlite3.Error as exc:
         if own and mind.conn.in_transaction:
             mind.conn.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        if cx.is_busy(exc):
             return False
         raise cx.translate(exc, mind.path) from None
     except BaseException:

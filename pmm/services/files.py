@@ -177,7 +177,7 @@ def _translated(target: Target, what: str) -> Iterator[None]:
     except OSError as exc:
         _raise_full(exc, target, what)
         if exc.errno == errno.EIO:
-            raise errors.PmmError(f"could not write the {what} {target.path}: input/output error",
+            raise errors.WriteRefused(f"could not write the {what} {target.path}: input/output error",
                                   hint=_unchanged(target)) from None
         raise
 
@@ -186,7 +186,7 @@ def _raise_full(exc: OSError, target: Target, what: str) -> None:
     if exc.errno in FULL:
         reason = "the file is larger than this process may write (ulimit -f)" \
             if exc.errno == errno.EFBIG else "no space left on the device (or the disk quota is used up)"
-        raise errors.PmmError(f"could not write the {what} {target.path}: {reason}",
+        raise errors.WriteRefused(f"could not write the {what} {target.path}: {reason}",
                               hint=f"{_unchanged(target)}; free some space and run the command again") from None
 
 

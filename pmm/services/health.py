@@ -26,7 +26,7 @@ from pmm.services import opening
 OK, WARN, FAIL = "ok", "warn", "fail"
 # `health --strict` with warnings and no failure: "look at this mind", told apart from a failed
 # check (3, 5) and from pmm itself failing (1). In the exit codes of `pmm --help`.
-WARNINGS_EXIT = 7
+WARNINGS_EXIT = errors.WARNINGS
 OVERDUE_CADENCES = 3  # a reflection this many cadences late is worth a warning
 
 
