@@ -14,7 +14,9 @@ from pmm import errors
 from pmm.domain.ids import is_mind_id
 from pmm.ledger import schema
 from pmm.ledger.chain import FORMAT_VERSION
-from pmm.ledger.sqlite_errors import is_busy, translate, translated
+from pmm.ledger.sqlite_errors import is_busy as is_busy  # re-exported: callers say cx.translated(...)
+from pmm.ledger.sqlite_errors import translate as translate
+from pmm.ledger.sqlite_errors import translated as translated
 
 DEFAULT_LOCK_TIMEOUT = 10.0
 
