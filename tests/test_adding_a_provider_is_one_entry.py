@@ -1,0 +1,92 @@
+"""docs/development.md's worked example, run: adding a provider is one registry entry plus its
+adapter, and everything else (spec parsing, defaults, help, the man page's variables, the
+contract suite) follows from the entry. The code is read from the page, so the page stays true.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import test_provider_contract as contract_tests
+from provider_servers import FakeServer
+from test_provider_contract import REQUEST, SECRET, Harness
+
+from pmm import errors
+from pmm.providers import _http, registry
+from pmm.providers.registry import ModelSpec, ProviderInfo, create
+from pmm.services import provider_help
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "development.md"
+
+
+def example(first_line: str) -> str:
+    """The guide's python block that starts with ``first_line``, without that line."""
+    blocks = re.findall(r"^```python\n(.*?)^```", GUIDE.read_text(), flags=re.S | re.M)
+    (block,) = [b for b in blocks if b.startswith(first_line + "\n")]
+    return block.split("\n", 1)[1]
+
+
+@pytest.fixture
+def acme(monkeypatch: pytest.MonkeyPatch) -> ProviderInfo:
+    """The guide's entry in the registry, and its adapter as the module the entry names."""
+    entry = eval(example("# entry in PROVIDERS, pmm/providers/registry.py").strip().rstrip(","),
+                 {"ProviderInfo": ProviderInfo})
+    assert isinstance(entry, ProviderInfo)  # a field the dataclass lacks would have raised
+    module = types.ModuleType("pmm.providers.acme")
+    exec(compile(example("# pmm/providers/acme.py"), "docs/development.md", "exec"), module.__dict__)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(registry, "PROVIDERS", (*registry.PROVIDERS, entry))
+    monkeypatch.delenv(entry.key_env or "", raising=False)
+    return entry
+
+
+def test_the_entry_is_all_the_registry_needs(acme: ProviderInfo) -> None:
+    spec = registry.parse_spec("acme:acme-small")
+    assert spec == ModelSpec("acme", "acme-small")
+    assert (spec.url(), spec.key_env()) == ("https://api.acme.example/v1", "ACME_API_KEY")
+    assert type(create(spec)).__name__ == "AcmeProvider"
+    with pytest.raises(errors.UsageError) as caught:
+        registry.parse_spec("acne:acme-small")
+    assert "acme" in caught.value.message and "acme:acme-small" in (caught.value.hint or "")
+    with pytest.raises(errors.ProviderError, match=r"\$ACME_API_KEY is not set"):
+        create(spec).complete(REQUEST)  # refused before any socket is opened
+
+
+def test_help_and_the_man_page_variables_follow(acme: ProviderInfo) -> None:
+    assert "acme:acme-small" in provider_help.spec_help()
+    assert "acme: Acme's chat API (key $ACME_API_KEY)" in provider_help.providers_paragraph()
+    assert "ACME_API_KEY" in provider_help.key_env_help()
+    assert ("ACME_API_KEY", acme.key_doc) in registry.environment()
+
+
+@pytest.fixture
+def harness(acme: ProviderInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    monkeypatch.setenv("ACME_API_KEY", SECRET)
+    monkeypatch.setattr(_http, "BACKOFF_BASE", 0.02)
+    assert acme.protocol is not None
+    with FakeServer(acme.protocol) as server:
+        made = Harness(acme, server, [])
+        yield made
+        for provider in made.providers:
+            provider.close()
+
+
+def test_the_contract_holds_for_the_example(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sample of tests/test_provider_contract.py, run on the example as it is run on every entry."""
+    contract = contract_tests.TestProviderContract()  # by module: collected there, not again here
+    contract.test_plain_completion(harness)
+    assert harness.server.requests[0].headers["x-acme-key"] == SECRET  # the adapter's own header
+    harness.server.requests.clear()
+    contract.test_streaming_pieces_arrive_in_order_and_join_to_the_text(harness)
+    harness.server.requests.clear()
+    contract.test_refused_key_names_the_variable_not_the_key(harness, "401")
+    harness.server.requests.clear()
+    contract.test_planted_key_never_appears_in_errors(harness, monkeypatch)
+    exc = harness.fails(lambda: harness.provider(model="no-such-model").info())
+    assert exc.hint == "Acme lists its models at https://api.acme.example/v1/models"
+
