@@ -90,3 +90,38 @@ def test_the_contract_holds_for_the_example(harness: Harness, monkeypatch: pytes
     exc = harness.fails(lambda: harness.provider(model="no-such-model").info())
     assert exc.hint == "Acme lists its models at https://api.acme.example/v1/models"
 
+
+
+def test_the_guide_names_only_files_and_names_that_exist() -> None:
+    """The layout walk-through points at real modules: a rename that forgets the guide fails here."""
+    text = GUIDE.read_text()
+    root = GUIDE.parent.parent
+    paths = set(re.findall(r"`((?:pmm|tests|scripts|docs)/[\w/.-]+\.(?:py|md|sh))`", text))
+    assert len(paths) > 15
+    missing = {p for p in paths if not (root / p).exists() and p != "pmm/providers/acme.py"}
+    assert not missing, f"docs/development.md names missing files: {sorted(missing)}"
+    dotted = set(re.findall(r"`(pmm(?:\.\w+)+)`", text))
+    assert len(dotted) >= 5
+    for name in sorted(dotted):
+        module, attrs = name, []
+        while module not in sys.modules:
+            try:
+                __import__(module)
+            except ModuleNotFoundError:
+                module, _, attr = module.rpartition(".")
+                attrs.insert(0, attr)
+        value: object = sys.modules[module]
+        for attr in attrs:
+            value = getattr(value, attr)  # an AttributeError names what the guide got wrong
+    import provider_servers
+
+    from pmm.providers import _http
+    for hook in ("_complete", "_info", "_headers", "_call", "_not_found_hint"):
+        assert hook in text and hasattr(_http.HttpProvider, hook), hook
+    for reader in ("read_json", "iter_sse", "iter_ndjson"):
+        assert f"`{reader}`" in text and hasattr(_http, reader), reader
+    for part in ("PROTOCOLS", "CHAT_PATH", "_ollama", "_Handler._answer", "_Handler._error",
+                 "_Handler._listing", "_Handler._malformed", "_Handler._unending"):
+        owner, _, attr = part.rpartition(".")
+        assert f"`{part}`" in text and hasattr(getattr(provider_servers, owner or "_Handler") if owner
+                                               else provider_servers, attr), part
