@@ -64,6 +64,27 @@ def test_help_and_the_man_page_variables_follow(acme: ProviderInfo) -> None:
     assert ("ACME_API_KEY", acme.key_doc) in registry.environment()
 
 
+@pytest.mark.parametrize("info", [i for i in registry.PROVIDERS if i.host_env], ids=lambda i: i.name)
+def test_a_host_variable_moves_only_the_default_endpoint(info: ProviderInfo,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    assert info.host_env is not None
+    monkeypatch.setenv(info.host_env, "127.0.0.1:1234")
+    assert registry.parse_spec(f"{info.name}:m").url() == "http://127.0.0.1:1234"
+    assert registry.parse_spec(f"{info.name}:m", "http://127.0.0.1:9/").url() == "http://127.0.0.1:9"
+    monkeypatch.setenv(info.host_env, "")
+    assert registry.parse_spec(f"{info.name}:m").url() == info.base_url
+
+
+@pytest.mark.parametrize("info", [i for i in registry.PROVIDERS if i.key_required], ids=lambda i: i.name)
+def test_a_required_key_is_asked_for_by_its_variable(info: ProviderInfo, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert info.key_env is not None
+    monkeypatch.delenv(info.key_env, raising=False)
+    with pytest.raises(errors.ProviderError) as caught:
+        registry.parse_spec(f"{info.name}:m").api_key()
+    assert f"${info.key_env} is not set" in caught.value.message
+    assert registry.parse_spec(f"{info.name}:m", "http://127.0.0.1:9").api_key() is None  # a proxy may not need one
+
+
 @pytest.fixture
 def harness(acme: ProviderInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     monkeypatch.setenv("ACME_API_KEY", SECRET)
