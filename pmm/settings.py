@@ -95,9 +95,9 @@ LOCAL_CTX = Setting(
     "PMM_LOCAL_CTX", int, 2048, "Context size in tokens for local GGUF models (default 2048, at least 256).",
     minimum=256, maximum=1048576, unit="tokens")
 LOCAL_THREADS = Setting(
-    "PMM_LOCAL_THREADS", int, 0, "Threads a local GGUF model runs on (default 0: one per core, at most 4)."
-    " On a machine whose cores are busy, 1 is far faster: llama.cpp's threads wait for each other by"
-    " spinning.", minimum=0, maximum=256)
+    "PMM_LOCAL_THREADS", int, 0, "Threads a local GGUF model runs on (default 0: half the cores, as"
+    " llama-cpp-python does, at most 4). Keep it below the number of idle cores: llama.cpp's threads wait"
+    " for each other by spinning, and on busy cores two threads can be many times slower than one.", minimum=0, maximum=256)
 SEMANTIC = Setting(
     "PMM_SEMANTIC", int, 1, "Set to 0 to recall by BM25 alone even with the semantic extra installed"
     " (saves loading WordLlama, about 0.5 s, in each process that recalls).", minimum=0, maximum=1)

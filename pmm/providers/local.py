@@ -62,8 +62,10 @@ def context_size() -> int:
 
 
 def threads() -> int:
-    """Threads to run a local model on (``$PMM_LOCAL_THREADS``; 0: one per core, at most 4)."""
-    return settings.LOCAL_THREADS.get() or max(1, min(4, os.cpu_count() or 1))
+    """Threads to run a local model on (``$PMM_LOCAL_THREADS``; 0: half the cores, at most 4).
+    Half, as llama-cpp-python's own default: its threads spin while they wait for each other, so
+    one per core starves everything else and, on cores that are busy, crawls."""
+    return settings.LOCAL_THREADS.get() or max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
 def token_counter(spec: ModelSpec) -> Callable[[str], int] | None:
