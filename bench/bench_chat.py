@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_ledger import PMM, synthetic_export  # noqa: E402
 
-from pmm.providers.base import Completion, ModelInfo, ModelSpec, OnText, Request  # noqa: E402
+from pmm.providers.base import Completion, ModelInfo, OnText, Request  # noqa: E402
+from pmm.providers.registry import ModelSpec  # noqa: E402
 from pmm.services import chat as chat_service  # noqa: E402
 
 VOCAB = [f"w{i:05d}x" for i in range(50_000)]

@@ -94,6 +94,10 @@ PROVIDER_RETRIES = Setting(
 LOCAL_CTX = Setting(
     "PMM_LOCAL_CTX", int, 2048, "Context size in tokens for local GGUF models (default 2048, at least 256).",
     minimum=256, maximum=1048576, unit="tokens")
+LOCAL_THREADS = Setting(
+    "PMM_LOCAL_THREADS", int, 0, "Threads a local GGUF model runs on (default 0: half the cores, as"
+    " llama-cpp-python does, at most 4). Keep it below the number of idle cores: llama.cpp's threads wait"
+    " for each other by spinning, and on busy cores two threads can be many times slower than one.", minimum=0, maximum=256)
 SEMANTIC = Setting(
     "PMM_SEMANTIC", int, 1, "Set to 0 to recall by BM25 alone even with the semantic extra installed"
     " (saves loading WordLlama, about 0.5 s, in each process that recalls).", minimum=0, maximum=1)
@@ -109,13 +113,8 @@ BACKUP_PASSPHRASE = Setting(
     " given; otherwise it is asked for on the terminal.")
 DEBUG = Setting("PMM_DEBUG", str, "", "Set to 1 to get a traceback instead of one line for an unexpected error.")
 
-# Variables pmm reads that are not its own: documented here too, so the man page has one source.
-OPENAI_API_KEY = Setting("OPENAI_API_KEY", str, "", "Key for openai: models (model add --api-key-env names"
-                         " another variable). Keys are read from the environment only, never stored.")
-ANTHROPIC_API_KEY = Setting("ANTHROPIC_API_KEY", str, "", "Key for anthropic: models (model add"
-                            " --api-key-env names another variable).")
-OLLAMA_HOST = Setting("OLLAMA_HOST", str, "", "HOST:PORT or URL of the Ollama server for ollama: models"
-                      " added without --base-url (default http://127.0.0.1:11434).")
+# Variables pmm reads that are not its own: documented here too, so the man page has one source
+# (a provider's key and host variables are declared with the provider, in pmm.providers.registry).
 VISUAL = Setting("VISUAL", str, "", "The editor pmm persona edit opens (a command line; the file is its"
                  " last argument).")
 EDITOR = Setting("EDITOR", str, "", "The editor pmm persona edit opens when VISUAL is not set.")
@@ -123,6 +122,5 @@ NO_COLOR = Setting("NO_COLOR", str, "", "When set, to anything, no colour.")
 TERM = Setting("TERM", str, "", "When dumb, no colour.")
 
 ALL: tuple[Setting[Any], ...] = (MIND, LOCK_TIMEOUT, PROVIDER_TIMEOUT, PROVIDER_DEADLINE, PROVIDER_MAX_BYTES,
-                            PROVIDER_RETRIES, LOCAL_CTX, SEMANTIC, STOP_GRACE, KEY_PASSPHRASE, BACKUP_PASSPHRASE,
-                            OPENAI_API_KEY, ANTHROPIC_API_KEY, OLLAMA_HOST, DEBUG, VISUAL, EDITOR, NO_COLOR,
-                            TERM)
+                            PROVIDER_RETRIES, LOCAL_CTX, LOCAL_THREADS, SEMANTIC, STOP_GRACE, KEY_PASSPHRASE,
+                            BACKUP_PASSPHRASE, DEBUG, VISUAL, EDITOR, NO_COLOR, TERM)

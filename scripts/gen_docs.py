@@ -16,10 +16,13 @@ from command_tree import ROOT, commands  # noqa: E402
 
 from completions import bash_completion, fish_completion, zsh_completion  # noqa: E402
 from pmm import settings  # noqa: E402
+from pmm.providers import registry  # noqa: E402
 
-# What pmm reads from its environment (declared once, in pmm.settings) and the files it keeps (Linux
-# paths; platformdirs picks the equivalents elsewhere). One table, for the man page now and the README later.
-ENVIRONMENT: tuple[tuple[str, str], ...] = tuple((s.name, s.doc) for s in settings.ALL) + (
+# What pmm reads from its environment (declared once: pmm.settings, and each provider's key and host
+# variables in pmm.providers.registry) and the files it keeps (Linux paths; platformdirs picks the
+# equivalents elsewhere). One table, for the man page now and the README later.
+ENVIRONMENT: tuple[tuple[str, str], ...] = tuple((s.name, s.doc) for s in settings.ALL) + tuple(
+    registry.environment()) + (
     ("XDG_DATA_HOME", "Where the default mind file lives, and where install.sh puts the man page and"
                       " the mind model (default ~/.local/share)."),
     ("XDG_CONFIG_HOME", "Where the default signing key and the trusted models live (default ~/.config)."),

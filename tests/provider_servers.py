@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+PROTOCOLS = ("openai", "ollama", "anthropic")  # the wire protocols of pmm.providers.registry's entries
+CHAT_PATH = {"openai": "/v1/chat/completions", "ollama": "/api/chat", "anthropic": "/v1/messages"}
 PROMPT_TOKENS = 12  # every protocol reports this many prompt tokens (Anthropic: 3 new + 9 cached)
 PIECE_DELAY = 0.003
 
@@ -55,7 +57,7 @@ def split_pieces(text: str) -> list[str]:
 class FakeServer:
     def __init__(self, protocol: str, text: str = "Hello there, I am a small test model.",
                  model: str = "test-model") -> None:
-        assert protocol in ("openai", "ollama", "anthropic")
+        assert protocol in PROTOCOLS, f"no fake server speaks {protocol!r}"
         self.protocol = protocol
         self.text = text
         self.model = model

@@ -51,7 +51,9 @@ def llama_server(startup_timeout: float = 60.0) -> Iterator[str]:
     """Run ``python -m llama_cpp.server`` on a free loopback port; yield its base URL (``.../v1``)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", smollm2_gguf(), "--n_threads", "2",
+    # One thread: llama.cpp's threads spin while they wait for each other, and two of them on two
+    # busy cores made each answer many times slower (SmolLM2 needs no more than one).
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", smollm2_gguf(), "--n_threads", "1",
            "--n_ctx", "1024", "--host", "127.0.0.1", "--port", str(port)]
     # A file, not a pipe: a chatty server must never block on a full pipe nobody reads.
     with tempfile.TemporaryFile() as log:

@@ -296,13 +296,17 @@ def test_man_page_is_clean_roff() -> None:
 
 def environment_names_in_the_code() -> set[str]:
     """Every variable pmm's code reads: os.environ.get("X"), os.environ["X"], "X" in os.environ,
-    and string constants named like pmm's own variables or API keys (read through a constant)."""
+    string constants named like pmm's own variables or API keys (read through a constant), and
+    the ``..._env="X"`` of a provider's registry entry."""
     names: set[str] = set()
     for module in (ROOT / "pmm").rglob("*.py"):
         for node in ast.walk(ast.parse(module.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) \
                     and re.fullmatch(r"PMM_[A-Z0-9_]+|[A-Z]+_API_KEY", node.value):
                 names.add(node.value)
+            if isinstance(node, ast.keyword) and (node.arg or "").endswith("_env") \
+                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                names.add(node.value.value)  # a provider's variables, in pmm.providers.registry
             if isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant) \
                     and isinstance(node.left.value, str) and "environ" in ast.unparse(node.comparators[0]):
                 names.add(node.left.value)

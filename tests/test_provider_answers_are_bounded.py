@@ -16,8 +16,8 @@ from provider_servers import FakeServer
 
 from pmm import errors
 from pmm.providers import _limits, _scrub
-from pmm.providers.base import Message, ModelSpec, Request
-from pmm.providers.registry import create
+from pmm.providers.base import Message, Request
+from pmm.providers.registry import ModelSpec, create
 
 REQUEST = Request(messages=(Message("user", "Hello?"),), max_tokens=32)
 PROTOCOLS = ["openai", "ollama", "anthropic"]

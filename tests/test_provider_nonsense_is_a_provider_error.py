@@ -14,8 +14,8 @@ from conftest import mind_events as events
 from provider_servers import FakeServer
 
 from pmm import errors
-from pmm.providers.base import Message, ModelSpec, Request
-from pmm.providers.registry import create
+from pmm.providers.base import Message, Request
+from pmm.providers.registry import ModelSpec, create
 from pmm.services import reflection_answer
 
 REQUEST = Request(messages=(Message("user", "Hello?"),), max_tokens=32)

@@ -10,6 +10,7 @@ import typer
 
 from pmm.cli import output
 from pmm.cli.options import JsonOpt, MindOpt, mind_path
+from pmm.services import provider_help
 
 if TYPE_CHECKING:
     from pmm.services.models import Model
@@ -61,12 +62,16 @@ def _where(model: Model) -> str:
     return trust.endpoint(model.spec).describe()
 
 
-@model_app.command()
+ADD_HELP = ("Add a model to the mind (its name, provider and endpoint travel with the mind; keys do not).\n\n"
+            + provider_help.providers_paragraph())
+
+
+@model_app.command(help=ADD_HELP)
 def add(
     name: Annotated[str, typer.Argument(help="A short name for this model, e.g. fast.")],
-    spec: Annotated[str, typer.Argument(help="PROVIDER:MODEL, e.g. ollama:llama3.1, openai:gpt-4o-mini, anthropic:claude-3-5-haiku-latest, openai-compatible:NAME, local:/path/model.gguf.")],
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Server URL (needed for openai-compatible).")] = None,
-    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Environment variable holding the key (default OPENAI_API_KEY / ANTHROPIC_API_KEY).")] = None,
+    spec: Annotated[str, typer.Argument(help=provider_help.spec_help())],
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help=provider_help.base_url_help())] = None,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help=provider_help.key_env_help())] = None,
     context_window: Annotated[Optional[int], typer.Option("--context-window", min=256, max=10_000_000, help="Tokens the model accepts (default 8192; local: 2048).")] = None,
     price_in: Annotated[Optional[float], typer.Option("--price-in", min=0, max=1_000_000, help="Price per million input tokens, for cost in `pmm stats`.")] = None,
     price_out: Annotated[Optional[float], typer.Option("--price-out", min=0, max=1_000_000, help="Price per million output tokens.")] = None,
@@ -74,7 +79,6 @@ def add(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Add a model to the mind (its name, provider and endpoint travel with the mind; keys do not)."""
     from pmm.services import models
 
     path = mind_path(mind)

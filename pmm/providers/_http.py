@@ -25,7 +25,8 @@ from pmm import __version__, errors, settings
 from pmm.providers import _limits
 from pmm.providers._limits import Budget
 from pmm.providers._scrub import scrub
-from pmm.providers.base import Completion, ModelInfo, ModelSpec, OnText, Request
+from pmm.providers.base import Completion, ModelInfo, OnText, Request
+from pmm.providers.registry import ModelSpec
 
 ENV_TIMEOUT = settings.PROVIDER_TIMEOUT.name
 ENV_RETRIES = settings.PROVIDER_RETRIES.name

