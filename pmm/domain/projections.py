@@ -260,6 +260,8 @@ class Fold:
 
     def add(self, event: Event) -> None:
         states = self.states
+        if event.kind in ev.VERSIONED:  # an older version is read as the current one
+            event = ev.upcast(event)
         try:
             for name, apply in self._every:
                 states[name] = apply(states[name], event)
