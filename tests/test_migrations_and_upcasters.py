@@ -74,7 +74,8 @@ def test_every_migration_is_named_numbered_and_known() -> None:
     numbers = [m.number for m in schema.MIGRATIONS]
     assert numbers == list(range(2, schema.SCHEMA_VERSION + 1))
     assert all(m.name.startswith(f"{m.number:04d}_") for m in schema.MIGRATIONS)
-    assert schema.KNOWN == {schema.INITIAL: 1, **{m.name: m.number for m in schema.MIGRATIONS}}
+    known = {schema.INITIAL: 1, **{m.name: m.number for m in schema.MIGRATIONS}}
+    assert known == schema.KNOWN
     assert all(schema.migration(m.number) is m for m in schema.MIGRATIONS)
     assert upcasters.missing(ev.VERSIONED) == []  # every older version of every kind is readable
 
