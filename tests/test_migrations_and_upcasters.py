@@ -206,6 +206,8 @@ def test_planted_migration_records_never_run_or_skip_anything(tmp_path: Path, pl
     refused = invoke("--mind", str(path), "remember", "hello")
     assert refused.exit_code == 3, refused.stderr
     assert "altered outside pmm" in refused.stderr and "migration record" in refused.stderr
+    failed = invoke("verify", str(path))  # and verify says so, as of a planted table
+    assert failed.exit_code == 3 and "migration record" in failed.stderr
     assert path.read_bytes() == before
 
 

@@ -259,8 +259,9 @@ def _entries(conn: sqlite3.Connection) -> list[SchemaEntry]:
 
 
 def differences(conn: sqlite3.Connection, version: int) -> list[str]:
-    """What in ``conn``'s schema is not what pmm makes at ``version``, one phrase per object
-    (names are the file's own text: shown by repr, so no control character reaches a terminal)."""
+    """What in ``conn``'s schema is not what pmm makes at ``version``, one phrase per object,
+    then each migration record pmm would not have written (``record_problems``). Names are the
+    file's own text: shown by repr, so no control character reaches a terminal."""
     want = {(entry[0], entry[1]): entry for entry in expected(version)}
     have = [entry for entry in _entries(conn) if not _statistics(entry)]
     found = []
@@ -272,7 +273,7 @@ def differences(conn: sqlite3.Connection, version: int) -> list[str]:
             found.append(f"{kind} {name} differs from the one pmm creates")
     missing = set(want) - {(entry[0], entry[1]) for entry in have}
     found += [f"{kind} {errors.quoted(name, 60)} is missing" for kind, name in sorted(missing)]
-    return found
+    return found + record_problems(conn, version)
 
 
 def _statistics(entry: SchemaEntry) -> bool:
@@ -285,8 +286,8 @@ STAT_TABLES = frozenset(f"sqlite_stat{n}" for n in range(1, 5))
 
 def check(conn: sqlite3.Connection, version: int, path: Path) -> None:
     """Refuse (exit 3) a file whose schema is not exactly pmm's for ``version``, or whose
-    migration records are not ones pmm writes (``record_problems``)."""
-    found = differences(conn, version) + record_problems(conn, version)
+    migration records are not ones pmm writes (``differences``)."""
+    found = differences(conn, version)
     if found:
         more = f" (and {len(found) - 1} more difference{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""
         raise errors.IntegrityError(
