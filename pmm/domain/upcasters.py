@@ -5,7 +5,9 @@ In the style of eventsourcing's ``upcast_v1_v2``: one pure function per (kind, f
 (the hash chain covers its bytes); ``pmm.domain.events.upcast`` applies them as events enter the
 projections, and ``check_draft`` / ``check_row`` hold what they make to the kind's current
 declaration. A function here may be handed any JSON object (a mind file from someone else), so
-it changes only what it recognises and leaves the rest for that check to refuse.
+it changes only what it recognises and leaves the rest for that check to refuse. One that
+changes what a projection makes of old events must come with that projection's next version:
+the stored projection cache is keyed by those versions.
 """
 
 from __future__ import annotations
