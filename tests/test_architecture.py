@@ -21,7 +21,8 @@ PKG = Path(__file__).resolve().parent.parent / "pmm"
 ALLOWED = {
     "cli": {"cli", "services", "errors", "paths", "settings", ""},
     "services": {"services", "domain", "ledger", "providers", "crypto", "errors", "paths", "settings", ""},
-    "ledger": {"ledger", "domain", "errors", "paths", "settings"},  # paths: the cache seal's key (state dir)
+    # paths: the cache seal's key (state dir); "": pmm.__version__, in each migration's record
+    "ledger": {"ledger", "domain", "errors", "paths", "settings", ""},
     "domain": {"domain", "errors"},
     "providers": {"providers", "errors", "settings", ""},
     "crypto": {"crypto", "errors", "settings"},

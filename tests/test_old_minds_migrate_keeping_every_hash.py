@@ -32,13 +32,14 @@ def _as_version(source: Path, target: Path, version: int) -> None:
     """``source``'s events and identity in the layout pmm made at schema ``version``."""
     src = sqlite3.connect(source)
     rows = src.execute("SELECT * FROM events ORDER BY id").fetchall()
-    meta = src.execute("SELECT key, value FROM pmm_meta").fetchall()
+    # no migration records: the pmm that made these layouts wrote none
+    meta = src.execute("SELECT key, value FROM pmm_meta WHERE key NOT GLOB 'migration:*'").fetchall()
     src.close()
     conn = sqlite3.connect(target, isolation_level=None)
     for statement in (*schema.V1, *schema.EVENTS_INDEXES):
         conn.execute(statement)
     for step in range(1, version):
-        for statement in schema.MIGRATIONS[step]:
+        for statement in schema.migration(step + 1).steps:
             assert isinstance(statement, str), "an old layout made of SQL alone"
             conn.execute(statement)
     conn.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")

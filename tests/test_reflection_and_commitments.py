@@ -56,7 +56,8 @@ def test_a_reflection_keeps_what_is_valid_and_writes_it_in_one_transaction(mind:
     reflection_id = report["reflection"]["id"]
     written = events(mind, since=reflection_id)
     assert [e["kind"] for e in written] == ["reflection_recorded", "trait_adjusted", "commitment_opened"]
-    assert written[1]["meta"] == {"trait": "conscientiousness", "delta": 0.05, "reflection": reflection_id}
+    assert written[1]["meta"] == {"trait": "conscientiousness", "delta": 0.05, "reflection": reflection_id,
+                                  "v": 2}
     rejected = " | ".join(written[0]["meta"]["rejected"])
     for needle in ("traits[1]", "#999 is not an open", "already named Test"):
         assert needle in rejected

@@ -3,9 +3,13 @@
 An event read back from the ledger is an ``Event``; one about to be appended is a ``Draft``.
 ``meta`` is stored as canonical JSON text (RFC 8785) and parsed only when a reader needs it.
 Changing a kind's meta shape means a new version (``meta["v"]``; absent means 1) and an
-upgrade function, never a silent change. The declarations are the one schema: ``check_draft``
-holds every append to it and ``check_row`` every event that verify, import and restore read
-(through ``pmm.ledger.chain.check_chain``); ``RULES`` documents both in docs/event-kinds.md.
+upcaster (``@upcaster(kind, from_version)``: a pure function from that version's meta to the
+next one's), never a silent change. Stored events are never rewritten (the hash chain covers
+them): ``upcast`` brings an older event's meta to the kind's current version as the projections
+read it, v1 -> v2 -> v3, and the result must pass the current declaration. The declarations are
+the one schema: ``check_draft`` holds every append to it and ``check_row`` every event that
+verify, import and restore read (through ``pmm.ledger.chain.check_chain``), an older version
+once upcast; ``RULES`` documents both in docs/event-kinds.md.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from pmm import errors
+from pmm.domain import upcasters
 from pmm.domain.shapes import (
     DATES,
     MAX_DEPTH,
@@ -61,7 +66,10 @@ rely on every event they read.
   lower-case letters, digits and `_` (at most 64) and its meta a JSON object nested at most
   {MAX_DEPTH} deep: its hash is checked like any other, and projections ignore it.
 - A known kind with a `"v"` newer than the one listed here is refused: its meaning is not
-  one this pmm knows, and upgrading pmm reads it."""
+  one this pmm knows, and upgrading pmm reads it.
+- A known kind with an older `"v"` (or none, meaning 1) is read through its upgrade (listed
+  under the kind): its stored meta stays as it was written, in the hash chain, and what the
+  upgrade makes of it must fit the shape listed here."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class EventKind:
 
 
 KINDS: dict[str, EventKind] = {}
+VERSIONED: dict[str, int] = {}  # kinds past version 1, with their current version
 _META_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {}
 _FAST: dict[bytes, tuple[re.Pattern[bytes], tuple[bytes, ...]]] = {}
 
@@ -85,6 +94,8 @@ def declare(kind: EventKind) -> EventKind:
         raise ValueError(f"bad or duplicate event kind {kind.name!r}")
     KINDS[kind.name] = kind
     _META_CHECKS[kind.name] = compile_meta(kind.name, kind.meta, kind.version)
+    if kind.version > 1:
+        VERSIONED[kind.name] = kind.version
     _FAST.clear()  # built again on first use: compiling the patterns takes tens of ms
     return kind
 
@@ -251,9 +262,12 @@ TRAIT_ADJUSTED = declare(
     EventKind(
         "trait_adjusted",
         "A reflection asked to move one OCEAN trait by delta; the projection bounds the step"
-        " (docs/mind-model.md) and clamps the trait to [0, 1].",
-        {"trait": Field("str", True, choices=OCEAN), "delta": Field("number", True),
+        " (docs/mind-model.md) and clamps the trait to [0, 1]. Version 2 keeps delta within"
+        " [-1, 1], a trait's whole range; version 1 took any finite number and is read with its"
+        " delta clamped into [-1, 1], which moves a trait exactly as before.",
+        {"trait": Field("str", True, choices=OCEAN), "delta": Field("number", True, low=-1, high=1),
          "reflection": ID},
+        version=2,
         content="The reason given.",
     )
 )
@@ -351,15 +365,49 @@ class Draft:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+if upcasters.missing(VERSIONED):  # a kind past version 1 must be readable from every older one
+    raise ValueError(f"no upcaster for {', '.join(upcasters.missing(VERSIONED))}")
+
+
+def upcast(event: Event) -> Event:
+    """``event`` as its kind's current version, for the projections to read (the stored event,
+    and its hash, stay as written). Meta that no upcaster makes valid (only a file written
+    outside pmm holds it) is passed on unchanged: the projections read it as any odd event."""
+    current = VERSIONED.get(event.kind)
+    if current is None:
+        return event
+    meta = event.meta
+    if meta.get("v", 1) == current:
+        return event
+    upgraded = upcasters.upcast_meta(event.kind, meta, current)
+    if upgraded is None or _META_CHECKS[event.kind](upgraded) is not None:
+        return event
+    from pmm.domain.canonical import canonical_json
+
+    return event._replace(meta_json=canonical_json(upgraded))
+
+
+def _meta_problem(kind: str, meta: dict[str, Any]) -> str | None:
+    """Why ``meta`` does not fit ``kind``'s declaration: an older version once upcast."""
+    check = _META_CHECKS[kind]
+    current, version = VERSIONED.get(kind), meta.get("v", 1)
+    if current is None or type(version) is not int or not 1 <= version < current:
+        return check(meta)  # the current version, or a "v" the version check words
+    upgraded = upcasters.upcast_meta(kind, meta, current)
+    if upgraded is None:
+        return f"{kind}: meta of version {version} cannot be read as version {current}"
+    why = check(upgraded)
+    return None if why is None else f"{why} (version {version}, read as version {current})"
+
+
 def check_draft(draft: Draft) -> None:
     """Refuse a draft that does not match its kind's declaration (``ValueError``: pmm's own
     code is wrong) or is over the size limit (``InputRejected``: the user's text is too big)."""
-    check = _META_CHECKS.get(draft.kind)
-    if check is None:
+    if draft.kind not in _META_CHECKS:
         raise ValueError(f"unknown event kind {draft.kind!r}")
     if not isinstance(draft.meta, dict):
         raise ValueError(f"{draft.kind}: meta must be a dict")
-    why = check(draft.meta)
+    why = _meta_problem(draft.kind, draft.meta)
     if why is not None:
         raise ValueError(why)
     texts = [draft.content, *(v for v in draft.meta.values() if type(v) is str),
@@ -406,6 +454,9 @@ def _fast_patterns() -> dict[bytes, tuple[re.Pattern[bytes], tuple[bytes, ...]]]
     """verify's shortcut patterns, compiled when first needed (not by every command's import)."""
     for kind in KINDS.values():
         fast = compile_fast(kind.meta, kind.version)
+        if fast is not None and kind.version > 1:
+            # only the current version: an older one fits once upcast, which takes the full check
+            fast = fast[0], (*fast[1], b'"v":%d' % kind.version)
         if fast is not None:
             _FAST[kind.name.encode()] = fast
     return _FAST
@@ -433,9 +484,8 @@ def _row_problem(ts: bytes, kind: bytes, content: bytes, meta: bytes) -> str | N
     value, why = parse_meta(meta_text)
     if value is None:
         return why
-    check = _META_CHECKS.get(kind_text)
-    if check is not None:
-        return check(value)
+    if kind_text in _META_CHECKS:
+        return _meta_problem(kind_text, value)
     if not KIND_BYTES.fullmatch(kind):
         return f"kind {_show(kind)} is not a valid kind name (a-z, 0-9 and _, at most 64)"
     if not depth_ok(value):

@@ -279,6 +279,8 @@ class Fold:
 
     def add(self, event: Event) -> None:
         states = cast(dict[str, Any], self.states)  # by projection name: each its own state type
+        if event.kind in ev.VERSIONED:  # an older version is read as the current one
+            event = ev.upcast(event)
         try:
             for name, apply in self._every:
                 states[name] = apply(states[name], event)

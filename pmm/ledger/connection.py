@@ -125,8 +125,9 @@ def writable_identity(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
 
 
 def migrate_file(conn: sqlite3.Connection, path: Path) -> None:
-    """Bring the file to ``SCHEMA_VERSION`` in one transaction. The version is read again under
-    the write lock: another writer may have migrated it since this one looked."""
+    """Bring the file to ``SCHEMA_VERSION`` in one transaction, each migration recorded in it
+    (``schema.migrate``). The version is read again under the write lock: another writer may
+    have migrated it since this one looked."""
     with translated(path):
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -1,9 +1,14 @@
 """The mind file's SQLite schema and its migrations.
 
-``SCHEMA_VERSION`` is the layout of the file (tables, indexes, triggers); it can move forward
-through ``MIGRATIONS``, each applied in one transaction. The ledger format version that enters
-every event hash (``pmm.ledger.chain.FORMAT_VERSION``) is separate and never changes for stored
-events.
+``SCHEMA_VERSION`` is the layout of the file (tables, indexes, triggers); it moves forward
+through ``MIGRATIONS``, named steps applied in one transaction with their record. The ledger
+format version that enters every event hash (``pmm.ledger.chain.FORMAT_VERSION``) is separate
+and never changes for stored events.
+
+Each applied migration is recorded in ``pmm_meta`` (``migration:NAME``: when, by which pmm), in
+the transaction that applies it. The file's ``schema_version`` alone decides which migrations
+run, and their SQL is always pmm's own: a record is history, checked against ``KNOWN`` before
+any write (a file from someone else can hold anything there), never a reason to run or skip.
 
 A file's ``sqlite_master`` must be exactly what ``create`` and ``migrate`` make for its version:
 a trigger, view, table or index that pmm did not create would run (or be read) inside pmm's own
@@ -15,15 +20,18 @@ run): planner statistics run no code, so they are ignored.
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pmm import errors
+from pmm.domain.shapes import is_ts
 from pmm.ledger import fts
 
 APPLICATION_ID = 0x504D4D31  # "PMM1": lets `file` and pmm tell a mind from other SQLite files
-SCHEMA_VERSION = 4
 
 EVENTS_TABLE = """
 CREATE TABLE events (
@@ -79,19 +87,38 @@ VECTORS_TABLE = "CREATE TABLE event_vectors (id INTEGER PRIMARY KEY, vec BLOB NO
 # A migration step: a statement, or a function of the connection for what SQL alone cannot say.
 Step = str | Callable[[sqlite3.Connection], None]
 
-# MIGRATIONS[n] brings a file from schema version n to n + 1. Events are never touched by one:
-# every hash is kept.
-MIGRATIONS: dict[int, tuple[Step, ...]] = {
+
+@dataclass(frozen=True)
+class Migration:
+    """One named step of the layout: it brings a file from schema ``number - 1`` to ``number``.
+    Events are never touched by one: every hash is kept."""
+
+    number: int
+    name: str
+    steps: tuple[Step, ...]
+
+
+INITIAL = "0001_initial"  # the version-1 layout ``create`` makes (``V1``), recorded like the rest
+
+MIGRATIONS: tuple[Migration, ...] = (
     # The projection cache carries a keyed MAC (pmm.ledger.seal); a v1 cache has none, so it is
     # untrusted until the next write rebuilds it.
-    1: ("ALTER TABLE projection_cache ADD COLUMN mac TEXT NOT NULL DEFAULT ''",),
+    Migration(2, "0002_cache_mac", ("ALTER TABLE projection_cache ADD COLUMN mac TEXT NOT NULL DEFAULT ''",)),
     # The search index stems and folds diacritics; FTS5 cannot change a table's tokenizer, so
     # the index is made again and filled from the events (about 7 s per million events).
-    2: (lambda conn: fts.retokenize(conn, 2, 3),),
+    Migration(3, "0003_fts_porter", (lambda conn: fts.retokenize(conn, 2, 3),)),
     # Recall vectors (pmm.ledger.vectors): derived like the search index and made as recall
     # needs them, so the migration only makes the empty table.
-    3: (VECTORS_TABLE,),
-}
+    Migration(4, "0004_event_vectors", (VECTORS_TABLE,)),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].number
+KNOWN = {INITIAL: 1, **{m.name: m.number for m in MIGRATIONS}}  # every name pmm records, and its number
+
+
+def migration(number: int) -> Migration:
+    """The migration that brings a file to schema ``number`` (2 to ``SCHEMA_VERSION``)."""
+    return MIGRATIONS[number - 2]
+
 
 SchemaEntry = tuple[str, str, str, str | None]  # type, name, tbl_name, sql
 ALTERED_HINT = ("pmm will not write to it; to keep its events, `pmm export` it and `pmm import`"
@@ -107,15 +134,18 @@ def create(conn: sqlite3.Connection, *, with_indexes: bool = True) -> None:
             conn.execute(statement)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     set_schema_version(conn, 1)
+    record(conn, INITIAL)
     migrate(conn, 1)
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Apply every migration from ``version`` to ``SCHEMA_VERSION`` (caller holds the txn)."""
-    while version < SCHEMA_VERSION:
-        _run(conn, MIGRATIONS[version])
-        version += 1
-        set_schema_version(conn, version)
+    """Apply every migration after ``version`` up to ``SCHEMA_VERSION``, each recorded as it is
+    applied (the caller holds the transaction: a crash leaves the file whole at ``version``).
+    Which migrations run is decided by ``version`` alone, never by the file's records."""
+    for step in MIGRATIONS[max(version - 1, 0):]:
+        _run(conn, step.steps)
+        set_schema_version(conn, step.number)
+        record(conn, step.name)
 
 
 def _run(conn: sqlite3.Connection, steps: tuple[Step, ...]) -> None:
@@ -132,6 +162,71 @@ def set_schema_version(conn: sqlite3.Connection, version: int) -> None:
         " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         (str(version),),
     )
+
+
+RECORD_PREFIX = "migration:"  # pmm_meta key of a migration's record: the prefix, then its name
+_RECORD_FIELDS = frozenset({"applied_at", "pmm_version"})
+
+
+def record(conn: sqlite3.Connection, name: str) -> None:
+    """Note in ``pmm_meta`` that migration ``name`` was applied now, by this pmm (inside the
+    migration's transaction). The record is history only: nothing ever runs or skips by it."""
+    from pmm import __version__
+
+    applied = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    value = json.dumps({"applied_at": applied, "pmm_version": __version__}, sort_keys=True,
+                       separators=(",", ":"))
+    conn.execute(
+        "INSERT INTO pmm_meta(key, value) VALUES (?, ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (RECORD_PREFIX + name, value),
+    )
+
+
+def history(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """The migrations recorded in the file as (name, applied_at, pmm_version), oldest first.
+    A file made before pmm recorded them holds none for the steps it took then."""
+    found = []
+    for name, value in _records(conn):
+        fields = _record_fields(value)
+        if name in KNOWN and fields is not None:
+            found.append((name, *fields))
+    return sorted(found, key=lambda entry: KNOWN[entry[0]])
+
+
+def record_problems(conn: sqlite3.Connection, version: int) -> list[str]:
+    """Records that are not history pmm could have written for a file at ``version``: a name
+    it does not know, a migration past the file's version, or a value it does not write."""
+    found = []
+    for name, value in _records(conn):
+        shown = errors.quoted(RECORD_PREFIX + name, 60)
+        if name not in KNOWN:
+            found.append(f"a migration record {shown} that pmm does not write")
+        elif KNOWN[name] > version:
+            found.append(f"a migration record {shown} past the file's schema version {version}")
+        elif _record_fields(value) is None:
+            found.append(f"a migration record {shown} whose value is not one pmm writes")
+    return found
+
+
+def _records(conn: sqlite3.Connection) -> list[tuple[str, object]]:
+    rows = conn.execute("SELECT key, value FROM pmm_meta WHERE key GLOB ?", (RECORD_PREFIX + "*",))
+    return [(key[len(RECORD_PREFIX):], value) for key, value in rows if isinstance(key, str)]
+
+
+def _record_fields(value: object) -> tuple[str, str] | None:
+    """``(applied_at, pmm_version)`` from a record's value, or ``None`` if pmm did not write it."""
+    try:
+        parsed = json.loads(value) if isinstance(value, str) and len(value) <= 200 else None
+    except ValueError:
+        return None
+    if not (isinstance(parsed, dict) and parsed.keys() == _RECORD_FIELDS):
+        return None
+    applied, by = parsed["applied_at"], parsed["pmm_version"]
+    if not (type(applied) is str and is_ts(applied) and type(by) is str and by.isascii()
+            and by.isprintable() and 0 < len(by) <= 40):
+        return None
+    return applied, by
 
 
 def valid_version(text: str) -> int | None:
@@ -151,8 +246,8 @@ def expected(version: int) -> frozenset[SchemaEntry]:
             conn.execute(statement)
         for statement in EVENTS_INDEXES:
             conn.execute(statement)
-        for step in range(1, version):
-            _run(conn, MIGRATIONS[step])
+        for step in MIGRATIONS[:max(version - 1, 0)]:
+            _run(conn, step.steps)
         return frozenset(_entries(conn))
     finally:
         conn.close()
@@ -164,8 +259,9 @@ def _entries(conn: sqlite3.Connection) -> list[SchemaEntry]:
 
 
 def differences(conn: sqlite3.Connection, version: int) -> list[str]:
-    """What in ``conn``'s schema is not what pmm makes at ``version``, one phrase per object
-    (names are the file's own text: shown by repr, so no control character reaches a terminal)."""
+    """What in ``conn``'s schema is not what pmm makes at ``version``, one phrase per object,
+    then each migration record pmm would not have written (``record_problems``). Names are the
+    file's own text: shown by repr, so no control character reaches a terminal."""
     want = {(entry[0], entry[1]): entry for entry in expected(version)}
     have = [entry for entry in _entries(conn) if not _statistics(entry)]
     found = []
@@ -177,7 +273,7 @@ def differences(conn: sqlite3.Connection, version: int) -> list[str]:
             found.append(f"{kind} {name} differs from the one pmm creates")
     missing = set(want) - {(entry[0], entry[1]) for entry in have}
     found += [f"{kind} {errors.quoted(name, 60)} is missing" for kind, name in sorted(missing)]
-    return found
+    return found + record_problems(conn, version)
 
 
 def _statistics(entry: SchemaEntry) -> bool:
@@ -189,7 +285,8 @@ STAT_TABLES = frozenset(f"sqlite_stat{n}" for n in range(1, 5))
 
 
 def check(conn: sqlite3.Connection, version: int, path: Path) -> None:
-    """Refuse (exit 3) a file whose schema is not exactly pmm's for ``version``."""
+    """Refuse (exit 3) a file whose schema is not exactly pmm's for ``version``, or whose
+    migration records are not ones pmm writes (``differences``)."""
     found = differences(conn, version)
     if found:
         more = f" (and {len(found) - 1} more difference{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""

@@ -274,7 +274,8 @@ def consequences(states: States, parsed: Parsed, reflection_id: int,
         stepped.add(step.trait)
         cited = ", ".join(f"#{e}" for e in sorted(set(step.evidence)))
         out.append(Draft(ev.TRAIT_ADJUSTED.name, f"{step.reason.strip()} ({cited})",
-                         {"trait": step.trait, "delta": step.delta, "reflection": reflection_id}))
+                         {"trait": step.trait, "delta": step.delta, "reflection": reflection_id,
+                          "v": ev.TRAIT_ADJUSTED.version}))
     open_ = states["commitments"]["open"]
     for _, new in parsed.open:
         if any(dynamics.same_commitment(new.text, c["text"]) for c in open_.values()):
