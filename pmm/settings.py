@@ -107,6 +107,10 @@ KEY_PASSPHRASE = Setting(
 BACKUP_PASSPHRASE = Setting(
     "PMM_BACKUP_PASSPHRASE", str, "", "Passphrase for backup and restore when --passphrase-file is not"
     " given; otherwise it is asked for on the terminal.")
+BACKUP_WORK_FACTOR = Setting(
+    "PMM_BACKUP_WORK_FACTOR", int, 18, "The scrypt work factor (log2 N) pmm backup encrypts with (default 18,"
+    " as age itself: about a second and 256 MiB; each step up doubles both). Restore accepts up to 22"
+    " whatever this is.", minimum=10, maximum=22)
 DEBUG = Setting("PMM_DEBUG", str, "", "Set to 1 to get a traceback instead of one line for an unexpected error.")
 
 # Variables pmm reads that are not its own: documented here too, so the man page has one source.
@@ -124,5 +128,6 @@ TERM = Setting("TERM", str, "", "When dumb, no colour.")
 
 ALL: tuple[Setting[Any], ...] = (MIND, LOCK_TIMEOUT, PROVIDER_TIMEOUT, PROVIDER_DEADLINE, PROVIDER_MAX_BYTES,
                             PROVIDER_RETRIES, LOCAL_CTX, SEMANTIC, STOP_GRACE, KEY_PASSPHRASE, BACKUP_PASSPHRASE,
+                            BACKUP_WORK_FACTOR,
                             OPENAI_API_KEY, ANTHROPIC_API_KEY, OLLAMA_HOST, DEBUG, VISUAL, EDITOR, NO_COLOR,
                             TERM)
