@@ -111,6 +111,10 @@ KEY_PASSPHRASE = Setting(
 BACKUP_PASSPHRASE = Setting(
     "PMM_BACKUP_PASSPHRASE", str, "", "Passphrase for backup and restore when --passphrase-file is not"
     " given; otherwise it is asked for on the terminal.")
+BACKUP_WORK_FACTOR = Setting(
+    "PMM_BACKUP_WORK_FACTOR", int, 18, "The scrypt work factor (log2 N) pmm backup encrypts with (default 18,"
+    " as age itself: about a second and 256 MiB; each step up doubles both). Restore accepts up to 22"
+    " whatever this is.", minimum=10, maximum=22)
 DEBUG = Setting("PMM_DEBUG", str, "", "Set to 1 to get a traceback instead of one line for an unexpected error.")
 
 # Variables pmm reads that are not its own: documented here too, so the man page has one source
@@ -122,5 +126,6 @@ NO_COLOR = Setting("NO_COLOR", str, "", "When set, to anything, no colour.")
 TERM = Setting("TERM", str, "", "When dumb, no colour.")
 
 ALL: tuple[Setting[Any], ...] = (MIND, LOCK_TIMEOUT, PROVIDER_TIMEOUT, PROVIDER_DEADLINE, PROVIDER_MAX_BYTES,
+ALL: tuple[Setting[Any], ...] = (MIND, LOCK_TIMEOUT, PROVIDER_TIMEOUT, PROVIDER_DEADLINE, PROVIDER_MAX_BYTES,
                             PROVIDER_RETRIES, LOCAL_CTX, LOCAL_THREADS, SEMANTIC, STOP_GRACE, KEY_PASSPHRASE,
-                            BACKUP_PASSPHRASE, DEBUG, VISUAL, EDITOR, NO_COLOR, TERM)
+                            BACKUP_PASSPHRASE, BACKUP_WORK_FACTOR, DEBUG, VISUAL, EDITOR, NO_COLOR, TERM)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pmm import errors
+from pmm import errors, settings
 from pmm.ledger.connection import SQLITE_MAGIC
 from pmm.services import files, integrity, witness
 from pmm.services.files import fsync_dir, read_file, temp_beside, write_new
@@ -47,6 +47,7 @@ def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None 
     from pmm.ledger.store import Ledger
 
     _check_target(source, target, keep)
+    work_factor = settings.BACKUP_WORK_FACTOR.get()  # a bad value fails before any work
     report = integrity.verify_mind(source)
     if not report.ok:
         where = f"event {report.problem_event}: " if report.problem_event else ""
@@ -56,7 +57,7 @@ def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None 
         image = snapshot.snapshot(mind)
         events, head = mind.head()
         mind_id = mind.mind_id
-    sealed = age.encrypt(image, passphrase())
+    sealed = age.encrypt(image, passphrase(), work_factor)
     del image
     removed: list[Path] = []
     with files.open_output(target, mode=0o600, reading=(source,), what="backup") as handle:

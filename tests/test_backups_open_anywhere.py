@@ -1,0 +1,70 @@
+"""A backup opens on any machine that has the passphrase: pmm's age (scrypt) encryption agrees with
+rage both ways, its limits are fixed rather than timed, and damage anywhere is refused (exit 6)."""
+
+from __future__ import annotations
+
+import os
+
+import pyrage
+import pytest
+
+from pmm import errors
+from pmm.crypto import age
+from tests.conftest import invoke
+
+CHEAP = 10  # scrypt work factor for these tests (the format is the same at any factor)
+SIZES = [0, 1, 65_535, 65_536, 65_537, 3 * 65_536]  # around STREAM's 64 KiB chunk edges
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_pmm_and_rage_read_each_others_files(size: int) -> None:
+    data = os.urandom(size)
+    ours = age.encrypt(data, "correct horse", CHEAP)
+    assert pyrage.passphrase.decrypt(ours, "correct horse") == data
+    assert age.decrypt(ours, "correct horse", "ours") == data
+    if size in (0, 65_537):  # rage picks its own (timed) work factor: two sizes are enough
+        assert age.decrypt(pyrage.passphrase.encrypt(data, "correct horse"), "correct horse", "rage's") == data
+
+
+def test_the_work_factor_is_fixed_and_settable(mind, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Not timed: the default is age's 18 on any machine; PMM_BACKUP_WORK_FACTOR sets it, bounded."""
+    monkeypatch.setenv("PMM_BACKUP_PASSPHRASE", "correct horse")
+    monkeypatch.setenv("PMM_BACKUP_WORK_FACTOR", str(CHEAP))
+    out = tmp_path / "b.age"
+    assert invoke("--mind", str(mind), "backup", "-o", str(out)).exit_code == 0
+    assert age.work_factor(out.read_bytes(), "b") == CHEAP
+    monkeypatch.setenv("PMM_BACKUP_WORK_FACTOR", "9")
+    refused = invoke("--mind", str(mind), "backup", "-o", str(tmp_path / "c.age"))
+    assert refused.exit_code == 2 and "PMM_BACKUP_WORK_FACTOR" in refused.output
+    assert not (tmp_path / "c.age").exists()
+    assert age.WORK_FACTOR == 18 and age.MAX_WORK_FACTOR == 22
+
+
+def _damaged(sealed: bytes) -> dict[str, bytes]:
+    header_end = sealed.index(b"\n---") + 1
+    footer_end = sealed.index(b"\n", header_end) + 1
+    flip = lambda data, at: data[:at] + bytes([data[at] ^ 1]) + data[at + 1:]  # noqa: E731
+    lines = sealed[:header_end].split(b"\n")
+    return {
+        "a flipped payload byte": flip(sealed, len(sealed) - 5),
+        "a flipped salt": flip(sealed, len(age.MAGIC) + 12),
+        "a flipped header MAC": flip(sealed, footer_end - 3),
+        "the last chunk dropped": sealed[:footer_end + 16 + 65_536 + 16],
+        "the last bytes cut": sealed[:-1],
+        "no payload": sealed[:footer_end + 16],
+        "a second stanza": sealed[:header_end] + b"-> X25519 abc\nabc\n" + sealed[header_end:],
+        "padded base64": sealed.replace(lines[2], lines[2] + b"=", 1),
+        "a zero work factor": sealed.replace(b" 10\n", b" 0\n", 1),
+    }
+
+
+@pytest.mark.parametrize("case", list(_damaged(age.encrypt(b"m" * 70_000, "pw", CHEAP))))
+def test_damage_anywhere_is_refused(case: str) -> None:
+    sealed = _damaged(age.encrypt(b"m" * 70_000, "pw", CHEAP))[case]
+    with pytest.raises(errors.InputRejected):
+        age.decrypt(sealed, "pw", "the backup")
+
+
+def test_a_wrong_passphrase_is_refused_before_any_payload_is_read() -> None:
+    with pytest.raises(errors.InputRejected, match="wrong passphrase"):
+        age.decrypt(age.encrypt(b"secret", "pw", CHEAP), "not it", "the backup")
