@@ -126,6 +126,5 @@ NO_COLOR = Setting("NO_COLOR", str, "", "When set, to anything, no colour.")
 TERM = Setting("TERM", str, "", "When dumb, no colour.")
 
 ALL: tuple[Setting[Any], ...] = (MIND, LOCK_TIMEOUT, PROVIDER_TIMEOUT, PROVIDER_DEADLINE, PROVIDER_MAX_BYTES,
-ALL: tuple[Setting[Any], ...] = (MIND, LOCK_TIMEOUT, PROVIDER_TIMEOUT, PROVIDER_DEADLINE, PROVIDER_MAX_BYTES,
                             PROVIDER_RETRIES, LOCAL_CTX, LOCAL_THREADS, SEMANTIC, STOP_GRACE, KEY_PASSPHRASE,
                             BACKUP_PASSPHRASE, BACKUP_WORK_FACTOR, DEBUG, VISUAL, EDITOR, NO_COLOR, TERM)
