@@ -18,7 +18,7 @@ from typing import Any
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
-from pmm.ledger import lookup
+from pmm.ledger import folded, lookup
 from pmm.ledger.store import Ledger
 from pmm.providers.base import Message, Request
 from pmm.services import models, tokens
@@ -107,7 +107,7 @@ def consolidate(mind: Ledger, states: dict[str, Any], model: models.Model, trigg
             meta[key] = getattr(completion, key)
 
     def drafts(_first_id: int) -> list[Draft]:
-        now = mind.state()[0].get("summaries") or {}
+        now = folded.state(mind)[0].get("summaries") or {}
         if ((now.get("latest") or {}).get("id") != (previous or {}).get("id")
                 or set(covers) & set(now.get("retracted") or [])):
             raise _Superseded()  # another summary, or a retraction, while the model wrote
