@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
+from pmm.ledger import folded
 from pmm.services import context, opening, tokens
 
 SAMPLES = [
@@ -99,7 +100,7 @@ def test_a_prompt_never_exceeds_its_window(tmp_path: Path, window: int) -> None:
     for text in ("Tell me about my blue bike and the rain", "東京 🚲 42", "x"):
         assert invoke("--mind", str(path), "-q", "remember", "--pin", "Keep answers short").exit_code == 0
         with opening.open_read(path) as mind:
-            states = mind.state()[0]
+            states = folded.state(mind)[0]
             prompt = context.build(mind, states, text, window=window, answer_tokens=window // 4)
         assert prompt.tokens <= prompt.budget
         assert _request_tokens(prompt) <= prompt.budget + 8 * len(prompt.request.messages)
@@ -171,7 +172,7 @@ def test_a_turn_kept_for_the_recent_part_is_sent_or_recalled(tmp_path: Path) -> 
     sent = set(_ids(found, "recalled")) | set(_ids(found, "recent"))
     assert {3, 4} <= sent
     with opening.open_read(path) as mind:
-        prompt = context.build(mind, mind.state()[0], "What colour is my Brompton bike?",
+        prompt = context.build(mind, folded.state(mind)[0], "What colour is my Brompton bike?",
                                window=2048, answer_tokens=512)
     sent_text = prompt.request.context + "".join(m.content for m in prompt.request.messages)
     for item in (i for s in prompt.sections if s.name != "standing" for i in s.items):
@@ -248,7 +249,7 @@ def test_counted_by_the_models_own_tokenizer_a_prompt_fills_its_window_and_never
     turns = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 120))) for _ in range(200)]
     path = _mind(tmp_path, turns, notes=20)
     with opening.open_read(path) as mind:
-        states = mind.state()[0]
+        states = folded.state(mind)[0]
         text = "Tell me about my blue bike and the rain"
         estimated = context.build(mind, states, text, window=window, answer_tokens=window // 4)
         exact = context.build(mind, states, text, window=window, answer_tokens=window // 4,

@@ -67,10 +67,11 @@ def test_a_reflection_keeps_what_is_valid_and_writes_it_in_one_transaction(mind:
     listing = json.loads(run_pmm("--mind", str(mind), "commitments", "list", "--json", check=True).stdout)
     (opened,) = listing["commitments"]
     assert opened["text"] == "I will ask about the plants next week" and opened["due"] and opened["source"] == "reflection"
+    from pmm.ledger import folded
     from pmm.ledger.store import Ledger
 
     with Ledger.open(mind) as opened_mind:
-        assert opened_mind.state()[0]["traits"]["values"]["conscientiousness"] == 0.55
+        assert folded.state(opened_mind)[0]["traits"]["values"]["conscientiousness"] == 0.55
     assert run_pmm("--mind", str(mind), "verify", "--deep").returncode == 0
 
 

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from pmm.domain import projections
 from pmm.domain.canonical import canonical_json
 from pmm.domain.events import Draft, check_draft
+from pmm.ledger import cache, folded
 from pmm.ledger.store import Ledger
 from pmm.services import portability
 
@@ -75,7 +76,7 @@ def states_of(path: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
     """(full replay, cache-plus-fold state, cache status) of the mind at ``path``, read-only."""
     with Ledger.open(path) as mind:
         full = projections.replay(mind.events())
-        cached, status = mind.state()
+        cached, status = folded.state(mind)
     return full, cached, status.state
 
 
@@ -123,7 +124,7 @@ def test_state_folds_events_newer_than_the_cache(batches, keep: int) -> None:
             old_hash = mind.hash_at(old_id) if old_id else "0" * 64
             older = projections.replay(e for e in mind.events() if e.id <= old_id)
         with Ledger.open(d / "a.db", write=True) as mind, mind.transaction():
-            mind._store_cache(older, old_id, old_hash)  # an older cache, sealed as pmm seals it
+            cache.store(mind.conn, mind.mind_id, older, old_id, old_hash)  # an older cache, sealed as pmm seals it
         full, cached, status = states_of(d / "a.db")
         assert full == cached == expected
         assert status == ("current" if old_id == head_id else "behind")

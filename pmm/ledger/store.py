@@ -1,7 +1,9 @@
-"""A mind file opened for reading or writing: appends, streaming reads, and the projection cache.
+"""A mind file opened for reading or writing: the chain's head, appends, streaming reads and
+the full-text index. The projections read from it are pmm.ledger.folded's.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction that reads the head, appends, updates the
-full-text index and the projection cache, and commits; nothing is reported until COMMIT returns.
+full-text index and the projection cache (``folded.Folding``), and commits; nothing is reported
+until COMMIT returns.
 """
 
 from __future__ import annotations
@@ -9,18 +11,15 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from pmm import errors
-from pmm.domain import projections
 from pmm.domain.canonical import canonical_json
 from pmm.domain.events import Draft, Event, check_draft
-from pmm.domain.states import States
-from pmm.ledger import cache, fts, schema
 from pmm.ledger import connection as cx
+from pmm.ledger import folded, fts, schema
 from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
@@ -47,12 +46,6 @@ T = TypeVar("T")
 def now_ts() -> str:
     """The ledger's timestamp: UTC, microseconds, fixed width (27 characters)."""
     return datetime.now(UTC).strftime(TS_FORMAT)
-
-
-@dataclass
-class CacheStatus:
-    state: str  # "current", "behind" (newer events folded in memory), "stale" or "absent"
-    last_id: int
 
 
 class Ledger:
@@ -208,17 +201,7 @@ class Ledger:
             while batch := cursor.fetchmany(4096):
                 yield from (batch if make is None else map(make, batch))
 
-    # -- projections ---------------------------------------------------------------------------
-
-    def state(self) -> tuple[States, CacheStatus]:
-        """Current projections: the cache plus newer events folded in memory (never writes)."""
-        cached = self.cached_state()
-        if cached is None:
-            return projections.replay(self.events()), CacheStatus("absent" if not self._has_cache() else "stale", 0)
-        states, last_id = cached
-        head_id, _ = self.head()
-        states = projections.replay(self.events(since=last_id + 1), states)
-        return states, CacheStatus("current" if head_id == last_id else "behind", last_id)
+    # -- the file's health ---------------------------------------------------------------------
 
     def schema_problems(self) -> list[str]:
         """What in the file's schema pmm did not make; empty when nothing."""
@@ -237,26 +220,11 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             return str(exc)
 
-    def _has_cache(self) -> bool:
-        with cx.translated(self.path):
-            return cache.present(self.conn)
-
-    def cached_state(self) -> tuple[States, int] | None:
-        """The cached states and the event id they reflect, if that event still has that hash."""
-        if self.schema_version < 2:
-            return None  # no seal before schema 2: the next write migrates and rebuilds it
-        with cx.translated(self.path):
-            return cache.load(self.conn, self.mind_id, self.hash_at)
-
-    def _store_cache(self, states: States, last_id: int, last_hash: str) -> None:
-        cache.store(self.conn, self.mind_id, states, last_id, last_hash)
-
     def repair(self) -> None:
         """Rebuild the search index and the projection cache from the events, in one transaction."""
         with self.transaction():
             fts.reset(self.conn, self.schema_version)
-            last_id, last_hash = self.head()
-            self._store_cache(projections.replay(self.events()), last_id, last_hash)
+            folded.rebuild(self)
 
     def repair_index(self) -> None:
         """Reset and rebuild the search index from the events (in the open transaction, if any)."""
@@ -313,6 +281,7 @@ class Ledger:
             head_id, head_hash = self.head()
             if callable(drafts):
                 prepared = _prepare(drafts(head_id + 1))
+            folding = folded.Folding(self, head_id)
             new: list[Event] = []
             prev = head_hash
             for kind, content, meta in prepared:
@@ -321,9 +290,9 @@ class Ledger:
                 digest = event_hash(self.prefix, event_id, ts, kind, content, meta, prev)
                 new.append(Event(event_id, ts, kind, content, meta, prev, digest))
                 prev = digest
-            self._insert(new)
+            self._insert(folding.passing(new))
             self._index_text(head_id)
-            self._advance_cache(head_id, new)
+            folding.seal()
         return new
 
     def _insert(self, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -347,15 +316,6 @@ class Ledger:
             fts.reset(self.conn, self.schema_version)
         self.conn.execute("RELEASE pmm_fts")
 
-    def _advance_cache(self, head_id: int, new: Iterable[Event]) -> None:
-        cached = self.cached_state()
-        if cached is not None and cached[1] == head_id:
-            states = projections.replay(new, cached[0])
-        else:  # no usable cache: rebuild it from every event, the new ones included
-            states = projections.replay(self.events())
-        last_id, last_hash = self.head()
-        self._store_cache(states, last_id, last_hash)
-
     # -- imports -------------------------------------------------------------------------------
 
     def append_checked(self, events: Iterable[Event]) -> int:
@@ -365,30 +325,12 @@ class Ledger:
         raises to abort, and then nothing is written). Returns how many were appended.
         """
         with self.transaction():
-            head_id, head_hash = self.head()
-            cached = self.cached_state()
-            fold = projections.Fold(cached[0] if cached and cached[1] == head_id else None)
-            if not (cached and cached[1] == head_id):
-                fold.add_all(self.events())
-            count = self._insert_folding(events, fold)
+            head_id, _ = self.head()
+            folding = folded.Folding(self, head_id)
+            self._insert(folding.passing(events))
             self._index_text(head_id)
-            last_id, last_hash = self.head()
-            self._store_cache(fold.states, last_id, last_hash)
-        return count
-
-    def _insert_folding(self, events: Iterable[Event], fold: projections.Fold) -> int:
-        count = 0
-        add = fold.add
-
-        def passing() -> Iterator[Event]:
-            nonlocal count
-            for event in events:
-                add(event)
-                count += 1
-                yield event
-
-        self._insert(passing())
-        return count
+            folding.seal()
+        return folding.count
 
     def adopt_identity(self, mind_id: str) -> None:
         """Give a mind with no events another mind's id (an import into an empty mind)."""
@@ -415,16 +357,15 @@ class Ledger:
             conn.execute("BEGIN")
             cx.init_file(conn, mind_id, with_indexes=False)
             mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
-            fold = projections.Fold()
-            count = mind._insert_folding(events, fold)
+            folding = folded.Folding(mind, 0)
+            mind._insert(folding.passing(events))
             for statement in schema.EVENTS_INDEXES:
                 conn.execute(statement)
             mind._index_text(0)
-            last_id, last_hash = mind.head()
-            mind._store_cache(fold.states, last_id, last_hash)
+            folding.seal()
             conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode=DELETE")
-        return count
+        return folding.count
 
 
 def _prepare(drafts: Iterable[Draft]) -> list[tuple[str, str, str]]:

@@ -24,6 +24,7 @@ from typing import Any
 from pmm import errors, settings
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
+from pmm.ledger import folded
 from pmm.ledger.store import Ledger
 from pmm.services import models, opening, reflection
 
@@ -69,7 +70,7 @@ def run(path: Path, *, interval: float, max_cycles: int | None, max_tokens: int 
     summary = summary if summary is not None else Summary()
     with opening.open_read(path) as mind:  # a missing file or a non-mind is refused before the loop (exit 4)
         # so is a reflection model this machine's owner has not trusted (exit 2), not at cycle N
-        models.require_trusted(mind.mind_id, models.active(mind.state()[0], "reflection"))
+        models.require_trusted(mind.mind_id, models.active(folded.state(mind)[0], "reflection"))
     while not stop.is_set():
         summary.cycles += 1
         notify(f"Cycle {summary.cycles}: " + _cycle(path, summary, stop, notify, max_tokens))
@@ -155,12 +156,12 @@ def expire(path: Path) -> int:
     """Append ``commitment_expired`` for every overdue open commitment, in one transaction;
     returns how many (0: nothing was written)."""
     with opening.open_read(path) as mind:
-        if not reflection.expirations(mind.state()[0]):
+        if not reflection.expirations(folded.state(mind)[0]):
             return 0
     with opening.open_write(path, lambda _m: None) as mind:
 
         def drafts(_first_id: int) -> list[Draft]:
-            found = reflection.expirations(mind.state()[0])  # again, inside the write lock
+            found = reflection.expirations(folded.state(mind)[0])  # again, inside the write lock
             if not found:
                 raise _NothingToExpire()
             return found

@@ -16,6 +16,7 @@ from pmm.domain import dynamics
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.states import States
+from pmm.ledger import folded
 from pmm.ledger.store import Ledger
 from pmm.providers.base import Completion, OnText, Provider
 from pmm.services import context, models, opening, semantic
@@ -114,7 +115,7 @@ class Chat:
         self.mind.close()
 
     def states(self) -> States:
-        return self.mind.state()[0]
+        return folded.state(self.mind)[0]
 
     def model(self) -> models.Model:
         return models.pick(self.states(), self.model_name)
@@ -167,7 +168,7 @@ class Chat:
             meta["finish"] = completion.finish_reason
         drafts.append(Draft(ev.RESPONSE_SENT.name, completion.text, meta))
         promised = dynamics.commitment_in(completion.text)
-        open_now = self.mind.state()[0]["commitments"]["open"].values()  # inside the transaction
+        open_now = folded.state(self.mind)[0]["commitments"]["open"].values()  # inside the transaction
         if promised and not any(dynamics.same_commitment(promised, c["text"]) for c in open_now):
             drafts.append(Draft(ev.COMMITMENT_OPENED.name, promised,
                                 {"source": "conversation", "turn": message_id + 1}))

@@ -14,6 +14,7 @@ from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.growth import since, valid_evidence
 from pmm.domain.states import Commitment, CommitmentsState, States
+from pmm.ledger import folded
 from pmm.ledger.store import TS_FORMAT, Ledger, now_ts
 from pmm.services import opening
 
@@ -40,7 +41,7 @@ def parse_due(text: str, now: datetime | None = None) -> str:
 
 def listing(path: Path) -> dict[str, Any]:
     with opening.open_read(path) as mind:
-        states, _ = mind.state()
+        states, _ = folded.state(mind)
     state = states["commitments"]
     overdue = dict(dynamics.overdue(states, now_ts()))
 
@@ -77,7 +78,7 @@ def open_(path: Path, text: str, due: str | None, notify: opening.Notify) -> Eve
     with opening.open_write(path, notify) as mind:
 
         def drafts(_first: int) -> list[Draft]:
-            for entry in mind.state()[0]["commitments"]["open"].values():
+            for entry in folded.state(mind)[0]["commitments"]["open"].values():
                 if dynamics.same_commitment(entry["text"], text):
                     raise errors.UsageError(f"already committed to {entry['text']!r} (#{entry['opened_id']})")
             return [Draft(ev.COMMITMENT_OPENED.name, text, meta)]
@@ -95,7 +96,7 @@ def close(path: Path, commitment: int, evidence: list[int], statement: str) -> E
     with _existing(path) as mind:
 
         def drafts(first_id: int) -> list[Draft]:
-            entry = _open_entry(mind.state()[0], commitment)
+            entry = _open_entry(folded.state(mind)[0], commitment)
             if not valid_evidence(sorted(set(evidence)), since(entry), first_id):
                 raise errors.UsageError(
                     f"evidence must name events after #{since(entry)} (when it was opened or reopened)"
@@ -114,7 +115,7 @@ def reopen(path: Path, commitment: int, reason: str, due: str | None) -> Event:
     with _existing(path) as mind:
 
         def drafts(_first: int) -> list[Draft]:
-            state = mind.state()[0]["commitments"]
+            state = folded.state(mind)[0]["commitments"]
             if str(commitment) not in state["done"]:
                 where = "open" if str(commitment) in state["open"] else "unknown"
                 raise errors.UsageError(f"commitment #{commitment} is {where}; only closed, expired or"
@@ -134,7 +135,7 @@ def drop(path: Path, commitment: int, reason: str) -> Event:
     with _existing(path) as mind:
 
         def drafts(_first: int) -> list[Draft]:
-            state = mind.state()[0]["commitments"]
+            state = folded.state(mind)[0]["commitments"]
             entry = state["open"].get(str(commitment)) or state["done"].get(str(commitment))
             if entry is None:
                 raise errors.UsageError(f"#{commitment} is not a commitment", hint="see pmm commitments list --all")

@@ -19,7 +19,7 @@ from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.states import StandingSummary, States
-from pmm.ledger import lookup
+from pmm.ledger import folded, lookup
 from pmm.ledger.store import Ledger
 from pmm.providers.base import Message, Request
 from pmm.services import models, tokens
@@ -112,7 +112,7 @@ def consolidate(mind: Ledger, states: States, model: models.Model, trigger: str)
             meta[key] = getattr(completion, key)
 
     def drafts(_first_id: int) -> list[Draft]:
-        now = mind.state()[0]["summaries"]
+        now = folded.state(mind)[0]["summaries"]
         if (_id(now["latest"]) != _id(previous) or set(covers) & set(now["retracted"])):
             raise _Superseded()  # another summary, or a retraction, while the model wrote
         return [Draft(ev.SUMMARY_RECORDED.name, text, meta)]

@@ -19,8 +19,8 @@ from pmm import errors
 from pmm.domain import dynamics
 from pmm.domain import events as ev
 from pmm.domain.states import States
-from pmm.ledger import fts, lookup
-from pmm.ledger.store import CacheStatus, Ledger, now_ts
+from pmm.ledger import folded, fts, lookup
+from pmm.ledger.store import Ledger, now_ts
 from pmm.services import opening
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -85,7 +85,7 @@ def check(path: Path, *, online: bool = False, total: Callable[[int], None] | No
         index = _damaged(damage) if damage else _index(lookup.index_coverage(mind), head_id)
         recall_vectors = _vectors(mind)
         try:
-            states, cache = mind.state()
+            states, cache = folded.state(mind)
         except (ValueError, KeyError, TypeError) as exc:  # events no pmm wrote (a tampered meta)
             states, broken = None, f"the events cannot be replayed ({type(exc).__name__}: {exc})"
     report = Report(str(path), [file, layout, _chain(path, total, on_progress)])
@@ -111,7 +111,7 @@ def _chain(path: Path, total: Callable[[int], None] | None,
     return Check("chain", FAIL, f"{where}{verified.problem} (run `pmm verify` for details)")
 
 
-def _cache(cache: CacheStatus, head_id: int) -> Check:
+def _cache(cache: folded.CacheStatus, head_id: int) -> Check:
     if cache.state == "current":
         return Check("projection cache", OK, f"current (reflects event {cache.last_id})")
     if cache.state == "behind":

@@ -13,6 +13,7 @@ from pmm import errors
 from pmm.domain import checkpoint, projections
 from pmm.domain.checkpoint import Checkpoint
 from pmm.domain.events import Event
+from pmm.ledger import folded
 from pmm.ledger.chain import (
     GENESIS_PREV,
     ChainState,
@@ -335,7 +336,7 @@ def _deep_mind(mind: Ledger, report: VerifyReport) -> dict[str, Any]:
     """SQLite's own check, canonical meta, and the projection cache against a full replay."""
     quick = mind.quick_check()
     bad_meta = next((e.id for e in mind.events() if not _canonical(e.meta_json)), None)
-    cached = mind.cached_state()
+    cached = folded.cached(mind)
     full = projections.replay(mind.events())
     if cached is None:
         cache = "absent or stale (ignored; a full replay is used)"

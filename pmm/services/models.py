@@ -20,6 +20,7 @@ from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.states import ModelFields, States, Switched
+from pmm.ledger import folded
 from pmm.providers.base import ModelInfo, Provider
 from pmm.providers.registry import EMBEDDED_MODEL, ModelSpec
 from pmm.services import opening, trust
@@ -138,7 +139,7 @@ def _states(path: Path) -> tuple[States, str]:
 
         return initial_state(), ""
     with opening.open_read(path) as mind:
-        return mind.state()[0], mind.mind_id
+        return folded.state(mind)[0], mind.mind_id
 
 
 def check_name(path: Path, name: str | None) -> None:
@@ -200,7 +201,7 @@ def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env
         mind_id = mind.mind_id
 
         def drafts(_first_id: int) -> list[Draft]:
-            states, _ = mind.state()  # inside the write transaction: no race with another add
+            states, _ = folded.state(mind)  # inside the write transaction: no race with another add
             if name in states["models"]["models"]:
                 raise errors.UsageError(f"a model named {name!r} already exists",
                                         hint=f"remove it first: pmm model remove {name}")
@@ -218,7 +219,7 @@ def remove(path: Path, name: str) -> Event:
     with opening.open_write(path, lambda _m: None) as mind:
 
         def drafts(_first_id: int) -> list[Draft]:
-            states, _ = mind.state()
+            states, _ = folded.state(mind)
             if name == BUILTIN:
                 raise errors.UsageError(f"{BUILTIN!r} is built in and cannot be removed")
             if name not in states["models"]["models"]:
@@ -254,7 +255,7 @@ def use(path: Path, name: str, role: str, notify: Notify) -> tuple[Model, Event,
     if role not in ev.ROLES:
         raise errors.UsageError(f"--for must be one of {', '.join(ev.ROLES)}")
     with opening.open_write(path, notify) as mind:
-        model = pick(mind.state()[0], name)
+        model = pick(folded.state(mind)[0], name)
         info: ModelInfo | None = None
         try:
             info = probe(model, mind.mind_id)  # no lock is held while the provider answers
@@ -269,7 +270,7 @@ def use(path: Path, name: str, role: str, notify: Notify) -> tuple[Model, Event,
             meta["model_version"] = str(info.version)
 
         def drafts(_first_id: int) -> list[Draft]:
-            pick(mind.state()[0], name)  # still there (another process may have removed it)
+            pick(folded.state(mind)[0], name)  # still there (another process may have removed it)
             return [Draft(ev.MODEL_SWITCHED.name, f"{role} now uses {name} ({model.spec.label})", meta)]
 
         (event,) = mind.append(drafts)
@@ -300,7 +301,7 @@ def to_trust(path: Path, name: str) -> tuple[Model, str, bool]:
     """The model ``pmm model trust NAME`` would trust: the model, the mind id, and whether it
     is trusted already. Nothing is created: a mind to trust models in must exist."""
     with opening.open_read(path) as mind:
-        states, mind_id = mind.state()[0], mind.mind_id
+        states, mind_id = folded.state(mind)[0], mind.mind_id
     model = pick(states, name)
     return model, mind_id, trusted(mind_id, model)
 

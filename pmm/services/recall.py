@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pmm import errors
+from pmm.ledger import folded
 from pmm.services import chat, context, models, opening
 
 MIN_WINDOW, MAX_WINDOW = 256, 10_000_000  # as `pmm model add --context-window`
@@ -54,7 +55,7 @@ def plan(path: Path, text: str, model_name: str | None = None, window: int | Non
     if not 1 <= max_tokens <= MAX_ANSWER_TOKENS:
         raise errors.UsageError(f"--max-tokens must be between 1 and {MAX_ANSWER_TOKENS}")
     with opening.open_read(path) as mind:
-        states = mind.state()[0]
+        states = folded.state(mind)[0]
         model = models.pick(states, model_name)  # trust is not asked: nothing is contacted
         window = window or model.window()  # a local model's window is a setting: no weights load
         prompt = chat.prompt_for(mind, states, text, model, max_tokens, window)

@@ -34,7 +34,7 @@ from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.growth import MAX_TRAIT_STEP
 from pmm.domain.states import States
-from pmm.ledger import lookup
+from pmm.ledger import folded, lookup
 from pmm.ledger.store import TS_FORMAT, Ledger, now_ts
 from pmm.services import consolidation, models, opening, tokens
 from pmm.services import reflection_answer as answer
@@ -139,7 +139,7 @@ def reflect(path: Path, *, if_due: bool = False, trigger: str = "manual", model_
 def _run(mind: Ledger, path: Path, *, if_due: bool, trigger: str, model_name: str | None,
          notify: opening.Notify, max_windows: int, summarize: bool,
          recorded: Callable[[Outcome], None], keep_going: Callable[[], bool]) -> Run:
-    states, _ = mind.state()
+    states, _ = folded.state(mind)
     model = models.pick(states, model_name, "reflection")
     models.require_trusted(mind.mind_id, model)  # said even when there is nothing to reflect on
     run = Run("")
@@ -178,7 +178,7 @@ def _run(mind: Ledger, path: Path, *, if_due: bool, trigger: str, model_name: st
         outcome.reason = "catching up" if done > 1 else why if is_due else "asked for"
         run.outcomes.append(outcome)
         recorded(outcome)
-    states = mind.state()[0]
+    states = folded.state(mind)[0]
     _left(mind, states, until, run)
     if superseded:
         run.reason = "another process recorded a reflection meanwhile; this one was not kept"
@@ -240,7 +240,7 @@ def _first_unreflected(states: States) -> int:
 def _window(mind: Ledger, path: Path, model: models.Model, trigger: str, done: int,
             notify: opening.Notify, until: int) -> Outcome | None:
     """Reflect on the next window of the events up to ``until`` (None: nothing left)."""
-    states, _ = mind.state()
+    states, _ = folded.state(mind)
     recorded_before = states["reflections"]["recorded"]
     start = _first_unreflected(states)
     first = lookup.following(mind, SEEN_KINDS, start, 1)
@@ -291,7 +291,7 @@ def _window(mind: Ledger, path: Path, model: models.Model, trigger: str, done: i
     rejected: list[str] = []
 
     def drafts(reflection_id: int) -> list[Draft]:
-        now = mind.state()[0]
+        now = folded.state(mind)[0]
         if now["reflections"]["recorded"] != recorded_before:  # monotone: retractions do not count
             raise _Superseded()
         out = answer.consequences(now, parsed, reflection_id, rejected, shown=shown)
@@ -310,7 +310,7 @@ def _condense(mind: Ledger, path: Path, model: models.Model, trigger: str, run: 
     """Summaries while enough reflections wait (the first one also when ``summarize``), at most
     ``consolidation.MAX_PER_RUN`` a run: a catch-up's backlog is condensed, not left behind."""
     while len(run.summaries) < consolidation.MAX_PER_RUN and keep_going() and (
-            (summarize and not run.summaries) or consolidation.due(mind, mind.state()[0])):
+            (summarize and not run.summaries) or consolidation.due(mind, folded.state(mind)[0])):
         summary = _consolidate(mind, path, model, trigger, if_due and not summarize, notify)
         if summary is None:
             return
@@ -320,7 +320,7 @@ def _condense(mind: Ledger, path: Path, model: models.Model, trigger: str, run: 
 
 def _consolidate(mind: Ledger, path: Path, model: models.Model, trigger: str, if_due: bool,
                  notify: opening.Notify) -> consolidation.Summary | None:
-    states = mind.state()[0]
+    states = folded.state(mind)[0]
     if if_due and (waiting := _backed_off(path, "consolidation", model, states)):
         notify(f"No summary: {waiting}")
         return None

@@ -13,7 +13,7 @@ from pmm.domain.events import Draft, Event
 from pmm.domain.growth import RETRACTABLE
 from pmm.domain.states import CommitmentsState, States
 from pmm.domain.when import said_at
-from pmm.ledger import lookup
+from pmm.ledger import folded, lookup
 from pmm.ledger.store import Ledger
 from pmm.services import opening
 
@@ -88,7 +88,7 @@ def retract(path: Path, reflection: int, reason: str) -> dict[str, Any]:
 
         def drafts(_first: int) -> list[Draft]:
             _reflection(mind, reflection)
-            states = mind.state()[0]
+            states = folded.state(mind)[0]
             window = {entry["id"]: entry for entry in states["reflections"]["window"]}
             if reflection not in window:
                 raise errors.UsageError(
@@ -101,7 +101,7 @@ def retract(path: Path, reflection: int, reason: str) -> dict[str, Any]:
             return [Draft(ev.REFLECTION_RETRACTED.name, reason, {"reflection": reflection, "source": "user"})]
 
         (event,) = mind.append(drafts)
-        after = mind.state()[0]
+        after = folded.state(mind)[0]
     return {"event": {"id": event.id, "kind": event.kind, "content": event.content, "meta": event.meta},
             **undone(before[0], after)}
 

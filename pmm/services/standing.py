@@ -16,6 +16,7 @@ from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.states import StandingState
+from pmm.ledger import folded
 from pmm.ledger.store import Ledger
 from pmm.services import opening
 
@@ -137,7 +138,7 @@ def rename(path: Path, name: str, notify: opening.Notify) -> Event | None:
     with opening.open_write(path, notify) as mind:
 
         def draft(_first: int) -> Draft:
-            if mind.state()[0]["identity"]["name"] == name:
+            if folded.state(mind)[0]["identity"]["name"] == name:
                 raise _Unchanged()
             return Draft(ev.MIND_NAMED.name, name, {"name": name, "reason": "renamed by the user"})
 
@@ -155,7 +156,7 @@ def _text(text: str, what: str, limit: int) -> str:
 
 
 def _state(mind: Ledger) -> StandingState:
-    return mind.state()[0]["standing"]
+    return folded.state(mind)[0]["standing"]
 
 
 def _existing(path: Path) -> Ledger:

@@ -8,6 +8,7 @@ from typing import Any
 from pmm.domain import dynamics, temperament
 from pmm.domain import events as ev
 from pmm.domain.states import ActivityState, States
+from pmm.ledger import folded
 from pmm.ledger.store import Ledger
 
 span = dynamics.span  # the one duration formatter (domain/dynamics.py), for the CLI
@@ -16,7 +17,7 @@ span = dynamics.span  # the one duration formatter (domain/dynamics.py), for the
 def stats(mind: Ledger) -> dict[str, Any]:
     """Counts so far, the mind's stage, traits, reflections, commitments and model usage, from
     the projections (cache plus newer events, no writes)."""
-    states, cache = mind.state()
+    states, cache = folded.state(mind)
     activity, identity = states["activity"], states["identity"]
     by_kind: dict[str, int] = activity["by_kind"]
     head_id, head = mind.head()
