@@ -24,7 +24,7 @@ from pmm import __version__
 from pmm.domain import events as ev
 from pmm.domain import projections, upcasters
 from pmm.domain.events import Draft
-from pmm.ledger import schema
+from pmm.ledger import folded, schema
 from pmm.ledger.store import Ledger
 
 DATA = Path(__file__).parent / "data"
@@ -64,7 +64,7 @@ def _replays_the_same(path: Path) -> dict:
     """The projections the ledger gives (its cache and what it folds in) against a fresh
     replay of every event: they must be equal."""
     with Ledger.open(path) as mind:
-        states, _ = mind.state()
+        states, _ = folded.state(mind)
         fresh = projections.replay(mind.events())
     assert states == fresh
     return fresh
@@ -167,7 +167,7 @@ def test_a_trait_step_is_written_at_version_2_and_older_ones_stay_readable(tmp_p
             ev.check_draft(Draft("trait_adjusted", "", {"trait": "openness", "delta": 0.1, "v": 3}))
         with pytest.raises(ValueError, match=r"-1 to 1 \(version 1, read as version 2\)"):
             ev.check_draft(Draft("trait_adjusted", "", {"trait": "openness", "delta": "lots"}))
-        assert mind.state()[0]["traits"]["values"]["openness"] == 0.5  # -0.05, then +0.05
+        assert folded.state(mind)[0]["traits"]["values"]["openness"] == 0.5  # -0.05, then +0.05
     _ok("verify", "--deep", str(tmp_path / "mind.db"))
 
 
