@@ -50,7 +50,7 @@ def pmm():
 def mind(tmp_path: Path) -> Path:
     """A fresh mind file with a genesis event, made by `pmm init`."""
     path = tmp_path / "mind.db"
-    run_pmm("--mind", str(path), "init", "--name", "Test", check=True)
+    run_in("--mind", str(path), "init", "--name", "Test", check=True)  # in-process: ~10x cheaper
     return path
 
 
@@ -116,15 +116,55 @@ class _Entry:
         main(list(args))
 
 
-def invoke(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None):
+def invoke(*args: str, input: bytes | str | None = None, env: dict[str, str | None] | None = None,
+           cwd: Path | None = None):
     """Run ``pmm ARGS`` in this process (about 10x faster than a subprocess): for output and
     validation tests. Keep subprocesses (``run_pmm``) for exit codes at the process boundary,
-    signals, start-up, terminals and concurrency. Returns click's ``Result``: ``exit_code``,
-    ``stdout``, ``stderr``, ``output``."""
+    signals, start-up, terminals and concurrency. ``env`` is laid over the environment for the
+    call (None unsets a variable), ``cwd`` is the working directory during it. Returns click's
+    ``Result``: ``exit_code``, ``stdout``, ``stderr``, ``output`` (and ``*_bytes``)."""
     from click.testing import CliRunner  # typer's runner insists on a Typer app; this is its base
 
-    return CliRunner().invoke(_Entry(), list(args), input=input, env=env,  # type: ignore[arg-type]
-                              catch_exceptions=False)
+    from pmm.cli import options, output
+
+    # What a fresh process starts with: the globals pmm's root callback sets (it does not run
+    # for an eager ``--version``), and the umask that ``main`` narrows for everything it makes.
+    options.Globals.mind, output.QUIET = None, False
+    umask = os.umask(0o022)
+    os.umask(umask)
+    here = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        return CliRunner().invoke(_Entry(), list(args), input=input, env=env,  # type: ignore[arg-type]
+                                  catch_exceptions=False)
+    finally:
+        os.chdir(here)
+        os.umask(umask)
+
+
+def run_in(*args: str, input: bytes | str | None = None, check: bool = False,
+           env: dict[str, str | None] | None = None,
+           cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``run_pmm``'s in-process twin: the same arguments and the same result (exit code, stdout
+    and stderr bytes), so a test converted from a subprocess keeps every assertion it made.
+    What it cannot show is what only a process has: its own stdin/stdout descriptors (a closed
+    pipe, a tty), signals, start-up, and a fresh interpreter's imports."""
+    result = invoke(*args, input=input, env=env, cwd=cwd)
+    proc = subprocess.CompletedProcess(["pmm", *args], result.exit_code, result.stdout_bytes,
+                                       result.stderr_bytes)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pmm {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()}")
+    return proc
+
+
+def cli_json(mind: Path, *args: str, **kw):
+    """``pmm_json`` in this process: `pmm --mind MIND ARGS --json`, exit 0, the parsed stdout."""
+    import json
+
+    result = run_in("--mind", str(mind), *args, "--json", **kw)
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
 
 
 @pytest.fixture

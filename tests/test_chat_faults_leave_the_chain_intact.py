@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import run_pmm
+from conftest import run_in, run_pmm
 from provider_servers import FakeServer
 from realmodel import free_port
 
@@ -35,7 +35,7 @@ def chain(mind: Path) -> str:
 
 
 def add_model(mind: Path, protocol: str, url: str, model: str = "test-model") -> None:
-    run_pmm("--mind", str(mind), "model", "add", "m", f"{PROTOCOLS[protocol]}:{model}",
+    run_in("--mind", str(mind), "model", "add", "m", f"{PROTOCOLS[protocol]}:{model}",
             "--base-url", url, "--use", check=True)
 
 
@@ -56,21 +56,21 @@ def test_a_fault_is_exit_5_and_writes_nothing(mind: Path, protocol: str, fault: 
             server.push(kind, retry_after="0", seconds=3) if kind in ("429", "hang") else server.push(kind)
         # Piped, one turn is a plain request (a cut body); a cut *stream* is the contract
         # suite's and the REPL test's.
-        result = run_pmm("--mind", str(mind), "chat", "-m", "hello", env=env)
+        result = run_in("--mind", str(mind), "chat", "-m", "hello", env=env)
         assert result.returncode == 5, (result.returncode, result.stderr)
         one_clear_line(result.stderr)
         assert result.stdout == b""
         assert chain(mind) == before, "a failed turn changed the chain"
         # The next turn works and is recorded whole.
-        ok = run_pmm("--mind", str(mind), "chat", "-m", "hello again", env=env)
+        ok = run_in("--mind", str(mind), "chat", "-m", "hello again", env=env)
         assert ok.returncode == 0, ok.stderr.decode()
-    assert run_pmm("--mind", str(mind), "verify").returncode == 0
+    assert run_in("--mind", str(mind), "verify").returncode == 0
 
 
 def test_a_refused_connection_is_exit_5_and_writes_nothing(mind: Path) -> None:
     add_model(mind, "openai", f"http://127.0.0.1:{free_port()}/v1")
     before = chain(mind)
-    result = run_pmm("--mind", str(mind), "chat", "-m", "hello")
+    result = run_pmm("--mind", str(mind), "chat", "-m", "hello")  # a real process: exit 5 as the shell sees it
     assert result.returncode == 5
     one_clear_line(result.stderr)
     assert b"cannot reach" in result.stderr
@@ -78,7 +78,7 @@ def test_a_refused_connection_is_exit_5_and_writes_nothing(mind: Path) -> None:
 
 
 def test_a_missing_key_names_the_variable(mind: Path) -> None:
-    run_pmm("--mind", str(mind), "model", "add", "gpt", "openai:gpt-4o-mini", "--use", check=True)
+    run_in("--mind", str(mind), "model", "add", "gpt", "openai:gpt-4o-mini", "--use", check=True)
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    result = run_pmm("--mind", str(mind), "chat", "-m", "hello", env={**env, "OPENAI_API_KEY": ""})
+    result = run_in("--mind", str(mind), "chat", "-m", "hello", env={**env, "OPENAI_API_KEY": ""})
     assert result.returncode == 5 and b"OPENAI_API_KEY" in result.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agefile import seal
 from eventgen import DRAFTS, timestamps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -152,12 +153,10 @@ def test_import_refuses_a_hostile_event_and_writes_nothing(
 
 
 def test_restore_refuses_a_backup_of_a_hostile_mind(tmp_path: Path, cli) -> None:
-    import pyrage
-
     mind_id, events = _hostile_chain(TS, "trait_adjusted", '{"delta":0.05,"trait":["openness"]}')
     _mind_file(tmp_path / "hostile.db", mind_id, events)
     sealed = tmp_path / "hostile.age"
-    sealed.write_bytes(pyrage.passphrase.encrypt((tmp_path / "hostile.db").read_bytes(), "a passphrase"))
+    sealed.write_bytes(seal((tmp_path / "hostile.db").read_bytes(), "a passphrase"))
     target = tmp_path / "out" / "m.db"
     done = cli("--mind", str(target), "restore", str(sealed), env={"PMM_BACKUP_PASSPHRASE": "a passphrase"})
     assert done.exit_code in (3, 6), done.output

@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from agefile import seal
 from conftest import invoke, mind_events
 
 PASS = {"PMM_BACKUP_PASSPHRASE": "a long and winding passphrase"}
@@ -103,15 +104,13 @@ def test_the_events_of_an_altered_file_can_be_rescued_into_a_new_mind(tmp_path: 
 
 
 def test_backup_refuses_and_restore_rejects_a_planted_trigger(tmp_path: Path) -> None:
-    import pyrage
-
     path = _mind(tmp_path)
     _sql(path, PLANTED["trigger 'redact'"])
     refused = invoke("--mind", str(path), "backup", "-o", str(tmp_path / "b.age"), env=PASS)
     assert refused.exit_code == 3 and "trigger 'redact'" in _error(refused)
     assert not (tmp_path / "b.age").exists()
     sealed = tmp_path / "planted.age"
-    sealed.write_bytes(pyrage.passphrase.encrypt(path.read_bytes(), PASS["PMM_BACKUP_PASSPHRASE"]))
+    sealed.write_bytes(seal(path.read_bytes(), PASS["PMM_BACKUP_PASSPHRASE"]))
     target = tmp_path / "restored.db"
     rejected = invoke("--mind", str(target), "restore", str(sealed), env=PASS)
     assert rejected.exit_code in (3, 6) and "trigger 'redact'" in _error(rejected)

@@ -8,10 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_in
 
 DATA = Path(__file__).parent / "data"
 CHATGPT = DATA / "chatgpt_conversations.json"
 CLAUDE = DATA / "claude_conversations.json"
+
+
+@pytest.fixture
+def pmm():
+    """pmm's own ``main`` in this process (conftest's ``pmm`` is a real process): what an import
+    writes and refuses is the same code; stdin here is bytes in memory, a pipe is
+    test_import_rejects_bad_input's."""
+    return run_in
 
 
 def run_import(pmm, mind: Path, fmt: str, source: Path | str, *extra: str, input: bytes | None = None):

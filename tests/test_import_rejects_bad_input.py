@@ -1,6 +1,7 @@
 """`pmm import` refuses bad input cleanly and leaves the target exactly as it was (SPEC 4, 8).
 
-Every corpus entry is a real file handed to a real `pmm import`: exit 6, exactly one ``Error:``
+Every corpus entry is a real file handed to `pmm import` (pmm's own ``main``, in this
+process; stdin runs as a real process on a pipe): exit 6, exactly one ``Error:``
 line on stderr (at most one ``Hint:``) naming the offending line where there is one, no
 traceback; an existing mind byte-identical with no stray files beside it, and no file at all when
 the target did not exist. Entries that need valid hashes around the fault (NaN in meta, a broken
@@ -11,7 +12,6 @@ refusing a diverged chain or another mind, stdin) close the module.
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import random
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import run_pmm
+from conftest import run_in, run_pmm
 
 from pmm.ledger.jsonl import MAX_LINE
 
@@ -51,12 +51,12 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
     base = tmp_path_factory.mktemp("source")
     env = isolated_env(base)
     full, prefix, export = base / "full.db", base / "prefix.db", base / "full.jsonl"
-    run_pmm("--mind", str(full), "init", "--name", "Source", check=True, env=env)
+    run_in("--mind", str(full), "init", "--name", "Source", check=True, env=env)
     for i, note in enumerate(NOTES[:5], start=2):
-        run_pmm("--mind", str(full), "remember", note, check=True, env=env)
+        run_in("--mind", str(full), "remember", note, check=True, env=env)
         if i == PREFIX_EVENTS:
             shutil.copy(full, prefix)
-    run_pmm("--mind", str(full), "export", "-o", str(export), check=True, env=env)
+    run_in("--mind", str(full), "export", "-o", str(export), check=True, env=env)
     return Source(full, prefix, export)
 
 
@@ -385,10 +385,13 @@ class Run:
 
 @pytest.fixture(scope="module")
 def corpus_runs(source: Source, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Run]:
-    """Every corpus entry into an existing mind and into a missing target, 4 `pmm`s at a time."""
+    """Every corpus entry into an existing mind and into a missing target, each by pmm's own
+    ``main`` in this process (one at a time: it owns sys.stdout while it runs); a refusal is the
+    same code path whatever process runs it, and the exit code as a process sees it is held by
+    ``test_bad_input_on_stdin_is_rejected_the_same_way``."""
     base = tmp_path_factory.mktemp("corpus")
     env = isolated_env(base)
-    jobs = {}
+    runs = {}
     for i, name in enumerate(CASES):
         for where in ("existing", "missing"):
             root = base / f"{i}-{where}"
@@ -398,18 +401,12 @@ def corpus_runs(source: Source, tmp_path_factory: pytest.TempPathFactory) -> dic
             target = root / "target" / "mind.db"
             if where == "existing":
                 shutil.copy(source.prefix, target)
-            jobs[name, where] = (bad, line, target)
-
-    def run(job: tuple[Path, int | None, Path]) -> Run:
-        bad, line, target = job
-        sha = sha256(target) if target.exists() else None
-        files = listing(target.parent)
-        proc = run_pmm("--mind", str(target), "import", str(bad), env=env)
-        return Run(proc, line, sha, files, sha256(target) if target.exists() else None,
-                   listing(target.parent))
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(jobs, pool.map(run, jobs.values()), strict=True))
+            sha = sha256(target) if target.exists() else None
+            files = listing(target.parent)
+            proc = run_in("--mind", str(target), "import", str(bad), env=env)
+            runs[name, where] = Run(proc, line, sha, files, sha256(target) if target.exists() else None,
+                                    listing(target.parent))
+    return runs
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -434,6 +431,8 @@ def test_bad_input_on_stdin_is_rejected_the_same_way(source: Source, tmp_path: P
     shutil.copy(source.prefix, target)
     before = sha256(target)
     data = source.export.read_bytes()
+    # a real process on a real pipe: stdin cannot be read twice (pmm spools it; CliRunner's
+    # stdin is seekable), and exit 6 is what the shell sees
     proc = run_pmm("--mind", str(target), "import", "-", input=data[: len(data) - 40])
     assert_rejected(proc, 8)
     assert listing(tmp_path) == ["mind.db"] and sha256(target) == before
@@ -447,7 +446,7 @@ def test_bad_input_into_an_empty_mind_keeps_its_identity(source: Source, tmp_pat
     Ledger.create(target, None).close()
     before = sha256(target)
     bad, line = build_case("wrong hash", source, tmp_path)
-    assert_rejected(run_pmm("--mind", str(target), "import", str(bad)), line)
+    assert_rejected(run_in("--mind", str(target), "import", str(bad)), line)
     with Ledger.open(target) as mind:
         assert mind.count() == 0
         assert mind.mind_id != Export.read(source.export).header["mind_id"], \
@@ -461,7 +460,7 @@ def test_bad_input_into_a_new_directory_leaves_no_directory(name: str, source: S
     """pmm makes a missing directory for a new mind; a refused import must not leave it."""
     (tmp_path / "in").mkdir()
     bad, line = build_case(name, source, tmp_path / "in")
-    assert_rejected(run_pmm("--mind", str(tmp_path / "new" / "deeper" / "mind.db"), "import",
+    assert_rejected(run_in("--mind", str(tmp_path / "new" / "deeper" / "mind.db"), "import",
                             str(bad)), line)
     assert listing(tmp_path) == ["in"], "a refused import left a directory behind"
 
@@ -470,11 +469,11 @@ def test_bad_input_into_a_new_directory_leaves_no_directory(name: str, source: S
 
 
 def export_bytes(mind: Path, *args: str) -> bytes:
-    return run_pmm("--mind", str(mind), "export", *args, check=True).stdout
+    return run_in("--mind", str(mind), "export", *args, check=True).stdout
 
 
-def import_json(mind: Path, src: str, input: bytes | None = None) -> dict:
-    proc = run_pmm("--mind", str(mind), "import", src, "--json", input=input)
+def import_json(mind: Path, src: str, input: bytes | None = None, run=run_in) -> dict:
+    proc = run("--mind", str(mind), "import", src, "--json", input=input)
     assert proc.returncode == 0, proc.stderr.decode()
     return json.loads(proc.stdout)
 
@@ -485,7 +484,7 @@ def test_import_into_a_new_file_reproduces_the_mind(source: Source, tmp_path: Pa
     assert result["appended"] == 6 and result["created"] is True
     assert export_bytes(new) == export_bytes(source.full) == source.export.read_bytes()
     assert result["mind_id"] == Export.read(source.export).header["mind_id"]
-    assert run_pmm("verify", str(new)).returncode == 0
+    assert run_in("verify", str(new)).returncode == 0
     assert new.stat().st_mode & 0o777 == 0o600
 
 
@@ -512,8 +511,8 @@ def test_longer_export_appends_just_the_tail(source: Source, tmp_path: Path) -> 
     result = import_json(target, str(source.export))
     assert (result["appended"], result["already_present"], result["head_id"]) == (4, 2, 6)
     assert export_bytes(target) == source.export.read_bytes()
-    assert run_pmm("verify", str(target)).returncode == 0
-    stats = json.loads(run_pmm("--mind", str(target), "stats", "--json", check=True).stdout)
+    assert run_in("verify", str(target)).returncode == 0
+    stats = json.loads(run_in("--mind", str(target), "stats", "--json", check=True).stdout)
     assert stats["events"] == 6 and stats["observations"] == 5
 
 
@@ -536,12 +535,12 @@ def test_export_since_past_the_end_is_refused(source: Source, tmp_path: Path) ->
     target.parent.mkdir()
     shutil.copy(source.prefix, target)
     exported = export_bytes(target)
-    error = assert_rejected(run_pmm("--mind", str(target), "import", str(partial)), None)
+    error = assert_rejected(run_in("--mind", str(target), "import", str(partial)), None)
     assert f"event {PREFIX_EVENTS + 2}" in error
     assert export_bytes(target) == exported
     fresh = tmp_path / "fresh" / "mind.db"
     fresh.parent.mkdir()
-    assert_rejected(run_pmm("--mind", str(fresh), "import", str(partial)), None)
+    assert_rejected(run_in("--mind", str(fresh), "import", str(partial)), None)
     assert listing(fresh.parent) == []
 
 
@@ -549,14 +548,14 @@ def test_diverged_chain_is_refused_with_the_divergence(source: Source, tmp_path:
     ours, theirs = tmp_path / "ours.db", tmp_path / "theirs.db"
     shutil.copy(source.prefix, ours)
     shutil.copy(source.prefix, theirs)
-    run_pmm("--mind", str(ours), "remember", "only in ours", check=True)
-    run_pmm("--mind", str(theirs), "remember", "only in theirs", check=True)
-    run_pmm("--mind", str(theirs), "remember", "and more", check=True)
+    run_in("--mind", str(ours), "remember", "only in ours", check=True)
+    run_in("--mind", str(theirs), "remember", "only in theirs", check=True)
+    run_in("--mind", str(theirs), "remember", "and more", check=True)
     exported = export_bytes(ours)
     their_export = tmp_path / "theirs.jsonl"
     their_export.write_bytes(export_bytes(theirs))
 
-    error = assert_rejected(run_pmm("--mind", str(ours), "import", str(their_export)),
+    error = assert_rejected(run_in("--mind", str(ours), "import", str(their_export)),
                             PREFIX_EVENTS + 2)
     assert f"event {PREFIX_EVENTS + 1}" in error and "diverge" in error
     assert export_bytes(ours) == exported
@@ -564,19 +563,20 @@ def test_diverged_chain_is_refused_with_the_divergence(source: Source, tmp_path:
 
 def test_export_of_another_mind_is_refused(source: Source, tmp_path: Path) -> None:
     other = tmp_path / "other.db"
-    run_pmm("--mind", str(other), "init", "--name", "Other", check=True)
+    run_in("--mind", str(other), "init", "--name", "Other", check=True)
     exported = export_bytes(other)
-    error = assert_rejected(run_pmm("--mind", str(other), "import", str(source.export)), None)
+    error = assert_rejected(run_in("--mind", str(other), "import", str(source.export)), None)
     their_id = Export.read(source.export).header["mind_id"]
     assert their_id in error
     assert export_bytes(other) == exported
 
 
 def test_stdin_dash_imports(source: Source, tmp_path: Path) -> None:
+    """A real process on a real pipe (not seekable, so pmm spools it), exit 0 as the shell sees it."""
     new = tmp_path / "new.db"
-    result = import_json(new, "-", input=source.export.read_bytes())
+    result = import_json(new, "-", input=source.export.read_bytes(), run=run_pmm)
     assert result["appended"] == 6
     assert export_bytes(new) == source.export.read_bytes()
     target = tmp_path / "prefix.db"
     shutil.copy(source.prefix, target)
-    assert import_json(target, "-", input=source.export.read_bytes())["appended"] == 4
+    assert import_json(target, "-", input=source.export.read_bytes(), run=run_pmm)["appended"] == 4

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_pmm
+from conftest import run_in
 
 from pmm.domain.canonical import canonical_json
 from pmm.ledger import jsonl, schema, store
@@ -180,11 +180,11 @@ def made_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     env = {var: str(base / sub) for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
            ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache"), ("HOME", "home"))}
     mind = base / "mind.db"
-    run_pmm("--mind", str(mind), "init", "--name", "Zoë", check=True, env=env)
+    run_in("--mind", str(mind), "init", "--name", "Zoë", check=True, env=env)
     for note in NOTES:
-        run_pmm("--mind", str(mind), "remember", note, check=True, env=env)
+        run_in("--mind", str(mind), "remember", note, check=True, env=env)
     export = base / "export.jsonl"
-    run_pmm("--mind", str(mind), "export", "-o", str(export), check=True, env=env)
+    run_in("--mind", str(mind), "export", "-o", str(export), check=True, env=env)
     return mind, export
 
 

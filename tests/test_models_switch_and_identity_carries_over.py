@@ -8,33 +8,33 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import PMM, pmm_json, run_pmm
+from conftest import PMM, cli_json, run_in, run_pmm
 from conftest import mind_events as events
 from provider_servers import FakeServer
 
 
 def test_with_nothing_configured_the_embedded_model_is_in_use(mind: Path) -> None:
-    listing = pmm_json(mind, "model", "list")
+    listing = cli_json(mind, "model", "list")
     assert listing["active"] == {"chat": "embedded", "reflection": "embedded"}
     assert listing["models"][0] == {"name": "embedded", "provider": "local",
                                     "model": "SmolLM2-135M-Instruct", "builtin": True, "trusted": True}
-    text = run_pmm("--mind", str(mind), "model", "list", check=True).stdout.decode()
+    text = run_in("--mind", str(mind), "model", "list", check=True).stdout.decode()
     assert text.startswith("* embedded")
 
 
 def test_switching_models_keeps_the_identity_and_the_conversation(mind: Path) -> None:
     with FakeServer("ollama", text="Ollama here, hello.") as ollama, \
             FakeServer("anthropic", text="Claude here, I remember.") as claude:
-        added = pmm_json(mind, "model", "add", "llama", f"ollama:{ollama.model}", "--base-url", ollama.url)
+        added = cli_json(mind, "model", "add", "llama", f"ollama:{ollama.model}", "--base-url", ollama.url)
         assert added["provider"] == "ollama"
-        used = pmm_json(mind, "model", "use", "llama")
+        used = cli_json(mind, "model", "use", "llama")
         assert used["model_hash"] == "sha256:" + "a" * 64  # the digest /api/tags reported
-        first = pmm_json(mind, "chat", "-m", "Remember the word marmalade.")
+        first = cli_json(mind, "chat", "-m", "Remember the word marmalade.")
         assert first["answer"] == "Ollama here, hello." and first["model"]["name"] == "llama"
 
-        pmm_json(mind, "model", "add", "claude", "anthropic:claude-test", "--base-url", claude.url)
-        pmm_json(mind, "model", "use", "claude")
-        second = pmm_json(mind, "chat", "-m", "Which word did I ask you to remember?")
+        cli_json(mind, "model", "add", "claude", "anthropic:claude-test", "--base-url", claude.url)
+        cli_json(mind, "model", "use", "claude")
+        second = cli_json(mind, "chat", "-m", "Which word did I ask you to remember?")
         assert second["answer"] == "Claude here, I remember."
         body = claude.requests[-1].body
         # The same mind: its name in the (cached) system prompt, the earlier turn in the messages.
@@ -49,16 +49,16 @@ def test_switching_models_keeps_the_identity_and_the_conversation(mind: Path) ->
     responses = events(mind, "response_sent")
     assert [(r["meta"]["provider"], r["meta"]["model_name"]) for r in responses] == [
         ("ollama", "llama"), ("anthropic", "claude")]
-    assert run_pmm("--mind", str(mind), "verify").returncode == 0
+    assert run_in("--mind", str(mind), "verify").returncode == 0
 
 
 def test_models_travel_with_an_export(mind: Path, tmp_path: Path) -> None:
-    run_pmm("--mind", str(mind), "model", "add", "gpt", "openai:gpt-4o-mini", check=True)
-    run_pmm("--mind", str(mind), "model", "use", "gpt", "--for", "reflection", check=True)  # unreachable: a warning
-    export = run_pmm("--mind", str(mind), "export", check=True).stdout
+    run_in("--mind", str(mind), "model", "add", "gpt", "openai:gpt-4o-mini", check=True)
+    run_in("--mind", str(mind), "model", "use", "gpt", "--for", "reflection", check=True)  # unreachable: a warning
+    export = run_in("--mind", str(mind), "export", check=True).stdout
     copy = tmp_path / "copy.db"
-    run_pmm("--mind", str(copy), "import", "-", input=export, check=True)
-    listing = pmm_json(copy, "model", "list")
+    run_in("--mind", str(copy), "import", "-", input=export, check=True)
+    listing = cli_json(copy, "model", "list")
     assert listing["active"] == {"chat": "embedded", "reflection": "gpt"}
     # the same mind on the same machine: its owner added the model here, so it stays trusted
     assert {"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "builtin": False,
@@ -66,9 +66,9 @@ def test_models_travel_with_an_export(mind: Path, tmp_path: Path) -> None:
 
 
 def test_use_of_an_unreachable_provider_warns_and_records_no_hash(mind: Path) -> None:
-    run_pmm("--mind", str(mind), "model", "add", "far", "openai-compatible:x",
+    run_in("--mind", str(mind), "model", "add", "far", "openai-compatible:x",
             "--base-url", "http://127.0.0.1:9/v1", check=True)
-    result = run_pmm("--mind", str(mind), "model", "use", "far")
+    result = run_in("--mind", str(mind), "model", "use", "far")
     assert result.returncode == 0
     assert b"Warning: could not ask" in result.stderr
     (switch,) = events(mind, "model_switched")
@@ -88,36 +88,37 @@ def test_bad_model_commands_are_refused_without_writing(mind: Path) -> None:
         (["model", "remove", "embedded"], b"built in"),
         (["model", "remove", "nope"], b"no model named"),
     ):
-        result = run_pmm("--mind", str(mind), *args)
+        result = run_in("--mind", str(mind), *args)
         assert result.returncode == 2, (args, result.stderr)
         assert needle in result.stderr, (args, result.stderr)
         assert b"Traceback" not in result.stderr
     assert events(mind) == before
-    run_pmm("--mind", str(mind), "model", "add", "x", "ollama:m", check=True)
-    duplicate = run_pmm("--mind", str(mind), "model", "add", "x", "ollama:other")
+    run_in("--mind", str(mind), "model", "add", "x", "ollama:m", check=True)
+    duplicate = run_in("--mind", str(mind), "model", "add", "x", "ollama:other")
     assert duplicate.returncode == 2 and b"already exists" in duplicate.stderr
-    run_pmm("--mind", str(mind), "model", "use", "x", check=True)
-    in_use = run_pmm("--mind", str(mind), "model", "remove", "x")
+    run_in("--mind", str(mind), "model", "use", "x", check=True)
+    in_use = run_in("--mind", str(mind), "model", "remove", "x")
     assert in_use.returncode == 2 and b"in use for chat" in in_use.stderr
-    run_pmm("--mind", str(mind), "model", "use", "embedded", check=True)
-    run_pmm("--mind", str(mind), "model", "remove", "x", check=True)
-    assert [m["name"] for m in pmm_json(mind, "model", "list")["models"]] == ["embedded"]
+    run_in("--mind", str(mind), "model", "use", "embedded", check=True)
+    run_in("--mind", str(mind), "model", "remove", "x", check=True)
+    assert [m["name"] for m in cli_json(mind, "model", "list")["models"]] == ["embedded"]
 
 
 def test_a_planted_key_never_reaches_the_mind_an_export_or_stderr(mind: Path) -> None:
     key = "sk-planted-4f1c9e7d2b8a6035"
     env = {"PLANTED_KEY": key}
     with FakeServer("openai", text="Keys stay outside.") as server:
-        run_pmm("--mind", str(mind), "model", "add", "srv", "openai-compatible:test-model",
+        run_in("--mind", str(mind), "model", "add", "srv", "openai-compatible:test-model",
                 "--base-url", server.url, "--api-key-env", "PLANTED_KEY", "--use", env=env, check=True)
-        ok = run_pmm("--mind", str(mind), "chat", "-m", "hello", env=env)
+        ok = run_in("--mind", str(mind), "chat", "-m", "hello", env=env)
         assert ok.returncode == 0, ok.stderr.decode()
         assert server.requests[-1].headers.get("authorization") == f"Bearer {key}"  # it was used
         server.push("401")
+        # a real process: exit 5, and the key absent from what a shell would capture
         denied = run_pmm("--mind", str(mind), "chat", "-m", "hello again", env=env)
         assert denied.returncode == 5 and b"PLANTED_KEY" in denied.stderr
-        info = run_pmm("--mind", str(mind), "model", "info", "srv", "--json", env=env)
-        exported = run_pmm("--mind", str(mind), "export", env=env).stdout
+        info = run_in("--mind", str(mind), "model", "info", "srv", "--json", env=env)
+        exported = run_in("--mind", str(mind), "export", env=env).stdout
         held = subprocess.Popen([PMM, "--mind", str(mind), "chat", "-m", "third"], env={**__import__("os").environ, **env},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = held.communicate(timeout=60)
@@ -133,7 +134,7 @@ def test_a_planted_key_never_reaches_the_mind_an_export_or_stderr(mind: Path) ->
 
 def test_four_processes_switching_at_once_keep_one_valid_chain(mind: Path) -> None:
     for name in ("a", "b", "c", "d"):
-        run_pmm("--mind", str(mind), "model", "add", name, f"local:/nowhere/{name}.gguf", check=True)
+        run_in("--mind", str(mind), "model", "add", name, f"local:/nowhere/{name}.gguf", check=True)
     procs = [subprocess.Popen([PMM, "--mind", str(mind), "model", "use", name, "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for name in ("a", "b", "c", "d") * 5]
@@ -142,7 +143,7 @@ def test_four_processes_switching_at_once_keep_one_valid_chain(mind: Path) -> No
     switches = events(mind, "model_switched")
     assert len(switches) == 20
     assert sorted({s["id"] for s in switches}) == [s["id"] for s in switches]
-    final = pmm_json(mind, "model", "list")["active"]["chat"]
+    final = cli_json(mind, "model", "list")["active"]["chat"]
     assert final == switches[-1]["meta"]["name"]
-    report = json.loads(run_pmm("--mind", str(mind), "verify", "--deep", "--json").stdout)
+    report = json.loads(run_in("--mind", str(mind), "verify", "--deep", "--json").stdout)
     assert report["ok"]

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import run_pmm
+from conftest import run_in, run_pmm
 
 
 def _random_bytes(path: Path, _mind: Path) -> None:
@@ -112,10 +112,10 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     mind = base / "source.db"
     env = {var: str(base / var.lower()) for var in
            ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME")}
-    run_pmm("--mind", str(mind), "init", "--name", "Source", check=True, env=env)
-    run_pmm("--mind", str(mind), "remember", "party at eight", check=True, env=env)
+    run_in("--mind", str(mind), "init", "--name", "Source", check=True, env=env)
+    run_in("--mind", str(mind), "remember", "party at eight", check=True, env=env)
     export = base / "source.jsonl"
-    export.write_bytes(run_pmm("--mind", str(mind), "export", check=True, env=env).stdout)
+    export.write_bytes(run_in("--mind", str(mind), "export", check=True, env=env).stdout)
     return mind, export
 
 
@@ -136,7 +136,7 @@ def test_foreign_file_is_refused_and_left_untouched(
     before = _snapshot(target)
     mtime = target.stat().st_mtime_ns
 
-    result = run_pmm(*COMMANDS[command](target, valid_export))
+    result = run_in(*COMMANDS[command](target, valid_export))
 
     label = f"pmm {command} on {kind}"
     assert result.returncode == 4, (
@@ -158,7 +158,7 @@ def test_read_command_on_missing_file_creates_nothing(
     in_existing_dir = tmp_path / "here" / "mind.db"
     in_existing_dir.parent.mkdir()
     for target in (in_new_dir, in_existing_dir):
-        result = run_pmm(*COMMANDS[command](target, Path("unused")))
+        result = run_in(*COMMANDS[command](target, Path("unused")))
         assert result.returncode == 4, f"{command} on missing {target}: exit {result.returncode}"
         _assert_one_error_line(result.stderr, command)
         assert result.stdout == b""
@@ -177,7 +177,8 @@ def test_created_mind_and_directories_are_private(tmp_path: Path, valid_export: 
     target = tmp_path / "made" / "by-pmm" / "mind.db"
     args = {"init": ("init",), "remember": ("remember", "hello"),
             "import": ("import", str(valid_export))}[how]
-    old = os.umask(0)  # a permissive umask must not leak into what pmm creates
+    # a permissive umask must not leak into what pmm creates: a real process, which inherits it
+    old = os.umask(0)
     try:
         result = run_pmm("--mind", str(target), *args)
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_in
 from eventgen import DRAFTS, FINITE, SAFE_INT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -170,16 +171,16 @@ TRICKY_NOTES = (
 
 def test_cli_export_import_export_is_byte_identical(tmp_path: Path, pmm) -> None:
     mind, copy = tmp_path / "mind.db", tmp_path / "copy.db"
-    pmm("--mind", str(mind), "init", "--name", "Ünïcode", check=True)
+    run_in("--mind", str(mind), "init", "--name", "Ünïcode", check=True)
     for note in TRICKY_NOTES:
-        pmm("--mind", str(mind), "remember", note, check=True)
-    first = pmm("--mind", str(mind), "export", check=True).stdout
+        run_in("--mind", str(mind), "remember", note, check=True)
+    first = pmm("--mind", str(mind), "export", check=True).stdout  # a real process's stdout bytes
     assert len(first.splitlines()) == 1 + 1 + len(TRICKY_NOTES) + 1
     export_file = tmp_path / "mind.jsonl"
     export_file.write_bytes(first)
-    pmm("--mind", str(copy), "import", str(export_file), check=True)
+    run_in("--mind", str(copy), "import", str(export_file), check=True)
     assert pmm("--mind", str(copy), "export", check=True).stdout == first
-    logged = json.loads(pmm("--mind", str(copy), "log", "--json", check=True).stdout)
+    logged = json.loads(run_in("--mind", str(copy), "log", "--json", check=True).stdout)
     assert [e["content"] for e in logged[1:]] == [n.strip() for n in TRICKY_NOTES]
 
 

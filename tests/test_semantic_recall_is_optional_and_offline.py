@@ -241,9 +241,9 @@ def _python(code: str, tmp_path: Path, pythonpath: list[str]) -> tuple[dict[str,
 
 RECALL = (
     "from pathlib import Path\n"
-    "from pmm.ledger.store import Mind\n"
+    "from pmm.ledger.store import Ledger\n"
     "from pmm.services import semantic\n"
-    "with Mind.open(Path({path!r}), write=True) as mind:\n"
+    "with Ledger.open(Path({path!r}), write=True) as mind:\n"
     "    found = semantic.nearest(mind, 'do I have a dog', ['observation_recorded'], 5)\n"
     "result = {{'installed': semantic.installed(), 'available': semantic.available(),\n"
     "          'found': found}}\n"

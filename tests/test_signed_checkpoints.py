@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import restore_guards, run_pmm, unguarded
+from conftest import PMM, restore_guards, run_in, run_pmm, unguarded
 
 DATA = Path(__file__).parent / "data" / "signing"
 SIGNED_AT = "2026-11-21T12:00:00Z"
@@ -55,7 +55,7 @@ def _ssh_ok(ssh_pub: Path, sig: Path, tmp: Path) -> subprocess.CompletedProcess[
 
 def _remember(mind: Path, *notes: str) -> None:
     for note in notes:
-        run_pmm("--mind", str(mind), "remember", note, check=True)
+        run_in("--mind", str(mind), "remember", note, check=True)
 
 
 def _failure(result: subprocess.CompletedProcess[bytes], code: int = 3) -> str:
@@ -71,7 +71,7 @@ def _failure(result: subprocess.CompletedProcess[bytes], code: int = 3) -> str:
 @pytest.fixture
 def keypair(tmp_path: Path) -> Path:
     key = tmp_path / "k.pem"
-    run_pmm("keygen", "-o", str(key), check=True)
+    run_in("keygen", "-o", str(key), check=True)
     return key
 
 
@@ -79,7 +79,7 @@ def keypair(tmp_path: Path) -> Path:
 def signed(mind: Path, keypair: Path, tmp_path: Path) -> Path:
     _remember(mind, "the user likes tea", "and long walks")
     sig = tmp_path / "mind.sig"
-    run_pmm("sign", str(mind), "--key", str(keypair), "-o", str(sig), check=True)
+    run_in("sign", str(mind), "--key", str(keypair), "-o", str(sig), check=True)
     return sig
 
 
@@ -87,7 +87,7 @@ def signed(mind: Path, keypair: Path, tmp_path: Path) -> Path:
 
 def test_keygen_writes_an_owner_only_private_key_and_three_public_forms(tmp_path: Path) -> None:
     key = tmp_path / "keys" / "k.pem"
-    result = run_pmm("keygen", "-o", str(key), "--json", check=True)
+    result = run_in("keygen", "-o", str(key), "--json", check=True)
     made = json.loads(result.stdout)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----")
@@ -97,35 +97,35 @@ def test_keygen_writes_an_owner_only_private_key_and_three_public_forms(tmp_path
     assert (tmp_path / "keys" / "k.ssh.pub").read_text().startswith("ssh-ed25519 AAAA")
     assert made["encrypted"] is False
 
-    again = run_pmm("keygen", "-o", str(key))
+    again = run_in("keygen", "-o", str(key))
     assert "already exists" in _failure(again, 2)
-    assert json.loads(run_pmm("keygen", "-o", str(key), "--force", "--json", check=True).stdout)["key_id"] \
+    assert json.loads(run_in("keygen", "-o", str(key), "--force", "--json", check=True).stdout)["key_id"] \
         != made["key_id"]
 
 
 def test_default_key_lives_in_the_config_dir_and_sign_finds_it(mind: Path, private_dirs: Path) -> None:
-    run_pmm("keygen", check=True)
+    run_in("keygen", check=True)
     key = private_dirs / "config" / "pmm" / "signing-key.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    sig = run_pmm("--mind", str(mind), "sign", check=True).stdout  # to stdout, default key
+    sig = run_in("--mind", str(mind), "sign", check=True).stdout  # to stdout, default key
     assert sig.startswith(b"untrusted comment: ")
     (mind.parent / "s.sig").write_bytes(sig)
-    assert run_pmm("verify", str(mind), "--sig", str(mind.parent / "s.sig"),
+    assert run_in("verify", str(mind), "--sig", str(mind.parent / "s.sig"),
                    "--pub", str(key.with_name("signing-key.pub.pem"))).returncode == 0
 
 
 def test_a_passphrase_protected_key_signs_only_with_its_passphrase(mind: Path, tmp_path: Path) -> None:
     key, words = tmp_path / "k.pem", tmp_path / "pass.txt"
     words.write_text("correct horse\n")
-    run_pmm("keygen", "-o", str(key), "--passphrase-file", str(words), check=True)
+    run_in("keygen", "-o", str(key), "--passphrase-file", str(words), check=True)
     assert key.read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     sig = tmp_path / "m.sig"
-    ok = run_pmm("sign", str(mind), "--key", str(key), "-o", str(sig), env={"PMM_KEY_PASSPHRASE": "correct horse"})
+    ok = run_in("sign", str(mind), "--key", str(key), "-o", str(sig), env={"PMM_KEY_PASSPHRASE": "correct horse"})
     assert ok.returncode == 0, ok.stderr
-    wrong = run_pmm("sign", str(mind), "--key", str(key), "-o", str(tmp_path / "x.sig"),
+    wrong = run_pmm("sign", str(mind), "--key", str(key), "-o", str(tmp_path / "x.sig"),  # exit 6 as a process
                     env={"PMM_KEY_PASSPHRASE": "wrong"})
     assert "wrong passphrase" in _failure(wrong, 6)
-    missing = run_pmm("sign", str(mind), "--key", str(key))  # no tty, no file, no variable
+    missing = run_in("sign", str(mind), "--key", str(key))  # no tty, no file, no variable
     assert "no passphrase" in _failure(missing, 2)
     assert not (tmp_path / "x.sig").exists()
 
@@ -139,19 +139,19 @@ def test_keys_made_by_openssl_sign_too(mind: Path, tmp_path: Path, encrypted: bo
     subprocess.run([_tool("openssl"), "pkey", "-in", str(key), "-pubout", "-out", str(pub)]
                    + (["-passin", "pass:hunter22"] if encrypted else []), check=True)
     sig = tmp_path / "m.sig"
-    run_pmm("sign", str(mind), "--key", str(key), "-o", str(sig), env={"PMM_KEY_PASSPHRASE": "hunter22"},
+    run_in("sign", str(mind), "--key", str(key), "-o", str(sig), env={"PMM_KEY_PASSPHRASE": "hunter22"},
             check=True)
-    assert run_pmm("verify", str(mind), "--sig", str(sig), "--pub", str(pub)).returncode == 0
+    assert run_in("verify", str(mind), "--sig", str(sig), "--pub", str(pub)).returncode == 0
 
 
 def test_an_rsa_key_or_a_public_key_is_refused_as_a_signing_key(mind: Path, tmp_path: Path, keypair: Path) -> None:
     rsa = tmp_path / "rsa.pem"
     subprocess.run([_tool("openssl"), "genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024",
                     "-out", str(rsa)], check=True, capture_output=True)
-    assert "not an Ed25519 key" in _failure(run_pmm("sign", str(mind), "--key", str(rsa)), 6)
+    assert "not an Ed25519 key" in _failure(run_in("sign", str(mind), "--key", str(rsa)), 6)
     public = tmp_path / "k.pub.pem"
-    assert "not a PEM or OpenSSH private key" in _failure(run_pmm("sign", str(mind), "--key", str(public)), 6)
-    assert "no key file" in _failure(run_pmm("sign", str(mind), "--key", str(tmp_path / "none.pem")), 2)
+    assert "not a PEM or OpenSSH private key" in _failure(run_in("sign", str(mind), "--key", str(public)), 6)
+    assert "no key file" in _failure(run_in("sign", str(mind), "--key", str(tmp_path / "none.pem")), 2)
 
 
 # -- sign and verify: the user's script ------------------------------------------------------------
@@ -164,7 +164,7 @@ def test_the_backup_script_from_the_issue_works(mind: Path, keypair: Path, tmp_p
     backup.mkdir()
     script = (f"pmm sign {mind} --key {keypair} -o {tmp_path}/mind.sig && cp {mind} {tmp_path}/mind.sig {backup}/ "
               f"&& pmm verify {backup}/mind.db --sig {backup}/mind.sig --pub {tmp_path}/k.pub.pem")
-    pmm_dir = str(Path(shutil.which("pmm") or run_pmm.__globals__["PMM"]).parent)
+    pmm_dir = str(Path(PMM).parent)  # the console script under test, whatever else is on PATH
     result = subprocess.run(["sh", "-c", script], capture_output=True,
                             env={"PATH": f"{pmm_dir}:/usr/bin:/bin", **_env()})
     assert result.returncode == 0, result.stderr.decode()
@@ -177,33 +177,33 @@ def test_the_backup_script_from_the_issue_works(mind: Path, keypair: Path, tmp_p
 def _env() -> dict[str, str]:
     import os
 
-    return {k: v for k, v in os.environ.items() if k.startswith(("XDG_", "HOME", "NO_COLOR"))}
+    return {k: v for k, v in os.environ.items() if k.startswith(("XDG_", "HOME", "NO_COLOR", "PYTHONPATH"))}
 
 
 def test_events_appended_after_signing_are_counted(mind: Path, signed: Path, tmp_path: Path) -> None:
     _remember(mind, "later one", "later two")
-    report = json.loads(run_pmm("verify", str(mind), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"),
+    report = json.loads(run_in("verify", str(mind), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"),
                                 "--json", check=True).stdout)
     assert report["ok"] and report["signature"]["appended_since"] == 2
     assert report["signature"]["size"] == report["last_id"] - 2
 
 
 def test_a_signed_export_verifies_from_a_pipe(mind: Path, signed: Path, tmp_path: Path) -> None:
-    export = run_pmm("--mind", str(mind), "export", check=True).stdout
-    result = run_pmm("verify", "-", "--sig", str(signed), "--pub", str(tmp_path / "k.minisign.pub"), input=export)
+    export = run_in("--mind", str(mind), "export", check=True).stdout
+    result = run_in("verify", "-", "--sig", str(signed), "--pub", str(tmp_path / "k.minisign.pub"), input=export)
     assert result.returncode == 0, result.stderr
     export_file = tmp_path / "mind.jsonl"
     export_file.write_bytes(export)
-    assert run_pmm("verify", str(export_file), "--sig", str(signed), "--pub", str(tmp_path / "k.ssh.pub")
+    assert run_in("verify", str(export_file), "--sig", str(signed), "--pub", str(tmp_path / "k.ssh.pub")
                    ).returncode == 0
 
 
 def test_ssh_format_verifies_with_pmm_and_ssh_keygen(mind: Path, keypair: Path, tmp_path: Path) -> None:
     _remember(mind, "signed the ssh way")
     sig = tmp_path / "mind.sshsig"
-    run_pmm("sign", str(mind), "--key", str(keypair), "--format", "ssh", "-o", str(sig), check=True)
+    run_in("sign", str(mind), "--key", str(keypair), "--format", "ssh", "-o", str(sig), check=True)
     assert sig.read_text().startswith("-----BEGIN SSH SIGNATURE-----")
-    assert run_pmm("verify", str(mind), "--sig", str(sig), "--pub", str(tmp_path / "k.pub.pem")).returncode == 0
+    assert run_in("verify", str(mind), "--sig", str(sig), "--pub", str(tmp_path / "k.pub.pem")).returncode == 0
     checked = _ssh_ok(tmp_path / "k.ssh.pub", sig, tmp_path)
     assert checked.returncode == 0, checked.stderr.decode()
     assert b"Good \"pmm-checkpoint\" signature" in checked.stdout + checked.stderr
@@ -215,7 +215,7 @@ def test_sign_refuses_a_mind_that_fails_verification(mind: Path, keypair: Path, 
     conn.execute("UPDATE events SET content = 'forged' WHERE id = 2")
     conn.close()
     out = tmp_path / "never.sig"
-    assert "refusing to sign" in _failure(run_pmm("sign", str(mind), "--key", str(keypair), "-o", str(out)))
+    assert "refusing to sign" in _failure(run_in("sign", str(mind), "--key", str(keypair), "-o", str(out)))
     assert not out.exists()
 
 
@@ -224,7 +224,7 @@ def test_sign_refuses_a_mind_that_fails_verification(mind: Path, keypair: Path, 
 def test_known_answer_signatures_verify_with_pmm(tmp_path: Path) -> None:
     for sig in ("mind.minisig", "mind.sshsig"):
         for pub in ("key.pub.pem", "key.minisign.pub", "key.ssh.pub"):
-            result = run_pmm("verify", str(DATA / "mind.jsonl"), "--sig", str(DATA / sig), "--pub", str(DATA / pub),
+            result = run_in("verify", str(DATA / "mind.jsonl"), "--sig", str(DATA / sig), "--pub", str(DATA / pub),
                              "--no-witness", "--json")
             assert result.returncode == 0, (sig, pub, result.stderr)
             assert json.loads(result.stdout)["signature"]["size"] == 5
@@ -289,7 +289,7 @@ def _sig_variants(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 
 def test_every_damaged_signature_is_exit_3_with_its_reason(tmp_path: Path) -> None:
     for label, (sig, reason) in _sig_variants(tmp_path).items():
-        result = run_pmm("verify", str(DATA / "mind.jsonl"), "--sig", str(sig), "--pub", str(DATA / "key.pub.pem"),
+        result = run_in("verify", str(DATA / "mind.jsonl"), "--sig", str(sig), "--pub", str(DATA / "key.pub.pem"),
                          "--no-witness")
         line = _failure(result)
         assert reason in line, f"{label}: {line}"
@@ -298,7 +298,7 @@ def test_every_damaged_signature_is_exit_3_with_its_reason(tmp_path: Path) -> No
 
 def test_a_wrong_key_is_exit_3(tmp_path: Path, keypair: Path) -> None:
     for sig in ("mind.minisig", "mind.sshsig"):
-        result = run_pmm("verify", str(DATA / "mind.jsonl"), "--sig", str(DATA / sig),
+        result = run_in("verify", str(DATA / "mind.jsonl"), "--sig", str(DATA / sig),
                          "--pub", str(tmp_path / "k.pub.pem"), "--no-witness")
         assert "another key" in _failure(result), sig
 
@@ -307,6 +307,7 @@ def test_a_truncated_mind_fails_against_its_signature(mind: Path, signed: Path, 
     conn = unguarded(mind)
     conn.execute("DELETE FROM events WHERE id = (SELECT max(id) FROM events)")
     conn.close()
+    # a real process: exit 3 (and the one Error line) as a script sees it at the process boundary
     result = run_pmm("verify", str(mind), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"), "--no-witness")
     assert "truncated" in _failure(result)
 
@@ -314,25 +315,25 @@ def test_a_truncated_mind_fails_against_its_signature(mind: Path, signed: Path, 
 def test_a_different_head_or_another_mind_fails(mind: Path, signed: Path, tmp_path: Path) -> None:
     fork = tmp_path / "fork.db"
     shutil.copyfile(mind, fork)
-    run_pmm("--mind", str(mind), "export", "-o", str(tmp_path / "before.jsonl"), check=True)
+    run_in("--mind", str(mind), "export", "-o", str(tmp_path / "before.jsonl"), check=True)
     # A copy that went its own way from one event before the signed head: same length, other head.
     conn = unguarded(fork)
     conn.execute("DELETE FROM events WHERE id = (SELECT max(id) FROM events)")
     restore_guards(conn)
     conn.close()
     _remember(fork, "a different last event")
-    result = run_pmm("verify", str(fork), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"), "--no-witness")
+    result = run_in("verify", str(fork), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"), "--no-witness")
     assert "different head" in _failure(result)
 
     other = tmp_path / "other.db"
-    run_pmm("--mind", str(other), "init", check=True)
+    run_in("--mind", str(other), "init", check=True)
     _remember(other, "x", "y", "z", "w")
-    result = run_pmm("verify", str(other), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"))
+    result = run_in("verify", str(other), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"))
     assert "another mind" in _failure(result)
 
 
 def test_a_bad_public_key_file_is_exit_6(mind: Path, signed: Path, tmp_path: Path) -> None:
     for content in (b"", b"not a key\n", b"\x00\x01", (tmp_path / "k.pem").read_bytes()):
         pub = _variant(tmp_path, "bad.pub", content)
-        _failure(run_pmm("verify", str(mind), "--sig", str(signed), "--pub", str(pub)), 6)
-    assert "go together" in _failure(run_pmm("verify", str(mind), "--sig", str(signed)), 2)
+        _failure(run_in("verify", str(mind), "--sig", str(signed), "--pub", str(pub)), 6)
+    assert "go together" in _failure(run_in("verify", str(mind), "--sig", str(signed)), 2)

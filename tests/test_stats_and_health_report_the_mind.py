@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import run_pmm
+from conftest import run_in, run_pmm
 from provider_servers import PROMPT_TOKENS, FakeServer, split_pieces
 
 from pmm.domain.events import Draft
@@ -29,8 +29,8 @@ REFLECTION = json.dumps({
 PAST = "2000-01-01T00:00:00.000000Z"
 
 
-def pmm_in(mind: Path, *args: str) -> tuple[int, str, str]:
-    done = run_pmm("--mind", str(mind), *args)
+def pmm_in(mind: Path, *args: str, run=run_in) -> tuple[int, str, str]:
+    done = run("--mind", str(mind), *args)
     return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 
@@ -143,7 +143,7 @@ def test_a_healthy_mind_passes_every_check(mind: Path) -> None:
 
 
 def test_missing_or_foreign_files_are_exit_4(tmp_path: Path) -> None:
-    code, _, err = pmm_in(tmp_path / "absent.db", "health")
+    code, _, err = pmm_in(tmp_path / "absent.db", "health", run=run_pmm)  # a real process: exit 4
     assert code == 4 and "no mind file" in err
     assert not (tmp_path / "absent.db").exists()
     other = tmp_path / "other.db"

@@ -15,11 +15,10 @@ import re
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import run_pmm
+from conftest import run_in
 
 from pmm.domain.events import Draft
 from pmm.ledger.chain import chain_prefix, event_hash
@@ -67,12 +66,12 @@ def originals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         for name in ("a", "b"):
             mind = base / f"{name}.db"
             _build(mind)
-            export = run_pmm("--mind", str(mind), "export", check=True).stdout
+            export = run_in("--mind", str(mind), "export", check=True).stdout
             (base / f"{name}.jsonl").write_bytes(export)
             paths[name], paths[name + "_jsonl"] = mind, base / f"{name}.jsonl"
-    for name in ("a", "b"):
-        assert run_pmm("verify", str(paths[name])).returncode == 0
-        assert run_pmm("verify", str(paths[name + "_jsonl"])).returncode == 0
+        for name in ("a", "b"):  # inside the private dirs: verify records what it saw (the witness)
+            assert run_in("verify", str(paths[name])).returncode == 0
+            assert run_in("verify", str(paths[name + "_jsonl"])).returncode == 0
     return paths
 
 
@@ -234,9 +233,11 @@ MIND_ATTACKS: list[tuple[str, Callable[[Path, dict[str, Path]], None], int]] = [
 
 # -- checking what verify says -----------------------------------------------------------------
 
-def _parallel(*calls: tuple[tuple[str, ...], bytes | None]) -> list:
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(lambda c: run_pmm(*c[0], input=c[1]), calls))
+def _each(*calls: tuple[tuple[str, ...], bytes | None]) -> list:
+    """Each ``pmm`` call in this process, in turn: what verify reports and how it exits is the
+    same code whatever process runs it (the exit code at a real process boundary is
+    test_signed_checkpoints' and test_witness_catches_rollback's)."""
+    return [run_in(*args, input=data) for args, data in calls]
 
 
 def _first_event_named(line: str) -> int | None:
@@ -273,7 +274,7 @@ def test_tampered_mind_file_fails_at_first_bad_event(
     attack(path, originals)
     assert _rows(path) != before, "the attack changed nothing"
 
-    as_json, plain = _parallel((("verify", str(path), "--json"), None), (("verify", str(path)), None))
+    as_json, plain = _each((("verify", str(path), "--json"), None), (("verify", str(path)), None))
     report = _assert_json_failure(as_json, bad_id, "verify --json")
     assert report["source_kind"] == "mind"
     # Verification stopped right there: the events before it (for a duplicate, the original
@@ -390,7 +391,7 @@ def test_tampered_export_fails_at_first_bad_event(
     path.write_text("".join(edited))
     data = path.read_bytes()
 
-    from_file, from_stdin, plain = _parallel(
+    from_file, from_stdin, plain = _each(
         (("verify", str(path), "--json"), None),
         (("verify", "-", "--json"), data),
         (("verify", str(path)), None),
@@ -420,7 +421,7 @@ def test_truncated_export_is_reported(originals: dict[str, Path], tmp_path: Path
     path.write_text("".join(cut(lines)))
     data = path.read_bytes()
 
-    from_file, from_stdin, plain = _parallel(
+    from_file, from_stdin, plain = _each(
         (("verify", str(path), "--json"), None),
         (("verify", "-", "--json"), data),
         (("verify", str(path)), None),

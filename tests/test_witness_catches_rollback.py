@@ -10,27 +10,27 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import restore_guards, run_pmm, unguarded
+from conftest import PMM, restore_guards, run_in, run_pmm, unguarded
 
 from pmm.services import witness
 
 
 def _remember(mind: Path, *notes: str) -> None:
     for note in notes:
-        run_pmm("--mind", str(mind), "remember", note, check=True)
+        run_in("--mind", str(mind), "remember", note, check=True)
 
 
 def _verify(path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[bytes], dict]:
-    result = run_pmm("verify", str(path), *extra, "--json")
+    result = run_in("verify", str(path), *extra, "--json")
     return result, json.loads(result.stdout)
 
 
-def _failed(path: Path, state: str) -> str:
+def _failed(path: Path, state: str, run=run_in) -> str:
     """verify fails with exit 3, names the state in JSON and in one error line with a hint."""
     result, report = _verify(path)
     assert result.returncode == 3, result.stderr
     assert report["ok"] is False and report["witness"]["state"] == state, report
-    plain = run_pmm("verify", str(path))
+    plain = run("verify", str(path))
     assert plain.returncode == 3
     lines = plain.stderr.decode().splitlines()
     assert [line for line in lines if line.startswith("Error: ")] == [lines[0]], lines
@@ -68,7 +68,7 @@ def test_a_truncated_file_fails(mind: Path) -> None:
     conn.execute("DELETE FROM events WHERE id > 2")
     restore_guards(conn)  # covering the tracks: pmm refuses a file whose schema it did not make
     conn.close()
-    line = _failed(mind, "truncated")
+    line = _failed(mind, "truncated", run=run_pmm)  # one real process: exit 3 as a script sees it
     assert "ends at event 2" in line and "reach event 4" in line
 
 
@@ -118,7 +118,7 @@ def test_a_full_rewrite_with_recomputed_hashes_fails(mind: Path, tmp_path: Path)
     from pmm.ledger.store import Ledger
 
     _remember(mind, "the truth", "more truth")
-    mind_id = json.loads(run_pmm("verify", str(mind), "--json", check=True).stdout)["mind_id"]
+    mind_id = json.loads(run_in("verify", str(mind), "--json", check=True).stdout)["mind_id"]
     forged = tmp_path / "forged.db"
     from pmm.services import opening
 
@@ -126,21 +126,21 @@ def test_a_full_rewrite_with_recomputed_hashes_fails(mind: Path, tmp_path: Path)
         m.append([Draft("observation_recorded", "a lie", {"source": "user"}),
                   Draft("observation_recorded", "another lie", {"source": "user"})])
     shutil.copyfile(forged, mind)
-    assert run_pmm("verify", str(mind), "--no-witness").returncode == 0  # the chain alone is fine
+    assert run_in("verify", str(mind), "--no-witness").returncode == 0  # the chain alone is fine
     assert "forked" in _failed(mind, "forked")
 
 
 def test_exports_are_checked_against_the_witness_too(mind: Path, tmp_path: Path) -> None:
     _remember(mind, "one")
-    behind = run_pmm("--mind", str(mind), "export", check=True).stdout
+    behind = run_in("--mind", str(mind), "export", check=True).stdout
     _remember(mind, "two")
-    result = run_pmm("verify", "-", "--json", input=behind)
+    result = run_in("verify", "-", "--json", input=behind)
     assert result.returncode == 0 and json.loads(result.stdout)["witness"]["state"] == "behind"
     fork = tmp_path / "fork.db"
-    run_pmm("--mind", str(fork), "import", "-", input=behind, check=True)
+    run_in("--mind", str(fork), "import", "-", input=behind, check=True)
     _remember(fork, "elsewhere")
-    diverged = run_pmm("--mind", str(fork), "export", check=True).stdout
-    result = run_pmm("verify", "-", "--json", input=diverged)
+    diverged = run_in("--mind", str(fork), "export", check=True).stdout
+    result = run_in("verify", "-", "--json", input=diverged)
     assert result.returncode == 3 and json.loads(result.stdout)["witness"]["state"] == "forked"
 
 
@@ -156,11 +156,11 @@ def test_no_witness_skips_it_and_a_damaged_witness_file_is_not_fatal(mind: Path,
         record.write_text("{ not json")
     result, report = _verify(mind)
     assert result.returncode == 0 and report["witness"]["state"] == "new"
-    assert run_pmm("verify", str(mind), "--no-witness", "--accept-rollback").returncode == 2
+    assert run_in("verify", str(mind), "--no-witness", "--accept-rollback").returncode == 2
 
 
 def test_concurrent_writers_leave_a_consistent_witness(mind: Path) -> None:
-    procs = [subprocess.Popen([run_pmm.__globals__["PMM"], "--mind", str(mind), "remember", f"note {i}"],
+    procs = [subprocess.Popen([PMM, "--mind", str(mind), "remember", f"note {i}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(8)]
     assert all(p.wait(timeout=60) == 0 for p in procs)
     result, report = _verify(mind)

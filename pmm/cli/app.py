@@ -109,6 +109,7 @@ def _utf8_checked(param: Any) -> None:
     param.callback = callback
 
 
+@functools.cache  # built once per process: a process runs one command, a test runner many
 def command_tree() -> typer.core.TyperGroup:
     """The click command tree, with ``--quiet/-q`` accepted after any command as well as before
     it (``pmm reflect --if-due -q`` reads naturally in a crontab), and every text argument and
