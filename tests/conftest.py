@@ -25,6 +25,13 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # Semantic recall loads WordLlama (~0.5 s) in every process that recalls: off unless a test
     # module is about it (those set PMM_SEMANTIC=1 themselves).
     monkeypatch.setenv("PMM_SEMANTIC", "0")
+    # A backup's scrypt at the default 2^18 costs about a second idle and tens of seconds on a
+    # busy machine, twice per backup test; the format is the same at any factor
+    # (tests/test_backups_open_anywhere.py checks the default and the limits).
+    monkeypatch.setenv("PMM_BACKUP_WORK_FACTOR", "10")
+    # llama.cpp's threads wait for each other by spinning: on two cores shared by two test
+    # workers, one thread per model answers many times faster than two.
+    monkeypatch.setenv("PMM_LOCAL_THREADS", "1")
     return home
 
 

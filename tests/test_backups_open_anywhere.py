@@ -29,15 +29,17 @@ def test_pmm_and_rage_read_each_others_files(size: int) -> None:
 def test_the_work_factor_is_fixed_and_settable(mind, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """Not timed: the default is age's 18 on any machine; PMM_BACKUP_WORK_FACTOR sets it, bounded."""
     monkeypatch.setenv("PMM_BACKUP_PASSPHRASE", "correct horse")
-    monkeypatch.setenv("PMM_BACKUP_WORK_FACTOR", str(CHEAP))
+    monkeypatch.setenv("PMM_BACKUP_WORK_FACTOR", str(CHEAP + 1))
     out = tmp_path / "b.age"
     assert invoke("--mind", str(mind), "backup", "-o", str(out)).exit_code == 0
-    assert age.work_factor(out.read_bytes(), "b") == CHEAP
+    assert age.work_factor(out.read_bytes(), "b") == CHEAP + 1
     monkeypatch.setenv("PMM_BACKUP_WORK_FACTOR", "9")
     refused = invoke("--mind", str(mind), "backup", "-o", str(tmp_path / "c.age"))
     assert refused.exit_code == 2 and "PMM_BACKUP_WORK_FACTOR" in refused.output
     assert not (tmp_path / "c.age").exists()
-    assert age.WORK_FACTOR == 18 and age.MAX_WORK_FACTOR == 22
+    from pmm import settings
+
+    assert settings.BACKUP_WORK_FACTOR.default == age.WORK_FACTOR == 18 and age.MAX_WORK_FACTOR == 22
 
 
 def _damaged(sealed: bytes) -> dict[str, bytes]:

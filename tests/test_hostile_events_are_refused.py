@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agefile import seal
 from eventgen import DRAFTS, timestamps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pmm.crypto.age import encrypt
 from pmm.domain import dynamics, projections
 from pmm.domain.canonical import canonical_json
 from pmm.domain.events import (
@@ -156,7 +156,7 @@ def test_restore_refuses_a_backup_of_a_hostile_mind(tmp_path: Path, cli) -> None
     mind_id, events = _hostile_chain(TS, "trait_adjusted", '{"delta":0.05,"trait":["openness"]}')
     _mind_file(tmp_path / "hostile.db", mind_id, events)
     sealed = tmp_path / "hostile.age"
-    sealed.write_bytes(seal((tmp_path / "hostile.db").read_bytes(), "a passphrase"))
+    sealed.write_bytes(encrypt((tmp_path / "hostile.db").read_bytes(), "a passphrase", 10))
     target = tmp_path / "out" / "m.db"
     done = cli("--mind", str(target), "restore", str(sealed), env={"PMM_BACKUP_PASSPHRASE": "a passphrase"})
     assert done.exit_code in (3, 6), done.output

@@ -12,8 +12,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from agefile import seal
 from conftest import invoke, mind_events
+
+from pmm.crypto.age import encrypt
 
 PASS = {"PMM_BACKUP_PASSPHRASE": "a long and winding passphrase"}
 
@@ -110,7 +111,7 @@ def test_backup_refuses_and_restore_rejects_a_planted_trigger(tmp_path: Path) ->
     assert refused.exit_code == 3 and "trigger 'redact'" in _error(refused)
     assert not (tmp_path / "b.age").exists()
     sealed = tmp_path / "planted.age"
-    sealed.write_bytes(seal(path.read_bytes(), PASS["PMM_BACKUP_PASSPHRASE"]))
+    sealed.write_bytes(encrypt(path.read_bytes(), PASS["PMM_BACKUP_PASSPHRASE"], 10))
     target = tmp_path / "restored.db"
     rejected = invoke("--mind", str(target), "restore", str(sealed), env=PASS)
     assert rejected.exit_code in (3, 6) and "trigger 'redact'" in _error(rejected)

@@ -96,11 +96,11 @@ def test_a_mind_file_with_a_hostile_id_is_not_a_valid_mind(made: Path, tmp_path:
 
 
 def test_a_restored_backup_with_a_hostile_id_is_refused(made: Path, tmp_path: Path) -> None:
-    from agefile import seal  # a hostile backup is anyone's age file: a cheap work factor will do
+    from pmm.crypto.age import encrypt  # a hostile backup is anyone's age file: a cheap work factor will do
 
     _set_id(made, "../../victim")
     backup = tmp_path / "mind.age"
-    backup.write_bytes(seal(made.read_bytes(), "pass"))
+    backup.write_bytes(encrypt(made.read_bytes(), "pass", 10))
     (tmp_path / "pass.txt").write_text("pass\n")
     before = _files(tmp_path)
     result = invoke("--mind", str(tmp_path / "restored.db"), "restore", str(backup),
