@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from pmm.domain import events as ev
 from pmm.domain import projections, temperament
@@ -54,6 +54,36 @@ Reason = Literal["persona", "pinned", "commitment", "summary", "reflection", "re
                  "recent"]
 
 
+class ItemJson(TypedDict):
+    id: int
+    kind: str
+    said_at: str
+    who: str | None
+    reason: Reason
+    tokens: int
+    score: NotRequired[float]  # recalled events: BM25, higher is better
+    beside: NotRequired[int]  # an exchange: the recalled event it completes
+    text: str
+
+
+class SectionJson(TypedDict):
+    name: Literal["standing", "recalled", "recent"]
+    title: str
+    tokens: int
+    items: list[ItemJson]
+
+
+class PromptJson(TypedDict):
+    budget: int
+    tokens: int
+    query: list[str]
+    system_tokens: int
+    tokens_counted: Literal["model", "estimate"]
+    sections: list[SectionJson]
+    context_ids: list[int]
+    prompt_xxh3: str
+
+
 @dataclass(frozen=True)
 class Item:
     """One event in the prompt: why it is there and what it costs."""
@@ -64,7 +94,7 @@ class Item:
     score: float | None = None  # BM25 (higher is better), for recalled events
     beside: int | None = None  # for an exchange: the recalled event it completes
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> ItemJson:
         found: dict[str, Any] = {"id": self.event.id, "kind": self.event.kind,
                                  "said_at": said_at(self.event), "who": WHO.get(self.event.kind),
                                  "reason": self.reason, "tokens": self.tokens}
@@ -72,8 +102,8 @@ class Item:
             found["score"] = round(self.score, 3)
         if self.beside is not None:
             found["beside"] = self.beside
-        found["text"] = self.event.content
-        return found
+        found["text"] = self.event.content  # last, after the optional keys: the JSON's order
+        return cast(ItemJson, found)
 
 
 @dataclass
@@ -84,7 +114,7 @@ class Section:
     tokens: int = 0  # what the section costs in the prompt, headers and labels included
     titles: dict[str, str] = field(default_factory=dict)  # session id -> its title, for labels
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> SectionJson:
         return {"name": self.name, "title": self.title, "tokens": self.tokens,
                 "items": [item.as_json() for item in self.items]}
 
@@ -104,7 +134,7 @@ class Prompt:
     def ids(self, name: str) -> list[int]:
         return sorted(i.event.id for s in self.sections if s.name == name for i in s.items)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> PromptJson:
         return {"budget": self.budget, "tokens": self.tokens, "query": self.query,
                 "system_tokens": self.system_tokens,
                 "tokens_counted": "model" if self.exact else "estimate",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pmm import errors
 from pmm.domain import events as ev
@@ -23,6 +23,14 @@ from pmm.services import opening
 PERSONA_MAX_CHARS = 2000
 PIN_MAX_CHARS = 1000
 PINS_MAX = 20
+
+class Note(TypedDict):
+    """A pinned note or the persona: the id of the event that set it, its text, when."""
+
+    id: int
+    text: str
+    ts: str
+
 
 ANY = -1  # set_persona's ``based_on`` when the caller did not start from a particular persona
 
@@ -82,17 +90,21 @@ def _what(mind: Ledger, event_id: int) -> str:
     return f"it is a {found.kind} event"
 
 
-def pins(path: Path) -> list[dict[str, Any]]:
+def pins(path: Path) -> list[Note]:
     """The pinned notes, oldest pin first: id, text, when pinned."""
     with opening.open_read(path) as mind:
-        return [dict(entry) for entry in _state(mind)["pinned"]]
+        return [_note(entry) for entry in _state(mind)["pinned"]]
 
 
-def persona(path: Path) -> dict[str, Any] | None:
+def persona(path: Path) -> Note | None:
     """The persona (id of the event that set it, text, time), or None."""
     with opening.open_read(path) as mind:
         found = _state(mind)["persona"]
-    return dict(found) if found else None
+    return _note(found) if found else None
+
+
+def _note(entry: dict[str, Any]) -> Note:
+    return {"id": entry["id"], "text": entry["text"], "ts": entry["ts"]}  # the standing state's entry
 
 
 def set_persona(path: Path, text: str, notify: opening.Notify, *, based_on: int | None = ANY

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 from pmm import errors
 from pmm.domain import checkpoint as cp
@@ -45,6 +45,23 @@ KEEP_RECENT = 64  # the latest heads, all kept; older ones are thinned to one pe
 FAILED = ("forked", "rolled_back", "truncated", "replaced")
 
 
+class HeadJson(TypedDict):
+    size: int
+    head: str
+    at: str
+    file: str
+
+
+class VerdictJson(TypedDict):
+    """``verify --json``'s ``witness``."""
+
+    state: str
+    ok: bool
+    message: str
+    since: int
+    witnessed: HeadJson | None
+
+
 @dataclass
 class Head:
     size: int
@@ -55,7 +72,7 @@ class Head:
     def describe(self) -> str:
         return f"event {self.size:,}, seen {_day(self.at)}"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> HeadJson:
         return {"size": self.size, "head": self.head, "at": self.at, "file": self.file}
 
 
@@ -98,7 +115,7 @@ class Verdict:
         return (f"if this {what} is deliberate, accept it: pmm verify {source} --accept-rollback "
                 "(pmm restore also accepts the mind it restores)")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> VerdictJson:
         return {"state": self.state, "ok": self.ok, "message": self.message, "since": self.since,
                 "witnessed": self.witnessed.to_json() if self.witnessed else None}
 
