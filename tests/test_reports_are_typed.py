@@ -54,16 +54,21 @@ def _public(tree: ast.Module) -> Iterator[tuple[str, ast.FunctionDef | ast.Async
                     yield f"{node.name}.{item.name}", item
 
 
-def _typed_dicts(tree: ast.Module) -> Iterator[ast.ClassDef]:
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+def _base_names(node: ast.ClassDef) -> set[str]:
+    return {b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else ""
+            for b in node.bases}
 
-    def is_report(node: ast.ClassDef) -> bool:
-        bases = {b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else ""
-                 for b in node.bases}
-        return "TypedDict" in bases or any(b in classes and is_report(classes[b]) for b in bases) \
-            or any(b in {"EventJson", "Change"} for b in bases)
 
-    yield from (node for node in classes.values() if is_report(node))
+def _typed_dicts(trees: list[ast.Module]) -> Iterator[ast.ClassDef]:
+    """Every TypedDict class, also those built on another module's (``context.PromptJson``)."""
+    classes = [n for tree in trees for n in tree.body if isinstance(n, ast.ClassDef)]
+    reports = {"TypedDict"}
+    while True:  # a report's subclasses are reports, to a fixed point
+        more = {n.name for n in classes if _base_names(n) & reports} - reports
+        if not more:
+            break
+        reports |= more
+    yield from (n for n in classes if _base_names(n) & reports)
 
 
 def _modules() -> Iterator[tuple[str, ast.Module]]:
@@ -86,18 +91,18 @@ def test_no_service_returns_an_untyped_value() -> None:
 
 
 def test_report_fields_are_typed() -> None:
+    modules = dict(_modules())
+    where = {id(node): module for module, tree in modules.items() for node in tree.body}
     found = []
-    reports = 0
-    for module, tree in _modules():
-        for report in _typed_dicts(tree):
-            reports += 1
-            for item in report.body:
-                if not isinstance(item, ast.AnnAssign) or not isinstance(item.target, ast.Name):
-                    continue
-                names, field = _names(item.annotation), item.target.id
-                if "Any" in names or ("Meta" in names and field not in META_FIELDS) or _bare(item.annotation):
-                    found.append(f"{module}:{report.name}.{field}: {ast.unparse(item.annotation)}")
-    assert reports >= 20, f"only {reports} TypedDict reports found: is the scan still finding them?"
+    reports = list(_typed_dicts(list(modules.values())))
+    for report in reports:
+        for item in report.body:
+            if not isinstance(item, ast.AnnAssign) or not isinstance(item.target, ast.Name):
+                continue
+            names, field = _names(item.annotation), item.target.id
+            if "Any" in names or ("Meta" in names and field not in META_FIELDS) or _bare(item.annotation):
+                found.append(f"{where[id(report)]}:{report.name}.{field}: {ast.unparse(item.annotation)}")
+    assert len(reports) >= 40, f"only {len(reports)} TypedDict reports found: is the scan still finding them?"
     assert not found, "untyped report fields:\n" + "\n".join(found)
 
 
@@ -121,4 +126,4 @@ def test_the_scan_sees_an_untyped_report() -> None:
                      "class R(TypedDict):\n    x: Any\n")
     flagged = [name for name, f in _public(tree) if f.returns is not None and _names(f.returns) & UNTYPED]
     assert flagged == ["stats", "Box.to_json"]
-    assert [r.name for r in _typed_dicts(tree)] == ["R"]
+    assert [r.name for r in _typed_dicts([tree])] == ["R"]
