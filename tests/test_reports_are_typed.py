@@ -60,7 +60,7 @@ def _base_names(node: ast.ClassDef) -> set[str]:
 
 
 def _typed_dicts(trees: list[ast.Module]) -> Iterator[ast.ClassDef]:
-    """Every TypedDict class, also those built on another module's (``context.PromptJson``)."""
+    """Every TypedDict class, also those built on another module's (``reports.PromptJson``)."""
     classes = [n for tree in trees for n in tree.body if isinstance(n, ast.ClassDef)]
     reports = {"TypedDict"}
     while True:  # a report's subclasses are reports, to a fixed point

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, Literal, cast
 
 from pmm.domain import events as ev
 from pmm.domain import projections, temperament
@@ -31,6 +31,7 @@ from pmm.ledger import lookup
 from pmm.ledger.store import Ledger, now_ts
 from pmm.providers.base import Message, Request
 from pmm.services import ranking
+from pmm.services.reports import ItemJson, PromptJson, Reason, SectionJson
 from pmm.services.safe_text import clip
 from pmm.services.tokens import Cost, Count
 
@@ -50,38 +51,6 @@ WHO = {ev.MESSAGE_RECEIVED.name: "user", ev.RESPONSE_SENT.name: "you",
        ev.REFLECTION_RECORDED.name: "your reflection", ev.SUMMARY_RECORDED.name: "your summary",
        ev.PERSONA_SET.name: "persona"}
 
-Reason = Literal["persona", "pinned", "commitment", "summary", "reflection", "recalled", "exchange",
-                 "recent"]
-
-
-class ItemJson(TypedDict):
-    id: int
-    kind: str
-    said_at: str
-    who: str | None
-    reason: Reason
-    tokens: int
-    score: NotRequired[float]  # recalled events: BM25, higher is better
-    beside: NotRequired[int]  # an exchange: the recalled event it completes
-    text: str
-
-
-class SectionJson(TypedDict):
-    name: Literal["standing", "recalled", "recent"]
-    title: str
-    tokens: int
-    items: list[ItemJson]
-
-
-class PromptJson(TypedDict):
-    budget: int
-    tokens: int
-    query: list[str]
-    system_tokens: int
-    tokens_counted: Literal["model", "estimate"]
-    sections: list[SectionJson]
-    context_ids: list[int]
-    prompt_xxh3: str
 
 
 @dataclass(frozen=True)

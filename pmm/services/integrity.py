@@ -26,6 +26,7 @@ from pmm.ledger.schema import ALTERED_HINT
 from pmm.ledger.store import Ledger
 from pmm.services import signatures, witness
 from pmm.services.halves import PARALLEL_FROM, check_in_two
+from pmm.services.reports import VerdictJson
 
 Progress = Callable[[int], None]
 HashAt = Callable[[int], "str | None"]
@@ -57,7 +58,7 @@ class VerifyJson(TypedDict):
     notes: list[str]
     deep: Deep | None
     signature: signatures.Position | None
-    witness: witness.VerdictJson | None
+    witness: VerdictJson | None
     hint: str | None
     anchored: bool
 
@@ -77,7 +78,7 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     deep: Deep | None = None
     signature: signatures.Position | None = None
-    witness: witness.VerdictJson | None = None
+    witness: VerdictJson | None = None
     hint: str | None = None
     anchored: bool = True  # False: a partial export whose link to the event before it is unchecked
 

@@ -11,6 +11,7 @@ from typing import TypedDict
 
 from pmm import errors
 from pmm.services import chat, context, models, opening
+from pmm.services.reports import PromptJson
 
 MIN_WINDOW, MAX_WINDOW = 256, 10_000_000  # as `pmm model add --context-window`
 MAX_ANSWER_TOKENS = 100_000  # as `pmm chat --max-tokens`
@@ -27,7 +28,7 @@ class Request(TypedDict):
     messages: list[Said]
 
 
-class PlanJson(context.PromptJson):
+class PlanJson(PromptJson):
     """``pmm recall --json``: the message and model first, then the prompt's plan and request."""
 
     message: str

@@ -32,34 +32,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Literal
 
 from pmm import errors
 from pmm.domain import checkpoint as cp
 from pmm.domain.ids import is_mind_id
+from pmm.services.reports import HeadJson, VerdictJson
 
 HashAt = Callable[[int], "str | None"]  # the file's hash of event k (None: not known)
 Current = Callable[[], cp.Checkpoint]  # the file's head now (a live mind a writer may extend)
 Mode = Literal["verify", "write", "create", "accept", "restore"]
 KEEP_RECENT = 64  # the latest heads, all kept; older ones are thinned to one per power of two
 FAILED = ("forked", "rolled_back", "truncated", "replaced")
-
-
-class HeadJson(TypedDict):
-    size: int
-    head: str
-    at: str
-    file: str
-
-
-class VerdictJson(TypedDict):
-    """``verify --json``'s ``witness``."""
-
-    state: str
-    ok: bool
-    message: str
-    since: int
-    witnessed: HeadJson | None
 
 
 @dataclass
