@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from pmm.cli import output
 from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
+
+if TYPE_CHECKING:
+    from pmm.services.commitments import Counts
+    from pmm.services.stats import Explained, Need, Reflections, Standing, Stats, Temperament, Usage
 
 
 def register(app: typer.Typer) -> None:
@@ -58,13 +62,12 @@ def stats(
     output.out("\n".join(lines))
 
 
-def stage_lines(e: dict[str, Any], parts: bool) -> list[str]:
+def stage_lines(e: Explained, parts: bool) -> list[str]:
     """The stage with IAS and GAS, what each measures (with ``parts``: what each is made of
     now) and what the next stage needs; ``e`` is ``stats.explain``'s report."""
     stage = e["stage"]
     lines = [f"Stage {stage['stage']}: {stage['words']} (IAS {e['ias']['value']:.2f}, GAS {e['gas']['value']:.2f})"]
-    for quantity in ("ias", "gas"):
-        q = e[quantity]
+    for quantity, q in (("ias", e["ias"]), ("gas", e["gas"])):
         lines.append(f"  {quantity.upper()} {q['value']:.2f}, {q['name']}: {q['measures']}")
         if parts:
             lines += [f"    {p['name'].replace('_', ' ')} {p['value']:.2f}: {p['measures']}" for p in q["parts"]]
@@ -78,14 +81,14 @@ def stage_lines(e: dict[str, Any], parts: bool) -> list[str]:
     return lines
 
 
-def _temperament_line(t: dict[str, Any]) -> str:
+def _temperament_line(t: Temperament) -> str:
     """What the traits put in the system prompt (docs/mind-model.md, "Traits in the prompt")."""
     if t["sentences"]:
         return "  In the prompt: " + " ".join(t["sentences"])
     return f"  In the prompt: nothing (every trait is above {t['low_at_most']} and below {t['high_at_least']})"
 
 
-def _need(n: dict[str, Any]) -> str:
+def _need(n: Need) -> str:
     """One minimum against what the mind has: "15 reflections (has 6)", "IAS at least 0.60 (has 0.85)"."""
     what, need, has = n["what"], n["at_least"], n["has"]
     if isinstance(need, int):
@@ -97,7 +100,7 @@ def _need(n: dict[str, Any]) -> str:
     return f"{what} at least {need:.2f} (has {shown})"
 
 
-def _span_lines(report: dict[str, Any]) -> list[str]:
+def _span_lines(report: Stats) -> list[str]:
     if not report["first_ts"]:
         return []
     said = f"Span: {_when(report['first_said'])} to {_when(report['last_said'])}"
@@ -108,26 +111,28 @@ def _span_lines(report: dict[str, Any]) -> list[str]:
             f"Recorded: {_when(report['first_ts'])} to {_when(report['last_ts'])}"]
 
 
-def _when(ts: str) -> str:
-    return ts[:19].replace("T", " ")
+def _when(ts: str | None) -> str:
+    return (ts or "")[:19].replace("T", " ")  # None only before the first event: no span is shown
 
 
-def _standing_line(s: dict[str, Any]) -> str:
+def _standing_line(s: Standing) -> str:
     persona = s["persona"]
     said = f"persona #{persona['id']} ({persona['chars']:,} characters)" if persona else "no persona"
     pinned = s["pinned"]
     return f"Standing memory: {said}, {pinned or 'no'} pinned note{'s' if pinned != 1 else ''}"
 
 
-def _reflections_line(r: dict[str, Any]) -> str:
+def _reflections_line(r: Reflections) -> str:
     from pmm.services.stats import span
 
     if not r["count"]:
         return "Reflections: none yet"
+    if r["seconds_since_latest"] is None:  # the last 100 retracted, older ones kept: no latest known
+        return f"Reflections: {r['count']:,}"
     return f"Reflections: {r['count']:,}, the last {span(r['seconds_since_latest'])} ago"
 
 
-def _commitments_line(c: dict[str, Any]) -> str:
+def _commitments_line(c: Counts) -> str:
     if not c["opened"]:
         return "Commitments: no commitments yet"
     from pmm.cli.commitments import counts_line
@@ -135,7 +140,7 @@ def _commitments_line(c: dict[str, Any]) -> str:
     return counts_line(c)
 
 
-def _usage_lines(rows: list[dict[str, Any]]) -> list[str]:
+def _usage_lines(rows: list[Usage]) -> list[str]:
     if not rows:
         return ["Models: no answers or reflections yet"]
     lines = ["Models:"]
@@ -187,7 +192,7 @@ def search(
     with opening.open_read(mind_path(mind)) as opened:
         hits = browse.search(opened, text, limit)
     if json:
-        output.emit_json([{**browse.event_json(e), "snippet": s} for e, s in hits])
+        output.emit_json([browse.hit_json(e, s) for e, s in hits])
         return
     if not hits:
         output.message("No matches.")

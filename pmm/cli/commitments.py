@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from pmm.cli import output
 from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
+
+if TYPE_CHECKING:
+    from pmm.services.commitments import Counts, Listing
 
 commitments_app = typer.Typer(
     rich_markup_mode=None,
@@ -36,7 +39,7 @@ def list_(
     output.out("\n".join(render_list(report, all_)))
 
 
-def render_list(report: dict[str, Any], all_: bool = False) -> list[str]:
+def render_list(report: Listing, all_: bool = False) -> list[str]:
     rows = [r for r in report["commitments"] if all_ or r["status"] == "open"]
     lines = [counts_line(report)]
     for row in rows:
@@ -46,7 +49,7 @@ def render_list(report: dict[str, Any], all_: bool = False) -> list[str]:
     return lines
 
 
-def counts_line(c: dict[str, Any]) -> str:
+def counts_line(c: Counts) -> str:
     """Commitments by status now, one line (``commitments list`` and ``stats``)."""
     success = f" ({c['success']:.0%} success)" if c["success"] is not None else ""
     dropped = f", {c['dropped']:,} dropped" if c.get("dropped") else ""

@@ -57,8 +57,10 @@ def export(
             count = portability.export(opened, handle, fmt=fmt.value, since=since, on_progress=advance)
         mind_id, head = opened.mind_id, opened.head()
     if json:
-        output.emit_json({"file": str(out_file), "format": fmt.value, "events": count, "since": since,
-                          "mind_id": mind_id, "last_id": head[0], "head": head[1]})
+        summary: portability.ExportJson = {"file": str(out_file), "format": fmt.value, "events": count,
+                                           "since": since, "mind_id": mind_id, "last_id": head[0],
+                                           "head": head[1]}
+        output.emit_json(summary)
     output.message(f"Exported {count:,} events to {out_file}")
 
 
@@ -81,7 +83,7 @@ def import_(
 
                 result = chat_import.import_conversations(path, stream, name, fmt.value, notify=output.message)
     if json:
-        output.emit_json(vars(result))
+        output.emit_json(result.to_json())
     elif result.appended:
         output.message(f"Imported {result.appended:,} new events (head is now #{result.head_id})")
     elif result.already_present:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from pmm.cli import output
 from pmm.cli.options import JsonOpt, MindOpt, mind_path
+
+if TYPE_CHECKING:
+    from pmm.services.reflection import OutcomeJson
+    from pmm.services.reports import Meta
 
 
 def register(app: typer.Typer) -> None:
@@ -59,17 +63,18 @@ def reflect(
         output.message(f"No reflection: {run.reason}")
 
 
-def render_summary(summary: dict[str, Any]) -> list[str]:
+def render_summary(summary: Meta) -> list[str]:
     from pmm.services.consolidation import cite
 
     return [f"Summary #{summary['id']} (of reflections {cite(summary['covers'])}, {summary['model_name']}):",
             summary["text"]]
 
 
-def render(report: dict[str, Any]) -> list[str]:
+def render(report: OutcomeJson) -> list[str]:
     from pmm.services.reflection import MAX_TRAIT_STEP
 
     reflection = report["reflection"]
+    assert reflection is not None, "only a recorded reflection is rendered"
     lines = [f"Reflection #{reflection['id']} (events #{reflection['first_id']}-#{reflection['last_id']},"
              f" {report['model']}):", reflection["text"] or "(no text)"]
     for change in report["changes"]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pmm.cli import output
 from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
+
+if TYPE_CHECKING:
+    from pmm.services.reflections import Listing, Row, Shown
 
 reflections_app = typer.Typer(
     rich_markup_mode=None,
@@ -40,11 +43,11 @@ def list_(
     output.out("\n".join(render_list(report)))
 
 
-def _range(row: dict[str, Any]) -> str:
+def _range(row: Row) -> str:
     return f"#{row['first_id']}-#{row['last_id']}" if row["first_id"] is not None else "?"
 
 
-def render_list(report: dict[str, Any]) -> list[str]:
+def render_list(report: Listing) -> list[str]:
     retracted = f", {report['retracted']} retracted" if report["retracted"] else ""
     lines = [f"Reflections: {report['count']}{retracted}"]
     for row in report["reflections"]:
@@ -69,7 +72,7 @@ def show(reflection: IdArg, mind: MindOpt = None, json: JsonOpt = False) -> None
     output.out("\n".join(render_show(report)))
 
 
-def render_show(r: dict[str, Any]) -> list[str]:
+def render_show(r: Shown) -> list[str]:
     tokens = (f", {r['tokens_in']} tokens in, {r['tokens_out']} out"
               if r["tokens_in"] is not None or r["tokens_out"] is not None else "")
     lines = [f"Reflection #{r['id']} ({r['said_at'][:19].replace('T', ' ')} UTC, events {_range(r)},"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from pmm.cli import output
 from pmm.cli.options import JsonOpt, MindOpt, mind_path
+
+if TYPE_CHECKING:
+    from pmm.services.trace import Brief, Said, Started, Trace, Turn
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +39,7 @@ def trace(
         output.out("\n".join(render(report)))
 
 
-def render(report: dict[str, Any]) -> list[str]:
+def render(report: Trace) -> list[str]:
     if report["kind"] == "session":
         lines = [f"Session {report['session']} (started #{report['started']['id']} {_when(report['started'])}),"
                  f" {len(report['turns'])} answers"]
@@ -47,7 +50,7 @@ def render(report: dict[str, Any]) -> list[str]:
     return render_turn(report)
 
 
-def render_turn(turn: dict[str, Any], brief: bool = False) -> list[str]:
+def render_turn(turn: Turn, brief: bool = False) -> list[str]:
     response, message, model = turn["response"], turn["message"], turn["model"]
     lines = [f"Answer #{response['id']}  {_when(response)}" + (f"  session {turn['session']}" if turn["session"] else "")]
     if message:
@@ -103,11 +106,11 @@ def _events(n: int) -> str:
     return f"{n} event{'s' if n != 1 else ''}"
 
 
-def _context_line(c: dict[str, Any]) -> str:
+def _context_line(c: Brief) -> str:
     return f"    #{c['id']} {c['kind']}, {_when(c)}: {output.one_line(c['excerpt'], 90)}"
 
 
-def _when(event: dict[str, Any]) -> str:
+def _when(event: Brief | Said | Started) -> str:
     """When it was said; an imported event also says the day it was imported."""
     from pmm.services.browse import shown
 

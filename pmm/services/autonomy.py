@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from pmm import errors, settings
 from pmm.domain import events as ev
@@ -30,6 +30,18 @@ from pmm.services import models, opening, reflection
 
 Notify = Callable[[str], None]
 WAIT_SLICE = 1.0  # seconds: a signal delivered to another thread is still seen this soon
+
+
+class SummaryJson(TypedDict):
+    """``pmm run --json``: ``Summary``'s fields, in its order."""
+
+    cycles: int
+    reflections: int
+    expired: int
+    tokens: int
+    failures: int
+    stopped_by: str
+    abandoned: bool
 
 
 @dataclass
@@ -53,8 +65,10 @@ class Summary:
             parts.append("the step in progress was abandoned (a step is written whole or not at all)")
         return f"Stopped after {_count(self.cycles, 'cycle')}: {', '.join(parts)}"
 
-    def as_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    def as_json(self) -> SummaryJson:
+        return {"cycles": self.cycles, "reflections": self.reflections, "expired": self.expired,
+                "tokens": self.tokens, "failures": self.failures, "stopped_by": self.stopped_by,
+                "abandoned": self.abandoned}
 
 
 def _count(n: int, noun: str) -> str:

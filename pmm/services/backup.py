@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from pmm import errors, settings
 from pmm.ledger.connection import SQLITE_MAGIC
@@ -22,6 +22,28 @@ from pmm.services.files import fsync_dir, read_file, temp_beside, write_new
 
 Passphrase = Callable[[], str]
 MAX_BACKUP_BYTES = 16 << 30
+
+
+class BackupJson(TypedDict):
+    """``pmm backup --json``."""
+
+    mind_id: str
+    events: int
+    head: str
+    file: str
+    bytes: int
+    removed: list[str]  # older backups rotated out
+
+
+class RestoreJson(TypedDict):
+    """``pmm restore --json``."""
+
+    mind_id: str
+    events: int
+    head: str
+    mind: str
+    replaced: bool
+    diverged: str | None
 
 
 @dataclass
@@ -33,7 +55,7 @@ class BackupResult:
     bytes: int
     removed: list[Path]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> BackupJson:
         return {"mind_id": self.mind_id, "events": self.events, "head": self.head,
                 "file": str(self.file), "bytes": self.bytes, "removed": [str(p) for p in self.removed]}
 
@@ -146,7 +168,7 @@ class RestoreResult:
     replaced: bool
     diverged: str | None = None  # the witness kept a history this backup departs from
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> RestoreJson:
         return {"mind_id": self.mind_id, "events": self.events, "head": self.head,
                 "mind": str(self.path), "replaced": self.replaced, "diverged": self.diverged}
 

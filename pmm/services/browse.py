@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pmm.domain.events import Event
 from pmm.domain.when import said_at
 from pmm.domain.when import shown as shown  # the one way an event's time is shown to a person, for the CLI
 from pmm.ledger import lookup
 from pmm.ledger.store import Ledger
+from pmm.services.reports import EventJson, SearchHit
 
 
 def when(event: Event) -> str:
@@ -25,10 +24,15 @@ def search(mind: Ledger, text: str, limit: int) -> list[tuple[Event, str]]:
     return lookup.search(mind, text, limit)
 
 
-def event_json(event: Event) -> dict[str, Any]:
+def event_json(event: Event) -> EventJson:
     """The stored event (``ts`` is when the ledger recorded it) plus ``said_at``: when it was
     said, which for an import is its original time (pmm.domain.when)."""
     return {
         "id": event.id, "ts": event.ts, "said_at": said_at(event), "kind": event.kind,
         "content": event.content, "meta": event.meta, "prev_hash": event.prev_hash, "hash": event.hash,
     }
+
+
+def hit_json(event: Event, snippet: str) -> SearchHit:
+    """A search match: the event as ``event_json`` shows it, plus its highlighted snippet."""
+    return {**event_json(event), "snippet": snippet}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pmm import errors
 from pmm.domain import dynamics
@@ -52,6 +52,30 @@ def prompt_for(mind: Ledger, states: States, text: str, model: models.Model,
                          count=model.token_counter(mind.mind_id))
 
 
+class Changed(TypedDict):
+    id: int
+    kind: str
+    content: str
+
+
+class TurnJson(TypedDict):
+    """``pmm chat --json``: one answer, its cost, and what the prompt held."""
+
+    answer: str
+    session: str
+    message_id: int
+    response_id: int
+    model: models.ModelJson
+    tokens_in: int | None
+    tokens_out: int | None
+    latency_ms: int
+    finish: str | None
+    context: list[int]
+    sections: dict[str, list[int]]  # standing, recalled, recent
+    prompt_xxh3: str
+    changed: list[Changed]
+
+
 @dataclass
 class Turn:
     message: Event
@@ -62,7 +86,7 @@ class Turn:
     session: str
     events: list[Event]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> TurnJson:
         return {
             "answer": self.response.content,
             "session": self.session,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pmm import errors
 from pmm.domain import dynamics
@@ -39,13 +39,42 @@ def parse_due(text: str, now: datetime | None = None) -> str:
     return moment.strftime(TS_FORMAT)
 
 
-def listing(path: Path) -> dict[str, Any]:
+class Counts(TypedDict):
+    """Each commitment once, by its status now; ``success`` is kept over kept plus lapsed."""
+
+    opened: int
+    closed: int
+    expired: int
+    dropped: int
+    open: int
+    reopened: int
+    success: float | None  # None before any was kept or lapsed
+
+
+class Row(TypedDict):
+    id: int
+    text: str
+    status: str  # open, closed, expired or dropped
+    source: str | None
+    opened_at: str
+    due: str | None
+    closed_by: int | None
+    overdue: str | None  # why it is overdue, when it is
+
+
+class Listing(Counts):
+    """``pmm commitments list --json``: the rows, then the counts."""
+
+    commitments: list[Row]
+
+
+def listing(path: Path) -> Listing:
     with opening.open_read(path) as mind:
         states, _ = folded.state(mind)
     state = states["commitments"]
     overdue = dict(dynamics.overdue(states, now_ts()))
 
-    def row(key: str, entry: Commitment, status: str) -> dict[str, Any]:
+    def row(key: str, entry: Commitment, status: str) -> Row:
         return {"id": int(key), "text": entry["text"], "status": status, "source": entry.get("source"),
                 "opened_at": entry["opened_at"], "due": entry.get("due"),
                 "closed_by": entry.get("closed_id"), "overdue": overdue.get(int(key))}
@@ -56,7 +85,7 @@ def listing(path: Path) -> dict[str, Any]:
     return {"commitments": rows, **counts(state)}
 
 
-def counts(state: CommitmentsState) -> dict[str, Any]:
+def counts(state: CommitmentsState) -> Counts:
     """Each commitment counted once, by its status now (``closed`` kept, ``expired`` lapsed,
     ``dropped``, ``open``: they add up to ``opened``), and success: kept over kept plus lapsed
     (None before any is either). A reopened commitment is open, not kept; ``reopened`` counts

@@ -24,6 +24,7 @@ from pmm.ledger.store import Ledger
 from pmm.providers.base import Message, Request
 from pmm.services import models, tokens
 from pmm.services.reflection_answer import _text
+from pmm.services.reports import Meta
 from pmm.services.safe_text import clip
 
 CONSOLIDATE_EVERY = 8  # reflections since the last summary that call for a new one
@@ -55,7 +56,7 @@ class Summary:
     event: Event
     model: str
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> Meta:  # the event's meta spread (its kind's declaration): pass-through
         return {"id": self.event.id, "text": self.event.content, **self.event.meta,
                 "model_name": self.model}
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pmm.domain import events as ev
 from pmm.domain import projections, temperament
@@ -32,6 +32,7 @@ from pmm.ledger import lookup
 from pmm.ledger.store import Ledger, now_ts
 from pmm.providers.base import Message, Request
 from pmm.services import ranking
+from pmm.services.reports import ItemJson, PromptJson, Reason, SectionJson
 from pmm.services.safe_text import clip
 from pmm.services.tokens import Cost, Count
 
@@ -51,8 +52,6 @@ WHO = {ev.MESSAGE_RECEIVED.name: "user", ev.RESPONSE_SENT.name: "you",
        ev.REFLECTION_RECORDED.name: "your reflection", ev.SUMMARY_RECORDED.name: "your summary",
        ev.PERSONA_SET.name: "persona"}
 
-Reason = Literal["persona", "pinned", "commitment", "summary", "reflection", "recalled", "exchange",
-                 "recent"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ class Item:
     score: float | None = None  # BM25 (higher is better), for recalled events
     beside: int | None = None  # for an exchange: the recalled event it completes
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> ItemJson:
         found: dict[str, Any] = {"id": self.event.id, "kind": self.event.kind,
                                  "said_at": said_at(self.event), "who": WHO.get(self.event.kind),
                                  "reason": self.reason, "tokens": self.tokens}
@@ -73,8 +72,8 @@ class Item:
             found["score"] = round(self.score, 3)
         if self.beside is not None:
             found["beside"] = self.beside
-        found["text"] = self.event.content
-        return found
+        found["text"] = self.event.content  # last, after the optional keys: the JSON's order
+        return cast(ItemJson, found)
 
 
 @dataclass
@@ -85,7 +84,7 @@ class Section:
     tokens: int = 0  # what the section costs in the prompt, headers and labels included
     titles: dict[str, str] = field(default_factory=dict)  # session id -> its title, for labels
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> SectionJson:
         return {"name": self.name, "title": self.title, "tokens": self.tokens,
                 "items": [item.as_json() for item in self.items]}
 
@@ -105,7 +104,7 @@ class Prompt:
     def ids(self, name: str) -> list[int]:
         return sorted(i.event.id for s in self.sections if s.name == name for i in s.items)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> PromptJson:
         return {"budget": self.budget, "tokens": self.tokens, "query": self.query,
                 "system_tokens": self.system_tokens,
                 "tokens_counted": "model" if self.exact else "estimate",

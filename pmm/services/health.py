@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from pmm import errors
 from pmm.domain import dynamics
@@ -37,6 +37,22 @@ class Check:
     detail: str
 
 
+class CheckJson(TypedDict):
+    name: str
+    status: str
+    detail: str
+
+
+class ReportJson(TypedDict):
+    """``pmm health --json``."""
+
+    mind: str
+    healthy: bool
+    strict: bool
+    exit_code: int
+    checks: list[CheckJson]
+
+
 @dataclass
 class Report:
     mind: str
@@ -58,9 +74,10 @@ class Report:
             return errors.ProviderError.exit_code
         return WARNINGS_EXIT if self.failing(strict) else 0
 
-    def as_json(self, strict: bool = False) -> dict[str, Any]:
+    def as_json(self, strict: bool = False) -> ReportJson:
         return {"mind": self.mind, "healthy": self.healthy(strict), "strict": strict,
-                "exit_code": self.exit_code(strict), "checks": [asdict(c) for c in self.checks]}
+                "exit_code": self.exit_code(strict),
+                "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks]}
 
 
 def check(path: Path, *, online: bool = False, total: Callable[[int], None] | None = None,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NotRequired, TypedDict
 
 from pmm import errors
 from pmm.domain import checkpoint, projections
@@ -27,9 +27,41 @@ from pmm.ledger.schema import ALTERED_HINT
 from pmm.ledger.store import Ledger
 from pmm.services import signatures, witness
 from pmm.services.halves import PARALLEL_FROM, check_in_two
+from pmm.services.reports import VerdictJson
 
 Progress = Callable[[int], None]
 HashAt = Callable[[int], "str | None"]
+
+
+class Deep(TypedDict):
+    """What ``--deep`` found: an export has only its meta checked."""
+
+    sqlite_quick_check: NotRequired[str]
+    meta_canonical: bool
+    projection_cache: NotRequired[str]
+    cache_matches_replay: NotRequired[bool]
+
+
+class VerifyJson(TypedDict):
+    """``pmm verify --json``: ``ok``, then ``VerifyReport``'s fields in its order."""
+
+    ok: bool
+    source: str
+    source_kind: str
+    mind_id: str
+    ledger_format: int
+    first_id: int
+    events: int
+    last_id: int
+    head: str
+    problem: str | None
+    problem_event: int | None
+    notes: list[str]
+    deep: Deep | None
+    signature: signatures.Position | None
+    witness: VerdictJson | None
+    hint: str | None
+    anchored: bool
 
 
 @dataclass
@@ -45,9 +77,9 @@ class VerifyReport:
     problem: str | None = None
     problem_event: int | None = None
     notes: list[str] = field(default_factory=list)
-    deep: dict[str, Any] | None = None
-    signature: dict[str, Any] | None = None
-    witness: dict[str, Any] | None = None
+    deep: Deep | None = None
+    signature: signatures.Position | None = None
+    witness: VerdictJson | None = None
     hint: str | None = None
     anchored: bool = True  # False: a partial export whose link to the event before it is unchecked
 
@@ -58,8 +90,13 @@ class VerifyReport:
     def checkpoint(self) -> Checkpoint:
         return checkpoint.of(self.mind_id, self.last_id, self.head)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, **asdict(self)}
+    def to_json(self) -> VerifyJson:
+        return {"ok": self.ok, "source": self.source, "source_kind": self.source_kind,
+                "mind_id": self.mind_id, "ledger_format": self.ledger_format,
+                "first_id": self.first_id, "events": self.events, "last_id": self.last_id,
+                "head": self.head, "problem": self.problem, "problem_event": self.problem_event,
+                "notes": list(self.notes), "deep": self.deep, "signature": self.signature,
+                "witness": self.witness, "hint": self.hint, "anchored": self.anchored}
 
 
 @dataclass
@@ -332,7 +369,7 @@ def _canonical(meta: str) -> bool:
         return False
 
 
-def _deep_mind(mind: Ledger, report: VerifyReport) -> dict[str, Any]:
+def _deep_mind(mind: Ledger, report: VerifyReport) -> Deep:
     """SQLite's own check, canonical meta, and the projection cache against a full replay."""
     quick = mind.quick_check()
     bad_meta = next((e.id for e in mind.events() if not _canonical(e.meta_json)), None)

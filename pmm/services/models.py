@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from pmm import errors
 from pmm.domain import events as ev
@@ -29,6 +29,20 @@ from pmm.services.opening import Notify
 BUILTIN = "embedded"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 FALLBACK_CONTEXT = 8192
+
+
+class ModelJson(TypedDict):
+    """A model as ``--json`` shows it; the optional keys only when set."""
+
+    name: str
+    provider: str
+    model: str
+    builtin: bool
+    base_url: NotRequired[str]
+    api_key_env: NotRequired[str]
+    context_window: NotRequired[int]
+    price_in: NotRequired[float]
+    price_out: NotRequired[float]
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,7 @@ class Model:
 
         return token_counter(self.spec)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> ModelJson:
         value: dict[str, Any] = {"name": self.name, "provider": self.spec.provider,
                                  "model": self.spec.model, "builtin": self.builtin}
         for key in ("base_url", "api_key_env"):
@@ -73,7 +87,7 @@ class Model:
         for key in ("context_window", "price_in", "price_out"):
             if getattr(self, key) is not None:
                 value[key] = getattr(self, key)
-        return value
+        return cast(ModelJson, value)  # keys by name from the spec's fields, each of ModelJson's type
 
 
 def embedded() -> Model:

@@ -7,7 +7,7 @@ import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypedDict, TypeVar
 
 from pmm import errors
 from pmm.domain.events import Event
@@ -137,6 +137,28 @@ def _export_markdown(mind: Ledger, events: Iterator[Event], out: IO[str]) -> int
     return count
 
 
+class ImportJson(TypedDict):
+    """``pmm import --json``: ``ImportResult``'s fields."""
+
+    appended: int
+    already_present: int
+    created: bool
+    mind_id: str
+    head_id: int
+
+
+class ExportJson(TypedDict):
+    """``pmm export -o FILE --json``: what was written where."""
+
+    file: str
+    format: str  # jsonl or md
+    events: int
+    since: int
+    mind_id: str
+    last_id: int
+    head: str
+
+
 @dataclass
 class ImportResult:
     appended: int
@@ -144,6 +166,10 @@ class ImportResult:
     created: bool
     mind_id: str
     head_id: int
+
+    def to_json(self) -> ImportJson:
+        return {"appended": self.appended, "already_present": self.already_present,
+                "created": self.created, "mind_id": self.mind_id, "head_id": self.head_id}
 
 
 def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[str], None],

@@ -7,14 +7,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from pmm import errors
 from pmm.ledger import folded
 from pmm.services import chat, context, models, opening
+from pmm.services.reports import PromptJson
 
 MIN_WINDOW, MAX_WINDOW = 256, 10_000_000  # as `pmm model add --context-window`
 MAX_ANSWER_TOKENS = 100_000  # as `pmm chat --max-tokens`
+
+
+class Said(TypedDict):
+    role: str
+    content: str
+
+
+class Request(TypedDict):
+    system: str
+    context: str
+    messages: list[Said]
+
+
+class PlanJson(PromptJson):
+    """``pmm recall --json``: the message and model first, then the prompt's plan and request."""
+
+    message: str
+    model: models.ModelJson
+    window: int
+    answer_tokens: int
+    request: Request  # the prompt exactly as it would be sent
 
 
 @dataclass(frozen=True)
@@ -27,7 +49,7 @@ class Plan:
     window: int
     answer_tokens: int  # kept free for the answer
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> PlanJson:
         request = self.prompt.request
         return {
             "message": self.message,

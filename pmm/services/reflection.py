@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pmm import errors
 from pmm.domain import dynamics
@@ -40,11 +40,31 @@ from pmm.services import consolidation, models, opening, tokens
 from pmm.services import reflection_answer as answer
 from pmm.services import reflection_backoff as backoff
 from pmm.services import reflection_window as window_
+from pmm.services.reports import Change, Meta
 
 __all__ = ["MAX_TRAIT_STEP", "MAX_WINDOWS", "Outcome", "Run", "expirations", "reflect"]
 SEEN_KINDS = window_.SEEN_KINDS
 MAX_WINDOWS = 10  # windows (model calls) one run reflects on at most; the rest waits
 RETRIES_UNGROUNDED = 2  # a run tries a refused window again at once, each time with half of it
+
+
+class OutcomeJson(TypedDict):
+    recorded: bool
+    reason: str
+    model: str | None
+    reflection: Meta | None  # its id and text, then its meta as stored (but ``rejected``)
+    changes: list[Change]
+    rejected: list[str]
+
+
+class RunJson(OutcomeJson):
+    """``pmm reflect --json``: the latest reflection's fields first, then the run's."""
+
+    reflections: list[OutcomeJson]
+    left: int
+    next_id: int | None
+    summary: Meta | None  # consolidation.Summary.as_json
+    summaries: list[Meta]
 
 
 @dataclass
@@ -58,8 +78,8 @@ class Outcome:
     rejected: list[str] = field(default_factory=list)
     model: str | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        changes = [{"id": e.id, "kind": e.kind, "content": e.content, "meta": e.meta}
+    def as_json(self) -> OutcomeJson:
+        changes: list[Change] = [{"id": e.id, "kind": e.kind, "content": e.content, "meta": e.meta}
                    for e in self.events if e is not self.reflection]
         return {"recorded": self.recorded, "reason": self.reason, "model": self.model,
                 "reflection": None if self.reflection is None else {
@@ -84,7 +104,7 @@ class Run:
     def recorded(self) -> bool:
         return bool(self.outcomes)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> RunJson:
         """The latest reflection's fields at the top (as one reflection reports itself), every
         reflection of the run in ``reflections``."""
         latest = self.outcomes[-1] if self.outcomes else Outcome(False, self.reason)

@@ -20,7 +20,7 @@ import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from pmm.domain.dynamics import span
 from pmm.ledger.store import TS_FORMAT, now_ts
@@ -30,6 +30,17 @@ STEPS = ("reflection", "consolidation")  # each backs off on its own
 MAX_BYTES = 8192
 REASON_CHARS = 200
 SKEW_SECONDS = 300  # a failure dated later than now by more than this is not believed
+
+
+class FailureJson(TypedDict):
+    """A ``Failure`` as the back-off file keeps it (None fields left out)."""
+
+    failures: int
+    at: str
+    reason: str
+    model: str
+    first_id: NotRequired[int]
+    shown: NotRequired[int]
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,9 @@ class Failure:
         return (f"the last {step} failed {span(ago)} ago ({self.reason}{times}{stuck});"
                 f" next try in {span(self.left(cadence, now))}")
 
-    def as_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+    def as_json(self) -> FailureJson:
+        found: dict[str, object] = {k: v for k, v in self.__dict__.items() if v is not None}
+        return cast(FailureJson, found)  # Failure's fields, but those that are None
 
 
 def mind_key(path: Path) -> str:

@@ -5,7 +5,7 @@ projections count it as if it had never been recorded (docs/mind-model.md)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from pmm import errors
 from pmm.domain import events as ev
@@ -16,18 +16,64 @@ from pmm.domain.when import said_at
 from pmm.ledger import folded, lookup
 from pmm.ledger.store import Ledger
 from pmm.services import opening
+from pmm.services.reports import Change, Meta
 
 FIRST_WORDS = 12
 LED_TO = (ev.TRAIT_ADJUSTED.name, ev.COMMITMENT_OPENED.name, ev.COMMITMENT_CLOSED.name)
 
 
-def _model(meta: dict[str, Any]) -> str | None:
+class Row(TypedDict):
+    """One reflection in ``pmm reflections list``."""
+
+    id: int
+    ts: str
+    said_at: str
+    first_id: int | None
+    last_id: int | None
+    model: str | None  # provider:model
+    trigger: str | None
+    first_words: str
+    retracted: bool
+    retracted_by: int | None
+    retraction_reason: str | None
+
+
+class Listing(TypedDict):
+    reflections: list[Row]
+    count: int  # not retracted
+    retracted: int
+
+
+class Shown(Row):
+    """``pmm reflections show``: the row, then its text, cost and what it led to."""
+
+    text: str
+    tokens_in: int | None
+    tokens_out: int | None
+    latency_ms: int | None
+    rejected: list[str]
+    led_to: list[Change]
+
+
+class Undone(TypedDict):
+    traits: dict[str, list[float]]  # trait -> [before, after], only those that changed
+    dropped: list[int]
+    reopened: list[int]
+
+
+class Retracted(Undone):
+    """``pmm reflections retract --json``: the retraction event, then what it undid."""
+
+    event: Change
+
+
+def _model(meta: Meta) -> str | None:
     if "provider" in meta:
         return f"{meta['provider']}:{meta.get('model', '?')}"
     return meta.get("model_name") if isinstance(meta.get("model_name"), str) else None
 
 
-def _row(event: Event, retraction: Event | None) -> dict[str, Any]:
+def _row(event: Event, retraction: Event | None) -> Row:
     meta = event.meta
     words = event.content.split()
     return {"id": event.id, "ts": event.ts, "said_at": said_at(event),
@@ -39,7 +85,7 @@ def _row(event: Event, retraction: Event | None) -> dict[str, Any]:
             "retraction_reason": retraction.content if retraction is not None else None}
 
 
-def listing(path: Path, all_: bool = False) -> dict[str, Any]:
+def listing(path: Path, all_: bool = False) -> Listing:
     """Reflections in the order they were recorded; retracted ones only with ``all_``."""
     with opening.open_read(path) as mind:
         gone = lookup.retractions(mind)
@@ -59,7 +105,7 @@ def _reflection(mind: Ledger, reflection: int) -> Event:
     return found[0]
 
 
-def show(path: Path, reflection: int) -> dict[str, Any]:
+def show(path: Path, reflection: int) -> Shown:
     """One reflection: its text, the events it covered, model and tokens, the events it led to,
     what of the model's answer was rejected, and its retraction if any."""
     with opening.open_read(path) as mind:
@@ -76,7 +122,7 @@ def show(path: Path, reflection: int) -> dict[str, Any]:
                        for e in sorted(led, key=lambda e: e.id)]}
 
 
-def retract(path: Path, reflection: int, reason: str) -> dict[str, Any]:
+def retract(path: Path, reflection: int, reason: str) -> Retracted:
     """Append a ``reflection_retracted``; returns the event and what it undid (trait values
     before and after, commitments dropped and open again)."""
     reason = " ".join(reason.split())
@@ -106,7 +152,7 @@ def retract(path: Path, reflection: int, reason: str) -> dict[str, Any]:
             **undone(before[0], after)}
 
 
-def undone(before: States, after: States) -> dict[str, Any]:
+def undone(before: States, after: States) -> Undone:
     """What changed between two states of a mind: trait values (before, after), commitments
     dropped and commitments open again."""
     traits = {t: [before["traits"]["values"][t], after["traits"]["values"][t]] for t in ev.OCEAN

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from pmm import errors
 from pmm.domain import checkpoint as cp
@@ -23,6 +23,22 @@ NAMESPACE = "pmm-checkpoint"
 MAX_SIGNATURE_BYTES = 64 * 1024
 
 
+class SignedJson(TypedDict):
+    mind_id: str
+    size: int
+    head: str
+    key_id: str
+    format: str
+    signed_at: str | None
+
+
+class Position(SignedJson):
+    """``verify --json``'s ``signature``: the signed checkpoint, and whether this chain holds it."""
+
+    ok: bool
+    appended_since: int | None  # events after the signed one; None unless ``ok``
+
+
 @dataclass(frozen=True)
 class Signed:
     checkpoint: cp.Checkpoint
@@ -30,7 +46,7 @@ class Signed:
     format: str
     signed_at: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> SignedJson:
         return {"mind_id": self.checkpoint.mind_id, "size": self.checkpoint.size,
                 "head": self.checkpoint.head, "key_id": self.key_id, "format": self.format,
                 "signed_at": self.signed_at}
@@ -82,11 +98,11 @@ def _read_ssh(text: str, public: PublicKey) -> Signed:
 
 
 def check_position(signed: Signed, mind_id: str, size: int, hash_at: Callable[[int], str | None]
-                   ) -> tuple[dict[str, Any], str | None]:
+                   ) -> tuple[Position, str | None]:
     """Is the signed checkpoint in this chain, at its position, with its hash? The JSON summary
     and the problem (None when it holds)."""
     point = signed.checkpoint
-    summary = {**signed.to_json(), "ok": False, "appended_since": None}
+    summary: Position = {**signed.to_json(), "ok": False, "appended_since": None}
     if point.mind_id != mind_id:
         return summary, f"the signature is for another mind ({point.mind_id}, this is {mind_id})"
     if point.size > size:
@@ -98,7 +114,7 @@ def check_position(signed: Signed, mind_id: str, size: int, hash_at: Callable[[i
     if found != point.head:
         return summary, (f"a different head: event {point.size:,} is not the one that was signed "
                          f"(signed {point.head[:16]}…, found {found[:16]}…): rewritten or forked")
-    summary.update(ok=True, appended_since=size - point.size)
+    summary["ok"], summary["appended_since"] = True, size - point.size
     return summary, None
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
+from pmm.domain.states import Note as StateNote
 from pmm.domain.states import StandingState
 from pmm.ledger import folded
 from pmm.ledger.store import Ledger
@@ -25,6 +26,14 @@ from pmm.services import opening
 PERSONA_MAX_CHARS = 2000
 PIN_MAX_CHARS = 1000
 PINS_MAX = 20
+
+class Note(TypedDict):
+    """A pinned note or the persona: the id of the event that set it, its text, when."""
+
+    id: int
+    text: str
+    ts: str
+
 
 ANY = -1  # set_persona's ``based_on`` when the caller did not start from a particular persona
 
@@ -84,17 +93,21 @@ def _what(mind: Ledger, event_id: int) -> str:
     return f"it is a {found.kind} event"
 
 
-def pins(path: Path) -> list[dict[str, Any]]:
+def pins(path: Path) -> list[Note]:
     """The pinned notes, oldest pin first: id, text, when pinned."""
     with opening.open_read(path) as mind:
-        return [dict(entry) for entry in _state(mind)["pinned"]]
+        return [_note(entry) for entry in _state(mind)["pinned"]]
 
 
-def persona(path: Path) -> dict[str, Any] | None:
+def persona(path: Path) -> Note | None:
     """The persona (id of the event that set it, text, time), or None."""
     with opening.open_read(path) as mind:
         found = _state(mind)["persona"]
-    return dict(found) if found else None
+    return _note(found) if found else None
+
+
+def _note(entry: StateNote) -> Note:
+    return {"id": entry["id"], "text": entry["text"], "ts": entry["ts"]}  # the standing state's entry
 
 
 def set_persona(path: Path, text: str, notify: opening.Notify, *, based_on: int | None = ANY

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, NotRequired, TypedDict, cast
 
 from pmm.domain import dynamics, temperament
 from pmm.domain import events as ev
@@ -11,10 +11,134 @@ from pmm.domain.states import ActivityState, States
 from pmm.ledger import folded
 from pmm.ledger.store import Ledger
 
+if TYPE_CHECKING:
+    from pmm.services.commitments import Counts
+
 span = dynamics.span  # the one duration formatter (domain/dynamics.py), for the CLI
 
 
-def stats(mind: Ledger) -> dict[str, Any]:
+class Part(TypedDict):
+    name: str
+    value: float
+    measures: str
+
+
+class Quantity(TypedDict):
+    value: float
+    name: str
+    measures: str
+    parts: list[Part]
+
+
+class Need(TypedDict):
+    what: str
+    at_least: int | float  # reflections and user turns count, IAS and GAS are fractions
+    has: int | float
+    met: bool
+
+
+class NextStage(TypedDict):
+    stage: str
+    words: str
+    needs: list[Need]
+
+
+class Stage(TypedDict):
+    stage: str
+    words: str
+    reflects_every_seconds: int
+    next: NextStage | None  # None at the last stage
+
+
+class Explained(TypedDict):
+    ias: Quantity
+    gas: Quantity
+    stage: Stage
+    definitions: str
+
+
+class SaidSpan(TypedDict):
+    first_said: str | None
+    last_said: str | None
+    backdated: int
+
+
+class Temperament(TypedDict):
+    bands: dict[str, temperament.Band]
+    sentences: list[str]
+    low_at_most: float
+    high_at_least: float
+
+
+class Persona(TypedDict):
+    id: int
+    chars: int
+
+
+class Standing(TypedDict):
+    persona: Persona | None
+    pinned: int
+
+
+class Reflections(TypedDict):
+    count: int
+    latest_id: int | None
+    latest_ts: str | None
+    seconds_since_latest: float | None
+    turns_since: int
+    retracted: int
+
+
+class Used(TypedDict):
+    """One row of the usage projection, as folded."""
+
+    answers: int
+    reflections: NotRequired[int]  # not in usage folded before pmm counted reflections
+    tokens_in: int
+    tokens_out: int
+    latency_ms: int
+
+
+class Usage(Used):
+    """``model`` first, then the usage projection's row, then these two."""
+
+    model: str  # provider:model
+    average_latency_ms: int
+    cost: float | None  # None: the mind's model configuration prices no such model
+
+
+class Stats(SaidSpan):
+    """``pmm stats --json``, key for key in this order (``SaidSpan``'s keys come after ``last_ts``)."""
+
+    mind: str
+    mind_id: str
+    name: str | None
+    created_at: str | None
+    events: int
+    head_id: int
+    head: str
+    sessions: int
+    messages: int
+    responses: int
+    observations: int
+    by_kind: dict[str, int]
+    first_ts: str | None
+    last_ts: str | None
+    file_bytes: int
+    projection_cache: str  # CacheStatus.state
+    stage: str
+    stage_words: str
+    metrics: dynamics.MetricsJson  # each quantity, and the stage
+    explained: Explained
+    traits: dict[str, float]  # OCEAN order
+    temperament: Temperament
+    reflections: Reflections
+    commitments: Counts
+    usage: list[Usage]
+    standing: Standing
+
+
+def stats(mind: Ledger) -> Stats:
     """Counts so far, the mind's stage, traits, reflections, commitments and model usage, from
     the projections (cache plus newer events, no writes)."""
     states, cache = folded.state(mind)
@@ -73,10 +197,10 @@ PARTS: dict[str, tuple[tuple[str, str], ...]] = {
 NEEDS = ("reflections", "user turns", "IAS", "GAS")  # the columns of THRESHOLDS, in order
 
 
-def explain(metrics: dynamics.Metrics) -> dict[str, Any]:
+def explain(metrics: dynamics.Metrics) -> Explained:
     """IAS, GAS and the stage in words: what each measures, its parts now, and what the next
     stage needs against what the mind has (None at the last stage)."""
-    found: dict[str, Any] = {}
+    found: dict[str, Quantity] = {}
     for quantity, (name, measures) in MEASURES.items():
         found[quantity] = {
             "value": round(getattr(metrics, quantity), 4), "name": name, "measures": measures,
@@ -85,16 +209,16 @@ def explain(metrics: dynamics.Metrics) -> dict[str, Any]:
     stage = metrics.stage
     at = dynamics.STAGES.index(stage)
     following = dynamics.STAGES[at + 1] if at + 1 < len(dynamics.STAGES) else None
-    upcoming = None
+    upcoming: NextStage | None = None
     if following is not None:
         has = (metrics.reflections, metrics.turns, metrics.ias, metrics.gas)
-        needs = [{"what": what, "at_least": need, "has": got, "met": got >= need}  # unrounded: met is exact
+        needs: list[Need] = [{"what": what, "at_least": need, "has": got, "met": got >= need}  # unrounded: met is exact
                  for what, need, got in zip(NEEDS, dynamics.THRESHOLDS[following], has, strict=True)]
         upcoming = {"stage": following, "words": dynamics.STAGE_WORDS[following], "needs": needs}
-    found["stage"] = {"stage": stage, "words": dynamics.STAGE_WORDS[stage],
-                      "reflects_every_seconds": dynamics.CADENCE_SECONDS[stage], "next": upcoming}
-    found["definitions"] = definitions()
-    return found
+    return {"ias": found["ias"], "gas": found["gas"],
+            "stage": {"stage": stage, "words": dynamics.STAGE_WORDS[stage],
+                      "reflects_every_seconds": dynamics.CADENCE_SECONDS[stage], "next": upcoming},
+            "definitions": definitions()}
 
 
 def definitions() -> str:
@@ -112,7 +236,7 @@ def definitions() -> str:
     return "docs/mind-model.md in pmm's source"
 
 
-def said_span(activity: ActivityState) -> dict[str, Any]:
+def said_span(activity: ActivityState) -> SaidSpan:
     """When the things in the mind were said, as opposed to recorded (``first_ts``, ``last_ts``):
     imported events count at their original time. ``first_said`` is the earlier of the first
     recorded event and the oldest import, ``last_said`` the later of the last recorded event and
@@ -123,7 +247,7 @@ def said_span(activity: ActivityState) -> dict[str, Any]:
             "backdated": activity["backdated"]}
 
 
-def standing(states: States) -> dict[str, Any]:
+def standing(states: States) -> Standing:
     """The standing memory at a glance: the persona (its event id and length) and how many
     notes are pinned."""
     state = states["standing"]
@@ -132,7 +256,7 @@ def standing(states: States) -> dict[str, Any]:
             "pinned": len(state["pinned"])}
 
 
-def reflections(states: States) -> dict[str, Any]:
+def reflections(states: States) -> Reflections:
     from pmm.services.reflection import seconds_since
 
     state = states["reflections"]
@@ -143,7 +267,7 @@ def reflections(states: States) -> dict[str, Any]:
             "turns_since": state["turns_since"], "retracted": state["retracted"]}
 
 
-def commitments(states: States) -> dict[str, Any]:
+def commitments(states: States) -> Counts:
     """Counts by status now, and success: kept over kept plus lapsed (None before any was
     either); see services/commitments.py ``counts``."""
     from pmm.services.commitments import counts
@@ -151,7 +275,7 @@ def commitments(states: States) -> dict[str, Any]:
     return counts(states["commitments"])
 
 
-def usage(states: States) -> list[dict[str, Any]]:
+def usage(states: States) -> list[Usage]:
     """Answers, tokens and latency per ``provider:model``, with a cost where the mind's model
     configuration prices a model with that provider and model (per million tokens)."""
     from pmm.services.models import known
@@ -160,8 +284,9 @@ def usage(states: States) -> list[dict[str, Any]]:
     for model in known(states).values():
         if model.price_in is not None or model.price_out is not None:
             prices.setdefault(model.spec.label, (model.price_in or 0.0, model.price_out or 0.0))
-    rows = []
-    for label, row in sorted(states["usage"].items()):
+    rows: list[Usage] = []
+    for label, kept in sorted(states["usage"].items()):
+        row = cast(Used, kept)  # the state's row as the projection folds it (its type: the domain's)
         price = prices.get(label)
         cost = None if price is None else round(
             (row["tokens_in"] * price[0] + row["tokens_out"] * price[1]) / 1_000_000, 6)

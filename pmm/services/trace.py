@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 from pmm import errors
 from pmm.domain import events as ev
@@ -22,7 +22,64 @@ TURN_KINDS = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
 EXCERPT = 200
 
 
-def trace(path: Path, ref: str | None) -> dict[str, Any]:
+class Brief(TypedDict):
+    """An event the turn saw or appended, cut to an excerpt."""
+
+    id: int
+    ts: str
+    said_at: str
+    kind: str
+    excerpt: str
+    section: NotRequired[str]  # standing, recalled or recent: only for answers that recorded them
+
+
+class Said(TypedDict):
+    id: int
+    ts: str
+    said_at: str
+    text: str
+
+
+class Started(TypedDict):
+    id: int
+    ts: str
+    said_at: str
+    title: str
+
+
+class Turn(TypedDict):
+    """``pmm trace ID --json`` for an answer (or its message)."""
+
+    kind: Literal["turn"]
+    response: Said
+    message: Said | None
+    session: str | None
+    source: str  # "pmm", or where an imported answer came from
+    model: dict[str, str]  # model_name, provider, model: those the answer recorded
+    tokens_in: int | None
+    tokens_out: int | None
+    latency_ms: int | None
+    finish: str | None
+    prompt_xxh3: str | None
+    context: list[Brief]
+    sections: dict[str, list[int]] | None
+    missing_context: list[int]
+    changed: list[Brief]
+
+
+class Session(TypedDict):
+    """``pmm trace SESSION --json``: its start and each answer's turn."""
+
+    kind: Literal["session"]
+    session: str
+    started: Started
+    turns: list[Turn]
+
+
+Trace = Turn | Session
+
+
+def trace(path: Path, ref: str | None) -> Trace:
     """``ref``: an event id, a session id, or None / "last" for the latest answer."""
     with opening.open_read(path) as mind:
         if ref is None or ref == "last":
@@ -38,7 +95,7 @@ def trace(path: Path, ref: str | None) -> dict[str, Any]:
                             hint="e.g. pmm trace 42, or pmm trace last")
 
 
-def _by_id(mind: Ledger, event_id: int) -> dict[str, Any]:
+def _by_id(mind: Ledger, event_id: int) -> Trace:
     found = lookup.get(mind, [event_id]) if 0 < event_id < 2**63 else []  # SQLite's INTEGER
     if not found:
         raise errors.UsageError(f"there is no event {event_id} (the mind has {mind.head()[0]})")
@@ -60,13 +117,13 @@ def _by_id(mind: Ledger, event_id: int) -> dict[str, Any]:
                             hint="trace a response, a message or a session (see pmm log)")
 
 
-def _brief(event: Event) -> dict[str, Any]:
+def _brief(event: Event) -> Brief:
     text = " ".join(event.content.split())
     return {"id": event.id, "ts": event.ts, "said_at": said_at(event), "kind": event.kind,
             "excerpt": text if len(text) <= EXCERPT else text[: EXCERPT - 1] + "…"}
 
 
-def turn(mind: Ledger, response: Event) -> dict[str, Any]:
+def turn(mind: Ledger, response: Event) -> Turn:
     meta = response.meta
     message = None
     if isinstance(meta.get("reply_to"), int):
@@ -131,7 +188,7 @@ def _changed_by(mind: Ledger, response: Event) -> list[Event]:
     return changed
 
 
-def session(mind: Ledger, session_id: str) -> dict[str, Any]:
+def session(mind: Ledger, session_id: str) -> Session:
     started = lookup.with_meta(mind, [ev.SESSION_STARTED.name], "session", session_id, limit=1)
     if not started:
         raise errors.UsageError(f"there is no session {session_id}",

@@ -32,11 +32,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pmm import errors
 from pmm.domain import checkpoint as cp
 from pmm.domain.ids import is_mind_id
+from pmm.services.reports import HeadJson, VerdictJson
 
 HashAt = Callable[[int], "str | None"]  # the file's hash of event k (None: not known)
 Current = Callable[[], cp.Checkpoint]  # the file's head now (a live mind a writer may extend)
@@ -55,7 +56,7 @@ class Head:
     def describe(self) -> str:
         return f"event {self.size:,}, seen {_day(self.at)}"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> HeadJson:
         return {"size": self.size, "head": self.head, "at": self.at, "file": self.file}
 
 
@@ -98,7 +99,7 @@ class Verdict:
         return (f"if this {what} is deliberate, accept it: pmm verify {source} --accept-rollback "
                 "(pmm restore also accepts the mind it restores)")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> VerdictJson:
         return {"state": self.state, "ok": self.ok, "message": self.message, "since": self.since,
                 "witnessed": self.witnessed.to_json() if self.witnessed else None}
 
