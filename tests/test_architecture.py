@@ -64,7 +64,7 @@ def test_layer_imports_point_one_way(layer: str) -> None:
                 assert top not in FOREIGN_BANNED.get(layer, set()), f"{module.name} imports {name}"
 
 
-HEAVY = ["httpx", "prompt_toolkit", "cryptography", "llama_cpp", "sqlite_utils", "pydantic",
+HEAVY = ["httpx", "prompt_toolkit", "cryptography", "llama_cpp", "pydantic",
          "rfc8785", "sqlite3", "pyrage", "pmm.crypto"]
 
 
