@@ -66,6 +66,12 @@ class Terminal:
         """Whether the program has left raw input mode (a prompt is no longer reading keys)."""
         return bool(termios.tcgetattr(self.fd)[3] & termios.ICANON)
 
+    def echoing(self) -> bool:
+        """Whether the terminal echoes typed keys (on Linux the master reads the slave's flags):
+        a password prompt has switched it off, and flushed what was typed before, once this is
+        False."""
+        return bool(termios.tcgetattr(self.fd)[3] & termios.ECHO)
+
     def send(self, data: str) -> None:
         os.write(self.fd, data.encode())
 

@@ -55,7 +55,8 @@ def _type_passphrase(argv: list[str], env: dict[str, str], passphrase: str, time
         at = 0
         for _ in range(times):
             at = term.expect("(?i)passphrase", after=at)
-            time.sleep(0.1)  # let the program switch echo off before the keys arrive
+            # Keys typed before the program switches echo off are flushed (getpass's TCSAFLUSH)
+            term.until(lambda: not term.echoing(), what="the prompt to switch echo off")
             term.send(passphrase + "\n")
         assert term.wait(60) == 0, term.text()
         return term.text()
@@ -275,26 +276,90 @@ def test_restore_asks_on_a_terminal(backed_up: Path, tmp_path: Path) -> None:
     assert "Passphrase for" in shown and "Restored" in shown and target.exists()
 
 
+# A long-lived writer (as a chat is): opens the mind once, appends one event per transaction and
+# acknowledges each id once its COMMIT returned, until the stop file appears.
+WRITER = r'''
+import sys
+from pathlib import Path
+
+from pmm.domain.events import Draft
+from pmm.services import opening
+
+path, stop = Path(sys.argv[1]), Path(sys.argv[2])
+with opening.open_write(path, lambda _message: None) as mind:
+    i = 0
+    while not stop.exists():
+        (event,) = mind.append([Draft("observation_recorded", f"busy {i} " + "x" * 2000, {"source": "w"})])
+        print(event.id, flush=True)
+        i += 1
+'''
+
+
 def test_a_backup_taken_while_another_process_writes_is_consistent(mind: Path, tmp_path: Path) -> None:
-    stop = threading.Event()
+    """The backup's output is a FIFO the test drains only after the writer has appended more: the
+    backup opens its output after its snapshot, and cannot finish before the pipe is drained (the
+    image is larger than a pipe holds), so those appends certainly overlap the running backup."""
+    import select
+    import sys
 
-    def writer() -> None:
-        i = 0
-        while not stop.is_set():
-            run_pmm("--mind", str(mind), "remember", f"busy {i}")
-            i += 1
-
-    thread = threading.Thread(target=writer)
-    thread.start()
+    helper, stop, fifo = tmp_path / "writer.py", tmp_path / "stop", tmp_path / "out.age"
+    helper.write_text(WRITER)
+    os.mkfifo(fifo)
+    writer = subprocess.Popen([sys.executable, str(helper), str(mind), str(stop)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    acks: list[int] = []
+    reader = threading.Thread(target=lambda: acks.extend(int(line) for line in writer.stdout), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    sealed = bytearray()
     try:
-        time.sleep(0.5)
-        report = _backup(mind, tmp_path / "live.age")
+        _until(lambda: len(acks) >= 40, "the writer's first appends (an image larger than a pipe holds)", writer)
+        acked_before = list(acks)
+        backup = subprocess.Popen([PMM, "--mind", str(mind), "backup", "-o", str(fifo), "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **PASS})
+        out = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            # readable once the backup writes its output: its snapshot is taken, it is not done
+            _until(lambda: select.select([out], [], [], 0.05)[0] != [], "the backup's first bytes", backup)
+            at_barrier = len(acks)
+            _until(lambda: len(acks) > at_barrier + 2, "appends while the backup runs", writer)
+            assert backup.poll() is None, "the backup finished before the pipe was drained"
+            during = acks[at_barrier:]
+            while True:
+                select.select([out], [], [], 5)
+                try:
+                    chunk = os.read(out, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                sealed += chunk
+        finally:
+            os.close(out)
+        stdout, stderr = backup.communicate(timeout=120)
+        assert backup.returncode == 0, stderr.decode()
     finally:
-        stop.set()
-        thread.join()
+        stop.touch()
+        writer.wait(timeout=60)
+        reader.join(60)
+    assert writer.returncode == 0, writer.stderr.read().decode()  # type: ignore[union-attr]
+    report = json.loads(stdout)
+    (tmp_path / "live.age").write_bytes(sealed)
     target = tmp_path / "live.db"
     run_pmm("--mind", str(target), "restore", str(tmp_path / "live.age"), env=PASS, check=True)
     restored = _hashes(target)
     assert len(restored) == report["events"] and restored[-1][1] == report["head"]
-    assert restored == _hashes(mind)[: len(restored)]
+    assert restored == _hashes(mind)[: len(restored)]  # a consistent prefix of the live chain
     assert len(mind_events(target)) == report["events"]
+    # everything acknowledged before the backup began is in it (some of it only in the WAL then);
+    # what was appended while it ran came after its snapshot, and is in the mind
+    assert max(acked_before) <= report["events"] < min(during)
+    stored = {i for i, _ in _hashes(mind)}
+    assert set(acks) <= stored
+
+
+def _until(condition, what: str, proc: subprocess.Popen) -> None:  # noqa: ANN001 (a callable)
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert proc.poll() is None, f"{what}: the process exited {proc.returncode}: {proc.stderr.read()!r}"  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
