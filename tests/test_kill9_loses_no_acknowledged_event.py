@@ -127,7 +127,6 @@ def test_kill9_at_chosen_points_loses_no_acknowledged_event(mind: Path, tmp_path
     rng = random.Random(SEED)
     all_acks: dict[int, str] = {}
     previous_head: tuple[int, str] | None = None
-    unacked_trials = 0
     forker = subprocess.Popen([sys.executable, str(helper), str(mind)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert forker.stdout is not None
@@ -140,7 +139,6 @@ def test_kill9_at_chosen_points_loses_no_acknowledged_event(mind: Path, tmp_path
             # It must have died by our SIGKILL, not by an error of its own before the kill.
             assert status == -signal.SIGKILL, f"{where}: exit {status}"
             assert len(acks) >= count
-            unacked_trials += not acks
             ids = [event_id for event_id, _ in acks]
             assert ids == sorted(set(ids)), f"{where}: acknowledged ids not increasing: {ids}"
             if previous_head is not None and acks:
@@ -184,5 +182,3 @@ def test_kill9_at_chosen_points_loses_no_acknowledged_event(mind: Path, tmp_path
     stored = _stored(mind)
     lost = {i: c for i, c in all_acks.items() if stored.get(i) != c}
     assert not lost, f"acknowledged events lost by the end: {sorted(lost)[:10]}"
-    # The kills while opening landed before any acknowledgement: no trial got to append there.
-    assert unacked_trials >= ROUNDS, unacked_trials
