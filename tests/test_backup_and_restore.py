@@ -180,7 +180,7 @@ def test_an_oversized_scrypt_work_factor_is_refused_at_once(backed_up: Path, tmp
     started = time.monotonic()
     result = run_pmm("--mind", str(tmp_path / "m.db"), "restore", str(hostile), env=PASS)
     assert "2^40" in _failure(result, 6)
-    assert time.monotonic() - started < 10  # refused from the header, not after 2^40 of work
+    assert time.monotonic() - started < 60  # refused from the header, not after 2^40 of work (days)
     assert not (tmp_path / "m.db").exists()
 
 
