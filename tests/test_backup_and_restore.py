@@ -346,6 +346,7 @@ def test_a_backup_taken_while_another_process_writes_is_consistent(mind: Path, t
         reader.join(60)
     assert writer.returncode == 0, writer.stderr.read().decode()  # type: ignore[union-attr]
     report = json.loads(stdout)
+    assert len(sealed) == report["bytes"], (len(sealed), report["bytes"])
     (tmp_path / "live.age").write_bytes(sealed)
     target = tmp_path / "live.db"
     run_pmm("--mind", str(target), "restore", str(tmp_path / "live.age"), env=PASS, check=True)
