@@ -283,6 +283,7 @@ def test_restore_asks_on_a_terminal(backed_up: Path, tmp_path: Path) -> None:
 # acknowledges each id once its COMMIT returned, until the stop file appears.
 WRITER = r'''
 import sys
+import time
 from pathlib import Path
 
 from pmm.domain.events import Draft
@@ -295,6 +296,7 @@ with opening.open_write(path, lambda _message: None) as mind:
         (event,) = mind.append([Draft("observation_recorded", f"busy {i} " + "x" * 2000, {"source": "w"})])
         print(event.id, flush=True)
         i += 1
+        time.sleep(0.005)  # a pace, not a wait: the mind the backup verifies stays small
 '''
 
 
