@@ -16,7 +16,9 @@ of silence before answering), ``"reset"`` (close without a response), ``"error_e
 answer never completes; valid filler for all three protocols, streamed or not), ``"endless"`` (a 200
 whose body never ends and arrives as fast as the client reads: for a stream, the protocol's text
 frame over and over; otherwise a JSON string that never closes), ``"usage"`` (a normal answer whose
-output token count is ``value=``, e.g. ``-5`` or ``"12"``).
+output token count is ``value=``, e.g. ``-5`` or ``"12"``), ``"slow"`` (a normal answer held back
+until the test sets the ``threading.Event`` given as ``release=``: streamed, the first ``pieces=``
+(1) text pieces arrive first, then the rest waits; otherwise the whole answer waits).
 """
 
 from __future__ import annotations
@@ -158,6 +160,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._listing()
             return
         stream = bool(body.get("stream"))
+        if kind == "slow" and not stream:
+            self._hold(opts)
         structured = any(k in body for k in ("response_format", "format", "tools"))
         counted = opts["value"] if kind == "usage" else None
         if self.fake.protocol == "openai":
@@ -176,8 +180,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if kind in ("cut", "truncate"):
             frames = frames[: max(2, len(frames) // 2)]
+        # the frames before the first text piece: OpenAI's role delta; Anthropic's start, block, ping
+        held = {"openai": 1, "ollama": 0, "anthropic": 3}[self.fake.protocol] + opts.get("pieces", 1) \
+            if kind == "slow" else None
         self._stream(frames, "application/x-ndjson" if self.fake.protocol == "ollama" else "text/event-stream",
-                     finish=kind != "cut")
+                     finish=kind != "cut", held=held, opts=opts)
 
     # -- framing -------------------------------------------------------------------------------
 
@@ -195,12 +202,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(data).encode(), "application/json", headers=headers)
 
-    def _stream(self, frames: list[bytes], ctype: str, finish: bool) -> None:
+    def _hold(self, opts: dict[str, Any]) -> None:
+        """Wait for the test's ``release`` (or the server's shutdown)."""
+        release: threading.Event = opts["release"]
+        while not release.wait(0.02) and not self.fake.stopping.is_set():
+            pass
+
+    def _stream(self, frames: list[bytes], ctype: str, finish: bool, held: int | None = None,
+                opts: dict[str, Any] | None = None) -> None:
         self.send_response(200)
         self.send_header("Content-Type", ctype)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for frame in frames:
+        for n, frame in enumerate(frames):
+            if n == held:
+                self._hold(opts or {})
             self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
             self.wfile.flush()
             time.sleep(PIECE_DELAY)

@@ -41,7 +41,7 @@ class Terminal:
                 chunk = b""
             self.raw += chunk
 
-    def expect(self, pattern: str, timeout: float = 60, after: int = 0) -> int:
+    def expect(self, pattern: str, timeout: float = 120, after: int = 0) -> int:
         """Wait until ``pattern`` (a regex) shows up after text offset ``after``; return the offset
         just past the match."""
         deadline = time.monotonic() + timeout
@@ -54,7 +54,7 @@ class Terminal:
                 raise AssertionError(f"timed out waiting for {pattern!r}; screen:\n{self.text()[-3000:]}")
             self._pump(0.05)
 
-    def until(self, condition, timeout: float = 60, what: str = "a condition") -> None:
+    def until(self, condition, timeout: float = 120, what: str = "a condition") -> None:
         """Keep the screen flowing until ``condition()`` holds."""
         deadline = time.monotonic() + timeout
         while not condition():
@@ -66,10 +66,16 @@ class Terminal:
         """Whether the program has left raw input mode (a prompt is no longer reading keys)."""
         return bool(termios.tcgetattr(self.fd)[3] & termios.ICANON)
 
+    def echoing(self) -> bool:
+        """Whether the terminal echoes typed keys (on Linux the master reads the slave's flags):
+        a password prompt has switched it off, and flushed what was typed before, once this is
+        False."""
+        return bool(termios.tcgetattr(self.fd)[3] & termios.ECHO)
+
     def send(self, data: str) -> None:
         os.write(self.fd, data.encode())
 
-    def wait(self, timeout: float = 30) -> int:
+    def wait(self, timeout: float = 120) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._pump(0.05)

@@ -65,7 +65,7 @@ def test_layer_imports_point_one_way(layer: str) -> None:
 
 
 HEAVY = ["httpx", "prompt_toolkit", "cryptography", "llama_cpp", "pydantic",
-         "rfc8785", "sqlite3", "pyrage", "pmm.crypto"]
+         "rfc8785", "sqlite3", "pmm.crypto"]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"]])

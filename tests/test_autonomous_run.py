@@ -13,11 +13,12 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PMM, run_pmm
+from conftest import PMM, invoke
 from conftest import mind_kinds as kinds
 from provider_servers import PROMPT_TOKENS, FakeServer, split_pieces
 
@@ -54,12 +55,19 @@ def user_said(mind: Path, text: str = "I grow tomatoes in my garden.") -> None:
 
 
 def use_model(mind: Path, url: str) -> None:
-    run_pmm("--mind", str(mind), "model", "add", "fake", "openai-compatible:test-model",
-            "--base-url", url, "--use", check=True)
+    added = invoke("--mind", str(mind), "model", "add", "fake", "openai-compatible:test-model",
+                   "--base-url", url, "--use")
+    assert added.exit_code == 0, added.stderr
 
 
-def run(mind: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    return run_pmm("--mind", str(mind), "run", *args, timeout=timeout)
+def verified(mind: Path) -> bool:
+    return invoke("verify", str(mind)).exit_code == 0
+
+
+def run(mind: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """`pmm run ARGS` in this process (the signal tests below run it as a process of its own)."""
+    done = invoke("--mind", str(mind), "run", *args)
+    return subprocess.CompletedProcess(["pmm", "run", *args], done.exit_code, done.stdout_bytes, done.stderr_bytes)
 
 
 def free_port() -> int:
@@ -71,6 +79,38 @@ def free_port() -> int:
 def started(mind: Path, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([PMM, "--mind", str(mind), "run", "--autonomous", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+class Watched:
+    """A running loop whose stderr is read as it comes (a thread), so a test can wait for a line."""
+
+    def __init__(self, mind: Path, *args: str) -> None:
+        self.proc = started(mind, *args)
+        self.err = b""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.err += line
+
+    def expect(self, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.err:
+            assert time.monotonic() < deadline, f"no {text!r} on stderr: {self.err.decode()}"
+            assert self.proc.poll() is None or self._reader.is_alive(), f"exited: {self.err.decode()}"
+            time.sleep(0.01)
+
+    def finish(self, timeout: float) -> tuple[int, str]:
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(30)
+        return self.proc.returncode, self.err.decode()
 
 
 def test_without_autonomous_it_refuses_and_explains(mind: Path) -> None:
@@ -116,7 +156,7 @@ def test_reflects_once_when_due_and_writes_nothing_when_nothing_is(mind: Path) -
     assert done.returncode == 0
     assert head(mind) == after
     assert "Stopped after 3 cycles: 0 reflections, 0 commitments expired, 0 tokens" in done.stderr.decode()
-    assert run_pmm("verify", str(mind)).returncode == 0
+    assert verified(mind)
 
 
 def test_overdue_commitments_are_expired(mind: Path) -> None:
@@ -133,7 +173,7 @@ def test_overdue_commitments_are_expired(mind: Path) -> None:
     conn.close()
     assert [json.loads(m)["commitment"] for _, m in rows] == [late, later]
     assert rows[1][0] == rows[0][0] + 1 == open_ + 2  # one transaction, right after the opens
-    listing = json.loads(run_pmm("--mind", str(mind), "stats", "--json", check=True).stdout)
+    listing = json.loads(invoke("--mind", str(mind), "stats", "--json").stdout)
     assert listing["commitments"]["open"] == 1 and listing["commitments"]["expired"] == 2
     before = head(mind)
     assert run(mind, "--autonomous", "--max-cycles", "1", "--interval", "0").returncode == 0
@@ -160,7 +200,7 @@ def test_max_tokens_stops_the_loop(mind: Path) -> None:
     with FakeServer("openai", text=REFLECTION) as server:
         use_model(mind, server.url)
         user_said(mind)
-        done = run(mind, "--autonomous", "--interval", "0", "--max-tokens", "10", "--json", timeout=30)
+        done = run(mind, "--autonomous", "--interval", "0", "--max-tokens", "10", "--json")
     assert done.returncode == 0, done.stderr.decode()
     summary = json.loads(done.stdout)
     assert summary["stopped_by"] == "max-tokens"
@@ -169,7 +209,7 @@ def test_max_tokens_stops_the_loop(mind: Path) -> None:
 
 
 def test_sigterm_while_waiting_stops_within_seconds(mind: Path) -> None:
-    proc = started(mind, "--interval", "30")
+    proc = started(mind, "--interval", "300")
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline().decode()  # the first cycle is done: now it sleeps
@@ -177,31 +217,31 @@ def test_sigterm_while_waiting_stops_within_seconds(mind: Path) -> None:
         time.sleep(0.3)
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-        assert time.monotonic() - sent < 5
+        out, err = proc.communicate(timeout=60)
+        assert time.monotonic() - sent < 60  # well before the 300 s wait would have ended
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0
     assert "Stopped after 1 cycle: 0 reflections, 0 commitments expired, 0 tokens" in err.decode()
-    assert run_pmm("verify", str(mind)).returncode == 0
+    assert verified(mind)
 
 
 def wait_for_the_model(server: FakeServer, proc: subprocess.Popen) -> None:
     """Until the running loop has asked the model for its reflection (so the cycle is mid-way)."""
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while not any(r.method == "POST" for r in server.requests):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
 
 
 def test_ctrl_c_while_waiting_is_exit_130(mind: Path) -> None:
-    proc = started(mind, "--interval", "30")
+    proc = started(mind, "--interval", "300")
     try:
         assert proc.stderr is not None
         assert proc.stderr.readline().decode().startswith("Cycle 1:")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=60)  # well before the 300 s wait would have ended
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -215,27 +255,27 @@ EXIT = {signal.SIGTERM: 0, signal.SIGINT: 130}
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_a_signal_during_a_reflection_lets_it_finish(mind: Path, signum: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """The signal arrives while the model is answering: the reflection is still recorded whole,
-    then the loop ends without starting another cycle."""
-    monkeypatch.setenv("PMM_STOP_GRACE", "120")  # far more than the 1.5 s answer needs
+    """The signal arrives while the model is answering (the server holds the answer until the
+    loop has said it will stop): the reflection is still recorded whole, then the loop ends
+    without starting another cycle."""
+    monkeypatch.setenv("PMM_STOP_GRACE", "600")  # the grace never runs out in this test
     with FakeServer("openai", text=REFLECTION) as server:
         use_model(mind, server.url)
         user_said(mind)
-        server.push("hang", seconds=1.5)
-        proc = started(mind, "--interval", "0")
+        release = threading.Event()
+        server.push("slow", release=release)
+        loop = Watched(mind, "--interval", "0")
         try:
-            wait_for_the_model(server, proc)
-            proc.send_signal(signum)  # mid-cycle: the model is answering
-            out, err = proc.communicate(timeout=15)
+            wait_for_the_model(server, loop.proc)
+            loop.proc.send_signal(signum)  # mid-cycle: the model is answering
+            loop.expect("Stopping after the current step")
         finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert proc.returncode == EXIT[signum], err.decode()
-    text = err.decode()
-    assert "Stopping after the current step" in text
+            release.set()
+        code, text = loop.finish(timeout=120)
+    assert code == EXIT[signum], text
     assert "Stopped after 1 cycle: 1 reflection, 0 commitments expired" in text
     assert kinds(mind).count("reflection_recorded") == 1
-    assert run_pmm("verify", str(mind)).returncode == 0
+    assert verified(mind)
 
 
 def test_a_second_signal_stops_at_once_and_writes_nothing_half(mind: Path) -> None:
@@ -243,21 +283,18 @@ def test_a_second_signal_stops_at_once_and_writes_nothing_half(mind: Path) -> No
         use_model(mind, server.url)
         user_said(mind)
         before = head(mind)
-        server.push("hang", seconds=10)
-        proc = started(mind, "--interval", "0")
-        try:
-            wait_for_the_model(server, proc)
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.3)
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=5)  # well before the model would answer
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert proc.returncode == 130, err.decode()
-    assert "Stopped after 1 cycle: 0 reflections" in err.decode() and b"Traceback" not in err
+        release = threading.Event()  # never set: only the server's shutdown ends the answer
+        server.push("slow", release=release)
+        loop = Watched(mind, "--interval", "0")
+        wait_for_the_model(server, loop.proc)
+        loop.proc.send_signal(signal.SIGINT)
+        loop.expect("Stopping after the current step")  # the first one is taken: now the second
+        loop.proc.send_signal(signal.SIGINT)
+        code, text = loop.finish(timeout=60)  # the model never answers: only the signal ends it
+    assert code == 130, text
+    assert "Stopped after 1 cycle: 0 reflections" in text and "Traceback" not in text
     assert head(mind) == before
-    assert run_pmm("verify", str(mind)).returncode == 0
+    assert verified(mind)
 
 
 def test_sigterm_abandons_a_stalled_step_after_the_grace(mind: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,18 +311,18 @@ def test_sigterm_abandons_a_stalled_step_after_the_grace(mind: Path, monkeypatch
             wait_for_the_model(server, proc)
             sent = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=30)  # the trickle alone would never end
+            out, err = proc.communicate(timeout=120)  # the trickle alone would never end
             took = time.monotonic() - sent
         finally:
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 0, err.decode()  # a service manager's stop, done as asked
-    assert took < 10
+    assert took < 60  # the grace (0.2 s) ended it, not the trickle
     text = err.decode()
     assert "the step in progress was abandoned (a step is written whole or not at all)" in text, text
     assert "Traceback" not in text
     assert head(mind) == before
-    assert run_pmm("verify", str(mind)).returncode == 0
+    assert verified(mind)
 
 
 def _called_from(frame, name: str) -> bool:  # noqa: ANN001 (a frame)

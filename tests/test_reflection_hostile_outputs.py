@@ -1,6 +1,7 @@
 """A scripted conversation with crafted (valid, invalid, hostile) reflection outputs from a
-loopback model, and the exact projections docs/mind-model.md says it must replay to; then the
-autonomous loop against the real embedded model."""
+loopback model, and the exact projections docs/mind-model.md says it must replay to; in-process.
+(The embedded model's own reflection is smoke-tested in test_reflection_and_commitments.py, the
+autonomous loop on a fake in test_autonomous_run.py.)"""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import pmm_json, run_pmm
+from conftest import invoke
 from provider_servers import FakeServer
+
+
+def pmm_json(mind: Path, *args: str):
+    result = invoke("--mind", str(mind), *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def test_hostile_outputs_are_contained_and_the_projections_are_exact(mind: Path) -> None:
     with FakeServer("openai", text="Noted.") as server:
-        run_pmm("--mind", str(mind), "model", "add", "srv", "openai-compatible:test-model",
-                "--base-url", server.url, "--use", check=True)
+        pmm_json(mind, "model", "add", "srv", "openai-compatible:test-model", "--base-url", server.url, "--use")
         first = pmm_json(mind, "chat", "-m", "I will be travelling next week, a trip to Rome.")
         m1 = first["message_id"]
         server.text = json.dumps({
@@ -63,11 +69,3 @@ def test_hostile_outputs_are_contained_and_the_projections_are_exact(mind: Path)
     report = pmm_json(mind, "verify", "--deep")  # the cache equals a full replay
     assert report["ok"]
 
-
-def test_the_autonomous_loop_runs_three_cycles_on_the_embedded_model(mind: Path) -> None:
-    run_pmm("--mind", str(mind), "chat", "-m", "I planted tomatoes today.", "--max-tokens", "24", check=True)
-    result = run_pmm("--mind", str(mind), "run", "--autonomous", "--max-cycles", "3", "--interval", "0",
-                     timeout=600)
-    assert result.returncode == 0, result.stderr.decode()
-    assert b"Stopped after 3 cycles: 1 reflection" in result.stderr
-    assert run_pmm("--mind", str(mind), "verify", "--deep").returncode == 0

@@ -7,16 +7,20 @@ import sqlite3
 from pathlib import Path
 
 from pmm.ledger import connection as cx
+from pmm.ledger.chain import GENESIS_PREV
 from pmm.ledger.store import Ledger
 
 
-def snapshot(mind: Ledger) -> bytes:
-    """The whole database as one consistent image, in memory (nothing plain is written to disk)."""
+def snapshot(mind: Ledger) -> tuple[bytes, tuple[int, str]]:
+    """The whole database as one consistent image, in memory (nothing plain is written to disk),
+    and the head (id, hash) that image ends at: read from the copy, since another process may
+    have appended to the file by the time anything reads it again."""
     with cx.translated(mind.path):
         copy = sqlite3.connect(":memory:")
         try:
             mind.conn.backup(copy)
-            return copy.serialize()
+            row = copy.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+            return copy.serialize(), ((row[0], row[1]) if row else (0, GENESIS_PREV))
         finally:
             copy.close()
 

@@ -76,8 +76,7 @@ def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None 
         raise errors.IntegrityError(f"refusing to back up {source}: {where}{report.problem}",
                                     hint="a pmm backup is always restorable; copy the file with cp to keep it as it is")
     with Ledger.open(source) as mind:
-        image = snapshot.snapshot(mind)
-        events, head = mind.head()
+        image, (events, head) = snapshot.snapshot(mind)  # the head in the image, not the live one
         mind_id = mind.mind_id
     sealed = age.encrypt(image, passphrase(), work_factor)
     del image
