@@ -113,8 +113,9 @@ BACKUP_PASSPHRASE = Setting(
     " given; otherwise it is asked for on the terminal.")
 BACKUP_WORK_FACTOR = Setting(
     "PMM_BACKUP_WORK_FACTOR", int, 18, "The scrypt work factor (log2 N) pmm backup encrypts with (default 18,"
-    " as age itself: about a second and 256 MiB; each step up doubles both). Restore accepts up to 22"
-    " whatever this is.", minimum=10, maximum=22)
+    " as age itself: about a second and 256 MiB; each step up doubles both, each step down halves what"
+    " guessing the passphrase of a stolen backup costs). Restore accepts up to 22 whatever this is.",
+    minimum=10, maximum=22)
 DEBUG = Setting("PMM_DEBUG", str, "", "Set to 1 to get a traceback instead of one line for an unexpected error.")
 
 # Variables pmm reads that are not its own: documented here too, so the man page has one source

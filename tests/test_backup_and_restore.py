@@ -282,52 +282,59 @@ def test_restore_asks_on_a_terminal(backed_up: Path, tmp_path: Path) -> None:
 # acknowledges each id once its COMMIT returned, until the stop file appears.
 WRITER = r'''
 import sys
-import time
 from pathlib import Path
 
 from pmm.domain.events import Draft
 from pmm.services import opening
 
-path, stop = Path(sys.argv[1]), Path(sys.argv[2])
-with opening.open_write(path, lambda _message: None) as mind:
+# Appends only when told: each line on stdin is a number of events to append, each acknowledged
+# (its id printed) once committed. So the test knows which appends it asked for after a moment.
+with opening.open_write(Path(sys.argv[1]), lambda _message: None) as mind:
     i = 0
-    while not stop.exists():
-        (event,) = mind.append([Draft("observation_recorded", f"busy {i} " + "x" * 2000, {"source": "w"})])
-        print(event.id, flush=True)
-        i += 1
-        time.sleep(0.005)  # a pace, not a wait: the mind the backup verifies stays small
+    for line in sys.stdin:
+        for _ in range(int(line)):
+            (event,) = mind.append([Draft("observation_recorded", f"busy {i} " + "x" * 2000, {"source": "w"})])
+            print(event.id, flush=True)
+            i += 1
 '''
 
 
 def test_a_backup_taken_while_another_process_writes_is_consistent(mind: Path, tmp_path: Path) -> None:
     """The backup's output is a FIFO the test drains only after the writer has appended more: the
     backup opens its output after its snapshot, and cannot finish before the pipe is drained (the
-    image is larger than a pipe holds), so those appends certainly overlap the running backup."""
+    image is larger than a pipe holds). The writer appends only when told, and the test tells it
+    only once the backup's first bytes are there: those appends certainly overlap the running
+    backup and come after its snapshot, whatever the machine's timing."""
     import select
     import sys
 
-    helper, stop, fifo = tmp_path / "writer.py", tmp_path / "stop", tmp_path / "out.age"
+    helper, fifo = tmp_path / "writer.py", tmp_path / "out.age"
     helper.write_text(WRITER)
     os.mkfifo(fifo)
-    writer = subprocess.Popen([sys.executable, str(helper), str(mind), str(stop)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    writer = subprocess.Popen([sys.executable, str(helper), str(mind)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     acks: list[int] = []
     reader = threading.Thread(target=lambda: acks.extend(int(line) for line in writer.stdout), daemon=True)  # type: ignore[union-attr]
     reader.start()
+
+    def append(n: int) -> list[int]:
+        start = len(acks)
+        writer.stdin.write(f"{n}\n".encode())  # type: ignore[union-attr]
+        writer.stdin.flush()  # type: ignore[union-attr]
+        _until(lambda: len(acks) >= start + n, f"{n} acknowledged appends", writer)
+        return acks[start:start + n]
+
     sealed = bytearray()
     try:
-        _until(lambda: len(acks) >= 40, "the writer's first appends (an image larger than a pipe holds)", writer)
-        acked_before = list(acks)
+        acked_before = append(40)  # an image larger than a pipe holds
         backup = subprocess.Popen([PMM, "--mind", str(mind), "backup", "-o", str(fifo), "--json"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **PASS})
         out = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         try:
             # readable once the backup writes its output: its snapshot is taken, it is not done
             _until(lambda: select.select([out], [], [], 0.05)[0] != [], "the backup's first bytes", backup)
-            at_barrier = len(acks)
-            _until(lambda: len(acks) > at_barrier + 2, "appends while the backup runs", writer)
+            during = append(3)
             assert backup.poll() is None, "the backup finished before the pipe was drained"
-            during = acks[at_barrier:]
             while True:
                 select.select([out], [], [], 5)
                 try:
@@ -342,7 +349,7 @@ def test_a_backup_taken_while_another_process_writes_is_consistent(mind: Path, t
         stdout, stderr = backup.communicate(timeout=120)
         assert backup.returncode == 0, stderr.decode()
     finally:
-        stop.touch()
+        writer.stdin.close()  # type: ignore[union-attr]
         writer.wait(timeout=60)
         reader.join(60)
     assert writer.returncode == 0, writer.stderr.read().decode()  # type: ignore[union-attr]

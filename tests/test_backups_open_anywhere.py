@@ -4,6 +4,7 @@ rage both ways, its limits are fixed rather than timed, and damage anywhere is r
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pyrage
 import pytest
@@ -70,3 +71,38 @@ def test_damage_anywhere_is_refused(case: str) -> None:
 def test_a_wrong_passphrase_is_refused_before_any_payload_is_read() -> None:
     with pytest.raises(errors.InputRejected, match="wrong passphrase"):
         age.decrypt(age.encrypt(b"secret", "pw", CHEAP), "not it", "the backup")
+
+
+def test_an_armored_backup_restores(mind, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """`age -a` output (ASCII armor) is an age passphrase file too: restore reads it."""
+    import base64
+
+    monkeypatch.setenv("PMM_BACKUP_PASSPHRASE", "correct horse")
+    binary = tmp_path / "b.age"
+    assert invoke("--mind", str(mind), "backup", "-o", str(binary)).exit_code == 0
+    armored = tmp_path / "b.age.asc"
+    armored.write_bytes(b"-----BEGIN AGE ENCRYPTED FILE-----\n" + base64.encodebytes(binary.read_bytes())
+                        + b"-----END AGE ENCRYPTED FILE-----\n")
+    done = invoke("--mind", str(tmp_path / "r.db"), "restore", str(armored))
+    assert done.exit_code == 0, done.output
+    assert invoke("--mind", str(tmp_path / "r.db"), "verify").exit_code == 0
+
+
+def test_a_work_factor_the_machine_has_no_memory_for_is_refused_not_a_crash(tmp_path) -> None:
+    """2^22 (the limit) needs 4 GiB: with less to give, restore says so, exit 6, nothing written."""
+    import resource
+    import subprocess
+    import sys
+
+    hostile = tmp_path / "wf22.age"
+    hostile.write_bytes(age.encrypt(b"SQLite format 3\x00", "pw", CHEAP).replace(b" 10\n", b" 22\n", 1))
+
+    def two_gib() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    done = subprocess.run([str(Path(sys.executable).with_name("pmm")), "--mind", str(tmp_path / "r.db"),
+                           "restore", str(hostile)], capture_output=True, text=True, preexec_fn=two_gib,
+                          env={**os.environ, "PMM_BACKUP_PASSPHRASE": "pw"}, timeout=120)
+    assert done.returncode == 6, done.stderr
+    assert "4,096 MiB of memory" in done.stderr and "unexpected" not in done.stderr
+    assert not (tmp_path / "r.db").exists()

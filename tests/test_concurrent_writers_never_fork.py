@@ -21,7 +21,7 @@ from conftest import invoke
 from pmm.ledger.chain import chain_prefix, event_hash
 
 WRITERS = 4
-PER_WRITER = 150  # enough for many hand-overs between the writers (asserted below)
+PER_WRITER = 500  # SPEC section 8: 4 processes, 500 each (the hand-overs between them are asserted below)
 PER_OPEN = 40
 
 # Opens the mind once and appends one event per transaction (a long-lived writer such as chat).

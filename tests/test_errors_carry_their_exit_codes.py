@@ -173,7 +173,7 @@ def test_a_wal_that_cannot_be_opened_is_exit_4(made: Path) -> None:
 
 def test_a_journal_that_cannot_be_read_is_a_disk_io_error(made: Path) -> None:
     Path(f"{made}-journal").mkdir()  # SQLite reads a journal beside the file as a hot one
-    refused(invoke("--mind", str(made), "log"), 4, "disk I/O error (SQLITE_IOERR_READ)")
+    assert "(SQLITE_IOERR_READ)" in refused(invoke("--mind", str(made), "log"), 4, "disk I/O error on")
 
 
 def test_a_write_past_the_file_size_limit_is_refused_whole(made: Path) -> None:
@@ -326,3 +326,17 @@ def test_sqlites_generic_error_and_pythons_own_are_told_apart_by_their_text(made
     syntax = raised(lambda: conn.execute("SELEKT 1"))
     assert type(sqlite_errors.translate(syntax, made)) is errors.PmmError
     assert not fts.is_damage(syntax)
+
+
+def test_a_write_the_system_refuses_is_exit_1_whichever_file_it_grew() -> None:
+    """A full disk shows up as SQLITE_FULL, IOERR_WRITE, or, when only the WAL index (-shm) or the
+    folder could not grow, IOERR_SHMSIZE / TRUNCATE / DIR_FSYNC: all are a refused write (exit 1,
+    nothing half-written), never "reading failed" (exit 4). Other I/O errors stay exit 4."""
+    from pathlib import Path
+
+    for code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_WRITE, sqlite3.SQLITE_IOERR_FSYNC,
+                 sqlite3.SQLITE_IOERR_SHMSIZE, sqlite3.SQLITE_IOERR_TRUNCATE, sqlite3.SQLITE_IOERR_DIR_FSYNC):
+        made = sqlite_errors.translation(code)(sqlite3.OperationalError("disk I/O error"), Path("m.db"))
+        assert isinstance(made, errors.WriteRefused) and made.exit_code == 1, hex(code)
+    other = sqlite_errors.translation(sqlite3.SQLITE_IOERR_READ)(sqlite3.OperationalError("x"), Path("m.db"))
+    assert type(other) is errors.MindFileError and other.exit_code == 4

@@ -29,7 +29,7 @@ from pathlib import Path
 from conftest import invoke
 
 KILL_POINTS = [("opening", 0), ("ready", 0), ("ack", 1), ("ack", 2), ("ack", 5), ("ack", 20), ("ack", 50)]
-ROUNDS = 4
+ROUNDS = 15  # 7 kill points x 15 rounds: 105 trials (SPEC section 8: 100)
 SEED = 20240901
 
 # Reads one line per trial on stdin, forks a writer for it, reports how the writer ended.

@@ -73,7 +73,7 @@ def decrypt(ciphertext: bytes, passphrase: str, name: str) -> bytes:
     header = data[:len(MAGIC) + len(lines[0]) + len(lines[1]) + 2] + b"---"
     rest = lines[3]
     try:
-        file_key = ChaCha20Poly1305(_scrypt(passphrase, salt, factor)).decrypt(bytes(12), body, None)
+        file_key = ChaCha20Poly1305(_scrypt(passphrase, salt, factor, name)).decrypt(bytes(12), body, None)
     except InvalidTag:
         raise errors.InputRejected(f"cannot decrypt {name}: wrong passphrase, or the file is damaged") from None
     mac = hmac.new(_hkdf(file_key, b"", b"header"), header, "sha256").digest()
@@ -97,10 +97,16 @@ def decrypt(ciphertext: bytes, passphrase: str, name: str) -> bytes:
     return b"".join(out)
 
 
-def _scrypt(passphrase: str, salt: bytes, factor: int) -> bytes:
+def _scrypt(passphrase: str, salt: bytes, factor: int, name: str = "the file") -> bytes:
     from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-    return Scrypt(salt=_SCRYPT_LABEL + salt, length=32, n=2**factor, r=8, p=1).derive(passphrase.encode("utf-8"))
+    try:
+        return Scrypt(salt=_SCRYPT_LABEL + salt, length=32, n=2**factor, r=8, p=1).derive(passphrase.encode("utf-8"))
+    except MemoryError:  # 2^22 needs 4 GiB: a file may ask for more than this machine gives
+        raise errors.InputRejected(
+            f"cannot decrypt {name}: its scrypt work factor 2^{factor} needs {2 ** (factor - 10):,} MiB"
+            " of memory, more than this machine gives pmm",
+            hint="decrypt it with age on a machine with more memory, then restore the plain file") from None
 
 
 def _hkdf(key: bytes, salt: bytes, info: bytes) -> bytes:
@@ -130,7 +136,10 @@ def _unb64(text: bytes, name: str) -> bytes:
 
 
 def work_factor(data: bytes, name: str) -> int:
-    """The scrypt work factor (log2 N) of a passphrase-encrypted age file, checked."""
+    """The scrypt work factor (log2 N) of a passphrase-encrypted age file (binary or armored),
+    checked."""
+    if data.lstrip().startswith(ARMOR_BEGIN):
+        data = _dearmor(data, name)
     if not data.startswith(MAGIC):
         raise errors.InputRejected(f"{name} is not an age-encrypted file",
                                    hint="pmm backups start with 'age-encryption.org/v1'")
@@ -143,7 +152,7 @@ def work_factor(data: bytes, name: str) -> int:
         raise errors.InputRejected(
             f"{name} is encrypted to a {kind.decode(errors='replace')} recipient, not with a passphrase",
             hint="decrypt it with age and your identity file, then restore the plain file")
-    if factor is None or not factor.isdigit() or factor != str(int(factor)).encode():
+    if factor is None or not factor.isdigit() or len(factor) > 2 or factor != str(int(factor)).encode():
         raise errors.InputRejected(f"{name} is damaged: its scrypt work factor is malformed")
     value = int(factor)
     if value < MIN_WORK_FACTOR:

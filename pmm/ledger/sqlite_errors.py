@@ -85,8 +85,15 @@ SQLITE_ERRORS: tuple[tuple[int, Translation], ...] = (
     (sqlite3.SQLITE_IOERR_FSYNC, lambda _, path: errors.WriteRefused(
         f"could not write {path}: the system could not sync it to the disk (an I/O error)",
         hint=REFUSED)),
+    # growing the WAL index (-shm), truncating, or syncing the folder: a write, so a full disk is
+    # what usually refuses them (seen: SHMSIZE with a few KiB left on the disk)
+    *((code, lambda exc, path: errors.WriteRefused(
+        f"could not write {path}: the system refused to grow or sync it or a file beside it"
+        f" (-wal, -shm: a full disk or an I/O error; {_name(exc)})", hint=REFUSED))
+      for code in (sqlite3.SQLITE_IOERR_SHMSIZE, sqlite3.SQLITE_IOERR_TRUNCATE,
+                   sqlite3.SQLITE_IOERR_DIR_FSYNC)),
     (sqlite3.SQLITE_IOERR, lambda exc, path: errors.MindFileError(
-        f"reading {path} failed: disk I/O error ({_name(exc)})",
+        f"disk I/O error on {path} ({_name(exc)})",
         hint="check the disk, and that nothing beside the mind file (-journal, -wal) is in the way")),
 )
 

@@ -208,12 +208,26 @@ def write_new(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.close(fd)
 
 
+def _read_at_most(handle: IO[bytes], size: int) -> bytes:
+    """``handle.read(size)`` without its buffer of ``size`` bytes allocated up front (16 GiB for
+    a backup: refused outright on a machine with less memory), in 1 MiB reads."""
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = handle.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_file(path: Path, what: str, limit: int) -> bytes:
     """Up to ``limit`` + 1 bytes of a file the user named: a missing file or a directory is a
     usage error (exit 2), an unreadable one is refused input (exit 6)."""
     try:
         with open(path, "rb") as handle:
-            return handle.read(limit + 1)
+            return _read_at_most(handle, limit + 1)
     except FileNotFoundError:
         raise errors.UsageError(f"no {what} file at {path}") from None
     except IsADirectoryError:
