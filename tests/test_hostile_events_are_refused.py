@@ -17,16 +17,8 @@ from hypothesis import strategies as st
 from pmm.crypto.age import encrypt
 from pmm.domain import dynamics, projections
 from pmm.domain.canonical import canonical_json
-from pmm.domain.events import (
-    _META_CHECKS,
-    KINDS,
-    MAX_EVENT_BYTES,
-    Draft,
-    Event,
-    _fast_patterns,
-    check_draft,
-    check_row,
-)
+from pmm.domain.checks import _fast_patterns, check_draft, check_row
+from pmm.domain.events import KINDS, MAX_EVENT_BYTES, META_CHECKS, Draft, Event
 from pmm.domain.shapes import parse_meta
 from pmm.ledger import jsonl
 from pmm.ledger.chain import (
@@ -253,7 +245,7 @@ def _shortcut(kind: str, meta: bytes) -> bool:
 
 def _full(kind: str, meta: bytes) -> bool:
     value, _ = parse_meta(meta.decode())
-    return value is not None and _META_CHECKS[kind](value) is None
+    return value is not None and META_CHECKS[kind](value) is None
 
 
 @pytest.mark.parametrize("meta", NEAR_MISSES)

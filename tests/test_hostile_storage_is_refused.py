@@ -12,7 +12,7 @@ import pytest
 from conftest import restore_guards, unguarded
 
 from pmm.crypto.age import encrypt
-from pmm.domain.events import check_row
+from pmm.domain.checks import check_row
 from pmm.ledger.chain import FORMAT_VERSION, GENESIS_PREV, _hash_raw, chain_prefix
 from pmm.ledger.store import Ledger
 

@@ -21,8 +21,8 @@ import pytest
 from conftest import invoke
 
 from pmm import __version__
+from pmm.domain import checks, projections, upcasters
 from pmm.domain import events as ev
-from pmm.domain import projections, upcasters
 from pmm.domain.events import Draft
 from pmm.ledger import folded, schema
 from pmm.ledger.store import Ledger
@@ -144,7 +144,7 @@ def test_version_1_trait_steps_are_read_through_their_upcaster(tmp_path: Path) -
     # ... and exactly as the same steps written at version 2 do
     with Ledger.open(path) as mind:
         events = list(mind.events())
-    upcast = [ev.upcast(e) for e in events]
+    upcast = [checks.upcast(e) for e in events]
     assert {json.loads(e.meta_json)["delta"] for e in upcast if e.kind == "trait_adjusted"} == {0.3, -1, 1, 0.02}
     assert all(json.loads(e.meta_json)["v"] == 2 for e in upcast if e.kind == "trait_adjusted")
     assert [e.hash for e in upcast] == [e.hash for e in events]
@@ -162,11 +162,11 @@ def test_a_trait_step_is_written_at_version_2_and_older_ones_stay_readable(tmp_p
         mind.append([Draft("trait_adjusted", "v2", {"trait": "openness", "delta": -0.05, "v": 2}),
                      Draft("trait_adjusted", "v1", {"trait": "openness", "delta": 7})])
         with pytest.raises(ValueError, match="from -1 to 1$"):
-            ev.check_draft(Draft("trait_adjusted", "", {"trait": "openness", "delta": 7, "v": 2}))
+            checks.check_draft(Draft("trait_adjusted", "", {"trait": "openness", "delta": 7, "v": 2}))
         with pytest.raises(ValueError, match="newer than this pmm reads"):
-            ev.check_draft(Draft("trait_adjusted", "", {"trait": "openness", "delta": 0.1, "v": 3}))
+            checks.check_draft(Draft("trait_adjusted", "", {"trait": "openness", "delta": 0.1, "v": 3}))
         with pytest.raises(ValueError, match=r"-1 to 1 \(version 1, read as version 2\)"):
-            ev.check_draft(Draft("trait_adjusted", "", {"trait": "openness", "delta": "lots"}))
+            checks.check_draft(Draft("trait_adjusted", "", {"trait": "openness", "delta": "lots"}))
         assert folded.state(mind)[0]["traits"]["values"]["openness"] == 0.5  # -0.05, then +0.05
     _ok("verify", "--deep", str(tmp_path / "mind.db"))
 
@@ -177,11 +177,11 @@ def test_a_trait_step_is_written_at_version_2_and_older_ones_stay_readable(tmp_p
     ('{"delta":0.1,"trait":"openness","v":0}', "must be an integer of at least 1"),
 ])
 def test_a_stored_trait_step_no_version_explains_is_refused(meta: str, why: str) -> None:
-    problem = ev.check_row(b"2026-01-01T00:00:00.000000Z", b"trait_adjusted", b"", meta.encode())
+    problem = checks.check_row(b"2026-01-01T00:00:00.000000Z", b"trait_adjusted", b"", meta.encode())
     assert problem is not None and why in problem
     # and the projections read such an event as it is stored, never half upgraded
     event = ev.Event(1, "2026-01-01T00:00:00.000000Z", "trait_adjusted", "", meta, "0" * 64, "1" * 64)
-    assert ev.upcast(event) is event
+    assert checks.upcast(event) is event
 
 
 PLANTED = {

@@ -19,7 +19,8 @@ import pytest
 
 from pmm.domain import dynamics, growth, projections, temperament
 from pmm.domain import events as ev
-from pmm.domain.events import Draft, Event, check_draft
+from pmm.domain.checks import check_draft
+from pmm.domain.events import Draft, Event
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "mind-model.md"
 TEXT = DOC.read_text(encoding="utf-8")

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from pmm.domain import projections
 from pmm.domain.canonical import canonical_json
-from pmm.domain.events import Draft, check_draft
+from pmm.domain.checks import check_draft
+from pmm.domain.events import Draft
 from pmm.ledger import cache, folded
 from pmm.ledger.store import Ledger
 from pmm.services import portability

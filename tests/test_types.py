@@ -21,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pmm.domain import projections
-from pmm.domain.events import Draft, Event, check_draft
+from pmm.domain.checks import check_draft
+from pmm.domain.events import Draft, Event
 from pmm.domain.states import States
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,18 +23,11 @@ from typing import Any, NamedTuple
 from pmm import errors
 from pmm.domain import upcasters
 from pmm.domain.shapes import (
-    DATES,
     MAX_DEPTH,
     MAX_ID,
-    TS_FAST,
     TS_TEXT,
     Field,
-    compile_fast,
     compile_meta,
-    depth_ok,
-    has_surrogate,
-    is_ts_bytes,
-    parse_meta,
 )
 
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -85,18 +78,18 @@ class EventKind:
 
 KINDS: dict[str, EventKind] = {}
 VERSIONED: dict[str, int] = {}  # kinds past version 1, with their current version
-_META_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {}
-_FAST: dict[bytes, tuple[re.Pattern[bytes], tuple[bytes, ...]]] = {}
+META_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {}
+FAST_PATTERNS: dict[bytes, tuple[re.Pattern[bytes], tuple[bytes, ...]]] = {}
 
 
 def declare(kind: EventKind) -> EventKind:
     if kind.name in KINDS or not KIND_PATTERN.fullmatch(kind.name):
         raise ValueError(f"bad or duplicate event kind {kind.name!r}")
     KINDS[kind.name] = kind
-    _META_CHECKS[kind.name] = compile_meta(kind.name, kind.meta, kind.version)
+    META_CHECKS[kind.name] = compile_meta(kind.name, kind.meta, kind.version)
     if kind.version > 1:
         VERSIONED[kind.name] = kind.version
-    _FAST.clear()  # built again on first use: compiling the patterns takes tens of ms
+    FAST_PATTERNS.clear()  # built again on first use: compiling the patterns takes tens of ms
     return kind
 
 
@@ -367,132 +360,3 @@ class Draft:
 
 if upcasters.missing(VERSIONED):  # a kind past version 1 must be readable from every older one
     raise ValueError(f"no upcaster for {', '.join(upcasters.missing(VERSIONED))}")
-
-
-def upcast(event: Event) -> Event:
-    """``event`` as its kind's current version, for the projections to read (the stored event,
-    and its hash, stay as written). Meta that no upcaster makes valid (only a file written
-    outside pmm holds it) is passed on unchanged: the projections read it as any odd event."""
-    current = VERSIONED.get(event.kind)
-    if current is None:
-        return event
-    meta = event.meta
-    if meta.get("v", 1) == current:
-        return event
-    upgraded = upcasters.upcast_meta(event.kind, meta, current)
-    if upgraded is None or _META_CHECKS[event.kind](upgraded) is not None:
-        return event
-    from pmm.domain.canonical import canonical_json
-
-    return event._replace(meta_json=canonical_json(upgraded))
-
-
-def _meta_problem(kind: str, meta: dict[str, Any]) -> str | None:
-    """Why ``meta`` does not fit ``kind``'s declaration: an older version once upcast."""
-    check = _META_CHECKS[kind]
-    current, version = VERSIONED.get(kind), meta.get("v", 1)
-    if current is None or type(version) is not int or not 1 <= version < current:
-        return check(meta)  # the current version, or a "v" the version check words
-    upgraded = upcasters.upcast_meta(kind, meta, current)
-    if upgraded is None:
-        return f"{kind}: meta of version {version} cannot be read as version {current}"
-    why = check(upgraded)
-    return None if why is None else f"{why} (version {version}, read as version {current})"
-
-
-def check_draft(draft: Draft) -> None:
-    """Refuse a draft that does not match its kind's declaration (``ValueError``: pmm's own
-    code is wrong) or is over the size limit (``InputRejected``: the user's text is too big)."""
-    if draft.kind not in _META_CHECKS:
-        raise ValueError(f"unknown event kind {draft.kind!r}")
-    if not isinstance(draft.meta, dict):
-        raise ValueError(f"{draft.kind}: meta must be a dict")
-    why = _meta_problem(draft.kind, draft.meta)
-    if why is not None:
-        raise ValueError(why)
-    texts = [draft.content, *(v for v in draft.meta.values() if type(v) is str),
-             *(x for v in draft.meta.values() if type(v) is list for x in v if type(x) is str)]
-    if any(has_surrogate(t) for t in texts if not t.isascii()):
-        raise errors.InputRejected(
-            f"this {draft.kind} holds a lone surrogate (\\ud800-\\udfff), which is not text",
-            hint="fix the encoding of the input")
-    if len(draft.content) * 4 + len(repr(draft.meta)) * 6 > MAX_EVENT_BYTES:  # can be near it
-        from pmm.domain.canonical import canonical_json
-
-        size = len(draft.content.encode("utf-8", "surrogatepass")) + len(
-            canonical_json(draft.meta).encode("utf-8", "surrogatepass"))
-        if size > MAX_EVENT_BYTES:
-            raise errors.InputRejected(
-                f"this {draft.kind} would be {_mib(size)}; an event holds at most"
-                f" {_mib(MAX_EVENT_BYTES)} (content and meta together)",
-                hint="split the text into smaller parts")
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MiB" if size % (1024 * 1024) else f"{size // (1024 * 1024)} MiB"
-
-
-def check_row(ts: bytes, kind: bytes, content: bytes, meta: bytes) -> str | None:
-    """Why a stored event (fields as UTF-8 bytes) is not one this pmm can rely on, or ``None``.
-
-    ``ts`` must be a ledger timestamp; content and meta together at most ``MAX_EVENT_BYTES``
-    and valid UTF-8; a known kind's meta must match its declaration. A kind this pmm does not
-    know (a newer pmm's) passes when its name is well formed and its meta a JSON object:
-    projections and commands ignore it, so a newer mind still verifies here.
-    """
-    # verify runs this on every event: first the shortcut that every event pmm writes takes
-    fast = (_FAST or _fast_patterns()).get(kind)
-    if (fast is not None and TS_FAST.fullmatch(ts) and DATES.get(ts[:10])
-            and len(content) + len(meta) <= MAX_EVENT_BYTES and (content.isascii() or _utf8(content))
-            and (meta.isascii() or _utf8(meta))  # the pattern takes any byte over 0x7f
-            and fast[0].fullmatch(meta) and (not fast[1] or all(name in meta for name in fast[1]))):
-        return None
-    return _row_problem(ts, kind, content, meta)
-
-
-def _fast_patterns() -> dict[bytes, tuple[re.Pattern[bytes], tuple[bytes, ...]]]:
-    """verify's shortcut patterns, compiled when first needed (not by every command's import)."""
-    for kind in KINDS.values():
-        fast = compile_fast(kind.meta, kind.version)
-        if fast is not None and kind.version > 1:
-            # only the current version: an older one fits once upcast, which takes the full check
-            fast = fast[0], (*fast[1], b'"v":%d' % kind.version)
-        if fast is not None:
-            _FAST[kind.name.encode()] = fast
-    return _FAST
-
-
-def _utf8(value: bytes) -> bool:
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _row_problem(ts: bytes, kind: bytes, content: bytes, meta: bytes) -> str | None:
-    if not is_ts_bytes(ts):
-        return f"ts {_show(ts)} is not a ledger timestamp {TS_TEXT}"
-    if len(content) + len(meta) > MAX_EVENT_BYTES:
-        return (f"content and meta are {_mib(len(content) + len(meta))}, over the limit of"
-                f" {_mib(MAX_EVENT_BYTES)} per event")
-    if not (content.isascii() or _utf8(content)):
-        return "content is not valid UTF-8"
-    if not (kind.isascii() and meta.isascii() or _utf8(kind) and _utf8(meta)):
-        return f"{'kind' if not _utf8(kind) else 'meta'} is not valid UTF-8"
-    kind_text, meta_text = kind.decode("utf-8"), meta.decode("utf-8")
-    value, why = parse_meta(meta_text)
-    if value is None:
-        return why
-    if kind_text in _META_CHECKS:
-        return _meta_problem(kind_text, value)
-    if not KIND_BYTES.fullmatch(kind):
-        return f"kind {_show(kind)} is not a valid kind name (a-z, 0-9 and _, at most 64)"
-    if not depth_ok(value):
-        return "meta is nested too deeply"
-    return None
-
-
-def _show(value: bytes) -> str:
-    text = value[:40].decode("utf-8", "replace")
-    return repr(text + ("..." if len(value) > 40 else ""))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar, cast
 
 from pmm import errors
+from pmm.domain import checks
 from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.domain.growth import Commitments, Reflections, Traits
@@ -114,7 +115,7 @@ class Models:
         meta = event.meta
         name = meta["name"]
         if event.kind == ev.MODEL_ADDED.name:
-            # The meta passed its kind's checks (events.check_row): these are its declared fields.
+            # The meta passed its kind's checks (checks.check_row): these are its declared fields.
             spec = cast(ModelFields, {k: v for k, v in meta.items() if k not in ("name", "v")})
             return {**state, "models": {**state["models"], name: spec}}
         if event.kind == ev.MODEL_REMOVED.name:
@@ -280,7 +281,7 @@ class Fold:
     def add(self, event: Event) -> None:
         states = cast(dict[str, Any], self.states)  # by projection name: each its own state type
         if event.kind in ev.VERSIONED:  # an older version is read as the current one
-            event = ev.upcast(event)
+            event = checks.upcast(event)
         try:
             for name, apply in self._every:
                 states[name] = apply(states[name], event)
@@ -289,7 +290,7 @@ class Fold:
                 for name, apply in extra:
                     states[name] = apply(states[name], event)
         except _UNREADABLE:
-            # Only an event that never passed the schema (events.check_row) gets here: a file
+            # Only an event that never passed the schema (checks.check_row) gets here: a file
             # crafted or altered behind pmm's back. Refuse it by name instead of crashing.
             raise errors.IntegrityError(
                 f"event {event.id} ({event.kind}) does not have the shape its kind declares",

@@ -2,7 +2,7 @@
 
 In the style of eventsourcing's ``upcast_v1_v2``: one pure function per (kind, from_version),
 ``meta -> meta``, chained v1 -> v2 -> v3 by ``upcast_meta``. They never rewrite a stored event
-(the hash chain covers its bytes); ``pmm.domain.events.upcast`` applies them as events enter the
+(the hash chain covers its bytes); ``pmm.domain.checks.upcast`` applies them as events enter the
 projections, and ``check_draft`` / ``check_row`` hold what they make to the kind's current
 declaration. A function here may be handed any JSON object (a mind file from someone else), so
 it changes only what it recognises and leaves the rest for that check to refuse. One that

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pmm.domain.events import check_row
+from pmm.domain.checks import check_row
 
 FORMAT_VERSION = 1
 GENESIS_PREV = "0" * 64
@@ -91,7 +91,7 @@ def check_chain(
     progress_every: int = 65536,
 ) -> ChainState:
     """Recompute every hash and check every link and id, and that each event has the shape
-    its kind declares (``events.check_row``); stop at the first problem.
+    its kind declares (``checks.check_row``); stop at the first problem.
 
     ``state`` says where the stream starts (``last_id`` and ``last_hash`` of the event before
     the first row) and is updated in place, so a check can be resumed across batches.

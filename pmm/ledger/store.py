@@ -17,7 +17,8 @@ from typing import Any, ClassVar, TypeVar
 
 from pmm import errors
 from pmm.domain.canonical import canonical_json
-from pmm.domain.events import Draft, Event, check_draft
+from pmm.domain.checks import check_draft
+from pmm.domain.events import Draft, Event
 from pmm.ledger import connection as cx
 from pmm.ledger import folded, fts, schema
 from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
