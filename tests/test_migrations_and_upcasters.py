@@ -112,6 +112,9 @@ def test_an_old_release_s_mind_reads_then_upgrades_on_write(tmp_path: Path, vers
     # exactly the migrations this pmm applied: what the old release did was never recorded
     assert [name for name, _, _ in history] == [m.name for m in schema.MIGRATIONS[version - 1:]]
     assert {by for _, _, by in history} == {__version__}
+    layout = next(c for c in json.loads(_ok("--mind", str(path), "health", "--json"))["checks"]
+                  if c["name"] == "schema")  # health shows the recorded history
+    assert layout["status"] == "ok" and all(name in layout["detail"] for name, _, _ in history)
     assert _rows(path)[:-1] == rows  # every event and hash kept
     _ok("verify", "--deep", str(path))
     _replays_the_same(path)

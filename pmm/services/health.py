@@ -80,6 +80,13 @@ class Report:
                 "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks]}
 
 
+def _migrations(history: list[tuple[str, str, str]]) -> str:
+    """The recorded layout history, as "; made or migrated by 0001_initial (2026-12-01, pmm 0.1.0), ..."."""
+    if not history:
+        return ""  # a file from before pmm recorded its migrations
+    return "; made or migrated by " + ", ".join(f"{name} ({at[:10]}, pmm {version})" for name, at, version in history)
+
+
 def check(path: Path, *, online: bool = False, total: Callable[[int], None] | None = None,
           on_progress: Callable[[int], None] | None = None) -> Report:
     """Run every check on the mind at ``path`` (``MindFileError`` when it is not a usable mind)."""
@@ -96,7 +103,8 @@ def check(path: Path, *, online: bool = False, total: Callable[[int], None] | No
         altered = mind.schema_problems()
         layout = (Check("schema", FAIL, "altered outside pmm: " + "; ".join(altered[:3])
                         + "; pmm will not write to it") if altered
-                  else Check("schema", OK, "exactly the tables, indexes and triggers pmm creates"))
+                  else Check("schema", OK, "exactly the tables, indexes and triggers pmm creates"
+                             + _migrations(schema.history(mind.conn))))
         head_id, _ = mind.head()
         damage = mind.index_problem()
         index = _damaged(damage) if damage else _index(lookup.index_coverage(mind), head_id)
