@@ -20,6 +20,12 @@ class Terminal:
         pid, fd = pty.fork()
         if pid == 0:  # the child: become the program
             try:
+                # As a login session starts it: signals at their defaults and none blocked. A
+                # test run started in the background by a script without job control inherits
+                # SIGINT ignored, and Ctrl-C on this terminal would then never reach the program.
+                for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGTSTP, signal.SIGHUP):
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, [])
                 os.execve(argv[0], argv, env)
             finally:
                 os._exit(127)
