@@ -60,12 +60,12 @@ def decrypt(ciphertext: bytes, passphrase: str, name: str) -> bytes:
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
     data = _dearmor(ciphertext, name) if ciphertext.lstrip().startswith(ARMOR_BEGIN) else ciphertext
-    factor = work_factor(data, name)
+    factor, salt_text = _stanza(data, name)
     damaged = f"{name} is damaged: its age header is malformed"
     lines = data[len(MAGIC):].split(b"\n", 3)
     if len(lines) < 4:
         raise errors.InputRejected(damaged)
-    salt = _unb64(_STANZA.fullmatch(lines[0]).group(2) or b"", name)  # type: ignore[union-attr]
+    salt = _unb64(salt_text, name)
     body = _unb64(lines[1], name)
     footer = _FOOTER.match(lines[2] + b"\n")
     if len(salt) != 16 or len(body) != 32 or footer is None or len(lines[2]) != 47:
@@ -140,6 +140,11 @@ def work_factor(data: bytes, name: str) -> int:
     checked."""
     if data.lstrip().startswith(ARMOR_BEGIN):
         data = _dearmor(data, name)
+    return _stanza(data, name)[0]
+
+
+def _stanza(data: bytes, name: str) -> tuple[int, bytes]:
+    """The checked work factor and the salt (as written) of a binary age file's one scrypt stanza."""
     if not data.startswith(MAGIC):
         raise errors.InputRejected(f"{name} is not an age-encrypted file",
                                    hint="pmm backups start with 'age-encryption.org/v1'")
@@ -147,7 +152,7 @@ def work_factor(data: bytes, name: str) -> int:
     match = _STANZA.fullmatch(stanza)
     if match is None:
         raise errors.InputRejected(f"{name} is damaged: its age header is malformed")
-    kind, _salt, factor = match.groups()
+    kind, salt, factor = match.groups()
     if kind != b"scrypt":
         raise errors.InputRejected(
             f"{name} is encrypted to a {kind.decode(errors='replace')} recipient, not with a passphrase",
@@ -161,7 +166,7 @@ def work_factor(data: bytes, name: str) -> int:
         raise errors.InputRejected(
             f"{name} asks for an scrypt work factor of 2^{value}, above the limit of 2^{MAX_WORK_FACTOR}",
             hint="pmm refuses it rather than spend minutes and gigabytes; a pmm backup uses less")
-    return value
+    return value, salt or b""
 
 
 def _dearmor(data: bytes, name: str) -> bytes:
