@@ -142,14 +142,17 @@ def invoke(*args: str, input: bytes | str | None = None, env: dict[str, str | No
     seal._cached_key.cache_clear()
     umask = os.umask(0o022)
     os.umask(umask)
-    here = Path.cwd()
+    # No chdir unless asked: the caller may not be allowed back into its own working directory
+    # (a test running as nobody inside a private checkout).
+    here = Path.cwd() if cwd is not None else None
     try:
         if cwd is not None:
             os.chdir(cwd)
         return CliRunner().invoke(_Entry(), list(args), input=input, env=env,  # type: ignore[arg-type]
                                   catch_exceptions=False)
     finally:
-        os.chdir(here)
+        if here is not None:
+            os.chdir(here)
         os.umask(umask)
 
 
