@@ -102,13 +102,25 @@ def mind_kinds(mind: Path) -> list[str]:
     return [e["kind"] for e in mind_events(mind)]
 
 
-def pmm_json(mind: Path, *args: str, **kw):
-    """Run `pmm --mind MIND ARGS --json`, require exit 0, return the parsed stdout."""
+ENVELOPE = {"ok", "command", "data", "error"}
+
+
+def json_data(text: str | bytes):
+    """The ``data`` of a ``--json`` document on stdout (docs/json.md's envelope); every test
+    reads JSON output through this, so the envelope is checked in one place."""
     import json
 
+    document = json.loads(text)
+    if isinstance(document, dict) and set(document) == ENVELOPE:
+        return document["data"]
+    return document
+
+
+def pmm_json(mind: Path, *args: str, **kw):
+    """Run `pmm --mind MIND ARGS --json`, require exit 0, return the parsed stdout's data."""
     result = run_pmm("--mind", str(mind), *args, "--json", **kw)
     assert result.returncode == 0, result.stderr.decode()
-    return json.loads(result.stdout)
+    return json_data(result.stdout)
 
 
 class _Entry:
@@ -172,12 +184,10 @@ def run_in(*args: str, input: bytes | str | None = None, check: bool = False,
 
 
 def cli_json(mind: Path, *args: str, **kw):
-    """``pmm_json`` in this process: `pmm --mind MIND ARGS --json`, exit 0, the parsed stdout."""
-    import json
-
+    """``pmm_json`` in this process: `pmm --mind MIND ARGS --json`, exit 0, the parsed stdout's data."""
     result = run_in("--mind", str(mind), *args, "--json", **kw)
     assert result.returncode == 0, result.stderr.decode()
-    return json.loads(result.stdout)
+    return json_data(result.stdout)
 
 
 @pytest.fixture
