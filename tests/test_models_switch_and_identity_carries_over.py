@@ -145,7 +145,7 @@ def test_four_processes_switching_at_once_keep_one_valid_chain(mind: Path) -> No
     appended = [json_data(out.decode())["event_id"] for _, out, _ in results]
     assert len(switches) == len([i for i in appended if i is not None]) >= 4
     assert sorted(i for i in appended if i is not None) == [s["id"] for s in switches]
-    assert all(a["meta"]["name"] != b["meta"]["name"] for a, b in zip(switches, switches[1:]))
+    assert all(a["meta"]["name"] != b["meta"]["name"] for a, b in zip(switches, switches[1:], strict=False))
     assert sorted({s["id"] for s in switches}) == [s["id"] for s in switches]
     final = cli_json(mind, "model", "list")["active"]["chat"]
     assert final == switches[-1]["meta"]["name"]
