@@ -130,7 +130,9 @@ def test_a_llama_cpp_server_listing_a_gguf_path_serves_the_model_without_warning
                "--base-url", server.url, check=True)
         used = invoke("--mind", str(mind), "model", "use", "box")
         info = cli_json(mind, "model", "info", "box")
+        text = invoke("--mind", str(mind), "model", "info", "box").stdout
     assert used.exit_code == 0 and "Warning" not in used.stderr, used.stderr
+    assert f"Served as: {listed[-1]}" in text
     assert info["reachable"] is True and info["reported"]["details"]["served_as"] == listed[-1]
     assert info["reported"]["version"] == "1700000000"
 

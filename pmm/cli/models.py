@@ -196,6 +196,8 @@ def info(
             lines.append(f"  Hint: {found.unreachable.hint}")
     if reported is not None:
         lines.append(f"Reachable: yes; hash {reported.hash or '-'}; version {reported.version or '-'}")
+        if isinstance(reported.details.get("served_as"), str):
+            lines.append(f"Served as: {shown(reported.details['served_as'])}")
         if reported.context_length:
             lines.append(f"Provider context length: {reported.context_length}")
     output.out("\n".join(lines))
