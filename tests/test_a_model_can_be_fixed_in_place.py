@@ -110,6 +110,10 @@ def test_unknown_and_built_in_models_cannot_be_set(mind: Path) -> None:
     builtin = invoke("--mind", str(mind), "model", "set", "embedded", "--context-window", "4096")
     assert builtin.exit_code == 2 and "built-in" in builtin.stderr
     assert mind_kinds(mind) == ["mind_created"]
+    nowhere = mind.with_name("none.db")
+    missing = invoke("--mind", str(nowhere), "model", "set", "ghost", "--context-window", "4096")
+    assert missing.exit_code == 2 and "no model named 'ghost'" in missing.stderr
+    assert not nowhere.exists()  # nothing to change is no reason to create a mind
 
 
 def test_a_setting_from_the_mind_file_stays_untrusted_until_the_owner_gives_the_endpoint(mind: Path) -> None:

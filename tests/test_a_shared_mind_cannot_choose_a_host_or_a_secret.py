@@ -174,6 +174,8 @@ def test_a_crafted_export_cannot_aim_the_owners_openai_key_or_hide_the_host(
     ghost = invoke("--mind", str(mind), "chat", "-m", "hi")
     assert ghost.exit_code == 2 and "talks to https://api.openai.com/v1 and sends $OPENAI_API_KEY" in ghost.stderr
     assert "pmm model trust ghost" in ghost.stderr
+    unset = invoke("--mind", str(mind), "model", "set", "ghost", "--context-window", "4096")
+    assert unset.exit_code == 2 and "never added" in unset.stderr and "pmm model add ghost" in unset.stderr
     disk = invoke("--mind", str(mind), "reflect", "--model", "disk")
     assert disk.exit_code == 2 and "runs the model file /etc/passwd on this machine" in disk.stderr
     tricky = invoke("--mind", str(mind), "model", "trust", "tricky")

@@ -19,7 +19,16 @@ from pmm.domain.events import Draft, Event
 from pmm.ledger import folded
 from pmm.providers.registry import parse_spec
 from pmm.services import opening, trust
-from pmm.services.models import BUILTIN, Model, check_numbers, from_state, known, trusted, unknown
+from pmm.services.models import (
+    BUILTIN,
+    Model,
+    check_name,
+    check_numbers,
+    from_state,
+    known,
+    trusted,
+    unknown,
+)
 from pmm.services.opening import Notify
 
 FIELDS = ("provider", "model", "base_url", "api_key_env", "context_window", "price_in", "price_out")
@@ -83,6 +92,7 @@ def change(path: Path, name: str, changes: Changes, notify: Notify) -> Changed:
     if changes.empty():
         raise errors.UsageError("nothing to change: give at least one setting",
                                 hint=f"e.g. pmm model set {name} --base-url URL (see pmm model set --help)")
+    check_name(path, name)  # no mind yet: nothing to change, and nothing is created
     found: dict[str, Model] = {}
     with opening.open_write(path, notify) as mind:
         mind_id = mind.mind_id
@@ -90,6 +100,9 @@ def change(path: Path, name: str, changes: Changes, notify: Notify) -> Changed:
         def drafts(_first_id: int) -> list[Draft]:
             states, _ = folded.state(mind)  # inside the write transaction: no race with another set
             fields = states["models"]["models"].get(name)
+            if fields is None and name in known(states):  # only a crafted mind switches to it
+                raise errors.UsageError(f"{name!r} is named by a switch but was never added: nothing to change",
+                                        hint=f"define it: pmm model add {name} PROVIDER:MODEL")
             if fields is None:
                 raise unknown(name, known(states))
             old = found["old"] = from_state(name, fields)
