@@ -32,7 +32,8 @@ def test_a_model_in_use_is_fixed_by_a_new_event_and_chat_goes_to_the_new_address
 
         done = cli_json(mind, "model", "set", "box", "--base-url", server.url, "--context-window", "4096",
                         "--price-in", "0.5", "--price-out", "1.5")
-        assert done["changed"] == ["base_url", "context_window", "price_in", "price_out"]
+        assert done["changed"] is True
+        assert done["changed_fields"] == ["base_url", "context_window", "price_in", "price_out"]
         assert done["trusted"] is True
         after = mind_events(mind)
         assert after[:len(before)] == before  # nothing rewritten: one event appended
@@ -40,7 +41,7 @@ def test_a_model_in_use_is_fixed_by_a_new_event_and_chat_goes_to_the_new_address
         assert changed["kind"] == "model_changed" and changed["id"] == done["event_id"]
         assert changed["meta"] == {"name": "box", "provider": "openai-compatible", "model": "test-model",
                                    "base_url": server.url, "context_window": 4096, "price_in": 0.5,
-                                   "price_out": 1.5, "changed": done["changed"]}
+                                   "price_out": 1.5, "changed": done["changed_fields"]}
         box = models_of(mind)["box"]
         assert (box["base_url"], box["context_window"]) == (server.url, 4096)
         assert cli_json(mind, "model", "list")["active"]["chat"] == "box"  # still in use
@@ -69,7 +70,7 @@ def test_nothing_different_appends_nothing_and_says_so(mind: Path) -> None:
     assert same.exit_code == 0 and "nothing changed" in same.stderr
     assert mind_kinds(mind) == kinds
     data = cli_json(mind, "model", "set", "m", "--context-window", "2048")
-    assert data["event_id"] is None and data["changed"] == []
+    assert data["event_id"] is None and data["changed"] is False and data["changed_fields"] == []
     assert mind_kinds(mind) == kinds
 
 
@@ -77,7 +78,7 @@ def test_an_empty_value_clears_a_setting(mind: Path) -> None:
     run_in("--mind", str(mind), "model", "add", "g", "openai:gpt-4o-mini", "--base-url", "http://127.0.0.1:9/v1",
            "--api-key-env", "MY_KEY", check=True)
     done = cli_json(mind, "model", "set", "g", "--base-url", "", "--api-key-env", "")
-    assert done["changed"] == ["base_url", "api_key_env"]
+    assert done["changed_fields"] == ["base_url", "api_key_env"]
     assert "base_url" not in models_of(mind)["g"] and "api_key_env" not in models_of(mind)["g"]
     # openai-compatible has no default address: clearing it is refused, as add refuses it
     run_in("--mind", str(mind), "model", "add", "c", "openai-compatible:x", "--base-url", "http://127.0.0.1:9/v1",

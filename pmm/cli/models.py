@@ -119,7 +119,8 @@ def set_(
     done = model_settings.change(mind_path(mind), name, changes, output.message)
     if json:
         output.emit_json({**done.model.as_json(), "event_id": done.event.id if done.event else None,
-                          "changed": done.fields, "trusted": done.trusted})
+                          "changed": done.event is not None, "changed_fields": done.fields,
+                          "trusted": done.trusted})
         return
     if done.event is None:
         output.message(f"{shown(name)} is set that way already; nothing changed")
