@@ -32,9 +32,10 @@ _pmm_spec() {
         "persona show") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "persona edit") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "persona clear") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
-        "model") subcommands="list add use info trust remove" opts="-q --quiet -h --help" valued="" args="" ;;
+        "model") subcommands="list add set use info trust remove" opts="-q --quiet -h --help" valued="" args="" ;;
         "model list") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "model add") subcommands="" opts="--base-url --api-key-env --context-window --price-in --price-out --use --mind --json -q --quiet -h --help" valued="--base-url --api-key-env --context-window --price-in --price-out --mind" args="text" ;;
+        "model set") subcommands="" opts="--spec --base-url --api-key-env --context-window --price-in --price-out --mind --json -q --quiet -h --help" valued="--spec --base-url --api-key-env --context-window --price-in --price-out --mind" args="text" ;;
         "model use") subcommands="" opts="--for --mind --json -q --quiet -h --help" valued="--for --mind" args="text" ;;
         "model info") subcommands="" opts="--online --offline --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "model trust") subcommands="" opts="-y --yes --revoke --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
@@ -103,6 +104,7 @@ _pmm_value() {
         "persona clear:--mind") _pmm_reply -f ;;
         "model list:--mind") _pmm_reply -f ;;
         "model add:--mind") _pmm_reply -f ;;
+        "model set:--mind") _pmm_reply -f ;;
         "model use:--for") _pmm_reply -W "chat reflection" ;;
         "model use:--mind") _pmm_reply -f ;;
         "model info:--mind") _pmm_reply -f ;;

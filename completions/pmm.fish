@@ -7,7 +7,7 @@ function __pmm_subcommands --argument-names path
         case 'persona'
             printf '%s\n' set show edit clear
         case 'model'
-            printf '%s\n' list add use info trust remove
+            printf '%s\n' list add set use info trust remove
         case 'commitments'
             printf '%s\n' list open close reopen drop
         case 'reflections'
@@ -73,6 +73,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' --mind
         case 'model add'
             printf '%s\n' --base-url --api-key-env --context-window --price-in --price-out --mind
+        case 'model set'
+            printf '%s\n' --spec --base-url --api-key-env --context-window --price-in --price-out --mind
         case 'model use'
             printf '%s\n' --for --mind
         case 'model info'
@@ -145,7 +147,7 @@ complete -c pmm -n '__pmm_is ""' -a sign -d 'Verify the mind, then sign its chec
 complete -c pmm -n '__pmm_is ""' -a backup -d 'Verify the mind, snapshot it (SQLite backup API) and encrypt it with a passphrase (age format: `age -d` opens it).'
 complete -c pmm -n '__pmm_is ""' -a restore -d 'Decrypt a backup, verify the whole chain, then write the mind (refuses to overwrite without --force).'
 complete -c pmm -n '__pmm_is ""' -a persona -d 'The mind\'s persona: text always at the head of its prompt (set, show, edit, clear).'
-complete -c pmm -n '__pmm_is ""' -a model -d 'List, add, switch, trust and remove the models this mind talks through (keys stay in the environment).'
+complete -c pmm -n '__pmm_is ""' -a model -d 'List, add, change, switch, trust and remove the models this mind talks through (keys stay in the environment).'
 complete -c pmm -n '__pmm_is ""' -a commitments -d 'What the mind has committed to: list, open, close with evidence, reopen, drop.'
 complete -c pmm -n '__pmm_is ""' -a reflections -d 'The mind\'s reflections: list, show one, retract one (the owner overrules the mind).'
 complete -c pmm -n '__pmm_is ""' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
@@ -309,6 +311,7 @@ complete -c pmm -n '__pmm_is "persona clear"' -s q -l quiet -d 'Only data and er
 complete -c pmm -n '__pmm_is "persona clear"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "model"' -a list -d 'Every model the mind knows and which one is in use for chat and for reflection.'
 complete -c pmm -n '__pmm_is "model"' -a add -d 'Add a model to the mind (its name, provider and endpoint travel with the mind; keys do not).'
+complete -c pmm -n '__pmm_is "model"' -a set -d 'Change a model\'s settings in place (also while it is in use): give only what changes.'
 complete -c pmm -n '__pmm_is "model"' -a use -d 'Switch chat (or reflection) to a model; identity and memory carry over.'
 complete -c pmm -n '__pmm_is "model"' -a info -d 'A model\'s configuration and, online, what its provider reports (hash, version, context).'
 complete -c pmm -n '__pmm_is "model"' -a trust -d 'Let this machine use a model that came with the mind (an import, a restore, a copy).'
@@ -329,6 +332,16 @@ complete -c pmm -n '__pmm_is "model add"' -l mind -r -F -d 'Mind file (default: 
 complete -c pmm -n '__pmm_is "model add"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "model add"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "model add"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "model set"' -l spec -x -d 'New PROVIDER:MODEL, e.g. openai-compatible:qwen.'
+complete -c pmm -n '__pmm_is "model set"' -l base-url -x -d 'Server URL (needed for openai-compatible). Empty: none.'
+complete -c pmm -n '__pmm_is "model set"' -l api-key-env -x -d 'Environment variable holding the key (default OPENAI_API_KEY / ANTHROPIC_API_KEY). Empty: the default.'
+complete -c pmm -n '__pmm_is "model set"' -l context-window -x -d 'Tokens the model accepts.'
+complete -c pmm -n '__pmm_is "model set"' -l price-in -x -d 'Price per million input tokens, for cost in `pmm stats`.'
+complete -c pmm -n '__pmm_is "model set"' -l price-out -x -d 'Price per million output tokens.'
+complete -c pmm -n '__pmm_is "model set"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "model set"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "model set"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "model set"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "model use"' -l for -x -a 'chat reflection' -d 'Which job: chat or reflection.'
 complete -c pmm -n '__pmm_is "model use"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "model use"' -l json -d 'Machine-readable output on stdout.'

@@ -63,6 +63,7 @@ class FakeServer:
         self.protocol = protocol
         self.text = text
         self.model = model
+        self.listed: list[str] | None = None  # OpenAI's /models ids, instead of other-model and model
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
         self.stopping = threading.Event()
@@ -289,9 +290,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _listing(self) -> None:
         fake = self.fake
         if fake.protocol == "openai" and self.path.rstrip("/").endswith("/models"):
+            ids = ["other-model", fake.model] if fake.listed is None else fake.listed
             self._json(200, {"object": "list", "data": [
-                {"id": "other-model", "object": "model", "created": 1600000000, "owned_by": "test"},
-                {"id": fake.model, "object": "model", "created": 1700000000, "owned_by": "test"}]})
+                {"id": name, "object": "model", "created": 1600000000 + 100000000 * (name == fake.model),
+                 "owned_by": "test"} for name in ids]})
         elif fake.protocol == "ollama" and self.path == "/api/tags":
             self._json(200, {"models": [{
                 "name": f"{fake.model}:latest", "model": f"{fake.model}:latest",

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PMM, invoke
+from conftest import PMM, invoke, json_data
 from conftest import mind_events as events
 from provider_servers import FakeServer
 from terminal import Terminal
@@ -174,6 +174,8 @@ def test_a_crafted_export_cannot_aim_the_owners_openai_key_or_hide_the_host(
     ghost = invoke("--mind", str(mind), "chat", "-m", "hi")
     assert ghost.exit_code == 2 and "talks to https://api.openai.com/v1 and sends $OPENAI_API_KEY" in ghost.stderr
     assert "pmm model trust ghost" in ghost.stderr
+    unset = invoke("--mind", str(mind), "model", "set", "ghost", "--context-window", "4096")
+    assert unset.exit_code == 2 and "never added" in unset.stderr and "pmm model add ghost" in unset.stderr
     disk = invoke("--mind", str(mind), "reflect", "--model", "disk")
     assert disk.exit_code == 2 and "runs the model file /etc/passwd on this machine" in disk.stderr
     tricky = invoke("--mind", str(mind), "model", "trust", "tricky")
@@ -279,3 +281,25 @@ def test_a_typo_in_the_model_creates_no_folder_and_no_mind(tmp_path: Path) -> No
     result = invoke("chat", "-m", "hi", "--mind", str(tmp_path / "typo" / "dir" / "x.db"), "--model", "nope")
     assert result.exit_code == 2 and "no model named 'nope'" in result.stderr
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_crafted_model_changed_cannot_move_a_trusted_model_elsewhere(tmp_path: Path, server: FakeServer) -> None:
+    """The owner's own, trusted model; an export of it extended with a `model_changed` that
+    aims it at another host with another variable: imported, the new setting is untrusted."""
+    mind, export = tmp_path / "mine.db", tmp_path / "mine.jsonl"
+    ok("--mind", str(mind), "init", "--name", "Mine")
+    ok("--mind", str(mind), "model", "add", "box", "openai-compatible:m", "--base-url", "http://127.0.0.1:9/v1",
+       "--use")
+    ok("--mind", str(mind), "export", "-o", str(export))
+    hostile = tmp_path / "hostile.jsonl"
+    hostile.write_bytes(craft(export, [
+        ("model_changed", "box: base_url, api_key_env changed (openai-compatible:m)",
+         {"name": "box", "provider": "openai-compatible", "model": server.model, "base_url": server.url,
+          "api_key_env": "MY_BANK_PASSWORD", "changed": ["model", "base_url", "api_key_env"]}),
+    ]))
+    ok("--mind", str(mind), "import", str(hostile))  # it extends this mind's chain
+    models = {m["name"]: m for m in json_data(ok("--mind", str(mind), "model", "list", "--json").stdout)["models"]}
+    assert models["box"]["base_url"] == server.url and models["box"]["trusted"] is False
+    result = invoke("--mind", str(mind), "chat", "-m", "hi")
+    assert result.exit_code == 2 and "sends $MY_BANK_PASSWORD" in result.stderr
+    assert "pmm model trust box" in result.stderr and server.requests == []

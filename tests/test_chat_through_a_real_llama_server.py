@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import invoke
+from conftest import invoke, json_data
 from realmodel import llama_server, smollm2_gguf
 
 
@@ -30,3 +30,16 @@ def test_chat_through_the_server_answers_and_records_usage(mind: Path) -> None:
     assert turn["tokens_in"] > 10 and 0 < turn["tokens_out"] <= 16 and turn["latency_ms"] > 0
     assert info["roles"] == ["chat", "reflection"] and info["reported"]["version"]
     assert pmm_json(mind, "verify", "--deep")["ok"]
+
+
+def test_the_readme_s_llama_cpp_line_works_without_warnings(mind: Path) -> None:
+    """The README's `openai-compatible:NAME` against `python -m llama_cpp.server`, which lists the
+    model under its GGUF path: no warning on `use`, reachable in `info`, and a chat turn."""
+    with llama_server(startup_timeout=600) as server_url:
+        invoke("--mind", str(mind), "model", "add", "box", "openai-compatible:smollm", "--base-url", server_url)
+        used = invoke("--mind", str(mind), "model", "use", "box")
+        info = json_data(invoke("--mind", str(mind), "model", "info", "box", "--json").stdout)
+        turn = invoke("--mind", str(mind), "chat", "--max-tokens", "8", "-m", "Hi")
+    assert used.exit_code == 0 and "Warning" not in used.stderr, used.stderr
+    assert info["reachable"] is True and info["reported"]["details"]["served_as"] == smollm2_gguf()
+    assert turn.exit_code == 0 and turn.stdout.strip() and "Warning" not in turn.stderr

@@ -31,7 +31,7 @@ ENV_VARS = ("PMM_MIND", "PMM_LOCK_TIMEOUT", "PMM_DEBUG", "PMM_PROVIDER_TIMEOUT",
             "XDG_STATE_HOME")
 # What zsh and fish must offer for each line typed so far (a file mind.age is in the directory).
 SHELL_CASES = {
-        "pmm model ": {"add", "list", "use", "info", "trust", "remove"},
+        "pmm model ": {"add", "list", "set", "use", "info", "trust", "remove"},
         "pmm commitments cl": {"close"},
         "pmm sign --f": {"--format"},
         "pmm sign --format ": {"minisign", "ssh"},
@@ -101,7 +101,7 @@ def test_bash_completes_nested_groups_options_choices_and_files(tmp_path: Path) 
         ["pmm", "chat", "-m", ""],  # free text: nothing to offer
         cwd=tmp_path,
     ) == [
-        {"add", "list", "use", "info", "trust", "remove"},
+        {"add", "list", "set", "use", "info", "trust", "remove"},
         {"--format"},
         {"minisign", "ssh"},
         {"close"},

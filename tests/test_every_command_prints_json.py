@@ -99,6 +99,7 @@ STORY: dict[str, Step] = {
     "model trust": Step(lambda s: [*_m(s), "model", "trust", "srv", "--yes"]),
     "model list": Step(lambda s: [*_m(s), "model", "list"]),
     "model info": Step(lambda s: [*_m(s), "model", "info", "srv"]),
+    "model set": Step(lambda s: [*_m(s), "model", "set", "srv", "--context-window", "8192"]),
     "model remove": Step(lambda s: [*_m(s), "model", "remove", "spare"], before=_second_model),
     "remember": Step(lambda s: [*_m(s), "remember", "the user likes tea"]),
     "pins": Step(lambda s: [*_m(s), "pins"], before=_pin),

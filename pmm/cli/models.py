@@ -1,4 +1,4 @@
-"""``pmm model list|add|use|info|remove``: the models a mind talks through."""
+"""``pmm model list|add|set|use|info|trust|remove``: the models a mind talks through."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from pmm.cli.options import JsonOpt, MindOpt, mind_path
 from pmm.services import provider_help
 
 if TYPE_CHECKING:
-    from pmm.services.models import Model
+    from pmm.services.models import Description, Model
 
 model_app = typer.Typer(
     rich_markup_mode=None,
     name="model", no_args_is_help=True,
-    help="List, add, switch, trust and remove the models this mind talks through (keys stay in the environment).",
+    help="List, add, change, switch, trust and remove the models this mind talks through (keys stay in the environment).",
 )
 
 
@@ -93,6 +93,44 @@ def add(
                    + (" and switched chat to it" if use else f"; switch with: pmm model use {name}"))
 
 
+SET_HELP = ("Change a model's settings in place (also while it is in use): give only what changes.\n\n"
+            "The change is a new event (the mind stays append-only; replay gives the new setting)."
+            " Nothing different: nothing is appended. An empty --base-url or --api-key-env clears it"
+            " (the provider's default). A model whose setting came with the mind file stays untrusted"
+            " unless you give --spec and its endpoint here; `pmm model trust NAME` then.")
+
+
+@model_app.command("set", help=SET_HELP)
+def set_(
+    name: Annotated[str, typer.Argument(help="The model's name, from `pmm model list`.")],
+    spec: Annotated[Optional[str], typer.Option("--spec", help="New PROVIDER:MODEL, e.g. openai-compatible:qwen.")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help=provider_help.base_url_help() + " Empty: none.")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help=provider_help.key_env_help() + " Empty: the default.")] = None,
+    context_window: Annotated[Optional[int], typer.Option("--context-window", min=256, max=10_000_000, help="Tokens the model accepts.")] = None,
+    price_in: Annotated[Optional[float], typer.Option("--price-in", min=0, max=1_000_000, help="Price per million input tokens, for cost in `pmm stats`.")] = None,
+    price_out: Annotated[Optional[float], typer.Option("--price-out", min=0, max=1_000_000, help="Price per million output tokens.")] = None,
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    from pmm.services import model_settings
+    from pmm.services.trust import shown
+
+    changes = model_settings.Changes(spec, base_url, api_key_env, context_window, price_in, price_out)
+    done = model_settings.change(mind_path(mind), name, changes, output.message)
+    if json:
+        output.emit_json({**done.model.as_json(), "event_id": done.event.id if done.event else None,
+                          "changed": done.event is not None, "changed_fields": done.fields,
+                          "trusted": done.trusted})
+        return
+    if done.event is None:
+        output.message(f"{shown(name)} is set that way already; nothing changed")
+        return
+    output.message(f"Changed {shown(name)}: {', '.join(done.fields)} ({shown(done.model.spec.label)},"
+                   f" {_where(done.model)})")
+    if not done.trusted:
+        output.message(f"Not trusted on this machine yet: check it, then: pmm model trust {shown(name)}")
+
+
 @model_app.command()
 def use(
     name: Annotated[str, typer.Argument(help="A model name from `pmm model list` (embedded: the built-in one).")],
@@ -105,9 +143,13 @@ def use(
 
     model, event, info = models.use(mind_path(mind), name, role.value, output.message)
     if json:
-        output.emit_json({**model.as_json(), "role": role.value, "event_id": event.id,
+        output.emit_json({**model.as_json(), "role": role.value, "event_id": event.id if event else None,
+                          "changed": event is not None,
                           "model_hash": info.hash if info else None,
                           "model_version": info.version if info else None})
+        return
+    if event is None:
+        output.message(f"{role.value.capitalize()} already uses {name}; nothing changed")
         return
     digest = f" ({info.hash[:19]}…)" if info and info.hash else ""
     output.message(f"{role.value.capitalize()} now uses {name}: {model.spec.label}{digest} ({_where(model)})")
@@ -120,7 +162,10 @@ def info(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """A model's configuration and, online, what its provider reports (hash, version, context)."""
+    """A model's configuration and, online, what its provider reports (hash, version, context).
+
+    A provider that does not answer (down, refused, no key) is shown as "Reachable: no (why)"
+    beside the settings, exit 0: `pmm health` is the check that fails on it."""
     from pmm.services import models
     from pmm.services.trust import shown
 
@@ -128,7 +173,8 @@ def info(
     model, roles, reported = found.model, found.roles, found.reported
     key_env = model.spec.key_env()
     value = {**model.as_json(), "roles": roles, "key_env": key_env, "key_set": model.spec.key_set(),
-             "trusted": found.trusted,
+             "trusted": found.trusted, "reachable": _reachable(found, online),
+             "reason": _unreachable_reason(found, online),
              "reported": None if reported is None else {
                  "hash": reported.hash, "version": reported.version,
                  "context_length": reported.context_length, "details": reported.details}}
@@ -145,11 +191,32 @@ def info(
     lines.append(f"Context window used for prompts: {model.window()} tokens")
     if online and not found.trusted:
         lines.append("Reachable: not asked (pmm talks to no model it does not trust)")
+    if found.unreachable is not None:
+        lines.append(f"Reachable: no ({found.unreachable.message})")
+        if found.unreachable.hint:
+            lines.append(f"  Hint: {found.unreachable.hint}")
     if reported is not None:
         lines.append(f"Reachable: yes; hash {reported.hash or '-'}; version {reported.version or '-'}")
+        if isinstance(reported.details.get("served_as"), str):
+            lines.append(f"Served as: {shown(reported.details['served_as'])}")
         if reported.context_length:
             lines.append(f"Provider context length: {reported.context_length}")
     output.out("\n".join(lines))
+
+
+def _reachable(found: Description, online: bool) -> bool | None:
+    """True or False once asked; None when not asked (offline, or a model not trusted here)."""
+    if not online or not found.trusted:
+        return None
+    return found.unreachable is None
+
+
+def _unreachable_reason(found: Description, online: bool) -> str | None:
+    if not online:
+        return "not asked (--offline)"
+    if not found.trusted:
+        return "not asked: the model is not trusted on this machine"
+    return None if found.unreachable is None else found.unreachable.message
 
 
 @model_app.command()

@@ -204,6 +204,16 @@ MODEL_ADDED = declare(
         content="NAME = PROVIDER:MODEL.",
     )
 )
+MODEL_CHANGED = declare(
+    EventKind(
+        "model_changed",
+        "A model's settings were changed (`pmm model set`): meta holds the model's whole new"
+        " setting, as model_added does, and `changed` names the fields that differ from before."
+        " The name stays; switches to it now use the new setting.",
+        {**MODEL_ADDED.meta, "changed": Field("list", True, items="str")},
+        content="NAME: FIELD, FIELD changed (PROVIDER:MODEL).",
+    )
+)
 MODEL_REMOVED = declare(
     EventKind(
         "model_removed",

@@ -104,9 +104,9 @@ class Models:
     chats and which one reflects (None: the embedded default)."""
 
     name = "models"
-    version = 1
+    version = 2  # 2: model_changed (a cache folded without it is folded again)
     kinds: frozenset[str] | None = frozenset(
-        {ev.MODEL_ADDED.name, ev.MODEL_REMOVED.name, ev.MODEL_SWITCHED.name})
+        {ev.MODEL_ADDED.name, ev.MODEL_CHANGED.name, ev.MODEL_REMOVED.name, ev.MODEL_SWITCHED.name})
 
     def initial(self) -> ModelsState:
         return {"models": {}, "active": {role: None for role in ev.ROLES}, "switches": 0}
@@ -117,6 +117,11 @@ class Models:
         if event.kind == ev.MODEL_ADDED.name:
             # The meta passed its kind's checks (checks.check_row): these are its declared fields.
             spec = cast(ModelFields, {k: v for k, v in meta.items() if k not in ("name", "v")})
+            return {**state, "models": {**state["models"], name: spec}}
+        if event.kind == ev.MODEL_CHANGED.name:
+            if name not in state["models"]:
+                return state  # only a crafted mind changes a model it never added
+            spec = cast(ModelFields, {k: v for k, v in meta.items() if k not in ("name", "v", "changed")})
             return {**state, "models": {**state["models"], name: spec}}
         if event.kind == ev.MODEL_REMOVED.name:
             models = {k: v for k, v in state["models"].items() if k != name}

@@ -131,7 +131,7 @@ class Retryable(Exception):
 
 def malformed(where: str, why: str) -> errors.ProviderError:
     return errors.ProviderError(f"malformed answer from {where}: {why}",
-                                hint="the server does not speak the expected API; check --base-url")
+                                hint="the server does not speak the expected API; check the address (`pmm model info`; fix it with `pmm model set NAME --base-url URL`)")
 
 
 def cut_off(where: str) -> errors.ProviderError:
@@ -254,7 +254,8 @@ class HttpProvider:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _not_found_hint(self) -> str:
-        return "check the model name and --base-url; `pmm model list` shows the configured models"
+        return ("check the model name and the address (`pmm model info`); fix them with"
+                " `pmm model set NAME --spec PROVIDER:MODEL --base-url URL`")
 
     def _call(self, method: str, path: str, handle: Callable[[httpx.Response, Progress], T], *,
               body: dict[str, Any] | None = None, on_text: OnText | None = None) -> T:
@@ -303,13 +304,13 @@ class HttpProvider:
                 raise progress.budget.too_slow() from exc
             raise errors.ProviderError(
                 f"cannot reach {self.where}: no connection within {CONNECT_TIMEOUT:g} s",
-                hint="check the address (--base-url) and your network") from exc
+                hint="check the address (`pmm model set NAME --base-url URL` fixes it) and your network") from exc
         except httpx.TimeoutException as exc:
             raise self._timed_out(progress.budget) from exc
         except httpx.ConnectError as exc:
             raise errors.ProviderError(
                 f"cannot reach {self.where}: is the server running?",
-                hint=f"start it, or point pmm at the right address with --base-url ({exc})") from exc
+                hint=f"start it, or point pmm at the right address: pmm model set NAME --base-url URL ({exc})") from exc
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             # Dropped before any byte of an answer: nothing was done on our behalf, safe to repeat.
             raise Retryable(f"{self.where} dropped the connection ({exc})",
@@ -358,7 +359,7 @@ class HttpProvider:
             what = "unauthorized" if code == 401 else "forbidden"
             raise errors.ProviderError(
                 f"{self.where} refused the API key ({code} {what}){said}",
-                hint=f"check ${env}" if env else "this server wants a key: add the model with --api-key-env NAME")
+                hint=f"check ${env}" if env else "this server wants a key: pmm model set NAME --api-key-env VAR")
         if code == 404:
             raise errors.ProviderError(f"{self.where} does not know model {self.spec.model!r} (404){said}",
                                        hint=self._not_found_hint())

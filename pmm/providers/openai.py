@@ -103,21 +103,22 @@ class OpenAIProvider(HttpProvider):
     def _info(self) -> ModelInfo:
         def read(response: httpx.Response, progress: Progress) -> ModelInfo:
             listed = read_json(response, progress)["data"]
-            for entry in listed:
-                if entry["id"] == self.spec.model:
-                    break
-            else:
+            entry = _serving(listed, self.spec.model)
+            if entry is None:
                 offered = ", ".join(str(e.get("id")) for e in listed[:10]) or "none"
                 raise errors.ProviderError(
                     f"model {self.spec.model!r} is not served by {self.where} (it offers: {offered})",
                     hint=self._not_found_hint())
             version = entry.get("created") or entry.get("owned_by")
-            meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+            meta: dict[str, Any] = entry["meta"] if isinstance(entry.get("meta"), dict) else {}
             context = meta.get("n_ctx_train")  # llama.cpp's server reports the trained context
+            details = {k: v for k, v in entry.items() if k not in ("id", "object")}
+            if entry["id"] != self.spec.model:
+                details["served_as"] = entry["id"]
             return ModelInfo(provider=self.spec.provider, model=self.spec.model,
                              version=str(version) if version is not None else None,
                              context_length=context if isinstance(context, int) else None,
-                             details={k: v for k, v in entry.items() if k not in ("id", "object")})
+                             details=details)
 
         return self._call("GET", "/models", read)
 
@@ -126,6 +127,21 @@ class OpenAICompatibleProvider(OpenAIProvider):
     """Servers that copy OpenAI's chat API: ``max_tokens``, and a schema inside ``json_object``."""
 
     native = False
+
+
+def _serving(listed: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
+    """The entry of ``/models`` that serves ``model``: the one with its id; else one whose id is
+    a file path named ``model`` (llama.cpp's servers list the GGUF path they were started
+    with), with or without ``.gguf``; else the only model a server offers (a llama.cpp server
+    answers whatever model a request names)."""
+    for entry in listed:
+        if entry["id"] == model:
+            return entry
+    for entry in listed:
+        _, slash, file_name = str(entry["id"]).replace("\\", "/").rpartition("/")
+        if slash and model in (file_name, file_name.removesuffix(".gguf")):
+            return entry
+    return listed[0] if len(listed) == 1 else None
 
 
 def _usage(completion: Completion, usage: Any) -> None:

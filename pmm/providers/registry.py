@@ -134,15 +134,27 @@ class ModelSpec:
         name = self.key_env()
         return bool(name and os.environ.get(name, "").strip())
 
+    def key_required_here(self) -> bool:
+        """Whether the endpoint refuses requests without a key: the provider's default one
+        (a proxy at another --base-url may not want one)."""
+        info = find(self.provider)
+        return info is not None and info.key_required and self.base_url is None
+
+    def needs_key(self) -> bool:
+        """Whether a model with this setting is refused before any request when its key's
+        variable is empty: the endpoint wants a key, or the owner named the variable
+        (``--api-key-env``: the key is meant to be there). ``pmm.services.models.connect`` asks."""
+        return self.key_required_here() or self.api_key_env is not None
+
     def api_key(self) -> str | None:
         """The key from the environment (never stored anywhere by pmm)."""
         name = self.key_env()
         key = os.environ.get(name, "").strip() if name else ""
-        info = find(self.provider)
-        if not key and info is not None and info.key_required and self.base_url is None:
+        if not key and self.key_required_here():
             raise errors.ProviderError(
                 f"{self.label} needs an API key and ${name} is not set",
-                hint=f"export {name}=... (pmm reads keys from the environment only)",
+                hint=f"export {name}=... (pmm reads keys from the environment only), or read it from"
+                     " another variable: pmm model set NAME --api-key-env OTHER",
             )
         return key or None
 
@@ -153,7 +165,7 @@ class ModelSpec:
         if host:
             base = host if "://" in host else f"http://{host}"
         if not base:
-            raise errors.UsageError(f"{self.label} has no base URL", hint="pass --base-url URL")
+            raise errors.UsageError(f"{self.label} has no base URL", hint="set one: pmm model set NAME --base-url URL")
         return base.rstrip("/")
 
 

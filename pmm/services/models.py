@@ -94,7 +94,7 @@ def embedded() -> Model:
     return Model(BUILTIN, ModelSpec("local", EMBEDDED_MODEL))
 
 
-def _from_state(name: str, spec: ModelFields) -> Model:
+def from_state(name: str, spec: ModelFields) -> Model:
     return Model(name, ModelSpec(spec["provider"], spec["model"], spec.get("base_url"),
                                  spec.get("api_key_env")), spec.get("context_window"),
                  spec.get("price_in"), spec.get("price_out"))
@@ -111,10 +111,10 @@ def known(states: States) -> dict[str, Model]:
     found = {BUILTIN: embedded()}
     for name, spec in sorted(states["models"]["models"].items()):
         if name != BUILTIN:  # `add` refuses the name; a crafted mind must not pass as built in
-            found[name] = _from_state(name, spec)
+            found[name] = from_state(name, spec)
     for switched in states["models"]["active"].values():
         if switched is not None and switched["name"] not in found:
-            found[switched["name"]] = _from_state(switched["name"], switched)
+            found[switched["name"]] = from_state(switched["name"], switched)
     return found
 
 
@@ -134,11 +134,11 @@ def pick(states: States, name: str | None, role: str = "chat") -> Model:
         return active(states, role)
     models = known(states)
     if name not in models:
-        raise _unknown(name, models)
+        raise unknown(name, models)
     return models[name]
 
 
-def _unknown(name: str, models: dict[str, Model]) -> errors.UsageError:
+def unknown(name: str, models: dict[str, Model]) -> errors.UsageError:
     hint = "see `pmm model list`; add one with `pmm model add NAME PROVIDER:MODEL`"
     if ":" in name:
         hint = f"models are used by name: `pmm model add NAME {name}` first, then `pmm model use NAME`"
@@ -177,12 +177,29 @@ def require_trusted(mind_id: str, model: Model) -> None:
             hint=f"check it, then trust it once: pmm model trust {trust.shown(model.name)}")
 
 
+def require_key(model: Model) -> None:
+    """A model that needs a key whose variable is empty is refused here, before any request."""
+    name = model.spec.key_env()
+    if model.spec.needs_key() and not model.spec.key_set():
+        raise errors.ProviderError(
+            f"model {model.name!r} ({trust.shown(model.spec.label)}) needs an API key and ${name} is not set",
+            hint=f"export {name}=... (pmm reads keys from the environment only), or read it from"
+                 f" another variable: pmm model set {trust.shown(model.name)} --api-key-env OTHER")
+
+
 def connect(mind_id: str, model: Model) -> Provider:
-    """The provider for ``model``, once the owner trusts its setting for this mind."""
+    """The provider for ``model``, once the owner trusts its setting for this mind and its
+    key (if it needs one) is set: a refused model opens no socket."""
     from pmm.providers.registry import create
 
     require_trusted(mind_id, model)
+    require_key(model)
     return create(model.spec)
+
+
+def named_hint(exc: errors.PmmError, model: Model) -> str | None:
+    """``exc``'s hint with the model's own name where a provider could only say NAME."""
+    return exc.hint.replace("model set NAME", f"model set {trust.shown(model.name)}") if exc.hint else None
 
 
 def listing(path: Path) -> tuple[list[Model], dict[str, str], dict[str, bool]]:
@@ -191,6 +208,15 @@ def listing(path: Path) -> tuple[list[Model], dict[str, str], dict[str, bool]]:
     found = list(known(states).values())
     return (found, {role: active(states, role).name for role in ev.ROLES},
             {m.name: trusted(mind_id, m) for m in found})
+
+
+def check_numbers(context_window: int | None, price_in: float | None, price_out: float | None) -> None:
+    """The bounds ``model add`` and ``model set`` hold a window and prices to."""
+    if context_window is not None and not 256 <= context_window <= 10_000_000:
+        raise errors.UsageError("--context-window must be between 256 and 10000000 tokens")
+    for price in (price_in, price_out):
+        if price is not None and not 0 <= price <= 1_000_000:
+            raise errors.UsageError("prices are per million tokens, between 0 and 1000000")
 
 
 def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env: str | None,
@@ -203,11 +229,7 @@ def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env
     if name == BUILTIN:
         raise errors.UsageError(f"{BUILTIN!r} is the built-in local model and cannot be redefined",
                                 hint="pick another name")
-    if context_window is not None and not 256 <= context_window <= 10_000_000:
-        raise errors.UsageError("--context-window must be between 256 and 10000000 tokens")
-    for price in (price_in, price_out):
-        if price is not None and not 0 <= price <= 1_000_000:
-            raise errors.UsageError("prices are per million tokens, between 0 and 1000000")
+    check_numbers(context_window, price_in, price_out)
     spec = parse_spec(spec_text, base_url, api_key_env)
     model = Model(name, spec, context_window, price_in, price_out)
     meta = {k: v for k, v in model.as_json().items() if k != "builtin"}
@@ -218,7 +240,8 @@ def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env
             states, _ = folded.state(mind)  # inside the write transaction: no race with another add
             if name in states["models"]["models"]:
                 raise errors.UsageError(f"a model named {name!r} already exists",
-                                        hint=f"remove it first: pmm model remove {name}")
+                                        hint=f"change it in place with `pmm model set {name} --spec {spec_text}`"
+                                        " (and add's other options: --base-url, --api-key-env, ...)")
             return [Draft(ev.MODEL_ADDED.name, f"{name} = {spec.label}", meta)]
 
         (event,) = mind.append(drafts)
@@ -237,7 +260,7 @@ def remove(path: Path, name: str) -> Event:
             if name == BUILTIN:
                 raise errors.UsageError(f"{BUILTIN!r} is built in and cannot be removed")
             if name not in states["models"]["models"]:
-                raise _unknown(name, known(states))
+                raise unknown(name, known(states))
             using = [role for role in ev.ROLES if _named(states["models"]["active"].get(role)) == name]
             if using:
                 raise errors.UsageError(f"{name!r} is in use for {' and '.join(using)}",
@@ -262,14 +285,27 @@ def probe(model: Model, mind_id: str) -> ModelInfo:
         provider.close()
 
 
-def use(path: Path, name: str, role: str, notify: Notify) -> tuple[Model, Event, ModelInfo | None]:
+def in_use(states: States, name: str, role: str) -> bool:
+    """Whether ``role`` already uses ``name``: by its own last switch (reflection that merely
+    follows chat is not pinned to it), or the built-in one for a chat never switched."""
+    switched = states["models"]["active"].get(role)
+    if switched is None:
+        return role == "chat" and name == BUILTIN
+    return switched["name"] == name and name in known(states)
+
+
+def use(path: Path, name: str, role: str, notify: Notify) -> tuple[Model, Event | None, ModelInfo | None]:
     """Switch ``role`` to ``name``; the event records the model's hash or version when the
     provider reports one. An unreachable provider is a warning, not a failure: switching is a
-    decision about the mind, and the hash is recorded when it can be."""
+    decision about the mind, and the hash is recorded when it can be. A role that uses ``name``
+    already appends nothing (the event is None)."""
     if role not in ev.ROLES:
         raise errors.UsageError(f"--for must be one of {', '.join(ev.ROLES)}")
     with opening.open_write(path, notify) as mind:
-        model = pick(folded.state(mind)[0], name)
+        states = folded.state(mind)[0]
+        model = pick(states, name)
+        if in_use(states, name, role):
+            return model, None, None
         info: ModelInfo | None = None
         try:
             info = probe(model, mind.mind_id)  # no lock is held while the provider answers
@@ -284,11 +320,14 @@ def use(path: Path, name: str, role: str, notify: Notify) -> tuple[Model, Event,
             meta["model_version"] = str(info.version)
 
         def drafts(_first_id: int) -> list[Draft]:
-            pick(folded.state(mind)[0], name)  # still there (another process may have removed it)
+            now = folded.state(mind)[0]
+            pick(now, name)  # still there (another process may have removed it)
+            if in_use(now, name, role):
+                return []  # another process switched to it meanwhile
             return [Draft(ev.MODEL_SWITCHED.name, f"{role} now uses {name} ({model.spec.label})", meta)]
 
-        (event,) = mind.append(drafts)
-    return model, event, info
+        appended = mind.append(drafts)
+    return model, appended[0] if appended else None, info
 
 
 @dataclass(frozen=True)
@@ -297,18 +336,25 @@ class Description:
     roles: list[str]
     trusted: bool
     reported: ModelInfo | None
+    unreachable: errors.PmmError | None = None  # online, trusted, and the provider failed: why
 
 
 def describe(path: Path, name: str | None, online: bool) -> Description:
     """A model's configuration, the roles it serves, whether it is trusted here, and (online)
     what its provider reports. An untrusted model is described, never contacted: inspecting it
-    is the step before ``pmm model trust``."""
+    is the step before ``pmm model trust``. A provider that fails to answer (down, refused,
+    no key) is part of the description, not an error: the settings are what one looks at then."""
     states, mind_id = _states(path)
     model = pick(states, name)
     roles = [role for role in ev.ROLES if active(states, role).name == model.name]
     is_trusted = trusted(mind_id, model)
-    return Description(model, roles, is_trusted,
-                       probe(model, mind_id) if online and is_trusted else None)
+    if not (online and is_trusted):
+        return Description(model, roles, is_trusted, None)
+    try:
+        return Description(model, roles, is_trusted, probe(model, mind_id))
+    except errors.ProviderError as exc:
+        exc.hint = named_hint(exc, model)
+        return Description(model, roles, is_trusted, None, exc)
 
 
 def to_trust(path: Path, name: str) -> tuple[Model, str, bool]:

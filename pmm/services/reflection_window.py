@@ -74,7 +74,7 @@ def _fixed(states: States, until: int, window: int, cost: tokens.Cost) -> tuple[
     raise errors.ProviderError(
         f"the reflection model's context window ({window:,} tokens) is too small for a reflection,"
         f" which needs at least {need:,}",
-        hint="use a model with a larger window, or set its size with `pmm model add ... --context-window`")
+        hint="use a model with a larger window, or set its size: pmm model set NAME --context-window N")
 
 
 def _frame(states: States, count: int = COMMITMENTS_SHOWN, chars: int = 200) -> tuple[str, str]:
