@@ -19,6 +19,7 @@ from pmm.services.chat import Chat, Turn
 
 MARKDOWN: bool | None = None  # set by `pmm chat --markdown`; None: $PMM_MARKDOWN decides
 CANCELLED = "(answer cancelled: nothing of this turn was saved)"
+_SGR = re.compile(r"\x1b\[[0-9;]*m")  # rich's own colours, around a line it left blank
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 
 
@@ -99,6 +100,7 @@ class Blocks:
     def __init__(self, stream: Any) -> None:
         from rich.console import Console
 
+        self.stream = stream
         self.console = Console(file=stream, no_color=not output.color_ok(stream), highlight=False,
                                soft_wrap=False)
         self.buffer = ""
@@ -114,10 +116,18 @@ class Blocks:
     def _render(self, block: str) -> None:
         from rich.markdown import Markdown
 
-        if self.shown:
-            self.console.print()
-        self.console.print(Markdown(output.clean(block.replace("\r\n", "\n"))))
-        self.shown += 1
+        with self.console.capture() as captured:
+            self.console.print(Markdown(output.clean(block.replace("\r\n", "\n"))))
+        # rich pads a heading or a code block with blank lines: one blank line between blocks
+        lines = captured.get().split("\n")
+        while lines and not _SGR.sub("", lines[-1]).strip():
+            lines.pop()
+        while lines and not _SGR.sub("", lines[0]).strip():
+            lines.pop(0)
+        if lines:
+            self.stream.write(("\n" if self.shown else "") + "\n".join(lines) + "\n")
+            self.stream.flush()
+            self.shown += 1
 
     def finish(self) -> None:
         if self.buffer.strip():
