@@ -177,3 +177,22 @@ def test_a_block_is_complete_after_a_blank_line_outside_a_code_fence() -> None:
     assert blocks == ["One\ntwo\n", "```\na\n\nb\n```\n"]
     assert rest == "Three"
     assert complete_blocks("```\nopen\n\nstill open\n") == ([], "```\nopen\n\nstill open\n")
+
+
+def test_ctrl_c_while_the_spinner_shows_erases_it_and_gives_the_prompt_back(session, mind: Path) -> None:
+    server, term = session
+    at = term.expect(r"you>")
+    release = threading.Event()
+    server.push("slow", release=release, pieces=0)
+    term.send("Tell me a long story.\r")
+    term.until(lambda: any(SPINNER in line for line in term.shown()), what="the spinner")
+    term.send("\x03")
+    at = term.expect(r"answer cancelled: nothing of this turn was saved", after=at)
+    release.set()
+    term.expect(r"you>", after=at)
+    term.until(lambda: sum("you>" in line for line in term.shown()) >= 2, what="the prompt again")
+    shown = term.shown()
+    assert not any(SPINNER in line for line in shown), "\n".join(shown)
+    assert sum("answer cancelled" in line for line in shown) == 1
+    term.send("/exit\r")
+    assert term.wait() == 0
