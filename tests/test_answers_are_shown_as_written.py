@@ -196,3 +196,22 @@ def test_ctrl_c_while_the_spinner_shows_erases_it_and_gives_the_prompt_back(sess
     assert sum("answer cancelled" in line for line in shown) == 1
     term.send("/exit\r")
     assert term.wait() == 0
+
+
+def test_the_spinner_shows_on_the_terminal_while_the_answer_goes_to_a_file(mind: Path, tmp_path: Path) -> None:
+    answer = tmp_path / "answer.txt"
+    with FakeServer("openai", text=HAIKU) as server:
+        serving(mind, server)
+        release = threading.Event()
+        server.push("slow", release=release)  # not streamed: the whole answer waits
+        term = Terminal(["/bin/sh", "-c", 'exec "$0" --mind "$1" chat -m hello > "$2"', PMM, str(mind),
+                         str(answer)], {**os.environ, **ENV})
+        try:
+            term.until(lambda: any(SPINNER in line for line in term.shown()), timeout=60, what="the spinner")
+            release.set()
+            assert term.wait(60) == 0
+        finally:
+            release.set()
+            term.kill()
+    assert answer.read_text() == HAIKU + "\n"
+    assert not any(SPINNER in line for line in term.shown())

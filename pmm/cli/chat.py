@@ -53,13 +53,14 @@ def chat(
 
 def _one_turn(session: Chat, text: str, json: bool) -> None:
     """The answer alone on stdout (streamed on a terminal), or the --json envelope."""
+    from pmm.cli import stream
+
     if json or not sys.stdout.isatty():
-        turn = session.turn(text)
+        with output.spinning(stream.SPINNER):  # stderr may still be a terminal
+            turn = session.turn(text)
         if json:
             output.emit_json(turn.as_json())
         else:
             output.out(turn.response.content.strip())
         return
-    from pmm.cli import stream
-
     stream.answer(session, text, interactive=False)

@@ -197,3 +197,13 @@ class Spinner:
                 sys.stderr.flush()
         self._thread.join()
         self._thread = None
+
+
+@contextlib.contextmanager
+def spinning(label: str) -> Iterator[None]:
+    """A ``Spinner`` for the duration of the block, erased however it ends."""
+    spinner = Spinner(label).start()
+    try:
+        yield
+    finally:
+        spinner.stop()

@@ -18,6 +18,7 @@ from pmm.errors import PmmError
 from pmm.services.chat import Chat, Turn
 
 MARKDOWN: bool | None = None  # set by `pmm chat --markdown`; None: $PMM_MARKDOWN decides
+SPINNER = "waiting for the answer…"
 CANCELLED = "(answer cancelled: nothing of this turn was saved)"
 _SGR = re.compile(r"\x1b\[[0-9;]*m")  # rich's own colours, around a line it left blank
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
@@ -143,7 +144,7 @@ def answer(chat: Chat, text: str, interactive: bool = True, markdown: bool | Non
     the REPL (``interactive`` False) Ctrl-C and errors propagate to the CLI's boundary."""
     view: Faithful | Blocks = (Blocks if (markdown_wanted() if markdown is None else markdown)
                                else Faithful)(sys.stdout)
-    spinner = output.Spinner("waiting for the answer…")
+    spinner = output.Spinner(SPINNER)
 
     def on_text(piece: str) -> None:
         spinner.stop()
