@@ -14,7 +14,7 @@ _pmm_spec() {
         "stats") subcommands="" opts="--explain --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "log") subcommands="" opts="-n --number --kind --mind --json -q --quiet -h --help" valued="-n --number --kind --mind" args="" ;;
         "search") subcommands="" opts="-n --limit --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="text" ;;
-        "chat") subcommands="" opts="-m --message --model --max-tokens --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --mind" args="" ;;
+        "chat") subcommands="" opts="-m --message --model --max-tokens --markdown --raw --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --mind" args="" ;;
         "recall") subcommands="" opts="--model --window --max-tokens --full --mind --json -q --quiet -h --help" valued="--model --window --max-tokens --mind" args="text" ;;
         "trace") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "reflect") subcommands="" opts="--if-due --max-windows --consolidate --model --mind --json -q --quiet -h --help" valued="--max-windows --model --mind" args="" ;;

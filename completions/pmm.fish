@@ -195,6 +195,7 @@ complete -c pmm -n '__pmm_is "search"' -s h -l help -d 'Show this message and ex
 complete -c pmm -n '__pmm_is "chat"' -s m -l message -x -d 'Say this, print the answer and exit (- reads stdin: UTF-8, other bytes are refused with exit 6).'
 complete -c pmm -n '__pmm_is "chat"' -l model -x -d 'Use this model (a name from `pmm model list`) for this run only.'
 complete -c pmm -n '__pmm_is "chat"' -l max-tokens -x -d 'Longest answer, in tokens.'
+complete -c pmm -n '__pmm_is "chat"' -l markdown -l raw -d 'Render answers on a terminal as Markdown, block by block (default: the text exactly as the model wrote it; PMM_MARKDOWN=1 makes --markdown the default).'
 complete -c pmm -n '__pmm_is "chat"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "chat"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "chat"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'

@@ -116,6 +116,9 @@ BACKUP_WORK_FACTOR = Setting(
     " as age itself: about a second and 256 MiB; each step up doubles both, each step down halves what"
     " guessing the passphrase of a stolen backup costs). Restore accepts up to 22 whatever this is.",
     minimum=10, maximum=22)
+MARKDOWN = Setting(
+    "PMM_MARKDOWN", int, 0, "Set to 1 to render chat answers on a terminal as Markdown, as pmm chat"
+    " --markdown does (default 0: the model's text exactly as written).", minimum=0, maximum=1)
 DEBUG = Setting("PMM_DEBUG", str, "", "Set to 1 to get a traceback instead of one line for an unexpected error.")
 
 # Variables pmm reads that are not its own: documented here too, so the man page has one source
@@ -128,4 +131,4 @@ TERM = Setting("TERM", str, "", "When dumb, no colour.")
 
 ALL: tuple[Setting[Any], ...] = (MIND, LOCK_TIMEOUT, PROVIDER_TIMEOUT, PROVIDER_DEADLINE, PROVIDER_MAX_BYTES,
                             PROVIDER_RETRIES, LOCAL_CTX, LOCAL_THREADS, SEMANTIC, STOP_GRACE, KEY_PASSPHRASE,
-                            BACKUP_PASSPHRASE, BACKUP_WORK_FACTOR, DEBUG, VISUAL, EDITOR, NO_COLOR, TERM)
+                            BACKUP_PASSPHRASE, BACKUP_WORK_FACTOR, MARKDOWN, DEBUG, VISUAL, EDITOR, NO_COLOR, TERM)

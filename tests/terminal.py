@@ -30,6 +30,7 @@ class Terminal:
             finally:
                 os._exit(127)
         self.pid, self.fd = pid, fd
+        self.cols, self.rows = cols, rows
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.raw = b""
         self.status: int | None = None
@@ -37,6 +38,11 @@ class Terminal:
     def text(self) -> str:
         """Everything shown so far, without terminal control sequences."""
         return ANSI.sub(b"", self.raw).decode("utf-8", "replace")
+
+    def shown(self) -> list[str]:
+        """What a person scrolling back would see: every line that scrolled off the top, then the
+        screen, as a real terminal of this size draws what was written (``shown_on``)."""
+        return shown_on(self.raw, self.cols, self.rows)
 
     def _pump(self, timeout: float) -> None:
         ready, _, _ = select.select([self.fd], [], [], timeout)
@@ -103,3 +109,18 @@ class Terminal:
                 pass
         os.close(self.fd)
         self.fd = -1
+
+
+def shown_on(raw: bytes, cols: int, rows: int) -> list[str]:
+    """The lines a ``cols`` x ``rows`` terminal shows after ``raw`` (pyte emulates it: cursor moves,
+    erases and redraws act as on screen): its scrollback, oldest first, then the screen, each
+    line without its trailing blanks."""
+    import pyte
+
+    screen = pyte.HistoryScreen(cols, rows, history=1_000_000, ratio=0.5)
+    pyte.ByteStream(screen).feed(raw)
+
+    def text(line) -> str:
+        return "".join(line[x].data for x in range(cols)).rstrip()
+
+    return [text(line) for line in screen.history.top] + [line.rstrip() for line in screen.display]

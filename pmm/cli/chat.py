@@ -22,6 +22,7 @@ def chat(
     message: Annotated[Optional[str], typer.Option("-m", "--message", help="Say this, print the answer and exit (- reads stdin: UTF-8, other bytes are refused with exit 6).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Use this model (a name from `pmm model list`) for this run only.")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=100_000, help="Longest answer, in tokens.")] = 512,
+    markdown: Annotated[Optional[bool], typer.Option("--markdown/--raw", help="Render answers on a terminal as Markdown, block by block (default: the text exactly as the model wrote it; PMM_MARKDOWN=1 makes --markdown the default).")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -30,9 +31,11 @@ def chat(
     In the session: Enter sends, Esc then Enter adds a line, Ctrl-C cancels an answer in
     progress (nothing of it is saved), Ctrl-D or /exit leaves; /help lists the commands.
     """
+    from pmm.cli import stream
     from pmm.errors import UsageError
     from pmm.services.chat import Chat
 
+    stream.MARKDOWN = markdown
     if message == "-" or (message is None and not sys.stdin.isatty()):
         message = stdin_text("the message")
     if message is None and json:
@@ -50,13 +53,14 @@ def chat(
 
 def _one_turn(session: Chat, text: str, json: bool) -> None:
     """The answer alone on stdout (streamed on a terminal), or the --json envelope."""
+    from pmm.cli import stream
+
     if json or not sys.stdout.isatty():
-        turn = session.turn(text)
+        with output.spinning(stream.SPINNER):  # stderr may still be a terminal
+            turn = session.turn(text)
         if json:
             output.emit_json(turn.as_json())
         else:
             output.out(turn.response.content.strip())
         return
-    from pmm.cli import repl
-
-    repl.answer(session, text, interactive=False)
+    stream.answer(session, text, interactive=False)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -50,10 +51,13 @@ def say(text: str) -> None:
     stream = sys.stderr
     if stream is None:
         return
-    try:
-        print(text, file=stream, flush=True)
-    except (OSError, ValueError):  # a closed pipe, or a stream already closed
-        silence(stream)
+    with _SPINNER_LOCK:  # a running spinner's line is erased first, and redrawn under the text
+        try:
+            if _SPINNING:
+                stream.write(ERASE_LINE)
+            print(text, file=stream, flush=True)
+        except (OSError, ValueError):  # a closed pipe, or a stream already closed
+            silence(stream)
 
 
 def silence(stream: Any) -> None:
@@ -133,3 +137,73 @@ def status(label: str) -> Iterator[None]:
 def one_line(text: str, width: int = 100) -> str:
     """``text`` on one line, cut to ``width`` characters with an ellipsis, cleaned (``clean``)."""
     return clip(clean(" ".join(text.split()), multiline=False), width)
+
+
+# -- the spinner: "the model is working" on stderr until the first piece of an answer -------------
+
+ERASE_LINE = "\r\x1b[K"  # back to the line's start, then clear it: the spinner leaves no trace
+_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+_SPINNER_LOCK = threading.Lock()
+_SPINNING = False
+
+
+class Spinner:
+    """A one-line spinner on stderr, drawn by a thread every ``interval`` seconds until ``stop()``,
+    which erases it (idempotent). Only on a terminal and without --quiet; else it does nothing.
+    ``say`` erases the line before a message, so a retry notice is not written over it."""
+
+    def __init__(self, label: str, interval: float = 0.1) -> None:
+        self.label = clean(label, multiline=False)
+        self.interval = interval
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Spinner:
+        global _SPINNING
+        if QUIET or not is_tty(sys.stderr):
+            return self
+        with _SPINNER_LOCK:
+            _SPINNING = True
+        self._thread = threading.Thread(target=self._spin, name="pmm-spinner", daemon=True)
+        self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        n = 0
+        while True:
+            with _SPINNER_LOCK:
+                if self._stopped.is_set():
+                    return
+                try:
+                    frame = _FRAMES[n % len(_FRAMES)]
+                    sys.stderr.write(f"{ERASE_LINE}{paint(frame, '36', sys.stderr)} {self.label}")
+                    sys.stderr.flush()
+                except (OSError, ValueError):
+                    return
+            n += 1
+            if self._stopped.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        """Stop drawing and erase the line; returns once the spinner can draw no more."""
+        global _SPINNING
+        if self._thread is None:
+            return
+        with _SPINNER_LOCK:
+            self._stopped.set()
+            _SPINNING = False
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(ERASE_LINE)
+                sys.stderr.flush()
+        self._thread.join()
+        self._thread = None
+
+
+@contextlib.contextmanager
+def spinning(label: str) -> Iterator[None]:
+    """A ``Spinner`` for the duration of the block, erased however it ends."""
+    spinner = Spinner(label).start()
+    try:
+        yield
+    finally:
+        spinner.stop()

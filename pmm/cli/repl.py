@@ -1,4 +1,4 @@
-"""The interactive chat session: prompt-toolkit input with history, answers streamed with rich.
+"""The interactive chat session: prompt-toolkit input with history, answers streamed (``stream``).
 
 Ctrl-C while an answer streams cancels it (nothing of the turn is saved); Ctrl-C at the prompt
 clears the line; Ctrl-D or /exit leaves. The slash commands are one table (``COMMANDS``): the
@@ -7,57 +7,13 @@ dispatch, ``/help`` and Tab completion all read it.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pmm.cli import output
+from pmm.cli import output, stream
 from pmm.errors import PmmError
-from pmm.services.chat import Chat, Turn
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, no_color=not output.color_ok(stream), highlight=False,
-                   soft_wrap=False)
-
-
-def answer(chat: Chat, text: str, interactive: bool = True) -> Turn | None:
-    """One turn, its answer streamed as Markdown; None when cancelled or failed (in the REPL).
-
-    The model's text is cleaned (``output.clean``) before rich sees it, whole each time, so an
-    escape sequence split across two streamed pieces is caught as well."""
-    from rich.live import Live
-    from rich.markdown import Markdown
-
-    console = _console()
-    pieces: list[str] = []
-    live = Live(Markdown(""), console=console, refresh_per_second=12, vertical_overflow="visible",
-                transient=False)
-
-    def on_text(piece: str) -> None:
-        pieces.append(piece)
-        live.update(Markdown(output.clean("".join(pieces))))
-
-    try:
-        with live:
-            turn = chat.turn(text, on_text)
-            live.update(Markdown(output.clean(turn.response.content)))
-    except KeyboardInterrupt:
-        if not interactive:
-            raise
-        output.message("(answer cancelled: nothing of this turn was saved)")
-        return None
-    except PmmError as exc:
-        if not interactive:
-            raise
-        output.error(exc.message, exc.hint)
-        output.message("(nothing of this turn was saved)")
-        return None
-    return turn
+from pmm.services.chat import Chat
 
 
 def _read_prompt(chat: Chat) -> Callable[[], str]:
@@ -126,7 +82,7 @@ def run(chat: Chat) -> None:
             if dispatch(chat, text):
                 break
             continue
-        answer(chat, text)
+        stream.answer(chat, text)
     output.message("Bye.")
 
 
