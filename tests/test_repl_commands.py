@@ -45,8 +45,9 @@ def test_help_lists_every_command_of_the_table(chat, capsys) -> None:
     lines = shown.splitlines()
     assert lines[0] == "Commands:"
     listed = [line.split()[0] for line in lines[1:] if line.startswith("  /")]
-    assert listed == list(repl.COMMANDS) == ["/help", "/model", "/models", "/stats", "/reflect",
-                                             "/commitments", "/trace", "/exit"]
+    assert listed == list(repl.COMMANDS) == ["/help", "/model", "/models", "/new", "/retry",
+                                             "/sessions", "/stats", "/reflect", "/commitments",
+                                             "/trace", "/exit"]
     assert "  /trace [ID]           why the last answer (or answer ID) is what it is" in lines
     assert "/quit" not in shown  # an alias, accepted but not listed
 
