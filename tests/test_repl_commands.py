@@ -90,5 +90,6 @@ def test_tab_completes_the_names_in_the_table() -> None:
     assert repl.completions("/co") == ["/commitments"]
     assert repl.completions("/model x") == []  # past the name: nothing to complete
     assert repl.completions("hello /mo") == []
-    offered = list(repl._completer().get_completions(Document("/re"), CompleteEvent(completion_requested=True)))
-    assert [(c.text, c.start_position) for c in offered] == [("/reflect", -3)]
+    offered = list(repl._completer().get_completions(Document("/ref"), CompleteEvent(completion_requested=True)))
+    assert [(c.text, c.start_position) for c in offered] == [("/reflect", -4)]
+    assert repl.completions("/re") == ["/retry", "/reflect"]

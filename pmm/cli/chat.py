@@ -44,10 +44,9 @@ def chat(
     exit leaves; /help lists the commands (/new, /retry, /sessions ...).
     """
     from pmm.errors import UsageError
-    from pmm.providers import options
-    from pmm.services.chat import Chat
+    from pmm.services.chat import Chat, parse_options
 
-    chosen = options.parse(_pairs(option or [], list(ctx.args)))
+    chosen = parse_options(_pairs(option or [], list(ctx.args)))
 
     if message == "-" or (message is None and not sys.stdin.isatty()):
         message = stdin_text("the message")

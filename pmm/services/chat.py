@@ -63,6 +63,9 @@ def prompt_for(mind: Ledger, states: States, text: str, model: models.Model,
     return prompt
 
 
+parse_options = options.parse  # ``pmm chat -o``: the CLI reaches the option table through here
+
+
 def check_options(model: models.Model, chosen: dict[str, options.Value]) -> None:
     """A usage error when ``model``'s protocol has no field for one of the options."""
     from pmm.providers import registry
