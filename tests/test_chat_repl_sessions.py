@@ -158,3 +158,19 @@ def test_model_in_the_repl_moves_chat_only_and_says_what_reflection_uses(
         assert "Reflection still uses srv (openai-compatible:test-model)." in shown
     else:
         assert "Reflection follows the chat model" in shown
+
+
+def test_sessions_in_the_repl_lists_them_and_names_this_one(mind: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pmm.services.chat import Chat
+
+    with FakeServer("openai", text="Hi.") as server:
+        fake_for(mind, server)
+        with Chat(mind, lambda _m: None, None, 64, title="Planning") as chat:
+            capsys.readouterr()
+            repl.dispatch(chat, "/sessions")
+            assert capsys.readouterr().err == f"No sessions yet.\nThis session: {chat.session[:12]} (new)\n"
+            chat.turn("Plan the week")
+            repl.dispatch(chat, "/sessions")
+            lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(chat.session[:12]) and lines[0].endswith("2 messages  Planning")
+    assert lines[1] == f"This session: {chat.session[:12]}"

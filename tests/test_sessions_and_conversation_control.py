@@ -130,7 +130,8 @@ def test_model_options_reach_every_protocol_under_its_own_names_and_are_recorded
     with FakeServer(protocol, text="Options heard.") as server:
         ok("--mind", str(mind), "model", "add", "srv", spec, "--base-url", server.url, "--use")
         given = ["-o", "temperature", "0.2", "-o", "top_p=0.5", "-o", "max_tokens", "40"]
-        given += ["-o", "seed", "7"] if protocol != "anthropic" else ["-o", "top_k", "3"]
+        given += (["-o", "seed", "7", "-o", "frequency_penalty", "-0.5"] if protocol != "anthropic"
+                  else ["-o", "top_k", "3"])
         turn = cli_json(mind, "chat", "-m", "hello", *given)
         body = [r for r in server.requests if r.method == "POST"][-1].body
     fields = body["options"] if path == "options" else body
@@ -139,13 +140,27 @@ def test_model_options_reach_every_protocol_under_its_own_names_and_are_recorded
     if protocol == "anthropic":
         assert fields["top_k"] == 3 and "seed" not in fields
     else:
-        assert fields["seed"] == 7
+        assert fields["seed"] == 7 and fields["frequency_penalty"] == -0.5
     response = [e for e in mind_events(mind) if e["id"] == turn["response_id"]][0]
     recorded = ["max_tokens=40", "temperature=0.2", "top_p=0.5"]
-    recorded += ["seed=7"] if protocol != "anthropic" else ["top_k=3"]
+    recorded += ["seed=7", "frequency_penalty=-0.5"] if protocol != "anthropic" else ["top_k=3"]
     assert response["meta"]["options"] == sorted(recorded)
     assert cli_json(mind, "trace", str(turn["response_id"]))["options"] == sorted(recorded)
     assert "Options: " + ", ".join(sorted(recorded)) in ok("--mind", str(mind), "trace", str(turn["response_id"]))
+
+
+def test_the_local_provider_passes_each_option_it_takes_by_a_name_llama_cpp_knows() -> None:
+    """The embedded model's options go to llama-cpp-python's create_chat_completion as keyword
+    arguments: each name must be one of its parameters (a wrong one would be a TypeError)."""
+    import inspect
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from pmm.providers import options
+
+    taken = set(inspect.signature(llama_cpp.Llama.create_chat_completion).parameters)
+    chosen = {name: 1 for name in options.OPTIONS if name not in options.IN_REQUEST}
+    assert options.unsupported(chosen, None) == []
+    assert set(options.fields(chosen, options.LOCAL)) <= taken
 
 
 def test_bad_or_unsupported_options_are_usage_errors_before_any_request(
