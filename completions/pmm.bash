@@ -5,7 +5,7 @@ _pmm_spec() {
     # The (sub)command at path $1: its subcommands, options, the options that take a value,
     # and what its arguments are (file, text or none).
     case "$1" in
-        "") subcommands="init remember pins unpin rename stats log search chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
+        "") subcommands="init remember pins unpin rename stats log search chat sessions recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
         "init") subcommands="" opts="--name --mind --json -q --quiet -h --help" valued="--name --mind" args="" ;;
         "remember") subcommands="" opts="--pin --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "pins") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
@@ -14,7 +14,8 @@ _pmm_spec() {
         "stats") subcommands="" opts="--explain --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "log") subcommands="" opts="-n --number --kind --mind --json -q --quiet -h --help" valued="-n --number --kind --mind" args="" ;;
         "search") subcommands="" opts="-n --limit --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="text" ;;
-        "chat") subcommands="" opts="-m --message --model --max-tokens --markdown --raw --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --mind" args="" ;;
+        "chat") subcommands="" opts="-m --message --model --max-tokens --markdown --raw -c --continue --session --title -s --system -o --option --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --session --title -s --system -o --option --mind" args="" ;;
+        "sessions") subcommands="" opts="-n --limit --newest-first --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="" ;;
         "recall") subcommands="" opts="--model --window --max-tokens --full --mind --json -q --quiet -h --help" valued="--model --window --max-tokens --mind" args="text" ;;
         "trace") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "reflect") subcommands="" opts="--if-due --max-windows --consolidate --model --mind --json -q --quiet -h --help" valued="--max-windows --model --mind" args="" ;;
@@ -73,6 +74,7 @@ _pmm_value() {
         "log:--mind") _pmm_reply -f ;;
         "search:--mind") _pmm_reply -f ;;
         "chat:--mind") _pmm_reply -f ;;
+        "sessions:--mind") _pmm_reply -f ;;
         "recall:--mind") _pmm_reply -f ;;
         "trace:--mind") _pmm_reply -f ;;
         "reflect:--mind") _pmm_reply -f ;;

@@ -3,7 +3,7 @@
 function __pmm_subcommands --argument-names path
     switch "$path"
         case ''
-            printf '%s\n' init remember pins unpin rename stats log search chat recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections
+            printf '%s\n' init remember pins unpin rename stats log search chat sessions recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections
         case 'persona'
             printf '%s\n' set show edit clear
         case 'model'
@@ -36,7 +36,9 @@ function __pmm_valued --argument-names path --description 'options of the comman
         case 'search'
             printf '%s\n' -n --limit --mind
         case 'chat'
-            printf '%s\n' -m --message --model --max-tokens --mind
+            printf '%s\n' -m --message --model --max-tokens --session --title -s --system -o --option --mind
+        case 'sessions'
+            printf '%s\n' -n --limit --mind
         case 'recall'
             printf '%s\n' --model --window --max-tokens --mind
         case 'trace'
@@ -134,6 +136,7 @@ complete -c pmm -n '__pmm_is ""' -a stats -d 'The mind in plain English: stage, 
 complete -c pmm -n '__pmm_is ""' -a log -d 'Show the latest events in the order recorded.'
 complete -c pmm -n '__pmm_is ""' -a search -d 'Full-text search over everything the mind holds.'
 complete -c pmm -n '__pmm_is ""' -a chat -d 'Talk to the mind: an interactive session, or one turn with -m TEXT or piped stdin.'
+complete -c pmm -n '__pmm_is ""' -a sessions -d 'List the sessions: id, title, when they were first and last said, how many messages.'
 complete -c pmm -n '__pmm_is ""' -a recall -d 'Show what the prompt for QUERY would hold now, without calling a model.'
 complete -c pmm -n '__pmm_is ""' -a trace -d 'For an answer: the user\'s message, the context the model saw, model, tokens, latency, and what the turn changed.'
 complete -c pmm -n '__pmm_is ""' -a reflect -d 'Reflect on unreflected history, oldest first, one window at a time until caught up.'
@@ -196,10 +199,21 @@ complete -c pmm -n '__pmm_is "chat"' -s m -l message -x -d 'Say this, print the 
 complete -c pmm -n '__pmm_is "chat"' -l model -x -d 'Use this model (a name from `pmm model list`) for this run only.'
 complete -c pmm -n '__pmm_is "chat"' -l max-tokens -x -d 'Longest answer, in tokens.'
 complete -c pmm -n '__pmm_is "chat"' -l markdown -l raw -d 'Render answers on a terminal as Markdown, block by block (default: the text exactly as the model wrote it; PMM_MARKDOWN=1 makes --markdown the default).'
+complete -c pmm -n '__pmm_is "chat"' -s c -l continue -d 'Continue the most recent session (its recent turns come back into the prompt).'
+complete -c pmm -n '__pmm_is "chat"' -l session -x -d 'Continue this session (an id from `pmm sessions`, or the start of one).'
+complete -c pmm -n '__pmm_is "chat"' -l title -x -d 'Name the new session this run starts (shown by `pmm sessions`).'
+complete -c pmm -n '__pmm_is "chat"' -s s -l system -x -d 'A system prompt for this run only, added after the mind\'s own (who it is), not replacing it; not recorded.'
+complete -c pmm -n '__pmm_is "chat"' -s o -l option -x -d 'A model option for this run, recorded with each answer (repeatable): temperature 0..2, top_p 0..1, top_k, seed, max_tokens, frequency_penalty and presence_penalty -2..2; a model whose API lacks one refuses it.'
 complete -c pmm -n '__pmm_is "chat"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "chat"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "chat"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "chat"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "sessions"' -s n -l limit -x -d 'Only the N most recent sessions.'
+complete -c pmm -n '__pmm_is "sessions"' -l newest-first -d 'List the most recent session first (default: last, next to the prompt).'
+complete -c pmm -n '__pmm_is "sessions"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "sessions"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "sessions"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "sessions"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "recall"' -l model -x -d 'Plan for this model\'s window (a name from `pmm model list`; default: the chat model).'
 complete -c pmm -n '__pmm_is "recall"' -l window -x -d 'Plan for a context window of this many tokens instead of the model\'s.'
 complete -c pmm -n '__pmm_is "recall"' -l max-tokens -x -d 'Tokens kept for the answer, as pmm chat\'s --max-tokens (at most half the window).'

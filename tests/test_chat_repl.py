@@ -61,7 +61,7 @@ def test_a_session_on_the_embedded_model_answers_runs_commands_and_leaves_on_ctr
         assert term.wait(REAL_MODEL) == 0
     finally:
         term.kill()
-    history = private_dirs / "state" / "pmm" / "chat_history"
+    (history,) = (private_dirs / "state" / "pmm" / "history").iterdir()  # this mind's own
     assert "Say hello in five words." in history.read_text()
 
 

@@ -45,8 +45,9 @@ def test_help_lists_every_command_of_the_table(chat, capsys) -> None:
     lines = shown.splitlines()
     assert lines[0] == "Commands:"
     listed = [line.split()[0] for line in lines[1:] if line.startswith("  /")]
-    assert listed == list(repl.COMMANDS) == ["/help", "/model", "/models", "/stats", "/reflect",
-                                             "/commitments", "/trace", "/exit"]
+    assert listed == list(repl.COMMANDS) == ["/help", "/model", "/models", "/new", "/retry",
+                                             "/sessions", "/stats", "/reflect", "/commitments",
+                                             "/trace", "/exit"]
     assert "  /trace [ID]           why the last answer (or answer ID) is what it is" in lines
     assert "/quit" not in shown  # an alias, accepted but not listed
 
@@ -89,5 +90,6 @@ def test_tab_completes_the_names_in_the_table() -> None:
     assert repl.completions("/co") == ["/commitments"]
     assert repl.completions("/model x") == []  # past the name: nothing to complete
     assert repl.completions("hello /mo") == []
-    offered = list(repl._completer().get_completions(Document("/re"), CompleteEvent(completion_requested=True)))
-    assert [(c.text, c.start_position) for c in offered] == [("/reflect", -3)]
+    offered = list(repl._completer().get_completions(Document("/ref"), CompleteEvent(completion_requested=True)))
+    assert [(c.text, c.start_position) for c in offered] == [("/reflect", -4)]
+    assert repl.completions("/re") == ["/retry", "/reflect"]

@@ -64,13 +64,14 @@ def _register() -> None:
         reflect,
         reflections,
         run,
+        sessions,
         signing,
         standing,
         trace,
         verify,
     )
 
-    for module in (init, standing, browse, chat, recall, models, trace, reflect, commitments, reflections,
+    for module in (init, standing, browse, chat, sessions, recall, models, trace, reflect, commitments, reflections,
                    run, health, portability, verify, signing, backup):
         module.register(app)
 

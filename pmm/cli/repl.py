@@ -1,7 +1,8 @@
 """The interactive chat session: prompt-toolkit input with history, answers streamed (``stream``).
 
 Ctrl-C while an answer streams cancels it (nothing of the turn is saved); Ctrl-C at the prompt
-clears the line; Ctrl-D or /exit leaves. The slash commands are one table (``COMMANDS``): the
+clears the line; Ctrl-D, /exit, or ``exit`` or ``quit`` alone on the line leaves; Ctrl-X Ctrl-E
+edits the line in $EDITOR. Each mind has its own input history. The slash commands are one table (``COMMANDS``): the
 dispatch, ``/help`` and Tab completion all read it.
 """
 
@@ -39,15 +40,15 @@ def _read_prompt(chat: Chat) -> Callable[[], str]:
             buffer.validate_and_handle()
 
     try:
-        directory = state_dir()
+        directory = state_dir() / "history"
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        history: Any = FileHistory(str(directory / "chat_history"))
+        history: Any = FileHistory(str(directory / history_name(chat.mind.mind_id)))
     except OSError:
         history = InMemoryHistory()
     # Tab completes a command's name; while typing nothing pops up (a menu would cover answers).
     session: PromptSession[str] = PromptSession(
         history=history, key_bindings=bindings, multiline=True,
-        completer=_completer(), complete_while_typing=False,
+        completer=_completer(), complete_while_typing=False, enable_open_in_editor=True,
         prompt_continuation=lambda width, _n, _soft: "." * (width - 1) + " ",
     )
 
@@ -57,6 +58,17 @@ def _read_prompt(chat: Chat) -> Callable[[], str]:
         return session.prompt("you> ", bottom_toolbar=toolbar)
 
     return read
+
+
+LEAVE_WORDS = ("exit", "quit")  # alone on the line: leave, as in a shell (never sent to the model)
+
+
+def history_name(mind_id: str) -> str:
+    """The input history's file name for a mind: a digest of its id, so that each mind has its
+    own and a crafted id (``../x``) cannot name a path."""
+    import hashlib
+
+    return "chat-" + hashlib.sha256(mind_id.encode("utf-8", "replace")).hexdigest()[:32]
 
 
 def run(chat: Chat) -> None:
@@ -78,6 +90,8 @@ def run(chat: Chat) -> None:
         text = text.strip()
         if not text:
             continue
+        if text.lower() in LEAVE_WORDS:
+            break
         if text.startswith("/"):
             if dispatch(chat, text):
                 break
@@ -96,10 +110,16 @@ def _help(chat: Chat, rest: str) -> None:
 def _model(chat: Chat, rest: str) -> None:
     if rest:
         model = chat.use(rest, output.message)
-        from pmm.services import trust
+        from pmm.services import models, trust
 
+        states = chat.states()
+        reflection = models.active(states, "reflection")
+        follows = states["models"]["active"].get("reflection") is None
         output.message(f"Chat now uses {model.name} ({model.spec.label}; "
                        f"{trust.endpoint(model.spec).describe()}); the mind stays the same.")
+        output.message("Reflection follows the chat model (none was chosen for it:"
+                       " `pmm model use NAME --for reflection` sets one)." if follows else
+                       f"Reflection still uses {reflection.name} ({reflection.spec.label}).")
     else:
         model = chat.model()
         output.message(f"{model.name}: {model.spec.label}")
@@ -110,6 +130,33 @@ def _models(chat: Chat, rest: str) -> None:
 
     for model in models.known(chat.states()).values():
         output.message(f"  {model.name:<16} {model.spec.label}")
+
+
+def _new(chat: Chat, rest: str) -> None:
+    chat.new(rest or None)
+    output.message("New session" + (f" {rest!r}" if rest else "") + ": the recent turns start"
+                   " empty (recalled memory still comes from the whole mind).")
+
+
+def _retry(chat: Chat, rest: str) -> None:
+    output.message("Asking again…")
+    try:
+        turn = chat.retry()
+    except KeyboardInterrupt:
+        output.message("(retry cancelled: nothing was saved; the last answer stands)")
+        return
+    output.out(turn.response.content.strip())
+    output.message(f"(answer {turn.response.id} replaces {turn.events[0].meta['response']},"
+                   " which no longer enters the model's context)")
+
+
+def _sessions(chat: Chat, rest: str) -> None:
+    from pmm.cli.sessions import render
+    from pmm.services import sessions
+
+    found = sessions.of_mind(chat.mind)[-10:]
+    output.message("\n".join(render(found)) if found else "No sessions yet.")
+    output.message(f"This session: {chat.session[:12]}" + ("" if chat.started else " (new)"))
 
 
 def _stats(chat: Chat, rest: str) -> None:
@@ -160,11 +207,14 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("/model", "the model answering now; /model NAME switches to it (recorded in the mind)",
             _model),
     Command("/models", "every model the mind knows", _models),
+    Command("/new [TITLE]", "start a new session (its recent turns start empty)", _new),
+    Command("/retry", "withdraw the last answer and ask its message again", _retry),
+    Command("/sessions", "the latest sessions, and this one's id", _sessions),
     Command("/stats", "what the mind holds so far", _stats),
     Command("/reflect", "reflect now on what happened since the last reflection", _reflect),
     Command("/commitments", "open commitments (/commitments all: every one)", _commitments),
     Command("/trace [ID]", "why the last answer (or answer ID) is what it is", _trace),
-    Command("/exit", "leave (Ctrl-D works too)", None),
+    Command("/exit", "leave (Ctrl-D, or exit or quit alone, works too)", None),
 )}
 ALIASES = {"/quit": "/exit"}  # accepted, not listed
 
@@ -172,6 +222,7 @@ HELP = "\n".join([
     "Commands:",
     *(f"  {c.usage:<21} {c.help}" for c in COMMANDS.values()),
     "Enter sends; Esc then Enter starts a new line; a line ending in \\ continues on the next.",
+    "Ctrl-X Ctrl-E opens the input in $EDITOR; it is sent when the editor closes.",
     "Ctrl-C cancels an answer while it streams: nothing of that turn is saved.",
 ])
 

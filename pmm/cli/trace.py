@@ -73,6 +73,8 @@ def render_turn(turn: Turn, brief: bool = False) -> list[str]:
         usage.append(f"finished: {turn['finish']}")
     if usage:
         lines.append("  Usage: " + ", ".join(usage))
+    if turn.get("options"):
+        lines.append("  Options: " + ", ".join(turn["options"]))
     if brief:
         return lines
     if turn["prompt_xxh3"]:

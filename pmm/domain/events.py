@@ -139,11 +139,23 @@ RESPONSE_SENT = declare(
         " records which model answered, its token usage and latency, the message it answers, the"
         " ids of the events put into the prompt (`context`; newer answers also say which of them"
         " were standing and which recalled memory, the rest being recent turns: `standing`,"
-        " `recalled`), and an xxhash (XXH3-64) signature of the prompt.",
+        " `recalled`), an xxhash (XXH3-64) signature of the prompt, and the model options the"
+        " run set (`pmm chat -o`: `options`, such as `temperature=0.2`; absent: the defaults).",
         {**_SOURCE, "model": STR, "provider": STR, "model_name": STR, "reply_to": ID,
          "tokens_in": COUNT, "tokens_out": COUNT, "latency_ms": COUNT, "context": IDS,
-         "standing": IDS, "recalled": IDS, "prompt_xxh3": STR, "finish": STR},
+         "standing": IDS, "recalled": IDS, "prompt_xxh3": STR, "finish": STR,
+         "options": Field("list", items="str")},
         content="The answer.",
+    )
+)
+RESPONSE_WITHDRAWN = declare(
+    EventKind(
+        "response_withdrawn",
+        "An answer was withdrawn (`/retry` in `pmm chat`): the response_sent named by response"
+        " stays in the chain but no longer enters the model's context, recalled or recent; the"
+        " answer recorded with it replies to the same message (message) instead.",
+        {"response": ID_REQUIRED, "message": ID, "session": STR},
+        content="A human-readable line about the withdrawal.",
     )
 )
 OBSERVATION_RECORDED = declare(

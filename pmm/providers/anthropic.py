@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from pmm import errors
+from pmm.providers import options
 from pmm.providers._http import (
     HttpProvider,
     Progress,
@@ -50,6 +51,7 @@ class AnthropicProvider(HttpProvider):
             "temperature": request.temperature,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "stream": stream,
+            **options.fields(request.options, "anthropic"),
         }
         if system:
             body["system"] = system

@@ -30,7 +30,8 @@ class Request:
     turn, so Anthropic's prompt cache can hold it. ``context`` is per-turn material (recall,
     commitments) placed right after it. ``json_schema`` asks for constrained structured output
     where the provider has it (response_format, Ollama ``format``, a grammar, Anthropic tool use);
-    the text of the completion is then the JSON document.
+    the text of the completion is then the JSON document. ``options`` holds the model
+    options of ``pmm chat -o`` (``pmm.providers.options``).
     """
 
     messages: tuple[Message, ...]
@@ -39,6 +40,9 @@ class Request:
     max_tokens: int = 512
     temperature: float = 0.7
     json_schema: dict[str, Any] | None = None
+    # model options beyond temperature and max_tokens (top_p, seed ...), under pmm's names:
+    # each adapter renames them (``pmm.providers.options.fields``)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def system_text(self) -> str:
         """System prompt and context as one text, for APIs with a single system message."""

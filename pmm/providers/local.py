@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pmm import errors, settings
+from pmm.providers import options
 from pmm.providers.base import Completion, ModelInfo, OnText, Request
 from pmm.providers.registry import EMBEDDED_MODEL, ModelSpec
 
@@ -149,7 +150,7 @@ class LocalProvider:
         # Small models loop on a phrase without a firm repetition penalty.
         kwargs: dict[str, Any] = {"messages": messages, "max_tokens": request.max_tokens,
                                   "temperature": request.temperature, "repeat_penalty": 1.3,
-                                  "top_p": 0.9}
+                                  "top_p": 0.9, **options.fields(request.options, options.LOCAL)}
         if request.json_schema is not None:
             # A grammar built from the schema: even a 135M model can only answer valid JSON.
             kwargs["grammar"] = grammar(request.json_schema)

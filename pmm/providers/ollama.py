@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from pmm import errors
+from pmm.providers import options
 from pmm.providers._http import HttpProvider, Progress, cut_off, iter_ndjson, read_json, token_count
 from pmm.providers.base import Completion, ModelInfo, OnText, Request
 
@@ -29,7 +30,8 @@ class OllamaProvider(HttpProvider):
             "model": self.spec.model,
             "messages": messages,
             "stream": on_text is not None,
-            "options": {"temperature": request.temperature, "num_predict": request.max_tokens},
+            "options": {"temperature": request.temperature, "num_predict": request.max_tokens,
+                        **options.fields(request.options, "ollama")},
         }
         if request.json_schema is not None:
             body["format"] = request.json_schema

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from pmm import errors
+from pmm.providers import options
 from pmm.providers._http import (
     HttpProvider,
     Progress,
@@ -43,6 +44,7 @@ class OpenAIProvider(HttpProvider):
             "temperature": request.temperature,
             "stream": stream,
         }
+        body.update(options.fields(request.options, "openai"))
         if stream:
             body["stream_options"] = {"include_usage": True}
         if request.json_schema is not None:

@@ -7,7 +7,7 @@ failed, cut or cancelled turn leaves the chain exactly as it was.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -18,8 +18,9 @@ from pmm.domain.events import Draft, Event
 from pmm.domain.states import States
 from pmm.ledger import folded
 from pmm.ledger.store import Ledger
+from pmm.providers import options
 from pmm.providers.base import Completion, OnText, Provider
-from pmm.services import context, models, opening, semantic
+from pmm.services import context, models, opening, semantic, sessions
 from pmm.services.opening import Notify
 
 ANSWER_TOKENS = 512
@@ -43,13 +44,37 @@ def answer_reserve(window: int, max_tokens: int) -> int:
 
 
 def prompt_for(mind: Ledger, states: States, text: str, model: models.Model,
-               max_tokens: int, window: int | None = None) -> context.Prompt:
+               max_tokens: int, window: int | None = None,
+               scope: context.Scope = context.NO_SCOPE,
+               model_options: dict[str, options.Value] | None = None) -> context.Prompt:
     """The prompt a turn sends ``model`` for ``text``: ``pmm chat`` sends it, ``pmm recall``
-    shows it, so what one shows is what the other sends. ``window`` overrides the model's."""
+    shows it, so what one shows is what the other sends. ``window`` overrides the model's;
+    ``model_options`` are ``pmm chat -o`` (``pmm.providers.options``)."""
     window = window or model.window()
-    return context.build(mind, states, text, window=window,
-                         answer_tokens=answer_reserve(window, max_tokens), similar=semantic.nearest,
-                         count=model.token_counter(mind.mind_id))
+    chosen = dict(model_options or {})
+    max_tokens = int(chosen.pop("max_tokens", max_tokens))
+    temperature = float(chosen.pop("temperature", 0.7))
+    prompt = context.build(mind, states, text, window=window,
+                           answer_tokens=answer_reserve(window, max_tokens), temperature=temperature,
+                           similar=semantic.nearest, count=model.token_counter(mind.mind_id),
+                           scope=scope)
+    if chosen:
+        prompt.request = replace(prompt.request, options=chosen)
+    return prompt
+
+
+parse_options = options.parse  # ``pmm chat -o``: the CLI reaches the option table through here
+
+
+def check_options(model: models.Model, chosen: dict[str, options.Value]) -> None:
+    """A usage error when ``model``'s protocol has no field for one of the options."""
+    from pmm.providers import registry
+
+    info = registry.find(model.spec.provider)
+    missing = options.unsupported(chosen, info.protocol if info else None)
+    if missing:
+        raise errors.UsageError(f"{model.spec.label} takes no {', '.join(missing)} option",
+                                hint="drop that -o, or use another model (`pmm model list`)")
 
 
 class Changed(TypedDict):
@@ -106,22 +131,50 @@ class Turn:
 
 
 class Chat:
-    """A conversation with one mind: a session id, an open mind file, providers kept warm."""
+    """A conversation with one mind: a session id, an open mind file, providers kept warm.
+
+    ``session`` continues that session (an id or an unambiguous prefix; ``pmm sessions`` lists
+    them), ``resume`` the one with the newest activity; otherwise a new session starts with the
+    first turn, named ``title`` when given. A continued session, or one begun with ``new``, gets
+    its recent turns from itself alone; a plain new run sees the mind's latest turns, whatever
+    their session, as ``pmm chat`` always has. ``system`` is a system prompt for this run,
+    added after the identity block; ``model_options`` are ``-o`` options, checked here.
+    """
 
     def __init__(self, path: Path, notify: Notify, model_name: str | None = None,
-                 max_tokens: int = ANSWER_TOKENS) -> None:
+                 max_tokens: int = ANSWER_TOKENS, *, session: str | None = None,
+                 resume: bool = False, title: str | None = None, system: str = "",
+                 model_options: dict[str, options.Value] | None = None) -> None:
         if not 1 <= max_tokens <= 100_000:
             raise errors.UsageError("--max-tokens must be between 1 and 100000")
+        if title is not None and (session is not None or resume):
+            raise errors.UsageError("--title names a new session; it cannot rename one that is continued",
+                                    hint="drop --title, or -c/--session")
+        if session is not None and resume:
+            raise errors.UsageError("-c continues the latest session, --session the one named: give one")
         self.max_tokens = max_tokens
+        self.system = system.strip()
+        self.model_options = dict(model_options or {})
+        self.title = " ".join(title.split()) if title else ""
         models.check_name(path, model_name)  # a typo in --model creates no mind and no folder
         self.mind: Ledger = opening.open_write(path, notify)
         self.session = uuid.uuid4().hex
         self.started = False
+        self.scoped = False  # recent turns from this session only
         self.model_name = model_name  # --model: for this run only, no switch recorded
         self._providers: dict[models.Model, Provider] = {}
         try:
+            if session is not None or resume:
+                found = sessions.resolve(self.mind, session) if session is not None else sessions.latest(self.mind)
+                if found is None:
+                    raise errors.UsageError("there is no session to continue yet",
+                                            hint="start one with `pmm chat`")
+                self.session, self.started, self.scoped = found.id, True, True
+                self.title = found.title
             # An unknown or untrusted model fails before the first turn (and the REPL).
-            models.require_trusted(self.mind.mind_id, self.model())
+            model = self.model()
+            models.require_trusted(self.mind.mind_id, model)
+            check_options(model, self.model_options)
         except BaseException:
             self.mind.close()
             raise
@@ -145,38 +198,88 @@ class Chat:
         return models.pick(self.states(), self.model_name)
 
     def use(self, name: str, notify: Notify) -> models.Model:
-        """Switch this mind's chat model (a ``model_switched`` event), from now on."""
+        """Switch this mind's chat model (a ``model_switched`` event for role chat), from now
+        on. Reflection keeps its own model when one was chosen for it (``pmm model use NAME
+        --for reflection``); without one it follows the chat model (``models.active``)."""
         model, _, _ = models.use(self.mind.path, name, "chat", notify)
         self.model_name = None
         return model
+
+    def new(self, title: str | None = None) -> str:
+        """Start a new session (recorded, like every session, with its first turn); from now
+        on the recent turns come from it alone."""
+        self.session = uuid.uuid4().hex
+        self.started, self.scoped = False, True
+        self.title = " ".join(title.split()) if title else ""
+        return self.session
+
+    def scope(self, hide: frozenset[int] = frozenset()) -> context.Scope:
+        return context.Scope(self.session if self.scoped else None, self.system, hide)
 
     def _provider(self, model: models.Model) -> Provider:
         if model not in self._providers:
             self._providers[model] = models.connect(self.mind.mind_id, model)
         return self._providers[model]
 
-    def turn(self, text: str, on_text: OnText | None = None) -> Turn:
-        """Ask the model and record the turn; raises ``ProviderError`` (nothing written) on failure."""
-        text = checked_message(text)
+    def _ask(self, text: str, on_text: OnText | None, hide: frozenset[int] = frozenset()
+             ) -> tuple[models.Model, context.Prompt, Completion]:
         states = self.states()
         model = models.pick(states, self.model_name)
-        prompt = prompt_for(self.mind, states, text, model, self.max_tokens)
+        check_options(model, self.model_options)
+        prompt = prompt_for(self.mind, states, text, model, self.max_tokens, scope=self.scope(hide),
+                            model_options=self.model_options)
         completion = self._provider(model).complete(prompt.request, on_text)
         if not completion.text.strip():
             raise errors.ProviderError(f"{model.spec.label} returned an empty answer",
                                        hint="try again, or another model (`pmm model use NAME`)")
+        return model, prompt, completion
+
+    def turn(self, text: str, on_text: OnText | None = None) -> Turn:
+        """Ask the model and record the turn; raises ``ProviderError`` (nothing written) on failure."""
+        text = checked_message(text)
+        model, prompt, completion = self._ask(text, on_text)
         events = self.mind.append(lambda first_id: self._drafts(first_id, text, model, prompt, completion))
         self.started = True
         message, response = (e for e in events if e.kind in (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name))
+        return Turn(message, response, completion, prompt, model, self.session, events)
+
+    def retry(self, on_text: OnText | None = None) -> Turn:
+        """Ask the last message of this session again: the new answer and a ``response_withdrawn``
+        for the old one are appended together, so the old answer leaves the model's context
+        (it stays in the chain). Nothing is written when the new answer fails."""
+        last = sessions.last_exchange(self.mind, self.session) if self.started else None
+        if last is None:
+            raise errors.UsageError("there is no answer in this session to retry",
+                                    hint="say something first")
+        message, old = last
+        model, prompt, completion = self._ask(message.content, on_text, frozenset({message.id, old.id}))
+
+        def drafts(first_id: int) -> list[Draft]:
+            if sessions.last_exchange(self.mind, self.session) != last:  # another process answered
+                raise errors.UsageError("the session changed while the answer was asked again",
+                                        hint="nothing was saved; /retry again")
+            withdrawn = Draft(ev.RESPONSE_WITHDRAWN.name, f"answer {old.id} withdrawn to ask again",
+                              {"response": old.id, "message": message.id, "session": self.session})
+            return [withdrawn, *self._answer_drafts(first_id + 1, message.id, model, prompt, completion)]
+
+        events = self.mind.append(drafts)
+        response = next(e for e in events if e.kind == ev.RESPONSE_SENT.name)
         return Turn(message, response, completion, prompt, model, self.session, events)
 
     def _drafts(self, first_id: int, text: str, model: models.Model, prompt: context.Prompt,
                 completion: Completion) -> list[Draft]:
         drafts = []
         if not self.started:
-            drafts.append(Draft(ev.SESSION_STARTED.name, "", {"session": self.session}))
+            meta: dict[str, Any] = {"session": self.session}
+            if self.title:
+                meta["title"] = self.title
+            drafts.append(Draft(ev.SESSION_STARTED.name, self.title, meta))
         message_id = first_id + len(drafts)
         drafts.append(Draft(ev.MESSAGE_RECEIVED.name, text, {"session": self.session}))
+        return drafts + self._answer_drafts(message_id + 1, message_id, model, prompt, completion)
+
+    def _answer_drafts(self, response_id: int, message_id: int, model: models.Model,
+                       prompt: context.Prompt, completion: Completion) -> list[Draft]:
         meta: dict[str, Any] = {
             "session": self.session, "provider": model.spec.provider, "model": model.spec.model,
             "model_name": model.name, "reply_to": message_id, "latency_ms": completion.latency_ms,
@@ -190,10 +293,12 @@ class Chat:
             meta["tokens_out"] = completion.tokens_out
         if completion.finish_reason:
             meta["finish"] = completion.finish_reason
-        drafts.append(Draft(ev.RESPONSE_SENT.name, completion.text, meta))
+        if self.model_options:
+            meta["options"] = options.recorded(self.model_options)
+        drafts = [Draft(ev.RESPONSE_SENT.name, completion.text, meta)]
         promised = dynamics.commitment_in(completion.text)
         open_now = folded.state(self.mind)[0]["commitments"]["open"].values()  # inside the transaction
         if promised and not any(dynamics.same_commitment(promised, c["text"]) for c in open_now):
             drafts.append(Draft(ev.COMMITMENT_OPENED.name, promised,
-                                {"source": "conversation", "turn": message_id + 1}))
+                                {"source": "conversation", "turn": response_id}))
         return drafts

@@ -129,32 +129,52 @@ def system_prompt(states: States) -> str:
 
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What a chat run sets: ``session`` (recent turns only from it; None: the mind's latest
+    turns, whatever their session), ``system`` (this run's system prompt, added after the
+    identity block) and ``hide`` (turns left out, besides the withdrawn answers)."""
+
+    session: str | None = None
+    system: str = ""
+    hide: frozenset[int] = frozenset()
+
+
+NO_SCOPE = Scope()
+
+
 def build(mind: Ledger, states: States, user_text: str, *, window: int,
           answer_tokens: int, temperature: float = 0.7,
-          similar: ranking.Similar | None = None, count: Count | None = None) -> Prompt:
+          similar: ranking.Similar | None = None, count: Count | None = None,
+          scope: Scope = NO_SCOPE) -> Prompt:
     """The request for ``user_text`` given the mind as it is now, with its plan; ``similar``
     finds events by meaning (optional, see ``ranking``); ``count`` is the model's own token
     count when it is known (a local model's vocabulary), else tokens are estimated high."""
+    from pmm.services import sessions
+
+    scope = Scope(scope.session, scope.system, scope.hide | sessions.hidden(mind))
     cost = Cost(count)
     budget = max(64, window - answer_tokens - 32)
-    prompt = _build(mind, states, user_text, budget, answer_tokens, temperature, similar, cost)
+    prompt = _build(mind, states, user_text, budget, answer_tokens, temperature, similar, cost,
+                    scope)
     if count is not None:
         # Exact counts are summed per piece: joins and the chat template could still tip the
         # whole over. Measured whole, it is planned again in what is left, never sent too long.
         over = cost.request(prompt.request) - budget
         if over > 0:
             prompt = _build(mind, states, user_text, max(64, budget - 2 * over), answer_tokens,
-                            temperature, similar, cost)
+                            temperature, similar, cost, scope)
     return prompt
 
 
 def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tokens: int,
-           temperature: float, similar: ranking.Similar | None, cost: Cost) -> Prompt:
-    system = system_prompt(states)
+           temperature: float, similar: ranking.Similar | None, cost: Cost,
+           scope: Scope) -> Prompt:
+    system = "\n\n".join(p for p in (system_prompt(states), scope.system.strip()) if p)
     spent = cost.text(system) + cost.text(user_text)
     standing, spent = _standing(states, mind, budget, spent, cost)
 
-    recent_pool = _recent_pool(mind, budget - spent, cost)
+    recent_pool = _recent_pool(mind, budget - spent, cost, scope)
     previous = next((e.content for e in recent_pool if e.kind == ev.MESSAGE_RECEIVED.name), None)
     query = ranking.query(user_text, previous)
     avail = max(0, budget - spent - TIME_LINE_TOKENS)
@@ -163,7 +183,7 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
     last_exchange = sum(cost.turn(e) for e in recent_pool[:2])
     reserved = min(pool_cost, max(avail - int(avail * RECALL_SHARE),
                                   last_exchange if last_exchange <= avail // 2 else 0))
-    held = _reserved_ids(recent_pool, reserved, cost) | {i.event.id for i in standing.items}
+    held = _reserved_ids(recent_pool, reserved, cost) | {i.event.id for i in standing.items} | scope.hide
     recalled = _recall(mind, query, user_text, avail - reserved, held, similar, cost)
     spent += recalled.tokens
     recent = _recent(recent_pool, budget - spent - TIME_LINE_TOKENS,
@@ -314,14 +334,20 @@ def _render(section: Section) -> str:
 # -- recent turns ------------------------------------------------------------------------------
 
 
-def _recent_pool(mind: Ledger, room: int, cost: Cost) -> list[Event]:
-    """The newest turns, newest first, until they would fill ``room`` tokens."""
+def _recent_pool(mind: Ledger, room: int, cost: Cost, scope: Scope) -> list[Event]:
+    """The newest turns (of the scope's session, when it names one), newest first, until they
+    would fill ``room`` tokens."""
+    from pmm.ledger import sessions
+
     pool: list[Event] = []
     spent = 0
     before = None
     while spent < room:
-        page = lookup.latest_before(mind, TURN_KINDS, RECENT_PAGE, before)
+        page = (lookup.latest_before(mind, TURN_KINDS, RECENT_PAGE, before) if scope.session is None
+                else sessions.turns_of(mind, scope.session, RECENT_PAGE, before))
         for event in page:
+            if event.id in scope.hide:
+                continue
             pool.append(event)
             spent += cost.turn(event)
             if spent >= room:

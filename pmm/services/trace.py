@@ -60,6 +60,7 @@ class Turn(TypedDict):
     tokens_out: int | None
     latency_ms: int | None
     finish: str | None
+    options: list[str]  # the model options the run set (`pmm chat -o`), as "key=value"
     prompt_xxh3: str | None
     context: list[Brief]
     sections: dict[str, list[int]] | None
@@ -152,6 +153,7 @@ def turn(mind: Ledger, response: Event) -> Turn:
         "tokens_out": meta.get("tokens_out"),
         "latency_ms": meta.get("latency_ms"),
         "finish": meta.get("finish"),
+        "options": [o for o in meta.get("options") or [] if isinstance(o, str)],
         "prompt_xxh3": meta.get("prompt_xxh3"),
         "context": context,
         "sections": sections,
