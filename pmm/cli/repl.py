@@ -139,15 +139,13 @@ def _new(chat: Chat, rest: str) -> None:
 
 
 def _retry(chat: Chat, rest: str) -> None:
+    from pmm.cli import stream
+
     output.message("Asking again…")
-    try:
-        turn = chat.retry()
-    except KeyboardInterrupt:
-        output.message("(retry cancelled: nothing was saved; the last answer stands)")
-        return
-    output.out(turn.response.content.strip())
-    output.message(f"(answer {turn.response.id} replaces {turn.events[0].meta['response']},"
-                   " which no longer enters the model's context)")
+    turn = stream.show(chat.retry)
+    if turn is not None:
+        output.message(f"(answer {turn.response.id} replaces {turn.events[0].meta['response']},"
+                       " which no longer enters the model's context)")
 
 
 def _sessions(chat: Chat, rest: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pmm.cli import output
@@ -142,6 +143,12 @@ class Blocks:
 def answer(chat: Chat, text: str, interactive: bool = True, markdown: bool | None = None) -> Turn | None:
     """One turn, its answer streamed to stdout; None when cancelled or failed (in the REPL). Out of
     the REPL (``interactive`` False) Ctrl-C and errors propagate to the CLI's boundary."""
+    return show(lambda on_text: chat.turn(text, on_text), interactive, markdown)
+
+
+def show(ask: Callable[[Callable[[str], None]], Turn], interactive: bool = True,
+         markdown: bool | None = None) -> Turn | None:
+    """Stream what ``ask(on_text)`` answers (a turn, or ``Chat.retry``) as ``answer`` does."""
     view: Faithful | Blocks = (Blocks if (markdown_wanted() if markdown is None else markdown)
                                else Faithful)(sys.stdout)
     spinner = output.Spinner(SPINNER)
@@ -153,7 +160,7 @@ def answer(chat: Chat, text: str, interactive: bool = True, markdown: bool | Non
     try:
         spinner.start()
         try:
-            turn = chat.turn(text, on_text)
+            turn = ask(on_text)
         finally:
             spinner.stop()
         if not view.started:  # a provider that answered whole
