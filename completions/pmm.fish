@@ -61,6 +61,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' -o --output --keep --passphrase-file --mind
         case 'restore'
             printf '%s\n' --passphrase-file --mind
+        case 'persona'
+            printf '%s\n' --mind
         case 'persona set'
             printf '%s\n' --mind
         case 'persona show'
@@ -68,6 +70,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
         case 'persona edit'
             printf '%s\n' --mind
         case 'persona clear'
+            printf '%s\n' --mind
+        case 'model'
             printf '%s\n' --mind
         case 'model list'
             printf '%s\n' --mind
@@ -81,6 +85,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' --mind
         case 'model remove'
             printf '%s\n' --mind
+        case 'commitments'
+            printf '%s\n' --mind
         case 'commitments list'
             printf '%s\n' --mind
         case 'commitments open'
@@ -91,6 +97,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' -r --reason --due --mind
         case 'commitments drop'
             printf '%s\n' -r --reason --mind
+        case 'reflections'
+            printf '%s\n' --mind
         case 'reflections list'
             printf '%s\n' --mind
         case 'reflections show'
@@ -289,6 +297,7 @@ complete -c pmm -n '__pmm_is "persona"' -a set -d 'Set the persona (replacing an
 complete -c pmm -n '__pmm_is "persona"' -a show -d 'Print the persona\'s text (nothing, and a note on stderr, when there is none).'
 complete -c pmm -n '__pmm_is "persona"' -a edit -d 'Edit the persona in $VISUAL or $EDITOR; a failed edit, or one that changes nothing, writes nothing.'
 complete -c pmm -n '__pmm_is "persona"' -a clear -d 'Remove the persona (a persona_cleared event; earlier ones stay in the ledger).'
+complete -c pmm -n '__pmm_is "persona"' -l mind -r -F -d 'Mind file for the command that follows (overrides pmm --mind; default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "persona"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "persona"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "persona set"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
@@ -313,6 +322,7 @@ complete -c pmm -n '__pmm_is "model"' -a use -d 'Switch chat (or reflection) to 
 complete -c pmm -n '__pmm_is "model"' -a info -d 'A model\'s configuration and, online, what its provider reports (hash, version, context).'
 complete -c pmm -n '__pmm_is "model"' -a trust -d 'Let this machine use a model that came with the mind (an import, a restore, a copy).'
 complete -c pmm -n '__pmm_is "model"' -a remove -d 'Remove a model from the mind (refused while it is in use).'
+complete -c pmm -n '__pmm_is "model"' -l mind -r -F -d 'Mind file for the command that follows (overrides pmm --mind; default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "model"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "model"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "model list"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
@@ -354,6 +364,7 @@ complete -c pmm -n '__pmm_is "commitments"' -a open -d 'Open a commitment by han
 complete -c pmm -n '__pmm_is "commitments"' -a close -d 'Close a commitment as kept: only with evidence (events after it was opened).'
 complete -c pmm -n '__pmm_is "commitments"' -a reopen -d 'Open a closed, expired or dropped commitment again.'
 complete -c pmm -n '__pmm_is "commitments"' -a drop -d 'Drop a commitment, whatever its status.'
+complete -c pmm -n '__pmm_is "commitments"' -l mind -r -F -d 'Mind file for the command that follows (overrides pmm --mind; default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "commitments"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "commitments"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "commitments list"' -s a -l all -d 'Also closed, expired and dropped ones.'
@@ -386,6 +397,7 @@ complete -c pmm -n '__pmm_is "commitments drop"' -s h -l help -d 'Show this mess
 complete -c pmm -n '__pmm_is "reflections"' -a list -d 'List the reflections, oldest first.'
 complete -c pmm -n '__pmm_is "reflections"' -a show -d 'Show one reflection in full.'
 complete -c pmm -n '__pmm_is "reflections"' -a retract -d 'Overrule a reflection (one of the last 100).'
+complete -c pmm -n '__pmm_is "reflections"' -l mind -r -F -d 'Mind file for the command that follows (overrides pmm --mind; default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "reflections"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "reflections"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "reflections list"' -s a -l all -d 'Also retracted ones (marked).'
