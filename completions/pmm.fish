@@ -255,7 +255,7 @@ complete -c pmm -n '__pmm_is "import"' -s h -l help -d 'Show this message and ex
 complete -c pmm -n '__pmm_is "import"' -F
 complete -c pmm -n '__pmm_is "verify"' -l deep -d 'Also run SQLite\'s check, canonical meta, and the projection cache against a full replay.'
 complete -c pmm -n '__pmm_is "verify"' -l sig -r -F -d 'A signature from `pmm sign`: its checkpoint must be in the chain.'
-complete -c pmm -n '__pmm_is "verify"' -l pub -r -F -d 'The signer\'s public key (PEM, minisign or ssh-ed25519).'
+complete -c pmm -n '__pmm_is "verify"' -l pub -r -F -d 'The signer\'s public key (PEM, minisign or ssh-ed25519). Default: the one `pmm keygen` made (signing-key.pub.pem in the user config dir).'
 complete -c pmm -n '__pmm_is "verify"' -l accept-rollback -d 'Make this file\'s head the witnessed one (after a deliberate rollback).'
 complete -c pmm -n '__pmm_is "verify"' -l no-witness -d 'Skip the witness check (and do not update it).'
 complete -c pmm -n '__pmm_is "verify"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'

@@ -9,8 +9,8 @@ file's bytes. Two formats, both checkable without pmm (docs/signing.md):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ from pmm import errors
 from pmm.domain import checkpoint as cp
 from pmm.services import signatures
 from pmm.services.files import check_output, write_atomic
-from pmm.services.signatures import Signed
+from pmm.services.signatures import KeyFiles, Signed, default_key, key_files
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,29 +26,6 @@ if TYPE_CHECKING:
 
 FORMATS = ("minisign", "ssh")
 Passphrase = Callable[[], bytes]
-
-
-@dataclass(frozen=True)
-class KeyFiles:
-    private: Path
-    public_pem: Path
-    minisign: Path
-    ssh: Path
-
-    def publics(self) -> list[Path]:
-        return [self.public_pem, self.minisign, self.ssh]
-
-
-def default_key() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("pmm")) / "signing-key.pem"
-
-
-def key_files(private: Path) -> KeyFiles:
-    """Where ``pmm keygen`` puts the public halves: beside the private key, named after it."""
-    stem = private.with_name(private.name.removesuffix(".pem"))
-    return KeyFiles(private, Path(f"{stem}.pub.pem"), Path(f"{stem}.minisign.pub"), Path(f"{stem}.ssh.pub"))
 
 
 def keygen(private: Path, passphrase: bytes | None, *, force: bool = False) -> tuple[KeyFiles, str]:
@@ -74,8 +51,13 @@ def keygen(private: Path, passphrase: bytes | None, *, force: bool = False) -> t
 
 
 def load_private(path: Path, passphrase: Passphrase) -> Ed25519PrivateKey:
+    """The private key at ``path``; a missing one says how to make it (``pmm keygen``)."""
     from pmm.crypto import keys
 
+    if not os.path.lexists(path):
+        hint = "make one with `pmm keygen`, or pass --key KEY" if path == default_key() else \
+            f"check the path, or make a key there with `pmm keygen -o {path}`"
+        raise errors.UsageError(f"no signing key at {path}", hint=hint)
     return keys.load_private(signatures.read_limited(path, "key", 1 << 20), str(path), passphrase)
 
 
