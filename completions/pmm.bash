@@ -25,7 +25,7 @@ _pmm_spec() {
         "verify") subcommands="" opts="--deep --sig --pub --accept-rollback --no-witness --mind --json -q --quiet -h --help" valued="--sig --pub --mind" args="file" ;;
         "keygen") subcommands="" opts="-o --output --protect --passphrase-file --force --json -q --quiet -h --help" valued="-o --output --passphrase-file" args="" ;;
         "sign") subcommands="" opts="-k --key -o --output -f --format --passphrase-file --mind --json -q --quiet -h --help" valued="-k --key -o --output -f --format --passphrase-file --mind" args="file" ;;
-        "backup") subcommands="" opts="-o --output --keep --passphrase-file --mind --json -q --quiet -h --help" valued="-o --output --keep --passphrase-file --mind" args="" ;;
+        "backup") subcommands="" opts="-o --output --keep --force --passphrase-file --mind --json -q --quiet -h --help" valued="-o --output --keep --passphrase-file --mind" args="" ;;
         "restore") subcommands="" opts="--force --passphrase-file --mind --json -q --quiet -h --help" valued="--passphrase-file --mind" args="file" ;;
         "persona") subcommands="set show edit clear" opts="--mind -q --quiet -h --help" valued="--mind" args="" ;;
         "persona set") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;

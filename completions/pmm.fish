@@ -279,8 +279,9 @@ complete -c pmm -n '__pmm_is "sign"' -l json -d 'Machine-readable output on stdo
 complete -c pmm -n '__pmm_is "sign"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "sign"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "sign"' -F
-complete -c pmm -n '__pmm_is "backup"' -s o -l output -r -F -d 'The encrypted backup file to write, e.g. mind.age (or a device/pipe such as /dev/stdout); it only replaces an older age backup.'
+complete -c pmm -n '__pmm_is "backup"' -s o -l output -r -F -d 'The encrypted backup file to write, e.g. mind.age (or a device/pipe such as /dev/stdout); an older age backup there needs --keep or --force, any other file is never replaced.'
 complete -c pmm -n '__pmm_is "backup"' -l keep -x -d 'Keep N backups: once the new one is written whole, older ones move to FILE\'s NAME.1.EXT, NAME.2.EXT ... (real files, not symlinks).'
+complete -c pmm -n '__pmm_is "backup"' -l force -d 'Replace an older backup at FILE (whole or not at all; only an age file, never another file).'
 complete -c pmm -n '__pmm_is "backup"' -l passphrase-file -r -F -d 'Read the passphrase from the first line of FILE.'
 complete -c pmm -n '__pmm_is "backup"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "backup"' -l json -d 'Machine-readable output on stdout.'
