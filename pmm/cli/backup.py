@@ -56,8 +56,8 @@ def restore(
     from pmm.services import backup as service
 
     target = mind_path(mind)
-    service.check_restore_target(target, force)
     service.check_backup_file(file.expanduser())  # a hostile or foreign file is refused before any prompt
+    service.check_restore_target(target, force)
     secret = passphrase(passphrase_file, BACKUP_ENV, str(file))()
     with output.status("Decrypting and verifying the backup"):
         result = service.restore(file.expanduser(), target, lambda: secret, force=force)

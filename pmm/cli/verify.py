@@ -44,6 +44,11 @@ def verify(
         output.message(f"Checking the signature with the default public key {pub}")
     mode = None if no_witness else "accept" if accept_rollback else "verify"
     path = None if file == "-" else Path(file).expanduser() if file else mind_path(mind)
+    if path is not None and path.is_file() and signatures.is_signature(path):
+        from pmm.errors import NotAMind
+
+        raise NotAMind(f"{path} is a signature, not a mind file or an export",
+                       hint=f"check a mind against it: pmm verify MIND --sig {file}")
     checks = integrity.signature_checks(sig and sig.expanduser(), pub and pub.expanduser(),
                                         witness=mode, path=path)
     if path is None:

@@ -98,8 +98,12 @@ def check_target(source: Path, target: Path, keep: int | None, force: bool) -> b
     """Refuse, before any work, a target or a generation name that rotation could not handle,
     and an older backup at ``target`` that neither ``keep`` nor ``force`` says what to do with;
     whether an older backup is replaced."""
+    from pmm.ledger.store import Ledger
+
     if keep is not None and keep < 1:
         raise errors.UsageError("--keep must be at least 1")
+    with Ledger.open(source):  # a missing or foreign mind is refused before the passphrase is asked
+        pass
     dest = files.check_output(target, reading=(source,), what="backup")
     if dest.stream:
         if keep is not None:
@@ -268,6 +272,12 @@ def check_backup_file(source: Path) -> None:
     from pmm.crypto import age
 
     head = read_file(source, "backup", 4096)
+    if head.startswith(SQLITE_MAGIC):
+        raise errors.InputRejected(f"{source} is a SQLite file (a mind?), not an encrypted backup",
+                                   hint="a mind file needs no restore: use it with --mind PATH, or copy it")
+    if head.lstrip().startswith(b"{"):
+        raise errors.InputRejected(f"{source} looks like JSON (a pmm export?), not an encrypted backup",
+                                   hint="an export goes into a mind with `pmm import FILE`")
     if not head.lstrip().startswith(age.ARMOR_BEGIN):
         age.work_factor(head, str(source))
 

@@ -34,6 +34,9 @@ def keygen(private: Path, passphrase: bytes | None, *, force: bool = False) -> t
     from pmm.crypto import keys
 
     files = key_files(private)
+    for path in (files.private, *files.publics()):
+        if path.exists():
+            check_output(path, what="key")  # a folder or a database is never a key to replace
     existing = [p for p in (files.private, *files.publics()) if p.exists()]
     if existing and not force:
         raise errors.UsageError(f"{existing[0]} already exists",
@@ -71,6 +74,12 @@ def sign(source: Path, key_path: Path, passphrase: Passphrase, fmt: str = "minis
 
     if fmt not in FORMATS:
         raise errors.UsageError(f"unknown signature format {fmt!r}", hint="use minisign or ssh")
+    if not os.path.lexists(source):  # before a protected key asks for its passphrase
+        raise errors.MindNotFound(f"no mind file or export at {source}",
+                                  hint="give the file to sign, or pass --mind PATH; `pmm init` makes a new mind")
+    if source.is_file() and signatures.is_signature(source):
+        raise errors.NotAMind(f"{source} is a signature already, not a mind file or an export",
+                              hint="sign the mind itself: pmm sign [MIND] -o SIG")
     key = load_private(key_path, passphrase)
     report = integrity.verify_file(source, integrity.Checks(path=source))
     if not report.ok:
