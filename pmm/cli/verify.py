@@ -48,7 +48,7 @@ def verify(
         from pmm.errors import NotAMind
 
         raise NotAMind(f"{path} is a signature, not a mind file or an export",
-                       hint=f"check a mind against it: pmm verify MIND --sig {file}")
+                       hint=f"check a mind against it: pmm verify MIND --sig {path}")
     checks = integrity.signature_checks(sig and sig.expanduser(), pub and pub.expanduser(),
                                         witness=mode, path=path)
     if path is None:
