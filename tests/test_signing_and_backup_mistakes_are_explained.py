@@ -97,3 +97,15 @@ def test_restore_of_a_mind_file_says_it_needs_none(mind: Path, tmp_path: Path) -
     error, hint = failure(run_in("--mind", str(target), "restore", str(mind), env=PASS), 6)
     assert "SQLite" in error and "--mind" in hint
     assert not target.exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "binary"])
+def test_a_bad_passphrase_file_is_one_plain_line(mind: Path, tmp_path: Path, kind: str) -> None:
+    words = {"missing": tmp_path / "none.txt", "folder": tmp_path, "binary": tmp_path / "bin.txt"}[kind]
+    if kind == "binary":
+        words.write_bytes(b"\xff\xfe secret\n")
+    result = run_in("--mind", str(mind), "backup", "-o", str(tmp_path / "b.age"), "--passphrase-file", str(words))
+    error, hint = failure(result, 2)
+    assert "passphrase file" in error and "Errno" not in error and "'" not in error
+    assert "first line" in hint
+    assert not (tmp_path / "b.age").exists()
