@@ -63,6 +63,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' -o --output --keep --passphrase-file --mind
         case 'restore'
             printf '%s\n' --passphrase-file --mind
+        case 'persona'
+            printf '%s\n' --mind
         case 'persona set'
             printf '%s\n' --mind
         case 'persona show'
@@ -70,6 +72,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
         case 'persona edit'
             printf '%s\n' --mind
         case 'persona clear'
+            printf '%s\n' --mind
+        case 'model'
             printf '%s\n' --mind
         case 'model list'
             printf '%s\n' --mind
@@ -85,6 +89,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' --mind
         case 'model remove'
             printf '%s\n' --mind
+        case 'commitments'
+            printf '%s\n' --mind
         case 'commitments list'
             printf '%s\n' --mind
         case 'commitments open'
@@ -95,6 +101,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' -r --reason --due --mind
         case 'commitments drop'
             printf '%s\n' -r --reason --mind
+        case 'reflections'
+            printf '%s\n' --mind
         case 'reflections list'
             printf '%s\n' --mind
         case 'reflections show'
@@ -264,7 +272,7 @@ complete -c pmm -n '__pmm_is "import"' -s h -l help -d 'Show this message and ex
 complete -c pmm -n '__pmm_is "import"' -F
 complete -c pmm -n '__pmm_is "verify"' -l deep -d 'Also run SQLite\'s check, canonical meta, and the projection cache against a full replay.'
 complete -c pmm -n '__pmm_is "verify"' -l sig -r -F -d 'A signature from `pmm sign`: its checkpoint must be in the chain.'
-complete -c pmm -n '__pmm_is "verify"' -l pub -r -F -d 'The signer\'s public key (PEM, minisign or ssh-ed25519).'
+complete -c pmm -n '__pmm_is "verify"' -l pub -r -F -d 'The signer\'s public key (PEM, minisign or ssh-ed25519). Default: the one `pmm keygen` made (signing-key.pub.pem in the user config dir).'
 complete -c pmm -n '__pmm_is "verify"' -l accept-rollback -d 'Make this file\'s head the witnessed one (after a deliberate rollback).'
 complete -c pmm -n '__pmm_is "verify"' -l no-witness -d 'Skip the witness check (and do not update it).'
 complete -c pmm -n '__pmm_is "verify"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
@@ -288,8 +296,9 @@ complete -c pmm -n '__pmm_is "sign"' -l json -d 'Machine-readable output on stdo
 complete -c pmm -n '__pmm_is "sign"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "sign"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "sign"' -F
-complete -c pmm -n '__pmm_is "backup"' -s o -l output -r -F -d 'The encrypted backup file to write, e.g. mind.age (or a device/pipe such as /dev/stdout); it only replaces an older age backup.'
+complete -c pmm -n '__pmm_is "backup"' -s o -l output -r -F -d 'The encrypted backup file to write, e.g. mind.age (or a device/pipe such as /dev/stdout); an older age backup there needs --keep or --force, any other file is never replaced.'
 complete -c pmm -n '__pmm_is "backup"' -l keep -x -d 'Keep N backups: once the new one is written whole, older ones move to FILE\'s NAME.1.EXT, NAME.2.EXT ... (real files, not symlinks).'
+complete -c pmm -n '__pmm_is "backup"' -l force -d 'Replace an older backup at FILE (whole or not at all; only an age file, never another file).'
 complete -c pmm -n '__pmm_is "backup"' -l passphrase-file -r -F -d 'Read the passphrase from the first line of FILE.'
 complete -c pmm -n '__pmm_is "backup"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "backup"' -l json -d 'Machine-readable output on stdout.'
@@ -306,6 +315,7 @@ complete -c pmm -n '__pmm_is "persona"' -a set -d 'Set the persona (replacing an
 complete -c pmm -n '__pmm_is "persona"' -a show -d 'Print the persona\'s text (nothing, and a note on stderr, when there is none).'
 complete -c pmm -n '__pmm_is "persona"' -a edit -d 'Edit the persona in $VISUAL or $EDITOR; a failed edit, or one that changes nothing, writes nothing.'
 complete -c pmm -n '__pmm_is "persona"' -a clear -d 'Remove the persona (a persona_cleared event; earlier ones stay in the ledger).'
+complete -c pmm -n '__pmm_is "persona"' -l mind -r -F -d 'Mind file for the command that follows (overrides pmm --mind; default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "persona"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "persona"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "persona set"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
@@ -331,6 +341,7 @@ complete -c pmm -n '__pmm_is "model"' -a use -d 'Switch chat (or reflection) to 
 complete -c pmm -n '__pmm_is "model"' -a info -d 'A model\'s configuration and, online, what its provider reports (hash, version, context).'
 complete -c pmm -n '__pmm_is "model"' -a trust -d 'Let this machine use a model that came with the mind (an import, a restore, a copy).'
 complete -c pmm -n '__pmm_is "model"' -a remove -d 'Remove a model from the mind (refused while it is in use).'
+complete -c pmm -n '__pmm_is "model"' -l mind -r -F -d 'Mind file for the command that follows (overrides pmm --mind; default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "model"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "model"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "model list"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
@@ -382,6 +393,7 @@ complete -c pmm -n '__pmm_is "commitments"' -a open -d 'Open a commitment by han
 complete -c pmm -n '__pmm_is "commitments"' -a close -d 'Close a commitment as kept: only with evidence (events after it was opened).'
 complete -c pmm -n '__pmm_is "commitments"' -a reopen -d 'Open a closed, expired or dropped commitment again.'
 complete -c pmm -n '__pmm_is "commitments"' -a drop -d 'Drop a commitment, whatever its status.'
+complete -c pmm -n '__pmm_is "commitments"' -l mind -r -F -d 'Mind file for the command that follows (overrides pmm --mind; default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "commitments"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "commitments"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "commitments list"' -s a -l all -d 'Also closed, expired and dropped ones.'
@@ -414,6 +426,7 @@ complete -c pmm -n '__pmm_is "commitments drop"' -s h -l help -d 'Show this mess
 complete -c pmm -n '__pmm_is "reflections"' -a list -d 'List the reflections, oldest first.'
 complete -c pmm -n '__pmm_is "reflections"' -a show -d 'Show one reflection in full.'
 complete -c pmm -n '__pmm_is "reflections"' -a retract -d 'Overrule a reflection (one of the last 100).'
+complete -c pmm -n '__pmm_is "reflections"' -l mind -r -F -d 'Mind file for the command that follows (overrides pmm --mind; default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "reflections"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "reflections"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "reflections list"' -s a -l all -d 'Also retracted ones (marked).'

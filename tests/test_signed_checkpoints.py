@@ -151,7 +151,7 @@ def test_an_rsa_key_or_a_public_key_is_refused_as_a_signing_key(mind: Path, tmp_
     assert "not an Ed25519 key" in _failure(run_in("sign", str(mind), "--key", str(rsa)), 6)
     public = tmp_path / "k.pub.pem"
     assert "not a PEM or OpenSSH private key" in _failure(run_in("sign", str(mind), "--key", str(public)), 6)
-    assert "no key file" in _failure(run_in("sign", str(mind), "--key", str(tmp_path / "none.pem")), 2)
+    assert "no signing key" in _failure(run_in("sign", str(mind), "--key", str(tmp_path / "none.pem")), 2)
 
 
 # -- sign and verify: the user's script ------------------------------------------------------------
@@ -336,4 +336,4 @@ def test_a_bad_public_key_file_is_exit_6(mind: Path, signed: Path, tmp_path: Pat
     for content in (b"", b"not a key\n", b"\x00\x01", (tmp_path / "k.pem").read_bytes()):
         pub = _variant(tmp_path, "bad.pub", content)
         _failure(run_in("verify", str(mind), "--sig", str(signed), "--pub", str(pub)), 6)
-    assert "go together" in _failure(run_in("verify", str(mind), "--sig", str(signed)), 2)
+    assert "no default one" in _failure(run_in("verify", str(mind), "--sig", str(signed)), 2)

@@ -84,16 +84,22 @@ def _quiet(value: bool) -> None:
         output.QUIET = True
 
 
-def _quiet_option() -> object:
-    """``--quiet/-q`` as a click parameter, made the way Typer makes every other one."""
-    probe = typer.Typer()
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", callback=_quiet, expose_value=False,
+                                        help="Only data and errors (same as pmm -q).")]
 
-    @probe.command()
-    def _probe(quiet: Annotated[bool, typer.Option(
-            "--quiet", "-q", callback=_quiet, expose_value=False,
-            help="Only data and errors (same as pmm -q).")] = False) -> None:
+
+def _borrowed_option(name: str, annotation: object, default: object) -> Any:
+    """The click parameter Typer makes for ``name: annotation = default``, made the way Typer
+    makes every other one (its callback, type and help), to add to commands already built."""
+    import inspect
+
+    def _probe(**_: Any) -> None:
         pass  # never called: only its parameter is borrowed
 
+    _probe.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)])
+    probe = typer.Typer()
+    probe.command()(_probe)
     return typer.main.get_command(probe).params[0]
 
 
@@ -113,24 +119,40 @@ def _utf8_checked(param: Any) -> None:
 @functools.cache  # built once per process: a process runs one command, a test runner many
 def command_tree() -> typer.core.TyperGroup:
     """The click command tree, with ``--quiet/-q`` accepted after any command as well as before
-    it (``pmm reflect --if-due -q`` reads naturally in a crontab), and every text argument and
-    option refusing bytes that are not UTF-8 as a usage error (paths are not text: any bytes)."""
+    it (``pmm reflect --if-due -q`` reads naturally in a crontab), ``--mind`` on every command
+    group as well as on pmm and on each command (``pmm model --mind X list``), every command's
+    first sentence whole in its group's help, and every text argument and option refusing bytes
+    that are not UTF-8 as a usage error (paths are not text: any bytes)."""
     root = typer.main.get_command(app)
-    quiet = _quiet_option()
+    quiet = _borrowed_option("quiet", QuietOpt, False)
+    group_mind = _borrowed_option("group_mind", options.GroupMindOpt, None)
 
     def add(group: object) -> None:
         for sub in getattr(group, "commands", {}).values():
             if sub.callback is not None:
                 sub.callback = _reader_gone_is_not_an_error(sub.callback)
+            sub.short_help = sub.short_help or first_sentence(sub.help or "")
             for param in sub.params:
                 if getattr(param, "type_descriptor", None) and param.type_descriptor.annotation in TEXT:
                     _utf8_checked(param)
+            if hasattr(sub, "commands") and not any("--mind" in p.opts for p in sub.params):
+                sub.params.insert(0, group_mind)
             if not any("--quiet" in p.opts for p in sub.params):
                 sub.params.append(quiet)
             add(sub)
 
     add(root)
     return root  # type: ignore[return-value]
+
+
+def first_sentence(text: str) -> str:
+    """A command's one-line summary for the list of commands: its help up to the end of the first
+    sentence, whole (click would cut it to fit one line and end it with "...")."""
+    words = text.split("\f")[0].split("\n\n")[0].split()
+    for i, word in enumerate(words):
+        if word.endswith(".") and word not in ("e.g.", "i.e.", "(e.g.", "(i.e."):
+            return " ".join(words[: i + 1])
+    return " ".join(words)
 
 
 class _ReaderGone(Exception):

@@ -19,9 +19,25 @@ MAX_ID = 2**63 - 1
 
 
 class Globals:
-    """The global ``pmm --mind`` (set by the app's callback before a command runs)."""
+    """The ``--mind`` given before the command: on pmm itself (set by the app's callback) or on
+    a command group (``pmm model --mind X list``, set by ``group_mind``); the innermost one
+    given wins, and a command's own ``--mind`` wins over both (``mind_path``)."""
 
     mind: Path | None = None
+
+
+def group_mind(value: Optional[Path]) -> None:
+    """The callback of ``--mind`` on a command group: it runs after the callbacks of the groups
+    around it, so ``pmm --mind A model --mind B list`` uses B."""
+    if value is not None:
+        Globals.mind = value
+
+
+# What app.command_tree gives every command group, so `pmm commitments --mind X list` reads as
+# naturally as `pmm --mind X commitments list` (one option for all groups, not one per command).
+GroupMindOpt = Annotated[Optional[Path], typer.Option(
+    "--mind", callback=group_mind, expose_value=False, show_default=False,
+    help="Mind file for the command that follows (overrides pmm --mind; default: $PMM_MIND, else the user data dir's mind.db).")]
 
 
 def mind_path(option: Path | None) -> Path:

@@ -23,8 +23,12 @@ def passphrase(file: Path | None, env: str, what: str, *, confirm: bool = False)
         if file is not None:
             try:
                 text = file.expanduser().read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise UsageError(f"cannot read the passphrase file {file}: {exc}") from None
+            except OSError as exc:
+                raise UsageError(f"cannot read the passphrase file {file}: {exc.strerror}",
+                                 hint="give the file that holds the passphrase on its first line") from None
+            except UnicodeDecodeError:
+                raise UsageError(f"the passphrase file {file} is not UTF-8 text",
+                                 hint="write the passphrase as UTF-8 text on the file's first line") from None
             value = text.split("\n", 1)[0].removesuffix("\r")
         elif os.environ.get(env):
             value = os.environ[env]

@@ -34,9 +34,9 @@ def keygen(
     json: JsonOpt = False,
 ) -> None:
     """Make an Ed25519 signing key: KEY (PEM, 0600) and its public key beside it (PEM, minisign, OpenSSH)."""
-    from pmm.services import signing
+    from pmm.services import signatures, signing
 
-    path = (out_file or signing.default_key()).expanduser()
+    path = (out_file or signatures.default_key()).expanduser()
     secret = None
     if protect or passphrase_file is not None:
         secret = passphrase(passphrase_file, KEY_ENV, str(path), confirm=True)().encode()
@@ -62,10 +62,10 @@ def sign(
     json: JsonOpt = False,
 ) -> None:
     """Verify the mind, then sign its checkpoint (mind id, event count, head hash), not its bytes."""
-    from pmm.services import files, signing
+    from pmm.services import files, signatures, signing
 
     source = file.expanduser() if file is not None else mind_path(mind)
-    key_path = (key or signing.default_key()).expanduser()
+    key_path = (key or signatures.default_key()).expanduser()
     out = out_file.expanduser() if out_file is not None else None
     reading = tuple(p for p in (source, key_path, passphrase_file) if p is not None)
     if out is not None:  # refuse a bad -o (the mind, the key, a folder ...) before any prompt

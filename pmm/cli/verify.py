@@ -23,7 +23,7 @@ def verify(
     file: Annotated[Optional[str], typer.Argument(help="Mind file or JSONL export; - reads an export from stdin. Default: the current mind.", metavar="[FILE|-]", show_default=False)] = None,
     deep: Annotated[bool, typer.Option("--deep", help="Also run SQLite's check, canonical meta, and the projection cache against a full replay.")] = False,
     sig: Annotated[Optional[Path], typer.Option("--sig", help="A signature from `pmm sign`: its checkpoint must be in the chain.", metavar="SIG", show_default=False)] = None,
-    pub: Annotated[Optional[Path], typer.Option("--pub", help="The signer's public key (PEM, minisign or ssh-ed25519).", metavar="KEY", show_default=False)] = None,
+    pub: Annotated[Optional[Path], typer.Option("--pub", help="The signer's public key (PEM, minisign or ssh-ed25519). Default: the one `pmm keygen` made (signing-key.pub.pem in the user config dir).", metavar="KEY", show_default=False)] = None,
     accept_rollback: Annotated[bool, typer.Option("--accept-rollback", help="Make this file's head the witnessed one (after a deliberate rollback).")] = False,
     no_witness: Annotated[bool, typer.Option("--no-witness", help="Skip the witness check (and do not update it).")] = False,
     mind: MindOpt = None,
@@ -32,12 +32,23 @@ def verify(
     """Recompute every hash and check every link and id; with --sig, the signed checkpoint too; and that
     the mind still extends what pmm witnessed (exit 3 on any problem)."""
     from pmm.errors import IntegrityError, UsageError
-    from pmm.services import integrity
+    from pmm.services import integrity, signatures
 
     if accept_rollback and no_witness:
         raise UsageError("--accept-rollback and --no-witness contradict each other")
+    if pub is not None and sig is None:
+        raise UsageError("--pub is the key to check a signature with, but no --sig was given",
+                         hint="pmm verify FILE --sig SIG [--pub KEY]")
+    if sig is not None and pub is None:
+        pub = signatures.default_public()
+        output.message(f"Checking the signature with the default public key {pub}")
     mode = None if no_witness else "accept" if accept_rollback else "verify"
     path = None if file == "-" else Path(file).expanduser() if file else mind_path(mind)
+    if path is not None and path.is_file() and signatures.is_signature(path):
+        from pmm.errors import NotAMind
+
+        raise NotAMind(f"{path} is a signature, not a mind file or an export",
+                       hint=f"check a mind against it: pmm verify MIND --sig {path}")
     checks = integrity.signature_checks(sig and sig.expanduser(), pub and pub.expanduser(),
                                         witness=mode, path=path)
     if path is None:

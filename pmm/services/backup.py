@@ -54,21 +54,25 @@ class BackupResult:
     file: Path
     bytes: int
     removed: list[Path]
+    replaced: bool = False  # an older backup at ``file`` was replaced (``--force``)
 
     def to_json(self) -> BackupJson:
         return {"mind_id": self.mind_id, "events": self.events, "head": self.head,
                 "file": str(self.file), "bytes": self.bytes, "removed": [str(p) for p in self.removed]}
 
 
-def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None = None) -> BackupResult:
+def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None = None, *,
+           force: bool = False) -> BackupResult:
     """Verify ``source``, snapshot it, encrypt it to ``target``; with ``keep``, older backups
     move to ``NAME.1.EXT`` ... and only ``keep`` of them stay. Rotation happens only once the new
-    backup is whole and synced beside ``target``, so a failed backup (a full disk) costs nothing."""
+    backup is whole and synced beside ``target``, so a failed backup (a full disk) costs nothing.
+    Without ``keep``, an older backup at ``target`` is replaced only with ``force`` (atomically:
+    the old one stays whole until the new one is)."""
     from pmm.crypto import age
     from pmm.ledger import snapshot
     from pmm.ledger.store import Ledger
 
-    _check_target(source, target, keep)
+    replacing = check_target(source, target, keep, force)
     work_factor = settings.BACKUP_WORK_FACTOR.get()  # a bad value fails before any work
     report = integrity.verify_mind(source)
     if not report.ok:
@@ -87,19 +91,25 @@ def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None 
             handle.flush()
             os.fsync(handle.fileno())  # the new generation is on disk before an old one moves
             removed = _rotate(target, keep)
-    return BackupResult(mind_id, events, head, target, len(sealed), removed)
+    return BackupResult(mind_id, events, head, target, len(sealed), removed, replacing)
 
 
-def _check_target(source: Path, target: Path, keep: int | None) -> None:
-    """Refuse, before any work, a target or a generation name that rotation could not handle."""
+def check_target(source: Path, target: Path, keep: int | None, force: bool) -> bool:
+    """Refuse, before any work, a target or a generation name that rotation could not handle,
+    and an older backup at ``target`` that neither ``keep`` nor ``force`` says what to do with;
+    whether an older backup is replaced."""
+    from pmm.ledger.store import Ledger
+
     if keep is not None and keep < 1:
         raise errors.UsageError("--keep must be at least 1")
+    with Ledger.open(source):  # a missing or foreign mind is refused before the passphrase is asked
+        pass
     dest = files.check_output(target, reading=(source,), what="backup")
     if dest.stream:
         if keep is not None:
             raise errors.UsageError(f"--keep rotates backup files, but {target} is a device or a pipe",
                                     hint="drop --keep, or give a file name")
-        return
+        return False
     names = [target]
     if keep is not None:
         names += [generation(target, n) for n in range(1, keep)]
@@ -109,6 +119,14 @@ def _check_target(source: Path, target: Path, keep: int | None) -> None:
             n += 1
     for path in names:
         _check_generation(path, rotating=keep is not None)
+    if keep is None and target.exists():  # an age backup: anything else was refused above
+        if not force:
+            raise errors.UsageError(
+                f"{target} already holds a backup; refusing to replace it",
+                hint=f"pass --force to replace it, or --keep N to keep it as {generation(target, 1).name}"
+                     " beside the new one")
+        return True
+    return False
 
 
 def _check_generation(path: Path, *, rotating: bool) -> None:
@@ -254,6 +272,12 @@ def check_backup_file(source: Path) -> None:
     from pmm.crypto import age
 
     head = read_file(source, "backup", 4096)
+    if head.startswith(SQLITE_MAGIC):
+        raise errors.InputRejected(f"{source} is a SQLite file (a mind?), not an encrypted backup",
+                                   hint="a mind file needs no restore: use it with --mind PATH, or copy it")
+    if head.lstrip().startswith(b"{"):
+        raise errors.InputRejected(f"{source} looks like JSON (a pmm export?), not an encrypted backup",
+                                   hint="an export goes into a mind with `pmm import FILE`")
     if not head.lstrip().startswith(age.ARMOR_BEGIN):
         age.work_factor(head, str(source))
 

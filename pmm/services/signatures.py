@@ -7,6 +7,7 @@ checkpoint in the trusted comment) or SSHSIG in namespace ``pmm-checkpoint``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,53 @@ class Signed:
         return {"mind_id": self.checkpoint.mind_id, "size": self.checkpoint.size,
                 "head": self.checkpoint.head, "key_id": self.key_id, "format": self.format,
                 "signed_at": self.signed_at}
+
+
+@dataclass(frozen=True)
+class KeyFiles:
+    private: Path
+    public_pem: Path
+    minisign: Path
+    ssh: Path
+
+    def publics(self) -> list[Path]:
+        return [self.public_pem, self.minisign, self.ssh]
+
+
+def default_key() -> Path:
+    """Where ``pmm keygen`` and ``pmm sign`` keep the private key unless told otherwise."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("pmm")) / "signing-key.pem"
+
+
+def key_files(private: Path) -> KeyFiles:
+    """Where ``pmm keygen`` puts the public halves: beside the private key, named after it."""
+    stem = private.with_name(private.name.removesuffix(".pem"))
+    return KeyFiles(private, Path(f"{stem}.pub.pem"), Path(f"{stem}.minisign.pub"), Path(f"{stem}.ssh.pub"))
+
+
+def default_public() -> Path:
+    """The public key ``pmm verify --sig`` checks against without ``--pub``: the one ``pmm keygen``
+    wrote beside the default private key (its PEM, else its minisign or OpenSSH form)."""
+    files = key_files(default_key())
+    found = next((p for p in files.publics() if os.path.lexists(p)), None)
+    if found is None:
+        raise errors.UsageError(
+            f"--sig needs the signer's public key, and there is no default one at {files.public_pem}",
+            hint="pass --pub KEY (the signer's .pub.pem, .minisign.pub or .ssh.pub); "
+                 "for your own signatures, `pmm keygen` makes the default key pair")
+    return found
+
+
+def is_signature(path: Path) -> bool:
+    """Whether ``path`` holds a signature (given where a mind was expected: ``pmm verify SIG``)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return False  # whoever reads it next reports why
+    return head.startswith(b"untrusted comment:") or head.startswith(b"-----BEGIN SSH SIGNATURE-----")
 
 
 def load_public(path: Path) -> PublicKey:

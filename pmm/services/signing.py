@@ -9,8 +9,8 @@ file's bytes. Two formats, both checkable without pmm (docs/signing.md):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ from pmm import errors
 from pmm.domain import checkpoint as cp
 from pmm.services import signatures
 from pmm.services.files import check_output, write_atomic
-from pmm.services.signatures import Signed
+from pmm.services.signatures import KeyFiles, Signed, default_key, key_files
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,35 +28,15 @@ FORMATS = ("minisign", "ssh")
 Passphrase = Callable[[], bytes]
 
 
-@dataclass(frozen=True)
-class KeyFiles:
-    private: Path
-    public_pem: Path
-    minisign: Path
-    ssh: Path
-
-    def publics(self) -> list[Path]:
-        return [self.public_pem, self.minisign, self.ssh]
-
-
-def default_key() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("pmm")) / "signing-key.pem"
-
-
-def key_files(private: Path) -> KeyFiles:
-    """Where ``pmm keygen`` puts the public halves: beside the private key, named after it."""
-    stem = private.with_name(private.name.removesuffix(".pem"))
-    return KeyFiles(private, Path(f"{stem}.pub.pem"), Path(f"{stem}.minisign.pub"), Path(f"{stem}.ssh.pub"))
-
-
 def keygen(private: Path, passphrase: bytes | None, *, force: bool = False) -> tuple[KeyFiles, str]:
     """A new Ed25519 key pair: the private key as PEM (0600), the public key as PEM, minisign and
     OpenSSH files beside it. Refuses to overwrite any of them unless ``force``."""
     from pmm.crypto import keys
 
     files = key_files(private)
+    for path in (files.private, *files.publics()):
+        if path.exists():
+            check_output(path, what="key")  # a folder or a database is never a key to replace
     existing = [p for p in (files.private, *files.publics()) if p.exists()]
     if existing and not force:
         raise errors.UsageError(f"{existing[0]} already exists",
@@ -74,8 +54,13 @@ def keygen(private: Path, passphrase: bytes | None, *, force: bool = False) -> t
 
 
 def load_private(path: Path, passphrase: Passphrase) -> Ed25519PrivateKey:
+    """The private key at ``path``; a missing one says how to make it (``pmm keygen``)."""
     from pmm.crypto import keys
 
+    if not os.path.lexists(path):
+        hint = "make one with `pmm keygen`, or pass --key KEY" if path == default_key() else \
+            f"check the path, or make a key there with `pmm keygen -o {path}`"
+        raise errors.UsageError(f"no signing key at {path}", hint=hint)
     return keys.load_private(signatures.read_limited(path, "key", 1 << 20), str(path), passphrase)
 
 
@@ -89,6 +74,12 @@ def sign(source: Path, key_path: Path, passphrase: Passphrase, fmt: str = "minis
 
     if fmt not in FORMATS:
         raise errors.UsageError(f"unknown signature format {fmt!r}", hint="use minisign or ssh")
+    if not os.path.lexists(source):  # before a protected key asks for its passphrase
+        raise errors.MindNotFound(f"no mind file or export at {source}",
+                                  hint="give the file to sign, or pass --mind PATH; `pmm init` makes a new mind")
+    if source.is_file() and signatures.is_signature(source):
+        raise errors.NotAMind(f"{source} is a signature already, not a mind file or an export",
+                              hint="sign the mind itself: pmm sign [MIND] -o SIG")
     key = load_private(key_path, passphrase)
     report = integrity.verify_file(source, integrity.Checks(path=source))
     if not report.ok:
