@@ -36,7 +36,7 @@ def backup(
     if json:
         output.emit_json(result.to_json())
         return
-    output.message(f"Backed up mind {result.mind_id}: {result.events:,} events (head {result.head[:16]}…) "
+    output.message(f"Backed up mind {result.mind_id}: {output.plural(result.events, 'event')} (head {result.head[:16]}…) "
                    f"to {result.file} ({result.bytes:,} bytes, age-encrypted)")
     for path in result.removed:
         output.message(f"Removed the old backup {path} (--keep {keep})")
@@ -62,7 +62,7 @@ def restore(
         output.emit_json(result.to_json())
         return
     verb = "Replaced" if result.replaced else "Restored"
-    output.message(f"{verb} {result.path} with mind {result.mind_id}: {result.events:,} events verified "
+    output.message(f"{verb} {result.path} with mind {result.mind_id}: {output.plural(result.events, 'event')} verified "
                    f"(head {result.head[:16]}…)" + ("" if result.diverged else
                                                     "; the witness now expects this head"))
     if result.diverged:

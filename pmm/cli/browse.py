@@ -107,19 +107,19 @@ def _span_lines(report: Stats) -> list[str]:
     if not report["backdated"]:
         return [said]
     n = report["backdated"]
-    return [f"{said} (when said: {n:,} imported event{'s' if n != 1 else ''} at their original time)",
+    return [f"{said} (when said: {output.plural(n, 'imported event')} at their original time)",
             f"Recorded: {_when(report['first_ts'])} to {_when(report['last_ts'])}"]
 
 
 def _when(ts: str | None) -> str:
-    return (ts or "")[:19].replace("T", " ")  # None only before the first event: no span is shown
+    return output.when(ts)  # None only before the first event: no span is shown
 
 
 def _standing_line(s: Standing) -> str:
     persona = s["persona"]
     said = f"persona #{persona['id']} ({persona['chars']:,} characters)" if persona else "no persona"
     pinned = s["pinned"]
-    return f"Standing memory: {said}, {pinned or 'no'} pinned note{'s' if pinned != 1 else ''}"
+    return f"Standing memory: {said}, {output.plural(pinned, 'pinned note') if pinned else 'no pinned notes'}"
 
 
 def _reflections_line(r: Reflections) -> str:
@@ -147,8 +147,8 @@ def _usage_lines(rows: list[Usage]) -> list[str]:
     for row in rows:
         cost = f", cost {row['cost']:.4f}" if row["cost"] is not None else ""
         reflections = row.get("reflections", 0)
-        also = f", {reflections:,} reflection{'s' if reflections != 1 else ''}" if reflections else ""
-        lines.append(f"  {row['model']}: {row['answers']:,} answer{'s' if row['answers'] != 1 else ''}{also},"
+        also = f", {output.plural(reflections, 'reflection')}" if reflections else ""
+        lines.append(f"  {row['model']}: {output.plural(row['answers'], 'answer')}{also},"
                      f" {row['tokens_in']:,} tokens in, {row['tokens_out']:,} out,"
                      f" {row['average_latency_ms'] / 1000:.1f} s average{cost}")
     return lines

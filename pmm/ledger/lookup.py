@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from typing import cast
 
 from pmm import errors
 from pmm.domain import events as ev
@@ -48,6 +49,17 @@ def with_meta(mind: Ledger, kinds: Iterable[str], key: str, value: str | int, si
             " AND id >= ? AND json_extract(meta, '$.' || ?) = ? ORDER BY id LIMIT ?",
             (*names, since, key, value, limit)).fetchall()
     return [Event._make(r) for r in rows]
+
+
+def session_ids_starting(mind: Ledger, prefix: str, limit: int) -> list[str]:
+    """Up to ``limit`` distinct session ids (``meta.session`` of chat events) starting with ``prefix``."""
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    kinds = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
+    with cx.translated(mind.path):
+        rows = mind.conn.execute(
+            "SELECT DISTINCT json_extract(meta, '$.session') AS s FROM events WHERE kind IN (?, ?)"
+            " AND s LIKE ? ESCAPE '\\' LIMIT ?", (*kinds, pattern, limit)).fetchall()
+    return [r[0] for r in rows if isinstance(r[0], str)]
 
 
 def latest(mind: Ledger, kinds: Iterable[str], limit: int) -> list[Event]:
@@ -146,7 +158,7 @@ def _said(bounds: Bounds, prefix: str = "", ids: tuple[int, int] = (1, 2**63 - 1
     """SQL conditions (each starting " AND") keeping events said within ``bounds``, ids in ``ids``."""
     said = SAID_AT.format(p=prefix)
     since, until = bounds
-    sql, args = "", ()
+    sql, args = "", cast("tuple[str | int, ...]", ())
     if ids != (1, 2**63 - 1):
         sql, args = f" AND {prefix}id BETWEEN ? AND ?", ids
     if since is not None:
@@ -159,7 +171,7 @@ def _said(bounds: Bounds, prefix: str = "", ids: tuple[int, int] = (1, 2**63 - 1
 def tail(mind: Ledger, n: int, kind: str | None, ids: tuple[int, int], said: Bounds) -> list[Event]:
     """The last ``n`` events (of ``kind``) with ids in ``ids`` (inclusive) said within
     ``said``, in id order."""
-    sql, args = " WHERE id BETWEEN ? AND ?", (*ids,)
+    sql, args = " WHERE id BETWEEN ? AND ?", cast("tuple[str | int, ...]", ids)
     if kind is not None:
         sql, args = sql + " AND kind = ?", (*args, kind)
     when, more = _said(said)
