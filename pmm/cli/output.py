@@ -223,7 +223,7 @@ def when(ts: str | None) -> str:
     """A ledger timestamp (UTC, ISO 8601) as a person reads it: ``2025-03-01 14:05`` in the local
     time zone (``TZ``, else the system's). Every human line that shows a time goes through here;
     --json keeps the ISO 8601 UTC text."""
-    from pmm.domain.when import local
+    from pmm.services.browse import local
 
     return local(ts) if ts else ""
 

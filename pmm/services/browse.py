@@ -8,6 +8,7 @@ from datetime import datetime
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Event
+from pmm.domain.when import local as local  # a ledger time as a person reads it, for the CLI
 from pmm.domain.when import period, said_at
 from pmm.domain.when import shown as shown  # the one way an event's time is shown to a person, for the CLI
 from pmm.ledger import lookup
