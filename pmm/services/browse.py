@@ -8,11 +8,12 @@ from datetime import datetime
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Event
-from pmm.domain.when import local as local  # a ledger time as a person reads it, for the CLI
-from pmm.domain.when import period, said_at
-from pmm.domain.when import shown as shown  # the one way an event's time is shown to a person, for the CLI
+from pmm.domain.when import said_at
 from pmm.ledger import lookup
 from pmm.ledger.store import Ledger
+from pmm.services.dates import local as local  # a ledger time as a person reads it, for the CLI
+from pmm.services.dates import period
+from pmm.services.dates import shown as shown  # the one way an event's time is shown to a person, for the CLI
 from pmm.services.reports import EventJson, SearchHit
 
 
@@ -31,7 +32,7 @@ class Window:
 
     def __init__(self, since: str | None = None, until: str | None = None, on: str | None = None,
                  now: datetime | None = None) -> None:
-        """``since``/``until``: an event id (digits only) or a date (``pmm.domain.when.period``:
+        """``since``/``until``: an event id (digits only) or a date (``pmm.services.dates.period``:
         --since from its start, --until to its end, both inclusive); ``on``: a date only."""
         moment = now or datetime.now().astimezone()
         self.low, self.high = 1, MAX_ID
