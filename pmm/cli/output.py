@@ -241,6 +241,19 @@ def width(stream: Any = None) -> int | None:
 
 def fit(line: str, stream: Any = None) -> str:
     """``line`` (one line, already cleaned) cut to the terminal's width with an ellipsis on a
-    terminal; whole into a pipe."""
+    terminal (a wide character takes two columns, a combining one none); whole into a pipe."""
     columns = width(stream)
-    return line if columns is None else clip(line, columns)
+    if columns is None or sum(map(_cell, line)) <= columns:
+        return line
+    used = 0
+    for at, char in enumerate(line):
+        used += _cell(char)
+        if used > columns - 1:  # one column left for the ellipsis
+            return line[:at] + "…"
+    return line
+
+
+def _cell(char: str) -> int:
+    import unicodedata
+
+    return 0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
