@@ -12,8 +12,8 @@ _pmm_spec() {
         "unpin") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "rename") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "stats") subcommands="" opts="--explain --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
-        "log") subcommands="" opts="-n --number --kind --mind --json -q --quiet -h --help" valued="-n --number --kind --mind" args="" ;;
-        "search") subcommands="" opts="-n --limit --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="text" ;;
+        "log") subcommands="" opts="-n --number --kind --since --until --on --mind --json -q --quiet -h --help" valued="-n --number --kind --since --until --on --mind" args="" ;;
+        "search") subcommands="" opts="-n --limit --since --until --on --mind --json -q --quiet -h --help" valued="-n --limit --since --until --on --mind" args="text" ;;
         "chat") subcommands="" opts="-m --message --model --max-tokens --markdown --raw -c --continue --session --title -s --system -o --option --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --session --title -s --system -o --option --mind" args="" ;;
         "sessions") subcommands="" opts="-n --limit --newest-first --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="" ;;
         "recall") subcommands="" opts="--model --window --max-tokens --full --mind --json -q --quiet -h --help" valued="--model --window --max-tokens --mind" args="text" ;;
@@ -71,6 +71,7 @@ _pmm_value() {
         "unpin:--mind") _pmm_reply -f ;;
         "rename:--mind") _pmm_reply -f ;;
         "stats:--mind") _pmm_reply -f ;;
+        "log:--kind") _pmm_reply -W "commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted" ;;
         "log:--mind") _pmm_reply -f ;;
         "search:--mind") _pmm_reply -f ;;
         "chat:--mind") _pmm_reply -f ;;

@@ -32,9 +32,9 @@ function __pmm_valued --argument-names path --description 'options of the comman
         case 'stats'
             printf '%s\n' --mind
         case 'log'
-            printf '%s\n' -n --number --kind --mind
+            printf '%s\n' -n --number --kind --since --until --on --mind
         case 'search'
-            printf '%s\n' -n --limit --mind
+            printf '%s\n' -n --limit --since --until --on --mind
         case 'chat'
             printf '%s\n' -m --message --model --max-tokens --session --title -s --system -o --option --mind
         case 'sessions'
@@ -192,13 +192,19 @@ complete -c pmm -n '__pmm_is "stats"' -l mind -r -F -d 'Mind file (default: $PMM
 complete -c pmm -n '__pmm_is "stats"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "stats"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "stats"' -s h -l help -d 'Show this message and exit.'
-complete -c pmm -n '__pmm_is "log"' -s n -l number -x -d 'How many events.'
-complete -c pmm -n '__pmm_is "log"' -l kind -x -d 'Only events of this kind.'
+complete -c pmm -n '__pmm_is "log"' -s n -l number -x -d 'How many events (the latest of those the filters keep).'
+complete -c pmm -n '__pmm_is "log"' -l kind -x -a 'commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted' -d 'Only events of this kind (docs/event-kinds.md lists them; an unknown kind is refused).'
+complete -c pmm -n '__pmm_is "log"' -l since -x -d 'From this event or time on (inclusive): an event id (digits) or a date: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday (local time; Z or +HH:MM for another zone). A date filters on when each event was said (an import: its original time).'
+complete -c pmm -n '__pmm_is "log"' -l until -x -d 'Up to this event or to the end of this day, minute or second (inclusive); same forms as --since.'
+complete -c pmm -n '__pmm_is "log"' -l on -x -d 'Only what was said on this day (or minute, or second), in local time: YYYY-MM-DD, today, yesterday.'
 complete -c pmm -n '__pmm_is "log"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "log"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "log"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "log"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "search"' -s n -l limit -x -d 'At most this many.'
+complete -c pmm -n '__pmm_is "search"' -l since -x -d 'From this event or time on (inclusive): an event id (digits) or a date: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday (local time; Z or +HH:MM for another zone). A date filters on when each event was said (an import: its original time).'
+complete -c pmm -n '__pmm_is "search"' -l until -x -d 'Up to this event or to the end of this day, minute or second (inclusive); same forms as --since.'
+complete -c pmm -n '__pmm_is "search"' -l on -x -d 'Only what was said on this day (or minute, or second), in local time: YYYY-MM-DD, today, yesterday.'
 complete -c pmm -n '__pmm_is "search"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "search"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "search"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'

@@ -65,6 +65,9 @@ def _choices(param: Any) -> list[str]:
     annotation = param.type_descriptor.annotation
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return [str(member.value) for member in annotation]
+    complete = getattr(param, "_custom_shell_complete", None)  # Typer's autocompletion=, e.g. --kind
+    if complete is not None:  # the values it offers for nothing typed yet, written out statically
+        return [str(getattr(item, "value", item)) for item in complete(None, param, "")]
     return []
 
 

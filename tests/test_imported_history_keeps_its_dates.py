@@ -5,8 +5,12 @@ append time; native events, and imported ones without an original time, show the
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import invoke
@@ -62,12 +66,27 @@ def events(mind: Path) -> dict[str, dict[str, Any]]:
             "answer": by_content["blue"], "untimed": by_content["else"]}
 
 
+ZONE = "Asia/Kolkata"  # UTC+05:30 all year: the local time differs from UTC by a half hour
+
+
+@pytest.fixture(autouse=True)
+def local_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """People are shown local time: here India's, so a UTC time would not pass for it."""
+    monkeypatch.setenv("TZ", ZONE)
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
 def imported(said: str, ts: str) -> str:
-    return f"{said[:19].replace('T', ' ')} (imported {ts[:10]})"
+    return f"{plain(said)} (imported {plain(ts)[:10]})"
 
 
 def plain(ts: str) -> str:
-    return ts[:19].replace("T", " ")
+    """``ts`` (UTC) as a person in ZONE reads it, to the minute."""
+    moment = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return moment.astimezone(ZoneInfo(ZONE)).strftime("%Y-%m-%d %H:%M")
 
 
 def test_log_shows_when_each_event_was_said_and_json_keeps_both_times(mind: Path) -> None:
@@ -118,7 +137,7 @@ def test_stats_span_runs_from_the_first_thing_said(mind: Path) -> None:
     assert report["first_ts"] == genesis["ts"]  # the recorded span is unchanged
     assert report["last_said"] == report["last_ts"] == e["untimed"]["ts"]
     text = ok("--mind", str(mind), "stats")
-    assert (f"Span: 2025-03-01 10:00:00 to {plain(e['untimed']['ts'])}"
+    assert (f"Span: 2025-03-01 15:30 to {plain(e['untimed']['ts'])}"
             " (when said: 3 imported events at their original time)") in text
     assert f"Recorded: {plain(genesis['ts'])} to {plain(e['untimed']['ts'])}" in text
 

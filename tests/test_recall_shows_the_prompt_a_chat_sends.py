@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,10 @@ def test_a_persona_and_a_pinned_note_lead_the_prompt_of_an_unrelated_question(
     ok("verify", str(tmp_path / "copy.db"))
 
 
-def test_an_imported_2025_message_is_shown_and_sent_with_its_date(tmp_path: Path, server: FakeServer) -> None:
+def test_an_imported_2025_message_is_shown_and_sent_with_its_date(tmp_path: Path, server: FakeServer,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")  # people are shown local time, to the minute
+    time.tzset()
     mind = tmp_path / "mind.db"
     ok("--mind", str(mind), "import", "--format", "chatgpt", str(chatgpt_export(tmp_path / "c.json")))
     use(mind, server, window=8192)
@@ -168,7 +172,7 @@ def test_an_imported_2025_message_is_shown_and_sent_with_its_date(tmp_path: Path
     assert items[bike["id"]]["said_at"] == SAID["bike"]
     text = ok("--mind", str(mind), "recall", question)
     line = next(x for x in text.splitlines() if x.startswith(f"  #{bike['id']} "))
-    assert "  2025-03-01 10:00:10 (imported " in line and "user: My bike is a blue Brompton" in line
+    assert "  2025-03-01 10:00 (imported " in line and "user: My bike is a blue Brompton" in line
     # a small mind: the conversation is recent, and the prompt dates it from 2025
     assert "said 2025-03-01 to " in plan["request"]["context"]
 

@@ -65,7 +65,7 @@ def test_each_command_runs_its_handler(chat, capsys) -> None:
     assert turn.response.content == "Rivers run to the sea."
     traced = said(capsys, session, f"/trace {turn.response.id}")
     assert "Model: srv = openai-compatible:test-model" in traced
-    assert said(capsys, session, "/stats").startswith(f"{turn.response.id:,} events; 1 sessions, 1 messages")
+    assert said(capsys, session, "/stats").startswith(f"{turn.response.id:,} events; 1 session, 1 message")
     asked = [r for r in server.requests if r.method == "POST"]
     assert len(asked) == 1  # no command but a turn (or /reflect) asks the model for an answer
 

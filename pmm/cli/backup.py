@@ -38,7 +38,7 @@ def backup(
     if json:
         output.emit_json(result.to_json())
         return
-    output.message(f"Backed up mind {result.mind_id}: {result.events:,} events (head {result.head[:16]}…) "
+    output.message(f"Backed up mind {result.mind_id}: {output.plural(result.events, 'event')} (head {result.head[:16]}…) "
                    f"to {result.file} ({result.bytes:,} bytes, age-encrypted"
                    f"{', replacing the older backup' if result.replaced else ''})")
     for path in result.removed:
@@ -65,7 +65,7 @@ def restore(
         output.emit_json(result.to_json())
         return
     verb = "Replaced" if result.replaced else "Restored"
-    output.message(f"{verb} {result.path} with mind {result.mind_id}: {result.events:,} events verified "
+    output.message(f"{verb} {result.path} with mind {result.mind_id}: {output.plural(result.events, 'event')} verified "
                    f"(head {result.head[:16]}…)" + ("" if result.diverged else
                                                     "; the witness now expects this head"))
     if result.diverged:

@@ -107,19 +107,19 @@ def _span_lines(report: Stats) -> list[str]:
     if not report["backdated"]:
         return [said]
     n = report["backdated"]
-    return [f"{said} (when said: {n:,} imported event{'s' if n != 1 else ''} at their original time)",
+    return [f"{said} (when said: {output.plural(n, 'imported event')} at their original time)",
             f"Recorded: {_when(report['first_ts'])} to {_when(report['last_ts'])}"]
 
 
 def _when(ts: str | None) -> str:
-    return (ts or "")[:19].replace("T", " ")  # None only before the first event: no span is shown
+    return output.when(ts)  # None only before the first event: no span is shown
 
 
 def _standing_line(s: Standing) -> str:
     persona = s["persona"]
     said = f"persona #{persona['id']} ({persona['chars']:,} characters)" if persona else "no persona"
     pinned = s["pinned"]
-    return f"Standing memory: {said}, {pinned or 'no'} pinned note{'s' if pinned != 1 else ''}"
+    return f"Standing memory: {said}, {output.plural(pinned, 'pinned note') if pinned else 'no pinned notes'}"
 
 
 def _reflections_line(r: Reflections) -> str:
@@ -147,65 +147,102 @@ def _usage_lines(rows: list[Usage]) -> list[str]:
     for row in rows:
         cost = f", cost {row['cost']:.4f}" if row["cost"] is not None else ""
         reflections = row.get("reflections", 0)
-        also = f", {reflections:,} reflection{'s' if reflections != 1 else ''}" if reflections else ""
-        lines.append(f"  {row['model']}: {row['answers']:,} answer{'s' if row['answers'] != 1 else ''}{also},"
+        also = f", {output.plural(reflections, 'reflection')}" if reflections else ""
+        lines.append(f"  {row['model']}: {output.plural(row['answers'], 'answer')}{also},"
                      f" {row['tokens_in']:,} tokens in, {row['tokens_out']:,} out,"
                      f" {row['average_latency_ms'] / 1000:.1f} s average{cost}")
     return lines
 
 
+def _complete_kind(incomplete: str) -> list[str]:
+    from pmm.services.browse import kinds_starting
+
+    return kinds_starting(incomplete)
+
+
+DATES = "an event id (digits) or a date: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday (local time; Z or +HH:MM for another zone)"
+SinceOpt = Annotated[Optional[str], typer.Option("--since", metavar="ID|DATE", help=f"From this event or time on (inclusive): {DATES}. A date filters on when each event was said (an import: its original time).")]
+UntilOpt = Annotated[Optional[str], typer.Option("--until", metavar="ID|DATE", help="Up to this event or to the end of this day, minute or second (inclusive); same forms as --since.")]
+OnOpt = Annotated[Optional[str], typer.Option("--on", metavar="DATE", help="Only what was said on this day (or minute, or second), in local time: YYYY-MM-DD, today, yesterday.")]
+
+
 def log(
-    n: Annotated[int, typer.Option("-n", "--number", min=1, max=MAX_ID, help="How many events.")] = 20,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="Only events of this kind.")] = None,
+    n: Annotated[int, typer.Option("-n", "--number", min=1, max=MAX_ID, help="How many events (the latest of those the filters keep).")] = 20,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="Only events of this kind (docs/event-kinds.md lists them; an unknown kind is refused).", autocompletion=_complete_kind)] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    on: OnOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Show the latest events in the order recorded.
 
     The order is the ledger's (by id, oldest first); the time shown is when each event was said,
-    which for an import is its original time, with the day it was imported. --json keeps each
-    event as stored (ts: when the ledger recorded it) and adds said_at. See docs/time.md.
+    in local time, which for an import is its original time, with the day it was imported; a
+    chat event also shows its session (the first 8 characters, which `pmm trace` takes).
+    --since/--until take an event id (digits) or a date, --on a date; dates filter on when each
+    event was said. On a terminal each line is cut to its width; into a pipe each text is cut at 100 characters.
+    --json keeps each event as stored (ts: when the ledger recorded it, UTC) and adds said_at.
+    See docs/time.md.
     """
     from pmm.services import browse, opening
 
+    window = browse.Window(since, until, on) if (since, until, on) != (None, None, None) else None
+    browse.check_kind(kind)
     with opening.open_read(mind_path(mind)) as opened:
-        events = browse.log(opened, n, kind)
+        events = browse.log(opened, n, kind, window)
     if json:
         output.emit_json([browse.event_json(e) for e in events])
         return
+    if not events and window is not None:
+        output.message("No events in that window.")
     _lines([(e, e.content) for e in events])
 
 
 def search(
     text: Annotated[str, typer.Argument(help="FTS5 query: words, \"phrases\", OR, NOT, prefix*.")],
     limit: Annotated[int, typer.Option("-n", "--limit", min=1, max=MAX_ID, help="At most this many.")] = 20,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    on: OnOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Full-text search over everything the mind holds.
 
-    Best match first. The time shown is when each event was said (an import: its original
-    time); --json adds said_at beside ts, the time the ledger recorded it.
+    Best match first. The time shown is when each event was said, in local time (an import: its
+    original time); --since/--until/--on keep what was said in that window (an id: from or up
+    to that event). How many matched is said on stderr ("12 matches (showing 10)"). On a
+    terminal each line is cut to its width. --json adds said_at beside ts, the time the ledger
+    recorded it.
     """
     from pmm.services import browse, opening
 
+    window = browse.Window(since, until, on) if (since, until, on) != (None, None, None) else None
     with opening.open_read(mind_path(mind)) as opened:
-        hits = browse.search(opened, text, limit)
+        hits = browse.search(opened, text, limit, window)
+        total = browse.count(opened, text, window) if len(hits) >= limit else len(hits)
     if json:
         output.emit_json([browse.hit_json(e, s) for e, s in hits])
         return
     if not hits:
         output.message("No matches.")
+        return
     _lines(hits)
+    shown = f" (showing {len(hits):,})" if total > len(hits) else ""
+    output.message(output.plural(max(total, len(hits)), "match") + shown)
 
 
 def _lines(rows: list[tuple[Any, str]]) -> None:
-    """One line per event: id, when it was said, kind, text. The time column is as wide as its
-    widest entry, so a mind without imports looks as it always did."""
-    from pmm.services.browse import when
+    """One line per event: id, when it was said, kind, session, text, cut to the terminal's width.
+    The time column is as wide as its widest entry, so a mind without imports looks as it always did."""
+    from pmm.services.browse import session_of, when
 
     times = [when(e) for e, _ in rows]
-    width = max(map(len, times), default=0)
+    cut = 100 if output.width() is None else 10_000  # into a pipe: each text cut at 100 characters
+    wide = max(map(len, times), default=0)
     for (e, text), said in zip(rows, times, strict=True):
-        output.out(f"#{e.id}  {said:<{width}}  {e.kind:<20} {output.one_line(text)}")
-
+        session = session_of(e)
+        tag = f"[{output.one_line(session[:8], 8)}] " if session else ""
+        line = f"#{e.id}  {said:<{wide}}  {e.kind:<20} {tag}{output.one_line(text, cut)}"
+        output.out(output.fit(line))

@@ -43,7 +43,7 @@ def render_list(report: Listing, all_: bool = False) -> list[str]:
     rows = [r for r in report["commitments"] if all_ or r["status"] == "open"]
     lines = [counts_line(report)]
     for row in rows:
-        due = f"  due {row['due'][:16].replace('T', ' ')} UTC" if row["due"] else ""
+        due = f"  due {output.when(row['due'])}" if row["due"] else ""
         late = "  OVERDUE" if row["overdue"] else ""
         lines.append(f"  #{row['id']:<6} {row['status']:<8} {output.one_line(row['text'], 70)}{due}{late}")
     return lines

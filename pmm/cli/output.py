@@ -207,3 +207,53 @@ def spinning(label: str) -> Iterator[None]:
         yield
     finally:
         spinner.stop()
+
+
+# -- words, times and widths for people ------------------------------------------------------------
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``n`` and ``word``, in the plural unless ``n`` is 1: "1 event", "2,000 events", "3 matches"."""
+    if n == 1:
+        return f"1 {word}"
+    return f"{n:,} {many or (word + 'es' if word.endswith(('s', 'sh', 'ch', 'x')) else word + 's')}"
+
+
+def when(ts: str | None) -> str:
+    """A ledger timestamp (UTC, ISO 8601) as a person reads it: ``2025-03-01 14:05`` in the local
+    time zone (``TZ``, else the system's). Every human line that shows a time goes through here;
+    --json keeps the ISO 8601 UTC text."""
+    from pmm.services.browse import local
+
+    return local(ts) if ts else ""
+
+
+def width(stream: Any = None) -> int | None:
+    """The columns a line may take on ``stream`` (stdout by default): the terminal's width when it
+    is a terminal, None (no limit) into a pipe or a file, so scripts get whole lines."""
+    import shutil
+
+    target = sys.stdout if stream is None else stream
+    if not is_tty(target):
+        return None
+    return max(20, shutil.get_terminal_size().columns)
+
+
+def fit(line: str, stream: Any = None) -> str:
+    """``line`` (one line, already cleaned) cut to the terminal's width with an ellipsis on a
+    terminal (a wide character takes two columns, a combining one none); whole into a pipe."""
+    columns = width(stream)
+    if columns is None or sum(map(_cell, line)) <= columns:
+        return line
+    used = 0
+    for at, char in enumerate(line):
+        used += _cell(char)
+        if used > columns - 1:  # one column left for the ellipsis
+            return line[:at] + "…"
+    return line
+
+
+def _cell(char: str) -> int:
+    import unicodedata
+
+    return 0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1

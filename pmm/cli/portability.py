@@ -61,7 +61,7 @@ def export(
                                            "since": since, "mind_id": mind_id, "last_id": head[0],
                                            "head": head[1]}
         output.emit_json(summary)
-    output.message(f"Exported {count:,} events to {out_file}")
+    output.message(f"Exported {output.plural(count, 'event')} to {out_file}")
 
 
 def import_(
@@ -85,7 +85,7 @@ def import_(
     if json:
         output.emit_json(result.to_json())
     elif result.appended:
-        output.message(f"Imported {result.appended:,} new events (head is now #{result.head_id})")
+        output.message(f"Imported {output.plural(result.appended, 'new event')} (head is now #{result.head_id})")
     elif result.already_present:
         output.message(f"Nothing to import: all {result.already_present:,} events are already in {path}")
     else:

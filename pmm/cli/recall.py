@@ -70,7 +70,7 @@ def render(plan: Plan, full: bool = False) -> list[str]:
             lines.append(f"{title}: nothing")
             continue
         count = len(section.items)
-        lines.append(f"{title}: {count} event{'s' if count != 1 else ''}, {section.tokens:,} tokens")
+        lines.append(f"{title}: {output.plural(count, 'event')}, {section.tokens:,} tokens")
         for item in section.items:
             lines += _item_lines(item, width, full)
     lines += ["", f"System prompt and message: {plan.fixed_tokens():,} tokens",

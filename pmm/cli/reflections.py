@@ -52,7 +52,7 @@ def render_list(report: Listing) -> list[str]:
     lines = [f"Reflections: {report['count']}{retracted}"]
     for row in report["reflections"]:
         mark = "  RETRACTED" if row["retracted"] else ""
-        lines.append(f"  #{row['id']:<6} {row['said_at'][:16].replace('T', ' ')}  events {_range(row)}"
+        lines.append(f"  #{row['id']:<6} {output.when(row['said_at'])}  events {_range(row)}"
                      f"  {row['model'] or '?'}  {output.one_line(row['first_words'], 60)}{mark}")
     return lines
 
@@ -75,7 +75,7 @@ def show(reflection: IdArg, mind: MindOpt = None, json: JsonOpt = False) -> None
 def render_show(r: Shown) -> list[str]:
     tokens = (f", {r['tokens_in']} tokens in, {r['tokens_out']} out"
               if r["tokens_in"] is not None or r["tokens_out"] is not None else "")
-    lines = [f"Reflection #{r['id']} ({r['said_at'][:19].replace('T', ' ')} UTC, events {_range(r)},"
+    lines = [f"Reflection #{r['id']} ({output.when(r['said_at'])}, events {_range(r)},"
              f" {r['model'] or 'model unknown'}{tokens})"]
     if r["retracted"]:
         lines.append(f"RETRACTED by event #{r['retracted_by']}: {output.one_line(r['retraction_reason'] or '', 200)}")

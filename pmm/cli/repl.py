@@ -161,8 +161,8 @@ def _stats(chat: Chat, rest: str) -> None:
     from pmm.services import stats
 
     report = stats.stats(chat.mind)
-    output.message(f"{report['events']:,} events; {report['sessions']:,} sessions,"
-                   f" {report['messages']:,} messages, {report['observations']:,} notes")
+    output.message(f"{output.plural(report['events'], 'event')}; {output.plural(report['sessions'], 'session')},"
+                   f" {output.plural(report['messages'], 'message')}, {output.plural(report['observations'], 'note')}")
 
 
 def _reflect(chat: Chat, rest: str) -> None:

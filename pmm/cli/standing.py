@@ -61,7 +61,7 @@ def pins(mind: MindOpt = None, json: JsonOpt = False) -> None:
     if not found:
         output.message("No pinned notes (`pmm remember --pin TEXT` pins one).")
     for entry in found:
-        output.out(f"#{entry['id']}  {entry['ts'][:16].replace('T', ' ')}  {output.one_line(entry['text'])}")
+        output.out(f"#{entry['id']}  {output.when(entry['ts'])}  {output.one_line(entry['text'])}")
 
 
 def unpin(

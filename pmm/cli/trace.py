@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def trace(
-    ref: Annotated[Optional[str], typer.Argument(help="A response or message id, a session id, or last (the default).", metavar="[ID|SESSION|last]")] = None,
+    ref: Annotated[Optional[str], typer.Argument(help="A response or message id, a session id (or its first 8 characters, as `pmm log` shows it; an imported session: its conversation's id), or last (the default).", metavar="[ID|SESSION|last]")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -42,7 +42,7 @@ def trace(
 def render(report: Trace) -> list[str]:
     if report["kind"] == "session":
         lines = [f"Session {report['session']} (started #{report['started']['id']} {_when(report['started'])}),"
-                 f" {len(report['turns'])} answers"]
+                 f" {output.plural(len(report['turns']), 'answer')}"]
         for turn in report["turns"]:
             lines.append("")
             lines += render_turn(turn, brief=True)
@@ -105,7 +105,7 @@ SECTIONS = (("standing", "Standing memory"), ("recalled", "Recalled memory"),
 
 
 def _events(n: int) -> str:
-    return f"{n} event{'s' if n != 1 else ''}"
+    return output.plural(n, "event")
 
 
 def _context_line(c: Brief) -> str:

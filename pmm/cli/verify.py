@@ -68,18 +68,18 @@ def _render(report: VerifyReport) -> None:
     what = "mind" if report.source_kind == "mind" else "export"
     if report.ok:
         span = f"events {report.first_id}-{report.last_id}" if report.events else "no events"
-        output.out(f"OK: {what} {report.source}: {report.events:,} events verified ({span}),"
+        output.out(f"OK: {what} {report.source}: {output.plural(report.events, 'event')} verified ({span}),"
                    f" head {report.head[:16]}…")
         if report.signature:
             s = report.signature
-            when = f" signed {s['signed_at'].replace('T', ' ').replace('Z', ' UTC')}" if s["signed_at"] else ""
+            when = f" signed {output.when(s['signed_at'])}" if s["signed_at"] else ""
             output.out(f"OK: signature by key {s['key_id']}: checkpoint at event {s['size']:,}{when} is in "
-                       f"the chain; {s['appended_since']:,} events appended since")
+                       f"the chain; {output.plural(s['appended_since'] or 0, 'event')} appended since")
         if report.witness:
             output.out(f"OK: witness: {report.witness['message']}")
     else:
         where = f"event {report.problem_event}: " if report.problem_event else ""
-        hint = report.hint or (f"{report.events:,} events before it verified" if report.problem_event else None)
+        hint = report.hint or (f"{output.plural(report.events, 'event')} before it verified" if report.problem_event else None)
         output.error(f"{what} {report.source} FAILED verification: {where}{report.problem}", hint)
     for note in report.notes:
         output.message(f"Note: {note}")

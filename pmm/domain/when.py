@@ -31,6 +31,7 @@ def is_backdated(event: Event) -> bool:
 
 def shown(said: str, recorded: str) -> str:
     """An event's time for a person, from its ``said_at`` and ``ts``: ``2025-03-01 10:00:00``,
-    and for an import also the day it was recorded: ``2025-03-01 10:00:00 (imported 2026-12-01)``."""
+    and for an import also the day it was recorded: ``2025-03-01 10:00:00 (imported 2026-12-01)``.
+    (pmm.services.dates.shown is the local-time one the CLI uses.)"""
     when = said[:19].replace("T", " ")
     return when if said == recorded else f"{when} (imported {recorded[:10]})"

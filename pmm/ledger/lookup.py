@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from typing import cast
 
 from pmm import errors
 from pmm.domain import events as ev
@@ -48,6 +49,17 @@ def with_meta(mind: Ledger, kinds: Iterable[str], key: str, value: str | int, si
             " AND id >= ? AND json_extract(meta, '$.' || ?) = ? ORDER BY id LIMIT ?",
             (*names, since, key, value, limit)).fetchall()
     return [Event._make(r) for r in rows]
+
+
+def session_ids_starting(mind: Ledger, prefix: str, limit: int) -> list[str]:
+    """Up to ``limit`` distinct session ids (``meta.session`` of chat events) starting with ``prefix``."""
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    kinds = (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name)
+    with cx.translated(mind.path):
+        rows = mind.conn.execute(
+            "SELECT DISTINCT json_extract(meta, '$.session') AS s FROM events WHERE kind IN (?, ?)"
+            " AND s LIKE ? ESCAPE '\\' LIMIT ?", (*kinds, pattern, limit)).fetchall()
+    return [r[0] for r in rows if isinstance(r[0], str)]
 
 
 def latest(mind: Ledger, kinds: Iterable[str], limit: int) -> list[Event]:
@@ -137,26 +149,86 @@ def around(mind: Ledger, ids: Iterable[int], kinds: Iterable[str], reach: int = 
     return get(mind, {n for i in ids for n in range(max(1, i - reach), i + reach + 1)}, kinds)
 
 
-def search(mind: Ledger, query: str, limit: int) -> list[tuple[Event, str]]:
-    """Full-text matches, best first, each with a highlighted snippet (a damaged index: see
-    ``Ledger.full_text``)."""
-    return mind.full_text(lambda: _search(mind, query, limit))
+Bounds = tuple[str | None, str | None]  # said_at from (inclusive), said_at before (exclusive)
+SAID_AT = "coalesce(json_extract({p}meta, '$.original_ts'), {p}ts)"  # pmm.domain.when.said_at
 
 
-def _search(mind: Ledger, query: str, limit: int) -> list[tuple[Event, str]]:
+def _said(bounds: Bounds, prefix: str = "", ids: tuple[int, int] = (1, 2**63 - 1)
+          ) -> tuple[str, tuple[str | int, ...]]:
+    """SQL conditions (each starting " AND") keeping events said within ``bounds``, ids in ``ids``."""
+    said = SAID_AT.format(p=prefix)
+    since, until = bounds
+    sql, args = "", cast("tuple[str | int, ...]", ())
+    if ids != (1, 2**63 - 1):
+        sql, args = f" AND {prefix}id BETWEEN ? AND ?", ids
+    if since is not None:
+        sql, args = sql + f" AND {said} >= ?", (*args, since)
+    if until is not None:
+        sql, args = sql + f" AND {said} < ?", (*args, until)
+    return sql, args
+
+
+def tail(mind: Ledger, n: int, kind: str | None, ids: tuple[int, int], said: Bounds) -> list[Event]:
+    """The last ``n`` events (of ``kind``) with ids in ``ids`` (inclusive) said within
+    ``said``, in id order."""
+    sql, args = " WHERE id BETWEEN ? AND ?", cast("tuple[str | int, ...]", ids)
+    if kind is not None:
+        sql, args = sql + " AND kind = ?", (*args, kind)
+    when, more = _said(said)
+    with cx.translated(mind.path):
+        rows = mind.conn.execute(f"SELECT {COLUMNS} FROM events{sql}{when} ORDER BY id DESC LIMIT ?",
+                                 (*args, *more, n)).fetchall()
+    return [Event._make(r) for r in reversed(rows)]
+
+
+ALL_IDS = (1, 2**63 - 1)
+
+
+def search(mind: Ledger, query: str, limit: int, said: Bounds = (None, None),
+           ids: tuple[int, int] = ALL_IDS) -> list[tuple[Event, str]]:
+    """Full-text matches with ids in ``ids`` said within ``said``, best first, each with a
+    highlighted snippet (a damaged index: see ``Ledger.full_text``)."""
+    return mind.full_text(lambda: _search(mind, query, limit, said, ids))
+
+
+def count_matches(mind: Ledger, query: str, said: Bounds = (None, None), ids: tuple[int, int] = ALL_IDS) -> int:
+    """How many events the index matches for ``query`` within ``ids`` and ``said`` (as ``search``
+    reads the query; not confirmed against each text, so it may count one the search then drops)."""
+    def run() -> int:
+        when, more = _said(said, "e.", ids)
+        sql = ("SELECT count(*) FROM events_fts JOIN events e ON e.id = events_fts.rowid"
+               f" WHERE events_fts MATCH ?{when}")
+        try:
+            return int(mind.conn.execute(sql, (query, *more)).fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if fts.is_damage(exc):
+                raise
+            literal = _literal(query)
+            return int(mind.conn.execute(sql, (literal, *more)).fetchone()[0]) if literal else 0
+    return mind.full_text(run)
+
+
+def _literal(query: str) -> str:
+    """``query``'s words searched literally (for text that is not valid FTS5 syntax)."""
+    return " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
+
+
+def _search(mind: Ledger, query: str, limit: int, said: Bounds, ids: tuple[int, int]
+            ) -> list[tuple[Event, str]]:
+    when, more = _said(said, "e.", ids)
     sql = (f"SELECT {E_COLUMNS}, snippet(events_fts, 0, '[', ']', '…', 12)"
            " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
-           " WHERE events_fts MATCH ? ORDER BY rank LIMIT ?")
+           f" WHERE events_fts MATCH ?{when} ORDER BY rank LIMIT ?")
     try:
-        rows = mind.conn.execute(sql, (query, limit)).fetchall()
+        rows = mind.conn.execute(sql, (query, *more, limit)).fetchall()
     except sqlite3.OperationalError as exc:
         if fts.is_damage(exc):
             raise
         # Not valid FTS5 syntax (e.g. "self-aware", "it's"): search the words literally.
-        query = " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
+        query = _literal(query)
         if not query:
             raise errors.UsageError("nothing to search for") from None
-        rows = mind.conn.execute(sql, (query, limit)).fetchall()
+        rows = mind.conn.execute(sql, (query, *more, limit)).fetchall()
     return [(Event._make(r[:7]), r[7]) for r in fts.confirm(query, rows, CONTENT_AT, mind.schema_version)]
 
 

@@ -90,10 +90,15 @@ def trace(path: Path, ref: str | None) -> Trace:
             return turn(mind, latest[0])
         if re.fullmatch(r"[0-9]{1,30}", ref):  # ASCII digits: str.isdigit() also takes "²"
             return _by_id(mind, int(ref))
-        if re.fullmatch(r"[0-9a-fA-F-]{8,64}", ref):
+        if SESSION_ID.fullmatch(ref):
             return session(mind, ref)
     raise errors.UsageError(f"{ref!r} is neither an event id nor a session id",
                             hint="e.g. pmm trace 42, or pmm trace last")
+
+
+# a native session's 32 hex digits, an import's conversation id (a UUID, or the service's own)
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
+PREFIX = 6  # the shortest start of a session id trace takes (`pmm log` shows the first 8)
 
 
 def _by_id(mind: Ledger, event_id: int) -> Trace:
@@ -116,6 +121,16 @@ def _by_id(mind: Ledger, event_id: int) -> Trace:
         return session(mind, event.meta["session"])
     raise errors.UsageError(f"event {event_id} is a {event.kind}, not part of a chat turn",
                             hint="trace a response, a message or a session (see pmm log)")
+
+
+def _started(mind: Ledger, session_id: str) -> list[Event]:
+    """The event that started the session: a native one names it in ``meta.session``, an
+    imported one keeps the conversation's id in ``meta.source_id``."""
+    native = lookup.with_meta(mind, [ev.SESSION_STARTED.name], "session", session_id, limit=1)
+    if native:
+        return native
+    return [e for e in lookup.with_meta(mind, [ev.SESSION_STARTED.name], "source_id", session_id)
+            if e.meta.get("source") and "session" not in e.meta][:1]
 
 
 def _brief(event: Event) -> Brief:
@@ -191,7 +206,18 @@ def _changed_by(mind: Ledger, response: Event) -> list[Event]:
 
 
 def session(mind: Ledger, session_id: str) -> Session:
-    started = lookup.with_meta(mind, [ev.SESSION_STARTED.name], "session", session_id, limit=1)
+    """A session by its id, or by the start of it that `pmm log` shows (when only one fits); an
+    imported session is named by its conversation's id (its start's ``meta.source_id``)."""
+    started = _started(mind, session_id)
+    if not started and len(session_id) >= PREFIX:
+        fits = lookup.session_ids_starting(mind, session_id, 2)
+        if len(fits) > 1:
+            raise errors.UsageError(f"more than one session starts with {session_id}",
+                                    hint="give more of its id: `pmm log` shows the first 8 characters,"
+                                         " `pmm log --json` the whole id (meta.session)")
+        if fits:
+            session_id = fits[0]
+            started = _started(mind, session_id)
     if not started:
         raise errors.UsageError(f"there is no session {session_id}",
                                 hint="session ids are in `pmm log` and `pmm trace ID --json`")
