@@ -110,9 +110,9 @@ def _reject_constant(constant: str) -> Any:
 def wrong_format(item: dict[str, Any], fmt: str) -> str:
     """A note for a conversation that looks like the other service's export."""
     if fmt == "chatgpt" and "chat_messages" in item:
-        return " (this looks like a Claude export: use --format claude)"
+        return " (this looks like a Claude export: use --format claude, or leave --format out)"
     if fmt == "claude" and "mapping" in item:
-        return " (this looks like a ChatGPT export: use --format chatgpt)"
+        return " (this looks like a ChatGPT export: use --format chatgpt, or leave --format out)"
     return ""
 
 
