@@ -10,7 +10,8 @@ the time they began.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -37,7 +38,18 @@ class _Block:
     start: str
     first_id: int
     imported: bool
-    entries: list[tuple[int, str, int]] = field(default_factory=list)  # (0 = heading, said, id)
+    ids: array[int] = field(default_factory=lambda: array("q"))  # pmm's own: in the order written
+    entries: list[tuple[int, str, int]] = field(default_factory=list)  # imported: (0 = heading, said, id)
+
+    def add(self, heading: bool, said: str, event_id: int) -> None:
+        if self.imported:
+            self.entries.append((0 if heading else 1, said, event_id))
+        else:
+            self.ids.append(event_id)
+
+    def order(self) -> Sequence[int]:
+        """The ids in the order shown: an import's heading first, then the time each was said."""
+        return [entry[2] for entry in sorted(self.entries)] if self.imported else self.ids
 
 
 def _session_key(event: Event) -> tuple[str, str] | None:
@@ -70,24 +82,19 @@ def _blocks(events: Iterator[Event]) -> tuple[list[_Block], int]:
         if key is None:
             if current is None:
                 prelude = prelude or _Block(said, e.id, False)
-                prelude.entries.append((1, "", e.id))
+                prelude.add(False, said, e.id)
             else:
-                current.entries.append((1, "", e.id))
+                current.add(False, said, e.id)
             continue
         block = sessions.get(key)
         if block is None:
             block = sessions[key] = _Block(said, e.id, bool(key[0]))
-        if e.kind == "session_started":
-            block.start = said if block.imported else block.start
-            block.entries.append((0, said if block.imported else "", e.id))
-        else:
-            block.entries.append((1, said if block.imported else "", e.id))
+        if e.kind == "session_started" and block.imported:
+            block.start = said
+        block.add(e.kind == "session_started", said, e.id)
         if not block.imported:
             current = block
     ordered = sorted(sessions.values(), key=lambda b: (b.start, b.first_id))
-    for block in ordered:
-        if block.imported:  # pmm's own sessions keep the order they were written in
-            block.entries.sort()
     return ([prelude] if prelude else []) + ordered, count
 
 
@@ -102,7 +109,7 @@ def write(mind: Ledger, events: Iterator[Event], out: IO[str]) -> int:
     blocks, count = _blocks(events)
     for block in blocks:
         heading_day = None  # an imported session's heading says the day it was imported, once
-        for e in _read(mind, [entry[2] for entry in block.entries]):
+        for e in _read(mind, block.order()):
             said = said_at(e)
             imported = md_line(e.ts[:10]) if said != e.ts else None  # the day the ledger recorded it
             if e.kind == "session_started":
@@ -118,10 +125,10 @@ def write(mind: Ledger, events: Iterator[Event], out: IO[str]) -> int:
     return count
 
 
-def _read(mind: Ledger, ids: list[int]) -> Iterator[Event]:
+def _read(mind: Ledger, ids: Sequence[int]) -> Iterator[Event]:
     """The events with ``ids``, in that order, a few hundred at a time."""
     for start in range(0, len(ids), _FETCH):
-        chunk = ids[start:start + _FETCH]
+        chunk = list(ids[start:start + _FETCH])
         found = {e.id: e for e in lookup.get(mind, chunk)}
         for event_id in chunk:
             yield found[event_id]
