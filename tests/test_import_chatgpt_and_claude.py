@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_in
+from conftest import json_data, run_in
 
 DATA = Path(__file__).parent / "data"
 CHATGPT = DATA / "chatgpt_conversations.json"
@@ -29,11 +29,11 @@ def run_import(pmm, mind: Path, fmt: str, source: Path | str, *extra: str, input
 
 def log(pmm, mind: Path) -> list[dict[str, Any]]:
     proc = pmm("--mind", str(mind), "log", "-n", "1000", "--json", check=True)
-    return json.loads(proc.stdout)
+    return json_data(proc.stdout)
 
 
 def stats(pmm, mind: Path) -> dict[str, Any]:
-    return json.loads(pmm("--mind", str(mind), "stats", "--json", check=True).stdout)
+    return json_data(pmm("--mind", str(mind), "stats", "--json", check=True).stdout)
 
 
 def imported(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -56,7 +56,7 @@ CHATGPT_EVENTS = [
     ("session_started", "Shady garden corner"),
     ("message_received", "What should I plant in a shady corner of the garden?"),
     ("response_sent", "Ferns, hostas and hellebores all do well in shade."),
-    ("message_received", "Here is a photo of the spot. How much sun does it get?"),
+    ("message_received", "[image: corner.jpg]\nHere is a photo of the spot. How much sun does it get?"),
     ("response_sent", "It looks like about two hours of morning sun: part shade."),
 ]
 
@@ -106,10 +106,13 @@ def test_json_output_reports_what_was_imported(pmm, tmp_path: Path) -> None:
     again = run_import(pmm, mind, "chatgpt", CHATGPT, "--json")
 
     mind_id = stats(pmm, mind)["mind_id"]
-    assert json.loads(first.stdout) == {
-        "appended": 8, "already_present": 0, "created": True, "mind_id": mind_id, "head_id": 9}
-    assert json.loads(again.stdout) == {
-        "appended": 0, "already_present": 8, "created": False, "mind_id": mind_id, "head_id": 9}
+    skipped = {"branch_message": 1, "image": 1, "audio": 0, "file": 0, "system_or_tool": 3, "other": 0}
+    assert json_data(first.stdout) == {
+        "appended": 8, "already_present": 0, "created": True, "mind_id": mind_id, "head_id": 9,
+        "format": "chatgpt", "skipped": skipped}
+    assert json_data(again.stdout) == {
+        "appended": 0, "already_present": 8, "created": False, "mind_id": mind_id, "head_id": 9,
+        "format": "chatgpt", "skipped": skipped}
 
 
 def test_reimporting_the_same_export_adds_nothing(pmm, tmp_path: Path) -> None:
@@ -145,7 +148,7 @@ def test_a_grown_conversation_adds_only_its_new_messages(pmm, tmp_path: Path) ->
     })
     grown = write_json(tmp_path / "conversations.json", export)
 
-    result = json.loads(run_import(pmm, mind, "chatgpt", grown, "--json").stdout)
+    result = json_data(run_import(pmm, mind, "chatgpt", grown, "--json").stdout)
 
     assert (result["appended"], result["already_present"], result["head_id"]) == (5, 8, 14)
     events = log(pmm, mind)
@@ -198,7 +201,8 @@ def test_claude_import_from_stdin_into_an_existing_mind(pmm, mind: Path) -> None
         # the text blocks, not the export's `text` with its tool-use placeholder
         ("response_sent", "Not dead, just hungry: the acetone smell means the yeast ran out of food."
                           "\n\nFeed it twice a day for a few days."),
-        ("message_received", "Thanks! What ratio should I feed it?"),
+        # an attachment's extracted text is kept, under its file name
+        ("message_received", "Thanks! What ratio should I feed it?\n\n[attachment: photo-notes.txt]\njar photo"),
         ("response_sent", "1:1:1 starter, flour and water by weight is a good start."),
         ("session_started", ""),
         ("message_received", "Summarise the plot of Hamlet in one sentence."),
@@ -233,8 +237,8 @@ def test_both_services_share_one_mind_and_empty_conversations_are_skipped(pmm, t
     report = stats(pmm, mind)
     assert (report["events"], report["sessions"], report["messages"], report["responses"]) == (17, 4, 6, 6)
     assert "Never used" not in json.dumps(log(pmm, mind))
-    assert json.loads(run_import(pmm, mind, "chatgpt", CHATGPT, "--json").stdout)["appended"] == 0
-    assert json.loads(run_import(pmm, mind, "claude", claude, "--json").stdout)["appended"] == 0
+    assert json_data(run_import(pmm, mind, "chatgpt", CHATGPT, "--json").stdout)["appended"] == 0
+    assert json_data(run_import(pmm, mind, "claude", claude, "--json").stdout)["appended"] == 0
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -253,7 +257,7 @@ BAD_INPUTS = {
     "a list of strings": ("chatgpt", b'["hello"]', "conversation 1 is not a JSON object"),
     "invalid UTF-8": ("claude", b'[{"uuid": "caf\xe9"}]', "not valid UTF-8"),
     "NaN": ("chatgpt", b"[NaN]", "not valid JSON"),
-    "a zip": ("chatgpt", b"PK\x03\x04\x14\x00\x00\x00", "zip archive"),
+    "a broken zip": ("chatgpt", b"PK\x03\x04\x14\x00\x00\x00", "not a readable zip archive"),
     "Claude file as ChatGPT": ("chatgpt", CLAUDE.read_bytes(), "use --format claude"),
     "ChatGPT file as Claude": ("claude", _CHATGPT_TEXT, "use --format chatgpt"),
     "mapping not an object": ("chatgpt", b'[{"id": "c1", "mapping": []}]', "no 'mapping' object"),

@@ -292,9 +292,10 @@ def _(x: Export, out: Path) -> int:
 
 
 @case("not a pmm export (a JSON array)")
-def _(x: Export, out: Path) -> int:
+def _(x: Export, out: Path) -> None:
+    # without --format a JSON list is read as the service's conversations.json it looks like:
+    # this one is refused for its conversation without an id (no line: the file is one value)
     out.write_bytes(b'[{"title":"a ChatGPT conversation","mapping":{}}]\n')
-    return 1
 
 
 @case("second header in the middle")

@@ -66,27 +66,34 @@ def export(
 
 def import_(
     source: Annotated[str, typer.Argument(help="Export file to read, or - for stdin.", metavar="FILE|-")],
-    fmt: Annotated[ImportFormat, typer.Option("--format", "-f", help="jsonl (a pmm export), or a ChatGPT / Claude data export's conversations.json.")] = ImportFormat.jsonl,
+    fmt: Annotated[Optional[ImportFormat], typer.Option("--format", "-f", help="Read FILE as jsonl (a pmm export), chatgpt or claude (a data export's conversations.json or its .zip). Default: told from the file itself.", show_default=False)] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Import a pmm export (verified first) or a ChatGPT / Claude conversations.json."""
-    from pmm.services import portability
+    """Import a pmm export (verified first), or a ChatGPT / Claude data export (.zip or conversations.json).
+
+    Of a ChatGPT or Claude conversation only the thread the user kept is imported; images and
+    files become placeholders such as [image: NAME], voice messages their transcripts, and the
+    summary says what was left out.
+    """
+    from pmm.services import import_source, portability
 
     path = mind_path(mind)
     with portability.open_source(source, sys.stdin.buffer) as (stream, name):
         with output.progress("Importing", None) as (advance, _):
-            if fmt is ImportFormat.jsonl:
-                result = portability.import_pmm(path, stream, name, notify=output.message, on_progress=advance)
-            else:
-                from pmm.services import chat_import
-
-                result = chat_import.import_conversations(path, stream, name, fmt.value, notify=output.message)
+            result = import_source.import_any(path, stream, name, fmt.value if fmt else None,
+                                              notify=output.message, on_progress=advance)
     if json:
         output.emit_json(result.to_json())
-    elif result.appended:
+        return
+    if result.appended:
         output.message(f"Imported {output.plural(result.appended, 'new event')} (head is now #{result.head_id})")
     elif result.already_present:
         output.message(f"Nothing to import: all {result.already_present:,} events are already in {path}")
     else:
         output.message("Nothing to import: the input holds no events")
+    if result.skipped is not None:
+        from pmm.services.chat_import import skipped_line
+
+        if line := skipped_line(result.skipped):
+            output.message(line)

@@ -7,7 +7,7 @@ import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypedDict, TypeVar
+from typing import IO, Any, NotRequired, TypedDict, TypeVar
 
 from pmm import errors
 from pmm.domain.events import Event
@@ -52,7 +52,9 @@ def export(mind: Ledger, out: IO[str], *, fmt: str = "jsonl", since: int = 1,
     if since < 1:
         raise errors.UsageError("--since must be 1 or more")
     if fmt == "md":
-        return _export_markdown(mind, _counting(mind.events(since=since), on_progress), out)
+        from pmm.services import export_markdown
+
+        return export_markdown.write(mind, _counting(mind.events(since=since), on_progress), out)
     events = _counting(mind.rows(since=since), on_progress)
     out.write(jsonl.header_line(mind.mind_id, mind.ledger_format, since))
     track = _Track(events)
@@ -100,51 +102,16 @@ def _counting(events: Iterator[T], on_progress: Progress | None, every: int = 65
     on_progress(n)
 
 
-_MD_LABELS = {
-    "message_received": "**User**",
-    "response_sent": "**Mind**",
-    "observation_recorded": "**Remembered**",
-    "note_pinned": "**Pinned**",
-    "persona_set": "**Persona**",
-}
-
-
-def _export_markdown(mind: Ledger, events: Iterator[Event], out: IO[str]) -> int:
-    """A readable transcript, each event at the time it was said (``when.said_at``). Event text
-    is the author's (a model, an imported file), so it only ever fills its slot
-    (``safe_text.md_line`` and ``md_quote``): a title cannot start a heading or a turn, a body
-    cannot leave its quote, and control characters are shown, not passed on."""
-    from pmm.domain.when import said_at
-    from pmm.services.safe_text import md_line, md_quote
-
-    out.write(f"# Mind {md_line(mind.mind_id)}\n\n")
-    count = 0
-    heading_day = None  # an imported session's heading says the day it was imported, once
-    for e in events:
-        count += 1
-        said = said_at(e)
-        imported = md_line(e.ts[:10]) if said != e.ts else None  # the day the ledger recorded it
-        if e.kind == "session_started":
-            heading_day = imported
-            mark = f" · imported {imported}" if imported else ""
-            out.write(f"\n## {md_line(e.content) or 'Session'}\n\n_{md_line(said)}{mark} · event {e.id}_\n\n")
-            continue
-        if imported is None or imported != heading_day:
-            heading_day = None  # a native event (or another import) ends what the heading covers
-        mark = f", imported {imported}" if imported and heading_day is None else ""
-        label = _MD_LABELS.get(e.kind) or f"`{md_line(e.kind).replace('`', chr(39))}`"
-        out.write(f"{label} ({md_line(said)}{mark}, event {e.id}):\n{md_quote(e.content)}\n\n")
-    return count
-
-
 class ImportJson(TypedDict):
-    """``pmm import --json``: ``ImportResult``'s fields."""
+    """``pmm import --json``: ``ImportResult``'s fields (``skipped`` for ChatGPT / Claude only)."""
 
     appended: int
     already_present: int
     created: bool
     mind_id: str
     head_id: int
+    format: str  # jsonl, chatgpt or claude: what the file was read as
+    skipped: NotRequired[dict[str, int]]  # what the ledger does not hold, by kind, with counts
 
 
 class ExportJson(TypedDict):
@@ -166,10 +133,16 @@ class ImportResult:
     created: bool
     mind_id: str
     head_id: int
+    format: str = "jsonl"
+    skipped: dict[str, int] | None = None  # a conversations.json's left-out content, by kind
 
     def to_json(self) -> ImportJson:
-        return {"appended": self.appended, "already_present": self.already_present,
-                "created": self.created, "mind_id": self.mind_id, "head_id": self.head_id}
+        out: ImportJson = {"appended": self.appended, "already_present": self.already_present,
+                           "created": self.created, "mind_id": self.mind_id,
+                           "head_id": self.head_id, "format": self.format}
+        if self.skipped is not None:
+            out["skipped"] = dict(self.skipped)
+        return out
 
 
 def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[str], None],
