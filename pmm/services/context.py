@@ -155,8 +155,9 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
     recent_pool = _recent_pool(mind, budget - spent, cost)
     previous = next((e.content for e in recent_pool if e.kind == ev.MESSAGE_RECEIVED.name), None)
     query = ranking.query(user_text, previous)
-    time_line = cost.text(_time_line_text(now_ts()[:10], now_ts()[:10], now_ts()[:10]))
-    avail = max(0, budget - spent - time_line)  # the time line measured at its longest
+    # the time line measured at its longest: two days of the longest month name
+    time_line = cost.text(_time_line_text(now_ts()[:10], "2000-09-28", "2000-09-30"))
+    avail = max(0, budget - spent - time_line)
     pool_cost = sum(cost.turn(e) for e in recent_pool)
     # the recent part is sure of its share, and of the last exchange when that fits in half
     last_exchange = sum(cost.turn(e) for e in recent_pool[:2])
@@ -317,8 +318,19 @@ def _group(event: Event) -> tuple[str, str]:
     return said_at(event)[:10], ranking.session_of(event) or f"#{event.id}"
 
 
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+
+
+def spelled(day: str) -> str:
+    """"2023-05-08" as "8 May 2023": as plain to a model, and fewer tokens than ISO's ten
+    digits and dashes in a vocabulary that splits digits (the embedded model's: 7 against 10)."""
+    year, month, date = day[:4], int(day[5:7]), int(day[8:10])
+    return f"{date} {MONTHS[month - 1]} {year}" if 1 <= month <= 12 else day
+
+
 def _label(day: str, title: str | None) -> str:
-    return f"[{day}, {title}]" if title else f"[{day}]"
+    return f"[{spelled(day)}, {title}]" if title else f"[{spelled(day)}]"
 
 
 def _render(section: Section) -> str:
@@ -397,8 +409,8 @@ def _time_line(turns: list[Event]) -> str:
 
 
 def _time_line_text(today: str, first: str, last: str) -> str:
-    span = first if first == last else f"{first} to {last}"
-    return f"Today: {today}. The recent turns below were said {span}."
+    span = spelled(first) if first == last else f"{spelled(first)} to {spelled(last)}"
+    return f"Today: {spelled(today)}. The recent turns below were said {span}."
 
 
 def _conversation(turns: list[Event], user_text: str) -> tuple[Message, ...]:
