@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 def chat(
     message: Annotated[Optional[str], typer.Option("-m", "--message", help="Say this, print the answer and exit (- reads stdin: UTF-8, other bytes are refused with exit 6).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Use this model (a name from `pmm model list`) for this run only.")] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=100_000, help="Longest answer, in tokens.")] = 512,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, max=100_000, help="Longest answer, in tokens (at most half the window; default: 512, or an eighth of a smaller model's window).")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:

@@ -22,7 +22,8 @@ from pmm.providers.base import Completion, OnText, Provider
 from pmm.services import context, models, opening, semantic
 from pmm.services.opening import Notify
 
-ANSWER_TOKENS = 512
+ANSWER_TOKENS = 512  # the longest answer by default ...
+ANSWER_SHARE = 8  # ... and at most this fraction (1/8) of a window: 256 tokens at 2,048
 MAX_MESSAGE_CHARS = 200_000
 
 
@@ -36,14 +37,18 @@ def checked_message(text: str) -> str:
     return text
 
 
-def answer_reserve(window: int, max_tokens: int) -> int:
+def answer_reserve(window: int, max_tokens: int | None) -> int:
     """Tokens of ``window`` kept for the answer: the longest answer asked for, at most half
-    the window, so a small model's prompt is never squeezed out by a large ``--max-tokens``."""
+    the window, so a small model's prompt is never squeezed out by a large ``--max-tokens``;
+    unasked (None), ``ANSWER_TOKENS`` but at most an eighth of the window, as an answer asked
+    to be brief needs no quarter of a small model's window (which recall uses better)."""
+    if max_tokens is None:
+        return min(ANSWER_TOKENS, window // ANSWER_SHARE)
     return min(max_tokens, window // 2)
 
 
 def prompt_for(mind: Ledger, states: States, text: str, model: models.Model,
-               max_tokens: int, window: int | None = None) -> context.Prompt:
+               max_tokens: int | None, window: int | None = None) -> context.Prompt:
     """The prompt a turn sends ``model`` for ``text``: ``pmm chat`` sends it, ``pmm recall``
     shows it, so what one shows is what the other sends. ``window`` overrides the model's."""
     window = window or model.window()
@@ -109,8 +114,8 @@ class Chat:
     """A conversation with one mind: a session id, an open mind file, providers kept warm."""
 
     def __init__(self, path: Path, notify: Notify, model_name: str | None = None,
-                 max_tokens: int = ANSWER_TOKENS) -> None:
-        if not 1 <= max_tokens <= 100_000:
+                 max_tokens: int | None = None) -> None:
+        if max_tokens is not None and not 1 <= max_tokens <= 100_000:
             raise errors.UsageError("--max-tokens must be between 1 and 100000")
         self.max_tokens = max_tokens
         models.check_name(path, model_name)  # a typo in --model creates no mind and no folder

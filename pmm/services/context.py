@@ -168,9 +168,11 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
     recalled = _recall(mind, ranked, avail - reserved, held, cost)
     recent = _recent(recent_pool, avail - recalled.tokens, {i.event.id for i in recalled.items}, cost)
     if avail - recalled.tokens - recent.tokens > 0 and recalled.items:
-        # what the recent turns left (a long turn they stop at) goes back to recall
+        # what the recent turns left (a long turn they stop at) goes back to recall, with the
+        # time line's room when no recent turn is sent (it dates them)
         held |= {i.event.id for i in recent.items}
-        recalled = _recall(mind, ranked, avail - recent.tokens, held, cost)
+        room = avail - recent.tokens + (0 if recent.items else time_line)
+        recalled = _recall(mind, ranked, room, held, cost)
     spent += recalled.tokens + recent.tokens
 
     sections = [s for s in (standing, recalled, recent) if s.items]
