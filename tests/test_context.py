@@ -156,6 +156,21 @@ def test_what_the_recent_turns_cannot_take_goes_to_recall(tmp_path: Path) -> Non
     assert found["budget"] - found["tokens"] <= 2 * line  # not the eighth kept for recent turns
 
 
+def test_with_estimated_tokens_recall_fills_its_room_too(tmp_path: Path) -> None:
+    """The estimate's margin is per text, not per recalled line: a large window is filled to
+    within a line or two, not left a few tokens a line short."""
+    turns = [f"My blue bike went to the garden, ride number {n}, past the river, the old mill"
+             " and the long road up the hill, then home again before the rain." for n in range(600)]
+    path = _mind(tmp_path, [*turns, "zzz " * 9000])
+    with opening.open_read(path) as mind:
+        states = folded.state(mind)[0]
+        prompt = context.build(mind, states, "Where did my blue bike go?", window=8192,
+                               answer_tokens=512)
+    (recalled,) = prompt.sections
+    assert recalled.name == "recalled" and len(recalled.items) > 100
+    assert prompt.budget - prompt.tokens <= 2 * max(i.tokens for i in recalled.items)
+
+
 def test_recall_labels_spell_the_day_and_each_group_is_labelled_once(tmp_path: Path) -> None:
     assert context.spelled("2023-05-08") == "8 May 2023"
     assert context.spelled("2024-12-31") == "31 December 2024"

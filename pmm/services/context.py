@@ -253,14 +253,14 @@ def _recall(mind: Ledger, candidates: tuple[ranking.Ranked, dict[int, Event]], a
         if session not in titles:
             titles.update(ranking.session_titles(mind, [event]))
             titles.setdefault(session, "")
-        return cost.text(_label(group[0], titles[session]))
+        return _line_cost(cost, _label(group[0], titles[session]))
 
     for event, score in ranked:
         if score <= 0 or misses >= MISFITS:
             break
         if event.id in chosen or event.id in held:
             continue
-        tokens, label = cost.text(_line(event)), label_cost(event)
+        tokens, label = _line_cost(cost, _line(event)), label_cost(event)
         if tokens + label > left:
             misses += 1
             continue
@@ -270,7 +270,7 @@ def _recall(mind: Ledger, candidates: tuple[ranking.Ranked, dict[int, Event]], a
         misses = 0
         partner = ranking.partner(event, read)
         if partner is not None and partner.id not in chosen and partner.id not in held:
-            extra, label = cost.text(_line(partner)), label_cost(partner)
+            extra, label = _line_cost(cost, _line(partner)), label_cost(partner)
             if extra + label <= left:
                 labels.setdefault(_group(partner), label)
                 chosen[partner.id] = Item(partner, "exchange", extra, beside=event.id)
@@ -305,6 +305,15 @@ def _standing_line(reason: str, text: str, covers: list[int] | None = None) -> s
     from pmm.services.consolidation import cite
 
     return f"{STANDING_LABELS[reason]} {cite(covers)}: {shown}"
+
+
+def _line_cost(cost: Cost, line: str) -> int:
+    """What one more line adds to a section: its tokens and line break. The estimate's margin
+    is per text, not per line (a section is one text), so a line is estimated with its break
+    and without the margin, plus a token for rounding."""
+    if cost.exact:
+        return cost.text(line)  # the count plus a token for the break
+    return cost.text(line + "\n") - cost.text("") + 1
 
 
 def _line(event: Event) -> str:
