@@ -8,8 +8,8 @@ imports a chat export (speaker A as the user, speaker B as the mind, every turn 
 date as its original time; a shared photo's caption is kept as "[shares a photo: ...]"), then
 every question of categories 1-4 (5 has no answer in the conversation) is given to the code
 that builds a chat prompt (`pmm.services.context.build`, what `pmm recall` prints), with the
-window of the model and chat's 512-token answer reserve. At 2,048 tokens, the embedded model's
-window, tokens are counted with its own tokenizer, as `pmm chat` and `pmm recall` count them for
+window of the model and chat's answer reserve (512 tokens, at most an eighth of the window).
+At 2,048 tokens, the embedded model's window, tokens are counted with its own tokenizer, as `pmm chat` and `pmm recall` count them for
 it (``--exact``); at other windows they are estimated, as for a remote model.
 
 It prints, per category and window, the share of labelled evidence turns that are in the prompt,
@@ -115,7 +115,7 @@ def baselines(turns: list[tuple[int, str]], question: str, room: int,
 BM25 = sqlite3.connect(":memory:")
 
 
-def measure(path: Path, windows: list[int], answer: int, similar: Any, counters: dict[int, Any],
+def measure(path: Path, windows: list[int], answer: int | None, similar: Any, counters: dict[int, Any],
             tally: dict[Any, list[int]], timings: list[float], used: dict[int, list[int]]) -> None:
     sessions, questions = load(path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,8 +179,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*", type=Path, default=[DEFAULT_DATA])
     ap.add_argument("--windows", default="2048,8192")
-    ap.add_argument("--answer-tokens", type=int, default=chat.ANSWER_TOKENS,
-                    help="the answer reserve, as `pmm chat --max-tokens` (at most half the window)")
+    ap.add_argument("--answer-tokens", type=int, default=None,
+                    help="the answer reserve, as `pmm chat --max-tokens` (at most half the window;"
+                         " default: chat's, 512 or an eighth of a smaller window)")
     ap.add_argument("--no-semantic", action="store_true",
                     help="BM25 alone, as without the semantic extra")
     ap.add_argument("--exact", default="2048",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,7 +110,8 @@ def test_a_prompt_never_exceeds_its_window(tmp_path: Path, window: int) -> None:
 def plan(path: Path, text: str, *extra: str) -> dict[str, Any]:
     result = invoke("--mind", str(path), "recall", text, "--json", *extra)
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    data: dict[str, Any] = json_data(result.stdout)
+    return data
 
 
 def _ids(plan_: dict[str, Any], name: str) -> list[int]:
@@ -142,6 +143,56 @@ def test_the_recent_turns_take_what_recall_leaves(tmp_path: Path) -> None:
     share = next(s["tokens"] for s in found["sections"] if s["name"] == "recent")
     assert share > found["budget"] // 2  # far more than the eighth recent turns are sure of
     assert recent == sorted(recent) and recent[-1] == 2 + len(turns)  # the newest, in order
+
+
+def test_what_the_recent_turns_cannot_take_goes_to_recall(tmp_path: Path) -> None:
+    """The newest turn is too long to send, so the recent part sends nothing: its share is
+    recalled instead of left empty (the room left is less than one more recalled turn)."""
+    turns = [f"My blue bike went to the garden, ride number {n}." for n in range(300)]
+    path = _mind(tmp_path, [*turns, "zzz " * 3000])
+    found = plan(path, "Where did my blue bike go?", "--window", "2048")
+    assert _ids(found, "recent") == [] and len(_ids(found, "recalled")) > 50
+    line = max(i["tokens"] for s in found["sections"] for i in s["items"])
+    assert found["budget"] - found["tokens"] <= 2 * line  # not the eighth kept for recent turns
+
+
+def test_with_estimated_tokens_recall_fills_its_room_too(tmp_path: Path) -> None:
+    """The estimate's margin is per text, not per recalled line: a large window is filled to
+    within a line or two, not left a few tokens a line short."""
+    turns = [f"My blue bike went to the garden, ride number {n}, past the river, the old mill"
+             " and the long road up the hill, then home again before the rain." for n in range(600)]
+    path = _mind(tmp_path, [*turns, "zzz " * 9000])
+    with opening.open_read(path) as mind:
+        states = folded.state(mind)[0]
+        prompt = context.build(mind, states, "Where did my blue bike go?", window=8192,
+                               answer_tokens=512)
+    (recalled,) = prompt.sections
+    assert recalled.name == "recalled" and len(recalled.items) > 100
+    assert prompt.budget - prompt.tokens <= 2 * max(i.tokens for i in recalled.items)
+
+
+def test_recall_labels_spell_the_day_and_each_group_is_labelled_once(tmp_path: Path) -> None:
+    assert context.spelled("2023-05-08") == "8 May 2023"
+    assert context.spelled("2024-12-31") == "31 December 2024"
+    assert context.spelled("2024-13-01") == "2024-13-01"  # not a month: shown as it is
+    turns = [f"My blue bike went to the garden, ride number {n}." for n in range(40)]
+    path = _mind(tmp_path, [*turns, *["Unrelated words about the weather."] * 40])
+    found = plan(path, "Where did my blue bike go?", "--window", "2048")
+    context_text = found["request"]["context"]
+    today = context.spelled(found["sections"][0]["items"][0]["said_at"][:10])
+    assert context_text.count(f"[{today}]") == 1  # one session, one label, paid once
+    assert f"Today: {today}." in context_text
+
+
+@pytest.mark.parametrize(("window", "asked", "reserve"), [
+    (2048, None, 256), (8192, None, 512), (1024, None, 128), (2048, "512", 512), (2048, "5000", 1024)])
+def test_the_answer_reserve_is_an_eighth_of_a_small_window_unless_asked(
+        tmp_path: Path, window: int, asked: str | None, reserve: int) -> None:
+    path = _mind(tmp_path, ["hello", "hi"])
+    found = plan(path, "hello again", "--window", str(window),
+                 *(["--max-tokens", asked] if asked else []))
+    assert found["answer_tokens"] == reserve
+    assert found["budget"] == window - reserve - 32
 
 
 @pytest.mark.parametrize("words", [1300, 1318, 1325, 1332, 1340])

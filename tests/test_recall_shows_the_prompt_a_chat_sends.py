@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import invoke, mind_events, run_pmm
+from conftest import invoke, json_data, mind_events, run_pmm
 from provider_servers import FakeServer
 from test_imported_history_keeps_its_dates import SAID, chatgpt_export
 from test_read_commands_stay_offline import offline_env  # noqa: F401 (a fixture)
@@ -92,7 +92,7 @@ def test_a_fact_fifteen_long_turns_back_is_recalled_sent_and_traced(tmp_path: Pa
     assert bike + 1 in found and found[bike + 1]["reason"] == "exchange"  # its answer completes it
     assert found[bike + 1]["beside"] == bike
     assert bike not in {i["id"] for i in sections(plan).get("recent", [])}  # the window is too small
-    assert plan["tokens"] <= plan["budget"] == 2048 - 512 - 32
+    assert plan["tokens"] <= plan["budget"] == 2048 - 256 - 32  # the answer: an eighth of it
 
     turn = json.loads(ok("--mind", str(mind), "chat", "-m", QUESTION, "--json"))
     assert BIKE in system_text(server)
@@ -174,10 +174,10 @@ def test_an_imported_2025_message_is_shown_and_sent_with_its_date(tmp_path: Path
     line = next(x for x in text.splitlines() if x.startswith(f"  #{bike['id']} "))
     assert "  2025-03-01 10:00 (imported " in line and "user: My bike is a blue Brompton" in line
     # a small mind: the conversation is recent, and the prompt dates it from 2025
-    assert "said 2025-03-01 to " in plan["request"]["context"]
+    assert "said 1 March 2025 to " in plan["request"]["context"]
 
     ok("--mind", str(mind), "chat", "-m", question)
-    assert "said 2025-03-01 to " in system_text(server)
+    assert "said 1 March 2025 to " in system_text(server)
     assert BIKE.split(",")[0] in json.dumps(server.requests[-1].body)
 
 
@@ -203,10 +203,11 @@ def test_recall_json_has_the_whole_plan_and_the_window_asked_for(tmp_path: Path)
     assert plan["request"]["messages"] == [{"role": "user", "content": "Where do kestrels hover?"}]
     assert "Kestrels hover over the motorway verge" in plan["request"]["context"]
     # the embedded model's window is the setting, read without loading the model
-    small = json.loads(ok("--mind", str(mind), "recall", "kestrels", "--json"))
-    assert small["window"] == 2048 and small["answer_tokens"] == 512
-    half = json.loads(ok("--mind", str(mind), "recall", "kestrels", "--window", "600", "--json"))
-    assert half["answer_tokens"] == 300  # at most half the window, as chat keeps it
+    small = json_data(ok("--mind", str(mind), "recall", "kestrels", "--json"))
+    assert small["window"] == 2048 and small["answer_tokens"] == 256  # 512, at most an eighth
+    half = json_data(ok("--mind", str(mind), "recall", "kestrels", "--window", "600",
+                        "--max-tokens", "512", "--json"))
+    assert half["answer_tokens"] == 300  # asked for: at most half the window, as chat keeps it
     full = ok("--mind", str(mind), "recall", "kestrels", "--full")
     assert "note:\n      Kestrels hover over the motorway verge\n" in full
 

@@ -28,7 +28,7 @@ def chat(
     ctx: typer.Context,
     message: Annotated[Optional[str], typer.Option("-m", "--message", help="Say this, print the answer and exit (- reads stdin: UTF-8, other bytes are refused with exit 6).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Use this model (a name from `pmm model list`) for this run only.")] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=100_000, help="Longest answer, in tokens.")] = 512,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, max=100_000, help="Longest answer, in tokens (at most half the window; default: 512, or an eighth of a smaller model's window).")] = None,
     markdown: Annotated[Optional[bool], typer.Option("--markdown/--raw", help="Render answers on a terminal as Markdown, block by block (default: the text exactly as the model wrote it; PMM_MARKDOWN=1 makes --markdown the default).")] = None,
     resume: Annotated[bool, typer.Option("-c", "--continue", help="Continue the most recent session (its recent turns come back into the prompt).")] = False,
     session_id: Annotated[Optional[str], typer.Option("--session", metavar="ID", help="Continue this session (an id from `pmm sessions`, or the start of one).", callback=utf8)] = None,

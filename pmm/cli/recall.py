@@ -29,7 +29,7 @@ def recall(
     query: Annotated[str, typer.Argument(help="The message to plan for, or - to read it from stdin.")],
     model: Annotated[Optional[str], typer.Option("--model", help="Plan for this model's window (a name from `pmm model list`; default: the chat model).")] = None,
     window: Annotated[Optional[int], typer.Option("--window", min=256, max=10_000_000, help="Plan for a context window of this many tokens instead of the model's.")] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=100_000, help="Tokens kept for the answer, as pmm chat's --max-tokens (at most half the window).")] = 512,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, max=100_000, help="Tokens kept for the answer, as pmm chat's --max-tokens (at most half the window; default: 512, or an eighth of a smaller window).")] = None,
     full: Annotated[bool, typer.Option("--full", help="Whole texts instead of one-line excerpts.")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,

@@ -23,7 +23,8 @@ from pmm.providers.base import Completion, OnText, Provider
 from pmm.services import context, models, opening, semantic, sessions
 from pmm.services.opening import Notify
 
-ANSWER_TOKENS = 512
+ANSWER_TOKENS = 512  # the longest answer by default ...
+ANSWER_SHARE = 8  # ... and at most this fraction (1/8) of a window: 256 tokens at 2,048
 MAX_MESSAGE_CHARS = 200_000
 
 
@@ -37,14 +38,18 @@ def checked_message(text: str) -> str:
     return text
 
 
-def answer_reserve(window: int, max_tokens: int) -> int:
+def answer_reserve(window: int, max_tokens: int | None) -> int:
     """Tokens of ``window`` kept for the answer: the longest answer asked for, at most half
-    the window, so a small model's prompt is never squeezed out by a large ``--max-tokens``."""
+    the window, so a small model's prompt is never squeezed out by a large ``--max-tokens``;
+    unasked (None), ``ANSWER_TOKENS`` but at most an eighth of the window, as an answer asked
+    to be brief needs no quarter of a small model's window (which recall uses better)."""
+    if max_tokens is None:
+        return min(ANSWER_TOKENS, window // ANSWER_SHARE)
     return min(max_tokens, window // 2)
 
 
 def prompt_for(mind: Ledger, states: States, text: str, model: models.Model,
-               max_tokens: int, window: int | None = None,
+               max_tokens: int | None, window: int | None = None,
                scope: context.Scope = context.NO_SCOPE,
                model_options: dict[str, options.Value] | None = None) -> context.Prompt:
     """The prompt a turn sends ``model`` for ``text``: ``pmm chat`` sends it, ``pmm recall``
@@ -52,7 +57,8 @@ def prompt_for(mind: Ledger, states: States, text: str, model: models.Model,
     ``model_options`` are ``pmm chat -o`` (``pmm.providers.options``)."""
     window = window or model.window()
     chosen = dict(model_options or {})
-    max_tokens = int(chosen.pop("max_tokens", max_tokens))
+    if "max_tokens" in chosen:
+        max_tokens = int(chosen.pop("max_tokens"))
     temperature = float(chosen.pop("temperature", 0.7))
     prompt = context.build(mind, states, text, window=window,
                            answer_tokens=answer_reserve(window, max_tokens), temperature=temperature,
@@ -142,10 +148,10 @@ class Chat:
     """
 
     def __init__(self, path: Path, notify: Notify, model_name: str | None = None,
-                 max_tokens: int = ANSWER_TOKENS, *, session: str | None = None,
+                 max_tokens: int | None = None, *, session: str | None = None,
                  resume: bool = False, title: str | None = None, system: str = "",
                  model_options: dict[str, options.Value] | None = None) -> None:
-        if not 1 <= max_tokens <= 100_000:
+        if max_tokens is not None and not 1 <= max_tokens <= 100_000:
             raise errors.UsageError("--max-tokens must be between 1 and 100000")
         if title is not None and (session is not None or resume):
             raise errors.UsageError("--title names a new session; it cannot rename one that is continued",

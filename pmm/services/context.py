@@ -40,8 +40,6 @@ TURN_KINDS = ranking.TURN_KINDS
 STANDING_SHARE = 0.25  # of the budget, at most, for persona, pinned notes, commitments, reflection
 RECALL_SHARE = 0.875  # of the room standing memory leaves, at most, for recalled memory
 RECENT_PAGE = 200  # recent turns fetched at a time
-TIME_LINE_TOKENS = 56  # "Today: ... The recent turns below were said ... to ..."
-RECALL_HEADER_TOKENS = 40  # the recalled section's header line
 STANDING_HEADER_TOKENS = 16  # "Standing memory (always shown):"
 MISFITS = 50  # recall stops after this many candidates in a row too long for the room left
 REFLECTION_CHARS = 600
@@ -177,18 +175,25 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
     recent_pool = _recent_pool(mind, budget - spent, cost, scope)
     previous = next((e.content for e in recent_pool if e.kind == ev.MESSAGE_RECEIVED.name), None)
     query = ranking.query(user_text, previous)
-    avail = max(0, budget - spent - TIME_LINE_TOKENS)
+    # the time line measured at its longest: two days of the longest month name
+    time_line = cost.text(_time_line_text(now_ts()[:10], "2000-09-28", "2000-09-30"))
+    avail = max(0, budget - spent - time_line)
     pool_cost = sum(cost.turn(e) for e in recent_pool)
     # the recent part is sure of its share, and of the last exchange when that fits in half
     last_exchange = sum(cost.turn(e) for e in recent_pool[:2])
     reserved = min(pool_cost, max(avail - int(avail * RECALL_SHARE),
                                   last_exchange if last_exchange <= avail // 2 else 0))
     held = _reserved_ids(recent_pool, reserved, cost) | {i.event.id for i in standing.items} | scope.hide
-    recalled = _recall(mind, query, user_text, avail - reserved, held, similar, cost)
-    spent += recalled.tokens
-    recent = _recent(recent_pool, budget - spent - TIME_LINE_TOKENS,
-                     {i.event.id for i in recalled.items}, cost)
-    spent += recent.tokens
+    ranked = ranking.rank(mind, query, user_text, similar) if avail - reserved > 0 else ([], {})
+    recalled = _recall(mind, ranked, avail - reserved, held, cost)
+    recent = _recent(recent_pool, avail - recalled.tokens, {i.event.id for i in recalled.items}, cost)
+    if avail - recalled.tokens - recent.tokens > 0 and recalled.items:
+        # what the recent turns left (a long turn they stop at) goes back to recall, with the
+        # time line's room when no recent turn is sent (it dates them)
+        held |= {i.event.id for i in recent.items}
+        room = avail - recent.tokens + (0 if recent.items else time_line)
+        recalled = _recall(mind, ranked, room, held, cost)
+    spent += recalled.tokens + recent.tokens
 
     sections = [s for s in (standing, recalled, recent) if s.items]
     text_parts = [_render(s) for s in sections if s.name != "recent"]
@@ -245,39 +250,55 @@ def _standing(states: States, mind: Ledger, budget: int, spent: int,
 # -- recalled memory ---------------------------------------------------------------------------
 
 
-def _recall(mind: Ledger, words: list[str], message: str, allowance: int, held: set[int],
-            similar: ranking.Similar | None, cost: Cost) -> Section:
-    """Ranked events, each with the turn that completes its exchange where that fits, until
-    ``allowance`` is spent; events in ``held`` are in the prompt already."""
+def _recall(mind: Ledger, candidates: tuple[ranking.Ranked, dict[int, Event]], allowance: int,
+            held: set[int], cost: Cost) -> Section:
+    """Ranked events (``ranking.rank``), each with the turn that completes its exchange where
+    that fits, until ``allowance`` is spent, the header and each group's label included; events
+    in ``held`` are in the prompt already."""
     section = Section("recalled", "Recalled memory")
-    if allowance <= RECALL_HEADER_TOKENS:
+    if allowance <= cost.text(RECALL_HEADER):
         return section
-    ranked, read = ranking.rank(mind, words, message, similar)
+    ranked, read = candidates
     chosen: dict[int, Item] = {}
-    left = allowance - RECALL_HEADER_TOKENS
+    labels: dict[tuple[str, str], int] = {}  # each group's label, paid once, by the first of it
+    titles: dict[str, str] = {}
+    left = allowance - cost.text(RECALL_HEADER)
     misses = 0
+
+    def label_cost(event: Event) -> int:
+        group = _group(event)
+        if group in labels:
+            return 0
+        session = group[1]
+        if session not in titles:
+            titles.update(ranking.session_titles(mind, [event]))
+            titles.setdefault(session, "")
+        return _line_cost(cost, _label(group[0], titles[session]))
+
     for event, score in ranked:
         if score <= 0 or misses >= MISFITS:
             break
         if event.id in chosen or event.id in held:
             continue
-        tokens = cost.text(_line(event))
-        if tokens > left:
+        tokens, label = _line_cost(cost, _line(event)), label_cost(event)
+        if tokens + label > left:
             misses += 1
             continue
+        labels.setdefault(_group(event), label)
         chosen[event.id] = Item(event, "recalled", tokens, score)
-        left -= tokens
+        left -= tokens + label
         misses = 0
         partner = ranking.partner(event, read)
         if partner is not None and partner.id not in chosen and partner.id not in held:
-            extra = cost.text(_line(partner))
-            if extra <= left:
+            extra, label = _line_cost(cost, _line(partner)), label_cost(partner)
+            if extra + label <= left:
+                labels.setdefault(_group(partner), label)
                 chosen[partner.id] = Item(partner, "exchange", extra, beside=event.id)
-                left -= extra
+                left -= extra + label
     section.items = sorted(chosen.values(), key=lambda i: (said_at(i.event), i.event.id))
-    section.titles = ranking.session_titles(mind, [i.event for i in section.items])
+    section.titles = {s: t for s, t in titles.items() if t}
     section.tokens = cost.text(_render(section)) if section.items else 0
-    while section.tokens > allowance:  # the header and date labels: drop the weakest
+    while section.tokens > allowance:  # estimates of lines joined may round over: drop the weakest
         hits = [i for i in section.items if i.reason == "recalled"]
         if not hits:
             section.items, section.tokens = [], 0
@@ -306,8 +327,41 @@ def _standing_line(reason: str, text: str, covers: list[int] | None = None) -> s
     return f"{STANDING_LABELS[reason]} {cite(covers)}: {shown}"
 
 
+def _line_cost(cost: Cost, line: str) -> int:
+    """What one more line adds to a section: its tokens and line break. The estimate's margin
+    is per text, not per line (a section is one text), so a line is estimated with its break
+    and without the margin, plus a token for rounding."""
+    if cost.exact:
+        return cost.text(line)  # the count plus a token for the break
+    return cost.text(line + "\n") - cost.text("") + 1
+
+
 def _line(event: Event) -> str:
     return f"{WHO.get(event.kind, event.kind)}: {' '.join(event.content.split())}"
+
+
+RECALL_HEADER = ("Memories recalled for this message, oldest first (user: the person you talk"
+                 " with; you: yourself):")
+
+
+def _group(event: Event) -> tuple[str, str]:
+    """The label a recalled event is shown under: its day and its session (or itself)."""
+    return said_at(event)[:10], ranking.session_of(event) or f"#{event.id}"
+
+
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+
+
+def spelled(day: str) -> str:
+    """"2023-05-08" as "8 May 2023": as plain to a model, and fewer tokens than ISO's ten
+    digits and dashes in a vocabulary that splits digits (the embedded model's: 7 against 10)."""
+    year, month, date = day[:4], int(day[5:7]), int(day[8:10])
+    return f"{date} {MONTHS[month - 1]} {year}" if 1 <= month <= 12 else day
+
+
+def _label(day: str, title: str | None) -> str:
+    return f"[{spelled(day)}, {title}]" if title else f"[{spelled(day)}]"
 
 
 def _render(section: Section) -> str:
@@ -317,15 +371,12 @@ def _render(section: Section) -> str:
                                 i.event.meta.get("covers") if i.reason == "summary" else None)
                  for i in section.items]
         return "Standing memory (always shown):\n" + "\n".join(lines)
-    lines = ["Memories recalled for this message, oldest first (user: the person you talk with;"
-             " you: yourself):"]
+    lines = [RECALL_HEADER]
     label = None
     for item in section.items:
-        session = ranking.session_of(item.event)
-        here = (said_at(item.event)[:10], session or f"#{item.event.id}")
+        here = _group(item.event)
         if here != label:
-            title = section.titles.get(session or "")
-            lines.append(f"[{here[0]}, {title}]" if title else f"[{here[0]}]")
+            lines.append(_label(here[0], section.titles.get(here[1])))
             label = here
         lines.append(_line(item.event))
     return "\n".join(lines)
@@ -391,9 +442,12 @@ def _recent(pool: list[Event], room: int, skip: set[int], cost: Cost) -> Section
 
 def _time_line(turns: list[Event]) -> str:
     dates = [said_at(turn)[:10] for turn in turns]
-    first, last = min(dates), max(dates)
-    span = first if first == last else f"{first} to {last}"
-    return f"Today: {now_ts()[:10]}. The recent turns below were said {span}."
+    return _time_line_text(now_ts()[:10], min(dates), max(dates))
+
+
+def _time_line_text(today: str, first: str, last: str) -> str:
+    span = spelled(first) if first == last else f"{spelled(first)} to {spelled(last)}"
+    return f"Today: {spelled(today)}. The recent turns below were said {span}."
 
 
 def _conversation(turns: list[Event], user_text: str) -> tuple[Message, ...]:

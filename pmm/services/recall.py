@@ -68,13 +68,13 @@ class Plan:
 
 
 def plan(path: Path, text: str, model_name: str | None = None, window: int | None = None,
-         max_tokens: int = chat.ANSWER_TOKENS) -> Plan:
+         max_tokens: int | None = None) -> Plan:
     """The plan for ``text`` to ``model_name`` (default: the mind's chat model), with
     ``window`` tokens of context instead of the model's when given."""
     text = chat.checked_message(text)
     if window is not None and not MIN_WINDOW <= window <= MAX_WINDOW:
         raise errors.UsageError(f"--window must be between {MIN_WINDOW} and {MAX_WINDOW} tokens")
-    if not 1 <= max_tokens <= MAX_ANSWER_TOKENS:
+    if max_tokens is not None and not 1 <= max_tokens <= MAX_ANSWER_TOKENS:
         raise errors.UsageError(f"--max-tokens must be between 1 and {MAX_ANSWER_TOKENS}")
     with opening.open_read(path) as mind:
         states = folded.state(mind)[0]
