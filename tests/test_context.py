@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,7 +110,7 @@ def test_a_prompt_never_exceeds_its_window(tmp_path: Path, window: int) -> None:
 def plan(path: Path, text: str, *extra: str) -> dict[str, Any]:
     result = invoke("--mind", str(path), "recall", text, "--json", *extra)
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return json_data(result.stdout)
 
 
 def _ids(plan_: dict[str, Any], name: str) -> list[int]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import run_in
+from conftest import json_data, run_in
 from provider_servers import FakeServer
 
 from pmm.cli.app import command_tree
@@ -83,7 +83,7 @@ def _pin(s: Story) -> None:
 def _evidence(s: Story) -> None:
     """An event after the commitment was opened, to close it with."""
     done = run_in("--mind", str(s.mind), "remember", "the tea was checked", "--json", check=True)
-    s.printed["evidence"] = json.loads(done.stdout)["id"]
+    s.printed["evidence"] = json_data(done.stdout)["id"]
 
 
 def _m(s: Story) -> list[str]:
@@ -163,7 +163,7 @@ def test_every_command_prints_json_that_parses(mind: Path, tmp_path: Path) -> No
             result = run_in(*step.args(story), "--json", env=step.env(story))
             assert result.returncode == 0, f"pmm {path} --json: exit {result.returncode}: {result.stderr.decode()}"
             try:
-                story.printed[path] = json.loads(result.stdout)
+                story.printed[path] = json_data(result.stdout)
             except ValueError as exc:
                 raise AssertionError(f"pmm {path} --json printed what is not JSON ({exc}): {result.stdout[:300]!r}") \
                     from None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_in
+from conftest import json_data, json_failure, run_in
 
 DATA = Path(__file__).parent / "data"
 CHATGPT = DATA / "chatgpt_conversations.json"
@@ -29,11 +29,11 @@ def run_import(pmm, mind: Path, fmt: str, source: Path | str, *extra: str, input
 
 def log(pmm, mind: Path) -> list[dict[str, Any]]:
     proc = pmm("--mind", str(mind), "log", "-n", "1000", "--json", check=True)
-    return json.loads(proc.stdout)
+    return json_data(proc.stdout)
 
 
 def stats(pmm, mind: Path) -> dict[str, Any]:
-    return json.loads(pmm("--mind", str(mind), "stats", "--json", check=True).stdout)
+    return json_data(pmm("--mind", str(mind), "stats", "--json", check=True).stdout)
 
 
 def imported(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -106,9 +106,9 @@ def test_json_output_reports_what_was_imported(pmm, tmp_path: Path) -> None:
     again = run_import(pmm, mind, "chatgpt", CHATGPT, "--json")
 
     mind_id = stats(pmm, mind)["mind_id"]
-    assert json.loads(first.stdout) == {
+    assert json_data(first.stdout) == {
         "appended": 8, "already_present": 0, "created": True, "mind_id": mind_id, "head_id": 9}
-    assert json.loads(again.stdout) == {
+    assert json_data(again.stdout) == {
         "appended": 0, "already_present": 8, "created": False, "mind_id": mind_id, "head_id": 9}
 
 
@@ -145,7 +145,7 @@ def test_a_grown_conversation_adds_only_its_new_messages(pmm, tmp_path: Path) ->
     })
     grown = write_json(tmp_path / "conversations.json", export)
 
-    result = json.loads(run_import(pmm, mind, "chatgpt", grown, "--json").stdout)
+    result = json_data(run_import(pmm, mind, "chatgpt", grown, "--json").stdout)
 
     assert (result["appended"], result["already_present"], result["head_id"]) == (5, 8, 14)
     events = log(pmm, mind)
@@ -233,8 +233,8 @@ def test_both_services_share_one_mind_and_empty_conversations_are_skipped(pmm, t
     report = stats(pmm, mind)
     assert (report["events"], report["sessions"], report["messages"], report["responses"]) == (17, 4, 6, 6)
     assert "Never used" not in json.dumps(log(pmm, mind))
-    assert json.loads(run_import(pmm, mind, "chatgpt", CHATGPT, "--json").stdout)["appended"] == 0
-    assert json.loads(run_import(pmm, mind, "claude", claude, "--json").stdout)["appended"] == 0
+    assert json_data(run_import(pmm, mind, "chatgpt", CHATGPT, "--json").stdout)["appended"] == 0
+    assert json_data(run_import(pmm, mind, "claude", claude, "--json").stdout)["appended"] == 0
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -275,7 +275,8 @@ def test_bad_input_is_refused_and_no_mind_is_created(pmm, tmp_path: Path, case: 
     proc = run_import(pmm, mind, fmt, source, "--json")
 
     assert proc.returncode == 6
-    assert proc.stdout == b""
+    failed = json_failure(proc.stdout, 6)  # under --json the error is on stdout too, as JSON
+    assert failed["command"] == "import" and failed["data"] is None and expected in failed["error"]["message"]
     lines = proc.stderr.decode().splitlines()
     assert lines[0].startswith("Error: ") and [line[:6] for line in lines[1:]] == ["Hint: "], lines
     assert expected in lines[0]
