@@ -117,16 +117,16 @@ def command_tree() -> typer.core.TyperGroup:
     root = typer.main.get_command(app)
     quiet = _quiet_option()
 
-    def add(group: object) -> None:
-        for sub in getattr(group, "commands", {}).values():
+    def add(group: object, path: str = "pmm") -> None:
+        for name, sub in getattr(group, "commands", {}).items():
             if sub.callback is not None:
-                sub.callback = _reader_gone_is_not_an_error(sub.callback)
+                sub.callback = _reader_gone_is_not_an_error(sub.callback, f"{path} {name}")
             for param in sub.params:
                 if getattr(param, "type_descriptor", None) and param.type_descriptor.annotation in TEXT:
                     _utf8_checked(param)
             if not any("--quiet" in p.opts for p in sub.params):
                 sub.params.append(quiet)
-            add(sub)
+            add(sub, f"{path} {name}")
 
     add(root)
     return root  # type: ignore[return-value]
@@ -139,9 +139,11 @@ class _ReaderGone(Exception):
     enter (pmm.providers)."""
 
 
-def _reader_gone_is_not_an_error(callback: Callable[..., Any]) -> Callable[..., Any]:
+def _reader_gone_is_not_an_error(callback: Callable[..., Any], path: str) -> Callable[..., Any]:
+    """``callback``, which also names the running command (``path``) for its --json envelope."""
     @functools.wraps(callback)
     def run(*args: Any, **kwargs: Any) -> Any:
+        output.COMMAND = path
         try:
             return callback(*args, **kwargs)
         except BrokenPipeError:

@@ -79,11 +79,7 @@ PARTIAL: Any = None  # what a failing command did before its error (``partial``)
 
 def command_path() -> str:
     """The running command's path without the leading ``pmm`` (``"model list"``)."""
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    path = ctx.command_path if ctx is not None else COMMAND
-    return path.partition(" ")[2] if path.startswith("pmm") else path
+    return COMMAND.partition(" ")[2] if COMMAND.startswith("pmm") else COMMAND
 
 
 def envelope(data: Any = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
