@@ -242,3 +242,26 @@ def test_the_embedded_model_answers_within_the_schema_and_what_it_records_is_val
         elif change["kind"] == "commitment_opened":
             assert commitment_in(change["content"]) is not None
     assert run_pmm("--mind", str(mind), "verify", "--deep").returncode == 0
+
+
+def test_reflect_json_reports_the_step_a_trait_took_not_the_one_asked(mind: Path) -> None:
+    """At the bound a step of +0.05 moves the trait less, or not at all: ``applied`` says so."""
+    taken = []
+    with FakeServer("openai") as server:
+        use_fake(mind, server)
+        start = ok_json(mind, "stats")["traits"]["openness"]
+        for i in range(int((1 - start) / 0.05) + 2):  # enough steps to reach 1.0 and push past it
+            turn = say(server, mind, "Noted.", f"I tried a new thing today, number {i}.")
+            result = reflect(server, mind, {"summary": "The user tries new things.", "reflection": f"The user tried a new thing today, number {i}.", "open": [], "close": [],
+                                            "traits": [{"trait": "openness", "delta": 0.05, "reason": "tries new things",
+                                                        "evidence": [turn["message_id"]]}]})
+            assert result.exit_code == 0, result.stderr
+            report = json_data(result.stdout)
+            changes = [c for c in report["changes"] if c["kind"] == "trait_adjusted"]
+            assert len(changes) == 1, (i, report["rejected"], report["reason"])
+            change = changes[0]
+            assert change["meta"]["delta"] == 0.05  # asked, as stored
+            taken.append(change["applied"])
+        final = ok_json(mind, "stats")["traits"]["openness"]
+    assert final == 1.0 and taken[-1] == 0 and 0 <= min(taken) < 0.05 == max(taken)
+    assert round(sum(taken), 6) == round(final - start, 6)

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pmm.services.reports import ErrorJson
 from pmm.services.safe_text import clean as clean  # the one sanitiser, for every command
 from pmm.services.safe_text import clip
 
@@ -82,7 +83,7 @@ def command_path() -> str:
     return COMMAND.partition(" ")[2] if COMMAND.startswith("pmm") else COMMAND
 
 
-def envelope(data: Any = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
+def envelope(data: Any = None, error: ErrorJson | None = None) -> dict[str, Any]:
     """The one shape of every ``--json`` document (docs/json.md)."""
     return {"ok": error is None, "command": command_path(), "data": data, "error": error}
 
