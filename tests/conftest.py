@@ -103,16 +103,36 @@ def mind_kinds(mind: Path) -> list[str]:
 
 
 ENVELOPE = {"ok", "command", "data", "error"}
+ERROR = {"code", "type", "message", "hint"}
 
 
-def json_data(text: str | bytes):
-    """The ``data`` of a ``--json`` document on stdout (docs/json.md's envelope); every test
-    reads JSON output through this, so the envelope is checked in one place."""
+def json_document(text: str | bytes) -> dict:
+    """The whole ``--json`` document on stdout: exactly docs/json.md's envelope."""
     import json
 
     document = json.loads(text)
-    if isinstance(document, dict) and set(document) == ENVELOPE:
-        return document["data"]
+    assert isinstance(document, dict) and set(document) == ENVELOPE, f"not the --json envelope: {document!r:.300}"
+    assert isinstance(document["ok"], bool) and isinstance(document["command"], str), document
+    assert document["command"] and not document["command"].startswith("pmm"), document["command"]
+    return document
+
+
+def json_data(text: str | bytes):
+    """The ``data`` of a successful ``--json`` document on stdout (docs/json.md's envelope); every
+    test reads JSON output through this, so the envelope is checked in one place."""
+    document = json_document(text)
+    assert document["ok"] is True and document["error"] is None, f"a --json error: {document['error']}"
+    return document["data"]
+
+
+def json_failure(text: str | bytes, code: int | None = None) -> dict:
+    """A ``--json`` error document (``ok`` false): the envelope, its ``error`` checked (and its
+    ``code`` when given); ``data`` is what the command did before failing, or null."""
+    document = json_document(text)
+    error = document["error"]
+    assert document["ok"] is False and isinstance(error, dict) and set(error) == ERROR, document
+    assert isinstance(error["code"], int) and error["code"] > 0 and isinstance(error["message"], str), error
+    assert code is None or error["code"] == code, (code, error)
     return document
 
 

@@ -69,7 +69,7 @@ def posts(server: FakeServer) -> list:
 
 
 def trusted(mind: Path) -> dict[str, bool]:
-    listing = json.loads(ok("--mind", str(mind), "model", "list", "--json").stdout)
+    listing = json_data(ok("--mind", str(mind), "model", "list", "--json").stdout)
     return {m["name"]: m["trusted"] for m in listing["models"]}
 
 
@@ -97,7 +97,7 @@ def test_an_imported_mind_sends_nothing_until_the_owner_trusts_its_model(
     refused(invoke("--mind", str(mind), "reflect"))
     refused(invoke("--mind", str(mind), "run", "--autonomous", "--max-cycles", "1", "--interval", "0"))
     health = invoke("--mind", str(mind), "health", "--online", "--json")
-    assert {c["name"]: c["status"] for c in json.loads(health.stdout)["checks"]}["model (chat)"] == "fail"
+    assert {c["name"]: c["status"] for c in json_data(health.stdout)["checks"]}["model (chat)"] == "fail"
     assert server.requests == []  # no socket: the check comes before any connection
     assert events(mind) == before
 
@@ -114,10 +114,10 @@ def test_an_imported_mind_sends_nothing_until_the_owner_trusts_its_model(
     assert "loopback server" in answer.stdout
     assert [r.headers["authorization"] for r in server.requests] == [f"Bearer {SECRET}"]
     again = ok("--mind", str(mind), "model", "trust", "evil", "--yes", "--json")
-    assert json.loads(again.stdout)["changed"] is False
+    assert json_data(again.stdout)["changed"] is False
 
     revoked = ok("--mind", str(mind), "model", "trust", "evil", "--revoke", "--json")
-    assert json.loads(revoked.stdout) == {"name": "evil", "trusted": False, "revoked": 1}
+    assert json_data(revoked.stdout) == {"name": "evil", "trusted": False, "revoked": 1}
     refused(invoke("--mind", str(mind), "chat", "-m", "hello"))
     assert len(server.requests) == 1
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PMM, invoke
+from conftest import PMM, invoke, json_data
 from conftest import mind_kinds as kinds
 from provider_servers import PROMPT_TOKENS, FakeServer, split_pieces
 
@@ -140,7 +140,7 @@ def test_reflects_once_when_due_and_writes_nothing_when_nothing_is(mind: Path) -
         assert len([r for r in server.requests if r.method == "POST"]) == posts + 1
     new = kinds(mind)[before:]
     assert new == ["reflection_recorded", "trait_adjusted"]
-    summary = json.loads(done.stdout)
+    summary = json_data(done.stdout)
     assert summary == {"cycles": 2, "reflections": 1, "expired": 0, "tokens": TOKENS, "failures": 0,
                        "stopped_by": "max-cycles", "abandoned": False}
     err = done.stderr.decode()
@@ -173,7 +173,7 @@ def test_overdue_commitments_are_expired(mind: Path) -> None:
     conn.close()
     assert [json.loads(m)["commitment"] for _, m in rows] == [late, later]
     assert rows[1][0] == rows[0][0] + 1 == open_ + 2  # one transaction, right after the opens
-    listing = json.loads(invoke("--mind", str(mind), "stats", "--json").stdout)
+    listing = json_data(invoke("--mind", str(mind), "stats", "--json").stdout)
     assert listing["commitments"]["open"] == 1 and listing["commitments"]["expired"] == 2
     before = head(mind)
     assert run(mind, "--autonomous", "--max-cycles", "1", "--interval", "0").returncode == 0
@@ -202,7 +202,7 @@ def test_max_tokens_stops_the_loop(mind: Path) -> None:
         user_said(mind)
         done = run(mind, "--autonomous", "--interval", "0", "--max-tokens", "10", "--json")
     assert done.returncode == 0, done.stderr.decode()
-    summary = json.loads(done.stdout)
+    summary = json_data(done.stdout)
     assert summary["stopped_by"] == "max-tokens"
     assert summary["cycles"] == 1 and summary["reflections"] == 1 and summary["tokens"] == TOKENS
     assert f"Token budget spent ({TOKENS} of 10)" in done.stderr.decode()
@@ -378,6 +378,6 @@ def test_an_abandonment_that_comes_as_the_step_commits_lets_it_finish(
         threading.settrace(None)  # type: ignore[arg-type]
     assert fired
     assert done.exit_code == 0, done.stderr
-    summary = json.loads(done.stdout)
+    summary = json_data(done.stdout)
     assert summary["abandoned"] is False and summary["expired"] == 1, summary
     assert [e["meta"]["commitment"] for e in mind_events(mind, "commitment_expired")] == [late]

@@ -6,7 +6,6 @@ written."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sqlite3
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PMM, invoke, mind_events, run_pmm, unguarded
+from conftest import PMM, invoke, json_data, mind_events, run_pmm, unguarded
 from terminal import Terminal
 
 PASS = {"PMM_BACKUP_PASSPHRASE": "a long and winding passphrase"}
@@ -37,7 +36,7 @@ def _remember(mind: Path, *notes: str) -> None:
 def _backup(mind: Path, out: Path, *extra: str, env: dict[str, str] = PASS) -> dict:
     result = invoke("--mind", str(mind), "backup", "-o", str(out), *extra, "--json", env=env)
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    return json_data(result.stdout)
 
 
 def _failure(result: subprocess.CompletedProcess[bytes], code: int) -> str:
@@ -92,7 +91,7 @@ def test_backup_then_restore_gives_back_the_same_chain(mind: Path, backed_up: Pa
     target = tmp_path / "restored" / "mind.db"
     result = run_pmm("--mind", str(target), "restore", str(backed_up), "--json", env=PASS)
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert report["events"] == 3 and report["replaced"] is False
     assert _hashes(target) == _hashes(mind)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
@@ -128,10 +127,10 @@ def test_restore_refuses_to_overwrite_without_force_then_replaces(mind: Path, ba
     assert mind.read_bytes() == after
     result = run_pmm("--mind", str(mind), "restore", str(backed_up), "--force", "--json", env=PASS)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["replaced"] is True
+    assert json_data(result.stdout)["replaced"] is True
     assert _hashes(mind) == before
     # The restore is a deliberate rollback: the witness accepts it, so verify passes.
-    report = json.loads(run_pmm("verify", str(mind), "--json", check=True).stdout)
+    report = json_data(run_pmm("verify", str(mind), "--json", check=True).stdout)
     assert report["witness"]["state"] == "current"
 
 
@@ -353,7 +352,7 @@ def test_a_backup_taken_while_another_process_writes_is_consistent(mind: Path, t
         writer.wait(timeout=60)
         reader.join(60)
     assert writer.returncode == 0, writer.stderr.read().decode()  # type: ignore[union-attr]
-    report = json.loads(stdout)
+    report = json_data(stdout)
     assert len(sealed) == report["bytes"], (len(sealed), report["bytes"])
     (tmp_path / "live.age").write_bytes(sealed)
     target = tmp_path / "live.db"

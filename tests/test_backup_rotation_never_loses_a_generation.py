@@ -4,7 +4,6 @@ is refused before any work, and `restore --force` replaces only a pmm mind."""
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
@@ -13,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PMM, invoke
+from conftest import PMM, invoke, json_data
 
 PASS = {"PMM_BACKUP_PASSPHRASE": "a long and winding passphrase"}
 MAGIC = b"age-encryption.org/v1\n"
@@ -69,7 +68,7 @@ def test_rotation_shifts_generations_after_the_new_backup(mind: Path, tmp_path: 
     result = invoke("--mind", str(mind), "backup", "-o", str(folder / "mind.age"), "--keep", "3", "--json",
                     env=PASS)
     assert result.exit_code == 0, result.stderr
-    assert sorted(json.loads(result.stdout)["removed"]) == sorted(
+    assert sorted(json_data(result.stdout)["removed"]) == sorted(
         str(folder / name) for name in ("mind.2.age", "mind.3.age"))
     after = _contents(folder)
     assert after["mind.1.age"] == before["mind.age"] and after["mind.2.age"] == before["mind.1.age"]

@@ -5,7 +5,6 @@ runs on the loopback fake elsewhere; this holds that a real server's answers fit
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from conftest import invoke, json_data
@@ -15,7 +14,7 @@ from realmodel import llama_server, smollm2_gguf
 def pmm_json(mind: Path, *args: str) -> dict:
     result = invoke("--mind", str(mind), *args, "--json")
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    return json_data(result.stdout)
 
 
 def test_chat_through_the_server_answers_and_records_usage(mind: Path) -> None:

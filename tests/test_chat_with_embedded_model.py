@@ -6,12 +6,11 @@ on a loopback fake of the OpenAI protocol, since it is about pmm, not the model.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pytest
-from conftest import invoke, run_pmm
+from conftest import invoke, json_data, run_pmm
 from conftest import mind_events as events
 from provider_servers import FakeServer
 
@@ -55,7 +54,7 @@ def server(mind: Path):
 def chat(mind: Path, *args: str, input: str | None = None) -> dict:
     result = invoke("--mind", str(mind), "chat", "--json", *args, input=input)
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    return json_data(result.stdout)
 
 
 def test_one_turn_prints_only_the_answer_and_records_the_turn(mind: Path, server: FakeServer) -> None:
@@ -89,7 +88,7 @@ def test_piped_stdin_is_one_turn_and_json_gives_an_envelope(mind: Path, server: 
 
 def test_later_turns_see_earlier_turns_and_recall_notes(mind: Path, server: FakeServer) -> None:
     first = chat(mind, "-m", "My favourite colour is teal.")
-    note_id = json.loads(invoke("--mind", str(mind), "remember", "--json",
+    note_id = json_data(invoke("--mind", str(mind), "remember", "--json",
                                 "The cat is called Quimbleworth").stdout)["id"]
     second = chat(mind, "-m", "What is Quimbleworth?")
     # The previous turn is in the context (recent turns), the note by full-text recall.
@@ -97,7 +96,7 @@ def test_later_turns_see_earlier_turns_and_recall_notes(mind: Path, server: Fake
     assert note_id in second["context"]
     sent = "\n".join(m["content"] for m in server.requests[-1].body["messages"])
     assert "Quimbleworth" in sent and "teal" in sent
-    trace = json.loads(invoke("--mind", str(mind), "trace", str(second["response_id"]), "--json").stdout)
+    trace = json_data(invoke("--mind", str(mind), "trace", str(second["response_id"]), "--json").stdout)
     assert [c["id"] for c in trace["context"]] == second["context"]
     assert trace["message"]["text"] == "What is Quimbleworth?"
 

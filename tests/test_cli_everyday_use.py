@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import run_in, run_pmm
+from conftest import json_data, run_in, run_pmm
 
 
 def test_version_and_help_list_every_command() -> None:
@@ -21,7 +21,7 @@ def test_version_and_help_list_every_command() -> None:
 def test_init_names_the_mind_and_refuses_to_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     made = run_in("--mind", str(path), "init", "--name", "Echo", "--json", check=True)
-    info = json.loads(made.stdout)
+    info = json_data(made.stdout)
     assert info["name"] == "Echo" and len(info["mind_id"]) == 32
     before = path.read_bytes()
     again = run_in("--mind", str(path), "init")
@@ -44,15 +44,15 @@ def test_remember_log_search_stats(mind: Path) -> None:
     run_in(*m, "remember", "The user grows tomatoes in a small garden", check=True)
     piped = run_in(*m, "remember", "-", input="Prefers tea over coffee\n", check=True)
     assert b"Remembered as event 3" in piped.stderr and piped.stdout == b""
-    log = json.loads(run_in(*m, "log", "--json", check=True).stdout)
+    log = json_data(run_in(*m, "log", "--json", check=True).stdout)
     assert [e["kind"] for e in log] == ["mind_created", "observation_recorded", "observation_recorded"]
     assert log[2]["content"] == "Prefers tea over coffee"
-    only = json.loads(run_in(*m, "log", "-n", "1", "--kind", "mind_created", "--json", check=True).stdout)
+    only = json_data(run_in(*m, "log", "-n", "1", "--kind", "mind_created", "--json", check=True).stdout)
     assert [e["id"] for e in only] == [1]
-    hits = json.loads(run_in(*m, "search", "garden", "--json", check=True).stdout)
+    hits = json_data(run_in(*m, "search", "garden", "--json", check=True).stdout)
     assert [h["id"] for h in hits] == [2] and "[garden]" in hits[0]["snippet"]
     assert run_in(*m, "search", "nothing-like-this", check=True).stdout == b""
-    stats = json.loads(run_in(*m, "stats", "--json", check=True).stdout)
+    stats = json_data(run_in(*m, "stats", "--json", check=True).stdout)
     assert stats["name"] == "Test" and stats["events"] == 3 and stats["observations"] == 2
     assert stats["projection_cache"] == "current"
     plain = run_in(*m, "stats", check=True).stdout.decode()

@@ -10,11 +10,10 @@ and a real promise opens one commitment.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
-from conftest import invoke, mind_events
+from conftest import invoke, json_data, mind_events
 from provider_servers import FakeServer
 
 from pmm.domain import dynamics
@@ -90,7 +89,7 @@ def test_ordinary_phrasings_open_nothing_and_a_promise_opens_one_through_chat(tm
         server.text = answer
         result = invoke("--mind", mind, "chat", "--json", "-m", "hello")
         assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)
+        return json_data(result.stdout)
 
     with FakeServer("openai") as server:
         added = invoke("--mind", mind, "model", "add", "srv", "openai-compatible:test-model",

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 
 from pmm.ledger.chain import chain_prefix, event_hash
 
@@ -127,7 +127,7 @@ def _check(mind: Path, results: list[tuple[str, list[int], subprocess.CompletedP
 
     result = invoke("verify", str(mind), "--json")
     assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert report["ok"] and report["events"] == report["last_id"] == total
 
 
@@ -199,7 +199,7 @@ def test_schema_refuses_fork_update_and_delete(mind: Path) -> None:
         conn.close()
     result = invoke("verify", str(mind), "--json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["events"] == 3
+    assert json_data(result.stdout)["events"] == 3
 
 
 def test_schema_refuses_replacing_an_event(mind: Path) -> None:

@@ -8,7 +8,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from conftest import invoke
+from conftest import invoke, json_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +19,7 @@ from pmm.services import opening
 def _json(*args: str, input: bytes | None = None) -> dict:
     result = invoke(*args, "--json", input=input)
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return json_data(result.stdout)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

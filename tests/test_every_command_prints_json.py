@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import run_in
+from conftest import json_data, json_document, json_failure, run_in
 from provider_servers import FakeServer
 
 from pmm.cli.app import command_tree
@@ -83,7 +83,7 @@ def _pin(s: Story) -> None:
 def _evidence(s: Story) -> None:
     """An event after the commitment was opened, to close it with."""
     done = run_in("--mind", str(s.mind), "remember", "the tea was checked", "--json", check=True)
-    s.printed["evidence"] = json.loads(done.stdout)["id"]
+    s.printed["evidence"] = json_data(done.stdout)["id"]
 
 
 def _m(s: Story) -> list[str]:
@@ -164,8 +164,77 @@ def test_every_command_prints_json_that_parses(mind: Path, tmp_path: Path) -> No
             result = run_in(*step.args(story), "--json", env=step.env(story))
             assert result.returncode == 0, f"pmm {path} --json: exit {result.returncode}: {result.stderr.decode()}"
             try:
-                story.printed[path] = json.loads(result.stdout)
+                document = json_document(result.stdout)
             except ValueError as exc:
                 raise AssertionError(f"pmm {path} --json printed what is not JSON ({exc}): {result.stdout[:300]!r}") \
                     from None
-            assert isinstance(story.printed[path], dict | list), (path, story.printed[path])
+            check_envelope(document, path)
+            story.printed[path] = json_data(result.stdout)
+            check_data(story.printed[path], path)
+
+
+# The schema (docs/json.md): the envelope, the error object, and each command's ``data``: its
+# JSON type and, for an object, the fields it always has (more may follow; none may go).
+ENVELOPE_TYPES = {"ok": bool, "command": str, "data": object, "error": dict | type(None)}
+ERROR_TYPES = {"code": int, "type": str, "message": str, "hint": str | type(None)}
+DATA: dict[str, tuple[type, set[str]]] = {}  # filled below from docs/json.md's tables
+
+
+def check_envelope(document: dict[str, Any], path: str) -> None:
+    assert list(document) == list(ENVELOPE_TYPES), (path, list(document))
+    for key, kind in ENVELOPE_TYPES.items():
+        assert isinstance(document[key], kind), (path, key, document[key])
+    assert document["command"] == path, (path, document["command"])
+    if document["ok"]:
+        assert document["error"] is None, (path, document)
+    else:
+        assert list(document["error"]) == list(ERROR_TYPES), (path, document["error"])
+        for key, kind in ERROR_TYPES.items():
+            assert isinstance(document["error"][key], kind), (path, key, document["error"])
+
+
+def check_data(data: Any, path: str) -> None:
+    kind, fields = DATA[path]
+    assert isinstance(data, kind), (path, type(data).__name__, kind.__name__)
+    if isinstance(data, dict):
+        assert fields <= set(data), f"pmm {path} --json: data lacks {sorted(fields - set(data))}"
+    elif isinstance(data, list):
+        for item in data:
+            assert fields <= set(item), f"pmm {path} --json: an item lacks {sorted(fields - set(item))}"
+
+
+def _documented() -> dict[str, tuple[type, set[str]]]:
+    """Each command's row in docs/json.md: `` `command` | object/list/null | `field`, ... ``."""
+    import re
+
+    text = (Path(__file__).parent.parent / "docs" / "json.md").read_text().partition("## Each command's `data`")[2]
+    kinds = {"object": dict, "list": list, "object or null": dict | type(None)}
+    found = {}
+    for row in re.finditer(r"^\| `([a-z ]+)` \| (object or null|object|list) \| (.*) \|$", text, re.M):
+        found[row[1]] = (kinds[row[2]], set(re.findall(r"`([a-z_]+)`", row[3])))
+    return found
+
+
+DATA.update(_documented())
+
+
+def test_docs_json_describes_every_command() -> None:
+    assert sorted(DATA) == sorted(STORY), f"docs/json.md's table and the commands differ: {set(DATA) ^ set(STORY)}"
+
+
+def test_every_command_reports_an_error_as_the_envelope_with_its_exit_code(mind: Path, tmp_path: Path) -> None:
+    for path, _ in LEAVES:
+        result = run_in(*path.split(), "--no-such-option", "--json")
+        assert result.returncode == 2, (path, result.returncode)
+        document = json_failure(result.stdout, 2)
+        check_envelope(document, path)
+        assert document["error"]["type"] == "UsageError" and document["data"] is None, (path, document)
+        assert result.stderr.decode().startswith("Error: "), (path, result.stderr)  # stderr keeps its line
+    missing = run_in("--mind", str(tmp_path / "none.db"), "log", "--json")
+    failed = json_failure(missing.stdout, 4)
+    assert missing.returncode == 4 and failed["error"]["type"] == "MindNotFound", failed
+    check_envelope(failed, "log")
+    bad = run_in("--mind", str(mind), "model", "info", "nope", "--json")
+    assert bad.returncode == 2 and json_failure(bad.stdout, 2)["error"]["message"].startswith("no model named")
+    plain = run_in("--mind", str(mind), "model", "info", "nope")  # without --json stdout stays empty
+    assert plain.returncode == 2 and plain.stdout == b""

@@ -6,13 +6,12 @@ Attacks are made the way an attacker who can write the file would: plain sqlite3
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
-from conftest import invoke, mind_events
+from conftest import invoke, json_data, mind_events
 
 from pmm.crypto.age import encrypt
 
@@ -38,7 +37,7 @@ def _sql(path: Path, *statements: str, args: tuple[object, ...] = ()) -> None:
 def _stats(path: Path) -> dict:
     result = invoke("--mind", str(path), "stats", "--json")
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    return json_data(result.stdout)
 
 
 def _error(result) -> str:  # noqa: ANN001 (click's Result)
@@ -74,10 +73,10 @@ def test_a_planted_object_is_refused_by_writers_verify_and_health(tmp_path: Path
     assert path.read_bytes() == before
     verified = invoke("verify", str(path), "--json")
     assert verified.exit_code == 3
-    assert planted in json.loads(verified.stdout)["problem"]
+    assert planted in json_data(verified.stdout)["problem"]
     health = invoke("--mind", str(path), "health", "--json")
     assert health.exit_code == 3
-    checks = {c["name"]: c for c in json.loads(health.stdout)["checks"]}
+    checks = {c["name"]: c for c in json_data(health.stdout)["checks"]}
     assert checks["schema"]["status"] == "fail" and planted in checks["schema"]["detail"]
     assert path.read_bytes() == before
 
@@ -142,7 +141,7 @@ def test_a_forged_projection_cache_is_ignored_then_rebuilt(tmp_path: Path) -> No
     assert stats["name"] == "Ada" and stats["projection_cache"] == "stale"
     health = invoke("--mind", str(path), "health", "--json")
     assert health.exit_code == 0  # a warning: a full replay gives the true state
-    checks = {c["name"]: c["status"] for c in json.loads(health.stdout)["checks"]}
+    checks = {c["name"]: c["status"] for c in json_data(health.stdout)["checks"]}
     assert checks["projection cache"] == "warn"
     assert path.read_bytes() == before  # read commands never write, not even a repair
     assert invoke("--mind", str(path), "remember", "next").exit_code == 0
@@ -174,7 +173,7 @@ def _reindex(path: Path, event_id: int, old: str, new: str | None) -> None:
 def _search(path: Path, text: str) -> list[int]:
     result = invoke("--mind", str(path), "search", text, "--json")
     assert result.exit_code == 0, result.stderr
-    return [hit["id"] for hit in json.loads(result.stdout)]
+    return [hit["id"] for hit in json_data(result.stdout)]
 
 
 def test_a_forged_search_index_cannot_invent_matches_and_repair_rebuilds_it(tmp_path: Path) -> None:
@@ -192,7 +191,7 @@ def test_an_index_that_lags_the_events_is_reported_and_rebuilt_by_the_next_write
     path = _mind(tmp_path)
     _reindex(path, 2, "hello world note", None)
     health = invoke("--mind", str(path), "health", "--json")
-    checks = {c["name"]: c for c in json.loads(health.stdout)["checks"]}
+    checks = {c["name"]: c for c in json_data(health.stdout)["checks"]}
     assert checks["search index"]["status"] == "warn" and "1-2" in checks["search index"]["detail"]
     assert invoke("--mind", str(path), "remember", "another note").exit_code == 0
     assert _search(path, "hello") == [2] and _search(path, "another") == [3]
@@ -213,7 +212,7 @@ def _hashes(path: Path) -> list[str]:
 
 def _index_check(path: Path) -> tuple[int, dict]:
     health = invoke("--mind", str(path), "health", "--json")
-    return health.exit_code, {c["name"]: c for c in json.loads(health.stdout)["checks"]}["search index"]
+    return health.exit_code, {c["name"]: c for c in json_data(health.stdout)["checks"]}["search index"]
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
@@ -278,7 +277,7 @@ def test_planner_statistics_from_analyze_do_not_lock_the_mind(tmp_path: Path) ->
     remembered = invoke("--mind", str(path), "remember", "after analyze")
     assert remembered.exit_code == 0, remembered.stderr
     assert invoke("verify", str(path)).exit_code == 0
-    health = json.loads(invoke("--mind", str(path), "health", "--json").stdout)
+    health = json_data(invoke("--mind", str(path), "health", "--json").stdout)
     assert {c["name"]: c["status"] for c in health["checks"]}["schema"] == "ok"
 
 

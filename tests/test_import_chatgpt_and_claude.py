@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import json_data, run_in
+from conftest import json_data, json_failure, run_in
 
 DATA = Path(__file__).parent / "data"
 CHATGPT = DATA / "chatgpt_conversations.json"
@@ -279,7 +279,8 @@ def test_bad_input_is_refused_and_no_mind_is_created(pmm, tmp_path: Path, case: 
     proc = run_import(pmm, mind, fmt, source, "--json")
 
     assert proc.returncode == 6
-    assert proc.stdout == b""
+    failed = json_failure(proc.stdout, 6)  # under --json the error is on stdout too, as JSON
+    assert failed["command"] == "import" and failed["data"] is None and expected in failed["error"]["message"]
     lines = proc.stderr.decode().splitlines()
     assert lines[0].startswith("Error: ") and [line[:6] for line in lines[1:]] == ["Hint: "], lines
     assert expected in lines[0]

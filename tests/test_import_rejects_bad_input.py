@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import run_in, run_pmm
+from conftest import json_data, run_in, run_pmm
 
 from pmm.ledger.jsonl import MAX_LINE
 
@@ -476,7 +476,7 @@ def export_bytes(mind: Path, *args: str) -> bytes:
 def import_json(mind: Path, src: str, input: bytes | None = None, run=run_in) -> dict:
     proc = run("--mind", str(mind), "import", src, "--json", input=input)
     assert proc.returncode == 0, proc.stderr.decode()
-    return json.loads(proc.stdout)
+    return json_data(proc.stdout)
 
 
 def test_import_into_a_new_file_reproduces_the_mind(source: Source, tmp_path: Path) -> None:
@@ -513,7 +513,7 @@ def test_longer_export_appends_just_the_tail(source: Source, tmp_path: Path) -> 
     assert (result["appended"], result["already_present"], result["head_id"]) == (4, 2, 6)
     assert export_bytes(target) == source.export.read_bytes()
     assert run_in("verify", str(target)).returncode == 0
-    stats = json.loads(run_in("--mind", str(target), "stats", "--json", check=True).stdout)
+    stats = json_data(run_in("--mind", str(target), "stats", "--json", check=True).stdout)
     assert stats["events"] == 6 and stats["observations"] == 5
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 from provider_servers import FakeServer
 
 MARCH_1 = 1740823200  # 2025-03-01T10:00:00Z
@@ -60,7 +60,7 @@ def mind(tmp_path: Path) -> Path:
 
 def events(mind: Path) -> dict[str, dict[str, Any]]:
     """The events of `log --json` by what they are."""
-    logged = json.loads(ok("--mind", str(mind), "log", "--json"))
+    logged = json_data(ok("--mind", str(mind), "log", "--json"))
     by_content = {e["content"].split()[1] if e["kind"] != "session_started" else "session": e for e in logged}
     return {"note": by_content["note"], "session": by_content["session"], "bike": by_content["bike"],
             "answer": by_content["blue"], "untimed": by_content["else"]}
@@ -102,7 +102,7 @@ def test_log_shows_when_each_event_was_said_and_json_keeps_both_times(mind: Path
     for name in ("note", "untimed"):  # their own time, padded to the imported lines' width
         line = lines[f"#{e[name]['id']}"]
         assert f"  {plain(e[name]['ts'])}  " in line and "imported" not in line
-    kinds = {f"#{x['id']}": x["kind"] for x in json.loads(ok("--mind", str(mind), "log", "--json"))}
+    kinds = {f"#{x['id']}": x["kind"] for x in json_data(ok("--mind", str(mind), "log", "--json"))}
     after_id = [line.split("  ", 1)[1] for line in lines.values()]
     assert len({rest.index(kinds[line.split()[0]]) for line, rest in zip(lines.values(), after_id, strict=True)}) == 1
     assert ok("--mind", str(mind), "log", "--kind", "observation_recorded").startswith(
@@ -111,7 +111,7 @@ def test_log_shows_when_each_event_was_said_and_json_keeps_both_times(mind: Path
 
 def test_search_and_the_markdown_transcript_show_the_original_date(mind: Path) -> None:
     e = events(mind)
-    hits = json.loads(ok("--mind", str(mind), "search", "Brompton", "--json"))
+    hits = json_data(ok("--mind", str(mind), "search", "Brompton", "--json"))
     assert {h["id"]: h["said_at"] for h in hits} == {
         e["note"]["id"]: e["note"]["ts"], e["bike"]["id"]: SAID["bike"], e["answer"]["id"]: SAID["answer"],
         e["untimed"]["id"]: e["untimed"]["ts"]}
@@ -131,8 +131,8 @@ def test_search_and_the_markdown_transcript_show_the_original_date(mind: Path) -
 
 def test_stats_span_runs_from_the_first_thing_said(mind: Path) -> None:
     e = events(mind)
-    report = json.loads(ok("--mind", str(mind), "stats", "--json"))
-    genesis = json.loads(ok("--mind", str(mind), "log", "--kind", "mind_created", "--json"))[0]
+    report = json_data(ok("--mind", str(mind), "stats", "--json"))
+    genesis = json_data(ok("--mind", str(mind), "log", "--kind", "mind_created", "--json"))[0]
     assert report["first_said"] == SAID["session"] and report["backdated"] == 3
     assert report["first_ts"] == genesis["ts"]  # the recorded span is unchanged
     assert report["last_said"] == report["last_ts"] == e["untimed"]["ts"]
@@ -145,7 +145,7 @@ def test_stats_span_runs_from_the_first_thing_said(mind: Path) -> None:
 def test_stats_of_a_mind_without_imports_has_one_span(tmp_path: Path) -> None:
     path = tmp_path / "native.db"
     ok("--mind", str(path), "init")
-    report = json.loads(ok("--mind", str(path), "stats", "--json"))
+    report = json_data(ok("--mind", str(path), "stats", "--json"))
     assert report["first_said"] == report["first_ts"] and report["last_said"] == report["last_ts"]
     assert report["backdated"] == 0
     text = ok("--mind", str(path), "stats")
@@ -155,7 +155,7 @@ def test_stats_of_a_mind_without_imports_has_one_span(tmp_path: Path) -> None:
 
 def test_trace_dates_an_imported_answer_and_the_imported_context_of_a_new_one(mind: Path) -> None:
     e = events(mind)
-    old = json.loads(ok("--mind", str(mind), "trace", str(e["answer"]["id"]), "--json"))
+    old = json_data(ok("--mind", str(mind), "trace", str(e["answer"]["id"]), "--json"))
     assert old["response"]["said_at"] == SAID["answer"] and old["message"]["said_at"] == SAID["bike"]
     assert old["response"]["ts"] == e["answer"]["ts"]
     assert ok("--mind", str(mind), "trace", str(e["answer"]["id"])).startswith(
@@ -164,8 +164,8 @@ def test_trace_dates_an_imported_answer_and_the_imported_context_of_a_new_one(mi
     with FakeServer("openai", text="It is blue.") as server:
         ok("--mind", str(mind), "model", "add", "srv", "openai-compatible:test-model",
            "--base-url", server.url, "--use")
-        turn = json.loads(ok("--mind", str(mind), "chat", "-m", "What colour is my Brompton bike?", "--json"))
-    report = json.loads(ok("--mind", str(mind), "trace", str(turn["response_id"]), "--json"))
+        turn = json_data(ok("--mind", str(mind), "chat", "-m", "What colour is my Brompton bike?", "--json"))
+    report = json_data(ok("--mind", str(mind), "trace", str(turn["response_id"]), "--json"))
     context = {c["id"]: c for c in report["context"]}
     assert context[e["bike"]["id"]]["said_at"] == SAID["bike"]
     assert context[e["bike"]["id"]]["ts"] == e["bike"]["ts"]

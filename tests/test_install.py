@@ -4,12 +4,13 @@ changes nothing."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import json_data
 
 from pmm import __version__
 
@@ -110,7 +111,7 @@ def test_install_sh_gives_a_working_pmm_with_completions_man_page_and_embedded_m
     # and stats points to the mind model where it was installed (the path `man pmm` gives)
     stats = subprocess.run(["pmm", "--mind", str(tmp_path / "mind.db"), "stats", "--json"], env=env,
                            capture_output=True, text=True, timeout=60)
-    assert json.loads(stats.stdout)["explained"]["definitions"] == str(
+    assert json_data(stats.stdout)["explained"]["definitions"] == str(
         home / ".local" / "share" / "doc" / "pmm" / "mind-model.md"), stats.stderr
     # and semantic recall is installed with it (the `semantic` extra), its weights included
     health = subprocess.run(["pmm", "--mind", str(tmp_path / "mind.db"), "health"], env=env,

@@ -15,7 +15,6 @@ an interpreter's start-up (which holds no mind file, so killing it proves nothin
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import select
@@ -26,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import invoke
+from conftest import invoke, json_data
 
 KILL_POINTS = [("opening", 0), ("ready", 0), ("ack", 1), ("ack", 2), ("ack", 5), ("ack", 20), ("ack", 50)]
 ROUNDS = 15  # 7 kill points x 15 rounds: 105 trials (SPEC section 8: 100)
@@ -153,7 +152,7 @@ def test_kill9_at_chosen_points_loses_no_acknowledged_event(mind: Path, tmp_path
 
             result = invoke("verify", str(mind), "--json")
             assert result.exit_code == 0, f"{where}: verify exited {result.exit_code}: {result.stderr}"
-            report = json.loads(result.stdout)
+            report = json_data(result.stdout)
             assert report["ok"] is True
             assert report["events"] == report["last_id"] == len(stored) == max(stored)
             if acks:

@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 
 from pmm import __version__
 from pmm.domain import checks, projections, upcasters
@@ -95,8 +95,8 @@ def test_an_old_release_s_mind_reads_then_upgrades_on_write(tmp_path: Path, vers
     before, rows = path.read_bytes(), _rows(path)
     assert _meta(path)["schema_version"] == str(version)
     # reads take the file as it is, and leave it byte for byte
-    assert json.loads(_ok("--mind", str(path), "stats", "--json"))["name"] == "Ada"
-    assert [e["content"] for e in json.loads(_ok("--mind", str(path), "log", "--json"))][-3:] == list(NOTES)
+    assert json_data(_ok("--mind", str(path), "stats", "--json"))["name"] == "Ada"
+    assert [e["content"] for e in json_data(_ok("--mind", str(path), "log", "--json"))][-3:] == list(NOTES)
     _ok("verify", str(path))
     _replays_the_same(path)
     assert path.read_bytes() == before
@@ -112,13 +112,13 @@ def test_an_old_release_s_mind_reads_then_upgrades_on_write(tmp_path: Path, vers
     # exactly the migrations this pmm applied: what the old release did was never recorded
     assert [name for name, _, _ in history] == [m.name for m in schema.MIGRATIONS[version - 1:]]
     assert {by for _, _, by in history} == {__version__}
-    layout = next(c for c in json.loads(_ok("--mind", str(path), "health", "--json"))["checks"]
+    layout = next(c for c in json_data(_ok("--mind", str(path), "health", "--json"))["checks"]
                   if c["name"] == "schema")  # health shows the recorded history
     assert layout["status"] == "ok" and all(name in layout["detail"] for name, _, _ in history)
     assert _rows(path)[:-1] == rows  # every event and hash kept
     _ok("verify", "--deep", str(path))
     _replays_the_same(path)
-    hits = json.loads(_ok("--mind", str(path), "search", "dog", "--json"))
+    hits = json_data(_ok("--mind", str(path), "search", "dog", "--json"))
     assert sorted(h["content"] for h in hits) == sorted([NOTES[0], "the vet said the dogs are fine"])
 
 
@@ -205,7 +205,7 @@ def test_planted_migration_records_never_run_or_skip_anything(tmp_path: Path, pl
     conn.commit()
     conn.close()
     before = path.read_bytes()
-    assert json.loads(_ok("--mind", str(path), "stats", "--json"))["name"] == "Ada"  # reads go on
+    assert json_data(_ok("--mind", str(path), "stats", "--json"))["name"] == "Ada"  # reads go on
     refused = invoke("--mind", str(path), "remember", "hello")
     assert refused.exit_code == 3, refused.stderr
     assert "altered outside pmm" in refused.stderr and "migration record" in refused.stderr

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 
 from pmm import errors
 from pmm.domain import checkpoint, ids
@@ -125,7 +125,7 @@ def test_the_witness_names_files_by_digests_and_checks_ids_itself(tmp_path: Path
 
 def test_a_witness_file_named_by_the_raw_id_is_read_and_moved(made: Path) -> None:
     """Files from before the digest layout keep protecting: a rollback they saw is caught."""
-    report = json.loads(invoke("verify", str(made), "--json").stdout)
+    report = json_data(invoke("verify", str(made), "--json").stdout)
     mid, head = report["mind_id"], report["head"]
     folder = witness.directory()
     for p in sorted(folder.rglob("*"), reverse=True):  # back to the old layout: one file per raw id
@@ -137,9 +137,9 @@ def test_a_witness_file_named_by_the_raw_id_is_read_and_moved(made: Path) -> Non
     (folder / f"{mid}.json").write_text(json.dumps(legacy))
     (folder / f"{mid}.lock").write_text("")
     result = invoke("verify", str(made), "--json")
-    assert result.exit_code == 3 and json.loads(result.stdout)["witness"]["state"] == "rolled_back"
+    assert result.exit_code == 3 and json_data(result.stdout)["witness"]["state"] == "rolled_back"
     assert not (folder / f"{mid}.json").exists() and not (folder / f"{mid}.lock").exists()
     moved = json.loads((folder / "minds" / f"{hashlib.sha256(mid.encode()).hexdigest()}.json").read_text())
     assert [h[0] for h in moved["heads"]] == [1, 5]
     again = invoke("verify", str(made), "--json")  # the moved record goes on protecting the file
-    assert again.exit_code == 3 and json.loads(again.stdout)["witness"]["state"] == "rolled_back"
+    assert again.exit_code == 3 and json_data(again.stdout)["witness"]["state"] == "rolled_back"

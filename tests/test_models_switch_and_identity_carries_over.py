@@ -149,5 +149,5 @@ def test_four_processes_switching_at_once_keep_one_valid_chain(mind: Path) -> No
     assert sorted({s["id"] for s in switches}) == [s["id"] for s in switches]
     final = cli_json(mind, "model", "list")["active"]["chat"]
     assert final == switches[-1]["meta"]["name"]
-    report = json.loads(run_in("--mind", str(mind), "verify", "--deep", "--json").stdout)
+    report = json_data(run_in("--mind", str(mind), "verify", "--deep", "--json").stdout)
     assert report["ok"]

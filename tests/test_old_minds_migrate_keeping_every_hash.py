@@ -8,12 +8,11 @@ this pmm wrote and the index entries the old writer added, one per event.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 
 from pmm.ledger import fts, schema
 
@@ -80,12 +79,12 @@ def _layout(path: Path) -> tuple[str, str]:
 def _search(path: Path, text: str) -> list[str]:
     result = invoke("--mind", str(path), "search", text, "--json")
     assert result.exit_code == 0, result.stderr
-    return [hit["content"] for hit in json.loads(result.stdout)]
+    return [hit["content"] for hit in json_data(result.stdout)]
 
 
 def _health(path: Path) -> tuple[int, dict[str, str]]:
     result = invoke("--mind", str(path), "health", "--json")
-    return result.exit_code, {c["name"]: c["status"] for c in json.loads(result.stdout)["checks"]}
+    return result.exit_code, {c["name"]: c["status"] for c in json_data(result.stdout)["checks"]}
 
 
 CURRENT = str(schema.SCHEMA_VERSION)  # every migration ends here; 4 added the recall vectors
@@ -97,7 +96,7 @@ def test_a_schema_2_mind_is_read_unchanged_then_migrated_to_stemmed_search(tmp_p
     chain, before = _chain(old), old.read_bytes()
     # readers take the file as it is: its unstemmed index is sound for its version
     log = invoke("--mind", str(old), "log", "--json")
-    assert log.exit_code == 0 and [e["content"] for e in json.loads(log.stdout)][-3:] == list(NOTES)
+    assert log.exit_code == 0 and [e["content"] for e in json_data(log.stdout)][-3:] == list(NOTES)
     assert _search(old, "dog") == [NOTES[0]]
     assert _search(old, "dogs") == []  # no stemming at schema 2
     assert invoke("verify", str(old)).exit_code == 0
@@ -127,7 +126,7 @@ def test_a_schema_1_mind_is_read_then_migrated_through_2_to_3(tmp_path: Path) ->
     old = _old(tmp_path, 1)
     chain, before = _chain(old), old.read_bytes()
     stats = invoke("--mind", str(old), "stats", "--json")
-    assert stats.exit_code == 0 and json.loads(stats.stdout)["name"] == "Ada"
+    assert stats.exit_code == 0 and json_data(stats.stdout)["name"] == "Ada"
     assert invoke("verify", str(old)).exit_code == 0
     assert _health(old)[1]["file"] == "warn"
     assert old.read_bytes() == before
@@ -141,7 +140,7 @@ def test_a_schema_1_mind_is_read_then_migrated_through_2_to_3(tmp_path: Path) ->
     assert invoke("verify", str(old)).exit_code == 0
     assert _search(old, "dogs") == [NOTES[0]]
     stats = invoke("--mind", str(old), "stats", "--json")
-    assert json.loads(stats.stdout)["projection_cache"] == "current"
+    assert json_data(stats.stdout)["projection_cache"] == "current"
 
 
 def test_a_schema_2_mind_whose_index_fts5_refuses_still_migrates(tmp_path: Path) -> None:

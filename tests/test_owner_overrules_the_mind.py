@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 
 from pmm.domain.events import Draft
 from pmm.services import opening
@@ -31,7 +31,7 @@ def pmm(mind: Path, *args: str, code: int = 0) -> Any:
     """``pmm --mind MIND ARGS``: the parsed --json output when asked for, else the result."""
     result = invoke("--mind", str(mind), *args)
     assert result.exit_code == code, (args, result.output)
-    return json.loads(result.stdout) if "--json" in args and code == 0 else result
+    return json_data(result.stdout) if "--json" in args and code == 0 else result
 
 
 def append(mind: Path, *drafts: Draft) -> list[int]:

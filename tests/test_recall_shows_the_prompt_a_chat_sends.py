@@ -74,7 +74,7 @@ def use(mind: Path, server: FakeServer, window: int = 2048) -> None:
 def test_a_fact_fifteen_long_turns_back_is_recalled_sent_and_traced(tmp_path: Path, server: FakeServer) -> None:
     mind = tmp_path / "mind.db"
     use(mind, server)
-    bike = json.loads(ok("--mind", str(mind), "chat", "-m", BIKE, "--json"))["message_id"]
+    bike = json_data(ok("--mind", str(mind), "chat", "-m", BIKE, "--json"))["message_id"]
     for i in range(15):
         ok("--mind", str(mind), "chat", "-m", long_turn(i))
     before = stored(mind)
@@ -85,7 +85,7 @@ def test_a_fact_fifteen_long_turns_back_is_recalled_sent_and_traced(tmp_path: Pa
     assert re.search(r"  recalled \d+\.\d\d +user: My bike is a blue Brompton", line), line
     assert "Prompt for srv (openai-compatible:test-model): a window of 2,048 tokens" in text
     assert "Recall words: colour, bike" in text
-    plan = json.loads(ok("--mind", str(mind), "recall", QUESTION, "--json"))
+    plan = json_data(ok("--mind", str(mind), "recall", QUESTION, "--json"))
     assert stored(mind) == before  # a reader: nothing written, not even the cache
     found = {i["id"]: i for i in sections(plan)["recalled"]}
     assert found[bike]["reason"] == "recalled" and found[bike]["score"] > 0
@@ -94,7 +94,7 @@ def test_a_fact_fifteen_long_turns_back_is_recalled_sent_and_traced(tmp_path: Pa
     assert bike not in {i["id"] for i in sections(plan).get("recent", [])}  # the window is too small
     assert plan["tokens"] <= plan["budget"] == 2048 - 256 - 32  # the answer: an eighth of it
 
-    turn = json.loads(ok("--mind", str(mind), "chat", "-m", QUESTION, "--json"))
+    turn = json_data(ok("--mind", str(mind), "chat", "-m", QUESTION, "--json"))
     assert BIKE in system_text(server)
     assert turn["sections"]["recalled"] == [i["id"] for i in sections(plan)["recalled"]]
     response = mind_events(mind, "response_sent")[-1]["meta"]
@@ -105,7 +105,7 @@ def test_a_fact_fifteen_long_turns_back_is_recalled_sent_and_traced(tmp_path: Pa
     if _today() in plan["request"]["context"]:
         assert response["prompt_xxh3"] == plan["prompt_xxh3"]
 
-    traced = json.loads(ok("--mind", str(mind), "trace", "last", "--json"))
+    traced = json_data(ok("--mind", str(mind), "trace", "last", "--json"))
     assert traced["sections"]["recalled"] == response["recalled"]
     assert {c["id"]: c["section"] for c in traced["context"]}[bike] == "recalled"
     shown = ok("--mind", str(mind), "trace", "last")
@@ -125,12 +125,12 @@ def test_a_persona_and_a_pinned_note_lead_the_prompt_of_an_unrelated_question(
     mind = tmp_path / "mind.db"
     use(mind, server, window=8192)
     ok("--mind", str(mind), "remember", "The quantum of solace is a film, not physics.")
-    pin = json.loads(ok("--mind", str(mind), "remember", "--pin", "I prefer short answers", "--json"))["id"]
-    persona = json.loads(ok("--mind", str(mind), "persona", "set", "You are Ada, curious and exact.",
+    pin = json_data(ok("--mind", str(mind), "remember", "--pin", "I prefer short answers", "--json"))["id"]
+    persona = json_data(ok("--mind", str(mind), "persona", "set", "You are Ada, curious and exact.",
                             "--json"))["id"]
     question = "Explain how quantum computers work"
 
-    plan = json.loads(ok("--mind", str(mind), "recall", question, "--json"))
+    plan = json_data(ok("--mind", str(mind), "recall", question, "--json"))
     assert plan["sections"][0]["name"] == "standing"
     assert [(i["id"], i["reason"]) for i in sections(plan)["standing"]] == [(persona, "persona"), (pin, "pinned")]
     assert sections(plan)["standing"][1]["text"] == "I prefer short answers"
@@ -167,7 +167,7 @@ def test_an_imported_2025_message_is_shown_and_sent_with_its_date(tmp_path: Path
     bike = next(e for e in mind_events(mind, "message_received") if "blue Brompton" in e["content"])
     question = "What colour is my Brompton?"
 
-    plan = json.loads(ok("--mind", str(mind), "recall", question, "--json"))
+    plan = json_data(ok("--mind", str(mind), "recall", question, "--json"))
     items = {i["id"]: i for s in plan["sections"] for i in s["items"]}
     assert items[bike["id"]]["said_at"] == SAID["bike"]
     text = ok("--mind", str(mind), "recall", question)
@@ -184,8 +184,8 @@ def test_an_imported_2025_message_is_shown_and_sent_with_its_date(tmp_path: Path
 def test_recall_json_has_the_whole_plan_and_the_window_asked_for(tmp_path: Path) -> None:
     mind = tmp_path / "mind.db"
     ok("--mind", str(mind), "init", "--name", "Echo")
-    note = json.loads(ok("--mind", str(mind), "remember", "Kestrels hover over the motorway verge", "--json"))
-    plan = json.loads(ok("--mind", str(mind), "recall", "-", "--window", "4096", "--max-tokens", "300",
+    note = json_data(ok("--mind", str(mind), "remember", "Kestrels hover over the motorway verge", "--json"))
+    plan = json_data(ok("--mind", str(mind), "recall", "-", "--window", "4096", "--max-tokens", "300",
                          "--json", input="Where do kestrels hover?\n"))
     assert plan["message"] == "Where do kestrels hover?"
     assert plan["model"] == {"name": "embedded", "provider": "local", "model": "SmolLM2-135M-Instruct",
@@ -279,13 +279,13 @@ def test_trace_shows_an_answer_recorded_before_the_sections_as_one_list(mind: Pa
     from pmm.domain.events import Draft
     from pmm.services import opening
 
-    note = json.loads(ok("--mind", str(mind), "remember", "Owls hunt at night", "--json"))["id"]
+    note = json_data(ok("--mind", str(mind), "remember", "Owls hunt at night", "--json"))["id"]
     with opening.open_write(mind, lambda _m: None) as opened:
         opened.append(lambda first: [
             Draft("message_received", "When do owls hunt?", {"session": "s" * 32}),
             Draft("response_sent", "At night.", {"session": "s" * 32, "reply_to": first,
                                                  "provider": "local", "model": "m", "context": [note]})])
-    report = json.loads(ok("--mind", str(mind), "trace", "--json"))
+    report = json_data(ok("--mind", str(mind), "trace", "--json"))
     assert report["sections"] is None and "section" not in report["context"][0]
     text = ok("--mind", str(mind), "trace")
     assert f"  Context (1 event):\n    #{note} observation_recorded, " in text

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import PMM, invoke, run_pmm
+from conftest import PMM, invoke, json_data, run_pmm
 from conftest import mind_events as events
 from provider_servers import FakeServer
 
@@ -30,7 +30,7 @@ def pmm(mind: Path, *args: str):
 def ok_json(mind: Path, *args: str):
     result = pmm(mind, *args, "--json")
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    return json_data(result.stdout)
 
 
 def use_fake(mind: Path, server: FakeServer) -> None:
@@ -63,7 +63,7 @@ def test_a_reflection_keeps_what_is_valid_and_writes_it_in_one_transaction(mind:
         })
         assert result.exit_code == 0, result.stderr
         body = server.requests[-1].body
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert report["recorded"] and report["reflection"]["text"] == "The user cares for plants."
     assert "response_format" in body  # constrained output was asked for
     reflection_id = report["reflection"]["id"]
@@ -98,13 +98,13 @@ def test_a_commitment_closes_only_with_evidence_after_it_was_opened(mind: Path) 
                                      "close": [{"commitment": opened, "evidence": [before["message_id"]],
                                                 "statement": "it was sent"}]})
         assert bad.exit_code == 0
-        report = json.loads(bad.stdout)
+        report = json_data(bad.stdout)
         assert report["changes"] == [] and "must name events after it was opened" in report["rejected"][0]
         after = say(server, mind, "Here is the summary you asked for.", "The summary?")
         good = reflect(server, mind, {"reflection": "I sent the summary.", "traits": [], "open": [],
                                       "close": [{"commitment": opened, "evidence": [after["response_id"]],
                                                  "statement": "The summary was sent."}]})
-        change = json.loads(good.stdout)["changes"][0]
+        change = json_data(good.stdout)["changes"][0]
     assert change["kind"] == "commitment_closed" and change["meta"]["evidence"] == [after["response_id"]]
     listing = ok_json(mind, "commitments", "list")
     assert listing["closed"] == 1 and listing["open"] == 0 and listing["success"] == 1.0
@@ -123,7 +123,7 @@ def test_output_that_is_not_json_is_exit_5_and_writes_nothing(mind: Path) -> Non
         assert head(mind) == before
         partial = reflect(server, mind, {"reflection": "The user said hello.", "open": "nope"})
         assert partial.exit_code == 0
-        report = json.loads(partial.stdout)
+        report = json_data(partial.stdout)
         assert report["reflection"]["text"] == "The user said hello." and report["changes"] == []
         assert any("open: not a list" in r for r in report["rejected"])
 
@@ -133,16 +133,16 @@ def test_if_due_is_quiet_when_nothing_is_due_and_reflects_when_it_is(mind: Path)
         use_fake(mind, server)
         output = {"reflection": "The user said hello.", "traits": [], "open": [], "close": []}
         nothing = reflect(server, mind, output, "--if-due")
-        assert nothing.exit_code == 0 and json.loads(nothing.stdout)["recorded"] is False
+        assert nothing.exit_code == 0 and json_data(nothing.stdout)["recorded"] is False
         quiet = pmm(mind, "reflect", "--if-due")
         assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
         say(server, mind, "Hello back.")
         first = reflect(server, mind, output, "--if-due")
-        assert json.loads(first.stdout)["recorded"] is True
+        assert json_data(first.stdout)["recorded"] is True
         say(server, mind, "Again.")
         later = reflect(server, mind, output, "--if-due")  # S0 reflects hourly: not yet
-        assert json.loads(later.stdout)["recorded"] is False
-        assert "next is due in" in json.loads(later.stdout)["reason"]
+        assert json_data(later.stdout)["recorded"] is False
+        assert "next is due in" in json_data(later.stdout)["reason"]
     assert [e["meta"]["trigger"] for e in events(mind) if e["kind"] == "reflection_recorded"] == ["due"]
 
 
@@ -200,7 +200,7 @@ def test_the_user_manages_commitments(mind: Path) -> None:
     def cmd(*args: str):
         return pmm(mind, "commitments", *args)
 
-    opened = json.loads(cmd("open", "Read the book", "--due", "2d", "--json").stdout)["id"]
+    opened = json_data(cmd("open", "Read the book", "--due", "2d", "--json").stdout)["id"]
     assert cmd("open", "read the   BOOK").exit_code == 2  # the same commitment
     assert cmd("open", "Call", "--due", "someday").exit_code == 2
     assert pmm(mind, "remember", "Finished the book today").exit_code == 0
@@ -214,7 +214,7 @@ def test_the_user_manages_commitments(mind: Path) -> None:
     assert cmd("reopen", str(opened), "--reason", "re-read").exit_code == 0
     stale = cmd("close", str(opened), "-e", str(note), "-s", "Read it again")
     assert stale.exit_code == 2, "evidence from before the reopening closed it again"
-    listing = json.loads(cmd("list", "--json").stdout)
+    listing = json_data(cmd("list", "--json").stdout)
     # reopened: open again, no longer kept, so no success figure yet (not "100% success")
     assert listing["open"] == 1 and listing["closed"] == 0 and listing["reopened"] == 1
     assert listing["success"] is None
@@ -233,7 +233,7 @@ def test_the_embedded_model_answers_within_the_schema_and_what_it_records_is_val
         written.append([Draft("message_received", "I love hiking in the mountains.", {"source": "pmm"})])
     result = run_pmm("--mind", str(mind), "reflect", "--json", timeout=REAL_MODEL)
     assert result.returncode == 0, result.stderr.decode()  # JSON, whole, and grounded in the turn
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert report["recorded"] and report["model"] == "embedded"
     assert report["reflection"]["text"] and report["reflection"]["tokens_out"] < ANSWER_TOKENS
     for change in report["changes"]:
@@ -242,3 +242,26 @@ def test_the_embedded_model_answers_within_the_schema_and_what_it_records_is_val
         elif change["kind"] == "commitment_opened":
             assert commitment_in(change["content"]) is not None
     assert run_pmm("--mind", str(mind), "verify", "--deep").returncode == 0
+
+
+def test_reflect_json_reports_the_step_a_trait_took_not_the_one_asked(mind: Path) -> None:
+    """At the bound a step of +0.05 moves the trait less, or not at all: ``applied`` says so."""
+    taken = []
+    with FakeServer("openai") as server:
+        use_fake(mind, server)
+        start = ok_json(mind, "stats")["traits"]["openness"]
+        for i in range(int((1 - start) / 0.05) + 2):  # enough steps to reach 1.0 and push past it
+            turn = say(server, mind, "Noted.", f"I tried a new thing today, number {i}.")
+            result = reflect(server, mind, {"summary": "The user tries new things.", "reflection": f"The user tried a new thing today, number {i}.", "open": [], "close": [],
+                                            "traits": [{"trait": "openness", "delta": 0.05, "reason": "tries new things",
+                                                        "evidence": [turn["message_id"]]}]})
+            assert result.exit_code == 0, result.stderr
+            report = json_data(result.stdout)
+            changes = [c for c in report["changes"] if c["kind"] == "trait_adjusted"]
+            assert len(changes) == 1, (i, report["rejected"], report["reason"])
+            change = changes[0]
+            assert change["meta"]["delta"] == 0.05  # asked, as stored
+            taken.append(change["applied"])
+        final = ok_json(mind, "stats")["traits"]["openness"]
+    assert final == 1.0 and taken[-1] == 0 and 0 <= min(taken) < 0.05 == max(taken)
+    assert round(sum(taken), 6) == round(final - start, 6)

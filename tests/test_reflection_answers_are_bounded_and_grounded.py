@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import invoke, mind_events
+from conftest import invoke, json_data, mind_events
 from provider_servers import FakeServer
 
 from pmm import errors
@@ -105,7 +105,7 @@ def chat(mind: Path, server: FakeServer, message: str, answer_text: str = "Noted
     server.text = answer_text
     result = invoke("--mind", str(mind), "chat", "--json", "-m", message)
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return json_data(result.stdout)
 
 
 def reflect(mind: Path, server: FakeServer, output: dict[str, Any]) -> Any:
@@ -131,7 +131,7 @@ def test_out_of_bounds_steps_unshown_evidence_and_non_promises_are_rejected(serv
     assert body["max_tokens"] == answer.ANSWER_TOKENS
     prompt = " ".join(m["content"] for m in body["messages"])
     assert f"#{turn['message_id']}" in prompt and "I planted tomatoes" in prompt  # ids are visible
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     (step,) = report["changes"]
     assert step["kind"] == "trait_adjusted" and step["meta"]["delta"] == 0.02
     assert step["content"] == f"tends a garden (#{turn['message_id']})"
@@ -146,7 +146,7 @@ def test_out_of_bounds_steps_unshown_evidence_and_non_promises_are_rejected(serv
         "open": [{"text": "I will ask about the basil harvest next week", "due_in_hours": 168}],
         "close": [],
     })
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert [c["kind"] for c in report["changes"]] == ["commitment_opened"]
     assert report["changes"][0]["meta"]["due"]
     assert f"traits[0].evidence: #{turn['message_id']} not among the events shown" in report["rejected"]
@@ -157,20 +157,20 @@ def test_out_of_bounds_steps_unshown_evidence_and_non_promises_are_rejected(serv
         "reflection": "The basil was harvested for pesto.", "traits": [], "open": [],
         "close": [{"commitment": commitment, "evidence": [later["message_id"]], "statement": "I asked them"}],
     })
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert report["changes"] == []
     assert f"close[0].evidence: #{later['message_id']} for #{commitment} not among the events shown" in report["rejected"]
     chat(mind, server, "The pesto was lovely.")
     result = reflect(mind, server, {  # a promise of an act, but about nothing that happened
         "reflection": "The user loved the pesto.", "traits": [], "close": [],
         "open": [{"text": "I will am alos ajut en la cadea de 15 ano"}]})
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert report["changes"] == [] and any("about nothing in the events shown" in r for r in report["rejected"])
     pesto = chat(mind, server, "We made more pesto.")
     result = reflect(mind, server, {  # grounded only by quoting an id of the prompt
         "reflection": "The user made pesto.", "traits": [], "close": [],
         "open": [{"text": f"I will #{pesto['message_id']}: the user wrote pesto"}]})
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert report["changes"] == [] and any("about nothing in the events shown" in r for r in report["rejected"])
     deltas = [e["meta"]["delta"] for e in mind_events(mind, "trait_adjusted")]
     assert deltas == [0.02]  # -24 and the step on old evidence never reached the ledger

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data, json_failure
 from conftest import mind_events as events
 from provider_servers import FakeServer
 
@@ -92,7 +92,7 @@ def test_a_run_reflects_on_every_event_once_in_order_and_records_what_it_showed(
 
     rest = pmm(mind, "reflect", "--max-windows", "100", "--json")
     assert rest.exit_code == 0, rest.output
-    report = json.loads(rest.stdout)
+    report = json_data(rest.stdout)
     assert report["left"] == 0 and report["reason"] == "caught up"
     assert len(report["reflections"]) >= 1 and report["reflection"] == report["reflections"][-1]["reflection"]
     assert report["summary"]["covers"][:8] == [r["id"] for r in events(mind, kind="reflection_recorded")][:8]
@@ -120,7 +120,7 @@ def test_quiet_success_prints_nothing_and_left_history_waits_for_the_cadence(min
     assert [e["meta"]["trigger"] for e in events(mind, kind="reflection_recorded")] == ["due", "due"]
     # what the bound left is due at the stage's cadence, not at the next tick
     later = pmm(mind, "reflect", "--if-due", "--json")
-    report = json.loads(later.stdout)
+    report = json_data(later.stdout)
     assert report["recorded"] is False and "events of history wait from the last run" in report["reason"]
     assert "next is due in" in report["reason"]
     assert len(shown(server)) == 2
@@ -130,7 +130,7 @@ def test_autonomous_run_catches_up_window_by_window(mind: Path, server: FakeServ
     imported(mind, pairs=100)
     done = pmm(mind, "run", "--autonomous", "--max-cycles", "1", "--interval", "0", "--json")
     assert done.exit_code == 0, done.output
-    assert json.loads(done.stdout)["reflections"] == len(shown(server)) > 1
+    assert json_data(done.stdout)["reflections"] == len(shown(server)) > 1
     assert re.search(r"Cycle 1: reflected \(\d+ windows, events \d+ to \d+, ", done.stderr)
     last = [e for e in events(mind) if e["kind"] == "reflection_recorded"][-1]
     assert last["meta"]["last_id"] == max(e["id"] for e in events(mind) if e["kind"] in SEEN)
@@ -160,14 +160,14 @@ def test_a_failed_reflection_backs_off_due_runs_until_a_success(mind: Path, serv
 
     server.text = "I reflected, but not in JSON."  # a manual reflect always tries, and counts too
     assert pmm(mind, "reflect").exit_code == 5
-    doubled = json.loads(pmm(mind, "reflect", "--if-due", "--json").stdout)["reason"]
+    doubled = json_data(pmm(mind, "reflect", "--if-due", "--json").stdout)["reason"]
     assert "did not answer with JSON, 2 times in a row" in doubled  # the wait doubles
     assert re.search(r"next try in (119 min|2 h)$", doubled)
 
     record.write_bytes(b"\x00{not json")  # a corrupt record is ignored, never a crash
     server.text = ANSWER
     ok = pmm(mind, "reflect", "--if-due", "--json")
-    assert ok.exit_code == 0 and json.loads(ok.stdout)["recorded"] is True
+    assert ok.exit_code == 0 and json_data(ok.stdout)["recorded"] is True
     assert backoff_files() == []  # a success resets the back-off
 
     os.mkfifo(record)  # planted where the record goes: read without blocking, then replaced
@@ -185,13 +185,13 @@ def test_many_reflections_are_condensed_into_a_standing_summary(mind: Path, serv
     server.text = SUMMARY
     done = pmm(mind, "reflect", "--json")  # nothing new to reflect on, but 8 wait to be condensed
     assert done.exit_code == 0, done.output
-    summary = json.loads(done.stdout)["summary"]
+    summary = json_data(done.stdout)["summary"]
     assert summary["covers"] == ids and summary["text"].startswith("The user gardens")
     (stored,) = events(mind, kind="summary_recorded")
     assert stored["meta"]["covers"] == ids and stored["meta"]["model_name"] == "srv"
     assert all(f"#{i}" in _prompt(server.requests[-1].body) for i in ids)
 
-    plan = json.loads(pmm(mind, "recall", "how are my plants?", "--json").stdout)
+    plan = json_data(pmm(mind, "recall", "how are my plants?", "--json").stdout)
     standing = next(s for s in plan["sections"] if s["name"] == "standing")
     reasons = {i["id"]: i["reason"] for i in standing["items"]}
     assert reasons[stored["id"]] == "summary" and ids[-1] not in reasons  # condensed: not shown twice
@@ -207,7 +207,7 @@ def test_many_reflections_are_condensed_into_a_standing_summary(mind: Path, serv
     (newer,) = append(mind, [Draft("reflection_recorded", "One more.",
                                    {"first_id": said[0], "last_id": said[0], "trigger": "manual"})])
     server.text = ANSWER  # the run reflects on the chat turn first, then condenses both
-    report = json.loads(pmm(mind, "reflect", "--consolidate", "--json").stdout)
+    report = json_data(pmm(mind, "reflect", "--consolidate", "--json").stdout)
     forced = report["summary"]
     assert forced["covers"] == [newer, report["reflections"][0]["reflection"]["id"]]
     assert forced["previous"] == stored["id"]
@@ -234,11 +234,13 @@ def test_a_failing_window_stops_the_run_with_the_windows_before_it_kept(
     server.push("500")
     stopped = pmm(mind, "reflect", "--json")
     assert stopped.exit_code == 5 and "Error:" in stopped.stderr
-    report = json.loads(stopped.stdout)  # what was recorded before the failure, then the error
+    failed = json_failure(stopped.stdout, 5)  # one document: the error, with what was recorded before it
+    assert failed["error"]["type"] == "ProviderError" and failed["command"] == "reflect"
+    report = failed["data"]
     (kept,) = events(mind, kind="reflection_recorded")
     assert [r["reflection"]["id"] for r in report["reflections"]] == [kept["id"]]
     assert json.loads(backoff_files()[0].read_text())["reflection"]["failures"] == 1
-    resumed = json.loads(pmm(mind, "reflect", "--json").stdout)  # goes on where it stopped
+    resumed = json_data(pmm(mind, "reflect", "--json").stdout)  # goes on where it stopped
     assert resumed["reflections"][0]["reflection"]["first_id"] > kept["meta"]["last_id"]
     assert backoff_files() == []
 
@@ -255,7 +257,7 @@ def test_a_failed_summary_is_remembered_on_its_own(mind: Path, server: FakeServe
     assert events(mind, kind="summary_recorded") == []
     append(mind, [Draft("message_received", "And water.", {"source": "pmm"})])
     server.text = ANSWER  # a manual run always tries: it reflects, then condenses all nine
-    done = json.loads(pmm(mind, "reflect", "--json").stdout)
+    done = json_data(pmm(mind, "reflect", "--json").stdout)
     assert len(done["reflections"]) == 1 and len(done["summary"]["covers"]) == 9
     assert backoff_files() == []
 
@@ -265,12 +267,12 @@ def test_after_a_retraction_the_next_reflection_starts_after_the_retracted_windo
     """The owner withdraws what a reflection concluded, not the events it looked at: they are
     not shown again."""
     first_batch = append(mind, [Draft("message_received", "I planted basil today.", {})])
-    first = json.loads(pmm(mind, "reflect", "--json").stdout)["reflection"]
+    first = json_data(pmm(mind, "reflect", "--json").stdout)["reflection"]
     assert pmm(mind, "reflections", "retract", str(first["id"]), "--reason", "made up").exit_code == 0
     later = append(mind, [Draft("message_received", "The basil sprouted.", {})])
     result = pmm(mind, "reflect", "--json")
     assert result.exit_code == 0, result.output
-    again = json.loads(result.stdout)["reflection"]
+    again = json_data(result.stdout)["reflection"]
     assert again["first_id"] > first_batch[-1] and again["last_id"] == later[-1]
     assert shown(server)[-1] == later
 
@@ -284,7 +286,7 @@ def test_a_retracted_reflection_is_never_condensed(mind: Path, server: FakeServe
     server.text = SUMMARY
     done = pmm(mind, "reflect", "--json")
     assert done.exit_code == 0, done.output
-    assert json.loads(done.stdout)["summary"]["covers"] == ids[:3] + ids[4:]
+    assert json_data(done.stdout)["summary"]["covers"] == ids[:3] + ids[4:]
     assert "Reflection 3 on" not in _prompt(server.requests[-1].body)
     assert "Reflection 4 on" in _prompt(server.requests[-1].body)
 
@@ -295,7 +297,7 @@ def _reflections(mind: Path, said: int, texts: list[str]) -> list[int]:
 
 
 def _standing(mind: Path) -> dict[int, str]:
-    plan = json.loads(pmm(mind, "recall", "tomatoes", "--json").stdout)
+    plan = json_data(pmm(mind, "recall", "tomatoes", "--json").stdout)
     standing: dict[str, Any] = next((s for s in plan["sections"] if s["name"] == "standing"), {"items": []})
     return {i["id"]: i["reason"] for i in standing["items"]}
 
@@ -305,10 +307,10 @@ def test_a_summary_of_a_retracted_reflection_is_stale_and_rebuilt_from_the_refle
     said = append(mind, [Draft("message_received", "My tomatoes are thriving.", {"source": "pmm"})])[0]
     first = _reflections(mind, said, [f"Early {n} on tomatoes." for n in range(8)])
     server.text = json.dumps({"summary": "Early summary of tomatoes."})
-    one = json.loads(pmm(mind, "reflect", "--json").stdout)["summary"]
+    one = json_data(pmm(mind, "reflect", "--json").stdout)["summary"]
     second = _reflections(mind, said, [f"Later {n} on tomatoes." for n in range(8)])
     server.text = json.dumps({"summary": "Later summary folding the early one."})
-    two = json.loads(pmm(mind, "reflect", "--json").stdout)["summary"]
+    two = json_data(pmm(mind, "reflect", "--json").stdout)["summary"]
     assert two["covers"] == second and two["previous"] == one["id"]
     assert _standing(mind)[two["id"]] == "summary"
 
@@ -325,7 +327,7 @@ def test_a_summary_of_a_retracted_reflection_is_stale_and_rebuilt_from_the_refle
 
     # the next summary is rebuilt from the reflections themselves, not from the stale text
     server.text = json.dumps({"summary": "Rebuilt from the clean reflections."})
-    done = json.loads(pmm(mind, "reflect", "--json").stdout)
+    done = json_data(pmm(mind, "reflect", "--json").stdout)
     assert [s["covers"] for s in done["summaries"]] == [first[1:] + second[:2] + second[3:]]
     prompt = _prompt(server.requests[-1].body)
     assert "You have no summary yet" in prompt and "summary of tomatoes" not in prompt.lower()
@@ -341,12 +343,12 @@ def test_a_backlog_of_reflections_is_condensed_even_when_no_reflection_is_due(
     # nothing new since the last reflection: not due, but 40 reflections wait to be condensed
     done = pmm(mind, "reflect", "--if-due", "--json")
     assert done.exit_code == 0, done.output
-    report = json.loads(done.stdout)
+    report = json_data(done.stdout)
     assert report["recorded"] is False and report["reflections"] == []
     assert [s["covers"] for s in report["summaries"]] == [ids[:16], ids[16:32], ids[32:]]
     assert report["summary"] == report["summaries"][-1]
     assert [e["meta"]["covers"] for e in events(mind, kind="summary_recorded")] == [ids[:16], ids[16:32], ids[32:]]
-    again = json.loads(pmm(mind, "reflect", "--if-due", "--json").stdout)
+    again = json_data(pmm(mind, "reflect", "--if-due", "--json").stdout)
     assert again["summaries"] == [] and again["summary"] is None  # nothing pending: no model call
 
 
@@ -359,7 +361,7 @@ def test_a_crafted_summary_covering_a_future_id_does_not_stop_consolidation(
     ids = _reflections(mind, said, [f"Reflection {n} on tomatoes." for n in range(8)])
     assert pmm(mind, "verify").exit_code == 0
     server.text = SUMMARY
-    report = json.loads(pmm(mind, "reflect", "--json").stdout)
+    report = json_data(pmm(mind, "reflect", "--json").stdout)
     assert report["summary"]["covers"] == ids
     assert "Forged" not in _prompt(server.requests[-1].body)
 
@@ -378,9 +380,9 @@ def test_a_retraction_while_the_model_condenses_discards_that_summary(mind: Path
     server.record = retract_meanwhile  # type: ignore[method-assign]
     ran = pmm(mind, "reflect", "--json")
     assert ran.exit_code == 0 and retracted, ran.output
-    report = json.loads(ran.stdout)
+    report = json_data(ran.stdout)
     assert report["summary"] is None and events(mind, kind="summary_recorded") == []
-    again = json.loads(pmm(mind, "reflect", "--json").stdout)
+    again = json_data(pmm(mind, "reflect", "--json").stdout)
     assert again["summary"]["covers"] == ids[:2] + ids[3:]
 
 
@@ -394,7 +396,7 @@ def test_a_crafted_reflection_claiming_all_ids_does_not_switch_reflection_off(mi
     later = append(mind, [Draft("message_received", "The garlic sprouted.", {})])
     result = pmm(mind, "reflect", "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)["reflection"]
+    report = json_data(result.stdout)["reflection"]
     assert report is not None and report["first_id"] <= said[0] and report["last_id"] == later[-1]
 
 
@@ -403,24 +405,24 @@ def test_retracting_the_latest_reflection_of_a_bounded_run_leaves_its_backlog_du
     append(mind, [Draft("message_received", "I planted basil today.", {"source": "pmm"})])
     assert pmm(mind, "reflect").exit_code == 0  # a reflection before the import
     imported(mind, pairs=150)
-    bounded = json.loads(pmm(mind, "reflect", "--max-windows", "1", "--json").stdout)
+    bounded = json_data(pmm(mind, "reflect", "--max-windows", "1", "--json").stdout)
     assert bounded["left"] > 0
     latest = bounded["reflection"]["id"]
     assert pmm(mind, "reflections", "retract", str(latest), "--reason", "wrong").exit_code == 0
     # cron still sees the backlog (due at the cadence), and says where it starts
-    cron = json.loads(pmm(mind, "reflect", "--if-due", "--json").stdout)
+    cron = json_data(pmm(mind, "reflect", "--if-due", "--json").stdout)
     assert cron["recorded"] is False and "events of history wait from the last run" in cron["reason"]
     assert cron["left"] == bounded["left"] and cron["next_id"] == bounded["next_id"]
 
 
 def test_left_and_next_id_are_true_on_every_kind_of_run(mind: Path, server: FakeServer) -> None:
     append(mind, [Draft("message_received", "I planted basil today.", {"source": "pmm"})])
-    assert json.loads(pmm(mind, "reflect", "--json").stdout)["reason"] == "caught up"
-    nothing = json.loads(pmm(mind, "reflect", "--json").stdout)
+    assert json_data(pmm(mind, "reflect", "--json").stdout)["reason"] == "caught up"
+    nothing = json_data(pmm(mind, "reflect", "--json").stdout)
     assert nothing["reason"].startswith("nothing new") and (nothing["left"], nothing["next_id"]) == (0, None)
     imported(mind, pairs=150)
-    bounded = json.loads(pmm(mind, "reflect", "--max-windows", "1", "--json").stdout)
-    not_due = json.loads(pmm(mind, "reflect", "--if-due", "--json").stdout)
+    bounded = json_data(pmm(mind, "reflect", "--max-windows", "1", "--json").stdout)
+    not_due = json_data(pmm(mind, "reflect", "--if-due", "--json").stdout)
     assert not_due["recorded"] is False and "next is due in" in not_due["reason"]
     assert (not_due["left"], not_due["next_id"]) == (bounded["left"], bounded["next_id"]) and bounded["left"] > 0
 
@@ -428,7 +430,7 @@ def test_left_and_next_id_are_true_on_every_kind_of_run(mind: Path, server: Fake
 def test_a_retraction_while_the_model_answers_does_not_throw_the_reflection_away(
         mind: Path, server: FakeServer) -> None:
     append(mind, [Draft("message_received", "I planted basil today.", {"source": "pmm"})])
-    first = json.loads(pmm(mind, "reflect", "--json").stdout)["reflection"]["id"]
+    first = json_data(pmm(mind, "reflect", "--json").stdout)["reflection"]["id"]
     append(mind, [Draft("message_received", "The basil sprouted.", {"source": "pmm"})])
     record = server.record
 
@@ -438,7 +440,7 @@ def test_a_retraction_while_the_model_answers_does_not_throw_the_reflection_away
         record(entry)
 
     server.record = retract_meanwhile  # type: ignore[method-assign]
-    done = json.loads(pmm(mind, "reflect", "--json").stdout)
+    done = json_data(pmm(mind, "reflect", "--json").stdout)
     assert done["recorded"] is True and done["reason"] == "caught up"
     assert len(events(mind, kind="reflection_recorded")) == 2
 
@@ -458,7 +460,7 @@ def test_a_reflection_recorded_meanwhile_is_not_duplicated_and_the_run_says_so(
     server.record = reflect_and_retract_meanwhile  # type: ignore[method-assign]
     result = pmm(mind, "reflect", "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert report["recorded"] is False and "another process recorded a reflection" in report["reason"]
     assert len(events(mind, kind="reflection_recorded")) == 1  # the window is not reflected on twice
 
@@ -481,7 +483,7 @@ def test_a_window_whose_answer_is_refused_shrinks_until_it_passes(
     health = pmm(mind, "health").output
     assert f"stuck at #{starts.pop()}" in health and "3 times in a row" in health
     server.text = ANSWER
-    done = json.loads(pmm(mind, "reflect", "--max-windows", "2", "--json").stdout)
+    done = json_data(pmm(mind, "reflect", "--max-windows", "2", "--json").stdout)
     first, second = (r["reflection"] for r in done["reflections"])
     assert len(shown(server)[-2]) == sizes[2] // 2  # half the last refused window, and it passed
     assert (first["first_id"], first["last_id"]) == (shown(server)[-2][0], shown(server)[-2][-1])
@@ -511,7 +513,7 @@ def test_a_back_off_dated_in_the_future_or_of_another_model_is_not_believed(
     record.write_text(json.dumps(entry))
     assert "the last reflection failed" not in pmm(mind, "health").output
     posts = len(shown(server))
-    ok = json.loads(pmm(mind, "reflect", "--if-due", "--json").stdout)
+    ok = json_data(pmm(mind, "reflect", "--if-due", "--json").stdout)
     assert ok["recorded"] is True and len(shown(server)) == posts + 1
 
 
@@ -528,7 +530,7 @@ def test_each_window_of_a_run_gets_its_own_retries(mind: Path, server: FakeServe
     server.record = next_answer  # type: ignore[method-assign]
     done = pmm(mind, "reflect", "--max-windows", "3", "--json")
     assert done.exit_code == 0, done.output
-    assert len(json.loads(done.stdout)["reflections"]) == 3
+    assert len(json_data(done.stdout)["reflections"]) == 3
     assert done.stderr.count("trying again with half the window") == 4
 
 

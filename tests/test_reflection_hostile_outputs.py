@@ -9,14 +9,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 from provider_servers import FakeServer
 
 
 def pmm_json(mind: Path, *args: str):
     result = invoke("--mind", str(mind), *args, "--json")
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    return json_data(result.stdout)
 
 
 def test_hostile_outputs_are_contained_and_the_projections_are_exact(mind: Path) -> None:

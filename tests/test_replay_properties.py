@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_in
+from conftest import json_data, run_in
 from eventgen import DRAFTS, FINITE, SAFE_INT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -181,7 +181,7 @@ def test_cli_export_import_export_is_byte_identical(tmp_path: Path, pmm) -> None
     export_file.write_bytes(first)
     run_in("--mind", str(copy), "import", str(export_file), check=True)
     assert pmm("--mind", str(copy), "export", check=True).stdout == first
-    logged = json.loads(run_in("--mind", str(copy), "log", "--json", check=True).stdout)
+    logged = json_data(run_in("--mind", str(copy), "log", "--json", check=True).stdout)
     assert [e["content"] for e in logged[1:]] == [n.strip() for n in TRICKY_NOTES]
 
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 
 from pmm.domain import events as ev
 from pmm.ledger import schema, vectors
@@ -80,13 +80,13 @@ def _files(path: Path) -> dict[str, bytes]:
 def _health(path: Path) -> dict[str, dict[str, str]]:
     result = invoke("--mind", str(path), "health", "--json")
     assert result.exit_code == 0, result.stderr
-    return {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    return {c["name"]: c for c in json_data(result.stdout)["checks"]}
 
 
 def test_a_paraphrase_with_no_shared_word_ranks_above_unrelated_notes(tmp_path: Path) -> None:
     path = _mind(tmp_path)
     search = invoke("--mind", str(path), "search", "do I have a dog", "--json")
-    assert search.exit_code == 0 and json.loads(search.stdout) == []  # no word in common
+    assert search.exit_code == 0 and json_data(search.stdout) == []  # no word in common
     found = _nearest(path, "do I have a dog")
     assert found[0][0] == NOTES[0], found
     assert found[0][1] > 0.3 and all(score < found[0][1] - 0.2 for _, score in found[1:])
@@ -329,7 +329,7 @@ def test_pmm_recall_finds_a_paraphrase_unless_pmm_semantic_is_0(tmp_path: Path) 
     def recalled(env: dict[str, str] | None = None) -> list[str]:
         result = invoke("--mind", str(path), "recall", "do I have a dog", "--json", env=env)
         assert result.exit_code == 0, result.stderr
-        plan = json.loads(result.stdout)
+        plan = json_data(result.stdout)
         return [i["text"] for s in plan["sections"] if s["name"] == "recalled" for i in s["items"]]
 
     assert NOTES[0] in recalled()

@@ -8,14 +8,13 @@ cut or bit-flipped signature: exit 3, one clear line.
 
 from __future__ import annotations
 
-import json
 import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PMM, restore_guards, run_in, run_pmm, unguarded
+from conftest import PMM, json_data, restore_guards, run_in, run_pmm, unguarded
 
 DATA = Path(__file__).parent / "data" / "signing"
 SIGNED_AT = "2026-11-21T12:00:00Z"
@@ -88,7 +87,7 @@ def signed(mind: Path, keypair: Path, tmp_path: Path) -> Path:
 def test_keygen_writes_an_owner_only_private_key_and_three_public_forms(tmp_path: Path) -> None:
     key = tmp_path / "keys" / "k.pem"
     result = run_in("keygen", "-o", str(key), "--json", check=True)
-    made = json.loads(result.stdout)
+    made = json_data(result.stdout)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----")
     assert (tmp_path / "keys" / "k.pub.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
@@ -99,7 +98,7 @@ def test_keygen_writes_an_owner_only_private_key_and_three_public_forms(tmp_path
 
     again = run_in("keygen", "-o", str(key))
     assert "already exists" in _failure(again, 2)
-    assert json.loads(run_in("keygen", "-o", str(key), "--force", "--json", check=True).stdout)["key_id"] \
+    assert json_data(run_in("keygen", "-o", str(key), "--force", "--json", check=True).stdout)["key_id"] \
         != made["key_id"]
 
 
@@ -182,7 +181,7 @@ def _env() -> dict[str, str]:
 
 def test_events_appended_after_signing_are_counted(mind: Path, signed: Path, tmp_path: Path) -> None:
     _remember(mind, "later one", "later two")
-    report = json.loads(run_in("verify", str(mind), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"),
+    report = json_data(run_in("verify", str(mind), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"),
                                 "--json", check=True).stdout)
     assert report["ok"] and report["signature"]["appended_since"] == 2
     assert report["signature"]["size"] == report["last_id"] - 2
@@ -227,7 +226,7 @@ def test_known_answer_signatures_verify_with_pmm(tmp_path: Path) -> None:
             result = run_in("verify", str(DATA / "mind.jsonl"), "--sig", str(DATA / sig), "--pub", str(DATA / pub),
                              "--no-witness", "--json")
             assert result.returncode == 0, (sig, pub, result.stderr)
-            assert json.loads(result.stdout)["signature"]["size"] == 5
+            assert json_data(result.stdout)["signature"]["size"] == 5
 
 
 def test_pmm_reproduces_the_known_answer_bytes() -> None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PMM, invoke, mind_events
+from conftest import PMM, invoke, json_data, mind_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +34,7 @@ def ok(mind: Path, *args: str, input: str | None = None, env: dict[str, str] | N
 
 
 def as_json(mind: Path, *args: str, input: str | None = None):
-    return json.loads(ok(mind, *args, "--json", input=input).stdout)
+    return json_data(ok(mind, *args, "--json", input=input).stdout)
 
 
 def refused(mind: Path, code: int, *args: str, input: str | None = None,
@@ -141,7 +141,7 @@ def test_persona_edit_opens_the_editor_on_the_current_text(mind: Path, tmp_path:
     ok(mind, "persona", "set", "You are Ada.")
     env = editor(tmp_path, f"Path({str(seen)!r}).write_text(path.read_text() + '|' + str(path))\n"
                            "path.write_text(path.read_text() + 'You like tea.\\n')\n")
-    event = json.loads(ok(mind, "persona", "edit", "--json", env=env).stdout)
+    event = json_data(ok(mind, "persona", "edit", "--json", env=env).stdout)
     assert event["kind"] == "persona_set" and event["content"] == "You are Ada.\nYou like tea."
     before, scratch = seen.read_text().split("|")
     assert before == "You are Ada.\n" and not Path(scratch).exists()  # the temp file is gone

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import run_in, run_pmm
+from conftest import json_data, run_in, run_pmm
 from provider_servers import PROMPT_TOKENS, FakeServer, split_pieces
 
 from pmm.domain.events import Draft
@@ -48,7 +48,7 @@ def free_port() -> int:
 def health(mind: Path, *args: str) -> tuple[int, dict]:
     code, out, err = pmm_in(mind, "health", "--json", *args)
     assert "Traceback" not in err
-    return code, json.loads(out)
+    return code, json_data(out)
 
 
 def statuses(report: dict) -> dict[str, str]:
@@ -95,7 +95,7 @@ def test_stats_tells_stage_traits_reflections_commitments_and_cost(mind: Path) -
                                    f" {tokens_out} out, ")
     assert " s average, cost " in line and line.endswith(f"cost {cost:.4f}")
 
-    report = json.loads(pmm_in(mind, "stats", "--json")[1])
+    report = json_data(pmm_in(mind, "stats", "--json")[1])
     for key in ("mind", "mind_id", "name", "events", "head", "sessions", "messages", "responses",
                 "observations", "by_kind", "projection_cache"):
         assert key in report  # the keys scripts already read
@@ -120,7 +120,7 @@ def test_no_cost_without_prices(mind: Path) -> None:
     out = pmm_in(mind, "stats")[1]
     line = next(x for x in out.splitlines() if "openai-compatible:test-model:" in x)
     assert "cost" not in line
-    assert json.loads(pmm_in(mind, "stats", "--json")[1])["usage"][0]["cost"] is None
+    assert json_data(pmm_in(mind, "stats", "--json")[1])["usage"][0]["cost"] is None
 
 
 # -- health ----------------------------------------------------------------------------------------

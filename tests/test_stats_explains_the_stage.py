@@ -6,11 +6,10 @@ of it under "explained"."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
-from conftest import invoke
+from conftest import invoke, json_data
 
 from pmm.domain import dynamics
 from pmm.domain.events import Draft
@@ -70,7 +69,7 @@ def test_a_new_mind_says_what_ias_gas_and_the_next_stage_are(tmp_path: Path) -> 
 def test_a_grown_mind_shows_the_next_stage_against_what_it_has_and_its_parts(tmp_path: Path) -> None:
     mind = tmp_path / "mind.db"
     grown(mind)
-    report = json.loads(ok("--mind", str(mind), "stats", "--json"))
+    report = json_data(ok("--mind", str(mind), "stats", "--json"))
     metrics, explained = report["metrics"], report["explained"]
     assert report["stage"] == explained["stage"]["stage"] == "S2"
     assert explained["stage"]["reflects_every_seconds"] == dynamics.CADENCE_SECONDS["S2"]

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import PMM, invoke, mind_events
+from conftest import PMM, invoke, json_data, mind_events
 from hypothesis import given
 from hypothesis import strategies as st
 from provider_servers import FakeServer
@@ -84,11 +84,11 @@ def test_every_human_format_shows_the_sequences_and_json_keeps_them(planted: Pat
             assert char not in ok(*m, *args), args
 
     stored = [e["content"] for e in mind_events(planted) if "zebra" in e["content"]]
-    shown = json.loads(ok(*m, "log", "--json"))
+    shown = json_data(ok(*m, "log", "--json"))
     assert [e["content"] for e in shown if "zebra" in e["content"]] == stored  # data, exactly
     raw = ok(*m, "log", "--json")
     assert "\x9b" not in raw and "\u202e" not in raw and "\x1b" not in raw  # escaped as \uXXXX
-    assert HOSTILE in json.loads(ok(*m, "trace", "--json"))["response"]["text"]
+    assert HOSTILE in json_data(ok(*m, "trace", "--json"))["response"]["text"]
 
 
 def test_errors_quoting_a_name_or_path_show_it_inertly(tmp_path: Path) -> None:

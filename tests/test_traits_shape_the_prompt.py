@@ -4,12 +4,11 @@ chat sends, and no number; a trait still in the middle band changes nothing."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 from provider_servers import FakeServer
 
 from pmm.domain import temperament
@@ -70,7 +69,7 @@ def test_a_trait_crossing_a_band_limit_changes_the_prompt_a_chat_sends(tmp_path:
 
     # and pmm stats says what the traits put in the prompt
     assert f"\n  In the prompt: {RESERVED}\n" in ok("--mind", str(mind), "stats")
-    shown = json.loads(ok("--mind", str(mind), "stats", "--json"))["temperament"]
+    shown = json_data(ok("--mind", str(mind), "stats", "--json"))["temperament"]
     assert shown["sentences"] == [RESERVED]
     assert shown["bands"] == {"openness": "middle", "conscientiousness": "middle", "extraversion": "low",
                               "agreeableness": "middle", "neuroticism": "middle"}

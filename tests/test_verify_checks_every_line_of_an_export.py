@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import invoke, run_pmm
+from conftest import invoke, json_data, run_pmm
 
 from pmm.domain.events import Draft
 from pmm.services import opening
@@ -154,7 +154,7 @@ def test_a_clean_export_passes_and_counts_every_event(tmp_path: Path, how: str, 
     data = invoke("--mind", str(mind), "export", "--since", str(since)).stdout_bytes
     result = _verify(data, tmp_path, how, "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert report["events"] == N - since + 1 and report["first_id"] == since
     assert report["last_id"] == (N if since <= N else since - 1)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_in
+from conftest import json_data, run_in
 
 from pmm.domain.events import Draft
 from pmm.ledger.chain import chain_prefix, event_hash
@@ -247,7 +247,7 @@ def _first_event_named(line: str) -> int | None:
 
 def _assert_json_failure(result, bad_id: int | None, label: str) -> dict:
     assert result.returncode == 3, f"{label}: exit {result.returncode}: {result.stderr.decode()}"
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert report["ok"] is False and report["problem"], report
     assert report["problem_event"] == bad_id, f"{label}: {report['problem']}"
     return report
@@ -428,7 +428,7 @@ def test_truncated_export_is_reported(originals: dict[str, Path], tmp_path: Path
     )
     for label, result in (("verify FILE --json", from_file), ("verify - --json", from_stdin)):
         assert result.returncode == 3, f"{label}: exit {result.returncode}: {result.stderr.decode()}"
-        report = json.loads(result.stdout)
+        report = json_data(result.stdout)
         assert report["ok"] is False
         assert re.search(expect, report["problem"]), f"{label}: {report['problem']}"
         # The complete events that are there were checked, and the report says how far it got.

@@ -5,12 +5,11 @@ the witnessed head ahead (after which the genuine mind would look forked)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import invoke, restore_guards, unguarded
+from conftest import invoke, json_data, restore_guards, unguarded
 
 from pmm.domain.checkpoint import Checkpoint
 from pmm.domain.events import Draft
@@ -31,7 +30,7 @@ def _mind(path: Path, events: int) -> Path:
 
 def _verify(path: Path | str, *extra: str, input: bytes | None = None) -> tuple[int, dict]:
     result = invoke("verify", str(path), "--json", *extra, input=input)
-    return result.exit_code, json.loads(result.stdout)
+    return result.exit_code, json_data(result.stdout)
 
 
 def test_a_writer_appending_during_verify_is_not_a_rollback(tmp_path: Path) -> None:
@@ -136,7 +135,7 @@ def test_a_writer_killed_before_it_closes_has_its_commits_witnessed(tmp_path: Pa
     writer = opening.open_write(mind, lambda _m: None)
     try:
         (event,) = writer.append([_note(4)])
-        report = json.loads(invoke("verify", str(mind), "--json", "--no-witness").stdout)
+        report = json_data(invoke("verify", str(mind), "--json", "--no-witness").stdout)
         assert witness.known(report["mind_id"], mind).get(4) == event.hash  # before any close
     finally:
         writer.close()
@@ -209,4 +208,4 @@ def test_sign_of_an_export_signs_what_it_verified(tmp_path: Path, since: int) ->
     assert invoke("keygen", "-o", str(key)).exit_code == 0
     result = invoke("sign", str(export), "--key", str(key), "-o", str(tmp_path / "m.sig"), "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["size"] == 6
+    assert json_data(result.stdout)["size"] == 6

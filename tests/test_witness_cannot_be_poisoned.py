@@ -6,12 +6,11 @@ gets no witness line."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import invoke, json_data
 
 from pmm.domain.events import Draft
 from pmm.ledger.store import Ledger
@@ -77,7 +76,7 @@ def test_a_received_copy_that_extends_a_mind_cannot_make_it_look_forked(tmp_path
         writer.append(_notes(7, 12, "real"))
     result = invoke("--mind", str(mind), "verify", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["witness"]["state"] == "current"
+    assert json_data(result.stdout)["witness"]["state"] == "current"
 
 
 def test_accepting_an_export_as_a_minds_head_is_refused(tmp_path: Path) -> None:
@@ -146,7 +145,7 @@ def test_an_empty_partial_export_skips_the_witness(tmp_path: Path) -> None:
     assert empty.exit_code == 0, empty.output
     result = invoke("verify", "-", "--json", input=empty.stdout_bytes)
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
+    report = json_data(result.stdout)
     assert report["witness"] is None and "no events: nothing for the witness to judge" in report["notes"]
     text = invoke("verify", "-", input=empty.stdout_bytes)
     assert text.exit_code == 0 and "witness" not in text.stdout and "extends" not in text.stdout

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import PMM, restore_guards, run_in, run_pmm, unguarded
+from conftest import PMM, json_data, restore_guards, run_in, run_pmm, unguarded
 
 from pmm.services import witness
 
@@ -22,7 +22,7 @@ def _remember(mind: Path, *notes: str) -> None:
 
 def _verify(path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[bytes], dict]:
     result = run_in("verify", str(path), *extra, "--json")
-    return result, json.loads(result.stdout)
+    return result, json_data(result.stdout)
 
 
 def _failed(path: Path, state: str, run=run_in) -> str:
@@ -118,7 +118,7 @@ def test_a_full_rewrite_with_recomputed_hashes_fails(mind: Path, tmp_path: Path)
     from pmm.ledger.store import Ledger
 
     _remember(mind, "the truth", "more truth")
-    mind_id = json.loads(run_in("verify", str(mind), "--json", check=True).stdout)["mind_id"]
+    mind_id = json_data(run_in("verify", str(mind), "--json", check=True).stdout)["mind_id"]
     forged = tmp_path / "forged.db"
     from pmm.services import opening
 
@@ -135,13 +135,13 @@ def test_exports_are_checked_against_the_witness_too(mind: Path, tmp_path: Path)
     behind = run_in("--mind", str(mind), "export", check=True).stdout
     _remember(mind, "two")
     result = run_in("verify", "-", "--json", input=behind)
-    assert result.returncode == 0 and json.loads(result.stdout)["witness"]["state"] == "behind"
+    assert result.returncode == 0 and json_data(result.stdout)["witness"]["state"] == "behind"
     fork = tmp_path / "fork.db"
     run_in("--mind", str(fork), "import", "-", input=behind, check=True)
     _remember(fork, "elsewhere")
     diverged = run_in("--mind", str(fork), "export", check=True).stdout
     result = run_in("verify", "-", "--json", input=diverged)
-    assert result.returncode == 3 and json.loads(result.stdout)["witness"]["state"] == "forked"
+    assert result.returncode == 3 and json_data(result.stdout)["witness"]["state"] == "forked"
 
 
 def test_no_witness_skips_it_and_a_damaged_witness_file_is_not_fatal(mind: Path, private_dirs: Path) -> None:

@@ -127,10 +127,10 @@ def command_tree() -> typer.core.TyperGroup:
     quiet = _borrowed_option("quiet", QuietOpt, False)
     group_mind = _borrowed_option("group_mind", options.GroupMindOpt, None)
 
-    def add(group: object) -> None:
-        for sub in getattr(group, "commands", {}).values():
+    def add(group: object, path: str = "pmm") -> None:
+        for name, sub in getattr(group, "commands", {}).items():
             if sub.callback is not None:
-                sub.callback = _reader_gone_is_not_an_error(sub.callback)
+                sub.callback = _reader_gone_is_not_an_error(sub.callback, f"{path} {name}")
             sub.short_help = sub.short_help or first_sentence(sub.help or "")
             for param in sub.params:
                 if getattr(param, "type_descriptor", None) and param.type_descriptor.annotation in TEXT:
@@ -139,7 +139,7 @@ def command_tree() -> typer.core.TyperGroup:
                 sub.params.insert(0, group_mind)
             if not any("--quiet" in p.opts for p in sub.params):
                 sub.params.append(quiet)
-            add(sub)
+            add(sub, f"{path} {name}")
 
     add(root)
     return root  # type: ignore[return-value]
@@ -162,9 +162,11 @@ class _ReaderGone(Exception):
     enter (pmm.providers)."""
 
 
-def _reader_gone_is_not_an_error(callback: Callable[..., Any]) -> Callable[..., Any]:
+def _reader_gone_is_not_an_error(callback: Callable[..., Any], path: str) -> Callable[..., Any]:
+    """``callback``, which also names the running command (``path``) for its --json envelope."""
     @functools.wraps(callback)
     def run(*args: Any, **kwargs: Any) -> Any:
+        output.COMMAND = path
         try:
             return callback(*args, **kwargs)
         except BrokenPipeError:
@@ -175,39 +177,69 @@ def _reader_gone_is_not_an_error(callback: Callable[..., Any]) -> Callable[..., 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every error becomes one ``Error:`` line (and a ``Hint:``) on stderr and its
-    exit code (SPEC section 5)."""
+    exit code (SPEC section 5); under ``--json`` also the error envelope on stdout (docs/json.md)."""
     os.umask(0o077)  # everything pmm creates (files, WAL, state) is the owner's alone
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args[:args.index("--")] if "--" in args else "--json" in args
+    output.COMMAND, output.PARTIAL = _command_path(args), None
+
+    def fail(code: int, kind: str, text: str, hint: str | None) -> NoReturn:
+        output.error(text, hint)
+        if as_json:
+            output.emit_error(code, kind, text, hint)
+        _exit(code)
+
     try:
         code = command_tree().main(args=argv, prog_name="pmm", standalone_mode=False)
     except errors.PmmError as exc:
-        output.error(exc.message, exc.hint)
-        _exit(exc.exit_code)
+        fail(exc.exit_code, type(exc).__name__, exc.message, exc.hint)
     except (BrokenPipeError, _ReaderGone):
         sys.stderr = None  # a closed pipe is the reader's choice
         os._exit(0)
     except typer.Abort:
-        output.error("aborted")
-        _exit(errors.INTERRUPTED)
+        fail(errors.INTERRUPTED, "Aborted", "aborted", None)
     except Exception as exc:  # the boundary: one line, a traceback only when asked for
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `pmm` or `pmm model`: the help
             output.say(exc.format_message())  # type: ignore[attr-defined]
             _exit(exc.exit_code)  # type: ignore[attr-defined]
         if _is_usage_error(exc):
             path = getattr(getattr(exc, "ctx", None), "command_path", "pmm")
-            output.error(exc.format_message(), f"see `{path} --help`")  # type: ignore[attr-defined]
-            _exit(exc.exit_code)  # type: ignore[attr-defined]
+            output.COMMAND = path
+            fail(exc.exit_code, "UsageError", exc.format_message(),  # type: ignore[attr-defined]
+                 f"see `{path} --help`")
         if isinstance(exc, UnicodeEncodeError) and "surrogates" in exc.reason:
             # lone surrogates have one source: bytes that are not UTF-8 in argv (or a file name
             # from it), which Python escapes; text parameters are refused early (command_tree),
             # this covers any other way such bytes reach something that needs text
-            output.error("an argument or file name is not valid UTF-8, and it is needed as text here",
-                         "use UTF-8 text and file names")
-            _exit(errors.UsageError.exit_code)
+            fail(errors.UsageError.exit_code, "UsageError",
+                 "an argument or file name is not valid UTF-8, and it is needed as text here",
+                 "use UTF-8 text and file names")
         if settings.DEBUG.get() == "1":
             raise
-        output.error(f"unexpected {type(exc).__name__}: {exc}", errors.PmmError.default_hint)
-        _exit(errors.PmmError.exit_code)
+        fail(errors.PmmError.exit_code, type(exc).__name__, f"unexpected {type(exc).__name__}: {exc}",
+             errors.PmmError.default_hint)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _command_path(args: list[str]) -> str:
+    """``pmm`` and the command words in ``args`` (``"pmm model list"``), for the error envelope of
+    a command that failed outside its own context; options and their values are skipped."""
+    group: Any = command_tree()
+    path, rest = ["pmm"], iter(args)
+    for word in rest:
+        if word == "--":
+            break
+        if word.startswith("-"):
+            param = next((p for p in group.params if word in p.opts), None)
+            if param is not None and not getattr(param, "is_flag", False) and "=" not in word:
+                next(rest, None)
+            continue
+        sub = getattr(group, "commands", {}).get(word)
+        if sub is None:
+            break
+        path.append(word)
+        group = sub
+    return " ".join(path)
 
 
 def _exit(code: int) -> NoReturn:

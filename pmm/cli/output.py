@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pmm.services.reports import ErrorJson
 from pmm.services.safe_text import clean as clean  # the one sanitiser, for every command
 from pmm.services.safe_text import clip
 
@@ -73,13 +74,44 @@ _JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e
                           "\ud800-\udfff]")
 
 
-def emit_json(value: Any) -> None:
-    """``value`` as JSON on stdout: data, exactly as stored. json escapes C0 controls itself; the
+COMMAND = ""  # the running command's path without "pmm" ("model list"), set at the error boundary
+PARTIAL: Any = None  # what a failing command did before its error (``partial``), for the error envelope
+
+
+def command_path() -> str:
+    """The running command's path without the leading ``pmm`` (``"model list"``)."""
+    return COMMAND.partition(" ")[2] if COMMAND.startswith("pmm") else COMMAND
+
+
+def envelope(data: Any = None, error: ErrorJson | None = None) -> dict[str, Any]:
+    """The one shape of every ``--json`` document (docs/json.md)."""
+    return {"ok": error is None, "command": command_path(), "data": data, "error": error}
+
+
+def write_json(document: Any) -> None:
+    """``document`` as JSON on stdout, exactly as stored. json escapes C0 controls itself; the
     C1 and bidi controls (and lone surrogates) it leaves raw are written as ``\\uXXXX`` too: they
     only occur inside strings, so the document decodes to the same value, and none reaches a
     terminal raw."""
-    text = json.dumps(value, ensure_ascii=False, indent=2)
+    text = json.dumps(document, ensure_ascii=False, indent=2)
     sys.stdout.write(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
+
+
+def emit_json(value: Any) -> None:
+    """A command's ``--json`` report: ``value`` as the ``data`` of the envelope, on stdout."""
+    write_json(envelope(value))
+
+
+def partial(value: Any) -> None:
+    """What a command did before the error it is about to raise: the ``data`` of its error
+    envelope under --json (one document on stdout, not a report and then an error)."""
+    global PARTIAL
+    PARTIAL = value
+
+
+def emit_error(code: int, kind: str, text: str, hint: str | None) -> None:
+    """An error under ``--json``: the envelope with ``ok`` false, on stdout (docs/json.md)."""
+    write_json(envelope(PARTIAL, {"code": code, "type": kind, "message": text, "hint": hint}))
 
 
 def report(data: Any, as_json: bool, text: str) -> None:

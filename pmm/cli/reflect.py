@@ -50,7 +50,7 @@ def reflect(
                                  summarize=consolidate, recorded=recorded)
     except PmmError as exc:
         if json and done:  # the windows before the failure are recorded: say which
-            output.emit_json(reflection.Run(f"stopped: {exc.message}", done).as_json())
+            output.partial(reflection.Run(f"stopped: {exc.message}", done).as_json())
         raise
     if json:
         output.emit_json(run.as_json())

@@ -48,7 +48,10 @@ def run_(
         _report(summary, json)
         raise typer.Exit(INTERRUPTED) from None
     except PmmError:
-        _report(summary, json)  # what was done before the error, then the error itself
+        if json:  # what was done before the error: the data of the error envelope
+            output.partial(summary.as_json() if summary.cycles else None)
+        else:
+            _report(summary, json)  # what was done before the error, then the error itself
         raise
     if seen.interrupted:
         summary.stopped_by = "interrupted"

@@ -77,10 +77,16 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     model: str | None = None
+    applied: dict[int, float] = field(default_factory=dict)  # a trait step's event id: the step taken
 
     def as_json(self) -> OutcomeJson:
-        changes: list[Change] = [{"id": e.id, "kind": e.kind, "content": e.content, "meta": e.meta}
-                   for e in self.events if e is not self.reflection]
+        changes: list[Change] = []
+        for e in self.events:
+            if e is not self.reflection:
+                change: Change = {"id": e.id, "kind": e.kind, "content": e.content, "meta": e.meta}
+                if e.id in self.applied:  # the step the trait took (clamped at 0 and 1), not the asked one
+                    change["applied"] = self.applied[e.id]
+                changes.append(change)
         return {"recorded": self.recorded, "reason": self.reason, "model": self.model,
                 "reflection": None if self.reflection is None else {
                     "id": self.reflection.id, "text": self.reflection.content,
@@ -321,8 +327,18 @@ def _window(mind: Ledger, path: Path, model: models.Model, trigger: str, done: i
         reflection_meta = {**meta, "rejected": rejected} if rejected else meta
         return [Draft(ev.REFLECTION_RECORDED.name, parsed.text, reflection_meta), *out]
 
-    written = mind.append(drafts)  # _Superseded: another process reflected on this window
-    return Outcome(True, "", written[0], written, rejected, model.name)
+    traits_before: dict[str, float] = {}
+
+    def drafts_noting_traits(reflection_id: int) -> list[Draft]:
+        out = drafts(reflection_id)
+        traits_before.update(folded.state(mind)[0]["traits"]["values"])
+        return out
+
+    written = mind.append(drafts_noting_traits)  # _Superseded: another process reflected on this window
+    traits_after = folded.state(mind)[0]["traits"]["values"]
+    applied = {e.id: round(traits_after[e.meta["trait"]] - traits_before[e.meta["trait"]], 6) for e in written
+               if e.kind == ev.TRAIT_ADJUSTED.name and e.meta.get("trait") in traits_before}
+    return Outcome(True, "", written[0], written, rejected, model.name, applied)
 
 
 def _condense(mind: Ledger, path: Path, model: models.Model, trigger: str, run: Run, summarize: bool,

@@ -37,6 +37,7 @@ class Change(TypedDict):
     kind: str
     content: str
     meta: Meta
+    applied: NotRequired[float]  # a trait_adjusted change: the step the trait took (meta.delta: the one asked)
 
 
 # Why an event is in a prompt (pmm.services.context), and the prompt's plan as ``pmm recall``
@@ -91,3 +92,12 @@ class VerdictJson(TypedDict):
     message: str
     since: int
     witnessed: HeadJson | None
+
+
+class ErrorJson(TypedDict):
+    """The ``error`` of a ``--json`` document that failed (docs/json.md)."""
+
+    code: int  # the exit code
+    type: str  # the error's class: UsageError, MindNotFound, ProviderError, ...
+    message: str
+    hint: str | None
