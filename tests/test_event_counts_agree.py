@@ -53,4 +53,4 @@ def test_every_command_counts_the_events_it_read(batches: list[int], data: st.Da
         key = base / "key.pem"
         assert invoke("keygen", "-o", str(key)).exit_code == 0
         signed = _json("sign", str(mind), "--key", str(key), "-o", str(base / "m.sig"))
-        assert signed["size"] == total
+        assert signed["events"] == total

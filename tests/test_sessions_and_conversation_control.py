@@ -75,7 +75,7 @@ def test_sessions_lists_titles_dates_and_counts_newest_last_imports_included(
     assert [s["messages"] for s in listed] == [2, 2, 2]
     bikes = listed[0]
     assert bikes["session"] == "conv-bike" and bikes["source"] == "chatgpt"
-    assert bikes["first"].startswith("2025-03-01T10:00:00") and bikes["last"].startswith("2025-03-01T10:01:10")
+    assert bikes["first_said"].startswith("2025-03-01T10:00:00") and bikes["last_said"].startswith("2025-03-01T10:01:10")
     assert [s["session"] for s in cli_json(mind, "sessions", "--limit", "1")] == [listed[-1]["session"]]
     assert [s["title"] for s in cli_json(mind, "sessions", "--newest-first")][0] == "An untitled question"
     text = ok("--mind", str(mind), "sessions").splitlines()

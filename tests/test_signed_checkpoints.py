@@ -184,7 +184,7 @@ def test_events_appended_after_signing_are_counted(mind: Path, signed: Path, tmp
     report = json_data(run_in("verify", str(mind), "--sig", str(signed), "--pub", str(tmp_path / "k.pub.pem"),
                                 "--json", check=True).stdout)
     assert report["ok"] and report["signature"]["appended_since"] == 2
-    assert report["signature"]["size"] == report["last_id"] - 2
+    assert report["signature"]["events"] == report["last_id"] - 2
 
 
 def test_a_signed_export_verifies_from_a_pipe(mind: Path, signed: Path, tmp_path: Path) -> None:
@@ -226,7 +226,7 @@ def test_known_answer_signatures_verify_with_pmm(tmp_path: Path) -> None:
             result = run_in("verify", str(DATA / "mind.jsonl"), "--sig", str(DATA / sig), "--pub", str(DATA / pub),
                              "--no-witness", "--json")
             assert result.returncode == 0, (sig, pub, result.stderr)
-            assert json_data(result.stdout)["signature"]["size"] == 5
+            assert json_data(result.stdout)["signature"]["events"] == 5
 
 
 def test_pmm_reproduces_the_known_answer_bytes() -> None:

@@ -208,4 +208,4 @@ def test_sign_of_an_export_signs_what_it_verified(tmp_path: Path, since: int) ->
     assert invoke("keygen", "-o", str(key)).exit_code == 0
     result = invoke("sign", str(export), "--key", str(key), "-o", str(tmp_path / "m.sig"), "--json")
     assert result.exit_code == 0, result.output
-    assert json_data(result.stdout)["size"] == 6
+    assert json_data(result.stdout)["events"] == 6

@@ -43,7 +43,7 @@ def test_writes_and_verifies_keep_the_witness_current(mind: Path, private_dirs: 
     result, report = _verify(mind)
     assert result.returncode == 0
     assert report["witness"]["state"] == "current"
-    assert report["witness"]["witnessed"]["size"] == 3
+    assert report["witness"]["witnessed"]["events"] == 3
     import hashlib
 
     folder = private_dirs / "state" / "pmm" / "witness"
@@ -92,7 +92,7 @@ def test_a_rollback_to_an_older_copy_fails_and_can_be_accepted(mind: Path, tmp_p
     # The older copy in its own place is only behind: reported, not failed.
     result, report = _verify(old)
     assert result.returncode == 0
-    assert report["witness"]["state"] == "behind" and report["witness"]["witnessed"]["size"] == 4
+    assert report["witness"]["state"] == "behind" and report["witness"]["witnessed"]["events"] == 4
 
     result, report = _verify(mind, "--accept-rollback")
     assert result.returncode == 0 and report["witness"]["state"] == "accepted"

@@ -58,7 +58,7 @@ def export(
         mind_id, head = opened.mind_id, opened.head()
     if json:
         summary: portability.ExportJson = {"file": str(out_file), "format": fmt.value, "events": count,
-                                           "since": since, "mind_id": mind_id, "last_id": head[0],
+                                           "since": since, "mind_id": mind_id, "head_id": head[0],
                                            "head": head[1]}
         output.emit_json(summary)
     output.message(f"Exported {output.plural(count, 'event')} to {out_file}")

@@ -73,7 +73,7 @@ def _render(report: VerifyReport) -> None:
         if report.signature:
             s = report.signature
             when = f" signed {output.when(s['signed_at'])}" if s["signed_at"] else ""
-            output.out(f"OK: signature by key {s['key_id']}: checkpoint at event {s['size']:,}{when} is in "
+            output.out(f"OK: signature by key {s['key_id']}: checkpoint at event {s['events']:,}{when} is in "
                        f"the chain; {output.plural(s['appended_since'] or 0, 'event')} appended since")
         if report.witness:
             output.out(f"OK: witness: {report.witness['message']}")

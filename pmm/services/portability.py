@@ -122,7 +122,7 @@ class ExportJson(TypedDict):
     events: int
     since: int
     mind_id: str
-    last_id: int
+    head_id: int
     head: str
 
 

@@ -78,7 +78,7 @@ class PromptJson(TypedDict):
 
 # What the witness (pmm.services.witness) saw of a mind, as ``verify --json`` reports it.
 class HeadJson(TypedDict):
-    size: int
+    events: int
     head: str
     at: str
     file: str

@@ -28,8 +28,8 @@ class SessionJson(TypedDict):
     session: str
     title: str
     titled: bool  # False: the title is the first message, not one the session was given
-    first: str  # said at (UTC), the original time for imported sessions
-    last: str
+    first_said: str  # said at (UTC), the original time for imported sessions
+    last_said: str
     messages: int
     first_id: int
     last_id: int
@@ -50,7 +50,7 @@ class Session:
 
     def as_json(self) -> SessionJson:
         return {"session": self.id, "title": self.title, "titled": self.titled,
-                "first": self.first, "last": self.last, "messages": self.messages,
+                "first_said": self.first, "last_said": self.last, "messages": self.messages,
                 "first_id": self.first_id, "last_id": self.last_id, "source": self.source}
 
 

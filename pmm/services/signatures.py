@@ -26,7 +26,7 @@ MAX_SIGNATURE_BYTES = 64 * 1024
 
 class SignedJson(TypedDict):
     mind_id: str
-    size: int
+    events: int
     head: str
     key_id: str
     format: str
@@ -48,7 +48,7 @@ class Signed:
     signed_at: str | None = None
 
     def to_json(self) -> SignedJson:
-        return {"mind_id": self.checkpoint.mind_id, "size": self.checkpoint.size,
+        return {"mind_id": self.checkpoint.mind_id, "events": self.checkpoint.size,
                 "head": self.checkpoint.head, "key_id": self.key_id, "format": self.format,
                 "signed_at": self.signed_at}
 

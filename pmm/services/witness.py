@@ -57,7 +57,7 @@ class Head:
         return f"event {self.size:,}, seen {_day(self.at)}"
 
     def to_json(self) -> HeadJson:
-        return {"size": self.size, "head": self.head, "at": self.at, "file": self.file}
+        return {"events": self.size, "head": self.head, "at": self.at, "file": self.file}
 
 
 @dataclass
