@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import json_data, run_in, run_pmm
+from conftest import json_data, json_failure, run_in, run_pmm
 
 DATA = Path(__file__).parent / "data"
 CHATGPT, CHATGPT_LATER = DATA / "chatgpt_export.json", DATA / "chatgpt_export_later.json"
@@ -288,7 +288,7 @@ def test_a_bad_archive_is_refused_in_one_line_and_nothing_is_written(tmp_path: P
 
     proc = run_in("--mind", str(mind), "import", str(source), "--json")
 
-    assert proc.returncode == 6 and proc.stdout == b""
+    assert proc.returncode == 6 and json_failure(proc.stdout, 6)["data"] is None
     lines = proc.stderr.decode().splitlines()
     assert lines[0].startswith("Error: ") and expected in lines[0], lines
     assert [line[:6] for line in lines[1:]] == ["Hint: "]
@@ -309,3 +309,16 @@ def test_zip_bytes_in_memory_are_what_the_fixture_holds() -> None:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("conversations.json", CLAUDE.read_bytes())
     assert zipfile.ZipFile(buffer).read("conversations.json") == CLAUDE.read_bytes()
+
+
+@pytest.mark.parametrize("role", [{}, [], 3, None])
+def test_an_author_role_that_is_not_text_is_not_a_message(tmp_path: Path, role: object) -> None:
+    """A hostile export may put anything where ChatGPT writes "user": never a crash."""
+    node = {"id": "m1", "author": {"role": role}, "content": {"content_type": "text", "parts": ["hi"]}}
+    mapping = {"n1": {"id": "n1", "parent": None, "children": [], "message": node}}
+    source = tmp_path / "conversations.json"
+    source.write_text(json.dumps([{"id": "c1", "title": "t", "current_node": "n1", "mapping": mapping}]))
+    mind = tmp_path / "mind.db"
+    proc = run_in("--mind", str(mind), "import", str(source))
+    assert proc.returncode == 0 and b"unexpected" not in proc.stderr, proc.stderr
+    assert b"Nothing to import" in proc.stderr

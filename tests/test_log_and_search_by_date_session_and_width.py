@@ -85,6 +85,12 @@ def test_dates_filter_on_when_each_event_was_said_in_local_time(mind: Path) -> N
     assert ids(mind, "--on", "2025-03-05", "--kind", "response_sent") == ducks[2:]
 
 
+def test_a_date_before_the_year_1000_compares_as_a_date(mind: Path) -> None:
+    """The stored text has four-digit years: a three-digit one would sort after every event."""
+    assert ids(mind, "--since", "0999-06-01") == ids(mind)
+    assert ids(mind, "--until", "0999-06-01") == []
+
+
 def test_digits_are_event_ids(mind: Path) -> None:
     assert ids(mind, "--since", "3", "--until", "4") == [3, 4]
     assert ids(mind, "--since", "2", "-n", "2") == ids(mind)[-2:]

@@ -16,6 +16,8 @@ PKG = Path(__file__).resolve().parent.parent / "pmm"
 ALLOWED = {
     # The summary event's meta as stored (its kind's declaration), with its id, text and model.
     "consolidation.py:Summary.as_json": "an event's meta, passed through",
+    # A foreign export's conversations, as decoded: hostile JSON that its importer checks field by field.
+    "chat_import_read.py:items": "untrusted JSON values, checked by the importer that reads them",
 }
 # Report fields that hold an event's meta (or fields spread from one) as stored: ``Meta``.
 META_FIELDS = {"meta", "reflection", "summary", "summaries"}

@@ -225,3 +225,35 @@ def test_retry_fails_cleanly_when_there_is_nothing_to_retry_or_the_model_fails(
         chat.new()
         with pytest.raises(errors.UsageError, match="no answer in this session"):
             chat.retry()
+
+
+def test_continue_takes_the_latest_conversation_not_an_old_one_imported_after_it(
+        mind: Path, served: FakeServer, tmp_path: Path) -> None:
+    ok("--mind", str(mind), "chat", "-m", "Today's question", "--title", "Today")
+    today = cli_json(mind, "sessions")[-1]["session"]
+    ok("--mind", str(mind), "import", str(chatgpt_export(tmp_path / "c.json")))  # said in 2025
+    assert [s["title"] for s in cli_json(mind, "sessions")] == ["Bikes", "Today"]
+    assert cli_json(mind, "chat", "-c", "-m", "Where were we?")["session"] == today
+
+
+def test_continue_or_session_on_a_mind_that_does_not_exist_creates_nothing(tmp_path: Path) -> None:
+    for how in (["-c"], ["--session", "abc123"]):
+        absent = tmp_path / "none" / "mind.db"
+        assert "no session to continue" in refused("--mind", str(absent), "chat", *how, "-m", "hi")
+        assert not absent.exists() and not absent.parent.exists()
+
+
+def test_a_promise_in_a_withdrawn_answer_is_dropped_with_it(mind: Path, served: FakeServer) -> None:
+    served.text = "I will send you the report tomorrow."
+    with Chat(mind, lambda _m: None, None, 64) as chat:
+        chat.turn("Can you help with the report?")
+        (promised,) = opened(mind)
+        served.text = "Here is the report outline now."
+        chat.retry()
+    assert opened(mind) == []
+    dropped = mind_events(mind, "commitment_dropped")
+    assert [e["meta"]["commitment"] for e in dropped] == [promised["id"]]
+
+
+def opened(mind: Path) -> list[dict[str, Any]]:
+    return [c for c in cli_json(mind, "commitments", "list")["commitments"] if c["status"] == "open"]

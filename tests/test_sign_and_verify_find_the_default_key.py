@@ -58,7 +58,7 @@ def test_verify_sig_uses_the_default_public_key(mind: Path, default_key: Path, t
     assert "OK: signature by key" in result.stdout.decode()
     assert str(default_key.with_name("signing-key.pub.pem")) in result.stderr.decode()
     run_in("--mind", str(mind), "remember", "more", check=True)  # appended since: it still holds
-    assert "1 events appended since" in run_in("verify", str(mind), "--sig", str(sig), check=True).stdout.decode()
+    assert "1 event appended since" in run_in("verify", str(mind), "--sig", str(sig), check=True).stdout.decode()
 
 
 def test_the_minisign_form_alone_is_enough(mind: Path, default_key: Path, tmp_path: Path) -> None:

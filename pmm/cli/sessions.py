@@ -48,9 +48,9 @@ def render(found: list[Session]) -> list[str]:
     """One line a session: short id, dates, messages, title."""
     lines = []
     for s in found:
-        first, last = s.first[:16].replace("T", " "), s.last[:16].replace("T", " ")
+        first, last = output.when(s.first), output.when(s.last)  # local time, as log shows it
         span = first if first == last else f"{first} – {last[11:] if last[:10] == first[:10] else last}"
-        count = f"{s.messages} message" + ("" if s.messages == 1 else "s")
+        count = output.plural(s.messages, "message")
         source = f" [{s.source}]" if s.source else ""
         lines.append(f"{s.id[:12]}  {span}  {count}{source}  {s.title or '(untitled)'}")
     return lines

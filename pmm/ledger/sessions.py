@@ -27,7 +27,9 @@ class Row(NamedTuple):
 
 
 def summaries(mind: Ledger) -> list[Row]:
-    """Every session with at least one turn, or a start, oldest activity first."""
+    """Every session with at least one turn, or a start, by when it was last said (the original
+    time of an imported conversation), oldest first: an old export imported today is not "the
+    latest" session."""
     sql = (
         "SELECT sid, min(id), max(id), sum(kind IN (?, ?)), min(said), max(said),"
         " min(CASE WHEN kind = ? THEN id END) FROM ("
@@ -35,7 +37,7 @@ def summaries(mind: Ledger) -> list[Row]:
         "   CASE WHEN kind = ? THEN json_extract(meta, '$.source_id') END) AS sid,"
         "   coalesce(json_extract(meta, '$.original_ts'), ts) AS said"
         "  FROM events WHERE kind IN (?, ?, ?))"
-        " WHERE sid IS NOT NULL AND typeof(sid) = 'text' GROUP BY sid ORDER BY max(id)")
+        " WHERE sid IS NOT NULL AND typeof(sid) = 'text' GROUP BY sid ORDER BY max(said), max(id)")
     args = (*_TURNS, ev.MESSAGE_RECEIVED.name, ev.SESSION_STARTED.name, *_TURNS,
             ev.SESSION_STARTED.name)
     with cx.translated(mind.path):
@@ -53,9 +55,15 @@ def withdrawals(mind: Ledger) -> list[Event]:
 
 
 def turns_of(mind: Ledger, session: str, limit: int, before: int | None = None) -> list[Event]:
-    """The newest ``limit`` turns of ``session`` older than event ``before``, newest first."""
+    """The newest ``limit`` turns of ``session`` older than event ``before``, newest first. The
+    scan starts at the session's first ``session_started`` (found through the kind index), so
+    a chat in a large mind does not read every turn before its session began."""
     below = 2**63 - 1 if before is None else before
-    sql = (f"SELECT {COLUMNS} FROM events WHERE kind IN (?, ?) AND id < ?"
+    start = ("SELECT min(id) FROM events WHERE kind = ? AND (json_extract(meta, '$.session') = ?"
+             " OR json_extract(meta, '$.source_id') = ?)")
+    sql = (f"SELECT {COLUMNS} FROM events WHERE kind IN (?, ?) AND id < ? AND id >= ?"
            " AND json_extract(meta, '$.session') = ? ORDER BY id DESC LIMIT ?")
     with cx.translated(mind.path):
-        return [Event._make(r) for r in mind.conn.execute(sql, (*_TURNS, below, session, limit))]
+        first = mind.conn.execute(start, (ev.SESSION_STARTED.name, session, session)).fetchone()[0]
+        return [Event._make(r) for r in mind.conn.execute(
+            sql, (*_TURNS, below, first or 0, session, limit))]

@@ -163,6 +163,9 @@ class Chat:
         self.model_options = dict(model_options or {})
         self.title = " ".join(title.split()) if title else ""
         models.check_name(path, model_name)  # a typo in --model creates no mind and no folder
+        if (session is not None or resume) and not path.exists():  # nor -c before any chat
+            raise errors.UsageError("there is no session to continue yet: the mind does not exist",
+                                    hint="start one with `pmm chat`")
         self.mind: Ledger = opening.open_write(path, notify)
         self.session = uuid.uuid4().hex
         self.started = False
@@ -266,7 +269,14 @@ class Chat:
                                         hint="nothing was saved; /retry again")
             withdrawn = Draft(ev.RESPONSE_WITHDRAWN.name, f"answer {old.id} withdrawn to ask again",
                               {"response": old.id, "message": message.id, "session": self.session})
-            return [withdrawn, *self._answer_drafts(first_id + 1, message.id, model, prompt, completion)]
+            # a promise the withdrawn answer made goes with it (the new answer may make it again)
+            still_open = folded.state(self.mind)[0]["commitments"]["open"]
+            gone = [c for c in _commitments_of(self.mind, old.id) if str(c) in still_open]
+            dropped = [Draft(ev.COMMITMENT_DROPPED.name, f"the answer that made it ({old.id}) was withdrawn",
+                             {"commitment": c, "source": "retry"}) for c in gone]
+            return [withdrawn, *dropped,
+                    *self._answer_drafts(first_id + 1 + len(dropped), message.id, model, prompt, completion,
+                                         frozenset(str(c) for c in gone))]
 
         events = self.mind.append(drafts)
         response = next(e for e in events if e.kind == ev.RESPONSE_SENT.name)
@@ -285,7 +295,8 @@ class Chat:
         return drafts + self._answer_drafts(message_id + 1, message_id, model, prompt, completion)
 
     def _answer_drafts(self, response_id: int, message_id: int, model: models.Model,
-                       prompt: context.Prompt, completion: Completion) -> list[Draft]:
+                       prompt: context.Prompt, completion: Completion,
+                       dropping: frozenset[str] = frozenset()) -> list[Draft]:
         meta: dict[str, Any] = {
             "session": self.session, "provider": model.spec.provider, "model": model.spec.model,
             "model_name": model.name, "reply_to": message_id, "latency_ms": completion.latency_ms,
@@ -303,8 +314,20 @@ class Chat:
             meta["options"] = options.recorded(self.model_options)
         drafts = [Draft(ev.RESPONSE_SENT.name, completion.text, meta)]
         promised = dynamics.commitment_in(completion.text)
-        open_now = folded.state(self.mind)[0]["commitments"]["open"].values()  # inside the transaction
+        open_now = [c for key, c in folded.state(self.mind)[0]["commitments"]["open"].items()
+                    if key not in dropping]  # inside the transaction; not those dropped with it
         if promised and not any(dynamics.same_commitment(promised, c["text"]) for c in open_now):
             drafts.append(Draft(ev.COMMITMENT_OPENED.name, promised,
                                 {"source": "conversation", "turn": response_id}))
         return drafts
+
+
+def _commitments_of(mind: Ledger, response: int) -> list[int]:
+    """The commitments answer ``response`` opened: appended with it, right after it."""
+    found = []
+    for event in mind.events(since=response + 1, kind=ev.COMMITMENT_OPENED.name):
+        if event.id > response + 2:
+            break
+        if event.meta.get("turn") == response:
+            found.append(event.id)
+    return found

@@ -71,9 +71,11 @@ def _latest_leaf(mapping: dict[str, Any]) -> str | None:
     return best_id
 
 
-def _role(message: dict[str, Any]) -> Any:
+def _role(message: dict[str, Any]) -> str | None:
+    """The author's role, when it is text (a hostile file may make it anything)."""
     author = message.get("author")
-    return author.get("role") if isinstance(author, dict) else None
+    role = author.get("role") if isinstance(author, dict) else None
+    return role if isinstance(role, str) else None
 
 
 def _is_chat(message: Any) -> bool:
@@ -133,10 +135,11 @@ def _message(node_id: str, message: Any, skipped: Counter[str]) -> Message | Non
             pieces.append(f"[file: {name}]")
             skipped["file"] += 1
     text = "\n".join(pieces)
-    if not text.strip():
+    role = _role(message)
+    if not text.strip() or role is None:
         return None
     model = text_of(metadata.get("model_slug")) or None
-    return Message(text_of(message.get("id")) or text_of(node_id), _role(message), text,
+    return Message(text_of(message.get("id")) or text_of(node_id), role, text,
                    epoch_ts(message.get("create_time")), model)
 
 

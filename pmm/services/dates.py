@@ -65,4 +65,7 @@ def period(text: str, now: datetime) -> tuple[str, str]:
 
 
 def _ts(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(TS_FORMAT)
+    """``moment`` as the ledger's UTC text, the year always four digits (strftime writes 999 for
+    the year 999, which would compare wrongly with the stored text)."""
+    utc = moment.astimezone(UTC)
+    return utc.replace(year=2000).strftime(TS_FORMAT).replace("2000", f"{utc.year:04d}", 1)

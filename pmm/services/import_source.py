@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from zipfile import ZipFile, ZipInfo
 
 SNIFF_LIMIT = 1 << 20  # leading whitespace read to find the first character, at most
-MAX_MEMBER = 1 << 30  # a conversations.json inside a zip, uncompressed, at most 1 GiB
-MAX_RATIO = 100  # and compressed at most 100:1 once it is past RATIO_FROM bytes
+MAX_MEMBER = 512 << 20  # a conversations.json inside a zip, uncompressed, at most 512 MiB
+MAX_RATIO = 30  # and at most 30:1 past RATIO_FROM (JSON deflates 5-10:1): a small zip cannot fill memory
 RATIO_FROM = 8 << 20
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
 _WHITESPACE = b" \t\r\n"
