@@ -29,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from pmm.domain import projections  # noqa: E402
 from pmm.ledger.store import TS_FORMAT  # noqa: E402
 from pmm.services import chat, chat_import, context, models, opening, semantic, tokens  # noqa: E402
+from pmm.services.chat_import_read import Conversation, Message  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo-dev"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -58,7 +59,7 @@ def session_time(text: str) -> str:
     return moment.strftime(TS_FORMAT)
 
 
-def load(path: Path) -> tuple[list[chat_import.Conversation], list[dict[str, Any]]]:
+def load(path: Path) -> tuple[list[Conversation], list[dict[str, Any]]]:
     data = json.loads(path.read_text())
     user = data["speaker_a"]
     sessions = []
@@ -74,13 +75,13 @@ def load(path: Path) -> tuple[list[chat_import.Conversation], list[dict[str, Any
             if turn.get("blip_caption"):
                 text += f" [shares a photo: {turn['blip_caption']}]"
             role = "user" if turn["speaker"] == user else "assistant"
-            messages.append(chat_import.Message(turn["dia_id"], role, text, ts, None))
-        sessions.append(chat_import.Conversation(f"{path.stem}-s{number}", f"session {number}", ts, messages))
+            messages.append(Message(turn["dia_id"], role, text, ts, None))
+        sessions.append(Conversation(f"{path.stem}-s{number}", f"session {number}", ts, messages, Counter()))
     questions = [q for q in data["qa"] if q.get("category") in CATEGORIES]
     return sessions, questions
 
 
-def build_mind(folder: Path, sessions: list[chat_import.Conversation]) -> Path:
+def build_mind(folder: Path, sessions: list[Conversation]) -> Path:
     path = folder / "mind.db"
     with opening.init(path, None) as mind:
         drafts, _ = chat_import.plan(sessions, "locomo", set())
