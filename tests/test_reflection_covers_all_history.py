@@ -87,7 +87,7 @@ def test_a_run_reflects_on_every_event_once_in_order_and_records_what_it_showed(
     progress = re.findall(r"Reflecting on events #(\d+)-#(\d+) \((\d+) of about (\d+)\)", first.stderr)
     assert [int(p[2]) for p in progress] == [1, 2, 3] and int(progress[0][3]) > 3
     assert int(progress[0][0]) == seen_ids[0]  # from the very first event, not the newest
-    assert "Not caught up" in first.stderr and "events of history are left" in first.stderr
+    assert "Not caught up" in first.stderr and "events of history left" in first.stderr
     assert "clipped to 400 of" in _prompt(server.requests[-3].body)  # the long answer says so
 
     rest = pmm(mind, "reflect", "--max-windows", "100", "--json")
@@ -121,7 +121,7 @@ def test_quiet_success_prints_nothing_and_left_history_waits_for_the_cadence(min
     # what the bound left is due at the stage's cadence, not at the next tick
     later = pmm(mind, "reflect", "--if-due", "--json")
     report = json_data(later.stdout)
-    assert report["recorded"] is False and "events of history wait from the last run" in report["reason"]
+    assert report["recorded"] is False and "events of history waiting from the last run" in report["reason"]
     assert "next is due in" in report["reason"]
     assert len(shown(server)) == 2
 
@@ -411,7 +411,7 @@ def test_retracting_the_latest_reflection_of_a_bounded_run_leaves_its_backlog_du
     assert pmm(mind, "reflections", "retract", str(latest), "--reason", "wrong").exit_code == 0
     # cron still sees the backlog (due at the cadence), and says where it starts
     cron = json_data(pmm(mind, "reflect", "--if-due", "--json").stdout)
-    assert cron["recorded"] is False and "events of history wait from the last run" in cron["reason"]
+    assert cron["recorded"] is False and "events of history waiting from the last run" in cron["reason"]
     assert cron["left"] == bounded["left"] and cron["next_id"] == bounded["next_id"]
 
 

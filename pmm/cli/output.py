@@ -14,6 +14,7 @@ from typing import Any
 from pmm.services.reports import ErrorJson
 from pmm.services.safe_text import clean as clean  # the one sanitiser, for every command
 from pmm.services.safe_text import clip
+from pmm.services.words import plural as plural  # the one plural, for every command
 
 QUIET = False
 
@@ -242,13 +243,6 @@ def spinning(label: str) -> Iterator[None]:
 
 
 # -- words, times and widths for people ------------------------------------------------------------
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """``n`` and ``word``, in the plural unless ``n`` is 1: "1 event", "2,000 events", "3 matches"."""
-    if n == 1:
-        return f"1 {word}"
-    return f"{n:,} {many or (word + 'es' if word.endswith(('s', 'sh', 'ch', 'x')) else word + 's')}"
 
 
 def when(ts: str | None) -> str:

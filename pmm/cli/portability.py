@@ -89,7 +89,7 @@ def import_(
     if result.appended:
         output.message(f"Imported {output.plural(result.appended, 'new event')} (head is now #{result.head_id})")
     elif result.already_present:
-        output.message(f"Nothing to import: all {result.already_present:,} events are already in {path}")
+        output.message(f"Nothing to import: {'the one event is' if result.already_present == 1 else f'all {result.already_present:,} events are'} already in {path}")
     else:
         output.message("Nothing to import: the input holds no events")
     if result.skipped is not None:

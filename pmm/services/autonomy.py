@@ -27,6 +27,7 @@ from pmm.domain.events import Draft
 from pmm.ledger import folded
 from pmm.ledger.store import Ledger
 from pmm.services import models, opening, reflection
+from pmm.services.words import plural
 
 Notify = Callable[[str], None]
 WAIT_SLICE = 1.0  # seconds: a signal delivered to another thread is still seen this soon
@@ -146,7 +147,7 @@ def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify,
         return "; ".join(did + [f"no reflection ({run.reason})"])
     said = _reflected(reflected, summary.tokens - tokens_before, summary.expired - expired_before)
     if run.left:
-        said.append(f"{run.left:,} events of history left for the next cycle")
+        said.append(f"{plural(run.left, 'event')} of history left for the next cycle")
     if run.summary is not None:
         condensed = sum(len(s.event.meta["covers"]) for s in run.summaries)
         said.append(f"condensed {_count(condensed, 'reflection')} into summary {run.summary.event.id}")

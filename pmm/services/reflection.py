@@ -41,6 +41,7 @@ from pmm.services import reflection_answer as answer
 from pmm.services import reflection_backoff as backoff
 from pmm.services import reflection_window as window_
 from pmm.services.reports import Change, Meta
+from pmm.services.words import plural
 
 __all__ = ["MAX_TRAIT_STEP", "MAX_WINDOWS", "Outcome", "Run", "expirations", "reflect"]
 SEEN_KINDS = window_.SEEN_KINDS
@@ -211,8 +212,8 @@ def _run(mind: Ledger, path: Path, *, if_due: bool, trigger: str, model_name: st
     elif not run.outcomes:
         run.reason = "nothing new to reflect on since the last reflection"
     elif run.left:
-        bound = f"at most {max_windows:,} windows a run" if done >= max_windows else "asked to stop"
-        run.reason = f"{run.left:,} events of history are left for the next run (from #{run.next_id}; {bound})"
+        bound = f"at most {plural(max_windows, 'window')} a run" if done >= max_windows else "asked to stop"
+        run.reason = f"{plural(run.left, 'event')} of history left for the next run (from #{run.next_id}; {bound})"
     else:
         run.reason = "caught up"
     _condense(mind, path, model, trigger, run, summarize, notify, keep_going, if_due)
@@ -245,7 +246,7 @@ def _due(mind: Ledger, states: States) -> tuple[bool, str]:
         return is_due, why
     waiting: States = {**states, "reflections": {**reflections, "turns_since": behind}}
     is_due, why = dynamics.reflection_due(waiting, seconds_since(latest["ts"]) if latest else None)
-    return is_due, f"{behind:,} events of history wait from the last run; {why}"
+    return is_due, f"{plural(behind, 'event')} of history waiting from the last run; {why}"
 
 
 def _backed_off(path: Path, step: str, model: models.Model, states: States) -> str | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypedDict
 from pmm import errors
 from pmm.domain import checkpoint as cp
 from pmm.services.files import read_file
+from pmm.services.words import plural
 
 if TYPE_CHECKING:
     from pmm.crypto.keys import PublicKey
@@ -154,7 +155,7 @@ def check_position(signed: Signed, mind_id: str, size: int, hash_at: Callable[[i
     if point.mind_id != mind_id:
         return summary, f"the signature is for another mind ({point.mind_id}, this is {mind_id})"
     if point.size > size:
-        return summary, (f"truncated: the signed checkpoint covers {point.size:,} events, this copy "
+        return summary, (f"truncated: the signed checkpoint covers {plural(point.size, 'event')}, this copy "
                          f"has only {size:,}")
     found = hash_at(point.size)
     if found is None:

@@ -38,6 +38,7 @@ from pmm import errors
 from pmm.domain import checkpoint as cp
 from pmm.domain.ids import is_mind_id
 from pmm.services.reports import HeadJson, VerdictJson
+from pmm.services.words import plural
 
 HashAt = Callable[[int], "str | None"]  # the file's hash of event k (None: not known)
 Current = Callable[[], cp.Checkpoint]  # the file's head now (a live mind a writer may extend)
@@ -187,7 +188,7 @@ def _rejudge(record: Record, place: Place | None, point: cp.Checkpoint, hash_at:
     again = _judge(record, place, now, hash_at, mode)
     if not again.ok:
         return verdict, point
-    again.message += (f" (a writer appended {now.size - point.size:,} events while this check "
+    again.message += (f" (a writer appended {plural(now.size - point.size, 'event')} while this check "
                       f"ran; the {point.size:,} checked are the start of them)")
     return again, now
 
@@ -224,8 +225,8 @@ def _judge(record: Record, place: Place | None, point: cp.Checkpoint, hash_at: H
         if point.size == top.size:
             return Verdict("current", f"at the witnessed head, {top.describe()}", top)
         return Verdict("ahead", f"extends the witnessed head ({top.describe()}) by "
-                       f"{point.size - top.size:,} events", top, point.size - top.size)
-    return Verdict("behind", f"a copy {top.size - point.size:,} events behind the witnessed head "
+                       f"{plural(point.size - top.size, 'event')}", top, point.size - top.size)
+    return Verdict("behind", f"a copy {plural(top.size - point.size, 'event')} behind the witnessed head "
                    f"({top.describe()}); nothing in it contradicts what pmm saw", top)
 
 
