@@ -1,0 +1,35 @@
+"""The benchmark scripts run against the code as it is: a refactor that moves what they import
+fails here, not weeks later when someone measures. Tiny inputs; the figures are not checked
+beyond what a tiny input makes certain."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_recall_runs_on_a_tiny_locomo_conversation(tmp_path: Path) -> None:
+    turns = [{"speaker": "Ann", "dia_id": "D1:1", "text": "My bike is a blue Brompton."},
+             {"speaker": "Bo", "dia_id": "D1:2", "text": "A fine folding bike."},
+             {"speaker": "Ann", "dia_id": "D2:1", "text": "I went to the market today."},
+             {"speaker": "Bo", "dia_id": "D2:2", "text": "What did you buy?"}]
+    conversation = {
+        "speaker_a": "Ann", "speaker_b": "Bo",
+        "session_1_date_time": "1:56 pm on 8 May, 2023", "session_1": turns[:2],
+        "session_2_date_time": "10:00 am on 9 May, 2023", "session_2": turns[2:],
+        "qa": [{"question": "What colour is Ann's bike?", "answer": "blue", "evidence": ["D1:1"],
+                "category": 4}],
+    }
+    source = tmp_path / "conv-tiny.json"
+    source.write_text(json.dumps(conversation), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_recall.py"), str(source),
+                           "--windows", "2048", "--exact", "", "--no-semantic", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["2048/pmm"]["all"] == 1.0  # four short turns all fit: the evidence is there
+    assert result["2048/pmm"]["evidence_turns"] == 1
