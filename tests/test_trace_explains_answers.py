@@ -21,7 +21,7 @@ def test_trace_by_response_message_session_and_last(mind: Path) -> None:
     assert by_response["kind"] == "turn"
     assert by_response["message"]["text"] == "What is my favourite colour, teal or red?"
     assert by_response["response"]["text"] == "Teal is a fine colour."
-    assert by_response["model"] == {"model_name": "srv", "provider": "openai-compatible", "model": "test-model"}
+    assert by_response["model"] == {"name": "srv", "provider": "openai-compatible", "model": "test-model"}
     assert by_response["tokens_in"] == 12 and by_response["tokens_out"] > 0
     assert by_response["latency_ms"] > 0 and len(by_response["prompt_xxh3"]) == 16
     assert [c["id"] for c in by_response["context"]] == [note["id"]]

@@ -60,7 +60,7 @@ def render_turn(turn: Turn, brief: bool = False) -> list[str]:
         by = f" (model {model['model']})" if model.get("model") else ""
         lines.append(f"  Imported from {turn['source']}{by}: no usage or context was recorded")
     elif model:
-        name = model.get("model_name")
+        name = model.get("name")
         label = f"{model.get('provider', '?')}:{model.get('model', '?')}"
         lines.append(f"  Model: {name + ' = ' if name else ''}{label}")
     usage = []

@@ -163,7 +163,9 @@ def turn(mind: Ledger, response: Event) -> Turn:
                     if message else None),
         "session": meta.get("session"),
         "source": meta.get("source", "pmm"),
-        "model": {k: meta[k] for k in ("model_name", "provider", "model") if k in meta},
+        # named as chat --json and model info name a model: its name in the mind is ``name``
+        "model": {("name" if k == "model_name" else k): meta[k]
+                  for k in ("model_name", "provider", "model") if k in meta},
         "tokens_in": meta.get("tokens_in"),
         "tokens_out": meta.get("tokens_out"),
         "latency_ms": meta.get("latency_ms"),
