@@ -35,6 +35,18 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+def in_zone(monkeypatch: pytest.MonkeyPatch, zone: str):
+    """A generator fixture's body: this process in time zone ``zone`` (``TZ``, then tzset), and
+    back after. People are shown local time, so a zone that is not UTC tells the two apart."""
+    import time
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
 def run_pmm(*args: str, input: bytes | str | None = None, check: bool = False,
             env: dict[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[bytes]:

@@ -42,6 +42,16 @@ def one_shot(mind: Path, server: FakeServer, *args: str, rows: int = 30) -> Term
     return Terminal([PMM, "--mind", str(mind), "chat", *args, "-m", "hello"], env, rows=rows)
 
 
+def shown_whole(mind: Path, server: FakeServer, *args: str, rows: int = 30) -> list[str]:
+    """What the terminal shows once ``pmm chat ARGS -m hello`` has answered and exited 0."""
+    term = one_shot(mind, server, *args, rows=rows)
+    try:
+        assert term.wait(60) == 0
+    finally:
+        term.kill()
+    return term.shown()
+
+
 def block_at(lines: list[str], block: list[str]) -> int:
     """Where ``block`` stands as consecutive lines of ``lines``; fails when it is not there."""
     for n in range(len(lines) - len(block) + 1):
@@ -52,12 +62,7 @@ def block_at(lines: list[str], block: list[str]) -> int:
 
 def test_an_answer_on_a_terminal_is_the_models_text_exactly(mind: Path) -> None:
     with FakeServer("openai", text=VERBATIM) as server:
-        term = one_shot(mind, server)
-        try:
-            assert term.wait(60) == 0
-        finally:
-            term.kill()
-    shown = term.shown()
+        shown = shown_whole(mind, server)
     block_at(shown, VERBATIM.split("\n"))  # every line, blank ones too, character for character
     assert sum(line == "# not a heading" for line in shown) == 1
     assert "    return f\"hi {name}\"" in shown and "print(greet(\"pond\"))" in shown
@@ -65,12 +70,7 @@ def test_an_answer_on_a_terminal_is_the_models_text_exactly(mind: Path) -> None:
 
 def test_a_long_answer_appears_once_in_the_scrollback(mind: Path) -> None:
     with FakeServer("openai", text=LONG) as server:
-        term = one_shot(mind, server, rows=24)
-        try:
-            assert term.wait(60) == 0
-        finally:
-            term.kill()
-    shown = term.shown()
+        shown = shown_whole(mind, server, rows=24)
     block_at(shown, LONG.split("\n"))
     for n in range(1, 41):
         assert sum(f"Paragraph {n:02d} " in line for line in shown) == 1, n
@@ -78,12 +78,7 @@ def test_a_long_answer_appears_once_in_the_scrollback(mind: Path) -> None:
 
 def test_markdown_renders_each_block_once_without_redrawing(mind: Path) -> None:
     with FakeServer("openai", text=f"# A heading\n\n{LONG}") as server:
-        term = one_shot(mind, server, "--markdown", rows=24)
-        try:
-            assert term.wait(60) == 0
-        finally:
-            term.kill()
-    shown = term.shown()
+        shown = shown_whole(mind, server, "--markdown", rows=24)
     assert not any(line.startswith("# ") for line in shown), "the heading was not rendered"
     assert sum("A heading" in line for line in shown) == 1
     for n in range(1, 41):
@@ -94,12 +89,7 @@ def test_pmm_markdown_in_the_environment_is_the_default_and_raw_overrides_it(
         mind: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PMM_MARKDOWN", "1")
     with FakeServer("openai", text="# not a heading") as server:
-        term = one_shot(mind, server)
-        try:
-            assert term.wait(60) == 0
-        finally:
-            term.kill()
-        rendered = term.shown()
+        rendered = shown_whole(mind, server)
         term = Terminal([PMM, "--mind", str(mind), "chat", "--raw", "-m", "hello"], {**os.environ, **ENV})
         try:
             assert term.wait(60) == 0

@@ -5,7 +5,6 @@ append time; native events, and imported ones without an original time, show the
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import invoke, json_data
+from conftest import in_zone, invoke, json_data
 from provider_servers import FakeServer
 
 MARCH_1 = 1740823200  # 2025-03-01T10:00:00Z
@@ -71,12 +70,7 @@ ZONE = "Asia/Kolkata"  # UTC+05:30 all year: the local time differs from UTC by 
 
 @pytest.fixture(autouse=True)
 def local_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """People are shown local time: here India's, so a UTC time would not pass for it."""
-    monkeypatch.setenv("TZ", ZONE)
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+    yield from in_zone(monkeypatch, ZONE)
 
 
 def imported(said: str, ts: str) -> str:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PMM, cli_json, invoke, run_pmm
+from conftest import PMM, cli_json, in_zone, invoke, run_pmm
 from terminal import Terminal
 
 ZONE = "Asia/Kolkata"  # UTC+05:30: a UTC evening is the next local day
@@ -24,11 +23,7 @@ LONG = "The heron stood in the shallows of the pond " * 6
 
 @pytest.fixture(autouse=True)
 def local_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", ZONE)
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+    yield from in_zone(monkeypatch, ZONE)
 
 
 def _conversation(conv_id: str, title: str, created: int, words: tuple[str, str]) -> dict[str, Any]:
