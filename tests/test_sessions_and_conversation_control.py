@@ -250,6 +250,7 @@ def test_a_promise_in_a_withdrawn_answer_is_dropped_with_it(mind: Path, served: 
         (promised,) = opened(mind)
         served.text = "Here is the report outline now."
         chat.retry()
+    assert "send you the report" not in json.dumps(said(served))  # nor in the new answer's prompt
     assert opened(mind) == []
     dropped = mind_events(mind, "commitment_dropped")
     assert [e["meta"]["commitment"] for e in dropped] == [promised["id"]]

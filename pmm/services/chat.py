@@ -261,7 +261,8 @@ class Chat:
             raise errors.UsageError("there is no answer in this session to retry",
                                     hint="say something first")
         message, old = last
-        model, prompt, completion = self._ask(message.content, on_text, frozenset({message.id, old.id}))
+        model, prompt, completion = self._ask(message.content, on_text, frozenset(
+            {message.id, old.id, *_commitments_of(self.mind, old.id)}))  # all that goes with it
 
         def drafts(first_id: int) -> list[Draft]:
             if sessions.last_exchange(self.mind, self.session) != last:  # another process answered

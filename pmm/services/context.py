@@ -170,7 +170,7 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
            scope: Scope) -> Prompt:
     system = "\n\n".join(p for p in (system_prompt(states), scope.system.strip()) if p)
     spent = cost.text(system) + cost.text(user_text)
-    standing, spent = _standing(states, mind, budget, spent, cost)
+    standing, spent = _standing(states, mind, budget, spent, cost, scope.hide)
 
     recent_pool = _recent_pool(mind, budget - spent, cost, scope)
     previous = next((e.content for e in recent_pool if e.kind == ev.MESSAGE_RECEIVED.name), None)
@@ -213,7 +213,7 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
 
 
 def _standing(states: States, mind: Ledger, budget: int, spent: int,
-              cost: Cost) -> tuple[Section, int]:
+              cost: Cost, hide: frozenset[int] | set[int] = frozenset()) -> tuple[Section, int]:
     """Persona and pinned notes first, then open commitments, the latest summary of the
     reflections and the latest reflection (when no summary condenses it yet), each while it
     fits in ``STANDING_SHARE`` of the budget."""
@@ -234,7 +234,7 @@ def _standing(states: States, mind: Ledger, budget: int, spent: int,
         wanted.append((int(reflection["id"]), "", "reflection"))  # its text: the ledger's
     events = {e.id: e for e in lookup.get(mind, [w[0] for w in wanted])}
     for event_id, text, reason in wanted:
-        if event_id not in events:
+        if event_id not in events or event_id in hide:  # hidden: a promise /retry withdraws
             continue
         covers = summary["covers"] if reason == "summary" and summary else None
         shown = events[event_id].content if reason == "reflection" else text
