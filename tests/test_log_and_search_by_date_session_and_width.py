@@ -192,3 +192,19 @@ def test_lines_fit_the_terminal_and_stay_whole_into_a_pipe(mind: Path) -> None:
     piped = run_pmm("--mind", str(mind), "log", env={"TZ": ZONE}).stdout.decode()
     in_pipe = next(line for line in piped.splitlines() if "The heron stood" in line)
     assert len(in_pipe) > 110  # into a pipe: the text cut at 100 characters, not at a width
+
+
+def test_trace_lines_fit_the_terminal_too(mind: Path) -> None:
+    answer = next(e for e in cli_json(mind, "log") if e["content"] == LONG)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}, "TERM": "xterm-256color", "TZ": ZONE}
+    term = Terminal([PMM, "--mind", str(mind), "trace", str(answer["id"])], env, cols=60)
+    try:
+        assert term.wait(60) == 0
+    finally:
+        term.kill()
+    shown = [line for line in term.shown() if line.strip()]
+    answered = next(line for line in shown if line.startswith("  Answered: The heron"))
+    assert answered.endswith("…") and len(answered) == 60  # cut to the width, not wrapped
+    assert not any(line.startswith(LONG[40:60]) for line in shown)  # no continuation row
+    piped = run_pmm("--mind", str(mind), "trace", str(answer["id"]), env={"TZ": ZONE}).stdout.decode()
+    assert len(next(line for line in piped.splitlines() if "Answered:" in line)) > 60  # a pipe: whole

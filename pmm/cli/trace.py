@@ -36,7 +36,7 @@ def trace(
     if json:
         output.emit_json(report)
     else:
-        output.out("\n".join(render(report)))
+        output.out("\n".join(output.fit(line) for line in render(report)))  # each line fits a terminal
 
 
 def render(report: Trace) -> list[str]:
