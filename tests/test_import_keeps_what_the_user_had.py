@@ -95,6 +95,8 @@ def test_the_summary_says_what_was_left_out_by_kind(tmp_path: Path) -> None:
     for said in ("1 image (kept as [image: NAME])", "2 voice recordings (their transcripts kept)",
                  "1 file (kept as [file: NAME]", "1 system or tool message"):
         assert said in left_out
+    again = run_in("--mind", str(tmp_path / "mind.db"), "import", str(CHATGPT)).stderr.decode()
+    assert "Nothing to import" in again and "Left out" not in again  # said once, when it was imported
 
 
 # -- Claude ----------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def import_(
         output.message(f"Nothing to import: {'the one event is' if result.already_present == 1 else f'all {result.already_present:,} events are'} already in {path}")
     else:
         output.message("Nothing to import: the input holds no events")
-    if result.skipped is not None:
+    if result.skipped is not None and result.appended:  # a re-import adding nothing left out nothing new
         from pmm.services.chat_import import skipped_line
 
         if line := skipped_line(result.skipped):
