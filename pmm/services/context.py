@@ -32,6 +32,7 @@ from pmm.ledger import lookup
 from pmm.ledger.store import Ledger, now_ts
 from pmm.providers.base import Message, Request
 from pmm.services import ranking
+from pmm.services.dates import spelled
 from pmm.services.reports import ItemJson, PromptJson, Reason, SectionJson
 from pmm.services.safe_text import clip
 from pmm.services.tokens import Cost, Count
@@ -347,17 +348,6 @@ RECALL_HEADER = ("Memories recalled for this message, oldest first (user: the pe
 def _group(event: Event) -> tuple[str, str]:
     """The label a recalled event is shown under: its day and its session (or itself)."""
     return said_at(event)[:10], ranking.session_of(event) or f"#{event.id}"
-
-
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December")
-
-
-def spelled(day: str) -> str:
-    """"2023-05-08" as "8 May 2023": as plain to a model, and fewer tokens than ISO's ten
-    digits and dashes in a vocabulary that splits digits (the embedded model's: 7 against 10)."""
-    year, month, date = day[:4], int(day[5:7]), int(day[8:10])
-    return f"{date} {MONTHS[month - 1]} {year}" if 1 <= month <= 12 else day
 
 
 def _label(day: str, title: str | None) -> str:

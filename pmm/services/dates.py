@@ -69,3 +69,14 @@ def _ts(moment: datetime) -> str:
     the year 999, which would compare wrongly with the stored text)."""
     utc = moment.astimezone(UTC)
     return utc.replace(year=2000).strftime(TS_FORMAT).replace("2000", f"{utc.year:04d}", 1)
+
+
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+
+
+def spelled(day: str) -> str:
+    """"2023-05-08" as "8 May 2023": as plain to a model, and fewer tokens than ISO's ten
+    digits and dashes in a vocabulary that splits digits (the embedded model's: 7 against 10)."""
+    year, month, date = day[:4], int(day[5:7]), int(day[8:10])
+    return f"{date} {MONTHS[month - 1]} {year}" if 1 <= month <= 12 else day
