@@ -52,6 +52,16 @@ def shown_whole(mind: Path, server: FakeServer, *args: str, rows: int = 30) -> l
     return term.shown()
 
 
+def cancelled(term: Terminal, release: threading.Event, at: int) -> list[str]:
+    """Ctrl-C while an answer is held back, then the screen once the prompt is back."""
+    term.send("\x03")
+    at = term.expect(r"answer cancelled: nothing of this turn was saved", after=at)
+    release.set()
+    term.expect(r"you>", after=at)
+    term.until(lambda: sum("you>" in line for line in term.shown()) >= 2, what="the prompt again")
+    return term.shown()
+
+
 def block_at(lines: list[str], block: list[str]) -> int:
     """Where ``block`` stands as consecutive lines of ``lines``; fails when it is not there."""
     for n in range(len(lines) - len(block) + 1):
@@ -120,12 +130,7 @@ def test_ctrl_c_mid_answer_shows_the_first_line_once_and_the_prompt_again(sessio
     server.push("slow", release=release, pieces=3)  # "Zanzibar comes first.\n", the rest held
     term.send("Tell me a long story.\r")
     at = term.expect(r"Zanzibar comes first\.", after=at)
-    term.send("\x03")
-    at = term.expect(r"answer cancelled: nothing of this turn was saved", after=at)
-    release.set()
-    term.expect(r"you>", after=at)
-    term.until(lambda: sum("you>" in line for line in term.shown()) >= 2, what="the prompt again")
-    shown = term.shown()
+    shown = cancelled(term, release, at)
     assert sum("Zanzibar" in line for line in shown) == 1, "\n".join(shown)
     assert sum("answer cancelled" in line for line in shown) == 1, "\n".join(shown)
     assert not any("long story the test" in line for line in shown)
@@ -176,12 +181,7 @@ def test_ctrl_c_while_the_spinner_shows_erases_it_and_gives_the_prompt_back(sess
     server.push("slow", release=release, pieces=0)
     term.send("Tell me a long story.\r")
     term.until(lambda: any(SPINNER in line for line in term.shown()), what="the spinner")
-    term.send("\x03")
-    at = term.expect(r"answer cancelled: nothing of this turn was saved", after=at)
-    release.set()
-    term.expect(r"you>", after=at)
-    term.until(lambda: sum("you>" in line for line in term.shown()) >= 2, what="the prompt again")
-    shown = term.shown()
+    shown = cancelled(term, release, at)
     assert not any(SPINNER in line for line in shown), "\n".join(shown)
     assert sum("answer cancelled" in line for line in shown) == 1
     term.send("/exit\r")
