@@ -20,9 +20,9 @@ import pytest
 from conftest import invoke, json_data
 
 from pmm.domain import events as ev
-from pmm.ledger import schema, vectors
+from pmm.ledger import lookup, schema, vectors
 from pmm.ledger.store import Ledger
-from pmm.services import semantic
+from pmm.services import ranking, semantic
 
 NOTES = ("I adopted a puppy last week", "the stock market fell sharply this morning",
          "my bike is a blue Brompton", "we watched a film about trains")
@@ -93,6 +93,25 @@ def test_a_paraphrase_with_no_shared_word_ranks_above_unrelated_notes(tmp_path: 
     assert all(0.0 < score <= 1.0 for _, score in found)  # cosines, only those above 0
     assert _nearest(path, "which bicycle do I ride")[0][0] == NOTES[2]
     assert _nearest(path, "")[:1] == []  # no word the model knows: nothing is similar
+
+
+def test_the_rare_words_of_a_message_lead_its_meaning(tmp_path: Path) -> None:
+    """Eight notes share the question's common words ("friend", "talked"); the one it is about
+    shares none ("dog" / "puppy"). As a whole the question is nearest the eight; recall weighs
+    each word by its rarity in the mind, and the puppy comes first."""
+    places = ("work", "school", "the office", "lunch", "the gym", "home", "the park", "the shop")
+    puppy = "I adopted a puppy last week"
+    path = _mind(tmp_path, (*(f"my friend and I talked about our day at {p}" for p in places), puppy))
+    question = "did my friend and I ever talk about a dog"
+    with Ledger.open(path) as mind:
+        words = ranking.query(question, None)
+        weights = ranking.rarity(lookup.word_counts(mind, words), mind.head()[0])
+        assert weights["dog"] > 10 * weights["friend"]  # in no note, against in all but one
+        whole = semantic.nearest(mind, question, KINDS, 3)
+        weighted = semantic.nearest(mind, question, KINDS, 3, weights=weights)
+    assert whole is not None and weighted is not None
+    assert puppy not in [e.content for e, _ in whole]  # what the weighting is for
+    assert weighted[0][0].content == puppy
 
 
 def test_a_writer_stores_the_vectors_it_computed_and_reuses_them(tmp_path: Path) -> None:

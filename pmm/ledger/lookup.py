@@ -8,7 +8,7 @@ not part of the chain, so it is never trusted to say what an event contains."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import cast
 
 from pmm import errors
@@ -102,34 +102,47 @@ def count_between(mind: Ledger, kinds: Iterable[str], low: int, high: int | None
 
 
 def ranked(mind: Ledger, words: Iterable[str], kinds: Iterable[str], limit: int,
-           postings: int = POSTINGS) -> list[tuple[Event, float]]:
+           postings: int = POSTINGS, counts: Mapping[str, int] | None = None
+           ) -> list[tuple[Event, float]]:
     """Events of ``kinds`` matching any of ``words``, best first, each with its BM25 score
     (higher is better).
 
     Ranking must score every event that holds a query word, so the words are taken rarest
     first while the events they occur in add up to at most ``postings``: a common word that
     would cost the most says the least, and the cost of a query stays bounded however big the
-    mind grows (a message of only such words recalls nothing by its words)."""
+    mind grows (a message of only such words recalls nothing by its words). ``counts`` are
+    the words' ``word_counts`` when the caller has them already."""
     words, names = tuple(dict.fromkeys(words)), tuple(kinds)
-    return mind.full_text(lambda: _ranked(mind, words, names, limit, postings))
+    return mind.full_text(lambda: _ranked(mind, words, names, limit, postings, counts))
+
+
+def word_counts(mind: Ledger, words: Iterable[str], postings: int = POSTINGS) -> dict[str, int]:
+    """How many indexed events hold each of ``words`` (stemmed as the index stems), each
+    counted up to ``postings + 1``, so that counting a common word costs no more than that."""
+    distinct = tuple(dict.fromkeys(words))
+    return mind.full_text(lambda: _word_counts(mind, distinct, postings))
+
+
+def _word_counts(mind: Ledger, words: tuple[str, ...], postings: int) -> dict[str, int]:
+    return {word: mind.conn.execute(
+        "SELECT count(*) FROM (SELECT rowid FROM events_fts WHERE events_fts MATCH ? LIMIT ?)",
+        (_term(word), postings + 1)).fetchone()[0] for word in words}
+
+
+def _term(word: str) -> str:
+    return '"' + word.replace('"', '""') + '"'
 
 
 def _ranked(mind: Ledger, words: tuple[str, ...], names: tuple[str, ...], limit: int,
-            postings: int) -> list[tuple[Event, float]]:
-    counted: list[tuple[int, str]] = []
-    for word in words:
-        term = '"' + word.replace('"', '""') + '"'
-        hits = mind.conn.execute(
-            "SELECT count(*) FROM (SELECT rowid FROM events_fts WHERE events_fts MATCH ?"
-            " LIMIT ?)", (term, postings + 1)).fetchone()[0]
-        if hits:
-            counted.append((hits, term))
+            postings: int, counts: Mapping[str, int] | None) -> list[tuple[Event, float]]:
+    if counts is None or any(word not in counts for word in words):
+        counts = _word_counts(mind, words, postings)
     taken: list[str] = []
     total = 0
-    for hits, term in sorted(counted):
+    for hits, word in sorted((counts[word], word) for word in words if counts[word]):
         if total + hits > postings:
             break
-        taken.append(term)
+        taken.append(_term(word))
         total += hits
     if not taken:
         return []

@@ -7,9 +7,11 @@
    rarest first within a bounded number of postings (``lookup.ranked``), so the cost of a query
    does not grow with the mind.
 3. **Meaning** (when the optional semantic extra is installed): cosine similarity of WordLlama
-   embeddings of the newest events (``semantic.SPAN``), blended with BM25 after scaling both to
-   0..1 (``SEMANTIC_WEIGHT``, see ``blend``), so a turn that says the same thing in other words
-   can rank.
+   embeddings of the newest events (``semantic.SPAN``) to the message's words, each word
+   weighted by its rarity in this mind (``rarity``: BM25's inverse document frequency), blended
+   with BM25 after scaling both to 0..1 (``SEMANTIC_WEIGHT``, see ``blend``), so a turn that
+   says the same thing in other words can rank. Weighted so, the words that tell this
+   question from the others lead its meaning, not the ones every turn shares.
 4. **Conversation.** A turn also earns part of the score of its neighbours in the same session
    (``NEIGHBOURS``: half of the next turn's, a quarter of the one after): an answer is usually
    said next to the words that name its topic ("How was the trip?" / "Amazing, we saw ...").
@@ -20,8 +22,10 @@ The constants are round and general, chosen for conversations in general: the re
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Protocol
 
 from pmm.domain import events as ev
 from pmm.domain.events import Event
@@ -52,8 +56,14 @@ STOPWORDS = frozenset({
 })
 
 Ranked = list[tuple[Event, float]]
-# (mind, message, kinds, limit) -> events by meaning, best first, or None when unavailable
-Similar = Callable[[Ledger, str, tuple[str, ...], int], Ranked | None]
+
+
+class Similar(Protocol):
+    """Events of ``kinds`` by meaning, best first, or None when unavailable: nearest the
+    ``weights``' words so weighted, or the ``text`` as a whole when there are none."""
+
+    def __call__(self, mind: Ledger, text: str, kinds: tuple[str, ...], limit: int, *,
+                 weights: Mapping[str, float] | None = None) -> Ranked | None: ...
 
 
 def words_of(text: str, most: int = QUERY_WORDS) -> list[str]:
@@ -78,14 +88,25 @@ def rank(mind: Ledger, words: list[str], message: str, similar: Similar | None =
          ) -> tuple[Ranked, dict[int, Event]]:
     """Candidate events for recall, best first, with their scores (see the module's steps),
     and the turns read around them on the way (for ``partners``)."""
-    lexical = lookup.ranked(mind, words, RECALL_KINDS, CANDIDATES) if words else []
-    by_meaning = similar(mind, message, RECALL_KINDS, CANDIDATES) if similar else None
+    counts = lookup.word_counts(mind, words) if words else {}
+    lexical = lookup.ranked(mind, words, RECALL_KINDS, CANDIDATES, counts=counts) if words else []
+    by_meaning = (similar(mind, message, RECALL_KINDS, CANDIDATES,
+                          weights=rarity(counts, mind.head()[0])) if similar else None)
     blended = blend(lexical, by_meaning) if by_meaning else lexical
     if any(e.kind == ev.REFLECTION_RECORDED.name for e, _ in blended):  # the owner overruled some?
         gone = lookup.retractions(mind)
         blended = [(e, s) for e, s in blended
                    if e.id not in gone or e.kind != ev.REFLECTION_RECORDED.name]
     return spread(mind, blended)
+
+
+def rarity(counts: Mapping[str, int], events: int) -> dict[str, float]:
+    """Each word's weight in the message's meaning: BM25's inverse document frequency among
+    the mind's ``events``, ln(1 + (N - n + 0.5) / (n + 0.5)), from how many events hold it
+    (``lookup.word_counts``). A word the mind has never seen weighs the most: its meaning
+    is what semantic recall is for ("puppy" in a mind that says "dog")."""
+    total = max(events, *counts.values(), 1)
+    return {word: math.log(1 + (total - n + 0.5) / (n + 0.5)) for word, n in counts.items()}
 
 
 def blend(lexical: Ranked, by_meaning: Ranked) -> Ranked:
