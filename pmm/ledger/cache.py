@@ -49,10 +49,16 @@ class Deferred(Mapping[str, Commitment]):
     the true value then (a replay: the row was altered behind pmm's back)."""
 
     def __init__(self, load: Callable[[], str | None], digest: str,
-                 fallback: Callable[[], Done]) -> None:
+                 fallback: Callable[[], Done], data: Done | None = None) -> None:
         self.digest = digest
         self._load, self._fallback = load, fallback
-        self._data: Done | None = None
+        self._data = data
+
+    @classmethod
+    def written(cls, data: Done, digest: str) -> Deferred:
+        """What was just written as the ``done`` row with ``digest``: a later write that finds
+        it unchanged leaves the row as it is."""
+        return cls(lambda: None, digest, lambda: data, data)
 
     def rebound(self, load: Callable[[], str | None], fallback: Callable[[], Done]) -> Deferred:
         """The same value, read through another open ledger when it is needed."""
@@ -158,9 +164,10 @@ def read_done(conn: sqlite3.Connection) -> str | None:
 
 
 def store(conn: sqlite3.Connection, mind_id: str, states: States, last_id: int,
-          last_hash: str) -> None:
+          last_hash: str) -> States:
     """Write the sealed rows (inside the caller's transaction); the ``done`` row only when it
-    changed."""
+    changed. Returns ``states`` with the history as written (a ``Deferred`` already read), so
+    that sealing them again finds it unchanged."""
     current, secret = version(), seal.key(create=True)
     done = states["commitments"]["done"]
     stored = conn.execute("SELECT mac FROM projection_cache WHERE name = ? AND version = ?",
@@ -168,13 +175,17 @@ def store(conn: sqlite3.Connection, mind_id: str, states: States, last_id: int,
     if isinstance(done, Deferred) and stored is not None and stored[0] == done.digest:
         digest = done.digest  # unchanged since it was read: the row stays as it is
     else:
-        text = json.dumps(dict(done), separators=(",", ":"), sort_keys=True)
+        data = dict(done)
+        text = json.dumps(data, separators=(",", ":"), sort_keys=True)
         digest = _digest(text)
         _put(conn, DONE_KEY, current, last_id, last_hash, text, digest)
+        written = cast(Done, Deferred.written(data, digest))
+        states = {**states, "commitments": {**states["commitments"], "done": written}}
     hot = {k: v for k, v in states["commitments"].items() if k != "done"}  # "done": its own row
     state = json.dumps({**states, "commitments": hot}, separators=(",", ":"), sort_keys=True)
     mac = seal.mac(secret, mind_id, current, last_id, last_hash, _sealed_text(state, digest)) if secret else ""
     _put(conn, KEY, current, last_id, last_hash, state, mac)
+    return states
 
 
 def _sealed_text(state: str, done_digest: str) -> str:

@@ -59,6 +59,11 @@ _MEMO: dict[tuple[str, str], tuple[int, str, States]] = {}
 MEMO_MINDS = 4  # minds remembered at once (a process mostly opens one)
 
 
+def forget() -> None:
+    """Forget this process's folds (what a new process starts with)."""
+    _MEMO.clear()
+
+
 def state(ledger: Source) -> tuple[States, CacheStatus]:
     """Current projections: the states this process folded last, or the cache, plus newer
     events folded in memory (never writes). At most one replay per process and mind file,
@@ -89,8 +94,8 @@ def cached(ledger: Source) -> tuple[States, int] | None:
 def seal(ledger: Source, states: States) -> None:
     """Store ``states`` as the cache at the ledger's head (inside the caller's transaction)."""
     last_id, last_hash = ledger.head()
-    cache.store(ledger.conn, ledger.mind_id, states, last_id, last_hash)
-    _remember(ledger, states, last_id, last_hash)
+    _remember(ledger, cache.store(ledger.conn, ledger.mind_id, states, last_id, last_hash),
+              last_id, last_hash)
 
 
 def rebuild(ledger: Source) -> None:
