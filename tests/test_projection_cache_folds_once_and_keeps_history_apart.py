@@ -119,14 +119,15 @@ def test_a_turn_neither_reads_nor_rewrites_the_history(tmp_path: Path) -> None:
 def test_a_forged_history_row_is_never_shown_and_the_seal_binds_it(tmp_path: Path) -> None:
     mind = _mind_with_history(tmp_path)
     listed = _listing(mind)
-    # the text changed, its digest kept: read, found not to match the seal, replaced by a replay
+    # the text changed, the digest in the sealed row kept: read, found not to match, replayed
     _sql(mind, "UPDATE projection_cache SET state = replace(state, '\"closed\"', '\"dropped\"')"
                " WHERE name = ?", (cache.DONE_KEY,))
     assert _listing(mind) == listed
     deep = _ok(mind, "verify", "--deep")
     assert deep["deep"]["cache_matches_replay"] is True and "stale" in deep["deep"]["projection_cache"]
-    # the digest changed too: the sealed row no longer matches, so the whole cache is stale
-    _sql(mind, "UPDATE projection_cache SET mac = ? WHERE name = ?", ("0" * 64, cache.DONE_KEY))
+    # the digest changed to match: the sealed row no longer holds, so the whole cache is stale
+    _sql(mind, "UPDATE projection_cache SET state = replace(state, ?, ?) WHERE name = ?",
+         (cache.DIGEST, cache.DIGEST + "0", cache.KEY))
     assert _ok(mind, "stats")["projection_cache"] == "stale"
     assert _listing(mind) == listed
     # a write that changes the history rebuilds both rows

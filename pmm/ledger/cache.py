@@ -5,10 +5,11 @@ trusted. Only an optimisation: a missing, stale or unsealed cache means a replay
 Two rows, so that what a chat turn reads and rewrites does not grow with the mind's history:
 ``mind`` holds every state but the commitments no longer open (counts, open items, windows:
 small), ``mind:done`` those commitments (history: it grows, and only a close, reopen, drop,
-expiry or retraction changes it). The ``mind`` row's seal covers the SHA-256 of the ``done``
-row's text, so the two cannot be mixed; that row is read only when something asks for a
-commitment that is not open (``Deferred``), checked against that digest then, and written
-again only when it changed.
+expiry or retraction changes it). In the history's place the ``mind`` row holds the SHA-256
+of the ``done`` row's text, under its seal, so the two cannot be mixed; that row is read only
+when something asks for a commitment that is not open (``Deferred``), checked against that
+digest then, and written again only when it changed. (The digest is not in the ``done`` row's
+own ``mac`` column: SQLite reads a row's columns in order, and that one comes after megabytes.)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pmm.ledger.chain import GENESIS_PREV
 
 KEY = "mind"
 DONE_KEY = "mind:done"
+DIGEST = "sha256:"  # what the mind row holds in place of the history: its row's digest
 # 2: the commitments no longer open moved to their own row (a format-1 row is rebuilt).
 FORMAT = 2
 
@@ -106,13 +108,11 @@ def _digest(text: str) -> str:
 
 @dataclass
 class Row:
-    """A sealed ``mind`` row that still holds: the event it reflects, the hot states' text, and
-    the digest of the ``done`` row sealed with it."""
+    """A sealed ``mind`` row that still holds: the event it reflects and its text."""
 
     last_id: int
     last_hash: str
     state: str
-    done_digest: str
 
 
 def sealed(conn: sqlite3.Connection, mind_id: str, hash_at: Callable[[int], str | None]) -> Row | None:
@@ -120,42 +120,44 @@ def sealed(conn: sqlite3.Connection, mind_id: str, hash_at: Callable[[int], str 
     reflects still has the hash it was built at (the text is not parsed here)."""
     row = conn.execute("SELECT version, last_id, last_hash, state, mac FROM projection_cache"
                        " WHERE name = ?", (KEY,)).fetchone()
-    current = version()
-    if row is None or row[0] != current:
+    if row is None or row[0] != version() or not isinstance(row[3], str):
         return None
-    _, last_id, last_hash, state, mac = row
-    done = conn.execute("SELECT mac FROM projection_cache WHERE name = ? AND version = ?",
-                        (DONE_KEY, current)).fetchone()
-    if done is None or not isinstance(done[0], str) or not isinstance(state, str):
-        return None
-    if not seal.matches(seal.key(create=False), mac, mind_id, current, last_id, last_hash,
-                        _sealed_text(state, done[0])):
+    current, last_id, last_hash, state, mac = row
+    if not seal.matches(seal.key(create=False), mac, mind_id, current, last_id, last_hash, state):
         return None  # forged, or written on another machine: replay instead
     if (GENESIS_PREV if last_id == 0 else hash_at(last_id)) != last_hash:
         return None
-    return Row(last_id, last_hash, state, done[0])
+    return Row(last_id, last_hash, state)
 
 
 def load(row: Row, read: Callable[[], str | None], fallback: Callable[[], Done], *,
          strict: bool = False) -> States | None:
-    """The states a ``sealed`` row holds. The commitments no longer open are read (``read``:
-    the ``done`` row's text) when first asked for; ``strict``: now, and a ``done`` row that
-    does not match the seal makes the whole cache untrusted. ``fallback()`` is their true
-    value by replay, for a ``done`` row altered since it was sealed."""
+    """The states a ``sealed`` row holds. In place of the commitments no longer open it holds
+    the digest of the ``done`` row: they are read (``read``: that row's text) when first asked
+    for; ``strict``: now, and a ``done`` row that does not match makes the whole cache
+    untrusted. ``fallback()`` is their true value by replay, for a ``done`` row altered since."""
     try:
         states = json.loads(row.state)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(states, dict) or not isinstance(states.get("commitments"), dict):
+    digest = _done_digest(states)
+    if digest is None:
         return None
     if strict:
-        done = _parsed(read(), row.done_digest)
+        done = _parsed(read(), digest)
         if done is None:
             return None
         states["commitments"]["done"] = done
     else:
-        states["commitments"]["done"] = Deferred(read, row.done_digest, fallback)
+        states["commitments"]["done"] = Deferred(read, digest, fallback)
     return cast(States, states)
+
+
+def _done_digest(states: object) -> str | None:
+    """The ``done`` row's digest, as a ``mind`` row's states hold it."""
+    commitments = states.get("commitments") if isinstance(states, dict) else None
+    done = commitments.get("done") if isinstance(commitments, dict) else None
+    return done.removeprefix(DIGEST) if isinstance(done, str) and done.startswith(DIGEST) else None
 
 
 def read_done(conn: sqlite3.Connection) -> str | None:
@@ -170,28 +172,30 @@ def store(conn: sqlite3.Connection, mind_id: str, states: States, last_id: int,
     that sealing them again finds it unchanged."""
     current, secret = version(), seal.key(create=True)
     done = states["commitments"]["done"]
-    stored = conn.execute("SELECT mac FROM projection_cache WHERE name = ? AND version = ?",
-                          (DONE_KEY, current)).fetchone()
-    if isinstance(done, Deferred) and stored is not None and stored[0] == done.digest:
+    if isinstance(done, Deferred) and _stored_digest(conn, current) == done.digest:
         digest = done.digest  # unchanged since it was read: the row stays as it is
     else:
         data = dict(done)
         text = json.dumps(data, separators=(",", ":"), sort_keys=True)
         digest = _digest(text)
-        _put(conn, DONE_KEY, current, last_id, last_hash, text, digest)
+        _put(conn, DONE_KEY, current, last_id, last_hash, text, "")  # sealed through the mind row
         written = cast(Done, Deferred.written(data, digest))
         states = {**states, "commitments": {**states["commitments"], "done": written}}
-    hot = {k: v for k, v in states["commitments"].items() if k != "done"}  # "done": its own row
+    hot = {**states["commitments"], "done": DIGEST + digest}
     state = json.dumps({**states, "commitments": hot}, separators=(",", ":"), sort_keys=True)
-    mac = seal.mac(secret, mind_id, current, last_id, last_hash, _sealed_text(state, digest)) if secret else ""
+    mac = seal.mac(secret, mind_id, current, last_id, last_hash, state) if secret else ""
     _put(conn, KEY, current, last_id, last_hash, state, mac)
     return states
 
 
-def _sealed_text(state: str, done_digest: str) -> str:
-    """What the ``mind`` row's seal covers besides its header: its text and the ``done`` row's
-    digest (compact JSON holds no raw newline, so the two cannot run into each other)."""
-    return f"{state}\n{done_digest}"
+def _stored_digest(conn: sqlite3.Connection, current: str) -> str | None:
+    """The ``done`` digest in the ``mind`` row now stored (small: the history is not read)."""
+    row = conn.execute("SELECT state FROM projection_cache WHERE name = ? AND version = ?",
+                       (KEY, current)).fetchone()
+    try:
+        return _done_digest(json.loads(row[0])) if row is not None and isinstance(row[0], str) else None
+    except (ValueError, RecursionError):
+        return None
 
 
 def _put(conn: sqlite3.Connection, name: str, version: str, last_id: int, last_hash: str,

@@ -1,7 +1,9 @@
 """The mind's projections read from a ledger: the sealed cache (pmm.ledger.cache) plus the events
 after it, folded in memory. Reads never write; every write of the ledger folds its new events
 into the cache in its own transaction (``Folding``), so the cache never disagrees with the
-events it claims to reflect.
+events it claims to reflect. Each process also remembers the last states it folded for a mind
+file, so that however often a command asks, and however stale the cache, it replays at most
+once.
 
 Events enter the folds here only through ``projections.replay`` and ``projections.Fold``.
 """
