@@ -1,7 +1,7 @@
 """The projection cache at any size (issue 15): a stale cache costs one replay per process at
 most, then the first write caches it; a chat turn's own work does not grow with the history.
 
-    .venv/bin/python bench/bench_cache.py [--sizes 10000,100000,1000000] [--turns 20] [--kept 20000]
+    .venv/bin/python bench/bench_cache.py [--sizes 10000,100000,1000000] [--turns 20] [--warm 30] [--kept 20000] [--repeats 3]
 
 For each size: a synthetic mind (bench_ledger.synthetic_export, imported with `pmm import`), a
 model on a loopback OpenAI-compatible server (tests/provider_servers.py) that answers at once,
@@ -53,7 +53,7 @@ T = TypeVar("T")
 COUNTED = """
 import atexit, sys
 from pmm.ledger import folded
-atexit.register(lambda: print(f"REPLAYS {folded.replays}", file=sys.stderr))
+atexit.register(lambda: print(f"REPLAYS {getattr(folded, 'replays', -1)}", file=sys.stderr))  # -1: not counted
 from pmm.cli.app import main
 main(sys.argv[1:])
 """
@@ -148,31 +148,29 @@ class StateClock:
         folded.state, folded.Folding.__init__, folded.Folding.seal = self._saved  # type: ignore[method-assign]
 
 
-WARM_TURNS = 30
-REPEATS = 3
 
 
-def turn_ms(mind: Path, turns: int) -> tuple[float, float]:
+def turn_ms(mind: Path, turns: int, warm: int) -> tuple[float, float]:
     """Medians of a chat turn's own work in one process, and of its projection-state part. The
-    first ``WARM_TURNS`` turns are not timed: they warm SQLite's cache and make the newest
+    first ``warm`` turns are not timed: they warm SQLite's cache and make the newest
     events chat again (after ``keep_commitments`` they are commitments, which recall reads
     differently), so both figures are taken with the same kind of recent context."""
     rng = random.Random(3)
     samples, states = [], []
     with BenchChat(mind, lambda _m: None) as session:
-        for i in range(turns + WARM_TURNS):
+        for i in range(turns + warm):
             words = [VOCAB[rng.randrange(50)] for _ in range(4)] + [VOCAB[rng.randrange(50, 50_000)] for _ in range(8)]
             with StateClock() as clock:
                 started = time.perf_counter()
                 session.turn(" ".join(words))
                 spent = time.perf_counter() - started
-            if i >= WARM_TURNS:
+            if i >= warm:
                 samples.append(spent)
                 states.append(clock.spent)
     return statistics.median(samples) * 1000, statistics.median(states) * 1000
 
 
-def bench(n: int, work: Path, turns: int, kept: int, server: FakeServer) -> None:
+def bench(n: int, work: Path, turns: int, warm: int, kept: int, repeats: int, server: FakeServer) -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     src, mind = work / "src.jsonl", work / "mind.db"
@@ -187,7 +185,7 @@ def bench(n: int, work: Path, turns: int, kept: int, server: FakeServer) -> None
     stale(mind)
     counted(mind, "chat", "-m", "hello there")  # first-chat costs that are not the cache's
     runs = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         stale(mind)
         runs.append((counted(mind, "stats"),
                      counted(mind, "chat", "-m", "hello there"),  # still stale: stats never writes
@@ -200,10 +198,10 @@ def bench(n: int, work: Path, turns: int, kept: int, server: FakeServer) -> None
         again = sorted({run[warm][1] for run in runs})
         print(f"stale-cache `{name}`: {wall:.2f} s wall, replays {replays}; with the cache the"
               f" chat wrote: {base:.2f} s, replays {again}; the stale cache cost {wall - base:+.2f} s"
-              f" = {(wall - base) / replay:.2f}x one replay (median of {REPEATS})")
-    none, none_state = turn_ms(mind, turns)
+              f" = {(wall - base) / replay:.2f}x one replay (median of {repeats})")
+    none, none_state = turn_ms(mind, turns, warm)
     keep_commitments(mind, kept)
-    some, some_state = turn_ms(mind, turns)
+    some, some_state = turn_ms(mind, turns, warm)
     print(f"chat turn's own work: {none:.1f} ms with no kept commitments (projection state {none_state:.1f} ms);"
           f" {some:.1f} ms with {kept:,} kept (projection state {some_state:.1f} ms; bar: < 20 ms)")
     shutil.rmtree(work, ignore_errors=True)
@@ -213,14 +211,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--turns", type=int, default=20)
+    ap.add_argument("--warm", type=int, default=30, help="turns before the timed ones")
     ap.add_argument("--kept", type=int, default=20_000)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each stale/current pair (median)")
     ap.add_argument("--dir", type=Path, default=ROOT / "bench" / "data-cache")
     args = ap.parse_args()
     print(f"# {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()},"
           f" {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     with FakeServer("openai", text="An answer.") as server:
         for n in (int(x) for x in args.sizes.split(",")):
-            bench(n, args.dir, args.turns, args.kept, server)
+            bench(n, args.dir, args.turns, args.warm, args.kept, args.repeats, server)
 
 
 if __name__ == "__main__":
