@@ -177,13 +177,14 @@ def invoke(*args: str, input: bytes | str | None = None, env: dict[str, str | No
     from click.testing import CliRunner  # typer's runner insists on a Typer app; this is its base
 
     from pmm.cli import options, output
-    from pmm.ledger import seal
+    from pmm.ledger import folded, seal
 
     # What a fresh process starts with: the globals pmm's root callback sets (it does not run
     # for an eager ``--version``), the umask that ``main`` narrows for everything it makes, and
     # no cached cache-seal key (a real process made between two calls may have written one).
     options.Globals.mind, output.QUIET = None, False
     seal._cached_key.cache_clear()
+    folded.forget()  # the states an earlier call folded
     umask = os.umask(0o022)
     os.umask(umask)
     # No chdir unless asked: the caller may not be allowed back into its own working directory

@@ -33,3 +33,14 @@ def test_bench_recall_runs_on_a_tiny_locomo_conversation(tmp_path: Path) -> None
     result = json.loads(proc.stdout)
     assert result["2048/pmm"]["all"] == 1.0  # four short turns all fit: the evidence is there
     assert result["2048/pmm"]["evidence_turns"] == 1
+
+
+def test_bench_cache_runs_on_a_tiny_mind(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_cache.py"), "--sizes", "200",
+                           "--turns", "1", "--warm", "1", "--kept", "10",
+                           "--repeats", "1", "--dir", str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    # one replay for the stale stats and one for the first chat, none once that chat cached it
+    assert "`pmm stats`: " in proc.stdout and "replays [1]; with the cache the chat wrote:" in proc.stdout
+    assert "replays [0]" in proc.stdout and "with 10 kept" in proc.stdout

@@ -220,8 +220,9 @@ def _reopened(entry: Commitment) -> Commitment:
 def _moved(state: CommitmentsState, key: str, entry: Commitment, was: Status | None,
            now: Status | None) -> CommitmentsState:
     """``state`` with commitment ``key`` moved from status ``was`` to ``now`` (None: open)."""
-    open_ = {k: v for k, v in state["open"].items() if k != key}
-    done = {k: v for k, v in state["done"].items() if k != key}
+    open_, done = dict(state["open"]), dict(state["done"])  # copies: the state given is not changed
+    open_.pop(key, None)
+    done.pop(key, None)
     if now is None:
         open_[key] = entry
     else:

@@ -1,24 +1,29 @@
 """The mind's projections read from a ledger: the sealed cache (pmm.ledger.cache) plus the events
 after it, folded in memory. Reads never write; every write of the ledger folds its new events
 into the cache in its own transaction (``Folding``), so the cache never disagrees with the
-events it claims to reflect.
+events it claims to reflect. Each process also remembers the last states it folded for a mind
+file, so that however often a command asks, and however stale the cache, it replays at most
+once.
 
 Events enter the folds here only through ``projections.replay`` and ``projections.Fold``.
 """
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar, cast
 
+from pmm import errors
 from pmm.domain import projections
 from pmm.domain.events import Event
 from pmm.domain.states import States
 from pmm.ledger import cache
 from pmm.ledger import connection as cx
+from pmm.ledger.chain import GENESIS_PREV
 
 
 class Source(Protocol):
@@ -35,6 +40,11 @@ class Source(Protocol):
 
     def events(self, since: int = 1, kind: str | None = None) -> Iterator[Event]: ...
 
+    def close(self) -> None: ...
+
+    @classmethod
+    def open(cls, path: Path) -> Source: ...
+
 
 @dataclass
 class CacheStatus:
@@ -42,42 +52,171 @@ class CacheStatus:
     last_id: int
 
 
+# Full replays (from the first event) this process has done: bench/bench_cache.py reads it.
+replays = 0
+# The states this process last folded, by mind file: (event id, its hash, states). Each is
+# our own fold, so it needs no seal; it holds while that event keeps that hash (a file
+# replaced or rolled back under the process fails the check and is read again).
+_MEMO: dict[tuple[str, str], tuple[int, str, States]] = {}
+MEMO_MINDS = 4  # minds remembered at once (a process mostly opens one)
+
+
+def forget() -> None:
+    """Forget this process's folds (what a new process starts with)."""
+    _MEMO.clear()
+
+
 def state(ledger: Source) -> tuple[States, CacheStatus]:
-    """Current projections: the cache plus newer events folded in memory (never writes)."""
-    found = cached(ledger)
-    if found is None:
+    """Current projections: the states this process folded last, or the cache, plus newer
+    events folded in memory (never writes). At most one replay per process and mind file,
+    even when the cache is stale: the fold is remembered."""
+    row = _sealed(ledger)
+    if row is None:
         with cx.translated(ledger.path):
-            status = "stale" if cache.present(ledger.conn) else "absent"
-        return projections.replay(ledger.events()), CacheStatus(status, 0)
-    states, last_id = found
-    head_id, _ = ledger.head()
-    states = projections.replay(ledger.events(since=last_id + 1), states)
-    return states, CacheStatus("current" if head_id == last_id else "behind", last_id)
+            status = CacheStatus("stale" if cache.present(ledger.conn) else "absent", 0)
+    states, last = _fold_on(ledger, *_best_or_start(ledger, row))
+    _remember(ledger, states, *last)
+    if row is not None:
+        status = CacheStatus("current" if last[0] == row.last_id else "behind", row.last_id)
+    return states.copy(), status
 
 
 def cached(ledger: Source) -> tuple[States, int] | None:
-    """The cached states and the event id they reflect, if that event still has that hash."""
-    if ledger.schema_version < 2:
-        return None  # no seal before schema 2: the next write migrates and rebuilds it
+    """The stored cache read whole (``verify --deep`` compares it with a replay): its states
+    and the event id they reflect, when the seal holds and that event still has that hash."""
+    row = _sealed(ledger)
+    if row is None:
+        return None
     with cx.translated(ledger.path):
-        return cache.load(ledger.conn, ledger.mind_id, ledger.hash_at)
+        states = cache.load(row, _done_row(ledger), _done_at(ledger, row.last_id, row.last_hash),
+                            strict=True)
+    return None if states is None else (states, row.last_id)
 
 
 def seal(ledger: Source, states: States) -> None:
     """Store ``states`` as the cache at the ledger's head (inside the caller's transaction)."""
     last_id, last_hash = ledger.head()
-    cache.store(ledger.conn, ledger.mind_id, states, last_id, last_hash)
+    _remember(ledger, cache.store(ledger.conn, ledger.mind_id, states, last_id, last_hash),
+              last_id, last_hash)
 
 
 def rebuild(ledger: Source) -> None:
     """The cache rebuilt from every event (inside the caller's transaction)."""
-    seal(ledger, projections.replay(ledger.events()))
+    seal(ledger, _replay(ledger.events()))
+
+
+def _sealed(ledger: Source) -> cache.Row | None:
+    if ledger.schema_version < 2:
+        return None  # no seal before schema 2: the next write migrates and rebuilds it
+    with cx.translated(ledger.path):
+        return cache.sealed(ledger.conn, ledger.mind_id, ledger.hash_at)
+
+
+Base = tuple[States | None, int, str]  # states (None: the initial ones), at event id, its hash
+
+
+def _best_or_start(ledger: Source, row: cache.Row | None) -> Base:
+    """The newest trustworthy states: this process's own fold, else the stored cache when it
+    is newer (reading its small row costs less than folding the events between), else none:
+    a replay from the first event."""
+    global replays
+    mine = _remembered(ledger)
+    if row is not None and (mine is None or row.last_id > mine[1]):
+        with cx.translated(ledger.path):
+            states = cache.load(row, _done_row(ledger), _done_at(ledger, row.last_id, row.last_hash))
+        if states is not None:
+            return states, row.last_id, row.last_hash
+    if mine is None:
+        replays += 1
+        return None, 0, GENESIS_PREV
+    return mine
+
+
+def _fold_on(ledger: Source, states: States | None, last_id: int, last_hash: str
+             ) -> tuple[States, tuple[int, str]]:
+    """``states`` (at ``last_id``) with every later event folded in, and the last event folded."""
+    fold = projections.Fold(states)
+    last = (last_id, last_hash)
+    for event in ledger.events(since=last_id + 1):
+        fold.add(event)
+        last = (event.id, event.hash)
+    return fold.states, last
+
+
+def _replay(events: Iterable[Event]) -> States:
+    global replays
+    replays += 1
+    return projections.replay(events)
+
+
+def _done_at(ledger: Source, last_id: int, last_hash: str) -> Callable[[], cache.Done]:
+    """The commitments no longer open at an event, by replay: the true value of a ``done`` row
+    that was altered (or rewritten by another process) after it was read."""
+    def replayed(source: Source) -> cache.Done:
+        events = itertools.takewhile(lambda e: e.id <= last_id, source.events())
+        return dict(_replay(events)["commitments"]["done"])
+    return lambda: _reading(ledger, replayed, (last_id, last_hash))
+
+
+def _done_row(ledger: Source) -> Callable[[], str | None]:
+    def read() -> str | None:
+        return _reading(ledger, lambda source: cache.read_done(source.conn))
+    return read
+
+
+T = TypeVar("T")
+
+
+def _reading(ledger: Source, read: Callable[[Source], T], at: tuple[int, str] | None = None) -> T:
+    """``read(ledger)``, or, when the caller has closed that ledger since it read the states
+    (the history is read when first asked for), ``read`` of the same file opened again (which
+    must still hold event ``at`` as this ledger did, when one is named)."""
+    try:
+        ledger.conn.total_changes  # noqa: B018 (raises once the connection is closed)
+    except sqlite3.ProgrammingError:
+        pass
+    else:
+        with cx.translated(ledger.path):
+            return read(ledger)
+    again = type(ledger).open(ledger.path)
+    try:
+        with cx.translated(ledger.path):
+            if again.mind_id != ledger.mind_id or (at is not None and at[0] and again.hash_at(at[0]) != at[1]):
+                raise errors.IntegrityError(f"{ledger.path} changed while it was read",
+                                            hint="run the command again")
+            return read(again)
+    finally:
+        again.close()
+
+
+def _remembered(ledger: Source) -> tuple[States, int, str] | None:
+    found = _MEMO.get((str(ledger.path), ledger.mind_id))
+    if found is None:
+        return None
+    last_id, last_hash, states = found
+    with cx.translated(ledger.path):
+        if (ledger.hash_at(last_id) if last_id else GENESIS_PREV) != last_hash:
+            return None
+    done = states["commitments"]["done"]
+    if isinstance(done, cache.Deferred):  # read, when it is, through this ledger
+        rebound = done.rebound(_done_row(ledger), _done_at(ledger, last_id, last_hash))
+        states = {**states, "commitments": {**states["commitments"], "done": cast(cache.Done, rebound)}}
+    return states, last_id, last_hash
+
+
+def _remember(ledger: Source, states: States, last_id: int, last_hash: str) -> None:
+    key = (str(ledger.path), ledger.mind_id)
+    _MEMO.pop(key, None)
+    _MEMO[key] = (last_id, last_hash, states)
+    while len(_MEMO) > MEMO_MINDS:
+        del _MEMO[next(iter(_MEMO))]
 
 
 class Folding:
-    """The cache carried through one write: opened at ``head_id`` before the insert (the cached
-    states when they are at ``head_id``, else a replay of every event), fed each new event as it
-    is inserted (``passing``, one read of the input), sealed at the new head (``seal``)."""
+    """The states carried through one write: opened at ``head_id`` before the insert (this
+    process's fold or the cache, with any events after it; a replay of every event when there
+    is neither), fed each new event as it is inserted (``passing``, one read of the input),
+    sealed at the new head (``seal``)."""
 
     def __init__(self, ledger: Source, head_id: int) -> None:
         self.ledger = ledger
@@ -85,11 +224,7 @@ class Folding:
         if head_id == 0:
             self.fold = projections.Fold()
             return
-        found = cached(ledger)
-        at_head = found is not None and found[1] == head_id
-        self.fold = projections.Fold(found[0] if found is not None and at_head else None)
-        if not at_head:
-            self.fold.add_all(ledger.events())
+        self.fold = projections.Fold(_fold_on(ledger, *_best_or_start(ledger, _sealed(ledger)))[0])
 
     def passing(self, events: Iterable[Event]) -> Iterator[Event]:
         add = self.fold.add
