@@ -92,8 +92,8 @@ REPLAY = """
 import sys, time
 from pathlib import Path
 from pmm.domain import projections
-from pmm.ledger.store import Mind
-with Mind.open(Path(sys.argv[1])) as m:
+from pmm.ledger.store import Ledger
+with Ledger.open(Path(sys.argv[1])) as m:
     t = time.perf_counter()
     states = projections.replay(m.events())
     dt = time.perf_counter() - t
