@@ -7,8 +7,8 @@ could be refused ("wrong passphrase") on a slow or busy one. pmm encrypts at a f
 (``WORK_FACTOR``, age's own default) and decrypts any up to ``MAX_WORK_FACTOR`` (age's limit).
 
 Both ways stream: the payload is age's STREAM (ChaCha20-Poly1305 over 64 KiB chunks, the last
-one flagged), so ``encrypt_file`` and ``Sealed.decrypt_into`` hold two chunks at a time whatever
-the size of the mind (a binary age file or an ASCII-armored one, decoded as it is read).
+one flagged), so ``Sealer.encrypt_file`` and ``Sealed.decrypt_into`` hold two chunks at a time
+whatever the size of the mind (a binary age file or an ASCII-armored one, decoded as it is read).
 
 The header is checked before any scrypt work: only a single scrypt stanza is accepted, and a work
 factor above ``MAX_WORK_FACTOR`` is refused at once instead of costing minutes and gigabytes.
@@ -48,38 +48,49 @@ class _Readable(Protocol):
     def read(self, size: int, /) -> bytes: ...
 
 
-def encrypt_file(source: _Readable, sink: IO[bytes], passphrase: str, work_factor: int = WORK_FACTOR) -> int:
-    """Encrypt what ``source`` holds into ``sink`` as a binary age file for ``passphrase``
-    (scrypt at 2^``work_factor``), a chunk at a time; the number of bytes written."""
-    if not MIN_WORK_FACTOR <= work_factor <= MAX_WORK_FACTOR:
-        raise ValueError(f"work factor {work_factor} out of range")
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+class Sealer:
+    """The header of a new age file for ``passphrase`` (scrypt at 2^``work_factor``): the
+    scrypt work (about a second, and 256 MiB at 2^18) is done here, so a caller can do it while
+    it holds little else in memory. One sealer makes one file (one file key per file)."""
 
-    file_key, salt, nonce = os.urandom(16), os.urandom(16), os.urandom(NONCE)
-    wrap = _scrypt(passphrase, salt, work_factor)
-    body = ChaCha20Poly1305(wrap).encrypt(bytes(12), file_key, None)
-    header = MAGIC + b"-> scrypt " + _b64(salt) + b" " + str(work_factor).encode() + b"\n" + _b64(body) + b"\n---"
-    mac = hmac.new(_hkdf(file_key, b"", b"header"), header, "sha256").digest()
-    payload = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-    start = header + b" " + _b64(mac) + b"\n" + nonce
-    sink.write(start)
-    written, chunk, index = len(start), _read_full(source, CHUNK), 0
-    while True:
-        # a chunk is the last one when nothing follows it: a full one may be last, an empty one
-        # only when the whole plaintext is empty
-        following = _read_full(source, CHUNK) if len(chunk) == CHUNK else b""
-        sealed = payload.encrypt(_chunk_nonce(index, not following), chunk, None)
-        sink.write(sealed)
-        written += len(sealed)
-        if not following:
-            return written
-        chunk, index = following, index + 1
+    def __init__(self, passphrase: str, work_factor: int = WORK_FACTOR) -> None:
+        if not MIN_WORK_FACTOR <= work_factor <= MAX_WORK_FACTOR:
+            raise ValueError(f"work factor {work_factor} out of range")
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+        self._key, salt = os.urandom(16), os.urandom(16)
+        body = ChaCha20Poly1305(_scrypt(passphrase, salt, work_factor)).encrypt(bytes(12), self._key, None)
+        header = MAGIC + b"-> scrypt " + _b64(salt) + b" " + str(work_factor).encode() + b"\n" + _b64(body) + b"\n---"
+        mac = hmac.new(_hkdf(self._key, b"", b"header"), header, "sha256").digest()
+        self._header: bytes | None = header + b" " + _b64(mac) + b"\n"
+
+    def encrypt_file(self, source: _Readable, sink: IO[bytes]) -> int:
+        """Encrypt what ``source`` holds into ``sink``, a chunk at a time; the bytes written."""
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+        if self._header is None:
+            raise ValueError("a sealer makes one file")
+        nonce = os.urandom(NONCE)
+        payload = ChaCha20Poly1305(_hkdf(self._key, nonce, b"payload"))
+        start, self._header = self._header + nonce, None
+        sink.write(start)
+        written, chunk, index = len(start), _read_full(source, CHUNK), 0
+        while True:
+            # a chunk is the last one when nothing follows it: a full one may be last, an empty
+            # one only when the whole plaintext is empty
+            following = _read_full(source, CHUNK) if len(chunk) == CHUNK else b""
+            sealed = payload.encrypt(_chunk_nonce(index, not following), chunk, None)
+            sink.write(sealed)
+            written += len(sealed)
+            if not following:
+                return written
+            chunk, index = following, index + 1
 
 
 def encrypt(plaintext: bytes, passphrase: str, work_factor: int = WORK_FACTOR) -> bytes:
     """``plaintext`` as a binary age file for ``passphrase`` (scrypt at 2^``work_factor``)."""
     sink = io.BytesIO()
-    encrypt_file(io.BytesIO(plaintext), sink, passphrase, work_factor)
+    Sealer(passphrase, work_factor).encrypt_file(io.BytesIO(plaintext), sink)
     return sink.getvalue()
 
 

@@ -79,16 +79,17 @@ def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None 
 
     replacing = check_target(source, target, keep, force)
     work_factor = settings.BACKUP_WORK_FACTOR.get()  # a bad value fails before any work
+    # scrypt first: its 256 MiB (at 2^18) then come on top of the least this process holds
+    sealer = age.Sealer(passphrase(), work_factor)
     report = integrity.verify_mind(source)
     if not report.ok:
         where = f"event {report.problem_event}: " if report.problem_event else ""
         raise errors.IntegrityError(f"refusing to back up {source}: {where}{report.problem}",
                                     hint="a pmm backup is always restorable; copy the file with cp to keep it as it is")
     with _snapshot(source, target) as (image, mind_id, events, head):  # the image's head, not the live one
-        secret = passphrase()
         removed: list[Path] = []
         with files.open_output(target, mode=0o600, reading=(source,), what="backup") as handle:
-            size = age.encrypt_file(image, handle, secret, work_factor)
+            size = sealer.encrypt_file(image, handle)
             if keep:
                 handle.flush()
                 os.fsync(handle.fileno())  # the new generation is on disk before an old one moves
@@ -112,11 +113,12 @@ def _snapshot(source: Path, target: Path) -> Iterator[tuple[IO[bytes], str, int,
                 mind_id = mind.mind_id
                 events, head = snapshot.snapshot_to(mind, copy)
         except errors.WriteRefused as exc:
+            reason = exc.message.removeprefix(f"could not write {copy}: ")
             raise errors.WriteRefused(
-                f"could not write the backup {target}: no room for the snapshot it encrypts, a copy"
-                f" of the mind as large as it ({exc.message})",
-                hint=f"{target} was left as it was; free as much space as the mind takes beside it"
-                     " and run the command again") from None
+                f"could not write the backup {target}: its snapshot, a temporary copy of the mind"
+                f" beside it, could not be written ({reason})",
+                hint="nothing was written; the snapshot needs as much free space beside the mind as"
+                     " the mind takes") from None
         handle = open(copy, "rb")  # closed below: its name goes first
     finally:
         copy.unlink(missing_ok=True)
