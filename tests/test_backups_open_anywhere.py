@@ -11,7 +11,7 @@ import pytest
 
 from pmm import errors
 from pmm.crypto import age
-from tests.conftest import invoke
+from tests.conftest import invoke, json_data, mind_events
 
 CHEAP = 10  # scrypt work factor for these tests (the format is the same at any factor)
 SIZES = [0, 1, 65_535, 65_536, 65_537, 3 * 65_536]  # around STREAM's 64 KiB chunk edges
@@ -151,6 +151,18 @@ def test_an_armored_backup_restores(mind, monkeypatch: pytest.MonkeyPatch, tmp_p
     done = invoke("--mind", str(tmp_path / "r.db"), "restore", str(armored))
     assert done.exit_code == 0, done.output
     assert invoke("--mind", str(tmp_path / "r.db"), "verify").exit_code == 0
+
+
+def test_a_backup_made_before_backups_streamed_restores(tmp_path: Path) -> None:
+    """tests/data/backup-before-streaming.age: two chunks written whole by the pmm of before
+    (work factor 10, passphrase "an old passphrase"); the streaming reader restores it."""
+    old = Path(__file__).parent / "data" / "backup-before-streaming.age"
+    target = tmp_path / "old.db"
+    done = invoke("--mind", str(target), "restore", str(old), "--json",
+                  env={"PMM_BACKUP_PASSPHRASE": "an old passphrase"})
+    assert done.exit_code == 0, done.output
+    assert json_data(done.stdout)["head"] == "93cd681305920e8762f88c9e2846045e8518701136fa996a74bf3dbd2fb47b97"
+    assert [e["content"][:27] for e in mind_events(target)][1:] == ["made before backups streame", "tea, not coffee"]
 
 
 def test_a_work_factor_the_machine_has_no_memory_for_is_refused_not_a_crash(tmp_path) -> None:
