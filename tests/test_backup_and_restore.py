@@ -218,6 +218,24 @@ def test_every_damaged_backup_is_exit_6_and_writes_nothing(backed_up: Path, tmp_
         assert name  # each variant ran
 
 
+def test_a_restore_that_does_not_fit_writes_nothing(backed_up: Path, tmp_path: Path) -> None:
+    """The decrypted mind is staged a chunk at a time: when the disk (here a file size limit) stops
+    it halfway, the restore is exit 1 with one clear line, and leaves neither the staged part nor
+    the folder it made."""
+    import resource
+    import signal
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3 * CHUNK, 3 * CHUNK))
+
+    target = tmp_path / "new" / "mind.db"
+    result = subprocess.run([PMM, "--mind", str(target), "restore", str(backed_up)], capture_output=True,
+                            timeout=120, env={**os.environ, **PASS}, preexec_fn=small_disk)
+    assert "could not restore" in _failure(result, 1)
+    assert not target.parent.exists()
+
+
 def test_an_oversized_scrypt_work_factor_is_refused_at_once(backed_up: Path, tmp_path: Path) -> None:
     data = backed_up.read_bytes()
     first, rest = data.split(b"\n", 2)[1], data.split(b"\n", 2)[2]

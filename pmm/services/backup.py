@@ -131,14 +131,14 @@ def _scratch_file(beside: Path) -> Path:
     mode), or in the system's temp folder if that folder is read-only."""
     path = temp_beside(beside)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with files.new_file(path):
+            return path
     except OSError as exc:
         if exc.errno not in files.DENIED:
             raise errors.WriteRefused(f"could not make the snapshot to back up {beside}: {exc.strerror}") from None
-        path = temp_beside(Path(tempfile.gettempdir()) / beside.name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.close(fd)
-    return path
+    path = temp_beside(Path(tempfile.gettempdir()) / beside.name)
+    with files.new_file(path):
+        return path
 
 
 def check_target(source: Path, target: Path, keep: int | None, force: bool) -> bool:
@@ -346,16 +346,13 @@ def _plain_copy(source: Path, target: Path, sealed: age.Sealed) -> Iterator[Path
     staged = temp_beside(target)
     try:
         try:
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(fd, 0o600)
+            with files.new_file(staged) as handle:
                 sealed.decrypt_into(_sqlite_first(handle.write, source))
-                handle.flush()
-                os.fsync(fd)
         except OSError as exc:
             if exc.errno in files.FULL:
-                raise errors.WriteRefused(f"could not restore {target}: no space left beside it for the"
-                                          " mind", hint=f"{target} was left as it was; free some space") from None
+                raise errors.WriteRefused(f"could not restore {target}: no room beside it for the mind"
+                                          " (a full disk, a quota or a file size limit)",
+                                          hint="nothing was written; free as much space as the backup takes") from None
             raise
         yield staged
     finally:

@@ -194,18 +194,17 @@ def _unchanged(target: Target) -> str:
     return "part of it may have been written" if target.stream else f"{target.path} was left as it was"
 
 
-def write_new(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Create ``path`` (never an existing file) with exactly ``mode``, write ``data``, fsync.
-    For pmm's private temp files; the caller translates errors."""
+@contextlib.contextmanager
+def new_file(path: Path, mode: int = 0o600) -> Iterator[IO[bytes]]:
+    """Create ``path`` (never an existing file) with exactly ``mode`` and write it through the
+    handle yielded; fsynced when the block ends without an error. For pmm's private temp files:
+    the caller translates errors and removes the file."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask
+        yield handle
+        handle.flush()
         os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_at_most(handle: IO[bytes], size: int) -> bytes:
