@@ -266,7 +266,7 @@ def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool =
     from pmm.ledger.store import Ledger
 
     check_restore_target(target, force)
-    with _open_backup(source) as handle:
+    with files.open_input(source, "backup") as handle:
         sealed = age.Sealed(handle, str(source))  # refuse a hostile header before asking anything
         sealed.unlock(passphrase())
         made = [d for d in [target.parent, *target.parent.parents] if not d.exists()]  # deepest first
@@ -323,20 +323,6 @@ def check_backup_file(source: Path) -> None:
         raise errors.InputRejected(f"{source} looks like JSON (a pmm export?), not an encrypted backup",
                                    hint="an export goes into a mind with `pmm import FILE`")
     age.work_factor(head, str(source))  # its header, armored or not
-
-
-@contextlib.contextmanager
-def _open_backup(source: Path) -> Iterator[IO[bytes]]:
-    try:
-        handle = open(source, "rb")
-    except FileNotFoundError:
-        raise errors.UsageError(f"no backup file at {source}") from None
-    except IsADirectoryError:
-        raise errors.UsageError(f"{source} is a directory, not a backup file") from None
-    except OSError as exc:
-        raise errors.InputRejected(f"cannot read backup file {source}: {exc.strerror}") from None
-    with handle:
-        yield handle
 
 
 @contextlib.contextmanager
