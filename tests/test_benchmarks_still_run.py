@@ -33,3 +33,14 @@ def test_bench_recall_runs_on_a_tiny_locomo_conversation(tmp_path: Path) -> None
     result = json.loads(proc.stdout)
     assert result["2048/pmm"]["all"] == 1.0  # four short turns all fit: the evidence is there
     assert result["2048/pmm"]["evidence_turns"] == 1
+
+
+def test_bench_backup_runs_on_a_tiny_mind(tmp_path: Path) -> None:
+    """Its launcher, its pty for age's passphrase prompts, and its figures, on 300 events."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_backup.py"), "--events", "300",
+                           "--dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    shown = proc.stdout
+    for line in ("pmm backup", "pmm restore", "limit: cp", "limit: pmm verify", "limit: age -p", "limit: age -d"):
+        assert line in shown, shown
+    assert not (tmp_path / "work").exists()
