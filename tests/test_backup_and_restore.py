@@ -75,9 +75,14 @@ def _nothing_beside(directory: Path, *expected: str) -> None:
     assert sorted(p.name for p in directory.iterdir()) == sorted(expected)
 
 
+CHUNK = 64 * 1024  # age's STREAM chunk: a backup is encrypted and decrypted one at a time
+
+
 @pytest.fixture
 def backed_up(mind: Path, tmp_path: Path) -> Path:
-    _remember(mind, "tea, not coffee", "walks at dawn")
+    """A backup of several chunks: the mind holds long notes (a fresh one fits in one chunk)."""
+    _remember(mind, "tea, not coffee", "walks at dawn", *(f"a long day {i}: " + "words " * 12_000 for i in range(3)))
+    assert mind.stat().st_size > 4 * CHUNK
     out = tmp_path / "backups" / "mind.age"
     out.parent.mkdir()
     _backup(mind, out)
@@ -92,7 +97,7 @@ def test_backup_then_restore_gives_back_the_same_chain(mind: Path, backed_up: Pa
     result = run_pmm("--mind", str(target), "restore", str(backed_up), "--json", env=PASS)
     assert result.returncode == 0, result.stderr
     report = json_data(result.stdout)
-    assert report["events"] == 3 and report["replaced"] is False
+    assert report["events"] == 6 and report["replaced"] is False
     assert _hashes(target) == _hashes(mind)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert run_pmm("verify", str(target)).returncode == 0
@@ -107,16 +112,52 @@ def test_age_decrypts_a_pmm_backup(mind: Path, backed_up: Path, tmp_path: Path) 
     assert run_pmm("verify", str(plain), "--no-witness").returncode == 0
 
 
-def test_pmm_restores_what_age_encrypted(mind: Path, tmp_path: Path) -> None:
-    """The other direction: a mind file encrypted by `age -p` restores with pmm."""
-    _remember(mind, "encrypted by age itself")
+@pytest.mark.parametrize("armor", [False, True], ids=["binary", "armored"])
+def test_pmm_restores_what_age_encrypted(mind: Path, tmp_path: Path, armor: bool) -> None:
+    """The other direction: a mind file of several chunks encrypted by `age -p` (and `age -a -p`,
+    ASCII armor) restores with pmm."""
+    _remember(mind, "encrypted by age itself", "words " * 30_000)
     sealed = tmp_path / "by-age.age"
-    _type_passphrase([_tool("age"), "-p", "-o", str(sealed), str(mind)], dict(os.environ),
-                     "age-made passphrase", times=2)
+    _type_passphrase([_tool("age"), "-p", *(["-a"] if armor else []), "-o", str(sealed), str(mind)],
+                     dict(os.environ), "age-made passphrase", times=2)
+    assert sealed.read_bytes().startswith(b"-----BEGIN AGE" if armor else b"age-encryption.org/v1\n")
     target = tmp_path / "restored.db"
     result = run_pmm("--mind", str(target), "restore", str(sealed), env={"PMM_BACKUP_PASSPHRASE": "age-made passphrase"})
     assert result.returncode == 0, result.stderr
     assert _hashes(target) == _hashes(mind)
+
+
+@pytest.mark.parametrize("size", [0, 2 * CHUNK, 2 * CHUNK + 1], ids=["empty", "two-full-chunks", "one-byte-more"])
+def test_age_and_pmm_agree_at_the_chunk_edges(tmp_path: Path, size: int) -> None:
+    """Where STREAM's last-chunk rule bites (an empty file, a last chunk exactly full), with the
+    real age both ways: pmm's writer and age's reader, age's writer and pmm's reader."""
+    from pmm.crypto import age
+
+    data = os.urandom(size)
+    ours, plain = tmp_path / "ours.age", tmp_path / "plain"
+    ours.write_bytes(age.encrypt(data, "edge words", 10))
+    _type_passphrase([_tool("age"), "-d", "-o", str(plain), str(ours)], dict(os.environ), "edge words")
+    assert (plain.read_bytes() if plain.exists() else b"") == data  # age makes -o at its first byte
+    source, theirs = tmp_path / "source", tmp_path / "theirs.age"
+    source.write_bytes(data)
+    _type_passphrase([_tool("age"), "-p", "-o", str(theirs), str(source)], dict(os.environ), "edge words", times=2)
+    assert age.decrypt(theirs.read_bytes(), "edge words", "theirs") == data
+
+
+def test_a_backup_leaves_nothing_beside_the_mind(mind: Path, tmp_path: Path) -> None:
+    """The snapshot is taken into a private temp file beside the mind, gone before the backup is
+    written: neither a backup nor a refused one leaves it (or anything else) there."""
+    folder = tmp_path / "minds"
+    folder.mkdir()
+    moved = folder / "mind.db"
+    mind.rename(moved)
+    _remember(moved, "words " * 30_000)
+    before = sorted(p.name for p in folder.iterdir())
+    _backup(moved, tmp_path / "b.age")
+    assert sorted(p.name for p in folder.iterdir()) == before
+    refused = run_pmm("--mind", str(moved), "backup", "-o", str(tmp_path / "b.age"), env=PASS)
+    _failure(refused, 2)  # an older backup there, without --force
+    assert sorted(p.name for p in folder.iterdir()) == before
 
 
 def test_restore_refuses_to_overwrite_without_force_then_replaces(mind: Path, backed_up: Path) -> None:
@@ -145,8 +186,14 @@ def test_a_wrong_passphrase_writes_nothing(backed_up: Path, tmp_path: Path) -> N
 def _damaged(backed_up: Path, tmp_path: Path) -> dict[str, Path]:
     data = backed_up.read_bytes()
     header_end = data.index(b"\n---") + 1
+    payload = data.index(b"\n", header_end) + 1 + 16  # past the footer line and the nonce
+    assert len(data) > payload + 3 * (CHUNK + 16)
     variants = {
         "truncated": data[: len(data) // 2],
+        "cut at a chunk edge": data[: payload + 2 * (CHUNK + 16)],
+        "a chunk dropped": data[: payload + CHUNK + 16] + data[payload + 2 * (CHUNK + 16):],
+        "two chunks swapped": data[:payload] + data[payload + CHUNK + 16: payload + 2 * (CHUNK + 16)]
+        + data[payload: payload + CHUNK + 16] + data[payload + 2 * (CHUNK + 16):],
         "payload bit flip": data[:-100] + bytes([data[-100] ^ 0x01]) + data[-99:],
         "header bit flip": data[:header_end - 5] + bytes([data[header_end - 5] ^ 0x01]) + data[header_end - 4:],
         "appended garbage": data + b"garbage after the end",
@@ -169,6 +216,24 @@ def test_every_damaged_backup_is_exit_6_and_writes_nothing(backed_up: Path, tmp_
         _failure(result, 6)
         _nothing_beside(target)
         assert name  # each variant ran
+
+
+def test_a_restore_that_does_not_fit_writes_nothing(backed_up: Path, tmp_path: Path) -> None:
+    """The decrypted mind is staged a chunk at a time: when the disk (here a file size limit) stops
+    it halfway, the restore is exit 1 with one clear line, and leaves neither the staged part nor
+    the folder it made."""
+    import resource
+    import signal
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3 * CHUNK, 3 * CHUNK))
+
+    target = tmp_path / "new" / "mind.db"
+    result = subprocess.run([PMM, "--mind", str(target), "restore", str(backed_up)], capture_output=True,
+                            timeout=120, env={**os.environ, **PASS}, preexec_fn=small_disk)
+    assert "could not restore" in _failure(result, 1)
+    assert not target.parent.exists()
 
 
 def test_an_oversized_scrypt_work_factor_is_refused_at_once(backed_up: Path, tmp_path: Path) -> None:

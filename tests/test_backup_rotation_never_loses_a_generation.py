@@ -59,6 +59,8 @@ def test_a_full_disk_costs_no_generation(mind: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr.decode()
     assert "could not write the backup" in _one_error(proc.stderr.decode())
     assert _contents(folder) == before  # every generation where it was, no temp file left
+    # the limit stopped the snapshot's copy beside the mind first: that copy is gone too
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_rotation_shifts_generations_after_the_new_backup(mind: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from pmm import errors
 from pmm.crypto import age
-from tests.conftest import invoke
+from tests.conftest import invoke, json_data, mind_events
 
 CHEAP = 10  # scrypt work factor for these tests (the format is the same at any factor)
 SIZES = [0, 1, 65_535, 65_536, 65_537, 3 * 65_536]  # around STREAM's 64 KiB chunk edges
@@ -68,6 +68,74 @@ def test_damage_anywhere_is_refused(case: str) -> None:
         age.decrypt(sealed, "pw", "the backup")
 
 
+class _Dribble:
+    """A stream that hands out a few bytes per read, as a pipe may."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._at, self._step = data, 0, 0
+
+    def read(self, size: int) -> bytes:
+        self._step = self._step % 4093 + 1
+        piece = self._data[self._at:self._at + min(size, self._step)]
+        self._at += len(piece)
+        return piece
+
+
+def _armored(sealed: bytes) -> bytes:
+    import base64
+
+    return (b"\n-----BEGIN AGE ENCRYPTED FILE-----\n" + base64.encodebytes(sealed)
+            + b"-----END AGE ENCRYPTED FILE-----\n\n")
+
+
+@pytest.mark.parametrize("armor", [False, True], ids=["binary", "armored"])
+@pytest.mark.parametrize("size", SIZES)
+def test_a_stream_is_encrypted_and_decrypted_a_chunk_at_a_time(size: int, armor: bool) -> None:
+    """Short reads anywhere (a pipe) change nothing: chunks are cut by the format, not the reads;
+    each chunk reaches the writer whole and checked, in order."""
+    import io
+
+    data = os.urandom(size)
+    sink = io.BytesIO()
+    age.Sealer("pw", CHEAP).encrypt_file(_Dribble(data), sink)
+    assert pyrage.passphrase.decrypt(sink.getvalue(), "pw") == data
+    sealed = age.Sealed(_Dribble(_armored(sink.getvalue()) if armor else sink.getvalue()), "the backup")
+    sealed.unlock("pw")
+    chunks: list[bytes] = []
+    assert sealed.decrypt_into(chunks.append) == size
+    assert b"".join(chunks) == data
+    assert all(len(chunk) == age.CHUNK for chunk in chunks[:-1]) and len(chunks) == max(1, -(-size // age.CHUNK))
+
+
+def test_a_sealer_makes_one_file() -> None:
+    import io
+
+    sealer = age.Sealer("pw", CHEAP)
+    sealer.encrypt_file(io.BytesIO(b"one"), io.BytesIO())
+    with pytest.raises(ValueError):
+        sealer.encrypt_file(io.BytesIO(b"two"), io.BytesIO())  # the same file key twice: never
+
+
+def _damaged_armor(armored: bytes) -> dict[str, bytes]:
+    end = armored.index(b"-----END")
+    return {
+        "no end line": armored[:end],
+        "a cut end line": armored[:end + 12],
+        "a misspelt end line": armored.replace(b"-----END AGE", b"-----END AGF"),
+        "text after the end line": armored + b"more\n",
+        "a character outside base64": armored[:60] + b"!" + armored[61:],
+        "base64 after its padding": armored[:end] + b"QQ==\nQUJD\n" + armored[end:],
+        "a line cut short": armored[:end - 2] + b"\n" + armored[end:],
+    }
+
+
+@pytest.mark.parametrize("case", list(_damaged_armor(_armored(age.encrypt(b"m" * 70_000, "pw", CHEAP)))))
+def test_damaged_armor_is_refused(case: str) -> None:
+    armored = _damaged_armor(_armored(age.encrypt(b"m" * 70_000, "pw", CHEAP)))[case]
+    with pytest.raises(errors.InputRejected):
+        age.decrypt(armored, "pw", "the backup")
+
+
 def test_a_wrong_passphrase_is_refused_before_any_payload_is_read() -> None:
     with pytest.raises(errors.InputRejected, match="wrong passphrase"):
         age.decrypt(age.encrypt(b"secret", "pw", CHEAP), "not it", "the backup")
@@ -75,17 +143,26 @@ def test_a_wrong_passphrase_is_refused_before_any_payload_is_read() -> None:
 
 def test_an_armored_backup_restores(mind, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """`age -a` output (ASCII armor) is an age passphrase file too: restore reads it."""
-    import base64
-
     monkeypatch.setenv("PMM_BACKUP_PASSPHRASE", "correct horse")
     binary = tmp_path / "b.age"
     assert invoke("--mind", str(mind), "backup", "-o", str(binary)).exit_code == 0
     armored = tmp_path / "b.age.asc"
-    armored.write_bytes(b"-----BEGIN AGE ENCRYPTED FILE-----\n" + base64.encodebytes(binary.read_bytes())
-                        + b"-----END AGE ENCRYPTED FILE-----\n")
+    armored.write_bytes(_armored(binary.read_bytes()))
     done = invoke("--mind", str(tmp_path / "r.db"), "restore", str(armored))
     assert done.exit_code == 0, done.output
     assert invoke("--mind", str(tmp_path / "r.db"), "verify").exit_code == 0
+
+
+def test_a_backup_made_before_backups_streamed_restores(tmp_path: Path) -> None:
+    """tests/data/backup-before-streaming.age: two chunks written whole by the pmm of before
+    (work factor 10, passphrase "an old passphrase"); the streaming reader restores it."""
+    old = Path(__file__).parent / "data" / "backup-before-streaming.age"
+    target = tmp_path / "old.db"
+    done = invoke("--mind", str(target), "restore", str(old), "--json",
+                  env={"PMM_BACKUP_PASSPHRASE": "an old passphrase"})
+    assert done.exit_code == 0, done.output
+    assert json_data(done.stdout)["head"] == "93cd681305920e8762f88c9e2846045e8518701136fa996a74bf3dbd2fb47b97"
+    assert [e["content"][:27] for e in mind_events(target)][1:] == ["made before backups streame", "tea, not coffee"]
 
 
 def test_a_work_factor_the_machine_has_no_memory_for_is_refused_not_a_crash(tmp_path) -> None:

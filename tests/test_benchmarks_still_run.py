@@ -44,3 +44,14 @@ def test_bench_cache_runs_on_a_tiny_mind(tmp_path: Path) -> None:
     # one replay for the stale stats and one for the first chat, none once that chat cached it
     assert "`pmm stats`: " in proc.stdout and "replays [1]; with the cache the chat wrote:" in proc.stdout
     assert "replays [0]" in proc.stdout and "with 10 kept" in proc.stdout
+
+
+def test_bench_backup_runs_on_a_tiny_mind(tmp_path: Path) -> None:
+    """Its launcher, its pty for age's passphrase prompts, and its figures, on 300 events."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_backup.py"), "--events", "300",
+                           "--dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    shown = proc.stdout
+    for line in ("pmm backup", "pmm restore", "limit: cp", "limit: pmm verify", "limit: age -p", "limit: age -d"):
+        assert line in shown, shown
+    assert not (tmp_path / "work").exists()

@@ -7,22 +7,36 @@ import sqlite3
 from pathlib import Path
 
 from pmm.ledger import connection as cx
+from pmm.ledger import sqlite_errors
 from pmm.ledger.chain import GENESIS_PREV
 from pmm.ledger.store import Ledger
 
+_WRITING = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY}
 
-def snapshot(mind: Ledger) -> tuple[bytes, tuple[int, str]]:
-    """The whole database as one consistent image, in memory (nothing plain is written to disk),
-    and the head (id, hash) that image ends at: read from the copy, since another process may
-    have appended to the file by the time anything reads it again."""
-    with cx.translated(mind.path):
-        copy = sqlite3.connect(":memory:")
+
+def snapshot_to(mind: Ledger, path: Path) -> tuple[int, str]:
+    """Copy the whole database as one consistent image into ``path`` (an empty file the caller
+    made, private to it) and return the head (id, hash) that image ends at: read from the copy,
+    since another process may have appended to the mind by the time anything reads it again.
+    SQLite's page cache bounds the memory this takes, whatever the size of the mind. The copy is
+    scratch: no journal and no fsync (the caller encrypts it and removes it). A write that fails
+    (a full disk) is ``WriteRefused`` naming ``path``; anything else names the mind."""
+    copy = sqlite3.connect(path, isolation_level=None)
+    try:
+        try:
+            copy.execute("PRAGMA journal_mode=OFF")
+            copy.execute("PRAGMA synchronous=OFF")
+        except sqlite3.Error as exc:
+            raise cx.translate(exc, path) from None
         try:
             mind.conn.backup(copy)
+        except sqlite3.Error as exc:
+            raise cx.translate(exc, path if sqlite_errors.primary(exc) in _WRITING else mind.path) from None
+        with cx.translated(path):
             row = copy.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
-            return copy.serialize(), ((row[0], row[1]) if row else (0, GENESIS_PREV))
-        finally:
-            copy.close()
+        return (row[0], row[1]) if row else (0, GENESIS_PREV)
+    finally:
+        copy.close()
 
 
 def copy_over(source: Path, target: Path) -> None:

@@ -4,24 +4,31 @@ A backup is the mind's SQLite image taken with the backup API, verified, then en
 passphrase (scrypt, age v1) so that ``age -d`` opens it without pmm. A restore decrypts, checks
 the whole chain, and only then writes: a new file appears whole, an existing one (``--force``)
 is replaced in one SQLite transaction. The witness then accepts the restored head.
+
+Neither holds the mind in memory: the snapshot goes to a private temp file beside the mind (it
+is the same plain data as the mind, and as large), removed before it is encrypted chunk by chunk
+into the backup; a restore decrypts chunk by chunk into the staged copy it verifies.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import IO, TYPE_CHECKING, TypedDict
 
 from pmm import errors, settings
 from pmm.ledger.connection import SQLITE_MAGIC
 from pmm.services import files, integrity, witness
-from pmm.services.files import fsync_dir, read_file, temp_beside, write_new
+from pmm.services.files import fsync_dir, read_file, temp_beside
+
+if TYPE_CHECKING:
+    from pmm.crypto import age
 
 Passphrase = Callable[[], str]
-MAX_BACKUP_BYTES = 16 << 30
 
 
 class BackupJson(TypedDict):
@@ -69,29 +76,69 @@ def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None 
     Without ``keep``, an older backup at ``target`` is replaced only with ``force`` (atomically:
     the old one stays whole until the new one is)."""
     from pmm.crypto import age
-    from pmm.ledger import snapshot
-    from pmm.ledger.store import Ledger
 
     replacing = check_target(source, target, keep, force)
     work_factor = settings.BACKUP_WORK_FACTOR.get()  # a bad value fails before any work
+    # scrypt first: its 256 MiB (at 2^18) then come on top of the least this process holds
+    sealer = age.Sealer(passphrase(), work_factor)
     report = integrity.verify_mind(source)
     if not report.ok:
         where = f"event {report.problem_event}: " if report.problem_event else ""
         raise errors.IntegrityError(f"refusing to back up {source}: {where}{report.problem}",
                                     hint="a pmm backup is always restorable; copy the file with cp to keep it as it is")
-    with Ledger.open(source) as mind:
-        image, (events, head) = snapshot.snapshot(mind)  # the head in the image, not the live one
-        mind_id = mind.mind_id
-    sealed = age.encrypt(image, passphrase(), work_factor)
-    del image
-    removed: list[Path] = []
-    with files.open_output(target, mode=0o600, reading=(source,), what="backup") as handle:
-        handle.write(sealed)
-        if keep:
-            handle.flush()
-            os.fsync(handle.fileno())  # the new generation is on disk before an old one moves
-            removed = _rotate(target, keep)
-    return BackupResult(mind_id, events, head, target, len(sealed), removed, replacing)
+    with _snapshot(source, target) as (image, mind_id, events, head):  # the image's head, not the live one
+        removed: list[Path] = []
+        with files.open_output(target, mode=0o600, reading=(source,), what="backup") as handle:
+            size = sealer.encrypt_file(image, handle)
+            if keep:
+                handle.flush()
+                os.fsync(handle.fileno())  # the new generation is on disk before an old one moves
+                removed = _rotate(target, keep)
+    return BackupResult(mind_id, events, head, target, size, removed, replacing)
+
+
+@contextlib.contextmanager
+def _snapshot(source: Path, target: Path) -> Iterator[tuple[IO[bytes], str, int, str]]:
+    """The mind's consistent image, open for reading in a private (0600) temp file that is gone
+    from its folder before anything reads it; its mind id and the head it ends at. The file goes
+    beside the mind, whose plain data it copies (in the system's temp folder if that folder is
+    read-only)."""
+    from pmm.ledger import snapshot
+    from pmm.ledger.store import Ledger
+
+    copy = _scratch_file(source)
+    try:
+        try:
+            with Ledger.open(source) as mind:
+                mind_id = mind.mind_id
+                events, head = snapshot.snapshot_to(mind, copy)
+        except errors.WriteRefused as exc:
+            reason = exc.message.removeprefix(f"could not write {copy}: ")
+            raise errors.WriteRefused(
+                f"could not write the backup {target}: its snapshot, a temporary copy of the mind"
+                f" beside it, could not be written ({reason})",
+                hint="nothing was written; the snapshot needs as much free space beside the mind as"
+                     " the mind takes") from None
+        handle = open(copy, "rb")  # closed below: its name goes first
+    finally:
+        copy.unlink(missing_ok=True)
+    with handle:
+        yield handle, mind_id, events, head
+
+
+def _scratch_file(beside: Path) -> Path:
+    """A new empty owner-only file beside ``beside`` (SQLite would create it with the umask's
+    mode), or in the system's temp folder if that folder is read-only."""
+    path = temp_beside(beside)
+    try:
+        with files.new_file(path):
+            return path
+    except OSError as exc:
+        if exc.errno not in files.DENIED:
+            raise errors.WriteRefused(f"could not make the snapshot to back up {beside}: {exc.strerror}") from None
+    path = temp_beside(Path(tempfile.gettempdir()) / beside.name)
+    with files.new_file(path):
+        return path
 
 
 def check_target(source: Path, target: Path, keep: int | None, force: bool) -> bool:
@@ -219,23 +266,20 @@ def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool =
     from pmm.ledger.store import Ledger
 
     check_restore_target(target, force)
-    sealed = _read_backup(source)
-    age.work_factor(sealed, str(source))  # refuse a hostile header before asking anything
-    image = age.decrypt(sealed, passphrase(), str(source))
-    del sealed
-    if not image.startswith(SQLITE_MAGIC):
-        raise errors.InputRejected(f"{source} decrypts, but not to a SQLite file: it is not a pmm backup")
-    made = [d for d in [target.parent, *target.parent.parents] if not d.exists()]  # deepest first
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the staged copy goes there
-    try:
-        replaced = _verify_and_place(source, target, image, force)
-    except BaseException:
-        # a refused restore leaves the disk as it found it: no folder either, if this call made
-        # it (only empty ones go: another process may have put something there meanwhile)
-        with contextlib.suppress(OSError):
-            for directory in made:
-                directory.rmdir()
-        raise
+    with files.open_input(source, "backup") as handle:
+        sealed = age.Sealed(handle, str(source))  # refuse a hostile header before asking anything
+        sealed.unlock(passphrase())
+        made = [d for d in [target.parent, *target.parent.parents] if not d.exists()]  # deepest first
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the staged copy goes there
+        try:
+            replaced = _verify_and_place(source, target, sealed, force)
+        except BaseException:
+            # a refused restore leaves the disk as it found it: no folder either, if this call made
+            # it (only empty ones go: another process may have put something there meanwhile)
+            with contextlib.suppress(OSError):
+                for directory in made:
+                    directory.rmdir()
+            raise
     with Ledger.open(target) as mind:
         size, head = mind.head()
         verdict = witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, target,
@@ -244,12 +288,12 @@ def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool =
         return RestoreResult(mind.mind_id, size, head, target, replaced, diverged)
 
 
-def _verify_and_place(source: Path, target: Path, image: bytes, force: bool) -> bool:
-    """Verify the decrypted ``image`` as a staged copy beside ``target``, then publish it there
-    (or copy it over the mind there with ``force``); whether a mind was replaced."""
+def _verify_and_place(source: Path, target: Path, sealed: age.Sealed, force: bool) -> bool:
+    """Decrypt ``sealed`` into a staged copy beside ``target`` and verify it, then publish it
+    there (or copy it over the mind there with ``force``); whether a mind was replaced."""
     from pmm.ledger import snapshot
 
-    with _plain_copy(target, image) as staged:
+    with _plain_copy(source, target, sealed) as staged:
         try:
             report = integrity.verify_mind(staged)
         except errors.MindFileError as exc:
@@ -278,27 +322,41 @@ def check_backup_file(source: Path) -> None:
     if head.lstrip().startswith(b"{"):
         raise errors.InputRejected(f"{source} looks like JSON (a pmm export?), not an encrypted backup",
                                    hint="an export goes into a mind with `pmm import FILE`")
-    if not head.lstrip().startswith(age.ARMOR_BEGIN):
-        age.work_factor(head, str(source))
-
-
-def _read_backup(source: Path) -> bytes:
-    data = read_file(source, "backup", MAX_BACKUP_BYTES)
-    if len(data) > MAX_BACKUP_BYTES:
-        raise errors.InputRejected(f"{source} is larger than any backup pmm would make")
-    return data
+    age.work_factor(head, str(source))  # its header, armored or not
 
 
 @contextlib.contextmanager
-def _plain_copy(target: Path, image: bytes) -> Iterator[Path]:
-    """The decrypted mind in an owner-only temp file beside ``target``, removed afterwards."""
+def _plain_copy(source: Path, target: Path, sealed: age.Sealed) -> Iterator[Path]:
+    """The decrypted mind in an owner-only temp file beside ``target``, removed afterwards; it is
+    refused (exit 6) unless it decrypts whole and starts as a SQLite file does."""
     staged = temp_beside(target)
     try:
-        write_new(staged, image)
+        try:
+            with files.new_file(staged) as handle:
+                sealed.decrypt_into(_sqlite_first(handle.write, source))
+        except OSError as exc:
+            if exc.errno in files.FULL:
+                raise errors.WriteRefused(f"could not restore {target}: no room beside it for the mind"
+                                          " (a full disk, a quota or a file size limit)",
+                                          hint="nothing was written; free as much space as the backup takes") from None
+            raise
         yield staged
     finally:
         for leftover in (staged, Path(f"{staged}-wal"), Path(f"{staged}-shm"), Path(f"{staged}-journal")):
             leftover.unlink(missing_ok=True)
+
+
+def _sqlite_first(write: Callable[[bytes], object], source: Path) -> Callable[[bytes], object]:
+    """``write``, refusing a plaintext that is not a SQLite file at its first chunk."""
+    first = True
+
+    def checked(chunk: bytes) -> object:
+        nonlocal first
+        if first and not chunk.startswith(SQLITE_MAGIC):
+            raise errors.InputRejected(f"{source} decrypts, but not to a SQLite file: it is not a pmm backup")
+        first = False
+        return write(chunk)
+    return checked
 
 
 def _publish(staged: Path, target: Path) -> None:

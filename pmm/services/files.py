@@ -194,18 +194,17 @@ def _unchanged(target: Target) -> str:
     return "part of it may have been written" if target.stream else f"{target.path} was left as it was"
 
 
-def write_new(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Create ``path`` (never an existing file) with exactly ``mode``, write ``data``, fsync.
-    For pmm's private temp files; the caller translates errors."""
+@contextlib.contextmanager
+def new_file(path: Path, mode: int = 0o600) -> Iterator[IO[bytes]]:
+    """Create ``path`` (never an existing file) with exactly ``mode`` and write it through the
+    handle yielded; fsynced when the block ends without an error. For pmm's private temp files:
+    the caller translates errors and removes the file."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask
+        yield handle
+        handle.flush()
         os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_at_most(handle: IO[bytes], size: int) -> bytes:
@@ -222,18 +221,30 @@ def _read_at_most(handle: IO[bytes], size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_file(path: Path, what: str, limit: int) -> bytes:
-    """Up to ``limit`` + 1 bytes of a file the user named: a missing file or a directory is a
-    usage error (exit 2), an unreadable one is refused input (exit 6)."""
+@contextlib.contextmanager
+def open_input(path: Path, what: str) -> Iterator[IO[bytes]]:
+    """A file the user named, open for reading: a missing file or a directory is a usage error
+    (exit 2), one that cannot be opened is refused input (exit 6)."""
     try:
-        with open(path, "rb") as handle:
-            return _read_at_most(handle, limit + 1)
+        handle = open(path, "rb")
     except FileNotFoundError:
         raise errors.UsageError(f"no {what} file at {path}") from None
     except IsADirectoryError:
         raise errors.UsageError(f"{path} is a directory, not a {what} file") from None
     except OSError as exc:
         raise errors.InputRejected(f"cannot read {what} file {path}: {exc.strerror}") from None
+    with handle:
+        yield handle
+
+
+def read_file(path: Path, what: str, limit: int) -> bytes:
+    """Up to ``limit`` + 1 bytes of a file the user named (``open_input``); a read that fails is
+    refused input (exit 6)."""
+    with open_input(path, what) as handle:
+        try:
+            return _read_at_most(handle, limit + 1)
+        except OSError as exc:
+            raise errors.InputRejected(f"cannot read {what} file {path}: {exc.strerror}") from None
 
 
 def temp_beside(path: Path) -> Path:
