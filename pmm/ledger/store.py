@@ -19,11 +19,13 @@ from pmm import errors
 from pmm.domain.canonical import canonical_json
 from pmm.domain.checks import check_draft
 from pmm.domain.events import Draft, Event
+from pmm.domain.states import States
 from pmm.ledger import connection as cx
 from pmm.ledger import folded, fts, schema
 from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
+HEAD_TRIGGER = "events_extend_head"  # schema.GUARDS[0]: every insert must extend the head
 
 
 def select_list(table: str = "") -> str:
@@ -343,30 +345,47 @@ class Ledger:
         self.prefix = chain_prefix(self.ledger_format, mind_id)
 
     @classmethod
-    def build(cls, path: Path, mind_id: str, events: Iterable[Event]) -> int:
+    def build(cls, path: Path, mind_id: str, events: Iterable[Event],
+              folded_states: Callable[[], States | None] | None = None) -> int:
         """Create a new mind at ``path`` from checked events: a temp file, published on success.
 
-        The temp file is private to this call, so it is written without a journal and with the
-        indexes built once at the end; it is fsynced before it appears under ``path``.
+        ``folded_states``, when given, returns the projections folded over ``events`` once they
+        are all read (the caller folded them as it checked them, in another process); else they
+        are folded here, as they are inserted.
+
+        The temp file is private to this call, so it is written without a journal, and the
+        indexes and the head trigger are made once at the end, in the same transaction (the
+        events are checked links of one chain from event 1: what the trigger would hold for
+        each row); it is fsynced before it appears under ``path``.
         """
         with cx.new_file(path) as (tmp, conn), cx.translated(tmp):
             conn.execute("PRAGMA journal_mode=OFF")
             conn.execute("PRAGMA synchronous=OFF")
             conn.execute("PRAGMA cache_size=-65536")
-            conn.execute("PRAGMA temp_store=MEMORY")  # index builds sort in memory
-            conn.execute("PRAGMA threads=2")  # and may use a second core to do it
+            # Index builds sort in temp files (the page cache's, not this process's memory),
+            # so memory stays flat at any size; and they may use a second core to do it.
+            conn.execute("PRAGMA temp_store=FILE")
+            conn.execute("PRAGMA threads=2")
             conn.execute("BEGIN")
             cx.init_file(conn, mind_id, with_indexes=False)
+            conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
             mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
-            folding = folded.Folding(mind, 0)
-            mind._insert(folding.passing(events))
-            for statement in schema.EVENTS_INDEXES:
+            folding = folded.Folding(mind, 0) if folded_states is None else None
+            mind._insert(events if folding is None else folding.passing(events))
+            for statement in (*schema.EVENTS_INDEXES, schema.GUARDS[0]):
                 conn.execute(statement)
             mind._index_text(0)
-            folding.seal()
+            if folding is not None:
+                folding.seal()
+            else:
+                states = folded_states() if folded_states is not None else None
+                if states is None:
+                    raise errors.PmmError("internal: the events were not all read")
+                folded.seal(mind, states)
+            count = mind.head()[0]
             conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode=DELETE")
-        return folding.count
+        return count
 
 
 def _prepare(drafts: Iterable[Draft]) -> list[tuple[str, str, str]]:
