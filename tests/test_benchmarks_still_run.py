@@ -33,3 +33,13 @@ def test_bench_recall_runs_on_a_tiny_locomo_conversation(tmp_path: Path) -> None
     result = json.loads(proc.stdout)
     assert result["2048/pmm"]["all"] == 1.0  # four short turns all fit: the evidence is there
     assert result["2048/pmm"]["evidence_turns"] == 1
+
+
+def test_bench_import_runs_at_two_tiny_sizes(tmp_path: Path) -> None:
+    # 3,000 events is over 1 MiB: the import's reading process runs, as at the real sizes
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_import.py"),
+                           "--sizes", "200,3000", "--dir", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("pmm import:") == 2 and "python floor" in proc.stdout
+    assert not (tmp_path / "work").exists()  # it cleans up after itself

@@ -361,7 +361,7 @@ class Ledger:
         with cx.new_file(path) as (tmp, conn), cx.translated(tmp):
             conn.execute("PRAGMA journal_mode=OFF")
             conn.execute("PRAGMA synchronous=OFF")
-            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: the insert appends, it needs few pages
             # Index builds sort in temp files (the page cache's, not this process's memory),
             # so memory stays flat at any size; and they may use a second core to do it.
             conn.execute("PRAGMA temp_store=FILE")
