@@ -62,6 +62,25 @@ def test_a_large_import_reproduces_the_mind_and_leaves_it_sound(export: Path, tm
     assert found  # the search index covers the imported events
 
 
+def test_a_large_tail_appended_to_a_mind_leaves_it_sound(export: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first.jsonl"
+    synthetic_export(first, 1000)  # the same seed: the large export's first 1,000 events
+    mind = tmp_path / "mind.db"
+    run_in("--mind", str(mind), "import", str(first), check=True)
+    result = cli_json(mind, "import", str(export))
+    assert (result["appended"], result["already_present"]) == (EVENTS - 1000, 1000)
+    with Ledger.open(mind, write=True) as opened:
+        assert opened.schema_problems() == []  # the head trigger is back, exactly as pmm makes it
+    report = cli_json(mind, "verify", "--deep")
+    assert report["ok"] is True and report["deep"]["cache_matches_replay"] is True
+    conn = sqlite3.connect(mind)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="extend the head"):
+            conn.execute("INSERT INTO events VALUES (?, 't', 'k', '', '{}', 'x', 'y')", (EVENTS + 5,))
+    finally:
+        conn.close()
+
+
 def _altered(export: Path, out: Path, line: int, old: bytes, new: bytes) -> None:
     lines = export.read_bytes().splitlines(keepends=True)
     assert old in lines[line - 1]
@@ -149,3 +168,36 @@ def test_kill9_mid_import_leaves_no_mind(big_export: Path, tmp_path: Path, victi
                           capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     assert json_data(done.stdout)["appended"] == 60_000
+
+
+def test_a_large_export_on_a_pipe_imports(export: Path, tmp_path: Path) -> None:
+    mind = tmp_path / "mind.db"
+    done = subprocess.run([PMM, "--mind", str(mind), "import", "-", "--json"],
+                          input=export.read_bytes(), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert json_data(done.stdout)["appended"] == EVENTS
+    assert cli_json(mind, "verify")["ok"] is True
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_ctrl_c_mid_import_exits_130_and_leaves_no_mind(big_export: Path, tmp_path: Path) -> None:
+    target = tmp_path / "minds" / "mind.db"
+    target.parent.mkdir()
+    proc = subprocess.Popen([PMM, "--mind", str(target), "import", str(big_export)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        readers: list[int] = []
+        while time.monotonic() < deadline and proc.poll() is None and not readers:
+            readers = _children(proc.pid)
+            time.sleep(0.01)
+        assert readers and proc.poll() is None, "the import ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr.decode()
+    assert b"Traceback" not in stderr
+    assert _gone(readers[0]) and list(target.parent.iterdir()) == []

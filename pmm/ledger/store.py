@@ -328,9 +328,14 @@ class Ledger:
         raises to abort, and then nothing is written). Returns how many were appended.
         """
         with self.transaction():
-            head_id, _ = self.head()
+            head_id, head_hash = self.head()
             folding = folded.Folding(self, head_id)
-            self._insert(folding.passing(events))
+            # The head trigger would look the head up again for every row: it is dropped for the
+            # insert and made again before COMMIT (one transaction: a crash or a refusal rolls
+            # both back), and its rule is held here, row by row, in memory.
+            self.conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
+            self._insert(folding.passing(_extending(events, head_id, head_hash)))
+            self.conn.execute(schema.GUARDS[0])
             self._index_text(head_id)
             folding.seal()
         return folding.count
@@ -371,7 +376,8 @@ class Ledger:
             conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
             mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
             folding = folded.Folding(mind, 0) if folded_states is None else None
-            mind._insert(events if folding is None else folding.passing(events))
+            rows = _extending(events, 0, GENESIS_PREV)
+            mind._insert(rows if folding is None else folding.passing(rows))
             for statement in (*schema.EVENTS_INDEXES, schema.GUARDS[0]):
                 conn.execute(statement)
             mind._index_text(0)
@@ -386,6 +392,17 @@ class Ledger:
             conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode=DELETE")
         return count
+
+
+def _extending(events: Iterable[Event], head_id: int, head_hash: str) -> Iterator[Event]:
+    """``events``, each refused unless it extends the one before (the head trigger's rule)."""
+    last_id, last_hash = head_id, head_hash
+    for event in events:
+        if event.id != last_id + 1 or event.prev_hash != last_hash:
+            raise errors.PmmError("internal: pmm events are append-only: a new event must"
+                                  f" extend the head (event {event.id} does not)")
+        last_id, last_hash = event.id, event.hash
+        yield event
 
 
 def _prepare(drafts: Iterable[Draft]) -> list[tuple[str, str, str]]:

@@ -3,7 +3,7 @@ hashes the export (``portability._checked``) and folds the projections over it, 
 checked events through a pipe in batches, then the folded states, while this process writes
 them (SQLite: the events, their indexes, the search index).
 
-The child opens no SQLite connection and writes nothing but the pipe. A problem it finds is
+The child (``os.fork``) uses no SQLite connection and writes nothing but the pipe. A problem it finds is
 sent as what it is (an ``InputRejected`` with its line) and raised here, so the import refuses
 the file exactly as it does in one process; if the child dies, the import fails and nothing is
 written. The pipe holds a batch or two at most (the child waits while this side writes), so
@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import pickle
 import signal
+import struct
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 from pmm import errors
 from pmm.domain import projections
@@ -42,12 +44,9 @@ class Checked:
         self.states: States | None = None
 
     def __iter__(self) -> Iterator[Event]:
-        import multiprocessing
-
-        if ((self.size is not None and self.size < PARALLEL_FROM)
-                or "fork" not in multiprocessing.get_all_start_methods()):
+        if (self.size is not None and self.size < PARALLEL_FROM) or not hasattr(os, "fork"):
             return self._here()
-        return self._beside(multiprocessing.get_context("fork"))
+        return self._beside()
 
     def _here(self) -> Iterator[Event]:
         fold, progress, n = projections.Fold(), self.on_progress, 0
@@ -62,34 +61,47 @@ class Checked:
             progress(n)
         self.states = fold.states
 
-    def _beside(self, ctx: Any) -> Iterator[Event]:
-        receive, send = ctx.Pipe(duplex=False)
-        _widen(send.fileno())
-        child = ctx.Process(target=_produce, args=(self.make, send, receive), name="pmm-import-reader",
-                            daemon=True)
-        child.start()
-        send.close()
+    def _beside(self) -> Iterator[Event]:
+        # os.fork, not multiprocessing: its child closes stdin, which may be the export itself.
+        read_fd, write_fd = os.pipe()
+        _widen(write_fd)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code
+            code = 1
+            try:
+                os.close(read_fd)  # so that the parent's death ends this process (EPIPE)
+                with open(write_fd, "wb", buffering=0) as pipe:
+                    _produce(self.make, pipe)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_fd)
         finished = False
         try:
-            while True:
-                try:
-                    tag, payload = pickle.loads(receive.recv_bytes())
-                except EOFError:
-                    raise errors.PmmError("internal: the import's reading process died") from None
-                if tag == "events":
-                    if self.on_progress is not None:
-                        self.on_progress(len(payload))
-                    yield from map(Event._make, payload)
-                elif tag == "done":
-                    finished, self.states = True, payload
-                    return
-                else:
-                    raise _rebuilt(tag, payload)
+            with open(read_fd, "rb", buffering=PIPE_BYTES) as pipe:
+                while True:
+                    head = pipe.read(_FRAME.size)
+                    body = pipe.read(_FRAME.unpack(head)[0]) if len(head) == _FRAME.size else b""
+                    if not body:
+                        raise errors.PmmError("internal: the import's reading process died")
+                    tag, payload = pickle.loads(body)
+                    if tag == "events":
+                        if self.on_progress is not None:
+                            self.on_progress(len(payload))
+                        yield from map(Event._make, payload)
+                    elif tag == "done":
+                        finished, self.states = True, payload
+                        return
+                    else:
+                        raise _rebuilt(tag, payload)
         finally:
-            receive.close()
             if not finished:
-                child.kill()  # this side stopped first (a refusal, an error, Ctrl-C)
-            child.join()
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # this side stopped first: a refusal, an error, Ctrl-C
+            os.waitpid(pid, 0)
+
+
+_FRAME = struct.Struct(">Q")  # each message: its length, then the pickle
 
 
 def _widen(fd: int) -> None:
@@ -99,15 +111,17 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
-def _produce(make: Callable[[], Iterator[Event]], send: Any, receive: Any) -> None:
+def _produce(make: Callable[[], Iterator[Event]], pipe: IO[bytes]) -> None:
     """The child: run the checks and the fold, send each batch, then the states (``done``) or
     what went wrong."""
-    # The fork copied the pipe's reading end too: closed, so that when the parent dies the
-    # next send fails (EPIPE) and this process ends, instead of waiting on a pipe it holds itself.
-    receive.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to answer
     gc.disable()  # a short-lived process making no cycles: the collector's passes are waste
-    dumps, protocol = pickle.dumps, pickle.HIGHEST_PROTOCOL
+    dumps, protocol, frame = pickle.dumps, pickle.HIGHEST_PROTOCOL, _FRAME.pack
+
+    def send(message: tuple[str, Any]) -> None:
+        body = dumps(message, protocol)
+        pipe.write(frame(len(body)) + body)
+
     try:
         fold = projections.Fold()
         add = fold.add
@@ -116,22 +130,21 @@ def _produce(make: Callable[[], Iterator[Event]], send: Any, receive: Any) -> No
             add(event)
             batch.append(tuple(event))
             if len(batch) == BATCH:
-                send.send_bytes(dumps(("events", batch), protocol))
+                send(("events", batch))
                 batch = []
         if batch:
-            send.send_bytes(dumps(("events", batch), protocol))
+            send(("events", batch))
         message: tuple[str, Any] = ("done", fold.states)
+    except BrokenPipeError:
+        return  # the parent is gone (killed, or it stopped reading): nobody to tell
     except errors.InputRejected as exc:
         message = ("rejected", (exc.message, exc.hint, exc.line))
     except errors.PmmError as exc:
         message = ("failed", (exc.message, exc.hint, None))
     except BaseException as exc:  # said to the parent, which raises it
         message = ("failed", (f"internal: the import's reading process failed ({exc!r})", None, None))
-    try:
-        send.send_bytes(dumps(message, protocol))
-    except OSError:
-        pass  # the parent is gone (killed, or it stopped reading): nobody to tell
-    send.close()
+    with contextlib.suppress(OSError):
+        send(message)
 
 
 def _rebuilt(tag: str, payload: tuple[str, str | None, int | None]) -> errors.PmmError:
