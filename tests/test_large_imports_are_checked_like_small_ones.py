@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -132,10 +133,10 @@ def big_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
-@pytest.mark.parametrize("victim", ["pmm", "reader"])
-def test_kill9_mid_import_leaves_no_mind(big_export: Path, tmp_path: Path, victim: str) -> None:
-    target = tmp_path / "minds" / "mind.db"
+def _stopped_mid_import(big_export: Path, target: Path, stop: Callable[[int, list[int]], None]
+                        ) -> tuple[subprocess.Popen[bytes], int, bytes]:
+    """Run `pmm import` into ``target`` and ``stop(pid, readers)`` it once its reading process
+    runs and its temp file is being written; returns the process, the reader's pid, stderr."""
     target.parent.mkdir()
     proc = subprocess.Popen([PMM, "--mind", str(target), "import", str(big_export)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -145,16 +146,25 @@ def test_kill9_mid_import_leaves_no_mind(big_export: Path, tmp_path: Path, victi
         while time.monotonic() < deadline and proc.poll() is None:
             readers = _children(proc.pid)
             if readers and any(p.name.startswith(".mind.db.tmp") for p in target.parent.iterdir()):
-                break  # the reader runs and the temp file is being written
+                break
             time.sleep(0.01)
-        assert readers and proc.poll() is None, "the import ended before it could be killed"
-        os.kill(proc.pid if victim == "pmm" else readers[0], signal.SIGKILL)
+        assert readers and proc.poll() is None, "the import ended before it could be stopped"
+        stop(proc.pid, readers)
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert _gone(readers[0]), "the reading process outlived the import"
+    return proc, readers[0], stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("victim", ["pmm", "reader"])
+def test_kill9_mid_import_leaves_no_mind(big_export: Path, tmp_path: Path, victim: str) -> None:
+    target = tmp_path / "minds" / "mind.db"
+    proc, _, stderr = _stopped_mid_import(big_export, target, lambda pid, readers: os.kill(
+        pid if victim == "pmm" else readers[0], signal.SIGKILL))
     if victim == "pmm":
         assert proc.returncode == -signal.SIGKILL
     else:
@@ -182,22 +192,8 @@ def test_a_large_export_on_a_pipe_imports(export: Path, tmp_path: Path) -> None:
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
 def test_ctrl_c_mid_import_exits_130_and_leaves_no_mind(big_export: Path, tmp_path: Path) -> None:
     target = tmp_path / "minds" / "mind.db"
-    target.parent.mkdir()
-    proc = subprocess.Popen([PMM, "--mind", str(target), "import", str(big_export)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        readers: list[int] = []
-        while time.monotonic() < deadline and proc.poll() is None and not readers:
-            readers = _children(proc.pid)
-            time.sleep(0.01)
-        assert readers and proc.poll() is None, "the import ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, _, stderr = _stopped_mid_import(big_export, target,
+                                          lambda pid, _readers: os.kill(pid, signal.SIGINT))
     assert proc.returncode == 130, stderr.decode()
     assert b"Traceback" not in stderr
-    assert _gone(readers[0]) and list(target.parent.iterdir()) == []
+    assert list(target.parent.iterdir()) == []
