@@ -55,3 +55,13 @@ def test_bench_backup_runs_on_a_tiny_mind(tmp_path: Path) -> None:
     for line in ("pmm backup", "pmm restore", "limit: cp", "limit: pmm verify", "limit: age -p", "limit: age -d"):
         assert line in shown, shown
     assert not (tmp_path / "work").exists()
+
+
+def test_bench_import_runs_at_two_tiny_sizes(tmp_path: Path) -> None:
+    # 3,000 events is over 1 MiB: the import's reading process runs, as at the real sizes
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_import.py"),
+                           "--sizes", "200,3000", "--dir", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("pmm import:") == 2 and "python floor" in proc.stdout
+    assert not (tmp_path / "work").exists()  # it cleans up after itself

@@ -19,11 +19,13 @@ from pmm import errors
 from pmm.domain.canonical import canonical_json
 from pmm.domain.checks import check_draft
 from pmm.domain.events import Draft, Event
+from pmm.domain.states import States
 from pmm.ledger import connection as cx
 from pmm.ledger import folded, fts, schema
 from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
+HEAD_TRIGGER = "events_extend_head"  # schema.GUARDS[0]: every insert must extend the head
 
 
 def select_list(table: str = "") -> str:
@@ -326,9 +328,14 @@ class Ledger:
         raises to abort, and then nothing is written). Returns how many were appended.
         """
         with self.transaction():
-            head_id, _ = self.head()
+            head_id, head_hash = self.head()
             folding = folded.Folding(self, head_id)
-            self._insert(folding.passing(events))
+            # The head trigger would look the head up again for every row: it is dropped for the
+            # insert and made again before COMMIT (one transaction: a crash or a refusal rolls
+            # both back), and its rule is held here, row by row, in memory.
+            self.conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
+            self._insert(folding.passing(_extending(events, head_id, head_hash)))
+            self.conn.execute(schema.GUARDS[0])
             self._index_text(head_id)
             folding.seal()
         return folding.count
@@ -343,30 +350,59 @@ class Ledger:
         self.prefix = chain_prefix(self.ledger_format, mind_id)
 
     @classmethod
-    def build(cls, path: Path, mind_id: str, events: Iterable[Event]) -> int:
+    def build(cls, path: Path, mind_id: str, events: Iterable[Event],
+              folded_states: Callable[[], States | None] | None = None) -> int:
         """Create a new mind at ``path`` from checked events: a temp file, published on success.
 
-        The temp file is private to this call, so it is written without a journal and with the
-        indexes built once at the end; it is fsynced before it appears under ``path``.
+        ``folded_states``, when given, returns the projections folded over ``events`` once they
+        are all read (the caller folded them as it checked them, in another process); else they
+        are folded here, as they are inserted.
+
+        The temp file is private to this call, so it is written without a journal, and the
+        indexes and the head trigger are made once at the end, in the same transaction (the
+        events are checked links of one chain from event 1: what the trigger would hold for
+        each row); it is fsynced before it appears under ``path``.
         """
         with cx.new_file(path) as (tmp, conn), cx.translated(tmp):
             conn.execute("PRAGMA journal_mode=OFF")
             conn.execute("PRAGMA synchronous=OFF")
-            conn.execute("PRAGMA cache_size=-65536")
-            conn.execute("PRAGMA temp_store=MEMORY")  # index builds sort in memory
-            conn.execute("PRAGMA threads=2")  # and may use a second core to do it
+            conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: the insert appends, it needs few pages
+            # Index builds sort in temp files (the page cache's, not this process's memory),
+            # so memory stays flat at any size; and they may use a second core to do it.
+            conn.execute("PRAGMA temp_store=FILE")
+            conn.execute("PRAGMA threads=2")
             conn.execute("BEGIN")
             cx.init_file(conn, mind_id, with_indexes=False)
+            conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
             mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
-            folding = folded.Folding(mind, 0)
-            mind._insert(folding.passing(events))
-            for statement in schema.EVENTS_INDEXES:
+            folding = folded.Folding(mind, 0) if folded_states is None else None
+            rows = _extending(events, 0, GENESIS_PREV)
+            mind._insert(rows if folding is None else folding.passing(rows))
+            for statement in (*schema.EVENTS_INDEXES, schema.GUARDS[0]):
                 conn.execute(statement)
             mind._index_text(0)
-            folding.seal()
+            if folding is not None:
+                folding.seal()
+            else:
+                states = folded_states() if folded_states is not None else None
+                if states is None:
+                    raise errors.PmmError("internal: the events were not all read")
+                folded.seal(mind, states)
+            count = mind.head()[0]
             conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode=DELETE")
-        return folding.count
+        return count
+
+
+def _extending(events: Iterable[Event], head_id: int, head_hash: str) -> Iterator[Event]:
+    """``events``, each refused unless it extends the one before (the head trigger's rule)."""
+    last_id, last_hash = head_id, head_hash
+    for event in events:
+        if event.id != last_id + 1 or event.prev_hash != last_hash:
+            raise errors.PmmError("internal: pmm events are append-only: a new event must"
+                                  f" extend the head (event {event.id} does not)")
+        last_id, last_hash = event.id, event.hash
+        yield event
 
 
 def _prepare(drafts: Iterable[Draft]) -> list[tuple[str, str, str]]:

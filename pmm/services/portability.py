@@ -161,8 +161,13 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
                 f"this export starts at event {header.since}; a new mind needs one from event 1",
                 hint="export with no --since, or import into the mind it was taken from")
         prefix = chain_prefix(header.ledger_format, header.mind_id)
-        checked = _checked(reader.events(), prefix, ChainState(), on_progress)
-        count = Ledger.build(path, header.mind_id, checked)
+        from pmm.services import import_reader
+
+        jsonl.fast_decoder()  # imported here, before the fork, not by the child
+        checked = import_reader.Checked(
+            lambda: _checked(reader.events(), prefix, ChainState(), None), on_progress,
+            size=_size(stream))
+        count = Ledger.build(path, header.mind_id, checked, lambda: checked.states)
         with Ledger.open(path) as built:
             opening.witness_head(built, created=True)
         notify(f"Created a new mind at {path}")
@@ -176,6 +181,18 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
         with opening.witnessed(Ledger.open(path, write=True), notify=notify) as mind:
             return _merge(mind, jsonl.ExportReader(source, name), write=True,
                           on_progress=on_progress)
+
+
+def _size(stream: IO[bytes]) -> int | None:
+    """The size of a regular file behind ``stream``, or None (a pipe, a terminal)."""
+    import os
+    import stat
+
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 @contextlib.contextmanager

@@ -1,0 +1,156 @@
+"""The reading half of a bulk import on the second core: a forked process parses, checks and
+hashes the export (``portability._checked``) and folds the projections over it, and sends the
+checked events through a pipe in batches, then the folded states, while this process writes
+them (SQLite: the events, their indexes, the search index).
+
+The child (``os.fork``) uses no SQLite connection and writes nothing but the pipe. A problem it finds is
+sent as what it is (an ``InputRejected`` with its line) and raised here, so the import refuses
+the file exactly as it does in one process; if the child dies, the import fails and nothing is
+written. The pipe holds a batch or two at most (the child waits while this side writes), so
+neither side's memory grows with the export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import pickle
+import signal
+import struct
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from pmm import errors
+from pmm.domain import projections
+from pmm.domain.events import Event
+from pmm.domain.states import States
+
+Progress = Callable[[int], None]
+
+BATCH = 1024  # events per message: about 400 KB of an ordinary chat export
+PIPE_BYTES = 1 << 20  # the pipe's buffer (Linux): the child runs a few batches ahead, so neither
+# side waits on the other's turn at the CPU for every 64 KB (on a busy machine, each wait is a
+# scheduler slice: with Linux's default buffer, most of a 1M-event import was spent waiting)
+PARALLEL_FROM = 1 << 20  # an export file smaller than this (bytes) is read here: a fork costs more
+
+
+class Checked:
+    """Checked events, and once they are all read, ``states``: the projections folded over them."""
+
+    def __init__(self, make: Callable[[], Iterator[Event]], on_progress: Progress | None, *,
+                 size: int | None = None) -> None:
+        self.make, self.on_progress, self.size = make, on_progress, size
+        self.states: States | None = None
+
+    def __iter__(self) -> Iterator[Event]:
+        if (self.size is not None and self.size < PARALLEL_FROM) or not hasattr(os, "fork"):
+            return self._here()
+        return self._beside()
+
+    def _here(self) -> Iterator[Event]:
+        fold, progress, n = projections.Fold(), self.on_progress, 0
+        for event in self.make():
+            fold.add(event)
+            yield event
+            n += 1
+            if n == BATCH and progress is not None:
+                progress(n)
+                n = 0
+        if progress is not None:
+            progress(n)
+        self.states = fold.states
+
+    def _beside(self) -> Iterator[Event]:
+        # os.fork, not multiprocessing: its child closes stdin, which may be the export itself.
+        read_fd, write_fd = os.pipe()
+        _widen(write_fd)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code
+            code = 1
+            try:
+                os.close(read_fd)  # so that the parent's death ends this process (EPIPE)
+                with open(write_fd, "wb", buffering=0) as pipe:
+                    _produce(self.make, pipe)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        finished = False
+        try:
+            with open(read_fd, "rb", buffering=PIPE_BYTES) as pipe:
+                while True:
+                    head = pipe.read(_FRAME.size)
+                    body = pipe.read(_FRAME.unpack(head)[0]) if len(head) == _FRAME.size else b""
+                    if not body:
+                        raise errors.PmmError("internal: the import's reading process died")
+                    tag, payload = pickle.loads(body)
+                    if tag == "events":
+                        if self.on_progress is not None:
+                            self.on_progress(len(payload))
+                        yield from map(Event._make, payload)
+                    elif tag == "done":
+                        finished, self.states = True, payload
+                        return
+                    else:
+                        raise _rebuilt(tag, payload)
+        finally:
+            if not finished:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # this side stopped first: a refusal, an error, Ctrl-C
+            os.waitpid(pid, 0)
+
+
+_FRAME = struct.Struct(">Q")  # each message: its length, then the pickle
+
+
+def _widen(fd: int) -> None:
+    import fcntl
+
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or a lower system limit
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def _produce(make: Callable[[], Iterator[Event]], pipe: IO[bytes]) -> None:
+    """The child: run the checks and the fold, send each batch, then the states (``done``) or
+    what went wrong."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to answer
+    gc.disable()  # a short-lived process making no cycles: the collector's passes are waste
+    dumps, protocol, frame = pickle.dumps, pickle.HIGHEST_PROTOCOL, _FRAME.pack
+
+    def send(message: tuple[str, Any]) -> None:
+        body = dumps(message, protocol)
+        pipe.write(frame(len(body)) + body)
+
+    try:
+        fold = projections.Fold()
+        add = fold.add
+        batch: list[tuple[Any, ...]] = []
+        for event in make():
+            add(event)
+            batch.append(tuple(event))
+            if len(batch) == BATCH:
+                send(("events", batch))
+                batch = []
+        if batch:
+            send(("events", batch))
+        message: tuple[str, Any] = ("done", fold.states)
+    except BrokenPipeError:
+        return  # the parent is gone (killed, or it stopped reading): nobody to tell
+    except errors.InputRejected as exc:
+        message = ("rejected", (exc.message, exc.hint, exc.line))
+    except errors.PmmError as exc:
+        message = ("failed", (exc.message, exc.hint, None))
+    except BaseException as exc:  # said to the parent, which raises it
+        message = ("failed", (f"internal: the import's reading process failed ({exc!r})", None, None))
+    with contextlib.suppress(OSError):
+        send(message)
+
+
+def _rebuilt(tag: str, payload: tuple[str, str | None, int | None]) -> errors.PmmError:
+    message, hint, line = payload
+    if tag != "rejected":
+        return errors.PmmError(message, hint)
+    rejected = errors.InputRejected(message, hint)  # the message already names its line
+    rejected.line = line
+    return rejected
