@@ -154,6 +154,51 @@ def problem(conn: sqlite3.Connection, version: int) -> str | None:
     return None
 
 
+def glance(conn: sqlite3.Connection, version: int) -> str | None:
+    """``problem``'s quick form, for a mind of any size: the config, the structure record, and
+    the first entry of the index (which opens every segment), not every entry."""
+    try:
+        if not config_sound(conn, version):
+            return "its configuration is not the one pmm makes"
+        conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.pmm_fts_glance"
+                     " USING fts5vocab(main, events_fts, 'row')")
+        try:
+            conn.execute("SELECT * FROM temp.pmm_fts_glance LIMIT 1").fetchall()
+        finally:
+            conn.execute("DROP TABLE temp.pmm_fts_glance")
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        return str(exc)
+    return None
+
+
+AVERAGES_ROWID = 1  # FTS5's "averages" record: the number of rows, then tokens per column
+
+
+def summary(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """``coverage`` without counting: the number of documents is FTS5's own running total
+    (the first varint of its averages record) and the ids are the ends of its docsize table,
+    so it costs the same at any size. Both are the index's bookkeeping, as the count is."""
+    row = conn.execute("SELECT block FROM events_fts_data WHERE id = ?", (AVERAGES_ROWID,)).fetchone()
+    total = _varint(row[0]) if row is not None and isinstance(row[0], bytes) else 0
+    low = conn.execute("SELECT coalesce(min(id), 0) FROM events_fts_docsize").fetchone()[0]
+    high = conn.execute("SELECT coalesce(max(id), 0) FROM events_fts_docsize").fetchone()[0]
+    return total, int(low), int(high)
+
+
+def _varint(data: bytes) -> int:
+    """SQLite's varint (FTS5 writes its counts in it): big-endian 7-bit groups, a ninth byte of 8."""
+    value = 0
+    for at, byte in enumerate(data[:9]):
+        if at == 8:
+            return (value << 8) | byte
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value
+    return value
+
+
 def reset(conn: sqlite3.Connection, version: int) -> None:
     """Put the index back to what FTS5 makes for a new table, then rebuild it from ``events``
     (inside the caller's transaction)."""
