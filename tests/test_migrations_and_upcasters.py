@@ -24,7 +24,7 @@ from pmm import __version__
 from pmm.domain import checks, projections, upcasters
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
-from pmm.ledger import folded, schema
+from pmm.ledger import folded, lookup, schema
 from pmm.ledger.store import Ledger
 
 DATA = Path(__file__).parent / "data"
@@ -246,3 +246,51 @@ def test_a_migration_and_its_records_are_one_transaction(tmp_path: Path) -> None
     assert schema.history(conn) == [] and schema.differences(conn, 1) == []
     conn.close()
     assert path.read_bytes() == before
+
+
+LINK_LOOKUPS = {"events_reply_to": (lookup.ANSWER_SQL, (2, 2)),
+                "events_session": (lookup.START_SQL, ("s",)),
+                "events_source_id": (lookup.IMPORTED_START_SQL, ("s",))}
+
+
+def _plans(path: Path) -> dict[str, str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        found = {name: " ".join(str(row[-1]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+                 for name, (sql, args) in LINK_LOOKUPS.items()}
+        found["answers"] = " ".join(str(row[-1]) for row in conn.execute(
+            "EXPLAIN QUERY PLAN " + lookup.ANSWERS_SQL, ("s", 1, 10)))
+        return found
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_migration_5_indexes_the_chat_links_and_keeps_every_hash(tmp_path: Path, version: int) -> None:
+    """Schema 5's indexes let trace look a message's answer and a session's turns up instead of
+    scanning every meta; the migration builds them from the events, touching none."""
+    path = _copy(tmp_path, version)
+    rows = _rows(path)
+    before = " ".join(_plans(path).values())  # the kind index, then every meta of that kind
+    assert not any(name in before for name in LINK_LOOKUPS)
+    upgraded = invoke("--mind", str(path), "remember", "linked")
+    assert upgraded.exit_code == 0, upgraded.stderr
+    assert _rows(path)[:-1] == rows  # every event and hash kept
+    with Ledger.open(path) as mind:
+        assert mind.schema_version == 5 and schema.differences(mind.conn, 5) == []
+        history = [name for name, _, _ in schema.history(mind.conn)]
+    assert history[-1] == "0005_link_indexes"
+    plans = _plans(path)
+    for name in LINK_LOOKUPS:
+        assert f"USING INDEX {name}" in plans[name], plans[name]
+    assert "USING INDEX events_session" in plans["answers"]
+    _ok("verify", "--deep", str(path))
+
+    # a mind made by import (built in bulk, its indexes made after the insert) has them too
+    exported = tmp_path / "export.jsonl"
+    _ok("--mind", str(path), "export", "-o", str(exported))
+    fresh = tmp_path / "imported.db"
+    _ok("--mind", str(fresh), "import", str(exported))
+    with Ledger.open(fresh) as mind:
+        assert schema.differences(mind.conn, schema.SCHEMA_VERSION) == []
+    assert _plans(fresh) == plans

@@ -51,13 +51,22 @@ def with_meta(mind: Ledger, kinds: Iterable[str], key: str, value: str | int, si
     return [Event._make(r) for r in rows]
 
 
+# The chat links' lookups, each in an index of schema 5 (``schema.LINK_INDEXES``): the terms
+# repeat the index's own, so SQLite can use it. A file older than schema 5 is scanned.
+ANSWER_SQL = (f"SELECT {COLUMNS} FROM events WHERE {schema.RESPONSES} AND {schema.REPLY_TO} = ?"
+              " AND id > ? ORDER BY id LIMIT 1")
+START_SQL = (f"SELECT {COLUMNS} FROM events WHERE {schema.SESSION_EVENTS} AND {schema.SESSION} = ?"
+             f" AND kind = '{ev.SESSION_STARTED.name}' ORDER BY id LIMIT 1")
+IMPORTED_START_SQL = (f"SELECT {COLUMNS} FROM events WHERE {schema.STARTS} AND {schema.SOURCE_ID} = ?"
+                      " ORDER BY id")
+ANSWERS_SQL = (f"SELECT {COLUMNS} FROM events WHERE {schema.SESSION_EVENTS} AND {schema.SESSION} = ?"
+               f" AND kind = '{ev.RESPONSE_SENT.name}' AND id >= ? ORDER BY id LIMIT ?")
+
+
 def answer_to(mind: Ledger, message_id: int) -> Event | None:
-    """The first answer naming message ``message_id`` in ``meta.reply_to`` (one lookup in the
-    ``events_reply_to`` index; a file older than schema 5 is scanned)."""
-    sql = (f"SELECT {COLUMNS} FROM events WHERE {schema.RESPONSES} AND {schema.REPLY_TO} = ?"
-           " AND id > ? ORDER BY id LIMIT 1")
+    """The first answer naming message ``message_id`` in ``meta.reply_to``."""
     with cx.translated(mind.path):
-        row = mind.conn.execute(sql, (message_id, message_id)).fetchone()
+        row = mind.conn.execute(ANSWER_SQL, (message_id, message_id)).fetchone()
     found = Event._make(row) if row is not None else None
     # the index is not part of the chain: what it points at is read and checked again
     return found if found is not None and found.meta.get("reply_to") == message_id else None
@@ -65,20 +74,15 @@ def answer_to(mind: Ledger, message_id: int) -> Event | None:
 
 def session_start(mind: Ledger, session: str) -> Event | None:
     """The ``session_started`` event of ``session``: a native one names it in ``meta.session``,
-    an imported one (with ``meta.source`` and no ``meta.session``) in ``meta.source_id``. Index
-    lookups (``events_session``, ``events_source_id``)."""
-    native = (f"SELECT {COLUMNS} FROM events WHERE {schema.SESSION_EVENTS} AND {schema.SESSION} = ?"
-              " AND kind = ? ORDER BY id LIMIT 1")
-    imported = (f"SELECT {COLUMNS} FROM events WHERE {schema.STARTS} AND {schema.SOURCE_ID} = ?"
-                " ORDER BY id")
+    an imported one (with ``meta.source`` and no ``meta.session``) in ``meta.source_id``."""
     start = ev.SESSION_STARTED.name
     with cx.translated(mind.path):
-        row = mind.conn.execute(native, (session, start)).fetchone()
+        row = mind.conn.execute(START_SQL, (session,)).fetchone()
         if row is not None:
             event = Event._make(row)
             if event.kind == start and event.meta.get("session") == session:
                 return event
-        for row in mind.conn.execute(imported, (session,)):
+        for row in mind.conn.execute(IMPORTED_START_SQL, (session,)):
             event = Event._make(row)
             meta = event.meta
             if (event.kind == start and meta.get("source_id") == session and meta.get("source")
@@ -88,11 +92,9 @@ def session_start(mind: Ledger, session: str) -> Event | None:
 
 
 def session_answers(mind: Ledger, session: str, since: int, limit: int = 10_000) -> list[Event]:
-    """The answers of ``session`` from id ``since`` on, in id order (``events_session``)."""
-    sql = (f"SELECT {COLUMNS} FROM events WHERE {schema.SESSION_EVENTS} AND {schema.SESSION} = ?"
-           " AND kind = ? AND id >= ? ORDER BY id LIMIT ?")
+    """The answers of ``session`` from id ``since`` on, in id order."""
     with cx.translated(mind.path):
-        rows = mind.conn.execute(sql, (session, ev.RESPONSE_SENT.name, since, limit)).fetchall()
+        rows = mind.conn.execute(ANSWERS_SQL, (session, since, limit)).fetchall()
     found = [Event._make(r) for r in rows]
     return [e for e in found if e.kind == ev.RESPONSE_SENT.name and e.meta.get("session") == session]
 
