@@ -135,37 +135,22 @@ def damaged_error(path: Path, exc: sqlite3.Error | None = None) -> errors.Integr
                                  + (f" ({exc})" if exc else ""), hint=REPAIR_HINT)
 
 
-def problem(conn: sqlite3.Connection, version: int) -> str | None:
+def problem(conn: sqlite3.Connection, version: int, *, thorough: bool = True) -> str | None:
     """What is wrong with the index's own files, or None: its config, then a read of every
-    entry (an fts5vocab table in the connection's temp schema, so a read-only open can ask)."""
+    entry (an fts5vocab table in the connection's temp schema, so a read-only open can ask);
+    not ``thorough``, only of its first entry (which opens the structure and every segment), so
+    it costs the same at any size."""
+    read = ("SELECT count(*) FROM temp.pmm_fts_check" if thorough
+            else "SELECT * FROM temp.pmm_fts_check LIMIT 1")
     try:
         if not config_sound(conn, version):
             return "its configuration is not the one pmm makes"
         conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.pmm_fts_check"
-                     " USING fts5vocab(main, events_fts, 'instance')")
+                     f" USING fts5vocab(main, events_fts, '{'instance' if thorough else 'row'}')")
         try:
-            conn.execute("SELECT count(*) FROM temp.pmm_fts_check").fetchone()
+            conn.execute(read).fetchall()
         finally:
             conn.execute("DROP TABLE temp.pmm_fts_check")
-    except sqlite3.DatabaseError as exc:
-        if not is_damage(exc):
-            raise
-        return str(exc)
-    return None
-
-
-def glance(conn: sqlite3.Connection, version: int) -> str | None:
-    """``problem``'s quick form, for a mind of any size: the config, the structure record, and
-    the first entry of the index (which opens every segment), not every entry."""
-    try:
-        if not config_sound(conn, version):
-            return "its configuration is not the one pmm makes"
-        conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.pmm_fts_glance"
-                     " USING fts5vocab(main, events_fts, 'row')")
-        try:
-            conn.execute("SELECT * FROM temp.pmm_fts_glance LIMIT 1").fetchall()
-        finally:
-            conn.execute("DROP TABLE temp.pmm_fts_glance")
     except sqlite3.DatabaseError as exc:
         if not is_damage(exc):
             raise

@@ -327,9 +327,9 @@ def index_summary(mind: Ledger) -> tuple[int, int, int]:
 
 
 def index_glance(mind: Ledger) -> str | None:
-    """What FTS5 refuses in the index's config, structure or first entry (``fts.glance``)."""
+    """What FTS5 refuses in the index's config, structure or first entry (``fts.problem``)."""
     with cx.translated(mind.path):
-        return fts.glance(mind.conn, mind.schema_version)
+        return fts.problem(mind.conn, mind.schema_version, thorough=False)
 
 
 def source_ids(mind: Ledger, source: str, kinds: Iterable[str]) -> set[tuple[str, str]]:
