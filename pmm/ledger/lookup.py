@@ -51,44 +51,49 @@ def with_meta(mind: Ledger, kinds: Iterable[str], key: str, value: str | int, si
     return [Event._make(r) for r in rows]
 
 
-# The chat links' lookups, each in an index of schema 5 (``schema.LINK_INDEXES``): the terms
-# repeat the index's own, so SQLite can use it. A file older than schema 5 is scanned.
-ANSWER_SQL = (f"SELECT {COLUMNS} FROM events WHERE {schema.RESPONSES} AND {schema.REPLY_TO} = ?"
-              " AND id > ? ORDER BY id LIMIT 1")
-START_SQL = (f"SELECT {COLUMNS} FROM events WHERE {schema.SESSION_EVENTS} AND {schema.SESSION} = ?"
-             f" AND kind = '{ev.SESSION_STARTED.name}' ORDER BY id LIMIT 1")
-IMPORTED_START_SQL = (f"SELECT {COLUMNS} FROM events WHERE {schema.STARTS} AND {schema.SOURCE_ID} = ?"
-                      " ORDER BY id")
-ANSWERS_SQL = (f"SELECT {COLUMNS} FROM events WHERE {schema.SESSION_EVENTS} AND {schema.SESSION} = ?"
-               f" AND kind = '{ev.RESPONSE_SENT.name}' AND id >= ? ORDER BY id LIMIT ?")
+# The chat lookups in schema 5's index (``schema.LINK_INDEXES``): the terms repeat the index's
+# own, so SQLite can use it. A file older than schema 5 is scanned. The index is not part of the
+# chain: every event it points at is read and its meta checked again.
+_BY_SESSION = f"SELECT {COLUMNS} FROM events WHERE {schema.SESSION_EVENTS} AND {schema.SESSION} = ?"
+START_SQL = f"{_BY_SESSION} AND kind = '{ev.SESSION_STARTED.name}' ORDER BY id"
+ANSWERS_SQL = f"{_BY_SESSION} AND kind = '{ev.RESPONSE_SENT.name}' AND id >= ? ORDER BY id LIMIT ?"
 
 
-def answer_to(mind: Ledger, message_id: int) -> Event | None:
-    """The first answer naming message ``message_id`` in ``meta.reply_to``."""
+def answer_to(mind: Ledger, message: Event) -> Event | None:
+    """The first answer naming ``message`` in ``meta.reply_to``: pmm answers in the message's
+    session, so that session's answers after it are read, nearest first (a message from before
+    pmm kept sessions: every later answer)."""
+    session = message.meta.get("session")
+    if not isinstance(session, str):
+        found = with_meta(mind, [ev.RESPONSE_SENT.name], "reply_to", message.id, since=message.id, limit=1)
+        return found[0] if found else None
     with cx.translated(mind.path):
-        row = mind.conn.execute(ANSWER_SQL, (message_id, message_id)).fetchone()
-    found = Event._make(row) if row is not None else None
-    # the index is not part of the chain: what it points at is read and checked again
-    return found if found is not None and found.meta.get("reply_to") == message_id else None
+        for row in mind.conn.execute(ANSWERS_SQL, (session, message.id + 1, 2**62)):
+            event = Event._make(row)
+            meta = event.meta
+            if (event.kind, meta.get("session"), meta.get("reply_to")) == (
+                    ev.RESPONSE_SENT.name, session, message.id):
+                return event
+    return None
 
 
 def session_start(mind: Ledger, session: str) -> Event | None:
-    """The ``session_started`` event of ``session``: a native one names it in ``meta.session``,
-    an imported one (with ``meta.source`` and no ``meta.session``) in ``meta.source_id``."""
-    start = ev.SESSION_STARTED.name
+    """The ``session_started`` event of ``session``: a native one names it in ``meta.session``
+    (taken first), an imported one (with ``meta.source`` and no ``meta.session``) in
+    ``meta.source_id``."""
+    imported = None
     with cx.translated(mind.path):
-        row = mind.conn.execute(START_SQL, (session,)).fetchone()
-        if row is not None:
-            event = Event._make(row)
-            if event.kind == start and event.meta.get("session") == session:
-                return event
-        for row in mind.conn.execute(IMPORTED_START_SQL, (session,)):
+        for row in mind.conn.execute(START_SQL, (session,)):
             event = Event._make(row)
             meta = event.meta
-            if (event.kind == start and meta.get("source_id") == session and meta.get("source")
-                    and "session" not in meta):
+            if event.kind != ev.SESSION_STARTED.name:
+                continue
+            if meta.get("session") == session:
                 return event
-    return None
+            if (imported is None and meta.get("source_id") == session and meta.get("source")
+                    and "session" not in meta):
+                imported = event
+    return imported
 
 
 def session_answers(mind: Ledger, session: str, since: int, limit: int = 10_000) -> list[Event]:

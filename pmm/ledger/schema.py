@@ -52,22 +52,16 @@ BASE_INDEXES = (
     "CREATE INDEX events_ts ON events(ts)",
 )
 
-# The links between chat events, indexed by the expressions that read them (schema 5), so
-# `pmm trace` finds a message's answer and a session's turns in a lookup, not a scan of every
-# meta. Partial: only the kinds that carry the link, and only a meta that is JSON (a hostile
-# file's malformed meta would otherwise make json_extract fail the migration). A query uses one
-# by repeating its expression and its WHERE terms exactly (pmm.ledger.lookup does).
-REPLY_TO = "json_extract(meta, '$.reply_to')"
-SESSION = "json_extract(meta, '$.session')"
-SOURCE_ID = "json_extract(meta, '$.source_id')"
-RESPONSES = "kind = 'response_sent' AND json_valid(meta)"
+# Chat events by their session (schema 5), so `pmm trace` finds a session's start and answers,
+# and a message's answer (in the message's session), in a lookup, not a scan of every meta. The
+# key is ``meta.session``, or an imported conversation's ``meta.source_id`` on its
+# ``session_started``. Partial: only the kinds trace looks up, and only a meta that is JSON (a
+# hostile file's malformed meta would otherwise make json_extract fail the migration). One
+# index, so building it costs one pass over the events (about a second per million). A query
+# uses it by repeating its expression and its WHERE terms exactly (pmm.ledger.lookup does).
+SESSION = "coalesce(json_extract(meta, '$.session'), json_extract(meta, '$.source_id'))"
 SESSION_EVENTS = "kind IN ('response_sent', 'session_started') AND json_valid(meta)"
-STARTS = "kind = 'session_started' AND json_valid(meta)"
-LINK_INDEXES = (
-    f"CREATE INDEX events_reply_to ON events({REPLY_TO}) WHERE {RESPONSES}",
-    f"CREATE INDEX events_session ON events({SESSION}) WHERE {SESSION_EVENTS}",
-    f"CREATE INDEX events_source_id ON events({SOURCE_ID}) WHERE {STARTS}",
-)
+LINK_INDEXES = (f"CREATE INDEX events_session ON events({SESSION}) WHERE {SESSION_EVENTS}",)
 EVENTS_INDEXES = (*BASE_INDEXES, *LINK_INDEXES)  # what a bulk build makes after its insert
 
 GUARDS = (
@@ -128,7 +122,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # Recall vectors (pmm.ledger.vectors): derived like the search index and made as recall
     # needs them, so the migration only makes the empty table.
     Migration(4, "0004_event_vectors", (VECTORS_TABLE,)),
-    # Chat links indexed (LINK_INDEXES): trace and sessions look them up instead of scanning.
+    # Chat events indexed by session (LINK_INDEXES): trace looks them up instead of scanning.
     Migration(5, "0005_link_indexes", (lambda conn: _link_indexes(conn),)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].number

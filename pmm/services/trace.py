@@ -109,7 +109,7 @@ def _by_id(mind: Ledger, event_id: int) -> Trace:
     if event.kind == ev.RESPONSE_SENT.name:
         return turn(mind, event)
     if event.kind == ev.MESSAGE_RECEIVED.name:
-        answer = lookup.answer_to(mind, event.id)
+        answer = lookup.answer_to(mind, event)
         answers = [answer] if answer is not None else []
         if not answers:  # imported conversations name no reply: the next answer in its session
             following = [e for e in lookup.get(mind, range(event.id + 1, event.id + 3))
