@@ -12,8 +12,9 @@ Each figure is printed beside a limit measured in the same run on the same file:
 - sessions: SQLite counting the session starts through the kind index.
 
 Commands are timed as users run them (wall time of the real ``pmm``, median of ``--runs``) and
-in this process (the service's own work, without Python's start-up); ``pmm --version`` at each
-size gives the start-up floor of the same run. The minds come from bench_ledger.synthetic_export: sessions of
+in this process (the service's own work, without Python's start-up). ``pmm --version`` (pmm's
+fast path, which loads no command) is shown at each size for scale: a command's own start-up
+(the Typer app, opening the mind) is its wall time minus its own work. The minds come from bench_ledger.synthetic_export: sessions of
 20 events, no ``reply_to`` (like an imported conversation), words from a 25-word vocabulary, so
 "garden" is in about half of the events.
 """
@@ -148,7 +149,7 @@ def main() -> None:
                 continue
             print(f"\n## {n:,} events (load {os.getloadavg()[0]:.2f})")
             print(f"{'what':<16} {'pmm (wall)':>12} {'own work':>11} {'limit':>10}  {'own / limit':>11}  before")
-            print(f"{'pmm --version':<16} {ms(figures['pmm --version']['wall']):>12}  (the start-up floor)")
+            print(f"{'pmm --version':<16} {ms(figures['pmm --version']['wall']):>12}  (fast path: no command loaded)")
             for name, f in figures.items():
                 if name == "pmm --version":
                     continue
