@@ -20,7 +20,7 @@ _pmm_spec() {
         "trace") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "reflect") subcommands="" opts="--if-due --max-windows --consolidate --model --mind --json -q --quiet -h --help" valued="--max-windows --model --mind" args="" ;;
         "run") subcommands="" opts="--autonomous --interval --max-cycles --max-tokens --mind --json -q --quiet -h --help" valued="--interval --max-cycles --max-tokens --mind" args="" ;;
-        "health") subcommands="" opts="--online --strict --repair --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
+        "health") subcommands="" opts="--online --strict --repair --full --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "export") subcommands="" opts="-f --format -o --output --since --mind --json -q --quiet -h --help" valued="-f --format -o --output --since --mind" args="" ;;
         "import") subcommands="" opts="-f --format --mind --json -q --quiet -h --help" valued="-f --format --mind" args="file" ;;
         "verify") subcommands="" opts="--deep --sig --pub --accept-rollback --no-witness --mind --json -q --quiet -h --help" valued="--sig --pub --mind" args="file" ;;

@@ -65,3 +65,14 @@ def test_bench_import_runs_at_two_tiny_sizes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("pmm import:") == 2 and "python floor" in proc.stdout
     assert not (tmp_path / "work").exists()  # it cleans up after itself
+
+
+def test_bench_reads_runs_on_a_tiny_mind(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_reads.py"), "--sizes", "300",
+                           "--runs", "1", "--dir", str(tmp_path / "work"), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)["300"]
+    assert set(result) == {"pmm --version", "search garden", "health", "trace message",
+                           "trace session", "sessions -n 5"}
+    assert all(f["wall"] > 0 and ("limit" not in f or f["limit"] > 0) for f in result.values())

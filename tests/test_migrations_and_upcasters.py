@@ -24,7 +24,7 @@ from pmm import __version__
 from pmm.domain import checks, projections, upcasters
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
-from pmm.ledger import folded, schema
+from pmm.ledger import folded, lookup, schema
 from pmm.ledger.store import Ledger
 
 DATA = Path(__file__).parent / "data"
@@ -246,3 +246,44 @@ def test_a_migration_and_its_records_are_one_transaction(tmp_path: Path) -> None
     assert schema.history(conn) == [] and schema.differences(conn, 1) == []
     conn.close()
     assert path.read_bytes() == before
+
+
+LINK_LOOKUPS = {"start": (lookup.START_SQL, ("s",)), "answers": (lookup.ANSWERS_SQL, ("s", 1, 10))}
+
+
+def _plans(path: Path) -> dict[str, str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {name: " ".join(str(row[-1]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+                for name, (sql, args) in LINK_LOOKUPS.items()}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_migration_5_indexes_the_chat_links_and_keeps_every_hash(tmp_path: Path, version: int) -> None:
+    """Schema 5's index lets trace look a session's start and answers (and so a message's answer)
+    up instead of scanning every meta; the migration builds it from the events, touching none."""
+    path = _copy(tmp_path, version)
+    rows = _rows(path)
+    before = " ".join(_plans(path).values())  # the kind index, then every meta of that kind
+    assert "events_session" not in before
+    upgraded = invoke("--mind", str(path), "remember", "linked")
+    assert upgraded.exit_code == 0, upgraded.stderr
+    assert _rows(path)[:-1] == rows  # every event and hash kept
+    with Ledger.open(path) as mind:
+        assert mind.schema_version == 5 and schema.differences(mind.conn, 5) == []
+        history = [name for name, _, _ in schema.history(mind.conn)]
+    assert history[-1] == "0005_link_indexes"
+    plans = _plans(path)
+    assert all("USING INDEX events_session" in plan for plan in plans.values()), plans
+    _ok("verify", "--deep", str(path))
+
+    # a mind made by import (built in bulk, its indexes made after the insert) has them too
+    exported = tmp_path / "export.jsonl"
+    _ok("--mind", str(path), "export", "-o", str(exported))
+    fresh = tmp_path / "imported.db"
+    _ok("--mind", str(fresh), "import", str(exported))
+    with Ledger.open(fresh) as mind:
+        assert schema.differences(mind.conn, schema.SCHEMA_VERSION) == []
+    assert _plans(fresh) == plans

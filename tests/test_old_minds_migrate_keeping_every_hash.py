@@ -35,7 +35,7 @@ def _as_version(source: Path, target: Path, version: int) -> None:
     meta = src.execute("SELECT key, value FROM pmm_meta WHERE key NOT GLOB 'migration:*'").fetchall()
     src.close()
     conn = sqlite3.connect(target, isolation_level=None)
-    for statement in (*schema.V1, *schema.EVENTS_INDEXES):
+    for statement in (*schema.V1, *schema.BASE_INDEXES):
         conn.execute(statement)
     for step in range(1, version):
         for statement in schema.migration(step + 1).steps:

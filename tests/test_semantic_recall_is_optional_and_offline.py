@@ -206,6 +206,8 @@ def test_a_schema_3_mind_is_read_as_it_is_then_migrated_keeping_every_hash(tmp_p
     _sql(path, "DROP TABLE event_vectors")
     _sql(path, "UPDATE pmm_meta SET value = '3' WHERE key = 'schema_version'")
     _sql(path, "DELETE FROM pmm_meta WHERE key = 'migration:0004_event_vectors'")  # not applied yet
+    _sql(path, "DROP INDEX events_session")  # nor schema 5's index
+    _sql(path, "DELETE FROM pmm_meta WHERE key = 'migration:0005_link_indexes'")
     conn = sqlite3.connect(path)
     assert schema.differences(conn, 3) == []
     chain = conn.execute("SELECT id, prev_hash, hash FROM events ORDER BY id").fetchall()
@@ -216,11 +218,12 @@ def test_a_schema_3_mind_is_read_as_it_is_then_migrated_keeping_every_hash(tmp_p
     assert _files(path) == before
 
     upgraded = invoke("--mind", str(path), "remember", "he sleeps in a basket")
-    assert upgraded.exit_code == 0 and "from schema 3 to 4" in upgraded.stderr
+    assert upgraded.exit_code == 0 and f"from schema 3 to {schema.SCHEMA_VERSION}" in upgraded.stderr
     assert "rebuilding its search index" not in upgraded.stderr  # 3 -> 4 only adds a table
     conn = sqlite3.connect(path)
-    assert schema.differences(conn, 4) == []
-    assert conn.execute("SELECT value FROM pmm_meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    assert schema.differences(conn, schema.SCHEMA_VERSION) == []
+    assert conn.execute("SELECT value FROM pmm_meta WHERE key = 'schema_version'").fetchone() == (
+        str(schema.SCHEMA_VERSION),)
     after = conn.execute("SELECT id, prev_hash, hash FROM events ORDER BY id").fetchall()
     conn.close()
     assert after[:-1] == chain and after[-1][1] == chain[-1][2]

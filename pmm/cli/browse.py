@@ -212,24 +212,29 @@ def search(
 
     Best match first. The time shown is when each event was said, in local time (an import: its
     original time); --since/--until/--on keep what was said in that window (an id: from or up
-    to that event). How many matched is said on stderr ("12 matches (showing 10)"). On a
-    terminal each line is cut to its width. --json adds said_at beside ts, the time the ledger
-    recorded it.
+    to that event). How many matched is said on stderr ("12 matches (showing 10)"). Of more
+    than 10,000 matches only the newest 10,000 are ranked, and stderr says so (--json:
+    ranked_newest). On a terminal each line is cut to its width. --json adds said_at beside ts,
+    the time the ledger recorded it.
     """
     from pmm.services import browse, opening
 
     window = browse.Window(since, until, on) if (since, until, on) != (None, None, None) else None
     with opening.open_read(mind_path(mind)) as opened:
-        hits = browse.search(opened, text, limit, window)
+        found = browse.search(opened, text, limit, window)
+        hits = found.hits
         total = browse.count(opened, text, window) if len(hits) >= limit else len(hits)
     if json:
-        output.emit_json([browse.hit_json(e, s) for e, s in hits])
+        output.emit_json([browse.hit_json(e, s, found.ranked) for e, s in hits])
         return
     if not hits:
         output.message("No matches.")
         return
     _lines(hits)
     shown = f" (showing {len(hits):,})" if total > len(hits) else ""
+    if found.ranked is not None:
+        shown = (f" (showing {len(hits):,}, the best of the newest {found.ranked:,};"
+                 " --until reaches older ones)")
     output.message(output.plural(max(total, len(hits)), "match") + shown)
 
 

@@ -135,16 +135,20 @@ def damaged_error(path: Path, exc: sqlite3.Error | None = None) -> errors.Integr
                                  + (f" ({exc})" if exc else ""), hint=REPAIR_HINT)
 
 
-def problem(conn: sqlite3.Connection, version: int) -> str | None:
+def problem(conn: sqlite3.Connection, version: int, *, thorough: bool = True) -> str | None:
     """What is wrong with the index's own files, or None: its config, then a read of every
-    entry (an fts5vocab table in the connection's temp schema, so a read-only open can ask)."""
+    entry (an fts5vocab table in the connection's temp schema, so a read-only open can ask);
+    not ``thorough``, only of its first entry (which opens the structure and every segment), so
+    it costs the same at any size."""
+    read = ("SELECT count(*) FROM temp.pmm_fts_check" if thorough
+            else "SELECT * FROM temp.pmm_fts_check LIMIT 1")
     try:
         if not config_sound(conn, version):
             return "its configuration is not the one pmm makes"
         conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.pmm_fts_check"
-                     " USING fts5vocab(main, events_fts, 'instance')")
+                     f" USING fts5vocab(main, events_fts, '{'instance' if thorough else 'row'}')")
         try:
-            conn.execute("SELECT count(*) FROM temp.pmm_fts_check").fetchone()
+            conn.execute(read).fetchall()
         finally:
             conn.execute("DROP TABLE temp.pmm_fts_check")
     except sqlite3.DatabaseError as exc:
@@ -152,6 +156,32 @@ def problem(conn: sqlite3.Connection, version: int) -> str | None:
             raise
         return str(exc)
     return None
+
+
+AVERAGES_ROWID = 1  # FTS5's "averages" record: the number of rows, then tokens per column
+
+
+def summary(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """``coverage`` without counting: the number of documents is FTS5's own running total
+    (the first varint of its averages record) and the ids are the ends of its docsize table,
+    so it costs the same at any size. Both are the index's bookkeeping, as the count is."""
+    row = conn.execute("SELECT block FROM events_fts_data WHERE id = ?", (AVERAGES_ROWID,)).fetchone()
+    total = _varint(row[0]) if row is not None and isinstance(row[0], bytes) else 0
+    low = conn.execute("SELECT coalesce(min(id), 0) FROM events_fts_docsize").fetchone()[0]
+    high = conn.execute("SELECT coalesce(max(id), 0) FROM events_fts_docsize").fetchone()[0]
+    return total, int(low), int(high)
+
+
+def _varint(data: bytes) -> int:
+    """SQLite's varint (FTS5 writes its counts in it): big-endian 7-bit groups, a ninth byte of 8."""
+    value = 0
+    for at, byte in enumerate(data[:9]):
+        if at == 8:
+            return (value << 8) | byte
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value
+    return value
 
 
 def reset(conn: sqlite3.Connection, version: int) -> None:

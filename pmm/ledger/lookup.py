@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping
-from typing import cast
+from typing import NamedTuple, cast
 
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.ledger import connection as cx
-from pmm.ledger import fts
+from pmm.ledger import fts, schema
 from pmm.ledger.store import COLUMNS, NAMES, Ledger, select_list
 
 E_COLUMNS = select_list("e")
@@ -49,6 +49,59 @@ def with_meta(mind: Ledger, kinds: Iterable[str], key: str, value: str | int, si
             " AND id >= ? AND json_extract(meta, '$.' || ?) = ? ORDER BY id LIMIT ?",
             (*names, since, key, value, limit)).fetchall()
     return [Event._make(r) for r in rows]
+
+
+# The chat lookups in schema 5's index (``schema.LINK_INDEXES``): the terms repeat the index's
+# own, so SQLite can use it. A file older than schema 5 is scanned. The index is not part of the
+# chain: every event it points at is read and its meta checked again.
+_BY_SESSION = f"SELECT {COLUMNS} FROM events WHERE {schema.SESSION_EVENTS} AND {schema.SESSION} = ?"
+START_SQL = f"{_BY_SESSION} AND kind = '{ev.SESSION_STARTED.name}' ORDER BY id"
+ANSWERS_SQL = f"{_BY_SESSION} AND kind = '{ev.RESPONSE_SENT.name}' AND id >= ? ORDER BY id LIMIT ?"
+
+
+def answer_to(mind: Ledger, message: Event) -> Event | None:
+    """The first answer naming ``message`` in ``meta.reply_to``: pmm answers in the message's
+    session, so that session's answers after it are read, nearest first (a message from before
+    pmm kept sessions: every later answer)."""
+    session = message.meta.get("session")
+    if not isinstance(session, str):
+        found = with_meta(mind, [ev.RESPONSE_SENT.name], "reply_to", message.id, since=message.id, limit=1)
+        return found[0] if found else None
+    with cx.translated(mind.path):
+        for row in mind.conn.execute(ANSWERS_SQL, (session, message.id + 1, 2**62)):
+            event = Event._make(row)
+            meta = event.meta
+            if (event.kind, meta.get("session"), meta.get("reply_to")) == (
+                    ev.RESPONSE_SENT.name, session, message.id):
+                return event
+    return None
+
+
+def session_start(mind: Ledger, session: str) -> Event | None:
+    """The ``session_started`` event of ``session``: a native one names it in ``meta.session``
+    (taken first), an imported one (with ``meta.source`` and no ``meta.session``) in
+    ``meta.source_id``."""
+    imported = None
+    with cx.translated(mind.path):
+        for row in mind.conn.execute(START_SQL, (session,)):
+            event = Event._make(row)
+            meta = event.meta
+            if event.kind != ev.SESSION_STARTED.name:
+                continue
+            if meta.get("session") == session:
+                return event
+            if (imported is None and meta.get("source_id") == session and meta.get("source")
+                    and "session" not in meta):
+                imported = event
+    return imported
+
+
+def session_answers(mind: Ledger, session: str, since: int, limit: int = 10_000) -> list[Event]:
+    """The answers of ``session`` from id ``since`` on, in id order."""
+    with cx.translated(mind.path):
+        rows = mind.conn.execute(ANSWERS_SQL, (session, since, limit)).fetchall()
+    found = [Event._make(r) for r in rows]
+    return [e for e in found if e.kind == ev.RESPONSE_SENT.name and e.meta.get("session") == session]
 
 
 def session_ids_starting(mind: Ledger, prefix: str, limit: int) -> list[str]:
@@ -166,14 +219,11 @@ Bounds = tuple[str | None, str | None]  # said_at from (inclusive), said_at befo
 SAID_AT = "coalesce(json_extract({p}meta, '$.original_ts'), {p}ts)"  # pmm.domain.when.said_at
 
 
-def _said(bounds: Bounds, prefix: str = "", ids: tuple[int, int] = (1, 2**63 - 1)
-          ) -> tuple[str, tuple[str | int, ...]]:
-    """SQL conditions (each starting " AND") keeping events said within ``bounds``, ids in ``ids``."""
+def _said(bounds: Bounds, prefix: str = "") -> tuple[str, tuple[str | int, ...]]:
+    """SQL conditions (each starting " AND") keeping events said within ``bounds``."""
     said = SAID_AT.format(p=prefix)
     since, until = bounds
     sql, args = "", cast("tuple[str | int, ...]", ())
-    if ids != (1, 2**63 - 1):
-        sql, args = f" AND {prefix}id BETWEEN ? AND ?", ids
     if since is not None:
         sql, args = sql + f" AND {said} >= ?", (*args, since)
     if until is not None:
@@ -195,22 +245,36 @@ def tail(mind: Ledger, n: int, kind: str | None, ids: tuple[int, int], said: Bou
 
 
 ALL_IDS = (1, 2**63 - 1)
+RANKED = 10_000  # matches a search ranks at most: the newest (see ``search``)
+
+
+class Found(NamedTuple):
+    """A search's hits, best first, and ``ranked``: None when every match was ranked, else the
+    bound (only the newest ``ranked`` matches were ranked)."""
+
+    hits: list[tuple[Event, str]]
+    ranked: int | None
 
 
 def search(mind: Ledger, query: str, limit: int, said: Bounds = (None, None),
-           ids: tuple[int, int] = ALL_IDS) -> list[tuple[Event, str]]:
+           ids: tuple[int, int] = ALL_IDS, ranked: int = RANKED) -> Found:
     """Full-text matches with ids in ``ids`` said within ``said``, best first, each with a
-    highlighted snippet (a damaged index: see ``Ledger.full_text``)."""
-    return mind.full_text(lambda: _search(mind, query, limit, said, ids))
+    highlighted snippet (a damaged index: see ``Ledger.full_text``).
+
+    FTS5 scores every match before it can sort them, so a word in half a million events cost
+    half a second. Only the newest ``ranked`` matches are ranked (found by walking the index
+    newest first, which costs the bound, not the mind): BM25 still weighs each by the whole
+    index's statistics, so a hit scores what it would among all; ``Found.ranked`` says when
+    older matches were left unranked."""
+    return mind.full_text(lambda: _search(mind, query, limit, said, ids, ranked))
 
 
 def count_matches(mind: Ledger, query: str, said: Bounds = (None, None), ids: tuple[int, int] = ALL_IDS) -> int:
     """How many events the index matches for ``query`` within ``ids`` and ``said`` (as ``search``
     reads the query; not confirmed against each text, so it may count one the search then drops)."""
     def run() -> int:
-        when, more = _said(said, "e.", ids)
-        sql = ("SELECT count(*) FROM events_fts JOIN events e ON e.id = events_fts.rowid"
-               f" WHERE events_fts MATCH ?{when}")
+        source, when, more = _matching(said, ids)
+        sql = f"SELECT count(*) FROM {source} WHERE events_fts MATCH ?{when}"
         try:
             return int(mind.conn.execute(sql, (query, *more)).fetchone()[0])
         except sqlite3.OperationalError as exc:
@@ -221,34 +285,69 @@ def count_matches(mind: Ledger, query: str, said: Bounds = (None, None), ids: tu
     return mind.full_text(run)
 
 
+def _matching(said: Bounds, ids: tuple[int, int]) -> tuple[str, str, tuple[str | int, ...]]:
+    """The FROM clause and the conditions (each starting " AND") of matches within ``ids`` and
+    ``said``. Ids bound the index's own rowid (FTS5 starts and stops its walk there); the events
+    are joined only when a date is asked (their said-at time is in ``events``)."""
+    sql, args = "", cast("tuple[str | int, ...]", ())
+    if ids != ALL_IDS:
+        sql, args = " AND events_fts.rowid BETWEEN ? AND ?", ids
+    if said == (None, None):
+        return "events_fts", sql, args
+    when, more = _said(said, "e.")
+    return "events_fts JOIN events e ON e.id = events_fts.rowid", sql + when, (*args, *more)
+
+
 def _literal(query: str) -> str:
     """``query``'s words searched literally (for text that is not valid FTS5 syntax)."""
     return " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
 
 
-def _search(mind: Ledger, query: str, limit: int, said: Bounds, ids: tuple[int, int]
-            ) -> list[tuple[Event, str]]:
-    when, more = _said(said, "e.", ids)
-    sql = (f"SELECT {E_COLUMNS}, snippet(events_fts, 0, '[', ']', '…', 12)"
-           " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
-           f" WHERE events_fts MATCH ?{when} ORDER BY rank LIMIT ?")
+def _search(mind: Ledger, query: str, limit: int, said: Bounds, ids: tuple[int, int],
+            ranked: int) -> Found:
+    source, when, more = _matching(said, ids)
+    # the newest match past the bound: the ranked ones are those after it
+    past = (f"SELECT events_fts.rowid FROM {source} WHERE events_fts MATCH ?{when}"
+            " ORDER BY events_fts.rowid DESC LIMIT 1 OFFSET ?")
+
+    def run(text: str) -> Found:
+        floor = mind.conn.execute(past, (text, *more, ranked)).fetchone()
+        after, args = (when, more) if floor is None else (when + " AND events_fts.rowid > ?", (*more, floor[0]))
+        rows = mind.conn.execute(
+            f"SELECT {E_COLUMNS}, snippet(events_fts, 0, '[', ']', '…', 12)"
+            " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
+            f" WHERE events_fts MATCH ?{after} ORDER BY rank LIMIT ?", (text, *args, limit)).fetchall()
+        confirmed = fts.confirm(text, rows, CONTENT_AT, mind.schema_version)
+        return Found([(Event._make(r[:7]), r[7]) for r in confirmed], None if floor is None else ranked)
+
     try:
-        rows = mind.conn.execute(sql, (query, *more, limit)).fetchall()
+        return run(query)
     except sqlite3.OperationalError as exc:
         if fts.is_damage(exc):
             raise
-        # Not valid FTS5 syntax (e.g. "self-aware", "it's"): search the words literally.
-        query = _literal(query)
-        if not query:
-            raise errors.UsageError("nothing to search for") from None
-        rows = mind.conn.execute(sql, (query, *more, limit)).fetchall()
-    return [(Event._make(r[:7]), r[7]) for r in fts.confirm(query, rows, CONTENT_AT, mind.schema_version)]
+    # Not valid FTS5 syntax (e.g. "self-aware", "it's"): search the words literally.
+    literal = _literal(query)
+    if not literal:
+        raise errors.UsageError("nothing to search for") from None
+    return run(literal)
 
 
 def index_coverage(mind: Ledger) -> tuple[int, int, int]:
     """The search index's (documents, lowest id, highest id), from its own bookkeeping."""
     with cx.translated(mind.path):
         return fts.coverage(mind.conn)
+
+
+def index_summary(mind: Ledger) -> tuple[int, int, int]:
+    """``index_coverage`` at the cost of three lookups (``fts.summary``)."""
+    with cx.translated(mind.path):
+        return fts.summary(mind.conn)
+
+
+def index_glance(mind: Ledger) -> str | None:
+    """What FTS5 refuses in the index's config, structure or first entry (``fts.problem``)."""
+    with cx.translated(mind.path):
+        return fts.problem(mind.conn, mind.schema_version, thorough=False)
 
 
 def source_ids(mind: Ledger, source: str, kinds: Iterable[str]) -> set[tuple[str, str]]:

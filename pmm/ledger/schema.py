@@ -46,11 +46,23 @@ CREATE TABLE events (
 """
 
 # Kept apart from the table so a bulk import into a new file can build them once, at the end.
-EVENTS_INDEXES = (
+BASE_INDEXES = (
     "CREATE UNIQUE INDEX events_prev_hash ON events(prev_hash)",
     "CREATE INDEX events_kind ON events(kind)",
     "CREATE INDEX events_ts ON events(ts)",
 )
+
+# Chat events by their session (schema 5), so `pmm trace` finds a session's start and answers,
+# and a message's answer (in the message's session), in a lookup, not a scan of every meta. The
+# key is ``meta.session``, or an imported conversation's ``meta.source_id`` on its
+# ``session_started``. Partial: only the kinds trace looks up, and only a meta that is JSON (a
+# hostile file's malformed meta would otherwise make json_extract fail the migration). One
+# index, so building it costs one pass over the events (about a second per million). A query
+# uses it by repeating its expression and its WHERE terms exactly (pmm.ledger.lookup does).
+SESSION = "coalesce(json_extract(meta, '$.session'), json_extract(meta, '$.source_id'))"
+SESSION_EVENTS = "kind IN ('response_sent', 'session_started') AND json_valid(meta)"
+LINK_INDEXES = (f"CREATE INDEX events_session ON events({SESSION}) WHERE {SESSION_EVENTS}",)
+EVENTS_INDEXES = (*BASE_INDEXES, *LINK_INDEXES)  # what a bulk build makes after its insert
 
 GUARDS = (
     # Every insert must extend the head: the next id, linked to the head's hash. This also
@@ -110,9 +122,21 @@ MIGRATIONS: tuple[Migration, ...] = (
     # Recall vectors (pmm.ledger.vectors): derived like the search index and made as recall
     # needs them, so the migration only makes the empty table.
     Migration(4, "0004_event_vectors", (VECTORS_TABLE,)),
+    # Chat events indexed by session (LINK_INDEXES): trace looks them up instead of scanning.
+    Migration(5, "0005_link_indexes", (lambda conn: _link_indexes(conn),)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].number
 KNOWN = {INITIAL: 1, **{m.name: m.number for m in MIGRATIONS}}  # every name pmm records, and its number
+
+
+def _link_indexes(conn: sqlite3.Connection) -> None:
+    """Make ``LINK_INDEXES``, except in a file being bulk-built (``create`` without indexes,
+    as ``Ledger.build`` does): it makes every one of ``EVENTS_INDEXES`` after its insert."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_kind'"
+                    ).fetchone() is None:
+        return
+    for statement in LINK_INDEXES:
+        conn.execute(statement)
 
 
 def migration(number: int) -> Migration:
@@ -130,7 +154,7 @@ def create(conn: sqlite3.Connection, *, with_indexes: bool = True) -> None:
     for statement in V1:
         conn.execute(statement)
     if with_indexes:
-        for statement in EVENTS_INDEXES:
+        for statement in BASE_INDEXES:
             conn.execute(statement)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     set_schema_version(conn, 1)
@@ -244,7 +268,7 @@ def expected(version: int) -> frozenset[SchemaEntry]:
     try:
         for statement in V1:
             conn.execute(statement)
-        for statement in EVENTS_INDEXES:
+        for statement in BASE_INDEXES:
             conn.execute(statement)
         for step in MIGRATIONS[:max(version - 1, 0)]:
             _run(conn, step.steps)

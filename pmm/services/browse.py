@@ -84,8 +84,9 @@ def log(mind: Ledger, n: int, kind: str | None, window: Window | None = None) ->
     return lookup.tail(mind, n, kind, window.ids, window.said)
 
 
-def search(mind: Ledger, text: str, limit: int, window: Window | None = None) -> list[tuple[Event, str]]:
-    """Full-text matches said within ``window`` (its ids too), best first, each with a highlighted snippet."""
+def search(mind: Ledger, text: str, limit: int, window: Window | None = None) -> lookup.Found:
+    """Full-text matches said within ``window`` (its ids too), best first, each with a highlighted
+    snippet; of a word in very many events, the best of the newest ``lookup.RANKED`` matches."""
     if window is None:
         return lookup.search(mind, text, limit)
     return lookup.search(mind, text, limit, window.said, window.ids)
@@ -122,6 +123,7 @@ def event_json(event: Event) -> EventJson:
     }
 
 
-def hit_json(event: Event, snippet: str) -> SearchHit:
-    """A search match: the event as ``event_json`` shows it, plus its highlighted snippet."""
-    return {**event_json(event), "snippet": snippet}
+def hit_json(event: Event, snippet: str, ranked: int | None = None) -> SearchHit:
+    """A search match: the event as ``event_json`` shows it, plus its highlighted snippet and
+    ``ranked_newest``: None when every match was ranked, else how many (the newest) were."""
+    return {**event_json(event), "snippet": snippet, "ranked_newest": ranked}

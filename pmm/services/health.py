@@ -20,8 +20,10 @@ from pmm.domain import dynamics
 from pmm.domain import events as ev
 from pmm.domain.states import States
 from pmm.ledger import folded, fts, lookup
+from pmm.ledger.chain import ChainState, check_chain
 from pmm.ledger.store import Ledger, now_ts
-from pmm.services import opening
+from pmm.services import opening, witness
+from pmm.services.words import plural
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 # `health --strict` with warnings and no failure: "look at this mind", told apart from a failed
@@ -43,6 +45,17 @@ class CheckJson(TypedDict):
     detail: str
 
 
+class ChainJson(TypedDict):
+    """How the chain check went: ``full`` (every event now), else the events ``trusted`` (1 to
+    that id, each checked by an earlier health check of this file, at ``trusted_since``) and
+    the ``checked`` ones after them."""
+
+    full: bool
+    checked: int
+    trusted: int
+    trusted_since: str | None
+
+
 class ReportJson(TypedDict):
     """``pmm health --json``."""
 
@@ -51,12 +64,14 @@ class ReportJson(TypedDict):
     strict: bool
     exit_code: int
     checks: list[CheckJson]
+    chain: ChainJson | None
 
 
 @dataclass
 class Report:
     mind: str
     checks: list[Check] = field(default_factory=list)
+    chain: ChainJson | None = None
 
     def failing(self, strict: bool) -> list[Check]:
         return [c for c in self.checks if c.status == FAIL or (strict and c.status == WARN)]
@@ -77,7 +92,8 @@ class Report:
     def as_json(self, strict: bool = False) -> ReportJson:
         return {"mind": self.mind, "healthy": self.healthy(strict), "strict": strict,
                 "exit_code": self.exit_code(strict),
-                "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks]}
+                "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks],
+                "chain": self.chain}
 
 
 def _migrations(history: list[tuple[str, str, str]]) -> str:
@@ -87,11 +103,17 @@ def _migrations(history: list[tuple[str, str, str]]) -> str:
     return "; made or migrated by " + ", ".join(f"{name} ({at[:10]}, pmm {version})" for name, at, version in history)
 
 
-def check(path: Path, *, online: bool = False, total: Callable[[int], None] | None = None,
+def check(path: Path, *, online: bool = False, full: bool = False,
+          total: Callable[[int], None] | None = None,
           on_progress: Callable[[int], None] | None = None) -> Report:
-    """Run every check on the mind at ``path`` (``MindFileError`` when it is not a usable mind)."""
+    """Run every check on the mind at ``path`` (``MindFileError`` when it is not a usable mind).
+
+    The chain is checked from where the last check of this very file left off (``_chain``) and
+    the search index by its ends and first entry; ``full`` checks every event and reads every
+    index entry."""
     from pmm.ledger import schema
 
+    report = Report(str(path))
     with opening.open_read(path) as mind:
         detail = (f"{path}: mind {mind.mind_id}, ledger format {mind.ledger_format},"
                   f" schema {mind.schema_version}, {path.stat().st_size:,} bytes")
@@ -106,14 +128,16 @@ def check(path: Path, *, online: bool = False, total: Callable[[int], None] | No
                   else Check("schema", OK, "exactly the tables, indexes and triggers pmm creates"
                              + _migrations(schema.history(mind.conn))))
         head_id, _ = mind.head()
-        damage = mind.index_problem()
-        index = _damaged(damage) if damage else _index(lookup.index_coverage(mind), head_id)
+        damage = mind.index_problem() if full else lookup.index_glance(mind)
+        coverage = lookup.index_coverage(mind) if full else lookup.index_summary(mind)
+        index = _damaged(damage) if damage else _index(coverage, head_id)
         recall_vectors = _vectors(mind)
+        chain, report.chain = _chain(mind, full, total, on_progress)
         try:
             states, cache = folded.state(mind)
         except (ValueError, KeyError, TypeError) as exc:  # events no pmm wrote (a tampered meta)
             states, broken = None, f"the events cannot be replayed ({type(exc).__name__}: {exc})"
-    report = Report(str(path), [file, layout, _chain(path, total, on_progress)])
+    report.checks += [file, layout, chain]
     if states is None:
         report.checks.append(Check("projections", FAIL, broken))
         return report
@@ -124,16 +148,64 @@ def check(path: Path, *, online: bool = False, total: Callable[[int], None] | No
     return report
 
 
-def _chain(path: Path, total: Callable[[int], None] | None,
-           on_progress: Callable[[int], None] | None) -> Check:
+def _chain(mind: Ledger, full: bool, total: Callable[[int], None] | None,
+           on_progress: Callable[[int], None] | None) -> tuple[Check, ChainJson]:
+    """Every event checked once: a check that passed is remembered (``witness.note_verified``,
+    outside the mind file), and the next one checks only what came after it, from the event it
+    ended at (its hash recomputed, so the new events link to what was proved). Anything that
+    makes the record not describe this file (another mind, another file at the path, that event
+    gone or changed) means a full check. What the shortcut trusts is stated in the detail."""
+    earlier = None if full else _earlier(mind)
+    if earlier is None:
+        return _full_chain(mind, total, on_progress)
+    start = earlier.size
+    first = lookup.get(mind, [start])
+    linked = first[0].prev_hash if first and isinstance(first[0].prev_hash, str) else ""
+    state = check_chain(mind.prefix, mind.raw_rows(since=start),
+                        ChainState(last_id=start - 1, last_hash=linked), on_progress)
+    since = earlier.when()
+    summary: ChainJson = {"full": False, "checked": state.count, "trusted": start - 1,
+                          "trusted_since": earlier.at}
+    if state.problem is not None:
+        return Check("chain", FAIL, f"event {state.problem.event_id}: {state.problem.reason}"
+                     " (run `pmm verify` for details)"), summary
+    newer = state.count - 1
+    if newer:
+        _remember(mind, state.last_id, state.last_hash)
+    events = plural(state.last_id, "event")
+    return Check("chain", OK, f"{events}, head {state.last_hash[:16]}…: 1-{start:,} verified by an"
+                 f" earlier check ({since}), " + (f"{newer:,} newer checked now" if newer else "none newer")
+                 + " (`pmm health --full` or `pmm verify` checks every event)"), summary
+
+
+def _earlier(mind: Ledger) -> witness.Verified | None:
+    """The last full (or resumed) check of this file, if it still holds what that check proved."""
+    try:
+        earlier = witness.verified(mind.mind_id, mind.path)
+    except (OSError, errors.PmmError):
+        return None
+    if earlier is None or earlier.size > mind.head()[0] or mind.hash_at(earlier.size) != earlier.head:
+        return None
+    return earlier
+
+
+def _full_chain(mind: Ledger, total: Callable[[int], None] | None,
+                on_progress: Callable[[int], None] | None) -> tuple[Check, ChainJson]:
     from pmm.services.integrity import verify_mind
 
-    verified = verify_mind(path, total=total, on_progress=on_progress)
+    verified = verify_mind(mind.path, total=total, on_progress=on_progress)
+    summary: ChainJson = {"full": True, "checked": verified.events, "trusted": 0, "trusted_since": None}
     if verified.ok:
-        events = f"{verified.events:,} event{'' if verified.events == 1 else 's'}"
-        return Check("chain", OK, f"{events} verified, head {verified.head[:16]}…")
+        if verified.events:
+            _remember(mind, verified.last_id, verified.head)
+        return Check("chain", OK, f"{plural(verified.events, 'event')} verified, head {verified.head[:16]}…"), summary
     where = f"event {verified.problem_event}: " if verified.problem_event else ""
-    return Check("chain", FAIL, f"{where}{verified.problem} (run `pmm verify` for details)")
+    return Check("chain", FAIL, f"{where}{verified.problem} (run `pmm verify` for details)"), summary
+
+
+def _remember(mind: Ledger, size: int, head: str) -> None:
+    with contextlib.suppress(OSError, errors.PmmError):  # an unwritable state dir costs speed only
+        witness.note_verified(mind.mind_id, mind.path, size, head)
 
 
 def _cache(cache: folded.CacheStatus, head_id: int) -> Check:

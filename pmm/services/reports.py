@@ -28,6 +28,7 @@ class EventJson(TypedDict):
 
 class SearchHit(EventJson):
     snippet: str
+    ranked_newest: int | None  # None: every match was ranked; else how many, the newest, were
 
 
 class Change(TypedDict):

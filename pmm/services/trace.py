@@ -109,7 +109,8 @@ def _by_id(mind: Ledger, event_id: int) -> Trace:
     if event.kind == ev.RESPONSE_SENT.name:
         return turn(mind, event)
     if event.kind == ev.MESSAGE_RECEIVED.name:
-        answers = lookup.with_meta(mind, [ev.RESPONSE_SENT.name], "reply_to", event.id, since=event.id, limit=1)
+        answer = lookup.answer_to(mind, event)
+        answers = [answer] if answer is not None else []
         if not answers:  # imported conversations name no reply: the next answer in its session
             following = [e for e in lookup.get(mind, range(event.id + 1, event.id + 3))
                          if e.kind == ev.RESPONSE_SENT.name and e.meta.get("session") == event.meta.get("session")]
@@ -126,11 +127,8 @@ def _by_id(mind: Ledger, event_id: int) -> Trace:
 def _started(mind: Ledger, session_id: str) -> list[Event]:
     """The event that started the session: a native one names it in ``meta.session``, an
     imported one keeps the conversation's id in ``meta.source_id``."""
-    native = lookup.with_meta(mind, [ev.SESSION_STARTED.name], "session", session_id, limit=1)
-    if native:
-        return native
-    return [e for e in lookup.with_meta(mind, [ev.SESSION_STARTED.name], "source_id", session_id)
-            if e.meta.get("source") and "session" not in e.meta][:1]
+    found = lookup.session_start(mind, session_id)
+    return [found] if found is not None else []
 
 
 def _brief(event: Event) -> Brief:
@@ -223,7 +221,7 @@ def session(mind: Ledger, session_id: str) -> Session:
     if not started:
         raise errors.UsageError(f"there is no session {session_id}",
                                 hint="session ids are in `pmm log` and `pmm trace ID --json`")
-    turns = lookup.with_meta(mind, [ev.RESPONSE_SENT.name], "session", session_id, since=started[0].id)
+    turns = lookup.session_answers(mind, session_id, started[0].id)
     return {
         "kind": "session",
         "session": session_id,

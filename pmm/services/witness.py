@@ -303,6 +303,67 @@ def _accept(record: Record, point: cp.Checkpoint, hash_at: HashAt, key: str) -> 
     return _remember(record, None, point, key, extends=True)
 
 
+# -- what a full check proved of a file ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Verified:
+    """The head up to which every event of one file was checked (hashes, links, ids, shapes),
+    and which file that was (device and inode: a copy put at its path is another file)."""
+
+    mind_id: str
+    size: int
+    head: str
+    at: str
+    file: tuple[int, int]
+
+    def when(self) -> str:
+        return _day(self.at)
+
+
+def identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def verified(mind_id: str, path: Path) -> Verified | None:
+    """What a check of every event proved of the file at ``path`` (``note_verified``), if it
+    still describes it: the same mind and the same file. Kept here, outside the mind file, so a
+    file cannot claim to have been checked; the caller checks the head is still in it."""
+    _check(mind_id)
+    key = _key(path)
+    try:
+        data = json.loads(_verified_file(directory(), key).read_text())
+        found = Verified(data["mind_id"], data["events"], data["head"], data["at"],
+                         (data["file"][0], data["file"][1]))
+        if data["path"] != key:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    sound = (found.mind_id == mind_id and type(found.size) is int and found.size > 0
+             and type(found.head) is str and type(found.at) is str and found.file == identity(path))
+    return found if sound else None
+
+
+def note_verified(mind_id: str, path: Path, size: int, head: str) -> Verified:
+    """Record that every event of the file at ``path`` up to ``size`` (whose hash is ``head``)
+    was checked now: a later check may start there (``verified``)."""
+    _check(mind_id)
+    key = _key(path)
+    found = Verified(mind_id, size, head, _now(), identity(path))
+    folder = directory()
+    (folder / "verified").mkdir(parents=True, exist_ok=True, mode=0o700)
+    text = json.dumps({"path": key, "mind_id": mind_id, "events": size, "head": head,
+                       "at": found.at, "file": list(found.file)}, separators=(",", ":"))
+    from pmm.services.files import write_atomic
+
+    write_atomic(_verified_file(folder, key), (text + "\n").encode())
+    return found
+
+
+def _verified_file(folder: Path, key: str) -> Path:
+    return folder / "verified" / f"{_digest(key)}.json"
+
+
 # -- storage -----------------------------------------------------------------------------------
 
 def _check(mind_id: str) -> None:
