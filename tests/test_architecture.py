@@ -328,3 +328,29 @@ def test_every_module_imports_on_its_own() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == ""
+
+
+# -- pmm.cli.lazy: each command built when first looked up ----------------------------------------
+
+def test_a_command_run_builds_only_itself(tmp_path: Path) -> None:
+    code = ("from pmm.cli.app import command_tree, main\n"
+            f"try:\n    main(['--mind', {str(tmp_path / 'missing.db')!r}, 'stats'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(command_tree().commands._built))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines()[-1] == "['stats']"
+
+
+def test_the_lazy_tree_is_typers_tree() -> None:
+    """Every command, in Typer's order, with Typer's parameters (plus pmm's --quiet and group
+    --mind) and help."""
+    import typer
+
+    from pmm.cli.app import app, command_tree
+
+    def shape(command: Any) -> Iterator[tuple[Any, ...]]:
+        names = [p.name for p in command.params if p.name not in ("quiet", "group_mind")]
+        yield command.name, command.help, names, list(getattr(command, "commands", {}))
+        for sub in getattr(command, "commands", {}).values():
+            yield from shape(sub)
+
+    assert list(shape(command_tree())) == list(shape(typer.main.get_command(app)))
