@@ -354,3 +354,29 @@ def test_the_lazy_tree_is_typers_tree() -> None:
             yield from shape(sub)
 
     assert list(shape(command_tree())) == list(shape(typer.main.get_command(app)))
+
+
+def test_help_lists_commands_without_building_them_and_says_the_same() -> None:
+    """`pmm --help` (and a group's) from the commands' summaries, in a fresh process, is the
+    help of the fully built tree, character for character."""
+    groups = [[], ["model"], ["commitments"], ["persona"], ["reflections"]]
+    code = (
+        "import contextlib, io, json\n"
+        "from pmm.cli.app import command_tree, main\n"
+        "def help(path):\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        try:\n            main([*path, '--help'])\n        except SystemExit:\n            pass\n"
+        "    return out.getvalue()\n"
+        f"lazy = [help(p) for p in {groups!r}]\n"
+        "built = sorted(command_tree().commands._built)\n"
+        "def walk(c):\n    for s in getattr(c, 'commands', {}).values():\n        walk(s)\n"
+        "walk(command_tree())\n"
+        f"print(json.dumps([built, lazy, [help(p) for p in {groups!r}]]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**__import__("os").environ, "COLUMNS": "100"})
+    built, lazy, whole = json.loads(proc.stdout)
+    assert built == sorted(g[0] for g in groups if g)  # only the groups asked for, no command
+    assert "Commands:" in lazy[0] and "reflections" in lazy[0]
+    assert lazy == whole
