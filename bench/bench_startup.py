@@ -4,12 +4,14 @@ command under 100 ms on a small mind; --version and --help under 150 ms).
     .venv/bin/python bench/bench_startup.py [--runs 21] [--events 100]
 
 Times the real `pmm` console script as a subprocess: the median wall time of N runs (after two
-warm-ups, so the bytecode and page caches are warm) and the peak RSS (GNU time's %M, the child's
-own high-water mark). Beside them, the limits measured in the same run: `python -c pass` (the
-interpreter alone) and `python -c "import typer"` (the CLI framework alone), so a figure reads as
-"pmm's own share" whatever the load. `chat -m` talks to a loopback OpenAI-compatible server that
-answers at once (tests/provider_servers.py), so its figure is pmm's start-up, one turn's work and
-one local HTTP round trip.
+warm-ups, so the bytecode and page caches are warm), the median CPU time (user + system, from
+wait4: on a loaded machine it moves less than the wall time) and the peak RSS (GNU time's %M, the
+child's own high-water mark). Beside them, the limits measured in the same run: `python -c pass`
+(the interpreter alone) and `python -c "import typer"` (the CLI framework alone), so a figure
+reads as "pmm's own share" whatever the load. `chat -m` talks to a loopback OpenAI-compatible
+server that answers at once (tests/provider_servers.py), so its figure is pmm's start-up, one
+turn's work and one local HTTP round trip: once as installed (with the semantic extra, recall
+loads WordLlama and numpy) and once with PMM_SEMANTIC=0 (recall by BM25 alone).
 """
 
 from __future__ import annotations
@@ -34,10 +36,16 @@ from provider_servers import FakeServer  # noqa: E402
 GNU_TIME = "/usr/bin/time"
 
 
-def wall(cmd: list[str], env: dict[str, str]) -> float:
+def wall(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one run of ``cmd``."""
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
+    child = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - t
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {child.returncode}")
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> float | None:
@@ -51,12 +59,13 @@ def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> float | None:
         return int(out.read().split()[-1]) / 1024
 
 
-def measure(cmd: list[str], env: dict[str, str], runs: int) -> tuple[float, float | None]:
+def measure(cmd: list[str], env: dict[str, str], runs: int) -> tuple[float, float, float | None]:
     for _ in range(2):
         wall(cmd, env)
-    median = statistics.median(wall(cmd, env) for _ in range(runs))
+    times = [wall(cmd, env) for _ in range(runs)]
     rss = [peak_rss_mb(cmd, env) for _ in range(3)]
-    return median, None if rss[0] is None else statistics.median(r for r in rss if r is not None)
+    return (statistics.median(w for w, _ in times), statistics.median(c for _, c in times),
+            None if rss[0] is None else statistics.median(r for r in rss if r is not None))
 
 
 def build_mind(mind: Path, events: int, server_url: str, env: dict[str, str]) -> None:
@@ -96,8 +105,11 @@ def main() -> None:
                 ("pmm log", [PMM, "log"], 100),
                 ("pmm verify", [PMM, "verify"], 100),
                 ("pmm chat -m", [PMM, "chat", "-m", "How are you?"], 100),
+                ("pmm chat -m, PMM_SEMANTIC=0", [PMM, "chat", "-m", "How are you?"], 100),
             ]
-            results = {name: measure(cmd, env, args.runs) for name, cmd, _ in rows}
+            bm25 = {**env, "PMM_SEMANTIC": "0"}
+            results = {name: measure(cmd, bm25 if "SEMANTIC" in name else env, args.runs)
+                       for name, cmd, _ in rows}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -106,13 +118,14 @@ def main() -> None:
     load = os.getloadavg()
     print(f"start-up, median of {args.runs} runs, {os.cpu_count()} cores, "
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, Python {sys.version.split()[0]}")
-    print(f"{'command':28} {'wall ms':>8} {'bar':>5} {'/pass':>6} {'-typer ms':>9} {'peak RSS MB':>12}")
+    print(f"{'command':30} {'wall ms':>8} {'bar':>5} {'/pass':>6} {'-typer ms':>9} {'CPU ms':>7} {'peak RSS MB':>12}")
     for name, _, bar in rows:
-        seconds, rss = results[name]
+        seconds, cpu, rss = results[name]
         mark = "" if bar is None else ("ok" if seconds * 1000 < bar else "MISS")
-        print(f"{name:28} {seconds * 1000:8.1f} {bar or '':>5} {seconds / base:6.1f} "
-              f"{(seconds - typer_floor) * 1000:9.1f} {'' if rss is None else f'{rss:.1f}':>12} {mark}")
-    print("(/pass: times the bare interpreter's start; -typer: beyond `import typer`, pmm's own share)")
+        print(f"{name:30} {seconds * 1000:8.1f} {bar or '':>5} {seconds / base:6.1f} "
+              f"{(seconds - typer_floor) * 1000:9.1f} {cpu * 1000:7.1f} "
+              f"{'' if rss is None else f'{rss:.1f}':>12} {mark}")
+    print("(/pass: times the bare interpreter's start; -typer: wall beyond `import typer`, pmm's own share)")
 
 
 if __name__ == "__main__":
