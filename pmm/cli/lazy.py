@@ -20,26 +20,28 @@ from typing import Any
 
 import typer
 import typer.main
+from typer._click.core import Command
 from typer.core import TyperCommand, TyperGroup
 from typer.models import CommandInfo, TyperInfo
 
+Build = Callable[[], Command]  # a command (or group), built by Typer or as its summary
 Finish = Callable[[Any, str, str], None]  # (command, its name, its group's path) -> None
 
 
-class Commands(MutableMapping[str, Any]):
+class Commands(MutableMapping[str, Command]):
     """A group's commands by name, in ``--help`` order; each built on first lookup, then
     ``finish``-ed (app.command_tree's additions), once."""
 
-    def __init__(self, builders: dict[str, Callable[[], Any]], summaries: dict[str, Callable[[], Any]],
-                 path: str, finish: Finish) -> None:
+    def __init__(self, builders: dict[str, Build], summaries: dict[str, Build], path: str,
+                 finish: Finish) -> None:
         self._builders = builders
         self._summaries = summaries
-        self._built: dict[str, Any] = {}
+        self._built: dict[str, Command] = {}
         self._path = path
         self._finish = finish
         self._summarising = False
 
-    def __getitem__(self, name: str) -> Any:
+    def __getitem__(self, name: str) -> Command:
         if name not in self._built:
             if self._summarising and name in self._summaries:
                 summary = self._summaries[name]()
@@ -60,8 +62,9 @@ class Commands(MutableMapping[str, Any]):
         finally:
             self._summarising = False
 
-    def __setitem__(self, name: str, command: Any) -> None:
+    def __setitem__(self, name: str, command: Command) -> None:
         self._builders[name] = lambda: command
+        self._built.pop(name, None)
         self._summaries.pop(name, None)
 
     def __delitem__(self, name: str) -> None:
@@ -105,8 +108,8 @@ def _group(app: typer.Typer, info: Any, path: str, finish: Finish) -> Any:
     shell.typer_instance, shell.cls = bare, Group
     built = typer.main.get_group_from_info(shell, suggest_commands=app.suggest_commands, **options)
 
-    builders: dict[str, Callable[[], Any]] = {}
-    summaries: dict[str, Callable[[], Any]] = {}
+    builders: dict[str, Build] = {}
+    summaries: dict[str, Build] = {}
     for command_info in instance.registered_commands:
         name = command_info.name or typer.main.get_command_name(command_info.callback.__name__)
         builders[name] = functools.partial(typer.main.get_command_from_info, command_info, **options)
