@@ -1,18 +1,25 @@
 """Imports point one way (STYLE.md): cli -> services -> {domain, ledger, providers}; ledger -> domain.
 
-Also holds the start-up promise: `pmm --help` and `pmm --version` import none of the heavy
-packages, so they stay fast.
+Also holds the start-up promise: `pmm --help`, `--version` and the read commands (`stats`, `log`,
+`verify`) import none of the heavy packages, so they stay fast; and pmm's own coercion of
+command-line values (pmm.cli.coercion, which keeps pydantic out of start-up) accepts and refuses
+exactly what Typer's would.
 """
 
 from __future__ import annotations
 
 import ast
+import enum
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 PKG = Path(__file__).resolve().parent.parent / "pmm"
 
@@ -70,17 +77,170 @@ HEAVY = ["httpx", "prompt_toolkit", "cryptography", "llama_cpp", "pydantic",
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"]])
 def test_help_and_version_import_nothing_heavy(args: list[str]) -> None:
-    code = (
-        "import sys, json\n"
-        "from pmm.cli.app import main\n"
-        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
-        "sys.stderr.write(json.dumps(sorted(sys.modules)))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={"COLUMNS": "100", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"})
-    loaded = set(json.loads(proc.stderr.strip().splitlines()[-1]))
+    loaded = modules_after(args)
     assert "pmm.cli.app" in loaded
     assert not {m for m in HEAVY if m in loaded}, f"pmm {args[0]} imported heavy modules"
+
+
+def modules_after(args: list[str], entry: str = "pmm.cli.app", env: dict[str, str] | None = None) -> set[str]:
+    """Every module loaded once ``pmm ARGS`` has run in a fresh interpreter through ``entry``'s
+    ``main`` (``pmm.cli.entry``: the console script itself)."""
+    code = (
+        "import sys, json\n"
+        f"from {entry} import main\n"
+        f"sys.argv = ['pmm', *{args!r}]\n"
+        f"try:\n    main({'' if entry == 'pmm.cli.entry' else repr(args)})\nexcept SystemExit:\n    pass\n"
+        "sys.stdout.flush()\n"
+        "sys.stderr.write('\\n' + json.dumps(sorted(sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"COLUMNS": "100", "NO_COLOR": "1", "PATH": "/usr/bin:/bin", **(env or {})})
+    return set(json.loads(proc.stderr.strip().splitlines()[-1]))
+
+
+# What the start-up path of a read command must not import: pydantic (Typer's per-parameter
+# TypeAdapters, replaced by pmm.cli.coercion), importlib.metadata (pydantic's plugin loader),
+# httpx (and with it its own CLI: click, rich, pygments), rich (plain output needs none: it is for
+# progress bars and a terminal's markdown) and prompt_toolkit (the REPL's).
+NOT_AT_START = ["pydantic", "pydantic_core", "importlib.metadata", "httpx", "click", "rich", "pygments",
+                "prompt_toolkit", "numpy", "wordllama", "llama_cpp", "cryptography", "pmm.crypto"]
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["stats"], ["stats", "--json"], ["log"],
+                                  ["log", "--json"], ["verify"], ["verify", "--json"]])
+@pytest.mark.parametrize("entry", ["pmm.cli.entry", "pmm.cli.app"])
+def test_read_commands_start_without_heavy_imports(tmp_path: Path, args: list[str], entry: str) -> None:
+    """The read commands people and scripts run most stay fast (SPEC section 7: under 100 ms on a
+    small mind; bench/bench_startup.py measures it): checked by what they import, not by a clock."""
+    mind = tmp_path / "mind.db"
+    env = {"PMM_MIND": str(mind), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}
+    made = subprocess.run([sys.executable, "-m", "pmm", "init", "-q"], capture_output=True, env={**env, "PATH": "/usr/bin:/bin"})
+    assert made.returncode == 0, made.stderr
+    loaded = modules_after(args, entry, env)
+    if args != ["--version"] or entry != "pmm.cli.entry":
+        assert "typer" in loaded  # the command ran through Typer (only the script's --version skips it)
+    if args[0] != "--help" and args[0] != "--version":
+        assert "sqlite3" in loaded  # ... and read the mind
+    assert not [m for m in NOT_AT_START if m in loaded], f"pmm {' '.join(args)} imported heavy modules"
+
+
+def test_chat_never_imports_httpx_own_command_line() -> None:
+    """httpx imports its CLI (click, rich, pygments) when they are installed; pmm's boundary
+    keeps it out, and httpx still imports."""
+    code = ("import sys\nfrom pmm.cli.app import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "import httpx\n"
+            "print(sorted(m for m in ('click', 'rich', 'pygments', 'httpx._main') if sys.modules.get(m)))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines()[-1] == "[]"
+
+
+# -- pmm.cli.coercion: Typer's coercion without pydantic ------------------------------------------
+
+def test_every_parameter_is_coerced_without_pydantic() -> None:
+    """Every parameter of every command gets pmm's simple coercion (a new parameter type would
+    fall back to Typer's pydantic one, and bring its ~65 ms back): this also fails when the Typer
+    internals pmm.cli.coercion relies on move (pyproject.toml pins the Typer it was checked on)."""
+    import typer.core
+
+    from pmm.cli import coercion
+    from pmm.cli.app import command_tree
+
+    assert coercion.install()
+    assert getattr(typer.core.build_runtime_param, "pmm_simple", False)
+
+    def params(command: Any) -> Iterator[Any]:
+        ctx = typer.Context(command, info_name=command.name)
+        yield from command.get_params(ctx)  # with the help option Typer adds
+        for sub in getattr(command, "commands", {}).values():
+            yield from params(sub)
+
+    seen = 0
+    for param in params(command_tree()):
+        if isinstance(param, typer.core._TyperParameter):
+            param._runtime_param = None  # Typer fills it lazily, through build_runtime_param
+            assert isinstance(param.get_runtime_param(), coercion._Simple), param.name
+            seen += 1
+    assert seen > 100
+
+
+def typers_and_ours(annotation: Any, **info: Any) -> tuple[Any, Any]:
+    from typer._coercion import build_runtime_param, resolve_type_descriptor
+    from typer.models import OptionInfo
+
+    from pmm.cli import coercion
+
+    descriptor = resolve_type_descriptor(annotation, OptionInfo(**info))
+    ours = coercion.runtime_param(descriptor)
+    assert ours is not None
+    return build_runtime_param(descriptor), ours
+
+
+def outcome(runtime: Any, value: Any) -> tuple[str, Any]:
+    import typer
+
+    try:
+        result = runtime._coerce_value(value, param=None, ctx=None)
+    except typer.BadParameter as exc:
+        return "refused", exc.message
+    return "accepted", (type(result), result if result == result else "nan")
+
+
+class _Format(enum.Enum):
+    JSONL = "jsonl"
+    MD = "md"
+
+
+NUMBERS = ["12", " 12 ", "+12", "-3", "1_000", "1.0", "12.000", "1.5", "1e3", "0x10", "\u0663", "", "abc",
+           "99999999999999999999999", "0", "-0", "00012", "1__0", "_1", "1_", "1 2", "\t7\n", "1.", ".0",
+           ".5", "5.", "1e0", "1e400", "inf", "-inf", "nan", "NaN", "Infinity", "INF", "in f", "1e", "1_0.5",
+           "1e1_0", "+-1", "-nan", "\u00a012", "1.0e3", "0.0", "9223372036854775807", "9223372036854775808",
+           5, 5.0, 5.5, True]
+CASES = [
+    (int, {}, NUMBERS), (int, {"min": 1, "max": 100}, NUMBERS), (int, {"min": 1, "max": 2**63 - 1}, NUMBERS),
+    (float, {}, NUMBERS), (float, {"max": 604800}, NUMBERS), (float, {"min": 0, "max": 1000000}, NUMBERS),
+    (int, {"min": 1, "max": 10, "clamp": True}, NUMBERS), (float, {"min": 1, "max": 10, "clamp": True}, NUMBERS),
+    (bool, {}, ["true", "1", "yes", "on", "t", "y", "no", "0", "off", "f", "n", "False", "", " yes ", "TRUE",
+                "x", "2", True, False, 0, 1]),
+    (str, {}, ["abc", "", " a ", "\udcff", "é"]),
+    (Path, {}, ["a/b", "", ".", "/", "x\x00y", "\udcff"]),
+    (_Format, {}, ["jsonl", "md", "JSONL", "x", "", "\x1b[31m"]),
+    (list[str], {}, [("a", "b"), ["a"], "a", ()]),
+    (list[int], {"min": 1, "max": 9}, [("1", "2"), ("1", "x"), ("1", "0"), "3", ()]),
+]
+
+
+@pytest.mark.parametrize(("annotation", "info", "values"), CASES, ids=lambda c: repr(c)[:40])
+def test_pmm_coercion_accepts_and_refuses_as_typers_does(annotation: Any, info: dict[str, Any],
+                                                        values: list[Any]) -> None:
+    """Value by value, the same result (type and value) or the same message as Typer's own
+    pydantic coercion."""
+    typers, ours = typers_and_ours(annotation, **info)
+    for value in values:
+        assert outcome(ours, value) == outcome(typers, value), repr(value)
+
+
+def test_pmm_coercion_of_paths_keeps_typers_checks(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    for info in ({"exists": True}, {"dir_okay": False}, {"file_okay": False}, {"resolve_path": True}):
+        typers, ours = typers_and_ours(Path, **info)
+        for value in (str(tmp_path / "f"), str(tmp_path), str(tmp_path / "missing")):
+            assert outcome(ours, value) == outcome(typers, value), (info, value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(r"\s?[+-]?[0-9_]{0,4}\.?[0-9_]{0,3}(?:[eE][+-]?[0-9_]{0,2})?\s?|[+-]?(?:inf|nan)\w{0,5}",
+                     fullmatch=True))
+def test_pmm_coercion_parses_numbers_as_typers_does(text: str) -> None:
+    """Numbers as people type them, and their typos (pydantic also reads "0-6" as -6, a quirk
+    pmm leaves out: its bounds refuse that either way)."""
+    for annotation in (int, float):
+        typers, ours = _NUMBER_RUNTIMES[annotation]
+        assert outcome(ours, text) == outcome(typers, text), (annotation, text)
+
+
+_NUMBER_RUNTIMES = {kind: typers_and_ours(kind, min=1, max=1000) for kind in (int, float)}
 
 
 MODULES = {".".join(p.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__"): p
@@ -168,3 +328,55 @@ def test_every_module_imports_on_its_own() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == ""
+
+
+# -- pmm.cli.lazy: each command built when first looked up ----------------------------------------
+
+def test_a_command_run_builds_only_itself(tmp_path: Path) -> None:
+    code = ("from pmm.cli.app import command_tree, main\n"
+            f"try:\n    main(['--mind', {str(tmp_path / 'missing.db')!r}, 'stats'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(command_tree().commands._built))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines()[-1] == "['stats']"
+
+
+def test_the_lazy_tree_is_typers_tree() -> None:
+    """Every command, in Typer's order, with Typer's parameters (plus pmm's --quiet and group
+    --mind) and help."""
+    import typer
+
+    from pmm.cli.app import app, command_tree
+
+    def shape(command: Any) -> Iterator[tuple[Any, ...]]:
+        names = [p.name for p in command.params if p.name not in ("quiet", "group_mind")]
+        yield command.name, command.help, names, list(getattr(command, "commands", {}))
+        for sub in getattr(command, "commands", {}).values():
+            yield from shape(sub)
+
+    assert list(shape(command_tree())) == list(shape(typer.main.get_command(app)))
+
+
+def test_help_lists_commands_without_building_them_and_says_the_same() -> None:
+    """`pmm --help` (and a group's) from the commands' summaries, in a fresh process, is the
+    help of the fully built tree, character for character."""
+    groups = [[], ["model"], ["commitments"], ["persona"], ["reflections"]]
+    code = (
+        "import contextlib, io, json\n"
+        "from pmm.cli.app import command_tree, main\n"
+        "def help(path):\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        try:\n            main([*path, '--help'])\n        except SystemExit:\n            pass\n"
+        "    return out.getvalue()\n"
+        f"lazy = [help(p) for p in {groups!r}]\n"
+        "built = sorted(command_tree().commands._built)\n"
+        "def walk(c):\n    for s in getattr(c, 'commands', {}).values():\n        walk(s)\n"
+        "walk(command_tree())\n"
+        f"print(json.dumps([built, lazy, [help(p) for p in {groups!r}]]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**__import__("os").environ, "COLUMNS": "100"})
+    built, lazy, whole = json.loads(proc.stdout)
+    assert built == sorted(g[0] for g in groups if g)  # only the groups asked for, no command
+    assert "Commands:" in lazy[0] and "reflections" in lazy[0]
+    assert lazy == whole

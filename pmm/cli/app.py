@@ -121,28 +121,29 @@ def command_tree() -> typer.core.TyperGroup:
     """The click command tree, with ``--quiet/-q`` accepted after any command as well as before
     it (``pmm reflect --if-due -q`` reads naturally in a crontab), ``--mind`` on every command
     group as well as on pmm and on each command (``pmm model --mind X list``), every command's
-    first sentence whole in its group's help, and every text argument and option refusing bytes
-    that are not UTF-8 as a usage error (paths are not text: any bytes)."""
-    root = typer.main.get_command(app)
+    first sentence whole in its group's help, every text argument and option refusing bytes
+    that are not UTF-8 as a usage error (paths are not text: any bytes), and every parameter
+    coerced without pydantic (``coercion``: Typer's adapters cost ~65 ms of each command).
+    Each command is built when first looked up (``lazy``: building all ~45 costs ~30 ms)."""
+    from pmm.cli import coercion, lazy
+
+    coercion.install()
     quiet = _borrowed_option("quiet", QuietOpt, False)
     group_mind = _borrowed_option("group_mind", options.GroupMindOpt, None)
 
-    def add(group: object, path: str = "pmm") -> None:
-        for name, sub in getattr(group, "commands", {}).items():
-            if sub.callback is not None:
-                sub.callback = _reader_gone_is_not_an_error(sub.callback, f"{path} {name}")
-            sub.short_help = sub.short_help or first_sentence(sub.help or "")
-            for param in sub.params:
-                if getattr(param, "type_descriptor", None) and param.type_descriptor.annotation in TEXT:
-                    _utf8_checked(param)
-            if hasattr(sub, "commands") and not any("--mind" in p.opts for p in sub.params):
-                sub.params.insert(0, group_mind)
-            if not any("--quiet" in p.opts for p in sub.params):
-                sub.params.append(quiet)
-            add(sub, f"{path} {name}")
+    def finish(sub: Any, name: str, path: str) -> None:
+        if sub.callback is not None:
+            sub.callback = _reader_gone_is_not_an_error(sub.callback, f"{path} {name}")
+        sub.short_help = sub.short_help or first_sentence(sub.help or "")
+        for param in sub.params:
+            if getattr(param, "type_descriptor", None) and param.type_descriptor.annotation in TEXT:
+                _utf8_checked(param)
+        if hasattr(sub, "commands") and not any("--mind" in p.opts for p in sub.params):
+            sub.params.insert(0, group_mind)
+        if not any("--quiet" in p.opts for p in sub.params):
+            sub.params.append(quiet)
 
-    add(root)
-    return root  # type: ignore[return-value]
+    return lazy.group(app, finish)  # type: ignore[no-any-return]
 
 
 def first_sentence(text: str) -> str:
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every error becomes one ``Error:`` line (and a ``Hint:``) on stderr and its
     exit code (SPEC section 5); under ``--json`` also the error envelope on stdout (docs/json.md)."""
     os.umask(0o077)  # everything pmm creates (files, WAL, state) is the owner's alone
+    # httpx's own command line (click, rich, pygments: ~50 ms) is imported with httpx when it is
+    # installed; pmm never runs it, and httpx does without it when it cannot be imported
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in args[:args.index("--")] if "--" in args else "--json" in args
     output.COMMAND, output.PARTIAL = _command_path(args), None

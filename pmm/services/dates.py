@@ -64,6 +64,12 @@ def period(text: str, now: datetime) -> tuple[str, str]:
     return _ts(start), _ts(end)
 
 
+def seconds_since(ts: str, now: datetime | None = None) -> float:
+    """How long ago a ledger timestamp was (``now``: the present)."""
+    then = datetime.strptime(ts, TS_FORMAT).replace(tzinfo=UTC)
+    return ((now or datetime.now(UTC)) - then).total_seconds()
+
+
 def _ts(moment: datetime) -> str:
     """``moment`` as the ledger's UTC text, the year always four digits (strftime writes 999 for
     the year 999, which would compare wrongly with the stored text)."""

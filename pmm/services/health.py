@@ -278,7 +278,7 @@ def repair(path: Path) -> None:
 
 def _reflection(states: States, path: Path) -> Check:
     from pmm.services import models, reflection_backoff
-    from pmm.services.reflection import seconds_since
+    from pmm.services.dates import seconds_since
 
     reflections = states["reflections"]
     waiting = reflections["turns_since"]

@@ -24,7 +24,6 @@ import contextlib
 import math
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -35,11 +34,12 @@ from pmm.domain.events import Draft, Event
 from pmm.domain.growth import MAX_TRAIT_STEP
 from pmm.domain.states import States
 from pmm.ledger import folded, lookup
-from pmm.ledger.store import TS_FORMAT, Ledger, now_ts
+from pmm.ledger.store import Ledger, now_ts
 from pmm.services import consolidation, models, opening, tokens
 from pmm.services import reflection_answer as answer
 from pmm.services import reflection_backoff as backoff
 from pmm.services import reflection_window as window_
+from pmm.services.dates import seconds_since
 from pmm.services.reports import Change, Meta
 from pmm.services.words import plural
 
@@ -123,11 +123,6 @@ class Run:
 
 
 # -- the run -------------------------------------------------------------------------------------
-
-def seconds_since(ts: str, now: datetime | None = None) -> float:
-    then = datetime.strptime(ts, TS_FORMAT).replace(tzinfo=UTC)
-    return ((now or datetime.now(UTC)) - then).total_seconds()
-
 
 def _due_now(states: States) -> tuple[bool, str]:
     latest = states["reflections"]["latest"]

@@ -257,7 +257,7 @@ def standing(states: States) -> Standing:
 
 
 def reflections(states: States) -> Reflections:
-    from pmm.services.reflection import seconds_since
+    from pmm.services.dates import seconds_since
 
     state = states["reflections"]
     latest = state["latest"]
