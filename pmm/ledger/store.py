@@ -155,6 +155,18 @@ class Ledger:
             row = self.conn.execute("SELECT hash FROM events WHERE id = ?", (event_id,)).fetchone()
         return row[0] if row else None
 
+    @contextlib.contextmanager
+    def read_transaction(self) -> Iterator[None]:
+        """Several reads in one snapshot: what a writer appends meanwhile is not seen."""
+        with cx.translated(self.path):
+            self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                with cx.translated(self.path):
+                    self.conn.execute("COMMIT")
+
     def events(self, since: int = 1, kind: str | None = None) -> Iterator[Event]:
         """Stream events in id order from ``since``; nothing is loaded all at once."""
         sql = f"SELECT {COLUMNS} FROM events WHERE id >= ?"
