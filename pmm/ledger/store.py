@@ -106,8 +106,9 @@ class Ledger:
         """Create a new mind at ``path`` (never overwriting) and open it for writing."""
         with cx.new_file(path) as (tmp, conn):
             with cx.translated(tmp):
-                conn.execute("PRAGMA journal_mode=DELETE")
-                conn.execute("PRAGMA synchronous=FULL")
+                # A private temp file, fsynced whole before it is published: no fsync before that
+                conn.execute("PRAGMA journal_mode=MEMORY")
+                conn.execute("PRAGMA synchronous=OFF")
                 conn.execute("BEGIN IMMEDIATE")
                 cx.init_file(conn, mind_id or cx.new_mind_id())
                 conn.execute("COMMIT")
