@@ -33,3 +33,11 @@ def test_bench_recall_runs_on_a_tiny_locomo_conversation(tmp_path: Path) -> None
     result = json.loads(proc.stdout)
     assert result["2048/pmm"]["all"] == 1.0  # four short turns all fit: the evidence is there
     assert result["2048/pmm"]["evidence_turns"] == 1
+
+
+def test_bench_verify_runs_on_a_tiny_mind(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_verify.py"), "--sizes", "300",
+                           "--runs", "1", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "pmm verify --deep" in proc.stdout and "pmm remember" in proc.stdout
