@@ -137,7 +137,8 @@ def verify_figures(mind: Path, n: int, envs: dict[str, dict[str, str]], runs: in
     here, child = median_of(runs, lambda: deep_halves(mind))
     if child:
         print(f"  --deep of this tree in-process: {here:.3f} CPU checking the chain, {child:.3f} CPU in"
-              f" the replaying child: a quiet machine needs about {max(here, child):.2f} s plus start-up")
+              f" the replaying child: on two idle cores the wall time is about the larger"
+              f" ({max(here, child) / py:.2f}x the Python loop) plus start-up")
     else:
         print(f"  --deep of this tree in-process: {here:.3f} CPU, all in one process (below"
               f" {integrity.DEEP_PARALLEL_FROM:,} events)")
