@@ -76,3 +76,11 @@ def test_bench_reads_runs_on_a_tiny_mind(tmp_path: Path) -> None:
     assert set(result) == {"pmm --version", "search garden", "health", "trace message",
                            "trace session", "sessions -n 5"}
     assert all(f["wall"] > 0 and ("limit" not in f or f["limit"] > 0) for f in result.values())
+
+
+def test_bench_verify_runs_on_a_tiny_mind(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_verify.py"), "--sizes", "300",
+                           "--runs", "1", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "pmm verify --deep" in proc.stdout and "pmm remember" in proc.stdout

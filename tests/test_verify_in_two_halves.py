@@ -1,4 +1,5 @@
-"""Large minds are verified in two processes; the split must find exactly what one pass finds."""
+"""Large minds are verified in two processes; the split must find exactly what one pass finds
+(the two halves of the chain, or, with --deep, the replay beside the chain)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from pmm import errors
 from pmm.domain.events import Draft
 from pmm.ledger.chain import ChainState, check_chain
 from pmm.ledger.store import Ledger
 from pmm.services import opening
 from pmm.services.halves import check_in_two
+from pmm.services.integrity import DEEP_PARALLEL_FROM, Replayed, start_replay, verify_mind
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +64,55 @@ def test_the_split_reports_the_same_first_problem(big: Path, tmp_path: Path, eve
     assert (single.problem is None) == (event_id == 1000 and sql.startswith("DELETE"))
     assert halves.problem == single.problem
     assert halves.count == single.count
+
+
+# -- `verify --deep`: the replay runs in a child while the chain is checked here -------------------
+
+def deep_both_ways(path: Path) -> tuple[Replayed, Replayed]:
+    with Ledger.open(path) as mind:
+        forked = start_replay(mind, fork=True)
+        return forked(), start_replay(mind, fork=False)()
+
+
+def _sealed(tmp_path: Path, events: int) -> Path:
+    """A mind whose projection cache is sealed with this test's key (``big`` is the module's)."""
+    path = tmp_path / "sealed.db"
+    with opening.init(path, "Big") as mind:
+        mind.append([Draft("observation_recorded", f"note {i}", {"source": "user"})
+                     for i in range(events - 1)])
+    return path
+
+
+def test_the_deep_read_in_a_child_finds_what_it_finds_here(tmp_path: Path) -> None:
+    sealed = _sealed(tmp_path, 1000)
+    forked, here = deep_both_ways(sealed)
+    assert forked == here == Replayed(None, "reflects event 1000; equals a full replay", True)
+
+    spaced = tamper(sealed, tmp_path / "meta.db", 700, "UPDATE events SET meta = '{\"source\": \"user\"}' WHERE id = ?")
+    forked, here = deep_both_ways(spaced)
+    assert forked == here and forked.bad_meta == 700
+
+    forged = tamper(sealed, tmp_path / "cache.db", 0,
+                    "UPDATE projection_cache SET state = replace(state, 'Big', 'Eve') WHERE ? = 0")
+    forked, here = deep_both_ways(forged)
+    assert forked == here and forked.cache.startswith("absent or stale") and forked.cache_ok
+
+
+def test_an_error_in_the_child_is_the_error_here(big: Path, tmp_path: Path) -> None:
+    """Not a traceback from the child and 'the child died': the child's own PmmError, exit code
+    and hint included."""
+    path = Path(shutil.copy(big, tmp_path / "gone.db"))
+    with Ledger.open(path) as mind:
+        path.unlink()  # this connection still reads it; the child's own cannot open it
+        with pytest.raises(errors.MindNotFound) as raised:
+            start_replay(mind, fork=True)()
+    assert raised.value.hint == "create one with `pmm init`, or pass --mind PATH"
+
+
+def test_verify_deep_of_a_mind_past_the_threshold_reports_the_same(tmp_path: Path) -> None:
+    path = _sealed(tmp_path, DEEP_PARALLEL_FROM + 1)
+    report = verify_mind(path, deep=True)
+    assert report.ok and report.events == DEEP_PARALLEL_FROM + 1
+    assert report.deep == {"sqlite_quick_check": "ok", "meta_canonical": True,
+                           "projection_cache": f"reflects event {DEEP_PARALLEL_FROM + 1}; equals a full replay",
+                           "cache_matches_replay": True}

@@ -108,8 +108,9 @@ class Ledger:
         """Create a new mind at ``path`` (never overwriting) and open it for writing."""
         with cx.new_file(path) as (tmp, conn):
             with cx.translated(tmp):
-                conn.execute("PRAGMA journal_mode=DELETE")
-                conn.execute("PRAGMA synchronous=FULL")
+                # A private temp file, fsynced whole before it is published: no fsync before that
+                conn.execute("PRAGMA journal_mode=MEMORY")
+                conn.execute("PRAGMA synchronous=OFF")
                 conn.execute("BEGIN IMMEDIATE")
                 cx.init_file(conn, mind_id or cx.new_mind_id())
                 conn.execute("COMMIT")
@@ -156,6 +157,18 @@ class Ledger:
         with cx.translated(self.path):
             row = self.conn.execute("SELECT hash FROM events WHERE id = ?", (event_id,)).fetchone()
         return row[0] if row else None
+
+    @contextlib.contextmanager
+    def read_transaction(self) -> Iterator[None]:
+        """Several reads in one snapshot: what a writer appends meanwhile is not seen."""
+        with cx.translated(self.path):
+            self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                with cx.translated(self.path):
+                    self.conn.execute("COMMIT")
 
     def events(self, since: int = 1, kind: str | None = None) -> Iterator[Event]:
         """Stream events in id order from ``since``; nothing is loaded all at once."""

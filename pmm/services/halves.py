@@ -1,17 +1,53 @@
-"""Verifying a large mind on two cores: the first half in a forked process, the second here."""
+"""Verifying a large mind on two cores: part of the work in a forked process, the rest here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pmm import errors
 from pmm.ledger.chain import GENESIS_PREV, ChainState, Problem, check_chain, id_problem
 from pmm.ledger.store import Ledger
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 PARALLEL_FROM = 200_000  # below this, forking a checker costs more than it saves
+
+
+def in_child(work: Callable[[], T]) -> Callable[[], T]:
+    """Run ``work`` in a forked process (which opens its own connections: one is never shared
+    across a fork); the function returned waits for the child and returns what ``work`` did,
+    or raises the ``PmmError`` it raised (with its own exit code and hint, not a traceback)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+
+    def run() -> None:
+        try:
+            send.send((True, work()))
+        except errors.PmmError as exc:
+            send.send((False, (type(exc), exc.message, exc.hint)))
+
+    child = ctx.Process(target=run, name="pmm-verify", daemon=True)
+    child.start()
+    send.close()
+
+    def result() -> T:
+        try:
+            ok, done = receive.recv()
+        except EOFError:
+            raise errors.PmmError("the verifying child process died") from None
+        finally:
+            receive.close()
+        child.join()
+        if not ok:
+            kind, message, hint = done
+            raise kind(message, hint)
+        return cast(T, done)
+
+    return result
 
 
 def check_in_two(mind: Ledger, split: int, on_progress: Progress | None) -> ChainState:
@@ -23,19 +59,14 @@ def check_in_two(mind: Ledger, split: int, on_progress: Progress | None) -> Chai
     """
     import multiprocessing
 
-    ctx = multiprocessing.get_context("fork")
-    done = ctx.Value("q", 0)
-    receive, send = ctx.Pipe(duplex=False)
+    done = multiprocessing.get_context("fork").Value("q", 0)
 
-    def first_half() -> None:
+    def first_half() -> ChainState:
         with Ledger.open(mind.path) as own:
-            state = check_chain(own.prefix, own.raw_rows(before=split), ChainState(),
-                                lambda n: _add(done, n))
-        send.send(state)
+            return check_chain(own.prefix, own.raw_rows(before=split), ChainState(),
+                               lambda n: _add(done, n))
 
-    child = ctx.Process(target=first_half, name="pmm-verify", daemon=True)
-    child.start()
-    send.close()
+    first_result = in_child(first_half)
     seen = 0
 
     def progress(n: int) -> None:
@@ -48,11 +79,7 @@ def check_in_two(mind: Ledger, split: int, on_progress: Progress | None) -> Chai
     boundary = mind.hash_at(split - 1) or GENESIS_PREV
     second = check_chain(mind.prefix, mind.raw_rows(since=split),
                          ChainState(last_id=split - 1, last_hash=boundary), progress)
-    try:
-        first: ChainState = receive.recv()
-    except EOFError:
-        raise errors.PmmError("the verifying child process died") from None
-    child.join()
+    first = first_result()
     progress(0)
     if first.problem is not None:
         return first

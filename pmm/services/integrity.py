@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import IO, Any, NotRequired, TypedDict
 
 from pmm import errors
 from pmm.domain import checkpoint, projections
+from pmm.domain.canonical import CanonicalMetas
 from pmm.domain.checkpoint import Checkpoint
 from pmm.domain.events import Event
 from pmm.ledger import folded
@@ -26,11 +28,13 @@ from pmm.ledger.jsonl import ExportReader
 from pmm.ledger.schema import ALTERED_HINT
 from pmm.ledger.store import Ledger
 from pmm.services import signatures, witness
-from pmm.services.halves import PARALLEL_FROM, check_in_two
+from pmm.services.halves import PARALLEL_FROM, check_in_two, in_child
 from pmm.services.reports import VerdictJson
 
 Progress = Callable[[int], None]
 HashAt = Callable[[int], "str | None"]
+
+DEEP_PARALLEL_FROM = 50_000  # --deep also replays every event: a child pays for itself sooner
 
 
 class Deep(TypedDict):
@@ -197,13 +201,17 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
         if total is not None:
             total(mind.count())
         head_id = mind.head()[0]
-        if head_id >= PARALLEL_FROM and (os.cpu_count() or 1) > 1:
+        two_cores = (os.cpu_count() or 1) > 1
+        replayed = None
+        if deep:  # the replay goes to the other core while the chain is checked here
+            replayed = start_replay(mind, fork=head_id >= DEEP_PARALLEL_FROM and two_cores)
+        if head_id >= PARALLEL_FROM and two_cores and not deep:
             state = check_in_two(mind, head_id // 2 + 1, on_progress)
         else:
             state = check_chain(mind.prefix, mind.raw_rows(), ChainState(), on_progress)
         _record(report, state)
-        if deep:
-            report.deep = _deep_mind(mind, report)
+        if replayed is not None:
+            report.deep = _deep_mind(mind, report, replayed)
         if report.ok and (altered := mind.schema_problems()):  # planted triggers, views, tables
             report.problem, report.hint = "altered outside pmm: " + "; ".join(altered[:3]), ALTERED_HINT
         if checks is not None:
@@ -333,9 +341,10 @@ class _UntilRejected:
 class _MetaCheck:
     def __init__(self) -> None:
         self.bad: int | None = None
+        self.canonical = CanonicalMetas()
 
     def __call__(self, event: Event) -> None:
-        if self.bad is None and not _canonical(event.meta_json):
+        if self.bad is None and not self.canonical(event.meta_json):
             self.bad = event.id
 
 
@@ -357,39 +366,67 @@ def _record(report: VerifyReport, state: ChainState) -> None:
         report.problem = state.problem.reason
 
 
-def _canonical(meta: str) -> bool:
-    import json
+@dataclass
+class Replayed:
+    """What ``--deep`` learns by reading every event: the first meta that is not canonical, and
+    how the projection cache compares with a full replay (picklable: it may come from a child)."""
 
-    from pmm.domain.canonical import canonical_json
-
-    try:
-        value = json.loads(meta)
-        return isinstance(value, dict) and canonical_json(value) == meta
-    except (ValueError, RecursionError):  # hostile nesting is not canonical either
-        return False
+    bad_meta: int | None
+    cache: str
+    cache_ok: bool
 
 
-def _deep_mind(mind: Ledger, report: VerifyReport) -> Deep:
-    """SQLite's own check, canonical meta, and the projection cache against a full replay."""
-    quick = mind.quick_check()
-    bad_meta = next((e.id for e in mind.events() if not _canonical(e.meta_json)), None)
-    cached = folded.cached(mind)
-    full = projections.replay(mind.events())
-    if cached is None:
-        cache = "absent or stale (ignored; a full replay is used)"
-        cache_ok = True
-    else:
+def start_replay(mind: Ledger, *, fork: bool) -> Callable[[], Replayed]:
+    """Start ``--deep``'s read of every event; the function returned gives its ``Replayed``.
+    With ``fork`` the read runs in a child process on its own connection, beside whatever the
+    caller does meanwhile; otherwise it runs here, when the result is asked for."""
+    if not fork:
+        return functools.partial(_replay_check, mind)
+    path = mind.path
+
+    def in_own() -> Replayed:
+        with Ledger.open(path) as own:
+            return _replay_check(own)
+
+    return in_child(in_own)
+
+
+def _replay_check(mind: Ledger) -> Replayed:
+    """Every meta canonical, and the cache equal to a full replay, from one read of the events
+    (in one snapshot: a writer appending meanwhile cannot make the cache look wrong)."""
+    canonical = CanonicalMetas()
+    bad_meta: list[int] = []
+
+    def checked(events: Iterable[Event]) -> Iterator[Event]:
+        for event in events:
+            if not bad_meta and not canonical(event.meta_json):
+                bad_meta.append(event.id)
+            yield event
+
+    with mind.read_transaction():
+        cached = folded.cached(mind)
+        full = projections.replay(checked(mind.events()))
+        if cached is None:
+            return Replayed(bad_meta[0] if bad_meta else None,
+                            "absent or stale (ignored; a full replay is used)", True)
         states, last_id = cached
         cache_ok = projections.replay(mind.events(since=last_id + 1), states) == full
-        cache = f"reflects event {last_id}; " + ("equals a full replay" if cache_ok else "DIFFERS from a full replay")
+    cache = f"reflects event {last_id}; " + ("equals a full replay" if cache_ok else "DIFFERS from a full replay")
+    return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok)
+
+
+def _deep_mind(mind: Ledger, report: VerifyReport, replayed: Callable[[], Replayed]) -> Deep:
+    """SQLite's own check, canonical meta, and the projection cache against a full replay."""
+    quick = mind.quick_check()
+    found = replayed()
     problems = []
     if quick != "ok":
         problems.append(f"SQLite quick_check: {quick}")
-    if bad_meta is not None:
-        problems.append(f"event {bad_meta}: meta is not canonical JSON")
-    if not cache_ok:
+    if found.bad_meta is not None:
+        problems.append(f"event {found.bad_meta}: meta is not canonical JSON")
+    if not found.cache_ok:
         problems.append("the projection cache does not equal a full replay")
     if problems and report.ok:
         report.problem = "; ".join(problems)
-    return {"sqlite_quick_check": quick, "meta_canonical": bad_meta is None,
-            "projection_cache": cache, "cache_matches_replay": cache_ok}
+    return {"sqlite_quick_check": quick, "meta_canonical": found.bad_meta is None,
+            "projection_cache": found.cache, "cache_matches_replay": found.cache_ok}
