@@ -113,3 +113,29 @@ def test_each_turn_sends_the_previous_turns_prompt_as_its_prefix(mind: Path) -> 
         assert after[len(before)] == {"role": "assistant", "content": ANSWER}
     assert "holds water for days" in sent[2][-1]["content"]  # recalled for clay, in that message only
     assert not any("holds water for days" in m["content"] for m in sent[3])
+
+
+
+def test_once_the_oldest_turns_give_way_the_conversation_is_not_written_to_the_cache(mind: Path) -> None:
+    """A window that slides (each turn drops the oldest) sends a different conversation every
+    turn: a cache write of it would never be read, so only the stable system prompt is marked."""
+    topics = ["hedgehogs", "beetroot", "lavender", "compost", "wisteria", "potatoes", "slugs",
+              "blackbirds", "rhubarb", "fennel", "mint", "ivy", "dahlias", "quince", "moss",
+              "clematis", "garlic", "foxgloves", "nettles", "parsnips", "hollyhocks", "sorrel"]
+    with FakeServer("anthropic", text=ANSWER * 6, model="claude-sonnet-4-5", caching=True) as server:
+        cli_json(mind, "model", "add", "claude", f"anthropic:{server.model}", "--base-url", server.url,
+                 "--context-window", "9000", "--use")
+        for note in NOTES:
+            cli_json(mind, "remember", "--pin", note)
+        for n, topic in enumerate(topics):  # words no other turn has: nothing is recalled
+            cli_json(mind, "chat", *(["-c"] if n else []), "-m", f"{topic.capitalize()}?")
+    chats = [r for r in server.requests if r.usage is not None]
+    firsts = [str(r.body["messages"][0]["content"]) for r in chats]
+    whole = [n for n, first in enumerate(firsts) if first == "Hedgehogs?"]
+    assert 3 < len(whole) <= len(chats) - 2  # the first question was sent for a while, then gave way
+    assert all(marks(chats[n].body) == ["system", f"assistant {2 * n - 1}"] for n in whole[1:])
+    for request in chats[whole[-1] + 1:]:
+        assert marks(request.body) == ["system"]
+        assert request.usage == {"input_tokens": request.usage["input_tokens"],
+                                 "cache_creation_input_tokens": 0,
+                                 "cache_read_input_tokens": chats[0].usage["cache_creation_input_tokens"]}

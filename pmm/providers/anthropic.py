@@ -60,13 +60,14 @@ def estimated_tokens(text: str) -> int:
 
 def breakpoints(request: Request) -> list[int]:
     """Where the stable parts end, in order: the system prompt (-1) and the last message before
-    the new user message (the older conversation). Everything up to a breakpoint is the same
-    in the next turn's request, which reads it from the cache; the new message and the turn's
-    context come after the last one. Two of Anthropic's four: its cache also finds an earlier
+    the new user message (the older conversation, unless ``request.repeats`` says its oldest
+    turns are giving way). Everything up to a breakpoint is the same in the next turn's
+    request, which reads it from the cache; the new message and the turn's context come after
+    the last one. Two of Anthropic's four: its cache also finds an earlier
     turn's prefix at any of the 20 blocks before a breakpoint, and one conversation turn adds
     two (the message and the answer), so the previous turn's breakpoint is always in reach."""
     points = [-1] if request.system else []
-    if len(request.messages) >= 2:
+    if len(request.messages) >= 2 and request.repeats:
         points.append(len(request.messages) - 2)
     return points
 

@@ -44,6 +44,10 @@ class Request:
     max_tokens: int = 512
     temperature: float = 0.7
     json_schema: dict[str, Any] | None = None
+    # The messages before the last come back unchanged (plus the last exchange) in the next
+    # turn's request; False once the conversation's oldest turns give way to room, when a cache
+    # write of them would never be read.
+    repeats: bool = True
     # model options beyond temperature and max_tokens (top_p, seed ...), under pmm's names:
     # each adapter renames them (``pmm.providers.options.fields``)
     options: dict[str, Any] = field(default_factory=dict)

@@ -177,7 +177,7 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
     spent = cost.text(system) + cost.text(user_text)
     standing, spent = _standing(states, mind, budget, spent, cost, scope.hide)
 
-    recent_pool = _recent_pool(mind, budget - spent, cost, scope)
+    recent_pool, whole = _recent_pool(mind, budget - spent, cost, scope)
     previous = next((e.content for e in recent_pool if e.kind == ev.MESSAGE_RECEIVED.name), None)
     query = ranking.query(user_text, previous)
     # the time line measured at its longest: two days of the longest month name
@@ -209,9 +209,13 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
     if turns:
         per_turn.append(_time_line(turns))
         spent += cost.text(per_turn[-1])
+    # the conversation comes back unchanged next turn while it starts where the scope's turns do;
+    # once its oldest turns give way (a leading answer is never sent), caching it would not pay
+    sent = {i.event.id for s in sections for i in s.items}
+    repeats = whole and all(e.id in sent for e in recent_pool[:-1])
     request = Request(messages=_conversation(turns, user_text), system="\n\n".join(p for p in stable if p),
                       context="\n\n".join(per_turn), max_tokens=answer_tokens,
-                      temperature=temperature)
+                      temperature=temperature, repeats=repeats)
     used = sorted(i.event.id for s in sections for i in s.items)
     return Prompt(request, used, signature(request), spent, sections, budget, query,
                   cost.text(system), cost.exact)
@@ -382,9 +386,9 @@ def _render(section: Section) -> str:
 # -- recent turns ------------------------------------------------------------------------------
 
 
-def _recent_pool(mind: Ledger, room: int, cost: Cost, scope: Scope) -> list[Event]:
+def _recent_pool(mind: Ledger, room: int, cost: Cost, scope: Scope) -> tuple[list[Event], bool]:
     """The newest turns (of the scope's session, when it names one), newest first, until they
-    would fill ``room`` tokens."""
+    would fill ``room`` tokens; and whether they are all the scope's turns."""
     from pmm.ledger import sessions
 
     pool: list[Event] = []
@@ -393,17 +397,17 @@ def _recent_pool(mind: Ledger, room: int, cost: Cost, scope: Scope) -> list[Even
     while spent < room:
         page = (lookup.latest_before(mind, TURN_KINDS, RECENT_PAGE, before) if scope.session is None
                 else sessions.turns_of(mind, scope.session, RECENT_PAGE, before))
-        for event in page:
+        for n, event in enumerate(page):
             if event.id in scope.hide:
                 continue
             pool.append(event)
             spent += cost.turn(event)
             if spent >= room:
-                break
+                return pool, n == len(page) - 1 and len(page) < RECENT_PAGE
         if len(page) < RECENT_PAGE:
-            break
+            return pool, True
         before = page[-1].id
-    return pool
+    return pool, False
 
 
 def _reserved_ids(pool: list[Event], reserved: int, cost: Cost) -> set[int]:
