@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import cli_json
 from provider_servers import FakeServer, split_pieces
 
@@ -65,16 +66,21 @@ def test_breakpoints_end_the_stable_parts_only_where_the_prefix_can_be_cached() 
             "system", "assistant 3"]
 
 
-def test_a_ten_turn_session_is_billed_mostly_as_cache_reads(mind: Path) -> None:
+@pytest.mark.parametrize("window", [[], ["--context-window", "200000"]], ids=["8192", "200000"])
+def test_a_ten_turn_session_is_billed_mostly_as_cache_reads(mind: Path, window: list[str]) -> None:
+    """In the default window of a remote model (8,192 tokens) the session's questions, all on
+    one topic, would be recalled from the conversation into the new message, changing the
+    cached prefix; while the conversation fits in half the room it is kept whole instead."""
     with FakeServer("anthropic", text=ANSWER, model="claude-sonnet-4-5", caching=True) as server:
         cli_json(mind, "model", "add", "claude", f"anthropic:{server.model}", "--base-url", server.url,
-                 "--context-window", "200000", "--use")
+                 *window, "--use")
         for note in NOTES:
             cli_json(mind, "remember", "--pin", note)
         turns = [cli_json(mind, "chat", *(["-c"] if n else []), "-m",
                           f"Question {n + 1}: what should I plant in bed {n + 1} this spring?")
                  for n in range(10)]
     assert len({t["session"] for t in turns}) == 1
+    assert [len(t["sections"]["recent"]) for t in turns] == list(range(0, 20, 2))  # kept whole
     chats = [r for r in server.requests if r.usage is not None and "tools" not in r.body]
     assert len(chats) == 10
     billed = [r.usage for r in chats if r.usage]

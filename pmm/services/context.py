@@ -188,6 +188,10 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
     last_exchange = sum(cost.turn(e) for e in recent_pool[:2])
     reserved = min(pool_cost, max(avail - int(avail * RECALL_SHARE),
                                   last_exchange if last_exchange <= avail // 2 else 0))
+    if whole and pool_cost <= avail // 2:
+        # the whole conversation, while it fits in half the room, is sent whole: recall taking
+        # a turn of it into the new message would change the prefix a provider's cache holds
+        reserved = pool_cost
     held = _reserved_ids(recent_pool, reserved, cost) | {i.event.id for i in standing.items} | scope.hide
     ranked = ranking.rank(mind, query, user_text, similar) if avail - reserved > 0 else ([], {})
     recalled = _recall(mind, ranked, avail - reserved, held, cost)
