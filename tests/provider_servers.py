@@ -19,6 +19,11 @@ frame over and over; otherwise a JSON string that never closes), ``"usage"`` (a 
 output token count is ``value=``, e.g. ``-5`` or ``"12"``), ``"slow"`` (a normal answer held back
 until the test sets the ``threading.Event`` given as ``release=``: streamed, the first ``pieces=``
 (1) text pieces arrive first, then the rest waits; otherwise the whole answer waits).
+
+``FakeServer("anthropic", caching=True)`` honours ``cache_control`` as Anthropic's API does
+(``PromptCache``): instead of the fixed ``PROMPT_TOKENS`` it counts the prompt's tokens (a word
+a token, as the answer's are counted) and reports the prefix up to a breakpoint as a cache write
+the first time and a cache read afterwards; each request's ``Recorded.usage`` is what it billed.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any
+    usage: dict[str, int] | None = None  # the prompt tokens billed, by a caching Anthropic fake
 
 
 @dataclass
@@ -58,9 +64,11 @@ def split_pieces(text: str) -> list[str]:
 
 class FakeServer:
     def __init__(self, protocol: str, text: str = "Hello there, I am a small test model.",
-                 model: str = "test-model") -> None:
+                 model: str = "test-model", caching: bool = False) -> None:
         assert protocol in PROTOCOLS, f"no fake server speaks {protocol!r}"
+        assert not caching or protocol == "anthropic", "only the Anthropic fake keeps a prompt cache"
         self.protocol = protocol
+        self.cache = PromptCache(model) if caching else None
         self.text = text
         self.model = model
         self.listed: list[str] | None = None  # OpenAI's /models ids, instead of other-model and model
@@ -109,6 +117,7 @@ class FakeServer:
 
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeServer
+    recorded: Recorded  # the request being answered
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
@@ -130,7 +139,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, body: Any) -> None:
         fake = self.fake
-        fake.record(Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        self.recorded = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        fake.record(self.recorded)
         fault = fake.next_fault() or Fault("ok")
         try:
             self._answer(fault, body if isinstance(body, dict) else {})
@@ -170,7 +180,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.fake.protocol == "ollama":
             frames = _ollama(self.fake, stream, counted)
         else:
-            frames = _anthropic(self.fake, stream, structured, fault, counted)
+            usage = ANTHROPIC_USAGE
+            if self.fake.cache is not None:
+                with self.fake._lock:
+                    usage = self.recorded.usage = self.fake.cache.bill(body)
+            frames = _anthropic(self.fake, stream, structured, fault, counted, usage)
         if not stream:
             payload = frames[0]
             if kind == "cut":  # promise the whole body, deliver half
@@ -352,8 +366,68 @@ def _ollama(fake: FakeServer, stream: bool, counted: Any = None) -> list[bytes]:
     return frames
 
 
-def _anthropic(fake: FakeServer, stream: bool, structured: bool, fault: Fault, counted: Any = None) -> list[bytes]:
-    usage = {"input_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 9}
+ANTHROPIC_USAGE = {"input_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 9}
+
+
+class PromptCache:
+    """Anthropic's prompt cache, as its documentation describes it: the prompt is a sequence
+    of blocks (tools, then system blocks, then each message's content blocks); a block with
+    ``cache_control`` (at most 4) ends a prefix that is cached when it holds at least the
+    model's minimum (2,048 tokens for a Haiku model, else 1,024). A request reads the longest
+    cached prefix that ends at a breakpoint or at one of the 20 blocks before one; what lies
+    between it and the last breakpoint that is long enough is written; the rest is input.
+    Tokens are words (``split_pieces``), as the fake counts an answer's."""
+
+    LOOKBACK = 20
+
+    def __init__(self, model: str) -> None:
+        self.minimum = 2048 if "haiku" in model.lower() else 1024
+        self.seen: set[str] = set()
+
+    def bill(self, body: dict[str, Any]) -> dict[str, int]:
+        blocks = _blocks(body)
+        points = [n for n, block in enumerate(blocks) if isinstance(block, dict) and "cache_control" in block]
+        assert len(points) <= 4, "Anthropic refuses more than 4 blocks with cache_control"
+        ends = [0]  # tokens of the prompt up to the end of each block
+        for block in blocks:
+            ends.append(ends[-1] + _tokens(block))
+        keys = [_prefix_key(blocks[:n]) for n in range(len(blocks) + 1)]
+        reach = {n for p in points for n in range(max(1, p + 1 - self.LOOKBACK), p + 2)}
+        read = max((n for n in reach if keys[n] in self.seen), default=0)
+        cached = [p + 1 for p in points if ends[p + 1] >= self.minimum]
+        written = max(cached, default=0)
+        for n in cached:
+            self.seen.add(keys[n])
+        written = max(written, read)
+        return {"input_tokens": ends[-1] - ends[written], "cache_creation_input_tokens": ends[written] - ends[read],
+                "cache_read_input_tokens": ends[read]}
+
+
+def _blocks(body: dict[str, Any]) -> list[Any]:
+    """The prompt's blocks in cache order; a string content is one text block."""
+    blocks: list[Any] = list(body.get("tools") or [])
+    system = body.get("system") or []
+    blocks += [{"type": "text", "text": system}] if isinstance(system, str) else system
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+        blocks += [{**part, "role": message.get("role")} for part in parts]
+    return blocks
+
+
+def _tokens(block: Any) -> int:
+    text = block.get("text") if isinstance(block, dict) and block.get("type") == "text" else json.dumps(block)
+    return len(split_pieces(str(text))) if text else 0
+
+
+def _prefix_key(blocks: list[Any]) -> str:
+    """The prefix's identity: its blocks without their cache_control marks."""
+    plain = [{k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) else b for b in blocks]
+    return json.dumps(plain, sort_keys=True)
+
+
+def _anthropic(fake: FakeServer, stream: bool, structured: bool, fault: Fault, counted: Any = None,
+               usage: dict[str, int] = ANTHROPIC_USAGE) -> list[bytes]:
     pieces = split_pieces(fake.text)
     out = len(pieces) if counted is None else counted
     if structured:

@@ -286,7 +286,7 @@ def test_a_crafted_mind_cannot_crash_recall_labels_or_dates(tmp_path: Path) -> N
 def _sent_tokens(prompt: context.Prompt, count: Any) -> int:
     """The prompt as the embedded model reads it: each message with its role markers."""
     request = prompt.request
-    parts = [request.system_text(), *(m.content for m in request.messages)]
+    parts = [request.system, *(m.content for m in request.sent())]
     return sum(count(p) + tokens.TEMPLATE_TOKENS for p in parts if p)
 
 

@@ -109,12 +109,12 @@ def test_retracting_the_latest_shows_the_one_before_in_standing_memory_read_from
     first = reflection(mind, "The user grows tomatoes in a sunny corner.", [])
     append(mind, Draft("message_received", "The weather was lovely.", {}))
     second = reflection(mind, "We talked about the weather.", [])
-    sent = pmm(mind, "recall", "tomatoes", "--json")["request"]["context"]
+    sent = pmm(mind, "recall", "tomatoes", "--json")["request"]["system"]  # standing memory's place
     assert "Latest reflection: We talked about the weather." in sent
     pmm(mind, "reflections", "retract", str(second), "--reason", "wrong")
     plan = pmm(mind, "recall", "tomatoes", "--json")
-    assert "Latest reflection: The user grows tomatoes in a sunny corner." in plan["request"]["context"]
-    assert "talked about the weather" not in plan["request"]["context"]
+    assert "Latest reflection: The user grows tomatoes in a sunny corner." in plan["request"]["system"]
+    assert "talked about the weather" not in plan["request"]["system"] + plan["request"]["context"]
     standing = next(s for s in plan["sections"] if s["name"] == "standing")
     assert [(i["id"], i["reason"]) for i in standing["items"]] == [(first, "reflection")]
     assert pmm(mind, "verify", "--deep").exit_code == 0  # the cache equals a replay

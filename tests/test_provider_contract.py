@@ -295,15 +295,15 @@ class TestProtocolDetails:
         if name == "anthropic":
             assert body["tools"][0]["input_schema"] == SCHEMA
 
-    def test_anthropic_caches_only_the_stable_system_block(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_anthropic_sends_the_turns_context_in_the_last_message(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
         with FakeServer("anthropic") as server:
             completion = create(ModelSpec("anthropic", server.model, server.url)).complete(REQUEST)
         (seen,) = server.requests
-        assert seen.body["system"] == [
-            {"type": "text", "text": REQUEST.system, "cache_control": {"type": "ephemeral"}},
-            {"type": "text", "text": REQUEST.context}]
-        assert seen.body["messages"] == [{"role": "user", "content": "Hello?"}]
+        # too short to be cached: no breakpoint (test_prompt_caching_pays.py has the long ones)
+        assert seen.body["system"] == [{"type": "text", "text": REQUEST.system}]
+        assert seen.body["messages"] == [{"role": "user", "content": [
+            {"type": "text", "text": REQUEST.context}, {"type": "text", "text": "Hello?"}]}]
         assert seen.headers["anthropic-version"] == "2023-06-01" and seen.headers["x-api-key"] == SECRET
         assert completion.extra["cache_read_input_tokens"] == 9
 
@@ -333,7 +333,8 @@ class TestProtocolDetails:
             provider = create(ModelSpec(name, server.model, server.url, "UNSET_KEY_VAR"))
             completion = provider.complete(REQUEST, lambda piece: None)
         body = server.requests[0].body
-        assert body["messages"][0] == {"role": "system", "content": REQUEST.system_text()}
+        assert body["messages"] == [{"role": "system", "content": REQUEST.system},
+                                    {"role": "user", "content": f"{REQUEST.context}\n\nHello?"}]
         assert body["stream_options"] == {"include_usage": True}
         token_field = "max_completion_tokens" if name == "openai" else "max_tokens"
         assert body[token_field] == REQUEST.max_tokens

@@ -42,11 +42,13 @@ def stored(mind: Path) -> list[bytes]:
     return [p.read_bytes() for p in (mind, mind.with_name(mind.name + "-wal")) if p.exists()]
 
 
-def system_text(server: FakeServer) -> str:
-    """The system message the OpenAI-compatible fake received last (system prompt + context)."""
+def stable_and_new(server: FakeServer) -> tuple[str, str]:
+    """What the OpenAI-compatible fake received last around the older conversation: the system
+    message (system prompt and standing memory) and the last user message (the turn's context,
+    then the message)."""
     body = server.requests[-1].body
-    assert body["messages"][0]["role"] == "system"
-    return body["messages"][0]["content"]
+    assert body["messages"][0]["role"] == "system" and body["messages"][-1]["role"] == "user"
+    return body["messages"][0]["content"], body["messages"][-1]["content"]
 
 
 def sections(plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -95,7 +97,9 @@ def test_a_fact_fifteen_long_turns_back_is_recalled_sent_and_traced(tmp_path: Pa
     assert plan["tokens"] <= plan["budget"] == 2048 - 256 - 32  # the answer: an eighth of it
 
     turn = json_data(ok("--mind", str(mind), "chat", "-m", QUESTION, "--json"))
-    assert BIKE in system_text(server)
+    system, new = stable_and_new(server)
+    assert BIKE in new and BIKE not in system  # recalled for this turn: after the cached prefix
+    assert new.endswith(QUESTION)
     assert turn["sections"]["recalled"] == [i["id"] for i in sections(plan)["recalled"]]
     response = mind_events(mind, "response_sent")[-1]["meta"]
     assert response["recalled"] == turn["sections"]["recalled"] and response["standing"] == []
@@ -140,10 +144,10 @@ def test_a_persona_and_a_pinned_note_lead_the_prompt_of_an_unrelated_question(
     assert re.fullmatch(rf"  #{pin}  +\S+ \S+  pinned +note: I prefer short answers", standing[1])
 
     ok("--mind", str(mind), "chat", "-m", question)
-    sent = system_text(server)
-    assert "You are Ada, curious and exact." in sent and "I prefer short answers" in sent
-    assert sent.index("You are Ada") < sent.index("I prefer short answers")
-    assert sent.index("I prefer short answers") < sent.index("quantum of solace")  # standing first
+    system, new = stable_and_new(server)
+    assert "You are Ada, curious and exact." in system and "I prefer short answers" in system
+    assert system.index("You are Ada") < system.index("I prefer short answers")
+    assert "quantum of solace" in new  # standing memory is stable, recalled memory per turn
     response = mind_events(mind, "response_sent")[-1]["meta"]
     assert response["standing"] == sorted([pin, persona]) and pin in response["context"]
     shown = ok("--mind", str(mind), "trace")
@@ -177,7 +181,7 @@ def test_an_imported_2025_message_is_shown_and_sent_with_its_date(tmp_path: Path
     assert "said 1 March 2025 to " in plan["request"]["context"]
 
     ok("--mind", str(mind), "chat", "-m", question)
-    assert "said 1 March 2025 to " in system_text(server)
+    assert "said 1 March 2025 to " in stable_and_new(server)[1]
     assert BIKE.split(",")[0] in json.dumps(server.requests[-1].body)
 
 

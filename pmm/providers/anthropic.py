@@ -1,4 +1,10 @@
-"""Anthropic's Messages API, with the stable system prompt marked for prompt caching.
+"""Anthropic's Messages API, with the stable prefix of the prompt marked for prompt caching.
+
+The request is ordered stable-first (``pmm.providers.base.Request``): a cache breakpoint ends the
+system prompt (identity and standing memory) and another the older conversation, each only where
+the prefix up to it is long enough for the model to cache (``cache_minimum``); the turn's own
+context opens the last user message, after both, so a turn's prefix is read from the cache the
+next turn wrote.
 
 Structured output goes through a forced tool call (``respond``): the tool's input is the JSON
 document. When streaming, the tool input arrives as partial JSON; it is not handed to ``on_text``
@@ -29,6 +35,41 @@ from pmm.providers.base import Completion, ModelInfo, OnText, Request
 
 API_VERSION = "2023-06-01"
 TOOL = "respond"
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def cache_minimum(model: str) -> int:
+    """The shortest prefix Anthropic caches for ``model``, in tokens, as its prompt caching
+    documentation gives them (2026): 4,096 for Opus 4.5 and 4.6 and Haiku 4.5, 2,048 for
+    Sonnet 4.6 and older Haiku models, 1,024 for the rest. A shorter prefix marked for caching
+    is simply not cached (and not charged as a cache write)."""
+    name = model.lower()
+    if any(m in name for m in ("opus-4-5", "opus-4-6", "haiku-4-5")):
+        return 4096
+    if "haiku" in name or "sonnet-4-6" in name:
+        return 2048
+    return 1024
+
+
+def estimated_tokens(text: str) -> int:
+    """Tokens of ``text`` counted high (Claude's tokenizer averages about 3.5 characters of
+    English a token): a breakpoint put on a prefix that is really too short costs nothing,
+    one left out would lose the saving."""
+    return len(text.encode()) // 3 + 1
+
+
+def breakpoints(request: Request) -> list[int]:
+    """Where the stable parts end, in order: the system prompt (-1) and the last message before
+    the new user message (the older conversation, unless ``request.repeats`` says its oldest
+    turns are giving way). Everything up to a breakpoint is the same in the next turn's
+    request, which reads it from the cache; the new message and the turn's context come after
+    the last one. Two of Anthropic's four: its cache also finds an earlier
+    turn's prefix at any of the 20 blocks before a breakpoint, and one conversation turn adds
+    two (the message and the answer), so the previous turn's breakpoint is always in reach."""
+    points = [-1] if request.system else []
+    if len(request.messages) >= 2 and request.repeats:
+        points.append(len(request.messages) - 2)
+    return points
 
 
 class AnthropicProvider(HttpProvider):
@@ -39,17 +80,29 @@ class AnthropicProvider(HttpProvider):
         return headers
 
     def _body(self, request: Request, stream: bool) -> dict[str, Any]:
-        system: list[dict[str, Any]] = []
-        if request.system:
-            # Only the stable part is cached: the per-turn context after it changes every turn.
-            system.append({"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}})
-        if request.context:
-            system.append({"type": "text", "text": request.context})
+        system: list[dict[str, Any]] = [{"type": "text", "text": request.system}] if request.system else []
+        messages: list[dict[str, Any]] = [{"role": m.role, "content": m.content} for m in request.messages]
+        if request.context:  # the turn's own material opens the last user message: never cached
+            first: dict[str, Any] = {"type": "text", "text": request.context}
+            if messages and messages[-1]["role"] == "user":
+                messages[-1]["content"] = [first, {"type": "text", "text": messages[-1]["content"]}]
+            else:
+                messages.append({"role": "user", "content": [first]})
+        minimum = cache_minimum(self.spec.model)
+        for block in breakpoints(request):
+            prefix = [request.system, *(m.content for m in request.messages[:block + 1])]
+            if sum(estimated_tokens(text) for text in prefix if text) < minimum:
+                continue  # too short to be cached: the next breakpoint's longer prefix may be
+            if block < 0:
+                system[0]["cache_control"] = dict(EPHEMERAL)
+            else:
+                messages[block]["content"] = [{"type": "text", "text": request.messages[block].content,
+                                               "cache_control": dict(EPHEMERAL)}]
         body: dict[str, Any] = {
             "model": self.spec.model,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": messages,
             "stream": stream,
             **options.fields(request.options, "anthropic"),
         }

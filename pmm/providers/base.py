@@ -1,6 +1,6 @@
 """The one interface every model backend speaks, and the values that cross it.
 
-A provider turns a ``Request`` (a stable system prompt, per-turn context, the conversation) into a
+A provider turns a ``Request`` (a stable system prompt, the conversation, per-turn context) into a
 ``Completion`` (the text, token usage, latency). With ``on_text`` it streams: each piece of the
 answer is handed over as it arrives, and the returned ``Completion`` holds the whole answer.
 Failures are ``pmm.errors.ProviderError`` (exit 5), translated inside the adapter; a
@@ -24,13 +24,17 @@ class Message:
 
 @dataclass(frozen=True)
 class Request:
-    """One call to a model.
+    """One call to a model, ordered stable-first so that a provider's prompt cache can hold it.
 
-    ``system`` is the stable part of the system prompt (identity, traits): the same turn after
-    turn, so Anthropic's prompt cache can hold it. ``context`` is per-turn material (recall,
-    commitments) placed right after it. ``json_schema`` asks for constrained structured output
-    where the provider has it (response_format, Ollama ``format``, a grammar, Anthropic tool use);
-    the text of the completion is then the JSON document. ``options`` holds the model
+    ``system`` is the stable part (identity, traits, standing memory): the same turn after turn.
+    ``messages`` are the conversation, ending with the new user message; all but that last one
+    are the same as the previous turn sent, plus the last exchange. ``context`` is per-turn
+    material (recalled memory, the date line): it opens the last user message (``sent``), after
+    everything a cache can hold, so it never invalidates the stable prefix (Anthropic's cache
+    breakpoints, OpenAI's automatic prefix caching and llama.cpp's reuse of its KV cache all
+    match a prompt from its start). ``json_schema`` asks for constrained structured output
+    where the provider has it (response_format, Ollama ``format``, a grammar, Anthropic tool
+    use); the text of the completion is then the JSON document. ``options`` holds the model
     options of ``pmm chat -o`` (``pmm.providers.options``).
     """
 
@@ -40,13 +44,23 @@ class Request:
     max_tokens: int = 512
     temperature: float = 0.7
     json_schema: dict[str, Any] | None = None
+    # The messages before the last come back unchanged (plus the last exchange) in the next
+    # turn's request; False once the conversation's oldest turns give way to room, when a cache
+    # write of them would never be read.
+    repeats: bool = True
     # model options beyond temperature and max_tokens (top_p, seed ...), under pmm's names:
     # each adapter renames them (``pmm.providers.options.fields``)
     options: dict[str, Any] = field(default_factory=dict)
 
-    def system_text(self) -> str:
-        """System prompt and context as one text, for APIs with a single system message."""
-        return "\n\n".join(part for part in (self.system, self.context) if part)
+    def sent(self) -> tuple[Message, ...]:
+        """The messages as sent: ``context`` first in the last user message (a user message of
+        its own when the conversation does not end with one)."""
+        if not self.context:
+            return self.messages
+        if self.messages and self.messages[-1].role == "user":
+            last = self.messages[-1]
+            return (*self.messages[:-1], Message("user", f"{self.context}\n\n{last.content}"))
+        return (*self.messages, Message("user", self.context))
 
 
 @dataclass

@@ -144,9 +144,9 @@ class LocalProvider:
     def complete(self, request: Request, on_text: OnText | None = None) -> Completion:
         llama = self._llama()
         messages: list[dict[str, str]] = []
-        if request.system_text():
-            messages.append({"role": "system", "content": request.system_text()})
-        messages += [{"role": m.role, "content": m.content} for m in request.messages]
+        if request.system:  # stable first: llama.cpp reuses the KV cache of a repeated prefix
+            messages.append({"role": "system", "content": request.system})
+        messages += [{"role": m.role, "content": m.content} for m in request.sent()]
         # Small models loop on a phrase without a firm repetition penalty.
         kwargs: dict[str, Any] = {"messages": messages, "max_tokens": request.max_tokens,
                                   "temperature": request.temperature, "repeat_penalty": 1.3,

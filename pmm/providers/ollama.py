@@ -23,9 +23,9 @@ class OllamaProvider(HttpProvider):
 
     def _complete(self, request: Request, on_text: OnText | None) -> Completion:
         messages: list[dict[str, str]] = []
-        if system := request.system_text():
-            messages.append({"role": "system", "content": system})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.extend({"role": m.role, "content": m.content} for m in request.sent())
         body: dict[str, Any] = {
             "model": self.spec.model,
             "messages": messages,

@@ -33,9 +33,9 @@ class OpenAIProvider(HttpProvider):
 
     def _body(self, request: Request, stream: bool) -> dict[str, Any]:
         messages: list[dict[str, str]] = []
-        if system := request.system_text():
-            messages.append({"role": "system", "content": system})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.extend({"role": m.role, "content": m.content} for m in request.sent())
         native = self.native
         body: dict[str, Any] = {
             "model": self.spec.model,

@@ -1,6 +1,6 @@
 """What a model is shown for a turn, within a token budget, and why each part is there.
 
-The prompt, in order:
+The prompt's parts:
 1. the system prompt: who the mind is (name, traits); it changes only when they do;
 2. standing memory: the persona and pinned notes, then open commitments and the latest
    reflection, within ``STANDING_SHARE`` of the budget;
@@ -8,6 +8,10 @@ The prompt, in order:
    (with the turn that completes each recalled exchange), labelled with the date they were
    said, the session and who said it, oldest first;
 4. the recent conversation, newest turns kept first, as chat messages.
+
+They are sent stable-first, so that a provider's prompt cache holds all but the new message:
+1 and 2 as the system prompt, then the conversation (4), then, opening the new user message,
+3 and the date line (``Request.context``): what changes every turn comes after what does not.
 
 What 2 leaves is split between 3 and 4: recall may use up to ``RECALL_SHARE`` of it, recent turns
 are guaranteed the rest, and whatever one does not use the other may. An event is left out of
@@ -118,8 +122,8 @@ def system_prompt(states: States) -> str:
     name = states["identity"]["name"]
     who = f"You are {name}, a persistent mind." if name else "You are a persistent mind with no name yet."
     lines = [who, "Your memory is a ledger the user owns; past conversations and notes you "
-             "recall from it are shown to you below with the dates they were said. Answer the "
-             "user directly and briefly."]
+             "recall from it are shown to you before the user's message, with the dates they "
+             "were said. Answer the user directly and briefly."]
     behave = temperament.prompt_line(states["traits"]["values"])
     if behave:
         lines.append(behave)
@@ -173,7 +177,7 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
     spent = cost.text(system) + cost.text(user_text)
     standing, spent = _standing(states, mind, budget, spent, cost, scope.hide)
 
-    recent_pool = _recent_pool(mind, budget - spent, cost, scope)
+    recent_pool, whole = _recent_pool(mind, budget - spent, cost, scope)
     previous = next((e.content for e in recent_pool if e.kind == ev.MESSAGE_RECEIVED.name), None)
     query = ranking.query(user_text, previous)
     # the time line measured at its longest: two days of the longest month name
@@ -184,6 +188,10 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
     last_exchange = sum(cost.turn(e) for e in recent_pool[:2])
     reserved = min(pool_cost, max(avail - int(avail * RECALL_SHARE),
                                   last_exchange if last_exchange <= avail // 2 else 0))
+    if whole and pool_cost <= avail // 2:
+        # the whole conversation, while it fits in half the room, is sent whole: recall taking
+        # a turn of it into the new message would change the prefix a provider's cache holds
+        reserved = pool_cost
     held = _reserved_ids(recent_pool, reserved, cost) | {i.event.id for i in standing.items} | scope.hide
     ranked = ranking.rank(mind, query, user_text, similar) if avail - reserved > 0 else ([], {})
     recalled = _recall(mind, ranked, avail - reserved, held, cost)
@@ -197,14 +205,21 @@ def _build(mind: Ledger, states: States, user_text: str, budget: int, answer_tok
     spent += recalled.tokens + recent.tokens
 
     sections = [s for s in (standing, recalled, recent) if s.items]
-    text_parts = [_render(s) for s in sections if s.name != "recent"]
+    # stable first (see the module's docstring): standing memory joins the system prompt, the
+    # recalled memory and the date line open the new message, after the older conversation
+    stable = [system, *(_render(s) for s in sections if s.name == "standing")]
+    per_turn = [_render(s) for s in sections if s.name == "recalled"]
     turns = [i.event for i in recent.items]
     if turns:
-        text_parts.append(_time_line(turns))
-        spent += cost.text(text_parts[-1])
-    request = Request(messages=_conversation(turns, user_text), system=system,
-                      context="\n\n".join(text_parts), max_tokens=answer_tokens,
-                      temperature=temperature)
+        per_turn.append(_time_line(turns))
+        spent += cost.text(per_turn[-1])
+    # the conversation comes back unchanged next turn while it starts where the scope's turns do;
+    # once its oldest turns give way (a leading answer is never sent), caching it would not pay
+    sent = {i.event.id for s in sections for i in s.items}
+    repeats = whole and all(e.id in sent for e in recent_pool[:-1])
+    request = Request(messages=_conversation(turns, user_text), system="\n\n".join(p for p in stable if p),
+                      context="\n\n".join(per_turn), max_tokens=answer_tokens,
+                      temperature=temperature, repeats=repeats)
     used = sorted(i.event.id for s in sections for i in s.items)
     return Prompt(request, used, signature(request), spent, sections, budget, query,
                   cost.text(system), cost.exact)
@@ -375,9 +390,9 @@ def _render(section: Section) -> str:
 # -- recent turns ------------------------------------------------------------------------------
 
 
-def _recent_pool(mind: Ledger, room: int, cost: Cost, scope: Scope) -> list[Event]:
+def _recent_pool(mind: Ledger, room: int, cost: Cost, scope: Scope) -> tuple[list[Event], bool]:
     """The newest turns (of the scope's session, when it names one), newest first, until they
-    would fill ``room`` tokens."""
+    would fill ``room`` tokens; and whether they are all the scope's turns."""
     from pmm.ledger import sessions
 
     pool: list[Event] = []
@@ -386,17 +401,17 @@ def _recent_pool(mind: Ledger, room: int, cost: Cost, scope: Scope) -> list[Even
     while spent < room:
         page = (lookup.latest_before(mind, TURN_KINDS, RECENT_PAGE, before) if scope.session is None
                 else sessions.turns_of(mind, scope.session, RECENT_PAGE, before))
-        for event in page:
+        for n, event in enumerate(page):
             if event.id in scope.hide:
                 continue
             pool.append(event)
             spent += cost.turn(event)
             if spent >= room:
-                break
+                return pool, n == len(page) - 1 and len(page) < RECENT_PAGE
         if len(page) < RECENT_PAGE:
-            break
+            return pool, True
         before = page[-1].id
-    return pool
+    return pool, False
 
 
 def _reserved_ids(pool: list[Event], reserved: int, cost: Cost) -> set[int]:
@@ -437,7 +452,7 @@ def _time_line(turns: list[Event]) -> str:
 
 def _time_line_text(today: str, first: str, last: str) -> str:
     span = spelled(first) if first == last else f"{spelled(first)} to {spelled(last)}"
-    return f"Today: {spelled(today)}. The recent turns below were said {span}."
+    return f"Today: {spelled(today)}. The conversation above was said {span}."
 
 
 def _conversation(turns: list[Event], user_text: str) -> tuple[Message, ...]:

@@ -58,6 +58,6 @@ class Cost:
         return self.text(text) + (TEMPLATE_TOKENS if self.exact else 4)
 
     def request(self, request: Request) -> int:
-        """The whole prompt, measured as sent (system and context as one message)."""
-        parts = [request.system_text(), *(m.content for m in request.messages)]
+        """The whole prompt, measured as sent (the context in the last user message)."""
+        parts = [request.system, *(m.content for m in request.sent())]
         return sum(self.text(p) + TEMPLATE_TOKENS for p in parts if p)
