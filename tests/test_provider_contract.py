@@ -305,7 +305,7 @@ class TestProtocolDetails:
             {"type": "text", "text": REQUEST.context}]
         assert seen.body["messages"] == [{"role": "user", "content": "Hello?"}]
         assert seen.headers["anthropic-version"] == "2023-06-01" and seen.headers["x-api-key"] == SECRET
-        assert completion.extra["cache_read_input_tokens"] == 9
+        assert (completion.tokens_in, completion.cache_read, completion.cache_write) == (12, 9, 0)
 
     def test_anthropic_overload_event_is_retried_only_before_text(self) -> None:
         with FakeServer("anthropic") as server:
