@@ -144,7 +144,7 @@ def _usage_lines(rows: list[Usage]) -> list[str]:
     if not rows:
         return ["Models: no answers or reflections yet"]
     lines = ["Models:"]
-    from pmm.domain.costs import money
+    from pmm.domain.costs import money, saving
 
     for row in rows:
         reflections = row.get("reflections", 0)
@@ -153,15 +153,15 @@ def _usage_lines(rows: list[Usage]) -> list[str]:
                                                               ("cache_write", "cache write")) if row.get(k)]
         cache = f" ({', '.join(cached)})" if cached else ""
         cost = "".join(f", cost {money(c['amount'], c['currency'])}"
-                       + (f" (caching saved {money(c['saved'], c['currency'])})" if c["saved"] else "")
+                       + (f" ({said})" if (said := saving(c["saved"], c["currency"])) else "")
                        for c in row["cost"])
         lines.append(f"  {row['model']}: {output.plural(row['answers'], 'answer')}{also},"
                      f" {row['tokens_in']:,} tokens in{cache}, {row['tokens_out']:,} out,"
                      f" {row['average_latency_ms'] / 1000:.1f} s average{cost}")
         if row.get("estimated"):
             counted = row["answers"] + reflections
-            lines.append(f"    counts of {row.get('estimated', 0)} of {output.plural(counted, 'answer')} and"
-                         " reflections are pmm's estimates (the provider reported no usage)")
+            lines.append(f"    token counts of {row.get('estimated', 0)} of {counted:,} answers and reflections"
+                         " are estimates (the provider reported none)")
     return lines
 
 

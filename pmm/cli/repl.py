@@ -54,8 +54,9 @@ def _read_prompt(chat: Chat) -> Callable[[], str]:
 
     def read() -> str:
         model = chat.model()  # once per prompt: the toolbar is redrawn on every key
-        toolbar = output.clean(f" {model.name} ({model.spec.label}) · {_spent(chat)}/help · Ctrl-D leaves",
-                               multiline=False)
+        spent = _spent(chat)  # once there is usage to show, the model's name alone makes room for it
+        where = model.name if spent else f"{model.name} ({model.spec.label})"
+        toolbar = output.clean(f" {where} · {spent}/help · Ctrl-D leaves", multiline=False)
         return session.prompt("you> ", bottom_toolbar=toolbar)
 
     return read

@@ -73,10 +73,10 @@ def render_turn(turn: Turn, brief: bool = False) -> list[str]:
                      + f", {turn['tokens_out'] if turn['tokens_out'] is not None else '?'} out"
                      + (" (estimated: the provider reported none)" if turn.get("usage_estimated") else ""))
     if (cost := turn.get("cost")) is not None:
-        from pmm.domain.costs import money
+        from pmm.domain.costs import money, saving
 
-        saved = f" (caching saved {money(cost['saved'], cost['currency'])})" if cost["saved"] else ""
-        usage.append(f"cost {money(cost['amount'], cost['currency'])}{saved}")
+        said = saving(cost["saved"], cost["currency"])
+        usage.append(f"cost {money(cost['amount'], cost['currency'])}" + (f" ({said})" if said else ""))
     if turn["latency_ms"] is not None:
         usage.append(f"{turn['latency_ms'] / 1000:.2f} s")
     if turn["finish"]:

@@ -107,6 +107,15 @@ def spent(meta: dict[str, Any], prices: Prices | None = None) -> Spent | None:
     return Spent(cost, prices.uncached(tokens_in, tokens_out) - cost, prices.currency)
 
 
+def saving(saved: float, currency: str) -> str:
+    """What caching did to a cost, in words ("" when nothing): cache writes alone cost more."""
+    if abs(saved) < 5e-7:
+        return ""
+    if saved > 0:
+        return f"caching saved {money(saved, currency)}"
+    return f"cache writes cost {money(-saved, currency)} more"
+
+
 def money(amount: float, currency: str) -> str:
     """``0.0038 USD``: four significant decimals at least, so a cheap answer is not 0.00."""
     text = f"{amount:.6f}".rstrip("0")

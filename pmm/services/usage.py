@@ -160,8 +160,8 @@ class Tally:
             text += " (estimated)" if self.estimated == self.answers else f" ({self.estimated} estimated)"
         for currency, (cost, saved) in sorted(self.cost.items()):
             text += f", {costs.money(cost, currency)}"
-            if saved:
-                text += f" (caching saved {costs.money(saved, currency)})"
+            if said := costs.saving(saved, currency):
+                text += f" ({said})"
         return text
 
 
