@@ -144,7 +144,7 @@ def _usage_lines(rows: list[Usage]) -> list[str]:
     if not rows:
         return ["Models: no answers or reflections yet"]
     lines = ["Models:"]
-    from pmm.domain.costs import money, saving
+    from pmm.services.usage import money, saving
 
     for row in rows:
         reflections = row.get("reflections", 0)

@@ -185,8 +185,8 @@ def _reflect(chat: Chat, rest: str) -> None:
 
 
 def _usage(chat: Chat, rest: str) -> None:
-    from pmm.domain.costs import money
     from pmm.services import usage
+    from pmm.services.usage import money
 
     model = chat.model()
     if chat.last_usage is None:

@@ -73,7 +73,7 @@ def render_turn(turn: Turn, brief: bool = False) -> list[str]:
                      + f", {turn['tokens_out'] if turn['tokens_out'] is not None else '?'} out"
                      + (" (estimated: the provider reported none)" if turn.get("usage_estimated") else ""))
     if (cost := turn.get("cost")) is not None:
-        from pmm.domain.costs import money, saving
+        from pmm.services.usage import money, saving
 
         said = saving(cost["saved"], cost["currency"])
         usage.append(f"cost {money(cost['amount'], cost['currency'])}" + (f" ({said})" if said else ""))

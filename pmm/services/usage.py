@@ -26,6 +26,8 @@ from pmm.providers.base import Completion, Request
 from pmm.services import tokens
 from pmm.services.models import Model
 
+money, saving = costs.money, costs.saving  # for the CLI, which reads the domain through services
+
 
 def estimate(completion: Completion, request: Request, count: tokens.Count | None = None) -> None:
     """Fill in the counts the provider did not report, from the request and the answer, and
