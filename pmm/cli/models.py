@@ -13,7 +13,7 @@ from pmm.cli.options import JsonOpt, MindOpt, mind_path
 from pmm.services import provider_help
 
 if TYPE_CHECKING:
-    from pmm.services.models import Description, Model
+    from pmm.services.models import Description, Model, Pricing
 
 model_app = typer.Typer(
     rich_markup_mode=None,
@@ -47,6 +47,14 @@ MaxCostOpt = Annotated[Optional[float], typer.Option(
     "--max-cost", min=0, max=1_000_000_000,
     help="Most this model may spend per UTC day (in its currency): a turn, reflection or"
     " autonomous step that could pass it is refused before the request (exit 5).")]
+
+
+def _pricing(price_in: float | None, price_out: float | None, cache_read: float | None,
+             cache_write: float | None, currency: str | None, max_cost: float | None) -> Pricing:
+    """The price options of ``model add`` and ``model set``, the currency in capitals."""
+    from pmm.services.models import Pricing
+
+    return Pricing(price_in, price_out, cache_read, cache_write, currency.upper() if currency else None, max_cost)
 
 
 def register(app: typer.Typer) -> None:
@@ -105,8 +113,7 @@ def add(
     from pmm.services import models
 
     path = mind_path(mind)
-    pricing = models.Pricing(price_in, price_out, price_cache_read, price_cache_write,
-                             currency.upper() if currency else None, max_cost)
+    pricing = _pricing(price_in, price_out, price_cache_read, price_cache_write, currency, max_cost)
     model, event = models.add(path, name, spec, base_url, api_key_env, context_window, output.message, pricing)
     switched = models.use(path, name, "chat", output.message)[1] if use else None
     if json:
@@ -140,11 +147,10 @@ def set_(
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    from pmm.services import model_settings, models
+    from pmm.services import model_settings
     from pmm.services.trust import shown
 
-    pricing = models.Pricing(price_in, price_out, price_cache_read, price_cache_write,
-                             currency.upper() if currency else None, max_cost)
+    pricing = _pricing(price_in, price_out, price_cache_read, price_cache_write, currency, max_cost)
     changes = model_settings.Changes(spec, base_url, api_key_env, context_window, pricing)
     done = model_settings.change(mind_path(mind), name, changes, output.message)
     if json:

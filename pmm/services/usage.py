@@ -75,13 +75,13 @@ class Budget:
 
     def check(self, states: States, model: Model, request: Request) -> None:
         """Refuse (``BudgetExceeded``, nothing sent) a request that could pass a cap."""
+        if self.limit is None and model.max_cost is None:
+            return  # no cap: nothing to weigh (a turn's overhead stays what it was)
         prices = model.prices()
         if prices is None:
-            if self.limit is not None or model.max_cost is not None:
-                raise errors.UsageError(
-                    f"a spending cap needs prices: model {model.name!r} has none",
-                    hint=f"pmm model set {model.name} --price-in X --price-out Y (per million tokens)")
-            return
+            raise errors.UsageError(
+                f"a spending cap needs prices: model {model.name!r} has none",
+                hint=f"pmm model set {model.name} --price-in X --price-out Y (per million tokens)")
         most = prices.most(tokens.Cost(None).request(request), request.max_tokens)
         currency = prices.currency
         if model.max_cost is not None:
