@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 PRICE_FIELDS = ("price_in", "price_out", "price_cache_read", "price_cache_write")
 DEFAULT_CURRENCY = "USD"
@@ -68,14 +68,12 @@ class CostJson(TypedDict):
     currency: str
 
 
-@dataclass(frozen=True)
-class Spent:
+class Spent(NamedTuple):
     """One event's cost and what caching saved on it, in ``currency``."""
 
     cost: float
     saved: float
     currency: str
-
 
     def as_json(self) -> CostJson:
         return {"amount": round(self.cost, 8), "saved": round(self.saved, 8), "currency": self.currency}
@@ -98,13 +96,26 @@ def counts(meta: dict[str, Any]) -> tuple[int, int, int, int]:
 
 
 def spent(meta: dict[str, Any], prices: Prices | None = None) -> Spent | None:
-    """What the event cost at the prices it recorded (else at ``prices``); None: unpriced."""
-    prices = recorded_prices(meta) or prices
-    if prices is None:
+    """What the event cost at the prices it recorded (else at ``prices``); None: unpriced.
+    Replay prices every priced answer here, so it reads the meta directly (``Prices.cost``
+    and ``Prices.uncached`` are the same sums)."""
+    if "price_in" in meta or "price_out" in meta:
+        price_in, price_out = meta.get("price_in") or 0, meta.get("price_out") or 0
+        read_rate, write_rate = meta.get("price_cache_read"), meta.get("price_cache_write")
+        currency = meta.get("currency") or DEFAULT_CURRENCY
+    elif prices is not None:
+        price_in, price_out, currency = prices.price_in, prices.price_out, prices.currency
+        read_rate, write_rate = prices.price_cache_read, prices.price_cache_write
+    else:
         return None
-    tokens_in, tokens_out, read, write = counts(meta)
-    cost = prices.cost(tokens_in, tokens_out, read, write)
-    return Spent(cost, prices.uncached(tokens_in, tokens_out) - cost, prices.currency)
+    read_rate = price_in if read_rate is None else read_rate
+    write_rate = price_in if write_rate is None else write_rate
+    tokens_in, tokens_out = meta.get("tokens_in") or 0, meta.get("tokens_out") or 0
+    read, write = meta.get("tokens_cache_read") or 0, meta.get("tokens_cache_write") or 0
+    fresh = tokens_in - read - write
+    cost = ((fresh if fresh > 0 else 0) * price_in + tokens_out * price_out + read * read_rate
+            + write * write_rate) / PER
+    return Spent(cost, (tokens_in * price_in + tokens_out * price_out) / PER - cost, str(currency))
 
 
 def saving(saved: float, currency: str) -> str:

@@ -28,6 +28,7 @@ from pmm.domain.states import (
     States,
     SummariesState,
     Switched,
+    UsageRow,
     UsageState,
 )
 from pmm.domain.when import said_at
@@ -152,29 +153,33 @@ class Usage:
         if "latency_ms" not in meta or "provider" not in meta:
             return state  # an imported answer: no usage was measured
         label = f"{meta['provider']}:{meta.get('model', '?')}"
-        row = state.get(label) or {"answers": 0, "reflections": 0, "tokens_in": 0, "tokens_out": 0,
-                                    "latency_ms": 0, "cache_read": 0, "cache_write": 0, "estimated": 0,
-                                    "spent": {}, "unpriced": [0, 0, 0, 0]}
+        row = state.get(label) or _NO_USAGE
         answer = event.kind == ev.RESPONSE_SENT.name
-        tokens = costs.counts(meta)
+        # replay folds every answer through here: plain lookups, no helper calls for the common case
+        tokens_in, tokens_out = meta.get("tokens_in") or 0, meta.get("tokens_out") or 0
+        read, write = meta.get("tokens_cache_read") or 0, meta.get("tokens_cache_write") or 0
         spent, unpriced = row["spent"], row["unpriced"]
-        paid = costs.spent(meta)
+        paid = costs.spent(meta) if "price_in" in meta or "price_out" in meta else None
         if paid is None:
-            unpriced = [a + b for a, b in zip(unpriced, tokens, strict=True)]
+            unpriced = [unpriced[0] + tokens_in, unpriced[1] + tokens_out, unpriced[2] + read, unpriced[3] + write]
         else:
-            before = spent.get(paid.currency, [0.0, 0.0])
+            before = spent.get(paid.currency, (0.0, 0.0))
             spent = {**spent, paid.currency: [before[0] + paid.cost, before[1] + paid.saved]}
         return {**state, label: {
-            "answers": row["answers"] + (1 if answer else 0),
-            "reflections": row["reflections"] + (0 if answer else 1),
-            "tokens_in": row["tokens_in"] + tokens[0],
-            "tokens_out": row["tokens_out"] + tokens[1],
+            "answers": row["answers"] + answer,
+            "reflections": row["reflections"] + (not answer),
+            "tokens_in": row["tokens_in"] + tokens_in,
+            "tokens_out": row["tokens_out"] + tokens_out,
             "latency_ms": row["latency_ms"] + (meta["latency_ms"] if answer else 0),
-            "cache_read": row["cache_read"] + tokens[2],
-            "cache_write": row["cache_write"] + tokens[3],
-            "estimated": row["estimated"] + (1 if meta.get("usage_estimated") else 0),
+            "cache_read": row["cache_read"] + read,
+            "cache_write": row["cache_write"] + write,
+            "estimated": row["estimated"] + (meta.get("usage_estimated") is True),
             "spent": spent, "unpriced": unpriced,
         }}
+
+
+_NO_USAGE: UsageRow = {"answers": 0, "reflections": 0, "tokens_in": 0, "tokens_out": 0, "latency_ms": 0,
+                       "cache_read": 0, "cache_write": 0, "estimated": 0, "spent": {}, "unpriced": [0, 0, 0, 0]}
 
 
 class Spend:
@@ -190,6 +195,8 @@ class Spend:
         return {}
 
     def apply(self, state: SpendState, event: Event) -> SpendState:
+        if '"price_' not in event.meta_json:
+            return state  # unpriced (most events of most minds): not worth parsing the meta again
         meta = event.meta
         paid = costs.spent(meta)
         if paid is None or "model_name" not in meta:
