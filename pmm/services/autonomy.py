@@ -61,8 +61,7 @@ class Summary:
     budget: usage.Budget = field(default_factory=usage.Budget)  # --budget, and what the run spent
 
     def costs(self) -> list[costs.CostJson]:
-        return [{"amount": round(amount, 8), "saved": 0.0, "currency": currency}
-                for currency, amount in sorted(self.budget.spent.items())]
+        return self.budget.tally.as_json()["cost"]
 
     def line(self) -> str:
         parts = [_count(self.reflections, "reflection"), _count(self.expired, "commitment") + " expired",

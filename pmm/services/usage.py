@@ -72,6 +72,7 @@ class Budget:
 
     limit: float | None = None
     spent: dict[str, float] = field(default_factory=dict)  # this run's spend, by currency
+    tally: Tally = field(default_factory=lambda: Tally())  # and its tokens, costs and savings
 
     def check(self, states: States, model: Model, request: Request) -> None:
         """Refuse (``BudgetExceeded``, nothing sent) a request that could pass a cap."""
@@ -104,7 +105,9 @@ class Budget:
 
     def add(self, event: Event) -> None:
         """Count what ``event`` (a recorded answer, reflection or summary) cost against the run."""
-        paid = costs.spent(event.meta)
+        meta = event.meta
+        self.tally.add(meta)
+        paid = costs.spent(meta)
         if paid is not None:
             self.spent[paid.currency] = self.spent.get(paid.currency, 0.0) + paid.cost
 
