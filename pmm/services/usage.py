@@ -42,8 +42,8 @@ def estimate(completion: Completion, request: Request, count: tokens.Count | Non
     completion.estimated = True
 
 
-def record(meta: dict[str, Any], completion: Completion, model: Model) -> dict[str, Any]:
-    """``meta`` with the completion's usage and the model's prices in force."""
+def record(meta: dict[str, Any], completion: Completion, model: Model) -> None:
+    """Add the completion's usage and the model's prices in force to ``meta``."""
     for key, value in (("tokens_in", completion.tokens_in), ("tokens_out", completion.tokens_out),
                        ("tokens_cache_read", completion.cache_read),
                        ("tokens_cache_write", completion.cache_write)):
@@ -54,7 +54,6 @@ def record(meta: dict[str, Any], completion: Completion, model: Model) -> dict[s
     prices = model.prices()
     if prices is not None:
         meta.update(prices.recorded())
-    return meta
 
 
 def spent_today(states: States, model: Model, day: str | None = None) -> float:
