@@ -219,3 +219,18 @@ def test_the_repl_shows_usage_in_its_toolbar_and_in_detail(mind: Path) -> None:
             term.kill()
     (meta,) = (e["meta"] for e in mind_events(mind, "response_sent"))
     assert meta["usage_estimated"] is True
+
+
+def test_a_crafted_currency_is_never_printed(mind: Path) -> None:
+    """A mind file from elsewhere may hold any text as a currency: costs show ISO's XXX instead."""
+    from pmm.domain.events import Draft
+    from pmm.services import opening
+
+    with opening.open_write(mind, lambda _m: None) as opened:
+        opened.append([Draft("response_sent", "hi", {
+            "provider": "x", "model": "m", "model_name": "m", "latency_ms": 5, "tokens_in": 10, "tokens_out": 10,
+            "price_in": 1, "price_out": 1, "currency": "\x1b]0;owned\x07USD"})])
+    out = ok(mind, "stats")
+    assert "cost 0.00002 XXX" in out and "\x1b" not in out and "owned" not in out
+    (row,) = cli_json(mind, "stats")["usage"]
+    assert row["cost"][0]["currency"] == "XXX"

@@ -19,6 +19,15 @@ PRICE_FIELDS = ("price_in", "price_out", "price_cache_read", "price_cache_write"
 DEFAULT_CURRENCY = "USD"
 CURRENCY = re.compile(r"[A-Z]{3}")  # an ISO 4217 code
 PER = 1_000_000  # prices are per million tokens
+UNKNOWN_CURRENCY = "XXX"  # ISO 4217's "no currency": what a crafted mind's odd currency text becomes
+
+
+def currency_of(value: Any) -> str:
+    """``value`` when it is a currency code, else ``XXX``: a mind file from elsewhere may hold
+    any text there, and it is printed beside every cost (never a terminal escape)."""
+    if value is None:
+        return DEFAULT_CURRENCY
+    return value if type(value) is str and CURRENCY.fullmatch(value) else UNKNOWN_CURRENCY
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ def recorded_prices(meta: dict[str, Any]) -> Prices | None:
         return None
     return Prices(float(meta.get("price_in") or 0), float(meta.get("price_out") or 0),
                   meta.get("price_cache_read"), meta.get("price_cache_write"),
-                  str(meta.get("currency") or DEFAULT_CURRENCY))
+                  currency_of(meta.get("currency")))
 
 
 def counts(meta: dict[str, Any]) -> tuple[int, int, int, int]:
@@ -102,7 +111,7 @@ def spent(meta: dict[str, Any], prices: Prices | None = None) -> Spent | None:
     if "price_in" in meta or "price_out" in meta:
         price_in, price_out = meta.get("price_in") or 0, meta.get("price_out") or 0
         read_rate, write_rate = meta.get("price_cache_read"), meta.get("price_cache_write")
-        currency = meta.get("currency") or DEFAULT_CURRENCY
+        currency = currency_of(meta.get("currency"))
     elif prices is not None:
         price_in, price_out, currency = prices.price_in, prices.price_out, prices.currency
         read_rate, write_rate = prices.price_cache_read, prices.price_cache_write
@@ -115,7 +124,7 @@ def spent(meta: dict[str, Any], prices: Prices | None = None) -> Spent | None:
     fresh = tokens_in - read - write
     cost = ((fresh if fresh > 0 else 0) * price_in + tokens_out * price_out + read * read_rate
             + write * write_rate) / PER
-    return Spent(cost, (tokens_in * price_in + tokens_out * price_out) / PER - cost, str(currency))
+    return Spent(cost, (tokens_in * price_in + tokens_out * price_out) / PER - cost, currency)
 
 
 def saving(saved: float, currency: str) -> str:

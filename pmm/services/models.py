@@ -98,7 +98,7 @@ class Model:
         if self.price_in is None and self.price_out is None:
             return None
         return costs.Prices(self.price_in or 0.0, self.price_out or 0.0, self.price_cache_read,
-                            self.price_cache_write, self.currency or costs.DEFAULT_CURRENCY)
+                            self.price_cache_write, costs.currency_of(self.currency))
 
     def check_cap(self) -> None:
         """A daily cap is money: the model must have prices to hold it to."""
