@@ -14,12 +14,12 @@ _pmm_spec() {
         "stats") subcommands="" opts="--explain --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "log") subcommands="" opts="-n --number --kind --since --until --on --mind --json -q --quiet -h --help" valued="-n --number --kind --since --until --on --mind" args="" ;;
         "search") subcommands="" opts="-n --limit --since --until --on --mind --json -q --quiet -h --help" valued="-n --limit --since --until --on --mind" args="text" ;;
-        "chat") subcommands="" opts="-m --message --model --max-tokens --markdown --raw -c --continue --session --title -s --system -o --option --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --session --title -s --system -o --option --mind" args="" ;;
+        "chat") subcommands="" opts="-m --message --model --max-tokens --markdown --raw -c --continue --session --title -s --system -o --option --budget --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --session --title -s --system -o --option --budget --mind" args="" ;;
         "sessions") subcommands="" opts="-n --limit --newest-first --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="" ;;
         "recall") subcommands="" opts="--model --window --max-tokens --full --mind --json -q --quiet -h --help" valued="--model --window --max-tokens --mind" args="text" ;;
         "trace") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "reflect") subcommands="" opts="--if-due --max-windows --consolidate --model --mind --json -q --quiet -h --help" valued="--max-windows --model --mind" args="" ;;
-        "run") subcommands="" opts="--autonomous --interval --max-cycles --max-tokens --mind --json -q --quiet -h --help" valued="--interval --max-cycles --max-tokens --mind" args="" ;;
+        "run") subcommands="" opts="--autonomous --interval --max-cycles --max-tokens --budget --mind --json -q --quiet -h --help" valued="--interval --max-cycles --max-tokens --budget --mind" args="" ;;
         "health") subcommands="" opts="--online --strict --repair --full --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "export") subcommands="" opts="-f --format -o --output --since --mind --json -q --quiet -h --help" valued="-f --format -o --output --since --mind" args="" ;;
         "import") subcommands="" opts="-f --format --mind --json -q --quiet -h --help" valued="-f --format --mind" args="file" ;;
@@ -35,8 +35,8 @@ _pmm_spec() {
         "persona clear") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "model") subcommands="list add set use info trust remove" opts="--mind -q --quiet -h --help" valued="--mind" args="" ;;
         "model list") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
-        "model add") subcommands="" opts="--base-url --api-key-env --context-window --price-in --price-out --use --mind --json -q --quiet -h --help" valued="--base-url --api-key-env --context-window --price-in --price-out --mind" args="text" ;;
-        "model set") subcommands="" opts="--spec --base-url --api-key-env --context-window --price-in --price-out --mind --json -q --quiet -h --help" valued="--spec --base-url --api-key-env --context-window --price-in --price-out --mind" args="text" ;;
+        "model add") subcommands="" opts="--base-url --api-key-env --context-window --price-in --price-out --price-cache-read --price-cache-write --currency --max-cost --use --mind --json -q --quiet -h --help" valued="--base-url --api-key-env --context-window --price-in --price-out --price-cache-read --price-cache-write --currency --max-cost --mind" args="text" ;;
+        "model set") subcommands="" opts="--spec --base-url --api-key-env --context-window --price-in --price-out --price-cache-read --price-cache-write --currency --max-cost --mind --json -q --quiet -h --help" valued="--spec --base-url --api-key-env --context-window --price-in --price-out --price-cache-read --price-cache-write --currency --max-cost --mind" args="text" ;;
         "model use") subcommands="" opts="--for --mind --json -q --quiet -h --help" valued="--for --mind" args="text" ;;
         "model info") subcommands="" opts="--online --offline --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "model trust") subcommands="" opts="-y --yes --revoke --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;

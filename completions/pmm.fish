@@ -36,7 +36,7 @@ function __pmm_valued --argument-names path --description 'options of the comman
         case 'search'
             printf '%s\n' -n --limit --since --until --on --mind
         case 'chat'
-            printf '%s\n' -m --message --model --max-tokens --session --title -s --system -o --option --mind
+            printf '%s\n' -m --message --model --max-tokens --session --title -s --system -o --option --budget --mind
         case 'sessions'
             printf '%s\n' -n --limit --mind
         case 'recall'
@@ -46,7 +46,7 @@ function __pmm_valued --argument-names path --description 'options of the comman
         case 'reflect'
             printf '%s\n' --max-windows --model --mind
         case 'run'
-            printf '%s\n' --interval --max-cycles --max-tokens --mind
+            printf '%s\n' --interval --max-cycles --max-tokens --budget --mind
         case 'health'
             printf '%s\n' --mind
         case 'export'
@@ -78,9 +78,9 @@ function __pmm_valued --argument-names path --description 'options of the comman
         case 'model list'
             printf '%s\n' --mind
         case 'model add'
-            printf '%s\n' --base-url --api-key-env --context-window --price-in --price-out --mind
+            printf '%s\n' --base-url --api-key-env --context-window --price-in --price-out --price-cache-read --price-cache-write --currency --max-cost --mind
         case 'model set'
-            printf '%s\n' --spec --base-url --api-key-env --context-window --price-in --price-out --mind
+            printf '%s\n' --spec --base-url --api-key-env --context-window --price-in --price-out --price-cache-read --price-cache-write --currency --max-cost --mind
         case 'model use'
             printf '%s\n' --for --mind
         case 'model info'
@@ -218,6 +218,7 @@ complete -c pmm -n '__pmm_is "chat"' -l session -x -d 'Continue this session (an
 complete -c pmm -n '__pmm_is "chat"' -l title -x -d 'Name the new session this run starts (shown by `pmm sessions`).'
 complete -c pmm -n '__pmm_is "chat"' -s s -l system -x -d 'A system prompt for this run only, added after the mind\'s own (who it is), not replacing it; not recorded.'
 complete -c pmm -n '__pmm_is "chat"' -s o -l option -x -d 'A model option for this run, recorded with each answer (repeatable): temperature 0..2, top_p 0..1, top_k, seed, max_tokens, frequency_penalty and presence_penalty -2..2; a model whose API lacks one refuses it.'
+complete -c pmm -n '__pmm_is "chat"' -l budget -x -d 'Most this run may spend, in the model\'s currency (its prices: pmm model set NAME --price-in ...): a turn that could pass it is refused before it is sent (exit 5). Each model\'s own daily cap (--max-cost) holds too.'
 complete -c pmm -n '__pmm_is "chat"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "chat"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "chat"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
@@ -252,6 +253,7 @@ complete -c pmm -n '__pmm_is "run"' -l autonomous -d 'Required: let the mind act
 complete -c pmm -n '__pmm_is "run"' -l interval -x -d 'Seconds between cycles.'
 complete -c pmm -n '__pmm_is "run"' -l max-cycles -x -d 'Stop after N cycles (default: until stopped).'
 complete -c pmm -n '__pmm_is "run"' -l max-tokens -x -d 'Stop once reflections have used N tokens.'
+complete -c pmm -n '__pmm_is "run"' -l budget -x -d 'Most this run may spend, in the model\'s currency: a step that could pass it is refused before its request and the run stops. The model\'s daily cap (pmm model set NAME --max-cost) holds too: a cycle it refuses waits for the next UTC day.'
 complete -c pmm -n '__pmm_is "run"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "run"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "run"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
@@ -358,8 +360,12 @@ complete -c pmm -n '__pmm_is "model list"' -s h -l help -d 'Show this message an
 complete -c pmm -n '__pmm_is "model add"' -l base-url -x -d 'Server URL (needed for openai-compatible).'
 complete -c pmm -n '__pmm_is "model add"' -l api-key-env -x -d 'Environment variable holding the key (default OPENAI_API_KEY / ANTHROPIC_API_KEY).'
 complete -c pmm -n '__pmm_is "model add"' -l context-window -x -d 'Tokens the model accepts (default 8192; local: 2048).'
-complete -c pmm -n '__pmm_is "model add"' -l price-in -x -d 'Price per million input tokens, for cost in `pmm stats`.'
+complete -c pmm -n '__pmm_is "model add"' -l price-in -x -d 'Price per million input tokens (the provider\'s list price), for the cost pmm records with every answer.'
 complete -c pmm -n '__pmm_is "model add"' -l price-out -x -d 'Price per million output tokens.'
+complete -c pmm -n '__pmm_is "model add"' -l price-cache-read -x -d 'Price per million prompt tokens read from the provider\'s cache (Anthropic: 0.1x input, OpenAI: 0.5x or less). Unset: the input price.'
+complete -c pmm -n '__pmm_is "model add"' -l price-cache-write -x -d 'Price per million prompt tokens written to the cache (Anthropic: 1.25x input). Unset: the input price.'
+complete -c pmm -n '__pmm_is "model add"' -l currency -x -d 'ISO 4217 code the prices are in, e.g. USD or EUR (default USD).'
+complete -c pmm -n '__pmm_is "model add"' -l max-cost -x -d 'Most this model may spend per UTC day (in its currency): a turn, reflection or autonomous step that could pass it is refused before the request (exit 5).'
 complete -c pmm -n '__pmm_is "model add"' -l use -d 'Also switch chat to it.'
 complete -c pmm -n '__pmm_is "model add"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "model add"' -l json -d 'Machine-readable output on stdout.'
@@ -369,8 +375,12 @@ complete -c pmm -n '__pmm_is "model set"' -l spec -x -d 'New PROVIDER:MODEL, e.g
 complete -c pmm -n '__pmm_is "model set"' -l base-url -x -d 'Server URL (needed for openai-compatible). Empty: none.'
 complete -c pmm -n '__pmm_is "model set"' -l api-key-env -x -d 'Environment variable holding the key (default OPENAI_API_KEY / ANTHROPIC_API_KEY). Empty: the default.'
 complete -c pmm -n '__pmm_is "model set"' -l context-window -x -d 'Tokens the model accepts.'
-complete -c pmm -n '__pmm_is "model set"' -l price-in -x -d 'Price per million input tokens, for cost in `pmm stats`.'
+complete -c pmm -n '__pmm_is "model set"' -l price-in -x -d 'Price per million input tokens (the provider\'s list price), for the cost pmm records with every answer.'
 complete -c pmm -n '__pmm_is "model set"' -l price-out -x -d 'Price per million output tokens.'
+complete -c pmm -n '__pmm_is "model set"' -l price-cache-read -x -d 'Price per million prompt tokens read from the provider\'s cache (Anthropic: 0.1x input, OpenAI: 0.5x or less). Unset: the input price.'
+complete -c pmm -n '__pmm_is "model set"' -l price-cache-write -x -d 'Price per million prompt tokens written to the cache (Anthropic: 1.25x input). Unset: the input price.'
+complete -c pmm -n '__pmm_is "model set"' -l currency -x -d 'ISO 4217 code the prices are in, e.g. USD or EUR (default USD).'
+complete -c pmm -n '__pmm_is "model set"' -l max-cost -x -d 'Most this model may spend per UTC day (in its currency): a turn, reflection or autonomous step that could pass it is refused before the request (exit 5).'
 complete -c pmm -n '__pmm_is "model set"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "model set"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "model set"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'

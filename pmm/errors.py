@@ -14,6 +14,7 @@ for the user (a raise site passes a more specific one when it has it) and its me
     │   ├── NewerFormat           4  written by a newer pmm
     │   └── MindLocked            4  another process held the write lock past the timeout
     ├── ProviderError             5  a model provider failed
+    │   └── BudgetExceeded        5  a request could pass a spending cap: refused before it was sent
     └── InputRejected             6  an import, restore or key file was refused
 
 (tests/test_errors_carry_their_exit_codes.py holds this drawing to the classes.) The exit codes
@@ -95,6 +96,18 @@ class ProviderError(PmmError):
     meaning = "model provider error (unreachable / auth / rate limit / bad answer)"
     default_hint = ("`pmm model info` shows the model in use; PMM_PROVIDER_TIMEOUT and"
                     " PMM_PROVIDER_RETRIES tune waiting")
+
+
+class BudgetExceeded(ProviderError):
+    """``scope`` says which cap: ``"day"`` (a model's ``--max-cost`` per UTC day, which the next
+    day lifts) or ``"run"`` (``--budget`` of this chat or autonomous run)."""
+
+    meaning = "a request could pass a spending cap (--budget, --max-cost): refused before it was sent"
+    default_hint = "raise the cap (pmm model set NAME --max-cost X, or --budget), or use a cheaper model"
+
+    def __init__(self, message: str, hint: str | None = None, scope: str = "run") -> None:
+        super().__init__(message, hint)
+        self.scope = scope
 
 
 class InputRejected(PmmError):

@@ -16,7 +16,11 @@ of silence before answering), ``"reset"`` (close without a response), ``"error_e
 answer never completes; valid filler for all three protocols, streamed or not), ``"endless"`` (a 200
 whose body never ends and arrives as fast as the client reads: for a stream, the protocol's text
 frame over and over; otherwise a JSON string that never closes), ``"usage"`` (a normal answer whose
-output token count is ``value=``, e.g. ``-5`` or ``"12"``), ``"slow"`` (a normal answer held back
+output token count is ``value=``, e.g. ``-5`` or ``"12"``; ``input=`` sets the prompt count,
+``cache_read=`` and ``cache_write=`` Anthropic's cache counts, OpenAI's cached prompt tokens
+(``cache_read=``, in ``prompt_tokens_details``, part of ``input=``) or llama.cpp's ``timings.cache_n``
+(``cache_n=``)), ``"no_usage"`` (a normal answer with no usage at all, as from a server that ignores
+``stream_options.include_usage``), ``"slow"`` (a normal answer held back
 until the test sets the ``threading.Event`` given as ``release=``: streamed, the first ``pieces=``
 (1) text pieces arrive first, then the rest waits; otherwise the whole answer waits).
 
@@ -174,17 +178,17 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "slow" and not stream:
             self._hold(opts)
         structured = any(k in body for k in ("response_format", "format", "tools"))
-        counted = opts["value"] if kind == "usage" else None
+        counted = opts.get("value") if kind == "usage" else None
         if self.fake.protocol == "openai":
-            frames = _openai(self.fake, body, stream, counted)
+            frames = _openai(self.fake, body, stream, counted, fault)
         elif self.fake.protocol == "ollama":
-            frames = _ollama(self.fake, stream, counted)
+            frames = _ollama(self.fake, stream, counted, fault)
         else:
-            usage = ANTHROPIC_USAGE
+            cached = None
             if self.fake.cache is not None:
                 with self.fake._lock:
-                    usage = self.recorded.usage = self.fake.cache.bill(body)
-            frames = _anthropic(self.fake, stream, structured, fault, counted, usage)
+                    cached = self.recorded.usage = self.fake.cache.bill(body)
+            frames = _anthropic(self.fake, stream, structured, fault, counted, cached)
         if not stream:
             payload = frames[0]
             if kind == "cut":  # promise the whole body, deliver half
@@ -330,13 +334,32 @@ def _sse(data: Any, event: str | None = None) -> bytes:
     return f"{head}data: {text}\n\n".encode()
 
 
-def _openai(fake: FakeServer, body: dict[str, Any], stream: bool, counted: Any = None) -> list[bytes]:
+def _usage_fault(fault: Fault | None) -> dict[str, Any]:
+    """The ``"usage"`` fault's options (``no_usage``: True when the answer carries no usage)."""
+    if fault is None or fault.kind not in ("usage", "no_usage"):
+        return {}
+    return {"no_usage": True} if fault.kind == "no_usage" else fault.options
+
+
+def _openai(fake: FakeServer, body: dict[str, Any], stream: bool, counted: Any = None,
+            fault: Fault | None = None) -> list[bytes]:
     pieces = split_pieces(fake.text)
-    usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(pieces) if counted is None else counted,
-             "total_tokens": PROMPT_TOKENS + len(pieces)}
-    base = {"id": "chatcmpl-1", "created": 1700000000, "model": fake.model, "system_fingerprint": "fp_test"}
+    opts = _usage_fault(fault)
+    prompt = opts.get("input", PROMPT_TOKENS)
+    usage: dict[str, Any] = {"prompt_tokens": prompt,
+                             "completion_tokens": len(pieces) if counted is None else counted,
+                             "total_tokens": prompt + len(pieces)}
+    if "cache_read" in opts:  # OpenAI: the cached part of prompt_tokens
+        usage["prompt_tokens_details"] = {"cached_tokens": opts["cache_read"], "audio_tokens": 0}
+    base: dict[str, Any] = {"id": "chatcmpl-1", "created": 1700000000, "model": fake.model,
+                            "system_fingerprint": "fp_test"}
+    if "cache_n" in opts:  # llama.cpp's server: what its KV cache held, beside the usage
+        base["timings"] = {"cache_n": opts["cache_n"], "prompt_n": prompt - opts["cache_n"],
+                           "predicted_n": usage["completion_tokens"]}
+    if opts.get("no_usage"):
+        usage = {}
     if not stream:
-        return [json.dumps({**base, "object": "chat.completion", "usage": usage, "choices": [
+        return [json.dumps({**base, "object": "chat.completion", **({"usage": usage} if usage else {}), "choices": [
             {"index": 0, "message": {"role": "assistant", "content": fake.text},
              "finish_reason": "stop"}]}).encode()]
     chunk = {**base, "object": "chat.completion.chunk"}
@@ -347,26 +370,27 @@ def _openai(fake: FakeServer, body: dict[str, Any], stream: bool, counted: Any =
     frames = [delta({"role": "assistant", "content": ""})]
     frames += [delta({"content": p}) for p in pieces]
     frames.append(delta({}, "stop"))
-    if (body.get("stream_options") or {}).get("include_usage"):
+    if usage and (body.get("stream_options") or {}).get("include_usage"):
         frames.append(_sse({**chunk, "choices": [], "usage": usage}))
     frames.append(_sse("[DONE]"))
     return frames
 
 
-def _ollama(fake: FakeServer, stream: bool, counted: Any = None) -> list[bytes]:
+def _ollama(fake: FakeServer, stream: bool, counted: Any = None, fault: Fault | None = None) -> list[bytes]:
     pieces = split_pieces(fake.text)
+    opts = _usage_fault(fault)
     base = {"model": fake.model, "created_at": "2025-01-02T03:04:05Z"}
-    final = {**base, "done": True, "done_reason": "stop", "total_duration": 1_000_000,
-             "prompt_eval_count": PROMPT_TOKENS, "eval_count": len(pieces) if counted is None else counted}
+    final: dict[str, Any] = {**base, "done": True, "done_reason": "stop", "total_duration": 1_000_000,
+                             "prompt_eval_count": opts.get("input", PROMPT_TOKENS),
+                             "eval_count": len(pieces) if counted is None else counted}
+    if opts.get("no_usage"):
+        del final["prompt_eval_count"], final["eval_count"]
     if not stream:
         return [json.dumps({**final, "message": {"role": "assistant", "content": fake.text}}).encode()]
     frames = [(json.dumps({**base, "message": {"role": "assistant", "content": p}, "done": False}) + "\n")
               .encode() for p in pieces]
     frames.append((json.dumps({**final, "message": {"role": "assistant", "content": ""}}) + "\n").encode())
     return frames
-
-
-ANTHROPIC_USAGE = {"input_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 9}
 
 
 class PromptCache:
@@ -427,7 +451,15 @@ def _prefix_key(blocks: list[Any]) -> str:
 
 
 def _anthropic(fake: FakeServer, stream: bool, structured: bool, fault: Fault, counted: Any = None,
-               usage: dict[str, int] = ANTHROPIC_USAGE) -> list[bytes]:
+               cached: dict[str, int] | None = None) -> list[bytes]:
+    opts = _usage_fault(fault)
+    usage: dict[str, Any] = {"input_tokens": opts.get("input", 3),
+                             "cache_creation_input_tokens": opts.get("cache_write", 0),
+                             "cache_read_input_tokens": opts.get("cache_read", 9)}
+    if cached is not None:  # what the prompt cache billed this request
+        usage = dict(cached)
+    if opts.get("no_usage"):
+        usage = {}
     pieces = split_pieces(fake.text)
     out = len(pieces) if counted is None else counted
     if structured:
@@ -441,12 +473,13 @@ def _anthropic(fake: FakeServer, stream: bool, structured: bool, fault: Fault, c
                "stop_sequence": None}
     if not stream:
         return [json.dumps({**message, "content": [block], "stop_reason": stop,
-                            "usage": {**usage, "output_tokens": out}}).encode()]
+                            **({"usage": {**usage, "output_tokens": out}} if usage else {})}).encode()]
     start_block = {"type": "tool_use", "id": "toolu_1", "name": "respond", "input": {}} if structured \
         else {"type": "text", "text": ""}
     frames = [
         _sse({"type": "message_start", "message": {**message, "content": [], "stop_reason": None,
-                                                    "usage": {**usage, "output_tokens": 1}}}, "message_start"),
+                                                    **({"usage": {**usage, "output_tokens": 1}} if usage else {})}},
+             "message_start"),
         _sse({"type": "content_block_start", "index": 0, "content_block": start_block}, "content_block_start"),
         _sse({"type": "ping"}, "ping"),
     ]
@@ -463,7 +496,7 @@ def _anthropic(fake: FakeServer, stream: bool, structured: bool, fault: Fault, c
     frames += [
         _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
         _sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-              "usage": {"output_tokens": out}}, "message_delta"),
+              **({"usage": {"output_tokens": out}} if usage else {})}, "message_delta"),
         _sse({"type": "message_stop"}, "message_stop"),
     ]
     return frames

@@ -16,7 +16,11 @@ ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-B]|\x1b[=>]|\r")
 
 
 class Terminal:
-    def __init__(self, argv: list[str], env: dict[str, str], cols: int = 100, rows: int = 30) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], cols: int = 100, rows: int = 30,
+                 cursor_reports: bool = False) -> None:
+        # cursor_reports: answer "where is the cursor?" (ESC [6n) as a real terminal does, so
+        # prompt-toolkit knows the screen's height and draws its bottom toolbar
+        self.cursor_reports = cursor_reports
         pid, fd = pty.fork()
         if pid == 0:  # the child: become the program
             try:
@@ -52,6 +56,8 @@ class Terminal:
             except OSError:
                 chunk = b""
             self.raw += chunk
+            if self.cursor_reports and b"\x1b[6n" in chunk:
+                self.send("\x1b[1;1R")
 
     def expect(self, pattern: str, timeout: float = 120, after: int = 0) -> int:
         """Wait until ``pattern`` (a regex) shows up after text offset ``after``; return the offset

@@ -141,7 +141,7 @@ def test_reflects_once_when_due_and_writes_nothing_when_nothing_is(mind: Path) -
     new = kinds(mind)[before:]
     assert new == ["reflection_recorded", "trait_adjusted"]
     summary = json_data(done.stdout)
-    assert summary == {"cycles": 2, "reflections": 1, "expired": 0, "tokens": TOKENS, "failures": 0,
+    assert summary == {"cycles": 2, "reflections": 1, "expired": 0, "tokens": TOKENS, "cost": [], "failures": 0,
                        "stopped_by": "max-cycles", "abandoned": False}
     err = done.stderr.decode()
     assert "Cycle 1: reflected" in err and "Cycle 2: no reflection (nothing new since the last reflection)" in err

@@ -235,7 +235,8 @@ NEAR_MISSES = [b'{"session":"a""source":"b"}', b'{,"session":"a"}', b'{"session"
                b'{"session":"\\ud800"}', b'{"session":"a\nb"}', b'{"reply_to":0}', b'{"context":[1,]}',
                b'{"context":[01]}', b'{"v":2}', b'{"v":0}', b'{"source":"martian"}', b'{"role":"chat"}',
                b'{"due":"2026-02-30T00:00:00.000000Z","source":"user"}', b'{"commitment":1}',
-               b'{"evidence":[],"commitment":1}', b'{"name":"a","name":5}']
+               b'{"evidence":[],"commitment":1}', b'{"name":"a","name":5}', b'{"price_in":1000001}',
+               b'{"price_in":-1}', b'{"price_out":1e400}', b'{"usage_estimated":1}', b'{"price_in":01}']
 
 
 def _shortcut(kind: str, meta: bytes) -> bool:
@@ -260,6 +261,12 @@ def test_what_pmm_writes_takes_the_shortcut() -> None:
                                "reply_to": 2, "latency_ms": 5, "context": [1, 2], "prompt_xxh3": "ab",
                                "tokens_in": 3, "tokens_out": 4, "finish": "stop"})
     assert _shortcut("response_sent", response.encode())
+    priced = canonical_json({"provider": "anthropic", "model": "m", "latency_ms": 5, "tokens_in": 1200,
+                             "tokens_cache_read": 1000, "tokens_cache_write": 0, "usage_estimated": True,
+                             "price_in": 0.8, "price_out": 4, "price_cache_read": 0.08,
+                             "price_cache_write": 1, "currency": "USD"})
+    assert _shortcut("response_sent", priced.encode())
+    assert _shortcut("response_sent", b'{"price_in":999999.5,"price_out":0}')
     assert _shortcut("message_received", b'{"session":"s"}')
     assert _shortcut("commitment_opened", b'{"due":"2026-12-01T09:30:00.000000Z","source":"user"}')
     assert not _shortcut("commitment_opened", b'{"due":"2026-12-01T09:30:00.000000Z"}')  # source required

@@ -135,6 +135,14 @@ class TestProviderContract:
         assert completion.latency_ms > 0
         assert completion.finish_reason
 
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_unreported_usage_is_unknown_not_zero(self, harness: Harness, stream: bool) -> None:
+        harness.server.push("no_usage")
+        completion, _ = harness.complete(stream=stream)
+        assert completion.text == harness.server.text
+        assert (completion.tokens_in, completion.tokens_out, completion.cache_read) == (None, None, None)
+        assert not completion.estimated  # estimating is pmm.services.usage's, with the prompt in hand
+
     @pytest.mark.parametrize("fault", ["cut", "truncate"])
     def test_stream_cut_mid_answer_fails_without_retry(self, harness: Harness, fault: str) -> None:
         harness.server.push(fault)
@@ -305,7 +313,24 @@ class TestProtocolDetails:
         assert seen.body["messages"] == [{"role": "user", "content": [
             {"type": "text", "text": REQUEST.context}, {"type": "text", "text": "Hello?"}]}]
         assert seen.headers["anthropic-version"] == "2023-06-01" and seen.headers["x-api-key"] == SECRET
-        assert completion.extra["cache_read_input_tokens"] == 9
+        assert (completion.tokens_in, completion.cache_read, completion.cache_write) == (12, 9, 0)
+
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_anthropic_cache_tokens_are_read_apart(self, monkeypatch: pytest.MonkeyPatch, stream: bool) -> None:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+        with FakeServer("anthropic") as server:
+            server.push("usage", input=25, cache_read=1800, cache_write=120)
+            completion = create(ModelSpec("anthropic", server.model, server.url)).complete(
+                REQUEST, (lambda _p: None) if stream else None)
+        assert (completion.tokens_in, completion.cache_read, completion.cache_write) == (1945, 1800, 120)
+
+    @pytest.mark.parametrize(("details", "why"), [({"cache_n": 13}, "cached tokens of a 12-token prompt"),
+                                                  ({"cache_read": "lots"}, "not a token count")])
+    def test_nonsense_cache_counts_are_a_malformed_answer(self, details: dict[str, Any], why: str) -> None:
+        with FakeServer("openai") as server:
+            server.push("usage", **details)
+            with pytest.raises(errors.ProviderError, match=why):
+                create(ModelSpec("openai-compatible", server.model, server.url)).complete(REQUEST)
 
     def test_anthropic_overload_event_is_retried_only_before_text(self) -> None:
         with FakeServer("anthropic") as server:

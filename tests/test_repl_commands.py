@@ -46,7 +46,7 @@ def test_help_lists_every_command_of_the_table(chat, capsys) -> None:
     assert lines[0] == "Commands:"
     listed = [line.split()[0] for line in lines[1:] if line.startswith("  /")]
     assert listed == list(repl.COMMANDS) == ["/help", "/model", "/models", "/new", "/retry",
-                                             "/sessions", "/stats", "/reflect", "/commitments",
+                                             "/sessions", "/stats", "/usage", "/reflect", "/commitments",
                                              "/trace", "/exit"]
     assert "  /trace [ID]           why the last answer (or answer ID) is what it is" in lines
     assert "/quit" not in shown  # an alias, accepted but not listed
@@ -93,3 +93,19 @@ def test_tab_completes_the_names_in_the_table() -> None:
     offered = list(repl._completer().get_completions(Document("/ref"), CompleteEvent(completion_requested=True)))
     assert [(c.text, c.start_position) for c in offered] == [("/reflect", -4)]
     assert repl.completions("/re") == ["/retry", "/reflect"]
+
+
+def test_usage_shows_the_last_answer_the_run_prices_and_caps(chat, capsys) -> None:
+    session, server = chat
+    shown = said(capsys, session, "/usage")
+    assert "No answer in this run yet." in shown and "srv has no prices: pmm model set srv --price-in" in shown
+    result = invoke("--mind", str(session.mind.path), "model", "set", "srv", "--price-in", "2", "--price-out", "10",
+                    "--max-cost", "1", "--currency", "EUR")
+    assert result.exit_code == 0, result.output
+    session.budget.limit = 0.5
+    session.turn("Where do rivers go?")
+    shown = said(capsys, session, "/usage")
+    assert "Last answer: 12 in / 5 out, 0.000074 EUR" in shown and "This run: 1 answer, 12 in / 5 out" in shown
+    assert "srv costs 2 in, 10 out, 2 cache read, 2 cache write per million tokens (EUR)" in shown
+    assert "Daily cap: 0.000074 EUR of 1.0000 EUR spent today (UTC)" in shown
+    assert "--budget 0.5: 0.000074 EUR spent" in shown

@@ -17,6 +17,7 @@ import pytest
 from conftest import json_data, run_in, run_pmm
 from provider_servers import PROMPT_TOKENS, FakeServer, split_pieces
 
+from pmm.domain.costs import money
 from pmm.domain.events import Draft
 from pmm.services import opening
 
@@ -93,7 +94,7 @@ def test_stats_tells_stage_traits_reflections_commitments_and_cost(mind: Path) -
     line = next(x for x in out.splitlines() if "openai-compatible:test-model:" in x)
     assert line.strip().startswith(f"openai-compatible:test-model: 1 answer, 1 reflection, {tokens_in} tokens in,"
                                    f" {tokens_out} out, ")
-    assert " s average, cost " in line and line.endswith(f"cost {cost:.4f}")
+    assert " s average, cost " in line and line.endswith(f"cost {money(cost, 'USD')}")
 
     report = json_data(pmm_in(mind, "stats", "--json")[1])
     for key in ("mind", "mind_id", "name", "events", "head", "sessions", "messages", "responses",
@@ -110,7 +111,7 @@ def test_stats_tells_stage_traits_reflections_commitments_and_cost(mind: Path) -
     assert usage["model"] == "openai-compatible:test-model" and usage["answers"] == 1
     assert usage["reflections"] == 1
     assert usage["tokens_in"] == tokens_in and usage["tokens_out"] == tokens_out
-    assert usage["cost"] == pytest.approx(cost)
+    assert usage["cost"] == [{"amount": pytest.approx(cost), "saved": 0, "currency": "USD"}]
 
 
 def test_no_cost_without_prices(mind: Path) -> None:
@@ -120,7 +121,7 @@ def test_no_cost_without_prices(mind: Path) -> None:
     out = pmm_in(mind, "stats")[1]
     line = next(x for x in out.splitlines() if "openai-compatible:test-model:" in x)
     assert "cost" not in line
-    assert json_data(pmm_in(mind, "stats", "--json")[1])["usage"][0]["cost"] is None
+    assert json_data(pmm_in(mind, "stats", "--json")[1])["usage"][0]["cost"] == []
 
 
 # -- health ----------------------------------------------------------------------------------------

@@ -144,13 +144,24 @@ def _usage_lines(rows: list[Usage]) -> list[str]:
     if not rows:
         return ["Models: no answers or reflections yet"]
     lines = ["Models:"]
+    from pmm.services.usage import money, saving
+
     for row in rows:
-        cost = f", cost {row['cost']:.4f}" if row["cost"] is not None else ""
         reflections = row.get("reflections", 0)
         also = f", {output.plural(reflections, 'reflection')}" if reflections else ""
+        cached = [f"{row.get(k, 0):,} {what}" for k, what in (("cache_read", "cache read"),
+                                                              ("cache_write", "cache write")) if row.get(k)]
+        cache = f" ({', '.join(cached)})" if cached else ""
+        cost = "".join(f", cost {money(c['amount'], c['currency'])}"
+                       + (f" ({said})" if (said := saving(c["saved"], c["currency"])) else "")
+                       for c in row["cost"])
         lines.append(f"  {row['model']}: {output.plural(row['answers'], 'answer')}{also},"
-                     f" {row['tokens_in']:,} tokens in, {row['tokens_out']:,} out,"
+                     f" {row['tokens_in']:,} tokens in{cache}, {row['tokens_out']:,} out,"
                      f" {row['average_latency_ms'] / 1000:.1f} s average{cost}")
+        if row.get("estimated"):
+            counted = row["answers"] + reflections
+            lines.append(f"    token counts of {row.get('estimated', 0)} of {counted:,} answers and reflections"
+                         " are estimates (the provider reported none)")
     return lines
 
 

@@ -35,6 +35,7 @@ def chat(
     title: Annotated[Optional[str], typer.Option("--title", help="Name the new session this run starts (shown by `pmm sessions`).", callback=utf8)] = None,
     system: Annotated[Optional[str], typer.Option("-s", "--system", help="A system prompt for this run only, added after the mind's own (who it is), not replacing it; not recorded.", callback=utf8)] = None,
     option: Annotated[Optional[list[str]], typer.Option("-o", "--option", metavar="KEY VALUE", help="A model option for this run, recorded with each answer (repeatable): " + _OPTIONS + ".")] = None,
+    budget: Annotated[Optional[float], typer.Option("--budget", min=0, max=1_000_000_000, metavar="AMOUNT", help="Most this run may spend, in the model's currency (its prices: pmm model set NAME --price-in ...): a turn that could pass it is refused before it is sent (exit 5). Each model's own daily cap (--max-cost) holds too.")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -42,7 +43,8 @@ def chat(
 
     In the session: Enter sends, Esc then Enter adds a line, Ctrl-X Ctrl-E edits the input in
     $EDITOR, Ctrl-C cancels an answer in progress (nothing of it is saved), Ctrl-D, /exit or
-    exit leaves; /help lists the commands (/new, /retry, /sessions ...).
+    exit leaves; /help lists the commands (/new, /retry, /sessions ...). The toolbar shows the
+    tokens and cost of the last answer and of the session; /usage gives the detail.
     """
     from pmm.cli import stream
     from pmm.errors import UsageError
@@ -58,7 +60,7 @@ def chat(
     if message is not None and not message.strip():
         raise UsageError("the message is empty", hint='pmm chat -m "hello", or pipe text in')
     with Chat(mind_path(mind), output.message, model, max_tokens, session=session_id, resume=resume,
-              title=title, system=system or "", model_options=chosen) as session:
+              title=title, system=system or "", model_options=chosen, budget=budget) as session:
         if message is None:
             from pmm.cli import repl
 

@@ -13,7 +13,7 @@ from pmm.cli.options import JsonOpt, MindOpt, mind_path
 from pmm.services import provider_help
 
 if TYPE_CHECKING:
-    from pmm.services.models import Description, Model
+    from pmm.services.models import Description, Model, Pricing
 
 model_app = typer.Typer(
     rich_markup_mode=None,
@@ -28,6 +28,33 @@ class Role(str, enum.Enum):
 
 
 RoleOpt = Annotated[Role, typer.Option("--for", help="Which job: chat or reflection.")]
+# Prices: no built-in table that goes stale, the owner's own figures (docs/costs.md)
+PriceInOpt = Annotated[Optional[float], typer.Option(
+    "--price-in", min=0, max=1_000_000, help="Price per million input tokens (the provider's list price),"
+    " for the cost pmm records with every answer.")]
+PriceOutOpt = Annotated[Optional[float], typer.Option(
+    "--price-out", min=0, max=1_000_000, help="Price per million output tokens.")]
+CacheReadOpt = Annotated[Optional[float], typer.Option(
+    "--price-cache-read", min=0, max=1_000_000,
+    help="Price per million prompt tokens read from the provider's cache (Anthropic: 0.1x input,"
+    " OpenAI: 0.5x or less). Unset: the input price.")]
+CacheWriteOpt = Annotated[Optional[float], typer.Option(
+    "--price-cache-write", min=0, max=1_000_000,
+    help="Price per million prompt tokens written to the cache (Anthropic: 1.25x input). Unset: the input price.")]
+CurrencyOpt = Annotated[Optional[str], typer.Option(
+    "--currency", help="ISO 4217 code the prices are in, e.g. USD or EUR (default USD).")]
+MaxCostOpt = Annotated[Optional[float], typer.Option(
+    "--max-cost", min=0, max=1_000_000_000,
+    help="Most this model may spend per UTC day (in its currency): a turn, reflection or"
+    " autonomous step that could pass it is refused before the request (exit 5).")]
+
+
+def _pricing(price_in: float | None, price_out: float | None, cache_read: float | None,
+             cache_write: float | None, currency: str | None, max_cost: float | None) -> Pricing:
+    """The price options of ``model add`` and ``model set``, the currency in capitals."""
+    from pmm.services.models import Pricing
+
+    return Pricing(price_in, price_out, cache_read, cache_write, currency.upper() if currency else None, max_cost)
 
 
 def register(app: typer.Typer) -> None:
@@ -73,8 +100,12 @@ def add(
     base_url: Annotated[Optional[str], typer.Option("--base-url", help=provider_help.base_url_help())] = None,
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help=provider_help.key_env_help())] = None,
     context_window: Annotated[Optional[int], typer.Option("--context-window", min=256, max=10_000_000, help="Tokens the model accepts (default 8192; local: 2048).")] = None,
-    price_in: Annotated[Optional[float], typer.Option("--price-in", min=0, max=1_000_000, help="Price per million input tokens, for cost in `pmm stats`.")] = None,
-    price_out: Annotated[Optional[float], typer.Option("--price-out", min=0, max=1_000_000, help="Price per million output tokens.")] = None,
+    price_in: PriceInOpt = None,
+    price_out: PriceOutOpt = None,
+    price_cache_read: CacheReadOpt = None,
+    price_cache_write: CacheWriteOpt = None,
+    currency: CurrencyOpt = None,
+    max_cost: MaxCostOpt = None,
     use: Annotated[bool, typer.Option("--use", help="Also switch chat to it.")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
@@ -82,8 +113,8 @@ def add(
     from pmm.services import models
 
     path = mind_path(mind)
-    model, event = models.add(path, name, spec, base_url, api_key_env, context_window, output.message,
-                              price_in, price_out)
+    pricing = _pricing(price_in, price_out, price_cache_read, price_cache_write, currency, max_cost)
+    model, event = models.add(path, name, spec, base_url, api_key_env, context_window, output.message, pricing)
     switched = models.use(path, name, "chat", output.message)[1] if use else None
     if json:
         output.emit_json({**model.as_json(), "event_id": event.id,
@@ -107,15 +138,20 @@ def set_(
     base_url: Annotated[Optional[str], typer.Option("--base-url", help=provider_help.base_url_help() + " Empty: none.")] = None,
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help=provider_help.key_env_help() + " Empty: the default.")] = None,
     context_window: Annotated[Optional[int], typer.Option("--context-window", min=256, max=10_000_000, help="Tokens the model accepts.")] = None,
-    price_in: Annotated[Optional[float], typer.Option("--price-in", min=0, max=1_000_000, help="Price per million input tokens, for cost in `pmm stats`.")] = None,
-    price_out: Annotated[Optional[float], typer.Option("--price-out", min=0, max=1_000_000, help="Price per million output tokens.")] = None,
+    price_in: PriceInOpt = None,
+    price_out: PriceOutOpt = None,
+    price_cache_read: CacheReadOpt = None,
+    price_cache_write: CacheWriteOpt = None,
+    currency: CurrencyOpt = None,
+    max_cost: MaxCostOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
     from pmm.services import model_settings
     from pmm.services.trust import shown
 
-    changes = model_settings.Changes(spec, base_url, api_key_env, context_window, price_in, price_out)
+    pricing = _pricing(price_in, price_out, price_cache_read, price_cache_write, currency, max_cost)
+    changes = model_settings.Changes(spec, base_url, api_key_env, context_window, pricing)
     done = model_settings.change(mind_path(mind), name, changes, output.message)
     if json:
         output.emit_json({**done.model.as_json(), "event_id": done.event.id if done.event else None,
@@ -189,6 +225,7 @@ def info(
     lines.append("Trusted on this machine: " + ("yes" if found.trusted else
                  f"no (check it, then: pmm model trust {shown(model.name)})"))
     lines.append(f"Context window used for prompts: {model.window()} tokens")
+    lines.append(_prices_line(model))
     if online and not found.trusted:
         lines.append("Reachable: not asked (pmm talks to no model it does not trust)")
     if found.unreachable is not None:
@@ -202,6 +239,15 @@ def info(
         if reported.context_length:
             lines.append(f"Provider context length: {reported.context_length}")
     output.out("\n".join(lines))
+
+
+def _prices_line(model: Model) -> str:
+    prices = model.prices()
+    if prices is None:
+        return "Prices: not set (pmm model set NAME --price-in X --price-out Y: per million tokens)"
+    cap = f"; at most {model.max_cost:g} {prices.currency} a day" if model.max_cost is not None else ""
+    return (f"Prices per million tokens ({prices.currency}): {prices.price_in:g} in, {prices.price_out:g} out,"
+            f" {prices.read_rate():g} cache read, {prices.write_rate():g} cache write{cap}")
 
 
 def _reachable(found: Description, online: bool) -> bool | None:

@@ -54,10 +54,19 @@ def _read_prompt(chat: Chat) -> Callable[[], str]:
 
     def read() -> str:
         model = chat.model()  # once per prompt: the toolbar is redrawn on every key
-        toolbar = output.clean(f" {model.name} ({model.spec.label}) · /help · Ctrl-D leaves", multiline=False)
+        spent = _spent(chat)  # once there is usage to show, the model's name alone makes room for it
+        where = model.name if spent else f"{model.name} ({model.spec.label})"
+        toolbar = output.clean(f" {where} · {spent}/help · Ctrl-D leaves", multiline=False)
         return session.prompt("you> ", bottom_toolbar=toolbar)
 
     return read
+
+
+def _spent(chat: Chat) -> str:
+    """The toolbar's usage: the last answer's tokens and cost, and the session's (/usage: more)."""
+    if chat.last_usage is None:
+        return ""
+    return f"last {chat.last_usage.short()} · session {chat.session_usage.short()} · "
 
 
 LEAVE_WORDS = ("exit", "quit")  # alone on the line: leave, as in a shell (never sent to the model)
@@ -170,9 +179,36 @@ def _reflect(chat: Chat, rest: str) -> None:
     from pmm.services import reflection
 
     output.message("Reflecting…")
-    outcome = reflection.reflect(chat.mind.path, notify=output.message)
+    outcome = reflection.reflect(chat.mind.path, notify=output.message, budget=chat.budget)
     output.message("\n".join(render_reflection(outcome.as_json())) if outcome.recorded
                    else f"No reflection: {outcome.reason}")
+
+
+def _usage(chat: Chat, rest: str) -> None:
+    from pmm.services import usage
+    from pmm.services.usage import money
+
+    model = chat.model()
+    if chat.last_usage is None:
+        lines = ["No answer in this run yet."]
+    else:
+        lines = [f"Last answer: {chat.last_usage.line()}",
+                 f"This run: {output.plural(chat.session_usage.answers, 'answer')}, {chat.session_usage.line()}"]
+    prices = model.prices()
+    if prices is None:
+        lines.append(f"{model.name} has no prices: pmm model set {model.name} --price-in X --price-out Y"
+                     " (per million tokens) records a cost with every answer")
+    else:
+        lines.append(f"{model.name} costs {prices.price_in:g} in, {prices.price_out:g} out, {prices.read_rate():g}"
+                     f" cache read, {prices.write_rate():g} cache write per million tokens ({prices.currency})")
+        if model.max_cost is not None:
+            today = usage.spent_today(chat.states(), model)
+            lines.append(f"Daily cap: {money(today, prices.currency)} of {money(model.max_cost, prices.currency)}"
+                         " spent today (UTC)")
+    if chat.budget.limit is not None:
+        spent = ", ".join(money(v, k) for k, v in sorted(chat.budget.spent.items())) or "nothing"
+        lines.append(f"--budget {chat.budget.limit:g}: {spent} spent")
+    output.message("\n".join(lines))
 
 
 def _commitments(chat: Chat, rest: str) -> None:
@@ -209,6 +245,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("/retry", "withdraw the last answer and ask its message again", _retry),
     Command("/sessions", "the latest sessions, and this one's id", _sessions),
     Command("/stats", "what the mind holds so far", _stats),
+    Command("/usage", "tokens and cost of the last answer and of this run, prices and caps", _usage),
     Command("/reflect", "reflect now on what happened since the last reflection", _reflect),
     Command("/commitments", "open commitments (/commitments all: every one)", _commitments),
     Command("/trace [ID]", "why the last answer (or answer ID) is what it is", _trace),

@@ -22,6 +22,7 @@ def run_(
     interval: Annotated[float, typer.Option("--interval", min=0, max=7 * 86400, metavar="S", help="Seconds between cycles.")] = 60,
     max_cycles: Annotated[Optional[int], typer.Option("--max-cycles", min=1, max=2**63 - 1, metavar="N", help="Stop after N cycles (default: until stopped).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, max=2**63 - 1, metavar="N", help="Stop once reflections have used N tokens.")] = None,
+    budget: Annotated[Optional[float], typer.Option("--budget", min=0, max=1_000_000_000, metavar="AMOUNT", help="Most this run may spend, in the model's currency: a step that could pass it is refused before its request and the run stops. The model's daily cap (pmm model set NAME --max-cost) holds too: a cycle it refuses waits for the next UTC day.")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -40,7 +41,8 @@ def run_(
     try:
         with autonomy.stop_on_signals(stop, output.message) as seen:
             autonomy.run(mind_path(mind), interval=interval, max_cycles=max_cycles,
-                         max_tokens=max_tokens, stop=stop, notify=output.message, summary=summary)
+                         max_tokens=max_tokens, stop=stop, notify=output.message, summary=summary,
+                         budget=budget)
     except autonomy.StepAbandoned:  # the grace ran out: the step unwound, its transaction rolled back
         summary.stopped_by, summary.abandoned = "signal", True
     except KeyboardInterrupt:  # a second signal: stop at once (a transaction rolls back)

@@ -65,8 +65,18 @@ def render_turn(turn: Turn, brief: bool = False) -> list[str]:
         lines.append(f"  Model: {name + ' = ' if name else ''}{label}")
     usage = []
     if turn["tokens_in"] is not None or turn["tokens_out"] is not None:
-        usage.append(f"{turn['tokens_in'] if turn['tokens_in'] is not None else '?'} tokens in,"
-                     f" {turn['tokens_out'] if turn['tokens_out'] is not None else '?'} out")
+        cached = [f"{turn.get(k) or 0:,} {what}" for k, what in (("tokens_cache_read", "cache read"),
+                                                                 ("tokens_cache_write", "cache write"))
+                  if turn.get(k)]
+        usage.append(f"{turn['tokens_in'] if turn['tokens_in'] is not None else '?'} tokens in"
+                     + (f" ({', '.join(cached)})" if cached else "")
+                     + f", {turn['tokens_out'] if turn['tokens_out'] is not None else '?'} out"
+                     + (" (estimated: the provider reported none)" if turn.get("usage_estimated") else ""))
+    if (cost := turn.get("cost")) is not None:
+        from pmm.services.usage import money, saving
+
+        said = saving(cost["saved"], cost["currency"])
+        usage.append(f"cost {money(cost['amount'], cost['currency'])}" + (f" ({said})" if said else ""))
     if turn["latency_ms"] is not None:
         usage.append(f"{turn['latency_ms'] / 1000:.2f} s")
     if turn["finish"]:

@@ -99,6 +99,18 @@ COUNT = Field("int")  # token counts and latencies: older pmm stored whatever a 
 IDS = Field("list", items="int", low=1, high=MAX_ID)
 
 _SOURCE = {"source": STR, "source_id": STR, "session": STR, "original_ts": TS}
+PRICE = Field("number", low=0, high=1_000_000)  # per million tokens
+CURRENCY = STR  # an ISO 4217 code such as USD (pmm model add/set checks it)
+# What a model call cost (pmm.domain.costs): the cached parts of tokens_in, whether the counts
+# were estimated (the provider reported none), and the prices in force, per million tokens.
+_USAGE = {"tokens_cache_read": COUNT, "tokens_cache_write": COUNT, "usage_estimated": Field("bool"),
+          "price_in": PRICE, "price_out": PRICE, "price_cache_read": PRICE, "price_cache_write": PRICE,
+          "currency": CURRENCY}
+_USAGE_DOC = (" Usage: tokens_in is the whole prompt, of which tokens_cache_read were read from"
+              " the provider's prompt cache and tokens_cache_write written to it; usage_estimated"
+              " marks counts pmm estimated because the provider reported none. While the model has"
+              " prices, the prices in force (per million tokens) and their currency are recorded,"
+              " so the cost stays what it was when prices change (docs/costs.md).")
 
 MIND_CREATED = declare(
     EventKind(
@@ -140,11 +152,12 @@ RESPONSE_SENT = declare(
         " ids of the events put into the prompt (`context`; newer answers also say which of them"
         " were standing and which recalled memory, the rest being recent turns: `standing`,"
         " `recalled`), an xxhash (XXH3-64) signature of the prompt, and the model options the"
-        " run set (`pmm chat -o`: `options`, such as `temperature=0.2`; absent: the defaults).",
+        " run set (`pmm chat -o`: `options`, such as `temperature=0.2`; absent: the defaults)."
+        + _USAGE_DOC,
         {**_SOURCE, "model": STR, "provider": STR, "model_name": STR, "reply_to": ID,
          "tokens_in": COUNT, "tokens_out": COUNT, "latency_ms": COUNT, "context": IDS,
          "standing": IDS, "recalled": IDS, "prompt_xxh3": STR, "finish": STR,
-         "options": Field("list", items="str")},
+         "options": Field("list", items="str"), **_USAGE},
         content="The answer.",
     )
 )
@@ -208,11 +221,13 @@ MODEL_ADDED = declare(
     EventKind(
         "model_added",
         "A model was added to the mind's configuration (portable: the name of the variable that"
-        " holds the API key is kept, never the key). Prices are per million tokens, optional.",
+        " holds the API key is kept, never the key). Prices are per million tokens, optional, in"
+        " currency (an ISO 4217 code; absent: USD); unset cache prices charge price_in. max_cost"
+        " caps what the model may spend per UTC day, in that currency.",
         {**_MODEL, "base_url": STR, "api_key_env": STR,
          "context_window": Field("int", low=1, high=MAX_ID),
-         "price_in": Field("number", low=0, high=1_000_000),
-         "price_out": Field("number", low=0, high=1_000_000)},
+         "price_in": PRICE, "price_out": PRICE, "price_cache_read": PRICE, "price_cache_write": PRICE,
+         "currency": CURRENCY, "max_cost": Field("number", low=0, high=1_000_000_000)},
         content="NAME = PROVIDER:MODEL.",
     )
 )
@@ -253,11 +268,11 @@ REFLECTION_RECORDED = declare(
         "reflection_recorded",
         "The mind reflected on the events since its last reflection (from first_id to last_id)."
         " Parts of the model's output that failed validation are listed in rejected, never"
-        " invented or repaired.",
+        " invented or repaired." + _USAGE_DOC,
         {"first_id": Field("int", True, low=0, high=MAX_ID),
          "last_id": Field("int", True, low=0, high=MAX_ID), "trigger": STR_REQUIRED,
          "model_name": STR, "provider": STR, "model": STR, "tokens_in": COUNT,
-         "tokens_out": COUNT, "latency_ms": COUNT, "rejected": Field("list", items="str")},
+         "tokens_out": COUNT, "latency_ms": COUNT, "rejected": Field("list", items="str"), **_USAGE},
         content="The reflection's text.",
     )
 )
@@ -266,10 +281,10 @@ SUMMARY_RECORDED = declare(
         "summary_recorded",
         "The mind condensed its reflections (covers: their ids, oldest first) and its previous"
         " summary (previous) into one standing summary, shown in every prompt until the next"
-        " one. The reflections stay in the ledger.",
+        " one. The reflections stay in the ledger." + _USAGE_DOC,
         {"covers": Field("list", True, items="int", low=1, high=MAX_ID), "previous": ID,
          "trigger": STR_REQUIRED, "model_name": STR, "provider": STR, "model": STR,
-         "tokens_in": COUNT, "tokens_out": COUNT, "latency_ms": COUNT},
+         "tokens_in": COUNT, "tokens_out": COUNT, "latency_ms": COUNT, **_USAGE},
         content="The summary's text.",
     )
 )

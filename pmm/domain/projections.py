@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar, cast
 
 from pmm import errors
-from pmm.domain import checks
+from pmm.domain import checks, costs
 from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.domain.growth import Commitments, Reflections, Traits
@@ -23,10 +23,12 @@ from pmm.domain.states import (
     ModelFields,
     ModelsState,
     Note,
+    SpendState,
     StandingState,
     States,
     SummariesState,
     Switched,
+    UsageRow,
     UsageState,
 )
 from pmm.domain.when import said_at
@@ -135,11 +137,12 @@ class Models:
 
 
 class Usage:
-    """Model usage per ``provider:model``: answers and reflections, tokens in and out, and the
-    total latency of answers."""
+    """Model usage per ``provider:model``: answers and reflections, tokens in, out and through
+    the prompt cache, how many counts were estimated, the total latency of answers, and the
+    cost at the prices each event recorded (``pmm.domain.costs``)."""
 
     name = "usage"
-    version = 2
+    version = 3  # 3: cache tokens, estimates and recorded prices
     kinds: frozenset[str] | None = frozenset({ev.RESPONSE_SENT.name, ev.REFLECTION_RECORDED.name})
 
     def initial(self) -> UsageState:
@@ -150,16 +153,59 @@ class Usage:
         if "latency_ms" not in meta or "provider" not in meta:
             return state  # an imported answer: no usage was measured
         label = f"{meta['provider']}:{meta.get('model', '?')}"
-        row = state.get(label) or {"answers": 0, "reflections": 0, "tokens_in": 0, "tokens_out": 0,
-                                    "latency_ms": 0}
+        row = state.get(label) or _NO_USAGE
         answer = event.kind == ev.RESPONSE_SENT.name
+        # replay folds every answer through here: plain lookups, no helper calls for the common case
+        tokens_in, tokens_out = meta.get("tokens_in") or 0, meta.get("tokens_out") or 0
+        read, write = meta.get("tokens_cache_read") or 0, meta.get("tokens_cache_write") or 0
+        spent, unpriced = row["spent"], row["unpriced"]
+        paid = costs.spent(meta) if "price_in" in meta or "price_out" in meta else None
+        if paid is None:
+            unpriced = [unpriced[0] + tokens_in, unpriced[1] + tokens_out, unpriced[2] + read, unpriced[3] + write]
+        else:
+            before = spent.get(paid.currency, (0.0, 0.0))
+            spent = {**spent, paid.currency: [before[0] + paid.cost, before[1] + paid.saved]}
         return {**state, label: {
-            "answers": row["answers"] + (1 if answer else 0),
-            "reflections": row["reflections"] + (0 if answer else 1),
-            "tokens_in": row["tokens_in"] + (meta.get("tokens_in") or 0),
-            "tokens_out": row["tokens_out"] + (meta.get("tokens_out") or 0),
+            "answers": row["answers"] + answer,
+            "reflections": row["reflections"] + (not answer),
+            "tokens_in": row["tokens_in"] + tokens_in,
+            "tokens_out": row["tokens_out"] + tokens_out,
             "latency_ms": row["latency_ms"] + (meta["latency_ms"] if answer else 0),
+            "cache_read": row["cache_read"] + read,
+            "cache_write": row["cache_write"] + write,
+            "estimated": row["estimated"] + (meta.get("usage_estimated") is True),
+            "spent": spent, "unpriced": unpriced,
         }}
+
+
+_NO_USAGE: UsageRow = {"answers": 0, "reflections": 0, "tokens_in": 0, "tokens_out": 0, "latency_ms": 0,
+                       "cache_read": 0, "cache_write": 0, "estimated": 0, "spent": {}, "unpriced": [0, 0, 0, 0]}
+
+
+class Spend:
+    """What each model spent per UTC day of the events' own times, by currency: answers,
+    reflections and summaries that recorded their prices. ``pmm model set --max-cost`` caps it."""
+
+    name = "spend"
+    version = 1
+    kinds: frozenset[str] | None = frozenset(
+        {ev.RESPONSE_SENT.name, ev.REFLECTION_RECORDED.name, ev.SUMMARY_RECORDED.name})
+
+    def initial(self) -> SpendState:
+        return {}
+
+    def apply(self, state: SpendState, event: Event) -> SpendState:
+        if '"price_' not in event.meta_json:
+            return state  # unpriced (most events of most minds): not worth parsing the meta again
+        meta = event.meta
+        paid = costs.spent(meta)
+        if paid is None or "model_name" not in meta:
+            return state
+        day, name = event.ts[:10], str(meta["model_name"])
+        models = state.get(day, {})
+        amounts = models.get(name, {})
+        amounts = {**amounts, paid.currency: amounts.get(paid.currency, 0.0) + paid.cost}
+        return {**state, day: {**models, name: amounts}}
 
 
 class Standing:
@@ -251,8 +297,9 @@ class Summaries:
 
 
 # Any: the fold applies each projection to its own state, by name (States has one key each).
-PROJECTIONS: tuple[Projection[Any], ...] = (Identity(), Activity(), Models(), Usage(), Traits(),
-                                       Commitments(), Reflections(), Standing(), Summaries())
+PROJECTIONS: tuple[Projection[Any], ...] = (Identity(), Activity(), Models(), Usage(), Spend(),
+                                       Traits(), Commitments(), Reflections(), Standing(),
+                                       Summaries())
 
 
 def projections_version() -> str:

@@ -210,6 +210,8 @@ _CANON_ID = rb"[1-9]\d{0,14}"  # 1 .. 10**15 - 1, inside 1 .. 2**53 - 1
 _CANON_INT = rb"(?:0|-?[1-9]\d{0,14})"
 _CANON_TS = (rb'"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d'
              rb'\.\d{6}Z"')  # days 29-31 and year 0000 onwards take the full check
+# A number from 0 to under a million written plainly (prices): exponents take the full check
+_CANON_PRICE = rb"(?:0|[1-9]\d{0,5})(?:\.\d{1,17})?"
 
 
 def _canon_value(f: Field) -> bytes | None:
@@ -230,6 +232,10 @@ def _canon_value(f: Field) -> bytes | None:
         return one if f.type == "int" else rb"\[(?:" + one + rb"(?:," + one + rb")*)?\]"
     if f.type == "list" and f.items == "str":
         return rb"\[(?:" + _CANON_STR + rb"(?:," + _CANON_STR + rb")*)?\]"
+    if f.type == "bool":
+        return rb"(?:true|false)"
+    if f.type == "number" and f.low == 0 and f.high is not None and f.high >= 1_000_000:
+        return _CANON_PRICE
     return None
 
 
@@ -237,8 +243,8 @@ def compile_fast(fields: dict[str, Field], version: int
                  ) -> tuple[re.Pattern[bytes], tuple[bytes, ...]] | None:
     """A pattern for the canonical text of metas that fit ``fields`` (declared fields only, in
     canonical order, each with a value its field accepts), and the ``"name":``
-    bytes of the required ones; ``None`` when a field has no pattern (numbers: their bounds
-    are checked in full). Only ever a shortcut: what it does not match goes through
+    bytes of the required ones; ``None`` when a field has no pattern (numbers other than
+    prices: their bounds are checked in full). Only ever a shortcut: what it does not match goes through
     ``parse_meta`` and the compiled check.
 
     A member matches only with its own field's value pattern, so any text the pattern

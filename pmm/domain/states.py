@@ -39,6 +39,10 @@ class ModelFields(TypedDict):
     context_window: NotRequired[int]
     price_in: NotRequired[float]
     price_out: NotRequired[float]
+    price_cache_read: NotRequired[float]
+    price_cache_write: NotRequired[float]
+    currency: NotRequired[str]
+    max_cost: NotRequired[float]
 
 
 class Switched(ModelFields):
@@ -57,12 +61,21 @@ class ModelsState(TypedDict):
 class UsageRow(TypedDict):
     answers: int
     reflections: int
-    tokens_in: int
+    tokens_in: int  # the whole prompts, cached parts included
     tokens_out: int
     latency_ms: int
+    cache_read: int
+    cache_write: int
+    estimated: int  # answers and reflections whose counts pmm estimated
+    # by currency: [cost, saved by caching], of the events that recorded their prices
+    spent: dict[str, list[float]]
+    # tokens in, out, cache read, cache write of the events that recorded no prices
+    unpriced: list[int]
 
 
 UsageState = dict[str, UsageRow]  # by "provider:model"
+# What each model (by name) spent per UTC day ("YYYY-MM-DD"), by currency: the daily caps
+SpendState = dict[str, dict[str, dict[str, float]]]
 
 
 class TraitsPublic(TypedDict):
@@ -178,6 +191,7 @@ class States(TypedDict):
     activity: ActivityState
     models: ModelsState
     usage: UsageState
+    spend: SpendState
     traits: TraitsState
     commitments: CommitmentsState
     reflections: ReflectionsState

@@ -130,13 +130,11 @@ class AnthropicProvider(HttpProvider):
                 progress: Progress) -> Completion:
         completion = Completion(text=text, model=model or self.spec.model, finish_reason=stop,
                                 tokens_out=token_count(usage, "output_tokens"), latency_ms=progress.elapsed_ms())
-        parts = [token_count(usage, k) for k in ("input_tokens", "cache_read_input_tokens",
-                                                 "cache_creation_input_tokens")]
-        if parts[0] is not None:
-            completion.tokens_in = sum(p for p in parts if p is not None)
-        for key, part in zip(("cache_read_input_tokens", "cache_creation_input_tokens"), parts[1:], strict=True):
-            if part:
-                completion.extra[key] = part
+        fresh = token_count(usage, "input_tokens")  # the prompt neither read from nor written to the cache
+        completion.cache_read = token_count(usage, "cache_read_input_tokens")
+        completion.cache_write = token_count(usage, "cache_creation_input_tokens")
+        if fresh is not None:
+            completion.tokens_in = fresh + (completion.cache_read or 0) + (completion.cache_write or 0)
         return completion
 
     def _read_whole(self, response: httpx.Response, progress: Progress, structured: bool) -> Completion:

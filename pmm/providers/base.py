@@ -65,13 +65,27 @@ class Request:
 
 @dataclass
 class Completion:
+    """A model's answer and what it cost, as the provider reported it.
+
+    ``tokens_in`` is the whole prompt, as pmm has always recorded it; ``cache_read`` and
+    ``cache_write`` are the parts of it that were read from and written to the provider's prompt
+    cache (Anthropic's ``cache_read_input_tokens`` and ``cache_creation_input_tokens``, OpenAI's
+    ``prompt_tokens_details.cached_tokens``, llama.cpp's ``timings.cache_n``), each priced at
+    its own rate. None: the provider did not say (a server that ignores
+    ``stream_options.include_usage``); ``pmm.services.usage`` then estimates the counts and sets
+    ``estimated``.
+    """
+
     text: str
     model: str
     tokens_in: int | None = None
     tokens_out: int | None = None
     finish_reason: str | None = None
     latency_ms: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. cached prompt tokens
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the system fingerprint
+    cache_read: int | None = None
+    cache_write: int | None = None
+    estimated: bool = False
 
 
 @dataclass(frozen=True)

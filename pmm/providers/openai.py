@@ -73,18 +73,18 @@ class OpenAIProvider(HttpProvider):
             raise ValueError("message.content is not text")
         completion = Completion(text=text, model=data.get("model") or self.spec.model,
                                 finish_reason=choice.get("finish_reason"), latency_ms=progress.elapsed_ms())
-        _usage(completion, data.get("usage"))
+        _usage(completion, data.get("usage"), data.get("timings"))
         _fingerprint(completion, data)
         return completion
 
     def _read_stream(self, response: httpx.Response, progress: Progress) -> Completion:
         pieces: list[str] = []
-        model, finish, usage, fingerprint = None, None, None, None
+        model, finish, usage, fingerprint, timings = None, None, None, None, None
         for _event, data in iter_sse(response, progress):
             if data.strip() == "[DONE]":
                 completion = Completion(text="".join(pieces), model=model or self.spec.model,
                                         finish_reason=finish, latency_ms=progress.elapsed_ms())
-                _usage(completion, usage)
+                _usage(completion, usage, timings)
                 _fingerprint(completion, {"system_fingerprint": fingerprint})
                 return completion
             chunk = json.loads(data)
@@ -94,6 +94,7 @@ class OpenAIProvider(HttpProvider):
             model = chunk.get("model") or model
             fingerprint = chunk.get("system_fingerprint") or fingerprint
             usage = chunk.get("usage") or usage  # with include_usage: a last chunk with no choices
+            timings = chunk.get("timings") or timings  # llama.cpp's server: on the last chunk
             for choice in chunk.get("choices") or ():
                 piece = (choice.get("delta") or {}).get("content")
                 if piece:
@@ -146,14 +147,21 @@ def _serving(listed: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
     return listed[0] if len(listed) == 1 else None
 
 
-def _usage(completion: Completion, usage: Any) -> None:
+def _usage(completion: Completion, usage: Any, timings: Any = None) -> None:
+    """``prompt_tokens`` is the whole prompt; OpenAI says how much of it came from its cache in
+    ``prompt_tokens_details.cached_tokens``, llama.cpp's server (without those details) in
+    ``timings.cache_n``."""
     if not isinstance(usage, dict):
         return  # servers that never report usage leave the counts unknown, not zero
     completion.tokens_in = token_count(usage, "prompt_tokens")
     completion.tokens_out = token_count(usage, "completion_tokens")
     details = usage.get("prompt_tokens_details")
-    if isinstance(details, dict) and token_count(details, "cached_tokens"):
-        completion.extra["cached_tokens"] = details["cached_tokens"]
+    cached = token_count(details, "cached_tokens") if isinstance(details, dict) else None
+    if cached is None and isinstance(timings, dict):
+        cached = token_count(timings, "cache_n")
+    if cached is not None and completion.tokens_in is not None and cached > completion.tokens_in:
+        raise ValueError(f"usage says {cached} cached tokens of a {completion.tokens_in}-token prompt")
+    completion.cache_read = cached
 
 
 def _fingerprint(completion: Completion, data: dict[str, Any]) -> None:

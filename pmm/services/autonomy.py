@@ -17,16 +17,17 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
 from pmm import errors, settings
+from pmm.domain import costs
 from pmm.domain import events as ev
 from pmm.domain.events import Draft
 from pmm.ledger import folded
 from pmm.ledger.store import Ledger
-from pmm.services import models, opening, reflection
+from pmm.services import models, opening, reflection, usage
 from pmm.services.words import plural
 
 Notify = Callable[[str], None]
@@ -40,6 +41,7 @@ class SummaryJson(TypedDict):
     reflections: int
     expired: int
     tokens: int
+    cost: list[costs.CostJson]
     failures: int
     stopped_by: str
     abandoned: bool
@@ -54,12 +56,17 @@ class Summary:
     expired: int = 0
     tokens: int = 0
     failures: int = 0
-    stopped_by: str = "running"  # "signal", "interrupted", "max-cycles", "max-tokens" once stopped
+    stopped_by: str = "running"  # "signal", "interrupted", "max-cycles", "max-tokens", "budget" once stopped
     abandoned: bool = False  # a signal's grace ran out mid-step: that step wrote nothing
+    budget: usage.Budget = field(default_factory=usage.Budget)  # --budget, and what the run spent
+
+    def costs(self) -> list[costs.CostJson]:
+        return self.budget.tally.as_json()["cost"]
 
     def line(self) -> str:
         parts = [_count(self.reflections, "reflection"), _count(self.expired, "commitment") + " expired",
                  _count(self.tokens, "token")]
+        parts += [costs.money(c["amount"], c["currency"]) for c in self.costs()]
         if self.failures:
             parts.append(_count(self.failures, "failure"))
         if self.abandoned:
@@ -68,7 +75,8 @@ class Summary:
 
     def as_json(self) -> SummaryJson:
         return {"cycles": self.cycles, "reflections": self.reflections, "expired": self.expired,
-                "tokens": self.tokens, "failures": self.failures, "stopped_by": self.stopped_by,
+                "tokens": self.tokens, "cost": self.costs(), "failures": self.failures,
+                "stopped_by": self.stopped_by,
                 "abandoned": self.abandoned}
 
 
@@ -77,18 +85,30 @@ def _count(n: int, noun: str) -> str:
 
 
 def run(path: Path, *, interval: float, max_cycles: int | None, max_tokens: int | None,
-        stop: threading.Event, notify: Notify, summary: Summary | None = None) -> Summary:
-    """Cycle until ``stop`` is set, ``max_cycles`` ran or ``max_tokens`` are spent.
+        stop: threading.Event, notify: Notify, summary: Summary | None = None,
+        budget: float | None = None) -> Summary:
+    """Cycle until ``stop`` is set, ``max_cycles`` ran, ``max_tokens`` are spent or a step could
+    pass ``budget`` (money, in the model's currency: that step is refused before its request).
 
     A provider failure (or a lock held past the timeout by another process) fails its cycle
-    only: it is reported through ``notify`` and the next cycle tries again."""
+    only: it is reported through ``notify`` and the next cycle tries again; so does a step the
+    model's daily cap refuses (the cap lifts the next UTC day)."""
     summary = summary if summary is not None else Summary()
+    if budget is not None and not 0 <= budget <= 1_000_000_000:
+        raise errors.UsageError("--budget is an amount of money, between 0 and 1000000000")
+    summary.budget.limit = budget
     with opening.open_read(path) as mind:  # a missing file or a non-mind is refused before the loop (exit 4)
         # so is a reflection model this machine's owner has not trusted (exit 2), not at cycle N
-        models.require_trusted(mind.mind_id, models.active(folded.state(mind)[0], "reflection"))
+        chosen = models.active(folded.state(mind)[0], "reflection")
+        models.require_trusted(mind.mind_id, chosen)
+        if budget is not None and chosen.prices() is None:
+            raise errors.UsageError(f"--budget needs prices: model {chosen.name!r} has none",
+                                    hint=f"pmm model set {chosen.name} --price-in X --price-out Y (per million tokens)")
     while not stop.is_set():
         summary.cycles += 1
         notify(f"Cycle {summary.cycles}: " + _cycle(path, summary, stop, notify, max_tokens))
+        if summary.stopped_by == "budget":
+            return summary
         if max_tokens is not None and summary.tokens >= max_tokens:
             notify(f"Token budget spent ({summary.tokens:,} of {max_tokens:,})")
             summary.stopped_by = "max-tokens"
@@ -134,7 +154,14 @@ def _cycle(path: Path, summary: Summary, stop: threading.Event, notify: Notify,
     _STEP.began()
     try:
         run = reflection.reflect(path, if_due=True, trigger="autonomous", notify=notify,
-                                 recorded=recorded, keep_going=keep_going)
+                                 recorded=recorded, keep_going=keep_going, budget=summary.budget)
+    except errors.BudgetExceeded as exc:
+        if exc.scope == "run":
+            summary.stopped_by = "budget"
+        else:
+            summary.failures += 1
+        return "; ".join(did + _reflected(reflected, summary.tokens - tokens_before,
+                                          summary.expired - expired_before) + [exc.message])
     except (errors.ProviderError, errors.MindLocked) as exc:
         summary.failures += 1
         return "; ".join(did + _reflected(reflected, summary.tokens - tokens_before,

@@ -14,13 +14,14 @@ from typing import Any, TypedDict
 from pmm import errors
 from pmm.domain import dynamics
 from pmm.domain import events as ev
+from pmm.domain.costs import CostJson
 from pmm.domain.events import Draft, Event
 from pmm.domain.states import States
 from pmm.ledger import folded
 from pmm.ledger.store import Ledger
 from pmm.providers import options
 from pmm.providers.base import Completion, OnText, Provider
-from pmm.services import context, models, opening, semantic, sessions
+from pmm.services import context, models, opening, semantic, sessions, usage
 from pmm.services.opening import Notify
 
 ANSWER_TOKENS = 512  # the longest answer by default ...
@@ -97,8 +98,12 @@ class TurnJson(TypedDict):
     message_id: int
     response_id: int
     model: models.ModelJson
-    tokens_in: int | None
+    tokens_in: int | None  # the whole prompt, cached parts included
     tokens_out: int | None
+    tokens_cache_read: int | None
+    tokens_cache_write: int | None
+    usage_estimated: bool  # the provider reported no usage: pmm estimated the counts
+    cost: CostJson | None  # None: the model has no prices (pmm model set NAME --price-in ...)
     latency_ms: int
     finish: str | None
     context: list[int]
@@ -118,6 +123,7 @@ class Turn:
     events: list[Event]
 
     def as_json(self) -> TurnJson:
+        cost = usage.tally(self.response.meta).as_json()["cost"]
         return {
             "answer": self.response.content,
             "session": self.session,
@@ -126,6 +132,10 @@ class Turn:
             "model": self.model.as_json(),
             "tokens_in": self.completion.tokens_in,
             "tokens_out": self.completion.tokens_out,
+            "tokens_cache_read": self.completion.cache_read,
+            "tokens_cache_write": self.completion.cache_write,
+            "usage_estimated": self.completion.estimated,
+            "cost": cost[0] if cost else None,
             "latency_ms": self.completion.latency_ms,
             "finish": self.completion.finish_reason,
             "context": self.prompt.context_ids,
@@ -145,12 +155,15 @@ class Chat:
     its recent turns from itself alone; a plain new run sees the mind's latest turns, whatever
     their session, as ``pmm chat`` always has. ``system`` is a system prompt for this run,
     added after the identity block; ``model_options`` are ``-o`` options, checked here.
+    ``budget`` caps what this run spends (``pmm chat --budget``, in the model's currency), beside
+    each model's own daily cap; ``session_usage`` and ``last_usage`` tally this run's answers.
     """
 
     def __init__(self, path: Path, notify: Notify, model_name: str | None = None,
                  max_tokens: int | None = None, *, session: str | None = None,
                  resume: bool = False, title: str | None = None, system: str = "",
-                 model_options: dict[str, options.Value] | None = None) -> None:
+                 model_options: dict[str, options.Value] | None = None,
+                 budget: float | None = None) -> None:
         if max_tokens is not None and not 1 <= max_tokens <= 100_000:
             raise errors.UsageError("--max-tokens must be between 1 and 100000")
         if title is not None and (session is not None or resume):
@@ -158,7 +171,12 @@ class Chat:
                                     hint="drop --title, or -c/--session")
         if session is not None and resume:
             raise errors.UsageError("-c continues the latest session, --session the one named: give one")
+        if budget is not None and not 0 <= budget <= 1_000_000_000:
+            raise errors.UsageError("--budget is an amount of money, between 0 and 1000000000")
         self.max_tokens = max_tokens
+        self.budget = usage.Budget(budget)
+        self.session_usage = usage.Tally()
+        self.last_usage: usage.Tally | None = None
         self.system = system.strip()
         self.model_options = dict(model_options or {})
         self.title = " ".join(title.split()) if title else ""
@@ -184,6 +202,10 @@ class Chat:
             model = self.model()
             models.require_trusted(self.mind.mind_id, model)
             check_options(model, self.model_options)
+            if budget is not None and model.prices() is None:
+                raise errors.UsageError(f"--budget needs prices: model {model.name!r} has none",
+                                        hint=f"pmm model set {model.name} --price-in X --price-out Y"
+                                             " (per million tokens)")
         except BaseException:
             self.mind.close()
             raise
@@ -237,7 +259,9 @@ class Chat:
         check_options(model, self.model_options)
         prompt = prompt_for(self.mind, states, text, model, self.max_tokens, scope=self.scope(hide),
                             model_options=self.model_options)
+        self.budget.check(states, model, prompt.request)  # before any socket is opened
         completion = self._provider(model).complete(prompt.request, on_text)
+        usage.estimate(completion, prompt.request, model.token_counter(self.mind.mind_id))
         if not completion.text.strip():
             raise errors.ProviderError(f"{model.spec.label} returned an empty answer",
                                        hint="try again, or another model (`pmm model use NAME`)")
@@ -250,7 +274,13 @@ class Chat:
         events = self.mind.append(lambda first_id: self._drafts(first_id, text, model, prompt, completion))
         self.started = True
         message, response = (e for e in events if e.kind in (ev.MESSAGE_RECEIVED.name, ev.RESPONSE_SENT.name))
+        self._spent(response)
         return Turn(message, response, completion, prompt, model, self.session, events)
+
+    def _spent(self, response: Event) -> None:
+        self.budget.add(response)
+        self.session_usage.add(response.meta)
+        self.last_usage = usage.tally(response.meta)
 
     def retry(self, on_text: OnText | None = None) -> Turn:
         """Ask the last message of this session again: the new answer and a ``response_withdrawn``
@@ -281,6 +311,7 @@ class Chat:
 
         events = self.mind.append(drafts)
         response = next(e for e in events if e.kind == ev.RESPONSE_SENT.name)
+        self._spent(response)
         return Turn(message, response, completion, prompt, model, self.session, events)
 
     def _drafts(self, first_id: int, text: str, model: models.Model, prompt: context.Prompt,
@@ -305,10 +336,7 @@ class Chat:
             # which of them were standing and recalled memory (the rest: recent turns), for trace
             "standing": prompt.ids("standing"), "recalled": prompt.ids("recalled"),
         }
-        if completion.tokens_in is not None:
-            meta["tokens_in"] = completion.tokens_in
-        if completion.tokens_out is not None:
-            meta["tokens_out"] = completion.tokens_out
+        usage.record(meta, completion, model)
         if completion.finish_reason:
             meta["finish"] = completion.finish_reason
         if self.model_options:

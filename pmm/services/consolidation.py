@@ -22,7 +22,7 @@ from pmm.domain.states import StandingSummary, States
 from pmm.ledger import folded, lookup
 from pmm.ledger.store import Ledger
 from pmm.providers.base import Message, Request
-from pmm.services import models, tokens
+from pmm.services import models, tokens, usage
 from pmm.services.reflection_answer import _text
 from pmm.services.reports import Meta
 from pmm.services.safe_text import clip
@@ -89,18 +89,22 @@ class _Superseded(Exception):
     waited for the model."""
 
 
-def consolidate(mind: Ledger, states: States, model: models.Model, trigger: str) -> Summary | None:
+def consolidate(mind: Ledger, states: States, model: models.Model, trigger: str,
+                budget: usage.Budget | None = None) -> Summary | None:
     """Condense the pending reflections into a new summary (None: none pending, or another
-    process recorded one meanwhile). Raises ``ProviderError`` when the model fails."""
+    process recorded one meanwhile). Raises ``ProviderError`` when the model fails, and
+    ``BudgetExceeded`` (nothing sent) when the request could pass a cap."""
     reflections = pending(mind, states)
     if not reflections:
         return None
     request, covers = _request(states, reflections, model.window())
+    (budget or usage.Budget()).check(states, model, request)
     provider = models.connect(mind.mind_id, model)
     try:
         completion = provider.complete(request)
     finally:
         provider.close()
+    usage.estimate(completion, request, model.token_counter(mind.mind_id))
     text = parse(completion.text)
     previous = states["summaries"]["latest"]
     meta: dict[str, Any] = {"covers": covers, "trigger": trigger, "model_name": model.name,
@@ -108,9 +112,7 @@ def consolidate(mind: Ledger, states: States, model: models.Model, trigger: str)
                             "latency_ms": completion.latency_ms}
     if previous:
         meta["previous"] = previous["id"]
-    for key in ("tokens_in", "tokens_out"):
-        if getattr(completion, key) is not None:
-            meta[key] = getattr(completion, key)
+    usage.record(meta, completion, model)
 
     def drafts(_first_id: int) -> list[Draft]:
         now = folded.state(mind)[0]["summaries"]

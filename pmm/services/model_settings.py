@@ -21,7 +21,9 @@ from pmm.providers.registry import parse_spec
 from pmm.services import opening, trust
 from pmm.services.models import (
     BUILTIN,
+    PRICING,
     Model,
+    Pricing,
     check_name,
     check_numbers,
     from_state,
@@ -31,7 +33,7 @@ from pmm.services.models import (
 )
 from pmm.services.opening import Notify
 
-FIELDS = ("provider", "model", "base_url", "api_key_env", "context_window", "price_in", "price_out")
+FIELDS = ("provider", "model", "base_url", "api_key_env", "context_window", *PRICING)
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,11 @@ class Changes:
     base_url: str | None = None
     api_key_env: str | None = None
     context_window: int | None = None
-    price_in: float | None = None
-    price_out: float | None = None
+    pricing: Pricing = Pricing()
 
     def empty(self) -> bool:
-        return all(getattr(self, f) is None for f in
-                   ("spec", "base_url", "api_key_env", "context_window", "price_in", "price_out"))
+        return all(getattr(self, f) is None for f in ("spec", "base_url", "api_key_env", "context_window")) \
+            and self.pricing == Pricing()
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,17 @@ class Changed:
 
 def _apply(old: Model, changes: Changes) -> Model:
     """``old`` with ``changes`` made, validated as ``model add`` validates its options."""
-    check_numbers(changes.context_window, changes.price_in, changes.price_out)
+    check_numbers(changes.context_window, changes.pricing)
     spec_text = changes.spec if changes.spec is not None else old.spec.label
     base_url = old.spec.base_url if changes.base_url is None else (changes.base_url or None)
     key_env = old.spec.api_key_env if changes.api_key_env is None else (changes.api_key_env or None)
     spec = parse_spec(spec_text, base_url, key_env)
-    return Model(old.name, spec,
-                 old.context_window if changes.context_window is None else changes.context_window,
-                 old.price_in if changes.price_in is None else changes.price_in,
-                 old.price_out if changes.price_out is None else changes.price_out)
+    given = changes.pricing
+    new = Model(old.name, spec,
+                old.context_window if changes.context_window is None else changes.context_window,
+                *(getattr(old, key) if getattr(given, key) is None else getattr(given, key) for key in PRICING))
+    new.check_cap()
+    return new
 
 
 def _differing(old: Model, new: Model) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
 from pmm import errors
+from pmm.domain import costs
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.states import ModelFields, States, Switched
@@ -43,6 +44,39 @@ class ModelJson(TypedDict):
     context_window: NotRequired[int]
     price_in: NotRequired[float]
     price_out: NotRequired[float]
+    price_cache_read: NotRequired[float]
+    price_cache_write: NotRequired[float]
+    currency: NotRequired[str]
+    max_cost: NotRequired[float]
+
+
+# The settings of a model that say what it costs, as model add/set and the events name them
+PRICING = ("price_in", "price_out", "price_cache_read", "price_cache_write", "currency", "max_cost")
+SETTINGS = ("context_window", *PRICING)  # the optional settings beside the spec
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """What a model costs (per million tokens, in ``currency``: absent, USD) and the most it
+    may spend per UTC day (``max_cost``, in that currency). None: not set."""
+
+    price_in: float | None = None
+    price_out: float | None = None
+    price_cache_read: float | None = None
+    price_cache_write: float | None = None
+    currency: str | None = None
+    max_cost: float | None = None
+
+    def check(self) -> None:
+        """The bounds ``model add`` and ``model set`` hold prices and the cap to."""
+        for price in (self.price_in, self.price_out, self.price_cache_read, self.price_cache_write):
+            if price is not None and not 0 <= price <= 1_000_000:
+                raise errors.UsageError("prices are per million tokens, between 0 and 1000000")
+        if self.currency is not None and not costs.CURRENCY.fullmatch(self.currency):
+            raise errors.UsageError(f"--currency must be a three-letter ISO 4217 code such as USD or EUR,"
+                                    f" not {self.currency!r}")
+        if self.max_cost is not None and not 0 <= self.max_cost <= 1_000_000_000:
+            raise errors.UsageError("--max-cost is an amount per day, between 0 and 1000000000")
 
 
 @dataclass(frozen=True)
@@ -52,8 +86,28 @@ class Model:
     name: str
     spec: ModelSpec
     context_window: int | None = None
-    price_in: float | None = None  # per million tokens, in the user's currency
+    price_in: float | None = None  # per million tokens, in currency
     price_out: float | None = None
+    price_cache_read: float | None = None  # None: the input price
+    price_cache_write: float | None = None
+    currency: str | None = None  # None: USD
+    max_cost: float | None = None  # the most it may spend per UTC day, in currency
+
+    def prices(self) -> costs.Prices | None:
+        """The model's prices, or None when it has neither an input nor an output price."""
+        if self.price_in is None and self.price_out is None:
+            return None
+        return costs.Prices(self.price_in or 0.0, self.price_out or 0.0, self.price_cache_read,
+                            self.price_cache_write, costs.currency_of(self.currency))
+
+    def check_cap(self) -> None:
+        """A daily cap is money: the model must have prices to hold it to."""
+        if self.max_cost is not None and self.prices() is None:
+            raise errors.UsageError("--max-cost needs prices to measure spending against",
+                                    hint="give --price-in and --price-out too (per million tokens)")
+
+    def pricing(self) -> Pricing:
+        return Pricing(*(getattr(self, key) for key in PRICING))
 
     @property
     def builtin(self) -> bool:
@@ -84,7 +138,7 @@ class Model:
         for key in ("base_url", "api_key_env"):
             if getattr(self.spec, key):
                 value[key] = getattr(self.spec, key)
-        for key in ("context_window", "price_in", "price_out"):
+        for key in SETTINGS:
             if getattr(self, key) is not None:
                 value[key] = getattr(self, key)
         return cast(ModelJson, value)  # keys by name from the spec's fields, each of ModelJson's type
@@ -97,7 +151,8 @@ def embedded() -> Model:
 def from_state(name: str, spec: ModelFields) -> Model:
     return Model(name, ModelSpec(spec["provider"], spec["model"], spec.get("base_url"),
                                  spec.get("api_key_env")), spec.get("context_window"),
-                 spec.get("price_in"), spec.get("price_out"))
+                 spec.get("price_in"), spec.get("price_out"), spec.get("price_cache_read"),
+                 spec.get("price_cache_write"), spec.get("currency"), spec.get("max_cost"))
 
 
 def _named(switched: Switched | None) -> str | None:
@@ -210,18 +265,15 @@ def listing(path: Path) -> tuple[list[Model], dict[str, str], dict[str, bool]]:
             {m.name: trusted(mind_id, m) for m in found})
 
 
-def check_numbers(context_window: int | None, price_in: float | None, price_out: float | None) -> None:
-    """The bounds ``model add`` and ``model set`` hold a window and prices to."""
+def check_numbers(context_window: int | None, pricing: Pricing) -> None:
+    """The bounds ``model add`` and ``model set`` hold a window, prices and the cap to."""
     if context_window is not None and not 256 <= context_window <= 10_000_000:
         raise errors.UsageError("--context-window must be between 256 and 10000000 tokens")
-    for price in (price_in, price_out):
-        if price is not None and not 0 <= price <= 1_000_000:
-            raise errors.UsageError("prices are per million tokens, between 0 and 1000000")
+    pricing.check()
 
 
 def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env: str | None,
-        context_window: int | None, notify: Notify, price_in: float | None = None,
-        price_out: float | None = None) -> tuple[Model, Event]:
+        context_window: int | None, notify: Notify, pricing: Pricing = Pricing()) -> tuple[Model, Event]:
     from pmm.providers.registry import parse_spec
 
     if not NAME_PATTERN.fullmatch(name):
@@ -229,9 +281,10 @@ def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env
     if name == BUILTIN:
         raise errors.UsageError(f"{BUILTIN!r} is the built-in local model and cannot be redefined",
                                 hint="pick another name")
-    check_numbers(context_window, price_in, price_out)
+    check_numbers(context_window, pricing)
     spec = parse_spec(spec_text, base_url, api_key_env)
-    model = Model(name, spec, context_window, price_in, price_out)
+    model = Model(name, spec, context_window, *(getattr(pricing, key) for key in PRICING))
+    model.check_cap()
     meta = {k: v for k, v in model.as_json().items() if k != "builtin"}
     with opening.open_write(path, notify) as mind:
         mind_id = mind.mind_id

@@ -35,7 +35,7 @@ from pmm.domain.growth import MAX_TRAIT_STEP
 from pmm.domain.states import States
 from pmm.ledger import folded, lookup
 from pmm.ledger.store import Ledger, now_ts
-from pmm.services import consolidation, models, opening, tokens
+from pmm.services import consolidation, models, opening, tokens, usage
 from pmm.services import reflection_answer as answer
 from pmm.services import reflection_backoff as backoff
 from pmm.services import reflection_window as window_
@@ -140,11 +140,13 @@ class _Superseded(Exception):
 def reflect(path: Path, *, if_due: bool = False, trigger: str = "manual", model_name: str | None = None,
             notify: opening.Notify = lambda _m: None, max_windows: int = MAX_WINDOWS,
             summarize: bool = False, recorded: Callable[[Outcome], None] = lambda _o: None,
-            keep_going: Callable[[], bool] = lambda: True) -> Run:
+            keep_going: Callable[[], bool] = lambda: True, budget: usage.Budget | None = None) -> Run:
     """Reflect on unreflected history, window by window, then consolidate when due (or when
     ``summarize``). ``recorded`` hears of each reflection as it is written; ``keep_going`` is
     asked before each further window. A failing window raises ``ProviderError`` with the
-    windows before it kept, and the failure is remembered for the back-off."""
+    windows before it kept, and the failure is remembered for the back-off. Every request is
+    held to the model's daily cap and ``budget`` first (``BudgetExceeded``, not a failure of the
+    model: no back-off)."""
     opening.open_read(path).close()  # a missing or foreign file is refused, never created
     with _single_reflection(path, wait=not if_due) as running:
         if not running:
@@ -153,14 +155,14 @@ def reflect(path: Path, *, if_due: bool = False, trigger: str = "manual", model_
         try:
             return _run(mind, path, if_due=if_due, trigger=trigger, model_name=model_name,
                         notify=notify, max_windows=max_windows, summarize=summarize,
-                        recorded=recorded, keep_going=keep_going)
+                        recorded=recorded, keep_going=keep_going, budget=budget or usage.Budget())
         finally:
             mind.close()
 
 
 def _run(mind: Ledger, path: Path, *, if_due: bool, trigger: str, model_name: str | None,
          notify: opening.Notify, max_windows: int, summarize: bool,
-         recorded: Callable[[Outcome], None], keep_going: Callable[[], bool]) -> Run:
+         recorded: Callable[[Outcome], None], keep_going: Callable[[], bool], budget: usage.Budget) -> Run:
     states, _ = folded.state(mind)
     model = models.pick(states, model_name, "reflection")
     models.require_trusted(mind.mind_id, model)  # said even when there is nothing to reflect on
@@ -174,17 +176,19 @@ def _run(mind: Ledger, path: Path, *, if_due: bool, trigger: str, model_name: st
     is_due, why = _due(mind, states)
     if if_due and not is_due:
         run = _left(mind, states, until, Run(why))  # nothing to reflect on yet, but a backlog
-        _condense(mind, path, model, trigger, run, False, notify, keep_going)  # of reflections may wait
+        _condense(mind, path, model, trigger, run, False, notify, keep_going, budget)  # of reflections may wait
         return run
     done = 0
     superseded = False
     retried = 0
     while done < max_windows and (done == 0 or keep_going()):
         try:
-            outcome = _window(mind, path, model, trigger, done, notify, until)
+            outcome = _window(mind, path, model, trigger, done, notify, until, budget)
         except _Superseded:
             superseded = True
             break
+        except errors.BudgetExceeded:
+            raise  # the caps said no before anything was sent: no retry
         except errors.ProviderError:
             refused = backoff.last(path, "reflection")  # about nothing it was shown: at once again,
             if (retried < RETRIES_UNGROUNDED and refused is not None  # with half the window
@@ -199,6 +203,8 @@ def _run(mind: Ledger, path: Path, *, if_due: bool, trigger: str, model_name: st
         retried = 0  # the retries are each window's
         outcome.reason = "catching up" if done > 1 else why if is_due else "asked for"
         run.outcomes.append(outcome)
+        if outcome.reflection is not None:
+            budget.add(outcome.reflection)
         recorded(outcome)
     states = folded.state(mind)[0]
     _left(mind, states, until, run)
@@ -211,7 +217,7 @@ def _run(mind: Ledger, path: Path, *, if_due: bool, trigger: str, model_name: st
         run.reason = f"{plural(run.left, 'event')} of history left for the next run (from #{run.next_id}; {bound})"
     else:
         run.reason = "caught up"
-    _condense(mind, path, model, trigger, run, summarize, notify, keep_going, if_due)
+    _condense(mind, path, model, trigger, run, summarize, notify, keep_going, budget, if_due)
     return run
 
 
@@ -260,7 +266,7 @@ def _first_unreflected(states: States) -> int:
 
 
 def _window(mind: Ledger, path: Path, model: models.Model, trigger: str, done: int,
-            notify: opening.Notify, until: int) -> Outcome | None:
+            notify: opening.Notify, until: int, budget: usage.Budget) -> Outcome | None:
     """Reflect on the next window of the events up to ``until`` (None: nothing left)."""
     states, _ = folded.state(mind)
     recorded_before = states["reflections"]["recorded"]
@@ -287,12 +293,14 @@ def _window(mind: Ledger, path: Path, model: models.Model, trigger: str, done: i
     after = lookup.count_between(mind, SEEN_KINDS, seen[-1] + 1, until)
     about = done + 1 + math.ceil(after / len(seen))
     notify(f"Reflecting on events #{seen[0]}-#{seen[-1]} ({done + 1} of about {about})")
+    budget.check(states, model, request)
     try:
         provider = models.connect(mind.mind_id, model)
         try:
             completion = provider.complete(request)
         finally:
             provider.close()
+        usage.estimate(completion, request, model.token_counter(mind.mind_id))
         parsed = answer.parse(completion.text)
     except errors.ProviderError as exc:
         backoff.record(path, "reflection", model.name, exc.message)
@@ -306,10 +314,7 @@ def _window(mind: Ledger, path: Path, model: models.Model, trigger: str, done: i
     meta: dict[str, Any] = {"first_id": seen[0], "last_id": seen[-1], "trigger": trigger,
                             "model_name": model.name, "provider": model.spec.provider,
                             "model": model.spec.model, "latency_ms": completion.latency_ms}
-    if completion.tokens_in is not None:
-        meta["tokens_in"] = completion.tokens_in
-    if completion.tokens_out is not None:
-        meta["tokens_out"] = completion.tokens_out
+    usage.record(meta, completion, model)
     rejected: list[str] = []
 
     def drafts(reflection_id: int) -> list[Draft]:
@@ -338,27 +343,31 @@ def _window(mind: Ledger, path: Path, model: models.Model, trigger: str, done: i
 
 
 def _condense(mind: Ledger, path: Path, model: models.Model, trigger: str, run: Run, summarize: bool,
-              notify: opening.Notify, keep_going: Callable[[], bool], if_due: bool = True) -> None:
+              notify: opening.Notify, keep_going: Callable[[], bool], budget: usage.Budget,
+              if_due: bool = True) -> None:
     """Summaries while enough reflections wait (the first one also when ``summarize``), at most
     ``consolidation.MAX_PER_RUN`` a run: a catch-up's backlog is condensed, not left behind."""
     while len(run.summaries) < consolidation.MAX_PER_RUN and keep_going() and (
             (summarize and not run.summaries) or consolidation.due(mind, folded.state(mind)[0])):
-        summary = _consolidate(mind, path, model, trigger, if_due and not summarize, notify)
+        summary = _consolidate(mind, path, model, trigger, if_due and not summarize, notify, budget)
         if summary is None:
             return
+        budget.add(summary.event)
         run.summaries.append(summary)
         run.summary = summary
 
 
 def _consolidate(mind: Ledger, path: Path, model: models.Model, trigger: str, if_due: bool,
-                 notify: opening.Notify) -> consolidation.Summary | None:
+                 notify: opening.Notify, budget: usage.Budget) -> consolidation.Summary | None:
     states = folded.state(mind)[0]
     if if_due and (waiting := _backed_off(path, "consolidation", model, states)):
         notify(f"No summary: {waiting}")
         return None
     notify("Condensing reflections into a summary")
     try:
-        summary = consolidation.consolidate(mind, states, model, trigger)
+        summary = consolidation.consolidate(mind, states, model, trigger, budget)
+    except errors.BudgetExceeded:
+        raise
     except errors.ProviderError as exc:
         backoff.record(path, "consolidation", model.name, exc.message)
         raise

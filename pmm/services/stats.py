@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, NotRequired, TypedDict, cast
 
 from pmm.domain import dynamics, temperament
 from pmm.domain import events as ev
+from pmm.domain.costs import CostJson
 from pmm.domain.states import ActivityState, States
 from pmm.ledger import folded
 from pmm.ledger.store import Ledger
@@ -94,17 +95,23 @@ class Used(TypedDict):
 
     answers: int
     reflections: NotRequired[int]  # not in usage folded before pmm counted reflections
-    tokens_in: int
+    tokens_in: int  # the whole prompts, cached parts included
     tokens_out: int
     latency_ms: int
+    cache_read: NotRequired[int]  # of tokens_in, read from the provider's prompt cache
+    cache_write: NotRequired[int]  # of tokens_in, written to it
+    estimated: NotRequired[int]  # answers and reflections whose counts pmm estimated
 
 
 class Usage(Used):
-    """``model`` first, then the usage projection's row, then these two."""
+    """``model`` first, then the usage projection's counts, then these two."""
 
     model: str  # provider:model
     average_latency_ms: int
-    cost: float | None  # None: the mind's model configuration prices no such model
+    # per currency, what the answers and reflections cost and what caching saved: at the prices
+    # each recorded, and for those that recorded none (made before pmm recorded prices) at the
+    # mind's prices now for a model with that provider and model; empty: nothing was priced
+    cost: list[CostJson]
 
 
 class Stats(SaidSpan):
@@ -276,21 +283,27 @@ def commitments(states: States) -> Counts:
 
 
 def usage(states: States) -> list[Usage]:
-    """Answers, tokens and latency per ``provider:model``, with a cost where the mind's model
-    configuration prices a model with that provider and model (per million tokens)."""
+    """Answers, tokens (with the prompt cache's share) and latency per ``provider:model``, and
+    the cost per currency (``Usage.cost``)."""
+    from pmm.domain import costs
     from pmm.services.models import known
 
-    prices: dict[str, tuple[float, float]] = {}
+    prices: dict[str, costs.Prices] = {}
     for model in known(states).values():
-        if model.price_in is not None or model.price_out is not None:
-            prices.setdefault(model.spec.label, (model.price_in or 0.0, model.price_out or 0.0))
+        if (priced := model.prices()) is not None:
+            prices.setdefault(model.spec.label, priced)
     rows: list[Usage] = []
     for label, kept in sorted(states["usage"].items()):
-        row = cast(Used, kept)  # the state's row as the projection folds it (its type: the domain's)
-        price = prices.get(label)
-        cost = None if price is None else round(
-            (row["tokens_in"] * price[0] + row["tokens_out"] * price[1]) / 1_000_000, 6)
+        spent = {currency: list(pair) for currency, pair in kept["spent"].items()}
+        tokens_in, tokens_out, read, write = kept["unpriced"]
+        if label in prices and (tokens_in or tokens_out):
+            now = prices[label]
+            cost = now.cost(tokens_in, tokens_out, read, write)
+            before = spent.get(now.currency, [0.0, 0.0])
+            spent[now.currency] = [before[0] + cost, before[1] + now.uncached(tokens_in, tokens_out) - cost]
+        row = cast(Used, {k: v for k, v in kept.items() if k not in ("spent", "unpriced")})
         rows.append({"model": label, **row,
                      "average_latency_ms": round(row["latency_ms"] / row["answers"]) if row["answers"] else 0,
-                     "cost": cost})
+                     "cost": [{"amount": round(c, 8), "saved": round(s, 8), "currency": currency}
+                              for currency, (c, s) in sorted(spent.items())]})
     return rows

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
 from pmm import errors
+from pmm.domain import costs
 from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.domain.when import said_at
@@ -56,8 +57,12 @@ class Turn(TypedDict):
     session: str | None
     source: str  # "pmm", or where an imported answer came from
     model: dict[str, str]  # model_name, provider, model: those the answer recorded
-    tokens_in: int | None
+    tokens_in: int | None  # the whole prompt, cached parts included
     tokens_out: int | None
+    tokens_cache_read: int | None
+    tokens_cache_write: int | None
+    usage_estimated: bool  # the provider reported no usage: pmm estimated the counts
+    cost: costs.CostJson | None  # at the prices the answer recorded; None: it recorded none
     latency_ms: int | None
     finish: str | None
     options: list[str]  # the model options the run set (`pmm chat -o`), as "key=value"
@@ -154,6 +159,7 @@ def turn(mind: Ledger, response: Event) -> Turn:
         for brief in context:
             brief["section"] = where.get(brief["id"], "recent")
     changed = [_brief(e) for e in _changed_by(mind, response)]
+    paid = costs.spent(meta) if "provider" in meta else None  # an imported answer cost pmm nothing
     return {
         "kind": "turn",
         "response": {"id": response.id, "ts": response.ts, "said_at": said_at(response), "text": response.content},
@@ -166,6 +172,10 @@ def turn(mind: Ledger, response: Event) -> Turn:
                   for k in ("model_name", "provider", "model") if k in meta},
         "tokens_in": meta.get("tokens_in"),
         "tokens_out": meta.get("tokens_out"),
+        "tokens_cache_read": meta.get("tokens_cache_read"),
+        "tokens_cache_write": meta.get("tokens_cache_write"),
+        "usage_estimated": meta.get("usage_estimated") is True,
+        "cost": paid.as_json() if paid is not None else None,
         "latency_ms": meta.get("latency_ms"),
         "finish": meta.get("finish"),
         "options": [o for o in meta.get("options") or [] if isinstance(o, str)],
