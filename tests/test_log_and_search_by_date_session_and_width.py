@@ -144,6 +144,25 @@ def test_log_shows_sessions_that_trace_takes_for_imports(mind: Path) -> None:
     assert invoke("--mind", str(mind), "trace", "nosuchsession").exit_code == 2
 
 
+def test_a_session_whose_id_starts_with_digits_is_traced_by_that_start(tmp_path: Path) -> None:
+    """`pmm log` shows a session's first 8 characters: all digits, they are not an event id here."""
+    path, export = tmp_path / "mind.db", tmp_path / "conversations.json"
+    export.write_text(json.dumps([_conversation("20260301-0000-4000-8000-000000000001", "Herons",
+                                                MARCH_1_EVENING, ("Tell me about the heron.", LONG))]),
+                      encoding="utf-8")
+    for args in (("init",), ("import", "--format", "chatgpt", str(export))):
+        assert invoke("--mind", str(path), *args).exit_code == 0
+    assert "[20260301]" in invoke("--mind", str(path), "log").stdout
+    traced = invoke("--mind", str(path), "trace", "20260301")
+    assert traced.exit_code == 0, traced.output
+    assert traced.stdout.startswith("Session 20260301-0000-4000-8000-000000000001 ")
+    asked = next(e["id"] for e in cli_json(path, "log") if e["content"] == "Tell me about the heron.")
+    by_id = invoke("--mind", str(path), "trace", str(asked))  # an event id still wins
+    assert by_id.exit_code == 0 and not by_id.stdout.startswith("Session"), by_id.output
+    missing = run_pmm("--mind", str(path), "trace", "99999999")
+    assert missing.returncode == 2 and b"there is no event 99999999" in missing.stderr
+
+
 def test_a_native_session_is_traced_by_the_start_log_shows(tmp_path: Path) -> None:
     from provider_servers import FakeServer
 

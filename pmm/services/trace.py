@@ -94,7 +94,14 @@ def trace(path: Path, ref: str | None) -> Trace:
                 raise errors.UsageError("this mind has no answers yet", hint="talk to it: pmm chat")
             return turn(mind, latest[0])
         if re.fullmatch(r"[0-9]{1,30}", ref):  # ASCII digits: str.isdigit() also takes "²"
-            return _by_id(mind, int(ref))
+            try:
+                return _by_id(mind, int(ref))
+            except errors.UsageError:
+                # the start of a session id that `pmm log` shows can be all digits (a 32-hex-digit
+                # id starts with eight of them once in 43): no such event, so try the session
+                if len(ref) < PREFIX or not lookup.session_ids_starting(mind, ref, 1):
+                    raise
+                return session(mind, ref)
         if SESSION_ID.fullmatch(ref):
             return session(mind, ref)
     raise errors.UsageError(f"{ref!r} is neither an event id nor a session id",
