@@ -23,6 +23,7 @@ NOTES = [f"Garden note {n}: " + " ".join(f"bed {n} row {r} holds roses, tulips a
                                          f" watered at dawn and mulched in autumn;" for r in range(12))
          for n in range(1, 9)]
 WRITE, READ = 1.25, 0.1  # what Anthropic charges for a cache write and a cache read, per input token
+PRICES = ["--price-in", "3", "--price-out", "15", "--price-cache-read", "0.3", "--price-cache-write", "3.75"]
 
 
 def marks(body: dict[str, Any]) -> list[str]:
@@ -73,7 +74,7 @@ def test_a_ten_turn_session_is_billed_mostly_as_cache_reads(mind: Path, window: 
     cached prefix; while the conversation fits in half the room it is kept whole instead."""
     with FakeServer("anthropic", text=ANSWER, model="claude-sonnet-4-5", caching=True) as server:
         cli_json(mind, "model", "add", "claude", f"anthropic:{server.model}", "--base-url", server.url,
-                 *window, "--use")
+                 *window, *PRICES, "--use")
         for note in NOTES:
             cli_json(mind, "remember", "--pin", note)
         turns = [cli_json(mind, "chat", *(["-c"] if n else []), "-m",
@@ -98,6 +99,15 @@ def test_a_ten_turn_session_is_billed_mostly_as_cache_reads(mind: Path, window: 
                for u in billed)
     uncached = sum(sum(u.values()) for u in billed)
     assert paid < 0.5 * uncached, (paid, uncached)
+    # what pmm says the session cost and saved, against the figure computed by hand from what the
+    # server billed, at the model's prices (per million: writes 1.25x and reads 0.1x the input's)
+    out = len(split_pieces(ANSWER))
+    by_hand = sum(u["input_tokens"] * 3 + u["cache_creation_input_tokens"] * 3.75
+                  + u["cache_read_input_tokens"] * 0.3 + out * 15 for u in billed) / 1e6
+    without = sum(sum(u.values()) * 3 + out * 15 for u in billed) / 1e6
+    assert all(t["cost"]["currency"] == "USD" and t["usage_estimated"] is False for t in turns)
+    assert abs(sum(t["cost"]["amount"] for t in turns) - by_hand) <= 0.01 * by_hand
+    assert sum(t["cost"]["saved"] for t in turns) > 0.5 * without
 
 
 def test_each_turn_sends_the_previous_turns_prompt_as_its_prefix(mind: Path) -> None:
