@@ -21,7 +21,7 @@ from pmm import errors
 from pmm.domain import projections
 from pmm.domain.events import Event
 from pmm.domain.states import States
-from pmm.ledger import cache
+from pmm.ledger import cache, past
 from pmm.ledger import connection as cx
 from pmm.ledger.chain import GENESIS_PREV
 
@@ -38,7 +38,7 @@ class Source(Protocol):
 
     def hash_at(self, event_id: int) -> str | None: ...
 
-    def events(self, since: int = 1, kind: str | None = None) -> Iterator[Event]: ...
+    def events(self, since: int = 1, kind: str | None = None, until: int | None = None) -> Iterator[Event]: ...
 
     def close(self) -> None: ...
 
@@ -93,16 +93,24 @@ def cached(ledger: Source) -> tuple[States, int] | None:
     return None if states is None else (states, row.last_id)
 
 
-def seal(ledger: Source, states: States) -> None:
-    """Store ``states`` as the cache at the ledger's head (inside the caller's transaction)."""
+def seal(ledger: Source, states: States, snaps: list[past.Snap] | None = None) -> None:
+    """Store ``states`` as the cache at the ledger's head, and ``snaps`` (the states a fold
+    passed at snapshot points, ``pmm.ledger.past``) as snapshots (inside the caller's
+    transaction)."""
     last_id, last_hash = ledger.head()
     _remember(ledger, cache.store(ledger.conn, ledger.mind_id, states, last_id, last_hash),
               last_id, last_hash)
+    if snaps:
+        past.store(ledger.conn, ledger.mind_id, snaps, last_id)
 
 
 def rebuild(ledger: Source) -> None:
-    """The cache rebuilt from every event (inside the caller's transaction)."""
-    seal(ledger, _replay(ledger.events()))
+    """The cache and the snapshots rebuilt from every event (inside the caller's transaction)."""
+    global replays
+    replays += 1
+    snaps: list[past.Snap] = []
+    past.clear(ledger.conn)
+    seal(ledger, _fold_on(ledger, None, 0, GENESIS_PREV, snaps)[0], snaps)
 
 
 def _sealed(ledger: Source) -> cache.Row | None:
@@ -132,14 +140,18 @@ def _best_or_start(ledger: Source, row: cache.Row | None) -> Base:
     return mine
 
 
-def _fold_on(ledger: Source, states: States | None, last_id: int, last_hash: str
-             ) -> tuple[States, tuple[int, str]]:
-    """``states`` (at ``last_id``) with every later event folded in, and the last event folded."""
+def _fold_on(ledger: Source, states: States | None, last_id: int, last_hash: str,
+             snaps: list[past.Snap] | None = None) -> tuple[States, tuple[int, str]]:
+    """``states`` (at ``last_id``) with every later event folded in, and the last event folded;
+    into ``snaps``, when given, the states at each snapshot point passed (for a writer to store)."""
     fold = projections.Fold(states)
     last = (last_id, last_hash)
+    add, mask = fold.add, past.MASK
     for event in ledger.events(since=last_id + 1):
-        fold.add(event)
+        add(event)
         last = (event.id, event.hash)
+        if snaps is not None and not event.id & mask:
+            snaps.append((event.id, event.hash, fold.states.copy()))
     return fold.states, last
 
 
@@ -221,17 +233,22 @@ class Folding:
     def __init__(self, ledger: Source, head_id: int) -> None:
         self.ledger = ledger
         self.count = 0
+        self.snaps: list[past.Snap] = []  # the states at the snapshot points this write passes
         if head_id == 0:
             self.fold = projections.Fold()
             return
-        self.fold = projections.Fold(_fold_on(ledger, *_best_or_start(ledger, _sealed(ledger)))[0])
+        self.fold = projections.Fold(
+            _fold_on(ledger, *_best_or_start(ledger, _sealed(ledger)), self.snaps)[0])
 
     def passing(self, events: Iterable[Event]) -> Iterator[Event]:
-        add = self.fold.add
+        fold, snaps, mask = self.fold, self.snaps, past.MASK
+        add = fold.add
         for event in events:
             add(event)
+            if not event.id & mask:
+                snaps.append((event.id, event.hash, fold.states.copy()))
             self.count += 1
             yield event
 
     def seal(self) -> None:
-        seal(self.ledger, self.fold.states)
+        seal(self.ledger, self.fold.states, self.snaps)

@@ -25,6 +25,7 @@ from pmm import errors
 from pmm.domain import projections
 from pmm.domain.events import Event
 from pmm.domain.states import States
+from pmm.ledger import past
 
 Progress = Callable[[int], None]
 
@@ -42,6 +43,7 @@ class Checked:
                  size: int | None = None) -> None:
         self.make, self.on_progress, self.size = make, on_progress, size
         self.states: States | None = None
+        self.snaps: list[past.Snap] = []  # the states at each snapshot point (pmm.ledger.past)
 
     def __iter__(self) -> Iterator[Event]:
         if (self.size is not None and self.size < PARALLEL_FROM) or not hasattr(os, "fork"):
@@ -52,6 +54,8 @@ class Checked:
         fold, progress, n = projections.Fold(), self.on_progress, 0
         for event in self.make():
             fold.add(event)
+            if not event.id & past.MASK:
+                self.snaps.append((event.id, event.hash, fold.states.copy()))
             yield event
             n += 1
             if n == BATCH and progress is not None:
@@ -90,7 +94,7 @@ class Checked:
                             self.on_progress(len(payload))
                         yield from map(Event._make, payload)
                     elif tag == "done":
-                        finished, self.states = True, payload
+                        finished, (self.states, self.snaps) = True, payload
                         return
                     else:
                         raise _rebuilt(tag, payload)
@@ -124,17 +128,20 @@ def _produce(make: Callable[[], Iterator[Event]], pipe: IO[bytes]) -> None:
 
     try:
         fold = projections.Fold()
-        add = fold.add
+        add, mask = fold.add, past.MASK
+        snaps: list[past.Snap] = []
         batch: list[tuple[Any, ...]] = []
         for event in make():
             add(event)
+            if not event.id & mask:
+                snaps.append((event.id, event.hash, fold.states.copy()))
             batch.append(tuple(event))
             if len(batch) == BATCH:
                 send(("events", batch))
                 batch = []
         if batch:
             send(("events", batch))
-        message: tuple[str, Any] = ("done", fold.states)
+        message: tuple[str, Any] = ("done", (fold.states, snaps))
     except BrokenPipeError:
         return  # the parent is gone (killed, or it stopped reading): nobody to tell
     except errors.InputRejected as exc:

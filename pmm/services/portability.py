@@ -167,7 +167,7 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
         checked = import_reader.Checked(
             lambda: _checked(reader.events(), prefix, ChainState(), None), on_progress,
             size=_size(stream))
-        count = Ledger.build(path, header.mind_id, checked, lambda: checked.states)
+        count = Ledger.build(path, header.mind_id, checked, lambda: checked.states, lambda: checked.snaps)
         with Ledger.open(path) as built:
             opening.witness_head(built, created=True)
         notify(f"Created a new mind at {path}")
