@@ -67,12 +67,13 @@ def _register() -> None:
         sessions,
         signing,
         standing,
+        timetravel,
         trace,
         verify,
     )
 
-    for module in (init, standing, browse, chat, sessions, recall, models, trace, reflect, commitments, reflections,
-                   run, health, portability, verify, signing, backup):
+    for module in (init, standing, browse, timetravel, chat, sessions, recall, models, trace, reflect, commitments,
+                   reflections, run, health, portability, verify, signing, backup):
         module.register(app)
 
 

@@ -299,3 +299,13 @@ def _encodes(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def checked_export(stream: IO[bytes], name: str) -> tuple[jsonl.Header, Iterator[Event]]:
+    """A pmm JSONL export read as hostile input: its header, then its events, each passed on
+    only once its hash, link and shape check out (``InputRejected``, exit 6, naming the line,
+    at the first that does not; the end line is checked when they stop)."""
+    reader = jsonl.ExportReader(stream, name)
+    header = reader.read_header()
+    prefix = chain_prefix(header.ledger_format, header.mind_id)
+    return header, _checked(reader.events(), prefix, ChainState(last_id=header.since - 1), None)
