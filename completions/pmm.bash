@@ -5,18 +5,19 @@ _pmm_spec() {
     # The (sub)command at path $1: its subcommands, options, the options that take a value,
     # and what its arguments are (file, text or none).
     case "$1" in
-        "") subcommands="init remember pins unpin rename stats log search chat sessions recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
+        "") subcommands="init remember pins unpin rename stats log search diff chat sessions recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
         "init") subcommands="" opts="--name --mind --json -q --quiet -h --help" valued="--name --mind" args="" ;;
         "remember") subcommands="" opts="--pin --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "pins") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "unpin") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "rename") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
-        "stats") subcommands="" opts="--explain --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
-        "log") subcommands="" opts="-n --number --kind --since --until --on --mind --json -q --quiet -h --help" valued="-n --number --kind --since --until --on --mind" args="" ;;
+        "stats") subcommands="" opts="--explain --as-of --mind --json -q --quiet -h --help" valued="--as-of --mind" args="" ;;
+        "log") subcommands="" opts="-n --number --kind --since --until --on --as-of --mind --json -q --quiet -h --help" valued="-n --number --kind --since --until --on --as-of --mind" args="" ;;
         "search") subcommands="" opts="-n --limit --since --until --on --mind --json -q --quiet -h --help" valued="-n --limit --since --until --on --mind" args="text" ;;
+        "diff") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "chat") subcommands="" opts="-m --message --model --max-tokens --markdown --raw -c --continue --session --title -s --system -o --option --budget --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --session --title -s --system -o --option --budget --mind" args="" ;;
         "sessions") subcommands="" opts="-n --limit --newest-first --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="" ;;
-        "recall") subcommands="" opts="--model --window --max-tokens --full --mind --json -q --quiet -h --help" valued="--model --window --max-tokens --mind" args="text" ;;
+        "recall") subcommands="" opts="--model --window --max-tokens --full --as-of --mind --json -q --quiet -h --help" valued="--model --window --max-tokens --as-of --mind" args="text" ;;
         "trace") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "reflect") subcommands="" opts="--if-due --max-windows --consolidate --model --mind --json -q --quiet -h --help" valued="--max-windows --model --mind" args="" ;;
         "run") subcommands="" opts="--autonomous --interval --max-cycles --max-tokens --budget --mind --json -q --quiet -h --help" valued="--interval --max-cycles --max-tokens --budget --mind" args="" ;;
@@ -42,7 +43,7 @@ _pmm_spec() {
         "model trust") subcommands="" opts="-y --yes --revoke --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "model remove") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "commitments") subcommands="list open close reopen drop" opts="--mind -q --quiet -h --help" valued="--mind" args="" ;;
-        "commitments list") subcommands="" opts="-a --all --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
+        "commitments list") subcommands="" opts="-a --all --as-of --mind --json -q --quiet -h --help" valued="--as-of --mind" args="" ;;
         "commitments open") subcommands="" opts="--due --mind --json -q --quiet -h --help" valued="--due --mind" args="text" ;;
         "commitments close") subcommands="" opts="-e --evidence -s --statement --mind --json -q --quiet -h --help" valued="-e --evidence -s --statement --mind" args="text" ;;
         "commitments reopen") subcommands="" opts="-r --reason --due --mind --json -q --quiet -h --help" valued="-r --reason --due --mind" args="text" ;;
@@ -74,6 +75,7 @@ _pmm_value() {
         "log:--kind") _pmm_reply -W "commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted" ;;
         "log:--mind") _pmm_reply -f ;;
         "search:--mind") _pmm_reply -f ;;
+        "diff:--mind") _pmm_reply -f ;;
         "chat:--mind") _pmm_reply -f ;;
         "sessions:--mind") _pmm_reply -f ;;
         "recall:--mind") _pmm_reply -f ;;

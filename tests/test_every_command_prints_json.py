@@ -129,6 +129,7 @@ STORY: dict[str, Step] = {
     "log": Step(lambda s: [*_m(s), "log"]),
     "search": Step(lambda s: [*_m(s), "search", "tea"]),
     "stats": Step(lambda s: [*_m(s), "stats"]),
+    "diff": Step(lambda s: [*_m(s), "diff", "1"]),
     "sessions": Step(lambda s: [*_m(s), "sessions"]),
     "health": Step(lambda s: [*_m(s), "health"]),
     "export": Step(lambda s: [*_m(s), "export", "-o", str(s.tmp / "mind.jsonl")]),

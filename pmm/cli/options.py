@@ -16,8 +16,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 AsOfOpt = Annotated[Optional[str], typer.Option(
     "--as-of", metavar="ID|DATE", show_default=False,
     help="The mind as it was at this event, or at the last event recorded at or before this date"
-         " (YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday; local time, or Z or +HH:MM):"
-         " replayed from the nearest snapshot, nothing written. See docs/time.md.")]
+         " (YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday; local time, or Z or +HH:MM);"
+         " nothing is written. See docs/time.md.")]
 
 # SQLite's largest INTEGER: no event id, and no count of events, can be larger. Every numeric
 # option declares its bounds, so `-n 1e30` or `-n -1` is a usage error (exit 2), never a crash.

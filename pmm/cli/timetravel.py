@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def diff(
     first: Annotated[str, typer.Argument(metavar="A", help="From: an event id, a date (the last event recorded at or before it), now, or a mind file or export.")],
-    second: Annotated[Optional[str], typer.Argument(metavar="[B]", help="To (default: now): the same forms as A.", show_default=False)] = None,
+    second: Annotated[Optional[str], typer.Argument(metavar="B", help="To (default: now): the same forms as A.", show_default=False)] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:

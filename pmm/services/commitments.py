@@ -100,7 +100,7 @@ def listing(path: Path, as_of: str | None = None, notify: opening.Notify | None 
     rows = [row(k, v, "open") for k, v in state["open"].items()]
     rows += [row(k, v, v["status"]) for k, v in done.items()]
     rows.sort(key=lambda r: r["id"])
-    found: Listing = {"commitments": rows, **counts(state)}
+    found: Listing = {"commitments": rows, **counts(state)}  # type: ignore[typeddict-item]
     if then is not None:
         found["as_of"] = then.as_json()
     return found

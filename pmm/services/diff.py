@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypedDict, cast
 
 from pmm import errors
-from pmm.domain import dynamics, projections
+from pmm.domain import dynamics, growth, projections
 from pmm.domain import events as ev
 from pmm.domain.states import Commitment, States
 from pmm.ledger import folded
@@ -212,7 +212,7 @@ def _trait_moves(mind: Ledger, before: States, low: int, high: int) -> dict[str,
     fold = projections.Fold(before)
     moved: dict[str, list[Moved]] = {}
     for event in _merged(mind.events(since=low + 1, kind=kind, until=high)
-                         for kind in sorted(projections.Traits.kinds or ())):
+                         for kind in sorted(growth.Traits.kinds or ())):
         was = fold.states["traits"]["values"]
         fold.add(event)
         now = fold.states["traits"]["values"]

@@ -63,7 +63,7 @@ class Plan:
             "model": self.model.as_json(),
             "window": self.window,
             "answer_tokens": self.answer_tokens,
-            **self.prompt.as_json(),
+            **self.prompt.as_json(),  # type: ignore[typeddict-item]
             # the prompt exactly as it would be sent, for whoever wants more than the plan
             "request": {"system": request.system, "context": request.context,
                         "messages": [{"role": m.role, "content": m.content} for m in request.messages]},

@@ -67,8 +67,8 @@ def point(mind: Ledger, text: str, now: datetime | None = None) -> Point:
             raise errors.UsageError(f"{asked!r} is neither an event id nor a date", hint=f"use {FORMS}") from None
         found = past.last_before(mind, end)
         if found is None:
-            (first,) = lookup.get(mind, [1]) or [None]
-            began = f": its first event was recorded {dates.local(first.ts)}" if first else ""
+            first = lookup.get(mind, [1])
+            began = f": its first event was recorded {dates.local(first[0].ts)}" if first else ""
             raise errors.UsageError(f"{mind.path} holds no event recorded at or before {asked}{began}",
                                     hint="give a later date, or an event id")
         event_id = found
