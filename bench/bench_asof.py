@@ -69,7 +69,7 @@ def bench(n: int, work: Path, runs: int) -> dict[str, float]:
     subprocess.run([PMM, "--mind", str(mind), "-q", "import", str(src)], check=True)
     src.unlink()
     replay, limit = one_replay(mind)
-    points = {"middle": n // 2 + 1000, "near the end": n - 100}
+    points = {"middle": n // 2 + n // 100, "near the end": n - max(1, n // 10_000)}
     found: dict[str, float] = {"limit": limit, "replay": replay}
     print(f"## {n:,} events (load {os.getloadavg()[0]:.2f})")
     print(f"one full replay: {replay:.2f} s; the process that does it (the limit): {limit:.2f} s wall")

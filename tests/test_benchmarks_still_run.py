@@ -84,3 +84,14 @@ def test_bench_verify_runs_on_a_tiny_mind(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "pmm verify --deep" in proc.stdout and "pmm remember" in proc.stdout
+
+
+def test_bench_asof_runs_on_a_tiny_mind(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_asof.py"), "--sizes", "300",
+                           "--runs", "1", "--dir", str(tmp_path / "work"), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])["300"]
+    assert {"limit", "middle, with snapshots", "near the end, without snapshots", "recall middle"} <= set(result)
+    assert all(figure > 0 for figure in result.values())
+    assert "events replayed" in proc.stdout and not (tmp_path / "work").exists()

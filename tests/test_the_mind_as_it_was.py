@@ -116,8 +116,9 @@ def test_recall_as_of_sees_only_the_past_and_ranks_by_its_statistics(tmp_path: P
         (section,) = [s for s in plan["sections"] if s["name"] == "recalled"]
         return [(item["id"], item["score"]) for item in section["items"]]
 
+    before = _file_bytes(mind)
     then = _ok(mind, "recall", "green tea", "--as-of", str(point), "--window", "4096")
-    assert then["as_of"]["id"] == point
+    assert then["as_of"]["id"] == point and _file_bytes(mind) == before  # its index was in memory
     assert recalled(then) == recalled(_ok(copy, "recall", "green tea", "--window", "4096"))
     assert max(i for i, _ in recalled(then)) <= point
     assert any(i > point for i, _ in recalled(_ok(mind, "recall", "green tea", "--window", "4096")))
