@@ -227,8 +227,16 @@ def test_a_forged_snapshot_changes_nothing_and_a_wrong_sealed_one_fails_verify(t
         conn.close()
     then = _ok(mind, "stats", "--as-of", point)
     assert then["name"] == "Ada" and then["as_of"]["replayed_from"] == 0  # replayed from the start
+    head = str(past.SPACING + 50)
+    conn = sqlite3.connect(mind, isolation_level=None)
+    try:  # the sealed cache row (its history a digest) copied under a snapshot's name
+        conn.execute("INSERT INTO projection_cache SELECT 'snap:' || last_id, version, last_id, last_hash,"
+                     " state, mac FROM projection_cache WHERE name = 'mind'")
+    finally:
+        conn.close()
+    assert _ok(mind, "stats", "--as-of", head)["name"] == "Bea"
     deep = _ok(mind, "verify", str(mind), "--deep")
-    assert deep["ok"] and "1 not sealed by this machine" in deep["deep"]["snapshots"]
+    assert deep["ok"] and "2 not sealed by this machine" in deep["deep"]["snapshots"]
 
     with Ledger.open(mind, write=True) as ledger:  # a sealed snapshot that is wrong: a bug's
         with ledger.transaction():

@@ -28,6 +28,9 @@ PREFIX = "snap:"
 SPACING = 16_384  # 2**14: a snapshot point is an id with these low bits clear
 MASK = SPACING - 1
 KEPT = 64
+# What a snapshot's seal covers beside the cache row's fields: a sealed cache row (whose history
+# is a digest, pmm.ledger.cache) copied under a snapshot's name, or back, does not pass.
+SEALED_AS = "snapshot;"
 
 Snap = tuple[int, str, States]  # after event id, with that hash: the states
 
@@ -61,7 +64,7 @@ def store(conn: sqlite3.Connection, mind_id: str, snaps: list[Snap], head_id: in
             if event_id % step or event_id > head_id:
                 continue
             text = dump(states)
-            mac = seal.mac(secret, mind_id, version, event_id, event_hash, text)
+            mac = seal.mac(secret, mind_id, SEALED_AS + version, event_id, event_hash, text)
             conn.execute(
                 "INSERT INTO projection_cache(name, version, last_id, last_hash, state, mac)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
@@ -97,7 +100,7 @@ def sealed(ledger: Any, event_id: int) -> States | None:
         row = ledger.conn.execute(
             "SELECT version, last_id, last_hash, state, mac FROM projection_cache WHERE name = ?",
             (f"{PREFIX}{event_id}",)).fetchone()
-        return _trusted(ledger, row)
+        return _trusted(ledger, row, event_id)
 
 
 def nearest(ledger: Any, event_id: int) -> tuple[States | None, int, str]:
@@ -108,14 +111,14 @@ def nearest(ledger: Any, event_id: int) -> tuple[States | None, int, str]:
     if ledger.schema_version < 2:
         return best  # no seal before schema 2: nothing stored is trusted
     with cx.translated(ledger.path):
-        rows = ledger.conn.execute(
-            "SELECT version, last_id, last_hash, state, mac FROM projection_cache"
-            " WHERE substr(name, 1, ?) = ? AND last_id <= ? ORDER BY last_id DESC LIMIT 4",
+        rows = ledger.conn.execute(  # the texts are read one by one, the newest first
+            "SELECT last_id FROM projection_cache WHERE substr(name, 1, ?) = ? AND last_id <= ?"
+            " AND typeof(last_id) = 'integer' ORDER BY last_id DESC LIMIT 4",
             (len(PREFIX), PREFIX, event_id)).fetchall()
-        for row in rows:
-            states = _trusted(ledger, row)
+        for (last_id,) in rows:
+            states = sealed(ledger, last_id)
             if states is not None:
-                best = (states, int(row[1]), str(row[2]))
+                best = (states, last_id, ledger.hash_at(last_id) or GENESIS_PREV)
                 break
         row = cache.sealed(ledger.conn, ledger.mind_id, ledger.hash_at)
         if row is not None and best[1] < row.last_id <= event_id:  # the cache is nearer
@@ -129,15 +132,16 @@ def _unused() -> cache.Done:
     raise AssertionError("a strict load never falls back")  # pragma: no cover
 
 
-def _trusted(ledger: Any, row: tuple[Any, ...] | None) -> States | None:
+def _trusted(ledger: Any, row: tuple[Any, ...] | None, event_id: int) -> States | None:
     if row is None:
         return None
     version, last_id, last_hash, state, mac = row
     if version != cache.version() or not isinstance(state, str) or not isinstance(last_id, int) \
             or not isinstance(last_hash, str) or not isinstance(mac, str):
         return None
-    if not seal.matches(seal.key(create=False), mac, ledger.mind_id, version, last_id, last_hash, state):
-        return None  # forged, or written on another machine
+    if last_id != event_id or not seal.matches(seal.key(create=False), mac, ledger.mind_id,
+                                               SEALED_AS + version, last_id, last_hash, state):
+        return None  # forged, written on another machine, or a cache row under a snapshot's name
     if ledger.hash_at(last_id) != last_hash:
         return None
     try:
