@@ -274,3 +274,25 @@ def test_a_copy_opened_on_another_machine_replays_instead(tmp_path: Path, monkey
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "elsewhere"))  # another machine's key
     then = json_data(run_pmm("--mind", str(copy), "stats", "--as-of", str(past.SPACING + 1), "--json").stdout)
     assert then["as_of"]["replayed_from"] == 0 and then["name"] == "Ada"
+
+
+def test_an_import_and_a_repair_store_the_snapshots_their_replay_passes(tmp_path: Path) -> None:
+    mind = _big(tmp_path, past.SPACING + 30)
+    export = tmp_path / "big.jsonl"
+    _ok(mind, "export", "-o", str(export))
+    assert export.stat().st_size > 1 << 20  # folded by the import's reading process, beside the writer
+    copy = tmp_path / "copy.db"
+    _ok(copy, "import", str(export))
+    with Ledger.open(copy) as ledger:
+        assert past.ids(ledger.conn) == [past.SPACING]
+    assert _ok(copy, "stats", "--as-of", str(past.SPACING + 3))["as_of"]["replayed_from"] == past.SPACING
+    conn = sqlite3.connect(mind, isolation_level=None)
+    try:
+        conn.execute("DELETE FROM projection_cache WHERE name LIKE 'snap:%'")  # a mind from before snapshots
+    finally:
+        conn.close()
+    assert _ok(mind, "stats", "--as-of", str(past.SPACING + 3))["as_of"]["replayed_from"] == 0
+    repaired = invoke("--mind", str(mind), "health", "--repair")
+    assert repaired.exit_code == 0, repaired.stderr
+    with Ledger.open(mind) as ledger:
+        assert past.ids(ledger.conn) == [past.SPACING]
