@@ -58,6 +58,7 @@ def _register() -> None:
         commitments,
         health,
         init,
+        merge,
         models,
         portability,
         recall,
@@ -72,7 +73,7 @@ def _register() -> None:
     )
 
     for module in (init, standing, browse, chat, sessions, recall, models, trace, reflect, commitments, reflections,
-                   run, health, portability, verify, signing, backup):
+                   run, health, portability, merge, verify, signing, backup):
         module.register(app)
 
 

@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar, cast
 
 from pmm import errors
 from pmm.domain import projections
+from pmm.domain.events import MIND_MERGED as _MERGED_KIND
 from pmm.domain.events import Event
 from pmm.domain.states import States
 from pmm.ledger import cache
@@ -102,7 +103,7 @@ def seal(ledger: Source, states: States) -> None:
 
 def rebuild(ledger: Source) -> None:
     """The cache rebuilt from every event (inside the caller's transaction)."""
-    seal(ledger, _replay(ledger.events()))
+    seal(ledger, replay_all(ledger))
 
 
 def _sealed(ledger: Source) -> cache.Row | None:
@@ -140,21 +141,32 @@ def _fold_on(ledger: Source, states: States | None, last_id: int, last_hash: str
     for event in ledger.events(since=last_id + 1):
         fold.add(event)
         last = (event.id, event.hash)
+    if fold.merges:  # a merge after the states we had: the fold from its fork is read again
+        return replay_all(ledger, last[0]), last
     return fold.states, last
 
 
-def _replay(events: Iterable[Event]) -> States:
+def replay_all(ledger: Source, upto: int | None = None) -> States:
+    """The states at ``upto`` (default: the head) by a replay of every event, read as a merged
+    mind reads when it holds ``mind_merged`` events (``projections.replay_merged``)."""
     global replays
     replays += 1
-    return projections.replay(events)
+
+    def until(events: Iterator[Event], last: int | None) -> Iterator[Event]:
+        return events if last is None else itertools.takewhile(lambda e: e.id <= last, events)
+
+    markers = list(until(ledger.events(kind=_MERGED_KIND.name), upto))
+    if not markers:
+        return projections.replay(until(ledger.events(), upto))
+    return projections.replay_merged(until(ledger.events(), upto), markers,
+                                     lambda low, high: until(ledger.events(since=low), high))
 
 
 def _done_at(ledger: Source, last_id: int, last_hash: str) -> Callable[[], cache.Done]:
     """The commitments no longer open at an event, by replay: the true value of a ``done`` row
     that was altered (or rewritten by another process) after it was read."""
     def replayed(source: Source) -> cache.Done:
-        events = itertools.takewhile(lambda e: e.id <= last_id, source.events())
-        return dict(_replay(events)["commitments"]["done"])
+        return dict(replay_all(source, last_id)["commitments"]["done"])
     return lambda: _reading(ledger, replayed, (last_id, last_hash))
 
 
@@ -234,4 +246,7 @@ class Folding:
             yield event
 
     def seal(self) -> None:
+        if self.fold.merges:  # the new events hold a merge: read again from its fork
+            seal(self.ledger, replay_all(self.ledger))
+            return
         seal(self.ledger, self.fold.states)

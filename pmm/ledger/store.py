@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from pmm import errors
 from pmm.domain.canonical import canonical_json
 from pmm.domain.checks import check_draft
-from pmm.domain.events import Draft, Event
+from pmm.domain.events import MIND_MERGED, Draft, Event
 from pmm.domain.states import States
 from pmm.ledger import connection as cx
 from pmm.ledger import folded, fts, schema
@@ -400,7 +400,12 @@ class Ledger:
                 states = folded_states() if folded_states is not None else None
                 if states is None:
                     raise errors.PmmError("internal: the events were not all read")
-                folded.seal(mind, states)
+                merged = conn.execute("SELECT 1 FROM events WHERE kind = ? LIMIT 1",
+                                      (MIND_MERGED.name,)).fetchone()
+                if merged:  # the fold beside could not read back from a fork: again, here
+                    folded.rebuild(mind)
+                else:
+                    folded.seal(mind, states)
             count = mind.head()[0]
             conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode=DELETE")

@@ -405,12 +405,17 @@ def _replay_check(mind: Ledger) -> Replayed:
 
     with mind.read_transaction():
         cached = folded.cached(mind)
-        full = projections.replay(checked(mind.events()))
+        whole = projections.Fold()
+        full = whole.add_all(checked(mind.events()))
+        if whole.merges:  # a merged mind reads back from each fork (docs/merge.md)
+            full = folded.replay_all(mind)
         if cached is None:
             return Replayed(bad_meta[0] if bad_meta else None,
                             "absent or stale (ignored; a full replay is used)", True)
         states, last_id = cached
-        cache_ok = projections.replay(mind.events(since=last_id + 1), states) == full
+        rest = projections.Fold(states)
+        later = rest.add_all(mind.events(since=last_id + 1))
+        cache_ok = (folded.replay_all(mind) if rest.merges else later) == full
     cache = f"reflects event {last_id}; " + ("equals a full replay" if cache_ok else "DIFFERS from a full replay")
     return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok)
 

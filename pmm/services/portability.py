@@ -293,6 +293,13 @@ def _checked(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainSta
         yield from flush()
 
 
+def checked_events(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainState
+                   ) -> Iterator[Event]:
+    """An export's events (line, event), passed on once their hashes, links and shapes check
+    out from ``state`` on; raises InputRejected (with the line) at the first bad one."""
+    return _checked(events, prefix, state, None)
+
+
 def _encodes(text: str) -> bool:
     try:
         text.encode()
