@@ -1,0 +1,235 @@
+"""`pmm merge OTHER` joins two copies of one mind that diverged (issue 17, part 2; docs/merge.md):
+both ways to the same projections, duplicates skipped, nothing added a second time, hostile
+input refused with nothing written, and neither copy reported forked afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import cli_json, json_data, json_failure, mind_events, run_in, run_pmm
+
+from pmm.domain import events as ev
+from pmm.domain.events import Draft
+from pmm.domain.shapes import MAX_ID
+from pmm.ledger.store import Ledger
+
+# What `pmm stats --json` says about the file rather than the mind (docs/merge.md)
+COPY_LOCAL = {"mind", "head_id", "head", "file_bytes", "projection_cache"}
+
+
+def same_state(stats: dict) -> dict:
+    return {k: v for k, v in stats.items() if k not in COPY_LOCAL}
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def two_copies(tmp_path: Path, cli: bool = True) -> tuple[Path, Path]:
+    """A mind with a shared history, and a copy of it made by export and import."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    run_in("--mind", str(a), "init", "--name", "Echo", check=True)
+    run_in("--mind", str(a), "remember", "before the copies parted", check=True)
+    run_in("--mind", str(a), "export", "-o", str(tmp_path / "shared.jsonl"), check=True)
+    run_in("--mind", str(b), "import", str(tmp_path / "shared.jsonl"), check=True)
+    return a, b
+
+
+def test_two_copies_with_a_note_each_merge_both_ways_to_the_same_stats(tmp_path: Path) -> None:
+    """Issue 17's Done-when, through the real CLI in subprocesses."""
+    a, b = two_copies(tmp_path)
+    run_pmm("--mind", str(a), "remember", "a note written on the laptop", check=True)
+    run_pmm("--mind", str(b), "remember", "a note written on the desktop", check=True)
+    assert run_pmm("verify", str(b)).returncode == 3  # the diverged copy: forked, before the merge
+
+    first = run_pmm("--mind", str(a), "merge", str(b), "--json")
+    assert first.returncode == 0, first.stderr.decode()
+    assert json_data(first.stdout)["copied"] == 1
+    run_pmm("--mind", str(a), "export", "-o", str(tmp_path / "a.jsonl"), check=True)
+    second = run_pmm("--mind", str(b), "merge", str(tmp_path / "a.jsonl"), "--json")
+    assert second.returncode == 0, second.stderr.decode()
+    done = json_data(second.stdout)
+    assert (done["copied"], done["already_here"]) == (1, 1)  # A's note; B's own note came back
+
+    stats_a = json_data(run_pmm("--mind", str(a), "stats", "--json", check=True).stdout)
+    stats_b = json_data(run_pmm("--mind", str(b), "stats", "--json", check=True).stdout)
+    assert same_state(stats_a) == same_state(stats_b)
+    assert stats_a["observations"] == 3 and stats_a["events"] == 4  # the mind_merged event counts in none
+    for copy in (a, b):
+        checked = run_pmm("verify", str(copy), "--json")
+        assert checked.returncode == 0, checked.stdout.decode()
+        assert json_data(checked.stdout)["witness"]["state"] in ("current", "merged")
+    notes = {e["content"] for e in mind_events(b, "observation_recorded")}
+    assert notes == {"before the copies parted", "a note written on the laptop", "a note written on the desktop"}
+
+
+def test_merging_again_adds_nothing(tmp_path: Path) -> None:
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(a), "remember", "on a", check=True)
+    run_in("--mind", str(b), "remember", "on b", check=True)
+    cli_json(a, "merge", str(b))
+    cli_json(b, "merge", str(a))
+    before = (digest(a), digest(b))
+    again_a, again_b = cli_json(a, "merge", str(b)), cli_json(b, "merge", str(a))
+    assert again_a["appended"] == again_b["appended"] == 0
+    assert (digest(a), digest(b)) == before
+    assert "nothing new" in run_in("--mind", str(a), "merge", str(b)).stderr.decode()
+
+
+def write(path: Path, *drafts: Draft) -> list[int]:
+    with Ledger.open(path, write=True) as mind:
+        return [e.id for e in mind.append(list(drafts))]
+
+
+def test_order_dependent_changes_converge_whichever_side_merges_first(tmp_path: Path) -> None:
+    """Renames (the last wins), clamped trait steps, a commitment kept with evidence, a model
+    switch and the same note on both sides, interleaved in time: both copies end in one state."""
+    a, b = two_copies(tmp_path)
+    write(a, Draft("mind_named", "Ada", {"name": "Ada"}))
+    write(b, Draft("mind_named", "Bea", {"name": "Bea"}),
+          Draft("trait_adjusted", "bolder", {"trait": "openness", "delta": 0.9}))
+    (opened,) = write(a, Draft("commitment_opened", "write the report", {"source": "user"}))
+    (evidence,) = write(a, Draft("observation_recorded", "the report is written", {"source": "user"}))
+    write(b, Draft("trait_adjusted", "calmer", {"trait": "openness", "delta": -0.4}),
+          Draft("observation_recorded", "the same note", {"source": "user"}))
+    write(a, Draft("commitment_closed", "done", {"commitment": opened, "evidence": [evidence]}),
+          Draft("observation_recorded", "the same note", {"source": "user"}),
+          Draft("model_added", "m = ollama:x", {"name": "m", "provider": "ollama", "model": "x"}),
+          Draft("model_switched", "to m", {"name": "m", "provider": "ollama", "model": "x", "role": "chat"}))
+    write(b, Draft("mind_named", "Cy", {"name": "Cy"}))
+
+    into_a = cli_json(a, "merge", str(b))
+    assert into_a["duplicates"] == 1 and into_a["copied"] == 4
+    into_b = cli_json(b, "merge", str(a))
+    assert (into_b["copied"], into_b["already_here"], into_b["duplicates"]) == (6, 5, 0)  # its copy of our note is known by the alias
+    stats_a, stats_b = cli_json(a, "stats"), cli_json(b, "stats")
+    assert same_state(stats_a) == same_state(stats_b)
+    assert stats_a["name"] == "Cy"  # the last rename in time, on either copy
+    # B's copy of A's close names the commitment by the id its copy has in B
+    closes = mind_events(b, "commitment_closed")
+    (copied_open,) = [e["id"] for e in mind_events(b, "commitment_opened")]
+    assert closes[0]["meta"]["commitment"] == copied_open != opened
+    listed_a = cli_json(a, "commitments", "list", "--all")
+    listed_b = cli_json(b, "commitments", "list", "--all")
+    assert _texts(listed_a) == _texts(listed_b) != []
+    for copy in (a, b):  # the cache the merge sealed is what a replay from the first event gives
+        deep = cli_json(copy, "verify", "--deep")
+        assert deep["deep"]["cache_matches_replay"] is True, deep["deep"]
+
+
+def _texts(listed: object) -> list:
+    rows = listed["commitments"] if isinstance(listed, dict) else listed
+    return sorted((c["text"], c["status"]) for c in rows)
+
+
+def test_the_same_note_on_both_copies_is_one_note(tmp_path: Path) -> None:
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(a), "remember", "buy milk", check=True)
+    run_in("--mind", str(b), "remember", "buy milk", check=True)
+    result = cli_json(a, "merge", str(b))
+    assert (result["copied"], result["duplicates"]) == (0, 1)
+    cli_json(b, "merge", str(a))
+    assert same_state(cli_json(a, "stats")) == same_state(cli_json(b, "stats"))
+    assert [e["content"] for e in mind_events(a, "observation_recorded")].count("buy milk") == 1
+    assert cli_json(a, "merge", str(b))["appended"] == cli_json(b, "merge", str(a))["appended"] == 0
+
+
+def test_a_copy_that_only_continued_this_one_is_appended_as_it_is(tmp_path: Path) -> None:
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(b), "remember", "only b went on", check=True)
+    result = cli_json(a, "merge", str(b))
+    assert result["extended"] and result["appended"] == 1
+    assert digest_rows(a) == digest_rows(b)  # same ids, same hashes
+    assert cli_json(b, "merge", str(a))["appended"] == 0  # a copy that is behind adds nothing
+
+
+def digest_rows(path: Path) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT id, hash FROM events ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def test_dry_run_says_what_would_be_merged_and_writes_nothing(tmp_path: Path) -> None:
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(b), "remember", "on b", check=True)
+    run_in("--mind", str(a), "remember", "on a", check=True)
+    before = digest(a)
+    planned = cli_json(a, "merge", str(b), "--dry-run")
+    assert planned["dry_run"] and planned["copied"] == 1 and planned["appended"] == 2
+    assert digest(a) == before
+    assert "Would merge" in run_in("--mind", str(a), "merge", str(b), "-n").stderr.decode()
+
+
+def test_hostile_or_foreign_input_is_refused_with_nothing_written(tmp_path: Path) -> None:
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(a), "remember", "on a", check=True)
+    run_in("--mind", str(b), "remember", "on b", check=True)
+    export = tmp_path / "b.jsonl"
+    run_in("--mind", str(b), "export", "-o", str(export), check=True)
+    lines = export.read_text().splitlines()
+    tampered = json.loads(lines[-2])
+    tampered["content"] = "an altered note"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([*lines[:-2], json.dumps(tampered), lines[-1]]) + "\n")
+    other = tmp_path / "other.db"
+    run_in("--mind", str(other), "init", check=True)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00\xff" * 100)
+    before = digest(a)
+    for source in (bad, other, junk, tmp_path / "missing.jsonl"):
+        refused = run_pmm("--mind", str(a), "merge", str(source), "--json")
+        assert refused.returncode == 6, (source, refused.stderr.decode())
+        json_failure(refused.stdout, 6)
+        assert b"Traceback" not in refused.stderr
+    assert run_pmm("--mind", str(a), "merge", str(a)).returncode == 2
+    assert digest(a) == before
+
+
+def test_a_partial_export_from_after_the_fork_is_refused(tmp_path: Path) -> None:
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(a), "remember", "on a", check=True)
+    run_in("--mind", str(b), "remember", "on b", check=True)
+    run_in("--mind", str(b), "remember", "on b again", check=True)
+    part = tmp_path / "part.jsonl"
+    run_in("--mind", str(b), "export", "--since", "4", "-o", str(part), check=True)
+    refused = run_in("--mind", str(a), "merge", str(part))
+    assert refused.returncode == 6 and "diverged" in refused.stderr.decode()
+    from_fork = tmp_path / "from_fork.jsonl"
+    run_in("--mind", str(b), "export", "--since", "3", "-o", str(from_fork), check=True)
+    assert cli_json(a, "merge", str(from_fork))["copied"] == 2
+
+
+def test_every_declared_event_id_field_is_mapped_by_a_merge() -> None:
+    """A merged event's references to other events are mapped to the ids those have here: a
+    new kind with an id field must be listed in events.EVENT_REFERENCES (or NOT_REFERENCES)."""
+    for kind in ev.KINDS.values():
+        for name, spec in kind.meta.items():
+            if spec.high == MAX_ID and spec.type in ("int", "list"):
+                assert name in ev.EVENT_REFERENCES | ev.NOT_REFERENCES, (kind.name, name)
+
+
+@pytest.mark.parametrize("source", ["mind", "export"])
+def test_a_merge_recorded_where_each_event_came_from(tmp_path: Path, source: str) -> None:
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(a), "remember", "on a", check=True)
+    run_in("--mind", str(b), "remember", "on b", check=True)
+    theirs = mind_events(b)[-1]
+    other = b
+    if source == "export":
+        other = tmp_path / "b.jsonl"
+        run_in("--mind", str(b), "export", "-o", str(other), check=True)
+    cli_json(a, "merge", str(other))
+    copy, marker = mind_events(a)[-2:]
+    assert (copy["kind"], copy["content"], marker["kind"]) == ("observation_recorded", "on b", "mind_merged")
+    conn = sqlite3.connect(f"file:{b}?mode=ro", uri=True)
+    their_hash = conn.execute("SELECT hash FROM events WHERE id = ?", (theirs["id"],)).fetchone()[0]
+    conn.close()
+    meta = marker["meta"]
+    assert meta["their_ids"] == [theirs["id"]] and meta["their_hashes"] == [their_hash]
+    assert meta["origin_hashes"] == [their_hash] and meta["fork"] == 2 and meta["source"] == source
