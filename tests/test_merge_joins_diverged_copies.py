@@ -233,3 +233,47 @@ def test_a_merge_recorded_where_each_event_came_from(tmp_path: Path, source: str
     meta = marker["meta"]
     assert meta["their_ids"] == [theirs["id"]] and meta["their_hashes"] == [their_hash]
     assert meta["origin_hashes"] == [their_hash] and meta["fork"] == 2 and meta["source"] == source
+
+
+def test_a_merged_mind_exported_and_imported_elsewhere_reads_the_same(tmp_path: Path) -> None:
+    """A mind_merged event read by an import (a new file, or the tail of an existing copy) is
+    folded as the merge folded it: the same state, and a cache equal to a full replay."""
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(b), "remember", "on b", check=True)
+    write(a, Draft("mind_named", "Late", {"name": "Late"}))
+    write(b, Draft("mind_named", "Later", {"name": "Later"}))
+    cli_json(a, "merge", str(b))
+    export = tmp_path / "merged.jsonl"
+    run_in("--mind", str(a), "export", "-o", str(export), check=True)
+    fresh = tmp_path / "fresh.db"
+    run_in("--mind", str(fresh), "import", str(export), check=True)
+    assert same_state(cli_json(fresh, "stats")) == same_state(cli_json(a, "stats"))
+    assert cli_json(fresh, "stats")["name"] == "Later"
+    assert cli_json(fresh, "verify", "--deep")["deep"]["cache_matches_replay"] is True
+
+
+def test_merge_into_a_missing_mind_is_exit_4(tmp_path: Path) -> None:
+    a, _ = two_copies(tmp_path)
+    refused = run_in("--mind", str(tmp_path / "none.db"), "merge", str(a))
+    assert refused.returncode == 4 and not (tmp_path / "none.db").exists()
+
+
+def test_a_crafted_marker_in_the_other_copy_is_only_data(tmp_path: Path) -> None:
+    """The other copy's mind_merged events with nonsense provenance (ids out of range, times
+    that are not times, lists of different lengths) neither crash the merge nor reach a marker
+    written here."""
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(a), "remember", "on a", check=True)
+    run_in("--mind", str(b), "remember", "on b", check=True)
+    write(b, Draft("mind_merged", "crafted", {
+        "fork": 2, "fork_hash": "x", "other_head_id": 1, "other_head": "x", "other_branch": "x",
+        "their_ids": [3, 3, 3, 3, 3, 3], "their_hashes": ["x"], "origin_ts": ["not a time"],
+        "origin_ids": [MAX_ID], "origin_hashes": ["y" * 64],
+        "same": [MAX_ID], "same_ts": ["2020-01-01T00:00:00.000000Z"], "same_ids": [1],
+        "same_hashes": ["z"]}))
+    run_in("--mind", str(b), "remember", "after the crafted one", check=True)
+    merged = cli_json(a, "merge", str(b))
+    assert merged["copied"] == 2
+    marker = mind_events(a, "mind_merged")[-1]["meta"]
+    assert all(len(h) == 64 for h in marker["origin_hashes"] + marker.get("same_hashes", []))
+    assert run_pmm("verify", str(a)).returncode == 0

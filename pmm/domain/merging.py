@@ -17,7 +17,7 @@ from typing import Any
 
 from pmm.domain import events as ev
 from pmm.domain.events import Event
-from pmm.domain.shapes import is_ts
+from pmm.domain.shapes import MAX_ID, is_ts
 
 Key = tuple[str, int, str]  # ts, id, hash as first written
 MERGED = ev.MIND_MERGED.name
@@ -38,13 +38,23 @@ def _lists(meta: dict[str, Any], *names: str) -> list[list[Any]]:
     return [values[:n] for values in found]
 
 
+def _key_ok(ts: Any, id: Any, digest: Any) -> bool:
+    """A key a marker may hold: a real time, an event id, a hex SHA-256 (a crafted marker's
+    other values are ignored, never copied into a marker of this mind)."""
+    return (type(ts) is str and is_ts(ts) and type(id) is int and 1 <= id <= MAX_ID
+            and type(digest) is str and len(digest) == 64 and all(c in _HEX for c in digest))
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
 def copies(marker: Event) -> dict[int, Key]:
     """The local ids of the events ``marker`` copied, with their origins' keys."""
     meta = marker.meta
     their, ts, ids, hashes = _lists(meta, "their_ids", "origin_ts", "origin_ids", "origin_hashes")
     first = marker.id - len(their)
     return {first + k: (t, i, h) for k, (t, i, h) in enumerate(zip(ts, ids, hashes, strict=True))
-            if type(t) is str and is_ts(t) and type(i) is int and type(h) is str}
+            if _key_ok(t, i, h)}
 
 
 def aliases(marker: Event) -> dict[int, list[Key]]:
@@ -52,7 +62,7 @@ def aliases(marker: Event) -> dict[int, list[Key]]:
     same, ts, ids, hashes = _lists(marker.meta, "same", "same_ts", "same_ids", "same_hashes")
     found: dict[int, list[Key]] = {}
     for local, t, i, h in zip(same, ts, ids, hashes, strict=True):
-        if type(local) is int and type(t) is str and is_ts(t) and type(i) is int and type(h) is str:
+        if type(local) is int and _key_ok(t, i, h):
             found.setdefault(local, []).append((t, i, h))
     return found
 

@@ -140,7 +140,7 @@ def merge(path: Path, other: Path, *, dry_run: bool = False,
         from pmm.services import witness
 
         with contextlib.suppress(OSError):
-            witness.note_merged(mind.mind_id, result.other_head_id, result.other_head)
+            witness.note_merged(mind.mind_id, (result.other_head_id, result.other_head), mind.head())
     return result
 
 

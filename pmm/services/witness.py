@@ -267,11 +267,13 @@ def _branch(record: Record, size: int, hash_at: HashAt) -> Head | None:
                 None)
 
 
-def note_merged(mind_id: str, size: int, head: str) -> None:
-    """Remember that the copy whose head was event ``size`` (hash ``head``) was merged into
-    this mind: that copy, and any that extends it, is then judged ``merged``, not ``forked``."""
+def note_merged(mind_id: str, *heads: tuple[int, str]) -> None:
+    """Remember that the copies with these heads (event id, hash) were joined by a merge (the
+    copy merged in, and the merged result): a file that holds one of them is then judged
+    ``merged``, not ``forked``, even when the other copy is the one pmm saw written first."""
     _check(mind_id)
-    if size < 1:
+    heads = tuple((size, head) for size, head in heads if size >= 1)
+    if not heads:
         return
     folder = directory()
     for sub in (folder, folder / "minds", folder / "paths"):
@@ -280,8 +282,8 @@ def note_merged(mind_id: str, size: int, head: str) -> None:
         record, legacy = _load_mind(folder, mind_id)
         if legacy is not None:
             _migrate(folder, mind_id, record, legacy, skip="")
-        kept = [b for b in record.branches if (b.size, b.head) != (size, head)]
-        record.branches = [*kept, Head(size, head, _now())][-MAX_BRANCHES:]
+        kept = [b for b in record.branches if (b.size, b.head) not in heads]
+        record.branches = [*kept, *(Head(size, head, _now()) for size, head in heads)][-MAX_BRANCHES:]
         _save(_mind_file(folder, mind_id), _dump(record), True)
 
 
