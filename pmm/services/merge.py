@@ -182,8 +182,16 @@ def _their_events(other: Path) -> Iterator[tuple[str, str, int, Iterator[Event]]
                 return
             state.last_hash = first[1].prev_hash
             events = _prepend(first, events)
-        yield ("export", header.mind_id, header.ledger_format,
-               portability.checked_events(events, prefix, state))
+        from pmm.services import import_reader
+
+        jsonl.fast_decoder()  # imported here, before the fork, not by the child
+        # Read and checked on the second core (as `pmm import` reads a large export) while
+        # this process compares the hashes with its own: nothing is written until all of it
+        # has been read and checked.
+        checked = import_reader.Checked(
+            lambda: portability.checked_events(events, prefix, state), None,
+            size=portability.file_size(handle), fold=False)
+        yield "export", header.mind_id, header.ledger_format, iter(checked)
 
 
 def _prepend(first: tuple[int, Event], rest: Iterator[tuple[int, Event]]) -> Iterator[tuple[int, Event]]:

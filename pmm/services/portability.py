@@ -183,6 +183,11 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
                           on_progress=on_progress)
 
 
+def file_size(stream: IO[bytes]) -> int | None:
+    """The size of a regular file behind ``stream``, or None (a pipe, a terminal)."""
+    return _size(stream)
+
+
 def _size(stream: IO[bytes]) -> int | None:
     """The size of a regular file behind ``stream``, or None (a pipe, a terminal)."""
     import os
