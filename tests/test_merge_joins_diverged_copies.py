@@ -277,3 +277,58 @@ def test_a_crafted_marker_in_the_other_copy_is_only_data(tmp_path: Path) -> None
     marker = mind_events(a, "mind_merged")[-1]["meta"]
     assert all(len(h) == 64 for h in marker["origin_hashes"] + marker.get("same_hashes", []))
     assert run_pmm("verify", str(a)).returncode == 0
+
+
+# -- whichever order, whatever was written: one state ------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+NOTES = st.sampled_from(["tea", "coffee", "water"])  # few texts: the same note on both sides is common
+STEP = st.one_of(
+    st.tuples(st.just("note"), NOTES),
+    st.tuples(st.just("name"), st.sampled_from(["Ada", "Bea", "Cy"])),
+    st.tuples(st.just("trait"), st.sampled_from([-0.9, -0.3, 0.4, 0.8])),
+    st.tuples(st.just("commit"), NOTES),
+    st.tuples(st.just("close"), st.just("")),
+)
+# (which copy writes, what) in the order written: the two copies' times interleave
+HISTORY = st.lists(st.tuples(st.sampled_from("ab"), STEP), min_size=1, max_size=10)
+
+
+def _draft(path: Path, step: tuple[str, object]) -> Draft | None:
+    what, value = step
+    if what == "note":
+        return Draft("observation_recorded", str(value), {"source": "user"})
+    if what == "name":
+        return Draft("mind_named", str(value), {"name": value})
+    if what == "trait":
+        return Draft("trait_adjusted", "step", {"trait": "openness", "delta": value})
+    if what == "commit":
+        return Draft("commitment_opened", f"do {value}", {"source": "user"})
+    opened = [e["id"] for e in mind_events(path, "commitment_opened")]
+    if not opened:
+        return None
+    return Draft("commitment_closed", "kept", {"commitment": opened[-1], "evidence": [opened[-1]]})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(HISTORY, HISTORY, st.booleans())
+def test_any_two_histories_merge_both_ways_to_one_state(tmp_path: Path, first: list, then: list,
+                                                         a_first: bool) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=tmp_path) as d:
+        a, b = two_copies(Path(d))
+        for rounds in (first, then):
+            for side, step in rounds:
+                path = a if side == "a" else b
+                if (draft := _draft(path, step)) is not None:
+                    write(path, draft)
+            order = [(a, b), (b, a)] if a_first else [(b, a), (a, b)]
+            for into, other in order:
+                cli_json(into, "merge", str(other))
+            assert same_state(cli_json(a, "stats")) == same_state(cli_json(b, "stats"))
+            assert cli_json(a, "merge", str(b))["appended"] == 0
+            assert cli_json(b, "merge", str(a))["appended"] == 0
+        assert cli_json(a, "verify", "--deep")["deep"]["cache_matches_replay"] is True

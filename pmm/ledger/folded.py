@@ -10,9 +10,9 @@ Events enter the folds here only through ``projections.replay`` and ``projection
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar, cast
@@ -153,7 +153,12 @@ def replay_all(ledger: Source, upto: int | None = None) -> States:
     replays += 1
 
     def until(events: Iterator[Event], last: int | None) -> Iterator[Event]:
-        return events if last is None else itertools.takewhile(lambda e: e.id <= last, events)
+        # a read stopped early closes its statement at once (one left open holds a read lock)
+        with contextlib.closing(cast(Generator[Event, None, None], events)):
+            for event in events:
+                if last is not None and event.id > last:
+                    return
+                yield event
 
     markers = list(until(ledger.events(kind=_MERGED_KIND.name), upto))
     if not markers:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -167,7 +167,12 @@ def _their_events(other: Path) -> Iterator[tuple[str, str, int, Iterator[Event]]
             if altered := theirs.schema_problems():
                 raise errors.InputRejected(f"{other} was altered outside pmm: {altered[0]}",
                                            hint=f"run `pmm verify {other}`")
-            yield "mind", theirs.mind_id, theirs.ledger_format, _mind_events(theirs, other)
+            # closed before the file is: a statement left open would keep its read lock
+            rows = _mind_events(theirs, other)
+            try:
+                yield "mind", theirs.mind_id, theirs.ledger_format, rows
+            finally:
+                rows.close()
         return
     with open(other, "rb") as handle:
         reader = jsonl.ExportReader(handle, str(other))
@@ -199,7 +204,7 @@ def _prepend(first: tuple[int, Event], rest: Iterator[tuple[int, Event]]) -> Ite
     yield from rest
 
 
-def _mind_events(theirs: Ledger, name: Path, batch: int = 4096) -> Iterator[Event]:
+def _mind_events(theirs: Ledger, name: Path, batch: int = 4096) -> Generator[Event, None, None]:
     state = ChainState()
     rows = theirs.raw_rows()
     while chunk := [row for _, row in zip(range(batch), rows, strict=False)]:
@@ -217,8 +222,30 @@ def plan(mind: Ledger, theirs: Iterator[Event], source: str) -> MergeResult:
     all of ``theirs`` (so all of it is verified) before it returns."""
     head_id, _ = mind.head()
     result = MergeResult(mind.mind_id, source, head_id=head_id)
+    # closed whatever happens: an open statement would keep a read lock on the mind
+    with contextlib.closing(mind.conn.execute("SELECT id, hash FROM events ORDER BY id")) as ours:
+        after, last, fork, fork_hash = _diverging(mind, theirs, ours, head_id)
+    result.other_head_id, result.other_head = last
+    result.fork_id, result.fork_hash = fork, fork_hash
+    result.theirs = len(after)
+    result.ours = head_id - fork
+    if not after:
+        return result  # the other copy is this one, or behind it
+    if fork == head_id:  # it continues this copy: its events as they are (an import of the tail)
+        result.extended = True
+        result.tail = after
+        result.appended = len(after)
+        result.head_id = head_id + len(after)
+        return result
+    _join(result, list(mind.events(since=fork + 1)), after, head_id)
+    return result
+
+
+def _diverging(mind: Ledger, theirs: Iterator[Event], ours: Any, head_id: int
+               ) -> tuple[list[Event], tuple[int, str], int, str]:
+    """Their events after the last one this mind holds too (that one is the fork), their last
+    event, and the fork's id and hash; ``ours`` is a cursor over this mind's (id, hash)."""
     fork, fork_hash = 0, GENESIS_PREV
-    ours = mind.conn.execute("SELECT id, hash FROM events ORDER BY id")
     mine: dict[int, str] = {}
     after: list[Event] = []
     last = (0, GENESIS_PREV)
@@ -242,21 +269,7 @@ def plan(mind: Ledger, theirs: Iterator[Event], source: str) -> MergeResult:
             raise errors.InputRejected(
                 f"the other copy holds over {MAX_COPIES:,} events this one does not: too many for one merge",
                 hint="export it in parts with --since and merge them oldest first")
-    ours.close()
-    result.other_head_id, result.other_head = last
-    result.fork_id, result.fork_hash = fork, fork_hash
-    result.theirs = len(after)
-    result.ours = head_id - fork
-    if not after:
-        return result  # the other copy is this one, or behind it
-    if fork == head_id:  # it continues this copy: its events as they are (an import of the tail)
-        result.extended = True
-        result.tail = after
-        result.appended = len(after)
-        result.head_id = head_id + len(after)
-        return result
-    _join(result, list(mind.events(since=fork + 1)), after, head_id)
-    return result
+    return after, last, fork, fork_hash
 
 
 def _join(result: MergeResult, ours: list[Event], theirs: list[Event], head_id: int) -> None:
