@@ -332,3 +332,20 @@ def test_any_two_histories_merge_both_ways_to_one_state(tmp_path: Path, first: l
             assert cli_json(a, "merge", str(b))["appended"] == 0
             assert cli_json(b, "merge", str(a))["appended"] == 0
         assert cli_json(a, "verify", "--deep")["deep"]["cache_matches_replay"] is True
+
+
+def test_a_copy_behind_a_merge_takes_it_as_it_is(tmp_path: Path) -> None:
+    """A third copy that only lags the one that merged takes its tail, mind_merged event and
+    all (appended as they are), and reads it the same way: one state, a cache equal to a replay."""
+    a, b = two_copies(tmp_path)
+    c = tmp_path / "c.db"
+    run_in("--mind", str(c), "import", str(tmp_path / "shared.jsonl"), check=True)
+    write(a, Draft("mind_named", "Ann", {"name": "Ann"}))
+    write(b, Draft("mind_named", "Bo", {"name": "Bo"}))
+    write(a, Draft("mind_named", "Al", {"name": "Al"}))
+    cli_json(a, "merge", str(b))
+    taken = cli_json(c, "merge", str(a))
+    assert taken["extended"] and digest_rows(c) == digest_rows(a)
+    assert same_state(cli_json(c, "stats")) == same_state(cli_json(a, "stats"))
+    assert cli_json(c, "stats")["name"] == "Al"
+    assert cli_json(c, "verify", "--deep")["deep"]["cache_matches_replay"] is True
