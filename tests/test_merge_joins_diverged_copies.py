@@ -367,3 +367,20 @@ def test_a_merged_model_sends_nothing_until_the_owner_trusts_it(tmp_path: Path) 
         assert refused.returncode == 2, refused.stderr.decode()
         assert f"talks to {server.url} and sends $MY_BANK_PASSWORD" in refused.stderr.decode()
         assert server.requests == []
+
+
+def test_the_same_import_on_both_copies_is_imported_once(tmp_path: Path) -> None:
+    """A ChatGPT export imported into each copy after they parted: every event of it (sessions,
+    messages, answers naming the messages they reply to) is recognised as a duplicate."""
+    source = Path(__file__).parent / "data" / "chatgpt_conversations.json"
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(a), "remember", "on a", check=True)
+    for copy in (a, b):
+        run_in("--mind", str(copy), "import", str(source), check=True)
+    imported = len(mind_events(b)) - 2
+    merged = cli_json(a, "merge", str(b))
+    assert (merged["copied"], merged["duplicates"]) == (0, imported)
+    cli_json(b, "merge", str(a))
+    stats_a, stats_b = cli_json(a, "stats"), cli_json(b, "stats")
+    assert same_state(stats_a) == same_state(stats_b)
+    assert stats_a["messages"] == stats_b["messages"] == len(mind_events(b, "message_received"))
