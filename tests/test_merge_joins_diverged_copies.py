@@ -384,3 +384,28 @@ def test_the_same_import_on_both_copies_is_imported_once(tmp_path: Path) -> None
     stats_a, stats_b = cli_json(a, "stats"), cli_json(b, "stats")
     assert same_state(stats_a) == same_state(stats_b)
     assert stats_a["messages"] == stats_b["messages"] == len(mind_events(b, "message_received"))
+
+
+def test_a_large_export_bad_far_in_is_refused_with_nothing_written(tmp_path: Path) -> None:
+    """Over 1 MiB, the export is read and checked by a second process: a line altered near its
+    end still refuses the whole merge (exit 6, naming the line), and nothing is written."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    from bench_ledger import synthetic_export
+
+    source, a = tmp_path / "big.jsonl", tmp_path / "a.db"
+    synthetic_export(source, 4000)
+    assert source.stat().st_size > 1 << 20
+    run_in("--mind", str(a), "import", str(source), check=True)
+    run_in("--mind", str(a), "remember", "on a", check=True)
+    lines = source.read_text().splitlines()
+    altered = json.loads(lines[3900])
+    altered["content"] += " (altered)"
+    lines[3900] = json.dumps(altered)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    before = digest(a)
+    refused = run_pmm("--mind", str(a), "merge", str(bad))
+    assert refused.returncode == 6 and "line 3901" in refused.stderr.decode(), refused.stderr.decode()
+    assert digest(a) == before

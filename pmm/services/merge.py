@@ -196,7 +196,13 @@ def _their_events(other: Path) -> Iterator[tuple[str, str, int, Iterator[Event]]
         checked = import_reader.Checked(
             lambda: portability.checked_events(events, prefix, state), None,
             size=portability.file_size(handle), fold=False)
-        yield "export", header.mind_id, header.ledger_format, iter(checked)
+        reading = iter(checked)
+        try:
+            yield "export", header.mind_id, header.ledger_format, reading
+        finally:  # a refusal part-way stops the reading process now, not when collected
+            close = getattr(reading, "close", None)
+            if close is not None:
+                close()
 
 
 def _prepend(first: tuple[int, Event], rest: Iterator[tuple[int, Event]]) -> Iterator[tuple[int, Event]]:
