@@ -5,7 +5,7 @@ _pmm_spec() {
     # The (sub)command at path $1: its subcommands, options, the options that take a value,
     # and what its arguments are (file, text or none).
     case "$1" in
-        "") subcommands="init remember pins unpin rename stats log search diff chat sessions recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
+        "") subcommands="init remember pins unpin rename stats log search diff chat sessions recall trace reflect run health export import merge verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
         "init") subcommands="" opts="--name --mind --json -q --quiet -h --help" valued="--name --mind" args="" ;;
         "remember") subcommands="" opts="--pin --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "pins") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
@@ -24,6 +24,7 @@ _pmm_spec() {
         "health") subcommands="" opts="--online --strict --repair --full --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "export") subcommands="" opts="-f --format -o --output --since --mind --json -q --quiet -h --help" valued="-f --format -o --output --since --mind" args="" ;;
         "import") subcommands="" opts="-f --format --mind --json -q --quiet -h --help" valued="-f --format --mind" args="file" ;;
+        "merge") subcommands="" opts="-n --dry-run --mind --json -q --quiet -h --help" valued="--mind" args="file" ;;
         "verify") subcommands="" opts="--deep --sig --pub --accept-rollback --no-witness --mind --json -q --quiet -h --help" valued="--sig --pub --mind" args="file" ;;
         "keygen") subcommands="" opts="-o --output --protect --passphrase-file --force --json -q --quiet -h --help" valued="-o --output --passphrase-file" args="" ;;
         "sign") subcommands="" opts="-k --key -o --output -f --format --passphrase-file --mind --json -q --quiet -h --help" valued="-k --key -o --output -f --format --passphrase-file --mind" args="file" ;;
@@ -72,7 +73,7 @@ _pmm_value() {
         "unpin:--mind") _pmm_reply -f ;;
         "rename:--mind") _pmm_reply -f ;;
         "stats:--mind") _pmm_reply -f ;;
-        "log:--kind") _pmm_reply -W "commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted" ;;
+        "log:--kind") _pmm_reply -W "commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_merged mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted" ;;
         "log:--mind") _pmm_reply -f ;;
         "search:--mind") _pmm_reply -f ;;
         "diff:--mind") _pmm_reply -f ;;
@@ -88,6 +89,7 @@ _pmm_value() {
         "export:--mind") _pmm_reply -f ;;
         "import:-f"|"import:--format") _pmm_reply -W "jsonl chatgpt claude" ;;
         "import:--mind") _pmm_reply -f ;;
+        "merge:--mind") _pmm_reply -f ;;
         "verify:--sig") _pmm_reply -f ;;
         "verify:--pub") _pmm_reply -f ;;
         "verify:--mind") _pmm_reply -f ;;

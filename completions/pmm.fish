@@ -3,7 +3,7 @@
 function __pmm_subcommands --argument-names path
     switch "$path"
         case ''
-            printf '%s\n' init remember pins unpin rename stats log search diff chat sessions recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections
+            printf '%s\n' init remember pins unpin rename stats log search diff chat sessions recall trace reflect run health export import merge verify keygen sign backup restore persona model commitments reflections
         case 'persona'
             printf '%s\n' set show edit clear
         case 'model'
@@ -55,6 +55,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' -f --format -o --output --since --mind
         case 'import'
             printf '%s\n' -f --format --mind
+        case 'merge'
+            printf '%s\n' --mind
         case 'verify'
             printf '%s\n' --sig --pub --mind
         case 'keygen'
@@ -155,6 +157,7 @@ complete -c pmm -n '__pmm_is ""' -a run -d 'Loop: expire overdue commitments and
 complete -c pmm -n '__pmm_is ""' -a health -d 'Check the mind: file, chain, projection cache, search index, recall vectors, reflection cadence, commitments; models with --online.'
 complete -c pmm -n '__pmm_is ""' -a export -d 'Stream the mind\'s events as JSONL (default, on stdout) or Markdown.'
 complete -c pmm -n '__pmm_is ""' -a import -d 'Import a pmm export (verified first), or a ChatGPT / Claude data export (.zip or conversations.json).'
+complete -c pmm -n '__pmm_is ""' -a merge -d 'Join another copy of this mind that diverged from it (verified whole first).'
 complete -c pmm -n '__pmm_is ""' -a verify -d 'Recompute every hash and check every link and id; with --sig, the signed checkpoint too; and that the mind still extends what pmm witnessed (exit 3 on any problem).'
 complete -c pmm -n '__pmm_is ""' -a keygen -d 'Make an Ed25519 signing key: KEY (PEM, 0600) and its public key beside it (PEM, minisign, OpenSSH).'
 complete -c pmm -n '__pmm_is ""' -a sign -d 'Verify the mind, then sign its checkpoint (mind id, event count, head hash), not its bytes.'
@@ -197,7 +200,7 @@ complete -c pmm -n '__pmm_is "stats"' -l json -d 'Machine-readable output on std
 complete -c pmm -n '__pmm_is "stats"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "stats"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "log"' -s n -l number -x -d 'How many events (the latest of those the filters keep).'
-complete -c pmm -n '__pmm_is "log"' -l kind -x -a 'commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted' -d 'Only events of this kind (docs/event-kinds.md lists them; an unknown kind is refused).'
+complete -c pmm -n '__pmm_is "log"' -l kind -x -a 'commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_merged mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted' -d 'Only events of this kind (docs/event-kinds.md lists them; an unknown kind is refused).'
 complete -c pmm -n '__pmm_is "log"' -l since -x -d 'From this event or time on (inclusive): an event id (digits) or a date: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday (local time; Z or +HH:MM for another zone). A date filters on when each event was said (an import: its original time).'
 complete -c pmm -n '__pmm_is "log"' -l until -x -d 'Up to this event or to the end of this day, minute or second (inclusive); same forms as --since.'
 complete -c pmm -n '__pmm_is "log"' -l on -x -d 'Only what was said on this day (or minute, or second), in local time: YYYY-MM-DD, today, yesterday.'
@@ -289,6 +292,12 @@ complete -c pmm -n '__pmm_is "import"' -l json -d 'Machine-readable output on st
 complete -c pmm -n '__pmm_is "import"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "import"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "import"' -F
+complete -c pmm -n '__pmm_is "merge"' -s n -l dry-run -d 'Say what would be merged; write nothing.'
+complete -c pmm -n '__pmm_is "merge"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "merge"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "merge"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "merge"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "merge"' -F
 complete -c pmm -n '__pmm_is "verify"' -l deep -d 'Also run SQLite\'s check, canonical meta, and the projection cache and --as-of snapshots against a full replay.'
 complete -c pmm -n '__pmm_is "verify"' -l sig -r -F -d 'A signature from `pmm sign`: its checkpoint must be in the chain.'
 complete -c pmm -n '__pmm_is "verify"' -l pub -r -F -d 'The signer\'s public key (PEM, minisign or ssh-ed25519). Default: the one `pmm keygen` made (signing-key.pub.pem in the user config dir).'

@@ -134,6 +134,7 @@ STORY: dict[str, Step] = {
     "health": Step(lambda s: [*_m(s), "health"]),
     "export": Step(lambda s: [*_m(s), "export", "-o", str(s.tmp / "mind.jsonl")]),
     "import": Step(lambda s: ["--mind", str(s.tmp / "copy.db"), "import", str(s.tmp / "mind.jsonl")]),
+    "merge": Step(lambda s: [*_m(s), "merge", str(s.tmp / "copy.db")]),
     "verify": Step(lambda s: ["verify", str(s.mind)]),
     "keygen": Step(lambda s: ["keygen", "-o", str(s.tmp / "k.pem")]),
     "sign": Step(lambda s: ["sign", str(s.mind), "--key", str(s.tmp / "k.pem"), "-o", str(s.tmp / "mind.sig")]),

@@ -58,6 +58,7 @@ def _register() -> None:
         commitments,
         health,
         init,
+        merge,
         models,
         portability,
         recall,
@@ -73,7 +74,7 @@ def _register() -> None:
     )
 
     for module in (init, standing, browse, timetravel, chat, sessions, recall, models, trace, reflect, commitments,
-                   reflections, run, health, portability, verify, signing, backup):
+                   reflections, run, health, portability, merge, verify, signing, backup):
         module.register(app)
 
 

@@ -10,15 +10,16 @@ Events enter the folds here only through ``projections.replay`` and ``projection
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar, cast
 
 from pmm import errors
 from pmm.domain import projections
+from pmm.domain.events import MIND_MERGED as _MERGED_KIND
 from pmm.domain.events import Event
 from pmm.domain.states import States
 from pmm.ledger import cache, past
@@ -107,10 +108,12 @@ def seal(ledger: Source, states: States, snaps: list[past.Snap] | None = None) -
 def rebuild(ledger: Source) -> None:
     """The cache and the snapshots rebuilt from every event (inside the caller's transaction)."""
     global replays
-    replays += 1
     snaps: list[past.Snap] = []
     past.clear(ledger.conn)
-    seal(ledger, _fold_on(ledger, None, 0, GENESIS_PREV, snaps)[0], snaps)
+    states, _ = _fold_on(ledger, None, 0, GENESIS_PREV, snaps)
+    if past.first_merge(ledger.conn) is None:
+        replays += 1  # (a merged mind's fold ended in replay_all, which counts itself)
+    seal(ledger, states, snaps)
 
 
 def _sealed(ledger: Source) -> cache.Row | None:
@@ -152,21 +155,37 @@ def _fold_on(ledger: Source, states: States | None, last_id: int, last_hash: str
         last = (event.id, event.hash)
         if snaps is not None and not event.id & mask:
             snaps.append((event.id, event.hash, fold.states.copy()))
+    if fold.merges:  # a merge after the states we had: the fold from its fork is read again
+        return replay_all(ledger, last[0]), last  # (past.store keeps no snapshot from a merge on)
     return fold.states, last
 
 
-def _replay(events: Iterable[Event]) -> States:
+def replay_all(ledger: Source, upto: int | None = None) -> States:
+    """The states at ``upto`` (default: the head) by a replay of every event, read as a merged
+    mind reads when it holds ``mind_merged`` events (``projections.replay_merged``)."""
     global replays
     replays += 1
-    return projections.replay(events)
+
+    def until(events: Iterator[Event], last: int | None) -> Iterator[Event]:
+        # a read stopped early closes its statement at once (one left open holds a read lock)
+        with contextlib.closing(cast(Generator[Event, None, None], events)):
+            for event in events:
+                if last is not None and event.id > last:
+                    return
+                yield event
+
+    markers = list(until(ledger.events(kind=_MERGED_KIND.name), upto))
+    if not markers:
+        return projections.replay(until(ledger.events(), upto))
+    return projections.replay_merged(until(ledger.events(), upto), markers,
+                                     lambda low, high: until(ledger.events(since=low), high))
 
 
 def _done_at(ledger: Source, last_id: int, last_hash: str) -> Callable[[], cache.Done]:
     """The commitments no longer open at an event, by replay: the true value of a ``done`` row
     that was altered (or rewritten by another process) after it was read."""
     def replayed(source: Source) -> cache.Done:
-        events = itertools.takewhile(lambda e: e.id <= last_id, source.events())
-        return dict(_replay(events)["commitments"]["done"])
+        return dict(replay_all(source, last_id)["commitments"]["done"])
     return lambda: _reading(ledger, replayed, (last_id, last_hash))
 
 
@@ -251,4 +270,7 @@ class Folding:
             yield event
 
     def seal(self) -> None:
+        if self.fold.merges:  # the new events hold a merge: read again from its fork
+            seal(self.ledger, replay_all(self.ledger), self.snaps)
+            return
         seal(self.ledger, self.fold.states, self.snaps)

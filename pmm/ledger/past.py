@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from pmm.domain import projections
+from pmm.domain.events import MIND_MERGED
 from pmm.domain.states import States
 from pmm.ledger import cache, fts, seal
 from pmm.ledger import connection as cx
@@ -56,6 +57,11 @@ def store(conn: sqlite3.Connection, mind_id: str, snaps: list[Snap], head_id: in
     every snapshot row it does not (inside the caller's transaction). Returns how many were
     written. Without this machine's key none is written: unsealed, none would be trusted."""
     step = spacing(head_id)
+    merged = first_merge(conn)
+    if merged is not None:  # a merge re-folds from its fork (docs/merge.md): none from there on
+        snaps = [snap for snap in snaps if snap[0] < merged]
+        conn.execute("DELETE FROM projection_cache WHERE substr(name, 1, ?) = ? AND last_id >= ?",
+                     (len(PREFIX), PREFIX, merged))
     secret = seal.key(create=True) if snaps else None
     version = cache.version()
     written = 0
@@ -76,6 +82,14 @@ def store(conn: sqlite3.Connection, mind_id: str, snaps: list[Snap], head_id: in
                  " (version IS NOT ? OR last_id % ? != 0 OR last_id > ?)",
                  (len(PREFIX), PREFIX, version, step, head_id))
     return written
+
+
+def first_merge(conn: sqlite3.Connection) -> int | None:
+    """The id of the mind's first ``mind_merged`` event, or None. The states at or after it are
+    not a plain fold of the events before (a merge folds again from its fork): no snapshot is
+    kept from there on, and ``--as-of`` a point past it replays as a merged mind reads."""
+    row = conn.execute("SELECT min(id) FROM events WHERE kind = ?", (MIND_MERGED.name,)).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 def clear(conn: sqlite3.Connection) -> None:

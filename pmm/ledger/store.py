@@ -406,7 +406,10 @@ class Ledger:
                 states = folded_states() if folded_states is not None else None
                 if states is None:
                     raise errors.PmmError("internal: the events were not all read")
-                folded.seal(mind, states, folded_snaps() if folded_snaps is not None else None)
+                if past.first_merge(conn) is not None:  # the fold beside could not read back from a fork: again, here
+                    folded.rebuild(mind)
+                else:
+                    folded.seal(mind, states, folded_snaps() if folded_snaps is not None else None)
             count = mind.head()[0]
             conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode=DELETE")

@@ -419,12 +419,18 @@ def _replay_check(mind: Ledger) -> Replayed:
             if event.id in stored:
                 seen[event.id] = fold.states.copy()
         full = fold.states
+        if fold.merges:  # a merged mind reads back from each fork (docs/merge.md)
+            full = folded.replay_all(mind)
+            first = fold.merges[0].id  # (past.store keeps no snapshot from there on)
+            seen.update({i: folded.replay_all(mind, i) for i in seen if i >= first})
         snapshots, snapshots_ok = _snapshots_check(mind, stored, seen)
         if cached is None:
             return Replayed(bad_meta[0] if bad_meta else None,
                             "absent or stale (ignored; a full replay is used)", True, snapshots, snapshots_ok)
         states, last_id = cached
-        cache_ok = projections.replay(mind.events(since=last_id + 1), states) == full
+        rest = projections.Fold(states)
+        later = rest.add_all(mind.events(since=last_id + 1))
+        cache_ok = (folded.replay_all(mind) if rest.merges else later) == full
     cache = f"reflects event {last_id}; " + ("equals a full replay" if cache_ok else "DIFFERS from a full replay")
     return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok, snapshots, snapshots_ok)
 

@@ -183,6 +183,11 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
                           on_progress=on_progress)
 
 
+def file_size(stream: IO[bytes]) -> int | None:
+    """The size of a regular file behind ``stream``, or None (a pipe, a terminal)."""
+    return _size(stream)
+
+
 def _size(stream: IO[bytes]) -> int | None:
     """The size of a regular file behind ``stream``, or None (a pipe, a terminal)."""
     import os
@@ -291,6 +296,13 @@ def _checked(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainSta
             yield from flush()
     if pending:
         yield from flush()
+
+
+def checked_events(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainState
+                   ) -> Iterator[Event]:
+    """An export's events (line, event), passed on once their hashes, links and shapes check
+    out from ``state`` on; raises InputRejected (with the line) at the first bad one."""
+    return _checked(events, prefix, state, None)
 
 
 def _encodes(text: str) -> bool:

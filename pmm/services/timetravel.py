@@ -14,7 +14,7 @@ from typing import TypedDict
 
 from pmm import errors
 from pmm.domain.states import States
-from pmm.ledger import lookup, past
+from pmm.ledger import folded, lookup, past
 from pmm.ledger.store import Ledger
 from pmm.services import dates, opening
 
@@ -99,6 +99,9 @@ class Past:
 def at(mind: Ledger, text: str) -> Past:
     """The mind at the point ``text`` names (``point``), replayed (never writes)."""
     where = point(mind, text)
+    merged = past.first_merge(mind.conn)
+    if merged is not None and merged <= where.id:  # a merge folds again from its fork: all of it
+        return Past(where, folded.replay_all(mind, where.id), 0)
     states, base = past.replay_to(mind, where.id)
     return Past(where, states, base)
 
