@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -373,44 +373,28 @@ class Ledger:
         """Create a new mind at ``path`` from checked events: a temp file, published on success.
 
         ``folded_states``, when given, returns the projections folded over ``events`` once they
-        are all read (the caller folded them as it checked them, in another process), and
-        ``folded_snaps`` the states it passed at snapshot points (``pmm.ledger.past``); else
-        they are folded here, as they are inserted.
+        are all read (the caller folded them as it checked them), and ``folded_snaps`` the
+        states it passed at snapshot points (``pmm.ledger.past``); else they are folded here,
+        as they are inserted. ``events`` may also be batches of them (``build_batches``).
 
         The temp file is private to this call, so it is written without a journal, and the
         indexes and the head trigger are made once at the end, in the same transaction (the
         events are checked links of one chain from event 1: what the trigger would hold for
-        each row); it is fsynced before it appears under ``path``.
+        each row); it is fsynced before it appears under ``path`` (pmm.ledger.bulk).
         """
-        with cx.new_file(path) as (tmp, conn), cx.translated(tmp):
-            conn.execute("PRAGMA journal_mode=OFF")
-            conn.execute("PRAGMA synchronous=OFF")
-            conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: the insert appends, it needs few pages
-            # Index builds sort in temp files (the page cache's, not this process's memory),
-            # so memory stays flat at any size; and they may use a second core to do it.
-            conn.execute("PRAGMA temp_store=FILE")
-            conn.execute("PRAGMA threads=2")
-            conn.execute("BEGIN")
-            cx.init_file(conn, mind_id, with_indexes=False)
-            conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
-            mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
-            folding = folded.Folding(mind, 0) if folded_states is None else None
-            rows = _extending(events, 0, GENESIS_PREV)
-            mind._insert(rows if folding is None else folding.passing(rows))
-            for statement in (*schema.EVENTS_INDEXES, schema.GUARDS[0]):
-                conn.execute(statement)
-            mind._index_text(0)
-            if folding is not None:
-                folding.seal()
-            else:
-                states = folded_states() if folded_states is not None else None
-                if states is None:
-                    raise errors.PmmError("internal: the events were not all read")
-                folded.seal(mind, states, folded_snaps() if folded_snaps is not None else None)
-            count = mind.head()[0]
-            conn.execute("COMMIT")
-            conn.execute("PRAGMA journal_mode=DELETE")
-        return count
+        from pmm.ledger import bulk
+
+        return bulk.build(path, mind_id, bulk.chunks(events), folded_states, folded_snaps)
+
+    @classmethod
+    def build_batches(cls, path: Path, mind_id: str, batches: Iterable[Sequence[Sequence[Any]]],
+                      folded_states: Callable[[], States | None] | None = None,
+                      folded_snaps: Callable[[], list[past.Snap]] | None = None) -> int:
+        """``build`` from lists of consecutive checked events, each an ``Event`` or a plain
+        tuple in its column order (the cheapest hand-over)."""
+        from pmm.ledger import bulk
+
+        return bulk.build(path, mind_id, batches, folded_states, folded_snaps)
 
 
 def _extending(events: Iterable[Event], head_id: int, head_hash: str) -> Iterator[Event]:

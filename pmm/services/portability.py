@@ -165,9 +165,10 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
 
         jsonl.fast_decoder()  # imported here, before the fork, not by the child
         checked = import_reader.Checked(
-            lambda: _checked(reader.events(), prefix, ChainState(), None), on_progress,
+            lambda: _checked_batches(reader.batches(), prefix, ChainState(), None), on_progress,
             size=_size(stream))
-        count = Ledger.build(path, header.mind_id, checked, lambda: checked.states, lambda: checked.snaps)
+        count = Ledger.build_batches(path, header.mind_id, checked, lambda: checked.states,
+                                     lambda: checked.snaps)
         with Ledger.open(path) as built:
             opening.witness_head(built, created=True)
         notify(f"Created a new mind at {path}")
@@ -264,33 +265,45 @@ def _checked(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainSta
              on_progress: Progress | None, batch: int = 4096) -> Iterator[Event]:
     """Pass events through only after their hashes and links check out; raise on the first bad."""
     pending: list[tuple[int, Event]] = []
-
-    def flush() -> Iterator[Event]:
-        try:
-            rows = [(e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
-                     e.prev_hash.encode(), e.hash.encode()) for _, e in pending]
-        except UnicodeEncodeError:  # JSON's "\ud800" decodes to text that has no UTF-8
-            line = next(n for n, e in pending if not all(map(_encodes, e[1:])))
-            raise errors.InputRejected(
-                "a field holds a lone surrogate (\\ud800-\\udfff), which is not text", line=line
-            ) from None
-        before = state.count
-        check_chain(prefix, rows, state)
-        if state.problem is not None:
-            line = pending[state.count - before][0]  # the checker stops at the first bad row
-            raise errors.InputRejected(str(state.problem), line=line)
-        if on_progress is not None:
-            on_progress(len(pending))
-        for _, event in pending:
-            yield event
-        pending.clear()
-
     for item in events:
         pending.append(item)
         if len(pending) == batch:
-            yield from flush()
+            yield from _check([e for _, e in pending], [n for n, _ in pending], prefix, state,
+                              on_progress)
+            pending.clear()
     if pending:
-        yield from flush()
+        yield from _check([e for _, e in pending], [n for n, _ in pending], prefix, state,
+                          on_progress)
+
+
+def _checked_batches(batches: Iterator[tuple[int, list[Event]]], prefix: bytes,
+                     state: ChainState, on_progress: Progress | None) -> Iterator[list[Event]]:
+    """``_checked`` for ``ExportReader.batches``: each list only once every event in it
+    checked out."""
+    for first_line, events in batches:
+        yield _check(events, range(first_line, first_line + len(events)), prefix, state,
+                     on_progress)
+
+
+def _check(events: list[Event], lines: Sequence[int], prefix: bytes, state: ChainState,
+           on_progress: Progress | None) -> list[Event]:
+    """``events`` (read from ``lines``), once their hashes and links check out."""
+    try:
+        rows = [(e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
+                 e.prev_hash.encode(), e.hash.encode()) for e in events]
+    except UnicodeEncodeError:  # JSON's "\ud800" decodes to text that has no UTF-8
+        line = next(n for n, e in zip(lines, events, strict=True) if not all(map(_encodes, e[1:])))
+        raise errors.InputRejected(
+            "a field holds a lone surrogate (\\ud800-\\udfff), which is not text", line=line
+        ) from None
+    before = state.count
+    check_chain(prefix, rows, state)
+    if state.problem is not None:
+        line = lines[state.count - before]  # the checker stops at the first bad row
+        raise errors.InputRejected(str(state.problem), line=line)
+    if on_progress is not None:
+        on_progress(len(events))
+    return events
 
 
 def _encodes(text: str) -> bool:
