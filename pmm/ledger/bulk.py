@@ -30,7 +30,10 @@ Row = Sequence[Any]  # an ``Event``, or a plain tuple in its column order
 Batch = Sequence[Row]
 INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)"
 HEAD_TRIGGER = "events_extend_head"  # schema.GUARDS[0]
-QUEUED = 4  # batches waiting for the search index's thread: memory stays flat at any size
+# Events per statement of the search index's thread: FTS5 writes a segment at the end of each
+# statement and merges them as they pile up, so fewer, larger ones cost less.
+INDEX_BATCH = 8192
+QUEUED = 2  # batches waiting for the search index's thread: memory stays flat at any size
 _DONE = None
 
 
@@ -82,6 +85,7 @@ def _insert(conn: sqlite3.Connection, batches: Iterable[Batch], side: SideIndex,
     """Insert every batch, each refused unless it extends the one before (the head trigger's
     rule: the caller checked every link inside a batch, and ids are consecutive in it)."""
     last_id, last_hash = 0, GENESIS_PREV
+    texts: list[Row] = []  # handed to the search index's thread in runs of INDEX_BATCH
     for batch in batches:
         if not batch:
             continue
@@ -92,8 +96,13 @@ def _insert(conn: sqlite3.Connection, batches: Iterable[Batch], side: SideIndex,
         if folding is not None:
             batch = list(folding.passing(map(Event._make, batch)))
         conn.executemany(INSERT, batch)
-        side.add(batch)
+        texts += batch
+        if len(texts) >= INDEX_BATCH:
+            side.add(texts)
+            texts = []
         last_id, last_hash = last[0], last[6]
+    if texts:
+        side.add(texts)
     return last_id
 
 

@@ -17,6 +17,9 @@ from pmm.ledger.store import Ledger
 from pmm.services import files, opening
 
 Progress = Callable[[int], None]
+# Lines per decoder call in a bulk import: a batch that stays in the CPU's caches (the reading
+# process took half as long again per event with 4,096 at 1M events).
+READ_BATCH = 256
 T = TypeVar("T")
 
 
@@ -165,7 +168,7 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
 
         jsonl.fast_decoder()  # imported here, before the fork, not by the child
         checked = import_reader.Checked(
-            lambda: _checked_batches(reader.batches(), prefix, ChainState(), None), on_progress,
+            lambda: _checked_batches(reader.batches(READ_BATCH), prefix, ChainState(), None), on_progress,
             size=_size(stream))
         count = Ledger.build_batches(path, header.mind_id, checked, lambda: checked.states,
                                      lambda: checked.snaps)
