@@ -133,8 +133,8 @@ def big_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _stopped_mid_import(big_export: Path, target: Path, stop: Callable[[int, list[int]], None]
-                        ) -> tuple[subprocess.Popen[bytes], int, bytes]:
+def _stopped_mid_import(big_export: Path, target: Path, stop: Callable[[int, list[int]], None],
+                        file_ending: str = "") -> tuple[subprocess.Popen[bytes], int, bytes]:
     """Run `pmm import` into ``target`` and ``stop(pid, readers)`` it once its reading process
     runs and its temp file is being written; returns the process, the reader's pid, stderr."""
     target.parent.mkdir()
@@ -145,7 +145,8 @@ def _stopped_mid_import(big_export: Path, target: Path, stop: Callable[[int, lis
         readers: list[int] = []
         while time.monotonic() < deadline and proc.poll() is None:
             readers = _children(proc.pid)
-            if readers and any(p.name.startswith(".mind.db.tmp") for p in target.parent.iterdir()):
+            if readers and any(p.name.startswith(".mind.db.tmp") and p.name.endswith(file_ending)
+                               for p in target.parent.iterdir()):
                 break
             time.sleep(0.01)
         assert readers and proc.poll() is None, "the import ended before it could be stopped"
@@ -178,6 +179,23 @@ def test_kill9_mid_import_leaves_no_mind(big_export: Path, tmp_path: Path, victi
                           capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     assert json_data(done.stdout)["appended"] == 60_000
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_kill9_while_the_search_index_is_built_beside_leaves_no_mind(
+        big_export: Path, tmp_path: Path) -> None:
+    target = tmp_path / "minds" / "mind.db"
+    proc, _, _ = _stopped_mid_import(big_export, target, lambda pid, _readers: os.kill(
+        pid, signal.SIGKILL), file_ending="-fts")  # the search index's scratch file
+    assert proc.returncode == -signal.SIGKILL
+    assert not target.exists()
+    # only private temp files are left, and they stand in nobody's way
+    assert all(p.name.startswith(".mind.db.tmp-") for p in target.parent.iterdir())
+    done = subprocess.run([PMM, "--mind", str(target), "import", str(big_export), "--json"],
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert json_data(done.stdout)["appended"] == 60_000
+    assert cli_json(target, "verify")["ok"] is True
 
 
 def test_a_large_export_on_a_pipe_imports(export: Path, tmp_path: Path) -> None:

@@ -122,11 +122,15 @@ class SideIndex:
     def __enter__(self) -> SideIndex:
         with open(self.path, "xb"):  # never someone else's file
             pass
-        self.path.chmod(0o600)
-        # Attached now: SQLite attaches nothing inside a transaction. The writer reads it only
-        # once the thread has committed (``copy_into``).
-        self.target.execute("ATTACH DATABASE ? AS pmm_side", (str(self.path),))
-        self.thread.start()
+        try:
+            self.path.chmod(0o600)
+            # Attached now: SQLite attaches nothing inside a transaction. The writer reads it
+            # only once the thread has committed (``copy_into``).
+            self.target.execute("ATTACH DATABASE ? AS pmm_side", (str(self.path),))
+            self.thread.start()
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
