@@ -215,3 +215,39 @@ def test_ctrl_c_mid_import_exits_130_and_leaves_no_mind(big_export: Path, tmp_pa
     assert proc.returncode == 130, stderr.decode()
     assert b"Traceback" not in stderr
     assert list(target.parent.iterdir()) == []
+
+
+def test_kill9_mid_import_into_a_small_mind_leaves_it_as_it_was(
+        big_export: Path, tmp_path: Path) -> None:
+    """Into a mind smaller than the import, the indexes are dropped and made again after the
+    insert, in the import's one transaction: a kill -9 in between leaves them, and the mind,
+    exactly as they were."""
+    first = tmp_path / "first.jsonl"
+    synthetic_export(first, 1000)  # the big export's first 1,000 events
+    mind = tmp_path / "mind.db"
+    run_in("--mind", str(mind), "import", str(first), check=True)
+    wal = Path(f"{mind}-wal")
+    proc = subprocess.Popen([PMM, "--mind", str(mind), "import", str(big_export)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if wal.exists() and wal.stat().st_size > 4 << 20:  # the insert is spilling pages
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, "the import ended before it could be stopped"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with Ledger.open(mind, write=True) as opened:  # recovers the WAL: nothing of the import
+        assert opened.count() == 1000
+        assert opened.schema_problems() == []  # every index is there, as pmm makes it
+        assert opened.index_problem() is None
+    assert cli_json(mind, "verify", "--deep")["ok"] is True
+    result = cli_json(mind, "import", str(big_export))
+    assert (result["appended"], result["already_present"]) == (59_000, 1000)
+    with Ledger.open(mind, write=True) as opened:
+        assert opened.schema_problems() == [] and opened.count() == 60_000

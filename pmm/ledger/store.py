@@ -26,6 +26,7 @@ from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
 HEAD_TRIGGER = "events_extend_head"  # schema.GUARDS[0]: every insert must extend the head
+DEFER_INDEXES_FROM = 10_000  # events an import adds before its indexes are built after it
 
 
 def select_list(table: str = "") -> str:
@@ -338,11 +339,13 @@ class Ledger:
 
     # -- imports -------------------------------------------------------------------------------
 
-    def append_checked(self, events: Iterable[Event]) -> int:
+    def append_checked(self, events: Iterable[Event], *, expected: int = 0) -> int:
         """Append events that carry their own ids and hashes, in one transaction.
 
         ``events`` must already be checked against this mind's chain (the caller's iterator
         raises to abort, and then nothing is written). Returns how many were appended.
+        ``expected``, how many the caller counted, decides whether the indexes are made again
+        after the insert (``DEFER_INDEXES_FROM``) rather than kept up row by row.
         """
         with self.transaction():
             head_id, head_hash = self.head()
@@ -351,7 +354,16 @@ class Ledger:
             # insert and made again before COMMIT (one transaction: a crash or a refusal rolls
             # both back), and its rule is held here, row by row, in memory.
             self.conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
+            # Into a mind smaller than the import, the indexes too: a sort once after the insert
+            # costs a fraction of a random B-tree insert per row (the same transaction again).
+            defer = expected >= max(head_id, DEFER_INDEXES_FROM)
+            if defer:
+                for name in schema.EVENTS_INDEX_NAMES:
+                    self.conn.execute(f"DROP INDEX {name}")
             self._insert(folding.passing(_extending(events, head_id, head_hash)))
+            if defer:
+                for statement in schema.EVENTS_INDEXES:
+                    self.conn.execute(statement)
             self.conn.execute(schema.GUARDS[0])
             self._index_text(head_id)
             folding.seal()

@@ -184,7 +184,7 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
         source.seek(0)
         with opening.witnessed(Ledger.open(path, write=True), notify=notify) as mind:
             return _merge(mind, jsonl.ExportReader(source, name), write=True,
-                          on_progress=on_progress)
+                          on_progress=on_progress, expected=planned.appended)
 
 
 def _size(stream: IO[bytes]) -> int | None:
@@ -219,7 +219,7 @@ def _seekable(stream: IO[bytes]) -> Iterator[IO[bytes]]:
 
 
 def _merge(mind: Ledger, reader: jsonl.ExportReader, *, write: bool,
-           on_progress: Progress | None = None) -> ImportResult:
+           on_progress: Progress | None = None, expected: int = 0) -> ImportResult:
     """Match the export against ``mind``'s chain; with ``write``, append the missing tail."""
     header = reader.read_header()
     prefix = chain_prefix(header.ledger_format, header.mind_id)
@@ -254,7 +254,7 @@ def _merge(mind: Ledger, reader: jsonl.ExportReader, *, write: bool,
         present += 1
     else:
         return ImportResult(0, present, False, mind.mind_id, head_id)
-    appended = mind.append_checked(tail) if write else sum(1 for _ in tail)
+    appended = mind.append_checked(tail, expected=expected) if write else sum(1 for _ in tail)
     return ImportResult(appended, present, False, mind.mind_id, head_id + appended)
 
 
