@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pmm import errors
 from pmm.domain.events import Event
@@ -37,13 +37,19 @@ QUEUED = 2  # batches waiting for the search index's thread: memory stays flat a
 _DONE = None
 
 
+class Mind(folded.Source, Protocol):
+    """What the build needs of the ledger it writes (``pmm.ledger.store.Ledger``)."""
+
+    def _index_text(self, after_id: int) -> None: ...
+
+
 def build(path: Path, mind_id: str, batches: Iterable[Batch],
+          opened: Callable[[Path, sqlite3.Connection, dict[str, str]], Mind],
           folded_states: Callable[[], States | None] | None = None,
           folded_snaps: Callable[[], list[past.Snap]] | None = None) -> int:
     """Create a new mind at ``path`` from batches of checked events (from event 1); returns
-    how many. See ``Ledger.build``."""
-    from pmm.ledger.store import Ledger
-
+    how many. ``opened(tmp, conn, identity)`` is the ledger over the temp file (store's
+    ``Ledger``, passed in: that module imports this one). See ``Ledger.build``."""
     with cx.new_file(path) as (tmp, conn), cx.translated(tmp):
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
@@ -56,7 +62,7 @@ def build(path: Path, mind_id: str, batches: Iterable[Batch],
             conn.execute("BEGIN")
             cx.init_file(conn, mind_id, with_indexes=False)
             conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
-            mind = Ledger(tmp, conn, cx.read_identity(conn, tmp), True)
+            mind = opened(tmp, conn, cx.read_identity(conn, tmp))
             folding = folded.Folding(mind, 0) if folded_states is None else None
             count = _insert(conn, batches, side, folding)
             # The head trigger's rule held for every row (``_insert``); the indexes are sorted

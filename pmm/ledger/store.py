@@ -396,7 +396,12 @@ class Ledger:
         """
         from pmm.ledger import bulk
 
-        return bulk.build(path, mind_id, bulk.chunks(events), folded_states, folded_snaps)
+        return bulk.build(path, mind_id, bulk.chunks(events), cls._over_temp, folded_states,
+                          folded_snaps)
+
+    @classmethod
+    def _over_temp(cls, tmp: Path, conn: sqlite3.Connection, meta: dict[str, str]) -> Ledger:
+        return cls(tmp, conn, meta, True)
 
     @classmethod
     def build_batches(cls, path: Path, mind_id: str, batches: Iterable[Sequence[Sequence[Any]]],
@@ -406,7 +411,7 @@ class Ledger:
         tuple in its column order (the cheapest hand-over)."""
         from pmm.ledger import bulk
 
-        return bulk.build(path, mind_id, batches, folded_states, folded_snaps)
+        return bulk.build(path, mind_id, batches, cls._over_temp, folded_states, folded_snaps)
 
 
 def _extending(events: Iterable[Event], head_id: int, head_hash: str) -> Iterator[Event]:
