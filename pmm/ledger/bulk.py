@@ -4,8 +4,9 @@ The events go into a private temp file in one transaction (``cx.new_file``: it a
 or not at all). Its indexes are built once, sorted, after the insert; its search index is
 built meanwhile by a second thread (``SideIndex``) in a scratch file of its own, through its own
 SQLite connection (SQLite runs without the GIL, so the two inserts overlap), and copied into
-the mind's FTS5 tables, page for page, before COMMIT. FTS5 keeps nothing but those tables, so
-the copy is the index ``'rebuild'`` would make, without its second pass over the events.
+the mind's FTS5 tables, row for row, before COMMIT. FTS5 keeps nothing but those tables, so the
+copy is the index a ``'rebuild'`` makes (the same token counts and matches; its segments are
+merged differently), without a second pass over the events after the insert.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)"
 HEAD_TRIGGER = "events_extend_head"  # schema.GUARDS[0]
 # Events per statement of the search index's thread: FTS5 writes a segment at the end of each
 # statement and merges them as they pile up, so fewer, larger ones cost less.
-INDEX_BATCH = 8192
+INDEX_BATCH = 4096
 QUEUED = 2  # batches waiting for the search index's thread: memory stays flat at any size
 _DONE = None
 
@@ -179,7 +180,7 @@ class SideIndex:
             try:
                 conn.execute("PRAGMA journal_mode=OFF")
                 conn.execute("PRAGMA synchronous=OFF")
-                conn.execute("PRAGMA cache_size=-16384")
+                conn.execute("PRAGMA cache_size=-4096")  # 4 MiB: FTS5 appends its segments
                 conn.execute("PRAGMA temp_store=FILE")
                 conn.execute("BEGIN")
                 conn.execute(fts.table(self.version))
