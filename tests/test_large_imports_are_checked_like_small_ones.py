@@ -133,8 +133,8 @@ def big_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _stopped_mid_import(big_export: Path, target: Path, stop: Callable[[int, list[int]], None]
-                        ) -> tuple[subprocess.Popen[bytes], int, bytes]:
+def _stopped_mid_import(big_export: Path, target: Path, stop: Callable[[int, list[int]], None],
+                        file_ending: str = "") -> tuple[subprocess.Popen[bytes], int, bytes]:
     """Run `pmm import` into ``target`` and ``stop(pid, readers)`` it once its reading process
     runs and its temp file is being written; returns the process, the reader's pid, stderr."""
     target.parent.mkdir()
@@ -145,7 +145,8 @@ def _stopped_mid_import(big_export: Path, target: Path, stop: Callable[[int, lis
         readers: list[int] = []
         while time.monotonic() < deadline and proc.poll() is None:
             readers = _children(proc.pid)
-            if readers and any(p.name.startswith(".mind.db.tmp") for p in target.parent.iterdir()):
+            if readers and any(p.name.startswith(".mind.db.tmp") and p.name.endswith(file_ending)
+                               for p in target.parent.iterdir()):
                 break
             time.sleep(0.01)
         assert readers and proc.poll() is None, "the import ended before it could be stopped"
@@ -180,6 +181,23 @@ def test_kill9_mid_import_leaves_no_mind(big_export: Path, tmp_path: Path, victi
     assert json_data(done.stdout)["appended"] == 60_000
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_kill9_while_the_search_index_is_built_beside_leaves_no_mind(
+        big_export: Path, tmp_path: Path) -> None:
+    target = tmp_path / "minds" / "mind.db"
+    proc, _, _ = _stopped_mid_import(big_export, target, lambda pid, _readers: os.kill(
+        pid, signal.SIGKILL), file_ending="-fts")  # the search index's scratch file
+    assert proc.returncode == -signal.SIGKILL
+    assert not target.exists()
+    # only private temp files are left, and they stand in nobody's way
+    assert all(p.name.startswith(".mind.db.tmp-") for p in target.parent.iterdir())
+    done = subprocess.run([PMM, "--mind", str(target), "import", str(big_export), "--json"],
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert json_data(done.stdout)["appended"] == 60_000
+    assert cli_json(target, "verify")["ok"] is True
+
+
 def test_a_large_export_on_a_pipe_imports(export: Path, tmp_path: Path) -> None:
     mind = tmp_path / "mind.db"
     done = subprocess.run([PMM, "--mind", str(mind), "import", "-", "--json"],
@@ -197,3 +215,39 @@ def test_ctrl_c_mid_import_exits_130_and_leaves_no_mind(big_export: Path, tmp_pa
     assert proc.returncode == 130, stderr.decode()
     assert b"Traceback" not in stderr
     assert list(target.parent.iterdir()) == []
+
+
+def test_kill9_mid_import_into_a_small_mind_leaves_it_as_it_was(
+        big_export: Path, tmp_path: Path) -> None:
+    """Into a mind smaller than the import, the indexes are dropped and made again after the
+    insert, in the import's one transaction: a kill -9 in between leaves them, and the mind,
+    exactly as they were."""
+    first = tmp_path / "first.jsonl"
+    synthetic_export(first, 1000)  # the big export's first 1,000 events
+    mind = tmp_path / "mind.db"
+    run_in("--mind", str(mind), "import", str(first), check=True)
+    wal = Path(f"{mind}-wal")
+    proc = subprocess.Popen([PMM, "--mind", str(mind), "import", str(big_export)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if wal.exists() and wal.stat().st_size > 4 << 20:  # the insert is spilling pages
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, "the import ended before it could be stopped"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with Ledger.open(mind, write=True) as opened:  # recovers the WAL: nothing of the import
+        assert opened.count() == 1000
+        assert opened.schema_problems() == []  # every index is there, as pmm makes it
+        assert opened.index_problem() is None
+    assert cli_json(mind, "verify", "--deep")["ok"] is True
+    result = cli_json(mind, "import", str(big_export))
+    assert (result["appended"], result["already_present"]) == (59_000, 1000)
+    with Ledger.open(mind, write=True) as opened:
+        assert opened.schema_problems() == [] and opened.count() == 60_000

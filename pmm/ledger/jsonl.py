@@ -11,6 +11,7 @@ was cut at a line boundary detectable.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -111,9 +112,13 @@ class ExportReader:
         self.is_export = False  # the first line is a pmm export header (whatever else is wrong)
         self.end_at: int | None = None  # the end line's number, once it is read
         self.end_last_id: Any = None  # the last id the end line claims
+        self._pending: list[bytes] = []  # lines read ahead by ``batches`` and handed back, reversed
+
+    def _readline(self, limit: int) -> bytes:
+        return self._pending.pop() if self._pending else self.stream.readline(limit)
 
     def _next_line(self) -> bytes | None:
-        raw = self.stream.readline(MAX_LINE + 1)
+        raw = self._readline(MAX_LINE + 1)
         if not raw:
             return None
         self.line += 1
@@ -168,7 +173,7 @@ class ExportReader:
         is an event. Whether ``meta`` holds a JSON object of its kind's shape is the chain
         checker's to say (``checks.check_row``, which every import and verify runs on every
         event), so it is not decoded here."""
-        readline, loads, fast, limit = self.stream.readline, _loads, fast_decoder(), MAX_LINE + 1
+        readline, loads, fast, limit = self._readline, _loads, fast_decoder(), MAX_LINE + 1
         keyset, make = _EVENT_KEYSET, Event
         line = self.line
         while raw := readline(limit):
@@ -202,6 +207,50 @@ class ExportReader:
         raise InputRejected(
             f"{self.name} ends without its end line: the export is truncated", line=self.line + 1
         )
+
+    def batches(self, size: int = 4096) -> Iterator[tuple[int, list[Event]]]:
+        """``events()`` in lists of up to ``size``, each with the line number of its first event.
+
+        A run of lines that are each one event object, as pmm writes them, is decoded in one
+        call; any other run is read line by line by ``events()``, which refuses it exactly as
+        it always does. One call reads what the lines would read one by one: a line ends at
+        ``}``, a raw newline cannot be inside a JSON string, and an event is a flat object, so
+        no value spans two lines; the decoded values must be one event per line, in order."""
+        readline, fast, limit = self.stream.readline, fast_decoder(), MAX_LINE + 1
+        make, keys = Event._make, EVENT_KEYS
+        while self.end_at is None:
+            lines: list[bytes] = []
+            for _ in range(size):
+                if not (raw := readline(limit)):
+                    break
+                lines.append(raw)
+            if not lines:
+                list(self.events())  # raises: the export ends without its end line
+            events: list[Event] | None = None
+            if all(len(raw) < limit and raw.endswith(b"}\n") for raw in lines):
+                try:
+                    objs = fast((b"[%b]" % b",".join(lines)).decode("utf-8"))
+                    if len(objs) == len(lines) and all(type(obj) is dict and tuple(obj) == keys
+                                                       for obj in objs):
+                        events = [make(obj.values()) for obj in objs]
+                        if not all(type(e.id) is int and type(e.ts) is str and type(e.kind) is str
+                                   and type(e.content) is str and type(e.meta_json) is str
+                                   and type(e.prev_hash) is str and type(e.hash) is str
+                                   for e in events):
+                            events = None
+                except (ValueError, TypeError, UnicodeDecodeError):
+                    events = None
+            first = self.line + 1
+            if events is None:  # line by line: refusals, odd spellings, the end line
+                self._pending = lines[::-1]
+                events = [event for _, event in itertools.islice(self.events(), len(lines))]
+                if events:
+                    yield first, events
+                continue
+            self.line += len(events)
+            self.count += len(events)
+            self.last_id, self.last_hash = events[-1].id, events[-1].hash
+            yield first, events
 
     def _diagnose(self, raw: bytes) -> Any:
         """Say exactly what is wrong with a line the fast path refused (or return an end line)."""

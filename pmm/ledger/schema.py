@@ -63,6 +63,7 @@ SESSION = "coalesce(json_extract(meta, '$.session'), json_extract(meta, '$.sourc
 SESSION_EVENTS = "kind IN ('response_sent', 'session_started') AND json_valid(meta)"
 LINK_INDEXES = (f"CREATE INDEX events_session ON events({SESSION}) WHERE {SESSION_EVENTS}",)
 EVENTS_INDEXES = (*BASE_INDEXES, *LINK_INDEXES)  # what a bulk build makes after its insert
+EVENTS_INDEX_NAMES = tuple(statement.split(" ON ")[0].split()[-1] for statement in EVENTS_INDEXES)
 
 GUARDS = (
     # Every insert must extend the head: the next id, linked to the head's hash. This also

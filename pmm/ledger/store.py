@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -26,6 +26,7 @@ from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
 HEAD_TRIGGER = "events_extend_head"  # schema.GUARDS[0]: every insert must extend the head
+DEFER_INDEXES_FROM = 10_000  # events an import adds before its indexes are built after it
 
 
 def select_list(table: str = "") -> str:
@@ -338,11 +339,13 @@ class Ledger:
 
     # -- imports -------------------------------------------------------------------------------
 
-    def append_checked(self, events: Iterable[Event]) -> int:
+    def append_checked(self, events: Iterable[Event], *, expected: int = 0) -> int:
         """Append events that carry their own ids and hashes, in one transaction.
 
         ``events`` must already be checked against this mind's chain (the caller's iterator
         raises to abort, and then nothing is written). Returns how many were appended.
+        ``expected``, how many the caller counted, decides whether the indexes are made again
+        after the insert (``DEFER_INDEXES_FROM``) rather than kept up row by row.
         """
         with self.transaction():
             head_id, head_hash = self.head()
@@ -351,7 +354,16 @@ class Ledger:
             # insert and made again before COMMIT (one transaction: a crash or a refusal rolls
             # both back), and its rule is held here, row by row, in memory.
             self.conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
+            # Into a mind smaller than the import, the indexes too: a sort once after the insert
+            # costs a fraction of a random B-tree insert per row (the same transaction again).
+            defer = expected >= max(head_id, DEFER_INDEXES_FROM)
+            if defer:
+                for name in schema.EVENTS_INDEX_NAMES:
+                    self.conn.execute(f"DROP INDEX {name}")
             self._insert(folding.passing(_extending(events, head_id, head_hash)))
+            if defer:
+                for statement in schema.EVENTS_INDEXES:
+                    self.conn.execute(statement)
             self.conn.execute(schema.GUARDS[0])
             self._index_text(head_id)
             folding.seal()
@@ -373,47 +385,33 @@ class Ledger:
         """Create a new mind at ``path`` from checked events: a temp file, published on success.
 
         ``folded_states``, when given, returns the projections folded over ``events`` once they
-        are all read (the caller folded them as it checked them, in another process), and
-        ``folded_snaps`` the states it passed at snapshot points (``pmm.ledger.past``); else
-        they are folded here, as they are inserted.
+        are all read (the caller folded them as it checked them), and ``folded_snaps`` the
+        states it passed at snapshot points (``pmm.ledger.past``); else they are folded here,
+        as they are inserted. ``events`` may also be batches of them (``build_batches``).
 
         The temp file is private to this call, so it is written without a journal, and the
         indexes and the head trigger are made once at the end, in the same transaction (the
         events are checked links of one chain from event 1: what the trigger would hold for
-        each row); it is fsynced before it appears under ``path``.
+        each row); it is fsynced before it appears under ``path`` (pmm.ledger.bulk).
         """
-        with cx.new_file(path) as (tmp, conn), cx.translated(tmp):
-            conn.execute("PRAGMA journal_mode=OFF")
-            conn.execute("PRAGMA synchronous=OFF")
-            conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: the insert appends, it needs few pages
-            # Index builds sort in temp files (the page cache's, not this process's memory),
-            # so memory stays flat at any size; and they may use a second core to do it.
-            conn.execute("PRAGMA temp_store=FILE")
-            conn.execute("PRAGMA threads=2")
-            conn.execute("BEGIN")
-            cx.init_file(conn, mind_id, with_indexes=False)
-            conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
-            mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
-            folding = folded.Folding(mind, 0) if folded_states is None else None
-            rows = _extending(events, 0, GENESIS_PREV)
-            mind._insert(rows if folding is None else folding.passing(rows))
-            for statement in (*schema.EVENTS_INDEXES, schema.GUARDS[0]):
-                conn.execute(statement)
-            mind._index_text(0)
-            if folding is not None:
-                folding.seal()
-            else:
-                states = folded_states() if folded_states is not None else None
-                if states is None:
-                    raise errors.PmmError("internal: the events were not all read")
-                if past.first_merge(conn) is not None:  # the fold beside could not read back from a fork: again, here
-                    folded.rebuild(mind)
-                else:
-                    folded.seal(mind, states, folded_snaps() if folded_snaps is not None else None)
-            count = mind.head()[0]
-            conn.execute("COMMIT")
-            conn.execute("PRAGMA journal_mode=DELETE")
-        return count
+        from pmm.ledger import bulk
+
+        return bulk.build(path, mind_id, bulk.chunks(events), cls._over_temp, folded_states,
+                          folded_snaps)
+
+    @classmethod
+    def _over_temp(cls, tmp: Path, conn: sqlite3.Connection, meta: dict[str, str]) -> Ledger:
+        return cls(tmp, conn, meta, True)
+
+    @classmethod
+    def build_batches(cls, path: Path, mind_id: str, batches: Iterable[Sequence[Sequence[Any]]],
+                      folded_states: Callable[[], States | None] | None = None,
+                      folded_snaps: Callable[[], list[past.Snap]] | None = None) -> int:
+        """``build`` from lists of consecutive checked events, each an ``Event`` or a plain
+        tuple in its column order (the cheapest hand-over)."""
+        from pmm.ledger import bulk
+
+        return bulk.build(path, mind_id, batches, cls._over_temp, folded_states, folded_snaps)
 
 
 def _extending(events: Iterable[Event], head_id: int, head_hash: str) -> Iterator[Event]:

@@ -1,7 +1,10 @@
 """The reading half of a bulk import on the second core: a forked process parses, checks and
-hashes the export (``portability._checked``) and folds the projections over it, and sends the
-checked events through a pipe in batches, then the folded states, while this process writes
-them (SQLite: the events, their indexes, the search index).
+hashes the export (``portability._checked_batches``) and folds the projections over it, and
+sends the checked events through a pipe in batches, then the folded states, while this process
+writes them (pmm.ledger.bulk: the events and their indexes, and on a thread the search index).
+
+Not a thread: the reading is pure Python, and a thread holding the GIL for it would hold up the
+writer at every row it binds (``executemany`` takes the GIL back after each row's step).
 
 The child (``os.fork``) uses no SQLite connection and writes nothing but the pipe. A problem it finds is
 sent as what it is (an ``InputRejected`` with its line) and raised here, so the import refuses
@@ -18,7 +21,7 @@ import os
 import pickle
 import signal
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from pmm import errors
@@ -29,7 +32,6 @@ from pmm.ledger import past
 
 Progress = Callable[[int], None]
 
-BATCH = 1024  # events per message: about 400 KB of an ordinary chat export
 PIPE_BYTES = 1 << 20  # the pipe's buffer (Linux): the child runs a few batches ahead, so neither
 # side waits on the other's turn at the CPU for every 64 KB (on a busy machine, each wait is a
 # scheduler slice: with Linux's default buffer, most of a 1M-event import was spent waiting)
@@ -37,37 +39,36 @@ PARALLEL_FROM = 1 << 20  # an export file smaller than this (bytes) is read here
 
 
 class Checked:
-    """Checked events, and once they are all read, ``states``: the projections folded over them."""
+    """Checked events in batches (lists of ``Event``s or of plain tuples in their column order),
+    and once they are all read, ``states``: the projections folded over them."""
 
-    def __init__(self, make: Callable[[], Iterator[Event]], on_progress: Progress | None, *,
+    def __init__(self, make: Callable[[], Iterator[list[Event]]], on_progress: Progress | None, *,
                  size: int | None = None, fold: bool = True) -> None:
         self.make, self.on_progress, self.size = make, on_progress, size
         self.fold = fold  # False: only the checks (``pmm merge`` folds its own way); states stay None
         self.states: States | None = None
         self.snaps: list[past.Snap] = []  # the states at each snapshot point (pmm.ledger.past)
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Iterator[Sequence[Sequence[Any]]]:
         if (self.size is not None and self.size < PARALLEL_FROM) or not hasattr(os, "fork"):
             return self._here()
         return self._beside()
 
-    def _here(self) -> Iterator[Event]:
-        fold, progress, n = projections.Fold(), self.on_progress, 0
+    def _here(self) -> Iterator[list[Event]]:
+        fold, progress, mask = projections.Fold(), self.on_progress, past.MASK
         add = fold.add if self.fold else _skip
-        for event in self.make():
-            add(event)
-            if self.fold and not event.id & past.MASK:
-                self.snaps.append((event.id, event.hash, fold.states.copy()))
-            yield event
-            n += 1
-            if n == BATCH and progress is not None:
-                progress(n)
-                n = 0
-        if progress is not None:
-            progress(n)
-        self.states = fold.states if self.fold else None
+        folding = self.fold
+        for batch in self.make():
+            for event in batch:
+                add(event)
+                if folding and not event.id & mask:
+                    self.snaps.append((event.id, event.hash, fold.states.copy()))
+            if progress is not None:
+                progress(len(batch))
+            yield batch
+        self.states = fold.states if folding else None
 
-    def _beside(self) -> Iterator[Event]:
+    def _beside(self) -> Iterator[list[tuple[Any, ...]]]:
         # os.fork, not multiprocessing: its child closes stdin, which may be the export itself.
         read_fd, write_fd = os.pipe()
         _widen(write_fd)
@@ -94,7 +95,7 @@ class Checked:
                     if tag == "events":
                         if self.on_progress is not None:
                             self.on_progress(len(payload))
-                        yield from map(Event._make, payload)
+                        yield payload
                     elif tag == "done":
                         finished, (self.states, self.snaps) = True, payload
                         return
@@ -121,7 +122,7 @@ def _skip(_event: Event) -> None:
     return None
 
 
-def _produce(make: Callable[[], Iterator[Event]], pipe: IO[bytes], folding: bool = True) -> None:
+def _produce(make: Callable[[], Iterator[list[Event]]], pipe: IO[bytes], folding: bool = True) -> None:
     """The child: run the checks and the fold, send each batch, then the states (``done``) or
     what went wrong."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to answer
@@ -136,17 +137,12 @@ def _produce(make: Callable[[], Iterator[Event]], pipe: IO[bytes], folding: bool
         fold = projections.Fold()
         add, mask = fold.add if folding else _skip, past.MASK
         snaps: list[past.Snap] = []
-        batch: list[tuple[Any, ...]] = []
-        for event in make():
-            add(event)
-            if folding and not event.id & mask:
-                snaps.append((event.id, event.hash, fold.states.copy()))
-            batch.append(tuple(event))
-            if len(batch) == BATCH:
-                send(("events", batch))
-                batch = []
-        if batch:
-            send(("events", batch))
+        for batch in make():
+            for event in batch:
+                add(event)
+                if folding and not event.id & mask:
+                    snaps.append((event.id, event.hash, fold.states.copy()))
+            send(("events", [tuple(event) for event in batch]))  # a plain tuple pickles smaller
         message: tuple[str, Any] = ("done", (fold.states, snaps) if folding else (None, []))
     except BrokenPipeError:
         return  # the parent is gone (killed, or it stopped reading): nobody to tell

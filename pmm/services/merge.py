@@ -13,8 +13,9 @@ nothing new writes nothing.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -194,15 +195,28 @@ def _their_events(other: Path) -> Iterator[tuple[str, str, int, Iterator[Event]]
         # this process compares the hashes with its own: nothing is written until all of it
         # has been read and checked.
         checked = import_reader.Checked(
-            lambda: portability.checked_events(events, prefix, state), None,
+            lambda: _batched(portability.checked_events(events, prefix, state)), None,
             size=portability.file_size(handle), fold=False)
-        reading = iter(checked)
+        batches = iter(checked)
         try:
-            yield "export", header.mind_id, header.ledger_format, reading
+            yield "export", header.mind_id, header.ledger_format, _unbatched(batches)
         finally:  # a refusal part-way stops the reading process now, not when collected
-            close = getattr(reading, "close", None)
+            close = getattr(batches, "close", None)
             if close is not None:
                 close()
+
+
+def _batched(events: Iterator[Event], size: int = 4096) -> Iterator[list[Event]]:
+    while batch := list(itertools.islice(events, size)):
+        yield batch
+
+
+def _unbatched(batches: Iterator[Sequence[Any]]) -> Iterator[Event]:
+    """The events of ``batches`` (each an ``Event`` or, from the reading process, a plain tuple
+    in its column order), one by one."""
+    for batch in batches:
+        for row in batch:
+            yield row if isinstance(row, Event) else Event._make(row)
 
 
 def _prepend(first: tuple[int, Event], rest: Iterator[tuple[int, Event]]) -> Iterator[tuple[int, Event]]:
