@@ -377,6 +377,8 @@ def test_a_command_run_imports_only_its_own_command_module(tmp_path: Path, args:
     assert [m for m in MODULES if f"pmm.cli.{m}" in loaded] == [module]
     if args[0] != "stats":  # stats reports the models' usage: it needs the provider registry
         assert "pmm.providers.registry" not in loaded
+    if args[0] != "chat":  # ... but none of the adapters' interface
+        assert "pmm.providers.base" not in loaded
 
 
 def test_the_lazy_tree_is_typers_tree() -> None:

@@ -83,6 +83,12 @@ def registered() -> typer.Typer:
     walks the whole tree (completions, the man page, tests)."""
     for module in MODULES:
         _register(module)
+    # in Typer's order whatever order the modules were loaded in (a process that ran a command
+    # before loaded its module first)
+    order = {name: n for n, name in enumerate(COMMANDS)}
+    _app.registered_commands.sort(
+        key=lambda c: order[c.name or typer.main.get_command_name(getattr(c.callback, "__name__", ""))])
+    _app.registered_groups.sort(key=lambda g: order[typer.main.solve_typer_info_defaults(g).name or ""])
     return _app
 
 

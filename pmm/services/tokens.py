@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pmm.domain.events import Event
-from pmm.providers.base import Request
+
+if TYPE_CHECKING:  # annotations only: `pmm stats` needs none of the provider interface
+    from pmm.providers.base import Request
 
 # What a tokenizer makes of text, counted high: a lowercase run is a token (a long one more),
 # a capital run about one per two letters, each digit, control character, punctuation mark and line break one, and
