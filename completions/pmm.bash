@@ -5,24 +5,26 @@ _pmm_spec() {
     # The (sub)command at path $1: its subcommands, options, the options that take a value,
     # and what its arguments are (file, text or none).
     case "$1" in
-        "") subcommands="init remember pins unpin rename stats log search chat sessions recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
+        "") subcommands="init remember pins unpin rename stats log search diff chat sessions recall trace reflect run health export import merge verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
         "init") subcommands="" opts="--name --mind --json -q --quiet -h --help" valued="--name --mind" args="" ;;
         "remember") subcommands="" opts="--pin --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "pins") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "unpin") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "rename") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
-        "stats") subcommands="" opts="--explain --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
-        "log") subcommands="" opts="-n --number --kind --since --until --on --mind --json -q --quiet -h --help" valued="-n --number --kind --since --until --on --mind" args="" ;;
+        "stats") subcommands="" opts="--explain --as-of --mind --json -q --quiet -h --help" valued="--as-of --mind" args="" ;;
+        "log") subcommands="" opts="-n --number --kind --since --until --on --as-of --mind --json -q --quiet -h --help" valued="-n --number --kind --since --until --on --as-of --mind" args="" ;;
         "search") subcommands="" opts="-n --limit --since --until --on --mind --json -q --quiet -h --help" valued="-n --limit --since --until --on --mind" args="text" ;;
+        "diff") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "chat") subcommands="" opts="-m --message --model --max-tokens --markdown --raw -c --continue --session --title -s --system -o --option --budget --mind --json -q --quiet -h --help" valued="-m --message --model --max-tokens --session --title -s --system -o --option --budget --mind" args="" ;;
         "sessions") subcommands="" opts="-n --limit --newest-first --mind --json -q --quiet -h --help" valued="-n --limit --mind" args="" ;;
-        "recall") subcommands="" opts="--model --window --max-tokens --full --mind --json -q --quiet -h --help" valued="--model --window --max-tokens --mind" args="text" ;;
+        "recall") subcommands="" opts="--model --window --max-tokens --full --as-of --mind --json -q --quiet -h --help" valued="--model --window --max-tokens --as-of --mind" args="text" ;;
         "trace") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "reflect") subcommands="" opts="--if-due --max-windows --consolidate --model --mind --json -q --quiet -h --help" valued="--max-windows --model --mind" args="" ;;
         "run") subcommands="" opts="--autonomous --interval --max-cycles --max-tokens --budget --mind --json -q --quiet -h --help" valued="--interval --max-cycles --max-tokens --budget --mind" args="" ;;
         "health") subcommands="" opts="--online --strict --repair --full --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "export") subcommands="" opts="-f --format -o --output --since --mind --json -q --quiet -h --help" valued="-f --format -o --output --since --mind" args="" ;;
         "import") subcommands="" opts="-f --format --mind --json -q --quiet -h --help" valued="-f --format --mind" args="file" ;;
+        "merge") subcommands="" opts="-n --dry-run --mind --json -q --quiet -h --help" valued="--mind" args="file" ;;
         "verify") subcommands="" opts="--deep --sig --pub --accept-rollback --no-witness --mind --json -q --quiet -h --help" valued="--sig --pub --mind" args="file" ;;
         "keygen") subcommands="" opts="-o --output --protect --passphrase-file --force --json -q --quiet -h --help" valued="-o --output --passphrase-file" args="" ;;
         "sign") subcommands="" opts="-k --key -o --output -f --format --passphrase-file --mind --json -q --quiet -h --help" valued="-k --key -o --output -f --format --passphrase-file --mind" args="file" ;;
@@ -42,7 +44,7 @@ _pmm_spec() {
         "model trust") subcommands="" opts="-y --yes --revoke --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "model remove") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "commitments") subcommands="list open close reopen drop" opts="--mind -q --quiet -h --help" valued="--mind" args="" ;;
-        "commitments list") subcommands="" opts="-a --all --mind --json -q --quiet -h --help" valued="--mind" args="" ;;
+        "commitments list") subcommands="" opts="-a --all --as-of --mind --json -q --quiet -h --help" valued="--as-of --mind" args="" ;;
         "commitments open") subcommands="" opts="--due --mind --json -q --quiet -h --help" valued="--due --mind" args="text" ;;
         "commitments close") subcommands="" opts="-e --evidence -s --statement --mind --json -q --quiet -h --help" valued="-e --evidence -s --statement --mind" args="text" ;;
         "commitments reopen") subcommands="" opts="-r --reason --due --mind --json -q --quiet -h --help" valued="-r --reason --due --mind" args="text" ;;
@@ -71,9 +73,10 @@ _pmm_value() {
         "unpin:--mind") _pmm_reply -f ;;
         "rename:--mind") _pmm_reply -f ;;
         "stats:--mind") _pmm_reply -f ;;
-        "log:--kind") _pmm_reply -W "commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted" ;;
+        "log:--kind") _pmm_reply -W "commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_merged mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted" ;;
         "log:--mind") _pmm_reply -f ;;
         "search:--mind") _pmm_reply -f ;;
+        "diff:--mind") _pmm_reply -f ;;
         "chat:--mind") _pmm_reply -f ;;
         "sessions:--mind") _pmm_reply -f ;;
         "recall:--mind") _pmm_reply -f ;;
@@ -86,6 +89,7 @@ _pmm_value() {
         "export:--mind") _pmm_reply -f ;;
         "import:-f"|"import:--format") _pmm_reply -W "jsonl chatgpt claude" ;;
         "import:--mind") _pmm_reply -f ;;
+        "merge:--mind") _pmm_reply -f ;;
         "verify:--sig") _pmm_reply -f ;;
         "verify:--pub") _pmm_reply -f ;;
         "verify:--mind") _pmm_reply -f ;;

@@ -3,7 +3,7 @@
 function __pmm_subcommands --argument-names path
     switch "$path"
         case ''
-            printf '%s\n' init remember pins unpin rename stats log search chat sessions recall trace reflect run health export import verify keygen sign backup restore persona model commitments reflections
+            printf '%s\n' init remember pins unpin rename stats log search diff chat sessions recall trace reflect run health export import merge verify keygen sign backup restore persona model commitments reflections
         case 'persona'
             printf '%s\n' set show edit clear
         case 'model'
@@ -30,17 +30,19 @@ function __pmm_valued --argument-names path --description 'options of the comman
         case 'rename'
             printf '%s\n' --mind
         case 'stats'
-            printf '%s\n' --mind
+            printf '%s\n' --as-of --mind
         case 'log'
-            printf '%s\n' -n --number --kind --since --until --on --mind
+            printf '%s\n' -n --number --kind --since --until --on --as-of --mind
         case 'search'
             printf '%s\n' -n --limit --since --until --on --mind
+        case 'diff'
+            printf '%s\n' --mind
         case 'chat'
             printf '%s\n' -m --message --model --max-tokens --session --title -s --system -o --option --budget --mind
         case 'sessions'
             printf '%s\n' -n --limit --mind
         case 'recall'
-            printf '%s\n' --model --window --max-tokens --mind
+            printf '%s\n' --model --window --max-tokens --as-of --mind
         case 'trace'
             printf '%s\n' --mind
         case 'reflect'
@@ -53,6 +55,8 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' -f --format -o --output --since --mind
         case 'import'
             printf '%s\n' -f --format --mind
+        case 'merge'
+            printf '%s\n' --mind
         case 'verify'
             printf '%s\n' --sig --pub --mind
         case 'keygen'
@@ -92,7 +96,7 @@ function __pmm_valued --argument-names path --description 'options of the comman
         case 'commitments'
             printf '%s\n' --mind
         case 'commitments list'
-            printf '%s\n' --mind
+            printf '%s\n' --as-of --mind
         case 'commitments open'
             printf '%s\n' --due --mind
         case 'commitments close'
@@ -143,6 +147,7 @@ complete -c pmm -n '__pmm_is ""' -a rename -d 'Give the mind a new name (a mind_
 complete -c pmm -n '__pmm_is ""' -a stats -d 'The mind in plain English: stage, traits, reflections, commitments, model usage.'
 complete -c pmm -n '__pmm_is ""' -a log -d 'Show the latest events in the order recorded.'
 complete -c pmm -n '__pmm_is ""' -a search -d 'Full-text search over everything the mind holds.'
+complete -c pmm -n '__pmm_is ""' -a diff -d 'Say what changed from A to B: name, stage, traits, commitments, events, models.'
 complete -c pmm -n '__pmm_is ""' -a chat -d 'Talk to the mind: an interactive session, or one turn with -m TEXT or piped stdin.'
 complete -c pmm -n '__pmm_is ""' -a sessions -d 'List the sessions: id, title, when they were first and last said, how many messages.'
 complete -c pmm -n '__pmm_is ""' -a recall -d 'Show what the prompt for QUERY would hold now, without calling a model.'
@@ -152,6 +157,7 @@ complete -c pmm -n '__pmm_is ""' -a run -d 'Loop: expire overdue commitments and
 complete -c pmm -n '__pmm_is ""' -a health -d 'Check the mind: file, chain, projection cache, search index, recall vectors, reflection cadence, commitments; models with --online.'
 complete -c pmm -n '__pmm_is ""' -a export -d 'Stream the mind\'s events as JSONL (default, on stdout) or Markdown.'
 complete -c pmm -n '__pmm_is ""' -a import -d 'Import a pmm export (verified first), or a ChatGPT / Claude data export (.zip or conversations.json).'
+complete -c pmm -n '__pmm_is ""' -a merge -d 'Join another copy of this mind that diverged from it (verified whole first).'
 complete -c pmm -n '__pmm_is ""' -a verify -d 'Recompute every hash and check every link and id; with --sig, the signed checkpoint too; and that the mind still extends what pmm witnessed (exit 3 on any problem).'
 complete -c pmm -n '__pmm_is ""' -a keygen -d 'Make an Ed25519 signing key: KEY (PEM, 0600) and its public key beside it (PEM, minisign, OpenSSH).'
 complete -c pmm -n '__pmm_is ""' -a sign -d 'Verify the mind, then sign its checkpoint (mind id, event count, head hash), not its bytes.'
@@ -188,15 +194,17 @@ complete -c pmm -n '__pmm_is "rename"' -l json -d 'Machine-readable output on st
 complete -c pmm -n '__pmm_is "rename"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "rename"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "stats"' -l explain -d 'Also show what IAS and GAS are made of now, part by part, and where they are defined.'
+complete -c pmm -n '__pmm_is "stats"' -l as-of -x -d 'The mind as it was at this event, or at the last event recorded at or before this date (YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday; local time, or Z or +HH:MM); nothing is written. See docs/time.md.'
 complete -c pmm -n '__pmm_is "stats"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "stats"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "stats"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "stats"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "log"' -s n -l number -x -d 'How many events (the latest of those the filters keep).'
-complete -c pmm -n '__pmm_is "log"' -l kind -x -a 'commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted' -d 'Only events of this kind (docs/event-kinds.md lists them; an unknown kind is refused).'
+complete -c pmm -n '__pmm_is "log"' -l kind -x -a 'commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_merged mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted' -d 'Only events of this kind (docs/event-kinds.md lists them; an unknown kind is refused).'
 complete -c pmm -n '__pmm_is "log"' -l since -x -d 'From this event or time on (inclusive): an event id (digits) or a date: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday (local time; Z or +HH:MM for another zone). A date filters on when each event was said (an import: its original time).'
 complete -c pmm -n '__pmm_is "log"' -l until -x -d 'Up to this event or to the end of this day, minute or second (inclusive); same forms as --since.'
 complete -c pmm -n '__pmm_is "log"' -l on -x -d 'Only what was said on this day (or minute, or second), in local time: YYYY-MM-DD, today, yesterday.'
+complete -c pmm -n '__pmm_is "log"' -l as-of -x -d 'The mind as it was at this event, or at the last event recorded at or before this date (YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday; local time, or Z or +HH:MM); nothing is written. See docs/time.md.'
 complete -c pmm -n '__pmm_is "log"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "log"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "log"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
@@ -209,6 +217,10 @@ complete -c pmm -n '__pmm_is "search"' -l mind -r -F -d 'Mind file (default: $PM
 complete -c pmm -n '__pmm_is "search"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "search"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "search"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "diff"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "diff"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "diff"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "diff"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "chat"' -s m -l message -x -d 'Say this, print the answer and exit (- reads stdin: UTF-8, other bytes are refused with exit 6).'
 complete -c pmm -n '__pmm_is "chat"' -l model -x -d 'Use this model (a name from `pmm model list`) for this run only.'
 complete -c pmm -n '__pmm_is "chat"' -l max-tokens -x -d 'Longest answer, in tokens (at most half the window; default: 512, or an eighth of a smaller model\'s window).'
@@ -233,6 +245,7 @@ complete -c pmm -n '__pmm_is "recall"' -l model -x -d 'Plan for this model\'s wi
 complete -c pmm -n '__pmm_is "recall"' -l window -x -d 'Plan for a context window of this many tokens instead of the model\'s.'
 complete -c pmm -n '__pmm_is "recall"' -l max-tokens -x -d 'Tokens kept for the answer, as pmm chat\'s --max-tokens (at most half the window; default: 512, or an eighth of a smaller window).'
 complete -c pmm -n '__pmm_is "recall"' -l full -d 'Whole texts instead of one-line excerpts.'
+complete -c pmm -n '__pmm_is "recall"' -l as-of -x -d 'The mind as it was at this event, or at the last event recorded at or before this date (YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday; local time, or Z or +HH:MM); nothing is written. See docs/time.md.'
 complete -c pmm -n '__pmm_is "recall"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "recall"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "recall"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
@@ -279,7 +292,13 @@ complete -c pmm -n '__pmm_is "import"' -l json -d 'Machine-readable output on st
 complete -c pmm -n '__pmm_is "import"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "import"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "import"' -F
-complete -c pmm -n '__pmm_is "verify"' -l deep -d 'Also run SQLite\'s check, canonical meta, and the projection cache against a full replay.'
+complete -c pmm -n '__pmm_is "merge"' -s n -l dry-run -d 'Say what would be merged; write nothing.'
+complete -c pmm -n '__pmm_is "merge"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "merge"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "merge"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "merge"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "merge"' -F
+complete -c pmm -n '__pmm_is "verify"' -l deep -d 'Also run SQLite\'s check, canonical meta, and the projection cache and --as-of snapshots against a full replay.'
 complete -c pmm -n '__pmm_is "verify"' -l sig -r -F -d 'A signature from `pmm sign`: its checkpoint must be in the chain.'
 complete -c pmm -n '__pmm_is "verify"' -l pub -r -F -d 'The signer\'s public key (PEM, minisign or ssh-ed25519). Default: the one `pmm keygen` made (signing-key.pub.pem in the user config dir).'
 complete -c pmm -n '__pmm_is "verify"' -l accept-rollback -d 'Make this file\'s head the witnessed one (after a deliberate rollback).'
@@ -414,6 +433,7 @@ complete -c pmm -n '__pmm_is "commitments"' -l mind -r -F -d 'Mind file for the 
 complete -c pmm -n '__pmm_is "commitments"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "commitments"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "commitments list"' -s a -l all -d 'Also closed, expired and dropped ones.'
+complete -c pmm -n '__pmm_is "commitments list"' -l as-of -x -d 'The mind as it was at this event, or at the last event recorded at or before this date (YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday; local time, or Z or +HH:MM); nothing is written. See docs/time.md.'
 complete -c pmm -n '__pmm_is "commitments list"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "commitments list"' -l json -d 'Machine-readable output on stdout.'
 complete -c pmm -n '__pmm_is "commitments list"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'

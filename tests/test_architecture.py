@@ -364,7 +364,7 @@ def test_a_command_run_builds_only_itself(tmp_path: Path) -> None:
                                               (["verify"], "verify"), (["chat", "--help"], "chat")])
 def test_a_command_run_imports_only_its_own_command_module(tmp_path: Path, args: list[str],
                                                            module: str) -> None:
-    """Registering every command imported all seventeen pmm.cli modules (and the provider
+    """Registering every command imported all the pmm.cli modules (and the provider
     registry, for `pmm model add --help`) on every run: ~5 ms that `pmm log` never used."""
     from pmm.cli.app import MODULES
 

@@ -67,6 +67,17 @@ def test_bench_import_runs_at_two_tiny_sizes(tmp_path: Path) -> None:
     assert not (tmp_path / "work").exists()  # it cleans up after itself
 
 
+def test_bench_merge_runs_on_two_tiny_copies(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_merge.py"), "--events", "300",
+                           "--diverged", "20", "--dir", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for line in ("merge of the export:", "merge back of the mind file:", "limit: verify of that export",
+                 "limit: import into a new file", "same state (stats --json but copy-local fields): True"):
+        assert line in proc.stdout, proc.stdout
+    assert not (tmp_path / "work").exists()
+
+
 def test_bench_reads_runs_on_a_tiny_mind(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_reads.py"), "--sizes", "300",
                            "--runs", "1", "--dir", str(tmp_path / "work"), "--json"],
@@ -84,3 +95,14 @@ def test_bench_verify_runs_on_a_tiny_mind(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "pmm verify --deep" in proc.stdout and "pmm remember" in proc.stdout
+
+
+def test_bench_asof_runs_on_a_tiny_mind(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_asof.py"), "--sizes", "300",
+                           "--runs", "1", "--dir", str(tmp_path / "work"), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])["300"]
+    assert {"limit", "middle, with snapshots", "near the end, without snapshots", "recall middle"} <= set(result)
+    assert all(figure > 0 for figure in result.values())
+    assert "events replayed" in proc.stdout and not (tmp_path / "work").exists()

@@ -115,4 +115,5 @@ def test_verify_deep_of_a_mind_past_the_threshold_reports_the_same(tmp_path: Pat
     assert report.ok and report.events == DEEP_PARALLEL_FROM + 1
     assert report.deep == {"sqlite_quick_check": "ok", "meta_canonical": True,
                            "projection_cache": f"reflects event {DEEP_PARALLEL_FROM + 1}; equals a full replay",
-                           "cache_matches_replay": True}
+                           "cache_matches_replay": True,
+                           "snapshots": "3 checked, each equals a full replay", "snapshots_match_replay": True}

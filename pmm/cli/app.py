@@ -52,15 +52,17 @@ def root(
 
 # Each command and command group, in the order Typer lists them (commands, then groups, each in
 # the order their modules register them), with the module (pmm.cli.NAME) whose ``register``
-# adds it: a run imports the module of the command it runs, not all seventeen (~5 ms).
+# adds it: a run imports the module of the command it runs, not all nineteen (~5 ms).
 # test_architecture.py's test_the_lazy_tree_is_typers_tree holds this table to the modules.
-MODULES = ("init", "standing", "browse", "chat", "sessions", "recall", "models", "trace", "reflect",
-           "commitments", "reflections", "run", "health", "portability", "verify", "signing", "backup")
+MODULES = ("init", "standing", "browse", "timetravel", "chat", "sessions", "recall", "models", "trace",
+           "reflect", "commitments", "reflections", "run", "health", "portability", "merge", "verify",
+           "signing", "backup")
 COMMANDS = {
     "init": "init", "remember": "standing", "pins": "standing", "unpin": "standing",
-    "rename": "standing", "stats": "browse", "log": "browse", "search": "browse", "chat": "chat",
-    "sessions": "sessions", "recall": "recall", "trace": "trace", "reflect": "reflect", "run": "run",
-    "health": "health", "export": "portability", "import": "portability", "verify": "verify",
+    "rename": "standing", "stats": "browse", "log": "browse", "search": "browse", "diff": "timetravel",
+    "chat": "chat", "sessions": "sessions", "recall": "recall", "trace": "trace", "reflect": "reflect",
+    "run": "run", "health": "health", "export": "portability", "import": "portability",
+    "merge": "merge", "verify": "verify",
     "keygen": "signing", "sign": "signing", "backup": "backup", "restore": "backup",
     # groups
     "persona": "standing", "model": "models", "commitments": "commitments",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from pmm.cli import output
-from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
+from pmm.cli.options import MAX_ID, AsOfOpt, JsonOpt, MindOpt, mind_path
 
 if TYPE_CHECKING:
     from pmm.services.commitments import Counts
@@ -22,6 +23,7 @@ def register(app: typer.Typer) -> None:
 
 def stats(
     explain: Annotated[bool, typer.Option("--explain", help="Also show what IAS and GAS are made of now, part by part, and where they are defined.")] = False,
+    as_of: AsOfOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -36,8 +38,15 @@ def stats(
     """
     from pmm.services import opening, stats
 
-    with opening.open_read(mind_path(mind)) as opened:
-        report = stats.stats(opened)
+    if as_of is None:
+        with opening.open_read(mind_path(mind)) as opened:
+            report = stats.stats(opened)
+    else:
+        from pmm.services import timetravel
+
+        with timetravel.opened(mind_path(mind), as_of) as (opened, then):
+            output.message(then.said())
+            report = stats.stats(opened, then)
     if json:
         output.emit_json(report)
         return
@@ -183,6 +192,7 @@ def log(
     since: SinceOpt = None,
     until: UntilOpt = None,
     on: OnOpt = None,
+    as_of: AsOfOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -194,13 +204,18 @@ def log(
     --since/--until take an event id (digits) or a date, --on a date; dates filter on when each
     event was said. On a terminal each line is cut to its width; into a pipe each text is cut at 100 characters.
     --json keeps each event as stored (ts: when the ledger recorded it, UTC) and adds said_at.
-    See docs/time.md.
+    --as-of ends the log at that event (the latest events then). See docs/time.md.
     """
-    from pmm.services import browse, opening
+    from pmm.services import browse, opening, timetravel
 
     window = browse.Window(since, until, on) if (since, until, on) != (None, None, None) else None
     browse.check_kind(kind)
-    with opening.open_read(mind_path(mind)) as opened:
+    with contextlib.ExitStack() as stack:
+        if as_of is None:
+            opened = stack.enter_context(opening.open_read(mind_path(mind)))
+        else:
+            opened, then = stack.enter_context(timetravel.ending(mind_path(mind), as_of))
+            output.message(then.said())
         events = browse.log(opened, n, kind, window)
     if json:
         output.emit_json([browse.event_json(e) for e in events])

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from pmm.cli import output
-from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
+from pmm.cli.options import MAX_ID, AsOfOpt, JsonOpt, MindOpt, mind_path
 
 if TYPE_CHECKING:
     from pmm.services.commitments import Counts, Listing
@@ -26,13 +26,16 @@ def register(app: typer.Typer) -> None:
 @commitments_app.command("list")
 def list_(
     all_: Annotated[bool, typer.Option("--all", "-a", help="Also closed, expired and dropped ones.")] = False,
+    as_of: AsOfOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Open commitments (with --all, every one), with due times and where each came from."""
+    """Open commitments (with --all, every one), with due times and where each came from.
+
+    With --as-of, as they stood at that event: overdue by that event's time."""
     from pmm.services import commitments
 
-    report = commitments.listing(mind_path(mind))
+    report = commitments.listing(mind_path(mind), as_of, output.message)
     if json:
         output.emit_json(report)
         return

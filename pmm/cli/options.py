@@ -13,6 +13,12 @@ MindOpt = Annotated[Optional[Path], typer.Option(
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
+AsOfOpt = Annotated[Optional[str], typer.Option(
+    "--as-of", metavar="ID|DATE", show_default=False,
+    help="The mind as it was at this event, or at the last event recorded at or before this date"
+         " (YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday; local time, or Z or +HH:MM);"
+         " nothing is written. See docs/time.md.")]
+
 # SQLite's largest INTEGER: no event id, and no count of events, can be larger. Every numeric
 # option declares its bounds, so `-n 1e30` or `-n -1` is a usage error (exit 2), never a crash.
 MAX_ID = 2**63 - 1

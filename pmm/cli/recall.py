@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from pmm.cli import output
-from pmm.cli.options import JsonOpt, MindOpt, mind_path, stdin_text
+from pmm.cli.options import AsOfOpt, JsonOpt, MindOpt, mind_path, stdin_text
 
 if TYPE_CHECKING:
     from pmm.services.context import Item, Section
@@ -31,6 +31,7 @@ def recall(
     window: Annotated[Optional[int], typer.Option("--window", min=256, max=10_000_000, help="Plan for a context window of this many tokens instead of the model's.")] = None,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, max=100_000, help="Tokens kept for the answer, as pmm chat's --max-tokens (at most half the window; default: 512, or an eighth of a smaller window).")] = None,
     full: Annotated[bool, typer.Option("--full", help="Whole texts instead of one-line excerpts.")] = False,
+    as_of: AsOfOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -41,12 +42,14 @@ def recall(
     the turn that completes a recalled exchange) and the recent conversation, each event with
     its id, when it was said, who said it and why it is there, and the tokens each section
     costs. Reads only: nothing is written, no model is contacted or its weights loaded.
+    --as-of plans it as the mind would have then: its states at that event, recall over the
+    events up to it, ranked by their own word statistics (indexed in memory for this run).
     """
     from pmm.services import recall as recalling
 
     if query == "-":
         query = stdin_text("the query")
-    plan = recalling.plan(mind_path(mind), query, model, window, max_tokens)
+    plan = recalling.plan(mind_path(mind), query, model, window, max_tokens, as_of, output.message)
     if json:
         output.emit_json(plan.as_json())
     else:

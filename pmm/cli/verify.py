@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 
 def verify(
     file: Annotated[Optional[str], typer.Argument(help="Mind file or JSONL export; - reads an export from stdin. Default: the current mind.", metavar="[FILE|-]", show_default=False)] = None,
-    deep: Annotated[bool, typer.Option("--deep", help="Also run SQLite's check, canonical meta, and the projection cache against a full replay.")] = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Also run SQLite's check, canonical meta, and the projection cache and --as-of snapshots against a full replay.")] = False,
     sig: Annotated[Optional[Path], typer.Option("--sig", help="A signature from `pmm sign`: its checkpoint must be in the chain.", metavar="SIG", show_default=False)] = None,
     pub: Annotated[Optional[Path], typer.Option("--pub", help="The signer's public key (PEM, minisign or ssh-ed25519). Default: the one `pmm keygen` made (signing-key.pub.pem in the user config dir).", metavar="KEY", show_default=False)] = None,
     accept_rollback: Annotated[bool, typer.Option("--accept-rollback", help="Make this file's head the witnessed one (after a deliberate rollback).")] = False,

@@ -362,6 +362,40 @@ COMMITMENT_DROPPED = declare(
     )
 )
 
+HASH_LIST = Field("list", items="str")
+TS_LIST = Field("list", items="str")  # each a timestamp; one that is not is read as the copy's own
+MIND_MERGED = declare(
+    EventKind(
+        "mind_merged",
+        "Another copy of this mind, which diverged from it after event fork, was merged in"
+        " (`pmm merge`): the copied events are the len(their_ids) events just before this one,"
+        " each the other copy's event their_ids[k] (hash their_hashes[k]) first written as"
+        " origin_ids[k] / origin_hashes[k] at origin_ts[k] on whichever copy wrote it; same names"
+        " events of this copy that the other copy also held (the same note written on both, the"
+        " same import), with the other copy's first-written time, id and hash (same_ts, same_ids,"
+        " same_hashes). The other copy is named by its head then (other_head_id, other_head) and"
+        " the hash of its first event after the fork (other_branch). The projections fold every"
+        " event after the fork in one order both copies agree on (docs/merge.md); this event"
+        " itself counts in none of them.",
+        {"fork": Field("int", True, low=0, high=MAX_ID), "fork_hash": STR_REQUIRED,
+         "other_head_id": ID_REQUIRED, "other_head": STR_REQUIRED, "other_branch": STR_REQUIRED,
+         "source": STR,
+         "their_ids": IDS, "their_hashes": HASH_LIST,
+         "origin_ts": TS_LIST, "origin_ids": IDS, "origin_hashes": HASH_LIST,
+         "same": IDS, "same_ts": TS_LIST, "same_ids": IDS, "same_hashes": HASH_LIST},
+        content="A human-readable line about the merge.",
+    )
+)
+
+# The meta fields that hold another event's id: a merge maps them to the ids the events have
+# in the copy they are merged into (tests/test_merge_joins_diverged_copies.py checks that every
+# declared id field is listed here or is not an event id).
+EVENT_REFERENCES = frozenset({
+    "reply_to", "context", "standing", "recalled", "response", "message", "note", "reflection",
+    "first_id", "last_id", "covers", "previous", "commitment", "evidence", "turn"})
+NOT_REFERENCES = frozenset({"context_window", "fork", "other_head_id", "their_ids", "origin_ids",
+                            "same", "same_ids"})
+
 
 class Event(NamedTuple):
     """One ledger row, exactly as stored."""

@@ -311,6 +311,7 @@ def initial_state() -> States:
     return cast(States, {p.name: p.initial() for p in PROJECTIONS})
 
 
+_MERGED = ev.MIND_MERGED.name
 _UNREADABLE = (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError,
                RecursionError)
 
@@ -329,8 +330,14 @@ class Fold:
                 for kind in p.kinds:
                     self._by_kind.setdefault(kind, []).append((p.name, p.apply))
         self._every = tuple(every)
+        # mind_merged events met, not folded: the states after one are a re-fold in canonical
+        # order (pmm.domain.merging), which needs the states at its fork: the ledger's to give.
+        self.merges: list[Event] = []
 
     def add(self, event: Event) -> None:
+        if event.kind == _MERGED:
+            self.merges.append(event)
+            return
         states = cast(dict[str, Any], self.states)  # by projection name: each its own state type
         if event.kind in ev.VERSIONED:  # an older version is read as the current one
             event = checks.upcast(event)
@@ -356,5 +363,34 @@ class Fold:
 
 
 def replay(events: Iterable[Event], states: States | None = None) -> States:
-    """Fold ``events`` into ``states`` (default: the initial states); returns the new states."""
+    """Fold ``events`` into ``states`` (default: the initial states); returns the new states.
+    A merged mind (``mind_merged`` events) needs ``replay_merged``: this leaves them out."""
     return Fold(states).add_all(events)
+
+
+def replay_merged(events: Iterable[Event], markers: Iterable[Event],
+                  between: Callable[[int, int], Iterable[Event]]) -> States:
+    """Fold ``events`` (every event from the first, in id order) as a merged mind reads
+    (pmm.domain.merging): at each ``mind_merged`` event, the states at its fork with the events
+    between folded again in canonical order. ``markers`` are the mind's ``mind_merged`` events
+    (to know the forks before the fold gets there); ``between(low, high)`` gives the events
+    with ids from low to high (the events are read twice rather than held)."""
+    from pmm.domain import merging
+
+    markers = list(markers)
+    forks = {f for m in markers if (f := merging.fork_of(m)) is not None}
+    fold = Fold()
+    at: dict[int, States] = {0: fold.states.copy()} if 0 in forks else {}
+    keys = merging.Keys()
+    for event in events:
+        if event.kind == _MERGED:
+            keys.add(event)
+            fork = merging.fork_of(event)
+            if fork is not None and fork in at:
+                fold = Fold(at[fork])
+                fold.add_all(merging.canonical(between(fork + 1, event.id - 1), keys))
+        else:
+            fold.add(event)
+        if event.id in forks:
+            at[event.id] = fold.states.copy()
+    return fold.states

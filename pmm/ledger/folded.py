@@ -10,18 +10,19 @@ Events enter the folds here only through ``projections.replay`` and ``projection
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar, cast
 
 from pmm import errors
 from pmm.domain import projections
+from pmm.domain.events import MIND_MERGED as _MERGED_KIND
 from pmm.domain.events import Event
 from pmm.domain.states import States
-from pmm.ledger import cache
+from pmm.ledger import cache, past
 from pmm.ledger import connection as cx
 from pmm.ledger.chain import GENESIS_PREV
 
@@ -38,7 +39,7 @@ class Source(Protocol):
 
     def hash_at(self, event_id: int) -> str | None: ...
 
-    def events(self, since: int = 1, kind: str | None = None) -> Iterator[Event]: ...
+    def events(self, since: int = 1, kind: str | None = None, until: int | None = None) -> Iterator[Event]: ...
 
     def close(self) -> None: ...
 
@@ -93,16 +94,26 @@ def cached(ledger: Source) -> tuple[States, int] | None:
     return None if states is None else (states, row.last_id)
 
 
-def seal(ledger: Source, states: States) -> None:
-    """Store ``states`` as the cache at the ledger's head (inside the caller's transaction)."""
+def seal(ledger: Source, states: States, snaps: list[past.Snap] | None = None) -> None:
+    """Store ``states`` as the cache at the ledger's head, and ``snaps`` (the states a fold
+    passed at snapshot points, ``pmm.ledger.past``) as snapshots (inside the caller's
+    transaction)."""
     last_id, last_hash = ledger.head()
     _remember(ledger, cache.store(ledger.conn, ledger.mind_id, states, last_id, last_hash),
               last_id, last_hash)
+    if snaps:
+        past.store(ledger.conn, ledger.mind_id, snaps, last_id)
 
 
 def rebuild(ledger: Source) -> None:
-    """The cache rebuilt from every event (inside the caller's transaction)."""
-    seal(ledger, _replay(ledger.events()))
+    """The cache and the snapshots rebuilt from every event (inside the caller's transaction)."""
+    global replays
+    snaps: list[past.Snap] = []
+    past.clear(ledger.conn)
+    states, _ = _fold_on(ledger, None, 0, GENESIS_PREV, snaps)
+    if past.first_merge(ledger.conn) is None:
+        replays += 1  # (a merged mind's fold ended in replay_all, which counts itself)
+    seal(ledger, states, snaps)
 
 
 def _sealed(ledger: Source) -> cache.Row | None:
@@ -132,29 +143,49 @@ def _best_or_start(ledger: Source, row: cache.Row | None) -> Base:
     return mine
 
 
-def _fold_on(ledger: Source, states: States | None, last_id: int, last_hash: str
-             ) -> tuple[States, tuple[int, str]]:
-    """``states`` (at ``last_id``) with every later event folded in, and the last event folded."""
+def _fold_on(ledger: Source, states: States | None, last_id: int, last_hash: str,
+             snaps: list[past.Snap] | None = None) -> tuple[States, tuple[int, str]]:
+    """``states`` (at ``last_id``) with every later event folded in, and the last event folded;
+    into ``snaps``, when given, the states at each snapshot point passed (for a writer to store)."""
     fold = projections.Fold(states)
     last = (last_id, last_hash)
+    add, mask = fold.add, past.MASK
     for event in ledger.events(since=last_id + 1):
-        fold.add(event)
+        add(event)
         last = (event.id, event.hash)
+        if snaps is not None and not event.id & mask:
+            snaps.append((event.id, event.hash, fold.states.copy()))
+    if fold.merges:  # a merge after the states we had: the fold from its fork is read again
+        return replay_all(ledger, last[0]), last  # (past.store keeps no snapshot from a merge on)
     return fold.states, last
 
 
-def _replay(events: Iterable[Event]) -> States:
+def replay_all(ledger: Source, upto: int | None = None) -> States:
+    """The states at ``upto`` (default: the head) by a replay of every event, read as a merged
+    mind reads when it holds ``mind_merged`` events (``projections.replay_merged``)."""
     global replays
     replays += 1
-    return projections.replay(events)
+
+    def until(events: Iterator[Event], last: int | None) -> Iterator[Event]:
+        # a read stopped early closes its statement at once (one left open holds a read lock)
+        with contextlib.closing(cast(Generator[Event, None, None], events)):
+            for event in events:
+                if last is not None and event.id > last:
+                    return
+                yield event
+
+    markers = list(until(ledger.events(kind=_MERGED_KIND.name), upto))
+    if not markers:
+        return projections.replay(until(ledger.events(), upto))
+    return projections.replay_merged(until(ledger.events(), upto), markers,
+                                     lambda low, high: until(ledger.events(since=low), high))
 
 
 def _done_at(ledger: Source, last_id: int, last_hash: str) -> Callable[[], cache.Done]:
     """The commitments no longer open at an event, by replay: the true value of a ``done`` row
     that was altered (or rewritten by another process) after it was read."""
     def replayed(source: Source) -> cache.Done:
-        events = itertools.takewhile(lambda e: e.id <= last_id, source.events())
-        return dict(_replay(events)["commitments"]["done"])
+        return dict(replay_all(source, last_id)["commitments"]["done"])
     return lambda: _reading(ledger, replayed, (last_id, last_hash))
 
 
@@ -221,17 +252,25 @@ class Folding:
     def __init__(self, ledger: Source, head_id: int) -> None:
         self.ledger = ledger
         self.count = 0
+        self.snaps: list[past.Snap] = []  # the states at the snapshot points this write passes
         if head_id == 0:
             self.fold = projections.Fold()
             return
-        self.fold = projections.Fold(_fold_on(ledger, *_best_or_start(ledger, _sealed(ledger)))[0])
+        self.fold = projections.Fold(
+            _fold_on(ledger, *_best_or_start(ledger, _sealed(ledger)), self.snaps)[0])
 
     def passing(self, events: Iterable[Event]) -> Iterator[Event]:
-        add = self.fold.add
+        fold, snaps, mask = self.fold, self.snaps, past.MASK
+        add = fold.add
         for event in events:
             add(event)
+            if not event.id & mask:
+                snaps.append((event.id, event.hash, fold.states.copy()))
             self.count += 1
             yield event
 
     def seal(self) -> None:
-        seal(self.ledger, self.fold.states)
+        if self.fold.merges:  # the new events hold a merge: read again from its fork
+            seal(self.ledger, replay_all(self.ledger), self.snaps)
+            return
+        seal(self.ledger, self.fold.states, self.snaps)

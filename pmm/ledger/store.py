@@ -21,7 +21,7 @@ from pmm.domain.checks import check_draft
 from pmm.domain.events import Draft, Event
 from pmm.domain.states import States
 from pmm.ledger import connection as cx
-from pmm.ledger import folded, fts, schema
+from pmm.ledger import folded, fts, past, schema
 from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
@@ -170,10 +170,14 @@ class Ledger:
                 with cx.translated(self.path):
                     self.conn.execute("COMMIT")
 
-    def events(self, since: int = 1, kind: str | None = None) -> Iterator[Event]:
-        """Stream events in id order from ``since``; nothing is loaded all at once."""
+    def events(self, since: int = 1, kind: str | None = None, until: int | None = None) -> Iterator[Event]:
+        """Stream events in id order from ``since`` (to ``until``, inclusive); nothing is
+        loaded all at once."""
         sql = f"SELECT {COLUMNS} FROM events WHERE id >= ?"
         args: tuple[Any, ...] = (since,)
+        if until is not None:
+            sql += " AND id <= ?"
+            args += (until,)
         if kind is not None:
             sql += " AND kind = ?"
             args += (kind,)
@@ -364,12 +368,14 @@ class Ledger:
 
     @classmethod
     def build(cls, path: Path, mind_id: str, events: Iterable[Event],
-              folded_states: Callable[[], States | None] | None = None) -> int:
+              folded_states: Callable[[], States | None] | None = None,
+              folded_snaps: Callable[[], list[past.Snap]] | None = None) -> int:
         """Create a new mind at ``path`` from checked events: a temp file, published on success.
 
         ``folded_states``, when given, returns the projections folded over ``events`` once they
-        are all read (the caller folded them as it checked them, in another process); else they
-        are folded here, as they are inserted.
+        are all read (the caller folded them as it checked them, in another process), and
+        ``folded_snaps`` the states it passed at snapshot points (``pmm.ledger.past``); else
+        they are folded here, as they are inserted.
 
         The temp file is private to this call, so it is written without a journal, and the
         indexes and the head trigger are made once at the end, in the same transaction (the
@@ -400,7 +406,10 @@ class Ledger:
                 states = folded_states() if folded_states is not None else None
                 if states is None:
                     raise errors.PmmError("internal: the events were not all read")
-                folded.seal(mind, states)
+                if past.first_merge(conn) is not None:  # the fold beside could not read back from a fork: again, here
+                    folded.rebuild(mind)
+                else:
+                    folded.seal(mind, states, folded_snaps() if folded_snaps is not None else None)
             count = mind.head()[0]
             conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode=DELETE")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from pmm import errors
 from pmm.domain import dynamics
@@ -17,6 +17,9 @@ from pmm.domain.states import Commitment, CommitmentsState, States
 from pmm.ledger import folded
 from pmm.ledger.store import TS_FORMAT, Ledger, now_ts
 from pmm.services import opening
+
+if TYPE_CHECKING:
+    from pmm.services.timetravel import PointJson
 
 RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([mhdw])")
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -63,16 +66,31 @@ class Row(TypedDict):
 
 
 class Listing(Counts):
-    """``pmm commitments list --json``: the rows, then the counts."""
+    """``pmm commitments list --json``: the rows, then the counts (and with ``--as-of``, the
+    point they stood at)."""
 
     commitments: list[Row]
+    as_of: NotRequired[PointJson]
 
 
-def listing(path: Path) -> Listing:
+def listing(path: Path, as_of: str | None = None, notify: opening.Notify | None = None) -> Listing:
+    """Every commitment with its status, now or (``as_of``: an id or a date) as it was then,
+    overdue by that point's time; ``notify`` hears where the replay of the past began."""
+    then = None
     with opening.open_read(path) as mind:
-        states, _ = folded.state(mind)
-    state = states["commitments"]
-    overdue = dict(dynamics.overdue(states, now_ts()))
+        if as_of is None:
+            states, _ = folded.state(mind)
+            now = now_ts()
+        else:
+            from pmm.services import timetravel
+
+            then = timetravel.at(mind, as_of)
+            states, now = then.states, then.point.ts
+            if notify is not None:
+                notify(then.said())
+        state = states["commitments"]
+        done = dict(state["done"])  # read while the mind is open
+    overdue = dict(dynamics.overdue(states, now))
 
     def row(key: str, entry: Commitment, status: str) -> Row:
         return {"id": int(key), "text": entry["text"], "status": status, "source": entry.get("source"),
@@ -80,9 +98,12 @@ def listing(path: Path) -> Listing:
                 "closed_by": entry.get("closed_id"), "overdue": overdue.get(int(key))}
 
     rows = [row(k, v, "open") for k, v in state["open"].items()]
-    rows += [row(k, v, v["status"]) for k, v in state["done"].items()]
+    rows += [row(k, v, v["status"]) for k, v in done.items()]
     rows.sort(key=lambda r: r["id"])
-    return {"commitments": rows, **counts(state)}
+    found: Listing = {"commitments": rows, **counts(state)}  # type: ignore[typeddict-item]
+    if then is not None:
+        found["as_of"] = then.as_json()
+    return found
 
 
 def counts(state: CommitmentsState) -> Counts:

@@ -25,6 +25,7 @@ from pmm import errors
 from pmm.domain import projections
 from pmm.domain.events import Event
 from pmm.domain.states import States
+from pmm.ledger import past
 
 Progress = Callable[[int], None]
 
@@ -39,9 +40,11 @@ class Checked:
     """Checked events, and once they are all read, ``states``: the projections folded over them."""
 
     def __init__(self, make: Callable[[], Iterator[Event]], on_progress: Progress | None, *,
-                 size: int | None = None) -> None:
+                 size: int | None = None, fold: bool = True) -> None:
         self.make, self.on_progress, self.size = make, on_progress, size
+        self.fold = fold  # False: only the checks (``pmm merge`` folds its own way); states stay None
         self.states: States | None = None
+        self.snaps: list[past.Snap] = []  # the states at each snapshot point (pmm.ledger.past)
 
     def __iter__(self) -> Iterator[Event]:
         if (self.size is not None and self.size < PARALLEL_FROM) or not hasattr(os, "fork"):
@@ -50,8 +53,11 @@ class Checked:
 
     def _here(self) -> Iterator[Event]:
         fold, progress, n = projections.Fold(), self.on_progress, 0
+        add = fold.add if self.fold else _skip
         for event in self.make():
-            fold.add(event)
+            add(event)
+            if self.fold and not event.id & past.MASK:
+                self.snaps.append((event.id, event.hash, fold.states.copy()))
             yield event
             n += 1
             if n == BATCH and progress is not None:
@@ -59,7 +65,7 @@ class Checked:
                 n = 0
         if progress is not None:
             progress(n)
-        self.states = fold.states
+        self.states = fold.states if self.fold else None
 
     def _beside(self) -> Iterator[Event]:
         # os.fork, not multiprocessing: its child closes stdin, which may be the export itself.
@@ -71,7 +77,7 @@ class Checked:
             try:
                 os.close(read_fd)  # so that the parent's death ends this process (EPIPE)
                 with open(write_fd, "wb", buffering=0) as pipe:
-                    _produce(self.make, pipe)
+                    _produce(self.make, pipe, self.fold)
                 code = 0
             finally:
                 os._exit(code)
@@ -90,7 +96,7 @@ class Checked:
                             self.on_progress(len(payload))
                         yield from map(Event._make, payload)
                     elif tag == "done":
-                        finished, self.states = True, payload
+                        finished, (self.states, self.snaps) = True, payload
                         return
                     else:
                         raise _rebuilt(tag, payload)
@@ -111,7 +117,11 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
-def _produce(make: Callable[[], Iterator[Event]], pipe: IO[bytes]) -> None:
+def _skip(_event: Event) -> None:
+    return None
+
+
+def _produce(make: Callable[[], Iterator[Event]], pipe: IO[bytes], folding: bool = True) -> None:
     """The child: run the checks and the fold, send each batch, then the states (``done``) or
     what went wrong."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to answer
@@ -124,17 +134,20 @@ def _produce(make: Callable[[], Iterator[Event]], pipe: IO[bytes]) -> None:
 
     try:
         fold = projections.Fold()
-        add = fold.add
+        add, mask = fold.add if folding else _skip, past.MASK
+        snaps: list[past.Snap] = []
         batch: list[tuple[Any, ...]] = []
         for event in make():
             add(event)
+            if folding and not event.id & mask:
+                snaps.append((event.id, event.hash, fold.states.copy()))
             batch.append(tuple(event))
             if len(batch) == BATCH:
                 send(("events", batch))
                 batch = []
         if batch:
             send(("events", batch))
-        message: tuple[str, Any] = ("done", fold.states)
+        message: tuple[str, Any] = ("done", (fold.states, snaps) if folding else (None, []))
     except BrokenPipeError:
         return  # the parent is gone (killed, or it stopped reading): nobody to tell
     except errors.InputRejected as exc:

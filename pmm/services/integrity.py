@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from pmm.domain import checkpoint, projections
 from pmm.domain.canonical import CanonicalMetas
 from pmm.domain.checkpoint import Checkpoint
 from pmm.domain.events import Event
-from pmm.ledger import folded
+from pmm.domain.states import States
+from pmm.ledger import folded, past
 from pmm.ledger.chain import (
     GENESIS_PREV,
     ChainState,
@@ -44,6 +46,8 @@ class Deep(TypedDict):
     meta_canonical: bool
     projection_cache: NotRequired[str]
     cache_matches_replay: NotRequired[bool]
+    snapshots: NotRequired[str]  # the --as-of snapshots (pmm.ledger.past) against the same replay
+    snapshots_match_replay: NotRequired[bool]
 
 
 class VerifyJson(TypedDict):
@@ -374,6 +378,8 @@ class Replayed:
     bad_meta: int | None
     cache: str
     cache_ok: bool
+    snapshots: str = "none stored"
+    snapshots_ok: bool = True
 
 
 def start_replay(mind: Ledger, *, fork: bool) -> Callable[[], Replayed]:
@@ -405,14 +411,50 @@ def _replay_check(mind: Ledger) -> Replayed:
 
     with mind.read_transaction():
         cached = folded.cached(mind)
-        full = projections.replay(checked(mind.events()))
+        stored = set(past.ids(mind.conn)) if mind.schema_version >= 2 else set()
+        seen: dict[int, States] = {}
+        fold = projections.Fold()
+        for event in checked(mind.events()):
+            fold.add(event)
+            if event.id in stored:
+                seen[event.id] = fold.states.copy()
+        full = fold.states
+        if fold.merges:  # a merged mind reads back from each fork (docs/merge.md)
+            full = folded.replay_all(mind)
+            first = fold.merges[0].id  # (past.store keeps no snapshot from there on)
+            seen.update({i: folded.replay_all(mind, i) for i in seen if i >= first})
+        snapshots, snapshots_ok = _snapshots_check(mind, stored, seen)
         if cached is None:
             return Replayed(bad_meta[0] if bad_meta else None,
-                            "absent or stale (ignored; a full replay is used)", True)
+                            "absent or stale (ignored; a full replay is used)", True, snapshots, snapshots_ok)
         states, last_id = cached
-        cache_ok = projections.replay(mind.events(since=last_id + 1), states) == full
+        rest = projections.Fold(states)
+        later = rest.add_all(mind.events(since=last_id + 1))
+        cache_ok = (folded.replay_all(mind) if rest.merges else later) == full
     cache = f"reflects event {last_id}; " + ("equals a full replay" if cache_ok else "DIFFERS from a full replay")
-    return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok)
+    return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok, snapshots, snapshots_ok)
+
+
+def _snapshots_check(mind: Ledger, stored: set[int], seen: dict[int, States]) -> tuple[str, bool]:
+    """Each stored snapshot against the replay's states at its event: one that differs is a
+    problem; one this machine did not seal (or for an event the chain does not hold) is
+    ignored by --as-of, and said so."""
+    if not stored:
+        return "none stored", True
+    differ, ignored = [], 0
+    for event_id in sorted(stored):
+        states = past.sealed(mind, event_id)
+        if states is None or event_id not in seen:
+            ignored += 1
+        elif states != json.loads(past.dump(seen[event_id])):
+            differ.append(event_id)
+    checked_n = len(stored) - ignored
+    said = f"{checked_n:,} checked"
+    said += (f", DIFFERENT from a full replay at {', '.join(f'#{i:,}' for i in differ[:5])}" if differ
+             else ", each equals a full replay" if checked_n else "")
+    if ignored:
+        said += f"; {ignored:,} not sealed by this machine or stale (ignored by --as-of)"
+    return said, not differ
 
 
 def _deep_mind(mind: Ledger, report: VerifyReport, replayed: Callable[[], Replayed]) -> Deep:
@@ -426,7 +468,10 @@ def _deep_mind(mind: Ledger, report: VerifyReport, replayed: Callable[[], Replay
         problems.append(f"event {found.bad_meta}: meta is not canonical JSON")
     if not found.cache_ok:
         problems.append("the projection cache does not equal a full replay")
+    if not found.snapshots_ok:
+        problems.append("an --as-of snapshot does not equal a full replay")
     if problems and report.ok:
         report.problem = "; ".join(problems)
     return {"sqlite_quick_check": quick, "meta_canonical": found.bad_meta is None,
-            "projection_cache": found.cache, "cache_matches_replay": found.cache_ok}
+            "projection_cache": found.cache, "cache_matches_replay": found.cache_ok,
+            "snapshots": found.snapshots, "snapshots_match_replay": found.snapshots_ok}

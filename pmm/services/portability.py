@@ -167,7 +167,7 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
         checked = import_reader.Checked(
             lambda: _checked(reader.events(), prefix, ChainState(), None), on_progress,
             size=_size(stream))
-        count = Ledger.build(path, header.mind_id, checked, lambda: checked.states)
+        count = Ledger.build(path, header.mind_id, checked, lambda: checked.states, lambda: checked.snaps)
         with Ledger.open(path) as built:
             opening.witness_head(built, created=True)
         notify(f"Created a new mind at {path}")
@@ -181,6 +181,11 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
         with opening.witnessed(Ledger.open(path, write=True), notify=notify) as mind:
             return _merge(mind, jsonl.ExportReader(source, name), write=True,
                           on_progress=on_progress)
+
+
+def file_size(stream: IO[bytes]) -> int | None:
+    """The size of a regular file behind ``stream``, or None (a pipe, a terminal)."""
+    return _size(stream)
 
 
 def _size(stream: IO[bytes]) -> int | None:
@@ -293,9 +298,26 @@ def _checked(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainSta
         yield from flush()
 
 
+def checked_events(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainState
+                   ) -> Iterator[Event]:
+    """An export's events (line, event), passed on once their hashes, links and shapes check
+    out from ``state`` on; raises InputRejected (with the line) at the first bad one."""
+    return _checked(events, prefix, state, None)
+
+
 def _encodes(text: str) -> bool:
     try:
         text.encode()
     except UnicodeEncodeError:
         return False
     return True
+
+
+def checked_export(stream: IO[bytes], name: str) -> tuple[jsonl.Header, Iterator[Event]]:
+    """A pmm JSONL export read as hostile input: its header, then its events, each passed on
+    only once its hash, link and shape check out (``InputRejected``, exit 6, naming the line,
+    at the first that does not; the end line is checked when they stop)."""
+    reader = jsonl.ExportReader(stream, name)
+    header = reader.read_header()
+    prefix = chain_prefix(header.ledger_format, header.mind_id)
+    return header, _checked(reader.events(), prefix, ChainState(last_id=header.since - 1), None)

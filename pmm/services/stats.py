@@ -14,6 +14,7 @@ from pmm.ledger.store import Ledger
 
 if TYPE_CHECKING:
     from pmm.services.commitments import Counts
+    from pmm.services.timetravel import Past, PointJson
 
 span = dynamics.span  # the one duration formatter (domain/dynamics.py), for the CLI
 
@@ -143,12 +144,18 @@ class Stats(SaidSpan):
     commitments: Counts
     usage: list[Usage]
     standing: Standing
+    as_of: NotRequired[PointJson]  # with --as-of: the event it stood at, and the replay's start
 
 
-def stats(mind: Ledger) -> Stats:
+def stats(mind: Ledger, then: Past | None = None) -> Stats:
     """Counts so far, the mind's stage, traits, reflections, commitments and model usage, from
-    the projections (cache plus newer events, no writes)."""
-    states, cache = folded.state(mind)
+    the projections (cache plus newer events, no writes); with ``then``, as they were at its
+    point (``mind`` is then a view that ends there, pmm.services.timetravel)."""
+    if then is None:
+        states, cache = folded.state(mind)
+        status, now = cache.state, None
+    else:
+        states, status, now = then.states, "as-of", then.point.ts
     activity, identity = states["activity"], states["identity"]
     by_kind: dict[str, int] = activity["by_kind"]
     head_id, head = mind.head()
@@ -170,7 +177,7 @@ def stats(mind: Ledger) -> Stats:
         "last_ts": activity["last_ts"],
         **said_span(activity),
         "file_bytes": mind.path.stat().st_size,
-        "projection_cache": cache.state,
+        "projection_cache": status,
         "stage": metrics.stage,
         "stage_words": dynamics.STAGE_WORDS[metrics.stage],
         "metrics": metrics.as_json(),
@@ -179,10 +186,11 @@ def stats(mind: Ledger) -> Stats:
         "temperament": {"bands": temperament.bands(states["traits"]["values"]),
                         "sentences": temperament.sentences(states["traits"]["values"]),
                         "low_at_most": temperament.LOW_AT_MOST, "high_at_least": temperament.HIGH_AT_LEAST},
-        "reflections": reflections(states),
+        "reflections": reflections(states, now),
         "commitments": commitments(states),
         "usage": usage(states),
         "standing": standing(states),
+        **({"as_of": then.as_json()} if then is not None else {}),  # type: ignore[typeddict-item]
     }
 
 
@@ -263,14 +271,19 @@ def standing(states: States) -> Standing:
             "pinned": len(state["pinned"])}
 
 
-def reflections(states: States) -> Reflections:
-    from pmm.services.dates import seconds_since
+def reflections(states: States, now: str | None = None) -> Reflections:
+    """The reflections at a glance; ``now`` (a ledger timestamp, default the present) is what
+    ``seconds_since_latest`` counts to (``--as-of``: the point's time)."""
+    from datetime import UTC, datetime
+
+    from pmm.services.dates import TS_FORMAT, seconds_since
 
     state = states["reflections"]
     latest = state["latest"]
+    moment = datetime.strptime(now, TS_FORMAT).replace(tzinfo=UTC) if now else None
     return {"count": state["count"], "latest_id": latest["id"] if latest else None,
             "latest_ts": latest["ts"] if latest else None,
-            "seconds_since_latest": round(seconds_since(latest["ts"]), 3) if latest else None,
+            "seconds_since_latest": round(seconds_since(latest["ts"], moment), 3) if latest else None,
             "turns_since": state["turns_since"], "retracted": state["retracted"]}
 
 

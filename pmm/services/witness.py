@@ -14,6 +14,9 @@ forked. A mind that no longer extends that history fails ``pmm verify``:
 - ``truncated``: this same file lost events off its end;
 - ``replaced``: this same file now holds another mind (a rewrite under a new mind id).
 
+A copy that diverged but was joined by ``pmm merge`` (it holds a head the merge recorded) is
+``merged``: reported, not failed.
+
 Another copy that is merely behind (a backup) is ``behind``: reported, not failed. A deliberate
 rollback or replacement is accepted with ``pmm verify --accept-rollback`` or by ``pmm restore``.
 
@@ -43,6 +46,7 @@ from pmm.services.words import plural
 HashAt = Callable[[int], "str | None"]  # the file's hash of event k (None: not known)
 Current = Callable[[], cp.Checkpoint]  # the file's head now (a live mind a writer may extend)
 Mode = Literal["verify", "write", "create", "accept", "restore"]
+MAX_BRANCHES = 64  # merged copies' heads kept per mind
 KEEP_RECENT = 64  # the latest heads, all kept; older ones are thinned to one per power of two
 FAILED = ("forked", "rolled_back", "truncated", "replaced")
 
@@ -67,6 +71,9 @@ class Record:
 
     mind_id: str
     heads: list[Head] = field(default_factory=list)
+    # Heads of other copies merged into this mind (``pmm merge``): a file that holds one of
+    # them is a copy that diverged and was joined, not a fork (the latest MAX_BRANCHES).
+    branches: list[Head] = field(default_factory=list)
 
     @property
     def highest(self) -> Head | None:
@@ -206,7 +213,12 @@ def _judge(record: Record, place: Place | None, point: cp.Checkpoint, hash_at: H
         return Verdict("new", "pmm had not witnessed this mind before")
     fork = _fork(record.heads, point.size, hash_at)
     if fork is not None:
-        return Verdict("forked", fork, top)
+        joined = _branch(record, point.size, hash_at)
+        if joined is None:
+            return Verdict("forked", fork, top)
+        return Verdict("merged", f"a copy that diverged from the witnessed history and was merged"
+                       f" into it (pmm merge, {_day(joined.at)}, at its event {joined.size:,});"
+                       " merging it again joins what it holds since", top)
     if own is not None and own.size <= point.size and hash_at(own.size) not in (None, own.head):
         return Verdict("forked", f"event {own.size} of this file changed since pmm saw it on "
                                  f"{_day(own.at)}: rewritten or replaced by a diverged copy", top)
@@ -247,6 +259,32 @@ def _fork(heads: list[Head], size: int, hash_at: HashAt) -> str | None:
         return None
     return (f"forked: event {differs.size:,} differs from the one pmm witnessed on {_day(differs.at)}"
             " (rewritten, or a copy that diverged)")
+
+
+def _branch(record: Record, size: int, hash_at: HashAt) -> Head | None:
+    """The newest merged copy's head this file holds, if it holds one."""
+    return next((b for b in reversed(record.branches) if b.size <= size and hash_at(b.size) == b.head),
+                None)
+
+
+def note_merged(mind_id: str, *heads: tuple[int, str]) -> None:
+    """Remember that the copies with these heads (event id, hash) were joined by a merge (the
+    copy merged in, and the merged result): a file that holds one of them is then judged
+    ``merged``, not ``forked``, even when the other copy is the one pmm saw written first."""
+    _check(mind_id)
+    heads = tuple((size, head) for size, head in heads if size >= 1)
+    if not heads:
+        return
+    folder = directory()
+    for sub in (folder, folder / "minds", folder / "paths"):
+        sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _locked(folder / ".lock"):
+        record, legacy = _load_mind(folder, mind_id)
+        if legacy is not None:
+            _migrate(folder, mind_id, record, legacy, skip="")
+        kept = [b for b in record.branches if (b.size, b.head) not in heads]
+        record.branches = [*kept, *(Head(size, head, _now()) for size, head in heads)][-MAX_BRANCHES:]
+        _save(_mind_file(folder, mind_id), _dump(record), True)
 
 
 def _remember(record: Record, place: Place | None, point: cp.Checkpoint, key: str, *,
@@ -401,7 +439,8 @@ def _load_mind(folder: Path, mind_id: str) -> tuple[Record, dict[str, Head] | No
         data = json.loads(_mind_file(folder, mind_id).read_text())
         if data["mind_id"] != mind_id:
             raise ValueError
-        return Record(mind_id, sorted((Head(*h) for h in data["heads"]), key=lambda h: h.size)), None
+        return Record(mind_id, sorted((Head(*h) for h in data["heads"]), key=lambda h: h.size),
+                      [Head(*b) for b in data.get("branches", [])]), None
     except FileNotFoundError:
         pass
     except (ValueError, KeyError, TypeError):
@@ -441,9 +480,11 @@ def _migrate(folder: Path, mind_id: str, record: Record, legacy: dict[str, Head]
 
 
 def _dump(record: Record) -> str:
-    return json.dumps({"mind_id": record.mind_id,
-                       "heads": [[h.size, h.head, h.at, h.file] for h in record.heads]},
-                      separators=(",", ":"))  # compact: the C encoder; this runs on every commit
+    data: dict[str, object] = {"mind_id": record.mind_id,
+                               "heads": [[h.size, h.head, h.at, h.file] for h in record.heads]}
+    if record.branches:
+        data["branches"] = [[b.size, b.head, b.at, b.file] for b in record.branches]
+    return json.dumps(data, separators=(",", ":"))  # compact: the C encoder; this runs on every commit
 
 
 def _dump_place(place: Place | None) -> str:
