@@ -8,10 +8,12 @@ warm-ups, so the bytecode and page caches are warm), the median CPU time (user +
 wait4: on a loaded machine it moves less than the wall time) and the peak RSS (GNU time's %M, the
 child's own high-water mark). Beside them, the limits measured in the same run: `python -c pass`
 (the interpreter alone) and `python -c "import typer"` (the CLI framework alone), so a figure
-reads as "pmm's own share" whatever the load. `chat -m` talks to a loopback OpenAI-compatible
-server that answers at once (tests/provider_servers.py), so its figure is pmm's start-up, one
-turn's work and one local HTTP round trip: once as installed (with the semantic extra, recall
-loads WordLlama and numpy) and once with PMM_SEMANTIC=0 (recall by BM25 alone).
+reads as "pmm's own share" whatever the load; for `chat -m`, also beside importing typer and
+httpx (and, with recall, numpy and loading WordLlama's tokenizer): what no turn can skip. It
+talks to a loopback OpenAI-compatible server that answers at once (tests/provider_servers.py), so
+its figure is pmm's start-up, one turn's work and one local HTTP round trip: once as installed
+(with the semantic extra, recall loads WordLlama's weights and tokenizer and numpy) and once
+with PMM_SEMANTIC=0 (recall by BM25 alone).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ from bench_ledger import PMM  # noqa: E402
 from provider_servers import FakeServer  # noqa: E402
 
 GNU_TIME = "/usr/bin/time"
+HTTPX = "import sys; sys.modules['httpx._main'] = None; import typer, httpx"  # as pmm imports it
+SEMANTIC = ("; import os, importlib.util; os.environ.setdefault('OPENBLAS_NUM_THREADS', '1'); import numpy;"
+            " from tokenizers import Tokenizer; spec = importlib.util.find_spec('wordllama');"
+            " spec and Tokenizer.from_file(spec.submodule_search_locations[0]"
+            " + '/tokenizers/l2_supercat_tokenizer_config.json')")  # as pmm.services.semantic does
 
 
 def wall(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -99,6 +106,10 @@ def main() -> None:
             rows = [
                 ("python -c pass", [sys.executable, "-c", "pass"], None),
                 ('python -c "import typer"', [sys.executable, "-c", "import typer"], None),
+                # what a chat turn cannot do without: the HTTP client, and for recall by meaning
+                # numpy and WordLlama's tokenizer (pmm.services.semantic loads nothing else)
+                ("  ... and httpx", [sys.executable, "-c", HTTPX], None),
+                ("  ... httpx, numpy, tokenizer", [sys.executable, "-c", HTTPX + SEMANTIC], None),
                 ("pmm --version", [PMM, "--version"], 150),
                 ("pmm --help", [PMM, "--help"], 150),
                 ("pmm stats", [PMM, "stats"], 100),
@@ -118,14 +129,19 @@ def main() -> None:
     load = os.getloadavg()
     print(f"start-up, median of {args.runs} runs, {os.cpu_count()} cores, "
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, Python {sys.version.split()[0]}")
-    print(f"{'command':30} {'wall ms':>8} {'bar':>5} {'/pass':>6} {'-typer ms':>9} {'CPU ms':>7} {'peak RSS MB':>12}")
+    floors = {"pmm chat -m": results["  ... httpx, numpy, tokenizer"][0],
+              "pmm chat -m, PMM_SEMANTIC=0": results["  ... and httpx"][0]}
+    print(f"{'command':30} {'wall ms':>8} {'bar':>5} {'/pass':>6} {'-typer ms':>9} {'-floor ms':>9} "
+          f"{'CPU ms':>7} {'peak RSS MB':>12}")
     for name, _, bar in rows:
         seconds, cpu, rss = results[name]
         mark = "" if bar is None else ("ok" if seconds * 1000 < bar else "MISS")
+        floor = f"{(seconds - floors[name]) * 1000:9.1f}" if name in floors else f"{'':9}"
         print(f"{name:30} {seconds * 1000:8.1f} {bar or '':>5} {seconds / base:6.1f} "
-              f"{(seconds - typer_floor) * 1000:9.1f} {cpu * 1000:7.1f} "
+              f"{(seconds - typer_floor) * 1000:9.1f} {floor} {cpu * 1000:7.1f} "
               f"{'' if rss is None else f'{rss:.1f}':>12} {mark}")
-    print("(/pass: times the bare interpreter's start; -typer: wall beyond `import typer`, pmm's own share)")
+    print("(/pass: times the bare interpreter's start; -typer: wall beyond `import typer`, pmm's own share;"
+          " -floor: a chat turn's wall beyond importing what it cannot do without, the rows above)")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -68,10 +69,12 @@ def split_pieces(text: str) -> list[str]:
 
 class FakeServer:
     def __init__(self, protocol: str, text: str = "Hello there, I am a small test model.",
-                 model: str = "test-model", caching: bool = False) -> None:
+                 model: str = "test-model", caching: bool = False,
+                 tls: ssl.SSLContext | None = None) -> None:
         assert protocol in PROTOCOLS, f"no fake server speaks {protocol!r}"
         assert not caching or protocol == "anthropic", "only the Anthropic fake keeps a prompt cache"
         self.protocol = protocol
+        self.tls = tls  # a server-side context: the server speaks HTTPS
         self.cache = PromptCache(model) if caching else None
         self.text = text
         self.model = model
@@ -90,7 +93,7 @@ class FakeServer:
     @property
     def url(self) -> str:
         """The base URL an adapter for this protocol is configured with."""
-        root = f"http://127.0.0.1:{self.port}"
+        root = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         return root + "/v1" if self.protocol == "openai" else root
 
     def push(self, kind: str, **options: Any) -> None:
@@ -109,6 +112,8 @@ class FakeServer:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
+        if self.tls is not None:
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
         threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True).start()
         return self
 

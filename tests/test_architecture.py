@@ -125,6 +125,29 @@ def test_read_commands_start_without_heavy_imports(tmp_path: Path, args: list[st
     assert not [m for m in NOT_AT_START if m in loaded], f"pmm {' '.join(args)} imported heavy modules"
 
 
+def test_verify_compiles_a_kinds_shortcut_pattern_only_once_it_pays(tmp_path: Path) -> None:
+    """verify's per-kind shortcut patterns took ~20 ms to compile for all ~24 kinds, more than
+    the full check of a small mind costs: a kind's is compiled once FAST_AFTER of its events
+    were checked in full (the verdict is the same either way)."""
+    from pmm.domain import checks
+    from pmm.domain.events import Draft
+    from pmm.ledger.store import Ledger
+
+    mind = tmp_path / "mind.db"
+    with Ledger.create(mind, Draft("mind_created", "made", {"pmm_version": "0"})) as ledger:
+        ledger.append([Draft("observation_recorded", f"note {n}", {"source": "user"})
+                       for n in range(checks.FAST_AFTER + 5)])
+        ledger.append([Draft("mind_named", "Ada", {"name": "Ada"})])
+    env = {"PMM_MIND": str(mind), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    code = ("import sys\nfrom pmm.cli.app import main\n"
+            "try:\n    main(['verify'])\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "from pmm.domain import events\nprint(sorted(k.decode() for k in events.FAST_PATTERNS))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "['observation_recorded']"
+
+
 def test_chat_never_imports_httpx_own_command_line() -> None:
     """httpx imports its CLI (click, rich, pygments) when they are installed; pmm's boundary
     keeps it out, and httpx still imports."""
@@ -338,6 +361,27 @@ def test_a_command_run_builds_only_itself(tmp_path: Path) -> None:
             "print(sorted(command_tree().commands._built))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.splitlines()[-1] == "['stats']"
+
+
+@pytest.mark.parametrize(("args", "module"), [(["log"], "browse"), (["stats"], "browse"),
+                                              (["verify"], "verify"), (["chat", "--help"], "chat")])
+def test_a_command_run_imports_only_its_own_command_module(tmp_path: Path, args: list[str],
+                                                           module: str) -> None:
+    """Registering every command imported all the pmm.cli modules (and the provider
+    registry, for `pmm model add --help`) on every run: ~5 ms that `pmm log` never used."""
+    from pmm.cli.app import MODULES
+
+    env = {"PMM_MIND": str(tmp_path / "mind.db"), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}
+    made = subprocess.run([sys.executable, "-m", "pmm", "init", "-q"], capture_output=True,
+                          env={**env, "PATH": "/usr/bin:/bin"})
+    assert made.returncode == 0, made.stderr
+    loaded = modules_after(args, "pmm.cli.entry", env)
+    assert [m for m in MODULES if f"pmm.cli.{m}" in loaded] == [module]
+    if args[0] != "stats":  # stats reports the models' usage: it needs the provider registry
+        assert "pmm.providers.registry" not in loaded
+    if args[0] != "chat":  # ... but none of the adapters' interface
+        assert "pmm.providers.base" not in loaded
 
 
 def test_the_lazy_tree_is_typers_tree() -> None:

@@ -16,7 +16,7 @@ from pmm.cli import options, output
 
 EXIT_CODES = "Exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in errors.EXIT_STATUS) + "."
 
-app = typer.Typer(
+_app = typer.Typer(
     rich_markup_mode=None,  # plain help: fast (rich_utils costs ~90 ms to import) and pipe-friendly
     name="pmm",
     help="pmm, the Persistent Mind Model: an AI's identity in one portable, verifiable SQLite file.",
@@ -37,7 +37,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def root(
     mind: Annotated[Optional[Path], typer.Option(
         "--mind", help="Mind file (default: $PMM_MIND, else the user data dir's mind.db).",
@@ -50,35 +50,54 @@ def root(
     output.QUIET = quiet
 
 
-def _register() -> None:
-    from pmm.cli import (
-        backup,
-        browse,
-        chat,
-        commitments,
-        health,
-        init,
-        merge,
-        models,
-        portability,
-        recall,
-        reflect,
-        reflections,
-        run,
-        sessions,
-        signing,
-        standing,
-        timetravel,
-        trace,
-        verify,
-    )
-
-    for module in (init, standing, browse, timetravel, chat, sessions, recall, models, trace, reflect, commitments,
-                   reflections, run, health, portability, merge, verify, signing, backup):
-        module.register(app)
+# Each command and command group, in the order Typer lists them (commands, then groups, each in
+# the order their modules register them), with the module (pmm.cli.NAME) whose ``register``
+# adds it: a run imports the module of the command it runs, not all nineteen (~5 ms).
+# test_architecture.py's test_the_lazy_tree_is_typers_tree holds this table to the modules.
+MODULES = ("init", "standing", "browse", "timetravel", "chat", "sessions", "recall", "models", "trace",
+           "reflect", "commitments", "reflections", "run", "health", "portability", "merge", "verify",
+           "signing", "backup")
+COMMANDS = {
+    "init": "init", "remember": "standing", "pins": "standing", "unpin": "standing",
+    "rename": "standing", "stats": "browse", "log": "browse", "search": "browse", "diff": "timetravel",
+    "chat": "chat", "sessions": "sessions", "recall": "recall", "trace": "trace", "reflect": "reflect",
+    "run": "run", "health": "health", "export": "portability", "import": "portability",
+    "merge": "merge", "verify": "verify",
+    "keygen": "signing", "sign": "signing", "backup": "backup", "restore": "backup",
+    # groups
+    "persona": "standing", "model": "models", "commitments": "commitments",
+    "reflections": "reflections",
+}
+_registered: set[str] = set()
 
 
-_register()
+def _register(module: str) -> None:
+    """Add pmm.cli.MODULE's commands to the app (once)."""
+    if module not in _registered:
+        import importlib
+
+        importlib.import_module(f"pmm.cli.{module}").register(_app)
+        _registered.add(module)
+
+
+def registered() -> typer.Typer:
+    """The app with every command registered: as Typer itself would build it, for whatever
+    walks the whole tree (completions, the man page, tests)."""
+    for module in MODULES:
+        _register(module)
+    # in Typer's order whatever order the modules were loaded in (a process that ran a command
+    # before loaded its module first)
+    order = {name: n for n, name in enumerate(COMMANDS)}
+    _app.registered_commands.sort(
+        key=lambda c: order[c.name or typer.main.get_command_name(getattr(c.callback, "__name__", ""))])
+    _app.registered_groups.sort(key=lambda g: order[typer.main.solve_typer_info_defaults(g).name or ""])
+    return _app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # ``pmm.cli.app.app``: the whole app, every command registered
+        return registered()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _quiet(value: bool) -> None:
@@ -145,7 +164,8 @@ def command_tree() -> typer.core.TyperGroup:
         if not any("--quiet" in p.opts for p in sub.params):
             sub.params.append(quiet)
 
-    return lazy.group(app, finish)  # type: ignore[no-any-return]
+    loaders = {name: functools.partial(_register, module) for name, module in COMMANDS.items()}
+    return lazy.group(_app, finish, loaders)  # type: ignore[no-any-return]
 
 
 def first_sentence(text: str) -> str:

@@ -7,6 +7,8 @@ name: running ``pmm stats`` builds ``stats`` alone, and anything that walks ``gr
 sees every command, as Typer would have built it. Each one is built by Typer's own
 ``get_command_from_info`` / ``get_group_from_info``, in the order Typer lists them. A group's
 ``--help`` lists its commands from their help alone (``Group.format_commands``), building none.
+The root's commands are not even registered until then: each comes with a loader that imports
+the module that registers it (``pmm.cli.app.COMMANDS``), so a run imports one command module.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import copy
 import functools
 import inspect
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import typer
@@ -91,14 +93,19 @@ class Group(TyperGroup):
             super().format_commands(ctx, formatter)
 
 
-def group(app: typer.Typer, finish: Finish) -> Any:
-    """``typer.main.get_command(app)`` for an app with subcommands, built lazily."""
+def group(app: typer.Typer, finish: Finish, loaders: Mapping[str, Callable[[], None]] | None = None) -> Any:
+    """``typer.main.get_command(app)`` for an app with subcommands, built lazily. ``loaders``
+    names every command and group of the app, in Typer's order, each with what registers it
+    on ``app`` (imports its module): called the first time that command is needed."""
     if app._add_completion:  # Typer adds its completion options here: build it its own way
+        for load in (loaders or {}).values():
+            load()
         return typer.main.get_command(app)
-    return _group(app, TyperInfo(app), "pmm", finish)
+    return _group(app, TyperInfo(app), "pmm", finish, loaders)
 
 
-def _group(app: typer.Typer, info: Any, path: str, finish: Finish) -> Any:
+def _group(app: typer.Typer, info: Any, path: str, finish: Finish,
+           loaders: Mapping[str, Callable[[], None]] | None = None) -> Any:
     options: dict[str, Any] = {"pretty_exceptions_short": app.pretty_exceptions_short,
                                "rich_markup_mode": app.rich_markup_mode}
     instance = info.typer_instance
@@ -108,19 +115,43 @@ def _group(app: typer.Typer, info: Any, path: str, finish: Finish) -> Any:
     shell.typer_instance, shell.cls = bare, Group
     built = typer.main.get_group_from_info(shell, suggest_commands=app.suggest_commands, **options)
 
-    builders: dict[str, Build] = {}
-    summaries: dict[str, Build] = {}
-    for command_info in instance.registered_commands:
-        name = command_info.name or typer.main.get_command_name(command_info.callback.__name__)
-        builders[name] = functools.partial(typer.main.get_command_from_info, command_info, **options)
-        summaries[name] = functools.partial(_command_summary, command_info, name)
-    for group_info in instance.registered_groups:
-        solved = typer.main.solve_typer_info_defaults(group_info)
-        assert solved.name, "every pmm command group has a name"
-        builders[solved.name] = functools.partial(_group, app, group_info, f"{path} {solved.name}", finish)
-        summaries[solved.name] = functools.partial(
-            TyperGroup, name=solved.name, help=solved.help, short_help=solved.short_help,
-            hidden=solved.hidden, deprecated=solved.deprecated)
+    def entry(name: str) -> tuple[str, Any]:
+        """``name``'s ("command", CommandInfo) or ("group", solved TyperInfo), once registered."""
+        if loaders is not None:
+            loaders[name]()
+        for command_info in instance.registered_commands:
+            if (command_info.name or typer.main.get_command_name(command_info.callback.__name__)) == name:
+                return "command", command_info
+        for group_info in instance.registered_groups:
+            solved = typer.main.solve_typer_info_defaults(group_info)
+            if solved.name == name:
+                return "group", (group_info, solved)
+        raise KeyError(name)
+
+    def build(name: str) -> Command:
+        kind, found = entry(name)
+        if kind == "command":
+            return typer.main.get_command_from_info(found, **options)
+        return _group(app, found[0], f"{path} {name}", finish)  # type: ignore[no-any-return]
+
+    def summary(name: str) -> Command:
+        kind, found = entry(name)
+        if kind == "command":
+            return _command_summary(found, name)
+        solved = found[1]
+        return TyperGroup(name=name, help=solved.help, short_help=solved.short_help,
+                          hidden=solved.hidden, deprecated=solved.deprecated)
+
+    if loaders is not None:
+        names = list(loaders)
+    else:
+        names = [c.name or typer.main.get_command_name(c.callback.__name__) for c in instance.registered_commands]
+        for group_info in instance.registered_groups:
+            solved = typer.main.solve_typer_info_defaults(group_info)
+            assert solved.name, "every pmm command group has a name"
+            names.append(solved.name)
+    builders: dict[str, Build] = {name: functools.partial(build, name) for name in names}
+    summaries: dict[str, Build] = {name: functools.partial(summary, name) for name in names}
     built.commands = Commands(builders, summaries, path, finish)
     return built
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import TypedDict
 
+from pmm.domain import lazy_re
 from pmm.domain.growth import MAX_TRAIT_STEP, TRAIT_DEFAULT
 from pmm.domain.states import States
 
@@ -168,38 +169,38 @@ def span(seconds: float) -> str:
 # the mind's metrics when it lapses, a missed one costs nothing (the owner can open it), so the rule
 # is built for precision: a sentence counts only when a first-person future in its main clause
 # names an act that happens after this answer, by its verb or by a time ahead.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-_PROMISE = re.compile(
+_SENTENCE_END = lazy_re.compile(r"(?<=[.!?])\s+|\n+")
+_PROMISE = lazy_re.compile(
     r"\bi(?: will| shall|'ll| am going to|'m going to| commit to| promise to)\s+")
 # The word before "I" makes it reported or embedded speech ("you said I'll", "what I'll do").
-_EMBEDDED = re.compile(r"\b(?:that|what|whether|if|how|why|where|said|says|say|think|thought|"
+_EMBEDDED = lazy_re.compile(r"\b(?:that|what|whether|if|how|why|where|said|says|say|think|thought|"
                        r"hope|wonder|wondering|asked|ask|guess|suppose|unless|when|once)\s+$")
 # A condition or a request before the promise makes it an offer ("if you want, I'll ...").
-_CONDITION = re.compile(r"\b(?:if|unless|whenever|in case|should you|once|as soon as|provided)\b")
-_WHEN = re.compile(r"\bwhen\b(?! (?:we|you) (?:next|come back|get back|are back|'re back|return|"
+_CONDITION = lazy_re.compile(r"\b(?:if|unless|whenever|in case|should you|once|as soon as|provided)\b")
+_WHEN = lazy_re.compile(r"\bwhen\b(?! (?:we|you) (?:next|come back|get back|are back|'re back|return|"
                    r"talk|speak|chat|meet)\b)")
-_SUBJECT = re.compile(r"\b(?:i|we|he|she|they)\b")
-_OFFER_AFTER = re.compile(
+_SUBJECT = lazy_re.compile(r"\b(?:i|we|he|she|they)\b")
+_OFFER_AFTER = lazy_re.compile(
     r"\bif (?:you(?:'d| would)? (?:like|want|prefer|wish|need)|you're interested|"
     r"(?:that|it)(?:'s| is| would be| would)? (?:helps?|works?|useful|okay|ok|fine|alright))\b|"
     r"\bif (?:needed|necessary|so)\b|\bshould you (?:want|wish|need)\b")
 # Right after "I'll": a refusal or a hedge, neither of them a promise.
-_NEGATED = re.compile(r"(?:not|never|no longer|probably|maybe|perhaps|likely)\b")
+_NEGATED = lazy_re.compile(r"(?:not|never|no longer|probably|maybe|perhaps|likely)\b")
 # Where the verb phrase ends: a new clause with its own subject, or a clause that gives a reason.
-_CLAUSE_END = re.compile(r"[;:—]| - |,\s*(?:but|so|and (?:you|we|it|that|this|then you))\b|"
+_CLAUSE_END = lazy_re.compile(r"[;:—]| - |,\s*(?:but|so|and (?:you|we|it|that|this|then you))\b|"
                          r"\s(?:but|because|since|while|although|though)\s")
-_HEDGE = re.compile(r"(?:also|always|definitely|certainly|just|then|first|still|happily|gladly|personally|"
+_HEDGE = lazy_re.compile(r"(?:also|always|definitely|certainly|just|then|first|still|happily|gladly|personally|"
                     r"absolutely|really|make sure to|be sure to|make a point (?:of|to)|try to|"
                     r"try and|aim to|go ahead and|remember to|make a note to)\s+")
 # Not an act: a memory statement (the ledger remembers anyway), a feeling, a state, an effort.
-_NO_ACT = re.compile(
+_NO_ACT = lazy_re.compile(
     r"(?:remember|memori[sz]e|note|make a note|take note|jot|store|save|record|log|"
     r"keep (?:\S+ ){0,3}in mind|bear (?:\S+ ){0,3}in mind|keep track|keep (?:my |our )?fingers crossed|"
     r"cross my fingers|be (?:thinking|rooting|cheering)|think (?:of|about) you|root for|cheer|hope|"
     r"wish|pray|be (?!\S+ing\b|in touch\b)|(?:try|do) (?:my|our) (?:best|utmost)|do what i can|"
     r"try\b(?! to| and)|see you|talk to you|speak to you|be waiting|wait for|look forward)\b")
 # Verbs of an act no answer can contain.
-_LATER_ACT = re.compile(
+_LATER_ACT = lazy_re.compile(
     r"(?:send (?:you|over|along|it over|them over|(?:\S+ ){0,4}(?:to you|your way))|"
     r"(?:e-?mail|mail|text|ping|message|notify|update) you|remind(?! (?:you )?(?:that|how|why|what)\b)|"
     r"follow up(?= with you| on (?:this|that|it)\b|\s*$| afterwards| after)|check back|"
@@ -208,13 +209,13 @@ _LATER_ACT = re.compile(
     r"reach out (?:to you|again)|be in touch|keep you (?:posted|updated|informed|in the loop)|"
     r"set (?:up )?(?:a )?reminders?)\b")
 # Words that put the act inside this answer.
-_IN_ANSWER = re.compile(r"\b(?:below|here|right now|now(?! on\b)|in a (?:moment|second|minute|sec)|"
+_IN_ANSWER = lazy_re.compile(r"\b(?:below|here|right now|now(?! on\b)|in a (?:moment|second|minute|sec)|"
                         r"in this (?:answer|reply|message|response|thread|section|post)|"
                         r"at the end(?! of (?:the|this|next) (?:day|week|month))|"
                         r"in the next (?:section|paragraph|step|part)|as follows)\b")
 # Discourse verbs: acts on the answer itself, where "later" or "on Friday" usually mean "in this
 # answer" or belong to the object ("assume the deadline is on Friday").
-_DISCOURSE = re.compile(
+_DISCOURSE = lazy_re.compile(
     r"(?:explain|walk|go (?:over|through|with)|cover|discuss|talk|mention|point|show|describe|"
     r"summari[sz]e|outline|list|break|clarify|elaborate|expand|illustrate|demonstrate|answer|"
     r"address|get to|come (?:back )?to|return to|start|begin|focus|keep|assume|use|give|tell|"
@@ -222,7 +223,7 @@ _DISCOURSE = re.compile(
     r"write|draft|make|put|take|help)\b")
 _DAYS = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
 # A time or occasion ahead that fixes when the act happens.
-_AHEAD = re.compile(
+_AHEAD = lazy_re.compile(
     r"\b(?:tomorrow|tonight|this (?:evening|afternoon|weekend)|from now on|going forward|"
     rf"next (?:time|session|conversation|chat|message|reply|lesson|meeting|week|month|year|{_DAYS})|"
     r"later (?:today|tonight|this (?:week|month|evening|afternoon|weekend))|"
@@ -233,12 +234,12 @@ _AHEAD = re.compile(
     r"chat|meet))\b"
     r"(?!'s)")
 # A time ahead that opens the sentence: "Next time we talk, I'll ...", "In our next session I'll".
-_FRONTED = re.compile(r"(?:\W*(?:ok|okay|sure|great|alright|yes|good|perfect|then|so|and)\b)*\W*"
+_FRONTED = lazy_re.compile(r"(?:\W*(?:ok|okay|sure|great|alright|yes|good|perfect|then|so|and)\b)*\W*"
                       r"(?:(?:in|at|during|on) (?:our |my |the )?)?" + _AHEAD.pattern)
-_AHEAD_WEAK = re.compile(rf"\b(?:later|soon|(?:on|by) {_DAYS}|before (?:your|our|the) \S+|"
+_AHEAD_WEAK = lazy_re.compile(rf"\b(?:later|soon|(?:on|by) {_DAYS}|before (?:your|our|the) \S+|"
                          r"after (?:your|our|the) \S+)\b(?!'s)")
 # A time after these belongs to an object or an embedded clause, not to the promised act.
-_DETACHED = re.compile(r"\b(?:what|which|that|who|whom|whose|where)\b|"
+_DETACHED = lazy_re.compile(r"\b(?:what|which|that|who|whom|whose|where)\b|"
                        r"\bto (?!(?:you|me|us|them|him|her|it|the|a|an|my|your|our|this|that|these|those)\b)\S+|"
                        r"\bfor (?:the )?$")
 

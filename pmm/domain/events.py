@@ -79,7 +79,7 @@ class EventKind:
 KINDS: dict[str, EventKind] = {}
 VERSIONED: dict[str, int] = {}  # kinds past version 1, with their current version
 META_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {}
-FAST_PATTERNS: dict[bytes, tuple[re.Pattern[bytes], tuple[bytes, ...]]] = {}
+FAST_PATTERNS: dict[bytes, tuple[re.Pattern[bytes], tuple[bytes, ...]] | None] = {}  # by kind, as met
 
 
 def declare(kind: EventKind) -> EventKind:
@@ -89,7 +89,7 @@ def declare(kind: EventKind) -> EventKind:
     META_CHECKS[kind.name] = compile_meta(kind.name, kind.meta, kind.version)
     if kind.version > 1:
         VERSIONED[kind.name] = kind.version
-    FAST_PATTERNS.clear()  # built again on first use: compiling the patterns takes tens of ms
+    FAST_PATTERNS.clear()  # each built again on first use: compiling them all takes tens of ms
     return kind
 
 

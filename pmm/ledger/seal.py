@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 from pathlib import Path
 
 KEY_FILE = "projection-cache.key"
@@ -52,6 +51,8 @@ def key(*, create: bool) -> bytes | None:
 
 
 def _make(path: Path) -> None:
+    import secrets  # once per machine: not on every command's start-up
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)

@@ -13,11 +13,12 @@ import json
 import math
 import os
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 
@@ -216,6 +217,22 @@ def error_detail(data: Any) -> str:
     return " ".join(message.split())[:200]
 
 
+class _DeferredTrust:
+    """The SSL context ``httpx.Client()`` makes for itself (``httpx.create_ssl_context()``:
+    certifi's roots, or $SSL_CERT_FILE / $SSL_CERT_DIR), made when a TLS connection first uses
+    it. Loading the roots takes ~15 ms, and most of pmm's requests never need them: a model on
+    this machine is plain HTTP to a loopback port. httpcore only calls the context's methods
+    (``set_alpn_protocols``, ``wrap_socket``, ``wrap_bio``), each handed to the real one."""
+
+    def __init__(self) -> None:
+        self._context: ssl.SSLContext | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._context is None:
+            self._context = httpx.create_ssl_context()
+        return getattr(self._context, name)
+
+
 class HttpProvider:
     """Base of the network adapters; subclasses implement ``_complete`` and ``_info``."""
 
@@ -288,7 +305,7 @@ class HttpProvider:
 
     def _client_now(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client()
+            self._client = httpx.Client(verify=cast(ssl.SSLContext, _DeferredTrust()))
             _limits.bind(self._client, self._limits)
         return self._client
 

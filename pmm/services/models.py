@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from pmm import errors
 from pmm.domain import costs
@@ -22,10 +22,12 @@ from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
 from pmm.domain.states import ModelFields, States, Switched
 from pmm.ledger import folded
-from pmm.providers.base import ModelInfo, Provider
 from pmm.providers.registry import EMBEDDED_MODEL, ModelSpec
 from pmm.services import opening, trust
 from pmm.services.opening import Notify
+
+if TYPE_CHECKING:  # annotations only: `pmm stats` needs none of the provider interface
+    from pmm.providers.base import ModelInfo, Provider
 
 BUILTIN = "embedded"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

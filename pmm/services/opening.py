@@ -69,17 +69,24 @@ def open_write(path: Path, notify: Notify) -> Ledger:
 
 
 def witnessed(mind: Ledger, *, created: bool = False, notify: Notify | None = None) -> Ledger:
-    """A writer whose head the witness learns at open, after every commit and at close: a
-    writer killed mid-run still leaves what it committed witnessed. ``created``: pmm just made
-    this file, so it may hold a new mind where another one was. ``notify`` hears, once for
-    this writer, that the mind no longer extends what pmm witnessed."""
+    """A writer whose head the witness learns at open, after every commit and at close (unless
+    it heard that head from this writer already, and was content with it): a writer killed
+    mid-run still leaves what it committed witnessed. ``created``: pmm just made this file, so it
+    may hold a new mind where another one was. ``notify`` hears, once for this writer, that the
+    mind no longer extends what pmm witnessed."""
     warned = False
+    heard: list[tuple[int, str]] = []  # the head the witness last heard from this writer
 
     def tell(m: Ledger, *, created: bool = False) -> None:
         from pmm.services.witness import FAILED
 
         nonlocal warned
+        head = m.head()
+        if head in heard:
+            return  # nothing committed since it heard this head (a close after the last commit)
         state = witness_head(m, created=created)
+        if state is not None and state not in FAILED:  # None: nothing told, or the dir refused it
+            heard[:] = [head]
         if state in FAILED and notify is not None and not warned:
             warned = True
             notify(f"Warning: this mind no longer extends what pmm witnessed ({state.replace('_', ' ')}); "

@@ -9,11 +9,12 @@ the one it is about. On the dev conversations the blend moves evidence recall at
 from 86.1% (BM25 alone) to 88.5%, at 2,048 from 72.2% to 73.2% (bench/RESULTS.md); with the
 whole message compared instead, it was 86.9% and 70.5%.
 
-The model is the 256-dimensional one the ``wordllama`` wheel ships inside its package, loaded
-from there with downloads disabled: when it is not installed, or its weights are missing, or
-it fails to load, semantic recall is unavailable (``nearest`` returns None) and recall is BM25
-alone. Nothing here ever opens a socket. numpy and wordllama are imported on first use only,
-so commands that do not recall never pay for them.
+The model is the 256-dimensional one the ``wordllama`` wheel ships inside its package, read
+from there (its weights memory-mapped, its tokenizer by ``tokenizers``) without importing the
+package (``_Model``: the same vectors, a fraction of the start-up): when it is not installed,
+or its weights are missing, or they fail to load, semantic recall is unavailable (``nearest``
+returns None) and recall is BM25 alone. Nothing here ever opens a socket. numpy and
+tokenizers are imported on first use only, so commands that do not recall never pay for them.
 
 Vectors live in a derived table (``pmm.ledger.vectors``): a writer stores the ones it had to
 compute, a reader computes them in memory and stores nothing. Stored vectors are checked
@@ -26,9 +27,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import logging
-import sys
-import types
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,65 +52,135 @@ MAX_CHARS = 4_000  # of an event embedded: the tokenizer pads a batch to its lon
 BATCH = 32
 
 
-def installed() -> bool:
-    """Whether wordllama and its bundled weights are on disk (imports nothing: health asks)."""
+TOKENIZER = "tokenizers/l2_supercat_tokenizer_config.json"
+TENSOR = "embedding.weight"
+MAX_HEADER = 1 << 20  # a safetensors header this size is not WordLlama's (it is 88 bytes)
+
+
+def _folder() -> Path | None:
+    """The installed ``wordllama`` package's folder that holds the weights, found without
+    importing it; None when it is not installed (or its weights are missing)."""
     try:
         spec = importlib.util.find_spec("wordllama")
     except (ImportError, ValueError):  # ValueError: a module put in sys.modules without a spec
-        return False
+        return None
     if spec is None or not spec.submodule_search_locations:
-        return False
-    return any((Path(folder) / WEIGHTS).is_file() for folder in spec.submodule_search_locations)
+        return None
+    return next((Path(folder) for folder in spec.submodule_search_locations
+                 if (Path(folder) / WEIGHTS).is_file()), None)
+
+
+def installed() -> bool:
+    """Whether wordllama and its bundled weights are on disk (imports nothing: health asks)."""
+    return _folder() is not None
+
+
+class _Model:
+    """WordLlama's ``l2_supercat`` 256-d model, embedding exactly as ``WordLlamaInference.embed``
+    (dense, average-pooled over the attention mask, then normalised) from the wheel's own files,
+    without importing the package: its import (pydantic, toml, requests, its algorithms) and its
+    load (the whole matrix read and widened to float32: 32 MB) cost more than the embedding.
+    The matrix is the weights file's float16 block, memory-mapped (only the rows a text uses are
+    read) and widened row by row as gathered: float16 to float32 is exact, so every vector equals
+    the package's bit for bit (tests/test_semantic_embeddings_equal_the_package.py)."""
+
+    def __init__(self, matrix: np.ndarray, tokenizer: Any) -> None:
+        self.matrix = matrix
+        self.tokenizer = tokenizer
+        tokenizer.enable_padding()  # as WordLlamaInference sets its tokenizer up
+        tokenizer.no_truncation()
+
+    def embed(self, texts: list[str], norm: bool = True, batch_size: int = BATCH) -> np.ndarray:
+        import numpy as np
+
+        if texts and not isinstance(texts[0], str):
+            raise TypeError("All elements in 'texts' must be strings")
+        pooled = np.empty((len(texts), self.matrix.shape[1]), dtype=np.float32)
+        for i in range(0, len(texts), batch_size):
+            encoded = self.tokenizer.encode_batch(texts[i:i + batch_size], is_pretokenized=False,
+                                                  add_special_tokens=False)
+            ids = np.array([e.ids for e in encoded], dtype=np.int32)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.float32)
+            np.clip(ids, 0, self.matrix.shape[0] - 1, out=ids)
+            rows = self.matrix[ids].astype(np.float32)
+            counts = np.maximum(mask.sum(axis=1, keepdims=True), 1.0).astype(np.float32)
+            batch = np.sum(rows * mask[..., np.newaxis], axis=1, dtype=np.float32) / counts
+            if norm:
+                batch /= np.linalg.norm(batch, axis=1, keepdims=True)
+            pooled[i:i + batch.shape[0]] = batch
+        return pooled
+
+
+def _weights(path: Path) -> np.ndarray:
+    """The embedding matrix of a safetensors file, memory-mapped (float16, rows of ``DIM``);
+    ValueError when the file is not the shape WordLlama's is."""
+    import json
+
+    import numpy as np
+
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if not 0 < length <= MAX_HEADER:
+            raise ValueError("not a safetensors file")
+        header = json.loads(handle.read(length))
+    tensor = header[TENSOR]
+    rows, dim = tensor["shape"]
+    start, end = tensor["data_offsets"]
+    if tensor["dtype"] != "F16" or dim != DIM or rows < 1 or end - start != rows * dim * 2 \
+            or 8 + length + end > size:
+        raise ValueError("not WordLlama's 256-d float16 weights")
+    return np.memmap(path, dtype="<f2", mode="r", offset=8 + length + start, shape=(rows, dim))
 
 
 @functools.cache
 def _load() -> tuple[Any, str] | None:
     """The model and the tag its vectors are stored under, loaded once per process; None when
-    it cannot be loaded (not installed, weights missing, a broken install)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    stubbed = "requests" not in sys.modules
-    if stubbed:  # wordllama imports requests for downloads, and urllib3 opens a socket on import
-        sys.modules["requests"] = _no_downloads()
+    it cannot be loaded (not installed, weights missing or not WordLlama's, a broken install).
+    Reads the wheel's own files: nothing here can download or open a socket."""
+    folder = _folder()
+    if folder is None:
+        return None
     try:
-        import wordllama
-        from wordllama import WordLlama
+        # numpy's OpenBLAS starts a thread per core when it is imported (tens of ms); recall's
+        # one matrix-vector product a turn is bound by memory, not by cores
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        matrix = _weights(folder / WEIGHTS)
+        from tokenizers import Tokenizer
 
-        folder = Path(wordllama.__file__).parent
-        model = WordLlama.load(cache_dir=folder, disable_download=True)  # never fetches
+        model = _Model(matrix, Tokenizer.from_file(str(folder / TOKENIZER)))
     except Exception:  # any failure to load is "unavailable": recall falls back to BM25
         return None
-    finally:  # wordllama calls logging.basicConfig(INFO) on import: httpx would log to stderr
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        if stubbed:
-            sys.modules.pop("requests", None)
-    return model, expected_tag()
+    return model, expected_tag(folder)
 
 
-def _no_downloads() -> types.ModuleType:
-    """What wordllama sees as ``requests``: any use fails, so it can never fetch anything."""
-    stub = types.ModuleType("requests")
-
-    class RequestException(OSError):
-        pass
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise RequestException("pmm's semantic recall never downloads")
-
-    stub.RequestException = RequestException  # type: ignore[attr-defined]
-    stub.get = refuse  # type: ignore[attr-defined]
-    return stub
-
-
-def expected_tag() -> str:
+def expected_tag(folder: Path | None = None) -> str:
     """The tag of the vectors this install makes (a new wordllama may embed differently)."""
+    version = _version(folder or _folder())
+    return f"wordllama {version or 'unknown'} l2_supercat {DIM} float16"
+
+
+def _version(folder: Path | None) -> str | None:
+    """wordllama's installed version: from the one ``.dist-info`` beside its package (what
+    importlib.metadata would find, without importing it: ~10 ms), else importlib.metadata's."""
+    if folder is not None:
+        infos = list(folder.parent.glob("wordllama-*.dist-info"))
+        if len(infos) == 1:
+            try:
+                with open(infos[0] / "METADATA", encoding="utf-8") as handle:
+                    for line in handle:
+                        if line.startswith("Version:"):
+                            return line.partition(":")[2].strip()
+                        if not line.strip():
+                            break
+            except OSError:
+                pass
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return f"wordllama {version('wordllama')} l2_supercat {DIM} float16"
+        return version("wordllama")
     except PackageNotFoundError:
-        return f"wordllama unknown l2_supercat {DIM} float16"
+        return None
 
 
 def available() -> bool:

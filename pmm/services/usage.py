@@ -14,7 +14,7 @@ answer it allows, so a refused turn is one that could have passed the cap, never
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from pmm import errors
 from pmm.domain import costs
@@ -22,9 +22,11 @@ from pmm.domain.costs import CostJson
 from pmm.domain.events import Event
 from pmm.domain.states import States
 from pmm.ledger.store import now_ts
-from pmm.providers.base import Completion, Request
 from pmm.services import tokens
 from pmm.services.models import Model
+
+if TYPE_CHECKING:  # annotations only: `pmm stats` needs none of the provider interface
+    from pmm.providers.base import Completion, Request
 
 money, saving = costs.money, costs.saving  # for the CLI, which reads the domain through services
 
