@@ -48,8 +48,8 @@ def test_a_common_word_is_ranked_among_its_newest_matches_and_says_so(big: Path)
     assert len(newest_first) > lookup.RANKED
     result = invoke("--mind", str(big), "search", "garden", "-n", "5")
     assert result.exit_code == 0
-    assert (f"{len(newest_first):,} matches (showing 5, the best of the newest {lookup.RANKED:,};"
-            in result.stderr)
+    assert (f"More than {lookup.RANKED:,} matches (showing 5, the best of the newest {lookup.RANKED:,};"
+            in result.stderr)  # not counted: the count would read every match
     hits = cli_json(big, "search", "garden", "-n", "50")
     ranked = set(newest_first[:lookup.RANKED])
     assert len(hits) == 50 and all(h["id"] in ranked for h in hits)

@@ -239,8 +239,8 @@ def search(
     Best match first. The time shown is when each event was said, in local time (an import: its
     original time); --since/--until/--on keep what was said in that window (an id: from or up
     to that event). How many matched is said on stderr ("12 matches (showing 10)"). Of more
-    than 10,000 matches only the newest 10,000 are ranked, and stderr says so (--json:
-    ranked_newest). On a terminal each line is cut to its width. --json adds said_at beside ts,
+    than 10,000 matches only the newest 10,000 are ranked, and stderr says so, without counting
+    the rest (--json: ranked_newest). On a terminal each line is cut to its width. --json adds said_at beside ts,
     the time the ledger recorded it.
     """
     from pmm.services import browse, opening
@@ -249,7 +249,11 @@ def search(
     with opening.open_read(mind_path(mind)) as opened:
         found = browse.search(opened, text, limit, window)
         hits = found.hits
-        total = browse.count(opened, text, window) if len(hits) >= limit else len(hits)
+        # Counted only when it is cheap: --json says no count, and past the ranking's bound the
+        # count would read every match (it grew with the mind); "more than" the bound is said.
+        total = len(hits)
+        if not json and found.ranked is None and len(hits) >= limit:
+            total = browse.count(opened, text, window)
     if json:
         output.emit_json([browse.hit_json(e, s, found.ranked) for e, s in hits])
         return
@@ -257,10 +261,11 @@ def search(
         output.message("No matches.")
         return
     _lines(hits)
-    shown = f" (showing {len(hits):,})" if total > len(hits) else ""
     if found.ranked is not None:
-        shown = (f" (showing {len(hits):,}, the best of the newest {found.ranked:,};"
-                 " --until reaches older ones)")
+        output.message(f"More than {found.ranked:,} matches (showing {len(hits):,}, the best of the"
+                       f" newest {found.ranked:,}; --until reaches older ones)")
+        return
+    shown = f" (showing {len(hits):,})" if total > len(hits) else ""
     output.message(output.plural(max(total, len(hits)), "match") + shown)
 
 
