@@ -362,6 +362,31 @@ COMMITMENT_DROPPED = declare(
     )
 )
 
+CONTENT_FORGOTTEN = declare(
+    EventKind(
+        "content_forgotten",
+        "The owner forgot an event's content (`pmm forget`, ledger format 2): the event stays in"
+        " the chain with its id, kind, time and meta, but its content is gone from the mind,"
+        " its search index and derived tables; content_digest is the digest the event's hash"
+        " commits to in the content's place (its tombstone); by is who asked (the login name)."
+        " Projections read the forgotten event with empty content.",
+        {"event": ID_REQUIRED, "content_digest": STR_REQUIRED, "by": STR, "source": STR},
+        content="Why it was forgotten.",
+    )
+)
+LEDGER_UPGRADED = declare(
+    EventKind(
+        "ledger_upgraded",
+        "The mind's chain was rewritten from ledger format 1 to 2 (`pmm upgrade`): every event"
+        " before this one has the same id, time, kind, content and meta and a new hash; the"
+        " format-1 chain had format1_events events ending at the hash format1_head, which a"
+        " signature made before the upgrade names.",
+        {"from_format": Field("int", True, low=1, high=1), "format1_events": ID_REQUIRED,
+         "format1_head": STR_REQUIRED},
+        content="What was upgraded.",
+    )
+)
+
 
 class Event(NamedTuple):
     """One ledger row, exactly as stored."""

@@ -22,10 +22,11 @@ from pmm.domain.events import Draft, Event
 from pmm.domain.states import States
 from pmm.ledger import connection as cx
 from pmm.ledger import folded, fts, schema
-from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
+from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, content_digest, event_hash
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
 HEAD_TRIGGER = "events_extend_head"  # schema.GUARDS[0]: every insert must extend the head
+UPDATE_TRIGGER = "events_no_update"  # schema.GUARDS[1]: no event is ever changed (but forgotten)
 
 
 def select_list(table: str = "") -> str:
@@ -42,6 +43,14 @@ COLUMNS = select_list()
 _RAW_COLUMNS = ", ".join(
     ["CASE WHEN typeof(id) = 'integer' THEN id END"]
     + [f"CASE WHEN typeof({c}) = 'text' THEN {c} END" for c in NAMES[1:]])
+# Format 2 adds each row's tombstone (a forgotten event's content digest; NULL, then None, for
+# the rest): one lookup in a table that holds only the forgotten events. A tombstone that is
+# not text comes back as a BLOB the checker refuses.
+_RAW_COLUMNS_2 = ", ".join(
+    ["CASE WHEN typeof(e.id) = 'integer' THEN e.id END"]
+    + [f"CASE WHEN typeof(e.{c}) = 'text' THEN e.{c} END" for c in NAMES[1:]]
+    + ["CASE WHEN f.id IS NULL THEN NULL WHEN typeof(f.content_digest) = 'text'"
+       " THEN f.content_digest ELSE x'00' END"])
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 T = TypeVar("T")
 
@@ -190,14 +199,31 @@ class Ledger:
         self.conn.text_factory = bytes
         low = since if since is not None else -(2**63)
         high = before if before is not None else 2**63 - 1
+        if self.tombstones:
+            sql = (f"SELECT {_RAW_COLUMNS_2} FROM events e LEFT JOIN forgotten f ON f.id = e.id"
+                   " WHERE e.id >= ? AND e.id < ? ORDER BY e.id")
+        else:
+            sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE id >= ? AND id < ? ORDER BY id"
         try:
             with cx.translated(self.path):
-                cursor.execute(f"SELECT {_RAW_COLUMNS} FROM events WHERE id >= ? AND id < ?"
-                               " ORDER BY id", (low, high))
+                cursor.execute(sql, (low, high))
                 while batch := cursor.fetchmany(4096):
                     yield from batch
         finally:
             self.conn.text_factory = str
+
+    @property
+    def tombstones(self) -> bool:
+        """Whether events of this mind can be forgotten: format 2, with the tombstone table."""
+        return self.ledger_format >= 2 and self.schema_version >= schema.FORGOTTEN_FROM
+
+    def forgotten(self) -> dict[int, str]:
+        """The content digest of every forgotten event, by id (few: read whole)."""
+        if not self.tombstones:
+            return {}
+        with cx.translated(self.path):
+            return {int(i): str(d) for i, d in self.conn.execute(
+                "SELECT id, CAST(content_digest AS TEXT) FROM forgotten ORDER BY id")}
 
     def tail(self, n: int, kind: str | None = None) -> list[Event]:
         sql = f"SELECT {COLUMNS} FROM events"
@@ -332,13 +358,92 @@ class Ledger:
             fts.reset(self.conn, self.schema_version)
         self.conn.execute("RELEASE pmm_fts")
 
+    # -- forgetting ----------------------------------------------------------------------------
+
+    def forget(self, event_id: int, draft: Callable[[Event, str], Draft]) -> tuple[Event, Event]:
+        """Remove event ``event_id``'s content and append the event ``draft(target, digest)``
+        makes (its ``content_forgotten``), in one transaction; returns (target as it was, new).
+
+        The content's digest stays as the event's tombstone (``forgotten``), so its format-2
+        hash, and every hash and signature after it, still verify. The content leaves the
+        events table, the search index (its segments merged, so no old entry survives), the
+        recall vectors and the projection cache (every row: any may hold the text; the next
+        write rebuilds it); the write runs with ``secure_delete`` (freed bytes are zeroed).
+        The caller then empties the WAL (``truncate_wal``), where older pages may remain."""
+        if not self.tombstones:
+            raise errors.PmmError("internal: only a format-2 mind can forget")
+        with cx.translated(self.path):
+            self.conn.execute("PRAGMA secure_delete=ON")
+        with self.transaction():
+            head_id, head_hash = self.head()
+            row = self.conn.execute(f"SELECT {COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+            if row is None:
+                raise errors.UsageError(f"there is no event #{event_id}",
+                                        hint=f"this mind's events are #1-#{head_id}; see pmm log")
+            target = Event._make(row)
+            digest = content_digest(target.content.encode())
+            ((kind, content, meta),) = _prepare([draft(target, digest)])
+            self.scrub({event_id: digest})
+            ts = now_ts()
+            new = Event(head_id + 1, ts, kind, content, meta, head_hash,
+                        event_hash(self.prefix, head_id + 1, ts, kind, content, meta, head_hash))
+            self._insert([new])
+            self._index_text(head_id)
+        folded.forget()  # this process's folds may hold the text too
+        return target, new
+
+    def scrub(self, tombstones: dict[int, str]) -> None:
+        """Replace each event's content by nothing and record its digest as its tombstone
+        (inside the caller's transaction, which must run with ``secure_delete``). The
+        no-update guard is dropped for the one statement and made again before COMMIT, as
+        ``append_checked`` does with the head trigger: a crash or a refusal rolls both back."""
+        if not tombstones:
+            return
+        ids = sorted(tombstones)
+        damaged = False
+        self.conn.execute("SAVEPOINT pmm_forget_fts")
+        try:
+            for event_id in ids:
+                old = self.conn.execute("SELECT content FROM events WHERE id = ?", (event_id,)).fetchone()
+                self.conn.execute("INSERT INTO events_fts(events_fts, rowid, content)"
+                                  " VALUES ('delete', ?, ?)", (event_id, old[0]))
+                self.conn.execute("INSERT INTO events_fts(rowid, content) VALUES (?, '')", (event_id,))
+            # FTS5 (before SQLite 3.42's secure-delete) only marks an entry deleted: merging
+            # every segment into one is what drops the old entry from the file.
+            fts.optimize(self.conn)
+        except sqlite3.DatabaseError as exc:
+            if not fts.is_damage(exc):
+                raise
+            self.conn.execute("ROLLBACK TO pmm_forget_fts")
+            damaged = True
+        self.conn.execute("RELEASE pmm_forget_fts")
+        self.conn.execute(f"DROP TRIGGER {UPDATE_TRIGGER}")
+        self.conn.executemany("UPDATE events SET content = '' WHERE id = ?", [(i,) for i in ids])
+        self.conn.execute(schema.GUARDS[1])
+        self.conn.executemany("INSERT OR REPLACE INTO forgotten(id, content_digest) VALUES (?, ?)",
+                              [(i, tombstones[i]) for i in ids])
+        self.conn.executemany("DELETE FROM event_vectors WHERE id = ?", [(i,) for i in ids])
+        self.conn.execute("DELETE FROM projection_cache")
+        if damaged:  # made again from the events, whose content is gone now
+            fts.reset(self.conn, self.schema_version)
+
+    def truncate_wal(self) -> bool:
+        """Copy the WAL into the file and cut it to nothing (old pages leave with it); False
+        when another connection holds it open (its last writer empties it on closing)."""
+        with cx.translated(self.path):
+            row = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return row is None or row[0] == 0
+
     # -- imports -------------------------------------------------------------------------------
 
-    def append_checked(self, events: Iterable[Event]) -> int:
+    def append_checked(self, events: Iterable[Event], tombstones: dict[int, str] | None = None) -> int:
         """Append events that carry their own ids and hashes, in one transaction.
 
         ``events`` must already be checked against this mind's chain (the caller's iterator
-        raises to abort, and then nothing is written). Returns how many were appended.
+        raises to abort, and then nothing is written). ``tombstones`` holds the digests of
+        the forgotten ones among them (read by then). A ``content_forgotten`` among them that
+        forgets an event this mind still holds the content of removes it here too. Returns
+        how many were appended.
         """
         with self.transaction():
             head_id, head_hash = self.head()
@@ -349,9 +454,45 @@ class Ledger:
             self.conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
             self._insert(folding.passing(_extending(events, head_id, head_hash)))
             self.conn.execute(schema.GUARDS[0])
+            scrubbed = False
+            if self.tombstones:
+                self._insert_tombstones({i: d for i, d in (tombstones or {}).items() if i > head_id})
+                scrubbed = self._forget_recorded(head_id)
             self._index_text(head_id)
-            folding.seal()
+            if not scrubbed:  # else the folds saw the content: the next write rebuilds the cache
+                folding.seal()
+        if scrubbed:
+            folded.forget()
+            self.truncate_wal()
         return folding.count
+
+    def _insert_tombstones(self, tombstones: dict[int, str]) -> None:
+        self.conn.executemany("INSERT INTO forgotten(id, content_digest) VALUES (?, ?)",
+                              sorted(tombstones.items()))
+
+    def _forget_recorded(self, head_id: int) -> bool:
+        """Forget here what the ``content_forgotten`` events after ``head_id`` forgot among the
+        events up to it (an import of another copy's forgetting); True if anything was. Each
+        recorded digest must be the stored content's: anything else is refused."""
+        import json
+
+        wanted: dict[int, str] = {}
+        for record_id, meta in self.conn.execute(
+                "SELECT id, meta FROM events WHERE kind = 'content_forgotten' AND id > ?", (head_id,)):
+            parsed = json.loads(meta)
+            if parsed["event"] <= head_id:
+                wanted[parsed["event"]] = parsed["content_digest"]
+                wanted_by = record_id
+        have = self.forgotten()
+        todo = {i: d for i, d in wanted.items() if i not in have}
+        for event_id, digest in todo.items():
+            row = self.conn.execute("SELECT content FROM events WHERE id = ?", (event_id,)).fetchone()
+            if row is None or content_digest(str(row[0]).encode()) != digest:
+                raise errors.InputRejected(
+                    f"event {wanted_by} forgets event {event_id} with a digest that is not its"
+                    " content's: the two copies disagree about it")
+        self.scrub(todo)
+        return bool(todo)
 
     def adopt_identity(self, mind_id: str) -> None:
         """Give a mind with no events another mind's id (an import into an empty mind)."""
@@ -364,7 +505,8 @@ class Ledger:
 
     @classmethod
     def build(cls, path: Path, mind_id: str, events: Iterable[Event],
-              folded_states: Callable[[], States | None] | None = None) -> int:
+              folded_states: Callable[[], States | None] | None = None,
+              tombstones: dict[int, str] | None = None) -> int:
         """Create a new mind at ``path`` from checked events: a temp file, published on success.
 
         ``folded_states``, when given, returns the projections folded over ``events`` once they
@@ -391,6 +533,8 @@ class Ledger:
             folding = folded.Folding(mind, 0) if folded_states is None else None
             rows = _extending(events, 0, GENESIS_PREV)
             mind._insert(rows if folding is None else folding.passing(rows))
+            if tombstones and mind.tombstones:  # read whole by the time the events are
+                mind._insert_tombstones(tombstones)
             for statement in (*schema.EVENTS_INDEXES, schema.GUARDS[0]):
                 conn.execute(statement)
             mind._index_text(0)

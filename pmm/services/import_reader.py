@@ -39,9 +39,12 @@ class Checked:
     """Checked events, and once they are all read, ``states``: the projections folded over them."""
 
     def __init__(self, make: Callable[[], Iterator[Event]], on_progress: Progress | None, *,
-                 size: int | None = None) -> None:
+                 size: int | None = None, tombstones: dict[int, str] | None = None) -> None:
         self.make, self.on_progress, self.size = make, on_progress, size
         self.states: States | None = None
+        # The reader's tombstones (forgotten events' digests): filled where the export is
+        # read, so a child sends its copy with the states, into this same dict.
+        self.tombstones = tombstones if tombstones is not None else {}
 
     def __iter__(self) -> Iterator[Event]:
         if (self.size is not None and self.size < PARALLEL_FROM) or not hasattr(os, "fork"):
@@ -71,7 +74,7 @@ class Checked:
             try:
                 os.close(read_fd)  # so that the parent's death ends this process (EPIPE)
                 with open(write_fd, "wb", buffering=0) as pipe:
-                    _produce(self.make, pipe)
+                    _produce(self.make, pipe, self.tombstones)
                 code = 0
             finally:
                 os._exit(code)
@@ -90,7 +93,8 @@ class Checked:
                             self.on_progress(len(payload))
                         yield from map(Event._make, payload)
                     elif tag == "done":
-                        finished, self.states = True, payload
+                        finished, (self.states, tombs) = True, payload
+                        self.tombstones.update(tombs)
                         return
                     else:
                         raise _rebuilt(tag, payload)
@@ -111,7 +115,8 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
-def _produce(make: Callable[[], Iterator[Event]], pipe: IO[bytes]) -> None:
+def _produce(make: Callable[[], Iterator[Event]], pipe: IO[bytes],
+             tombstones: dict[int, str] | None = None) -> None:
     """The child: run the checks and the fold, send each batch, then the states (``done``) or
     what went wrong."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to answer
@@ -134,7 +139,7 @@ def _produce(make: Callable[[], Iterator[Event]], pipe: IO[bytes]) -> None:
                 batch = []
         if batch:
             send(("events", batch))
-        message: tuple[str, Any] = ("done", fold.states)
+        message: tuple[str, Any] = ("done", (fold.states, dict(tombstones or {})))
     except BrokenPipeError:
         return  # the parent is gone (killed, or it stopped reading): nobody to tell
     except errors.InputRejected as exc:

@@ -22,6 +22,7 @@ from pmm.ledger.chain import (
     RawRow,
     chain_prefix,
     check_chain,
+    tombstone_problem,
 )
 from pmm.ledger.connection import SQLITE_MAGIC
 from pmm.ledger.jsonl import ExportReader
@@ -210,6 +211,9 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
         else:
             state = check_chain(mind.prefix, mind.raw_rows(), ChainState(), on_progress)
         _record(report, state)
+        if report.ok and mind.tombstones:
+            _record_tombstones(report, mind.forgotten(),
+                               ((e.id, e.meta_json) for e in mind.events(kind="content_forgotten")))
         if replayed is not None:
             report.deep = _deep_mind(mind, report, replayed)
         if report.ok and (altered := mind.schema_problems()):  # planted triggers, views, tables
@@ -258,9 +262,12 @@ def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
                 f"partial export from event {header.since}: its link to event "
                 f"{header.since - 1} can only be checked against the mind")
     metas_ok = _MetaCheck() if deep else None
+    records: list[tuple[int, str]] = []
     state = check_chain(chain_prefix(header.ledger_format, header.mind_id),
-                        _raw(events, metas_ok, seen), start, on_progress)
+                        _raw(events, metas_ok, seen, reader.forgotten, records), start, on_progress)
     _record(report, state)
+    if report.ok:
+        _record_tombstones(report, reader.forgotten, records)
     if metas_ok is not None:
         report.deep = {"meta_canonical": metas_ok.bad is None}
         if metas_ok.bad is not None and report.ok:
@@ -349,14 +356,28 @@ class _MetaCheck:
 
 
 def _raw(events: Iterable[tuple[int, Event]], check: _MetaCheck | None,
-         seen: _Hashes) -> Iterator[RawRow]:
+         seen: _Hashes, tombstones: dict[int, str], records: list[tuple[int, str]]) -> Iterator[RawRow]:
+    """Export events as the checker's rows, each with its tombstone (read from its own line);
+    ``records`` collects the content_forgotten events on the way."""
+    forgetting = "content_forgotten"
     for _, e in events:
         if check is not None:
             check(e)
         if e.id in seen.wanted:
             seen.found[e.id] = e.hash
+        if e.kind == forgetting:
+            records.append((e.id, e.meta_json))
+        tomb = tombstones.get(e.id)
         yield (e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
-               e.prev_hash.encode(), e.hash.encode())
+               e.prev_hash.encode(), e.hash.encode(), None if tomb is None else tomb.encode())
+
+
+def _record_tombstones(report: VerifyReport, tombstones: dict[int, str],
+                       records: Iterable[tuple[int, str]]) -> None:
+    """The forgotten events' tombstones against the content_forgotten events that record them."""
+    found = tombstone_problem(tombstones, records, report.first_id)
+    if found is not None:
+        report.problem_event, report.problem = found.event_id, found.reason
 
 
 def _record(report: VerifyReport, state: ChainState) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import IO, Any, NotRequired, TypedDict, TypeVar
 
 from pmm import errors
+from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.ledger import jsonl
-from pmm.ledger.chain import GENESIS_PREV, ChainState, chain_prefix, check_chain
+from pmm.ledger.chain import GENESIS_PREV, ChainState, chain_prefix, check_chain, tombstone_problem
 from pmm.ledger.store import Ledger
 from pmm.services import files, opening
 
@@ -59,7 +60,7 @@ def export(mind: Ledger, out: IO[str], *, fmt: str = "jsonl", since: int = 1,
     out.write(jsonl.header_line(mind.mind_id, mind.ledger_format, since))
     track = _Track(events)
     write = out.write
-    for line in jsonl.event_lines(track):
+    for line in jsonl.event_lines(track, mind.forgotten()):
         write(line)
     last_id = track.last_id or since - 1
     head = track.last_hash or mind.hash_at(since - 1) or GENESIS_PREV
@@ -165,9 +166,10 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
 
         jsonl.fast_decoder()  # imported here, before the fork, not by the child
         checked = import_reader.Checked(
-            lambda: _checked(reader.events(), prefix, ChainState(), None), on_progress,
-            size=_size(stream))
-        count = Ledger.build(path, header.mind_id, checked, lambda: checked.states)
+            lambda: _checked(reader.events(), prefix, ChainState(), None, reader.forgotten),
+            on_progress, size=_size(stream), tombstones=reader.forgotten)
+        count = Ledger.build(path, header.mind_id, checked, lambda: checked.states,
+                             tombstones=reader.forgotten)
         with Ledger.open(path) as built:
             opening.witness_head(built, created=True)
         notify(f"Created a new mind at {path}")
@@ -223,7 +225,8 @@ def _merge(mind: Ledger, reader: jsonl.ExportReader, *, write: bool,
     head_id, _ = mind.head()
     if head_id == 0 and mind.mind_id != header.mind_id:
         if not write:  # an empty mind takes the export's identity (when it is written)
-            return ImportResult(sum(1 for _ in _checked(events, prefix, ChainState(), None)),
+            return ImportResult(sum(1 for _ in _checked(events, prefix, ChainState(), None,
+                                                        reader.forgotten)),
                                 0, False, header.mind_id, 0)
         mind.adopt_identity(header.mind_id)
     if mind.mind_id != header.mind_id:
@@ -239,7 +242,8 @@ def _merge(mind: Ledger, reader: jsonl.ExportReader, *, write: bool,
                        last_hash=mind.hash_at(header.since - 1) or GENESIS_PREV)
     for line, event in events:
         if event.id > head_id:
-            tail = _checked(_prepend((line, event), events), prefix, state, on_progress)
+            tail = _checked(_prepend((line, event), events), prefix, state, on_progress,
+                            reader.forgotten)
             break
         if event.id != state.last_id + 1 or mind.hash_at(event.id) != event.hash:
             raise errors.InputRejected(
@@ -250,7 +254,13 @@ def _merge(mind: Ledger, reader: jsonl.ExportReader, *, write: bool,
         present += 1
     else:
         return ImportResult(0, present, False, mind.mind_id, head_id)
-    appended = mind.append_checked(tail) if write else sum(1 for _ in tail)
+    if header.ledger_format != mind.ledger_format:
+        raise errors.InputRejected(
+            f"this export is ledger format {header.ledger_format}, but {mind.path} is format"
+            f" {mind.ledger_format}: their hashes differ from the first event on",
+            hint="`pmm upgrade` both copies to format 2 first")
+    appended = (mind.append_checked(tail, reader.forgotten) if write
+                else sum(1 for _ in tail))
     return ImportResult(appended, present, False, mind.mind_id, head_id + appended)
 
 
@@ -261,14 +271,22 @@ def _prepend(first: tuple[int, Event], rest: Iterator[tuple[int, Event]]
 
 
 def _checked(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainState,
-             on_progress: Progress | None, batch: int = 4096) -> Iterator[Event]:
-    """Pass events through only after their hashes and links check out; raise on the first bad."""
+             on_progress: Progress | None, tombstones: dict[int, str] | None = None,
+             batch: int = 4096) -> Iterator[Event]:
+    """Pass events through only after their hashes and links check out; raise on the first bad.
+    ``tombstones`` (the reader's, filled as it reads) are the forgotten events' digests; the
+    content_forgotten events that record them are checked against them at the end."""
     pending: list[tuple[int, Event]] = []
+    tombs = tombstones if tombstones is not None else {}
+    records: list[tuple[int, str]] = []
+    first_id = state.last_id + 1
+    forgetting = ev.CONTENT_FORGOTTEN.name
 
     def flush() -> Iterator[Event]:
         try:
             rows = [(e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
-                     e.prev_hash.encode(), e.hash.encode()) for _, e in pending]
+                     e.prev_hash.encode(), e.hash.encode(),
+                     None if (t := tombs.get(e.id)) is None else t.encode()) for _, e in pending]
         except UnicodeEncodeError:  # JSON's "\ud800" decodes to text that has no UTF-8
             line = next(n for n, e in pending if not all(map(_encodes, e[1:])))
             raise errors.InputRejected(
@@ -281,6 +299,7 @@ def _checked(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainSta
             raise errors.InputRejected(str(state.problem), line=line)
         if on_progress is not None:
             on_progress(len(pending))
+        records.extend((e.id, e.meta_json) for _, e in pending if e.kind == forgetting)
         for _, event in pending:
             yield event
         pending.clear()
@@ -291,6 +310,11 @@ def _checked(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainSta
             yield from flush()
     if pending:
         yield from flush()
+    # A tombstone can only be judged once its record, later in the chain, has been read: a
+    # refusal here still aborts the write (the caller's transaction or temp file).
+    problem = tombstone_problem(tombs, records, first_id)
+    if problem is not None:
+        raise errors.InputRejected(str(problem))
 
 
 def _encodes(text: str) -> bool:
