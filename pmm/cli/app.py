@@ -56,6 +56,7 @@ def _register() -> None:
         browse,
         chat,
         commitments,
+        forget,
         health,
         init,
         models,
@@ -72,7 +73,7 @@ def _register() -> None:
     )
 
     for module in (init, standing, browse, chat, sessions, recall, models, trace, reflect, commitments, reflections,
-                   run, health, portability, verify, signing, backup):
+                   run, health, portability, verify, signing, backup, forget):
         module.register(app)
 
 

@@ -1,0 +1,74 @@
+"""``pmm forget``: an event's content removed from the mind for good, the chain still verifiable.
+
+Only a ledger-format-2 mind can forget: its hashes commit to a digest of each event's content
+(pmm.ledger.chain), which stays as the forgotten event's tombstone. What is removed and how is
+pmm.ledger.store.Ledger.forget's; this module decides what may be forgotten and records who
+asked and why in a ``content_forgotten`` event, appended in the same transaction.
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import TypedDict
+
+from pmm import errors
+from pmm.domain import events as ev
+from pmm.domain.events import Draft, Event
+from pmm.services import opening
+
+UPGRADE_HINT = "`pmm upgrade` rewrites it as ledger format 2 (docs/ledger-format.md), then forget"
+
+
+class ForgetJson(TypedDict):
+    """``pmm forget --json``: the event forgotten and the event that records it."""
+
+    forgotten: int
+    kind: str
+    content_digest: str
+    recorded_by: int
+    reason: str
+    wal_truncated: bool
+
+
+def refusal(target: Event, forgotten: dict[int, str]) -> str | None:
+    """Why ``target`` cannot be forgotten, or None."""
+    if target.id == 1:
+        return "event #1 is the mind's genesis (mind_created); it cannot be forgotten"
+    if target.kind == ev.CONTENT_FORGOTTEN.name:
+        return f"event #{target.id} records a forgetting itself; it cannot be forgotten"
+    if target.id in forgotten:
+        return f"event #{target.id}'s content is forgotten already"
+    return None
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()[:64] or "unknown"
+    except (OSError, KeyError, ImportError):  # no login name in this environment
+        return "unknown"
+
+
+def forget(path: Path, event_id: int, reason: str) -> ForgetJson:
+    """Forget event ``event_id``'s content; returns what was done."""
+    reason = " ".join(reason.split())
+    opening.open_read(path).close()  # a missing file is refused, never created
+    with opening.open_write(path, lambda _m: None) as mind:
+        if not mind.tombstones:
+            raise errors.UsageError(
+                f"{path} is ledger format {mind.ledger_format}: its hashes cover each event's"
+                " content itself, so no content can be removed without breaking the chain",
+                hint=UPGRADE_HINT)
+
+        def draft(target: Event, digest: str) -> Draft:
+            why = refusal(target, mind.forgotten())
+            if why is not None:
+                raise errors.UsageError(why, hint="see pmm log")
+            return Draft(ev.CONTENT_FORGOTTEN.name, reason,
+                         {"event": target.id, "content_digest": digest, "by": _login(),
+                          "source": "user"})
+
+        target, event = mind.forget(event_id, draft)
+        truncated = mind.truncate_wal()
+    return {"forgotten": target.id, "kind": target.kind, "content_digest": event.meta["content_digest"],
+            "recorded_by": event.id, "reason": reason, "wal_truncated": truncated}
