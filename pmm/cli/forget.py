@@ -1,4 +1,5 @@
-"""``pmm forget ID``: remove one event's content for good; the chain and signatures still hold."""
+"""``pmm forget ID``: remove one event's content for good, the chain and signatures still holding;
+``pmm upgrade``: rewrite a ledger-format-1 mind as format 2, which forgetting needs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
 
 def register(app: typer.Typer) -> None:
     app.command()(forget)
+    app.command()(upgrade)
 
 
 def forget(
@@ -45,4 +47,26 @@ def forget(
             " in the chain.")
     if not done["wal_truncated"]:
         text += "\nAnother process has the mind open: its WAL is emptied when the last one closes."
+    output.report(done, json, text)
+
+
+def upgrade(
+    mind: MindOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Rewrite a ledger-format-1 mind as format 2 (needed by pmm forget); a no-op on format 2.
+
+    Every event keeps its id, time, kind, content and meta and is hashed again; a
+    ledger_upgraded event records the old chain's head. A signature made before stays
+    verifiable while no event it covers is forgotten; sign the new head (pmm sign) after.
+    Backups and exports made before stay format 1."""
+    from pmm.services import forgetting
+
+    done = forgetting.upgrade(mind_path(mind), output.message)
+    if not done["upgraded"]:
+        text = f"Already ledger format {done['ledger_format']}: nothing to do."
+    else:
+        text = (f"Upgraded to ledger format 2: {done['events']:,} events, head {done['head'][:16]}...;"
+                f" the format-1 head {str(done['format1_head'])[:16]}... is recorded in event"
+                f" #{done['recorded_by']}.\nSign the new head (pmm sign) to replace older signatures.")
     output.report(done, json, text)

@@ -22,7 +22,15 @@ from pmm.domain.events import Draft, Event
 from pmm.domain.states import States
 from pmm.ledger import connection as cx
 from pmm.ledger import folded, fts, schema
-from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, content_digest, event_hash
+from pmm.ledger.chain import (
+    GENESIS_PREV,
+    ChainState,
+    RawRow,
+    chain_prefix,
+    check_chain,
+    content_digest,
+    event_hash,
+)
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
 HEAD_TRIGGER = "events_extend_head"  # schema.GUARDS[0]: every insert must extend the head
@@ -433,6 +441,70 @@ class Ledger:
         with cx.translated(self.path):
             row = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         return row is None or row[0] == 0
+
+    # -- upgrading the ledger format -----------------------------------------------------------
+
+    def upgrade_format(self, draft: Callable[[int, str], Draft]) -> Event | None:
+        """Rewrite a format-1 chain as format 2 in place, in one transaction: every event keeps
+        its id, ts, kind, content and meta, and is linked and hashed again; the format-1 chain
+        is checked as it is read (a broken one is refused, nothing written). Then the event
+        ``draft(format1_events, format1_head)`` makes is appended. None: format 2 already.
+
+        In place rather than a new file: SQLite's lock keeps other writers out, a crash rolls
+        it all back, and no copy of the old file (which may hold what its owner means to
+        forget) is left beside it. The projection cache is dropped (it names the old hashes)."""
+        if self.ledger_format >= 2:
+            return None
+        old_prefix, new_prefix = self.prefix, chain_prefix(2, self.mind_id)
+        with self.transaction():
+            if int(self.conn.execute("SELECT value FROM pmm_meta WHERE key = 'ledger_format'"
+                                     ).fetchone()[0]) >= 2:
+                return None  # another process upgraded it meanwhile
+            problem = check_chain(old_prefix, self.raw_rows(), ChainState()).problem
+            if problem is not None:
+                raise errors.IntegrityError(f"{self.path} fails verification, so it is not"
+                                            f" upgraded: {problem}", hint="see pmm verify")
+            head_id, old_head = self.head()
+            self.conn.execute(f"DROP TRIGGER {UPDATE_TRIGGER}")
+            # In batches (memory stays flat); a new prev_hash never equals an old one that the
+            # UNIQUE index holds, as SHA-256 does not repeat in practice.
+            prev, last = GENESIS_PREV, 0
+            while rows := self.conn.execute(f"SELECT {COLUMNS} FROM events WHERE id > ?"
+                                            " ORDER BY id LIMIT 8192", (last,)).fetchall():
+                updates = []
+                for event_id, ts, kind, content, meta, _prev, _hash in rows:
+                    digest = event_hash(new_prefix, event_id, ts, kind, content, meta, prev)
+                    updates.append((prev, digest, event_id))
+                    prev, last = digest, event_id
+                self.conn.executemany("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?", updates)
+            self.conn.execute(schema.GUARDS[1])
+            self.conn.execute("UPDATE pmm_meta SET value = '2' WHERE key = 'ledger_format'")
+            self.conn.execute("DELETE FROM projection_cache")
+            self.ledger_format, self.prefix = 2, new_prefix
+            ((kind, content, meta),) = _prepare([draft(head_id, old_head)])
+            ts = now_ts()
+            new = Event(head_id + 1, ts, kind, content, meta, prev,
+                        event_hash(new_prefix, head_id + 1, ts, kind, content, meta, prev))
+            self._insert([new])
+            self._index_text(head_id)
+        folded.forget()
+        self.truncate_wal()
+        return new
+
+    def format1_hash_at(self, size: int) -> str | None:
+        """The hash event ``size`` had in this mind's format-1 chain (before ``upgrade_format``),
+        recomputed from the stored events; None when one of them is forgotten (a format-1 hash
+        covers the content itself)."""
+        prefix, prev = chain_prefix(1, self.mind_id), GENESIS_PREV
+        forgotten = self.forgotten()
+        if any(event_id <= size for event_id in forgotten):
+            return None
+        for event in self.events():
+            if event.id > size:
+                break
+            prev = event_hash(prefix, event.id, event.ts, event.kind, event.content,
+                              event.meta_json, prev)
+        return prev
 
     # -- imports -------------------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ asked and why in a ``content_forgotten`` event, appended in the same transaction
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict
 
@@ -72,3 +74,47 @@ def forget(path: Path, event_id: int, reason: str) -> ForgetJson:
         truncated = mind.truncate_wal()
     return {"forgotten": target.id, "kind": target.kind, "content_digest": event.meta["content_digest"],
             "recorded_by": event.id, "reason": reason, "wal_truncated": truncated}
+
+
+class UpgradeJson(TypedDict):
+    """``pmm upgrade --json``: whether the chain was rewritten, and where it stands."""
+
+    upgraded: bool
+    ledger_format: int
+    mind_id: str
+    events: int
+    head: str
+    format1_events: int | None
+    format1_head: str | None
+    recorded_by: int | None
+
+
+def upgrade(path: Path, notify: Callable[[str], None]) -> UpgradeJson:
+    """Rewrite a format-1 mind as ledger format 2 (docs/ledger-format.md, "Upgrading a format-1
+    mind"); a format-2 mind is left as it is. The witness takes the new chain as this mind's
+    history (a deliberate rewrite, like an accepted rollback), so it is not reported as forked."""
+    from pmm.domain import checkpoint
+    from pmm.ledger.store import Ledger
+    from pmm.services import witness
+
+    opening.open_read(path).close()  # a missing file is refused, never created
+
+    def upgrading(old: int, new: int) -> None:
+        notify(f"Upgrading {path} from schema {old} to {new}")
+
+    with Ledger.open(path, write=True, on_migrate=upgrading) as mind:
+        def draft(events: int, head: str) -> Draft:
+            return Draft(ev.LEDGER_UPGRADED.name,
+                         f"Ledger upgraded from format 1 ({events} events) to format 2",
+                         {"from_format": 1, "format1_events": events, "format1_head": head})
+
+        event = mind.upgrade_format(draft)
+        size, head = mind.head()
+        if event is not None:
+            with contextlib.suppress(OSError):  # an unwritable state dir costs the protection only
+                witness.observe(checkpoint.of(mind.mind_id, size, head), mind.hash_at, path, "accept")
+        meta = event.meta if event is not None else {}
+        return {"upgraded": event is not None, "ledger_format": mind.ledger_format,
+                "mind_id": mind.mind_id, "events": size, "head": head,
+                "format1_events": meta.get("format1_events"), "format1_head": meta.get("format1_head"),
+                "recorded_by": event.id if event is not None else None}

@@ -219,8 +219,38 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
         if report.ok and (altered := mind.schema_problems()):  # planted triggers, views, tables
             report.problem, report.hint = "altered outside pmm: " + "; ".join(altered[:3]), ALTERED_HINT
         if checks is not None:
-            checks.apply(report, mind.hash_at, lambda: checkpoint.of(mind.mind_id, *mind.head()))
+            checks.apply(report, _signed_hash_at(mind, checks, report),
+                         lambda: checkpoint.of(mind.mind_id, *mind.head()))
     return report
+
+
+def _signed_hash_at(mind: Ledger, checks: Checks, report: VerifyReport) -> HashAt:
+    """``mind.hash_at``, except at a signed checkpoint from before ``pmm upgrade``: there the
+    event's hash in the format-1 chain, recomputed from the stored events (the only proof a
+    signature over a format-1 head can have: a ``ledger_upgraded`` event's record of that head
+    is the file's own claim). When an event it covers is forgotten it cannot be recomputed,
+    and the signature must be made again."""
+    signed = checks.signed.checkpoint if checks.signed is not None else None
+    if signed is None or mind.ledger_format < 2 or not report.ok:
+        return mind.hash_at
+    upgraded = [e.meta for e in mind.events(kind="ledger_upgraded")]
+    covered = [m for m in upgraded if signed.size <= m.get("format1_events", 0)]
+    if not covered or mind.hash_at(signed.size) == signed.head:
+        return mind.hash_at
+    old = mind.format1_hash_at(signed.size)
+    if old is None:
+        report.hint = ("the signature names a checkpoint of the format-1 chain (before `pmm upgrade`)"
+                       " that covers a forgotten event, so it cannot be recomputed: sign again (pmm sign)")
+        return mind.hash_at
+    if old == signed.head:
+        report.notes.append(f"the signature is over the format-1 chain (before `pmm upgrade`):"
+                            f" recomputed from the stored events, event {signed.size} had the"
+                            " signed hash")
+
+    def hash_at(event_id: int) -> str | None:
+        return old if event_id == signed.size else mind.hash_at(event_id)
+
+    return hash_at
 
 
 def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
