@@ -233,6 +233,12 @@ class Ledger:
             return {int(i): str(d) for i, d in self.conn.execute(
                 "SELECT id, CAST(content_digest AS TEXT) FROM forgotten ORDER BY id")}
 
+    def event(self, event_id: int) -> Event | None:
+        """The event with id ``event_id``, or None."""
+        with cx.translated(self.path):
+            row = self.conn.execute(f"SELECT {COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+        return None if row is None else Event._make(row)
+
     def tail(self, n: int, kind: str | None = None) -> list[Event]:
         sql = f"SELECT {COLUMNS} FROM events"
         args: tuple[Any, ...] = ()
@@ -384,11 +390,10 @@ class Ledger:
             self.conn.execute("PRAGMA secure_delete=ON")
         with self.transaction():
             head_id, head_hash = self.head()
-            row = self.conn.execute(f"SELECT {COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
-            if row is None:
+            target = self.event(event_id)
+            if target is None:
                 raise errors.UsageError(f"there is no event #{event_id}",
                                         hint=f"this mind's events are #1-#{head_id}; see pmm log")
-            target = Event._make(row)
             digest = content_digest(target.content.encode())
             ((kind, content, meta),) = _prepare([draft(target, digest)])
             self.scrub({event_id: digest})

@@ -17,6 +17,7 @@ from typing import TypedDict
 from pmm import errors
 from pmm.domain import events as ev
 from pmm.domain.events import Draft, Event
+from pmm.ledger.store import Ledger
 from pmm.services import opening
 
 UPGRADE_HINT = "`pmm upgrade` rewrites it as ledger format 2 (docs/ledger-format.md), then forget"
@@ -44,6 +45,24 @@ def refusal(target: Event, forgotten: dict[int, str]) -> str | None:
     return None
 
 
+def _refuse(mind: Ledger, event_id: int) -> None:
+    """Raise the usage error that forgetting ``event_id`` in ``mind`` meets, if any (the
+    transaction that forgets asks ``refusal`` once more, under the write lock)."""
+    if not mind.tombstones:
+        raise errors.UsageError(
+            f"{mind.path} is ledger format {mind.ledger_format}: its hashes cover each event's"
+            " content itself, so no content can be removed without breaking the chain",
+            hint=UPGRADE_HINT)
+    target = mind.event(event_id)
+    if target is None:
+        head = mind.head()[0]
+        raise errors.UsageError(f"there is no event #{event_id}",
+                                hint=f"this mind's events are #1-#{head}; see pmm log")
+    why = refusal(target, mind.forgotten())
+    if why is not None:
+        raise errors.UsageError(why, hint="see pmm log")
+
+
 def _login() -> str:
     try:
         return getpass.getuser()[:64] or "unknown"
@@ -54,13 +73,10 @@ def _login() -> str:
 def forget(path: Path, event_id: int, reason: str) -> ForgetJson:
     """Forget event ``event_id``'s content; returns what was done."""
     reason = " ".join(reason.split())
-    opening.open_read(path).close()  # a missing file is refused, never created
+    with opening.open_read(path) as reading:  # a refusal leaves the file untouched, byte for byte
+        _refuse(reading, event_id)
     with opening.open_write(path, lambda _m: None) as mind:
-        if not mind.tombstones:
-            raise errors.UsageError(
-                f"{path} is ledger format {mind.ledger_format}: its hashes cover each event's"
-                " content itself, so no content can be removed without breaking the chain",
-                hint=UPGRADE_HINT)
+        _refuse(mind, event_id)  # again: another writer may have changed it in between
 
         def draft(target: Event, digest: str) -> Draft:
             why = refusal(target, mind.forgotten())
