@@ -84,3 +84,14 @@ def test_bench_verify_runs_on_a_tiny_mind(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "pmm verify --deep" in proc.stdout and "pmm remember" in proc.stdout
+
+
+def test_bench_forget_runs_on_a_tiny_mind(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_forget.py"), "--events", "300",
+                           "--runs", "1", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for line in ("pmm verify (format 2)", "limit: Python loop", "pmm forget ID --yes", "limit: pmm remember",
+                 "pmm verify after 1 forgets"):
+        assert line in proc.stdout, proc.stdout
+    assert list(tmp_path.iterdir()) == []  # it cleans up after itself

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def forget(
-    event: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The id of the event whose content to forget (see pmm log).")],
+    event: Annotated[int, typer.Argument(min=1, max=MAX_ID, metavar="ID", help="The id of the event whose content to forget (see pmm log).")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why (recorded in the content_forgotten event).")] = "",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Forget without asking (for scripts).")] = False,
     mind: MindOpt = None,
