@@ -9,8 +9,9 @@ bar and beside limits measured in the same run on the same file:
   1,000,000 events. Limits: `pmm remember` (what any write command costs: start-up, the WAL
   switch, a commit, the hand-back) and the search index's merge alone (FTS5 `optimize` after a
   delete, in-process: the part of a forget that grows with the mind).
-- `pmm verify` (events/s, median): bar at least 300,000 events/s. Limit: the rows read and
-  hashed as format 2 does (the content digest, then the event hash) in a tight Python loop.
+- `pmm verify` (events/s, median): bar at least 300,000 events/s. Limits: the rows read and
+  hashed as format 2 does (the content digest, then the event hash) in a tight Python loop, and
+  `pmm verify` of the same events written as ledger format 1 (what the digest costs).
 
 The machine's load is printed with the figures: on a busy machine prefer the ratios.
 """
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", type=Path, help="where to build the mind (default: a temp dir)")
+    ap.add_argument("--no-format-1", action="store_true", help="skip verifying the same events as format 1")
     args = ap.parse_args()
     n, runs = args.events, args.runs
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -123,6 +125,18 @@ def main() -> None:
 
         took = statistics.median(wall(cmd, env) for _ in range(runs))
         print(f"  pmm verify after {runs} forgets  {took:7.3f} s = {n / took:>11,.0f} events/s")
+        mind.unlink()
+
+        if not args.no_format_1:  # the same events as format 1 (an older pmm's), verified the same way
+            synthetic_export(src, n, ledger_format=1)
+            old = work / "format1.db"
+            subprocess.run([PMM, "--mind", str(old), "-q", "import", str(src)], check=True, env=env)
+            src.unlink()
+            cmd = [PMM, "--mind", str(old), "-q", "verify"]
+            wall(cmd, env)
+            took = statistics.median(wall(cmd, env) for _ in range(runs))
+            print(f"  limit: pmm verify of the same events as format 1 {took:.3f} s = {n / took:,.0f} events/s"
+                  f" ({load()})")
         shutil.rmtree(work / "state", ignore_errors=True)
 
 

@@ -259,3 +259,22 @@ def test_upgrade_refuses_a_broken_format_1_chain_and_writes_nothing(tmp_path: Pa
     assert mind_events(old) == before
     with sqlite3.connect(old) as conn:
         assert conn.execute("SELECT value FROM pmm_meta WHERE key = 'ledger_format'").fetchone() == ("1",)
+
+
+def test_a_format_1_export_imports_as_format_1_and_stays_verifiable(tmp_path: Path) -> None:
+    """An export of a mind an older pmm made keeps its hashes: the new file is format 1 too
+    (into a new file, and into an empty mind), until `pmm upgrade`."""
+    old = tmp_path / "old.db"
+    shutil.copy(DATA / "mind-schema-4.db", old)
+    export = tmp_path / "old.jsonl"
+    _ok("--mind", str(old), "export", "-o", str(export))
+    assert json.loads(export.read_text().splitlines()[0])["version"] == 1
+    empty = tmp_path / "empty.db"
+    Ledger.create(empty, None).close()
+    for target in (tmp_path / "fresh.db", empty):
+        _ok("--mind", str(target), "import", str(export))
+        report = json_data(run_pmm("verify", str(target), "--json").stdout)
+        assert report["ok"] and report["ledger_format"] == 1, report
+        assert _rows(target) == _rows(old)
+    assert cli_json(empty, "upgrade")["upgraded"]
+    _ok("verify", str(empty))

@@ -267,10 +267,12 @@ def _publish(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
-def init_file(conn: sqlite3.Connection, mind_id: str, *, with_indexes: bool = True) -> None:
-    """Lay out an empty mind in a fresh file (the caller commits)."""
+def init_file(conn: sqlite3.Connection, mind_id: str, *, with_indexes: bool = True,
+              ledger_format: int = FORMAT_VERSION) -> None:
+    """Lay out an empty mind in a fresh file (the caller commits); ``ledger_format`` is the
+    newest for a new mind, an export's own for a file built from it."""
     schema.create(conn, with_indexes=with_indexes)
     conn.executemany(
         "INSERT INTO pmm_meta(key, value) VALUES (?, ?)",
-        [("ledger_format", str(FORMAT_VERSION)), ("mind_id", mind_id)],
+        [("ledger_format", str(ledger_format)), ("mind_id", mind_id)],
     )

@@ -23,6 +23,7 @@ from pmm.domain.states import States
 from pmm.ledger import connection as cx
 from pmm.ledger import folded, fts, schema
 from pmm.ledger.chain import (
+    FORMAT_VERSION,
     GENESIS_PREV,
     ChainState,
     RawRow,
@@ -417,6 +418,9 @@ class Ledger:
         self.conn.execute("SAVEPOINT pmm_forget_fts")
         try:
             for event_id in ids:
+                if self.conn.execute("SELECT 1 FROM events_fts_docsize WHERE id = ?",
+                                     (event_id,)).fetchone() is None:
+                    continue  # not indexed (an index behind the events): nothing to take out
                 old = self.conn.execute("SELECT content FROM events WHERE id = ?", (event_id,)).fetchone()
                 self.conn.execute("INSERT INTO events_fts(events_fts, rowid, content)"
                                   " VALUES ('delete', ?, ?)", (event_id, old[0]))
@@ -571,19 +575,22 @@ class Ledger:
         self.scrub(todo)
         return bool(todo)
 
-    def adopt_identity(self, mind_id: str) -> None:
-        """Give a mind with no events another mind's id (an import into an empty mind)."""
+    def adopt_identity(self, mind_id: str, ledger_format: int | None = None) -> None:
+        """Give a mind with no events another mind's id, and its ledger format (an import into
+        an empty mind: the export's hashes are of that format)."""
         if self.count():
             raise errors.PmmError("internal: only an empty mind can take another mind's id")
+        fmt = self.ledger_format if ledger_format is None else ledger_format
         with self.transaction():
             self.conn.execute("UPDATE pmm_meta SET value = ? WHERE key = 'mind_id'", (mind_id,))
-        self.mind_id = mind_id
-        self.prefix = chain_prefix(self.ledger_format, mind_id)
+            self.conn.execute("UPDATE pmm_meta SET value = ? WHERE key = 'ledger_format'", (str(fmt),))
+        self.mind_id, self.ledger_format = mind_id, fmt
+        self.prefix = chain_prefix(fmt, mind_id)
 
     @classmethod
     def build(cls, path: Path, mind_id: str, events: Iterable[Event],
               folded_states: Callable[[], States | None] | None = None,
-              tombstones: dict[int, str] | None = None) -> int:
+              tombstones: dict[int, str] | None = None, ledger_format: int = FORMAT_VERSION) -> int:
         """Create a new mind at ``path`` from checked events: a temp file, published on success.
 
         ``folded_states``, when given, returns the projections folded over ``events`` once they
@@ -604,7 +611,7 @@ class Ledger:
             conn.execute("PRAGMA temp_store=FILE")
             conn.execute("PRAGMA threads=2")
             conn.execute("BEGIN")
-            cx.init_file(conn, mind_id, with_indexes=False)
+            cx.init_file(conn, mind_id, with_indexes=False, ledger_format=ledger_format)
             conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
             mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
             folding = folded.Folding(mind, 0) if folded_states is None else None

@@ -169,7 +169,7 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
             lambda: _checked(reader.events(), prefix, ChainState(), None, reader.forgotten),
             on_progress, size=_size(stream), tombstones=reader.forgotten)
         count = Ledger.build(path, header.mind_id, checked, lambda: checked.states,
-                             tombstones=reader.forgotten)
+                             tombstones=reader.forgotten, ledger_format=header.ledger_format)
         with Ledger.open(path) as built:
             opening.witness_head(built, created=True)
         notify(f"Created a new mind at {path}")
@@ -228,7 +228,7 @@ def _merge(mind: Ledger, reader: jsonl.ExportReader, *, write: bool,
             return ImportResult(sum(1 for _ in _checked(events, prefix, ChainState(), None,
                                                         reader.forgotten)),
                                 0, False, header.mind_id, 0)
-        mind.adopt_identity(header.mind_id)
+        mind.adopt_identity(header.mind_id, header.ledger_format)
     if mind.mind_id != header.mind_id:
         raise errors.InputRejected(
             f"this export is of mind {header.mind_id}, but {mind.path} holds mind {mind.mind_id}",
