@@ -387,6 +387,10 @@ LEDGER_UPGRADED = declare(
     )
 )
 
+# Kinds only the ledger writes, in the transaction that does what they record (the content's
+# removal, the chain's rewrite): an ordinary append of one would record what did not happen.
+LEDGER_ONLY = frozenset({CONTENT_FORGOTTEN.name, LEDGER_UPGRADED.name})
+
 
 class Event(NamedTuple):
     """One ledger row, exactly as stored."""

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from pmm import errors
 from pmm.domain.canonical import canonical_json
 from pmm.domain.checks import check_draft
-from pmm.domain.events import Draft, Event
+from pmm.domain.events import LEDGER_ONLY, Draft, Event
 from pmm.domain.states import States
 from pmm.ledger import connection as cx
 from pmm.ledger import folded, fts, schema
@@ -396,7 +396,7 @@ class Ledger:
                 raise errors.UsageError(f"there is no event #{event_id}",
                                         hint=f"this mind's events are #1-#{head_id}; see pmm log")
             digest = content_digest(target.content.encode())
-            ((kind, content, meta),) = _prepare([draft(target, digest)])
+            ((kind, content, meta),) = _prepare([draft(target, digest)], ledger_only=True)
             self.scrub({event_id: digest})
             ts = now_ts()
             new = Event(head_id + 1, ts, kind, content, meta, head_hash,
@@ -490,7 +490,7 @@ class Ledger:
             self.conn.execute("UPDATE pmm_meta SET value = '2' WHERE key = 'ledger_format'")
             self.conn.execute("DELETE FROM projection_cache")
             self.ledger_format, self.prefix = 2, new_prefix
-            ((kind, content, meta),) = _prepare([draft(head_id, old_head)])
+            ((kind, content, meta),) = _prepare([draft(head_id, old_head)], ledger_only=True)
             ts = now_ts()
             new = Event(head_id + 1, ts, kind, content, meta, prev,
                         event_hash(new_prefix, head_id + 1, ts, kind, content, meta, prev))
@@ -646,11 +646,14 @@ def _extending(events: Iterable[Event], head_id: int, head_hash: str) -> Iterato
         yield event
 
 
-def _prepare(drafts: Iterable[Draft]) -> list[tuple[str, str, str]]:
-    """Check each draft against its kind and canonicalise its meta once, before any write."""
+def _prepare(drafts: Iterable[Draft], *, ledger_only: bool = False) -> list[tuple[str, str, str]]:
+    """Check each draft against its kind and canonicalise its meta once, before any write. A
+    kind of ``LEDGER_ONLY`` is written only by the operation it records (``ledger_only``)."""
     prepared = []
     for draft in drafts:
         try:
+            if draft.kind in LEDGER_ONLY and not ledger_only:
+                raise ValueError(f"a {draft.kind} event is written only by the ledger's own operation")
             check_draft(draft)
             prepared.append((draft.kind, draft.content, canonical_json(draft.meta)))
         except ValueError as exc:
