@@ -316,3 +316,31 @@ def test_snippet_rejects_a_tampered_or_truncated_export(snippet: Path, real_mind
         done = run_snippet(snippet, bad)
         assert done.returncode != 0, (name, done.stdout)
         assert done.stdout.startswith("FAILED"), (name, done.stdout)
+
+
+def test_snippet_verifies_a_mind_with_a_forgotten_event_and_its_export(snippet: Path, real_mind, pmm,
+                                                                       tmp_path: Path) -> None:
+    mind, _ = real_mind
+    pmm("--mind", str(mind), "forget", "3", "--reason", "test", "--yes", check=True)
+    export = tmp_path / "forgotten.jsonl"
+    pmm("--mind", str(mind), "export", "-o", str(export), check=True)
+    assert '"content_digest"' in export.read_text()
+    for target in (mind, export):
+        done = run_snippet(snippet, target)
+        assert done.returncode == 0 and f"{2 + len(NOTES)} events" in done.stdout, done.stdout + done.stderr
+    # content removed outside pmm (a tombstone, but no content_forgotten event): both refuse it
+    bad = _tampered_mind(mind, tmp_path / "blanked.db", "UPDATE events SET content = '' WHERE id = 2")
+    conn = sqlite3.connect(bad)
+    conn.execute("INSERT INTO forgotten VALUES (2, ?)",
+                 (hashlib.sha256(b"pmm-content-v2\x00" + NOTES[0].encode()).hexdigest(),))
+    conn.commit()
+    conn.close()
+    done = run_snippet(snippet, bad)
+    assert done.returncode == 1 and done.stdout.startswith("FAILED: event 2:"), done.stdout
+    assert pmm("verify", str(bad), "--no-witness").returncode == 3
+    # and a forgotten event's content put back, or its tombstone dropped, fails as well
+    for sql in ("UPDATE events SET content = 'back' WHERE id = 3", "DELETE FROM forgotten"):
+        bad = _tampered_mind(mind, tmp_path / "back.db", sql)
+        done = run_snippet(snippet, bad)
+        assert done.returncode == 1 and done.stdout.startswith("FAILED: event 3:"), (sql, done.stdout)
+        bad.unlink()
