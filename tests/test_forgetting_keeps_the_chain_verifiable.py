@@ -278,3 +278,21 @@ def test_a_format_1_export_imports_as_format_1_and_stays_verifiable(tmp_path: Pa
         assert _rows(target) == _rows(old)
     assert cli_json(empty, "upgrade")["upgraded"]
     _ok("verify", str(empty))
+
+
+def test_a_reader_mid_transaction_delays_only_the_wal_truncation(noted: Path) -> None:
+    """Another process reading the mind (in WAL, mid-transaction) cannot be waited out for the
+    whole lock timeout: the forget commits, says the WAL is left to the last writer, and that
+    writer's close empties it."""
+    other = Ledger.open(noted, write=True)  # puts the file in WAL, as a running `pmm chat` does
+    try:
+        other.conn.execute("BEGIN")
+        other.conn.execute("SELECT count(*) FROM events").fetchone()  # holds a WAL snapshot
+        done = cli_json(noted, "forget", "3", "--yes")
+        assert done["forgotten"] == 3 and done["wal_truncated"] is False
+        other.conn.execute("COMMIT")
+    finally:
+        other.close()
+    assert not Path(f"{noted}-wal").exists()
+    assert SECRET.encode() not in noted.read_bytes()
+    _ok("verify", str(noted))

@@ -46,7 +46,8 @@ def forget(
             f" event #{done['recorded_by']}. Its digest sha256:{done['content_digest'][:16]}... stays"
             " in the chain.")
     if not done["wal_truncated"]:
-        text += "\nAnother process has the mind open: its WAL is emptied when the last one closes."
+        text += ("\nAnother process has the mind open: the WAL (which may still hold old pages) is"
+                 " emptied when the last writer closes it.")
     output.report(done, json, text)
 
 

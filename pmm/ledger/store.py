@@ -448,7 +448,14 @@ class Ledger:
         """Copy the WAL into the file and cut it to nothing (old pages leave with it); False
         when another connection holds it open (its last writer empties it on closing)."""
         with cx.translated(self.path):
-            row = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            # a reader mid-transaction would hold the checkpoint for the whole lock timeout:
+            # wait a little, then leave the WAL to the last writer's close
+            timeout = self.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+            self.conn.execute("PRAGMA busy_timeout=1000")
+            try:
+                row = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout={int(timeout)}")
         return row is None or row[0] == 0
 
     # -- upgrading the ledger format -----------------------------------------------------------
