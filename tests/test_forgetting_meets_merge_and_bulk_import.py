@@ -85,3 +85,13 @@ def test_a_forgetting_after_the_copies_parted_is_refused_in_one_line(tmp_path: P
     err = done.stderr.decode()
     assert done.returncode == 6 and "content_forgotten" in err and "Traceback" not in err, err
     assert a.read_bytes() == before
+
+
+def test_log_says_a_forgotten_events_content_was_forgotten(tmp_path: Path) -> None:
+    mind = tmp_path / "m.db"
+    _ok("--mind", str(mind), "init")
+    _ok("--mind", str(mind), "remember", f"the password is {SECRET}")
+    _ok("--mind", str(mind), "forget", "2", "--yes")
+    shown = run_in("--mind", str(mind), "log").stdout.decode()
+    assert "#2 " in shown and "(content forgotten)" in shown and SECRET not in shown
+    assert [e["content"] for e in cli_json(mind, "log") if e["id"] == 2] == [""]  # --json: as stored
