@@ -21,7 +21,7 @@ from pmm.domain.checks import check_draft
 from pmm.domain.events import Draft, Event
 from pmm.domain.states import States
 from pmm.ledger import connection as cx
-from pmm.ledger import folded, fts, past, schema
+from pmm.ledger import folded, fts, past, schema, session_table
 from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
@@ -241,10 +241,12 @@ class Ledger:
             return str(exc)
 
     def repair(self) -> None:
-        """Rebuild the search index and the projection cache from the events, in one transaction."""
+        """Rebuild the search index, the projection cache and the sessions table from the
+        events, in one transaction."""
         with self.transaction():
             fts.reset(self.conn, self.schema_version)
             folded.rebuild(self)
+            session_table.rebuild(self.conn, self.mind_id)
 
     def repair_index(self) -> None:
         """Reset and rebuild the search index from the events (in the open transaction, if any)."""
@@ -302,6 +304,7 @@ class Ledger:
             if callable(drafts):
                 prepared = _prepare(drafts(head_id + 1))
             folding = folded.Folding(self, head_id)
+            keeping = session_table.Keeping(self.conn, self.mind_id, (head_id, head_hash))
             new: list[Event] = []
             prev = head_hash
             for kind, content, meta in prepared:
@@ -310,9 +313,10 @@ class Ledger:
                 digest = event_hash(self.prefix, event_id, ts, kind, content, meta, prev)
                 new.append(Event(event_id, ts, kind, content, meta, prev, digest))
                 prev = digest
-            self._insert(folding.passing(new))
+            self._insert(keeping.passing(folding.passing(new)))
             self._index_text(head_id)
             folding.seal()
+            keeping.write((new[-1].id, new[-1].hash) if new else (head_id, head_hash))
         return new
 
     def _insert(self, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -347,14 +351,16 @@ class Ledger:
         with self.transaction():
             head_id, head_hash = self.head()
             folding = folded.Folding(self, head_id)
+            keeping = session_table.Keeping(self.conn, self.mind_id, (head_id, head_hash))
             # The head trigger would look the head up again for every row: it is dropped for the
             # insert and made again before COMMIT (one transaction: a crash or a refusal rolls
             # both back), and its rule is held here, row by row, in memory.
             self.conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
-            self._insert(folding.passing(_extending(events, head_id, head_hash)))
+            self._insert(keeping.passing(folding.passing(_extending(events, head_id, head_hash))))
             self.conn.execute(schema.GUARDS[0])
             self._index_text(head_id)
             folding.seal()
+            keeping.write(self.head())
         return folding.count
 
     def adopt_identity(self, mind_id: str) -> None:
@@ -395,7 +401,8 @@ class Ledger:
             conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
             mind = cls(tmp, conn, cx.read_identity(conn, tmp), True)
             folding = folded.Folding(mind, 0) if folded_states is None else None
-            rows = _extending(events, 0, GENESIS_PREV)
+            keeping = session_table.Keeping(conn, mind_id, (0, GENESIS_PREV))
+            rows = keeping.passing(_extending(events, 0, GENESIS_PREV))
             mind._insert(rows if folding is None else folding.passing(rows))
             for statement in (*schema.EVENTS_INDEXES, schema.GUARDS[0]):
                 conn.execute(statement)
@@ -410,7 +417,9 @@ class Ledger:
                     folded.rebuild(mind)
                 else:
                     folded.seal(mind, states, folded_snaps() if folded_snaps is not None else None)
-            count = mind.head()[0]
+            head = mind.head()
+            keeping.write(head)
+            count = head[0]
             conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode=DELETE")
         return count
