@@ -55,7 +55,12 @@ def open_read(path: Path) -> Ledger:
 
 
 def open_write(path: Path, notify: Notify) -> Ledger:
-    """Open for appending; a missing file becomes a new mind, and ``notify`` says so."""
+    """Open for appending; a missing file becomes a new mind, and ``notify`` says so. Temp
+    files of this mind that a killed pmm left (a restore's decrypted copy, a half-built import)
+    are removed first."""
+    from pmm.services import files
+
+    files.remove_stale(path)
     if not path.exists():
         mind = Ledger.create(path, genesis(None))
         notify(f"Created a new mind at {path}")
