@@ -294,3 +294,24 @@ def test_an_import_into_a_new_mind_and_into_a_used_one_keeps_the_table(tmp_path:
     assert _table_is_current(fresh)
     with Ledger.open(fresh) as mind:
         assert _listed(mind) == _oracle(mind) and len(_oracle(mind)) > len(want)
+
+
+@pytest.mark.parametrize("forgery", [
+    "UPDATE session_summary SET session = CAST(session AS BLOB)",
+    "UPDATE session_summary SET turns = 1e300, mac = ''",
+    "UPDATE session_summary SET first_message = 9223372036854775807",
+    "UPDATE session_summary SET last_said = x'00ff'",
+    "INSERT INTO session_summary VALUES ('planted', 1, 1, 5, 0, 'z', 'z', NULL, NULL, 'f' || hex(randomblob(31)))",
+    "UPDATE projection_cache SET last_id = last_id - 1 WHERE name = 'sessions'",
+])
+def test_whatever_a_file_holds_in_the_table_the_listing_is_the_events(tmp_path: Path, forgery: str) -> None:
+    path = tmp_path / "mind.db"
+    _populate(path, 9, 8)
+    with Ledger.open(path) as mind:
+        want = _oracle(mind)
+    _sql(path, forgery)
+    assert cli_json(path, "sessions") == want
+    assert cli_json(path, "sessions", "-n", "2") == want[-2:]
+    result = invoke("--mind", str(path), "chat", "--session", "planted", "-m", "hello")
+    assert result.exit_code == 2 and "there is no session 'planted'" in result.stderr
+    assert "Traceback" not in result.output
