@@ -125,7 +125,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # Chat events indexed by session (LINK_INDEXES): trace looks them up instead of scanning.
     Migration(5, "0005_link_indexes", (lambda conn: _link_indexes(conn),)),
     # One row a session (pmm.ledger.session_table), kept by every append, so listing the newest
-    # sessions reads a few rows; filled from the events (about 2 s per million).
+    # sessions reads a few rows; filled from the events (about 5 s per million).
     Migration(6, "0006_session_summary", (session_table.TABLE, session_table.INDEX,
                                           lambda conn: session_table.backfill(conn))),
 )

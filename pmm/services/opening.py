@@ -67,7 +67,8 @@ def open_write(path: Path, notify: Notify) -> Ledger:
         return witnessed(mind, created=True, notify=notify)
 
     def upgrading(old: int, new: int) -> None:
-        rebuilding = ": rebuilding its search index (seconds per million events)" if old < 3 else ""
+        rebuilding = (": rebuilding its search index (seconds per million events)" if old < 3 else
+                      ": filling its sessions table (seconds per million events)" if old < 6 else "")
         notify(f"Upgrading {path} from schema {old} to {new}{rebuilding}")
 
     return witnessed(Ledger.open(path, write=True, on_migrate=upgrading), notify=notify)
