@@ -216,9 +216,11 @@ class Keeping:
 
     def __init__(self, conn: sqlite3.Connection, mind_id: str, head: tuple[int, str]) -> None:
         self.conn, self.mind_id = conn, mind_id
-        self.secret = seal.key(create=True)
+        # the key is made (if this machine has none yet) only by ``write``: a write refused
+        # before it leaves no state folder behind
+        self.secret = seal.key(create=False)
         self.empty = head[0] == 0  # a new mind: any row is another file's, and there is none to read
-        self.kept = self.secret is not None and (self.empty or current(conn, mind_id, head) is not None)
+        self.kept = self.empty or (self.secret is not None and current(conn, mind_id, head) is not None)
         self.folding = _Fold()
         self.head_id = head[0]
 
@@ -239,7 +241,8 @@ class Keeping:
 
     def _load(self, sid: str) -> None:
         """Start ``sid``'s row from the stored one (a bad MAC: the table is rebuilt instead)."""
-        assert self.secret is not None
+        if self.secret is None:  # kept without a key: only a new mind, which has no rows
+            return
         found = self.conn.execute(f"SELECT {_FIELDS}, mac FROM session_summary WHERE session = ?",
                                   (sid,)).fetchone()
         if found is None:
@@ -251,6 +254,7 @@ class Keeping:
             self.folding.rows[sid] = row
 
     def write(self, head: tuple[int, str]) -> None:
+        self.secret = self.secret or seal.key(create=True)
         if self.secret is None:  # no key here: nothing can be sealed, reads fold the events
             self.conn.execute("DELETE FROM projection_cache WHERE name = ?", (MARK,))
             return
