@@ -87,7 +87,7 @@ def test_the_deep_read_in_a_child_finds_what_it_finds_here(tmp_path: Path) -> No
     sealed = _sealed(tmp_path, 1000)
     forked, here = deep_both_ways(sealed)
     assert forked == here == Replayed(None, "reflects event 1000; equals a full replay", True,
-                                      "reflects event 1000; equals the events", True)
+                                      sessions="reflects event 1000; equals the events")
 
     spaced = tamper(sealed, tmp_path / "meta.db", 700, "UPDATE events SET meta = '{\"source\": \"user\"}' WHERE id = ?")
     forked, here = deep_both_ways(spaced)
