@@ -279,7 +279,7 @@ complete -c pmm -n '__pmm_is "run"' -s q -l quiet -d 'Only data and errors (same
 complete -c pmm -n '__pmm_is "run"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "health"' -l online -d 'Also ask the chat and reflection models\' providers whether they answer (opens connections).'
 complete -c pmm -n '__pmm_is "health"' -l strict -d 'Treat warnings as failures (exit 7 when nothing failed).'
-complete -c pmm -n '__pmm_is "health"' -l repair -d 'First rebuild the search index, projection cache and recall vectors from the events (writes the mind).'
+complete -c pmm -n '__pmm_is "health"' -l repair -d 'First rebuild the search index, projection cache, sessions table and recall vectors from the events (writes the mind).'
 complete -c pmm -n '__pmm_is "health"' -l full -d 'Check every event\'s hash and read every search index entry (by default the events an earlier check of this file verified are trusted).'
 complete -c pmm -n '__pmm_is "health"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "health"' -l json -d 'Machine-readable output on stdout.'

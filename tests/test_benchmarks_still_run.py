@@ -85,8 +85,9 @@ def test_bench_reads_runs_on_a_tiny_mind(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)["300"]
     assert set(result) == {"pmm --version", "search garden", "health", "trace message",
-                           "trace session", "sessions -n 5"}
-    assert all(f["wall"] > 0 and ("limit" not in f or f["limit"] > 0) for f in result.values())
+                           "trace session", "log -n 5", "sessions -n 5", "chat -c lookup", "--session s12"}
+    assert all(f.get("wall", 1) > 0 and ("limit" not in f or f["limit"] > 0) for f in result.values())
+    assert result["sessions -n 5"]["log"] > 0 and result["chat -c lookup"]["own"] > 0
 
 
 def test_bench_verify_runs_on_a_tiny_mind(tmp_path: Path) -> None:

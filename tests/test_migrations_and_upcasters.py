@@ -274,7 +274,7 @@ def test_migration_5_indexes_the_chat_links_and_keeps_every_hash(tmp_path: Path,
     with Ledger.open(path) as mind:
         assert mind.schema_version == schema.SCHEMA_VERSION and schema.differences(mind.conn, schema.SCHEMA_VERSION) == []
         history = [name for name, _, _ in schema.history(mind.conn)]
-    assert history[-2:] == ["0005_link_indexes", "0006_forgotten"]
+    assert history[-3:] == ["0005_link_indexes", "0006_forgotten", "0007_session_summary"]
     plans = _plans(path)
     assert all("USING INDEX events_session" in plan for plan in plans.values()), plans
     _ok("verify", "--deep", str(path))

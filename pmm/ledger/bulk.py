@@ -24,7 +24,7 @@ from pmm import errors
 from pmm.domain.events import Event
 from pmm.domain.states import States
 from pmm.ledger import connection as cx
-from pmm.ledger import folded, fts, past, schema
+from pmm.ledger import folded, fts, past, schema, session_table
 from pmm.ledger.chain import FORMAT_VERSION, GENESIS_PREV
 
 Row = Sequence[Any]  # an ``Event``, or a plain tuple in its column order
@@ -72,7 +72,8 @@ def build(path: Path, mind_id: str, batches: Iterable[Batch],
             conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
             mind = opened(tmp, conn, cx.read_identity(conn, tmp))
             folding = folded.Folding(mind, 0) if folded_states is None else None
-            count = _insert(conn, batches, side, folding)
+            keeping = session_table.Keeping(conn, mind_id, (0, GENESIS_PREV))
+            count = _insert(conn, batches, side, folding, keeping)
             if tombstones and mind.tombstones:
                 mind._insert_tombstones(tombstones)
             # The head trigger's rule held for every row (``_insert``); the indexes are sorted
@@ -92,15 +93,17 @@ def build(path: Path, mind_id: str, batches: Iterable[Batch],
                     folded.rebuild(mind)
                 else:
                     folded.seal(mind, states, folded_snaps() if folded_snaps is not None else None)
-            if mind.head()[0] != count:
+            head = mind.head()
+            if head[0] != count:
                 raise errors.PmmError("internal: the bulk insert lost events")
+            keeping.write(head)
             conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode=DELETE")
     return count
 
 
 def _insert(conn: sqlite3.Connection, batches: Iterable[Batch], side: SideIndex,
-            folding: folded.Folding | None) -> int:
+            folding: folded.Folding | None, keeping: session_table.Keeping) -> int:
     """Insert every batch, each refused unless it extends the one before (the head trigger's
     rule: the caller checked every link inside a batch, and ids are consecutive in it)."""
     last_id, last_hash = 0, GENESIS_PREV
@@ -114,6 +117,7 @@ def _insert(conn: sqlite3.Connection, batches: Iterable[Batch], side: SideIndex,
                                   f" extend the head (event {first[0]} does not)")
         if folding is not None:
             batch = list(folding.passing(map(Event._make, batch)))
+        keeping.see(batch)
         conn.executemany(INSERT, batch)
         texts += batch
         if len(texts) >= INDEX_BATCH:

@@ -21,7 +21,7 @@ from pmm.domain.checks import check_draft
 from pmm.domain.events import LEDGER_ONLY, Draft, Event
 from pmm.domain.states import States
 from pmm.ledger import connection as cx
-from pmm.ledger import folded, fts, past, schema
+from pmm.ledger import folded, fts, past, schema, session_table
 from pmm.ledger.chain import (
     FORMAT_VERSION,
     GENESIS_PREV,
@@ -283,10 +283,12 @@ class Ledger:
             return str(exc)
 
     def repair(self) -> None:
-        """Rebuild the search index and the projection cache from the events, in one transaction."""
+        """Rebuild the search index, the projection cache and the sessions table from the
+        events, in one transaction."""
         with self.transaction():
             fts.reset(self.conn, self.schema_version)
             folded.rebuild(self)
+            session_table.rebuild(self.conn, self.mind_id)
 
     def repair_index(self) -> None:
         """Reset and rebuild the search index from the events (in the open transaction, if any)."""
@@ -344,6 +346,7 @@ class Ledger:
             if callable(drafts):
                 prepared = _prepare(drafts(head_id + 1))
             folding = folded.Folding(self, head_id)
+            keeping = session_table.Keeping(self.conn, self.mind_id, (head_id, head_hash))
             new: list[Event] = []
             prev = head_hash
             for kind, content, meta in prepared:
@@ -352,9 +355,10 @@ class Ledger:
                 digest = event_hash(self.prefix, event_id, ts, kind, content, meta, prev)
                 new.append(Event(event_id, ts, kind, content, meta, prev, digest))
                 prev = digest
-            self._insert(folding.passing(new))
+            self._insert(keeping.passing(folding.passing(new)))
             self._index_text(head_id)
             folding.seal()
+            keeping.write((new[-1].id, new[-1].hash) if new else (head_id, head_hash))
         return new
 
     def _insert(self, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -544,6 +548,7 @@ class Ledger:
         with self.transaction():
             head_id, head_hash = self.head()
             folding = folded.Folding(self, head_id)
+            keeping = session_table.Keeping(self.conn, self.mind_id, (head_id, head_hash))
             # The head trigger would look the head up again for every row: it is dropped for the
             # insert and made again before COMMIT (one transaction: a crash or a refusal rolls
             # both back), and its rule is held here, row by row, in memory.
@@ -554,7 +559,7 @@ class Ledger:
             if defer:
                 for name in schema.EVENTS_INDEX_NAMES:
                     self.conn.execute(f"DROP INDEX {name}")
-            self._insert(folding.passing(_extending(events, head_id, head_hash)))
+            self._insert(keeping.passing(folding.passing(_extending(events, head_id, head_hash))))
             if defer:
                 for statement in schema.EVENTS_INDEXES:
                     self.conn.execute(statement)
@@ -566,6 +571,7 @@ class Ledger:
             self._index_text(head_id)
             if not scrubbed:  # else the folds saw the content: the next write rebuilds the cache
                 folding.seal()
+            keeping.write(self.head())
         if scrubbed:
             folded.forget()
             self.truncate_wal()

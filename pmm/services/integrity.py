@@ -18,6 +18,7 @@ from pmm.domain.checkpoint import Checkpoint
 from pmm.domain.events import Event
 from pmm.domain.states import States
 from pmm.ledger import folded, past
+from pmm.ledger import sessions as session_rows
 from pmm.ledger.chain import (
     GENESIS_PREV,
     ChainState,
@@ -49,6 +50,8 @@ class Deep(TypedDict):
     cache_matches_replay: NotRequired[bool]
     snapshots: NotRequired[str]  # the --as-of snapshots (pmm.ledger.past) against the same replay
     snapshots_match_replay: NotRequired[bool]
+    sessions_table: NotRequired[str]
+    sessions_match_events: NotRequired[bool]
 
 
 class VerifyJson(TypedDict):
@@ -431,6 +434,8 @@ class Replayed:
     cache_ok: bool
     snapshots: str = "none stored"
     snapshots_ok: bool = True
+    sessions: str = ""
+    sessions_ok: bool = True
 
 
 def start_replay(mind: Ledger, *, fork: bool) -> Callable[[], Replayed]:
@@ -475,15 +480,18 @@ def _replay_check(mind: Ledger) -> Replayed:
             first = fold.merges[0].id  # (past.store keeps no snapshot from there on)
             seen.update({i: folded.replay_all(mind, i) for i in seen if i >= first})
         snapshots, snapshots_ok = _snapshots_check(mind, stored, seen)
+        sessions, sessions_ok = session_rows.check(mind)
         if cached is None:
             return Replayed(bad_meta[0] if bad_meta else None,
-                            "absent or stale (ignored; a full replay is used)", True, snapshots, snapshots_ok)
+                            "absent or stale (ignored; a full replay is used)", True, snapshots, snapshots_ok,
+                            sessions, sessions_ok)
         states, last_id = cached
         rest = projections.Fold(states)
         later = rest.add_all(mind.events(since=last_id + 1))
         cache_ok = (folded.replay_all(mind) if rest.merges else later) == full
     cache = f"reflects event {last_id}; " + ("equals a full replay" if cache_ok else "DIFFERS from a full replay")
-    return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok, snapshots, snapshots_ok)
+    return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok, snapshots, snapshots_ok,
+                    sessions, sessions_ok)
 
 
 def _snapshots_check(mind: Ledger, stored: set[int], seen: dict[int, States]) -> tuple[str, bool]:
@@ -509,7 +517,8 @@ def _snapshots_check(mind: Ledger, stored: set[int], seen: dict[int, States]) ->
 
 
 def _deep_mind(mind: Ledger, report: VerifyReport, replayed: Callable[[], Replayed]) -> Deep:
-    """SQLite's own check, canonical meta, and the projection cache against a full replay."""
+    """SQLite's own check, canonical meta, the projection cache against a full replay and the
+    sessions table against the events."""
     quick = mind.quick_check()
     found = replayed()
     problems = []
@@ -521,8 +530,11 @@ def _deep_mind(mind: Ledger, report: VerifyReport, replayed: Callable[[], Replay
         problems.append("the projection cache does not equal a full replay")
     if not found.snapshots_ok:
         problems.append("an --as-of snapshot does not equal a full replay")
+    if not found.sessions_ok:
+        problems.append("the sessions table does not equal the events' sessions")
     if problems and report.ok:
         report.problem = "; ".join(problems)
     return {"sqlite_quick_check": quick, "meta_canonical": found.bad_meta is None,
             "projection_cache": found.cache, "cache_matches_replay": found.cache_ok,
-            "snapshots": found.snapshots, "snapshots_match_replay": found.snapshots_ok}
+            "snapshots": found.snapshots, "snapshots_match_replay": found.snapshots_ok,
+            "sessions_table": found.sessions, "sessions_match_events": found.sessions_ok}
