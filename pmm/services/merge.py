@@ -96,8 +96,9 @@ class MergeResult:
         else:
             what = (f"{plural(self.copied, 'event')} copied from the other copy"
                     f" (diverged after event {self.fork_id:,})")
-        skipped = [f"{n:,} {word}" for n, word in ((self.already_here, "already here"),
-                                                    (self.duplicates, "duplicates")) if n]
+        skipped = [f"{n:,} {word}" for n, word in (
+            (self.already_here, "already here"),
+            (self.duplicates, "duplicate" if self.duplicates == 1 else "duplicates")) if n]
         verb = "Would merge" if self.dry_run else "Merged"
         return f"{verb}: {what}" + (f"; skipped {', '.join(skipped)}" if skipped else "") + (
             f" (head {'would be' if self.dry_run else 'is now'} #{self.head_id})")
@@ -124,19 +125,19 @@ def merge(path: Path, other: Path, *, dry_run: bool = False,
                     f"{other} is in ledger format {fmt}, {path} in format {mind.ledger_format}",
                     hint="`pmm upgrade` the format-1 copy first (docs/ledger-format.md)")
             result = plan(mind, events, source)
-            result.tombstones = {i: d for i, d in tombstones.items() if i > mind.head()[0]}
+            planned = mind.head()  # id and hash: the write goes on only from this very head
+            result.tombstones = {i: d for i, d in tombstones.items() if i > planned[0]}
     result.dry_run = dry_run
     if dry_run or not result.appended:
         return result
     with opening.witnessed(Ledger.open(path, write=True), notify=notify) as mind:
-        planned_head = result.head_id - result.appended
         if result.extended:
-            if mind.head()[0] != planned_head:
+            if mind.head() != planned:
                 raise _changed(path)
             mind.append_checked(result.tail, result.tombstones)
         else:
             def drafts(first_id: int) -> list[Draft]:
-                if first_id != planned_head + 1:
+                if first_id != planned[0] + 1 or mind.head() != planned:
                     raise _changed(path)
                 return result.drafts
 
