@@ -254,7 +254,7 @@ def temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-_STALE = re.compile(r"(\d{1,10})-[0-9a-f]{8}(?:-wal|-shm|-journal)?")
+_STALE = re.compile(r"(\d{1,10})-[0-9a-f]{8}(?:-fts)?(?:-wal|-shm|-journal)?")  # -fts: a bulk import's index
 
 
 def remove_stale(path: Path, *, also_in: Iterable[Path] = ()) -> list[Path]:

@@ -158,6 +158,7 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
     read-only view (so a refused import never touches the file), then written.
     """
     if not path.exists():
+        files.remove_stale(path)  # what an import killed here before left (its temp mind, its index)
         reader = jsonl.ExportReader(stream, name)
         header = reader.read_header()
         if header.since != 1:
