@@ -214,7 +214,7 @@ def _judge(record: Record, place: Place | None, point: cp.Checkpoint, hash_at: H
     # This file's own history first: a merged copy put in its place (cp) is a rollback of this
     # file, whatever the merge made of that copy elsewhere.
     if own is not None and own.size <= point.size and hash_at(own.size) not in (None, own.head):
-        return Verdict("forked", f"event {own.size} of this file changed since pmm saw it on "
+        return Verdict("forked", f"forked: event {own.size} of this file changed since pmm saw it on "
                                  f"{_day(own.at)}: rewritten or replaced by a diverged copy", top)
     if own is not None and own.size > point.size:
         earlier = next((h for h in [*record.heads, own]
