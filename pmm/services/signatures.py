@@ -91,16 +91,6 @@ def default_public() -> Path:
     return found
 
 
-def is_signature(path: Path) -> bool:
-    """Whether ``path`` holds a signature (given where a mind was expected: ``pmm verify SIG``)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(64)
-    except OSError:
-        return False  # whoever reads it next reports why
-    return head.startswith(b"untrusted comment:") or head.startswith(b"-----BEGIN SSH SIGNATURE-----")
-
-
 def load_public(path: Path) -> PublicKey:
     from pmm.crypto import keys
 
