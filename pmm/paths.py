@@ -12,7 +12,8 @@ def _xdg(variable: str, under_home: str) -> Path | None:
     platformdirs 4 gives there (both absolute); None otherwise (another OS, Android, a relative
     or unset value), and platformdirs decides. Importing platformdirs costs ~3 ms, about what
     the rest of `pmm stats` does on a small mind (a test holds this to platformdirs)."""
-    if sys.platform != "linux" or "ANDROID_DATA" in os.environ:
+    if sys.platform != "linux" or hasattr(sys, "getandroidapilevel") \
+            or any(name.startswith("ANDROID_") for name in os.environ):  # maybe Android: its own dirs
         return None
     if (set_to := os.environ.get(variable, "")).startswith("/"):
         return Path(set_to, "pmm")
