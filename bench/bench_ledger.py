@@ -35,18 +35,20 @@ WORDS = ["mind", "ledger", "memory", "trait", "reflect", "commit", "answer", "qu
 
 
 def synthetic_export(path: Path, n: int, seed: int = 7,
-                     make_text: Callable[[random.Random], str] | None = None) -> None:
+                     make_text: Callable[[random.Random], str] | None = None,
+                     ledger_format: int = FORMAT_VERSION) -> None:
     """A valid pmm JSONL export of ``n`` chat-like events (sessions of ~20 turns); ``make_text``
-    writes each message (default: 8 to 30 words of a small vocabulary)."""
+    writes each message (default: 8 to 30 words of a small vocabulary). ``ledger_format`` 1
+    makes the export an older pmm wrote (bench_forget.py compares the two)."""
     rng = random.Random(seed)
     if make_text is None:
         make_text = lambda r: " ".join(r.choices(WORDS, k=r.randint(8, 30)))  # noqa: E731
     mind_id = "%032x" % rng.getrandbits(128)
-    prefix = chain_prefix(FORMAT_VERSION, mind_id)
+    prefix = chain_prefix(ledger_format, mind_id)
     prev = GENESIS_PREV
     ts0 = 1_700_000_000
     with open(path, "w", encoding="utf-8") as out:
-        out.write(jsonl.header_line(mind_id, FORMAT_VERSION, 1))
+        out.write(jsonl.header_line(mind_id, ledger_format, 1))
         batch = []
         for i in range(1, n + 1):
             session = (i - 1) // 20

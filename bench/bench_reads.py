@@ -9,7 +9,11 @@ Each figure is printed beside a limit measured in the same run on the same file:
   every match cost (the query search ran before it bounded the ranked set);
 - health: one indexed lookup (the head's hash by id), and the full verify the first check does;
 - trace: the same event read by its id (one primary-key lookup);
-- sessions: SQLite counting the session starts through the kind index.
+- log -n 5: SQLite's own read of the five newest events;
+- sessions -n 5: the sessions table's five newest rows read by SQLite (and ``pmm log -n 5``'s
+  wall time beside: issue 15 wants the two within a few ms at every size), with the grouped
+  query over every turn that pmm ran before the table as "before"; the ``chat -c`` and
+  ``--session`` lookups in process, beside the same rows.
 
 Commands are timed as users run them (wall time of the real ``pmm``, median of ``--runs``) and
 in this process (the service's own work, without Python's start-up). ``pmm --version`` (pmm's
@@ -77,6 +81,19 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms" if seconds >= 0.001 else f"{seconds * 1e6:,.0f} µs"
 
 
+# pmm sessions' grouped query over every turn before the sessions table (schema 6), for scale.
+GROUPED = ("SELECT sid, min(id), max(id), count(*), min(said), max(said) FROM ("
+           " SELECT id, coalesce(json_extract(meta, '$.session'), json_extract(meta, '$.source_id')) AS sid,"
+           " coalesce(json_extract(meta, '$.original_ts'), ts) AS said FROM events"
+           " WHERE kind IN ('message_received', 'response_sent', 'session_started'))"
+           " GROUP BY sid ORDER BY max(said), max(id)")
+
+
+def _with_read(mind: Path, work: Callable[[Any], Any]) -> Any:
+    with opening.open_read(mind) as opened:
+        return work(opened)
+
+
 def measure(n: int, work: Path, runs: int) -> dict[str, dict[str, float]]:
     src, mind = work / f"src-{n}.jsonl", work / f"mind-{n}.db"
     synthetic_export(src, n)
@@ -118,10 +135,28 @@ def measure(n: int, work: Path, runs: int) -> dict[str, dict[str, float]]:
         "own": in_process(lambda: trace.trace(mind, sid), runs),
         "limit": by_id,
     }
+    log_wall = wall([*pmm, "log", "-n", "5"], runs)
+    found["log -n 5"] = {
+        "wall": log_wall,
+        "own": in_process(lambda: _with_read(mind, lambda m: browse.log(m, 5, None)), runs),
+        "limit": sqlite_time(mind, "SELECT * FROM events ORDER BY id DESC LIMIT 5", (), runs),
+    }
+    newest = sqlite_time(mind, "SELECT * FROM session_summary ORDER BY last_said DESC, last_id DESC LIMIT 5",
+                         (), runs)  # the table's own five newest rows
     found["sessions -n 5"] = {
-        "wall": wall([*pmm, "sessions", "-n", "5"], min(runs, 3)),
-        "own": in_process(lambda: sessions.listing(mind, 5), min(runs, 3)),
-        "limit": sqlite_time(mind, "SELECT count(*) FROM events WHERE kind = 'session_started'", (), runs),
+        "wall": wall([*pmm, "sessions", "-n", "5"], runs),
+        "own": in_process(lambda: sessions.listing(mind, 5), runs),
+        "limit": newest,
+        "log": log_wall,
+        "before": sqlite_time(mind, GROUPED, (), 1),  # what pmm ran before the table (issue 15)
+    }
+    found["chat -c lookup"] = {
+        "own": in_process(lambda: _with_read(mind, sessions.latest), runs),
+        "limit": newest,
+    }
+    found["--session s12"] = {
+        "own": in_process(lambda: _with_read(mind, lambda m: sessions.resolve(m, "s12")), runs),
+        "limit": sqlite_time(mind, "SELECT * FROM session_summary WHERE session = ?", ("s12",), runs),
     }
     mind.unlink()
     return found
@@ -154,9 +189,13 @@ def main() -> None:
                 if name == "pmm --version":
                     continue
                 before = f" {ms(f['before'])}" if "before" in f else ""
-                what = {"search garden": " (rank every match)", "health": " (first check: full verify)"}.get(name, "")
-                print(f"{name:<16} {ms(f['wall']):>12} {ms(f['own']):>11} {ms(f['limit']):>10}"
-                      f"  {f['own'] / max(f['limit'], 1e-6):>10.0f}x {before}{what if before else ''}")
+                what = {"search garden": " (rank every match)", "health": " (first check: full verify)",
+                        "sessions -n 5": " (the grouped query over every turn)"}.get(name, "")
+                beside = f"; pmm log -n 5 {ms(f['log'])} wall, sessions - log {ms(f['wall'] - f['log'])}" \
+                    if "log" in f else ""
+                shown = ms(f["wall"]) if "wall" in f else "-"
+                print(f"{name:<16} {shown:>12} {ms(f['own']):>11} {ms(f['limit']):>10}"
+                      f"  {f['own'] / max(f['limit'], 1e-6):>10.0f}x {before}{what if before else ''}{beside}")
     finally:
         shutil.rmtree(args.dir, ignore_errors=True)
     if args.json:

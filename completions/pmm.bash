@@ -5,7 +5,7 @@ _pmm_spec() {
     # The (sub)command at path $1: its subcommands, options, the options that take a value,
     # and what its arguments are (file, text or none).
     case "$1" in
-        "") subcommands="init remember pins unpin rename stats log search diff chat sessions recall trace reflect run health export import merge verify keygen sign backup restore persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
+        "") subcommands="init remember pins unpin rename stats log search diff chat sessions recall trace reflect run health export import merge verify keygen sign backup restore forget upgrade persona model commitments reflections" opts="--mind -q --quiet --version -h --help" valued="--mind" args="" ;;
         "init") subcommands="" opts="--name --mind --json -q --quiet -h --help" valued="--name --mind" args="" ;;
         "remember") subcommands="" opts="--pin --mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "pins") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
@@ -30,6 +30,8 @@ _pmm_spec() {
         "sign") subcommands="" opts="-k --key -o --output -f --format --passphrase-file --mind --json -q --quiet -h --help" valued="-k --key -o --output -f --format --passphrase-file --mind" args="file" ;;
         "backup") subcommands="" opts="-o --output --keep --force --passphrase-file --mind --json -q --quiet -h --help" valued="-o --output --keep --passphrase-file --mind" args="" ;;
         "restore") subcommands="" opts="--force --passphrase-file --mind --json -q --quiet -h --help" valued="--passphrase-file --mind" args="file" ;;
+        "forget") subcommands="" opts="-r --reason -y --yes --mind --json -q --quiet -h --help" valued="-r --reason --mind" args="text" ;;
+        "upgrade") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
         "persona") subcommands="set show edit clear" opts="--mind -q --quiet -h --help" valued="--mind" args="" ;;
         "persona set") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="text" ;;
         "persona show") subcommands="" opts="--mind --json -q --quiet -h --help" valued="--mind" args="" ;;
@@ -73,7 +75,7 @@ _pmm_value() {
         "unpin:--mind") _pmm_reply -f ;;
         "rename:--mind") _pmm_reply -f ;;
         "stats:--mind") _pmm_reply -f ;;
-        "log:--kind") _pmm_reply -W "commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_merged mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted" ;;
+        "log:--kind") _pmm_reply -W "commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened content_forgotten ledger_upgraded message_received mind_created mind_merged mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted" ;;
         "log:--mind") _pmm_reply -f ;;
         "search:--mind") _pmm_reply -f ;;
         "diff:--mind") _pmm_reply -f ;;
@@ -105,6 +107,8 @@ _pmm_value() {
         "backup:--mind") _pmm_reply -f ;;
         "restore:--passphrase-file") _pmm_reply -f ;;
         "restore:--mind") _pmm_reply -f ;;
+        "forget:--mind") _pmm_reply -f ;;
+        "upgrade:--mind") _pmm_reply -f ;;
         "persona:--mind") _pmm_reply -f ;;
         "persona set:--mind") _pmm_reply -f ;;
         "persona show:--mind") _pmm_reply -f ;;

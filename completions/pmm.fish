@@ -3,7 +3,7 @@
 function __pmm_subcommands --argument-names path
     switch "$path"
         case ''
-            printf '%s\n' init remember pins unpin rename stats log search diff chat sessions recall trace reflect run health export import merge verify keygen sign backup restore persona model commitments reflections
+            printf '%s\n' init remember pins unpin rename stats log search diff chat sessions recall trace reflect run health export import merge verify keygen sign backup restore forget upgrade persona model commitments reflections
         case 'persona'
             printf '%s\n' set show edit clear
         case 'model'
@@ -67,6 +67,10 @@ function __pmm_valued --argument-names path --description 'options of the comman
             printf '%s\n' -o --output --keep --passphrase-file --mind
         case 'restore'
             printf '%s\n' --passphrase-file --mind
+        case 'forget'
+            printf '%s\n' -r --reason --mind
+        case 'upgrade'
+            printf '%s\n' --mind
         case 'persona'
             printf '%s\n' --mind
         case 'persona set'
@@ -163,6 +167,8 @@ complete -c pmm -n '__pmm_is ""' -a keygen -d 'Make an Ed25519 signing key: KEY 
 complete -c pmm -n '__pmm_is ""' -a sign -d 'Verify the mind, then sign its checkpoint (mind id, event count, head hash), not its bytes.'
 complete -c pmm -n '__pmm_is ""' -a backup -d 'Verify the mind, snapshot it (SQLite backup API) and encrypt it with a passphrase (age format: `age -d` opens it).'
 complete -c pmm -n '__pmm_is ""' -a restore -d 'Decrypt a backup, verify the whole chain, then write the mind (refuses to overwrite without --force).'
+complete -c pmm -n '__pmm_is ""' -a forget -d 'Forget an event\'s content: gone from the mind, its search index, caches and WAL.'
+complete -c pmm -n '__pmm_is ""' -a upgrade -d 'Rewrite a ledger-format-1 mind as format 2 (needed by pmm forget); a no-op on format 2.'
 complete -c pmm -n '__pmm_is ""' -a persona -d 'The mind\'s persona: text always at the head of its prompt (set, show, edit, clear).'
 complete -c pmm -n '__pmm_is ""' -a model -d 'List, add, change, switch, trust and remove the models this mind talks through (keys stay in the environment).'
 complete -c pmm -n '__pmm_is ""' -a commitments -d 'What the mind has committed to: list, open, close with evidence, reopen, drop.'
@@ -200,7 +206,7 @@ complete -c pmm -n '__pmm_is "stats"' -l json -d 'Machine-readable output on std
 complete -c pmm -n '__pmm_is "stats"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "stats"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "log"' -s n -l number -x -d 'How many events (the latest of those the filters keep).'
-complete -c pmm -n '__pmm_is "log"' -l kind -x -a 'commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened message_received mind_created mind_merged mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted' -d 'Only events of this kind (docs/event-kinds.md lists them; an unknown kind is refused).'
+complete -c pmm -n '__pmm_is "log"' -l kind -x -a 'commitment_closed commitment_dropped commitment_expired commitment_opened commitment_reopened content_forgotten ledger_upgraded message_received mind_created mind_merged mind_named model_added model_changed model_removed model_switched note_pinned note_unpinned observation_recorded persona_cleared persona_set reflection_recorded reflection_retracted response_sent response_withdrawn session_started summary_recorded trait_adjusted' -d 'Only events of this kind (docs/event-kinds.md lists them; an unknown kind is refused).'
 complete -c pmm -n '__pmm_is "log"' -l since -x -d 'From this event or time on (inclusive): an event id (digits) or a date: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday (local time; Z or +HH:MM for another zone). A date filters on when each event was said (an import: its original time).'
 complete -c pmm -n '__pmm_is "log"' -l until -x -d 'Up to this event or to the end of this day, minute or second (inclusive); same forms as --since.'
 complete -c pmm -n '__pmm_is "log"' -l on -x -d 'Only what was said on this day (or minute, or second), in local time: YYYY-MM-DD, today, yesterday.'
@@ -273,7 +279,7 @@ complete -c pmm -n '__pmm_is "run"' -s q -l quiet -d 'Only data and errors (same
 complete -c pmm -n '__pmm_is "run"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "health"' -l online -d 'Also ask the chat and reflection models\' providers whether they answer (opens connections).'
 complete -c pmm -n '__pmm_is "health"' -l strict -d 'Treat warnings as failures (exit 7 when nothing failed).'
-complete -c pmm -n '__pmm_is "health"' -l repair -d 'First rebuild the search index, projection cache and recall vectors from the events (writes the mind).'
+complete -c pmm -n '__pmm_is "health"' -l repair -d 'First rebuild the search index, projection cache, sessions table and recall vectors from the events (writes the mind).'
 complete -c pmm -n '__pmm_is "health"' -l full -d 'Check every event\'s hash and read every search index entry (by default the events an earlier check of this file verified are trusted).'
 complete -c pmm -n '__pmm_is "health"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
 complete -c pmm -n '__pmm_is "health"' -l json -d 'Machine-readable output on stdout.'
@@ -339,6 +345,16 @@ complete -c pmm -n '__pmm_is "restore"' -l json -d 'Machine-readable output on s
 complete -c pmm -n '__pmm_is "restore"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
 complete -c pmm -n '__pmm_is "restore"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "restore"' -F
+complete -c pmm -n '__pmm_is "forget"' -s r -l reason -x -d 'Why (recorded in the content_forgotten event).'
+complete -c pmm -n '__pmm_is "forget"' -s y -l yes -d 'Forget without asking (for scripts).'
+complete -c pmm -n '__pmm_is "forget"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "forget"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "forget"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "forget"' -s h -l help -d 'Show this message and exit.'
+complete -c pmm -n '__pmm_is "upgrade"' -l mind -r -F -d 'Mind file (default: $PMM_MIND, else the user data dir\'s mind.db).'
+complete -c pmm -n '__pmm_is "upgrade"' -l json -d 'Machine-readable output on stdout.'
+complete -c pmm -n '__pmm_is "upgrade"' -s q -l quiet -d 'Only data and errors (same as pmm -q).'
+complete -c pmm -n '__pmm_is "upgrade"' -s h -l help -d 'Show this message and exit.'
 complete -c pmm -n '__pmm_is "persona"' -a set -d 'Set the persona (replacing any earlier one; at most 2,000 characters, more is refused with exit 6).'
 complete -c pmm -n '__pmm_is "persona"' -a show -d 'Print the persona\'s text (nothing, and a note on stderr, when there is none).'
 complete -c pmm -n '__pmm_is "persona"' -a edit -d 'Edit the persona in $VISUAL or $EDITOR; a failed edit, or one that changes nothing, writes nothing.'

@@ -126,6 +126,11 @@ def _field(data: bytes) -> bytes:
     return struct.pack(">Q", len(data)) + data
 
 
+def _body(fmt: int, content: str) -> str:
+    """What stands for the content in the hash: itself (format 1), or its digest (format 2)."""
+    return content if fmt == 1 else hashlib.sha256(b"pmm-content-v2\x00" + content.encode()).hexdigest()
+
+
 def craft(export: Path, extra: list[tuple[str, str, dict]]) -> bytes:
     """``export`` with ``extra`` events (kind, content, meta) appended and hashed as a real
     chain (docs/ledger-format.md): nothing about it looks forged to ``verify``."""
@@ -137,7 +142,8 @@ def craft(export: Path, extra: list[tuple[str, str, dict]]) -> bytes:
         event = {"id": last["id"] + 1, "ts": last["ts"][:-2] + "9Z", "kind": kind, "content": content,
                  "meta": json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
                  "prev_hash": last["hash"]}
-        parts = (str(event["id"]), event["ts"], kind, content, event["meta"], event["prev_hash"])
+        parts = (str(event["id"]), event["ts"], kind, _body(header["ledger_format"], content),
+                 event["meta"], event["prev_hash"])
         event["hash"] = hashlib.sha256(prefix + b"".join(_field(p.encode()) for p in parts)).hexdigest()
         chain.append(event)
     end = {"pmm": "end", "events": len(chain), "last_id": chain[-1]["id"], "head": chain[-1]["hash"]}

@@ -85,8 +85,9 @@ def test_bench_reads_runs_on_a_tiny_mind(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)["300"]
     assert set(result) == {"pmm --version", "search garden", "health", "trace message",
-                           "trace session", "sessions -n 5"}
-    assert all(f["wall"] > 0 and ("limit" not in f or f["limit"] > 0) for f in result.values())
+                           "trace session", "log -n 5", "sessions -n 5", "chat -c lookup", "--session s12"}
+    assert all(f.get("wall", 1) > 0 and ("limit" not in f or f["limit"] > 0) for f in result.values())
+    assert result["sessions -n 5"]["log"] > 0 and result["chat -c lookup"]["own"] > 0
 
 
 def test_bench_verify_runs_on_a_tiny_mind(tmp_path: Path) -> None:
@@ -106,3 +107,14 @@ def test_bench_asof_runs_on_a_tiny_mind(tmp_path: Path) -> None:
     assert {"limit", "middle, with snapshots", "near the end, without snapshots", "recall middle"} <= set(result)
     assert all(figure > 0 for figure in result.values())
     assert "events replayed" in proc.stdout and not (tmp_path / "work").exists()
+
+
+def test_bench_forget_runs_on_a_tiny_mind(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_forget.py"), "--events", "300",
+                           "--runs", "1", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for line in ("pmm verify (format 2)", "limit: Python loop", "pmm forget ID --yes", "limit: pmm remember",
+                 "pmm verify after 1 forgets"):
+        assert line in proc.stdout, proc.stdout
+    assert list(tmp_path.iterdir()) == []  # it cleans up after itself

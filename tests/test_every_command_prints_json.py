@@ -63,6 +63,13 @@ def _editor(s: Story) -> dict[str, str]:
     return {"VISUAL": "", "EDITOR": f"'{sys.executable}' '{script}'"}
 
 
+def _format_1(s: Story) -> None:
+    """A mind of ledger format 1 (made by an older pmm) for ``upgrade`` to rewrite."""
+    import shutil
+
+    shutil.copy(Path(__file__).resolve().parent / "data" / "mind-schema-4.db", s.tmp / "old.db")
+
+
 def _reflect(s: Story) -> None:
     s.ok("model", "use", "srv", "--for", "reflection")
     s.server.text = REFLECTION
@@ -142,6 +149,8 @@ STORY: dict[str, Step] = {
                    env=lambda _s: PASSPHRASE),
     "restore": Step(lambda s: ["--mind", str(s.tmp / "restored.db"), "restore", str(s.tmp / "mind.age")],
                     env=lambda _s: PASSPHRASE),
+    "forget": Step(lambda s: [*_m(s), "forget", str(s.printed["remember"]["id"]), "-r", "a test", "--yes"]),
+    "upgrade": Step(lambda s: ["--mind", str(s.tmp / "old.db"), "upgrade"], before=_format_1),
 }
 
 LEAVES = leaves(command_tree())

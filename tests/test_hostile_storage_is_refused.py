@@ -13,7 +13,7 @@ from conftest import restore_guards, unguarded
 
 from pmm.crypto.age import encrypt
 from pmm.domain.checks import check_row
-from pmm.ledger.chain import FORMAT_VERSION, GENESIS_PREV, _hash_raw, chain_prefix
+from pmm.ledger.chain import FORMAT_VERSION, GENESIS_PREV, chain_prefix, raw_event_hash
 from pmm.ledger.store import Ledger
 
 TS = "2026-03-04T05:06:07.000008Z"
@@ -40,7 +40,7 @@ def _crafted(path: Path, *, blob: str | None = None, meta: bytes = b'{"source":"
         row = [i, *fields, prev, b""]
         if i == 2 and bad is not None:
             row[FIELDS.index(bad[0]) + 1] = bad[1]
-        row[6] = row[6] or _hash_raw(prefix, i, *row[1:6]).encode()
+        row[6] = row[6] or raw_event_hash(prefix, i, *row[1:6]).encode()
         rows.append(row)
         prev = row[6]
     Ledger.build(path, mind_id, [Event(1, TS, *(v.decode() for v in rows[0][2:]))])

@@ -67,6 +67,11 @@ def _field(data: bytes) -> bytes:
     return struct.pack(">Q", len(data)) + data
 
 
+def _body(fmt: int, content: str) -> str:
+    """What stands for the content in the hash: itself (format 1), or its digest (format 2)."""
+    return content if fmt == 1 else hashlib.sha256(b"pmm-content-v2\x00" + content.encode()).hexdigest()
+
+
 def rehash(header: dict, events: list[dict], start: int = 0, relink_start: bool = True) -> None:
     """Re-link and re-hash ``events[start:]`` (docs/ledger-format.md), in place."""
     prefix = _field(str(header["ledger_format"]).encode()) + _field(header["mind_id"].encode())
@@ -74,7 +79,8 @@ def rehash(header: dict, events: list[dict], start: int = 0, relink_start: bool 
         e = events[i]
         if i and (relink_start or i != start):
             e["prev_hash"] = events[i - 1]["hash"]
-        parts = (str(e["id"]), e["ts"], e["kind"], e["content"], e["meta"], e["prev_hash"])
+        parts = (str(e["id"]), e["ts"], e["kind"], _body(header["ledger_format"], e["content"]),
+                 e["meta"], e["prev_hash"])
         e["hash"] = hashlib.sha256(prefix + b"".join(_field(p.encode()) for p in parts)).hexdigest()
 
 
@@ -271,14 +277,14 @@ def _(x: Export, out: Path) -> int:
 
 @case("future export version")
 def _(x: Export, out: Path) -> int:
-    x.header["version"] = 2
+    x.header["version"] += 1
     out.write_bytes(x.render())
     return 1
 
 
 @case("future ledger format, hashes consistent with it")
 def _(x: Export, out: Path) -> int:
-    x.header["ledger_format"] = 2
+    x.header["ledger_format"] += 1
     rehash(x.header, x.events)
     out.write_bytes(x.render())
     return 1

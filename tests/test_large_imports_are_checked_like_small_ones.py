@@ -179,6 +179,8 @@ def test_kill9_mid_import_leaves_no_mind(big_export: Path, tmp_path: Path, victi
                           capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     assert json_data(done.stdout)["appended"] == 60_000
+    # and what the killed import left beside it (its temp mind, its index's scratch) is gone
+    assert [p.name for p in target.parent.iterdir()] == ["mind.db"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
@@ -195,6 +197,8 @@ def test_kill9_while_the_search_index_is_built_beside_leaves_no_mind(
                           capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     assert json_data(done.stdout)["appended"] == 60_000
+    # and what the killed import left beside it (its temp mind, its index's scratch) is gone
+    assert [p.name for p in target.parent.iterdir()] == ["mind.db"]
     assert cli_json(target, "verify")["ok"] is True
 
 

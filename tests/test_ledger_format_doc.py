@@ -24,7 +24,7 @@ from conftest import run_in
 
 from pmm.domain.canonical import canonical_json
 from pmm.ledger import jsonl, schema, store
-from pmm.ledger.chain import FORMAT_VERSION, GENESIS_PREV, chain_prefix, event_hash
+from pmm.ledger.chain import FORMATS, GENESIS_PREV, chain_prefix, event_hash
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "ledger-format.md"
 FIELDS = ("ledger_format", "mind_id", "id", "ts", "kind", "content", "meta", "prev_hash")
@@ -41,13 +41,32 @@ def vectors() -> list[dict]:
     return json.loads(_block_after("<!-- test-vectors -->", "json"))
 
 
+CONTENT_DOMAIN = b"pmm-content-v2\x00"  # as the page spells it out, byte by byte
+
+
+def independent_digest(content: str) -> str:
+    """Format 2's content digest as the page states it."""
+    return hashlib.sha256(CONTENT_DOMAIN + content.encode("utf-8")).hexdigest()
+
+
 def independent_preimage(v: dict) -> bytes:
-    """The encoding as the page states it, written without pmm's code."""
+    """The encoding as the page states it, written without pmm's code: field 6 is the content
+    (format 1) or its digest, a forgotten event's being its tombstone (format 2)."""
     out = b""
     for name in FIELDS:
-        data = str(v[name]).encode("utf-8")
+        value = v[name]
+        if name == "content" and v["ledger_format"] == 2:
+            value = v["content_digest"] if v.get("forgotten") else independent_digest(value)
+        data = str(value).encode("utf-8")
         out += len(data).to_bytes(8, "big") + data
     return out
+
+
+def test_the_domain_separator_is_the_bytes_the_page_lists() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    listed = re.search(r"`(70 6d 6d[0-9a-f ]+00)`", text.replace("\n", " "))
+    assert listed and bytes.fromhex(listed.group(1)) == CONTENT_DOMAIN
+    assert independent_digest("") in text  # the empty content's digest, as documented
 
 
 # -- test vectors ------------------------------------------------------------------------------
@@ -66,23 +85,37 @@ def test_the_page_has_enough_vectors_and_they_cover_the_hard_cases() -> None:
     assert any(v["meta"] != "{}" for v in vs), "a non-empty meta"
     assert any(v["content"] == "" for v in vs), "an empty field"
     assert any(v["id"] >= 10 for v in vs), "a multi-digit id"
+    assert {v["ledger_format"] for v in vs} == set(FORMATS), "every format pmm reads"
+    twos = [v for v in vs if v["ledger_format"] == 2]
+    assert any(v.get("forgotten") for v in twos), "a forgotten event (a tombstone)"
+    assert any(v["kind"] == "content_forgotten" for v in twos), "the event that records it"
+    assert any(v["content"] == "" and not v.get("forgotten") for v in twos), "empty, not forgotten"
 
 
 @pytest.mark.parametrize("index", range(len(vectors())))
 def test_vector_matches_pmm_and_an_independent_implementation(index: int) -> None:
     v = vectors()[index]
-    assert v["ledger_format"] == FORMAT_VERSION
+    assert v["ledger_format"] in FORMATS
     # meta in the vectors is stored text: canonical, so pmm could have written it
     assert canonical_json(json.loads(v["meta"])) == v["meta"]
+    if v["ledger_format"] == 2:
+        if v.get("forgotten"):  # the tombstone is the digest of what was forgotten
+            assert v["content"] == "" and v["content_digest"] == independent_digest(v["forgotten_content"])
+        else:
+            assert v["content_digest"] == independent_digest(v["content"])
 
     prefix = chain_prefix(v["ledger_format"], v["mind_id"])
-    ours = event_hash(prefix, v["id"], v["ts"], v["kind"], v["content"], v["meta"], v["prev_hash"])
+    tomb = v["content_digest"] if v.get("forgotten") else None
+    ours = event_hash(prefix, v["id"], v["ts"], v["kind"], v["content"], v["meta"], v["prev_hash"],
+                      forgotten=tomb)
     assert ours == v["hash"], "pmm's event_hash disagrees with the documented vector"
 
     pre = independent_preimage(v)
     assert pre.hex() == v["preimage_hex"]
     assert hashlib.sha256(pre).hexdigest() == v["hash"]
-    lengths = [len(str(v[name]).encode("utf-8")).to_bytes(8, "big").hex() for name in FIELDS]
+    field6 = v.get("content_digest", v["content"])
+    lengths = [len(str(field6 if name == "content" else v[name]).encode("utf-8")).to_bytes(8, "big").hex()
+               for name in FIELDS]
     assert lengths == v["length_prefixes_hex"]
     assert pre.startswith(prefix), "chain_prefix is the first two encoded fields"
 
@@ -100,8 +133,9 @@ def test_vectors_sharing_a_mind_link_into_one_chain() -> None:
                 assert after["prev_hash"] == before["hash"]
 
 
-def test_any_single_field_change_changes_the_hash() -> None:
-    v = vectors()[1]
+@pytest.mark.parametrize("index", [1, 5])  # a format-1 and a format-2 vector
+def test_any_single_field_change_changes_the_hash(index: int) -> None:
+    v = vectors()[index]
     base = hashlib.sha256(independent_preimage(v)).hexdigest()
     for name in FIELDS:
         changed = dict(v, **{name: (v[name] + 1) if isinstance(v[name], int) else v[name] + "x"})
@@ -119,7 +153,8 @@ def test_documented_constants_match_the_code() -> None:
     assert store.TS_FORMAT in text
     assert len(store.now_ts()) == 27
     assert f"{jsonl.MAX_LINE // (1024 * 1024)} MiB" in text
-    assert f'"version":{jsonl.EXPORT_VERSION}' in text
+    assert f'"version":{jsonl.EXPORT_VERSION}' in text and '"version":1' in text
+    assert schema.FORGOTTEN_TABLE in text
     for statement in (*schema.V1, *schema.EVENTS_INDEXES):
         for name in re.findall(r"CREATE (?:UNIQUE INDEX|INDEX|TRIGGER|TABLE|VIRTUAL TABLE) (\w+)",
                                statement):
@@ -145,7 +180,7 @@ def plain_python() -> str:
 @pytest.fixture(scope="module")
 def snippet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = _block_after("<!-- verify-snippet -->", "python")
-    assert len(code.splitlines()) < 60, "the snippet is meant to be short"
+    assert len(code.splitlines()) < 75, "the snippet is meant to be short"
     imported = set(re.findall(r"^\s*(?:import|from)\s+([\w.]+(?:\s*,\s*\w+)*)", code, re.M))
     modules = {m.strip().split(".")[0] for group in imported for m in group.split(",")}
     assert modules <= set(sys.stdlib_module_names), modules - set(sys.stdlib_module_names)
@@ -160,14 +195,30 @@ def run_snippet(snippet: Path, target: Path) -> subprocess.CompletedProcess[str]
                           text=True, timeout=60, cwd=target.parent, env=env)
 
 
-def test_example_export_on_the_page_verifies(snippet: Path, tmp_path: Path, pmm) -> None:
+@pytest.mark.parametrize("marker", ["<!-- example-export -->", "<!-- example-export-2 -->"])
+def test_example_export_on_the_page_verifies(snippet: Path, tmp_path: Path, pmm, marker: str) -> None:
     example = tmp_path / "example.jsonl"
-    example.write_text(_block_after("<!-- example-export -->") + "\n", encoding="utf-8")
+    example.write_text(_block_after(marker) + "\n", encoding="utf-8")
     assert pmm("verify", str(example)).returncode == 0
     done = run_snippet(snippet, example)
     assert done.returncode == 0, done.stdout + done.stderr
     head = json.loads(example.read_text().splitlines()[0])
     assert head["mind_id"] in {v["mind_id"] for v in vectors()}
+    assert head["version"] == jsonl.VERSION_OF[head["ledger_format"]]
+    # the format-2 example's forgotten event is the vectors' tombstone
+    for line in example.read_text().splitlines()[1:-1]:
+        event = json.loads(line)
+        if "content_digest" in event:
+            assert event["content"] == "" and any(
+                v["hash"] == event["hash"] and v["content_digest"] == event["content_digest"]
+                for v in vectors() if v.get("forgotten"))
+    # the tombstone is needed: without it the line's empty content does not hash
+    if "content_digest" in example.read_text():
+        lines = example.read_text().splitlines()
+        stripped = [re.sub(r',"content_digest":"[0-9a-f]{64}"', "", line) for line in lines]
+        example.write_text("\n".join(stripped) + "\n", encoding="utf-8")
+        assert run_snippet(snippet, example).returncode == 1
+        assert pmm("verify", str(example)).returncode == 3
 
 
 NOTES = ("first note", "Über Bücher — 日本語 🧠", 'quotes " and \\ backslash\nand a second line')
@@ -265,3 +316,31 @@ def test_snippet_rejects_a_tampered_or_truncated_export(snippet: Path, real_mind
         done = run_snippet(snippet, bad)
         assert done.returncode != 0, (name, done.stdout)
         assert done.stdout.startswith("FAILED"), (name, done.stdout)
+
+
+def test_snippet_verifies_a_mind_with_a_forgotten_event_and_its_export(snippet: Path, real_mind, pmm,
+                                                                       tmp_path: Path) -> None:
+    mind, _ = real_mind
+    pmm("--mind", str(mind), "forget", "3", "--reason", "test", "--yes", check=True)
+    export = tmp_path / "forgotten.jsonl"
+    pmm("--mind", str(mind), "export", "-o", str(export), check=True)
+    assert '"content_digest"' in export.read_text()
+    for target in (mind, export):
+        done = run_snippet(snippet, target)
+        assert done.returncode == 0 and f"{2 + len(NOTES)} events" in done.stdout, done.stdout + done.stderr
+    # content removed outside pmm (a tombstone, but no content_forgotten event): both refuse it
+    bad = _tampered_mind(mind, tmp_path / "blanked.db", "UPDATE events SET content = '' WHERE id = 2")
+    conn = sqlite3.connect(bad)
+    conn.execute("INSERT INTO forgotten VALUES (2, ?)",
+                 (hashlib.sha256(b"pmm-content-v2\x00" + NOTES[0].encode()).hexdigest(),))
+    conn.commit()
+    conn.close()
+    done = run_snippet(snippet, bad)
+    assert done.returncode == 1 and done.stdout.startswith("FAILED: event 2:"), done.stdout
+    assert pmm("verify", str(bad), "--no-witness").returncode == 3
+    # and a forgotten event's content put back, or its tombstone dropped, fails as well
+    for sql in ("UPDATE events SET content = 'back' WHERE id = 3", "DELETE FROM forgotten"):
+        bad = _tampered_mind(mind, tmp_path / "back.db", sql)
+        done = run_snippet(snippet, bad)
+        assert done.returncode == 1 and done.stdout.startswith("FAILED: event 3:"), (sql, done.stdout)
+        bad.unlink()

@@ -435,3 +435,18 @@ def test_as_of_a_merged_mind_reads_it_as_the_merge_does_and_keeps_no_snapshot_pa
         assert past.first_merge(conn) is not None
         past.store(conn, "unused", [(past.SPACING, "h", {})], past.SPACING)
         assert past.ids(conn) == []  # a snapshot point after the merge: not kept
+
+
+def test_a_merged_copy_put_in_place_of_the_mind_it_was_merged_into_is_a_rollback(tmp_path: Path) -> None:
+    """The witness judges a file by its own history first: after x merged y, `cp y.db x.db`
+    throws x's own events and the merge away, and verify says so (exit 3), though y itself
+    passes as a merged copy."""
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(a), "remember", "on a", check=True)
+    run_in("--mind", str(b), "remember", "on b", check=True)
+    cli_json(a, "merge", str(b))
+    assert run_pmm("verify", str(b)).returncode == 0  # the merged copy, where it is
+    a.write_bytes(b.read_bytes())
+    done = run_pmm("verify", str(a), "--json")
+    assert done.returncode == 3, done.stdout.decode()
+    assert json_data(done.stdout)["witness"]["state"] in ("forked", "truncated", "rolled_back")

@@ -272,9 +272,9 @@ def test_migration_5_indexes_the_chat_links_and_keeps_every_hash(tmp_path: Path,
     assert upgraded.exit_code == 0, upgraded.stderr
     assert _rows(path)[:-1] == rows  # every event and hash kept
     with Ledger.open(path) as mind:
-        assert mind.schema_version == 5 and schema.differences(mind.conn, 5) == []
+        assert mind.schema_version == schema.SCHEMA_VERSION and schema.differences(mind.conn, schema.SCHEMA_VERSION) == []
         history = [name for name, _, _ in schema.history(mind.conn)]
-    assert history[-1] == "0005_link_indexes"
+    assert history[-3:] == ["0005_link_indexes", "0006_forgotten", "0007_session_summary"]
     plans = _plans(path)
     assert all("USING INDEX events_session" in plan for plan in plans.values()), plans
     _ok("verify", "--deep", str(path))

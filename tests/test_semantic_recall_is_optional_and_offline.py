@@ -208,6 +208,11 @@ def test_a_schema_3_mind_is_read_as_it_is_then_migrated_keeping_every_hash(tmp_p
     _sql(path, "DELETE FROM pmm_meta WHERE key = 'migration:0004_event_vectors'")  # not applied yet
     _sql(path, "DROP INDEX events_session")  # nor schema 5's index
     _sql(path, "DELETE FROM pmm_meta WHERE key = 'migration:0005_link_indexes'")
+    _sql(path, "DROP TABLE forgotten")  # nor schema 6's tombstones
+    _sql(path, "DELETE FROM pmm_meta WHERE key = 'migration:0006_forgotten'")
+    _sql(path, "DROP TABLE session_summary")  # nor schema 7's sessions table
+    _sql(path, "DELETE FROM projection_cache WHERE name = 'sessions'")
+    _sql(path, "DELETE FROM pmm_meta WHERE key = 'migration:0007_session_summary'")
     conn = sqlite3.connect(path)
     assert schema.differences(conn, 3) == []
     chain = conn.execute("SELECT id, prev_hash, hash FROM events ORDER BY id").fetchall()

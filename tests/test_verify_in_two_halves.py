@@ -86,7 +86,8 @@ def _sealed(tmp_path: Path, events: int) -> Path:
 def test_the_deep_read_in_a_child_finds_what_it_finds_here(tmp_path: Path) -> None:
     sealed = _sealed(tmp_path, 1000)
     forked, here = deep_both_ways(sealed)
-    assert forked == here == Replayed(None, "reflects event 1000; equals a full replay", True)
+    assert forked == here == Replayed(None, "reflects event 1000; equals a full replay", True,
+                                      sessions="reflects event 1000; equals the events")
 
     spaced = tamper(sealed, tmp_path / "meta.db", 700, "UPDATE events SET meta = '{\"source\": \"user\"}' WHERE id = ?")
     forked, here = deep_both_ways(spaced)
@@ -116,4 +117,6 @@ def test_verify_deep_of_a_mind_past_the_threshold_reports_the_same(tmp_path: Pat
     assert report.deep == {"sqlite_quick_check": "ok", "meta_canonical": True,
                            "projection_cache": f"reflects event {DEEP_PARALLEL_FROM + 1}; equals a full replay",
                            "cache_matches_replay": True,
-                           "snapshots": "3 checked, each equals a full replay", "snapshots_match_replay": True}
+                           "snapshots": "3 checked, each equals a full replay", "snapshots_match_replay": True,
+                           "sessions_table": f"reflects event {DEEP_PARALLEL_FROM + 1}; equals the events",
+                           "sessions_match_events": True}

@@ -56,7 +56,7 @@ def root(
 # test_architecture.py's test_the_lazy_tree_is_typers_tree holds this table to the modules.
 MODULES = ("init", "standing", "browse", "timetravel", "chat", "sessions", "recall", "models", "trace",
            "reflect", "commitments", "reflections", "run", "health", "portability", "merge", "verify",
-           "signing", "backup")
+           "signing", "backup", "forget")
 COMMANDS = {
     "init": "init", "remember": "standing", "pins": "standing", "unpin": "standing",
     "rename": "standing", "stats": "browse", "log": "browse", "search": "browse", "diff": "timetravel",
@@ -64,6 +64,7 @@ COMMANDS = {
     "run": "run", "health": "health", "export": "portability", "import": "portability",
     "merge": "merge", "verify": "verify",
     "keygen": "signing", "sign": "signing", "backup": "backup", "restore": "backup",
+    "forget": "forget", "upgrade": "forget",
     # groups
     "persona": "standing", "model": "models", "commitments": "commitments",
     "reflections": "reflections",

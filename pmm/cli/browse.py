@@ -217,12 +217,13 @@ def log(
             opened, then = stack.enter_context(timetravel.ending(mind_path(mind), as_of))
             output.message(then.said())
         events = browse.log(opened, n, kind, window)
+        gone = opened.forgotten() if opened.tombstones and any(not e.content for e in events) else {}
     if json:
         output.emit_json([browse.event_json(e) for e in events])
         return
     if not events and window is not None:
         output.message("No events in that window.")
-    _lines([(e, e.content) for e in events])
+    _lines([(e, "(content forgotten)" if e.id in gone else e.content) for e in events])
 
 
 def search(

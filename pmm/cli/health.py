@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 def health(
     online: Annotated[bool, typer.Option("--online", help="Also ask the chat and reflection models' providers whether they answer (opens connections).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as failures (exit 7 when nothing failed).")] = False,
-    repair: Annotated[bool, typer.Option("--repair", help="First rebuild the search index, projection cache and recall vectors from the events (writes the mind).")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="First rebuild the search index, projection cache, sessions table and recall vectors from the events (writes the mind).")] = False,
     full: Annotated[bool, typer.Option("--full", help="Check every event's hash and read every search index entry (by default the events an earlier check of this file verified are trusted).")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,

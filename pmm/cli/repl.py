@@ -161,7 +161,7 @@ def _sessions(chat: Chat, rest: str) -> None:
     from pmm.cli.sessions import render
     from pmm.services import sessions
 
-    found = sessions.of_mind(chat.mind)[-10:]
+    found = sessions.newest(chat.mind, 10)
     output.message("\n".join(render(found)) if found else "No sessions yet.")
     output.message(f"This session: {chat.session[:12]}" + ("" if chat.started else " (new)"))
 

@@ -392,9 +392,38 @@ MIND_MERGED = declare(
 # declared id field is listed here or is not an event id).
 EVENT_REFERENCES = frozenset({
     "reply_to", "context", "standing", "recalled", "response", "message", "note", "reflection",
-    "first_id", "last_id", "covers", "previous", "commitment", "evidence", "turn"})
+    "first_id", "last_id", "covers", "previous", "commitment", "evidence", "turn", "event"})
 NOT_REFERENCES = frozenset({"context_window", "fork", "other_head_id", "their_ids", "origin_ids",
-                            "same", "same_ids"})
+                            "same", "same_ids", "format1_events"})
+
+CONTENT_FORGOTTEN = declare(
+    EventKind(
+        "content_forgotten",
+        "The owner forgot an event's content (`pmm forget`, ledger format 2): the event stays in"
+        " the chain with its id, kind, time and meta, but its content is gone from the mind,"
+        " its search index and derived tables; content_digest is the digest the event's hash"
+        " commits to in the content's place (its tombstone); by is who asked (the login name)."
+        " Projections read the forgotten event with empty content.",
+        {"event": ID_REQUIRED, "content_digest": STR_REQUIRED, "by": STR, "source": STR},
+        content="Why it was forgotten.",
+    )
+)
+LEDGER_UPGRADED = declare(
+    EventKind(
+        "ledger_upgraded",
+        "The mind's chain was rewritten from ledger format 1 to 2 (`pmm upgrade`): every event"
+        " before this one has the same id, time, kind, content and meta and a new hash; the"
+        " format-1 chain had format1_events events ending at the hash format1_head, which a"
+        " signature made before the upgrade names.",
+        {"from_format": Field("int", True, low=1, high=1), "format1_events": ID_REQUIRED,
+         "format1_head": STR_REQUIRED},
+        content="What was upgraded.",
+    )
+)
+
+# Kinds only the ledger writes, in the transaction that does what they record (the content's
+# removal, the chain's rewrite): an ordinary append of one would record what did not happen.
+LEDGER_ONLY = frozenset({CONTENT_FORGOTTEN.name, LEDGER_UPGRADED.name})
 
 
 class Event(NamedTuple):

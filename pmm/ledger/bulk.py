@@ -24,8 +24,8 @@ from pmm import errors
 from pmm.domain.events import Event
 from pmm.domain.states import States
 from pmm.ledger import connection as cx
-from pmm.ledger import folded, fts, past, schema
-from pmm.ledger.chain import GENESIS_PREV
+from pmm.ledger import folded, fts, past, schema, session_table
+from pmm.ledger.chain import FORMAT_VERSION, GENESIS_PREV
 
 Row = Sequence[Any]  # an ``Event``, or a plain tuple in its column order
 Batch = Sequence[Row]
@@ -41,15 +41,22 @@ _DONE = None
 class Mind(folded.Source, Protocol):
     """What the build needs of the ledger it writes (``pmm.ledger.store.Ledger``)."""
 
+    @property
+    def tombstones(self) -> bool: ...  # the file keeps forgotten events' digests (ledger format 2)
+
     def _index_text(self, after_id: int) -> None: ...
+
+    def _insert_tombstones(self, tombstones: dict[int, str]) -> None: ...
 
 
 def build(path: Path, mind_id: str, batches: Iterable[Batch],
           opened: Callable[[Path, sqlite3.Connection, dict[str, str]], Mind],
           folded_states: Callable[[], States | None] | None = None,
-          folded_snaps: Callable[[], list[past.Snap]] | None = None) -> int:
-    """Create a new mind at ``path`` from batches of checked events (from event 1); returns
-    how many. ``opened(tmp, conn, identity)`` is the ledger over the temp file (store's
+          folded_snaps: Callable[[], list[past.Snap]] | None = None,
+          tombstones: dict[int, str] | None = None, ledger_format: int = FORMAT_VERSION) -> int:
+    """Create a new mind at ``path`` from batches of checked events (from event 1), of ledger
+    format ``ledger_format``, with the ``tombstones`` of its forgotten events (read whole by
+    the time the batches are); returns how many. ``opened(tmp, conn, identity)`` is the ledger over the temp file (store's
     ``Ledger``, passed in: that module imports this one). See ``Ledger.build``."""
     with cx.new_file(path) as (tmp, conn), cx.translated(tmp):
         conn.execute("PRAGMA journal_mode=OFF")
@@ -61,11 +68,14 @@ def build(path: Path, mind_id: str, batches: Iterable[Batch],
         conn.execute("PRAGMA threads=2")
         with SideIndex(Path(f"{tmp}-fts"), schema.SCHEMA_VERSION, conn) as side:
             conn.execute("BEGIN")
-            cx.init_file(conn, mind_id, with_indexes=False)
+            cx.init_file(conn, mind_id, with_indexes=False, ledger_format=ledger_format)
             conn.execute(f"DROP TRIGGER {HEAD_TRIGGER}")
             mind = opened(tmp, conn, cx.read_identity(conn, tmp))
             folding = folded.Folding(mind, 0) if folded_states is None else None
-            count = _insert(conn, batches, side, folding)
+            keeping = session_table.Keeping(conn, mind_id, (0, GENESIS_PREV))
+            count = _insert(conn, batches, side, folding, keeping)
+            if tombstones and mind.tombstones:
+                mind._insert_tombstones(tombstones)
             # The head trigger's rule held for every row (``_insert``); the indexes are sorted
             # once, while the side thread finishes the search index.
             for statement in (*schema.EVENTS_INDEXES, schema.GUARDS[0]):
@@ -83,15 +93,17 @@ def build(path: Path, mind_id: str, batches: Iterable[Batch],
                     folded.rebuild(mind)
                 else:
                     folded.seal(mind, states, folded_snaps() if folded_snaps is not None else None)
-            if mind.head()[0] != count:
+            head = mind.head()
+            if head[0] != count:
                 raise errors.PmmError("internal: the bulk insert lost events")
+            keeping.write(head)
             conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode=DELETE")
     return count
 
 
 def _insert(conn: sqlite3.Connection, batches: Iterable[Batch], side: SideIndex,
-            folding: folded.Folding | None) -> int:
+            folding: folded.Folding | None, keeping: session_table.Keeping) -> int:
     """Insert every batch, each refused unless it extends the one before (the head trigger's
     rule: the caller checked every link inside a batch, and ids are consecutive in it)."""
     last_id, last_hash = 0, GENESIS_PREV
@@ -105,6 +117,7 @@ def _insert(conn: sqlite3.Connection, batches: Iterable[Batch], side: SideIndex,
                                   f" extend the head (event {first[0]} does not)")
         if folding is not None:
             batch = list(folding.passing(map(Event._make, batch)))
+        keeping.see(batch)
         conn.executemany(INSERT, batch)
         texts += batch
         if len(texts) >= INDEX_BATCH:

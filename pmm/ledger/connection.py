@@ -169,6 +169,10 @@ def configure_writer(conn: sqlite3.Connection, path: Path) -> None:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.1)
         conn.execute("PRAGMA synchronous=FULL")
+        # Freed bytes are zeroed: an old copy of a row (a projection cache rewritten at every
+        # write, a forgotten event's content) never lingers in free space for a later
+        # `pmm forget` to miss.
+        conn.execute("PRAGMA secure_delete=ON")
 
 
 def _folder_writable(path: Path) -> bool:
@@ -263,10 +267,12 @@ def _publish(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
-def init_file(conn: sqlite3.Connection, mind_id: str, *, with_indexes: bool = True) -> None:
-    """Lay out an empty mind in a fresh file (the caller commits)."""
+def init_file(conn: sqlite3.Connection, mind_id: str, *, with_indexes: bool = True,
+              ledger_format: int = FORMAT_VERSION) -> None:
+    """Lay out an empty mind in a fresh file (the caller commits); ``ledger_format`` is the
+    newest for a new mind, an export's own for a file built from it."""
     schema.create(conn, with_indexes=with_indexes)
     conn.executemany(
         "INSERT INTO pmm_meta(key, value) VALUES (?, ?)",
-        [("ledger_format", str(FORMAT_VERSION)), ("mind_id", mind_id)],
+        [("ledger_format", str(ledger_format)), ("mind_id", mind_id)],
     )

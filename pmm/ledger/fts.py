@@ -89,6 +89,11 @@ def rebuild(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO events_fts(events_fts) VALUES ('rebuild')")
 
 
+def optimize(conn: sqlite3.Connection) -> None:
+    """Merge every segment of the index into one (what drops a deleted entry's old bytes)."""
+    conn.execute("INSERT INTO events_fts(events_fts) VALUES ('optimize')")
+
+
 def index_after(conn: sqlite3.Connection, after_id: int) -> None:
     conn.execute("INSERT INTO events_fts(rowid, content) SELECT id, content FROM events"
                  " WHERE id > ?", (after_id,))

@@ -7,6 +7,10 @@
 ``meta`` is carried as the exact canonical text that was hashed (a JSON string), so an export
 re-imports to identical hashes without re-serialising anything. The end line makes a file that
 was cut at a line boundary detectable.
+
+Export version 2 (of a ledger-format-2 mind) is the same, except that the line of a forgotten
+event carries its tombstone as an eighth key, ``"content_digest"``, after an empty content.
+A ledger-format-1 mind is exported as version 1, which older pmm versions read.
 """
 
 from __future__ import annotations
@@ -21,18 +25,21 @@ from typing import IO, Any
 from pmm.domain.events import Event
 from pmm.domain.ids import is_mind_id
 from pmm.errors import InputRejected, quoted
-from pmm.ledger.chain import FORMAT_VERSION
+from pmm.ledger.chain import FORMATS
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # the newest; each ledger format has its own (``VERSION_OF``)
+VERSION_OF = {1: 1, 2: 2}  # ledger format -> the export version that carries it
 MAX_LINE = 64 * 1024 * 1024
 EVENT_KEYS = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
+TOMBSTONE_KEY = "content_digest"
 _EVENT_KEYSET = frozenset(EVENT_KEYS)
+_FORGOTTEN_KEYSET = frozenset((*EVENT_KEYS, TOMBSTONE_KEY))
 
 
 def header_line(mind_id: str, ledger_format: int, since: int) -> str:
     header = {
         "pmm": "export",
-        "version": EXPORT_VERSION,
+        "version": VERSION_OF.get(ledger_format, EXPORT_VERSION),
         "ledger_format": ledger_format,
         "mind_id": mind_id,
         "since": since,
@@ -43,12 +50,26 @@ def header_line(mind_id: str, ledger_format: int, since: int) -> str:
 _EVENT_LINE = '{"id":%d,"ts":%s,"kind":%s,"content":%s,"meta":%s,"prev_hash":%s,"hash":%s}\n'
 
 
-def event_lines(events: Iterable[Sequence[Any]]) -> Iterator[str]:
+_FORGOTTEN_LINE = _EVENT_LINE[:-2] + ',"content_digest":%s}\n'
+
+
+def event_lines(events: Iterable[Sequence[Any]],
+                forgotten: dict[int, str] | None = None) -> Iterator[str]:
     """One line per event (an ``Event`` or a row in its column order); %-formatting is the
-    fastest way CPython has to build these, and export speed is one of pmm's bars."""
+    fastest way CPython has to build these, and export speed is one of pmm's bars. An event
+    in ``forgotten`` (id -> content digest) carries its tombstone (export version 2)."""
     enc, line = encode_basestring, _EVENT_LINE
+    if not forgotten:
+        for i, ts, kind, content, meta, prev, digest in events:
+            yield line % (i, enc(ts), enc(kind), enc(content), enc(meta), enc(prev), enc(digest))
+        return
     for i, ts, kind, content, meta, prev, digest in events:
-        yield line % (i, enc(ts), enc(kind), enc(content), enc(meta), enc(prev), enc(digest))
+        tomb = forgotten.get(i)
+        if tomb is None:
+            yield line % (i, enc(ts), enc(kind), enc(content), enc(meta), enc(prev), enc(digest))
+        else:
+            yield _FORGOTTEN_LINE % (i, enc(ts), enc(kind), enc(content), enc(meta), enc(prev),
+                                     enc(digest), enc(tomb))
 
 
 def end_line(count: int, last_id: int, head: str) -> str:
@@ -112,6 +133,8 @@ class ExportReader:
         self.is_export = False  # the first line is a pmm export header (whatever else is wrong)
         self.end_at: int | None = None  # the end line's number, once it is read
         self.end_last_id: Any = None  # the last id the end line claims
+        self.version = 0  # the header's export version, once read
+        self.forgotten: dict[int, str] = {}  # tombstones read so far: event id -> content digest
         self._pending: list[bytes] = []  # lines read ahead by ``batches`` and handed back, reversed
 
     def _readline(self, limit: int) -> bytes:
@@ -148,8 +171,9 @@ class ExportReader:
                 line=self.line,
             )
         self.is_export = True
-        if obj.get("version") != EXPORT_VERSION:
-            raise InputRejected(f"unsupported export version {obj.get('version')!r}", line=self.line)
+        version = obj.get("version")
+        if not _is_int(version) or version not in VERSION_OF.values():
+            raise InputRejected(f"unsupported export version {version!r}", line=self.line)
         mind_id, fmt, since = obj.get("mind_id"), obj.get("ledger_format"), obj.get("since")
         if mind_id is None or not (_is_int(fmt) and _is_int(since)):
             raise InputRejected("export header is missing mind_id, ledger_format or since", line=self.line)
@@ -159,9 +183,14 @@ class ExportReader:
         assert isinstance(fmt, int) and isinstance(since, int)
         if since < 1:
             raise InputRejected("export header's since must be 1 or more", line=self.line)
-        if fmt != FORMAT_VERSION:
-            raise InputRejected(f"ledger format {fmt} is not one this pmm reads ({FORMAT_VERSION})",
+        if fmt not in FORMATS:
+            raise InputRejected(f"ledger format {fmt} is not one this pmm reads"
+                                f" ({', '.join(map(str, FORMATS))})",
                                 hint="upgrade pmm to import it", line=self.line)
+        if VERSION_OF[fmt] != version:
+            raise InputRejected(f"export version {version} does not carry ledger format {fmt}"
+                                f" (export version {VERSION_OF[fmt]} does)", line=self.line)
+        self.version = version
         self.last_id = since - 1
         return Header(mind_id, fmt, since)
 
@@ -175,6 +204,7 @@ class ExportReader:
         event), so it is not decoded here."""
         readline, loads, fast, limit = self._readline, _loads, fast_decoder(), MAX_LINE + 1
         keyset, make = _EVENT_KEYSET, Event
+        tombs = self.forgotten if self.version >= 2 else None
         line = self.line
         while raw := readline(limit):
             line += 1
@@ -189,7 +219,12 @@ class ExportReader:
                     obj = loads(text)
                 event = make(obj["id"], obj["ts"], obj["kind"], obj["content"], obj["meta"],
                              obj["prev_hash"], obj["hash"])
-                if (obj.keys() != keyset or type(event.id) is not int or type(event.ts) is not str
+                if obj.keys() != keyset:
+                    digest = obj.get(TOMBSTONE_KEY) if tombs is not None else None
+                    if obj.keys() != _FORGOTTEN_KEYSET or type(digest) is not str:
+                        raise ValueError
+                    tombs[obj["id"]] = digest  # type: ignore[index]
+                if (type(event.id) is not int or type(event.ts) is not str
                         or type(event.kind) is not str or type(event.content) is not str
                         or type(event.meta_json) is not str or type(event.prev_hash) is not str
                         or type(event.hash) is not str):
@@ -261,10 +296,11 @@ class ExportReader:
             raise InputRejected("expected a JSON object", line=self.line)
         if "pmm" in obj:
             return obj
-        if obj.keys() != _EVENT_KEYSET:
-            wrong = sorted(_EVENT_KEYSET - obj.keys()) or sorted(obj.keys() - _EVENT_KEYSET)
+        keys = _FORGOTTEN_KEYSET if self.version >= 2 and TOMBSTONE_KEY in obj else _EVENT_KEYSET
+        if obj.keys() != keys:
+            wrong = sorted(keys - obj.keys()) or sorted(obj.keys() - keys)
             raise InputRejected(f"event has missing or unknown fields: {', '.join(wrong)}", line=self.line)
-        if not _is_int(obj["id"]) or not all(isinstance(obj[k], str) for k in EVENT_KEYS[1:]):
+        if not _is_int(obj["id"]) or not all(isinstance(obj[k], str) for k in keys - {"id"}):
             raise InputRejected("event fields have the wrong types", line=self.line)
         raise InputRejected("malformed event", line=self.line)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pmm import errors
 from pmm.domain.shapes import is_ts
-from pmm.ledger import fts
+from pmm.ledger import fts, session_table
 
 APPLICATION_ID = 0x504D4D31  # "PMM1": lets `file` and pmm tell a mind from other SQLite files
 
@@ -97,6 +97,10 @@ V1 = (
 # pmm.ledger.vectors' table: one embedding per recent event, derived, never hashed.
 VECTORS_TABLE = "CREATE TABLE event_vectors (id INTEGER PRIMARY KEY, vec BLOB NOT NULL)"
 
+# One row per event whose content was forgotten: the content digest its format-2 hash commits to.
+FORGOTTEN_TABLE = "CREATE TABLE forgotten (id INTEGER PRIMARY KEY, content_digest TEXT NOT NULL)"
+FORGOTTEN_FROM = 6  # the schema version that has the table
+
 # A migration step: a statement, or a function of the connection for what SQL alone cannot say.
 Step = str | Callable[[sqlite3.Connection], None]
 
@@ -125,6 +129,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "0004_event_vectors", (VECTORS_TABLE,)),
     # Chat events indexed by session (LINK_INDEXES): trace looks them up instead of scanning.
     Migration(5, "0005_link_indexes", (lambda conn: _link_indexes(conn),)),
+    # Tombstones of forgotten content (ledger format 2, ``pmm forget``): the digest that stands
+    # for an event's removed content in its hash. Empty until something is forgotten.
+    Migration(6, "0006_forgotten", (FORGOTTEN_TABLE,)),
+    # One row a session (pmm.ledger.session_table), kept by every append, so listing the newest
+    # sessions reads a few rows; filled from the events (about 5 s per million).
+    Migration(7, "0007_session_summary", (session_table.TABLE, session_table.INDEX,
+                                          lambda conn: session_table.backfill(conn))),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].number
 KNOWN = {INITIAL: 1, **{m.name: m.number for m in MIGRATIONS}}  # every name pmm records, and its number

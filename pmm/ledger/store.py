@@ -18,14 +18,24 @@ from typing import Any, ClassVar, TypeVar
 from pmm import errors
 from pmm.domain.canonical import canonical_json
 from pmm.domain.checks import check_draft
-from pmm.domain.events import Draft, Event
+from pmm.domain.events import LEDGER_ONLY, Draft, Event
 from pmm.domain.states import States
 from pmm.ledger import connection as cx
-from pmm.ledger import folded, fts, past, schema
-from pmm.ledger.chain import GENESIS_PREV, RawRow, chain_prefix, event_hash
+from pmm.ledger import folded, fts, past, schema, session_table
+from pmm.ledger.chain import (
+    FORMAT_VERSION,
+    GENESIS_PREV,
+    ChainState,
+    RawRow,
+    chain_prefix,
+    check_chain,
+    content_digest,
+    event_hash,
+)
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
 HEAD_TRIGGER = "events_extend_head"  # schema.GUARDS[0]: every insert must extend the head
+UPDATE_TRIGGER = "events_no_update"  # schema.GUARDS[1]: no event is ever changed (but forgotten)
 DEFER_INDEXES_FROM = 10_000  # events an import adds before its indexes are built after it
 
 
@@ -43,6 +53,14 @@ COLUMNS = select_list()
 _RAW_COLUMNS = ", ".join(
     ["CASE WHEN typeof(id) = 'integer' THEN id END"]
     + [f"CASE WHEN typeof({c}) = 'text' THEN {c} END" for c in NAMES[1:]])
+# Format 2 adds each row's tombstone (a forgotten event's content digest; NULL, then None, for
+# the rest): one lookup in a table that holds only the forgotten events. A tombstone that is
+# not text comes back as a BLOB the checker refuses.
+_RAW_COLUMNS_2 = ", ".join(
+    ["CASE WHEN typeof(e.id) = 'integer' THEN e.id END"]
+    + [f"CASE WHEN typeof(e.{c}) = 'text' THEN e.{c} END" for c in NAMES[1:]]
+    + ["CASE WHEN f.id IS NULL THEN NULL WHEN typeof(f.content_digest) = 'text'"
+       " THEN f.content_digest ELSE x'00' END"])
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 T = TypeVar("T")
 
@@ -195,14 +213,37 @@ class Ledger:
         self.conn.text_factory = bytes
         low = since if since is not None else -(2**63)
         high = before if before is not None else 2**63 - 1
+        if self.tombstones:
+            sql = (f"SELECT {_RAW_COLUMNS_2} FROM events e LEFT JOIN forgotten f ON f.id = e.id"
+                   " WHERE e.id >= ? AND e.id < ? ORDER BY e.id")
+        else:
+            sql = f"SELECT {_RAW_COLUMNS} FROM events WHERE id >= ? AND id < ? ORDER BY id"
         try:
             with cx.translated(self.path):
-                cursor.execute(f"SELECT {_RAW_COLUMNS} FROM events WHERE id >= ? AND id < ?"
-                               " ORDER BY id", (low, high))
+                cursor.execute(sql, (low, high))
                 while batch := cursor.fetchmany(4096):
                     yield from batch
         finally:
             self.conn.text_factory = str
+
+    @property
+    def tombstones(self) -> bool:
+        """Whether events of this mind can be forgotten: format 2, with the tombstone table."""
+        return self.ledger_format >= 2 and self.schema_version >= schema.FORGOTTEN_FROM
+
+    def forgotten(self) -> dict[int, str]:
+        """The content digest of every forgotten event, by id (few: read whole)."""
+        if not self.tombstones:
+            return {}
+        with cx.translated(self.path):
+            return {int(i): str(d) for i, d in self.conn.execute(
+                "SELECT id, CAST(content_digest AS TEXT) FROM forgotten ORDER BY id")}
+
+    def event(self, event_id: int) -> Event | None:
+        """The event with id ``event_id``, or None."""
+        with cx.translated(self.path):
+            row = self.conn.execute(f"SELECT {COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+        return None if row is None else Event._make(row)
 
     def tail(self, n: int, kind: str | None = None) -> list[Event]:
         sql = f"SELECT {COLUMNS} FROM events"
@@ -242,10 +283,12 @@ class Ledger:
             return str(exc)
 
     def repair(self) -> None:
-        """Rebuild the search index and the projection cache from the events, in one transaction."""
+        """Rebuild the search index, the projection cache and the sessions table from the
+        events, in one transaction."""
         with self.transaction():
             fts.reset(self.conn, self.schema_version)
             folded.rebuild(self)
+            session_table.rebuild(self.conn, self.mind_id)
 
     def repair_index(self) -> None:
         """Reset and rebuild the search index from the events (in the open transaction, if any)."""
@@ -303,6 +346,7 @@ class Ledger:
             if callable(drafts):
                 prepared = _prepare(drafts(head_id + 1))
             folding = folded.Folding(self, head_id)
+            keeping = session_table.Keeping(self.conn, self.mind_id, (head_id, head_hash))
             new: list[Event] = []
             prev = head_hash
             for kind, content, meta in prepared:
@@ -311,9 +355,10 @@ class Ledger:
                 digest = event_hash(self.prefix, event_id, ts, kind, content, meta, prev)
                 new.append(Event(event_id, ts, kind, content, meta, prev, digest))
                 prev = digest
-            self._insert(folding.passing(new))
+            self._insert(keeping.passing(folding.passing(new)))
             self._index_text(head_id)
             folding.seal()
+            keeping.write((new[-1].id, new[-1].hash) if new else (head_id, head_hash))
         return new
 
     def _insert(self, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -337,19 +382,173 @@ class Ledger:
             fts.reset(self.conn, self.schema_version)
         self.conn.execute("RELEASE pmm_fts")
 
+    # -- forgetting ----------------------------------------------------------------------------
+
+    def forget(self, event_id: int, draft: Callable[[Event, str], Draft]) -> tuple[Event, Event]:
+        """Remove event ``event_id``'s content and append the event ``draft(target, digest)``
+        makes (its ``content_forgotten``), in one transaction; returns (target as it was, new).
+
+        The content's digest stays as the event's tombstone (``forgotten``), so its format-2
+        hash, and every hash and signature after it, still verify. The content leaves the
+        events table, the search index (its segments merged, so no old entry survives), the
+        recall vectors and the projection cache (every row: any may hold the text; the next
+        write rebuilds it); the write runs with ``secure_delete`` (freed bytes are zeroed).
+        The caller then empties the WAL (``truncate_wal``), where older pages may remain."""
+        if not self.tombstones:
+            raise errors.PmmError("internal: only a format-2 mind can forget")
+        with cx.translated(self.path):
+            self.conn.execute("PRAGMA secure_delete=ON")
+        with self.transaction():
+            head_id, head_hash = self.head()
+            target = self.event(event_id)
+            if target is None:
+                raise errors.UsageError(f"there is no event #{event_id}",
+                                        hint=f"this mind's events are #1-#{head_id}; see pmm log")
+            digest = content_digest(target.content.encode())
+            ((kind, content, meta),) = _prepare([draft(target, digest)], ledger_only=True)
+            self.scrub({event_id: digest})
+            ts = now_ts()
+            new = Event(head_id + 1, ts, kind, content, meta, head_hash,
+                        event_hash(self.prefix, head_id + 1, ts, kind, content, meta, head_hash))
+            self._insert([new])
+            self._index_text(head_id)
+        folded.forget()  # this process's folds may hold the text too
+        return target, new
+
+    def scrub(self, tombstones: dict[int, str]) -> None:
+        """Replace each event's content by nothing and record its digest as its tombstone
+        (inside the caller's transaction, which must run with ``secure_delete``). The
+        no-update guard is dropped for the one statement and made again before COMMIT, as
+        ``append_checked`` does with the head trigger: a crash or a refusal rolls both back."""
+        if not tombstones:
+            return
+        ids = sorted(tombstones)
+        damaged = False
+        self.conn.execute("SAVEPOINT pmm_forget_fts")
+        try:
+            for event_id in ids:
+                if self.conn.execute("SELECT 1 FROM events_fts_docsize WHERE id = ?",
+                                     (event_id,)).fetchone() is None:
+                    continue  # not indexed (an index behind the events): nothing to take out
+                old = self.conn.execute("SELECT content FROM events WHERE id = ?", (event_id,)).fetchone()
+                self.conn.execute("INSERT INTO events_fts(events_fts, rowid, content)"
+                                  " VALUES ('delete', ?, ?)", (event_id, old[0]))
+                self.conn.execute("INSERT INTO events_fts(rowid, content) VALUES (?, '')", (event_id,))
+            # FTS5 (before SQLite 3.42's secure-delete) only marks an entry deleted: merging
+            # every segment into one is what drops the old entry from the file.
+            fts.optimize(self.conn)
+        except sqlite3.DatabaseError as exc:
+            if not fts.is_damage(exc):
+                raise
+            self.conn.execute("ROLLBACK TO pmm_forget_fts")
+            damaged = True
+        self.conn.execute("RELEASE pmm_forget_fts")
+        self.conn.execute(f"DROP TRIGGER {UPDATE_TRIGGER}")
+        self.conn.executemany("UPDATE events SET content = '' WHERE id = ?", [(i,) for i in ids])
+        self.conn.execute(schema.GUARDS[1])
+        self.conn.executemany("INSERT OR REPLACE INTO forgotten(id, content_digest) VALUES (?, ?)",
+                              [(i, tombstones[i]) for i in ids])
+        self.conn.executemany("DELETE FROM event_vectors WHERE id = ?", [(i,) for i in ids])
+        self.conn.execute("DELETE FROM projection_cache")
+        if damaged:  # made again from the events, whose content is gone now
+            fts.reset(self.conn, self.schema_version)
+
+    def truncate_wal(self) -> bool:
+        """Copy the WAL into the file and cut it to nothing (old pages leave with it); False
+        when another connection holds it open (its last writer empties it on closing)."""
+        with cx.translated(self.path):
+            # a reader mid-transaction would hold the checkpoint for the whole lock timeout:
+            # wait a little, then leave the WAL to the last writer's close
+            timeout = self.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+            self.conn.execute("PRAGMA busy_timeout=1000")
+            try:
+                row = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout={int(timeout)}")
+        return row is None or row[0] == 0
+
+    # -- upgrading the ledger format -----------------------------------------------------------
+
+    def upgrade_format(self, draft: Callable[[int, str], Draft]) -> Event | None:
+        """Rewrite a format-1 chain as format 2 in place, in one transaction: every event keeps
+        its id, ts, kind, content and meta, and is linked and hashed again; the format-1 chain
+        is checked as it is read (a broken one is refused, nothing written). Then the event
+        ``draft(format1_events, format1_head)`` makes is appended. None: format 2 already.
+
+        In place rather than a new file: SQLite's lock keeps other writers out, a crash rolls
+        it all back, and no copy of the old file (which may hold what its owner means to
+        forget) is left beside it. The projection cache is dropped (it names the old hashes)."""
+        if self.ledger_format >= 2:
+            return None
+        old_prefix, new_prefix = self.prefix, chain_prefix(2, self.mind_id)
+        with self.transaction():
+            if int(self.conn.execute("SELECT value FROM pmm_meta WHERE key = 'ledger_format'"
+                                     ).fetchone()[0]) >= 2:
+                return None  # another process upgraded it meanwhile
+            problem = check_chain(old_prefix, self.raw_rows(), ChainState()).problem
+            if problem is not None:
+                raise errors.IntegrityError(f"{self.path} fails verification, so it is not"
+                                            f" upgraded: {problem}", hint="see pmm verify")
+            head_id, old_head = self.head()
+            self.conn.execute(f"DROP TRIGGER {UPDATE_TRIGGER}")
+            # In batches (memory stays flat); a new prev_hash never equals an old one that the
+            # UNIQUE index holds, as SHA-256 does not repeat in practice.
+            prev, last = GENESIS_PREV, 0
+            while rows := self.conn.execute(f"SELECT {COLUMNS} FROM events WHERE id > ?"
+                                            " ORDER BY id LIMIT 8192", (last,)).fetchall():
+                updates = []
+                for event_id, ts, kind, content, meta, _prev, _hash in rows:
+                    digest = event_hash(new_prefix, event_id, ts, kind, content, meta, prev)
+                    updates.append((prev, digest, event_id))
+                    prev, last = digest, event_id
+                self.conn.executemany("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?", updates)
+            self.conn.execute(schema.GUARDS[1])
+            self.conn.execute("UPDATE pmm_meta SET value = '2' WHERE key = 'ledger_format'")
+            self.conn.execute("DELETE FROM projection_cache")
+            self.ledger_format, self.prefix = 2, new_prefix
+            ((kind, content, meta),) = _prepare([draft(head_id, old_head)], ledger_only=True)
+            ts = now_ts()
+            new = Event(head_id + 1, ts, kind, content, meta, prev,
+                        event_hash(new_prefix, head_id + 1, ts, kind, content, meta, prev))
+            self._insert([new])
+            self._index_text(head_id)
+        folded.forget()
+        self.truncate_wal()
+        return new
+
+    def format1_hash_at(self, size: int) -> str | None:
+        """The hash event ``size`` had in this mind's format-1 chain (before ``upgrade_format``),
+        recomputed from the stored events; None when one of them is forgotten (a format-1 hash
+        covers the content itself)."""
+        prefix, prev = chain_prefix(1, self.mind_id), GENESIS_PREV
+        forgotten = self.forgotten()
+        if any(event_id <= size for event_id in forgotten):
+            return None
+        for event in self.events():
+            if event.id > size:
+                break
+            prev = event_hash(prefix, event.id, event.ts, event.kind, event.content,
+                              event.meta_json, prev)
+        return prev
+
     # -- imports -------------------------------------------------------------------------------
 
-    def append_checked(self, events: Iterable[Event], *, expected: int = 0) -> int:
+    def append_checked(self, events: Iterable[Event], tombstones: dict[int, str] | None = None, *,
+                       expected: int = 0) -> int:
         """Append events that carry their own ids and hashes, in one transaction.
 
         ``events`` must already be checked against this mind's chain (the caller's iterator
-        raises to abort, and then nothing is written). Returns how many were appended.
-        ``expected``, how many the caller counted, decides whether the indexes are made again
-        after the insert (``DEFER_INDEXES_FROM``) rather than kept up row by row.
+        raises to abort, and then nothing is written). ``tombstones`` holds the digests of
+        the forgotten ones among them (read by then). A ``content_forgotten`` among them that
+        forgets an event this mind still holds the content of removes it here too. Returns
+        how many were appended. ``expected``, how many the caller counted, decides whether the
+        indexes are made again after the insert (``DEFER_INDEXES_FROM``) rather than kept up
+        row by row.
         """
         with self.transaction():
             head_id, head_hash = self.head()
             folding = folded.Folding(self, head_id)
+            keeping = session_table.Keeping(self.conn, self.mind_id, (head_id, head_hash))
             # The head trigger would look the head up again for every row: it is dropped for the
             # insert and made again before COMMIT (one transaction: a crash or a refusal rolls
             # both back), and its rule is held here, row by row, in memory.
@@ -360,28 +559,69 @@ class Ledger:
             if defer:
                 for name in schema.EVENTS_INDEX_NAMES:
                     self.conn.execute(f"DROP INDEX {name}")
-            self._insert(folding.passing(_extending(events, head_id, head_hash)))
+            self._insert(keeping.passing(folding.passing(_extending(events, head_id, head_hash))))
             if defer:
                 for statement in schema.EVENTS_INDEXES:
                     self.conn.execute(statement)
             self.conn.execute(schema.GUARDS[0])
+            scrubbed = False
+            if self.tombstones:
+                self._insert_tombstones({i: d for i, d in (tombstones or {}).items() if i > head_id})
+                scrubbed = self._forget_recorded(head_id)
             self._index_text(head_id)
-            folding.seal()
+            if not scrubbed:  # else the folds saw the content: the next write rebuilds the cache
+                folding.seal()
+            keeping.write(self.head())
+        if scrubbed:
+            folded.forget()
+            self.truncate_wal()
         return folding.count
 
-    def adopt_identity(self, mind_id: str) -> None:
-        """Give a mind with no events another mind's id (an import into an empty mind)."""
+    def _insert_tombstones(self, tombstones: dict[int, str]) -> None:
+        self.conn.executemany("INSERT INTO forgotten(id, content_digest) VALUES (?, ?)",
+                              sorted(tombstones.items()))
+
+    def _forget_recorded(self, head_id: int) -> bool:
+        """Forget here what the ``content_forgotten`` events after ``head_id`` forgot among the
+        events up to it (an import of another copy's forgetting); True if anything was. Each
+        recorded digest must be the stored content's: anything else is refused."""
+        import json
+
+        wanted: dict[int, str] = {}
+        for record_id, meta in self.conn.execute(
+                "SELECT id, meta FROM events WHERE kind = 'content_forgotten' AND id > ?", (head_id,)):
+            parsed = json.loads(meta)
+            if parsed["event"] <= head_id:
+                wanted[parsed["event"]] = parsed["content_digest"]
+                wanted_by = record_id
+        have = self.forgotten()
+        todo = {i: d for i, d in wanted.items() if i not in have}
+        for event_id, digest in todo.items():
+            row = self.conn.execute("SELECT content FROM events WHERE id = ?", (event_id,)).fetchone()
+            if row is None or content_digest(str(row[0]).encode()) != digest:
+                raise errors.InputRejected(
+                    f"event {wanted_by} forgets event {event_id} with a digest that is not its"
+                    " content's: the two copies disagree about it")
+        self.scrub(todo)
+        return bool(todo)
+
+    def adopt_identity(self, mind_id: str, ledger_format: int | None = None) -> None:
+        """Give a mind with no events another mind's id, and its ledger format (an import into
+        an empty mind: the export's hashes are of that format)."""
         if self.count():
             raise errors.PmmError("internal: only an empty mind can take another mind's id")
+        fmt = self.ledger_format if ledger_format is None else ledger_format
         with self.transaction():
             self.conn.execute("UPDATE pmm_meta SET value = ? WHERE key = 'mind_id'", (mind_id,))
-        self.mind_id = mind_id
-        self.prefix = chain_prefix(self.ledger_format, mind_id)
+            self.conn.execute("UPDATE pmm_meta SET value = ? WHERE key = 'ledger_format'", (str(fmt),))
+        self.mind_id, self.ledger_format = mind_id, fmt
+        self.prefix = chain_prefix(fmt, mind_id)
 
     @classmethod
     def build(cls, path: Path, mind_id: str, events: Iterable[Event],
               folded_states: Callable[[], States | None] | None = None,
-              folded_snaps: Callable[[], list[past.Snap]] | None = None) -> int:
+              folded_snaps: Callable[[], list[past.Snap]] | None = None,
+              tombstones: dict[int, str] | None = None, ledger_format: int = FORMAT_VERSION) -> int:
         """Create a new mind at ``path`` from checked events: a temp file, published on success.
 
         ``folded_states``, when given, returns the projections folded over ``events`` once they
@@ -397,7 +637,7 @@ class Ledger:
         from pmm.ledger import bulk
 
         return bulk.build(path, mind_id, bulk.chunks(events), cls._over_temp, folded_states,
-                          folded_snaps)
+                          folded_snaps, tombstones, ledger_format)
 
     @classmethod
     def _over_temp(cls, tmp: Path, conn: sqlite3.Connection, meta: dict[str, str]) -> Ledger:
@@ -406,12 +646,15 @@ class Ledger:
     @classmethod
     def build_batches(cls, path: Path, mind_id: str, batches: Iterable[Sequence[Sequence[Any]]],
                       folded_states: Callable[[], States | None] | None = None,
-                      folded_snaps: Callable[[], list[past.Snap]] | None = None) -> int:
+                      folded_snaps: Callable[[], list[past.Snap]] | None = None,
+                      tombstones: dict[int, str] | None = None,
+                      ledger_format: int = FORMAT_VERSION) -> int:
         """``build`` from lists of consecutive checked events, each an ``Event`` or a plain
         tuple in its column order (the cheapest hand-over)."""
         from pmm.ledger import bulk
 
-        return bulk.build(path, mind_id, batches, cls._over_temp, folded_states, folded_snaps)
+        return bulk.build(path, mind_id, batches, cls._over_temp, folded_states, folded_snaps,
+                          tombstones, ledger_format)
 
 
 def _extending(events: Iterable[Event], head_id: int, head_hash: str) -> Iterator[Event]:
@@ -425,11 +668,14 @@ def _extending(events: Iterable[Event], head_id: int, head_hash: str) -> Iterato
         yield event
 
 
-def _prepare(drafts: Iterable[Draft]) -> list[tuple[str, str, str]]:
-    """Check each draft against its kind and canonicalise its meta once, before any write."""
+def _prepare(drafts: Iterable[Draft], *, ledger_only: bool = False) -> list[tuple[str, str, str]]:
+    """Check each draft against its kind and canonicalise its meta once, before any write. A
+    kind of ``LEDGER_ONLY`` is written only by the operation it records (``ledger_only``)."""
     prepared = []
     for draft in drafts:
         try:
+            if draft.kind in LEDGER_ONLY and not ledger_only:
+                raise ValueError(f"a {draft.kind} event is written only by the ledger's own operation")
             check_draft(draft)
             prepared.append((draft.kind, draft.content, canonical_json(draft.meta)))
         except ValueError as exc:

@@ -6,8 +6,11 @@ the whole chain, and only then writes: a new file appears whole, an existing one
 is replaced in one SQLite transaction. The witness then accepts the restored head.
 
 Neither holds the mind in memory: the snapshot goes to a private temp file beside the mind (it
-is the same plain data as the mind, and as large), removed before it is encrypted chunk by chunk
-into the backup; a restore decrypts chunk by chunk into the staged copy it verifies.
+is the same plain data as the mind, and as large), whose name is removed before SQLite writes
+into it, and is encrypted chunk by chunk into the backup; a restore decrypts chunk by chunk into
+the owner-only staged copy it verifies (it needs a name: SQLite opens it to verify it). A temp
+file that a killed pmm left (``.NAME.tmp-PID-...``, its process gone) is removed by the next
+backup, restore or write of that mind.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None 
     from pmm.crypto import age
 
     replacing = check_target(source, target, keep, force)
+    files.remove_stale(source, also_in=[Path(tempfile.gettempdir())])  # what a killed pmm left
+    files.remove_stale(target)
     work_factor = settings.BACKUP_WORK_FACTOR.get()  # a bad value fails before any work
     # scrypt first: its 256 MiB (at 2^18) then come on top of the least this process holds
     sealer = age.Sealer(passphrase(), work_factor)
@@ -99,29 +104,34 @@ def backup(source: Path, target: Path, passphrase: Passphrase, keep: int | None 
 
 @contextlib.contextmanager
 def _snapshot(source: Path, target: Path) -> Iterator[tuple[IO[bytes], str, int, str]]:
-    """The mind's consistent image, open for reading in a private (0600) temp file that is gone
-    from its folder before anything reads it; its mind id and the head it ends at. The file goes
-    beside the mind, whose plain data it copies (in the system's temp folder if that folder is
-    read-only)."""
+    """The mind's consistent image, open for reading in a private (0600) temp file whose name
+    is gone before SQLite writes a page into it: the plain copy never has a name, so nothing of
+    it outlives this process, even one killed with SIGKILL (the kernel frees the file with its
+    last descriptor). Also its mind id and the head it ends at. The file goes beside the mind
+    (in the system's temp folder if that folder is read-only)."""
     from pmm.ledger import snapshot
     from pmm.ledger.store import Ledger
 
-    copy = _scratch_file(source)
-    try:
+    with Ledger.open(source) as mind:
+        copy = _scratch_file(source)
         try:
-            with Ledger.open(source) as mind:
-                mind_id = mind.mind_id
-                events, head = snapshot.snapshot_to(mind, copy)
-        except errors.WriteRefused as exc:
-            reason = exc.message.removeprefix(f"could not write {copy}: ")
-            raise errors.WriteRefused(
-                f"could not write the backup {target}: its snapshot, a temporary copy of the mind"
-                f" beside it, could not be written ({reason})",
-                hint="nothing was written; the snapshot needs as much free space beside the mind as"
-                     " the mind takes") from None
-        handle = open(copy, "rb")  # closed below: its name goes first
-    finally:
-        copy.unlink(missing_ok=True)
+            handle = open(copy, "rb")  # read once the copy is written; closed below
+            try:
+                events, head = snapshot.snapshot_to(mind, copy, opened=lambda: copy.unlink(missing_ok=True))
+            except errors.WriteRefused as exc:
+                handle.close()
+                reason = exc.message.removeprefix(f"could not write {copy}: ")
+                raise errors.WriteRefused(
+                    f"could not write the backup {target}: its snapshot, a temporary copy of the mind"
+                    f" beside it, could not be written ({reason})",
+                    hint="nothing was written; the snapshot needs as much free space beside the mind as"
+                         " the mind takes") from None
+            except BaseException:
+                handle.close()
+                raise
+        finally:
+            copy.unlink(missing_ok=True)
+        mind_id = mind.mind_id
     with handle:
         yield handle, mind_id, events, head
 
@@ -266,6 +276,7 @@ def restore(source: Path, target: Path, passphrase: Passphrase, *, force: bool =
     from pmm.ledger.store import Ledger
 
     check_restore_target(target, force)
+    files.remove_stale(target)  # a decrypted mind a killed restore left
     with files.open_input(source, "backup") as handle:
         sealed = age.Sealed(handle, str(source))  # refuse a hostile header before asking anything
         sealed.unlock(passphrase())

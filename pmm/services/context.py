@@ -240,8 +240,10 @@ def _standing(states: States, mind: Ledger, budget: int, spent: int,
     if persona is not None:
         wanted.append((*persona, "persona"))
     wanted += [(*note, "pinned") for note in reversed(pinned)]  # the newest pins first
-    commitments = states["commitments"]["open"].items()
-    wanted += [(int(opened), c["text"], "commitment") for opened, c in commitments][:COMMITMENTS_SHOWN]
+    # oldest first by id, not by the dict's order (a cache or snapshot read back from JSON has
+    # its keys sorted as text: "14458" before "82")
+    commitments = sorted((int(opened), c["text"]) for opened, c in states["commitments"]["open"].items())
+    wanted += [(opened, text, "commitment") for opened, text in commitments[:COMMITMENTS_SHOWN]]
     summaries = states["summaries"]
     if summary := summaries["latest"]:
         wanted.append((summary["id"], summary["text"], "summary"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 import uuid
 from collections.abc import Iterable, Iterator
@@ -248,7 +249,46 @@ def read_file(path: Path, what: str, limit: int) -> bytes:
 
 
 def temp_beside(path: Path) -> Path:
+    """A private temp name for ``path``, in its folder: ``.NAME.tmp-PID-RANDOM``. The process id
+    lets a later pmm tell one whose process is gone (``remove_stale``)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+_STALE = re.compile(r"(\d{1,10})-[0-9a-f]{8}(?:-fts)?(?:-wal|-shm|-journal)?")  # -fts: a bulk import's index
+
+
+def remove_stale(path: Path, *, also_in: Iterable[Path] = ()) -> list[Path]:
+    """Remove ``temp_beside(path)`` files (and their SQLite side files) in ``path``'s folder and
+    the folders ``also_in`` whose process is gone: what a pmm killed with SIGKILL, or by a power
+    cut, left (a restore's decrypted mind, a backup's snapshot). Only names made from ``path``'s
+    own, and only of processes no longer running here, are touched; failures are ignored."""
+    prefix = f".{path.name}.tmp-"
+    removed = []
+    for folder in dict.fromkeys([path.parent, *also_in]):
+        try:
+            names = [e.name for e in os.scandir(folder) if e.name.startswith(prefix)]
+        except OSError:
+            continue
+        for name in names:
+            found = _STALE.fullmatch(name[len(prefix):])
+            if found is None or _running(int(found[1])):
+                continue
+            with contextlib.suppress(OSError):
+                (folder / name).unlink()
+                removed.append(folder / name)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's process (or a pid we cannot ask about): leave its files
+    return True
 
 
 def fsync_dir(directory: Path) -> None:

@@ -43,11 +43,14 @@ class Checked:
     and once they are all read, ``states``: the projections folded over them."""
 
     def __init__(self, make: Callable[[], Iterator[list[Event]]], on_progress: Progress | None, *,
-                 size: int | None = None, fold: bool = True) -> None:
+                 size: int | None = None, fold: bool = True, tombstones: dict[int, str] | None = None) -> None:
         self.make, self.on_progress, self.size = make, on_progress, size
         self.fold = fold  # False: only the checks (``pmm merge`` folds its own way); states stay None
         self.states: States | None = None
         self.snaps: list[past.Snap] = []  # the states at each snapshot point (pmm.ledger.past)
+        # The reader's tombstones (forgotten events' digests): filled where the export is
+        # read, so a child sends its copy with the states, into this same dict.
+        self.tombstones = tombstones if tombstones is not None else {}
 
     def __iter__(self) -> Iterator[Sequence[Sequence[Any]]]:
         if (self.size is not None and self.size < PARALLEL_FROM) or not hasattr(os, "fork"):
@@ -78,7 +81,7 @@ class Checked:
             try:
                 os.close(read_fd)  # so that the parent's death ends this process (EPIPE)
                 with open(write_fd, "wb", buffering=0) as pipe:
-                    _produce(self.make, pipe, self.fold)
+                    _produce(self.make, pipe, self.fold, self.tombstones)
                 code = 0
             finally:
                 os._exit(code)
@@ -97,7 +100,8 @@ class Checked:
                             self.on_progress(len(payload))
                         yield payload
                     elif tag == "done":
-                        finished, (self.states, self.snaps) = True, payload
+                        finished, (self.states, self.snaps, tombs) = True, payload
+                        self.tombstones.update(tombs)
                         return
                     else:
                         raise _rebuilt(tag, payload)
@@ -122,7 +126,8 @@ def _skip(_event: Event) -> None:
     return None
 
 
-def _produce(make: Callable[[], Iterator[list[Event]]], pipe: IO[bytes], folding: bool = True) -> None:
+def _produce(make: Callable[[], Iterator[list[Event]]], pipe: IO[bytes], folding: bool = True,
+             tombstones: dict[int, str] | None = None) -> None:
     """The child: run the checks and the fold, send each batch, then the states (``done``) or
     what went wrong."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to answer
@@ -143,7 +148,7 @@ def _produce(make: Callable[[], Iterator[list[Event]]], pipe: IO[bytes], folding
                 if folding and not event.id & mask:
                     snaps.append((event.id, event.hash, fold.states.copy()))
             send(("events", [tuple(event) for event in batch]))  # a plain tuple pickles smaller
-        message: tuple[str, Any] = ("done", (fold.states, snaps) if folding else (None, []))
+        message: tuple[str, Any] = ("done", (fold.states if folding else None, snaps, dict(tombstones or {})))
     except BrokenPipeError:
         return  # the parent is gone (killed, or it stopped reading): nobody to tell
     except errors.InputRejected as exc:

@@ -18,12 +18,14 @@ from pmm.domain.checkpoint import Checkpoint
 from pmm.domain.events import Event
 from pmm.domain.states import States
 from pmm.ledger import folded, past
+from pmm.ledger import sessions as session_rows
 from pmm.ledger.chain import (
     GENESIS_PREV,
     ChainState,
     RawRow,
     chain_prefix,
     check_chain,
+    tombstone_problem,
 )
 from pmm.ledger.connection import SQLITE_MAGIC
 from pmm.ledger.schema import ALTERED_HINT
@@ -51,6 +53,8 @@ class Deep(TypedDict):
     cache_matches_replay: NotRequired[bool]
     snapshots: NotRequired[str]  # the --as-of snapshots (pmm.ledger.past) against the same replay
     snapshots_match_replay: NotRequired[bool]
+    sessions_table: NotRequired[str]
+    sessions_match_events: NotRequired[bool]
 
 
 class VerifyJson(TypedDict):
@@ -231,13 +235,46 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
         else:
             state = check_chain(mind.prefix, mind.raw_rows(), ChainState(), on_progress)
         _record(report, state)
+        if report.ok and mind.tombstones:
+            _record_tombstones(report, mind.forgotten(),
+                               ((e.id, e.meta_json) for e in mind.events(kind="content_forgotten")))
         if replayed is not None:
             report.deep = _deep_mind(mind, report, replayed)
         if report.ok and (altered := mind.schema_problems()):  # planted triggers, views, tables
             report.problem, report.hint = "altered outside pmm: " + "; ".join(altered[:3]), ALTERED_HINT
         if checks is not None:
-            checks.apply(report, mind.hash_at, lambda: checkpoint.of(mind.mind_id, *mind.head()))
+            checks.apply(report, _signed_hash_at(mind, checks, report),
+                         lambda: checkpoint.of(mind.mind_id, *mind.head()))
     return report
+
+
+def _signed_hash_at(mind: Ledger, checks: Checks, report: VerifyReport) -> HashAt:
+    """``mind.hash_at``, except at a signed checkpoint from before ``pmm upgrade``: there the
+    event's hash in the format-1 chain, recomputed from the stored events (the only proof a
+    signature over a format-1 head can have: a ``ledger_upgraded`` event's record of that head
+    is the file's own claim). When an event it covers is forgotten it cannot be recomputed,
+    and the signature must be made again."""
+    signed = checks.signed.checkpoint if checks.signed is not None else None
+    if signed is None or mind.ledger_format < 2 or not report.ok:
+        return mind.hash_at
+    upgraded = [e.meta for e in mind.events(kind="ledger_upgraded")]
+    covered = [m for m in upgraded if signed.size <= m.get("format1_events", 0)]
+    if not covered or mind.hash_at(signed.size) == signed.head:
+        return mind.hash_at
+    old = mind.format1_hash_at(signed.size)
+    if old is None:
+        report.hint = ("the signature names a checkpoint of the format-1 chain (before `pmm upgrade`)"
+                       " that covers a forgotten event, so it cannot be recomputed: sign again (pmm sign)")
+        return mind.hash_at
+    if old == signed.head:
+        report.notes.append(f"the signature is over the format-1 chain (before `pmm upgrade`):"
+                            f" recomputed from the stored events, event {signed.size} had the"
+                            " signed hash")
+
+    def hash_at(event_id: int) -> str | None:
+        return old if event_id == signed.size else mind.hash_at(event_id)
+
+    return hash_at
 
 
 def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
@@ -281,9 +318,12 @@ def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
                 f"partial export from event {header.since}: its link to event "
                 f"{header.since - 1} can only be checked against the mind")
     metas_ok = _MetaCheck() if deep else None
+    records: list[tuple[int, str]] = []
     state = check_chain(chain_prefix(header.ledger_format, header.mind_id),
-                        _raw(events, metas_ok, seen), start, on_progress)
+                        _raw(events, metas_ok, seen, reader.forgotten, records), start, on_progress)
     _record(report, state)
+    if report.ok:
+        _record_tombstones(report, reader.forgotten, records)
     if metas_ok is not None:
         report.deep = {"meta_canonical": metas_ok.bad is None}
         if metas_ok.bad is not None and report.ok:
@@ -372,14 +412,28 @@ class _MetaCheck:
 
 
 def _raw(events: Iterable[tuple[int, Event]], check: _MetaCheck | None,
-         seen: _Hashes) -> Iterator[RawRow]:
+         seen: _Hashes, tombstones: dict[int, str], records: list[tuple[int, str]]) -> Iterator[RawRow]:
+    """Export events as the checker's rows, each with its tombstone (read from its own line);
+    ``records`` collects the content_forgotten events on the way."""
+    forgetting = "content_forgotten"
     for _, e in events:
         if check is not None:
             check(e)
         if e.id in seen.wanted:
             seen.found[e.id] = e.hash
+        if e.kind == forgetting:
+            records.append((e.id, e.meta_json))
+        tomb = tombstones.get(e.id)
         yield (e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
-               e.prev_hash.encode(), e.hash.encode())
+               e.prev_hash.encode(), e.hash.encode(), None if tomb is None else tomb.encode())
+
+
+def _record_tombstones(report: VerifyReport, tombstones: dict[int, str],
+                       records: Iterable[tuple[int, str]]) -> None:
+    """The forgotten events' tombstones against the content_forgotten events that record them."""
+    found = tombstone_problem(tombstones, records, report.first_id)
+    if found is not None:
+        report.problem_event, report.problem = found.event_id, found.reason
 
 
 def _record(report: VerifyReport, state: ChainState) -> None:
@@ -399,6 +453,8 @@ class Replayed:
     cache_ok: bool
     snapshots: str = "none stored"
     snapshots_ok: bool = True
+    sessions: str = ""
+    sessions_ok: bool = True
 
 
 def start_replay(mind: Ledger, *, fork: bool) -> Callable[[], Replayed]:
@@ -443,15 +499,18 @@ def _replay_check(mind: Ledger) -> Replayed:
             first = fold.merges[0].id  # (past.store keeps no snapshot from there on)
             seen.update({i: folded.replay_all(mind, i) for i in seen if i >= first})
         snapshots, snapshots_ok = _snapshots_check(mind, stored, seen)
+        sessions, sessions_ok = session_rows.check(mind)
         if cached is None:
             return Replayed(bad_meta[0] if bad_meta else None,
-                            "absent or stale (ignored; a full replay is used)", True, snapshots, snapshots_ok)
+                            "absent or stale (ignored; a full replay is used)", True, snapshots, snapshots_ok,
+                            sessions, sessions_ok)
         states, last_id = cached
         rest = projections.Fold(states)
         later = rest.add_all(mind.events(since=last_id + 1))
         cache_ok = (folded.replay_all(mind) if rest.merges else later) == full
     cache = f"reflects event {last_id}; " + ("equals a full replay" if cache_ok else "DIFFERS from a full replay")
-    return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok, snapshots, snapshots_ok)
+    return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok, snapshots, snapshots_ok,
+                    sessions, sessions_ok)
 
 
 def _snapshots_check(mind: Ledger, stored: set[int], seen: dict[int, States]) -> tuple[str, bool]:
@@ -477,7 +536,8 @@ def _snapshots_check(mind: Ledger, stored: set[int], seen: dict[int, States]) ->
 
 
 def _deep_mind(mind: Ledger, report: VerifyReport, replayed: Callable[[], Replayed]) -> Deep:
-    """SQLite's own check, canonical meta, and the projection cache against a full replay."""
+    """SQLite's own check, canonical meta, the projection cache against a full replay and the
+    sessions table against the events."""
     quick = mind.quick_check()
     found = replayed()
     problems = []
@@ -489,8 +549,11 @@ def _deep_mind(mind: Ledger, report: VerifyReport, replayed: Callable[[], Replay
         problems.append("the projection cache does not equal a full replay")
     if not found.snapshots_ok:
         problems.append("an --as-of snapshot does not equal a full replay")
+    if not found.sessions_ok:
+        problems.append("the sessions table does not equal the events' sessions")
     if problems and report.ok:
         report.problem = "; ".join(problems)
     return {"sqlite_quick_check": quick, "meta_canonical": found.bad_meta is None,
             "projection_cache": found.cache, "cache_matches_replay": found.cache_ok,
-            "snapshots": found.snapshots, "snapshots_match_replay": found.snapshots_ok}
+            "snapshots": found.snapshots, "snapshots_match_replay": found.snapshots_ok,
+            "sessions_table": found.sessions, "sessions_match_events": found.sessions_ok}

@@ -75,6 +75,8 @@ class MergeResult:
     appended: int = 0
     drafts: list[Draft] = field(default_factory=list, repr=False)
     tail: list[Event] = field(default_factory=list, repr=False)  # an extension's events
+    # the other copy's forgotten events' digests (ledger format 2), for an extension's tail
+    tombstones: dict[int, str] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> MergeJson:
         return {"mind_id": self.mind_id, "source": self.source, "fork_id": self.fork_id,
@@ -94,8 +96,9 @@ class MergeResult:
         else:
             what = (f"{plural(self.copied, 'event')} copied from the other copy"
                     f" (diverged after event {self.fork_id:,})")
-        skipped = [f"{n:,} {word}" for n, word in ((self.already_here, "already here"),
-                                                    (self.duplicates, "duplicates")) if n]
+        skipped = [f"{n:,} {word}" for n, word in (
+            (self.already_here, "already here"),
+            (self.duplicates, "duplicate" if self.duplicates == 1 else "duplicates")) if n]
         verb = "Would merge" if self.dry_run else "Merged"
         return f"{verb}: {what}" + (f"; skipped {', '.join(skipped)}" if skipped else "") + (
             f" (head {'would be' if self.dry_run else 'is now'} #{self.head_id})")
@@ -111,7 +114,7 @@ def merge(path: Path, other: Path, *, dry_run: bool = False,
     with contextlib.suppress(OSError):
         if os.path.samefile(path, other):
             raise errors.UsageError(f"{other} is this mind's own file: there is nothing to merge")
-    with _their_events(other) as (source, mind_id, fmt, events):
+    with _their_events(other) as (source, mind_id, fmt, events, tombstones):
         with Ledger.open(path) as mind:
             if mind.mind_id != mind_id:
                 raise errors.InputRejected(
@@ -120,20 +123,21 @@ def merge(path: Path, other: Path, *, dry_run: bool = False,
             if mind.ledger_format != fmt:
                 raise errors.InputRejected(
                     f"{other} is in ledger format {fmt}, {path} in format {mind.ledger_format}",
-                    hint="bring both copies to the same pmm version first")
+                    hint="`pmm upgrade` the format-1 copy first (docs/ledger-format.md)")
             result = plan(mind, events, source)
+            planned = mind.head()  # id and hash: the write goes on only from this very head
+            result.tombstones = {i: d for i, d in tombstones.items() if i > planned[0]}
     result.dry_run = dry_run
     if dry_run or not result.appended:
         return result
     with opening.witnessed(Ledger.open(path, write=True), notify=notify) as mind:
-        planned_head = result.head_id - result.appended
         if result.extended:
-            if mind.head()[0] != planned_head:
+            if mind.head() != planned:
                 raise _changed(path)
-            mind.append_checked(result.tail)
+            mind.append_checked(result.tail, result.tombstones)
         else:
             def drafts(first_id: int) -> list[Draft]:
-                if first_id != planned_head + 1:
+                if first_id != planned[0] + 1 or mind.head() != planned:
                     raise _changed(path)
                 return result.drafts
 
@@ -151,9 +155,10 @@ def _changed(path: Path) -> errors.PmmError:
 
 
 @contextlib.contextmanager
-def _their_events(other: Path) -> Iterator[tuple[str, str, int, Iterator[Event]]]:
+def _their_events(other: Path) -> Iterator[tuple[str, str, int, Iterator[Event], dict[int, str]]]:
     """The other copy's events, each passed on only once its hash, link, id and shape are
-    checked (a bad one raises InputRejected, exit 6): (source, mind id, format, events)."""
+    checked (a bad one raises InputRejected, exit 6): (source, mind id, format, events, and
+    the digests of its forgotten events: whole once the events are read)."""
     try:
         with open(other, "rb") as probe:
             magic = probe.read(16)
@@ -171,7 +176,7 @@ def _their_events(other: Path) -> Iterator[tuple[str, str, int, Iterator[Event]]
             # closed before the file is: a statement left open would keep its read lock
             rows = _mind_events(theirs, other)
             try:
-                yield "mind", theirs.mind_id, theirs.ledger_format, rows
+                yield "mind", theirs.mind_id, theirs.ledger_format, rows, theirs.forgotten() if theirs.tombstones else {}
             finally:
                 rows.close()
         return
@@ -184,7 +189,7 @@ def _their_events(other: Path) -> Iterator[tuple[str, str, int, Iterator[Event]]
         if header.since > 1:  # a partial export: it links to whatever the mind holds before it
             first = next(events, None)
             if first is None:
-                yield "export", header.mind_id, header.ledger_format, iter(())
+                yield "export", header.mind_id, header.ledger_format, iter(()), {}
                 return
             state.last_hash = first[1].prev_hash
             events = _prepend(first, events)
@@ -195,11 +200,11 @@ def _their_events(other: Path) -> Iterator[tuple[str, str, int, Iterator[Event]]
         # this process compares the hashes with its own: nothing is written until all of it
         # has been read and checked.
         checked = import_reader.Checked(
-            lambda: _batched(portability.checked_events(events, prefix, state)), None,
-            size=portability.file_size(handle), fold=False)
+            lambda: _batched(portability.checked_events(events, prefix, state, reader.forgotten)), None,
+            size=portability.file_size(handle), fold=False, tombstones=reader.forgotten)
         batches = iter(checked)
         try:
-            yield "export", header.mind_id, header.ledger_format, _unbatched(batches)
+            yield "export", header.mind_id, header.ledger_format, _unbatched(batches), reader.forgotten
         finally:  # a refusal part-way stops the reading process now, not when collected
             close = getattr(batches, "close", None)
             if close is not None:
@@ -234,7 +239,7 @@ def _mind_events(theirs: Ledger, name: Path, batch: int = 4096) -> Generator[Eve
             raise errors.InputRejected(f"{name} does not verify: {state.problem}",
                                        hint=f"run `pmm verify {name}`")
         for row in chunk[:state.count - before]:
-            yield Event(row[0], *(value.decode() for value in row[1:]))
+            yield Event(row[0], *(value.decode() for value in row[1:7]))  # (a tombstone after them)
 
 
 def plan(mind: Ledger, theirs: Iterator[Event], source: str) -> MergeResult:
@@ -346,6 +351,12 @@ def _join(result: MergeResult, ours: list[Event], theirs: list[Event], head_id: 
                 mapping[x.id] = here
                 result.duplicates += 1
             else:
+                if x.kind in ev.LEDGER_ONLY:  # a forget's or an upgrade's record: not a copy's to make
+                    raise errors.InputRejected(
+                        f"the other copy's event {x.id} ({x.kind}) came after the two parted, and pmm"
+                        " merge cannot copy a forgetting or an upgrade (docs/merge.md)", hint=(
+                            "merge before forgetting, or replace one copy by the other whole"
+                            " (pmm export, then pmm import into a new file)"))
                 here = head_id + len(copies) + 1
                 mapping[x.id] = here
                 copies.append((x, text, meta))

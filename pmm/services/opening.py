@@ -55,14 +55,20 @@ def open_read(path: Path) -> Ledger:
 
 
 def open_write(path: Path, notify: Notify) -> Ledger:
-    """Open for appending; a missing file becomes a new mind, and ``notify`` says so."""
+    """Open for appending; a missing file becomes a new mind, and ``notify`` says so. Temp
+    files of this mind that a killed pmm left (a restore's decrypted copy, a half-built import)
+    are removed first."""
+    from pmm.services import files
+
+    files.remove_stale(path)
     if not path.exists():
         mind = Ledger.create(path, genesis(None))
         notify(f"Created a new mind at {path}")
         return witnessed(mind, created=True, notify=notify)
 
     def upgrading(old: int, new: int) -> None:
-        rebuilding = ": rebuilding its search index (seconds per million events)" if old < 3 else ""
+        rebuilding = (": rebuilding its search index (seconds per million events)" if old < 3 else
+                      ": filling its sessions table (seconds per million events)" if old < 7 else "")
         notify(f"Upgrading {path} from schema {old} to {new}{rebuilding}")
 
     return witnessed(Ledger.open(path, write=True, on_migrate=upgrading), notify=notify)

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import IO, Any, NotRequired, TypedDict, TypeVar
 
 from pmm import errors
+from pmm.domain import events as ev
 from pmm.domain.events import Event
 from pmm.ledger import jsonl
-from pmm.ledger.chain import GENESIS_PREV, ChainState, chain_prefix, check_chain
+from pmm.ledger.chain import GENESIS_PREV, ChainState, chain_prefix, check_chain, tombstone_problem
 from pmm.ledger.store import Ledger
 from pmm.services import files, opening
 
@@ -62,7 +63,7 @@ def export(mind: Ledger, out: IO[str], *, fmt: str = "jsonl", since: int = 1,
     out.write(jsonl.header_line(mind.mind_id, mind.ledger_format, since))
     track = _Track(events)
     write = out.write
-    for line in jsonl.event_lines(track):
+    for line in jsonl.event_lines(track, mind.forgotten()):
         write(line)
     last_id = track.last_id or since - 1
     head = track.last_hash or mind.hash_at(since - 1) or GENESIS_PREV
@@ -157,6 +158,7 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
     read-only view (so a refused import never touches the file), then written.
     """
     if not path.exists():
+        files.remove_stale(path)  # what an import killed here before left (its temp mind, its index)
         reader = jsonl.ExportReader(stream, name)
         header = reader.read_header()
         if header.since != 1:
@@ -168,10 +170,12 @@ def import_pmm(path: Path, stream: IO[bytes], name: str, *, notify: Callable[[st
 
         jsonl.fast_decoder()  # imported here, before the fork, not by the child
         checked = import_reader.Checked(
-            lambda: _checked_batches(reader.batches(READ_BATCH), prefix, ChainState(), None), on_progress,
-            size=file_size(stream))
+            lambda: _checked_batches(reader.batches(READ_BATCH), prefix, ChainState(), None,
+                                     reader.forgotten),
+            on_progress, size=file_size(stream), tombstones=reader.forgotten)
         count = Ledger.build_batches(path, header.mind_id, checked, lambda: checked.states,
-                                     lambda: checked.snaps)
+                                     lambda: checked.snaps, tombstones=reader.forgotten,
+                                     ledger_format=header.ledger_format)
         with Ledger.open(path) as built:
             opening.witness_head(built, created=True)
         notify(f"Created a new mind at {path}")
@@ -227,9 +231,10 @@ def _merge(mind: Ledger, reader: jsonl.ExportReader, *, write: bool,
     head_id, _ = mind.head()
     if head_id == 0 and mind.mind_id != header.mind_id:
         if not write:  # an empty mind takes the export's identity (when it is written)
-            return ImportResult(sum(1 for _ in _checked(events, prefix, ChainState(), None)),
+            return ImportResult(sum(1 for _ in _checked(events, prefix, ChainState(), None,
+                                                        reader.forgotten)),
                                 0, False, header.mind_id, 0)
-        mind.adopt_identity(header.mind_id)
+        mind.adopt_identity(header.mind_id, header.ledger_format)
     if mind.mind_id != header.mind_id:
         raise errors.InputRejected(
             f"this export is of mind {header.mind_id}, but {mind.path} holds mind {mind.mind_id}",
@@ -243,7 +248,8 @@ def _merge(mind: Ledger, reader: jsonl.ExportReader, *, write: bool,
                        last_hash=mind.hash_at(header.since - 1) or GENESIS_PREV)
     for line, event in events:
         if event.id > head_id:
-            tail = _checked(_prepend((line, event), events), prefix, state, on_progress)
+            tail = _checked(_prepend((line, event), events), prefix, state, on_progress,
+                            reader.forgotten)
             break
         if event.id != state.last_id + 1 or mind.hash_at(event.id) != event.hash:
             raise errors.InputRejected(
@@ -254,7 +260,13 @@ def _merge(mind: Ledger, reader: jsonl.ExportReader, *, write: bool,
         present += 1
     else:
         return ImportResult(0, present, False, mind.mind_id, head_id)
-    appended = mind.append_checked(tail, expected=expected) if write else sum(1 for _ in tail)
+    if header.ledger_format != mind.ledger_format:
+        raise errors.InputRejected(
+            f"this export is ledger format {header.ledger_format}, but {mind.path} is format"
+            f" {mind.ledger_format}: their hashes differ from the first event on",
+            hint="`pmm upgrade` both copies to format 2 first")
+    appended = (mind.append_checked(tail, reader.forgotten, expected=expected) if write
+                else sum(1 for _ in tail))
     return ImportResult(appended, present, False, mind.mind_id, head_id + appended)
 
 
@@ -264,36 +276,64 @@ def _prepend(first: tuple[int, Event], rest: Iterator[tuple[int, Event]]
     yield from rest
 
 
+class _Forgetting:
+    """The tombstones an export's reader fills as it reads (the forgotten events' digests), and
+    the content_forgotten events met that record them: judged together once all is read."""
+
+    def __init__(self, tombstones: dict[int, str] | None, first_id: int) -> None:
+        self.tombs = tombstones if tombstones is not None else {}
+        self.records: list[tuple[int, str]] = []
+        self.first_id = first_id
+
+    def judge(self) -> None:
+        # A tombstone can only be judged once its record, later in the chain, has been read: a
+        # refusal here still aborts the write (the caller's transaction or temp file).
+        problem = tombstone_problem(self.tombs, self.records, self.first_id)
+        if problem is not None:
+            raise errors.InputRejected(str(problem))
+
+
 def _checked(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainState,
-             on_progress: Progress | None, batch: int = 4096) -> Iterator[Event]:
-    """Pass events through only after their hashes and links check out; raise on the first bad."""
+             on_progress: Progress | None, tombstones: dict[int, str] | None = None,
+             batch: int = 4096) -> Iterator[Event]:
+    """Pass events through only after their hashes and links check out; raise on the first bad.
+    ``tombstones`` (the reader's, filled as it reads) are the forgotten events' digests; the
+    content_forgotten events that record them are checked against them at the end."""
+    forgetting = _Forgetting(tombstones, state.last_id + 1)
     pending: list[tuple[int, Event]] = []
     for item in events:
         pending.append(item)
         if len(pending) == batch:
             yield from _check([e for _, e in pending], [n for n, _ in pending], prefix, state,
-                              on_progress)
+                              on_progress, forgetting)
             pending.clear()
     if pending:
         yield from _check([e for _, e in pending], [n for n, _ in pending], prefix, state,
-                          on_progress)
+                          on_progress, forgetting)
+    forgetting.judge()
 
 
 def _checked_batches(batches: Iterator[tuple[int, list[Event]]], prefix: bytes,
-                     state: ChainState, on_progress: Progress | None) -> Iterator[list[Event]]:
+                     state: ChainState, on_progress: Progress | None,
+                     tombstones: dict[int, str] | None = None) -> Iterator[list[Event]]:
     """``_checked`` for ``ExportReader.batches``: each list only once every event in it
     checked out."""
+    forgetting = _Forgetting(tombstones, state.last_id + 1)
     for first_line, events in batches:
         yield _check(events, range(first_line, first_line + len(events)), prefix, state,
-                     on_progress)
+                     on_progress, forgetting)
+    forgetting.judge()
 
 
 def _check(events: list[Event], lines: Sequence[int], prefix: bytes, state: ChainState,
-           on_progress: Progress | None) -> list[Event]:
-    """``events`` (read from ``lines``), once their hashes and links check out."""
+           on_progress: Progress | None, forgetting: _Forgetting) -> list[Event]:
+    """``events`` (read from ``lines``), once their hashes and links check out (a forgotten
+    one's against its tombstone: the digest its hash commits to)."""
+    tombs = forgetting.tombs
     try:
         rows = [(e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
-                 e.prev_hash.encode(), e.hash.encode()) for e in events]
+                 e.prev_hash.encode(), e.hash.encode(),
+                 None if (t := tombs.get(e.id)) is None else t.encode()) for e in events]
     except UnicodeEncodeError:  # JSON's "\ud800" decodes to text that has no UTF-8
         line = next(n for n, e in zip(lines, events, strict=True) if not all(map(_encodes, e[1:])))
         raise errors.InputRejected(
@@ -306,14 +346,15 @@ def _check(events: list[Event], lines: Sequence[int], prefix: bytes, state: Chai
         raise errors.InputRejected(str(state.problem), line=line)
     if on_progress is not None:
         on_progress(len(events))
+    forgetting.records.extend((e.id, e.meta_json) for e in events if e.kind == ev.CONTENT_FORGOTTEN.name)
     return events
 
 
-def checked_events(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainState
-                   ) -> Iterator[Event]:
+def checked_events(events: Iterator[tuple[int, Event]], prefix: bytes, state: ChainState,
+                   tombstones: dict[int, str] | None = None) -> Iterator[Event]:
     """An export's events (line, event), passed on once their hashes, links and shapes check
     out from ``state`` on; raises InputRejected (with the line) at the first bad one."""
-    return _checked(events, prefix, state, None)
+    return _checked(events, prefix, state, None, tombstones)
 
 
 def _encodes(text: str) -> bool:

@@ -16,6 +16,7 @@ from pmm import errors
 from pmm.domain.events import Event
 from pmm.ledger import lookup
 from pmm.ledger import sessions as rows
+from pmm.ledger.session_table import Summary
 from pmm.ledger.store import Ledger
 from pmm.services import opening
 from pmm.services.safe_text import clip
@@ -64,61 +65,56 @@ def hidden(mind: Ledger) -> set[int]:
     return found
 
 
-def of_mind(mind: Ledger) -> list[Session]:
-    """Every session, the one with the newest activity last."""
-    summaries = rows.summaries(mind)
-    started: dict[str, Event] = {}
-    for event in rows.starts(mind):
-        meta = event.meta
-        sid = meta.get("session") if meta.get("session") is not None else meta.get("source_id")
-        if isinstance(sid, str):
-            started.setdefault(sid, event)
-    withdrawn = lookup.get(mind, hidden(mind))
-    minus: dict[str, int] = {}
-    for event in withdrawn:
-        sid = event.meta.get("session")
-        if isinstance(sid, str):
-            minus[sid] = minus.get(sid, 0) + 1
-    firsts = {e.id: e for e in lookup.get(mind, [r.first_message for r in summaries if r.first_message])}
-    found = []
-    for row in summaries:
-        start = started.get(row.session)
+def _described(mind: Ledger, found: list[Summary]) -> list[Session]:
+    """``found`` with their titles and sources: their starts and first messages, read by id."""
+    starts = {e.id: e for e in lookup.get(mind, [r.start_id for r in found if r.start_id])}
+    firsts = {e.id: e for e in lookup.get(mind, [r.first_message for r in found if r.first_message])}
+    sessions = []
+    for row in found:
+        start = starts.get(row.start_id) if row.start_id else None
         title = " ".join(start.content.split()) if start is not None else ""
         titled = bool(title)
         if not title and row.first_message in firsts:
             title = " ".join(firsts[row.first_message].content.split())
         source = start.meta.get("source") if start is not None else None
-        found.append(Session(row.session, clip(title, TITLE_CHARS), titled, row.first_said,
-                             row.last_said, max(0, row.turns - minus.get(row.session, 0)),
-                             row.first_id, row.last_id, source if isinstance(source, str) else None))
-    return found
+        sessions.append(Session(row.session, clip(title, TITLE_CHARS), titled, row.first_said,
+                                row.last_said, row.messages, row.first_id, row.last_id,
+                                source if isinstance(source, str) else None))
+    return sessions
+
+
+def of_mind(mind: Ledger) -> list[Session]:
+    """Every session, the one with the newest activity last."""
+    return _described(mind, rows.summaries(mind))
+
+
+def newest(mind: Ledger, limit: int) -> list[Session]:
+    """The ``limit`` sessions with the newest activity, the newest last (a few rows read)."""
+    return _described(mind, rows.newest(mind, limit))
 
 
 def listing(path: Path, limit: int | None = None) -> list[Session]:
     """``pmm sessions``: the newest ``limit`` sessions (all when None), newest last."""
     with opening.open_read(path) as mind:
-        found = of_mind(mind)
-    return found[-limit:] if limit else found
+        return newest(mind, limit) if limit else of_mind(mind)
 
 
 def resolve(mind: Ledger, ref: str) -> Session:
     """The session ``ref`` names: its id, or a prefix of one that no other id shares."""
     ref = ref.strip()
-    found = of_mind(mind)
-    exact = [s for s in found if s.id == ref]
-    matches = exact or ([s for s in found if s.id.startswith(ref)] if ref else [])
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
+    matches, count = rows.named(mind, ref)
+    if count == 1:
+        return _described(mind, matches)[0]
+    if not count:
         raise errors.UsageError(f"there is no session {ref!r}",
                                 hint="`pmm sessions` lists them; `pmm chat --title T` starts a named one")
-    raise errors.UsageError(f"{ref!r} is the start of {len(matches)} session ids",
+    raise errors.UsageError(f"{ref!r} is the start of {count} session ids",
                             hint="give more of the id (`pmm sessions` lists them)")
 
 
 def latest(mind: Ledger) -> Session | None:
     """The session with the newest activity (``pmm chat -c``), or None in a mind without one."""
-    found = of_mind(mind)
+    found = newest(mind, 1)
     return found[-1] if found else None
 
 

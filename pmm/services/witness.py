@@ -211,14 +211,8 @@ def _judge(record: Record, place: Place | None, point: cp.Checkpoint, hash_at: H
     top = record.highest
     if top is None and own is None:
         return Verdict("new", "pmm had not witnessed this mind before")
-    fork = _fork(record.heads, point.size, hash_at)
-    if fork is not None:
-        joined = _branch(record, point.size, hash_at)
-        if joined is None:
-            return Verdict("forked", fork, top)
-        return Verdict("merged", f"a copy that diverged from the witnessed history and was merged"
-                       f" into it (pmm merge, {_day(joined.at)}, at its event {joined.size:,});"
-                       " merging it again joins what it holds since", top)
+    # This file's own history first: a merged copy put in its place (cp) is a rollback of this
+    # file, whatever the merge made of that copy elsewhere.
     if own is not None and own.size <= point.size and hash_at(own.size) not in (None, own.head):
         return Verdict("forked", f"event {own.size} of this file changed since pmm saw it on "
                                  f"{_day(own.at)}: rewritten or replaced by a diverged copy", top)
@@ -231,6 +225,14 @@ def _judge(record: Record, place: Place | None, point: cp.Checkpoint, hash_at: H
                            f"{_day(own.at)}", top or own)
         return Verdict("truncated", f"truncated: this file ends at event {point.size:,}, but pmm saw "
                        f"it reach event {own.size:,} on {_day(own.at)}", top or own)
+    fork = _fork(record.heads, point.size, hash_at)
+    if fork is not None:
+        joined = _branch(record, point.size, hash_at)
+        if joined is None:
+            return Verdict("forked", fork, top)
+        return Verdict("merged", f"a copy that diverged from the witnessed history and was merged"
+                       f" into it (pmm merge, {_day(joined.at)}, at its event {joined.size:,});"
+                       " merging it again joins what it holds since", top)
     if top is None:
         return Verdict("new", "pmm had not witnessed this mind before")
     if point.size >= top.size:
