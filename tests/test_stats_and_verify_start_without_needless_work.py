@@ -6,8 +6,9 @@ import, not by a clock:
   (pmm.paths answers those itself; ~3 ms with tempfile and random);
 - stats reads the models' prices from the state: not pmm.services.models, the provider
   registry, trust or usage (~6 ms), even for a mind whose usage it prices;
-- a plain verify reads no signature and no export: not pmm.services.signatures or
-  pmm.ledger.jsonl.
+- a plain verify reads no signature and no export: not pmm.services.signatures,
+  pmm.ledger.jsonl or base64 (a checkpoint's base64 form is for signatures), nor the sessions
+  table's check (--deep's).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ sys.stderr.write("\\n" + json.dumps(sorted(m for m, v in sys.modules.items() if 
 NOT_FOR_STATS = ["platformdirs", "tempfile", "pmm.services.models", "pmm.providers.registry",
                  "pmm.services.trust", "pmm.services.usage", "pmm.services.files"]
 NOT_FOR_VERIFY = ["platformdirs", "tempfile", "pmm.services.signatures", "pmm.ledger.jsonl",
-                  "pmm.services.files"]
+                  "pmm.services.files", "base64", "pmm.ledger.sessions"]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

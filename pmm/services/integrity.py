@@ -18,7 +18,6 @@ from pmm.domain.checkpoint import Checkpoint
 from pmm.domain.events import Event
 from pmm.domain.states import States
 from pmm.ledger import folded, past
-from pmm.ledger import sessions as session_rows
 from pmm.ledger.chain import (
     GENESIS_PREV,
     ChainState,
@@ -499,6 +498,8 @@ def _replay_check(mind: Ledger) -> Replayed:
             first = fold.merges[0].id  # (past.store keeps no snapshot from there on)
             seen.update({i: folded.replay_all(mind, i) for i in seen if i >= first})
         snapshots, snapshots_ok = _snapshots_check(mind, stored, seen)
+        from pmm.ledger import sessions as session_rows  # --deep only
+
         sessions, sessions_ok = session_rows.check(mind)
         if cached is None:
             return Replayed(bad_meta[0] if bad_meta else None,
