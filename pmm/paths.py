@@ -32,6 +32,15 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir("pmm"))
 
 
+def config_dir() -> Path:
+    """The user config dir (``$XDG_CONFIG_HOME/pmm`` on Linux): the trusted models, the signing key."""
+    if (found := _xdg("XDG_CONFIG_HOME", ".config")) is not None:
+        return found
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("pmm"))
+
+
 def default_mind_path() -> Path:
     return data_dir() / "mind.db"
 

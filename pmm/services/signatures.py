@@ -67,9 +67,9 @@ class KeyFiles:
 
 def default_key() -> Path:
     """Where ``pmm keygen`` and ``pmm sign`` keep the private key unless told otherwise."""
-    import platformdirs
+    from pmm.paths import config_dir
 
-    return Path(platformdirs.user_config_dir("pmm")) / "signing-key.pem"
+    return config_dir() / "signing-key.pem"
 
 
 def key_files(private: Path) -> KeyFiles:
