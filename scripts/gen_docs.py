@@ -27,6 +27,7 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = tuple((s.name, s.doc) for s in settin
                       " the mind model (default ~/.local/share)."),
     ("XDG_CONFIG_HOME", "Where the default signing key and the trusted models live (default ~/.config)."),
     ("XDG_STATE_HOME", "Where the chat history, the witness and lock files live (default ~/.local/state)."),
+    ("HOME", "Your home directory: the XDG directories above default to places in it."),
 )
 MIND_MODEL = "~/.local/share/doc/pmm/mind-model.md"  # where install.sh puts docs/mind-model.md
 FILES: tuple[tuple[str, str], ...] = (

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NEVER = ["wordllama", "pydantic", "pydantic_core", "toml", "requests", "urllib3", "safetensors",
          "importlib.metadata", "prompt_toolkit", "rich", "pygments", "click", "httpx._main",
          "cryptography", "pmm.crypto", "llama_cpp"]
+# pmm.paths answers plain absolute XDG dirs on Linux itself (platformdirs: ~2 ms)
+NEVER += ["platformdirs"] if sys.platform == "linux" else []
 WITHOUT_SEMANTIC = ["numpy", "tokenizers"]
 
 TURN = """

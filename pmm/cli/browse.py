@@ -153,7 +153,7 @@ def _usage_lines(rows: list[Usage]) -> list[str]:
     if not rows:
         return ["Models: no answers or reflections yet"]
     lines = ["Models:"]
-    from pmm.services.usage import money, saving
+    from pmm.services.stats import money, saving  # not services.usage: it loads the model machinery
 
     for row in rows:
         reflections = row.get("reflections", 0)

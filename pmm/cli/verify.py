@@ -32,7 +32,7 @@ def verify(
     """Recompute every hash and check every link and id; with --sig, the signed checkpoint too; and that
     the mind still extends what pmm witnessed (exit 3 on any problem)."""
     from pmm.errors import IntegrityError, UsageError
-    from pmm.services import integrity, signatures
+    from pmm.services import integrity
 
     if accept_rollback and no_witness:
         raise UsageError("--accept-rollback and --no-witness contradict each other")
@@ -40,11 +40,13 @@ def verify(
         raise UsageError("--pub is the key to check a signature with, but no --sig was given",
                          hint="pmm verify FILE --sig SIG [--pub KEY]")
     if sig is not None and pub is None:
+        from pmm.services import signatures  # only with --sig: a plain verify reads no key
+
         pub = signatures.default_public()
         output.message(f"Checking the signature with the default public key {pub}")
     mode = None if no_witness else "accept" if accept_rollback else "verify"
     path = None if file == "-" else Path(file).expanduser() if file else mind_path(mind)
-    if path is not None and path.is_file() and signatures.is_signature(path):
+    if path is not None and path.is_file() and integrity.is_signature(path):
         from pmm.errors import NotAMind
 
         raise NotAMind(f"{path} is a signature, not a mind file or an export",

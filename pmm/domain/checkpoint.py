@@ -12,8 +12,6 @@ The live file's bytes change on every WAL checkpoint; this text only changes whe
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass
 
@@ -37,6 +35,8 @@ class Checkpoint:
 
     def text(self) -> str:
         """The exact bytes that are signed (UTF-8 of this text)."""
+        import base64  # signing and signatures only: a plain verify or write never needs it
+
         root = base64.b64encode(bytes.fromhex(self.head)).decode()
         return f"{self.origin}\n{self.size}\n{root}\n"
 
@@ -66,6 +66,9 @@ def from_fields(fields: list[str]) -> Checkpoint:
         raise errors.IntegrityError(f"the checkpoint's origin {origin[:60]!r} is not a pmm mind")
     if not size.isdigit() or size != str(int(size)) or int(size) < 1:
         raise errors.IntegrityError(f"the checkpoint's size {size[:30]!r} is not a positive number")
+    import base64
+    import binascii
+
     try:
         raw = base64.b64decode(root, validate=True)
     except (binascii.Error, ValueError):

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, NotRequired, TypedDict
+from typing import IO, TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from pmm import errors
 from pmm.domain import checkpoint, projections
@@ -18,7 +18,6 @@ from pmm.domain.checkpoint import Checkpoint
 from pmm.domain.events import Event
 from pmm.domain.states import States
 from pmm.ledger import folded, past
-from pmm.ledger import sessions as session_rows
 from pmm.ledger.chain import (
     GENESIS_PREV,
     ChainState,
@@ -28,12 +27,15 @@ from pmm.ledger.chain import (
     tombstone_problem,
 )
 from pmm.ledger.connection import SQLITE_MAGIC
-from pmm.ledger.jsonl import ExportReader
 from pmm.ledger.schema import ALTERED_HINT
 from pmm.ledger.store import Ledger
-from pmm.services import signatures, witness
+from pmm.services import witness
 from pmm.services.halves import PARALLEL_FROM, check_in_two, in_child
 from pmm.services.reports import VerdictJson
+
+if TYPE_CHECKING:  # a plain `pmm verify` reads no signature and no export
+    from pmm.ledger.jsonl import ExportReader
+    from pmm.services import signatures
 
 Progress = Callable[[int], None]
 HashAt = Callable[[int], "str | None"]
@@ -140,6 +142,8 @@ class Checks:
             report.problem = f"signature: {self.signature_problem}"
             return
         if self.signed is not None:
+            from pmm.services import signatures
+
             report.signature, problem = signatures.check_position(
                 self.signed, report.mind_id, report.last_id, hash_at)
             if problem is not None:
@@ -172,6 +176,16 @@ class Checks:
             report.hint = verdict.hint(str(self.path) if self.path else "FILE")
 
 
+def is_signature(path: Path) -> bool:
+    """Whether ``path`` holds a signature (given where a mind was expected: ``pmm verify SIG``)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return False  # whoever reads it next reports why
+    return head.startswith(b"untrusted comment:") or head.startswith(b"-----BEGIN SSH SIGNATURE-----")
+
+
 def signature_checks(sig: Path | None, pub: Path | None, **kw: Any) -> Checks:
     """``Checks`` for ``--sig``/``--pub``: the signature itself is checked here, first; a bad public
     key file is refused (exit 6), a signature that does not hold becomes the report's problem."""
@@ -179,6 +193,8 @@ def signature_checks(sig: Path | None, pub: Path | None, **kw: Any) -> Checks:
         raise errors.UsageError("--sig and --pub go together", hint="pmm verify FILE --sig SIG --pub KEY.pub.pem")
     checks = Checks(**kw)
     if sig is not None and pub is not None:
+        from pmm.services import signatures
+
         public = signatures.load_public(pub)
         try:
             checks.signed = signatures.read_signature(sig, public)
@@ -265,6 +281,8 @@ def verify_export(stream: IO[bytes], name: str, *, deep: bool = False,
     """Check a JSONL export, every line of it. Input that is not a pmm export at all is
     ``NotAMind`` (exit 4) whether it came as a file or on stdin; a pmm export that is wrong
     anywhere (its header included) is the report's problem (exit 3)."""
+    from pmm.ledger.jsonl import ExportReader
+
     report = VerifyReport(name, "export")
     reader = ExportReader(stream, name)
     try:
@@ -480,6 +498,8 @@ def _replay_check(mind: Ledger) -> Replayed:
             first = fold.merges[0].id  # (past.store keeps no snapshot from there on)
             seen.update({i: folded.replay_all(mind, i) for i in seen if i >= first})
         snapshots, snapshots_ok = _snapshots_check(mind, stored, seen)
+        from pmm.ledger import sessions as session_rows  # --deep only
+
         sessions, sessions_ok = session_rows.check(mind)
         if cached is None:
             return Replayed(bad_meta[0] if bad_meta else None,

@@ -67,9 +67,9 @@ class KeyFiles:
 
 def default_key() -> Path:
     """Where ``pmm keygen`` and ``pmm sign`` keep the private key unless told otherwise."""
-    import platformdirs
+    from pmm.paths import config_dir
 
-    return Path(platformdirs.user_config_dir("pmm")) / "signing-key.pem"
+    return config_dir() / "signing-key.pem"
 
 
 def key_files(private: Path) -> KeyFiles:
@@ -89,16 +89,6 @@ def default_public() -> Path:
             hint="pass --pub KEY (the signer's .pub.pem, .minisign.pub or .ssh.pub); "
                  "for your own signatures, `pmm keygen` makes the default key pair")
     return found
-
-
-def is_signature(path: Path) -> bool:
-    """Whether ``path`` holds a signature (given where a mind was expected: ``pmm verify SIG``)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(64)
-    except OSError:
-        return False  # whoever reads it next reports why
-    return head.startswith(b"untrusted comment:") or head.startswith(b"-----BEGIN SSH SIGNATURE-----")
 
 
 def load_public(path: Path) -> PublicKey:

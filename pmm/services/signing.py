@@ -18,6 +18,7 @@ from pmm import errors
 from pmm.domain import checkpoint as cp
 from pmm.services import signatures
 from pmm.services.files import check_output, write_atomic
+from pmm.services.integrity import is_signature
 from pmm.services.signatures import KeyFiles, Signed, default_key, key_files
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def sign(source: Path, key_path: Path, passphrase: Passphrase, fmt: str = "minis
     if not os.path.lexists(source):  # before a protected key asks for its passphrase
         raise errors.MindNotFound(f"no mind file or export at {source}",
                                   hint="give the file to sign, or pass --mind PATH; `pmm init` makes a new mind")
-    if source.is_file() and signatures.is_signature(source):
+    if source.is_file() and is_signature(source):
         raise errors.NotAMind(f"{source} is a signature already, not a mind file or an export",
                               hint="sign the mind itself: pmm sign [MIND] -o SIG")
     key = load_private(key_path, passphrase)

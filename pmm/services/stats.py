@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, NotRequired, TypedDict, cast
 
-from pmm.domain import dynamics, temperament
+from pmm.domain import costs, dynamics, temperament
 from pmm.domain import events as ev
 from pmm.domain.costs import CostJson
-from pmm.domain.states import ActivityState, States
+from pmm.domain.states import ActivityState, ModelFields, States
 from pmm.ledger import folded
 from pmm.ledger.store import Ledger
 
@@ -196,6 +196,9 @@ def stats(mind: Ledger, then: Past | None = None) -> Stats:
 
 # What IAS, GAS and their parts measure, in words; the formulas and numbers are pmm.domain.dynamics's
 # alone (docs/mind-model.md prints them). A test fails when Metrics gains a part not named here.
+money, saving = costs.money, costs.saving  # for the CLI, which reads the domain through services
+BUILTIN = "embedded"  # pmm.services.models.BUILTIN: the built-in model, which has no prices
+
 MEASURES = {
     "ias": ("identity stability", "how steady its identity is (traits, name, commitments)"),
     "gas": ("growth", "how much it has grown (reflections, kept commitments, trait change, conversation)"),
@@ -239,10 +242,10 @@ def explain(metrics: dynamics.Metrics) -> Explained:
 def definitions() -> str:
     """Where docs/mind-model.md, which defines every quantity, is on this machine: where
     install.sh puts it, else in the source tree pmm runs from."""
-    import platformdirs
+    from pmm.paths import data_dir
 
     # install.sh writes to $XDG_DATA_HOME (else ~/.local/share), the parent of pmm's data dir on Linux
-    for share in (Path(platformdirs.user_data_dir("pmm")).parent, Path.home() / ".local" / "share"):
+    for share in (data_dir().parent, Path.home() / ".local" / "share"):
         if (share / "doc" / "pmm" / "mind-model.md").is_file():
             return str(share / "doc" / "pmm" / "mind-model.md")
     source = Path(__file__).resolve().parents[2] / "docs" / "mind-model.md"
@@ -295,22 +298,38 @@ def commitments(states: States) -> Counts:
     return counts(states["commitments"])
 
 
+def prices(states: States) -> dict[str, costs.Prices]:
+    """The prices per ``provider:model``: of the first model with that label that has prices, in
+    ``pmm.services.models.known``'s order (the built-in model, which has none, first; then by
+    name; then a model only a switch names). Read from the state here: ``pmm stats`` need not
+    import the model and provider machinery (a test holds this to ``known``)."""
+    fields = states["models"]["models"]
+    found: list[ModelFields] = [spec for name, spec in sorted(fields.items()) if name != BUILTIN]
+    names = set(fields) | {BUILTIN}
+    for switched in states["models"]["active"].values():
+        if switched is not None and switched["name"] not in names:
+            names.add(switched["name"])
+            found.append(switched)
+    priced: dict[str, costs.Prices] = {}
+    for spec in found:
+        if spec.get("price_in") is None and spec.get("price_out") is None:
+            continue
+        priced.setdefault(f"{spec['provider']}:{spec['model']}", costs.Prices(
+            spec.get("price_in") or 0.0, spec.get("price_out") or 0.0, spec.get("price_cache_read"),
+            spec.get("price_cache_write"), costs.currency_of(spec.get("currency"))))
+    return priced
+
+
 def usage(states: States) -> list[Usage]:
     """Answers, tokens (with the prompt cache's share) and latency per ``provider:model``, and
     the cost per currency (``Usage.cost``)."""
-    from pmm.domain import costs
-    from pmm.services.models import known
-
-    prices: dict[str, costs.Prices] = {}
-    for model in known(states).values():
-        if (priced := model.prices()) is not None:
-            prices.setdefault(model.spec.label, priced)
+    prices_now = prices(states)
     rows: list[Usage] = []
     for label, kept in sorted(states["usage"].items()):
         spent = {currency: list(pair) for currency, pair in kept["spent"].items()}
         tokens_in, tokens_out, read, write = kept["unpriced"]
-        if label in prices and (tokens_in or tokens_out):
-            now = prices[label]
+        if label in prices_now and (tokens_in or tokens_out):
+            now = prices_now[label]
             cost = now.cost(tokens_in, tokens_out, read, write)
             before = spent.get(now.currency, [0.0, 0.0])
             spent[now.currency] = [before[0] + cost, before[1] + now.uncached(tokens_in, tokens_out) - cost]

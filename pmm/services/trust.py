@@ -33,9 +33,9 @@ BUILT_IN = "(built in)"
 
 
 def store_path() -> Path:
-    import platformdirs
+    from pmm.paths import config_dir
 
-    return Path(platformdirs.user_config_dir("pmm")) / FILE_NAME
+    return config_dir() / FILE_NAME
 
 
 def built_in(spec: ModelSpec) -> bool:
