@@ -115,6 +115,9 @@ def main() -> None:
     work = args.dir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    # the bench's own witness: a mind made again at the same path is a new mind, not a fork of
+    # the one an earlier run (or another checkout's) left witnessed there
+    os.environ["XDG_STATE_HOME"] = str(work / "state")
     src, mind = work / "src.jsonl", work / "mind.db"
     env_note = f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"# {n:,} events on {env_note}")
