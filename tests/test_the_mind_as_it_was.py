@@ -296,3 +296,19 @@ def test_an_import_and_a_repair_store_the_snapshots_their_replay_passes(tmp_path
     assert repaired.exit_code == 0, repaired.stderr
     with Ledger.open(mind) as ledger:
         assert past.ids(ledger.conn) == [past.SPACING]
+
+
+def test_a_fold_holds_at_most_as_many_snapshots_as_a_mind_keeps() -> None:
+    """An import of any size holds a bounded list of snapshot states in memory (memory flat):
+    those the spacing at a later head would drop are dropped as the fold goes, and what is
+    kept is what `past.store` keeps at the end."""
+    from pmm.ledger import past
+
+    snaps: list = []
+    last = past.SPACING * 300
+    for n in range(1, 301):
+        past.add(snaps, (past.SPACING * n, "h", {}))
+        assert len(snaps) <= past.KEPT + 1
+    step = past.spacing(last)
+    kept = [s[0] for s in snaps if not s[0] % step]  # what past.store keeps of them at that head
+    assert kept == [i for i in range(past.SPACING, last + 1, past.SPACING) if not i % step]

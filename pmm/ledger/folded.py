@@ -154,7 +154,7 @@ def _fold_on(ledger: Source, states: States | None, last_id: int, last_hash: str
         add(event)
         last = (event.id, event.hash)
         if snaps is not None and not event.id & mask:
-            snaps.append((event.id, event.hash, fold.states.copy()))
+            past.add(snaps, (event.id, event.hash, fold.states.copy()))
     if fold.merges:  # a merge after the states we had: the fold from its fork is read again
         return replay_all(ledger, last[0]), last  # (past.store keeps no snapshot from a merge on)
     return fold.states, last
@@ -265,7 +265,7 @@ class Folding:
         for event in events:
             add(event)
             if not event.id & mask:
-                snaps.append((event.id, event.hash, fold.states.copy()))
+                past.add(snaps, (event.id, event.hash, fold.states.copy()))
             self.count += 1
             yield event
 

@@ -45,6 +45,16 @@ def spacing(head_id: int) -> int:
     return step
 
 
+def add(snaps: list[Snap], snap: Snap) -> None:
+    """Append ``snap`` to the snapshots a fold collects, keeping at most ``KEPT`` + 1 in memory:
+    one whose id is not a multiple of the spacing at ``snap``'s id is no multiple of the spacing
+    at any later head either (each a power of two, never smaller), so ``store`` would drop it."""
+    snaps.append(snap)
+    if len(snaps) > KEPT:
+        step = spacing(snap[0])
+        snaps[:] = [kept for kept in snaps if not kept[0] % step]
+
+
 def dump(states: States) -> str:
     """States as the compact JSON a snapshot holds (the commitments no longer open read whole)."""
     commitments = states["commitments"]

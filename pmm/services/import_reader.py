@@ -65,7 +65,7 @@ class Checked:
             for event in batch:
                 add(event)
                 if folding and not event.id & mask:
-                    self.snaps.append((event.id, event.hash, fold.states.copy()))
+                    past.add(self.snaps, (event.id, event.hash, fold.states.copy()))
             if progress is not None:
                 progress(len(batch))
             yield batch
@@ -146,7 +146,7 @@ def _produce(make: Callable[[], Iterator[list[Event]]], pipe: IO[bytes], folding
             for event in batch:
                 add(event)
                 if folding and not event.id & mask:
-                    snaps.append((event.id, event.hash, fold.states.copy()))
+                    past.add(snaps, (event.id, event.hash, fold.states.copy()))
             send(("events", [tuple(event) for event in batch]))  # a plain tuple pickles smaller
         message: tuple[str, Any] = ("done", (fold.states if folding else None, snaps, dict(tombstones or {})))
     except BrokenPipeError:
