@@ -450,3 +450,25 @@ def test_a_merged_copy_put_in_place_of_the_mind_it_was_merged_into_is_a_rollback
     done = run_pmm("verify", str(a), "--json")
     assert done.returncode == 3, done.stdout.decode()
     assert json_data(done.stdout)["witness"]["state"] in ("forked", "truncated", "rolled_back")
+
+
+def test_a_write_that_lands_while_the_merge_is_planned_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan reads the whole other copy first (slow); a note written here meanwhile (a real
+    second process) makes the merge refuse, nothing written, rather than copy from a head it
+    did not plan from (which could append the same copies twice)."""
+    from pmm.services import merge
+
+    a, b = two_copies(tmp_path)
+    run_in("--mind", str(b), "remember", "on b", check=True)
+    real = merge.plan
+
+    def plan_then_another_writer(*args, **kwargs):
+        planned = real(*args, **kwargs)
+        run_pmm("--mind", str(a), "remember", "written meanwhile", check=True)
+        return planned
+
+    monkeypatch.setattr(merge, "plan", plan_then_another_writer)
+    done = run_in("--mind", str(a), "merge", str(b))
+    assert done.returncode == 6 and b"written to while the merge was planned" in done.stderr, done.stderr
+    assert [e["content"] for e in mind_events(a, "observation_recorded")][-1] == "written meanwhile"
+    assert not mind_events(a, "mind_merged")

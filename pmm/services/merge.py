@@ -124,8 +124,12 @@ def merge(path: Path, other: Path, *, dry_run: bool = False,
                 raise errors.InputRejected(
                     f"{other} is in ledger format {fmt}, {path} in format {mind.ledger_format}",
                     hint="`pmm upgrade` the format-1 copy first (docs/ledger-format.md)")
+            # the head before the plan reads anything (id and hash): the write goes on only from
+            # it, so a write that lands while the plan reads the other copy is refused
+            planned = mind.head()
             result = plan(mind, events, source)
-            planned = mind.head()  # id and hash: the write goes on only from this very head
+            if result.head_id - result.appended != planned[0]:
+                raise _changed(path)
             result.tombstones = {i: d for i, d in tombstones.items() if i > planned[0]}
     result.dry_run = dry_run
     if dry_run or not result.appended:
