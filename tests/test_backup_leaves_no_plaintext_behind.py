@@ -228,3 +228,30 @@ def test_the_snapshot_loses_its_name_before_sqlite_writes_a_page_into_it(tmp_pat
     with Ledger.open(restored) as again:
         assert again.head() == head == live
     assert run_pmm("verify", str(restored), "--no-witness").returncode == 0
+
+
+def test_a_temp_file_whose_owner_this_process_cannot_see_is_left_while_it_is_held(tmp_path: Path) -> None:
+    """The owner's process may be out of sight (another PID namespace, another host sharing the
+    folder): its pid looks gone, but it holds a flock on its temp file, and the cleaner leaves
+    a held file alone; once nobody holds it, the next write removes it."""
+    import fcntl
+
+    mind = tmp_path / "mind.db"
+    assert invoke("--mind", str(mind), "init").exit_code == 0
+    finished = subprocess.Popen(["true"])  # a pid that has ended
+    finished.wait()
+    held = tmp_path / f".mind.db.tmp-{finished.pid}-0123abcd"
+    side = tmp_path / f".mind.db.tmp-{finished.pid}-0123abcd-journal"
+    held.write_bytes(b"in use elsewhere")
+    side.write_bytes(b"its journal")
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what its owner holds (pmm.ledger.connection.hold)
+        done = run_pmm("--mind", str(mind), "remember", "a write while it is held")
+        assert done.returncode == 0, done.stderr.decode()
+        assert held.exists() and side.exists()
+    finally:
+        os.close(fd)
+    done = run_pmm("--mind", str(mind), "remember", "a write once it is not")
+    assert done.returncode == 0, done.stderr.decode()
+    assert not held.exists() and not side.exists()

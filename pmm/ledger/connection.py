@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import time
@@ -220,6 +221,31 @@ def new_mind_id() -> str:
     return uuid.uuid4().hex
 
 
+def hold(fd: int) -> None:
+    """Mark the temp file open at ``fd`` as in use for as long as this process keeps ``fd`` open:
+    an exclusive ``flock``, which a cleaner of stale temp files (pmm.services.files.remove_stale)
+    tries first, so a live owner it cannot see (another PID namespace, another host on a shared
+    folder) keeps its file."""
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def in_use(path: Path) -> bool:
+    """Whether a process holds ``hold`` on the file at ``path`` (False: none, or it is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (closing drops the lock this took, if it took one)
+    return False
+
+
 @contextlib.contextmanager
 def new_file(path: Path) -> Iterator[tuple[Path, sqlite3.Connection]]:
     """A connection to a private temp file beside ``path``, published there when the block
@@ -232,13 +258,17 @@ def new_file(path: Path) -> Iterator[tuple[Path, sqlite3.Connection]]:
         path.parent.mkdir(parents=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        conn = sqlite3.connect(tmp, isolation_level=None)
+        lock = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         try:
-            yield tmp, conn
+            hold(lock)
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                yield tmp, conn
+            finally:
+                conn.close()
+            _publish(tmp, path)
         finally:
-            conn.close()
-        _publish(tmp, path)
+            os.close(lock)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, TypedDict
 
 from pmm import errors, settings
-from pmm.ledger.connection import SQLITE_MAGIC
+from pmm.ledger.connection import SQLITE_MAGIC, hold
 from pmm.services import files, integrity, witness
 from pmm.services.files import fsync_dir, read_file, temp_beside
 
@@ -341,9 +341,12 @@ def _plain_copy(source: Path, target: Path, sealed: age.Sealed) -> Iterator[Path
     """The decrypted mind in an owner-only temp file beside ``target``, removed afterwards; it is
     refused (exit 6) unless it decrypts whole and starts as a SQLite file does."""
     staged = temp_beside(target)
+    lock: int | None = None  # held while the copy exists: a cleaner elsewhere leaves it be
     try:
         try:
             with files.new_file(staged) as handle:
+                lock = os.open(staged, os.O_RDONLY)
+                hold(lock)
                 sealed.decrypt_into(_sqlite_first(handle.write, source))
         except OSError as exc:
             if exc.errno in files.FULL:
@@ -355,6 +358,8 @@ def _plain_copy(source: Path, target: Path, sealed: age.Sealed) -> Iterator[Path
     finally:
         for leftover in (staged, Path(f"{staged}-wal"), Path(f"{staged}-shm"), Path(f"{staged}-journal")):
             leftover.unlink(missing_ok=True)
+        if lock is not None:
+            os.close(lock)
 
 
 def _sqlite_first(write: Callable[[bytes], object], source: Path) -> Callable[[bytes], object]:

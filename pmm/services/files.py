@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from pmm import errors
-from pmm.ledger.connection import SQLITE_MAGIC
+from pmm.ledger.connection import SQLITE_MAGIC, hold, in_use
 
 WAL_MAGICS = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
 DB_COMPANIONS = ("-wal", "-shm", "-journal")
@@ -137,6 +137,7 @@ def open_output(path: Path, *, mode: int = 0o600, reading: Iterable[Path] = (),
     tmp = temp_beside(target.real)
     try:
         fd = _create(tmp, mode, target, what)
+        hold(fd)  # while it is written: a cleaner elsewhere leaves it be (remove_stale)
         with _translated(target, what):
             with os.fdopen(fd, "wb") as handle:
                 yield handle
@@ -254,7 +255,7 @@ def temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-_STALE = re.compile(r"(\d{1,10})-[0-9a-f]{8}(?:-fts)?(?:-wal|-shm|-journal)?")  # -fts: a bulk import's index
+_STALE = re.compile(r"((\d{1,10})-[0-9a-f]{8})(?:-fts)?(?:-wal|-shm|-journal)?")  # -fts: a bulk import's index
 
 
 def remove_stale(path: Path, *, also_in: Iterable[Path] = ()) -> list[Path]:
@@ -271,7 +272,11 @@ def remove_stale(path: Path, *, also_in: Iterable[Path] = ()) -> list[Path]:
             continue
         for name in names:
             found = _STALE.fullmatch(name[len(prefix):])
-            if found is None or _running(int(found[1])):
+            if found is None or _running(int(found[2])):
+                continue
+            # a process this one cannot see (another PID namespace, another host sharing the
+            # folder) may still own it: its owner holds a flock on the temp file itself
+            if in_use(folder / f"{prefix}{found[1]}"):  # the temp file itself, not a side file
                 continue
             with contextlib.suppress(OSError):
                 (folder / name).unlink()
