@@ -58,18 +58,13 @@ class Checked:
         return self._beside()
 
     def _here(self) -> Iterator[list[Event]]:
-        fold, progress, mask = projections.Fold(), self.on_progress, past.MASK
-        add = fold.add if self.fold else _skip
-        folding = self.fold
+        folder, progress = _Folder(self.fold), self.on_progress
         for batch in self.make():
-            for event in batch:
-                add(event)
-                if folding and not event.id & mask:
-                    past.add(self.snaps, (event.id, event.hash, fold.states.copy()))
+            folder.take(batch)
             if progress is not None:
                 progress(len(batch))
             yield batch
-        self.states = fold.states if folding else None
+        self.states, self.snaps = folder.states, folder.snaps
 
     def _beside(self) -> Iterator[list[tuple[Any, ...]]]:
         # os.fork, not multiprocessing: its child closes stdin, which may be the export itself.
@@ -122,8 +117,26 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
-def _skip(_event: Event) -> None:
-    return None
+class _Folder:
+    """The fold both halves run over checked batches: the projections (none when ``folding`` is
+    off: ``pmm merge`` folds its own way) and the states at each snapshot point passed."""
+
+    def __init__(self, folding: bool) -> None:
+        self.folding, self.fold = folding, projections.Fold()
+        self.snaps: list[past.Snap] = []
+
+    def take(self, batch: list[Event]) -> None:
+        if not self.folding:
+            return
+        fold, add, snaps, mask = self.fold, self.fold.add, self.snaps, past.MASK
+        for event in batch:
+            add(event)
+            if not event.id & mask:
+                past.add(snaps, (event.id, event.hash, fold.states.copy()))
+
+    @property
+    def states(self) -> States | None:
+        return self.fold.states if self.folding else None
 
 
 def _produce(make: Callable[[], Iterator[list[Event]]], pipe: IO[bytes], folding: bool = True,
@@ -139,16 +152,11 @@ def _produce(make: Callable[[], Iterator[list[Event]]], pipe: IO[bytes], folding
         pipe.write(frame(len(body)) + body)
 
     try:
-        fold = projections.Fold()
-        add, mask = fold.add if folding else _skip, past.MASK
-        snaps: list[past.Snap] = []
+        folder = _Folder(folding)
         for batch in make():
-            for event in batch:
-                add(event)
-                if folding and not event.id & mask:
-                    past.add(snaps, (event.id, event.hash, fold.states.copy()))
+            folder.take(batch)
             send(("events", [tuple(event) for event in batch]))  # a plain tuple pickles smaller
-        message: tuple[str, Any] = ("done", (fold.states if folding else None, snaps, dict(tombstones or {})))
+        message: tuple[str, Any] = ("done", (folder.states, folder.snaps, dict(tombstones or {})))
     except BrokenPipeError:
         return  # the parent is gone (killed, or it stopped reading): nobody to tell
     except errors.InputRejected as exc:
