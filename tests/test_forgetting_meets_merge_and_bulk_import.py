@@ -95,3 +95,32 @@ def test_log_says_a_forgotten_events_content_was_forgotten(tmp_path: Path) -> No
     shown = run_in("--mind", str(mind), "log").stdout.decode()
     assert "#2 " in shown and "(content forgotten)" in shown and SECRET not in shown
     assert [e["content"] for e in cli_json(mind, "log") if e["id"] == 2] == [""]  # --json: as stored
+
+
+def test_a_large_export_with_a_forged_tombstone_is_refused_and_makes_no_mind(tmp_path: Path) -> None:
+    """Hostile input through the batched import read in a second process: a tombstone whose
+    digest is not the one its event's hash commits to (and its record names) is refused, exit 6,
+    and no mind (nor temp file) is left."""
+    import json
+
+    source, big = tmp_path / "src.jsonl", tmp_path / "big.db"
+    synthetic_export(source, 6_000)
+    _ok("--mind", str(big), "-q", "import", str(source))
+    _ok("--mind", str(big), "remember", f"the password is {SECRET}")
+    _ok("--mind", str(big), "forget", str(cli_json(big, "stats")["head_id"]), "--yes")
+    export = tmp_path / "big.jsonl"
+    _ok("--mind", str(big), "export", "-o", str(export))
+    lines = export.read_bytes().splitlines(keepends=True)
+    (n, line), = [(i, raw) for i, raw in enumerate(lines) if b'"content_digest"' in raw]
+    event = json.loads(line)
+    event["content_digest"] = "0" * 64  # well formed, and not the content's
+    lines[n] = json.dumps(event, ensure_ascii=False).encode() + b"\n"
+    forged = tmp_path / "forged.jsonl"
+    forged.write_bytes(b"".join(lines))
+    assert forged.stat().st_size > import_reader.PARALLEL_FROM
+    target = tmp_path / "minds" / "copy.db"
+    done = run_pmm("--mind", str(target), "import", str(forged))
+    err = done.stderr.decode()
+    assert done.returncode == 6 and "Traceback" not in err and err.startswith("Error:"), err
+    assert not target.exists()
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []
