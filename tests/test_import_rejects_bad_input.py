@@ -240,8 +240,19 @@ CASES["NaN in meta"] = _meta_case('{"source":NaN}')
 CASES["-Infinity nested in meta"] = _meta_case('{"source":{"x":[-Infinity]}}')
 CASES["1e999 (infinite) in meta"] = _meta_case('{"source":1e999}')
 CASES["1e999 nested in meta"] = _meta_case('{"source":{"x":[1e999]}}')
+CASES["meta with a space (not canonical)"] = _meta_case('{"source": "user"}')
 CASES["meta is a JSON array"] = _meta_case("[1,2]")
 CASES["meta is not JSON"] = _meta_case("{source: user}")
+
+
+@case("-0.0 in meta (not canonical), in a kind a newer pmm wrote")
+def _(x: Export, out: Path) -> int:
+    # the hash commits to these bytes, so import cannot write them as 0: it refuses them, as
+    # verify --deep refuses them in a mind (tests/test_import_refuses_what_verify_deep_refuses.py)
+    x.events[3]["kind"], x.events[3]["meta"] = "a_later_kind", '{"x":-0.0}'
+    rehash(x.header, x.events, 3)
+    out.write_bytes(x.render())
+    return 5
 
 
 @case("NaN as a field value")

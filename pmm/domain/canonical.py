@@ -11,6 +11,7 @@ from json import encoder as _json_encoder
 from typing import Any
 
 _SAFE = 2**53 - 1
+NOT_CANONICAL = "meta is not canonical JSON"  # the reason verify --deep and import give
 
 
 def _as_numbers(value: Any) -> Any:

@@ -99,10 +99,10 @@ def seal(ledger: Source, states: States, snaps: list[past.Snap] | None = None) -
     passed at snapshot points, ``pmm.ledger.past``) as snapshots (inside the caller's
     transaction)."""
     last_id, last_hash = ledger.head()
-    _remember(ledger, cache.store(ledger.conn, ledger.mind_id, states, last_id, last_hash),
-              last_id, last_hash)
-    if snaps:
-        past.store(ledger.conn, ledger.mind_id, snaps, last_id)
+    stored = cache.store(ledger.conn, ledger.mind_id, states, last_id, last_hash)
+    _remember(ledger, stored, last_id, last_hash)
+    if snaps or past.outdated(ledger.conn):  # (snapshots refer to the done row just stored)
+        past.store(ledger.conn, ledger.mind_id, snaps or [], last_id, stored)
 
 
 def rebuild(ledger: Source) -> None:

@@ -8,11 +8,22 @@ passes an event id that is a multiple of ``SPACING`` stores one; at most ``KEPT`
 the spacing doubling as the mind grows (only multiples of ``spacing(head)`` stay). They are
 an optimisation only: without them, ``--as-of`` replays from the first event. Deleting every
 row whose name starts with ``PREFIX`` (``clear``) is always safe.
+
+A snapshot does not repeat the history of closed commitments that the cache's ``mind:done``
+row holds (pmm.ledger.cache: with 20,000 kept commitments, 64 copies of it were most of the
+file). In its place it holds a reference (``_refer``): the entries of the ``done`` row whose id
+is at most its event's, less the ids it names, plus the entries it holds itself (those that
+differ), and the SHA-256 of the history so made. The reference is resolved against the ``done``
+row as it is when read, and must give that digest (under the snapshot's seal), or the snapshot
+is not trusted: a ``done`` row altered, or changed by a reopen since, never changes what
+``--as-of`` shows. Rows of the older format (``SNAP_FORMAT`` 1: the history inline) are
+rewritten in the new one, once trusted, at the next write that keeps the cache (``store``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -32,6 +43,8 @@ KEPT = 64
 # What a snapshot's seal covers beside the cache row's fields: a sealed cache row (whose history
 # is a digest, pmm.ledger.cache) copied under a snapshot's name, or back, does not pass.
 SEALED_AS = "snapshot;"
+SNAP_FORMAT = 2  # 2: the closed commitments as a reference to the cache's ``done`` row
+REF = "ref"  # the key of a referring history (a real one is keyed by commitment ids: digits)
 
 Snap = tuple[int, str, States]  # after event id, with that hash: the states
 
@@ -55,6 +68,11 @@ def add(snaps: list[Snap], snap: Snap) -> None:
         snaps[:] = [kept for kept in snaps if not kept[0] % step]
 
 
+def version() -> str:
+    """What a snapshot row must have been written by: the cache's version and this format."""
+    return f"{cache.version()};snap:{SNAP_FORMAT}"
+
+
 def dump(states: States) -> str:
     """States as the compact JSON a snapshot holds (the commitments no longer open read whole)."""
     commitments = states["commitments"]
@@ -62,36 +80,137 @@ def dump(states: States) -> str:
     return json.dumps(whole, separators=(",", ":"), sort_keys=True)
 
 
-def store(conn: sqlite3.Connection, mind_id: str, snaps: list[Snap], head_id: int) -> int:
+def _history_digest(done: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(done, separators=(",", ":"), sort_keys=True).encode()).hexdigest()
+
+
+Base = tuple[dict[str, Any], set[str]]  # the head's closed commitments, and every id it knows
+
+
+def _base(states: States | None) -> Base | None:
+    if states is None:
+        return None
+    held = dict(states["commitments"]["done"])
+    return held, set(held) | set(states["commitments"]["open"])  # every id a later close could add
+
+
+def _refer(states: States, event_id: int, base: Base | None) -> str:
+    """``dump(states)`` with the closed commitments as a reference to ``base``'s (the head's:
+    what the ``done`` row holds once this write commits), when there is a base."""
+    if base is None:
+        return dump(states)
+    done = dict(states["commitments"]["done"])
+    held, known = base
+    minus = sorted((k for k in known if k not in done and _id(k) <= event_id), key=_id)
+    put = {k: v for k, v in done.items() if held.get(k) != v}
+    ref = {REF: cache.DONE_KEY, "upto": event_id, "minus": minus, "put": put, "digest": _history_digest(done)}
+    commitments = states["commitments"]
+    return json.dumps({**states, "commitments": {**commitments, "done": ref}}, separators=(",", ":"),
+                      sort_keys=True)
+
+
+def _id(key: str) -> int:
+    return int(key) if key.isdigit() else -1
+
+
+def _resolved(states: dict[str, Any], read_done: Any) -> States | None:
+    """``states`` with a referring history resolved against the ``done`` row (``read_done()``:
+    its text), or None when it does not give the digest the snapshot sealed."""
+    commitments = states.get("commitments")
+    ref = commitments.get("done") if isinstance(commitments, dict) else None
+    if not isinstance(ref, dict) or REF not in ref:
+        return cast(States, states)  # held inline
+    upto, minus, put, digest = (ref.get(k) for k in ("upto", "minus", "put", "digest"))
+    if type(upto) is not int or not isinstance(minus, list) or not isinstance(put, dict):
+        return None
+    try:
+        held = json.loads(read_done() or "null")
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(held, dict):
+        return None
+    dropped = set(m for m in minus if isinstance(m, str))
+    done = {k: v for k, v in held.items() if _id(k) <= upto and k not in dropped}
+    done.update(put)
+    if _history_digest(done) != digest:
+        return None  # the done row was altered, or changed since (a reopen): not this history
+    states["commitments"]["done"] = done
+    return cast(States, states)
+
+
+def store(conn: sqlite3.Connection, mind_id: str, snaps: list[Snap], head_id: int,
+          base: States | None = None) -> int:
     """Write the sealed snapshots of ``snaps`` that the spacing at ``head_id`` keeps, and drop
     every snapshot row it does not (inside the caller's transaction). Returns how many were
-    written. Without this machine's key none is written: unsealed, none would be trusted."""
+    written. Without this machine's key none is written: unsealed, none would be trusted.
+    ``base`` is the states sealed as the cache at the head in the same write: each snapshot's
+    closed commitments refer to its ``done`` row (without it, they are held inline)."""
     step = spacing(head_id)
+    if base is not None:
+        snaps = _upgraded(conn, mind_id, head_id) + snaps
+    head = _base(base) if snaps else None
     merged = first_merge(conn)
     if merged is not None:  # a merge re-folds from its fork (docs/merge.md): none from there on
         snaps = [snap for snap in snaps if snap[0] < merged]
         conn.execute("DELETE FROM projection_cache WHERE substr(name, 1, ?) = ? AND last_id >= ?",
                      (len(PREFIX), PREFIX, merged))
     secret = seal.key(create=True) if snaps else None
-    version = cache.version()
+    current = version()
     written = 0
     if secret is not None:
         for event_id, event_hash, states in snaps:
             if event_id % step or event_id > head_id:
                 continue
-            text = dump(states)
-            mac = seal.mac(secret, mind_id, SEALED_AS + version, event_id, event_hash, text)
+            text = _refer(states, event_id, head)
+            mac = seal.mac(secret, mind_id, SEALED_AS + current, event_id, event_hash, text)
             conn.execute(
                 "INSERT INTO projection_cache(name, version, last_id, last_hash, state, mac)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
                 " version = excluded.version, last_id = excluded.last_id,"
                 " last_hash = excluded.last_hash, state = excluded.state, mac = excluded.mac",
-                (f"{PREFIX}{event_id}", version, event_id, event_hash, text, mac))
+                (f"{PREFIX}{event_id}", current, event_id, event_hash, text, mac))
             written += 1
     conn.execute("DELETE FROM projection_cache WHERE substr(name, 1, ?) = ? AND"
                  " (version IS NOT ? OR last_id % ? != 0 OR last_id > ?)",
-                 (len(PREFIX), PREFIX, version, step, head_id))
+                 (len(PREFIX), PREFIX, current, step, head_id))
     return written
+
+
+def _upgraded(conn: sqlite3.Connection, mind_id: str, head_id: int) -> list[Snap]:
+    """The migration of format-1 snapshot rows (the history inline, written by an older pmm):
+    those still trusted (sealed here, their event's hash unchanged), to be written again in
+    this format; ``store`` then drops every row of another version. A few rows, read only
+    while some are left."""
+    rows = conn.execute("SELECT version, last_id, last_hash, state, mac FROM projection_cache"
+                        " WHERE substr(name, 1, ?) = ? AND version = ?",
+                        (len(PREFIX), PREFIX, cache.version())).fetchall()
+    if not rows:
+        return []
+    secret = seal.key(create=False)
+    found: list[Snap] = []
+    for old, last_id, last_hash, state, mac in rows:
+        if not (isinstance(last_id, int) and isinstance(last_hash, str) and isinstance(state, str)
+                and isinstance(mac, str) and last_id <= head_id):
+            continue
+        if not seal.matches(secret, mac, mind_id, SEALED_AS + old, last_id, last_hash, state):
+            continue
+        hashed = conn.execute("SELECT hash FROM events WHERE id = ?", (last_id,)).fetchone()
+        if hashed is None or hashed[0] != last_hash:
+            continue
+        try:
+            states = json.loads(state)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(states, dict) and isinstance(states.get("commitments"), dict) \
+                and isinstance(states["commitments"].get("done"), dict):
+            found.append((last_id, last_hash, cast(States, states)))
+    return found
+
+
+def outdated(conn: sqlite3.Connection) -> bool:
+    """Whether snapshot rows of the older format are stored (``store`` rewrites them)."""
+    return conn.execute("SELECT 1 FROM projection_cache WHERE substr(name, 1, ?) = ? AND version = ?"
+                        " LIMIT 1", (len(PREFIX), PREFIX, cache.version())).fetchone() is not None
 
 
 def first_merge(conn: sqlite3.Connection) -> int | None:
@@ -159,12 +278,12 @@ def _unused() -> cache.Done:
 def _trusted(ledger: Any, row: tuple[Any, ...] | None, event_id: int) -> States | None:
     if row is None:
         return None
-    version, last_id, last_hash, state, mac = row
-    if version != cache.version() or not isinstance(state, str) or not isinstance(last_id, int) \
+    version_, last_id, last_hash, state, mac = row
+    if version_ != version() or not isinstance(state, str) or not isinstance(last_id, int) \
             or not isinstance(last_hash, str) or not isinstance(mac, str):
         return None
     if last_id != event_id or not seal.matches(seal.key(create=False), mac, ledger.mind_id,
-                                               SEALED_AS + version, last_id, last_hash, state):
+                                               SEALED_AS + version_, last_id, last_hash, state):
         return None  # forged, written on another machine, or a cache row under a snapshot's name
     if ledger.hash_at(last_id) != last_hash:
         return None
@@ -172,7 +291,9 @@ def _trusted(ledger: Any, row: tuple[Any, ...] | None, event_id: int) -> States 
         states = json.loads(state)
     except (ValueError, RecursionError):
         return None
-    return cast(States, states) if isinstance(states, dict) else None
+    if not isinstance(states, dict):
+        return None
+    return _resolved(states, lambda: cache.read_done(ledger.conn))
 
 
 def replay_to(ledger: Any, event_id: int) -> tuple[States, int]:

@@ -6,16 +6,16 @@ dropped and reopened, events added by kind, models switched. See docs/time.md.""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict, cast
+from typing import IO, TypedDict, cast
 
 from pmm import errors
 from pmm.domain import dynamics, growth, projections
 from pmm.domain import events as ev
 from pmm.domain.states import Commitment, States
-from pmm.ledger import folded
+from pmm.ledger import folded, jsonl
 from pmm.ledger.store import Ledger
 from pmm.services import dates, opening, timetravel
 from pmm.services.timetravel import PointJson
@@ -184,15 +184,10 @@ def _mind_file(path: Path) -> Side:
 
 def _export(path: Path) -> Side:
     """A JSONL export, checked line by line as it is folded (hostile input: a bad line is
-    refused, exit 6, naming it); never written anywhere."""
-    from pmm.services import portability
-
+    refused, exit 6, naming it); never written anywhere. An export of a merged mind is read as
+    that mind reads (``_as_merged``), so its side agrees with `pmm stats` of the mind."""
     with open(path, "rb") as handle:
-        try:
-            header, events = portability.checked_export(handle, str(path))
-        except errors.InputRejected as exc:
-            raise errors.InputRejected(f"{path} is not a pmm export or mind file: {exc.message}",
-                                       hint=exc.hint) from None
+        header, events = _checked_export(handle, path)
         if header.since != 1:
             raise errors.InputRejected(f"{path} starts at event {header.since}: a diff needs a whole"
                                        " export (from event 1)", hint="export with no --since")
@@ -201,9 +196,47 @@ def _export(path: Path) -> Side:
         for event in events:
             fold.add(event)
             last = (event.id, event.hash, event.ts)
+    states = _as_merged(path, fold.merges, last[:2]) if fold.merges else fold.states
     point: PointJson = {"asked": str(path), "id": last[0], "hash": last[1], "ts": last[2],
                         "replayed_from": 0, "replayed": last[0]}
-    return Side(str(path), "export", header.mind_id, point, fold.states)
+    return Side(str(path), "export", header.mind_id, point, states)
+
+
+def _checked_export(handle: IO[bytes], path: Path) -> tuple[jsonl.Header, Iterator[ev.Event]]:
+    from pmm.services import portability
+
+    try:
+        return portability.checked_export(handle, str(path))
+    except errors.InputRejected as exc:
+        raise errors.InputRejected(f"{path} is not a pmm export or mind file: {exc.message}",
+                                   hint=exc.hint) from None
+
+
+def _as_merged(path: Path, markers: list[ev.Event], head: tuple[int, str]) -> States:
+    """The states of a merged mind's export as the mind reads them (``projections.replay_merged``,
+    as ``folded.replay_all`` reads a mind file): the export is read again for each range the
+    merge folds anew rather than held. Each read is checked again, and must end at the hash the
+    first read found there (the event before a marker is named by its ``prev_hash``), so a file
+    changed meanwhile is refused rather than mixed with what was read before."""
+    ends = {m.id - 1: m.prev_hash for m in markers} | {head[0]: head[1]}
+
+    def between(low: int, high: int) -> Iterator[ev.Event]:
+        if high < low:
+            return
+        with open(path, "rb") as handle:
+            _, events = _checked_export(handle, path)
+            for event in events:
+                if event.id < low:
+                    continue
+                yield event
+                if event.id == high:
+                    break
+            else:
+                event = None
+        if event is None or event.id != high or event.hash != ends.get(high):
+            raise errors.InputRejected(f"{path} changed while it was read", hint="run pmm diff again")
+
+    return projections.replay_merged(between(1, head[0]), markers, between)
 
 
 def _trait_moves(mind: Ledger, before: States, low: int, high: int) -> dict[str, list[Moved]]:

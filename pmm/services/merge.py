@@ -127,7 +127,7 @@ def merge(path: Path, other: Path, *, dry_run: bool = False,
             # the head before the plan reads anything (id and hash): the write goes on only from
             # it, so a write that lands while the plan reads the other copy is refused
             planned = mind.head()
-            result = plan(mind, events, source)
+            result = plan(mind, events, source, str(other))
             if result.head_id - result.appended != planned[0]:
                 raise _changed(path)
             result.tombstones = {i: d for i, d in tombstones.items() if i > planned[0]}
@@ -186,12 +186,13 @@ def _their_events(other: Path) -> Iterator[tuple[str, str, int, Iterator[Event],
         return
     with open(other, "rb") as handle:
         reader = jsonl.ExportReader(handle, str(other))
-        header = reader.read_header()
-        prefix = chain_prefix(header.ledger_format, header.mind_id)
-        state = ChainState(last_id=header.since - 1)
-        events = reader.events()
+        with _naming(other):  # only around the reading: what the caller raises is its own
+            header = reader.read_header()
+            prefix = chain_prefix(header.ledger_format, header.mind_id)
+            state = ChainState(last_id=header.since - 1)
+            events = reader.events()
+            first = next(events, None) if header.since > 1 else None
         if header.since > 1:  # a partial export: it links to whatever the mind holds before it
-            first = next(events, None)
             if first is None:
                 yield "export", header.mind_id, header.ledger_format, iter(()), {}
                 return
@@ -208,11 +209,36 @@ def _their_events(other: Path) -> Iterator[tuple[str, str, int, Iterator[Event],
             size=portability.file_size(handle), fold=False, tombstones=reader.forgotten)
         batches = iter(checked)
         try:
-            yield "export", header.mind_id, header.ledger_format, _unbatched(batches), reader.forgotten
+            yield "export", header.mind_id, header.ledger_format, _named(other, _unbatched(batches)), reader.forgotten
         finally:  # a refusal part-way stops the reading process now, not when collected
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
+
+
+@contextlib.contextmanager
+def _naming(other: Path) -> Iterator[None]:
+    """A refusal of the export's reader (which words it for ``pmm import``, where there is one
+    file) said of ``other``: a merge has two files, and the user must know which is bad."""
+    try:
+        yield
+    except errors.InputRejected as exc:
+        raise _of(other, exc) from None
+
+
+def _named(other: Path, events: Iterator[Event]) -> Iterator[Event]:
+    """``events``, with a refusal met while they are read (the checks run as they are read,
+    here or in the reading process) said of ``other``."""
+    with _naming(other):
+        yield from events
+
+
+def _of(other: Path, exc: errors.InputRejected) -> errors.InputRejected:
+    if str(other) in exc.message:
+        return exc
+    named = errors.InputRejected(f"{other}: {exc.message}", exc.hint)  # "OTHER: line N: ..."
+    named.line = exc.line
+    return named
 
 
 def _batched(events: Iterator[Event], size: int = 4096) -> Iterator[list[Event]]:
@@ -246,14 +272,15 @@ def _mind_events(theirs: Ledger, name: Path, batch: int = 4096) -> Generator[Eve
             yield Event(row[0], *(value.decode() for value in row[1:7]))  # (a tombstone after them)
 
 
-def plan(mind: Ledger, theirs: Iterator[Event], source: str) -> MergeResult:
-    """What merging ``theirs`` (checked events in id order) into ``mind`` would append. Reads
-    all of ``theirs`` (so all of it is verified) before it returns."""
+def plan(mind: Ledger, theirs: Iterator[Event], source: str, other: str) -> MergeResult:
+    """What merging ``theirs`` (checked events in id order, read from ``other``: a refusal
+    names it) into ``mind`` would append. Reads all of ``theirs`` (so all of it is verified)
+    before it returns."""
     head_id, _ = mind.head()
     result = MergeResult(mind.mind_id, source, head_id=head_id)
     # closed whatever happens: an open statement would keep a read lock on the mind
     with contextlib.closing(mind.conn.execute("SELECT id, hash FROM events ORDER BY id")) as ours:
-        after, last, fork, fork_hash = _diverging(mind, theirs, ours, head_id)
+        after, last, fork, fork_hash = _diverging(mind, theirs, ours, head_id, other)
     result.other_head_id, result.other_head = last
     result.fork_id, result.fork_hash = fork, fork_hash
     result.theirs = len(after)
@@ -266,11 +293,11 @@ def plan(mind: Ledger, theirs: Iterator[Event], source: str) -> MergeResult:
         result.appended = len(after)
         result.head_id = head_id + len(after)
         return result
-    _join(result, list(mind.events(since=fork + 1)), after, head_id)
+    _join(result, list(mind.events(since=fork + 1)), after, head_id, other, str(mind.path))
     return result
 
 
-def _diverging(mind: Ledger, theirs: Iterator[Event], ours: Any, head_id: int
+def _diverging(mind: Ledger, theirs: Iterator[Event], ours: Any, head_id: int, other: str
                ) -> tuple[list[Event], tuple[int, str], int, str]:
     """Their events after the last one this mind holds too (that one is the fork), their last
     event, and the fork's id and hash; ``ours`` is a cursor over this mind's (id, hash)."""
@@ -282,8 +309,8 @@ def _diverging(mind: Ledger, theirs: Iterator[Event], ours: Any, head_id: int
         if last[0] == 0 and event.id > 1:  # a partial export: it must start before the fork
             if mind.hash_at(event.id - 1) != event.prev_hash:
                 raise errors.InputRejected(
-                    f"the other copy starts at event {event.id}, and does not link to this"
-                    f" copy's event {event.id - 1}: it starts after the two diverged",
+                    f"{other} starts at event {event.id}, and does not link to event"
+                    f" {event.id - 1} of {mind.path}: it starts after the two diverged",
                     hint="export it whole (no --since), or merge its mind file")
             fork, fork_hash = event.id - 1, event.prev_hash
         last = (event.id, event.hash)
@@ -296,13 +323,16 @@ def _diverging(mind: Ledger, theirs: Iterator[Event], ours: Any, head_id: int
         after.append(event)
         if len(after) > MAX_COPIES + 1024:  # room for their markers and the duplicates
             raise errors.InputRejected(
-                f"the other copy holds over {MAX_COPIES:,} events this one does not: too many for one merge",
+                f"{other} holds over {MAX_COPIES:,} events that {mind.path} does not: too many for"
+                " one merge",
                 hint="export it in parts with --since and merge them oldest first")
     return after, last, fork, fork_hash
 
 
-def _join(result: MergeResult, ours: list[Event], theirs: list[Event], head_id: int) -> None:
-    """Match their events after the fork against ours; the drafts to append go in ``result``."""
+def _join(result: MergeResult, ours: list[Event], theirs: list[Event], head_id: int,
+          other: str, this_mind: str) -> None:
+    """Match their events after the fork against ours; the drafts to append go in ``result``
+    (a refusal names ``other``, and ``this_mind``: this mind's file)."""
     fork = result.fork_id
     our_keys = merging.Keys(e for e in ours if e.kind == MERGED)
     their_keys = merging.Keys(e for e in theirs if e.kind == MERGED)
@@ -357,8 +387,8 @@ def _join(result: MergeResult, ours: list[Event], theirs: list[Event], head_id: 
             else:
                 if x.kind in ev.LEDGER_ONLY:  # a forget's or an upgrade's record: not a copy's to make
                     raise errors.InputRejected(
-                        f"the other copy's event {x.id} ({x.kind}) came after the two parted, and pmm"
-                        " merge cannot copy a forgetting or an upgrade (docs/merge.md)", hint=(
+                        f"{other}'s event {x.id} ({x.kind}) came after it and {this_mind} parted, and"
+                        " pmm merge cannot copy a forgetting or an upgrade (docs/merge.md)", hint=(
                             "merge before forgetting, or replace one copy by the other whole"
                             " (pmm export, then pmm import into a new file)"))
                 here = head_id + len(copies) + 1
@@ -372,7 +402,8 @@ def _join(result: MergeResult, ours: list[Event], theirs: list[Event], head_id: 
         last = here
     if len(copies) > MAX_COPIES:
         raise errors.InputRejected(
-            f"the other copy holds {len(copies):,} events this one does not: over {MAX_COPIES:,} for one merge",
+            f"{other} holds {len(copies):,} events that {this_mind} does not: over {MAX_COPIES:,} for"
+            " one merge",
             hint="export it in parts with --since and merge them oldest first")
     result.copied = len(copies)
     if not copies and not same:

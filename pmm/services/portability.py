@@ -11,6 +11,7 @@ from typing import IO, Any, NotRequired, TypedDict, TypeVar
 
 from pmm import errors
 from pmm.domain import events as ev
+from pmm.domain.canonical import NOT_CANONICAL, CanonicalMetas
 from pmm.domain.events import Event
 from pmm.ledger import jsonl
 from pmm.ledger.chain import GENESIS_PREV, ChainState, chain_prefix, check_chain, tombstone_problem
@@ -278,12 +279,14 @@ def _prepend(first: tuple[int, Event], rest: Iterator[tuple[int, Event]]
 
 class _Forgetting:
     """The tombstones an export's reader fills as it reads (the forgotten events' digests), and
-    the content_forgotten events met that record them: judged together once all is read."""
+    the content_forgotten events met that record them: judged together once all is read. It
+    also carries the stream's memo of canonical metas (``_check``)."""
 
     def __init__(self, tombstones: dict[int, str] | None, first_id: int) -> None:
         self.tombs = tombstones if tombstones is not None else {}
         self.records: list[tuple[int, str]] = []
         self.first_id = first_id
+        self.canonical = CanonicalMetas()
 
     def judge(self) -> None:
         # A tombstone can only be judged once its record, later in the chain, has been read: a
@@ -328,7 +331,11 @@ def _checked_batches(batches: Iterator[tuple[int, list[Event]]], prefix: bytes,
 def _check(events: list[Event], lines: Sequence[int], prefix: bytes, state: ChainState,
            on_progress: Progress | None, forgetting: _Forgetting) -> list[Event]:
     """``events`` (read from ``lines``), once their hashes and links check out (a forgotten
-    one's against its tombstone: the digest its hash commits to)."""
+    one's against its tombstone: the digest its hash commits to) and each meta is canonical.
+
+    The hash commits to the meta's bytes, so a meta that is not canonical (``-0.0``, a space,
+    keys out of order) cannot be rewritten here: it is refused, with the reason
+    ``pmm verify --deep`` gives, or the mind would fail that check once imported."""
     tombs = forgetting.tombs
     try:
         rows = [(e.id, e.ts.encode(), e.kind.encode(), e.content.encode(), e.meta_json.encode(),
@@ -339,11 +346,15 @@ def _check(events: list[Event], lines: Sequence[int], prefix: bytes, state: Chai
         raise errors.InputRejected(
             "a field holds a lone surrogate (\\ud800-\\udfff), which is not text", line=line
         ) from None
+    canonical = forgetting.canonical
+    odd = next((i for i, e in enumerate(events) if not canonical(e.meta_json)), None)
     before = state.count
-    check_chain(prefix, rows, state)
+    check_chain(prefix, rows if odd is None else rows[:odd + 1], state)
     if state.problem is not None:
         line = lines[state.count - before]  # the checker stops at the first bad row
         raise errors.InputRejected(str(state.problem), line=line)
+    if odd is not None:  # its hash and shape are sound: only its meta's bytes are not canonical
+        raise errors.InputRejected(f"event {events[odd].id}: {NOT_CANONICAL}", line=lines[odd])
     if on_progress is not None:
         on_progress(len(events))
     forgetting.records.extend((e.id, e.meta_json) for e in events if e.kind == ev.CONTENT_FORGOTTEN.name)
