@@ -14,8 +14,15 @@ from pmm.domain.events import Draft
 from pmm.ledger.chain import ChainState, check_chain
 from pmm.ledger.store import Ledger
 from pmm.services import opening
-from pmm.services.halves import check_in_two
-from pmm.services.integrity import DEEP_PARALLEL_FROM, Replayed, start_replay, verify_mind
+from pmm.services.halves import check_in_two, in_child
+from pmm.services.integrity import (
+    DEEP_CHILD_SHARE,
+    DEEP_PARALLEL_FROM,
+    Replayed,
+    _deep_read,
+    replay_check,
+    verify_mind,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +75,15 @@ def test_the_split_reports_the_same_first_problem(big: Path, tmp_path: Path, eve
 
 # -- `verify --deep`: the replay runs in a child while the chain is checked here -------------------
 
+def in_own(path: Path) -> Replayed:
+    with Ledger.open(path) as own:
+        return replay_check(own)
+
+
 def deep_both_ways(path: Path) -> tuple[Replayed, Replayed]:
+    forked = in_child(lambda: in_own(path))
     with Ledger.open(path) as mind:
-        forked = start_replay(mind, fork=True)
-        return forked(), start_replay(mind, fork=False)()
+        return forked(), replay_check(mind)
 
 
 def _sealed(tmp_path: Path, events: int) -> Path:
@@ -86,8 +98,7 @@ def _sealed(tmp_path: Path, events: int) -> Path:
 def test_the_deep_read_in_a_child_finds_what_it_finds_here(tmp_path: Path) -> None:
     sealed = _sealed(tmp_path, 1000)
     forked, here = deep_both_ways(sealed)
-    assert forked == here == Replayed(None, "reflects event 1000; equals a full replay", True,
-                                      sessions="reflects event 1000; equals the events")
+    assert forked == here == Replayed(None, "reflects event 1000; equals a full replay", True)
 
     spaced = tamper(sealed, tmp_path / "meta.db", 700, "UPDATE events SET meta = '{\"source\": \"user\"}' WHERE id = ?")
     forked, here = deep_both_ways(spaced)
@@ -106,7 +117,7 @@ def test_an_error_in_the_child_is_the_error_here(big: Path, tmp_path: Path) -> N
     with Ledger.open(path) as mind:
         path.unlink()  # this connection still reads it; the child's own cannot open it
         with pytest.raises(errors.MindNotFound) as raised:
-            start_replay(mind, fork=True)()
+            in_child(lambda: in_own(path))()
     assert raised.value.hint == "create one with `pmm init`, or pass --mind PATH"
 
 
@@ -120,3 +131,23 @@ def test_verify_deep_of_a_mind_past_the_threshold_reports_the_same(tmp_path: Pat
                            "snapshots": "3 checked, each equals a full replay", "snapshots_match_replay": True,
                            "sessions_table": f"reflects event {DEEP_PARALLEL_FROM + 1}; equals the events",
                            "sessions_match_events": True}
+
+
+@pytest.mark.parametrize("event_id", [1, 400, 401, 402, 1000])
+@pytest.mark.parametrize("sql", [
+    "UPDATE events SET content = content || 'x' WHERE id = ?",
+    "DELETE FROM events WHERE id = ?",
+])
+def test_the_deep_split_of_the_chain_reports_the_same_first_problem(
+        big: Path, tmp_path: Path, event_id: int, sql: str) -> None:
+    """With --deep the child checks the chain's first DEEP_CHILD_SHARE (ids below 401 here)
+    before its replay, and this process the rest: the joined halves find what one pass finds."""
+    path = tamper(big, tmp_path / "t.db", event_id, sql)
+    with Ledger.open(path) as mind:
+        forked = _deep_read(mind, True, None)
+        single = _deep_read(mind, False, None)
+    assert int(1000 * DEEP_CHILD_SHARE) + 1 == 401
+    assert forked[0].problem == single[0].problem
+    assert forked[0].count == single[0].count
+    assert forked[1:] == single[1:]
+    assert (forked[0].problem is None) == (event_id == 1000 and sql.startswith("DELETE"))

@@ -11,6 +11,7 @@ from pmm.ledger.store import Ledger
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
+U = TypeVar("U")
 
 PARALLEL_FROM = 200_000  # below this, forking a checker costs more than it saves
 
@@ -57,14 +58,25 @@ def check_in_two(mind: Ledger, split: int, on_progress: Progress | None) -> Chai
     second half starts from the *stored* hash of event ``split - 1``; the first half proves
     that hash right (it is the last one it checks), which links the halves.
     """
+    return check_in_two_beside(mind, split, on_progress, _nothing, _nothing_here)[0]
+
+
+def check_in_two_beside(mind: Ledger, split: int, on_progress: Progress | None,
+                        there: Callable[[Ledger], T], here: Callable[[], U]) -> tuple[ChainState, T, U]:
+    """``check_in_two``, with more work for each process once its half of the chain is checked:
+    ``there(own)`` in the child (on its own connection), ``here()`` in this process. Its
+    result is the joined chain's state and what each of them returned. (``verify --deep``
+    gives the child the replay and this process the rest, and splits the chain so that both
+    finish about together.)"""
     import multiprocessing
 
     done = multiprocessing.get_context("fork").Value("q", 0)
 
-    def first_half() -> ChainState:
+    def first_half() -> tuple[ChainState, T]:
         with Ledger.open(mind.path) as own:
-            return check_chain(own.prefix, own.raw_rows(before=split), ChainState(),
-                               lambda n: _add(done, n))
+            state = check_chain(own.prefix, own.raw_rows(before=split), ChainState(),
+                                lambda n: _add(done, n))
+            return state, there(own)
 
     first_result = in_child(first_half)
     seen = 0
@@ -79,8 +91,13 @@ def check_in_two(mind: Ledger, split: int, on_progress: Progress | None) -> Chai
     boundary = mind.hash_at(split - 1) or GENESIS_PREV
     second = check_chain(mind.prefix, mind.raw_rows(since=split),
                          ChainState(last_id=split - 1, last_hash=boundary), progress)
-    first = first_result()
+    found_here = here()
+    first, found_there = first_result()
     progress(0)
+    return _joined(mind, split, boundary, first, second), found_there, found_here
+
+
+def _joined(mind: Ledger, split: int, boundary: str, first: ChainState, second: ChainState) -> ChainState:
     if first.problem is not None:
         return first
     if first.last_id != split - 1:  # the first half ended early: ids are missing at the seam
@@ -93,6 +110,14 @@ def check_in_two(mind: Ledger, split: int, on_progress: Progress | None) -> Chai
         return first
     second.count += first.count
     return second
+
+
+def _nothing(_: Ledger) -> None:
+    return None
+
+
+def _nothing_here() -> None:
+    return None
 
 
 def _add(value: Any, n: int) -> None:
