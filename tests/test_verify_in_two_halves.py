@@ -114,7 +114,7 @@ def test_an_error_in_the_child_is_the_error_here(big: Path, tmp_path: Path) -> N
     """Not a traceback from the child and 'the child died': the child's own PmmError, exit code
     and hint included."""
     path = Path(shutil.copy(big, tmp_path / "gone.db"))
-    with Ledger.open(path) as mind:
+    with Ledger.open(path):
         path.unlink()  # this connection still reads it; the child's own cannot open it
         with pytest.raises(errors.MindNotFound) as raised:
             in_child(lambda: in_own(path))()

@@ -188,10 +188,19 @@ _WITHDRAWN_SQL = f"""SELECT sid, count(*) FROM (
   WHERE sid IS NOT NULL GROUP BY sid"""
 
 
+# SQLite's JSON functions end a text at an escaped NUL, which a canonical meta may hold
+_NUL_SQL = ("SELECT 1 FROM events WHERE kind IN (" + ", ".join(f"'{k}'" for k in KINDS) + ")"
+            " AND instr(CAST(meta AS TEXT), '\\u0000') LIMIT 1")
+
+
 def fold_sql(conn: sqlite3.Connection) -> dict[str, Summary]:
-    """``fold(conn)``, computed by SQLite (see above: equal on canonical metas)."""
-    rows = {found[0]: Summary(found[0], *found[1:4], 0, *found[4:])
-            for found in conn.execute(_FOLD_SQL) if type(found[0]) is str}
+    """``fold(conn)``, computed by SQLite (see above: equal on canonical metas; a mind whose
+    session events escape a NUL is folded by ``fold``)."""
+    if conn.execute(_NUL_SQL).fetchone() is not None:
+        return fold(conn)
+    rows = {sid: Summary(sid, first_id, last_id, turns, 0, first_said, last_said, first_message, start_id)
+            for sid, first_id, last_id, turns, first_said, last_said, first_message, start_id
+            in conn.execute(_FOLD_SQL) if type(sid) is str}
     for sid, count in conn.execute(_WITHDRAWN_SQL):
         if sid in rows:
             rows[sid].withdrawn = count
