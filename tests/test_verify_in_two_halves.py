@@ -16,7 +16,6 @@ from pmm.ledger.store import Ledger
 from pmm.services import opening
 from pmm.services.halves import check_in_two, in_child
 from pmm.services.integrity import (
-    DEEP_CHILD_SHARE,
     DEEP_PARALLEL_FROM,
     Replayed,
     _deep_read,
@@ -133,21 +132,31 @@ def test_verify_deep_of_a_mind_past_the_threshold_reports_the_same(tmp_path: Pat
                            "sessions_match_events": True}
 
 
-@pytest.mark.parametrize("event_id", [1, 400, 401, 402, 1000])
+@pytest.mark.parametrize("event_id", [1, 100, 101, 102, 500, 999, 1000])
 @pytest.mark.parametrize("sql", [
     "UPDATE events SET content = content || 'x' WHERE id = ?",
     "DELETE FROM events WHERE id = ?",
+    "UPDATE events SET hash = (CASE WHEN hash LIKE 'f%' THEN 'e' ELSE 'f' END) || substr(hash, 2) WHERE id = ?",
 ])
-def test_the_deep_split_of_the_chain_reports_the_same_first_problem(
+def test_the_deep_pieces_of_the_chain_report_the_same_first_problem(
         big: Path, tmp_path: Path, event_id: int, sql: str) -> None:
-    """With --deep the child checks the chain's first DEEP_CHILD_SHARE (ids below 401 here)
-    before its replay, and this process the rest: the joined halves find what one pass finds."""
+    """With --deep the chain is checked in pieces (of 100 ids here) by the replaying child and
+    this process, each taking the next when free: the joined pieces find what one pass finds,
+    and the replay and this process's checks are those of one process."""
     path = tamper(big, tmp_path / "t.db", event_id, sql)
     with Ledger.open(path) as mind:
-        forked = _deep_read(mind, True, None)
+        pieces = _deep_read(mind, True, None, piece=100)
         single = _deep_read(mind, False, None)
-    assert int(1000 * DEEP_CHILD_SHARE) + 1 == 401
-    assert forked[0].problem == single[0].problem
-    assert forked[0].count == single[0].count
-    assert forked[1:] == single[1:]
-    assert (forked[0].problem is None) == (event_id == 1000 and sql.startswith("DELETE"))
+        alone = check_chain(mind.prefix, mind.raw_rows(), ChainState())
+    assert pieces[0].problem == single[0].problem == alone.problem
+    assert pieces[0].count == single[0].count == alone.count
+    assert pieces[1:] == single[1:]
+    assert (alone.problem is None) == (event_id == 1000 and sql.startswith("DELETE"))
+
+
+def test_the_deep_pieces_count_every_event_once(big: Path) -> None:
+    counted: list[int] = []
+    with Ledger.open(big) as mind:
+        state = _deep_read(mind, True, counted.append, piece=64)[0]
+    assert state.problem is None and (state.count, state.last_id) == (1000, 1000)
+    assert sum(counted) == 1000

@@ -58,25 +58,14 @@ def check_in_two(mind: Ledger, split: int, on_progress: Progress | None) -> Chai
     second half starts from the *stored* hash of event ``split - 1``; the first half proves
     that hash right (it is the last one it checks), which links the halves.
     """
-    return check_in_two_beside(mind, split, on_progress, _nothing, _nothing_here)[0]
-
-
-def check_in_two_beside(mind: Ledger, split: int, on_progress: Progress | None,
-                        there: Callable[[Ledger], T], here: Callable[[], U]) -> tuple[ChainState, T, U]:
-    """``check_in_two``, with more work for each process once its half of the chain is checked:
-    ``there(own)`` in the child (on its own connection), ``here()`` in this process. Its
-    result is the joined chain's state and what each of them returned. (``verify --deep``
-    gives the child the replay and this process the rest, and splits the chain so that both
-    finish about together.)"""
     import multiprocessing
 
     done = multiprocessing.get_context("fork").Value("q", 0)
 
-    def first_half() -> tuple[ChainState, T]:
+    def first_half() -> ChainState:
         with Ledger.open(mind.path) as own:
-            state = check_chain(own.prefix, own.raw_rows(before=split), ChainState(),
-                                lambda n: _add(done, n))
-            return state, there(own)
+            return check_chain(own.prefix, own.raw_rows(before=split), ChainState(),
+                               lambda n: _add(done, n))
 
     first_result = in_child(first_half)
     seen = 0
@@ -91,10 +80,69 @@ def check_in_two_beside(mind: Ledger, split: int, on_progress: Progress | None,
     boundary = mind.hash_at(split - 1) or GENESIS_PREV
     second = check_chain(mind.prefix, mind.raw_rows(since=split),
                          ChainState(last_id=split - 1, last_hash=boundary), progress)
-    found_here = here()
-    first, found_there = first_result()
+    first = first_result()
     progress(0)
-    return _joined(mind, split, boundary, first, second), found_there, found_here
+    return _joined(mind, split, boundary, first, second)
+
+
+def check_shared(mind: Ledger, piece: int, on_progress: Progress | None,
+                 there: Callable[[Ledger], T], here: Callable[[], U]) -> tuple[ChainState, T, U]:
+    """The chain checked in pieces of ``piece`` ids by two processes, each taking the next piece
+    once its own work is done (``there(own)`` in a forked child, on its own connection;
+    ``here()`` in this process): however long the two works take, both processes end within
+    about one piece of each other (``verify --deep``: the replay in the child, the sessions
+    table and quick_check here). Each piece starts from the *stored* hash of the event before
+    it and is joined to the pieces before it as ``check_in_two`` joins its halves."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    lows = list(range(1, mind.head()[0] + 1, piece)) or [1]
+    taken, done = ctx.Value("q", 0), ctx.Value("q", 0)
+
+    def pieces(own: Ledger, report: Progress) -> list[tuple[int, ChainState]]:
+        checked: list[tuple[int, ChainState]] = []
+        while True:
+            with taken.get_lock():
+                index = taken.value
+                taken.value += 1
+            if index >= len(lows):
+                return checked
+            low = lows[index]
+            rows = own.raw_rows(since=low if index else None,  # the first piece: odd ids too
+                                before=lows[index + 1] if index + 1 < len(lows) else None)
+            start = ChainState(last_id=low - 1, last_hash=_boundary(own, low))
+            checked.append((low, check_chain(own.prefix, rows, start, report)))
+
+    def in_own() -> tuple[T, list[tuple[int, ChainState]]]:
+        with Ledger.open(mind.path) as own:
+            found = there(own)
+            return found, pieces(own, lambda n: _add(done, n))
+
+    child = in_child(in_own)
+    seen = 0
+
+    def progress(n: int) -> None:
+        nonlocal seen
+        _add(done, n)
+        if on_progress is not None:
+            total = done.value
+            on_progress(total - seen)
+            seen = total
+
+    found_here = here()
+    mine = pieces(mind, progress)
+    found_there, theirs = child()
+    progress(0)
+    ordered = sorted(mine + theirs, key=lambda checked: checked[0])
+    joined = ordered[0][1]
+    for low, state in ordered[1:]:
+        joined = _joined(mind, low, _boundary(mind, low), joined, state)
+    return joined, found_there, found_here
+
+
+def _boundary(mind: Ledger, low: int) -> str:
+    """The stored hash a piece from ``low`` starts from (the genesis link for the first)."""
+    return (mind.hash_at(low - 1) if low > 1 else None) or GENESIS_PREV
 
 
 def _joined(mind: Ledger, split: int, boundary: str, first: ChainState, second: ChainState) -> ChainState:
@@ -110,14 +158,6 @@ def _joined(mind: Ledger, split: int, boundary: str, first: ChainState, second: 
         return first
     second.count += first.count
     return second
-
-
-def _nothing(_: Ledger) -> None:
-    return None
-
-
-def _nothing_here() -> None:
-    return None
 
 
 def _add(value: Any, n: int) -> None:

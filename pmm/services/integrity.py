@@ -30,7 +30,7 @@ from pmm.ledger.connection import SQLITE_MAGIC
 from pmm.ledger.schema import ALTERED_HINT
 from pmm.ledger.store import Ledger
 from pmm.services import witness
-from pmm.services.halves import PARALLEL_FROM, check_in_two, check_in_two_beside
+from pmm.services.halves import PARALLEL_FROM, check_in_two, check_shared
 from pmm.services.reports import VerdictJson
 
 if TYPE_CHECKING:  # a plain `pmm verify` reads no signature and no export
@@ -41,11 +41,9 @@ Progress = Callable[[int], None]
 HashAt = Callable[[int], "str | None"]
 
 DEEP_PARALLEL_FROM = 50_000  # --deep also replays every event: a child pays for itself sooner
-# The part of the chain the replaying child checks too (the rest is checked here, then the
-# sessions table and SQLite's quick_check). Per event the chain costs about 7.9 us of CPU, the
-# replay 5.3 and the checks here 3.7 (bench/bench_verify.py, 1M events): at 0.4 both
-# processes end about together.
-DEEP_CHILD_SHARE = 0.4
+# --deep's chain is checked in pieces of this many ids, each by whichever process is free
+# first: about a quarter of a second of hashing, so the two end within about that.
+DEEP_PIECE = 32_768
 
 
 class Deep(TypedDict):
@@ -470,14 +468,14 @@ class Here:
     sessions_ok: bool
 
 
-def _deep_read(mind: Ledger, fork: bool, on_progress: Progress | None) -> tuple[ChainState, Replayed, Here]:
+def _deep_read(mind: Ledger, fork: bool, on_progress: Progress | None,
+               piece: int = DEEP_PIECE) -> tuple[ChainState, Replayed, Here]:
     """``--deep``'s reads of every event: the chain, the replay, and the checks of this process.
-    With ``fork`` a child replays and checks the chain's first ``DEEP_CHILD_SHARE`` while this
-    process checks the rest and then its own: the wall time is the larger half, not the sum."""
-    head_id = mind.head()[0]
+    With ``fork`` a child replays while this process checks the sessions table and quick_check;
+    then both check the chain, a piece at a time: the wall time is half the work, not the sum
+    (whichever of the replay and the checks here is the longer)."""
     if fork:
-        return check_in_two_beside(mind, int(head_id * DEEP_CHILD_SHARE) + 1, on_progress,
-                                   replay_check, functools.partial(_here, mind))
+        return check_shared(mind, piece, on_progress, replay_check, functools.partial(_here, mind))
     state = check_chain(mind.prefix, mind.raw_rows(), ChainState(), on_progress)
     return state, replay_check(mind), _here(mind)
 
