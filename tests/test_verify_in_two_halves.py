@@ -137,6 +137,8 @@ def test_verify_deep_of_a_mind_past_the_threshold_reports_the_same(tmp_path: Pat
     "UPDATE events SET content = content || 'x' WHERE id = ?",
     "DELETE FROM events WHERE id = ?",
     "UPDATE events SET hash = (CASE WHEN hash LIKE 'f%' THEN 'e' ELSE 'f' END) || substr(hash, 2) WHERE id = ?",
+    "UPDATE events SET id = 9223372036854775000 WHERE id = ?",
+    "UPDATE events SET id = -id WHERE id = ?",
 ])
 def test_the_deep_pieces_of_the_chain_report_the_same_first_problem(
         big: Path, tmp_path: Path, event_id: int, sql: str) -> None:

@@ -96,7 +96,8 @@ def check_shared(mind: Ledger, piece: int, on_progress: Progress | None,
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
-    lows = list(range(1, mind.head()[0] + 1, piece)) or [1]
+    # by the number of events, not the head's id: a forged id near 2**63 makes one long last piece
+    lows = range(1, max(1, mind.count()) + 1, piece)
     taken, done = ctx.Value("q", 0), ctx.Value("q", 0)
 
     def pieces(own: Ledger, report: Progress) -> list[tuple[int, ChainState]]:
