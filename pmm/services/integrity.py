@@ -229,7 +229,7 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
             total(mind.count())
         head_id = mind.head()[0]
         two_cores = (os.cpu_count() or 1) > 1
-        found: tuple[Replayed, Here] | None = None
+        found: tuple[Replayed, OwnChecks] | None = None
         if deep:
             state, replayed, here = _deep_read(mind, head_id >= DEEP_PARALLEL_FROM and two_cores, on_progress)
             found = replayed, here
@@ -459,7 +459,7 @@ class Replayed:
 
 
 @dataclass
-class Here:
+class OwnChecks:
     """What ``--deep`` checks in this process (beside the replaying child): SQLite's own
     check and the sessions table against the events."""
 
@@ -469,7 +469,7 @@ class Here:
 
 
 def _deep_read(mind: Ledger, fork: bool, on_progress: Progress | None,
-               piece: int = DEEP_PIECE) -> tuple[ChainState, Replayed, Here]:
+               piece: int = DEEP_PIECE) -> tuple[ChainState, Replayed, OwnChecks]:
     """``--deep``'s reads of every event: the chain, the replay, and the checks of this process.
     With ``fork`` a child replays while this process checks the sessions table and quick_check;
     then both check the chain, a piece at a time: the wall time is half the work, not the sum
@@ -480,13 +480,13 @@ def _deep_read(mind: Ledger, fork: bool, on_progress: Progress | None,
     return state, replay_check(mind), _here(mind)
 
 
-def _here(mind: Ledger) -> Here:
+def _here(mind: Ledger) -> OwnChecks:
     from pmm.ledger import sessions as session_rows  # --deep only
 
     quick = mind.quick_check()
     with mind.read_transaction():  # the table, its mark and the events in one snapshot
         sessions, sessions_ok = session_rows.check(mind)
-    return Here(quick, sessions, sessions_ok)
+    return OwnChecks(quick, sessions, sessions_ok)
 
 
 def replay_check(mind: Ledger) -> Replayed:
@@ -545,7 +545,7 @@ def _snapshots_check(mind: Ledger, stored: set[int], seen: dict[int, States]) ->
     return said, not differ
 
 
-def _deep_mind(report: VerifyReport, found: Replayed, here: Here) -> Deep:
+def _deep_mind(report: VerifyReport, found: Replayed, here: OwnChecks) -> Deep:
     """SQLite's own check, canonical meta, the projection cache against a full replay and the
     sessions table against the events."""
     quick = here.quick_check
