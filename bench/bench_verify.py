@@ -100,9 +100,10 @@ def replay_alone(path: Path) -> None:
 
 
 def deep_halves(path: Path) -> tuple[float, float]:
-    """``verify --deep`` in-process: CPU seconds here (the chain, quick_check) and in the forked
-    child (the replay and the metas). A quiet two-core machine takes about the larger of the two,
-    plus the interpreter's start-up."""
+    """``verify --deep`` in-process: CPU seconds here (the sessions table, quick_check, then
+    pieces of the chain) and in the forked child (the replay, the metas and the snapshots, then
+    pieces of the chain). A quiet two-core machine takes about the larger of the two (they
+    differ by about one piece), plus the interpreter's start-up."""
     cpu0, child0 = time.process_time(), _children_cpu()
     assert integrity.verify_mind(path, deep=True).ok
     return time.process_time() - cpu0, _children_cpu() - child0
@@ -136,8 +137,9 @@ def verify_figures(mind: Path, n: int, envs: dict[str, dict[str, str]], runs: in
                   f" loop, {took / lite:.0f}x / {cpu / lite:.0f}x SQLite{bar}")
     here, child = median_of(runs, lambda: deep_halves(mind))
     if child:
-        print(f"  --deep of this tree in-process: {here:.3f} CPU checking the chain, {child:.3f} CPU in"
-              f" the replaying child: on two idle cores the wall time is about the larger"
+        print(f"  --deep of this tree in-process: {here:.3f} CPU here (the sessions table, quick_check,"
+              f" pieces of the chain), {child:.3f} CPU in the replaying child (the replay, pieces of"
+              f" the chain): on two idle cores the wall time is about the larger"
               f" ({max(here, child) / py:.2f}x the Python loop) plus start-up")
     else:
         print(f"  --deep of this tree in-process: {here:.3f} CPU, all in one process (below"

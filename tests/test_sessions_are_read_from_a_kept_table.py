@@ -9,6 +9,8 @@ Real mind files, written through the ledger as pmm's commands write them."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import sqlite3
 from pathlib import Path
@@ -313,3 +315,92 @@ def test_whatever_a_file_holds_in_the_table_the_listing_is_the_events(tmp_path: 
     result = invoke("--mind", str(path), "chat", "--session", "planted", "-m", "hello")
     assert result.exit_code == 2 and "there is no session 'planted'" in result.stderr
     assert "Traceback" not in result.output
+
+
+# -- `verify --deep` folds the events in SQL: the same fold ----------------------------------------
+
+_SESSIONS = ["s1", "s2", "", "é漢🎉", "\x01\x1f\t\x7f", 'q"u\\o\nte', "{\"a\":1}", 7, 1.5, True, None,
+             {"x": 1}, ["s1"], "MISSING"]
+_SAIDS = ["2024-01-01T00:00:00.000000Z", "", "z", 3, None, "MISSING", "2023-12-31T23:59:59.999999Z"]
+
+
+def _hostile_meta(rng: random.Random, kind: str, ids: list[int], sessions: list[object]) -> str:
+    """A JSON object (or, now and then, text that is not one) of the shapes that decide a session."""
+    if rng.random() < 0.04:
+        return rng.choice(["[]", '"s1"', "not json", "", "null", '{"session": "s1"', "17"])
+    meta: dict[str, object] = {}
+    for key, pool in (("session", sessions), ("source_id", sessions), ("original_ts", _SAIDS)):
+        value = rng.choice(pool)
+        if value != "MISSING":
+            meta[key] = value
+    if kind == ev.RESPONSE_WITHDRAWN.name:
+        meta["response"] = rng.choice([*rng.sample(ids, min(3, len(ids))), 10**6, -1, 0, True, 3.0, "5", None])
+    if rng.random() < 0.1:
+        meta["nested"] = {"session": "inner", "original_ts": "0"}
+    if rng.random() < 0.05:  # escaped, not canonical: both decoders still read the same value
+        return json.dumps(meta, sort_keys=True)
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@pytest.mark.parametrize(("seed", "nul"), [(0, False), (1, False), (2, False), (3, False), (4, True)])
+def test_the_fold_in_sql_is_the_fold(tmp_path: Path, seed: int, nul: bool) -> None:
+    """``session_table.fold_sql`` (what --deep compares the table with) equals ``fold`` (the one
+    definition of a session) over metas of every shape that decides one: sessions and source
+    ids of each JSON type, text that escapes and text past the BMP, null against absent,
+    original times that are not text, withdrawals of turns, of starts, of later events, twice,
+    by ids that are not integers; kinds stored as BLOBs, metas that are not objects; a session
+    id holding NUL (which SQLite's JSON functions cut short: that mind is folded in Python)."""
+    rng = random.Random(seed)
+    path = tmp_path / "mind.db"
+    with opening.init(path, "Ada"):
+        pass
+    conn = sqlite3.connect(path, isolation_level=None)
+    last_id, last_hash = conn.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    kinds = [*session_table.KINDS, ev.OBSERVATION_RECORDED.name]
+    ids: list[int] = [last_id]
+    conn.execute("BEGIN")
+    for n in range(400):
+        kind = rng.choice(kinds)
+        meta = _hostile_meta(rng, kind, ids, [*_SESSIONS, "a\u0000b"] if nul else _SESSIONS)
+        stored_kind: object = kind.encode() if rng.random() < 0.03 else kind
+        ts = f"2025-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T10:00:00.000000Z"
+        digest = hashlib.sha256(f"{seed}-{n}".encode()).hexdigest()
+        last_id += 1
+        conn.execute("INSERT INTO events VALUES (?, ?, ?, '', ?, ?, ?)",
+                     (last_id, ts, stored_kind, meta, last_hash, digest))
+        last_hash = digest
+        ids.append(last_id)
+    conn.execute("COMMIT")
+    folded = session_table.fold(conn)
+    assert len(folded) > 5 and any(row.withdrawn for row in folded.values())
+    assert any(row.first_said != row.last_said for row in folded.values())
+    assert session_table.fold_sql(conn) == folded
+    conn.close()
+
+
+def test_a_resealed_wrong_row_is_what_verify_deep_finds(tmp_path: Path) -> None:
+    """A row sealed under this machine's key that does not say what the events say (a bug, or
+    someone holding the key): --deep's SQL fold tells it apart, field by field."""
+    path = tmp_path / "mind.db"
+    _populate(path, 5, 6)
+    assert cli_json(path, "verify", "--deep")["deep"]["sessions_match_events"] is True
+    for field, change in (("turns", 1), ("withdrawn", 1), ("first_id", -1), ("last_id", 1),
+                          ("first_said", "0"), ("last_said", "~"), ("first_message", 1), ("start_id", 1)):
+        copy = tmp_path / f"{field}.db"
+        copy.write_bytes(path.read_bytes())
+        with Ledger.open(copy) as mind:
+            mind_id = mind.mind_id
+            rows = session_table.read(mind.conn, mind_id, mind.head())
+        assert rows is not None
+        row = next(r for r in rows if r.start_id is not None and r.first_message is not None)
+        value = getattr(row, field)
+        setattr(row, field, value + change)
+        secret = seal.key(create=False)
+        assert secret is not None
+        _sql(copy, f"UPDATE session_summary SET {field} = ?, mac = ? WHERE session = ?",
+             (getattr(row, field), session_table._row_mac(secret, mind_id, row), row.session))
+        with Ledger.open(copy) as mind:
+            assert session_table.read(mind.conn, mind_id, mind.head()) is not None  # still sealed
+        result = invoke("--mind", str(copy), "verify", "--deep", "--json")
+        assert result.exit_code == 3, (field, result.output)
+        assert "sessions table does not equal" in result.stdout

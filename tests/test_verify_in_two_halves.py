@@ -14,8 +14,14 @@ from pmm.domain.events import Draft
 from pmm.ledger.chain import ChainState, check_chain
 from pmm.ledger.store import Ledger
 from pmm.services import opening
-from pmm.services.halves import check_in_two
-from pmm.services.integrity import DEEP_PARALLEL_FROM, Replayed, start_replay, verify_mind
+from pmm.services.halves import check_in_two, in_child
+from pmm.services.integrity import (
+    DEEP_PARALLEL_FROM,
+    Replayed,
+    _deep_read,
+    replay_check,
+    verify_mind,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +74,15 @@ def test_the_split_reports_the_same_first_problem(big: Path, tmp_path: Path, eve
 
 # -- `verify --deep`: the replay runs in a child while the chain is checked here -------------------
 
+def in_own(path: Path) -> Replayed:
+    with Ledger.open(path) as own:
+        return replay_check(own)
+
+
 def deep_both_ways(path: Path) -> tuple[Replayed, Replayed]:
+    forked = in_child(lambda: in_own(path))
     with Ledger.open(path) as mind:
-        forked = start_replay(mind, fork=True)
-        return forked(), start_replay(mind, fork=False)()
+        return forked(), replay_check(mind)
 
 
 def _sealed(tmp_path: Path, events: int) -> Path:
@@ -86,8 +97,7 @@ def _sealed(tmp_path: Path, events: int) -> Path:
 def test_the_deep_read_in_a_child_finds_what_it_finds_here(tmp_path: Path) -> None:
     sealed = _sealed(tmp_path, 1000)
     forked, here = deep_both_ways(sealed)
-    assert forked == here == Replayed(None, "reflects event 1000; equals a full replay", True,
-                                      sessions="reflects event 1000; equals the events")
+    assert forked == here == Replayed(None, "reflects event 1000; equals a full replay", True)
 
     spaced = tamper(sealed, tmp_path / "meta.db", 700, "UPDATE events SET meta = '{\"source\": \"user\"}' WHERE id = ?")
     forked, here = deep_both_ways(spaced)
@@ -103,10 +113,10 @@ def test_an_error_in_the_child_is_the_error_here(big: Path, tmp_path: Path) -> N
     """Not a traceback from the child and 'the child died': the child's own PmmError, exit code
     and hint included."""
     path = Path(shutil.copy(big, tmp_path / "gone.db"))
-    with Ledger.open(path) as mind:
+    with Ledger.open(path):
         path.unlink()  # this connection still reads it; the child's own cannot open it
         with pytest.raises(errors.MindNotFound) as raised:
-            start_replay(mind, fork=True)()
+            in_child(lambda: in_own(path))()
     assert raised.value.hint == "create one with `pmm init`, or pass --mind PATH"
 
 
@@ -120,3 +130,35 @@ def test_verify_deep_of_a_mind_past_the_threshold_reports_the_same(tmp_path: Pat
                            "snapshots": "3 checked, each equals a full replay", "snapshots_match_replay": True,
                            "sessions_table": f"reflects event {DEEP_PARALLEL_FROM + 1}; equals the events",
                            "sessions_match_events": True}
+
+
+@pytest.mark.parametrize("event_id", [1, 100, 101, 102, 500, 999, 1000])
+@pytest.mark.parametrize("sql", [
+    "UPDATE events SET content = content || 'x' WHERE id = ?",
+    "DELETE FROM events WHERE id = ?",
+    "UPDATE events SET hash = (CASE WHEN hash LIKE 'f%' THEN 'e' ELSE 'f' END) || substr(hash, 2) WHERE id = ?",
+    "UPDATE events SET id = 9223372036854775000 WHERE id = ?",
+    "UPDATE events SET id = -id WHERE id = ?",
+])
+def test_the_deep_pieces_of_the_chain_report_the_same_first_problem(
+        big: Path, tmp_path: Path, event_id: int, sql: str) -> None:
+    """With --deep the chain is checked in pieces (of 100 ids here) by the replaying child and
+    this process, each taking the next when free: the joined pieces find what one pass finds,
+    and the replay and this process's checks are those of one process."""
+    path = tamper(big, tmp_path / "t.db", event_id, sql)
+    with Ledger.open(path) as mind:
+        pieces = _deep_read(mind, True, None, piece=100)
+        single = _deep_read(mind, False, None)
+        alone = check_chain(mind.prefix, mind.raw_rows(), ChainState())
+    assert pieces[0].problem == single[0].problem == alone.problem
+    assert pieces[0].count == single[0].count == alone.count
+    assert pieces[1:] == single[1:]
+    assert (alone.problem is None) == (event_id == 1000 and sql.startswith("DELETE"))
+
+
+def test_the_deep_pieces_count_every_event_once(big: Path) -> None:
+    counted: list[int] = []
+    with Ledger.open(big) as mind:
+        state = _deep_read(mind, True, counted.append, piece=64)[0]
+    assert state.problem is None and (state.count, state.last_id) == (1000, 1000)
+    assert sum(counted) == 1000

@@ -11,6 +11,7 @@ from pmm.ledger.store import Ledger
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
+U = TypeVar("U")
 
 PARALLEL_FROM = 200_000  # below this, forking a checker costs more than it saves
 
@@ -81,6 +82,71 @@ def check_in_two(mind: Ledger, split: int, on_progress: Progress | None) -> Chai
                          ChainState(last_id=split - 1, last_hash=boundary), progress)
     first = first_result()
     progress(0)
+    return _joined(mind, split, boundary, first, second)
+
+
+def check_shared(mind: Ledger, piece: int, on_progress: Progress | None,
+                 there: Callable[[Ledger], T], here: Callable[[], U]) -> tuple[ChainState, T, U]:
+    """The chain checked in pieces of ``piece`` ids by two processes, each taking the next piece
+    once its own work is done (``there(own)`` in a forked child, on its own connection;
+    ``here()`` in this process): however long the two works take, both processes end within
+    about one piece of each other (``verify --deep``: the replay in the child, the sessions
+    table and quick_check here). Each piece starts from the *stored* hash of the event before
+    it and is joined to the pieces before it as ``check_in_two`` joins its halves."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    # by the number of events, not the head's id: a forged id near 2**63 makes one long last piece
+    lows = range(1, max(1, mind.count()) + 1, piece)
+    taken, done = ctx.Value("q", 0), ctx.Value("q", 0)
+
+    def pieces(own: Ledger, report: Progress) -> list[tuple[int, ChainState]]:
+        checked: list[tuple[int, ChainState]] = []
+        while True:
+            with taken.get_lock():
+                index = taken.value
+                taken.value += 1
+            if index >= len(lows):
+                return checked
+            low = lows[index]
+            rows = own.raw_rows(since=low if index else None,  # the first piece: odd ids too
+                                before=lows[index + 1] if index + 1 < len(lows) else None)
+            start = ChainState(last_id=low - 1, last_hash=_boundary(own, low))
+            checked.append((low, check_chain(own.prefix, rows, start, report)))
+
+    def in_own() -> tuple[T, list[tuple[int, ChainState]]]:
+        with Ledger.open(mind.path) as own:
+            found = there(own)
+            return found, pieces(own, lambda n: _add(done, n))
+
+    child = in_child(in_own)
+    seen = 0
+
+    def progress(n: int) -> None:
+        nonlocal seen
+        _add(done, n)
+        if on_progress is not None:
+            total = done.value
+            on_progress(total - seen)
+            seen = total
+
+    found_here = here()
+    mine = pieces(mind, progress)
+    found_there, theirs = child()
+    progress(0)
+    ordered = sorted(mine + theirs, key=lambda checked: checked[0])
+    joined = ordered[0][1]
+    for low, state in ordered[1:]:
+        joined = _joined(mind, low, _boundary(mind, low), joined, state)
+    return joined, found_there, found_here
+
+
+def _boundary(mind: Ledger, low: int) -> str:
+    """The stored hash a piece from ``low`` starts from (the genesis link for the first)."""
+    return (mind.hash_at(low - 1) if low > 1 else None) or GENESIS_PREV
+
+
+def _joined(mind: Ledger, split: int, boundary: str, first: ChainState, second: ChainState) -> ChainState:
     if first.problem is not None:
         return first
     if first.last_id != split - 1:  # the first half ended early: ids are missing at the seam

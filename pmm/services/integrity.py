@@ -30,7 +30,7 @@ from pmm.ledger.connection import SQLITE_MAGIC
 from pmm.ledger.schema import ALTERED_HINT
 from pmm.ledger.store import Ledger
 from pmm.services import witness
-from pmm.services.halves import PARALLEL_FROM, check_in_two, in_child
+from pmm.services.halves import PARALLEL_FROM, check_in_two, check_shared
 from pmm.services.reports import VerdictJson
 
 if TYPE_CHECKING:  # a plain `pmm verify` reads no signature and no export
@@ -41,6 +41,9 @@ Progress = Callable[[int], None]
 HashAt = Callable[[int], "str | None"]
 
 DEEP_PARALLEL_FROM = 50_000  # --deep also replays every event: a child pays for itself sooner
+# --deep's chain is checked in pieces of this many ids, each by whichever process is free
+# first: about a quarter of a second of hashing, so the two end within about that.
+DEEP_PIECE = 32_768
 
 
 class Deep(TypedDict):
@@ -226,10 +229,11 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
             total(mind.count())
         head_id = mind.head()[0]
         two_cores = (os.cpu_count() or 1) > 1
-        replayed = None
-        if deep:  # the replay goes to the other core while the chain is checked here
-            replayed = start_replay(mind, fork=head_id >= DEEP_PARALLEL_FROM and two_cores)
-        if head_id >= PARALLEL_FROM and two_cores and not deep:
+        found: tuple[Replayed, OwnChecks] | None = None
+        if deep:
+            state, replayed, here = _deep_read(mind, head_id >= DEEP_PARALLEL_FROM and two_cores, on_progress)
+            found = replayed, here
+        elif head_id >= PARALLEL_FROM and two_cores:
             state = check_in_two(mind, head_id // 2 + 1, on_progress)
         else:
             state = check_chain(mind.prefix, mind.raw_rows(), ChainState(), on_progress)
@@ -237,8 +241,8 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
         if report.ok and mind.tombstones:
             _record_tombstones(report, mind.forgotten(),
                                ((e.id, e.meta_json) for e in mind.events(kind="content_forgotten")))
-        if replayed is not None:
-            report.deep = _deep_mind(mind, report, replayed)
+        if found is not None:
+            report.deep = _deep_mind(report, *found)
         if report.ok and (altered := mind.schema_problems()):  # planted triggers, views, tables
             report.problem, report.hint = "altered outside pmm: " + "; ".join(altered[:3]), ALTERED_HINT
         if checks is not None:
@@ -452,44 +456,54 @@ class Replayed:
     cache_ok: bool
     snapshots: str = "none stored"
     snapshots_ok: bool = True
-    sessions: str = ""
-    sessions_ok: bool = True
 
 
-def start_replay(mind: Ledger, *, fork: bool) -> Callable[[], Replayed]:
-    """Start ``--deep``'s read of every event; the function returned gives its ``Replayed``.
-    With ``fork`` the read runs in a child process on its own connection, beside whatever the
-    caller does meanwhile; otherwise it runs here, when the result is asked for."""
-    if not fork:
-        return functools.partial(_replay_check, mind)
-    path = mind.path
+@dataclass
+class OwnChecks:
+    """What ``--deep`` checks in this process (beside the replaying child): SQLite's own
+    check and the sessions table against the events."""
 
-    def in_own() -> Replayed:
-        with Ledger.open(path) as own:
-            return _replay_check(own)
-
-    return in_child(in_own)
+    quick_check: str
+    sessions: str
+    sessions_ok: bool
 
 
-def _replay_check(mind: Ledger) -> Replayed:
+def _deep_read(mind: Ledger, fork: bool, on_progress: Progress | None,
+               piece: int = DEEP_PIECE) -> tuple[ChainState, Replayed, OwnChecks]:
+    """``--deep``'s reads of every event: the chain, the replay, and the checks of this process.
+    With ``fork`` a child replays while this process checks the sessions table and quick_check;
+    then both check the chain, a piece at a time: the wall time is half the work, not the sum
+    (whichever of the replay and the checks here is the longer)."""
+    if fork:
+        return check_shared(mind, piece, on_progress, replay_check, functools.partial(_here, mind))
+    state = check_chain(mind.prefix, mind.raw_rows(), ChainState(), on_progress)
+    return state, replay_check(mind), _here(mind)
+
+
+def _here(mind: Ledger) -> OwnChecks:
+    from pmm.ledger import sessions as session_rows  # --deep only
+
+    quick = mind.quick_check()
+    with mind.read_transaction():  # the table, its mark and the events in one snapshot
+        sessions, sessions_ok = session_rows.check(mind)
+    return OwnChecks(quick, sessions, sessions_ok)
+
+
+def replay_check(mind: Ledger) -> Replayed:
     """Every meta canonical, and the cache equal to a full replay, from one read of the events
     (in one snapshot: a writer appending meanwhile cannot make the cache look wrong)."""
     canonical = CanonicalMetas()
     bad_meta: list[int] = []
-
-    def checked(events: Iterable[Event]) -> Iterator[Event]:
-        for event in events:
-            if not bad_meta and not canonical(event.meta_json):
-                bad_meta.append(event.id)
-            yield event
-
     with mind.read_transaction():
         cached = folded.cached(mind)
         stored = set(past.ids(mind.conn)) if mind.schema_version >= 2 else set()
         seen: dict[int, States] = {}
         fold = projections.Fold()
-        for event in checked(mind.events()):
-            fold.add(event)
+        add = fold.add
+        for event in mind.events():  # one loop, no generator between: it runs a million times
+            if not bad_meta and not canonical(event.meta_json):
+                bad_meta.append(event.id)
+            add(event)
             if event.id in stored:
                 seen[event.id] = fold.states.copy()
         full = fold.states
@@ -498,20 +512,15 @@ def _replay_check(mind: Ledger) -> Replayed:
             first = fold.merges[0].id  # (past.store keeps no snapshot from there on)
             seen.update({i: folded.replay_all(mind, i) for i in seen if i >= first})
         snapshots, snapshots_ok = _snapshots_check(mind, stored, seen)
-        from pmm.ledger import sessions as session_rows  # --deep only
-
-        sessions, sessions_ok = session_rows.check(mind)
         if cached is None:
             return Replayed(bad_meta[0] if bad_meta else None,
-                            "absent or stale (ignored; a full replay is used)", True, snapshots, snapshots_ok,
-                            sessions, sessions_ok)
+                            "absent or stale (ignored; a full replay is used)", True, snapshots, snapshots_ok)
         states, last_id = cached
         rest = projections.Fold(states)
         later = rest.add_all(mind.events(since=last_id + 1))
         cache_ok = (folded.replay_all(mind) if rest.merges else later) == full
     cache = f"reflects event {last_id}; " + ("equals a full replay" if cache_ok else "DIFFERS from a full replay")
-    return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok, snapshots, snapshots_ok,
-                    sessions, sessions_ok)
+    return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok, snapshots, snapshots_ok)
 
 
 def _snapshots_check(mind: Ledger, stored: set[int], seen: dict[int, States]) -> tuple[str, bool]:
@@ -536,11 +545,10 @@ def _snapshots_check(mind: Ledger, stored: set[int], seen: dict[int, States]) ->
     return said, not differ
 
 
-def _deep_mind(mind: Ledger, report: VerifyReport, replayed: Callable[[], Replayed]) -> Deep:
+def _deep_mind(report: VerifyReport, found: Replayed, here: OwnChecks) -> Deep:
     """SQLite's own check, canonical meta, the projection cache against a full replay and the
     sessions table against the events."""
-    quick = mind.quick_check()
-    found = replayed()
+    quick = here.quick_check
     problems = []
     if quick != "ok":
         problems.append(f"SQLite quick_check: {quick}")
@@ -550,11 +558,11 @@ def _deep_mind(mind: Ledger, report: VerifyReport, replayed: Callable[[], Replay
         problems.append("the projection cache does not equal a full replay")
     if not found.snapshots_ok:
         problems.append("an --as-of snapshot does not equal a full replay")
-    if not found.sessions_ok:
+    if not here.sessions_ok:
         problems.append("the sessions table does not equal the events' sessions")
     if problems and report.ok:
         report.problem = "; ".join(problems)
     return {"sqlite_quick_check": quick, "meta_canonical": found.bad_meta is None,
             "projection_cache": found.cache, "cache_matches_replay": found.cache_ok,
             "snapshots": found.snapshots, "snapshots_match_replay": found.snapshots_ok,
-            "sessions_table": found.sessions, "sessions_match_events": found.sessions_ok}
+            "sessions_table": here.sessions, "sessions_match_events": here.sessions_ok}
