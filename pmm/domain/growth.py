@@ -87,6 +87,7 @@ class Traits:
     version = 2
     kinds: frozenset[str] | None = frozenset({ev.TRAIT_ADJUSTED.name, ev.REFLECTION_RECORDED.name,
                                               ev.REFLECTION_RETRACTED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> TraitsState:
         public: TraitsPublic = {"values": {t: TRAIT_DEFAULT for t in ev.OCEAN}, "adjustments": 0, "recent": [],
@@ -154,6 +155,7 @@ class Commitments:
         ev.COMMITMENT_OPENED.name, ev.COMMITMENT_CLOSED.name, ev.COMMITMENT_EXPIRED.name,
         ev.COMMITMENT_REOPENED.name, ev.COMMITMENT_DROPPED.name, ev.MESSAGE_RECEIVED.name,
         ev.REFLECTION_RECORDED.name, ev.REFLECTION_RETRACTED.name})
+    content: frozenset[str] = frozenset({ev.COMMITMENT_OPENED.name, ev.COMMITMENT_CLOSED.name})
 
     def initial(self) -> CommitmentsState:
         return {"open": {}, "done": {}, "opened": 0, "closed": 0, "expired": 0, "reopened": 0,
@@ -287,6 +289,7 @@ class Reflections:
     version = 3
     kinds: frozenset[str] | None = frozenset({ev.REFLECTION_RECORDED.name, ev.MESSAGE_RECEIVED.name,
                                               ev.REFLECTION_RETRACTED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> ReflectionsState:
         return {"count": 0, "latest": None, "turns_since": 0, "recorded": 0, "retracted": 0,

@@ -40,6 +40,7 @@ class Projection(Protocol[S]):
     name: str
     version: int
     kinds: frozenset[str] | None  # None: every event
+    content: frozenset[str]  # the kinds whose content apply reads: a replay reads no other's
 
     def initial(self) -> S: ...
 
@@ -52,6 +53,7 @@ class Identity:
     name = "identity"
     version = 2
     kinds: frozenset[str] | None = frozenset({ev.MIND_CREATED.name, ev.MIND_NAMED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> IdentityState:
         return {"name": None, "created_at": None, "renamed": 0, "names": 0}
@@ -76,6 +78,7 @@ class Activity:
     name = "activity"
     version = 2
     kinds: frozenset[str] | None = None
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> ActivityState:
         return {"events": 0, "by_kind": {}, "first_ts": None, "last_ts": None,
@@ -109,6 +112,7 @@ class Models:
     version = 2  # 2: model_changed (a cache folded without it is folded again)
     kinds: frozenset[str] | None = frozenset(
         {ev.MODEL_ADDED.name, ev.MODEL_CHANGED.name, ev.MODEL_REMOVED.name, ev.MODEL_SWITCHED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> ModelsState:
         return {"models": {}, "active": {role: None for role in ev.ROLES}, "switches": 0}
@@ -144,6 +148,7 @@ class Usage:
     name = "usage"
     version = 3  # 3: cache tokens, estimates and recorded prices
     kinds: frozenset[str] | None = frozenset({ev.RESPONSE_SENT.name, ev.REFLECTION_RECORDED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> UsageState:
         return {}
@@ -193,6 +198,7 @@ class Spend:
     version = 1
     kinds: frozenset[str] | None = frozenset(
         {ev.RESPONSE_SENT.name, ev.REFLECTION_RECORDED.name, ev.SUMMARY_RECORDED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> SpendState:
         return {}
@@ -219,6 +225,7 @@ class Standing:
     version = 1
     kinds: frozenset[str] | None = frozenset({ev.PERSONA_SET.name, ev.PERSONA_CLEARED.name,
                                               ev.NOTE_PINNED.name, ev.NOTE_UNPINNED.name})
+    content: frozenset[str] = frozenset({ev.PERSONA_SET.name, ev.NOTE_PINNED.name})
 
     def initial(self) -> StandingState:
         return {"persona": None, "pinned": [], "personas": 0, "pins": 0, "unpins": 0}
@@ -263,6 +270,7 @@ class Summaries:
     name = "summaries"
     version = 2
     kinds: frozenset[str] | None = frozenset({ev.SUMMARY_RECORDED.name, ev.REFLECTION_RETRACTED.name})
+    content: frozenset[str] = frozenset({ev.SUMMARY_RECORDED.name})
     KEPT = 16  # clean summaries kept to fall back on (16 cover at least 128 reflections normally)
     RETRACTED = 100  # retracted reflection ids remembered (only one of the last 100 is retractable)
 
@@ -300,9 +308,12 @@ class Summaries:
 
 
 # Any: the fold applies each projection to its own state, by name (States has one key each).
-PROJECTIONS: tuple[Projection[Any], ...] = (Identity(), Activity(), Models(), Usage(), Spend(),
+ACTIVITY = Activity()  # the one projection of every event: the fold counts for it (``Fold``)
+PROJECTIONS: tuple[Projection[Any], ...] = (Identity(), ACTIVITY, Models(), Usage(), Spend(),
                                        Traits(), Commitments(), Reflections(), Standing(),
                                        Summaries())
+# The kinds whose content some projection reads: a replay reads no other event's content.
+CONTENT_KINDS: frozenset[str] = frozenset().union(*(p.content for p in PROJECTIONS))
 
 
 def projections_version() -> str:
@@ -317,16 +328,25 @@ def initial_state() -> States:
 _MERGED = ev.MIND_MERGED.name
 _UNREADABLE = (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError,
                RecursionError)
+_ORIGINAL = '"original_ts"'  # only an event with it can be backdated (Activity reads its time)
 
 
 class Fold:
-    """An incremental replay: feed events one by one (``add``) and read ``states`` at any time."""
+    """An incremental replay: feed events one by one (``add``) or in runs (``add_all``) and
+    read ``states`` at any time.
+
+    ``Activity`` sees every event; most only move its counters, so the fold counts them
+    (``_seen``: events by kind, in the order first met) and builds its state when ``states``
+    is read: the state ``Activity.apply`` would have made, event by event. An event that could
+    be backdated (its meta names ``original_ts``) goes through ``Activity.apply`` itself."""
 
     def __init__(self, states: States | None = None) -> None:
-        self.states: States = states.copy() if states is not None else initial_state()
+        self._states: States = states.copy() if states is not None else initial_state()
         every: list[tuple[str, Callable[[Any, Event], Any]]] = []
         self._by_kind: dict[str, list[tuple[str, Callable[[Any, Event], Any]]]] = {}
         for p in PROJECTIONS:
+            if p is ACTIVITY:
+                continue
             if p.kinds is None:
                 every.append((p.name, p.apply))
             else:
@@ -339,29 +359,99 @@ class Fold:
         # mind_merged events met, not folded: the states after one are a re-fold in canonical
         # order (pmm.domain.merging), which needs the states at its fork: the ledger's to give.
         self.merges: list[Event] = []
+        # Activity's events not yet in its state: how many of each kind, the first and the last
+        # time (``first`` as ``Activity.apply`` keeps it: the first that is not empty).
+        self._seen: dict[str, int] = {}
+        activity = self._states["activity"]
+        self._first, self._last = activity["first_ts"], activity["last_ts"]
+
+    @property
+    def states(self) -> States:
+        if self._seen:
+            self._count()
+        return self._states
+
+    def _count(self) -> None:
+        """Fold the events counted in ``_seen`` into Activity's state."""
+        state = self._states["activity"]
+        by_kind = dict(state["by_kind"])  # (a kind met before keeps its place, as apply keeps it)
+        for kind, n in self._seen.items():
+            by_kind[kind] = by_kind.get(kind, 0) + n
+        self._states["activity"] = {
+            "events": state["events"] + sum(self._seen.values()), "by_kind": by_kind,
+            "first_ts": self._first, "last_ts": self._last, "backdated": state["backdated"],
+            "said_from": state["said_from"], "said_to": state["said_to"]}
+        self._seen.clear()
+
+    def _backdated(self, event: Event) -> None:
+        """Activity's state with ``event`` (whose meta names ``original_ts``) folded in."""
+        if self._seen:
+            self._count()
+        state = ACTIVITY.apply(self._states["activity"], event)
+        self._states["activity"] = state
+        self._first, self._last = state["first_ts"], state["last_ts"]
 
     def add(self, event: Event) -> None:
-        if event.kind == _MERGED:
+        kind = event.kind
+        if kind == _MERGED:
             self.merges.append(event)
             return
-        states = cast(dict[str, Any], self.states)  # by projection name: each its own state type
-        if event.kind in ev.VERSIONED:  # an older version is read as the current one
+        states = cast(dict[str, Any], self._states)  # by projection name: each its own state type
+        if kind in ev.VERSIONED:  # an older version is read as the current one
             event = checks.upcast(event)
         try:
-            for name, apply in self._plan.get(event.kind, self._every):
+            if _ORIGINAL in event.meta_json:
+                self._backdated(event)
+            else:
+                seen = self._seen
+                seen[kind] = seen.get(kind, 0) + 1
+                if not self._first:
+                    self._first = event.ts
+                self._last = event.ts
+            for name, apply in self._plan.get(kind, self._every):
                 states[name] = apply(states[name], event)
         except _UNREADABLE:
-            # Only an event that never passed the schema (checks.check_row) gets here: a file
-            # crafted or altered behind pmm's back. Refuse it by name instead of crashing.
-            raise errors.IntegrityError(
-                f"event {event.id} ({event.kind}) does not have the shape its kind declares",
-                hint="run `pmm verify` on this mind: it was altered or crafted outside pmm") from None
+            raise _unreadable(event) from None
 
     def add_all(self, events: Iterable[Event]) -> States:
-        add = self.add
+        """``add`` each of ``events`` in turn (one loop: a replay folds a million through it)."""
+        states = cast(dict[str, Any], self._states)
+        plan, every, seen, versioned = self._plan.get, self._every, self._seen, ev.VERSIONED
+        merges, upcast, backdated = self.merges, checks.upcast, self._backdated
+        first, last = self._first, self._last
         for event in events:
-            add(event)
+            kind = event[2]
+            if kind == _MERGED:
+                merges.append(event)
+                continue
+            if kind in versioned:
+                event = upcast(event)
+            try:
+                ts = event[1]
+                if _ORIGINAL in event[4]:
+                    self._first, self._last = first, last
+                    backdated(event)
+                    first, last = self._first, self._last
+                else:
+                    seen[kind] = seen.get(kind, 0) + 1
+                    if not first:
+                        first = ts
+                    last = ts
+                for name, apply in plan(kind, every):
+                    states[name] = apply(states[name], event)
+            except _UNREADABLE:
+                self._first, self._last = first, last
+                raise _unreadable(event) from None
+        self._first, self._last = first, last
         return self.states
+
+
+def _unreadable(event: Event) -> errors.IntegrityError:
+    # Only an event that never passed the schema (checks.check_row) gets here: a file crafted
+    # or altered behind pmm's back. Refuse it by name instead of crashing.
+    return errors.IntegrityError(
+        f"event {event.id} ({event.kind}) does not have the shape its kind declares",
+        hint="run `pmm verify` on this mind: it was altered or crafted outside pmm")
 
 
 def replay(events: Iterable[Event], states: States | None = None) -> States:

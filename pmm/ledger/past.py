@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from pmm.domain import projections
-from pmm.domain.events import MIND_MERGED
+from pmm.domain.events import MIND_MERGED, Event
 from pmm.domain.states import States
 from pmm.ledger import cache, fts, seal
 from pmm.ledger import connection as cx
@@ -28,6 +28,7 @@ from pmm.ledger.chain import GENESIS_PREV
 PREFIX = "snap:"
 SPACING = 16_384  # 2**14: a snapshot point is an id with these low bits clear
 MASK = SPACING - 1
+SHIFT = MASK.bit_length()  # id >> SHIFT: which run of SPACING ids it falls in
 KEPT = 64
 # What a snapshot's seal covers beside the cache row's fields: a sealed cache row (whose history
 # is a digest, pmm.ledger.cache) copied under a snapshot's name, or back, does not pass.
@@ -181,9 +182,51 @@ def replay_to(ledger: Any, event_id: int) -> tuple[States, int]:
     and the id replayed from (0: the first event)."""
     states, base, _ = nearest(ledger, event_id)
     fold = projections.Fold(states)
-    for event in ledger.events(since=base + 1, until=event_id):
-        fold.add(event)
+    feed(ledger, fold, base + 1, event_id)
     return fold.states, base
+
+
+# The events as a replay reads them: an ``Event`` each, but the content only of the kinds a
+# projection reads (``projections.CONTENT_KINDS``: most of a mind's text is messages no
+# projection reads), no ``prev_hash``, and the hash only of a snapshot point and of the last
+# event read (the fold keeps the states at the one and the other). Kinds and ids are constants.
+_FOLD_ROWS = (
+    "SELECT id, CAST(ts AS TEXT), CAST(kind AS TEXT),"
+    " CASE WHEN CAST(kind AS TEXT) IN ({kinds}) THEN CAST(content AS TEXT) ELSE '' END,"
+    " CAST(meta AS TEXT), '',"
+    " CASE WHEN id & {mask} = 0 OR id = (SELECT max(id) FROM events WHERE id <= ?)"
+    " THEN CAST(hash AS TEXT) ELSE '' END"
+    " FROM events WHERE id >= ? AND id <= ? ORDER BY id").format(
+        kinds=", ".join(f"'{kind}'" for kind in sorted(projections.CONTENT_KINDS)), mask=MASK)
+
+
+def feed(ledger: Any, fold: projections.Fold, since: int, until: int | None = None,
+         snaps: list[Snap] | None = None) -> tuple[int, str] | None:
+    """Fold the events from ``since`` to ``until`` (default: the last) into ``fold``, in runs
+    of rows read together; into ``snaps``, when given, the states at each snapshot point
+    passed. Returns the last event folded (id and hash), or None when there was none."""
+    high = 2**63 - 1 if until is None else until
+    cursor = ledger.conn.cursor()
+    last: tuple[int, str] | None = None
+    try:
+        with cx.translated(ledger.path):
+            cursor.execute(_FOLD_ROWS, (high, since, high))
+            while batch := cursor.fetchmany(4096):
+                events = list(map(Event._make, batch))
+                if snaps is not None and (events[-1].id >> SHIFT) != ((events[0].id - 1) >> SHIFT):
+                    start = 0  # a snapshot point in this run: the states after it are kept
+                    for n, event in enumerate(events):
+                        if not event.id & MASK:
+                            fold.add_all(events[start:n + 1])
+                            add(snaps, (event.id, event.hash, fold.states.copy()))
+                            start = n + 1
+                    fold.add_all(events[start:])
+                else:
+                    fold.add_all(events)
+                last = (events[-1].id, events[-1].hash)
+    finally:
+        cursor.close()
+    return last
 
 
 @contextlib.contextmanager
