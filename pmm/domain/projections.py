@@ -8,7 +8,9 @@ values so the ledger can cache them next to the event id and hash they reflect.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import Any, Protocol, TypeVar, cast
 
 from pmm import errors
@@ -444,6 +446,40 @@ class Fold:
                 raise _unreadable(event) from None
         self._first, self._last = first, last
         return self.states
+
+    def add_run(self, events: list[Event]) -> None:
+        """``add_all`` of events read together (a replay's): when none is a merge, of an older
+        version or possibly backdated, Activity counts their kinds at once (the counts, and
+        the first and last time, ``add`` would have kept), then each kind's projections apply."""
+        if not events:
+            return
+        counts = Counter(map(_KIND, events))
+        try:
+            plain = not counts.keys() & _SPECIAL and _ORIGINAL not in "".join(map(_META, events))
+        except TypeError:  # a meta that is not text (a crafted file): add says which event
+            plain = False
+        if not plain:
+            self.add_all(events)
+            return
+        seen = self._seen
+        for kind, n in counts.items():
+            seen[kind] = seen.get(kind, 0) + n
+        if not self._first:
+            self._first = next((ts for ts in map(_TS, events) if ts), events[-1].ts)
+        self._last = events[-1].ts
+        states = cast(dict[str, Any], self._states)
+        plan, every = self._plan.get, self._every
+        event = events[0]
+        try:
+            for event in events:
+                for name, apply in plan(event[2], every):
+                    states[name] = apply(states[name], event)
+        except _UNREADABLE:
+            raise _unreadable(event) from None
+
+
+_TS, _KIND, _META = itemgetter(1), itemgetter(2), itemgetter(4)  # of an Event (a tuple)
+_SPECIAL = frozenset({_MERGED, *ev.VERSIONED})  # kinds add_run leaves to add_all
 
 
 def _unreadable(event: Event) -> errors.IntegrityError:

@@ -13,9 +13,10 @@ row whose name starts with ``PREFIX`` (``clear``) is always safe.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from pmm.domain import projections
@@ -200,6 +201,9 @@ _FOLD_ROWS = (
         kinds=", ".join(f"'{kind}'" for kind in sorted(projections.CONTENT_KINDS)), mask=MASK)
 
 
+_EVENT = cast(Callable[[Any], Event], functools.partial(tuple.__new__, Event))  # Event._make, unchecked
+
+
 def feed(ledger: Any, fold: projections.Fold, since: int, until: int | None = None,
          snaps: list[Snap] | None = None) -> tuple[int, str] | None:
     """Fold the events from ``since`` to ``until`` (default: the last) into ``fold``, in runs
@@ -212,17 +216,18 @@ def feed(ledger: Any, fold: projections.Fold, since: int, until: int | None = No
         with cx.translated(ledger.path):
             cursor.execute(_FOLD_ROWS, (high, since, high))
             while batch := cursor.fetchmany(4096):
-                events = list(map(Event._make, batch))
+                events = list(map(_EVENT, batch))
                 if snaps is not None and (events[-1].id >> SHIFT) != ((events[0].id - 1) >> SHIFT):
                     start = 0  # a snapshot point in this run: the states after it are kept
                     for n, event in enumerate(events):
                         if not event.id & MASK:
-                            fold.add_all(events[start:n + 1])
+                            fold.add_run(events[start:n + 1])
                             add(snaps, (event.id, event.hash, fold.states.copy()))
                             start = n + 1
-                    fold.add_all(events[start:])
+                    if start < len(events):
+                        fold.add_run(events[start:])
                 else:
-                    fold.add_all(events)
+                    fold.add_run(events)
                 last = (events[-1].id, events[-1].hash)
     finally:
         cursor.close()
