@@ -5,7 +5,8 @@ events it claims to reflect. Each process also remembers the last states it fold
 file, so that however often a command asks, and however stale the cache, it replays at most
 once.
 
-Events enter the folds here only through ``projections.replay`` and ``projections.Fold``.
+Events enter the folds here only through ``projections.Fold`` (and ``replay_merged``): a replay
+reads them through ``past.feed``, which reads only what the projections read.
 """
 
 from __future__ import annotations
