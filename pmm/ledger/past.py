@@ -189,16 +189,12 @@ def replay_to(ledger: Any, event_id: int) -> tuple[States, int]:
 
 # The events as a replay reads them: an ``Event`` each, but the content only of the kinds a
 # projection reads (``projections.CONTENT_KINDS``: most of a mind's text is messages no
-# projection reads), no ``prev_hash``, and the hash only of a snapshot point and of the last
-# event read (the fold keeps the states at the one and the other). Kinds and ids are constants.
+# projection reads), and no hashes (read apart for the few events whose states are kept).
 _FOLD_ROWS = (
     "SELECT id, CAST(ts AS TEXT), CAST(kind AS TEXT),"
     " CASE WHEN CAST(kind AS TEXT) IN ({kinds}) THEN CAST(content AS TEXT) ELSE '' END,"
-    " CAST(meta AS TEXT), '',"
-    " CASE WHEN id & {mask} = 0 OR id = (SELECT max(id) FROM events WHERE id <= ?)"
-    " THEN CAST(hash AS TEXT) ELSE '' END"
-    " FROM events WHERE id >= ? AND id <= ? ORDER BY id").format(
-        kinds=", ".join(f"'{kind}'" for kind in sorted(projections.CONTENT_KINDS)), mask=MASK)
+    " CAST(meta AS TEXT), '', '' FROM events WHERE id >= ? AND id <= ? ORDER BY id").format(
+        kinds=", ".join(f"'{kind}'" for kind in sorted(projections.CONTENT_KINDS)))
 
 
 _EVENT = cast(Callable[[Any], Event], functools.partial(tuple.__new__, Event))  # Event._make, unchecked
@@ -211,10 +207,10 @@ def feed(ledger: Any, fold: projections.Fold, since: int, until: int | None = No
     passed. Returns the last event folded (id and hash), or None when there was none."""
     high = 2**63 - 1 if until is None else until
     cursor = ledger.conn.cursor()
-    last: tuple[int, str] | None = None
+    last: int | None = None
     try:
         with cx.translated(ledger.path):
-            cursor.execute(_FOLD_ROWS, (high, since, high))
+            cursor.execute(_FOLD_ROWS, (since, high))
             while batch := cursor.fetchmany(4096):
                 events = list(map(_EVENT, batch))
                 if snaps is not None and (events[-1].id >> SHIFT) != ((events[0].id - 1) >> SHIFT):
@@ -222,16 +218,21 @@ def feed(ledger: Any, fold: projections.Fold, since: int, until: int | None = No
                     for n, event in enumerate(events):
                         if not event.id & MASK:
                             fold.add_run(events[start:n + 1])
-                            add(snaps, (event.id, event.hash, fold.states.copy()))
+                            add(snaps, (event.id, _hash(ledger, event.id), fold.states.copy()))
                             start = n + 1
                     if start < len(events):
                         fold.add_run(events[start:])
                 else:
                     fold.add_run(events)
-                last = (events[-1].id, events[-1].hash)
+                last = events[-1].id
     finally:
         cursor.close()
-    return last
+    return None if last is None else (last, _hash(ledger, last))
+
+
+def _hash(ledger: Any, event_id: int) -> str:
+    found = ledger.hash_at(event_id)  # (an event, once stored, keeps its id and its hash)
+    return found if isinstance(found, str) else ""
 
 
 @contextlib.contextmanager
