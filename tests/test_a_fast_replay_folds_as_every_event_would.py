@@ -61,10 +61,25 @@ def one_by_one(events: list[Event]) -> dict[str, Any]:
     return dict(fold.states)
 
 
+def assert_each_run_is_its_applies(events: list[Event]) -> None:
+    """A projection's ``apply_run`` (its events of a run at once) is its ``apply`` in turn."""
+    for p in projections.PROJECTIONS:
+        run = getattr(p, "apply_run", None)
+        if run is None:
+            continue
+        mine = [checks.upcast(e) for e in events
+                if e.kind != ev.MIND_MERGED.name and (p.kinds is None or e.kind in p.kinds)]
+        state = p.initial()
+        for event in mine:
+            state = p.apply(state, event)
+        assert json.dumps(run(p.initial(), mine)) == json.dumps(state), p.name
+
+
 def assert_every_fold_agrees(path: Path, points: int = 12) -> None:
     folded.forget()
     with Ledger.open(path) as mind:
         events = list(mind.events())
+        assert_each_run_is_its_applies(events)
         merged = any(e.kind == ev.MIND_MERGED.name for e in events)
         first_merge = next((e.id for e in events if e.kind == ev.MIND_MERGED.name), None)
         plain = events if not merged else [e for e in events if e.id < (first_merge or 0)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from itertools import chain, compress
 from operator import itemgetter
 from typing import Any, Protocol, TypeVar, cast
 
@@ -155,6 +156,15 @@ class Usage:
     def initial(self) -> UsageState:
         return {}
 
+    def apply_run(self, state: UsageState, events: list[Event]) -> UsageState:
+        """``apply`` of each of ``events`` in turn, skipping those it returns unchanged early."""
+        apply = self.apply
+        for event in events:
+            text = event.meta_json
+            if '"latency_ms"' in text or "\\" in text:
+                state = apply(state, event)
+        return state
+
     def apply(self, state: UsageState, event: Event) -> UsageState:
         text = event.meta_json
         if '"latency_ms"' not in text and "\\" not in text:
@@ -204,6 +214,14 @@ class Spend:
 
     def initial(self) -> SpendState:
         return {}
+
+    def apply_run(self, state: SpendState, events: list[Event]) -> SpendState:
+        """``apply`` of each of ``events`` in turn, skipping those it returns unchanged early."""
+        apply = self.apply
+        for event in events:
+            if '"price_' in event.meta_json:
+                state = apply(state, event)
+        return state
 
     def apply(self, state: SpendState, event: Event) -> SpendState:
         if '"price_' not in event.meta_json:
@@ -358,6 +376,7 @@ class Fold:
         # Each kind's projections in one tuple, in the order above (every kind's first): a bulk
         # import folds a million events through here, one lookup and one loop each.
         self._plan = {kind: (*self._every, *extra) for kind, extra in self._by_kind.items()}
+        self._runs = tuple((p.name, p.kinds, _runner(p)) for p in PROJECTIONS if p is not ACTIVITY)
         # mind_merged events met, not folded: the states after one are a re-fold in canonical
         # order (pmm.domain.merging), which needs the states at its fork: the ledger's to give.
         self.merges: list[Event] = []
@@ -461,24 +480,53 @@ class Fold:
         if not plain:
             self.add_all(events)
             return
+        # Each projection folds its own events of the run at once (``apply_run`` where it has
+        # one): projections read only their own state, so the order between them is free.
+        states = cast(dict[str, Any], self._states)
+        saved = dict(states)
+        if len(counts) == 1:
+            groups = {events[0].kind: events}
+        else:
+            kinds = list(map(_KIND, events))
+            groups = {kind: list(compress(events, map(kind.__eq__, kinds))) for kind in counts}
+        try:
+            for name, reads, run in self._runs:
+                if reads is None:
+                    mine = events
+                else:
+                    present = [group for kind, group in groups.items() if kind in reads]
+                    if not present:
+                        continue
+                    mine = present[0] if len(present) == 1 else sorted(chain.from_iterable(present), key=_ID)
+                states[name] = run(states[name], mine)
+        except (*_UNREADABLE, errors.IntegrityError):
+            states.update(saved)  # folded again event by event: refused as add refuses it
+            self.add_all(events)
+            return
         seen = self._seen
         for kind, n in counts.items():
             seen[kind] = seen.get(kind, 0) + n
         if not self._first:
             self._first = next((ts for ts in map(_TS, events) if ts), events[-1].ts)
         self._last = events[-1].ts
-        states = cast(dict[str, Any], self._states)
-        plan, every = self._plan.get, self._every
-        event = events[0]
-        try:
-            for event in events:
-                for name, apply in plan(event[2], every):
-                    states[name] = apply(states[name], event)
-        except _UNREADABLE:
-            raise _unreadable(event) from None
 
 
-_TS, _KIND, _META = itemgetter(1), itemgetter(2), itemgetter(4)  # of an Event (a tuple)
+def _runner(p: Projection[Any]) -> Callable[[Any, list[Event]], Any]:
+    """``p.apply_run(state, events)``: ``events`` (of its kinds, in id order) folded in turn; a
+    projection that has no ``apply_run`` of its own applies them one by one."""
+    own: Callable[[Any, list[Event]], Any] | None = getattr(p, "apply_run", None)
+    if own is not None:
+        return own
+    apply = p.apply
+
+    def run(state: Any, events: list[Event]) -> Any:
+        for event in events:
+            state = apply(state, event)
+        return state
+    return run
+
+
+_ID, _TS, _KIND, _META = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(4)  # of an Event
 _SPECIAL = frozenset({_MERGED, *ev.VERSIONED})  # kinds add_run leaves to add_all
 
 
