@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from itertools import chain, compress
+from itertools import chain, compress, islice
 from operator import itemgetter
 from typing import Any, Protocol, TypeVar, cast
 
@@ -349,6 +349,7 @@ _MERGED = ev.MIND_MERGED.name
 _UNREADABLE = (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError,
                RecursionError)
 _ORIGINAL = '"original_ts"'  # only an event with it can be backdated (Activity reads its time)
+RUN = 4096  # events folded together by add_all (what a replay reads at once)
 
 
 class Fold:
@@ -435,7 +436,14 @@ class Fold:
             raise _unreadable(event) from None
 
     def add_all(self, events: Iterable[Event]) -> States:
-        """``add`` each of ``events`` in turn (one loop: a replay folds a million through it)."""
+        """``add`` each of ``events`` in turn, read in runs (``add_run``); returns the states."""
+        it = iter(events)
+        while run := list(islice(it, RUN)):
+            self.add_run(run)
+        return self.states
+
+    def _add_each(self, events: Iterable[Event]) -> States:
+        """``add`` each of ``events`` in turn (one loop, the lookups hoisted out of it)."""
         states = cast(dict[str, Any], self._states)
         plan, every, seen, versioned = self._plan.get, self._every, self._seen, ev.VERSIONED
         merges, upcast, backdated = self.merges, checks.upcast, self._backdated
@@ -467,9 +475,9 @@ class Fold:
         return self.states
 
     def add_run(self, events: list[Event]) -> None:
-        """``add_all`` of events read together (a replay's): when none is a merge, of an older
+        """``add`` of each of ``events`` (a run read together): when none is a merge, of an older
         version or possibly backdated, Activity counts their kinds at once (the counts, and
-        the first and last time, ``add`` would have kept), then each kind's projections apply."""
+        the first and last time, ``add`` would have kept) and each projection folds its own."""
         if not events:
             return
         counts = Counter(map(_KIND, events))
@@ -478,7 +486,7 @@ class Fold:
         except TypeError:  # a meta that is not text (a crafted file): add says which event
             plain = False
         if not plain:
-            self.add_all(events)
+            self._add_each(events)
             return
         # Each projection folds its own events of the run at once (``apply_run`` where it has
         # one): projections read only their own state, so the order between them is free.
@@ -501,7 +509,7 @@ class Fold:
                 states[name] = run(states[name], mine)
         except (*_UNREADABLE, errors.IntegrityError):
             states.update(saved)  # folded again event by event: refused as add refuses it
-            self.add_all(events)
+            self._add_each(events)
             return
         seen = self._seen
         for kind, n in counts.items():
@@ -527,7 +535,7 @@ def _runner(p: Projection[Any]) -> Callable[[Any, list[Event]], Any]:
 
 
 _ID, _TS, _KIND, _META = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(4)  # of an Event
-_SPECIAL = frozenset({_MERGED, *ev.VERSIONED})  # kinds add_run leaves to add_all
+_SPECIAL = frozenset({_MERGED, *ev.VERSIONED})  # kinds add_run leaves to _add_each
 
 
 def _unreadable(event: Event) -> errors.IntegrityError:

@@ -211,7 +211,7 @@ def feed(ledger: Any, fold: projections.Fold, since: int, until: int | None = No
     try:
         with cx.translated(ledger.path):
             cursor.execute(_FOLD_ROWS, (since, high))
-            while batch := cursor.fetchmany(4096):
+            while batch := cursor.fetchmany(projections.RUN):
                 events = list(map(_EVENT, batch))
                 if snaps is not None and (events[-1].id >> SHIFT) != ((events[0].id - 1) >> SHIFT):
                     start = 0  # a snapshot point in this run: the states after it are kept
