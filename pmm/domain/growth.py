@@ -87,6 +87,7 @@ class Traits:
     version = 2
     kinds: frozenset[str] | None = frozenset({ev.TRAIT_ADJUSTED.name, ev.REFLECTION_RECORDED.name,
                                               ev.REFLECTION_RETRACTED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> TraitsState:
         public: TraitsPublic = {"values": {t: TRAIT_DEFAULT for t in ev.OCEAN}, "adjustments": 0, "recent": [],
@@ -154,11 +155,25 @@ class Commitments:
         ev.COMMITMENT_OPENED.name, ev.COMMITMENT_CLOSED.name, ev.COMMITMENT_EXPIRED.name,
         ev.COMMITMENT_REOPENED.name, ev.COMMITMENT_DROPPED.name, ev.MESSAGE_RECEIVED.name,
         ev.REFLECTION_RECORDED.name, ev.REFLECTION_RETRACTED.name})
+    content: frozenset[str] = frozenset({ev.COMMITMENT_OPENED.name, ev.COMMITMENT_CLOSED.name})
 
     def initial(self) -> CommitmentsState:
         return {"open": {}, "done": {}, "opened": 0, "closed": 0, "expired": 0, "reopened": 0,
                 "dropped": 0, "refused": 0, "turns": 0, "imported_turns": 0,
                 "current": dict.fromkeys(STATUSES, 0), "reflections": []}
+
+    def apply_run(self, state: CommitmentsState, events: list[Event]) -> CommitmentsState:
+        """``apply`` of each of ``events`` in turn, the live user messages between two other
+        events counted in one step (each only adds one to ``turns``)."""
+        apply, turns, message = self.apply, 0, ev.MESSAGE_RECEIVED.name
+        for event in events:
+            if event.kind == message and '"original_ts"' not in event.meta_json:
+                turns += 1
+                continue
+            if turns:
+                state, turns = {**state, "turns": state["turns"] + turns}, 0
+            state = apply(state, event)
+        return {**state, "turns": state["turns"] + turns} if turns else state
 
     def apply(self, state: CommitmentsState, event: Event) -> CommitmentsState:
         kind = event.kind
@@ -287,10 +302,24 @@ class Reflections:
     version = 3
     kinds: frozenset[str] | None = frozenset({ev.REFLECTION_RECORDED.name, ev.MESSAGE_RECEIVED.name,
                                               ev.REFLECTION_RETRACTED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> ReflectionsState:
         return {"count": 0, "latest": None, "turns_since": 0, "recorded": 0, "retracted": 0,
                 "refused": 0, "reflected_to": 0, "window": []}
+
+    def apply_run(self, state: ReflectionsState, events: list[Event]) -> ReflectionsState:
+        """``apply`` of each of ``events`` in turn, the user messages between two other events
+        counted in one step (each only adds one to ``turns_since``)."""
+        apply, turns, message = self.apply, 0, ev.MESSAGE_RECEIVED.name
+        for event in events:
+            if event.kind == message:
+                turns += 1
+                continue
+            if turns:
+                state, turns = {**state, "turns_since": state["turns_since"] + turns}, 0
+            state = apply(state, event)
+        return {**state, "turns_since": state["turns_since"] + turns} if turns else state
 
     def apply(self, state: ReflectionsState, event: Event) -> ReflectionsState:
         if event.kind == ev.MESSAGE_RECEIVED.name:

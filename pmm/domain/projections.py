@@ -8,7 +8,10 @@ values so the ledger can cache them next to the event id and hash they reflect.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
+from itertools import chain, compress, islice
+from operator import itemgetter
 from typing import Any, Protocol, TypeVar, cast
 
 from pmm import errors
@@ -40,6 +43,7 @@ class Projection(Protocol[S]):
     name: str
     version: int
     kinds: frozenset[str] | None  # None: every event
+    content: frozenset[str]  # the kinds whose content apply reads: a replay reads no other's
 
     def initial(self) -> S: ...
 
@@ -52,6 +56,7 @@ class Identity:
     name = "identity"
     version = 2
     kinds: frozenset[str] | None = frozenset({ev.MIND_CREATED.name, ev.MIND_NAMED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> IdentityState:
         return {"name": None, "created_at": None, "renamed": 0, "names": 0}
@@ -76,6 +81,7 @@ class Activity:
     name = "activity"
     version = 2
     kinds: frozenset[str] | None = None
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> ActivityState:
         return {"events": 0, "by_kind": {}, "first_ts": None, "last_ts": None,
@@ -109,6 +115,7 @@ class Models:
     version = 2  # 2: model_changed (a cache folded without it is folded again)
     kinds: frozenset[str] | None = frozenset(
         {ev.MODEL_ADDED.name, ev.MODEL_CHANGED.name, ev.MODEL_REMOVED.name, ev.MODEL_SWITCHED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> ModelsState:
         return {"models": {}, "active": {role: None for role in ev.ROLES}, "switches": 0}
@@ -144,9 +151,19 @@ class Usage:
     name = "usage"
     version = 3  # 3: cache tokens, estimates and recorded prices
     kinds: frozenset[str] | None = frozenset({ev.RESPONSE_SENT.name, ev.REFLECTION_RECORDED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> UsageState:
         return {}
+
+    def apply_run(self, state: UsageState, events: list[Event]) -> UsageState:
+        """``apply`` of each of ``events`` in turn, skipping those it returns unchanged early."""
+        apply = self.apply
+        for event in events:
+            text = event.meta_json
+            if '"latency_ms"' in text or "\\" in text:
+                state = apply(state, event)
+        return state
 
     def apply(self, state: UsageState, event: Event) -> UsageState:
         text = event.meta_json
@@ -193,9 +210,18 @@ class Spend:
     version = 1
     kinds: frozenset[str] | None = frozenset(
         {ev.RESPONSE_SENT.name, ev.REFLECTION_RECORDED.name, ev.SUMMARY_RECORDED.name})
+    content: frozenset[str] = frozenset()
 
     def initial(self) -> SpendState:
         return {}
+
+    def apply_run(self, state: SpendState, events: list[Event]) -> SpendState:
+        """``apply`` of each of ``events`` in turn, skipping those it returns unchanged early."""
+        apply = self.apply
+        for event in events:
+            if '"price_' in event.meta_json:
+                state = apply(state, event)
+        return state
 
     def apply(self, state: SpendState, event: Event) -> SpendState:
         if '"price_' not in event.meta_json:
@@ -219,6 +245,7 @@ class Standing:
     version = 1
     kinds: frozenset[str] | None = frozenset({ev.PERSONA_SET.name, ev.PERSONA_CLEARED.name,
                                               ev.NOTE_PINNED.name, ev.NOTE_UNPINNED.name})
+    content: frozenset[str] = frozenset({ev.PERSONA_SET.name, ev.NOTE_PINNED.name})
 
     def initial(self) -> StandingState:
         return {"persona": None, "pinned": [], "personas": 0, "pins": 0, "unpins": 0}
@@ -263,6 +290,7 @@ class Summaries:
     name = "summaries"
     version = 2
     kinds: frozenset[str] | None = frozenset({ev.SUMMARY_RECORDED.name, ev.REFLECTION_RETRACTED.name})
+    content: frozenset[str] = frozenset({ev.SUMMARY_RECORDED.name})
     KEPT = 16  # clean summaries kept to fall back on (16 cover at least 128 reflections normally)
     RETRACTED = 100  # retracted reflection ids remembered (only one of the last 100 is retractable)
 
@@ -300,9 +328,12 @@ class Summaries:
 
 
 # Any: the fold applies each projection to its own state, by name (States has one key each).
-PROJECTIONS: tuple[Projection[Any], ...] = (Identity(), Activity(), Models(), Usage(), Spend(),
+ACTIVITY = Activity()  # the one projection of every event: the fold counts for it (``Fold``)
+PROJECTIONS: tuple[Projection[Any], ...] = (Identity(), ACTIVITY, Models(), Usage(), Spend(),
                                        Traits(), Commitments(), Reflections(), Standing(),
                                        Summaries())
+# The kinds whose content some projection reads: a replay reads no other event's content.
+CONTENT_KINDS: frozenset[str] = frozenset().union(*(p.content for p in PROJECTIONS))
 
 
 def projections_version() -> str:
@@ -317,16 +348,26 @@ def initial_state() -> States:
 _MERGED = ev.MIND_MERGED.name
 _UNREADABLE = (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError,
                RecursionError)
+_ORIGINAL = '"original_ts"'  # only an event with it can be backdated (Activity reads its time)
+RUN = 4096  # events folded together by add_all (what a replay reads at once)
 
 
 class Fold:
-    """An incremental replay: feed events one by one (``add``) and read ``states`` at any time."""
+    """An incremental replay: feed events one by one (``add``) or in runs (``add_all``) and
+    read ``states`` at any time.
+
+    ``Activity`` sees every event; most only move its counters, so the fold counts them
+    (``_seen``: events by kind, in the order first met) and builds its state when ``states``
+    is read: the state ``Activity.apply`` would have made, event by event. An event that could
+    be backdated (its meta names ``original_ts``) goes through ``Activity.apply`` itself."""
 
     def __init__(self, states: States | None = None) -> None:
-        self.states: States = states.copy() if states is not None else initial_state()
+        self._states: States = states.copy() if states is not None else initial_state()
         every: list[tuple[str, Callable[[Any, Event], Any]]] = []
         self._by_kind: dict[str, list[tuple[str, Callable[[Any, Event], Any]]]] = {}
         for p in PROJECTIONS:
+            if p is ACTIVITY:
+                continue
             if p.kinds is None:
                 every.append((p.name, p.apply))
             else:
@@ -336,32 +377,173 @@ class Fold:
         # Each kind's projections in one tuple, in the order above (every kind's first): a bulk
         # import folds a million events through here, one lookup and one loop each.
         self._plan = {kind: (*self._every, *extra) for kind, extra in self._by_kind.items()}
+        self._runs = tuple((p.name, p.kinds, _runner(p)) for p in PROJECTIONS if p is not ACTIVITY)
         # mind_merged events met, not folded: the states after one are a re-fold in canonical
         # order (pmm.domain.merging), which needs the states at its fork: the ledger's to give.
         self.merges: list[Event] = []
+        # Activity's events not yet in its state: how many of each kind, the first and the last
+        # time (``first`` as ``Activity.apply`` keeps it: the first that is not empty).
+        self._seen: dict[str, int] = {}
+        activity = self._states["activity"]
+        self._first, self._last = activity["first_ts"], activity["last_ts"]
+
+    @property
+    def states(self) -> States:
+        if self._seen:
+            self._count()
+        return self._states
+
+    def _count(self) -> None:
+        """Fold the events counted in ``_seen`` into Activity's state."""
+        state = self._states["activity"]
+        by_kind = dict(state["by_kind"])  # (a kind met before keeps its place, as apply keeps it)
+        for kind, n in self._seen.items():
+            by_kind[kind] = by_kind.get(kind, 0) + n
+        self._states["activity"] = {
+            "events": state["events"] + sum(self._seen.values()), "by_kind": by_kind,
+            "first_ts": self._first, "last_ts": self._last, "backdated": state["backdated"],
+            "said_from": state["said_from"], "said_to": state["said_to"]}
+        self._seen.clear()
+
+    def _backdated(self, event: Event) -> None:
+        """Activity's state with ``event`` (whose meta names ``original_ts``) folded in."""
+        if self._seen:
+            self._count()
+        state = ACTIVITY.apply(self._states["activity"], event)
+        self._states["activity"] = state
+        self._first, self._last = state["first_ts"], state["last_ts"]
 
     def add(self, event: Event) -> None:
-        if event.kind == _MERGED:
+        kind = event.kind
+        if kind == _MERGED:
             self.merges.append(event)
             return
-        states = cast(dict[str, Any], self.states)  # by projection name: each its own state type
-        if event.kind in ev.VERSIONED:  # an older version is read as the current one
+        states = cast(dict[str, Any], self._states)  # by projection name: each its own state type
+        if kind in ev.VERSIONED:  # an older version is read as the current one
             event = checks.upcast(event)
         try:
-            for name, apply in self._plan.get(event.kind, self._every):
+            if _ORIGINAL in event.meta_json:
+                self._backdated(event)
+            else:
+                seen = self._seen
+                seen[kind] = seen.get(kind, 0) + 1
+                if not self._first:
+                    self._first = event.ts
+                self._last = event.ts
+            for name, apply in self._plan.get(kind, self._every):
                 states[name] = apply(states[name], event)
         except _UNREADABLE:
-            # Only an event that never passed the schema (checks.check_row) gets here: a file
-            # crafted or altered behind pmm's back. Refuse it by name instead of crashing.
-            raise errors.IntegrityError(
-                f"event {event.id} ({event.kind}) does not have the shape its kind declares",
-                hint="run `pmm verify` on this mind: it was altered or crafted outside pmm") from None
+            raise _unreadable(event) from None
 
     def add_all(self, events: Iterable[Event]) -> States:
-        add = self.add
-        for event in events:
-            add(event)
+        """``add`` each of ``events`` in turn, read in runs (``add_run``); returns the states."""
+        it = iter(events)
+        while run := list(islice(it, RUN)):
+            self.add_run(run)
         return self.states
+
+    def _add_each(self, events: Iterable[Event]) -> States:
+        """``add`` each of ``events`` in turn (one loop, the lookups hoisted out of it)."""
+        states = cast(dict[str, Any], self._states)
+        plan, every, seen, versioned = self._plan.get, self._every, self._seen, ev.VERSIONED
+        merges, upcast, backdated = self.merges, checks.upcast, self._backdated
+        first, last = self._first, self._last
+        for event in events:
+            kind = event[2]
+            if kind == _MERGED:
+                merges.append(event)
+                continue
+            if kind in versioned:
+                event = upcast(event)
+            try:
+                ts = event[1]
+                if _ORIGINAL in event[4]:
+                    self._first, self._last = first, last
+                    backdated(event)
+                    first, last = self._first, self._last
+                else:
+                    seen[kind] = seen.get(kind, 0) + 1
+                    if not first:
+                        first = ts
+                    last = ts
+                for name, apply in plan(kind, every):
+                    states[name] = apply(states[name], event)
+            except _UNREADABLE:
+                self._first, self._last = first, last
+                raise _unreadable(event) from None
+        self._first, self._last = first, last
+        return self.states
+
+    def add_run(self, events: list[Event]) -> None:
+        """``add`` of each of ``events`` (a run read together): when none is a merge, of an older
+        version or possibly backdated, Activity counts their kinds at once (the counts, and
+        the first and last time, ``add`` would have kept) and each projection folds its own."""
+        if not events:
+            return
+        counts = Counter(map(_KIND, events))
+        try:
+            plain = not counts.keys() & _SPECIAL and _ORIGINAL not in "".join(map(_META, events))
+        except TypeError:  # a meta that is not text (a crafted file): add says which event
+            plain = False
+        if not plain:
+            self._add_each(events)
+            return
+        # Each projection folds its own events of the run at once (``apply_run`` where it has
+        # one): projections read only their own state, so the order between them is free.
+        states = cast(dict[str, Any], self._states)
+        saved = dict(states)
+        if len(counts) == 1:
+            groups = {events[0].kind: events}
+        else:
+            kinds = list(map(_KIND, events))
+            groups = {kind: list(compress(events, map(kind.__eq__, kinds))) for kind in counts}
+        try:
+            for name, reads, run in self._runs:
+                if reads is None:
+                    mine = events
+                else:
+                    present = [group for kind, group in groups.items() if kind in reads]
+                    if not present:
+                        continue
+                    mine = present[0] if len(present) == 1 else sorted(chain.from_iterable(present), key=_ID)
+                states[name] = run(states[name], mine)
+        except (*_UNREADABLE, errors.IntegrityError):
+            states.update(saved)  # folded again event by event: refused as add refuses it
+            self._add_each(events)
+            return
+        seen = self._seen
+        for kind, n in counts.items():
+            seen[kind] = seen.get(kind, 0) + n
+        if not self._first:
+            self._first = next((ts for ts in map(_TS, events) if ts), events[-1].ts)
+        self._last = events[-1].ts
+
+
+def _runner(p: Projection[Any]) -> Callable[[Any, list[Event]], Any]:
+    """``p.apply_run(state, events)``: ``events`` (of its kinds, in id order) folded in turn; a
+    projection that has no ``apply_run`` of its own applies them one by one."""
+    own: Callable[[Any, list[Event]], Any] | None = getattr(p, "apply_run", None)
+    if own is not None:
+        return own
+    apply = p.apply
+
+    def run(state: Any, events: list[Event]) -> Any:
+        for event in events:
+            state = apply(state, event)
+        return state
+    return run
+
+
+_ID, _TS, _KIND, _META = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(4)  # of an Event
+_SPECIAL = frozenset({_MERGED, *ev.VERSIONED})  # kinds add_run leaves to _add_each
+
+
+def _unreadable(event: Event) -> errors.IntegrityError:
+    # Only an event that never passed the schema (checks.check_row) gets here: a file crafted
+    # or altered behind pmm's back. Refuse it by name instead of crashing.
+    return errors.IntegrityError(
+        f"event {event.id} ({event.kind}) does not have the shape its kind declares",
+        hint="run `pmm verify` on this mind: it was altered or crafted outside pmm")
 
 
 def replay(events: Iterable[Event], states: States | None = None) -> States:

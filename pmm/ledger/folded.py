@@ -5,7 +5,8 @@ events it claims to reflect. Each process also remembers the last states it fold
 file, so that however often a command asks, and however stale the cache, it replays at most
 once.
 
-Events enter the folds here only through ``projections.replay`` and ``projections.Fold``.
+Events enter the folds here only through ``projections.Fold`` (and ``replay_merged``): a replay
+reads them through ``past.feed``, which reads only what the projections read.
 """
 
 from __future__ import annotations
@@ -148,13 +149,7 @@ def _fold_on(ledger: Source, states: States | None, last_id: int, last_hash: str
     """``states`` (at ``last_id``) with every later event folded in, and the last event folded;
     into ``snaps``, when given, the states at each snapshot point passed (for a writer to store)."""
     fold = projections.Fold(states)
-    last = (last_id, last_hash)
-    add, mask = fold.add, past.MASK
-    for event in ledger.events(since=last_id + 1):
-        add(event)
-        last = (event.id, event.hash)
-        if snaps is not None and not event.id & mask:
-            past.add(snaps, (event.id, event.hash, fold.states.copy()))
+    last = past.feed(ledger, fold, last_id + 1, None, snaps) or (last_id, last_hash)
     if fold.merges:  # a merge after the states we had: the fold from its fork is read again
         return replay_all(ledger, last[0]), last  # (past.store keeps no snapshot from a merge on)
     return fold.states, last
@@ -176,7 +171,9 @@ def replay_all(ledger: Source, upto: int | None = None) -> States:
 
     markers = list(until(ledger.events(kind=_MERGED_KIND.name), upto))
     if not markers:
-        return projections.replay(until(ledger.events(), upto))
+        fold = projections.Fold()
+        past.feed(ledger, fold, 1, upto)
+        return fold.states
     return projections.replay_merged(until(ledger.events(), upto), markers,
                                      lambda low, high: until(ledger.events(since=low), high))
 

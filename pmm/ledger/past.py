@@ -23,14 +23,15 @@ rewritten in the new one, once trusted, at the next write that keeps the cache (
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from pmm.domain import projections
-from pmm.domain.events import MIND_MERGED
+from pmm.domain.events import MIND_MERGED, Event
 from pmm.domain.states import States
 from pmm.ledger import cache, fts, seal
 from pmm.ledger import connection as cx
@@ -39,6 +40,7 @@ from pmm.ledger.chain import GENESIS_PREV
 PREFIX = "snap:"
 SPACING = 16_384  # 2**14: a snapshot point is an id with these low bits clear
 MASK = SPACING - 1
+SHIFT = MASK.bit_length()  # id >> SHIFT: which run of SPACING ids it falls in
 KEPT = 64
 # What a snapshot's seal covers beside the cache row's fields: a sealed cache row (whose history
 # is a digest, pmm.ledger.cache) copied under a snapshot's name, or back, does not pass.
@@ -302,9 +304,56 @@ def replay_to(ledger: Any, event_id: int) -> tuple[States, int]:
     and the id replayed from (0: the first event)."""
     states, base, _ = nearest(ledger, event_id)
     fold = projections.Fold(states)
-    for event in ledger.events(since=base + 1, until=event_id):
-        fold.add(event)
+    feed(ledger, fold, base + 1, event_id)
     return fold.states, base
+
+
+# The events as a replay reads them: an ``Event`` each, but the content only of the kinds a
+# projection reads (``projections.CONTENT_KINDS``: most of a mind's text is messages no
+# projection reads), and no hashes (read apart for the few events whose states are kept).
+_FOLD_ROWS = (
+    "SELECT id, CAST(ts AS TEXT), CAST(kind AS TEXT),"
+    " CASE WHEN CAST(kind AS TEXT) IN ({kinds}) THEN CAST(content AS TEXT) ELSE '' END,"
+    " CAST(meta AS TEXT), '', '' FROM events WHERE id >= ? AND id <= ? ORDER BY id").format(
+        kinds=", ".join(f"'{kind}'" for kind in sorted(projections.CONTENT_KINDS)))
+
+
+_EVENT = cast(Callable[[Any], Event], functools.partial(tuple.__new__, Event))  # Event._make, unchecked
+
+
+def feed(ledger: Any, fold: projections.Fold, since: int, until: int | None = None,
+         snaps: list[Snap] | None = None) -> tuple[int, str] | None:
+    """Fold the events from ``since`` to ``until`` (default: the last) into ``fold``, in runs
+    of rows read together; into ``snaps``, when given, the states at each snapshot point
+    passed. Returns the last event folded (id and hash), or None when there was none."""
+    high = 2**63 - 1 if until is None else until
+    cursor = ledger.conn.cursor()
+    last: int | None = None
+    try:
+        with cx.translated(ledger.path):
+            cursor.execute(_FOLD_ROWS, (since, high))
+            while batch := cursor.fetchmany(projections.RUN):
+                events = list(map(_EVENT, batch))
+                if snaps is not None and (events[-1].id >> SHIFT) != ((events[0].id - 1) >> SHIFT):
+                    start = 0  # a snapshot point in this run: the states after it are kept
+                    for n, event in enumerate(events):
+                        if not event.id & MASK:
+                            fold.add_run(events[start:n + 1])
+                            add(snaps, (event.id, _hash(ledger, event.id), fold.states.copy()))
+                            start = n + 1
+                    if start < len(events):
+                        fold.add_run(events[start:])
+                else:
+                    fold.add_run(events)
+                last = events[-1].id
+    finally:
+        cursor.close()
+    return None if last is None else (last, _hash(ledger, last))
+
+
+def _hash(ledger: Any, event_id: int) -> str:
+    found = ledger.hash_at(event_id)  # (an event, once stored, keeps its id and its hash)
+    return found if isinstance(found, str) else ""
 
 
 @contextlib.contextmanager
