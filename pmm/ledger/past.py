@@ -321,33 +321,50 @@ _FOLD_ROWS = (
 _EVENT = cast(Callable[[Any], Event], functools.partial(tuple.__new__, Event))  # Event._make, unchecked
 
 
-def feed(ledger: Any, fold: projections.Fold, since: int, until: int | None = None,
-         snaps: list[Snap] | None = None) -> tuple[int, str] | None:
-    """Fold the events from ``since`` to ``until`` (default: the last) into ``fold``, in runs
-    of rows read together; into ``snaps``, when given, the states at each snapshot point
-    passed. Returns the last event folded (id and hash), or None when there was none."""
+def runs(ledger: Any, since: int, until: int | None = None) -> Iterator[list[Event]]:
+    """The events from ``since`` to ``until`` (default: the last) as a fold reads them, in runs
+    of ``projections.RUN`` read together: each meta whole, the content only of the kinds a
+    projection reads, no hashes."""
     high = 2**63 - 1 if until is None else until
     cursor = ledger.conn.cursor()
-    last: int | None = None
     try:
         with cx.translated(ledger.path):
             cursor.execute(_FOLD_ROWS, (since, high))
             while batch := cursor.fetchmany(projections.RUN):
-                events = list(map(_EVENT, batch))
-                if snaps is not None and (events[-1].id >> SHIFT) != ((events[0].id - 1) >> SHIFT):
-                    start = 0  # a snapshot point in this run: the states after it are kept
-                    for n, event in enumerate(events):
-                        if not event.id & MASK:
-                            fold.add_run(events[start:n + 1])
-                            add(snaps, (event.id, _hash(ledger, event.id), fold.states.copy()))
-                            start = n + 1
-                    if start < len(events):
-                        fold.add_run(events[start:])
-                else:
-                    fold.add_run(events)
-                last = events[-1].id
+                yield list(map(_EVENT, batch))
     finally:
         cursor.close()
+
+
+def fold_split(fold: projections.Fold, events: list[Event], point: Callable[[int], bool],
+               at: Callable[[int, States], None]) -> None:
+    """``fold.add_run(events)``, cut after each event whose id is a ``point``, where
+    ``at(id, states)`` is given the states after it (a copy is the caller's to make)."""
+    start = 0
+    for n, event in enumerate(events):
+        if point(event.id):
+            fold.add_run(events[start:n + 1])
+            at(event.id, fold.states)
+            start = n + 1
+    if start < len(events):
+        fold.add_run(events[start:])
+
+
+def feed(ledger: Any, fold: projections.Fold, since: int, until: int | None = None,
+         snaps: list[Snap] | None = None) -> tuple[int, str] | None:
+    """Fold the events from ``since`` to ``until`` (default: the last) into ``fold`` (``runs``);
+    into ``snaps``, when given, the states at each snapshot point passed. Returns the last
+    event folded (id and hash), or None when there was none."""
+    def keep(event_id: int, states: States) -> None:
+        add(cast(list[Snap], snaps), (event_id, _hash(ledger, event_id), states.copy()))
+
+    last: int | None = None
+    for events in runs(ledger, since, until):
+        if snaps is not None and (events[-1].id >> SHIFT) != ((events[0].id - 1) >> SHIFT):
+            fold_split(fold, events, lambda i: not i & MASK, keep)  # a snapshot point in the run
+        else:
+            fold.add_run(events)
+        last = events[-1].id
     return None if last is None else (last, _hash(ledger, last))
 
 

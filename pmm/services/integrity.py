@@ -499,13 +499,17 @@ def replay_check(mind: Ledger) -> Replayed:
         stored = set(past.ids(mind.conn)) if mind.schema_version >= 2 else set()
         seen: dict[int, States] = {}
         fold = projections.Fold()
-        add = fold.add
-        for event in mind.events():  # one loop, no generator between: it runs a million times
-            if not bad_meta and not canonical(event.meta_json):
-                bad_meta.append(event.id)
-            add(event)
-            if event.id in stored:
-                seen[event.id] = fold.states.copy()
+
+        def keep(event_id: int, states: States) -> None:
+            seen[event_id] = states.copy()
+
+        for events in past.runs(mind, 1):  # read and folded as a replay does (past.feed)
+            if not bad_meta:
+                bad_meta.extend(e.id for e in events if not canonical(e.meta_json))
+            if any(events[0].id <= i <= events[-1].id for i in stored):
+                past.fold_split(fold, events, stored.__contains__, keep)
+            else:
+                fold.add_run(events)
         full = fold.states
         if fold.merges:  # a merged mind reads back from each fork (docs/merge.md)
             full = folded.replay_all(mind)
@@ -517,8 +521,8 @@ def replay_check(mind: Ledger) -> Replayed:
                             "absent or stale (ignored; a full replay is used)", True, snapshots, snapshots_ok)
         states, last_id = cached
         rest = projections.Fold(states)
-        later = rest.add_all(mind.events(since=last_id + 1))
-        cache_ok = (folded.replay_all(mind) if rest.merges else later) == full
+        past.feed(mind, rest, last_id + 1)
+        cache_ok = (folded.replay_all(mind) if rest.merges else rest.states) == full
     cache = f"reflects event {last_id}; " + ("equals a full replay" if cache_ok else "DIFFERS from a full replay")
     return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok, snapshots, snapshots_ok)
 
