@@ -5,7 +5,8 @@ over these states are in ``pmm.domain.dynamics``). Pure folds, as every projecti
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from pmm.domain import events as ev
 from pmm.domain.events import Event
@@ -165,15 +166,9 @@ class Commitments:
     def apply_run(self, state: CommitmentsState, events: list[Event]) -> CommitmentsState:
         """``apply`` of each of ``events`` in turn, the live user messages between two other
         events counted in one step (each only adds one to ``turns``)."""
-        apply, turns, message = self.apply, 0, ev.MESSAGE_RECEIVED.name
-        for event in events:
-            if event.kind == message and '"original_ts"' not in event.meta_json:
-                turns += 1
-                continue
-            if turns:
-                state, turns = {**state, "turns": state["turns"] + turns}, 0
-            state = apply(state, event)
-        return {**state, "turns": state["turns"] + turns} if turns else state
+        message = ev.MESSAGE_RECEIVED.name
+        return _counting(self.apply, state, events, "turns",
+                         lambda e: e.kind == message and '"original_ts"' not in e.meta_json)
 
     def apply(self, state: CommitmentsState, event: Event) -> CommitmentsState:
         kind = event.kind
@@ -221,6 +216,24 @@ class Commitments:
             return {**_moved(state, key, entry, None, "closed"), "closed": state["closed"] + 1}
         entry = {**entry, "status": "expired", "closed_id": event.id}
         return {**_moved(state, key, entry, None, "expired"), "expired": state["expired"] + 1}
+
+
+S = TypeVar("S", CommitmentsState, ReflectionsState)
+
+
+def _counting(apply: Callable[[S, Event], S], state: S, events: list[Event], field: str,
+              counted: Callable[[Event], bool]) -> S:
+    """``apply`` of each of ``events`` in turn, where each event ``counted`` only adds one to
+    ``state[field]``: the runs of those between two other events are added in one step."""
+    turns = 0
+    for event in events:
+        if counted(event):
+            turns += 1
+            continue
+        if turns:
+            state, turns = cast(S, {**state, field: cast(Any, state)[field] + turns}), 0
+        state = apply(state, event)
+    return cast(S, {**state, field: cast(Any, state)[field] + turns}) if turns else state
 
 
 def _reopened(entry: Commitment) -> Commitment:
@@ -311,15 +324,8 @@ class Reflections:
     def apply_run(self, state: ReflectionsState, events: list[Event]) -> ReflectionsState:
         """``apply`` of each of ``events`` in turn, the user messages between two other events
         counted in one step (each only adds one to ``turns_since``)."""
-        apply, turns, message = self.apply, 0, ev.MESSAGE_RECEIVED.name
-        for event in events:
-            if event.kind == message:
-                turns += 1
-                continue
-            if turns:
-                state, turns = {**state, "turns_since": state["turns_since"] + turns}, 0
-            state = apply(state, event)
-        return {**state, "turns_since": state["turns_since"] + turns} if turns else state
+        message = ev.MESSAGE_RECEIVED.name
+        return _counting(self.apply, state, events, "turns_since", lambda e: e.kind == message)
 
     def apply(self, state: ReflectionsState, event: Event) -> ReflectionsState:
         if event.kind == ev.MESSAGE_RECEIVED.name:
