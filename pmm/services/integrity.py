@@ -29,12 +29,12 @@ from pmm.ledger.schema import ALTERED_HINT
 from pmm.ledger.store import Ledger
 from pmm.services import witness
 from pmm.services.halves import PARALLEL_FROM, check_in_two, check_shared
-from pmm.services.reports import VerdictJson
 
 if TYPE_CHECKING:  # a plain `pmm verify` reads no signature and no export
     from pmm.domain.states import States
     from pmm.ledger.jsonl import ExportReader
     from pmm.services import signatures
+    from pmm.services.reports import VerdictJson
 
 Progress = Callable[[int], None]
 HashAt = Callable[[int], "str | None"]

@@ -35,13 +35,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pmm import errors
 from pmm.domain import checkpoint as cp
 from pmm.domain.ids import is_mind_id
-from pmm.services.reports import HeadJson, VerdictJson
 from pmm.services.words import plural
+
+if TYPE_CHECKING:  # the reports are types only
+    from pmm.services.reports import HeadJson, VerdictJson
 
 HashAt = Callable[[int], "str | None"]  # the file's hash of event k (None: not known)
 Current = Callable[[], cp.Checkpoint]  # the file's head now (a live mind a writer may extend)
