@@ -8,7 +8,10 @@ import, not by a clock:
   registry, trust or usage (~6 ms), even for a mind whose usage it prices;
 - a plain verify reads no signature and no export: not pmm.services.signatures,
   pmm.ledger.jsonl or base64 (a checkpoint's base64 form is for signatures), nor the sessions
-  table's check (--deep's).
+  table's check (--deep's), nor the projections, their cache or their snapshots (--deep
+  compares those with a replay);
+- log reads events and folds nothing: no projections, no cache, no snapshots (its --as-of
+  does), and none of the model machinery.
 """
 
 from __future__ import annotations
@@ -39,8 +42,12 @@ sys.stderr.write("\\n" + json.dumps(sorted(m for m, v in sys.modules.items() if 
 
 NOT_FOR_STATS = ["platformdirs", "tempfile", "pmm.services.models", "pmm.providers.registry",
                  "pmm.services.trust", "pmm.services.usage", "pmm.services.files"]
+PROJECTIONS = ["pmm.domain.projections", "pmm.domain.growth", "pmm.ledger.folded", "pmm.ledger.cache",
+               "pmm.ledger.past"]
 NOT_FOR_VERIFY = ["platformdirs", "tempfile", "pmm.services.signatures", "pmm.ledger.jsonl",
-                  "pmm.services.files", "base64", "pmm.ledger.sessions"]
+                  "pmm.services.files", "base64", "pmm.ledger.sessions", *PROJECTIONS]
+NOT_FOR_LOG = ["platformdirs", "tempfile", "pmm.services.timetravel", "pmm.services.models",
+               "pmm.providers.registry", "pmm.services.files", *PROJECTIONS]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -93,6 +100,25 @@ def test_a_plain_verify_reads_no_signature_code_and_no_platformdirs(mind: Path, 
     assert "pmm.services.integrity" in loaded and "pmm.services.witness" in loaded  # it did check
     assert [m for m in NOT_FOR_VERIFY if m in loaded] == []
     assert "witness" in out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="pmm.paths answers for Linux only")
+@pytest.mark.parametrize("args", [["log"], ["log", "--json"], ["log", "-n", "1", "--kind", "observation_recorded"]])
+def test_log_folds_nothing(mind: Path, args: list[str]) -> None:
+    out, loaded = _modules(mind, args)
+    assert "pmm.services.browse" in loaded and "sqlite3" in loaded  # it did run
+    assert [m for m in NOT_FOR_LOG if m in loaded] == []
+    assert "the garden needs water" in out
+
+
+def test_verify_deep_and_log_as_of_still_replay(mind: Path) -> None:
+    """What the plain commands leave out is still there when asked for."""
+    out, loaded = _modules(mind, ["verify", "--deep", "--json"])
+    assert {"pmm.domain.projections", "pmm.ledger.folded"} <= loaded
+    assert json.loads(out)["data"]["deep"]["cache_matches_replay"] is True
+    out, loaded = _modules(mind, ["log", "--as-of", "2"])
+    assert "pmm.services.timetravel" in loaded and "pmm.ledger.past" in loaded
+    assert "the garden needs water" in out
 
 
 def test_stats_prices_are_the_models_prices() -> None:

@@ -206,7 +206,7 @@ def log(
     --json keeps each event as stored (ts: when the ledger recorded it, UTC) and adds said_at.
     --as-of ends the log at that event (the latest events then). See docs/time.md.
     """
-    from pmm.services import browse, opening, timetravel
+    from pmm.services import browse, opening
 
     window = browse.Window(since, until, on) if (since, until, on) != (None, None, None) else None
     browse.check_kind(kind)
@@ -214,6 +214,8 @@ def log(
         if as_of is None:
             opened = stack.enter_context(opening.open_read(mind_path(mind)))
         else:
+            from pmm.services import timetravel  # replays the projections: only for --as-of
+
             opened, then = stack.enter_context(timetravel.ending(mind_path(mind), as_of))
             output.message(then.said())
         events = browse.log(opened, n, kind, window)

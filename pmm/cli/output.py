@@ -9,12 +9,14 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pmm.services.reports import ErrorJson
 from pmm.services.safe_text import clean as clean  # the one sanitiser, for every command
 from pmm.services.safe_text import clip
 from pmm.services.words import plural as plural  # the one plural, for every command
+
+if TYPE_CHECKING:  # the reports are types only
+    from pmm.services.reports import ErrorJson
 
 QUIET = False
 

@@ -13,7 +13,7 @@ The live file's bytes change on every WAL checkpoint; this text only changes whe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pmm import errors
 from pmm.domain.ids import is_mind_id
@@ -23,8 +23,9 @@ COMMENT_TAG = "pmm-checkpoint"
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
-@dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(NamedTuple):
+    """What a signature or the witness vouches for: a mind, its number of events, its head."""
+
     mind_id: str
     size: int  # the number of events, which is also the head's id (ids have no gaps)
     head: str  # the hex SHA-256 hash of event ``size``

@@ -12,7 +12,6 @@ is the same tokens priced as if nothing had been cached, less the cost. Pure: no
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, NamedTuple, TypedDict
 
 PRICE_FIELDS = ("price_in", "price_out", "price_cache_read", "price_cache_write")
@@ -30,8 +29,7 @@ def currency_of(value: Any) -> str:
     return value if type(value) is str and CURRENCY.fullmatch(value) else UNKNOWN_CURRENCY
 
 
-@dataclass(frozen=True)
-class Prices:
+class Prices(NamedTuple):
     """Per million tokens, in ``currency``. Cache prices left unset charge the input price: pmm
     assumes no discount it was not told about, so a cost is never understated."""
 

@@ -9,8 +9,7 @@ time ("now" as a ledger timestamp, or seconds since the last reflection).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 from pmm.domain import lazy_re
 from pmm.domain.growth import MAX_TRAIT_STEP, TRAIT_DEFAULT
@@ -52,8 +51,7 @@ class MetricsJson(TypedDict):
     stage: str
 
 
-@dataclass(frozen=True)
-class Metrics:
+class Metrics(NamedTuple):
     ias: float
     gas: float
     trait_stability: float

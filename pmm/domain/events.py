@@ -65,13 +65,12 @@ rely on every event they read.
   upgrade makes of it must fit the shape listed here."""
 
 
-@dataclass(frozen=True)
-class EventKind:
+class EventKind(NamedTuple):
     """One kind of event: ``meta`` maps each field name to its ``Field``."""
 
     name: str
     doc: str
-    meta: dict[str, Field] = field(default_factory=dict)
+    meta: dict[str, Field]
     version: int = 1
     content: str = ""
 

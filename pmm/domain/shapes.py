@@ -13,8 +13,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 MAX_ID = 2**53 - 1  # an event id, like any JSON integer, must survive a double
 TS_TEXT = "YYYY-MM-DDTHH:MM:SS.ffffffZ (UTC)"
@@ -61,8 +60,7 @@ def is_ts_bytes(value: bytes) -> bool:
     return ok
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One ``meta`` field: its JSON type and, where it matters, what values are allowed.
 
     ``type`` is str, int, number, bool or list (``items`` names the element type); ``low`` and

@@ -17,6 +17,7 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pmm.domain.checks import check_row
 
@@ -109,8 +110,7 @@ _SHORTEST = 4096
 _SHORT = tuple(_len(length) for length in range(_SHORTEST))
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """The first thing wrong in a chain: which event and what."""
 
     event_id: int

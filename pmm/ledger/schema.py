@@ -23,9 +23,9 @@ import functools
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from pmm import errors
 from pmm.domain.shapes import is_ts
@@ -105,8 +105,7 @@ FORGOTTEN_FROM = 6  # the schema version that has the table
 Step = str | Callable[[sqlite3.Connection], None]
 
 
-@dataclass(frozen=True)
-class Migration:
+class Migration(NamedTuple):
     """One named step of the layout: it brings a file from schema ``number - 1`` to ``number``.
     Events are never touched by one: every hash is kept."""
 

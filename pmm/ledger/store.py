@@ -4,6 +4,10 @@ the full-text index. The projections read from it are pmm.ledger.folded's.
 Every write is one ``BEGIN IMMEDIATE`` transaction that reads the head, appends, updates the
 full-text index and the projection cache (``folded.Folding``), and commits; nothing is reported
 until COMMIT returns.
+
+What only a write runs (the projection cache, the --as-of snapshots, the draft checks) is
+imported by the methods that write: a read command (``pmm log``, ``pmm verify``) loads none of
+the projections.
 """
 
 from __future__ import annotations
@@ -13,15 +17,12 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pmm import errors
-from pmm.domain.canonical import canonical_json
-from pmm.domain.checks import check_draft
 from pmm.domain.events import LEDGER_ONLY, Draft, Event
-from pmm.domain.states import States
 from pmm.ledger import connection as cx
-from pmm.ledger import folded, fts, past, schema, session_table
+from pmm.ledger import fts, schema, session_table
 from pmm.ledger.chain import (
     FORMAT_VERSION,
     GENESIS_PREV,
@@ -32,6 +33,10 @@ from pmm.ledger.chain import (
     content_digest,
     event_hash,
 )
+
+if TYPE_CHECKING:
+    from pmm.domain.states import States
+    from pmm.ledger import past
 
 NAMES = ("id", "ts", "kind", "content", "meta", "prev_hash", "hash")
 HEAD_TRIGGER = "events_extend_head"  # schema.GUARDS[0]: every insert must extend the head
@@ -285,6 +290,8 @@ class Ledger:
     def repair(self) -> None:
         """Rebuild the search index, the projection cache and the sessions table from the
         events, in one transaction."""
+        from pmm.ledger import folded
+
         with self.transaction():
             fts.reset(self.conn, self.schema_version)
             folded.rebuild(self)
@@ -339,6 +346,8 @@ class Ledger:
 
         ``drafts`` may be a function of the id the first new event will get, called inside the
         transaction, so that events of one batch can name each other (a response its message)."""
+        from pmm.ledger import folded
+
         if not callable(drafts):
             prepared = _prepare(drafts)
         with self.transaction():
@@ -394,6 +403,8 @@ class Ledger:
         recall vectors and the projection cache (every row: any may hold the text; the next
         write rebuilds it); the write runs with ``secure_delete`` (freed bytes are zeroed).
         The caller then empties the WAL (``truncate_wal``), where older pages may remain."""
+        from pmm.ledger import folded
+
         if not self.tombstones:
             raise errors.PmmError("internal: only a format-2 mind can forget")
         with cx.translated(self.path):
@@ -478,6 +489,8 @@ class Ledger:
         In place rather than a new file: SQLite's lock keeps other writers out, a crash rolls
         it all back, and no copy of the old file (which may hold what its owner means to
         forget) is left beside it. The projection cache is dropped (it names the old hashes)."""
+        from pmm.ledger import folded
+
         if self.ledger_format >= 2:
             return None
         old_prefix, new_prefix = self.prefix, chain_prefix(2, self.mind_id)
@@ -545,6 +558,8 @@ class Ledger:
         indexes are made again after the insert (``DEFER_INDEXES_FROM``) rather than kept up
         row by row.
         """
+        from pmm.ledger import folded
+
         with self.transaction():
             head_id, head_hash = self.head()
             folding = folded.Folding(self, head_id)
@@ -671,6 +686,9 @@ def _extending(events: Iterable[Event], head_id: int, head_hash: str) -> Iterato
 def _prepare(drafts: Iterable[Draft], *, ledger_only: bool = False) -> list[tuple[str, str, str]]:
     """Check each draft against its kind and canonicalise its meta once, before any write. A
     kind of ``LEDGER_ONLY`` is written only by the operation it records (``ledger_only``)."""
+    from pmm.domain.canonical import canonical_json
+    from pmm.domain.checks import check_draft
+
     prepared = []
     for draft in drafts:
         try:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     role: Literal["user", "assistant"]
     content: str
 

@@ -11,16 +11,14 @@ never silently dropped.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pmm import errors
 
 LOCAL = "local"  # the in-process provider, which has no wire protocol
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     name: str
     type: type  # int or float
     low: float

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 from pmm import errors
@@ -25,8 +24,7 @@ if TYPE_CHECKING:  # annotations only: `pmm stats` needs none of the provider in
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 
 
-@dataclass(frozen=True)
-class ProviderInfo:
+class ProviderInfo(NamedTuple):
     """One provider, declared once."""
 
     name: str       # the PROVIDER of a ``PROVIDER:MODEL`` spec
@@ -115,8 +113,7 @@ def environment() -> list[tuple[str, str]]:
     return [row for info in PROVIDERS for row in info.environment()]
 
 
-@dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(NamedTuple):
     """Where a model lives and how to reach it. Portable: no key, only the *name* of its variable."""
 
     provider: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pmm import errors
 from pmm.domain import events as ev
@@ -14,7 +15,9 @@ from pmm.ledger.store import Ledger
 from pmm.services.dates import local as local  # a ledger time as a person reads it, for the CLI
 from pmm.services.dates import period
 from pmm.services.dates import shown as shown  # the one way an event's time is shown to a person, for the CLI
-from pmm.services.reports import EventJson, SearchHit
+
+if TYPE_CHECKING:  # the reports are types only
+    from pmm.services.reports import EventJson, SearchHit
 
 
 def when(event: Event) -> str:

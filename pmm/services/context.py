@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from pmm.domain import events as ev
 from pmm.domain import projections, temperament
@@ -57,8 +57,7 @@ WHO = {ev.MESSAGE_RECEIVED.name: "user", ev.RESPONSE_SENT.name: "you",
 
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One event in the prompt: why it is there and what it costs."""
 
     event: Event
@@ -132,8 +131,7 @@ def system_prompt(states: States) -> str:
 
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
     """What a chat run sets: ``session`` (recent turns only from it; None: the mind's latest
     turns, whatever their session), ``system`` (this run's system prompt, added after the
     identity block) and ``hide`` (turns left out, besides the withdrawn answers)."""

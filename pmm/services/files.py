@@ -23,9 +23,8 @@ import re
 import stat
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from pmm import errors
 from pmm.ledger.connection import SQLITE_MAGIC, hold, in_use
@@ -36,8 +35,7 @@ FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """Where an output goes: ``real`` is ``path`` with symlinks followed; a ``stream`` (a character
     device or a FIFO) is written into in place."""
 

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from pmm import errors
-from pmm.domain import checkpoint, projections
+from pmm.domain import checkpoint
 from pmm.domain.canonical import CanonicalMetas
 from pmm.domain.checkpoint import Checkpoint
 from pmm.domain.events import Event
-from pmm.domain.states import States
-from pmm.ledger import folded, past
 from pmm.ledger.chain import (
     GENESIS_PREV,
     ChainState,
@@ -31,11 +29,12 @@ from pmm.ledger.schema import ALTERED_HINT
 from pmm.ledger.store import Ledger
 from pmm.services import witness
 from pmm.services.halves import PARALLEL_FROM, check_in_two, check_shared
-from pmm.services.reports import VerdictJson
 
 if TYPE_CHECKING:  # a plain `pmm verify` reads no signature and no export
+    from pmm.domain.states import States
     from pmm.ledger.jsonl import ExportReader
     from pmm.services import signatures
+    from pmm.services.reports import VerdictJson
 
 Progress = Callable[[int], None]
 HashAt = Callable[[int], "str | None"]
@@ -492,6 +491,9 @@ def _here(mind: Ledger) -> OwnChecks:
 def replay_check(mind: Ledger) -> Replayed:
     """Every meta canonical, and the cache equal to a full replay, from one read of the events
     (in one snapshot: a writer appending meanwhile cannot make the cache look wrong)."""
+    from pmm.domain import projections  # --deep only, as the cache and the snapshots
+    from pmm.ledger import folded, past
+
     canonical = CanonicalMetas()
     bad_meta: list[int] = []
     with mind.read_transaction():
@@ -531,6 +533,8 @@ def _snapshots_check(mind: Ledger, stored: set[int], seen: dict[int, States]) ->
     """Each stored snapshot against the replay's states at its event: one that differs is a
     problem; one this machine did not seal (or for an event the chain does not hold) is
     ignored by --as-of, and said so."""
+    from pmm.ledger import past
+
     if not stored:
         return "none stored", True
     differ, ignored = [], 0

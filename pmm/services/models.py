@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, NotRequired, TypedDict, cast
 
 from pmm import errors
 from pmm.domain import costs
@@ -57,8 +56,7 @@ PRICING = ("price_in", "price_out", "price_cache_read", "price_cache_write", "cu
 SETTINGS = ("context_window", *PRICING)  # the optional settings beside the spec
 
 
-@dataclass(frozen=True)
-class Pricing:
+class Pricing(NamedTuple):
     """What a model costs (per million tokens, in ``currency``: absent, USD) and the most it
     may spend per UTC day (``max_cost``, in that currency). None: not set."""
 
@@ -80,9 +78,10 @@ class Pricing:
         if self.max_cost is not None and not 0 <= self.max_cost <= 1_000_000_000:
             raise errors.UsageError("--max-cost is an amount per day, between 0 and 1000000000")
 
+UNPRICED = Pricing()  # no prices and no cap
 
-@dataclass(frozen=True)
-class Model:
+
+class Model(NamedTuple):
     """A model the mind can use, by name."""
 
     name: str
@@ -275,7 +274,7 @@ def check_numbers(context_window: int | None, pricing: Pricing) -> None:
 
 
 def add(path: Path, name: str, spec_text: str, base_url: str | None, api_key_env: str | None,
-        context_window: int | None, notify: Notify, pricing: Pricing = Pricing()) -> tuple[Model, Event]:
+        context_window: int | None, notify: Notify, pricing: Pricing = UNPRICED) -> tuple[Model, Event]:
     from pmm.providers.registry import parse_spec
 
     if not NAME_PATTERN.fullmatch(name):
@@ -385,8 +384,7 @@ def use(path: Path, name: str, role: str, notify: Notify) -> tuple[Model, Event 
     return model, appended[0] if appended else None, info
 
 
-@dataclass(frozen=True)
-class Description:
+class Description(NamedTuple):
     model: Model
     roles: list[str]
     trusted: bool

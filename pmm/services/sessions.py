@@ -8,9 +8,8 @@ A session's title is its ``session_started`` content (an imported conversation's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 from pmm import errors
 from pmm.domain.events import Event
@@ -37,8 +36,7 @@ class SessionJson(TypedDict):
     source: str | None  # "chatgpt", "claude" for an imported session, else None
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(NamedTuple):
     id: str
     title: str
     titled: bool

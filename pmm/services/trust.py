@@ -17,10 +17,9 @@ import fcntl
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from pmm import errors
@@ -43,8 +42,7 @@ def built_in(spec: ModelSpec) -> bool:
     return spec == ModelSpec("local", EMBEDDED_MODEL)
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """What a model setting does on this machine, in words the owner can judge."""
 
     provider: str

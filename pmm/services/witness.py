@@ -35,13 +35,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pmm import errors
 from pmm.domain import checkpoint as cp
 from pmm.domain.ids import is_mind_id
-from pmm.services.reports import HeadJson, VerdictJson
 from pmm.services.words import plural
+
+if TYPE_CHECKING:  # the reports are types only
+    from pmm.services.reports import HeadJson, VerdictJson
 
 HashAt = Callable[[int], "str | None"]  # the file's hash of event k (None: not known)
 Current = Callable[[], cp.Checkpoint]  # the file's head now (a live mind a writer may extend)
@@ -51,8 +53,9 @@ KEEP_RECENT = 64  # the latest heads, all kept; older ones are thinned to one pe
 FAILED = ("forked", "rolled_back", "truncated", "replaced")
 
 
-@dataclass
-class Head:
+class Head(NamedTuple):
+    """A head pmm saw: the number of events, the head's hash, when, and at which file."""
+
     size: int
     head: str
     at: str = ""
@@ -80,8 +83,7 @@ class Record:
         return self.heads[-1] if self.heads else None
 
 
-@dataclass
-class Place:
+class Place(NamedTuple):
     """What pmm last saw at one file path: which mind it held, and its head."""
 
     key: str
@@ -345,8 +347,7 @@ def _accept(record: Record, point: cp.Checkpoint, hash_at: HashAt, key: str) -> 
 
 # -- what a full check proved of a file ---------------------------------------------------------
 
-@dataclass(frozen=True)
-class Verified:
+class Verified(NamedTuple):
     """The head up to which every event of one file was checked (hashes, links, ids, shapes),
     and which file that was (device and inode: a copy put at its path is another file)."""
 
