@@ -312,9 +312,9 @@ def replay_to(ledger: Any, event_id: int) -> tuple[States, int]:
 # projection reads (``projections.CONTENT_KINDS``: most of a mind's text is messages no
 # projection reads), and no hashes (read apart for the few events whose states are kept).
 _FOLD_ROWS = (
-    "SELECT id, CAST(ts AS TEXT), CAST(kind AS TEXT),"
-    " CASE WHEN CAST(kind AS TEXT) IN ({kinds}) THEN CAST(content AS TEXT) ELSE '' END,"
-    " CAST(meta AS TEXT), '', '' FROM events WHERE id >= ? AND id <= ? ORDER BY id").format(
+    "SELECT id, CAST(ts AS TEXT) AS ts, CAST(kind AS TEXT) AS kind,"
+    " CASE WHEN CAST(kind AS TEXT) IN ({kinds}) THEN CAST(content AS TEXT) ELSE '' END AS content,"
+    " CAST(meta AS TEXT) AS meta, '', '' FROM events WHERE id >= ? AND id <= ? ORDER BY id").format(
         kinds=", ".join(f"'{kind}'" for kind in sorted(projections.CONTENT_KINDS)))
 
 
