@@ -289,6 +289,8 @@ class Keeping:
         self.folding = _Fold()
         self.head_id = head[0]
         self.spilled = False  # some rows are in the table, unsealed (``see``)
+        self._text: str | None = None  # the last meta parsed, and what it read (never changed)
+        self._parsed: dict[str, Any] | None = None
 
     def passing(self, events: Iterable[Event]) -> Iterator[Event]:
         if not self.kept:
@@ -301,7 +303,11 @@ class Keeping:
             yield event
 
     def _take(self, event_id: int, ts: str, kind: str, text: str) -> None:
-        meta = _meta(text)
+        if text == self._text:  # a session's turns often carry the same meta: parsed once
+            meta = self._parsed
+        else:
+            meta = self._parsed = _meta(text)
+            self._text = text
         if meta is None:
             return
         sid = None if kind == WITHDRAWN else session_of(kind, meta)
