@@ -353,6 +353,8 @@ class Keeping:
         self.secret = self.secret or seal.key(create=True)
         if self.secret is None:  # no key here: nothing can be sealed, reads fold the events
             self.conn.execute("DELETE FROM projection_cache WHERE name = ?", (MARK,))
+            if self.spilled:  # no unsealed row is left behind
+                self.conn.execute("DELETE FROM session_summary")
             return
         if self.kept and self.spilled:
             self._seal_spilled(self.secret)
