@@ -53,7 +53,19 @@ WITHDRAWN = ev.RESPONSE_WITHDRAWN.name
 TURNS = (MESSAGE, ANSWER)
 KINDS = (STARTED, MESSAGE, ANSWER, WITHDRAWN)
 SCRUBBED = 10  # the newest rows each write checks (the REPL's /sessions lists ten)
+SPILL = 4096  # sessions a new mind's bulk build holds in memory before it adds them to the table
 _FIELDS = "session, first_id, last_id, turns, withdrawn, first_said, last_said, first_message, start_id"
+# A partial row added to the one already there (a new mind's build, unsealed until ``write``):
+# every field is a min, a max or a count, so rows folded apart merge into the row of the whole.
+_MERGE = (f"INSERT INTO session_summary({_FIELDS}, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '')"
+          " ON CONFLICT(session) DO UPDATE SET first_id = min(first_id, excluded.first_id),"
+          " last_id = max(last_id, excluded.last_id), turns = turns + excluded.turns,"
+          " withdrawn = withdrawn + excluded.withdrawn,"
+          " first_said = min(first_said, excluded.first_said),"
+          " last_said = max(last_said, excluded.last_said),"
+          " first_message = coalesce(min(first_message, excluded.first_message), first_message,"
+          " excluded.first_message),"
+          " start_id = coalesce(min(start_id, excluded.start_id), start_id, excluded.start_id)")
 
 
 @dataclass
@@ -276,26 +288,52 @@ class Keeping:
         self.kept = self.empty or (self.secret is not None and current(conn, mind_id, head) is not None)
         self.folding = _Fold()
         self.head_id = head[0]
+        self.spilled = False  # some rows are in the table, unsealed (``see``)
+        self._text: str | None = None  # the last meta parsed, and what it read (never changed)
+        self._parsed: dict[str, Any] | None = None
 
     def passing(self, events: Iterable[Event]) -> Iterator[Event]:
         if not self.kept:
             yield from events
             return
-        rows, add = self.folding.rows, self.folding.add
+        take = self._take
         for event in events:
             if event.kind in KINDS:
-                meta = _meta(event.meta_json)
-                if meta is not None:
-                    sid = None if event.kind == WITHDRAWN else session_of(event.kind, meta)
-                    if sid is not None and sid not in rows and not self.empty:
-                        self._load(sid)
-                    add(event.id, event.ts, event.kind, meta, sid)
+                take(event.id, event.ts, event.kind, event.meta_json)
             yield event
 
+    def _take(self, event_id: int, ts: str, kind: str, text: str) -> None:
+        if text == self._text:  # a session's turns often carry the same meta: parsed once
+            meta = self._parsed
+        else:
+            meta = self._parsed = _meta(text)
+            self._text = text
+        if meta is None:
+            return
+        sid = None if kind == WITHDRAWN else session_of(kind, meta)
+        if sid is not None and not self.empty and sid not in self.folding.rows:
+            self._load(sid)
+        self.folding.add(event_id, ts, kind, meta, sid)
+
     def see(self, rows: Iterable[Sequence[Any]]) -> None:
-        """``passing`` for rows in their column order (a bulk build's plain tuples), consumed."""
-        for _ in self.passing(Event._make(row) for row in rows if row[2] in KINDS):
-            pass
+        """``passing`` for rows in their column order (a bulk build's plain tuples), consumed.
+        A new mind's rows go into the table (unsealed: ``write`` seals them) each time
+        ``SPILL`` sessions are held, so the build's memory stays flat at any size."""
+        if not self.kept:
+            return
+        take, kinds = self._take, KINDS
+        for row in rows:
+            if row[2] in kinds:
+                take(row[0], row[1], row[2], row[4])
+        if self.empty and len(self.folding.rows) >= SPILL:
+            self._spill()
+
+    def _spill(self) -> None:
+        if not self.spilled:  # a new mind: any row there is another file's
+            self.conn.execute("DELETE FROM session_summary")
+            self.spilled = True
+        self.conn.executemany(_MERGE, (row.values() for row in self.folding.rows.values()))
+        self.folding.rows.clear()
 
     def _load(self, sid: str) -> None:
         """Start ``sid``'s row from the stored one (a bad MAC: the table is rebuilt instead)."""
@@ -315,6 +353,12 @@ class Keeping:
         self.secret = self.secret or seal.key(create=True)
         if self.secret is None:  # no key here: nothing can be sealed, reads fold the events
             self.conn.execute("DELETE FROM projection_cache WHERE name = ?", (MARK,))
+            if self.spilled:  # no unsealed row is left behind
+                self.conn.execute("DELETE FROM session_summary")
+            return
+        if self.kept and self.spilled:
+            self._seal_spilled(self.secret)
+            put_mark(self.conn, self.mind_id, self.secret, head)
             return
         if self.kept and not self.empty:
             self._scrub()
@@ -335,6 +379,24 @@ class Keeping:
             " first_message = excluded.first_message, start_id = excluded.start_id, mac = excluded.mac",
             ((*row.values(), _row_mac(self.secret, self.mind_id, row)) for row in rows.values()))
         put_mark(self.conn, self.mind_id, self.secret, head)
+
+    def _seal_spilled(self, secret: bytes) -> None:
+        """A new mind's table, built in parts (``see``): the rest added, the withdrawals
+        counted, then every row sealed (a SQL function: no row is held here)."""
+        self._spill()
+        for sid in list(self.folding.withdrawn_sessions(self.conn, set())):
+            self.conn.execute("UPDATE session_summary SET withdrawn = withdrawn + 1 WHERE session = ?",
+                              (sid,))
+        mind_id = self.mind_id
+
+        def row_mac(*values: Any) -> str:
+            return _row_mac(secret, mind_id, Summary(*values))
+
+        self.conn.create_function("pmm_session_mac", 9, row_mac, deterministic=True)
+        try:
+            self.conn.execute(f"UPDATE session_summary SET mac = pmm_session_mac({_FIELDS})")
+        finally:
+            self.conn.create_function("pmm_session_mac", 9, None)
 
     def _scrub(self) -> None:
         """Check the newest rows' MACs (what `pmm sessions -n`, `chat -c` and the REPL read):
