@@ -186,7 +186,7 @@ _FOLD_SQL = f"""SELECT sid, min(id), max(id), sum(kind IN ('{MESSAGE}', '{ANSWER
     min(CASE WHEN kind = '{MESSAGE}' THEN id END), min(CASE WHEN kind = '{STARTED}' THEN id END)
   FROM (SELECT id, kind, {_SID} AS sid, coalesce({_TEXT.format('original_ts')}, ts) AS said
     FROM (SELECT id, CAST(ts AS TEXT) AS ts, CAST(kind AS TEXT) AS kind, CAST(meta AS TEXT) AS m
-      FROM events WHERE kind IN ('{STARTED}', '{MESSAGE}', '{ANSWER}')) WHERE {_OBJECT})
+      FROM events WHERE +kind IN ('{STARTED}', '{MESSAGE}', '{ANSWER}')) WHERE {_OBJECT})
   WHERE sid IS NOT NULL GROUP BY sid"""
 # each turn a later response_withdrawn names (its first one), counted once, by its session
 _WITHDRAWN_SQL = f"""SELECT sid, count(*) FROM (
@@ -201,8 +201,10 @@ _WITHDRAWN_SQL = f"""SELECT sid, count(*) FROM (
   WHERE sid IS NOT NULL GROUP BY sid"""
 
 
-# SQLite's JSON functions end a text at an escaped NUL, which a canonical meta may hold
-_NUL_SQL = ("SELECT 1 FROM events WHERE kind IN (" + ", ".join(f"'{k}'" for k in KINDS) + ")"
+# SQLite's JSON functions end a text at an escaped NUL, which a canonical meta may hold. Both
+# queries scan the table (``+kind``: not by the kind index): most of a mind's events are turns,
+# and reading them through the index costs a lookup each.
+_NUL_SQL = ("SELECT 1 FROM events WHERE +kind IN (" + ", ".join(f"'{k}'" for k in KINDS) + ")"
             " AND instr(CAST(meta AS TEXT), '\\u0000') LIMIT 1")
 
 
