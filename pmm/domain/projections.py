@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from itertools import chain, compress, islice
+from itertools import compress, islice
 from operator import itemgetter
 from typing import Any, Protocol, TypeVar, cast
 
@@ -505,7 +505,8 @@ class Fold:
                     present = [group for kind, group in groups.items() if kind in reads]
                     if not present:
                         continue
-                    mine = present[0] if len(present) == 1 else sorted(chain.from_iterable(present), key=_ID)
+                    # in the run's own order, which is not id order in a merged mind's re-fold
+                    mine = present[0] if len(present) == 1 else [e for e in events if e.kind in reads]
                 states[name] = run(states[name], mine)
         except (*_UNREADABLE, errors.IntegrityError):
             states.update(saved)  # folded again event by event: refused as add refuses it
