@@ -12,7 +12,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from conftest import cli_json
+import pytest
+from conftest import cli_json, invoke
 
 from pmm.domain import events as ev
 from pmm.domain import projections
@@ -154,3 +155,24 @@ def test_an_older_snapshot_sealed_elsewhere_is_dropped_not_rewritten(tmp_path: P
         conn.close()
     cli_json(mind, "remember", "a note")
     assert sorted(_snapshot_texts(mind)) == [2 * past.SPACING]
+
+
+@pytest.mark.parametrize("key", ["²", "٣", "9" * 5000, "-1", ""])
+def test_a_done_row_with_keys_that_are_not_ids_is_read_without_a_crash(tmp_path: Path, key: str) -> None:
+    """The done row has no seal of its own and is read before the snapshot's digest is checked:
+    a key that only looks like digits ("²" passes ``str.isdigit``, 5,000 digits pass it but not
+    ``int``) leaves the snapshot untrusted, never a crash."""
+    mind, _ = _mind(tmp_path)
+    conn = sqlite3.connect(mind, isolation_level=None)
+    try:
+        (state,) = conn.execute("SELECT state FROM projection_cache WHERE name = 'mind:done'").fetchone()
+        done = json.loads(state)
+        done[key] = next(iter(done.values()))
+        conn.execute("UPDATE projection_cache SET state = ? WHERE name = 'mind:done'", (json.dumps(done),))
+    finally:
+        conn.close()
+    stats, listed = _as_of(mind, past.SPACING + 3)
+    assert stats["as_of"]["replayed_from"] == 0  # the snapshot is not trusted: a replay instead
+    assert ("I will check early item 7", "closed") in listed
+    deep = invoke("--mind", str(mind), "verify", "--deep", "--json")
+    assert deep.exit_code in (0, 3) and "report" not in deep.stderr, deep.stderr

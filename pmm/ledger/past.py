@@ -112,7 +112,9 @@ def _refer(states: States, event_id: int, base: Base | None) -> str:
 
 
 def _id(key: str) -> int:
-    return int(key) if key.isdigit() else -1
+    """The id a ``done`` key names (the event that opened the commitment), or -1 for a key that
+    is not one: only ASCII digits, at most 19 (``isdigit`` alone takes "²", which ``int`` does not)."""
+    return int(key) if key.isascii() and key.isdigit() and len(key) <= 19 else -1
 
 
 def _resolved(states: dict[str, Any], read_done: Any) -> States | None:
