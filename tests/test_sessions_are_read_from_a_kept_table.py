@@ -114,6 +114,14 @@ def _table_is_current(path: Path) -> bool:
         return session_table.read(mind.conn, mind.mind_id, mind.head()) is not None
 
 
+def _rows(path: Path, statement: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(statement).fetchall()
+    finally:
+        conn.close()
+
+
 def _sql(path: Path, statement: str, args: tuple[object, ...] = ()) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -376,6 +384,29 @@ def test_the_fold_in_sql_is_the_fold(tmp_path: Path, seed: int, nul: bool) -> No
     assert any(row.first_said != row.last_said for row in folded.values())
     assert session_table.fold_sql(conn) == folded
     conn.close()
+
+
+@pytest.mark.parametrize("session", ["\\ud800", "a\\udfffb"])
+def test_an_escaped_lone_surrogate_is_folded_in_python_and_deep_names_the_event(
+        tmp_path: Path, session: str) -> None:
+    """SQLite reads an escaped lone surrogate out of JSON as bytes that are not UTF-8, which
+    Python's sqlite3 refuses: the SQL fold gives way to ``fold`` (a write, a rebuild and --deep
+    all use it), so --deep names the event that was altered instead of refusing the file."""
+    path = tmp_path / "mind.db"
+    _populate(path, 6, 4)
+    with Ledger.open(path) as mind:
+        target = next(e.id for e in mind.events(kind=ev.MESSAGE_RECEIVED.name))
+    for (trigger,) in _rows(path, "SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+        _sql(path, f"DROP TRIGGER {trigger}")
+    _sql(path, "UPDATE events SET meta = ? WHERE id = ?", ('{"session":"%s"}' % session, target))
+    conn = sqlite3.connect(path)
+    try:
+        assert session_table.fold_sql(conn) == session_table.fold(conn)
+    finally:
+        conn.close()
+    result = invoke("--mind", str(path), "verify", "--deep")
+    assert result.exit_code == 3, result.output
+    assert f"event {target}: stored hash does not match" in result.stderr, result.stderr
 
 
 def test_a_resealed_wrong_row_is_what_verify_deep_finds(tmp_path: Path) -> None:

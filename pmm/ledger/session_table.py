@@ -210,15 +210,21 @@ _NUL_SQL = ("SELECT 1 FROM events WHERE +kind IN (" + ", ".join(f"'{k}'" for k i
 
 def fold_sql(conn: sqlite3.Connection) -> dict[str, Summary]:
     """``fold(conn)``, computed by SQLite (see above: equal on canonical metas; a mind whose
-    session events escape a NUL is folded by ``fold``)."""
+    session events escape a NUL, or whose JSON SQLite reads as text that is not UTF-8 (an
+    escaped lone surrogate, which pmm never writes), is folded by ``fold``)."""
     if conn.execute(_NUL_SQL).fetchone() is not None:
         return fold(conn)
-    rows = {sid: Summary(sid, first_id, last_id, turns, 0, first_said, last_said, first_message, start_id)
-            for sid, first_id, last_id, turns, first_said, last_said, first_message, start_id
-            in conn.execute(_FOLD_SQL) if type(sid) is str}
-    for sid, count in conn.execute(_WITHDRAWN_SQL):
-        if sid in rows:
-            rows[sid].withdrawn = count
+    try:
+        rows = {sid: Summary(sid, first_id, last_id, turns, 0, first_said, last_said, first_message, start_id)
+                for sid, first_id, last_id, turns, first_said, last_said, first_message, start_id
+                in conn.execute(_FOLD_SQL) if type(sid) is str}
+        for sid, count in conn.execute(_WITHDRAWN_SQL):
+            if sid in rows:
+                rows[sid].withdrawn = count
+    except sqlite3.OperationalError as exc:
+        if "Could not decode to UTF-8" not in str(exc):
+            raise
+        return fold(conn)
     return rows
 
 
