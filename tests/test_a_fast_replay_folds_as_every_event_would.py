@@ -104,16 +104,21 @@ def assert_every_fold_agrees(path: Path, points: int = 12) -> None:
             assert text(states)[base > 0] == text(reference(prefix))[base > 0], upto
 
 
+def mind_of(folder: Path, batches: list[list[Draft]]) -> Path:
+    """A new mind in ``folder`` holding ``batches``, each appended in one write."""
+    path = folder / "mind.db"
+    run_in("--mind", str(path), "init", "--name", "Fast", check=True)
+    with Ledger.open(path, write=True) as mind:
+        for batch in batches:
+            mind.append(batch)
+    return path
+
+
 @SETTINGS
 @given(batches=st.lists(st.lists(DRAFTS, min_size=1, max_size=6), min_size=1, max_size=6))
 def test_every_kind_in_any_order_folds_as_the_plain_fold(batches: list[list[Draft]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "mind.db"
-        run_in("--mind", str(path), "init", "--name", "Fast", check=True)
-        with Ledger.open(path, write=True) as mind:
-            for batch in batches:
-                mind.append(batch)
-        assert_every_fold_agrees(path)
+        assert_every_fold_agrees(mind_of(Path(tmp), batches))
 
 
 @given(batches=st.lists(st.lists(DRAFTS, min_size=1, max_size=6), min_size=2, max_size=6),
@@ -122,13 +127,8 @@ def test_every_kind_in_any_order_folds_as_the_plain_fold(batches: list[list[Draf
 def test_events_out_of_id_order_fold_in_the_order_given(batches: list[list[Draft]], order: Any) -> None:
     """A merged mind folds the events after its fork again in canonical order, which is not id
     order (pmm.domain.merging): a run that mixes kinds must keep the order it is given."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "mind.db"
-        run_in("--mind", str(path), "init", "--name", "Fast", check=True)
-        with Ledger.open(path, write=True) as mind:
-            for batch in batches:
-                mind.append(batch)
-            events = list(mind.events())
+    with tempfile.TemporaryDirectory() as tmp, Ledger.open(mind_of(Path(tmp), batches)) as mind:
+        events = list(mind.events())
     order.shuffle(events)
     assert text(projections.Fold().add_all(events)) == text(reference(events))
 
