@@ -117,9 +117,15 @@ def _id(key: str) -> int:
     return int(key) if key.isascii() and key.isdigit() and len(key) <= 19 else -1
 
 
-def _resolved(states: dict[str, Any], read_done: Any) -> States | None:
+def done_row(ledger: Any) -> Callable[[], Any]:
+    """The cache's ``done`` row, parsed when called (what a referring snapshot resolves
+    against); raises ValueError or RecursionError for a row that is not JSON."""
+    return lambda: json.loads(cache.read_done(ledger.conn) or "null")
+
+
+def _resolved(states: dict[str, Any], read_done: Callable[[], Any]) -> States | None:
     """``states`` with a referring history resolved against the ``done`` row (``read_done()``:
-    its text), or None when it does not give the digest the snapshot sealed."""
+    parsed), or None when it does not give the digest the snapshot sealed."""
     commitments = states.get("commitments")
     ref = commitments.get("done") if isinstance(commitments, dict) else None
     if not isinstance(ref, dict) or REF not in ref:
@@ -128,7 +134,7 @@ def _resolved(states: dict[str, Any], read_done: Any) -> States | None:
     if type(upto) is not int or not isinstance(minus, list) or not isinstance(put, dict):
         return None
     try:
-        held = json.loads(read_done() or "null")
+        held = read_done()
     except (ValueError, RecursionError):
         return None
     if not isinstance(held, dict):
@@ -238,16 +244,18 @@ def ids(conn: sqlite3.Connection) -> list[int]:
     return [int(r[0]) for r in rows if isinstance(r[0], int)]
 
 
-def sealed(ledger: Any, event_id: int) -> States | None:
+def sealed(ledger: Any, event_id: int, done: Callable[[], Any] | None = None) -> States | None:
     """The snapshot after ``event_id`` when one is stored, sealed by this machine, written by
-    this pmm, and that event still has the hash it was taken at; else None."""
+    this pmm, and that event still has the hash it was taken at; else None. ``done`` reads the
+    ``done`` row its history refers to (default: ``done_row``; a caller that only compares the
+    states may pass one that parses it once for many snapshots)."""
     if ledger.schema_version < 2:
         return None
     with cx.translated(ledger.path):
         row = ledger.conn.execute(
             "SELECT version, last_id, last_hash, state, mac FROM projection_cache WHERE name = ?",
             (f"{PREFIX}{event_id}",)).fetchone()
-        return _trusted(ledger, row, event_id)
+        return _trusted(ledger, row, event_id, done or done_row(ledger))
 
 
 def nearest(ledger: Any, event_id: int) -> tuple[States | None, int, str]:
@@ -279,7 +287,8 @@ def _unused() -> cache.Done:
     raise AssertionError("a strict load never falls back")  # pragma: no cover
 
 
-def _trusted(ledger: Any, row: tuple[Any, ...] | None, event_id: int) -> States | None:
+def _trusted(ledger: Any, row: tuple[Any, ...] | None, event_id: int,
+             done: Callable[[], Any]) -> States | None:
     if row is None:
         return None
     version_, last_id, last_hash, state, mac = row
@@ -297,7 +306,7 @@ def _trusted(ledger: Any, row: tuple[Any, ...] | None, event_id: int) -> States 
         return None
     if not isinstance(states, dict):
         return None
-    return _resolved(states, lambda: cache.read_done(ledger.conn))
+    return _resolved(states, done)
 
 
 def replay_to(ledger: Any, event_id: int) -> tuple[States, int]:

@@ -538,8 +538,9 @@ def _snapshots_check(mind: Ledger, stored: set[int], seen: dict[int, States]) ->
     if not stored:
         return "none stored", True
     differ, ignored = [], 0
+    done = functools.cache(past.done_row(mind))  # parsed once for every snapshot: only compared here
     for event_id in sorted(stored):
-        states = past.sealed(mind, event_id)
+        states = past.sealed(mind, event_id, done)
         if states is None or event_id not in seen:
             ignored += 1
         elif states != json.loads(past.dump(seen[event_id])):
