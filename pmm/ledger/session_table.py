@@ -222,9 +222,7 @@ def fold_sql(conn: sqlite3.Connection) -> dict[str, Summary]:
             if sid in rows:
                 rows[sid].withdrawn = count
     except sqlite3.OperationalError as exc:
-        from pmm.ledger import sqlite_errors  # (it imports the schema, which imports this module)
-
-        if not sqlite_errors.not_utf8(exc):
+        if "Could not decode to UTF-8" not in str(exc):
             raise
         return fold(conn)
     return rows

@@ -108,12 +108,6 @@ def translation(extended: int | None) -> Translation | None:
     return None
 
 
-def not_utf8(exc: sqlite3.Error) -> bool:
-    """Whether ``exc`` is Python's sqlite3 refusing to decode a text that is not UTF-8 (it
-    raises this itself, with no SQLite code)."""
-    return code(exc) is None and "Could not decode to UTF-8" in str(exc)
-
-
 def translate(exc: sqlite3.Error, path: Path) -> errors.PmmError:
     """Map an ``sqlite3`` error to the exception tree (SPEC section 5)."""
     make = translation(code(exc))
@@ -125,7 +119,7 @@ def translate(exc: sqlite3.Error, path: Path) -> errors.PmmError:
         # pmm's own queries only name what its schema makes: the file was altered
         return errors.IntegrityError(f"{path} has been altered outside pmm ({text})",
                                      hint=schema.ALTERED_HINT)
-    if not_utf8(exc):
+    if code(exc) is None and "Could not decode to UTF-8" in text:
         # Python's sqlite3 raises this itself (no SQLite code): pmm writes only UTF-8 text, so
         # these bytes were put there behind its back
         column = re.search(r"column '(\w+)'", text)
