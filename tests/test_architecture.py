@@ -359,7 +359,7 @@ def test_every_module_imports_on_its_own() -> None:
 
 # -- pmm.cli.lazy: each command built when first looked up ----------------------------------------
 
-@pytest.mark.parametrize(("args", "built"), [(["pins"], "['pins']"), (["stats", "--explain"], "[]")])
+@pytest.mark.parametrize(("args", "built"), [(["unpin", "1"], "['unpin']"), (["stats", "--explain"], "[]")])
 def test_a_command_run_builds_only_itself(tmp_path: Path, args: list[str], built: str) -> None:
     """A command Typer runs builds itself alone; one pmm.cli.fast runs builds nothing."""
     code = ("import sys\nfrom pmm.cli.boundary import main\n"

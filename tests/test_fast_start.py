@@ -18,35 +18,42 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pmm.cli import fast, output
+from pmm.cli import fast, options, output
 from pmm.cli.app import command_tree
 
 
 def typers(args: list[str]) -> tuple[str, dict[str, Any], Path | None, bool] | None:
-    """The command, its values, pmm's global --mind and whether -q was given, as Typer's parser
-    reads ``args``; None when Typer refuses them (or would not run a command: --help, ...)."""
+    """The command's path, its values, the --mind given before it (pmm's, or its group's) and
+    whether -q was given anywhere, as Typer's parser reads ``args``; None when Typer refuses
+    them (or would not run a command: --help, --version, ...)."""
     import typer.main
 
     output.QUIET = False
+    options.Globals.mind = None
     tree = command_tree()
+    path = []
     try:
-        root = tree.make_context("pmm", list(args))
-        words = [*root._protected_args, *root.args]  # the command's name, then its words
-        name, *rest = words
-        command = tree.get_command(root, name)
-        if command is None:
-            return None
-        ctx = command.make_context(name, rest, parent=root)
+        ctx = tree.make_context("pmm", list(args))
+        mind = ctx.params.get("mind")
+        quiet = bool(ctx.params.get("quiet"))
+        command: Any = tree
+        while hasattr(command, "commands"):
+            name, *rest = [*ctx._protected_args, *ctx.args]  # the next command's name, then its words
+            sub = command.get_command(ctx, name)
+            if sub is None:
+                return None
+            path.append(name)
+            ctx = sub.make_context(name, rest, parent=ctx)
+            command = sub
     except Exception as exc:  # a usage error, --help, --version: what Typer says, not a run
         if type(exc).__module__.startswith("typer") or isinstance(exc, SystemExit):
             return None
         raise
     by_name = {p.name: p for p in command.params}
     values = {k: typer.main._normalize_collection_value(by_name[k], v) for k, v in ctx.params.items()}
-    quiet = bool(root.params.get("quiet")) or output.QUIET  # the root's, or a command's -q (its callback)
-    if "ctx" in values or any(p.name == "ctx" for p in command.params):
-        values.pop("ctx", None)
-    return name, values, root.params.get("mind"), quiet
+    values.pop("ctx", None)
+    # a group's --mind (its callback sets the global) wins over pmm's; a command's -q is its callback's
+    return " ".join(path), values, options.Globals.mind or mind, quiet or output.QUIET
 
 
 def ours(args: list[str]) -> tuple[str, dict[str, Any], Path | None, bool] | None:
@@ -54,7 +61,7 @@ def ours(args: list[str]) -> tuple[str, dict[str, Any], Path | None, bool] | Non
     if prepared is None:
         return None
     values = {k: v for k, v in prepared.values.items() if not isinstance(v, fast.Context)}
-    return prepared.path.split()[1], values, prepared.mind, prepared.quiet
+    return prepared.path.removeprefix("pmm "), values, prepared.mind, prepared.quiet
 
 
 COMMON = [
@@ -68,7 +75,10 @@ COMMON = [
     ["chat", "-m", "hi", "--budget", "0.5", "--title", "t", "-s", "be brief", "--session", "ab12"],
     ["sessions"], ["sessions", "-n", "3", "--json"], ["trace"], ["trace", "12", "--json"], ["recall", "garden"],
     ["recall", "do I have a dog", "--json"], ["health"], ["health", "--json"], ["export"], ["export", "-o", "out.jsonl"],
-    ["diff", "12"], ["diff", "12", "other.db", "--json"],
+    ["diff", "12"], ["diff", "12", "other.db", "--json"], ["pins"], ["pins", "--json"],
+    ["commitments", "list"], ["commitments", "list", "--all", "--json"], ["commitments", "--mind", "g.db", "list"],
+    ["--mind", "m.db", "commitments", "--mind", "g.db", "-q", "list", "-a"], ["reflections", "list", "--json"],
+    ["reflections", "show", "3"], ["persona", "show"], ["-q", "persona", "show", "--json"],
 ]
 
 
@@ -84,7 +94,8 @@ TYPERS = [
     ["stats", "--help"], ["-h"], ["--version"], ["log", "-n", "+5"], ["log", "-n", "1_000"], ["log", "-n", "0"],
     ["log", "-n", " 5"], ["log", "-n5"], ["log", "--json", "--json"], ["log", "--", "x"], ["stats", "extra"],
     ["verify", "--deep=1"], ["chat", "-m", "hi", "-o", "temperature", "0.2"], ["chat", "-m", "hi", "--bogus"],
-    ["chat", "-m", "--json"], ["search"], ["model", "list"], ["remember", "x"], ["stats", "--mind"], ["diff"],
+    ["chat", "-m", "--json"], ["search"], ["model", "list"], ["remember", "x"], ["stats", "--mind"], ["diff"], ["commitments"],
+    ["commitments", "open", "x"], ["commitments", "--mind"], ["commitments", "-h", "list"], ["persona", "set", "x"],
     ["log", "-qn", "3"], ["chat", "-m", "caf\udce9"], ["log", "-n", "99999999999999999999"],
 ]
 
@@ -94,24 +105,33 @@ def test_what_typer_reads_its_own_way_is_left_to_it(args: list[str]) -> None:
     assert ours(args) is None
 
 
+def _func(path: tuple[str, ...]) -> Any:
+    module, attribute = fast.FAST[path]
+    return getattr(__import__(f"pmm.cli.{module}", fromlist=[attribute]), attribute)
+
+
+def _typers_command(path: tuple[str, ...]) -> Any:
+    command: Any = command_tree()
+    for word in path:
+        command = command.commands[word]
+    return command
+
+
 def test_every_fast_command_declares_only_what_the_fast_path_reads() -> None:
     """A new parameter of a kind the fast path cannot read would send every run of the command
     through Typer, silently: each command the fast path names must stay readable here."""
     from pmm.cli import app
 
-    for name, module in fast.FAST.items():
-        assert app.COMMANDS[name] == module
-        func = getattr(__import__(f"pmm.cli.{module}", fromlist=[name]), name)
-        assert fast.params(func) is not None, f"pmm {name} has a parameter pmm.cli.fast cannot read"
+    for path, (module, _) in fast.FAST.items():
+        assert app.COMMANDS[path[0]] == module
+        assert fast.params(_func(path)) is not None, f"pmm {' '.join(path)} has a parameter pmm.cli.fast cannot read"
 
 
 def test_each_parameter_has_typers_names_and_default() -> None:
-    tree = command_tree()
-    for name, module in fast.FAST.items():
-        func = getattr(__import__(f"pmm.cli.{module}", fromlist=[name]), name)
-        ours_ = {p.name: p for p in fast.params(func) or [] if not isinstance(p.default, fast.Context)}
-        theirs = {p.name: p for p in tree.commands[name].params if p.expose_value}
-        assert set(ours_) == set(theirs), name
+    for path in fast.FAST:
+        ours_ = {p.name: p for p in fast.params(_func(path)) or [] if not isinstance(p.default, fast.Context)}
+        theirs = {p.name: p for p in _typers_command(path).params if p.expose_value}
+        assert set(ours_) == set(theirs), path
         for key, param in ours_.items():
             click = theirs[key]
             assert (param.on, param.off) == ((*click.opts,), (*click.secondary_opts,)) if param.option \
@@ -128,11 +148,10 @@ VALUES = st.sampled_from(["5", "0", "-1", "+5", "007", "1_0", "1e3", "2.5", ".5"
                           "jsonl", "md", "JSONL", "last"])
 
 
-def _words(command: str) -> st.SearchStrategy[list[str]]:
+def _words(path: tuple[str, ...]) -> st.SearchStrategy[list[str]]:
     """Command lines made mostly of the command's own options, flags and arguments (so that many
     are read here), with values Typer may read its own way and some noise."""
-    func = getattr(__import__(f"pmm.cli.{fast.FAST[command]}", fromlist=[command]), command)
-    declared = [p for p in fast.params(func) or [] if not isinstance(p.default, fast.Context)]
+    declared = [p for p in fast.params(_func(path)) or [] if not isinstance(p.default, fast.Context)]
     noise = st.sampled_from(["-q", "--quiet", "--help", "-h", "--", "--bogus", "-x", "-qn", "--mind"])
     units = [noise.map(lambda w: [w]), VALUES.map(lambda v: [v])]
     for param in declared:
@@ -147,10 +166,12 @@ def _words(command: str) -> st.SearchStrategy[list[str]]:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(["-q", "--quiet", "--mind", "m.db", "--mind=m.db", "-h"]), max_size=3),
-       st.sampled_from(sorted(fast.FAST)).flatmap(lambda c: st.tuples(st.just(c), _words(c))))
-def test_any_command_line_runs_here_only_with_the_values_typer_reads(root: list[str],
-                                                                     command: tuple[str, list[str]]) -> None:
-    args = [*root, command[0], *command[1]]
+       st.sampled_from(sorted(fast.FAST)).flatmap(lambda c: st.tuples(st.just(c), _words(c))),
+       st.lists(st.sampled_from(["-q", "--mind", "g.db", "--mind=g.db"]), max_size=2))
+def test_any_command_line_runs_here_only_with_the_values_typer_reads(
+        root: list[str], command: tuple[tuple[str, ...], list[str]], group: list[str]) -> None:
+    path, words = command
+    args = [*root, path[0], *(group if len(path) > 1 else []), *path[1:], *words]
     got = ours(args)
     if got is not None:
         assert got == typers(args), args
@@ -171,3 +192,9 @@ def test_the_console_script_runs_a_fast_command_as_typer_would(tmp_path: Path) -
     slow = run("log", "-n", "5", "--json", "--json")  # a flag given twice: Typer's to read
     assert fast_.returncode == slow.returncode == 0
     assert fast_.stdout == slow.stdout
+
+
+def test_a_shell_asking_for_completions_is_answered_by_typer(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ours(["stats"]) is not None
+    monkeypatch.setenv("_PMM_COMPLETE", "complete_bash")
+    assert ours(["stats"]) is None

@@ -29,10 +29,16 @@ from typing import Annotated, Any, NamedTuple, Union, get_args, get_origin
 from pmm.cli.declare import Declared, hints
 from pmm.cli.options import valid_text
 
-# The commands run here, with the module (pmm.cli.NAME) that declares each.
-FAST = {"stats": "browse", "log": "browse", "search": "browse", "verify": "verify", "chat": "chat",
-        "sessions": "sessions", "trace": "trace", "recall": "recall", "health": "health",
-        "export": "portability", "diff": "timetravel"}
+# The commands run here (a command's words: a group's command has two), with the module
+# (pmm.cli.MODULE) and the function that declare each.
+FAST: dict[tuple[str, ...], tuple[str, str]] = {
+    (name,): (module, name) for name, module in (
+        ("stats", "browse"), ("log", "browse"), ("search", "browse"), ("verify", "verify"),
+        ("chat", "chat"), ("sessions", "sessions"), ("trace", "trace"), ("recall", "recall"),
+        ("health", "health"), ("export", "portability"), ("diff", "timetravel"), ("pins", "standing"))
+} | {("commitments", "list"): ("commitments", "list_"), ("reflections", "list"): ("reflections", "list_"),
+     ("reflections", "show"): ("reflections", "show"), ("persona", "show"): ("standing", "show")}
+_GROUPS = frozenset(words[0] for words in FAST if len(words) > 1)
 # What a declaration may say for its parameter to be read here: only names, text for --help,
 # bounds, and the one callback whose check this module makes itself (valid UTF-8).
 _SETTINGS = frozenset({"help", "metavar", "show_default", "min", "max", "callback", "autocompletion"})
@@ -217,27 +223,37 @@ def _prepare(args: list[str]) -> Prepared:
     if "_PMM_COMPLETE" in os.environ:  # click's shell-completion protocol: Typer answers it
         raise _NotHere
     words = iter(enumerate(args))
-    mind: Path | None = None
-    quiet = given = False
-    for at, word in words:
-        if word in ("-q", "--quiet") and not quiet:
-            quiet = True
-        elif word.startswith("--mind") and mind is None and not given:
-            mind, given = _path_of(_value(word, "--mind", args, at, words)), True
-        else:
-            break
-    else:
+    mind, quiet, name = _globals(args, words, None)
+    path: tuple[str, ...] = (name,)
+    if name in _GROUPS:  # pmm GROUP [--mind X] [-q] COMMAND: the group's --mind wins over pmm's
+        inner, quiet_too, sub = _globals(args, words, None)
+        mind, quiet, path = inner or mind, quiet or quiet_too, (name, sub)
+    if path not in FAST:
         raise _NotHere
-    name = args[at]
-    if name not in FAST:
-        raise _NotHere
-    func = getattr(importlib.import_module(f"pmm.cli.{FAST[name]}"), name)
+    module, attribute = FAST[path]
+    func = getattr(importlib.import_module(f"pmm.cli.{module}"), attribute)
     declared = params(func)
     if declared is None:
         raise _NotHere
     values = _read(declared, args, words)
     quiet = values.pop("-q", False) or quiet
-    return Prepared(f"pmm {name}", func, values, mind, quiet)
+    return Prepared(" ".join(("pmm", *path)), func, values, mind, quiet)
+
+
+def _globals(args: list[str], words: Iterator[tuple[int, str]],
+             mind: Path | None) -> tuple[Path | None, bool, str]:
+    """pmm's (or a group's) ``--mind`` and ``-q`` before the next command word, and that word."""
+    quiet = given = False
+    for at, word in words:
+        if word in ("-q", "--quiet") and not quiet:
+            quiet = True
+        elif word.startswith("--mind") and not given:
+            mind, given = _path_of(_value(word, "--mind", args, at, words)), True
+        elif word.startswith("-"):
+            raise _NotHere
+        else:
+            return mind, quiet, word
+    raise _NotHere
 
 
 def _path_of(value: str) -> Path:
