@@ -198,3 +198,32 @@ def test_a_shell_asking_for_completions_is_answered_by_typer(monkeypatch: pytest
     assert ours(["stats"]) is not None
     monkeypatch.setenv("_PMM_COMPLETE", "complete_bash")
     assert ours(["stats"]) is None
+
+
+READ = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine)  # read(2)'s number: /proc/PID/syscall
+
+
+@pytest.mark.skipif(READ is None or not Path("/proc/self/syscall").exists(), reason="Linux x86_64/aarch64")
+@pytest.mark.parametrize("args", [["recall", "-", "--json"], ["recall", "-", "--json", "--json"]])
+def test_ctrl_c_ends_a_command_as_typer_does_on_either_path(tmp_path: Path, args: list[str]) -> None:
+    """Ctrl-C while a command waits (here on stdin): exit 130 and nothing more said, whether
+    pmm.cli.fast read the command line (the first) or Typer did (a flag given twice)."""
+    import signal
+    import time
+
+    env = {**os.environ, "PMM_MIND": str(tmp_path / "mind.db"), "XDG_STATE_HOME": str(tmp_path / "s"),
+           "XDG_DATA_HOME": str(tmp_path / "d"), "XDG_CONFIG_HOME": str(tmp_path / "c"), "NO_COLOR": "1"}
+    assert subprocess.run([sys.executable, "-m", "pmm", "init", "-q"], env=env).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "pmm", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        syscall = Path(f"/proc/{proc.pid}/syscall")
+        while not syscall.read_text().startswith(f"{READ} 0x0 "):  # blocked reading fd 0
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert out == b"" and err == b"", (out, err)

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in args[:args.index("--")] if "--" in args else "--json" in args
-    output.PARTIAL = None
+    output.COMMAND, output.PARTIAL = "pmm", None  # until the command is known
 
     def fail(code: int, kind: str, text: str, hint: str | None) -> NoReturn:
         output.error(text, hint)
@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     except (BrokenPipeError, ReaderGone):
         sys.stderr = None  # a closed pipe is the reader's choice
         os._exit(0)
-    except (KeyboardInterrupt, EOFError):  # what Typer's click makes an Abort of, after a new line
+    except KeyboardInterrupt:  # as Typer ends a command on Ctrl-C: exit 130, nothing more said
+        _exit(errors.INTERRUPTED)
+    except EOFError:  # what Typer makes an Abort of, after a new line
         output.say("")
         fail(errors.INTERRUPTED, "Aborted", "aborted", None)
     except Exception as exc:  # the boundary: one line, a traceback only when asked for

@@ -77,9 +77,12 @@ def _plain(value: str) -> str:
 
 
 def _path(value: str) -> Path:
-    if not value or "\x00" in value or (os.path.exists(value) and not os.access(value, os.R_OK)):
-        raise ValueError(value)  # Typer's words: "does not exist", "is not readable", ...
-    return Path(value)
+    if not value or "\x00" in value:
+        raise ValueError(value)
+    path = Path(value)  # what Typer checks: the Path ("f/" is "f")
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        raise ValueError(value)  # Typer's words: "is not readable"
+    return path
 
 
 def _number(kind: type, low: Any, high: Any) -> Callable[[str], Any]:
