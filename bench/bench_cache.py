@@ -54,7 +54,7 @@ COUNTED = """
 import atexit, sys
 from pmm.ledger import folded
 atexit.register(lambda: print(f"REPLAYS {getattr(folded, 'replays', -1)}", file=sys.stderr))  # -1: not counted
-from pmm.cli.app import main
+from pmm.cli.boundary import main
 main(sys.argv[1:])
 """
 

@@ -28,6 +28,9 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = tuple((s.name, s.doc) for s in settin
     ("XDG_CONFIG_HOME", "Where the default signing key and the trusted models live (default ~/.config)."),
     ("XDG_STATE_HOME", "Where the chat history, the witness and lock files live (default ~/.local/state)."),
     ("HOME", "Your home directory: the XDG directories above default to places in it."),
+    ("_PMM_COMPLETE", "Set by a shell that asks for completions the way click's completion protocol does"
+                      " (the completion files pmm ships do not need it): pmm then answers with candidates"
+                      " instead of running a command."),
 )
 MIND_MODEL = "~/.local/share/doc/pmm/mind-model.md"  # where install.sh puts docs/mind-model.md
 FILES: tuple[tuple[str, str], ...] = (

@@ -162,7 +162,7 @@ class _Entry:
     name = "pmm"
 
     def main(self, args: list[str], prog_name: str | None = None, **_: object) -> None:
-        from pmm.cli.app import main
+        from pmm.cli.boundary import main
 
         main(list(args))
 

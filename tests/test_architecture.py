@@ -82,7 +82,7 @@ def test_help_and_version_import_nothing_heavy(args: list[str]) -> None:
     assert not {m for m in HEAVY if m in loaded}, f"pmm {args[0]} imported heavy modules"
 
 
-def modules_after(args: list[str], entry: str = "pmm.cli.app", env: dict[str, str] | None = None) -> set[str]:
+def modules_after(args: list[str], entry: str = "pmm.cli.boundary", env: dict[str, str] | None = None) -> set[str]:
     """Every module loaded once ``pmm ARGS`` has run in a fresh interpreter through ``entry``'s
     ``main`` (``pmm.cli.entry``: the console script itself)."""
     code = (
@@ -107,19 +107,23 @@ NOT_AT_START = ["pydantic", "pydantic_core", "importlib.metadata", "httpx", "cli
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["stats"], ["stats", "--json"], ["log"],
-                                  ["log", "--json"], ["verify"], ["verify", "--json"]])
-@pytest.mark.parametrize("entry", ["pmm.cli.entry", "pmm.cli.app"])
+                                  ["log", "--json"], ["verify"], ["verify", "--json"], ["-q", "log", "-n", "3"],
+                                  ["search", "garden"]])
+@pytest.mark.parametrize("entry", ["pmm.cli.entry", "pmm.cli.boundary"])
 def test_read_commands_start_without_heavy_imports(tmp_path: Path, args: list[str], entry: str) -> None:
     """The read commands people and scripts run most stay fast (SPEC section 7: under 100 ms on a
-    small mind; bench/bench_startup.py measures it): checked by what they import, not by a clock."""
+    small mind; bench/bench_startup.py measures it): checked by what they import, not by a clock.
+    They run without Typer (pmm.cli.fast); its help is Typer's."""
     mind = tmp_path / "mind.db"
     env = {"PMM_MIND": str(mind), "XDG_STATE_HOME": str(tmp_path / "state"),
            "XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}
     made = subprocess.run([sys.executable, "-m", "pmm", "init", "-q"], capture_output=True, env={**env, "PATH": "/usr/bin:/bin"})
     assert made.returncode == 0, made.stderr
     loaded = modules_after(args, entry, env)
-    if args != ["--version"] or entry != "pmm.cli.entry":
-        assert "typer" in loaded  # the command ran through Typer (only the script's --version skips it)
+    if args == ["--help"] or (args == ["--version"] and entry != "pmm.cli.entry"):
+        assert "typer" in loaded  # help is Typer's, and so is --version past the console script's
+    elif args != ["--version"]:
+        assert "pmm.cli.fast" in loaded and "typer" not in loaded  # the command ran without Typer
     if args[0] != "--help" and args[0] != "--version":
         assert "sqlite3" in loaded  # ... and read the mind
     assert not [m for m in NOT_AT_START if m in loaded], f"pmm {' '.join(args)} imported heavy modules"
@@ -140,7 +144,7 @@ def test_verify_compiles_a_kinds_shortcut_pattern_only_once_it_pays(tmp_path: Pa
         ledger.append([Draft("mind_named", "Ada", {"name": "Ada"})])
     env = {"PMM_MIND": str(mind), "XDG_STATE_HOME": str(tmp_path / "state"),
            "XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    code = ("import sys\nfrom pmm.cli.app import main\n"
+    code = ("import sys\nfrom pmm.cli.boundary import main\n"
             "try:\n    main(['verify'])\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
             "from pmm.domain import events\nprint(sorted(k.decode() for k in events.FAST_PATTERNS))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
@@ -151,7 +155,7 @@ def test_verify_compiles_a_kinds_shortcut_pattern_only_once_it_pays(tmp_path: Pa
 def test_chat_never_imports_httpx_own_command_line() -> None:
     """httpx imports its CLI (click, rich, pygments) when they are installed; pmm's boundary
     keeps it out, and httpx still imports."""
-    code = ("import sys\nfrom pmm.cli.app import main\n"
+    code = ("import sys\nfrom pmm.cli.boundary import main\n"
             "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
             "import httpx\n"
             "print(sorted(m for m in ('click', 'rich', 'pygments', 'httpx._main') if sys.modules.get(m)))\n")
@@ -355,12 +359,15 @@ def test_every_module_imports_on_its_own() -> None:
 
 # -- pmm.cli.lazy: each command built when first looked up ----------------------------------------
 
-def test_a_command_run_builds_only_itself(tmp_path: Path) -> None:
-    code = ("from pmm.cli.app import command_tree, main\n"
-            f"try:\n    main(['--mind', {str(tmp_path / 'missing.db')!r}, 'stats'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(command_tree().commands._built))\n")
+@pytest.mark.parametrize(("args", "built"), [(["unpin", "1"], "['unpin']"), (["stats", "--explain"], "[]")])
+def test_a_command_run_builds_only_itself(tmp_path: Path, args: list[str], built: str) -> None:
+    """A command Typer runs builds itself alone; one pmm.cli.fast runs builds nothing."""
+    code = ("import sys\nfrom pmm.cli.boundary import main\n"
+            f"try:\n    main(['--mind', {str(tmp_path / 'missing.db')!r}, *{args!r}])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(sys.modules['pmm.cli.app'].command_tree().commands._built)"
+            " if 'pmm.cli.app' in sys.modules else [])\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert proc.stdout.splitlines()[-1] == "['stats']"
+    assert proc.stdout.splitlines()[-1] == built
 
 
 @pytest.mark.parametrize(("args", "module"), [(["log"], "browse"), (["stats"], "browse"),
@@ -406,7 +413,7 @@ def test_help_lists_commands_without_building_them_and_says_the_same() -> None:
     groups = [[], ["model"], ["commitments"], ["persona"], ["reflections"]]
     code = (
         "import contextlib, io, json\n"
-        "from pmm.cli.app import command_tree, main\n"
+        "from pmm.cli.app import command_tree\nfrom pmm.cli.boundary import main\n"
         "def help(path):\n"
         "    out = io.StringIO()\n"
         "    with contextlib.redirect_stdout(out):\n"

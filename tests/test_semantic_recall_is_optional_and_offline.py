@@ -274,7 +274,7 @@ RECALL = (
     "    found = semantic.nearest(mind, 'do I have a dog', ['observation_recorded'], 5)\n"
     "result = {{'installed': semantic.installed(), 'available': semantic.available(),\n"
     "          'found': found}}\n"
-    "from pmm.cli.app import main\n"
+    "from pmm.cli.boundary import main\n"
     "try:\n    main(['--mind', {path!r}, 'health'])\nexcept SystemExit as exc:\n"
     "    result['health_exit'] = exc.code\n")
 
@@ -307,7 +307,7 @@ def test_without_its_weights_wordllama_is_unavailable_and_nothing_is_downloaded(
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["log"], ["health"]])
 def test_commands_that_do_not_recall_never_import_the_model(tmp_path: Path, args: list[str]) -> None:
     path = _mind(tmp_path, NOTES[:1])
-    code = (f"from pmm.cli.app import main\ntry:\n    main(['--mind', {str(path)!r}, *{args!r}])\n"
+    code = (f"from pmm.cli.boundary import main\ntry:\n    main(['--mind', {str(path)!r}, *{args!r}])\n"
             "except SystemExit:\n    pass\n"
             "result = {'loaded': sorted(m for m in sys.modules if m.split('.')[0] in"
             " ('wordllama', 'numpy', 'tokenizers', 'safetensors'))}\n")

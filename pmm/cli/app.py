@@ -1,18 +1,17 @@
-"""The ``pmm`` Typer app, its global options, and the one error boundary (``main``)."""
+"""The ``pmm`` Typer app and its global options: what runs every command ``pmm.cli.fast`` does not (``pmm.cli.boundary``)."""
 
 from __future__ import annotations
 
 import functools
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from pmm import __version__, errors, settings
+from pmm import __version__, errors
 from pmm.cli import options, output
+from pmm.cli.leaving import ReaderGone
 
 EXIT_CODES = "Exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in errors.EXIT_STATUS) + "."
 
@@ -79,6 +78,22 @@ def _register(module: str) -> None:
 
         importlib.import_module(f"pmm.cli.{module}").register(_app)
         _registered.add(module)
+        _typer_ready(_app)
+
+
+def _typer_ready(app: typer.Typer) -> None:
+    """Every command and callback of ``app`` as Typer reads them (``declare.typer_ready``)."""
+    from pmm.cli import declare
+
+    for info in app.registered_commands:
+        info.callback = declare.typer_ready(info.callback) if info.callback else None
+    if app.registered_callback is not None and app.registered_callback.callback is not None:
+        app.registered_callback.callback = declare.typer_ready(app.registered_callback.callback)
+    for group in app.registered_groups:
+        if group.callback is not None:
+            group.callback = declare.typer_ready(group.callback)
+        if group.typer_instance is not None:
+            _typer_ready(group.typer_instance)
 
 
 def registered() -> typer.Typer:
@@ -118,8 +133,10 @@ def _borrowed_option(name: str, annotation: object, default: object) -> Any:
     def _probe(**_: Any) -> None:
         pass  # never called: only its parameter is borrowed
 
+    from pmm.cli.declare import real
+
     _probe.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)])
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=real(annotation))])
     probe = typer.Typer()
     probe.command()(_probe)
     return typer.main.get_command(probe).params[0]
@@ -179,13 +196,6 @@ def first_sentence(text: str) -> str:
     return " ".join(words)
 
 
-class _ReaderGone(Exception):
-    """stdout's reader went away (``pmm log | head -1``). Typer turns a BrokenPipeError that
-    leaves a command into exit 1; this carries it past Typer to ``main`` instead. Provider
-    sockets never raise it here: their errors are translated into ProviderError where they
-    enter (pmm.providers)."""
-
-
 def _reader_gone_is_not_an_error(callback: Callable[..., Any], path: str) -> Callable[..., Any]:
     """``callback``, which also names the running command (``path``) for its --json envelope."""
     @functools.wraps(callback)
@@ -194,61 +204,12 @@ def _reader_gone_is_not_an_error(callback: Callable[..., Any], path: str) -> Cal
         try:
             return callback(*args, **kwargs)
         except BrokenPipeError:
-            raise _ReaderGone() from None
+            raise ReaderGone() from None
 
     return run
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; every error becomes one ``Error:`` line (and a ``Hint:``) on stderr and its
-    exit code (SPEC section 5); under ``--json`` also the error envelope on stdout (docs/json.md)."""
-    os.umask(0o077)  # everything pmm creates (files, WAL, state) is the owner's alone
-    # httpx's own command line (click, rich, pygments: ~50 ms) is imported with httpx when it is
-    # installed; pmm never runs it, and httpx does without it when it cannot be imported
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    args = list(sys.argv[1:] if argv is None else argv)
-    as_json = "--json" in args[:args.index("--")] if "--" in args else "--json" in args
-    output.COMMAND, output.PARTIAL = _command_path(args), None
-
-    def fail(code: int, kind: str, text: str, hint: str | None) -> NoReturn:
-        output.error(text, hint)
-        if as_json:
-            output.emit_error(code, kind, text, hint)
-        _exit(code)
-
-    try:
-        code = command_tree().main(args=argv, prog_name="pmm", standalone_mode=False)
-    except errors.PmmError as exc:
-        fail(exc.exit_code, type(exc).__name__, exc.message, exc.hint)
-    except (BrokenPipeError, _ReaderGone):
-        sys.stderr = None  # a closed pipe is the reader's choice
-        os._exit(0)
-    except typer.Abort:
-        fail(errors.INTERRUPTED, "Aborted", "aborted", None)
-    except Exception as exc:  # the boundary: one line, a traceback only when asked for
-        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `pmm` or `pmm model`: the help
-            output.say(exc.format_message())  # type: ignore[attr-defined]
-            _exit(exc.exit_code)  # type: ignore[attr-defined]
-        if _is_usage_error(exc):
-            path = getattr(getattr(exc, "ctx", None), "command_path", "pmm")
-            output.COMMAND = path
-            fail(exc.exit_code, "UsageError", exc.format_message(),  # type: ignore[attr-defined]
-                 f"see `{path} --help`")
-        if isinstance(exc, UnicodeEncodeError) and "surrogates" in exc.reason:
-            # lone surrogates have one source: bytes that are not UTF-8 in argv (or a file name
-            # from it), which Python escapes; text parameters are refused early (command_tree),
-            # this covers any other way such bytes reach something that needs text
-            fail(errors.UsageError.exit_code, "UsageError",
-                 "an argument or file name is not valid UTF-8, and it is needed as text here",
-                 "use UTF-8 text and file names")
-        if settings.DEBUG.get() == "1":
-            raise
-        fail(errors.PmmError.exit_code, type(exc).__name__, f"unexpected {type(exc).__name__}: {exc}",
-             errors.PmmError.default_hint)
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-def _command_path(args: list[str]) -> str:
+def command_path(args: list[str]) -> str:
     """``pmm`` and the command words in ``args`` (``"pmm model list"``), for the error envelope of
     a command that failed outside its own context; options and their values are skipped."""
     group: Any = command_tree()
@@ -267,21 +228,3 @@ def _command_path(args: list[str]) -> str:
         path.append(word)
         group = sub
     return " ".join(path)
-
-
-def _exit(code: int) -> NoReturn:
-    """Exit with an error's ``code`` whatever became of the output: data still buffered for a
-    stdout whose reader went away must not make the interpreter's final flush fail (exit 120)."""
-    stream = sys.stdout
-    if stream is not None:
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            output.silence(stream)
-    sys.exit(code)
-
-
-def _is_usage_error(exc: Exception) -> bool:
-    """A bad option, argument or command, as Typer's click reports it."""
-    return type(exc).__module__.startswith("typer") and hasattr(exc, "format_message") \
-        and isinstance(getattr(exc, "exit_code", None), int)

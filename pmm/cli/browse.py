@@ -6,12 +6,13 @@ import contextlib
 import math
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import typer
-
 from pmm.cli import output
+from pmm.cli.declare import Argument, Option
 from pmm.cli.options import MAX_ID, AsOfOpt, JsonOpt, MindOpt, mind_path
 
 if TYPE_CHECKING:
+    import typer
+
     from pmm.services.commitments import Counts
     from pmm.services.stats import Explained, Need, Reflections, Standing, Stats, Temperament, Usage
 
@@ -22,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 
 def stats(
-    explain: Annotated[bool, typer.Option("--explain", help="Also show what IAS and GAS are made of now, part by part, and where they are defined.")] = False,
+    explain: Annotated[bool, Option("--explain", help="Also show what IAS and GAS are made of now, part by part, and where they are defined.")] = False,
     as_of: AsOfOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
@@ -181,14 +182,14 @@ def _complete_kind(incomplete: str) -> list[str]:
 
 
 DATES = "an event id (digits) or a date: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday (local time; Z or +HH:MM for another zone)"
-SinceOpt = Annotated[Optional[str], typer.Option("--since", metavar="ID|DATE", help=f"From this event or time on (inclusive): {DATES}. A date filters on when each event was said (an import: its original time).")]
-UntilOpt = Annotated[Optional[str], typer.Option("--until", metavar="ID|DATE", help="Up to this event or to the end of this day, minute or second (inclusive); same forms as --since.")]
-OnOpt = Annotated[Optional[str], typer.Option("--on", metavar="DATE", help="Only what was said on this day (or minute, or second), in local time: YYYY-MM-DD, today, yesterday.")]
+SinceOpt = Annotated[Optional[str], Option("--since", metavar="ID|DATE", help=f"From this event or time on (inclusive): {DATES}. A date filters on when each event was said (an import: its original time).")]
+UntilOpt = Annotated[Optional[str], Option("--until", metavar="ID|DATE", help="Up to this event or to the end of this day, minute or second (inclusive); same forms as --since.")]
+OnOpt = Annotated[Optional[str], Option("--on", metavar="DATE", help="Only what was said on this day (or minute, or second), in local time: YYYY-MM-DD, today, yesterday.")]
 
 
 def log(
-    n: Annotated[int, typer.Option("-n", "--number", min=1, max=MAX_ID, help="How many events (the latest of those the filters keep).")] = 20,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="Only events of this kind (docs/event-kinds.md lists them; an unknown kind is refused).", autocompletion=_complete_kind)] = None,
+    n: Annotated[int, Option("-n", "--number", min=1, max=MAX_ID, help="How many events (the latest of those the filters keep).")] = 20,
+    kind: Annotated[Optional[str], Option("--kind", help="Only events of this kind (docs/event-kinds.md lists them; an unknown kind is refused).", autocompletion=_complete_kind)] = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     on: OnOpt = None,
@@ -229,8 +230,8 @@ def log(
 
 
 def search(
-    text: Annotated[str, typer.Argument(help="FTS5 query: words, \"phrases\", OR, NOT, prefix*.")],
-    limit: Annotated[int, typer.Option("-n", "--limit", min=1, max=MAX_ID, help="At most this many.")] = 20,
+    text: Annotated[str, Argument(help="FTS5 query: words, \"phrases\", OR, NOT, prefix*.")],
+    limit: Annotated[int, Option("-n", "--limit", min=1, max=MAX_ID, help="At most this many.")] = 20,
     since: SinceOpt = None,
     until: UntilOpt = None,
     on: OnOpt = None,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Annotated, Optional
 
-import typer
-
 from pmm.cli import output
+from pmm.cli.declare import Option
 from pmm.cli.options import JsonOpt, MindOpt, mind_path, stdin_text, utf8
 
 # the option table's one-line summary, without importing it (``pmm --help`` stays fast)
@@ -15,6 +14,8 @@ _OPTIONS = ("temperature 0..2, top_p 0..1, top_k, seed, max_tokens, frequency_pe
             " presence_penalty -2..2; a model whose API lacks one refuses it")
 
 if TYPE_CHECKING:
+    import typer
+
     from pmm.services.chat import Chat
 
 
@@ -26,16 +27,16 @@ def register(app: typer.Typer) -> None:
 
 def chat(
     ctx: typer.Context,
-    message: Annotated[Optional[str], typer.Option("-m", "--message", help="Say this, print the answer and exit (- reads stdin: UTF-8, other bytes are refused with exit 6).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Use this model (a name from `pmm model list`) for this run only.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, max=100_000, help="Longest answer, in tokens (at most half the window; default: 512, or an eighth of a smaller model's window).")] = None,
-    markdown: Annotated[Optional[bool], typer.Option("--markdown/--raw", help="Render answers on a terminal as Markdown, block by block (default: the text exactly as the model wrote it; PMM_MARKDOWN=1 makes --markdown the default).")] = None,
-    resume: Annotated[bool, typer.Option("-c", "--continue", help="Continue the most recent session (its recent turns come back into the prompt).")] = False,
-    session_id: Annotated[Optional[str], typer.Option("--session", metavar="ID", help="Continue this session (an id from `pmm sessions`, or the start of one).", callback=utf8)] = None,
-    title: Annotated[Optional[str], typer.Option("--title", help="Name the new session this run starts (shown by `pmm sessions`).", callback=utf8)] = None,
-    system: Annotated[Optional[str], typer.Option("-s", "--system", help="A system prompt for this run only, added after the mind's own (who it is), not replacing it; not recorded.", callback=utf8)] = None,
-    option: Annotated[Optional[list[str]], typer.Option("-o", "--option", metavar="KEY VALUE", help="A model option for this run, recorded with each answer (repeatable): " + _OPTIONS + ".")] = None,
-    budget: Annotated[Optional[float], typer.Option("--budget", min=0, max=1_000_000_000, metavar="AMOUNT", help="Most this run may spend, in the model's currency (its prices: pmm model set NAME --price-in ...): a turn that could pass it is refused before it is sent (exit 5). Each model's own daily cap (--max-cost) holds too.")] = None,
+    message: Annotated[Optional[str], Option("-m", "--message", help="Say this, print the answer and exit (- reads stdin: UTF-8, other bytes are refused with exit 6).")] = None,
+    model: Annotated[Optional[str], Option("--model", help="Use this model (a name from `pmm model list`) for this run only.")] = None,
+    max_tokens: Annotated[Optional[int], Option("--max-tokens", min=1, max=100_000, help="Longest answer, in tokens (at most half the window; default: 512, or an eighth of a smaller model's window).")] = None,
+    markdown: Annotated[Optional[bool], Option("--markdown/--raw", help="Render answers on a terminal as Markdown, block by block (default: the text exactly as the model wrote it; PMM_MARKDOWN=1 makes --markdown the default).")] = None,
+    resume: Annotated[bool, Option("-c", "--continue", help="Continue the most recent session (its recent turns come back into the prompt).")] = False,
+    session_id: Annotated[Optional[str], Option("--session", metavar="ID", help="Continue this session (an id from `pmm sessions`, or the start of one).", callback=utf8)] = None,
+    title: Annotated[Optional[str], Option("--title", help="Name the new session this run starts (shown by `pmm sessions`).", callback=utf8)] = None,
+    system: Annotated[Optional[str], Option("-s", "--system", help="A system prompt for this run only, added after the mind's own (who it is), not replacing it; not recorded.", callback=utf8)] = None,
+    option: Annotated[Optional[list[str]], Option("-o", "--option", metavar="KEY VALUE", help="A model option for this run, recorded with each answer (repeatable): " + _OPTIONS + ".")] = None,
+    budget: Annotated[Optional[float], Option("--budget", min=0, max=1_000_000_000, metavar="AMOUNT", help="Most this run may spend, in the model's currency (its prices: pmm model set NAME --price-in ...): a turn that could pass it is refused before it is sent (exit 5). Each model's own daily cap (--max-cost) holds too.")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:

@@ -4,28 +4,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Optional
 
-import typer
-
 from pmm.cli import output
+from pmm.cli.declare import Argument, Option
 from pmm.cli.options import MAX_ID, AsOfOpt, JsonOpt, MindOpt, mind_path
 
 if TYPE_CHECKING:
+    import typer
+
     from pmm.services.commitments import Counts, Listing
-
-commitments_app = typer.Typer(
-    rich_markup_mode=None,
-    name="commitments", no_args_is_help=True,
-    help="What the mind has committed to: list, open, close with evidence, reopen, drop.")
-
 
 
 def register(app: typer.Typer) -> None:
+    import typer
+
+    commitments_app = typer.Typer(
+        rich_markup_mode=None,
+        name="commitments", no_args_is_help=True,
+        help="What the mind has committed to: list, open, close with evidence, reopen, drop.")
+    commitments_app.command("list")(list_)
+    commitments_app.command("open")(open_)
+    commitments_app.command("close")(close)
+    commitments_app.command("reopen")(reopen)
+    commitments_app.command("drop")(drop)
     app.add_typer(commitments_app)
 
 
-@commitments_app.command("list")
 def list_(
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Also closed, expired and dropped ones.")] = False,
+    all_: Annotated[bool, Option("--all", "-a", help="Also closed, expired and dropped ones.")] = False,
     as_of: AsOfOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
@@ -60,10 +65,9 @@ def counts_line(c: Counts) -> str:
             f" {c['expired']:,} expired{dropped}, {c['open']:,} open")
 
 
-@commitments_app.command("open")
 def open_(
-    text: Annotated[str, typer.Argument(help="What the mind commits to.")],
-    due: Annotated[Optional[str], typer.Option("--due", help="When it is due: 3h, 2d, 1w, or a UTC date/time.")] = None,
+    text: Annotated[str, Argument(help="What the mind commits to.")],
+    due: Annotated[Optional[str], Option("--due", help="When it is due: 3h, 2d, 1w, or a UTC date/time.")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -74,11 +78,10 @@ def open_(
     output.report(browse.event_json(event), json, f"Opened commitment #{event.id}")
 
 
-@commitments_app.command("close")
 def close(
-    commitment: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The commitment's id.")],
-    evidence: Annotated[list[int], typer.Option("--evidence", "-e", min=1, max=MAX_ID, help="An event showing it was kept (repeatable).")],
-    statement: Annotated[str, typer.Option("--statement", "-s", help="How it was kept.")],
+    commitment: Annotated[int, Argument(min=1, max=MAX_ID, help="The commitment's id.")],
+    evidence: Annotated[list[int], Option("--evidence", "-e", min=1, max=MAX_ID, help="An event showing it was kept (repeatable).")],
+    statement: Annotated[str, Option("--statement", "-s", help="How it was kept.")],
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -89,11 +92,10 @@ def close(
     output.report(browse.event_json(event), json, f"Closed commitment #{commitment} (event #{event.id})")
 
 
-@commitments_app.command("reopen")
 def reopen(
-    commitment: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The commitment's id.")],
-    reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is open again.")] = "",
-    due: Annotated[Optional[str], typer.Option("--due", help="A new due time: 3h, 2d, 1w, or a UTC date/time.")] = None,
+    commitment: Annotated[int, Argument(min=1, max=MAX_ID, help="The commitment's id.")],
+    reason: Annotated[str, Option("--reason", "-r", help="Why it is open again.")] = "",
+    due: Annotated[Optional[str], Option("--due", help="A new due time: 3h, 2d, 1w, or a UTC date/time.")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -104,10 +106,9 @@ def reopen(
     output.report(browse.event_json(event), json, f"Reopened commitment #{commitment}")
 
 
-@commitments_app.command("drop")
 def drop(
-    commitment: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The commitment's id.")],
-    reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is dropped.")],
+    commitment: Annotated[int, Argument(min=1, max=MAX_ID, help="The commitment's id.")],
+    reason: Annotated[str, Option("--reason", "-r", help="Why it is dropped.")],
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:

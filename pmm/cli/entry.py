@@ -1,5 +1,5 @@
-"""The console script. ``pmm --version`` is answered before Typer is imported: scripts call it to
-check an install, and it then costs the interpreter's start-up and little more."""
+"""The console script. ``pmm --version`` is answered before anything else is imported: scripts
+call it to check an install, and it then costs the interpreter's start-up and little more."""
 
 from __future__ import annotations
 
@@ -17,6 +17,6 @@ def main() -> None:
 
         print(f"pmm {__version__}")
         return
-    from pmm.cli.app import main as run
+    from pmm.cli.boundary import main as run
 
     run()

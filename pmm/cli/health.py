@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
+from typing import TYPE_CHECKING, Annotated
 
 from pmm.cli import output
+from pmm.cli.declare import Option
 from pmm.cli.options import JsonOpt, MindOpt, mind_path
+
+if TYPE_CHECKING:
+    import typer
 
 MARKS = {"ok": ("✓", "32"), "warn": ("!", "33"), "fail": ("✗", "31")}
 
@@ -17,10 +19,10 @@ def register(app: typer.Typer) -> None:
 
 
 def health(
-    online: Annotated[bool, typer.Option("--online", help="Also ask the chat and reflection models' providers whether they answer (opens connections).")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as failures (exit 7 when nothing failed).")] = False,
-    repair: Annotated[bool, typer.Option("--repair", help="First rebuild the search index, projection cache, sessions table and recall vectors from the events (writes the mind).")] = False,
-    full: Annotated[bool, typer.Option("--full", help="Check every event's hash and read every search index entry (by default the events an earlier check of this file verified are trusted).")] = False,
+    online: Annotated[bool, Option("--online", help="Also ask the chat and reflection models' providers whether they answer (opens connections).")] = False,
+    strict: Annotated[bool, Option("--strict", help="Treat warnings as failures (exit 7 when nothing failed).")] = False,
+    repair: Annotated[bool, Option("--repair", help="First rebuild the search index, projection cache, sessions table and recall vectors from the events (writes the mind).")] = False,
+    full: Annotated[bool, Option("--full", help="Check every event's hash and read every search index entry (by default the events an earlier check of this file verified are trusted).")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -49,4 +51,6 @@ def health(
             output.out(f"{item.name}: {item.detail}", mark=MARKS[item.status])
     code = report.exit_code(strict)
     if code:
-        raise typer.Exit(code)
+        from pmm.cli.leaving import Exit
+
+        raise Exit(code)

@@ -6,14 +6,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional, TypeVar
 
-import typer
+from pmm.cli.declare import Option
 
-MindOpt = Annotated[Optional[Path], typer.Option(
+MindOpt = Annotated[Optional[Path], Option(
     "--mind", help="Mind file (default: $PMM_MIND, else the user data dir's mind.db).",
     show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+JsonOpt = Annotated[bool, Option("--json", help="Machine-readable output on stdout.")]
 
-AsOfOpt = Annotated[Optional[str], typer.Option(
+AsOfOpt = Annotated[Optional[str], Option(
     "--as-of", metavar="ID|DATE", show_default=False,
     help="The mind as it was at this event, or at the last event recorded at or before this date"
          " (YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], today, yesterday; local time, or Z or +HH:MM);"
@@ -41,7 +41,7 @@ def group_mind(value: Optional[Path]) -> None:
 
 # What app.command_tree gives every command group, so `pmm commitments --mind X list` reads as
 # naturally as `pmm --mind X commitments list` (one option for all groups, not one per command).
-GroupMindOpt = Annotated[Optional[Path], typer.Option(
+GroupMindOpt = Annotated[Optional[Path], Option(
     "--mind", callback=group_mind, expose_value=False, show_default=False,
     help="Mind file for the command that follows (overrides pmm --mind; default: $PMM_MIND, else the user data dir's mind.db).")]
 
@@ -62,6 +62,8 @@ def utf8(value: T) -> T:
     (Paths are left alone: a file name need not be UTF-8.)"""
     for text in [value] if isinstance(value, str) else value or []:
         if not valid_text(text):
+            import typer  # a callback only Typer calls: it is loaded
+
             raise typer.BadParameter("not valid UTF-8 text (the terminal or script passed other bytes)")
     return value
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
-
-import typer
+from typing import TYPE_CHECKING, Annotated, Optional
 
 from pmm.cli import output
+from pmm.cli.declare import Argument, Option
 from pmm.cli.options import JsonOpt, MindOpt, mind_path
+
+if TYPE_CHECKING:
+    import typer
 
 
 class ExportFormat(str, Enum):
@@ -30,11 +32,11 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="jsonl (verifiable) or md.")] = ExportFormat.jsonl,
-    out_file: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write to FILE instead of stdout: whole or not at all, through a symlink, straight into a device such as /dev/null; never over a mind or any SQLite file.", show_default=False)] = None,
-    since: Annotated[int, typer.Option("--since", min=1, max=2**63 - 1, help="Start at this event id.")] = 1,
+    fmt: Annotated[ExportFormat, Option("--format", "-f", help="jsonl (verifiable) or md.")] = ExportFormat.jsonl,
+    out_file: Annotated[Optional[Path], Option("-o", "--output", help="Write to FILE instead of stdout: whole or not at all, through a symlink, straight into a device such as /dev/null; never over a mind or any SQLite file.", show_default=False)] = None,
+    since: Annotated[int, Option("--since", min=1, max=2**63 - 1, help="Start at this event id.")] = 1,
     mind: MindOpt = None,
-    json: Annotated[bool, typer.Option("--json", help="With -o: a JSON summary on stdout (the export itself is the data otherwise).")] = False,
+    json: Annotated[bool, Option("--json", help="With -o: a JSON summary on stdout (the export itself is the data otherwise).")] = False,
 ) -> None:
     """Stream the mind's events as JSONL (default, on stdout) or Markdown.
 
@@ -65,8 +67,8 @@ def export(
 
 
 def import_(
-    source: Annotated[str, typer.Argument(help="Export file to read, or - for stdin.", metavar="FILE|-")],
-    fmt: Annotated[Optional[ImportFormat], typer.Option("--format", "-f", help="Read FILE as jsonl (a pmm export), chatgpt or claude (a data export's conversations.json or its .zip). Default: told from the file itself.", show_default=False)] = None,
+    source: Annotated[str, Argument(help="Export file to read, or - for stdin.", metavar="FILE|-")],
+    fmt: Annotated[Optional[ImportFormat], Option("--format", "-f", help="Read FILE as jsonl (a pmm export), chatgpt or claude (a data export's conversations.json or its .zip). Default: told from the file itself.", show_default=False)] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Optional
 
-import typer
-
 from pmm.cli import output
+from pmm.cli.declare import Argument, Option
 from pmm.cli.options import AsOfOpt, JsonOpt, MindOpt, mind_path, stdin_text
 
 if TYPE_CHECKING:
+    import typer
+
     from pmm.services.context import Item, Section
     from pmm.services.recall import Plan
 
@@ -26,11 +27,11 @@ def register(app: typer.Typer) -> None:
 
 
 def recall(
-    query: Annotated[str, typer.Argument(help="The message to plan for, or - to read it from stdin.")],
-    model: Annotated[Optional[str], typer.Option("--model", help="Plan for this model's window (a name from `pmm model list`; default: the chat model).")] = None,
-    window: Annotated[Optional[int], typer.Option("--window", min=256, max=10_000_000, help="Plan for a context window of this many tokens instead of the model's.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, max=100_000, help="Tokens kept for the answer, as pmm chat's --max-tokens (at most half the window; default: 512, or an eighth of a smaller window).")] = None,
-    full: Annotated[bool, typer.Option("--full", help="Whole texts instead of one-line excerpts.")] = False,
+    query: Annotated[str, Argument(help="The message to plan for, or - to read it from stdin.")],
+    model: Annotated[Optional[str], Option("--model", help="Plan for this model's window (a name from `pmm model list`; default: the chat model).")] = None,
+    window: Annotated[Optional[int], Option("--window", min=256, max=10_000_000, help="Plan for a context window of this many tokens instead of the model's.")] = None,
+    max_tokens: Annotated[Optional[int], Option("--max-tokens", min=1, max=100_000, help="Tokens kept for the answer, as pmm chat's --max-tokens (at most half the window; default: 512, or an eighth of a smaller window).")] = None,
+    full: Annotated[bool, Option("--full", help="Whole texts instead of one-line excerpts.")] = False,
     as_of: AsOfOpt = None,
     mind: MindOpt = None,
     json: JsonOpt = False,

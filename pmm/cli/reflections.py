@@ -4,29 +4,35 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-import typer
-
 from pmm.cli import output
+from pmm.cli.declare import Argument, Option
 from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
 
 if TYPE_CHECKING:
+    import typer
+
     from pmm.services.reflections import Listing, Row, Shown
 
-reflections_app = typer.Typer(
-    rich_markup_mode=None,
-    name="reflections", no_args_is_help=True,
-    help="The mind's reflections: list, show one, retract one (the owner overrules the mind).")
 
-IdArg = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The reflection's id (its event id).")]
+
+IdArg = Annotated[int, Argument(min=1, max=MAX_ID, help="The reflection's id (its event id).")]
 
 
 def register(app: typer.Typer) -> None:
+    import typer
+
+    reflections_app = typer.Typer(
+        rich_markup_mode=None,
+        name="reflections", no_args_is_help=True,
+        help="The mind's reflections: list, show one, retract one (the owner overrules the mind).")
+    reflections_app.command("list")(list_)
+    reflections_app.command("show")(show)
+    reflections_app.command("retract")(retract)
     app.add_typer(reflections_app)
 
 
-@reflections_app.command("list")
 def list_(
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Also retracted ones (marked).")] = False,
+    all_: Annotated[bool, Option("--all", "-a", help="Also retracted ones (marked).")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -57,7 +63,6 @@ def render_list(report: Listing) -> list[str]:
     return lines
 
 
-@reflections_app.command("show")
 def show(reflection: IdArg, mind: MindOpt = None, json: JsonOpt = False) -> None:
     """Show one reflection in full.
 
@@ -87,10 +92,9 @@ def render_show(r: Shown) -> list[str]:
     return lines
 
 
-@reflections_app.command("retract")
 def retract(
     reflection: IdArg,
-    reason: Annotated[str, typer.Option("--reason", "-r", help="Why the reflection is overruled.")],
+    reason: Annotated[str, Option("--reason", "-r", help="Why the reflection is overruled.")],
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:

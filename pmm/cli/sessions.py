@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Optional
 
-import typer
-
 from pmm.cli import output
+from pmm.cli.declare import Option
 from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
 
 if TYPE_CHECKING:
+    import typer
+
     from pmm.services.sessions import Session
 
 
@@ -18,8 +19,8 @@ def register(app: typer.Typer) -> None:
 
 
 def sessions(
-    limit: Annotated[Optional[int], typer.Option("-n", "--limit", min=1, max=MAX_ID, help="Only the N most recent sessions.")] = None,
-    newest_first: Annotated[bool, typer.Option("--newest-first", help="List the most recent session first (default: last, next to the prompt).")] = False,
+    limit: Annotated[Optional[int], Option("-n", "--limit", min=1, max=MAX_ID, help="Only the N most recent sessions.")] = None,
+    newest_first: Annotated[bool, Option("--newest-first", help="List the most recent session first (default: last, next to the prompt).")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:

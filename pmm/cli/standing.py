@@ -6,29 +6,36 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pmm.cli import output
+from pmm.cli.declare import Argument, Option
 from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path, stdin_text
 from pmm.errors import PmmError
 
-persona_app = typer.Typer(
-    rich_markup_mode=None,
-    name="persona", no_args_is_help=True,
-    help="The mind's persona: text always at the head of its prompt (set, show, edit, clear).")
+if TYPE_CHECKING:
+    import typer
 
 
 def register(app: typer.Typer) -> None:
+    import typer
+
+    persona_app = typer.Typer(
+        rich_markup_mode=None,
+        name="persona", no_args_is_help=True,
+        help="The mind's persona: text always at the head of its prompt (set, show, edit, clear).")
+    persona_app.command("set")(set_)
+    persona_app.command("show")(show)
+    persona_app.command("edit")(edit)
+    persona_app.command("clear")(clear)
     for command in (remember, pins, unpin, rename):
         app.command()(command)
     app.add_typer(persona_app)
 
 
 def remember(
-    text: Annotated[str, typer.Argument(help="The note to remember, or - to read it from stdin (UTF-8; other bytes are refused, exit 6).")],
-    pin: Annotated[bool, typer.Option("--pin", help="Always put it in the prompt (at most 20 pinned notes of 1,000 characters; see pmm pins, pmm unpin).")] = False,
+    text: Annotated[str, Argument(help="The note to remember, or - to read it from stdin (UTF-8; other bytes are refused, exit 6).")],
+    pin: Annotated[bool, Option("--pin", help="Always put it in the prompt (at most 20 pinned notes of 1,000 characters; see pmm pins, pmm unpin).")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -65,7 +72,7 @@ def pins(mind: MindOpt = None, json: JsonOpt = False) -> None:
 
 
 def unpin(
-    note: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The pinned note's id (see pmm pins).")],
+    note: Annotated[int, Argument(min=1, max=MAX_ID, help="The pinned note's id (see pmm pins).")],
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -77,7 +84,7 @@ def unpin(
 
 
 def rename(
-    name: Annotated[str, typer.Argument(help="The new name: one line, at most 64 characters.")],
+    name: Annotated[str, Argument(help="The new name: one line, at most 64 characters.")],
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -88,9 +95,8 @@ def rename(
     _written(event, json, f"Renamed to {name.strip()}", f"Already named {name.strip()}; nothing written")
 
 
-@persona_app.command("set")
 def set_(
-    text: Annotated[str, typer.Argument(help="The persona, or - to read it from stdin (UTF-8, at most 2,000 characters).")],
+    text: Annotated[str, Argument(help="The persona, or - to read it from stdin (UTF-8, at most 2,000 characters).")],
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -103,7 +109,6 @@ def set_(
     _written(event, json, "Persona set", "The persona is that already; nothing written")
 
 
-@persona_app.command("show")
 def show(mind: MindOpt = None, json: JsonOpt = False) -> None:
     """Print the persona's text (nothing, and a note on stderr, when there is none)."""
     from pmm.services import standing
@@ -117,7 +122,6 @@ def show(mind: MindOpt = None, json: JsonOpt = False) -> None:
         output.out(found["text"])
 
 
-@persona_app.command("edit")
 def edit(mind: MindOpt = None, json: JsonOpt = False) -> None:
     """Edit the persona in $VISUAL or $EDITOR; a failed edit, or one that changes nothing, writes nothing."""
     from pmm.errors import UsageError
@@ -145,7 +149,6 @@ def edit(mind: MindOpt = None, json: JsonOpt = False) -> None:
     _written(event, json, "Persona set", "The persona is that already; nothing written")
 
 
-@persona_app.command("clear")
 def clear(mind: MindOpt = None, json: JsonOpt = False) -> None:
     """Remove the persona (a persona_cleared event; earlier ones stay in the ledger)."""
     from pmm.services import standing

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
-
-import typer
+from typing import TYPE_CHECKING, Annotated, Optional
 
 from pmm.cli import output
+from pmm.cli.declare import Argument
 from pmm.cli.options import JsonOpt, MindOpt, mind_path
+
+if TYPE_CHECKING:
+    import typer
 
 
 def register(app: typer.Typer) -> None:
@@ -15,8 +17,8 @@ def register(app: typer.Typer) -> None:
 
 
 def diff(
-    first: Annotated[str, typer.Argument(metavar="A", help="From: an event id, a date (the last event recorded at or before it), now, or a mind file or export.")],
-    second: Annotated[Optional[str], typer.Argument(metavar="B", help="To (default: now): the same forms as A.", show_default=False)] = None,
+    first: Annotated[str, Argument(metavar="A", help="From: an event id, a date (the last event recorded at or before it), now, or a mind file or export.")],
+    second: Annotated[Optional[str], Argument(metavar="B", help="To (default: now): the same forms as A.", show_default=False)] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Optional
 
-import typer
-
 from pmm.cli import output
+from pmm.cli.declare import Argument
 from pmm.cli.options import JsonOpt, MindOpt, mind_path
 
 if TYPE_CHECKING:
+    import typer
+
     from pmm.services.trace import Brief, Said, Started, Trace, Turn
 
 
@@ -18,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 def trace(
-    ref: Annotated[Optional[str], typer.Argument(help="A response or message id, a session id (or its first 8 characters, as `pmm log` shows it; an imported session: its conversation's id), or last (the default).", metavar="[ID|SESSION|last]")] = None,
+    ref: Annotated[Optional[str], Argument(help="A response or message id, a session id (or its first 8 characters, as `pmm log` shows it; an imported session: its conversation's id), or last (the default).", metavar="[ID|SESSION|last]")] = None,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:

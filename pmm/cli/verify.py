@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
-import typer
-
 from pmm.cli import output
+from pmm.cli.declare import Argument, Option
 from pmm.cli.options import JsonOpt, MindOpt, mind_path
 
 if TYPE_CHECKING:
+    import typer
+
     from pmm.services.integrity import VerifyReport
 
 
@@ -20,12 +21,12 @@ def register(app: typer.Typer) -> None:
 
 
 def verify(
-    file: Annotated[Optional[str], typer.Argument(help="Mind file or JSONL export; - reads an export from stdin. Default: the current mind.", metavar="[FILE|-]", show_default=False)] = None,
-    deep: Annotated[bool, typer.Option("--deep", help="Also run SQLite's check, canonical meta, and the projection cache and --as-of snapshots against a full replay.")] = False,
-    sig: Annotated[Optional[Path], typer.Option("--sig", help="A signature from `pmm sign`: its checkpoint must be in the chain.", metavar="SIG", show_default=False)] = None,
-    pub: Annotated[Optional[Path], typer.Option("--pub", help="The signer's public key (PEM, minisign or ssh-ed25519). Default: the one `pmm keygen` made (signing-key.pub.pem in the user config dir).", metavar="KEY", show_default=False)] = None,
-    accept_rollback: Annotated[bool, typer.Option("--accept-rollback", help="Make this file's head the witnessed one (after a deliberate rollback).")] = False,
-    no_witness: Annotated[bool, typer.Option("--no-witness", help="Skip the witness check (and do not update it).")] = False,
+    file: Annotated[Optional[str], Argument(help="Mind file or JSONL export; - reads an export from stdin. Default: the current mind.", metavar="[FILE|-]", show_default=False)] = None,
+    deep: Annotated[bool, Option("--deep", help="Also run SQLite's check, canonical meta, and the projection cache and --as-of snapshots against a full replay.")] = False,
+    sig: Annotated[Optional[Path], Option("--sig", help="A signature from `pmm sign`: its checkpoint must be in the chain.", metavar="SIG", show_default=False)] = None,
+    pub: Annotated[Optional[Path], Option("--pub", help="The signer's public key (PEM, minisign or ssh-ed25519). Default: the one `pmm keygen` made (signing-key.pub.pem in the user config dir).", metavar="KEY", show_default=False)] = None,
+    accept_rollback: Annotated[bool, Option("--accept-rollback", help="Make this file's head the witnessed one (after a deliberate rollback).")] = False,
+    no_witness: Annotated[bool, Option("--no-witness", help="Skip the witness check (and do not update it).")] = False,
     mind: MindOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -63,7 +64,9 @@ def verify(
     else:
         _render(report)
     if not report.ok:
-        raise typer.Exit(IntegrityError.exit_code)
+        from pmm.cli.leaving import Exit
+
+        raise Exit(IntegrityError.exit_code)
 
 
 def _render(report: VerifyReport) -> None:

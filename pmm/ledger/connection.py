@@ -7,7 +7,6 @@ import fcntl
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,8 +216,16 @@ def close_writer(conn: sqlite3.Connection) -> None:
     conn.close()
 
 
-def new_mind_id() -> str:
-    return uuid.uuid4().hex
+def random_id() -> str:
+    """32 lowercase hex digits as ``uuid.uuid4().hex`` makes them (random, version 4, RFC 4122's
+    variant), without importing uuid: it imports platform, ~2 ms of every command's start."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
+new_mind_id = random_id
 
 
 def hold(fd: int) -> None:
@@ -256,7 +263,7 @@ def new_file(path: Path) -> Iterator[tuple[Path, sqlite3.Connection]]:
     made = [d for d in [path.parent, *path.parent.parents] if not d.exists()]  # deepest first
     if made:
         path.parent.mkdir(parents=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     try:
         lock = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         try:

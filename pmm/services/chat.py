@@ -6,7 +6,6 @@ failed, cut or cancelled turn leaves the chain exactly as it was.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypedDict
@@ -17,6 +16,7 @@ from pmm.domain import events as ev
 from pmm.domain.costs import CostJson
 from pmm.domain.events import Draft, Event
 from pmm.domain.states import States
+from pmm.ledger import connection as cx
 from pmm.ledger import folded
 from pmm.ledger.store import Ledger
 from pmm.providers import options
@@ -185,7 +185,7 @@ class Chat:
             raise errors.UsageError("there is no session to continue yet: the mind does not exist",
                                     hint="start one with `pmm chat`")
         self.mind: Ledger = opening.open_write(path, notify)
-        self.session = uuid.uuid4().hex
+        self.session = cx.random_id()
         self.started = False
         self.scoped = False  # recent turns from this session only
         self.model_name = model_name  # --model: for this run only, no switch recorded
@@ -239,7 +239,7 @@ class Chat:
     def new(self, title: str | None = None) -> str:
         """Start a new session (recorded, like every session, with its first turn); from now
         on the recent turns come from it alone."""
-        self.session = uuid.uuid4().hex
+        self.session = cx.random_id()
         self.started, self.scoped = False, True
         self.title = " ".join(title.split()) if title else ""
         return self.session

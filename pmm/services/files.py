@@ -21,7 +21,6 @@ import errno
 import os
 import re
 import stat
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -250,7 +249,7 @@ def read_file(path: Path, what: str, limit: int) -> bytes:
 def temp_beside(path: Path) -> Path:
     """A private temp name for ``path``, in its folder: ``.NAME.tmp-PID-RANDOM``. The process id
     lets a later pmm tell one whose process is gone (``remove_stale``)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
 
 
 _STALE = re.compile(r"((\d{1,10})-[0-9a-f]{8})(?:-fts)?(?:-wal|-shm|-journal)?")  # -fts: a bulk import's index
