@@ -476,9 +476,9 @@ class OwnChecks:
 def _deep_read(mind: Ledger, fork: bool, on_progress: Progress | None,
                piece: int = DEEP_PIECE) -> tuple[ChainState, Replayed, OwnChecks]:
     """``--deep``'s reads of every event: the chain, the replay, and the checks of this process.
-    With ``fork`` a child replays while this process checks the sessions table and quick_check;
-    then both check the chain, a piece at a time: the wall time is half the work, not the sum
-    (whichever of the replay and the checks here is the longer)."""
+    With ``fork`` a child replays (and checks the sessions table from what it reads) while this
+    process runs quick_check; then both check the chain, a piece at a time: the wall time is
+    half the work, not the sum (whichever of the replay and the checks here is the longer)."""
     if fork:
         return check_shared(mind, piece, on_progress, replay_check, functools.partial(_here, mind))
     state = check_chain(mind.prefix, mind.raw_rows(), ChainState(), on_progress)
