@@ -148,11 +148,12 @@ def canonical_value(text: str) -> tuple[bool, Any]:
 
 class CanonicalMetas:
     """``is_canonical`` with a memo: a mind repeats its metas (every event of a session, say),
-    so most are answered by one lookup. The memo holds at most ``size`` texts, so memory stays
-    flat however many events are checked; of the short ones it keeps the object read too
-    (``value``)."""
+    so most are answered by one lookup. The memo holds at most ``size`` texts of at most
+    ``LONGEST`` characters, so memory stays flat however many events are checked; of the
+    short ones it keeps the object read too (``value``)."""
 
     SHORT = 1024  # the texts whose object is kept (a few times the text's size in memory)
+    LONGEST = 4096  # the texts remembered at all (a meta may be 8 MiB; repeated ones are short)
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
@@ -177,5 +178,8 @@ class CanonicalMetas:
         if len(self._seen) >= self._size:
             self._seen.clear()
         found = canonical_value(text)
-        self._seen[text] = found if len(text) <= self.SHORT else (found[0], None)
+        if len(text) <= self.SHORT:
+            self._seen[text] = found
+        elif len(text) <= self.LONGEST:
+            self._seen[text] = (found[0], None)
         return found

@@ -120,6 +120,7 @@ def check_row(ts: bytes, kind: bytes, content: bytes, meta: bytes) -> str | None
 _PASSED: dict[bytes, tuple[bytes, ...]] = {}  # meta -> the kinds it fitted
 _HOURS: dict[bytes, bool] = {}  # the first 13 bytes of a ledger timestamp seen
 _MEMO = 8192  # each memo holds at most this many: memory stays flat however many events
+_MEMO_LONGEST = 4096  # and only metas this short (repeated metas are; an event's may be 8 MiB)
 _DIGITS = bytes(48 if 48 <= b <= 57 else b for b in range(256))  # every ASCII digit read as "0"
 _TS_SHAPE = b"0000-00-00T00:00:00.000000Z"
 
@@ -127,7 +128,8 @@ _TS_SHAPE = b"0000-00-00T00:00:00.000000Z"
 def _passed(ts: bytes, kind: bytes, meta: bytes) -> None:
     if len(_PASSED) >= _MEMO:
         _PASSED.clear()
-    _PASSED[meta] = (*_PASSED.get(meta, ())[-3:], kind)  # a few: one meta serves a message and its answer
+    if len(meta) <= _MEMO_LONGEST:
+        _PASSED[meta] = (*_PASSED.get(meta, ())[-3:], kind)  # a few: one meta serves a message and its answer
     if len(_HOURS) >= _MEMO:
         _HOURS.clear()
     _HOURS[ts[:13]] = True
