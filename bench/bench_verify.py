@@ -5,8 +5,9 @@
 Each verify figure is printed beside two limits measured in the same run on the same file:
 reading the rows and hashing them in a tight Python loop (one process: the least a Python
 verify can do), and SQLite reading them alone (its C code, no Python object per row). --deep
-adds a full replay of the projections, the canonical check of every meta and SQLite's
-quick_check; the replay alone is printed too. Bar (issue 15): --deep under 4 s at 1M events.
+adds a full replay of the projections, the canonical check of every meta, the sessions
+table against the replay's read of the events and SQLite's quick_check; the replay alone is
+printed too. Bar (issue 15): --deep under 4 s at 1M events.
 
 The fsyncs (and fdatasyncs) of `pmm remember` and of `pmm chat -m` against a loopback
 OpenAI-compatible server are counted with strace, beside the least a WAL commit costs,
@@ -100,8 +101,8 @@ def replay_alone(path: Path) -> None:
 
 
 def deep_halves(path: Path) -> tuple[float, float]:
-    """``verify --deep`` in-process: CPU seconds here (the sessions table, quick_check, then
-    pieces of the chain) and in the forked child (the replay, the metas and the snapshots, then
+    """``verify --deep`` in-process: CPU seconds here (quick_check, then pieces of the chain) and
+    in the forked child (the replay, the metas, the snapshots and the sessions table, then
     pieces of the chain). A quiet two-core machine takes about the larger of the two (they
     differ by about one piece), plus the interpreter's start-up."""
     cpu0, child0 = time.process_time(), _children_cpu()
@@ -137,8 +138,8 @@ def verify_figures(mind: Path, n: int, envs: dict[str, dict[str, str]], runs: in
                   f" loop, {took / lite:.0f}x / {cpu / lite:.0f}x SQLite{bar}")
     here, child = median_of(runs, lambda: deep_halves(mind))
     if child:
-        print(f"  --deep of this tree in-process: {here:.3f} CPU here (the sessions table, quick_check,"
-              f" pieces of the chain), {child:.3f} CPU in the replaying child (the replay, pieces of"
+        print(f"  --deep of this tree in-process: {here:.3f} CPU here (quick_check, pieces of the chain),"
+              f" {child:.3f} CPU in the replaying child (the replay, the sessions table, pieces of"
               f" the chain): on two idle cores the wall time is about the larger"
               f" ({max(here, child) / py:.2f}x the Python loop) plus start-up")
     else:

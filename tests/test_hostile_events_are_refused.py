@@ -320,3 +320,34 @@ def test_a_crafted_mind_file_is_refused_by_name_not_crashed_on(
         done = cli("--mind", str(path), *command)
         assert done.exit_code in (0, 3), (command, done.output)
         assert "unexpected" not in done.stderr
+
+
+def _verdicts_with_the_memo_primed(cases: list[tuple[bytes, bytes, bytes]]) -> list[tuple[str | None, str | None]]:
+    """check_row's verdict on each (ts, kind, meta) right after events that passed with the same
+    meta (under this kind and another) and the same hour, where they can, beside the full check's."""
+    from pmm.domain.checks import _row_problem
+
+    found = []
+    for ts, kind, meta in cases:
+        for primer in (b"response_sent", kind):  # the memo keeps a few kinds a meta fitted
+            check_row(ts[:13] + b":00:00.000000Z", primer, b"", meta)
+        found.append((check_row(ts, kind, b"", meta), _row_problem(ts, kind, b"", meta)))
+    return found
+
+
+def test_the_memo_of_what_passed_answers_as_the_full_check() -> None:
+    """verify remembers the metas and the hours that passed (a mind repeats them): a timestamp
+    one byte off at any place, on any date or hour, and a meta met before under another kind,
+    get the full check's verdict."""
+    kind, meta = b"message_received", b'{"session":"s"}'
+    base = b"2024-02-29T23:59:59.999999Z"
+    cases = [(base[:i] + bytes([b]) + base[i + 1:], kind, meta)
+             for i in range(len(base)) for b in b"0123456789:-.TZ /a\x00\xff"]
+    cases += [(b"%04d-%02d-%02dT%02d:%02d:59.000000Z" % (y, m, d, h, mi), kind, meta)
+              for y in (0, 1900, 2000, 2023, 2024) for m in (0, 2, 4, 12, 13) for d in (0, 28, 29, 30, 31, 32)
+              for h in (0, 19, 23, 24, 29) for mi in (0, 59, 60)]
+    cases += [(base[:-1], kind, meta), (base + b"Z", kind, meta), (base, b"session_started", meta),
+              (base, b"trait_adjusted", meta), (base, b"no_such_kind", meta), (base, kind, meta + b" ")]
+    verdicts = _verdicts_with_the_memo_primed(cases)
+    assert all(memo == full for memo, full in verdicts), [c for c, v in zip(cases, verdicts, strict=True) if v[0] != v[1]][:5]
+    assert sum(full is None for _, full in verdicts) > 100 and sum(full is not None for _, full in verdicts) > 100

@@ -350,16 +350,9 @@ def _hostile_meta(rng: random.Random, kind: str, ids: list[int], sessions: list[
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-@pytest.mark.parametrize(("seed", "nul"), [(0, False), (1, False), (2, False), (3, False), (4, True)])
-def test_the_fold_in_sql_is_the_fold(tmp_path: Path, seed: int, nul: bool) -> None:
-    """``session_table.fold_sql`` (what --deep compares the table with) equals ``fold`` (the one
-    definition of a session) over metas of every shape that decides one: sessions and source
-    ids of each JSON type, text that escapes and text past the BMP, null against absent,
-    original times that are not text, withdrawals of turns, of starts, of later events, twice,
-    by ids that are not integers; kinds stored as BLOBs, metas that are not objects; a session
-    id holding NUL (which SQLite's JSON functions cut short: that mind is folded in Python)."""
+def _hostile_mind(path: Path, seed: int, nul: bool) -> sqlite3.Connection:
+    """A mind of 400 events of the sessions' kinds (and one more) with ``_hostile_meta``."""
     rng = random.Random(seed)
-    path = tmp_path / "mind.db"
     with opening.init(path, "Ada"):
         pass
     conn = sqlite3.connect(path, isolation_level=None)
@@ -379,10 +372,41 @@ def test_the_fold_in_sql_is_the_fold(tmp_path: Path, seed: int, nul: bool) -> No
         last_hash = digest
         ids.append(last_id)
     conn.execute("COMMIT")
+    return conn
+
+
+@pytest.mark.parametrize(("seed", "nul"), [(0, False), (1, False), (2, False), (3, False), (4, True)])
+def test_the_fold_in_sql_is_the_fold(tmp_path: Path, seed: int, nul: bool) -> None:
+    """``session_table.fold_sql`` (what --deep compares the table with) equals ``fold`` (the one
+    definition of a session) over metas of every shape that decides one: sessions and source
+    ids of each JSON type, text that escapes and text past the BMP, null against absent,
+    original times that are not text, withdrawals of turns, of starts, of later events, twice,
+    by ids that are not integers; kinds stored as BLOBs, metas that are not objects; a session
+    id holding NUL (which SQLite's JSON functions cut short: that mind is folded in Python)."""
+    conn = _hostile_mind(tmp_path / "mind.db", seed, nul)
     folded = session_table.fold(conn)
     assert len(folded) > 5 and any(row.withdrawn for row in folded.values())
     assert any(row.first_said != row.last_said for row in folded.values())
     assert session_table.fold_sql(conn) == folded
+    conn.close()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_the_fold_of_a_replays_read_is_the_fold(tmp_path: Path, seed: int) -> None:
+    """--deep folds the sessions from its replay's read of every event, each meta parsed once
+    (``Folding.add_in_order``): the rows ``fold`` makes of the same events, in id order (the
+    replay's) or any other."""
+    conn = _hostile_mind(tmp_path / "mind.db", seed, seed == 4)
+    read = conn.execute("SELECT id, CAST(ts AS TEXT), CAST(kind AS TEXT), CAST(meta AS TEXT) FROM events"
+                        " WHERE kind IN (?, ?, ?, ?) ORDER BY id", session_table.KINDS).fetchall()
+    metas = [(i, ts, kind, session_table._meta(meta)) for i, ts, kind, meta in read]
+    events = [(i, ts, kind, meta) for i, ts, kind, meta in metas if meta is not None]
+    folded = session_table.fold(conn)
+    assert len(folded) > 5 and any(row.withdrawn for row in folded.values())
+    for order in (events, events[::-1], random.Random(seed).sample(events, len(events))):
+        folding = session_table.Folding()
+        folding.add_in_order(order)
+        assert folding.finish(conn) == folded
     conn.close()
 
 

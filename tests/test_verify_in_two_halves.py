@@ -97,11 +97,13 @@ def _sealed(tmp_path: Path, events: int) -> Path:
 def test_the_deep_read_in_a_child_finds_what_it_finds_here(tmp_path: Path) -> None:
     sealed = _sealed(tmp_path, 1000)
     forked, here = deep_both_ways(sealed)
-    assert forked == here == Replayed(None, "reflects event 1000; equals a full replay", True)
+    assert forked == here == Replayed(None, "reflects event 1000; equals a full replay", True,
+                                      sessions="reflects event 1000; equals the events")
 
     spaced = tamper(sealed, tmp_path / "meta.db", 700, "UPDATE events SET meta = '{\"source\": \"user\"}' WHERE id = ?")
     forked, here = deep_both_ways(spaced)
     assert forked == here and forked.bad_meta == 700
+    assert forked.sessions is None  # past a meta that is not canonical: folded on its own
 
     forged = tamper(sealed, tmp_path / "cache.db", 0,
                     "UPDATE projection_cache SET state = replace(state, 'Big', 'Eve') WHERE ? = 0")

@@ -47,11 +47,18 @@ def canonical_json(value: dict[str, Any]) -> str:
 def is_canonical_reference(text: str) -> bool:
     """Whether ``text`` is the canonical text of a JSON object, by definition: it reads as an
     object and ``canonical_json`` writes it back unchanged. ``is_canonical`` answers the same."""
+    return _reference(text)[0]
+
+
+def _reference(text: str) -> tuple[bool, Any]:
+    """``is_canonical_reference(text)``, and the object ``text`` holds when it is canonical."""
     try:
         value = json.loads(text)
-        return isinstance(value, dict) and canonical_json(value) == text
+        if isinstance(value, dict) and canonical_json(value) == text:
+            return True, value
     except (ValueError, RecursionError):  # hostile nesting is not canonical either
-        return False
+        pass
+    return False, None
 
 
 # -- the same answer at C speed -------------------------------------------------------------
@@ -115,36 +122,64 @@ if _c_encoder is not None and _c_string is not None:  # what that encoder runs, 
 def is_canonical(text: str) -> bool:
     """``is_canonical_reference(text)``, computed with Python's C encoder where it provably
     writes the RFC 8785 text (see above), a few times faster."""
+    return canonical_value(text)[0]
+
+
+def canonical_value(text: str) -> tuple[bool, Any]:
+    """``is_canonical(text)``, and the object ``text`` holds when it is canonical (else None):
+    what ``json.loads(text)`` reads (a canonical text has no space around it, and its numbers
+    are read as ``json.loads`` reads them)."""
     if (text.count("{") + text.count("[") > _MAX_BRACKETS or _LONG_DIGITS.search(text)
             or (not text.isascii() and _WIDE.search(text))):
-        return is_canonical_reference(text)
+        return _reference(text)
     try:
         value, end = _scan(text, 0)
     except _Unsure:
-        return is_canonical_reference(text)
+        return _reference(text)
     except (StopIteration, ValueError):  # not JSON at all, or not from its first character
-        return False
+        return False, None
     if end != len(text) or type(value) is not dict:
-        return False
+        return False, None
     try:
-        return _encode(value) == text
+        return (True, value) if _encode(value) == text else (False, None)
     except (ValueError, TypeError, RecursionError):  # not expected; the reference decides
-        return is_canonical_reference(text)
+        return _reference(text)
 
 
 class CanonicalMetas:
     """``is_canonical`` with a memo: a mind repeats its metas (every event of a session, say),
-    so most are answered by one lookup. The memo holds at most ``size`` texts, so memory stays
-    flat however many events are checked."""
+    so most are answered by one lookup. The memo holds at most ``size`` texts of at most
+    ``LONGEST`` characters, so memory stays flat however many events are checked; of the
+    short ones it keeps the object read too (``value``)."""
+
+    SHORT = 1024  # the texts whose object is kept (a few times the text's size in memory)
+    LONGEST = 4096  # the texts remembered at all (a meta may be 8 MiB; repeated ones are short)
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
-        self._seen: dict[str, bool] = {}
+        self._seen: dict[str, tuple[bool, Any]] = {}
 
     def __call__(self, text: str) -> bool:
         seen = self._seen.get(text)
         if seen is None:
-            if len(self._seen) >= self._size:
-                self._seen.clear()
-            seen = self._seen[text] = is_canonical(text)
+            seen = self._remember(text)
+        return seen[0]
+
+    def value(self, text: str) -> tuple[bool, Any]:
+        """Whether ``text`` is canonical, and the object it holds when it is (else None)."""
+        seen = self._seen.get(text)
+        if seen is None:
+            return self._remember(text)
+        if seen[0] and seen[1] is None:  # a long text, read again
+            return True, json.loads(text)
         return seen
+
+    def _remember(self, text: str) -> tuple[bool, Any]:
+        if len(self._seen) >= self._size:
+            self._seen.clear()
+        found = canonical_value(text)
+        if len(text) <= self.SHORT:
+            self._seen[text] = found
+        elif len(text) <= self.LONGEST:
+            self._seen[text] = (found[0], None)
+        return found

@@ -146,16 +146,19 @@ def check_chain(
     expect_id = state.last_id + 1
     prev = state.last_hash.encode()
     count = 0
-    hash_raw, check_shape = _hash_raw, check_row
+    check_shape, n, short, wide = check_row, _SHORT, _SHORTEST, _len
     digests = prefix_format(prefix) >= 2
-    sha, domain = _sha256, CONTENT_DOMAIN
+    sha, domain, join = _sha256, CONTENT_DOMAIN, b"".join
     row: RawRow | None = None
     try:
         for row in rows:
-            id, ts, kind, content, meta, prev_hash, stored = row[:7]
+            if len(row) == 8:
+                id, ts, kind, content, meta, prev_hash, stored, tomb = row
+            else:
+                id, ts, kind, content, meta, prev_hash, stored = row[:7]
+                tomb = row[7] if len(row) > 7 else None
             body = content
             if digests:
-                tomb = row[7] if len(row) > 7 else None
                 if tomb is None:
                     body = sha(domain + content).hexdigest().encode()
                 elif content != b"" or not is_digest(tomb):
@@ -180,7 +183,14 @@ def check_chain(
                     " (an event was removed, inserted, reordered or altered)",
                 )
                 break
-            computed = hash_raw(prefix, id, ts, kind, body, meta, prev_hash)
+            i = b"%d" % id  # _hash_raw's join, written out: every event of every verify passes here
+            computed = sha(join((
+                prefix, n[len(i)], i, n[len(ts)] if len(ts) < short else wide(len(ts)), ts,
+                n[len(kind)] if len(kind) < short else wide(len(kind)), kind,
+                n[len(body)] if len(body) < short else wide(len(body)), body,
+                n[len(meta)] if len(meta) < short else wide(len(meta)), meta,
+                n[len(prev_hash)] if len(prev_hash) < short else wide(len(prev_hash)), prev_hash,
+            ))).hexdigest()
             if computed.encode() != stored:
                 if type(stored) is not bytes:
                     raise TypeError

@@ -109,7 +109,7 @@ def _meta(text: object) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-class _Fold:
+class Folding:
     """Summaries folded from events in any order (every field is a min, a max or a count), the
     withdrawals held until every event is in (``resolve``)."""
 
@@ -141,6 +141,50 @@ class _Fold:
         elif kind == STARTED:
             row.start_id = event_id if row.start_id is None else min(row.start_id, event_id)
 
+    def add_in_order(self, events: Iterable[tuple[int, str, str, dict[str, Any]]]) -> None:
+        """``add`` of each event (id, ts, kind and parsed meta) of ``KINDS``: the same rows, in
+        fewer steps for events in id order (a replay's; any order still folds right)."""
+        rows = self.rows
+        for event_id, ts, kind, meta in events:
+            if kind == WITHDRAWN:
+                self.add(event_id, ts, kind, meta, None)
+                continue
+            sid = meta.get("session")
+            if kind == STARTED and sid is None:
+                sid = meta.get("source_id")
+            if type(sid) is not str:
+                continue
+            original = meta.get("original_ts")
+            said = original if type(original) is str else ts
+            row = rows.get(sid)
+            if row is None:
+                row = rows[sid] = Summary(sid, event_id, event_id, 0, 0, said, said, None, None)
+            else:
+                if event_id > row.last_id:
+                    row.last_id = event_id
+                elif event_id < row.first_id:
+                    row.first_id = event_id
+                if said < row.first_said:
+                    row.first_said = said
+                elif said > row.last_said:
+                    row.last_said = said
+            if kind == MESSAGE:
+                row.turns += 1
+                if row.first_message is None or event_id < row.first_message:
+                    row.first_message = event_id
+            elif kind == ANSWER:
+                row.turns += 1
+            elif row.start_id is None or event_id < row.start_id:
+                row.start_id = event_id
+
+    def finish(self, conn: sqlite3.Connection) -> dict[str, Summary]:
+        """Every session's summary, once every event is in: the withdrawals counted (their
+        turns read in ``conn``, in the snapshot the events were read in)."""
+        for sid in self.withdrawn_sessions(conn, set()):
+            if sid in self.rows:
+                self.rows[sid].withdrawn += 1
+        return self.rows
+
     def withdrawn_sessions(self, conn: sqlite3.Connection, before: set[int]) -> Iterator[str]:
         """The session of each turn withdrawn by a withdrawal after it (each turn once, and
         none in ``before``: already withdrawn)."""
@@ -157,7 +201,7 @@ class _Fold:
 
 def fold(conn: sqlite3.Connection) -> dict[str, Summary]:
     """Every session's summary, folded from the events (one read of the session events)."""
-    folding = _Fold()
+    folding = Folding()
     sql = ("SELECT id, CAST(ts AS TEXT), CAST(kind AS TEXT), CAST(meta AS TEXT) FROM events"
            f" WHERE kind IN ({', '.join('?' for _ in KINDS)})")
     cursor = conn.execute(sql, KINDS)
@@ -166,10 +210,7 @@ def fold(conn: sqlite3.Connection) -> dict[str, Summary]:
             meta = _meta(text)
             if type(event_id) is int and isinstance(ts, str) and meta is not None:
                 folding.add(event_id, ts, kind, meta, session_of(kind, meta))
-    for sid in folding.withdrawn_sessions(conn, set()):
-        if sid in folding.rows:
-            folding.rows[sid].withdrawn += 1
-    return folding.rows
+    return folding.finish(conn)
 
 
 # The same fold in SQLite's C code, for ``pmm verify --deep`` and a write that makes the table
@@ -295,7 +336,7 @@ class Keeping:
         self.secret = seal.key(create=False)
         self.empty = head[0] == 0  # a new mind: any row is another file's, and there is none to read
         self.kept = self.empty or (self.secret is not None and current(conn, mind_id, head) is not None)
-        self.folding = _Fold()
+        self.folding = Folding()
         self.head_id = head[0]
         self.spilled = False  # some rows are in the table, unsealed (``see``)
         self._text: str | None = None  # the last meta parsed, and what it read (never changed)
@@ -470,11 +511,19 @@ def backfill(conn: sqlite3.Connection) -> None:
         rebuild(conn, found[0])
 
 
+UNTRUSTED = "absent, stale or not sealed here (ignored: sessions are folded from the events)"
+
+
 def check(conn: sqlite3.Connection, mind_id: str, head: tuple[int, str]) -> tuple[str, bool]:
     """``pmm verify --deep``: the table read whole against a fold of the events, as a phrase
     and whether they agree (a table not sealed here at the head is ignored, so it agrees)."""
     stored = read(conn, mind_id, head)
     if stored is None:
-        return "absent, stale or not sealed here (ignored: sessions are folded from the events)", True
-    same = {row.session: row for row in stored} == fold_sql(conn)
+        return UNTRUSTED, True
+    return compared(stored, fold_sql(conn), head)
+
+
+def compared(stored: list[Summary], folded: dict[str, Summary], head: tuple[int, str]) -> tuple[str, bool]:
+    """``check``'s phrase for the table's rows (``read`` at ``head``) against the events' fold."""
+    same = {row.session: row for row in stored} == folded
     return f"reflects event {head[0]}; " + ("equals the events" if same else "DIFFERS from the events"), same

@@ -101,13 +101,43 @@ def of(mind: Ledger, session: str) -> Summary | None:
     return found[0] if found else None
 
 
+_BEFORE_TABLE = "absent (a schema before 6: sessions are folded from the events)"
+
+
 def check(mind: Ledger) -> tuple[str, bool]:
     """``pmm verify --deep``: the sessions table read whole against a fold of the events (in the
     caller's snapshot), as a phrase and whether they agree."""
     if mind.schema_version < TABLE_FROM:
-        return "absent (a schema before 6: sessions are folded from the events)", True
+        return _BEFORE_TABLE, True
     with cx.translated(mind.path):
         return session_table.check(mind.conn, mind.mind_id, mind.head())
+
+
+class Checking:
+    """``check``, fed by a read of every event that the caller makes anyway (``verify --deep``'s
+    replay, in the caller's snapshot): the table is read when made; ``folding`` (None: no fold
+    is needed) takes each event of ``session_table.KINDS`` in id order, its meta parsed (one
+    that is a JSON object); ``said()`` then compares."""
+
+    def __init__(self, mind: Ledger) -> None:
+        self.mind = mind
+        self.head = mind.head()
+        self.stored: list[Summary] | None = None
+        self.folding: session_table.Folding | None = None
+        if mind.schema_version >= TABLE_FROM:
+            with cx.translated(mind.path):
+                self.stored = session_table.read(mind.conn, mind.mind_id, self.head)
+            if self.stored is not None:
+                self.folding = session_table.Folding()
+
+    def said(self) -> tuple[str, bool]:
+        if self.mind.schema_version < TABLE_FROM:
+            return _BEFORE_TABLE, True
+        if self.stored is None or self.folding is None:
+            return session_table.UNTRUSTED, True
+        with cx.translated(self.mind.path):
+            folded = self.folding.finish(self.mind.conn)
+        return session_table.compared(self.stored, folded, self.head)
 
 
 def withdrawals(mind: Ledger) -> list[Event]:

@@ -90,8 +90,8 @@ def check_shared(mind: Ledger, piece: int, on_progress: Progress | None,
     """The chain checked in pieces of ``piece`` ids by two processes, each taking the next piece
     once its own work is done (``there(own)`` in a forked child, on its own connection;
     ``here()`` in this process): however long the two works take, both processes end within
-    about one piece of each other (``verify --deep``: the replay in the child, the sessions
-    table and quick_check here). Each piece starts from the *stored* hash of the event before
+    about one piece of each other (``verify --deep``: the replay and the sessions table in the
+    child, quick_check here). Each piece starts from the *stored* hash of the event before
     it and is joined to the pieces before it as ``check_in_two`` joins its halves."""
     import multiprocessing
 

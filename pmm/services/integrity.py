@@ -32,6 +32,7 @@ from pmm.services.halves import PARALLEL_FROM, check_in_two, check_shared
 
 if TYPE_CHECKING:  # a plain `pmm verify` reads no signature and no export
     from pmm.domain.states import States
+    from pmm.ledger import session_table
     from pmm.ledger.jsonl import ExportReader
     from pmm.services import signatures
     from pmm.services.reports import VerdictJson
@@ -241,6 +242,11 @@ def verify_mind(path: Path, *, deep: bool = False, total: Callable[[int], None] 
             _record_tombstones(report, mind.forgotten(),
                                ((e.id, e.meta_json) for e in mind.events(kind="content_forgotten")))
         if found is not None:
+            replayed = found[0]
+            if replayed.sessions is None or state.problem is not None:
+                # the replay's read of each event is the fold only of a sound chain of canonical
+                # metas (text kinds, ids from 1): else the sessions are folded on their own
+                replayed.sessions, replayed.sessions_ok = _sessions(mind)
             report.deep = _deep_mind(report, *found)
         if report.ok and (altered := mind.schema_problems()):  # planted triggers, views, tables
             report.problem, report.hint = "altered outside pmm: " + "; ".join(altered[:3]), ALTERED_HINT
@@ -455,24 +461,24 @@ class Replayed:
     cache_ok: bool
     snapshots: str = "none stored"
     snapshots_ok: bool = True
+    # the sessions table against the events read here (None: decided apart, ``_sessions``)
+    sessions: str | None = None
+    sessions_ok: bool = True
 
 
 @dataclass
 class OwnChecks:
-    """What ``--deep`` checks in this process (beside the replaying child): SQLite's own
-    check and the sessions table against the events."""
+    """What ``--deep`` checks in this process (beside the replaying child): SQLite's own check."""
 
     quick_check: str
-    sessions: str
-    sessions_ok: bool
 
 
 def _deep_read(mind: Ledger, fork: bool, on_progress: Progress | None,
                piece: int = DEEP_PIECE) -> tuple[ChainState, Replayed, OwnChecks]:
     """``--deep``'s reads of every event: the chain, the replay, and the checks of this process.
-    With ``fork`` a child replays while this process checks the sessions table and quick_check;
-    then both check the chain, a piece at a time: the wall time is half the work, not the sum
-    (whichever of the replay and the checks here is the longer)."""
+    With ``fork`` a child replays (and checks the sessions table from what it reads) while this
+    process runs quick_check; then both check the chain, a piece at a time: the wall time is
+    half the work, not the sum (whichever of the replay and the checks here is the longer)."""
     if fork:
         return check_shared(mind, piece, on_progress, replay_check, functools.partial(_here, mind))
     state = check_chain(mind.prefix, mind.raw_rows(), ChainState(), on_progress)
@@ -480,24 +486,33 @@ def _deep_read(mind: Ledger, fork: bool, on_progress: Progress | None,
 
 
 def _here(mind: Ledger) -> OwnChecks:
+    return OwnChecks(mind.quick_check())
+
+
+def _sessions(mind: Ledger) -> tuple[str, bool]:
+    """The sessions table against a fold of its own (in its own snapshot: the table, its mark
+    and the events): for a mind whose replay could not decide (``Replayed.sessions``)."""
     from pmm.ledger import sessions as session_rows  # --deep only
 
-    quick = mind.quick_check()
-    with mind.read_transaction():  # the table, its mark and the events in one snapshot
-        sessions, sessions_ok = session_rows.check(mind)
-    return OwnChecks(quick, sessions, sessions_ok)
+    with mind.read_transaction():
+        return session_rows.check(mind)
 
 
 def replay_check(mind: Ledger) -> Replayed:
-    """Every meta canonical, and the cache equal to a full replay, from one read of the events
-    (in one snapshot: a writer appending meanwhile cannot make the cache look wrong)."""
+    """Every meta canonical, the cache equal to a full replay and the sessions table equal to
+    the events' sessions, from one read of the events (in one snapshot: a writer appending
+    meanwhile cannot make the cache or the table look wrong). Past a meta that is not
+    canonical the sessions are left to ``_sessions``: its fold in SQL reads canonical metas
+    as Python does, and only those."""
     from pmm.domain import projections  # --deep only, as the cache and the snapshots
     from pmm.ledger import folded, past
+    from pmm.ledger import sessions as session_rows
 
     canonical = CanonicalMetas()
-    bad_meta: list[int] = []
+    bad: int | None = None
     with mind.read_transaction():
         cached = folded.cached(mind)
+        sessions = session_rows.Checking(mind)
         stored = set(past.ids(mind.conn)) if mind.schema_version >= 2 else set()
         seen: dict[int, States] = {}
         fold = projections.Fold()
@@ -506,8 +521,8 @@ def replay_check(mind: Ledger) -> Replayed:
             seen[event_id] = states.copy()
 
         for events in past.runs(mind, 1):  # read and folded as a replay does (past.feed)
-            if not bad_meta:
-                bad_meta.extend(e.id for e in events if not canonical(e.meta_json))
+            if bad is None:
+                bad = _metas(events, canonical, sessions.folding)
             if any(events[0].id <= i <= events[-1].id for i in stored):
                 past.fold_split(fold, events, stored.__contains__, keep)
             else:
@@ -518,15 +533,39 @@ def replay_check(mind: Ledger) -> Replayed:
             first = fold.merges[0].id  # (past.store keeps no snapshot from there on)
             seen.update({i: folded.replay_all(mind, i) for i in seen if i >= first})
         snapshots, snapshots_ok = _snapshots_check(mind, stored, seen)
+        said, said_ok = sessions.said() if bad is None else (None, True)
         if cached is None:
-            return Replayed(bad_meta[0] if bad_meta else None,
-                            "absent or stale (ignored; a full replay is used)", True, snapshots, snapshots_ok)
+            return Replayed(bad, "absent or stale (ignored; a full replay is used)", True, snapshots,
+                            snapshots_ok, said, said_ok)
         states, last_id = cached
         rest = projections.Fold(states)
         past.feed(mind, rest, last_id + 1)
         cache_ok = (folded.replay_all(mind) if rest.merges else rest.states) == full
     cache = f"reflects event {last_id}; " + ("equals a full replay" if cache_ok else "DIFFERS from a full replay")
-    return Replayed(bad_meta[0] if bad_meta else None, cache, cache_ok, snapshots, snapshots_ok)
+    return Replayed(bad, cache, cache_ok, snapshots, snapshots_ok, said, said_ok)
+
+
+def _metas(events: list[Event], canonical: CanonicalMetas, folding: session_table.Folding | None) -> int | None:
+    """The first of ``events`` whose meta is not canonical (None: none); when there is none,
+    each event of the sessions' kinds into ``folding`` (when there is one), its meta read once."""
+    from pmm.ledger.session_table import KINDS
+
+    if folding is None:
+        return next((e.id for e in events if not canonical(e.meta_json)), None)
+    value, found = canonical.value, []
+    for e in events:
+        kind = e.kind
+        if kind not in KINDS:
+            if not canonical(e.meta_json):
+                return e.id
+            continue
+        ok, meta = value(e.meta_json)
+        if not ok:
+            return e.id
+        if type(e.id) is int and isinstance(e.ts, str):  # as session_table.fold reads them
+            found.append((e.id, e.ts, kind, meta))
+    folding.add_in_order(found)
+    return None
 
 
 def _snapshots_check(mind: Ledger, stored: set[int], seen: dict[int, States]) -> tuple[str, bool]:
@@ -567,11 +606,11 @@ def _deep_mind(report: VerifyReport, found: Replayed, here: OwnChecks) -> Deep:
         problems.append("the projection cache does not equal a full replay")
     if not found.snapshots_ok:
         problems.append("an --as-of snapshot does not equal a full replay")
-    if not here.sessions_ok:
+    if not found.sessions_ok:
         problems.append("the sessions table does not equal the events' sessions")
     if problems and report.ok:
         report.problem = "; ".join(problems)
     return {"sqlite_quick_check": quick, "meta_canonical": found.bad_meta is None,
             "projection_cache": found.cache, "cache_matches_replay": found.cache_ok,
             "snapshots": found.snapshots, "snapshots_match_replay": found.snapshots_ok,
-            "sessions_table": here.sessions, "sessions_match_events": here.sessions_ok}
+            "sessions_table": found.sessions or "", "sessions_match_events": found.sessions_ok}
