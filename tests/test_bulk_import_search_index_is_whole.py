@@ -52,3 +52,27 @@ def test_the_index_of_a_bulk_import_is_sound_and_complete(tmp_path: Path) -> Non
     finally:
         conn.close()
     assert cli_json(mind, "verify", "--deep")["ok"] is True
+
+
+def test_the_side_index_is_built_with_its_own_merging_but_keeps_fts5s_config(tmp_path: Path) -> None:
+    """The thread merges its segments less often (``bulk.AUTOMERGE``), but the config it hands
+    over is the one FTS5 makes: any other would make the build rebuild the index it copied."""
+    from pmm.ledger import bulk, fts, schema
+
+    target = sqlite3.connect(tmp_path / "mind.db", isolation_level=None)
+    try:
+        target.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, content TEXT)")
+        target.execute(fts.table(schema.SCHEMA_VERSION))
+        with bulk.SideIndex(tmp_path / "side", schema.SCHEMA_VERSION, target) as side:
+            target.execute("BEGIN")
+            for start in range(1, 40_000, bulk.INDEX_BATCH):
+                side.add([(i, "", "", f"word{i % 97} garden", "", "", "")
+                          for i in range(start, min(start + bulk.INDEX_BATCH, 40_000))])
+            side.finish()
+            side.copy_into()
+            assert fts.config_sound(target, schema.SCHEMA_VERSION)
+            assert target.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH 'word5'"
+                                  ).fetchone()[0] == len(range(5, 40_000, 97))
+            target.execute("COMMIT")
+    finally:
+        target.close()

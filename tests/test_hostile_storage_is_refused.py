@@ -91,6 +91,21 @@ def test_the_shortcut_refuses_meta_that_is_not_utf8() -> None:
     assert check_row(TS.encode(), b"observation_recorded", b"x", '{"source":"été"}'.encode()) is None
 
 
+def test_a_meta_the_shortcut_remembers_vouches_only_for_itself() -> None:
+    from pmm.domain import checks
+
+    kind, good = b"observation_recorded", b'{"source":"user"}'
+    for _ in range(checks.FAST_AFTER + 1):  # the kind's shortcut is made, then fits ``good``
+        assert check_row(TS.encode(), kind, b"x", good) is None
+    assert kind in checks._PASSED.get(good, ())  # remembered
+    assert check_row(TS.encode(), kind, b"x", good) is None
+    assert check_row(TS.encode(), kind, b"x", BAD_META) is not None
+    assert check_row(TS.encode(), kind, b"x", b'{"source":1}') is not None
+    assert check_row(b"2026-13-04T05:06:07.000008Z", kind, b"x", good) is not None  # ts still checked
+    assert check_row(TS.encode(), kind, b"\xff", good) is not None  # content too
+    assert check_row(TS.encode(), kind, b"x", good) is None
+
+
 @pytest.mark.parametrize("field", FIELDS)
 def test_verify_refuses_a_text_column_that_is_not_utf8(field: str, tmp_path: Path, cli) -> None:
     """(pmm writes ts, kind, prev_hash and hash in ASCII; content and meta in UTF-8)"""

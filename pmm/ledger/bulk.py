@@ -34,6 +34,10 @@ HEAD_TRIGGER = "events_extend_head"  # schema.GUARDS[0]
 # Events per statement of the search index's thread: FTS5 writes a segment at the end of each
 # statement and merges them as they pile up, so fewer, larger ones cost less.
 INDEX_BATCH = 4096
+# Segments FTS5 lets pile up on a level before it merges them while the search index is built
+# (its default is 4): each level it merges rewrites every token once more, and fewer levels
+# took a fifth less of the thread's time at 1M events. The index reads the same.
+AUTOMERGE = 16
 CACHE_KIB = 4096  # the mind's page cache during the build
 QUEUED = 2  # batches waiting for the search index's thread: memory stays flat at any size
 _DONE = None
@@ -203,9 +207,14 @@ class SideIndex:
                 conn.execute("PRAGMA temp_store=FILE")
                 conn.execute("BEGIN")
                 conn.execute(fts.table(self.version))
+                conn.execute("INSERT INTO events_fts(events_fts, rank) VALUES ('automerge', ?)",
+                             (AUTOMERGE,))
                 while (batch := self.queue.get()) is not _DONE and not self.stop.is_set():
                     _index(conn, batch)
                 if batch is _DONE:
+                    # the config back to what FTS5 makes (``fts.config_sound``): the mind's
+                    # own writes merge as any index's
+                    conn.execute("DELETE FROM events_fts_config WHERE k = 'automerge'")
                     conn.execute("COMMIT")
                     self.done = True
             finally:
