@@ -78,29 +78,16 @@ def _register(module: str) -> None:
 
         importlib.import_module(f"pmm.cli.{module}").register(_app)
         _registered.add(module)
-        _typer_ready(_app)
-
-
-def _typer_ready(app: typer.Typer) -> None:
-    """Every command and callback of ``app`` as Typer reads them (``declare.typer_ready``)."""
-    from pmm.cli import declare
-
-    for info in app.registered_commands:
-        info.callback = declare.typer_ready(info.callback) if info.callback else None
-    if app.registered_callback is not None and app.registered_callback.callback is not None:
-        app.registered_callback.callback = declare.typer_ready(app.registered_callback.callback)
-    for group in app.registered_groups:
-        if group.callback is not None:
-            group.callback = declare.typer_ready(group.callback)
-        if group.typer_instance is not None:
-            _typer_ready(group.typer_instance)
 
 
 def registered() -> typer.Typer:
     """The app with every command registered: as Typer itself would build it, for whatever
     walks the whole tree (completions, the man page, tests)."""
+    from pmm.cli import declare
+
     for module in MODULES:
         _register(module)
+    declare.ready_app(_app)
     # in Typer's order whatever order the modules were loaded in (a process that ran a command
     # before loaded its module first)
     order = {name: n for n, name in enumerate(COMMANDS)}

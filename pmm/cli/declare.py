@@ -92,3 +92,23 @@ def typer_ready(func: Callable[..., Any]) -> Callable[..., Any]:
     copy.__annotations__ = {name: real(hint) for name, hint in found.items()}
     setattr(copy, READY, True)
     return copy
+
+
+def ready_info(info: Any) -> None:
+    """A Typer ``CommandInfo`` or ``TyperInfo`` whose callback Typer can read (``typer_ready``)."""
+    if getattr(info, "callback", None) is not None:
+        info.callback = typer_ready(info.callback)
+
+
+def ready_app(app: Any) -> None:
+    """Every command, callback and group of a ``typer.Typer`` made ready for Typer to read (for
+    what builds the whole tree at once: completions, the man page, tests). Running one command
+    readies only what it builds (``pmm.cli.lazy``)."""
+    for info in app.registered_commands:
+        ready_info(info)
+    if app.registered_callback is not None:
+        ready_info(app.registered_callback)
+    for group in app.registered_groups:
+        ready_info(group)
+        if group.typer_instance is not None:
+            ready_app(group.typer_instance)

@@ -26,6 +26,8 @@ from typer._click.core import Command
 from typer.core import TyperCommand, TyperGroup
 from typer.models import CommandInfo, TyperInfo
 
+from pmm.cli import declare
+
 Build = Callable[[], Command]  # a command (or group), built by Typer or as its summary
 Finish = Callable[[Any, str, str], None]  # (command, its name, its group's path) -> None
 
@@ -100,6 +102,7 @@ def group(app: typer.Typer, finish: Finish, loaders: Mapping[str, Callable[[], N
     if app._add_completion:  # Typer adds its completion options here: build it its own way
         for load in (loaders or {}).values():
             load()
+        declare.ready_app(app)
         return typer.main.get_command(app)
     return _group(app, TyperInfo(app), "pmm", finish, loaders)
 
@@ -109,6 +112,9 @@ def _group(app: typer.Typer, info: Any, path: str, finish: Finish,
     options: dict[str, Any] = {"pretty_exceptions_short": app.pretty_exceptions_short,
                                "rich_markup_mode": app.rich_markup_mode}
     instance = info.typer_instance
+    declare.ready_info(info)  # the group's own callback (its commands: when each is built)
+    if instance.registered_callback is not None:
+        declare.ready_info(instance.registered_callback)
     bare = copy.copy(instance)  # the group's own callback, options and help, no commands yet
     bare.registered_commands, bare.registered_groups = [], []
     shell = copy.copy(info)
@@ -131,6 +137,7 @@ def _group(app: typer.Typer, info: Any, path: str, finish: Finish,
     def build(name: str) -> Command:
         kind, found = entry(name)
         if kind == "command":
+            declare.ready_info(found)
             return typer.main.get_command_from_info(found, **options)
         return _group(app, found[0], f"{path} {name}", finish)  # type: ignore[no-any-return]
 
