@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -66,6 +67,21 @@ def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> float | None:
         return int(out.read().split()[-1]) / 1024
 
 
+VALGRIND = shutil.which("valgrind")
+
+
+def instructions(cmd: list[str], env: dict[str, str]) -> float | None:
+    """Millions of instructions ``cmd`` runs (callgrind, children included): what load does not
+    move, so runs minutes apart on a busy machine compare."""
+    if VALGRIND is None:
+        return None
+    done = subprocess.run([VALGRIND, "--tool=callgrind", "--trace-children=yes",
+                           "--callgrind-out-file=/dev/null", *cmd], env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    counts = [int(n) for n in re.findall(r"Collected : (\d+)", done.stderr)]
+    return sum(counts) / 1e6 if counts else None
+
+
 def measure(cmd: list[str], env: dict[str, str], runs: int) -> tuple[float, float, float | None]:
     for _ in range(2):
         wall(cmd, env)
@@ -93,6 +109,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=21)
     ap.add_argument("--events", type=int, default=40, help="about how many events the small mind holds")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count each command's instructions under callgrind (slow: ~50x a run)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pmm-bench-startup-"))
@@ -121,6 +139,8 @@ def main() -> None:
             bm25 = {**env, "PMM_SEMANTIC": "0"}
             results = {name: measure(cmd, bm25 if "SEMANTIC" in name else env, args.runs)
                        for name, cmd, _ in rows}
+            counted = {name: instructions(cmd, bm25 if "SEMANTIC" in name else env) if args.instructions else None
+                       for name, cmd, _ in rows}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -132,14 +152,15 @@ def main() -> None:
     floors = {"pmm chat -m": results["  ... httpx, numpy, tokenizer"][0],
               "pmm chat -m, PMM_SEMANTIC=0": results["  ... and httpx"][0]}
     print(f"{'command':30} {'wall ms':>8} {'bar':>5} {'/pass':>6} {'-typer ms':>9} {'-floor ms':>9} "
-          f"{'CPU ms':>7} {'peak RSS MB':>12}")
+          f"{'CPU ms':>7} {'peak RSS MB':>12} {'M instr':>8}")
     for name, _, bar in rows:
         seconds, cpu, rss = results[name]
         mark = "" if bar is None else ("ok" if seconds * 1000 < bar else "MISS")
         floor = f"{(seconds - floors[name]) * 1000:9.1f}" if name in floors else f"{'':9}"
         print(f"{name:30} {seconds * 1000:8.1f} {bar or '':>5} {seconds / base:6.1f} "
               f"{(seconds - typer_floor) * 1000:9.1f} {floor} {cpu * 1000:7.1f} "
-              f"{'' if rss is None else f'{rss:.1f}':>12} {mark}")
+              f"{'' if rss is None else f'{rss:.1f}':>12} "
+              f"{'' if counted[name] is None else f'{counted[name]:.1f}':>8} {mark}")
     print("(/pass: times the bare interpreter's start; -typer: wall beyond `import typer`, pmm's own share;"
           " -floor: a chat turn's wall beyond importing what it cannot do without, the rows above)")
 
