@@ -27,29 +27,35 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pmm import settings
+from pmm import paths, settings
 from pmm.domain.events import Event
 from pmm.ledger import lookup, vectors
 from pmm.ledger.store import Ledger
-from pmm.services import ranking
+from pmm.services import bpe, plain_vectors, ranking
 
 if TYPE_CHECKING:
     import numpy as np
 
 KINDS = ranking.RECALL_KINDS  # what recall ranks, so what `pmm health --repair` makes vectors for
 SPAN = 20_000  # newest events searched: bounds a turn's cost however big the mind grows
-DIM = 256
+DIM = plain_vectors.DIM
 VECTOR_BYTES = DIM * 2  # float16: half the size; cosines move < 1e-4, the top 50 of a span stay
 WEIGHTS = "weights/l2_supercat_256.safetensors"
-NORM_SLACK = 0.02  # a stored unit vector's norm after float16 rounding is within 1e-3 of 1
+NORM_SLACK = plain_vectors.NORM_SLACK  # a stored unit vector's norm after float16 rounding is within 1e-3 of 1
 MAX_CHARS = 4_000  # of an event embedded: the tokenizer pads a batch to its longest text
 BATCH = 32
+# The plain-Python path (pmm.services.plain_vectors) serves a span of at most PLAIN_SPAN events
+# with at most PLAIN_CHARS of text to embed: below these it costs less than importing numpy and
+# loading the tokenizer for ``tokenizers`` (bench/bench_semantic.py --plain measures both).
+PLAIN_SPAN = 4_000
+PLAIN_CHARS = 40_000
 
 
 TOKENIZER = "tokenizers/l2_supercat_tokenizer_config.json"
@@ -111,12 +117,10 @@ class _Model:
         return pooled
 
 
-def _weights(path: Path) -> np.ndarray:
-    """The embedding matrix of a safetensors file, memory-mapped (float16, rows of ``DIM``);
-    ValueError when the file is not the shape WordLlama's is."""
+def _layout(path: Path) -> tuple[int, int]:
+    """Where the embedding matrix of a safetensors file starts and how many rows (of ``DIM``
+    float16) it has; ValueError when the file is not the shape WordLlama's is."""
     import json
-
-    import numpy as np
 
     size = path.stat().st_size
     with open(path, "rb") as handle:
@@ -130,7 +134,16 @@ def _weights(path: Path) -> np.ndarray:
     if tensor["dtype"] != "F16" or dim != DIM or rows < 1 or end - start != rows * dim * 2 \
             or 8 + length + end > size:
         raise ValueError("not WordLlama's 256-d float16 weights")
-    return np.memmap(path, dtype="<f2", mode="r", offset=8 + length + start, shape=(rows, dim))
+    return 8 + length + start, rows
+
+
+def _weights(path: Path) -> np.ndarray:
+    """The embedding matrix of a safetensors file, memory-mapped (float16, rows of ``DIM``);
+    ValueError when the file is not the shape WordLlama's is."""
+    import numpy as np
+
+    offset, rows = _layout(path)
+    return np.memmap(path, dtype="<f2", mode="r", offset=offset, shape=(rows, DIM))
 
 
 @functools.cache
@@ -152,6 +165,87 @@ def _load() -> tuple[Any, str] | None:
     except Exception:  # any failure to load is "unavailable": recall falls back to BM25
         return None
     return model, expected_tag(folder)
+
+
+@functools.cache
+def _load_plain() -> tuple[plain_vectors.Model, str] | None:
+    """The model for the plain-Python path and its tag, loaded once per process (about a
+    millisecond: the weights memory-mapped, the tokenizer's tables from pmm's cache dir, built
+    there from the wheel's file the first time); None when it cannot be, and the numpy path
+    (with ``tokenizers``) is used instead."""
+    folder = _folder()
+    if folder is None:
+        return None
+    version = _version(folder) or "unknown"
+    try:
+        tables = bpe.load(folder / TOKENIZER, version, paths.cache_dir())
+        model = plain_vectors.Model(folder / WEIGHTS, *_layout(folder / WEIGHTS), tables)
+    except Exception:  # unsupported, unreadable, damaged: the numpy path decides what works
+        return None
+    return model, expected_tag(folder)
+
+
+def _plain_nearest(mind: Ledger, model: plain_vectors.Model, tag: str, text: str,
+                   kinds: tuple[str, ...], in_span: list[int], limit: int,
+                   weights: Mapping[str, float] | None) -> list[tuple[Event, float]] | None:
+    """``nearest`` in plain Python; None when the span lacks too many vectors for it to pay
+    (more than ``PLAIN_CHARS`` of text to embed): the numpy path then does it all."""
+    made = _plain_matrix(mind, model, tag, kinds, in_span)
+    if made is None:
+        return None
+    ids, matrix = made
+    query = plain_vectors.query(model, text, weights)
+    if limit <= 0 or not ids or not any(query):
+        return []
+    best = plain_vectors.rank(ids, matrix, query, limit)
+    by_id = {e.id: e for e in lookup.get(mind, [i for i, _ in best])}
+    return [(by_id[i], score) for i, score in best if i in by_id]
+
+
+def _plain_matrix(mind: Ledger, model: plain_vectors.Model, tag: str, kinds: tuple[str, ...],
+                  in_span: list[int]) -> tuple[list[int], list[plain_vectors.Vector]] | None:
+    """``_matrix`` in plain Python: the span's ids (ascending) and their vectors (as stored:
+    float16 values), the missing ones computed and, by a writer, stored."""
+    ids = in_span[::-1]
+    rows: dict[int, plain_vectors.Vector] = {}
+    memo = _plain_memo[0] if _plain_memo else None
+    if memo is not None and (memo.conn is mind.conn and memo.key == (tag, kinds)
+                             and memo.data_version == vectors.data_version(mind)):
+        rows = {i: memo.rows[i] for i in ids if i in memo.rows}
+    missing = [i for i in ids if i not in rows]
+    if missing and vectors.model(mind) == tag:
+        wanted = set(missing)
+        for found, blob in vectors.stored(mind, missing[0], ids[-1], VECTOR_BYTES):
+            if found in wanted and (row := plain_vectors.sound(blob)) is not None:
+                rows[found] = row
+    todo = [i for i in ids if i not in rows]
+    if todo:
+        texts = vectors.texts(mind, todo)
+        clipped = [texts.get(i, "")[:MAX_CHARS] for i in todo]
+        if sum(map(len, clipped)) > PLAIN_CHARS:
+            return None
+        blobs = [plain_vectors.half(v) for v in model.embed(clipped)]
+        for i, blob in zip(todo, blobs, strict=True):
+            rows[i] = plain_vectors.HALF.unpack(blob)  # as stored: the same ranking cached or not
+        if mind.writable and not vectors.store(mind, tag, list(zip(todo, blobs, strict=True)),
+                                               keep_from=ids[0]):
+            _plain_memo.clear()  # not stored (the lock was busy): the next turn tries again
+            return ids, [rows[i] for i in ids]
+    _plain_memo[:] = [_PlainMemo(mind.conn, vectors.data_version(mind), (tag, kinds), rows)]
+    return ids, [rows[i] for i in ids]
+
+
+@dataclass
+class _PlainMemo:
+    """``_Memo`` for the plain path: the last span's vectors by id."""
+
+    conn: Any
+    data_version: int
+    key: tuple[str, tuple[str, ...]]
+    rows: dict[int, plain_vectors.Vector]
+
+
+_plain_memo: list[_PlainMemo] = []
 
 
 def expected_tag(folder: Path | None = None) -> str:
@@ -225,12 +319,21 @@ def nearest(mind: Ledger, text: str, kinds: Iterable[str], limit: int,
     read-only one keeps them in memory. ``PMM_SEMANTIC=0`` turns it off."""
     if not settings.SEMANTIC.get():
         return None
+    kinds = tuple(kinds)
+    in_span = vectors.span(mind, kinds, span)
+    if len(in_span) <= PLAIN_SPAN and (plain := _load_plain()) is not None:
+        try:
+            found = _plain_nearest(mind, plain[0], plain[1], text, kinds, in_span, limit, weights)
+        except (ValueError, TypeError, MemoryError):  # the model refusing a text: rank by BM25
+            return None
+        if found is not None:
+            return found
     loaded = _load()
     if loaded is None:
         return None
     model, tag = loaded
     try:
-        ids, matrix = _matrix(mind, model, tag, tuple(kinds), span)
+        ids, matrix = _matrix(mind, model, tag, kinds, span, in_span)
         query = _query(model, text, weights)
     except (ValueError, TypeError, MemoryError):  # the model refusing a text: rank by BM25
         return None
@@ -238,27 +341,43 @@ def nearest(mind: Ledger, text: str, kinds: Iterable[str], limit: int,
         return []
     import numpy as np
 
-    scores = (matrix @ query)[::-1]  # newest first, so that a stable sort breaks ties so
-    newest = ids[::-1]
-    best = np.argsort(-scores, kind="stable")[:limit]
-    best = best[scores[best] > 0.0]  # orthogonal or opposite: nothing in common to recall
-    by_id = {e.id: e for e in lookup.get(mind, newest[best].tolist())}
-    return [(by_id[i], float(scores[n])) for n, i in zip(best, newest[best].tolist(), strict=True)
-            if i in by_id]
+    scores = matrix @ query.astype(np.float32)  # float32 through BLAS: a first pass
+    best = _refine(ids, matrix, query, scores, limit)
+    by_id = {e.id: e for e in lookup.get(mind, [i for i, _ in best])}
+    return [(by_id[i], score) for i, score in best if i in by_id]
+
+
+def _refine(ids: np.ndarray, matrix: np.ndarray, query: np.ndarray, rough: np.ndarray,
+            limit: int) -> list[tuple[int, float]]:
+    """The ``limit`` best (id, cosine), best first, ties newest first, only those above 0: the
+    cosines of the candidates within ``plain_vectors.MARGIN`` of the ``limit``-th ``rough``
+    score computed again in float64, as the plain path computes them (``plain_vectors.exact``:
+    products, then numpy's pairwise sum), so that both paths rank alike."""
+    import numpy as np
+
+    count = min(limit, rough.size)
+    cutoff = float(np.partition(rough, rough.size - count)[rough.size - count]) - plain_vectors.MARGIN
+    near = np.flatnonzero(rough >= cutoff)
+    exact = (matrix[near].astype(np.float64) * query).sum(axis=1)
+    order = np.lexsort((-ids[near], -exact))[:limit]  # by cosine, then newest first
+    return [(int(ids[near[n]]), float(exact[n])) for n in order if exact[n] > 0.0]
 
 
 def _query(model: Any, text: str, weights: Mapping[str, float] | None) -> np.ndarray:
-    """The unit vector to compare events with: ``text``'s, or the weighted sum of the unit
-    vectors of ``weights``' words (zeros when the model knows none of them)."""
+    """The unit vector (float64) to compare events with: ``text``'s, or the weighted sum of
+    the unit vectors of ``weights``' words (zeros when the model knows none of them), summed
+    word after word and normalised as ``plain_vectors.query`` does, to the last bit."""
     import numpy as np
 
     if not weights:
-        whole: np.ndarray = _embed(model, [text])[0]
+        whole: np.ndarray = _embed(model, [text])[0].astype(np.float64)
         return whole
     words = list(weights)
-    summed = np.asarray([weights[w] for w in words], dtype=np.float32) @ _embed(model, words)
-    norm = float(np.linalg.norm(summed))
-    return summed / norm if norm > 0.0 and np.isfinite(norm) else np.zeros(DIM, dtype=np.float32)
+    summed = np.zeros(DIM, dtype=np.float64)
+    for word, vector in zip(words, _embed(model, words).astype(np.float64), strict=True):
+        summed = summed + weights[word] * vector
+    norm = math.sqrt(float((summed * summed).sum()))
+    return summed / norm if norm > 0.0 and math.isfinite(norm) else np.zeros(DIM, dtype=np.float64)
 
 
 @dataclass
@@ -279,13 +398,16 @@ _memo: list[_Memo] = []  # at most one: a process recalls from one mind at a tim
 
 
 def _matrix(mind: Ledger, model: Any, tag: str, kinds: tuple[str, ...],
-            span: int) -> tuple[np.ndarray, np.ndarray]:
+            span: int, in_span: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The span's ids (ascending) and their vectors, one row each, the missing ones computed.
     Ascending, so that the common case (every vector stored) is the stored block itself: the
-    span is 10 MB of vectors, and each copy of it costs milliseconds."""
+    span is 10 MB of vectors, and each copy of it costs milliseconds. ``in_span``: the span's
+    ids (newest first) when the caller has read them."""
     import numpy as np
 
-    ids = np.array(vectors.span(mind, kinds, span)[::-1], dtype=np.int64)
+    if in_span is None:
+        in_span = vectors.span(mind, kinds, span)
+    ids = np.array(in_span[::-1], dtype=np.int64)
     matrix: np.ndarray | None = None
     good = np.zeros(len(ids), dtype=bool)
     memo = _memo[0] if _memo else None
