@@ -31,12 +31,19 @@ from array import array
 from bisect import bisect_left
 from pathlib import Path
 
-FORMAT = 1
+FORMAT = 2
 MAGIC = b"PMM-BPE\n"
 DIGEST = 32  # the SHA-256 that ends a cache file
 WORD_SPACE = "\u2581"  # "▁": SentencePiece's space
 PAIR_BITS = 16  # a merge's key is (left << 16) | right, its value (rank << 16) | merged id
 LIMIT = 1 << PAIR_BITS
+# When no token holds a "▁" after another character (true of Llama-2's vocabulary), no merge
+# joins a character to the "▁" after it: a word is then the concatenation of its segments
+# ("▁" runs and what follows each up to the next one), each merged on its own and memoised,
+# as ``tokenizers`` memoises words (``Tables.segments`` says whether this holds).
+SEGMENT = re.compile(f"{WORD_SPACE}+[^{WORD_SPACE}]*|[^{WORD_SPACE}]+")
+JOINS_SPACE = re.compile(f"[^{WORD_SPACE}]{WORD_SPACE}")
+WORDS_KEPT = 50_000
 
 
 class Unsupported(ValueError):
@@ -50,14 +57,16 @@ class Tables:
     61,249 merges would cost more than the whole turn."""
 
     def __init__(self, chars: dict[str, int], byte_ids: list[int], special: dict[str, int],
-                 keys: array[int], values: array[int], vocab_size: int) -> None:
+                 keys: array[int], values: array[int], vocab_size: int, segments: bool) -> None:
         self.chars = chars
         self.byte_ids = byte_ids
         self.special = special
         self.keys = keys
         self.values = values
         self.vocab_size = vocab_size
+        self.segments = segments
         self._pairs: dict[int, int] = {}  # memo of lookups (-1: no such merge)
+        self._words: dict[str, list[int]] = {}  # memo of segments' ids
         self._split = re.compile("|".join(re.escape(t) for t in sorted(special, key=len, reverse=True))) \
             if special else None
 
@@ -90,6 +99,19 @@ class Tables:
         if not piece:
             return  # Prepend leaves an empty piece empty: no token
         word = WORD_SPACE + piece.replace(" ", WORD_SPACE)
+        if not self.segments:
+            out.extend(self._bpe(word))
+            return
+        words = self._words
+        for segment in SEGMENT.findall(word):
+            found = words.get(segment)
+            if found is None:
+                if len(words) >= WORDS_KEPT:
+                    words.clear()
+                found = words[segment] = self._bpe(segment)
+            out.extend(found)
+
+    def _bpe(self, word: str) -> list[int]:
         symbols: list[int] = []
         chars = self.chars
         for char in word:
@@ -102,7 +124,7 @@ class Tables:
             except UnicodeEncodeError:
                 raise TypeError("text is not valid Unicode") from None
             symbols.extend(self.byte_ids[b] for b in encoded)
-        out.extend(self._merge_all(symbols))
+        return self._merge_all(symbols)
 
     def _merge_all(self, symbols: list[int]) -> list[int]:
         """``Word.merge_all`` of tokenizers: a heap of (rank, position, merged id); an entry
@@ -202,7 +224,8 @@ def build(config: dict[str, object]) -> Tables:
     keys = array("I", sorted(pairs))
     values = array("I", (pairs[k] for k in keys))
     chars = {token: i for token, i in vocab.items() if len(token) == 1}
-    return Tables(chars, byte_ids, special, keys, values, len(vocab))
+    segments = not any(JOINS_SPACE.search(token) for token in vocab)
+    return Tables(chars, byte_ids, special, keys, values, len(vocab), segments)
 
 
 def _key(source: Path, version: str) -> dict[str, object]:
@@ -219,6 +242,7 @@ def cache_path(cache_dir: Path, source: Path, version: str) -> Path:
 
 def _dump(tables: Tables, header: dict[str, object]) -> bytes:
     head = json.dumps({**header, "special": tables.special, "vocab_size": tables.vocab_size,
+                       "segments": tables.segments,
                        "chars": len(tables.chars), "merges": len(tables.keys)},
                       sort_keys=True).encode()
     chars = "".join(tables.chars).encode("utf-32-le")
@@ -268,7 +292,7 @@ def _parse(data: bytes, header: dict[str, object]) -> Tables:
     if not isinstance(special, dict):
         raise ValueError("tokenizer cache header")
     return Tables(dict(zip(chars, ids, strict=True)), byte_ids.tolist(), special, keys, values,
-                  int(head["vocab_size"]))
+                  int(head["vocab_size"]), head["segments"] is True)
 
 
 def load(source: Path, version: str, cache_dir: Path | None) -> Tables:
