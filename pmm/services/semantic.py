@@ -51,11 +51,14 @@ WEIGHTS = "weights/l2_supercat_256.safetensors"
 NORM_SLACK = plain_vectors.NORM_SLACK  # a stored unit vector's norm after float16 rounding is within 1e-3 of 1
 MAX_CHARS = 4_000  # of an event embedded: the tokenizer pads a batch to its longest text
 BATCH = 32
-# The plain-Python path (pmm.services.plain_vectors) serves a span of at most PLAIN_SPAN events
-# with at most PLAIN_CHARS of text to embed: below these it costs less than importing numpy and
-# loading the tokenizer for ``tokenizers`` (bench/bench_semantic.py --plain measures both).
-PLAIN_SPAN = 4_000
-PLAIN_CHARS = 40_000
+# The plain-Python path (pmm.services.plain_vectors) serves a span while its estimated CPU cost
+# is under what the numpy path's start costs (importing numpy, loading ``tokenizers``' file:
+# ~150 ms on the 2-core machine): ~35 us per stored vector (read, checked, scored) and ~16 us
+# per character of text it must embed (measured there; bench/bench_semantic.py --plain).
+PLAIN_BUDGET_US = 140_000
+PLAIN_VECTOR_US = 35
+PLAIN_CHAR_US = 16
+PLAIN_SPAN = PLAIN_BUDGET_US // PLAIN_VECTOR_US  # 4,000 events
 
 
 TOKENIZER = "tokenizers/l2_supercat_tokenizer_config.json"
@@ -189,7 +192,7 @@ def _plain_nearest(mind: Ledger, model: plain_vectors.Model, tag: str, text: str
                    kinds: tuple[str, ...], in_span: list[int], limit: int,
                    weights: Mapping[str, float] | None) -> list[tuple[Event, float]] | None:
     """``nearest`` in plain Python; None when the span lacks too many vectors for it to pay
-    (more than ``PLAIN_CHARS`` of text to embed): the numpy path then does it all."""
+    (``PLAIN_BUDGET_US``): the numpy path then does it all."""
     made = _plain_matrix(mind, model, tag, kinds, in_span)
     if made is None:
         return None
@@ -222,7 +225,7 @@ def _plain_matrix(mind: Ledger, model: plain_vectors.Model, tag: str, kinds: tup
     if todo:
         texts = vectors.texts(mind, todo)
         clipped = [texts.get(i, "")[:MAX_CHARS] for i in todo]
-        if sum(map(len, clipped)) > PLAIN_CHARS:
+        if len(ids) * PLAIN_VECTOR_US + sum(map(len, clipped)) * PLAIN_CHAR_US > PLAIN_BUDGET_US:
             return None
         blobs = [plain_vectors.half(v) for v in model.embed(clipped)]
         for i, blob in zip(todo, blobs, strict=True):
