@@ -272,3 +272,10 @@ def test_ties_rank_newest_first_and_only_similar_events_count(tmp_path: Path,
     assert ranked[semantic.PLAIN_SPAN] == ranked[-1]
     assert [i for i, _ in ranked[-1][:3]] == [5, 4, 2]  # the same note thrice: newest first
     assert all(score > 0 for _, score in ranked[-1])
+
+
+def test_both_paths_share_the_vector_layout_and_checks() -> None:
+    """plain_vectors is imported only when a span is ranked (semantic itself imports it
+    lazily, so a turn with PMM_SEMANTIC=0 pays nothing), so each names the layout itself."""
+    assert (semantic.DIM, semantic.NORM_SLACK) == (plain_vectors.DIM, plain_vectors.NORM_SLACK)
+    assert semantic.VECTOR_BYTES == plain_vectors.HALF.size

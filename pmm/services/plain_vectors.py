@@ -11,12 +11,13 @@ holds both on the dev conversations). ``pmm.services.semantic`` chooses the path
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import mmap
 import struct
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from operator import add, mul
 from pathlib import Path
 
@@ -85,34 +86,37 @@ def _round32(value: float) -> float:
 def _pairwise32(values: Sequence[float], start: int, count: int) -> float:
     """numpy's float32 sum of ``values[start:start + count]`` (``_pairwise``, each sum
     rounded to float32)."""
-    return _pairwise(values, start, count, _round32)
+    return _pairwise(values, start, count, True)
 
 
-def _pairwise(values: Sequence[float], start: int, count: int,
-              rounded: Callable[[float], float]) -> float:
+def _pairwise(values: Sequence[float], start: int, count: int, single: bool) -> float:
     """numpy's sum of ``values[start:start + count]`` (``pairwise_sum`` of its loops_utils.h:
-    under 8 values one after another; up to 128, eight running sums added as a tree, then the
-    rest; more, the two halves each so, split at a multiple of 8), each sum ``rounded``."""
+    under 8 values one after another; up to 128, eight running sums (of every eighth value)
+    added as a tree, then the rest; more, the two halves each so, split at a multiple of 8),
+    in float32 when ``single`` (each sum rounded), else in doubles. Never ``sum()``: since
+    Python 3.12 it compensates its rounding, which numpy does not."""
+    one = _round32 if single else float
     if count < 8:
         total = 0.0
         for n in range(start, start + count):
-            total = rounded(total + values[n])
+            total = one(total + values[n])
         return total
     if count <= 128:
-        sums = [rounded(v) for v in values[start:start + 8]]
-        at = 8
-        while at < count - count % 8:
-            sums = [rounded(a + b) for a, b in zip(sums, values[start + at:start + at + 8], strict=True)]
-            at += 8
-        total = rounded(rounded(rounded(sums[0] + sums[1]) + rounded(sums[2] + sums[3]))
-                        + rounded(rounded(sums[4] + sums[5]) + rounded(sums[6] + sums[7])))
-        for n in range(start + at, start + count):
-            total = rounded(total + values[n])
+        end = start + count - count % 8
+        if single:
+            sums: Sequence[float] = _f32(values[start:start + 8])
+            for at in range(start + 8, end, 8):
+                sums = _f32(map(add, sums, values[at:at + 8]))
+        else:
+            sums = [functools.reduce(add, values[start + j:end:8]) for j in range(8)]
+        total = one(one(one(sums[0] + sums[1]) + one(sums[2] + sums[3]))
+                    + one(one(sums[4] + sums[5]) + one(sums[6] + sums[7])))
+        for n in range(end, start + count):
+            total = one(total + values[n])
         return total
     half = count // 2
     half -= half % 8
-    return rounded(_pairwise(values, start, half, rounded)
-                   + _pairwise(values, start + half, count - half, rounded))
+    return one(_pairwise(values, start, half, single) + _pairwise(values, start + half, count - half, single))
 
 
 def _unit32(vector: Sequence[float]) -> Vector:
@@ -122,14 +126,6 @@ def _unit32(vector: Sequence[float]) -> Vector:
     if norm == 0.0 or not math.isfinite(norm):
         return ZERO
     return _f32([value / norm for value in vector])
-
-
-def unit(vector: Vector) -> Vector:
-    """``vector`` scaled to length 1 (in doubles); zeros when its length is 0 or not finite."""
-    norm = math.sqrt(sum(map(mul, vector, vector)))
-    if norm == 0.0 or not math.isfinite(norm):
-        return ZERO
-    return [value / norm for value in vector]
 
 
 def half(vector: Vector) -> bytes:
@@ -167,7 +163,7 @@ def query(model: Model, text: str, weights: Mapping[str, float] | None) -> Vecto
 
 def pairwise(values: Sequence[float]) -> float:
     """numpy's float64 sum of ``values`` (the algorithm of ``_pairwise32``, without rounding)."""
-    return _pairwise(values, 0, len(values), float)
+    return _pairwise(values, 0, len(values), False)
 
 
 def exact(wanted: Vector, row: Vector) -> float:

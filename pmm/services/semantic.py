@@ -16,6 +16,13 @@ or its weights are missing, or they fail to load, semantic recall is unavailable
 returns None) and recall is BM25 alone. Nothing here ever opens a socket. numpy and
 tokenizers are imported on first use only, so commands that do not recall never pay for them.
 
+Two paths compute the same recall. A small span (a small mind: ``PLAIN_BUDGET_US``) is done in
+plain Python (``pmm.services.bpe`` tokenizes, ``pmm.services.plain_vectors`` embeds and ranks),
+since importing numpy and loading ``tokenizers``' file cost ~150 ms, more than the whole turn;
+a larger one by numpy, whose start then pays for itself. Both store the same bytes and rank
+alike: each scores the span roughly, then computes the cosines of the candidates near the
+cut again in float64, in the same order of operations, and sorts by those.
+
 Vectors live in a derived table (``pmm.ledger.vectors``): a writer stores the ones it had to
 compute, a reader computes them in memory and stores nothing. Stored vectors are checked
 before use (length, finite, unit length, same model): a bad one is computed again (and
@@ -38,23 +45,25 @@ from pmm import paths, settings
 from pmm.domain.events import Event
 from pmm.ledger import lookup, vectors
 from pmm.ledger.store import Ledger
-from pmm.services import bpe, plain_vectors, ranking
+from pmm.services import ranking
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from pmm.services import plain_vectors
+
 KINDS = ranking.RECALL_KINDS  # what recall ranks, so what `pmm health --repair` makes vectors for
 SPAN = 20_000  # newest events searched: bounds a turn's cost however big the mind grows
-DIM = plain_vectors.DIM
+DIM = 256  # plain_vectors.DIM (a test holds them equal)
 VECTOR_BYTES = DIM * 2  # float16: half the size; cosines move < 1e-4, the top 50 of a span stay
 WEIGHTS = "weights/l2_supercat_256.safetensors"
-NORM_SLACK = plain_vectors.NORM_SLACK  # a stored unit vector's norm after float16 rounding is within 1e-3 of 1
+NORM_SLACK = 0.02  # a stored unit vector's norm after float16 rounding is within 1e-3 of 1
 MAX_CHARS = 4_000  # of an event embedded: the tokenizer pads a batch to its longest text
 BATCH = 32
 # The plain-Python path (pmm.services.plain_vectors) serves a span while its estimated CPU cost
 # is under what the numpy path's start costs (importing numpy, loading ``tokenizers``' file:
 # ~150 ms on the 2-core machine): ~35 us per stored vector (read, checked, scored) and ~16 us
-# per character of text it must embed (measured there; bench/bench_semantic.py --plain).
+# per character of text it must embed (measured there: bench/bench_semantic_paths.py).
 PLAIN_BUDGET_US = 140_000
 PLAIN_VECTOR_US = 35
 PLAIN_CHAR_US = 16
@@ -176,6 +185,8 @@ def _load_plain() -> tuple[plain_vectors.Model, str] | None:
     millisecond: the weights memory-mapped, the tokenizer's tables from pmm's cache dir, built
     there from the wheel's file the first time); None when it cannot be, and the numpy path
     (with ``tokenizers``) is used instead."""
+    from pmm.services import bpe, plain_vectors
+
     folder = _folder()
     if folder is None:
         return None
@@ -193,6 +204,8 @@ def _plain_nearest(mind: Ledger, model: plain_vectors.Model, tag: str, text: str
                    weights: Mapping[str, float] | None) -> list[tuple[Event, float]] | None:
     """``nearest`` in plain Python; None when the span lacks too many vectors for it to pay
     (``PLAIN_BUDGET_US``): the numpy path then does it all."""
+    from pmm.services import plain_vectors
+
     made = _plain_matrix(mind, model, tag, kinds, in_span)
     if made is None:
         return None
@@ -209,6 +222,7 @@ def _plain_matrix(mind: Ledger, model: plain_vectors.Model, tag: str, kinds: tup
                   in_span: list[int]) -> tuple[list[int], list[plain_vectors.Vector]] | None:
     """``_matrix`` in plain Python: the span's ids (ascending) and their vectors (as stored:
     float16 values), the missing ones computed and, by a writer, stored."""
+    from pmm.services import plain_vectors
     ids = in_span[::-1]
     rows: dict[int, plain_vectors.Vector] = {}
     memo = _plain_memo[0] if _plain_memo else None
@@ -320,7 +334,7 @@ def nearest(mind: Ledger, text: str, kinds: Iterable[str], limit: int,
     Vectors missing (or unusable) for events in the span are computed; a writable ``mind``
     stores them (in the caller's transaction if one is open, else in one of its own), a
     read-only one keeps them in memory. ``PMM_SEMANTIC=0`` turns it off."""
-    if not settings.SEMANTIC.get():
+    if not settings.SEMANTIC.get() or not installed():
         return None
     kinds = tuple(kinds)
     in_span = vectors.span(mind, kinds, span)
@@ -357,6 +371,8 @@ def _refine(ids: np.ndarray, matrix: np.ndarray, query: np.ndarray, rough: np.nd
     score computed again in float64, as the plain path computes them (``plain_vectors.exact``:
     products, then numpy's pairwise sum), so that both paths rank alike."""
     import numpy as np
+
+    from pmm.services import plain_vectors
 
     count = min(limit, rough.size)
     cutoff = float(np.partition(rough, rough.size - count)[rough.size - count]) - plain_vectors.MARGIN
