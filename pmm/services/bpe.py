@@ -6,7 +6,7 @@ that file takes ~36 ms. So the file is read once into a small derived form kept 
 dir (``Tables``: the single-character tokens, the byte tokens, the merges as sorted arrays of
 pair keys and ranks, about 0.5 MB), loaded in about a millisecond. Its name carries the source
 file's path, size, mtime and wordllama's version, its header the source's SHA-256 too, its
-tail a SHA-256 of itself: a missing, stale or damaged cache is built again, written whole or
+tail a CRC-32 of itself: a missing, stale or damaged cache is built again, written whole or
 not at all (a temporary file, then a rename). A file this module does not reproduce exactly
 (another model type, normalizer, pre-tokenizer, added tokens, a missing byte token) is
 refused (``Unsupported``): the caller then uses ``tokenizers`` itself.
@@ -27,13 +27,16 @@ import json
 import os
 import re
 import sys
+import zlib
 from array import array
 from bisect import bisect_left
 from pathlib import Path
 
-FORMAT = 2
+FORMAT = 3
 MAGIC = b"PMM-BPE\n"
-DIGEST = 32  # the SHA-256 that ends a cache file
+DIGEST = 4  # the CRC-32 that ends a cache file: damage, not forgery, is what it is for (a SHA-256
+# of the 0.5 MB cost 1.6 ms a turn; whoever can write pmm's cache dir can write anything there,
+# and a forged table can only skew the ids of a text, which the gather clips to the matrix)
 WORD_SPACE = "\u2581"  # "▁": SentencePiece's space
 PAIR_BITS = 16  # a merge's key is (left << 16) | right, its value (rank << 16) | merged id
 LIMIT = 1 << PAIR_BITS
@@ -253,7 +256,7 @@ def _dump(tables: Tables, header: dict[str, object]) -> bytes:
             a.byteswap()
     body = (MAGIC + len(head).to_bytes(4, "little") + head + chars
             + b"".join(a.tobytes() for a in arrays))
-    return body + hashlib.sha256(body).digest()
+    return body + zlib.crc32(body).to_bytes(DIGEST, "little")
 
 
 def _parse(data: bytes, header: dict[str, object]) -> Tables:
@@ -262,8 +265,9 @@ def _parse(data: bytes, header: dict[str, object]) -> Tables:
         raise Unsupported("a C unsigned int is not 4 bytes here")
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4 + DIGEST:
         raise ValueError("not a tokenizer cache")
-    body = memoryview(data)[:-DIGEST]
-    if hashlib.sha256(body).digest() != data[-DIGEST:]:
+    view = memoryview(data)
+    body = view[:-DIGEST]
+    if zlib.crc32(body).to_bytes(DIGEST, "little") != data[-DIGEST:]:
         raise ValueError("damaged tokenizer cache")
     at = len(MAGIC) + 4
     length = int.from_bytes(data[len(MAGIC):at], "little")
@@ -272,13 +276,13 @@ def _parse(data: bytes, header: dict[str, object]) -> Tables:
         raise ValueError("a tokenizer cache of another file")
     at += length
     n_chars, n_merges = int(head["chars"]), int(head["merges"])
-    chars = data[at:at + 4 * n_chars].decode("utf-32-le")
+    chars = str(view[at:at + 4 * n_chars], "utf-32-le")
     at += 4 * n_chars
     sizes = (n_chars, 256, n_merges, n_merges)
     arrays = []
     for size in sizes:
         made = array("I")
-        made.frombytes(data[at:at + 4 * size])
+        made.frombytes(view[at:at + 4 * size])
         if len(made) != size:
             raise ValueError("short tokenizer cache")
         if sys.byteorder != "little":

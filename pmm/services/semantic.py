@@ -190,13 +190,13 @@ def _load_plain() -> tuple[plain_vectors.Model, str] | None:
     folder = _folder()
     if folder is None:
         return None
-    version = _version(folder) or "unknown"
+    version = _version(folder)
     try:
-        tables = bpe.load(folder / TOKENIZER, version, paths.cache_dir())
+        tables = bpe.load(folder / TOKENIZER, version or "unknown", paths.cache_dir())
         model = plain_vectors.Model(folder / WEIGHTS, *_layout(folder / WEIGHTS), tables)
     except Exception:  # unsupported, unreadable, damaged: the numpy path decides what works
         return None
-    return model, expected_tag(folder)
+    return model, _tag(version)
 
 
 def _plain_nearest(mind: Ledger, model: plain_vectors.Model, tag: str, text: str,
@@ -267,7 +267,10 @@ _plain_memo: list[_PlainMemo] = []
 
 def expected_tag(folder: Path | None = None) -> str:
     """The tag of the vectors this install makes (a new wordllama may embed differently)."""
-    version = _version(folder or _folder())
+    return _tag(_version(folder or _folder()))
+
+
+def _tag(version: str | None) -> str:
     return f"wordllama {version or 'unknown'} l2_supercat {DIM} float16"
 
 
