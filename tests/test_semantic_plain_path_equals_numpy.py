@@ -278,4 +278,4 @@ def test_both_paths_share_the_vector_layout_and_checks() -> None:
     """plain_vectors is imported only when a span is ranked (semantic itself imports it
     lazily, so a turn with PMM_SEMANTIC=0 pays nothing), so each names the layout itself."""
     assert (semantic.DIM, semantic.NORM_SLACK) == (plain_vectors.DIM, plain_vectors.NORM_SLACK)
-    assert semantic.VECTOR_BYTES == plain_vectors.HALF.size
+    assert plain_vectors.HALF.size == semantic.VECTOR_BYTES
