@@ -64,7 +64,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"nearest() CPU ms, fresh interpreter, median of 5; load {load[0]:.2f}; plain path budget"
           f" {semantic.PLAIN_BUDGET_US / 1000:.0f} ms")
-    print(f"{'span':>6} {'missing':>8} {'chars':>7} {'plain':>8} {'numpy':>8}  {'estimate':>8}")
+    print(f"{'span':>6} {'missing':>8} {'tokens':>7} {'plain':>8} {'numpy':>8}  {'estimate':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         for span in (int(s) for s in args.spans.split(",")):
             notes = [pool[n % len(pool)] + (f" ({n})" if n >= len(pool) else "") for n in range(span)]
@@ -78,7 +78,9 @@ def main() -> None:
                 with Ledger.open(path, write=True) as mind:  # the newest, with no vector stored
                     mind.append([Draft(ev.OBSERVATION_RECORDED.name, t, {"source": "user"})
                                  for t in notes[span - missing:]])
-                chars = sum(len(t[:semantic.MAX_CHARS]) for t in notes[span - missing:])
+                plain = semantic._load_plain()
+                assert plain is not None, "the plain path's tables load"
+                chars = sum(len(plain[0].tokens(t)) for t in notes[span - missing:])
                 row = {}
                 for mode in ("plain", "numpy"):
                     runs = [subprocess.run([sys.executable, "-c", CALL, str(path), mode], env=env,
@@ -86,7 +88,7 @@ def main() -> None:
                             for _ in range(5)]
                     assert all((r[1] == "True") == (mode == "numpy") for r in runs), runs
                     row[mode] = statistics.median(float(r[0]) for r in runs)
-                estimate = (span * semantic.PLAIN_VECTOR_US + chars * semantic.PLAIN_CHAR_US) / 1000
+                estimate = (span * semantic.PLAIN_VECTOR_US + chars * semantic.PLAIN_TOKEN_US) / 1000
                 print(f"{span:>6} {missing:>8} {chars:>7} {row['plain']:>8.1f} {row['numpy']:>8.1f}"
                       f"  {estimate:>8.1f}", flush=True)
 

@@ -279,3 +279,145 @@ def test_both_paths_share_the_vector_layout_and_checks() -> None:
     lazily, so a turn with PMM_SEMANTIC=0 pays nothing), so each names the layout itself."""
     assert (semantic.DIM, semantic.NORM_SLACK) == (plain_vectors.DIM, plain_vectors.NORM_SLACK)
     assert plain_vectors.HALF.size == semantic.VECTOR_BYTES
+
+
+# -- bounds: what is embedded, what it costs, what is kept ---------------------------------------------
+
+def _mind(tmp_path: Path, notes: list[str]) -> Path:
+    path = tmp_path / "mind.db"
+    with opening.init(path, None) as mind:
+        mind.append([Draft(ev.OBSERVATION_RECORDED.name, t, {"source": "user"}) for t in notes])
+    return path
+
+
+def _plain_model() -> tuple[plain_vectors.Model, str]:
+    plain = semantic._load_plain()
+    assert plain is not None, "the plain path's tables load"
+    return plain
+
+
+def test_a_long_query_or_word_is_clipped_as_the_numpy_path_clips_it(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chat passes a whole message (up to 200,000 characters) when it has no content words:
+    the plain path embeds its first MAX_CHARS, as the numpy path does, so both rank alike
+    (unclipped, "shares bonds crash" outweighed the dog here) and its cost is bounded."""
+    monkeypatch.setenv("PMM_SEMANTIC", "1")
+    path = _mind(tmp_path, ["I adopted a puppy last week", "the stock market fell sharply today"])
+    text = "my dog barks " * 320 + "shares bonds crash " * 1000
+    kinds = (ev.OBSERVATION_RECORDED.name,)
+    model, tag = _plain_model()
+    for weights in (None, {"dog": 1.0, text: 2.0}):
+        with Ledger.open(path) as mind:
+            plain = semantic._plain_nearest(mind, model, tag, text, kinds, vectors.span(mind, kinds, 100),
+                                            5, weights)
+            monkeypatch.setattr(semantic, "PLAIN_SPAN", -1)
+            numpy = semantic.nearest(mind, text, kinds, 5, weights=weights)
+            monkeypatch.undo()
+            monkeypatch.setenv("PMM_SEMANTIC", "1")
+        assert plain is not None and numpy is not None
+        assert [(e.id, s) for e, s in plain] == [(e.id, s) for e, s in numpy]
+        assert plain[0][0].content == "I adopted a puppy last week"
+    assert plain_vectors.MAX_CHARS == semantic.MAX_CHARS
+    assert model.tokens("a" * 200_000) == model.tokens("a" * semantic.MAX_CHARS)
+
+
+def test_the_plain_paths_cost_is_counted_in_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A character of CJK is a token or more, of English about a quarter of one: 8,000
+    characters of CJK to embed cost more than numpy's start (numpy serves them), 8,000 of
+    English less (the plain path does)."""
+    monkeypatch.setenv("PMM_SEMANTIC", "1")
+    model, tag = _plain_model()
+    kinds = (ev.OBSERVATION_RECORDED.name,)
+    cjk = "我昨天在公园里遇到了一只可爱的小狗它很开心地跑来跑去" * 200
+    english = "I adopted a puppy last week and we walk in the park every day. " * 70
+    for long, plain_serves in ((cjk, False), (english, True)):
+        path = _mind(tmp_path / str(plain_serves), [long[:4000], long[1:4001], "the stock market fell"])
+        with Ledger.open(path) as mind:
+            made = semantic._plain_matrix(mind, model, tag, kinds, vectors.span(mind, kinds, 100))
+            assert (made is not None) is plain_serves
+            monkeypatch.setattr(semantic, "_memo", [])
+            monkeypatch.setattr(semantic, "_plain_memo", [])
+            assert semantic.nearest(mind, "do I have a dog", kinds, 5) is not None
+            assert bool(semantic._memo) is not plain_serves  # the numpy path's memo
+            assert bool(semantic._plain_memo) is plain_serves
+
+
+def test_a_long_lived_process_turns_to_numpy_once_the_plain_path_has_cost_its_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The REPL and ``pmm run`` recall every turn: the plain path's cost adds up, numpy's
+    start is paid once (then its memo makes a turn a few ms). Past PLAIN_PROCESS_US of plain
+    cost in the process, numpy serves every later turn."""
+    monkeypatch.setenv("PMM_SEMANTIC", "1")
+    path = _mind(tmp_path, [f"note {n}: I adopted a puppy and walked it {n} times" for n in range(100)])
+    kinds = (ev.OBSERVATION_RECORDED.name,)
+    monkeypatch.setattr(semantic, "_memo", [])
+    turns = []
+    with Ledger.open(path, write=True) as mind:
+        for _ in range(200):
+            found = semantic.nearest(mind, "do I have a dog", kinds, ranking.CANDIDATES)
+            assert found
+            turns.append(bool(semantic._memo))
+            if semantic._memo:
+                break
+    assert turns[0] is False  # the plain path served the first turns
+    assert turns[-1] is True, "numpy never took over"
+    assert semantic._plain_spent[0] >= semantic.PLAIN_PROCESS_US
+    assert 10 < len(turns) < 100
+
+
+def test_only_short_segments_are_memoised_and_the_pair_memo_is_bounded(
+        tokenizer: Any, tables: bpe.Tables, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 4,000-character segment (digits, unspaced CJK, base64) memoised costs ~40 KB and is
+    rarely seen again: only segments under WORD_MEMO_CHARS are kept, as ``tokenizers`` keeps
+    its words; the memo of pair lookups starts again past PAIRS_KEPT."""
+    monkeypatch.setattr(bpe, "PAIRS_KEPT", 500)
+    tables._pairs.clear()
+    texts = ["1234567890" * 400, "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(4000)),
+             "short words stay " * 20]
+    for text in texts:
+        assert tables.encode(text) == _ids(tokenizer, [text])[0]
+    assert tables._words and all(len(segment) < bpe.WORD_MEMO_CHARS for segment in tables._words)
+    assert "▁short" in tables._words
+    assert 0 < len(tables._pairs) <= 500
+
+
+def _forge(path: Path, mutate: Any) -> None:
+    """The cache file at ``path`` with its header changed by ``mutate`` (the header's JSON
+    -> bytes) and its CRC computed again: only the header's fields are wrong."""
+    import zlib
+
+    data = path.read_bytes()
+    length = int.from_bytes(data[8:12], "little")
+    head = mutate(data[12:12 + length])
+    body = data[:8] + len(head).to_bytes(4, "little") + head + data[12 + length:-4]
+    path.write_bytes(body + zlib.crc32(body).to_bytes(4, "little"))
+
+
+def _field(key: str, value: Any) -> Any:
+    def mutate(head: bytes) -> bytes:
+        fields = json.loads(head)
+        fields[key] = value(fields[key]) if callable(value) else value
+        return json.dumps(fields, sort_keys=True).encode()
+    return mutate
+
+
+def test_a_cache_whose_header_is_wrong_is_built_again(tmp_path: Path, tables: bpe.Tables) -> None:
+    """A header with a sound CRC but wrong fields (an empty special token matches everywhere;
+    an id that is not an int, or past the vocabulary; counts that are not counts; JSON nested
+    past Python's recursion limit) is a damaged cache: built again, and the file replaced."""
+    source, cache = _source(tmp_path), tmp_path / "cache"
+    text = "a dog <s> I adopted a puppy"
+    want = tables.encode(text)
+    assert bpe.load(source, "1", cache).encode(text) == want
+    made = bpe.cache_path(cache, source, "1")
+    good = made.read_bytes()
+    forgeries = [_field("special", lambda s: {**s, "": 5}), _field("special", lambda s: {**s, "a": "x"}),
+                 _field("special", lambda s: {**s, "zz": 10**9}), _field("special", lambda s: {**s, "zz": True}),
+                 _field("special", []), _field("vocab_size", "32000"), _field("vocab_size", 5),
+                 _field("chars", -1), _field("merges", 1.5), _field("segments", "yes"),
+                 lambda head: b"[" * 100_000 + b"]" * 100_000]
+    for forge in forgeries:
+        made.write_bytes(good)
+        _forge(made, forge)
+        assert bpe.load(source, "1", cache).encode(text) == want
+        assert made.read_bytes() == good  # the rebuilt file replaced the forged one

@@ -15,8 +15,8 @@ The algorithm is the one of ``tokenizers``' BPE model (``merge_word`` and ``Word
 special tokens are split out of the raw text first; each other piece is normalised (``▁``
 prepended, spaces replaced by ``▁``) and is one word (no pre-tokenizer); a character not in
 the vocabulary becomes its UTF-8 bytes' tokens; then the pair of lowest merge rank is merged,
-leftmost first, until none is left. tests/test_semantic_tokenizer_equals_tokenizers.py holds
-it to ``tokenizers`` on every dev-conversation turn and on generated text.
+leftmost first, until none is left. tests/test_semantic_plain_path_equals_numpy.py holds it
+to ``tokenizers`` on every dev-conversation turn and on generated text.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import zlib
 from array import array
 from bisect import bisect_left
 from pathlib import Path
+from typing import TypeGuard
 
 FORMAT = 3
 MAGIC = b"PMM-BPE\n"
@@ -47,6 +48,9 @@ LIMIT = 1 << PAIR_BITS
 SEGMENT = re.compile(f"{WORD_SPACE}+[^{WORD_SPACE}]*|[^{WORD_SPACE}]+")
 JOINS_SPACE = re.compile(f"[^{WORD_SPACE}]{WORD_SPACE}")
 WORDS_KEPT = 50_000
+WORD_MEMO_CHARS = 256  # only shorter segments are memoised, as ``tokenizers`` (MAX_LENGTH): a
+# long one (unspaced CJK, base64, digits) is rarely seen twice and costs ~10 bytes a character
+PAIRS_KEPT = 100_000  # lookups memoised (~100 bytes each); the memo starts again past it
 
 
 class Unsupported(ValueError):
@@ -80,6 +84,8 @@ class Tables:
         if found is None:
             at = bisect_left(self.keys, key)
             found = self.values[at] if at < len(self.keys) and self.keys[at] == key else -1
+            if len(self._pairs) >= PAIRS_KEPT:
+                self._pairs.clear()
             self._pairs[key] = found
         return found
 
@@ -107,6 +113,9 @@ class Tables:
             return
         words = self._words
         for segment in SEGMENT.findall(word):
+            if len(segment) >= WORD_MEMO_CHARS:
+                out.extend(self._bpe(segment))
+                continue
             found = words.get(segment)
             if found is None:
                 if len(words) >= WORDS_KEPT:
@@ -275,7 +284,11 @@ def _parse(data: bytes, header: dict[str, object]) -> Tables:
     if not isinstance(head, dict) or any(head.get(k) != v for k, v in header.items()):
         raise ValueError("a tokenizer cache of another file")
     at += length
-    n_chars, n_merges = int(head["chars"]), int(head["merges"])
+    vocab_size, n_chars, n_merges, special = (head.get(k) for k in ("vocab_size", "chars", "merges", "special"))
+    if not (_count(vocab_size) and 0 < vocab_size <= LIMIT and _count(n_chars) and _count(n_merges)
+            and isinstance(head.get("segments"), bool) and isinstance(special, dict)
+            and all(isinstance(t, str) and t and _count(i) and i < vocab_size for t, i in special.items())):
+        raise ValueError("tokenizer cache header")
     chars = str(view[at:at + 4 * n_chars], "utf-32-le")
     at += 4 * n_chars
     sizes = (n_chars, 256, n_merges, n_merges)
@@ -292,11 +305,15 @@ def _parse(data: bytes, header: dict[str, object]) -> Tables:
     if at != len(body) or len(chars) != n_chars:
         raise ValueError("tokenizer cache of the wrong size")
     ids, byte_ids, keys, values = arrays
-    special = head["special"]
-    if not isinstance(special, dict):
-        raise ValueError("tokenizer cache header")
+    if max(ids, default=0) >= vocab_size or max(byte_ids) >= vocab_size:
+        raise ValueError("tokenizer cache ids")  # (a merge's id is clipped where it is used)
     return Tables(dict(zip(chars, ids, strict=True)), byte_ids.tolist(), special, keys, values,
-                  int(head["vocab_size"]), head["segments"] is True)
+                  vocab_size, head["segments"])
+
+
+def _count(value: object) -> TypeGuard[int]:
+    """Whether a header field is a count: an int (not a bool) >= 0."""
+    return type(value) is int and value >= 0
 
 
 def load(source: Path, version: str, cache_dir: Path | None) -> Tables:
@@ -308,8 +325,8 @@ def load(source: Path, version: str, cache_dir: Path | None) -> Tables:
     if path is not None:
         try:
             return _parse(path.read_bytes(), header)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # missing, damaged or stale: built again below
+        except Exception:  # missing, damaged, stale, forged (any failure): built again below,
+            pass  # and the rebuilt file replaces it
     raw = source.read_bytes()
     tables = build(json.loads(raw))
     if path is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from pmm.services import bpe
 
 DIM = 256
+MAX_CHARS = 4_000  # of a text embedded, as pmm.services.semantic clips it (a test holds them equal)
 NORM_SLACK = 0.02  # as pmm.services.semantic checks a stored vector
 HALF = struct.Struct(f"<{DIM}e")  # one stored vector: DIM float16, little-endian
 ZERO = (0.0,) * DIM
@@ -53,25 +54,30 @@ class Model:
         token = min(max(token, 0), self._rows - 1)  # as the numpy path clips ids
         return HALF.unpack_from(self._map, self._offset + token * HALF.size)
 
+    def tokens(self, text: str) -> list[int]:
+        """The ids of ``text`` as embedded: its first ``MAX_CHARS`` characters, as the numpy
+        path clips it (so both rank alike, and a text's cost is bounded). TypeError for text
+        that is not valid Unicode, as ``tokenizers`` refuses it."""
+        return self.tables.encode(text[:MAX_CHARS])
+
+    def pool(self, ids: Sequence[int]) -> Vector:
+        """The unit vector of a text's ids (zeros for a text with no token), the numpy path's
+        bit for bit: its float32 arithmetic done in doubles, each result rounded to float32
+        (exact: a double holds any sum, product, quotient or root of two float32 values
+        correctly rounded to float32), in its order (tokens summed one after another, the
+        squares of the norm pairwise as numpy sums them)."""
+        if not ids:
+            return ZERO
+        summed = _f32(self._row(ids[0]))
+        for token in ids[1:]:
+            summed = _f32(map(add, summed, self._row(token)))
+        count = len(ids)
+        return _unit32(_f32([value / count for value in summed]))
+
     def embed(self, texts: Sequence[str]) -> list[Vector]:
-        """One unit vector per text (zeros for a text with no token), the numpy path's bit for
-        bit: its float32 arithmetic done in doubles, each result rounded to float32 (exact:
-        a double holds any sum, product, quotient or root of two float32 values correctly
-        rounded to float32), in its order (tokens summed one after another, the squares of
-        the norm pairwise as numpy sums). TypeError for text that is not valid Unicode, as
-        ``tokenizers`` refuses it."""
-        made: list[Vector] = []
-        for text in texts:
-            ids = self.tables.encode(text)
-            if not ids:
-                made.append(ZERO)
-                continue
-            summed = _f32(self._row(ids[0]))
-            for token in ids[1:]:
-                summed = _f32(map(add, summed, self._row(token)))
-            count = len(ids)
-            made.append(_unit32(_f32([value / count for value in summed])))
-        return made
+        """One unit vector per whole text (not clipped: the package's ``embed``, and
+        ``semantic._Model.embed``'s, bit for bit); recall embeds ``pool(tokens(text))``."""
+        return [self.pool(self.tables.encode(text)) for text in texts]
 
 
 def _f32(values: Iterable[float]) -> array[float]:
@@ -144,17 +150,28 @@ def sound(blob: bytes) -> tuple[float, ...] | None:
     return None
 
 
-def query(model: Model, text: str, weights: Mapping[str, float] | None) -> Vector:
+def query_tokens(model: Model, text: str, weights: Mapping[str, float] | None) -> list[list[int]]:
+    """The ids ``query`` embeds: ``text``'s, or those of each of ``weights``' words (each
+    clipped to ``MAX_CHARS``, as the numpy path clips them): known before the cost is."""
+    if not weights:
+        return [model.tokens(text)]
+    return [model.tokens(word) for word in weights]
+
+
+def query(model: Model, text: str, weights: Mapping[str, float] | None,
+          tokens: Sequence[Sequence[int]] | None = None) -> Vector:
     """The unit vector to compare events with: ``text``'s, or the weighted sum of the unit
     vectors of ``weights``' words (zeros when the model knows none of them), in doubles, in
-    the order the numpy path's ``_query`` sums and normalises them (the same bits)."""
+    the order the numpy path's ``_query`` sums and normalises them (the same bits).
+    ``tokens``: ``query_tokens``' answer, when the caller has it."""
+    if tokens is None:
+        tokens = query_tokens(model, text, weights)
     if not weights:
-        return model.embed([text])[0]
-    words = list(weights)
+        return model.pool(tokens[0])
     summed: Vector = [0.0] * DIM
-    for word, vector in zip(words, model.embed(words), strict=True):
+    for word, ids in zip(weights, tokens, strict=True):
         weight = weights[word]
-        summed = [total + weight * value for total, value in zip(summed, vector, strict=True)]
+        summed = [total + weight * value for total, value in zip(summed, model.pool(ids), strict=True)]
     norm = math.sqrt(pairwise(list(map(mul, summed, summed))))
     if norm == 0.0 or not math.isfinite(norm):
         return ZERO

@@ -62,12 +62,20 @@ MAX_CHARS = 4_000  # of an event embedded: the tokenizer pads a batch to its lon
 BATCH = 32
 # The plain-Python path (pmm.services.plain_vectors) serves a span while its estimated CPU cost
 # is under what the numpy path's start costs (importing numpy, loading ``tokenizers``' file:
-# ~150 ms on the 2-core machine): ~35 us per stored vector (read, checked, scored) and ~16 us
-# per character of text it must embed (measured there: bench/bench_semantic_paths.py).
+# ~150 ms on the 2-core machine): ~35 us per stored vector (read, checked, scored) and ~40 us
+# per token of text it must embed, the query's too (measured there:
+# bench/bench_semantic_paths.py; by tokens, not characters: a character of CJK or emoji is
+# several tokens, of English a quarter of one). The texts are tokenized first (under a
+# microsecond a token) to know that cost.
 PLAIN_BUDGET_US = 140_000
 PLAIN_VECTOR_US = 35
-PLAIN_CHAR_US = 16
+PLAIN_TOKEN_US = 40
 PLAIN_SPAN = PLAIN_BUDGET_US // PLAIN_VECTOR_US  # 4,000 events
+# A long-lived process (the REPL, ``pmm run``) pays the plain path's cost every turn, numpy's
+# start once (its memo then makes a turn a few ms): once the plain path's estimated cost in
+# this process passes numpy's start, numpy serves it from then on.
+PLAIN_PROCESS_US = 150_000
+_plain_spent = [0]  # estimated microseconds spent on the plain path in this process
 
 
 TOKENIZER = "tokenizers/l2_supercat_tokenizer_config.json"
@@ -206,11 +214,12 @@ def _plain_nearest(mind: Ledger, model: plain_vectors.Model, tag: str, text: str
     (``PLAIN_BUDGET_US``): the numpy path then does it all."""
     from pmm.services import plain_vectors
 
-    made = _plain_matrix(mind, model, tag, kinds, in_span)
+    asked = plain_vectors.query_tokens(model, text, weights)
+    made = _plain_matrix(mind, model, tag, kinds, in_span, sum(map(len, asked)))
     if made is None:
         return None
     ids, matrix = made
-    query = plain_vectors.query(model, text, weights)
+    query = plain_vectors.query(model, text, weights, asked)
     if limit <= 0 or not ids or not any(query):
         return []
     best = plain_vectors.rank(ids, matrix, query, limit)
@@ -219,9 +228,12 @@ def _plain_nearest(mind: Ledger, model: plain_vectors.Model, tag: str, text: str
 
 
 def _plain_matrix(mind: Ledger, model: plain_vectors.Model, tag: str, kinds: tuple[str, ...],
-                  in_span: list[int]) -> tuple[list[int], list[plain_vectors.Vector]] | None:
+                  in_span: list[int], asked: int = 0
+                  ) -> tuple[list[int], list[plain_vectors.Vector]] | None:
     """``_matrix`` in plain Python: the span's ids (ascending) and their vectors (as stored:
-    float16 values), the missing ones computed and, by a writer, stored."""
+    float16 values), the missing ones computed and, by a writer, stored; None when that and
+    embedding the query's ``asked`` tokens would cost more than ``PLAIN_BUDGET_US`` (the
+    estimate is added to ``_plain_spent`` otherwise)."""
     from pmm.services import plain_vectors
     ids = in_span[::-1]
     rows: dict[int, plain_vectors.Vector] = {}
@@ -236,12 +248,14 @@ def _plain_matrix(mind: Ledger, model: plain_vectors.Model, tag: str, kinds: tup
             if found in wanted and (row := plain_vectors.sound(blob)) is not None:
                 rows[found] = row
     todo = [i for i in ids if i not in rows]
+    texts = vectors.texts(mind, todo) if todo else {}
+    tokens = [model.tokens(texts.get(i, "")) for i in todo]
+    cost = len(ids) * PLAIN_VECTOR_US + (asked + sum(map(len, tokens))) * PLAIN_TOKEN_US
+    if cost > PLAIN_BUDGET_US:
+        return None
+    _plain_spent[0] += cost
     if todo:
-        texts = vectors.texts(mind, todo)
-        clipped = [texts.get(i, "")[:MAX_CHARS] for i in todo]
-        if len(ids) * PLAIN_VECTOR_US + sum(map(len, clipped)) * PLAIN_CHAR_US > PLAIN_BUDGET_US:
-            return None
-        blobs = [plain_vectors.half(v) for v in model.embed(clipped)]
+        blobs = [plain_vectors.half(model.pool(t)) for t in tokens]
         for i, blob in zip(todo, blobs, strict=True):
             rows[i] = plain_vectors.HALF.unpack(blob)  # as stored: the same ranking cached or not
         if mind.writable and not vectors.store(mind, tag, list(zip(todo, blobs, strict=True)),
@@ -341,7 +355,8 @@ def nearest(mind: Ledger, text: str, kinds: Iterable[str], limit: int,
         return None
     kinds = tuple(kinds)
     in_span = vectors.span(mind, kinds, span)
-    if len(in_span) <= PLAIN_SPAN and (plain := _load_plain()) is not None:
+    if len(in_span) <= PLAIN_SPAN and _plain_spent[0] < PLAIN_PROCESS_US \
+            and (plain := _load_plain()) is not None:
         try:
             found = _plain_nearest(mind, plain[0], plain[1], text, kinds, in_span, limit, weights)
         except (ValueError, TypeError, MemoryError):  # the model refusing a text: rank by BM25
