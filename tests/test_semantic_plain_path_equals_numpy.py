@@ -421,3 +421,26 @@ def test_a_cache_whose_header_is_wrong_is_built_again(tmp_path: Path, tables: bp
         _forge(made, forge)
         assert bpe.load(source, "1", cache).encode(text) == want
         assert made.read_bytes() == good  # the rebuilt file replaced the forged one
+
+
+def test_both_paths_keep_and_refuse_the_same_stored_vectors() -> None:
+    """A stored vector whose norm is at the edge of NORM_SLACK is kept by both paths or
+    computed again by both (one check: the squared norm in float64, summed alike), as are
+    NaNs, infinities and zeros."""
+    import numpy as np
+
+    rng = np.random.default_rng(15)
+    blobs = [bytes(semantic.VECTOR_BYTES)]
+    for edge in (1.0 + plain_vectors.NORM_SLACK, 1.0 - plain_vectors.NORM_SLACK):
+        for _ in range(3000):  # within 3e-6 of the edge: a float32 norm (or float32(0.02))
+            unit = rng.standard_normal(semantic.DIM)  # put 5 of these on the other side
+            unit /= np.linalg.norm(unit)
+            blobs.append((unit * (edge + rng.uniform(-3e-6, 3e-6))).astype("<f2").tobytes())
+    for bad in (np.nan, np.inf, -np.inf):
+        row = np.full(semantic.DIM, 1 / 16, dtype="<f2")
+        row[7] = bad
+        blobs.append(row.tobytes())
+    block = np.frombuffer(b"".join(blobs), dtype="<f2").reshape(-1, semantic.DIM).astype(np.float32)
+    plain = [plain_vectors.sound(blob) is not None for blob in blobs]
+    assert semantic._sound(block).tolist() == plain
+    assert plain[0] and not any(plain[-3:]) and 1000 < sum(plain) < len(blobs) - 1000  # both sides

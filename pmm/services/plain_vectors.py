@@ -140,11 +140,12 @@ def half(vector: Vector) -> bytes:
 
 
 def sound(blob: bytes) -> tuple[float, ...] | None:
-    """A stored vector's values when it is one recall can use: finite and of unit length (or
-    all zeros: a text with no known word); None otherwise. The length check is the numpy
-    path's (``NORM_SLACK``); a NaN or an infinity makes the squared norm fail it too."""
+    """A stored vector's values when it is one recall can use: finite and of unit length
+    within ``NORM_SLACK`` (or all zeros: a text with no known word); None otherwise. The numpy
+    path's check (``semantic._sound``) to the last bit: the squares (exact) summed as numpy
+    sums them in float64; a NaN or an infinity makes the squared norm fail it."""
     row = HALF.unpack(blob)
-    squared = sum(map(mul, row, row))
+    squared = pairwise(list(map(mul, row, row)))
     if squared == 0.0 or abs(math.sqrt(squared) - 1.0) <= NORM_SLACK:
         return row
     return None

@@ -457,10 +457,7 @@ def _matrix(mind: Ledger, model: Any, tag: str, kinds: tuple[str, ...],
             found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
             block = np.frombuffer(b"".join([row[1] for row in rows]), dtype="<f2")
             block = block.reshape(-1, DIM).astype(np.float32)
-            with np.errstate(invalid="ignore", over="ignore"):
-                norms = np.linalg.norm(block, axis=1)
-                sound = np.isfinite(block).all(axis=1) & (
-                    (np.abs(norms - 1.0) <= NORM_SLACK) | (norms == 0.0))
+            sound = _sound(block)
             if not sound.all():
                 found, block = found[sound], block[sound]
             matrix = _take(found, block, ids, matrix, good)
@@ -477,6 +474,21 @@ def _matrix(mind: Ledger, model: Any, tag: str, kinds: tuple[str, ...],
             return ids, matrix
     _memo[:] = [_Memo(mind.conn, vectors.data_version(mind), (tag, kinds), ids, matrix)]
     return ids, matrix
+
+
+def _sound(block: np.ndarray) -> np.ndarray:
+    """Which rows of stored vectors (float16 values, widened) recall can use, as
+    ``plain_vectors.sound`` decides it, to the last bit: finite and of unit length within
+    ``NORM_SLACK`` (or all zeros), the squared norm summed in float64 (each square of a
+    float16 exact), pairwise (numpy's sum along a row, which ``plain_vectors.pairwise``
+    emulates); a NaN or an infinity fails it."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        squared = np.square(block, dtype=np.float64).sum(axis=1)
+        sound: np.ndarray = np.isfinite(block).all(axis=1) & (
+            (squared == 0.0) | (np.abs(np.sqrt(squared) - 1.0) <= NORM_SLACK))
+    return sound
 
 
 def _take(source_ids: np.ndarray, source: np.ndarray, ids: np.ndarray,
