@@ -332,6 +332,7 @@ def test_the_plain_paths_cost_is_counted_in_tokens(tmp_path: Path, monkeypatch: 
     english = "I adopted a puppy last week and we walk in the park every day. " * 70
     for long, plain_serves in ((cjk, False), (english, True)):
         path = _mind(tmp_path / str(plain_serves), [long[:4000], long[1:4001], "the stock market fell"])
+        monkeypatch.setattr(semantic, "_plain_spent", [0])  # as a fresh process
         with Ledger.open(path) as mind:
             made = semantic._plain_matrix(mind, model, tag, kinds, vectors.span(mind, kinds, 100))
             assert (made is not None) is plain_serves
@@ -340,6 +341,8 @@ def test_the_plain_paths_cost_is_counted_in_tokens(tmp_path: Path, monkeypatch: 
             assert semantic.nearest(mind, "do I have a dog", kinds, 5) is not None
             assert bool(semantic._memo) is not plain_serves  # the numpy path's memo
             assert bool(semantic._plain_memo) is plain_serves
+            # declined, the plain path leaves later turns to numpy, whose start is now paid
+            assert (semantic._plain_spent[0] >= semantic.PLAIN_PROCESS_US) is not plain_serves
 
 
 def test_a_long_lived_process_turns_to_numpy_once_the_plain_path_has_cost_its_start(

@@ -248,11 +248,16 @@ def _plain_matrix(mind: Ledger, model: plain_vectors.Model, tag: str, kinds: tup
             if found in wanted and (row := plain_vectors.sound(blob)) is not None:
                 rows[found] = row
     todo = [i for i in ids if i not in rows]
-    texts = vectors.texts(mind, todo) if todo else {}
-    tokens = [model.tokens(texts.get(i, "")) for i in todo]
-    cost = len(ids) * PLAIN_VECTOR_US + (asked + sum(map(len, tokens))) * PLAIN_TOKEN_US
+    cost = len(ids) * PLAIN_VECTOR_US + asked * PLAIN_TOKEN_US
     if cost > PLAIN_BUDGET_US:
         return None
+    texts = vectors.texts(mind, todo) if todo else {}
+    tokens = []
+    for i in todo:  # tokenized one by one: a span that will not pay is given up early
+        tokens.append(model.tokens(texts.get(i, "")))
+        cost += len(tokens[-1]) * PLAIN_TOKEN_US
+        if cost > PLAIN_BUDGET_US:
+            return None
     _plain_spent[0] += cost
     if todo:
         blobs = [plain_vectors.half(model.pool(t)) for t in tokens]
@@ -363,6 +368,7 @@ def nearest(mind: Ledger, text: str, kinds: Iterable[str], limit: int,
             return None
         if found is not None:
             return found
+        _plain_spent[0] = max(_plain_spent[0], PLAIN_PROCESS_US)  # numpy's start is paid now
     loaded = _load()
     if loaded is None:
         return None
