@@ -338,6 +338,7 @@ def test_the_plain_paths_cost_is_counted_in_tokens(tmp_path: Path, monkeypatch: 
             assert (made is not None) is plain_serves
             monkeypatch.setattr(semantic, "_memo", [])
             monkeypatch.setattr(semantic, "_plain_memo", [])
+            monkeypatch.setattr(semantic, "_plain_spent", [0])
             assert semantic.nearest(mind, "do I have a dog", kinds, 5) is not None
             assert bool(semantic._memo) is not plain_serves  # the numpy path's memo
             assert bool(semantic._plain_memo) is plain_serves
