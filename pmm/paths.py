@@ -57,6 +57,15 @@ def resolve_mind(option: Path | None) -> Path:
     return default_mind_path()
 
 
+def cache_dir() -> Path:
+    """The user cache dir (``$XDG_CACHE_HOME/pmm`` on Linux): files pmm can always make again."""
+    if (found := _xdg("XDG_CACHE_HOME", ".cache")) is not None:
+        return found
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("pmm"))
+
+
 def state_dir() -> Path:
     """The user state dir (``$XDG_STATE_HOME/pmm`` on Linux): the witness, the cache key."""
     if (found := _xdg("XDG_STATE_HOME", ".local/state")) is not None:

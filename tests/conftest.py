@@ -25,6 +25,10 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # Semantic recall loads WordLlama (~0.5 s) in every process that recalls: off unless a test
     # module is about it (those set PMM_SEMANTIC=1 themselves).
     monkeypatch.setenv("PMM_SEMANTIC", "0")
+    # Each test starts as a fresh process would: no plain-path cost spent yet (past
+    # semantic.PLAIN_PROCESS_US a process recalls through numpy from then on).
+    if (semantic := sys.modules.get("pmm.services.semantic")) is not None:
+        monkeypatch.setattr(semantic, "_plain_spent", [0], raising=False)
     # A backup's scrypt at the default 2^18 costs about a second idle and tens of seconds on a
     # busy machine, twice per backup test; the format is the same at any factor
     # (tests/test_backups_open_anywhere.py checks the default and the limits).

@@ -3,8 +3,8 @@ model on this machine does only what it needs. Checked by what it imports, loads
 (bench/bench_startup.py measures the time):
 
 - semantic recall reads WordLlama's files itself: neither the ``wordllama`` package nor its
-  dependencies (pydantic, toml, requests, safetensors) nor importlib.metadata; with
-  PMM_SEMANTIC=0 not numpy or tokenizers either;
+  dependencies (pydantic, toml, requests, safetensors) nor importlib.metadata; and on a small
+  mind not numpy or tokenizers either (pmm.services.plain_vectors and bpe do its work);
 - plain HTTP loads no certificate roots (tests/test_tls_roots_are_loaded_only_for_tls.py);
 - nothing of the REPL, of rich output or of httpx's own command line;
 - the conversation rule (pmm.domain.dynamics) compiles only the patterns the answer reaches;
@@ -90,9 +90,9 @@ def test_a_turn_imports_only_what_it_uses(tmp_path: Path, server: FakeServer, se
     run = _turn(tmp_path, server, semantic)
     loaded = set(run["modules"])
     assert "httpx" in loaded and "pmm.services.chat" in loaded  # it did talk to the model
-    if semantic == "1":
-        assert {"numpy", "tokenizers"} <= loaded  # ... and recalled by meaning
-    banned = NEVER + (WITHOUT_SEMANTIC if semantic == "0" else [])
+    if semantic == "1":  # ... and recalled by meaning, in plain Python on a mind this small
+        assert "pmm.services.plain_vectors" in loaded
+    banned = NEVER + WITHOUT_SEMANTIC
     assert [m for m in banned if m in loaded] == []
     assert run["roots"] == 0  # plain HTTP: no certificate roots loaded
 

@@ -432,3 +432,41 @@ def test_help_lists_commands_without_building_them_and_says_the_same() -> None:
     assert built == sorted(g[0] for g in groups if g)  # only the groups asked for, no command
     assert "Commands:" in lazy[0] and "reflections" in lazy[0]
     assert lazy == whole
+
+
+@pytest.fixture(scope="module")
+def small_mind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A small mind as bench/bench_startup.py makes it (about 40 events: notes, and a chat turn
+    every tenth), talking to a loopback model, with semantic recall on (as installed)."""
+    from provider_servers import FakeServer
+
+    home = tmp_path_factory.mktemp("small")
+    env = {"PMM_MIND": str(home / "mind.db"), "XDG_STATE_HOME": str(home / "state"),
+           "XDG_DATA_HOME": str(home / "data"), "XDG_CONFIG_HOME": str(home / "config"),
+           "XDG_CACHE_HOME": str(home / "cache"), "HOME": str(home), "PMM_SEMANTIC": "1"}
+    with FakeServer("openai", text="A short answer.") as server:
+        steps = [["init", "--name", "Bench"],
+                 ["model", "add", "loop", "openai-compatible:test-model", "--base-url", server.url, "--use"],
+                 ["model", "trust", "loop"]]
+        for i in range(18):
+            steps.append(["remember", f"note {i}: the garden needs water in the morning"])
+            if i % 10 == 0:
+                steps.append(["chat", "-m", f"question {i}?"])
+        for step in steps:
+            made = subprocess.run([sys.executable, "-m", "pmm", "-q", *step], capture_output=True,
+                                  env={**env, "PATH": "/usr/bin:/bin"})
+            assert made.returncode == 0, made.stderr
+        yield env
+
+
+@pytest.mark.parametrize("args", [["chat", "-m", "Do I water the garden?"], ["recall", "Do I water the garden?"]])
+def test_recall_by_meaning_on_a_small_mind_imports_neither_numpy_nor_tokenizers(
+        small_mind: dict[str, str], args: list[str]) -> None:
+    """numpy's import (45-90 ms) and tokenizers' load of WordLlama's tokenizer (70-90 ms, the
+    GIL held) cost more than a small mind's whole turn: below the plain path's span
+    (pmm.services.semantic.PLAIN_SPAN) recall by meaning imports neither."""
+    loaded = modules_after(args, "pmm.cli.entry", small_mind)
+    assert {"pmm.services.semantic", "pmm.services.plain_vectors", "sqlite3"} <= loaded  # it recalled
+    allowed = {"httpx"} if args[0] == "chat" else set()  # a turn talks to its model
+    assert not [m for m in ("numpy", "tokenizers", "wordllama", *NOT_AT_START) if m in loaded
+                and m not in allowed], f"pmm {args[0]} imported heavy modules"

