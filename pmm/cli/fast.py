@@ -225,11 +225,11 @@ def prepare(args: list[str]) -> Prepared | None:
 def _prepare(args: list[str]) -> Prepared:
     if "_PMM_COMPLETE" in os.environ:  # click's shell-completion protocol: Typer answers it
         raise _NotHere
-    words = iter(enumerate(args))
-    mind, quiet, name = _globals(args, words, None)
+    words = iter(args)
+    mind, quiet, name = _globals(words)
     path: tuple[str, ...] = (name,)
     if name in _GROUPS:  # pmm GROUP [--mind X] [-q] COMMAND: the group's --mind wins over pmm's
-        inner, quiet_too, sub = _globals(args, words, None)
+        inner, quiet_too, sub = _globals(words)
         mind, quiet, path = inner or mind, quiet or quiet_too, (name, sub)
     if path not in FAST:
         raise _NotHere
@@ -238,20 +238,20 @@ def _prepare(args: list[str]) -> Prepared:
     declared = params(func)
     if declared is None:
         raise _NotHere
-    values = _read(declared, args, words)
+    values = _read(declared, words)
     quiet = values.pop("-q", False) or quiet
     return Prepared(" ".join(("pmm", *path)), func, values, mind, quiet)
 
 
-def _globals(args: list[str], words: Iterator[tuple[int, str]],
-             mind: Path | None) -> tuple[Path | None, bool, str]:
+def _globals(words: Iterator[str]) -> tuple[Path | None, bool, str]:
     """pmm's (or a group's) ``--mind`` and ``-q`` before the next command word, and that word."""
+    mind: Path | None = None
     quiet = given = False
-    for at, word in words:
+    for word in words:
         if word in ("-q", "--quiet") and not quiet:
             quiet = True
         elif word.startswith("--mind") and not given:
-            mind, given = _path_of(_value(word, "--mind", args, at, words)), True
+            mind, given = _path_of(_value(word, "--mind", words)), True
         elif word.startswith("-"):
             raise _NotHere
         else:
@@ -266,19 +266,19 @@ def _path_of(value: str) -> Path:
         raise _NotHere from None
 
 
-def _value(word: str, name: str, args: list[str], at: int, words: Iterator[tuple[int, str]]) -> str:
+def _value(word: str, name: str, words: Iterator[str]) -> str:
     """The value of the option ``word`` (``--name=VALUE``, or ``--name`` and the next word)."""
     if word == name:
         nxt = next(words, None)
-        if nxt is None or (nxt[1].startswith("-") and nxt[1] != "-"):
+        if nxt is None or (nxt.startswith("-") and nxt != "-"):
             raise _NotHere  # missing, or what may be meant as an option: Typer says which
-        return nxt[1]
+        return nxt
     if word.startswith(name + "=") and name.startswith("--"):
         return word[len(name) + 1:]
     raise _NotHere
 
 
-def _read(declared: list[Param], args: list[str], words: Iterator[tuple[int, str]]) -> dict[str, Any]:
+def _read(declared: list[Param], words: Iterator[str]) -> dict[str, Any]:
     """The command's values from the words after its name, as Typer would pass them."""
     by_name: dict[str, tuple[Param, bool]] = {}
     for param in declared:
@@ -288,7 +288,7 @@ def _read(declared: list[Param], args: list[str], words: Iterator[tuple[int, str
         raise _NotHere  # a command's own -q: not pmm's --quiet
     positional = [p for p in declared if not p.option and not isinstance(p.default, Context)]
     values: dict[str, Any] = {}
-    for at, word in words:
+    for word in words:
         if word in ("-q", "--quiet"):  # pmm's --quiet, accepted after any command
             if "-q" in values:
                 raise _NotHere
@@ -306,9 +306,9 @@ def _read(declared: list[Param], args: list[str], words: Iterator[tuple[int, str
                     raise _NotHere
                 values[param.name] = on
             elif param.many:
-                values.setdefault(param.name, []).append(_converted(param, _value(word, key, args, at, words)))
+                values.setdefault(param.name, []).append(_converted(param, _value(word, key, words)))
             else:
-                values[param.name] = _converted(param, _value(word, key, args, at, words))
+                values[param.name] = _converted(param, _value(word, key, words))
             continue
         if not positional:
             raise _NotHere  # an extra argument
