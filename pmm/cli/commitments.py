@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Optional
 
 from pmm.cli import output
-from pmm.cli.declare import Argument, Option
+from pmm.cli.declare import Argument, Option, add_group
 from pmm.cli.options import MAX_ID, AsOfOpt, JsonOpt, MindOpt, mind_path
 
 if TYPE_CHECKING:
@@ -15,18 +15,8 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer) -> None:
-    import typer
-
-    commitments_app = typer.Typer(
-        rich_markup_mode=None,
-        name="commitments", no_args_is_help=True,
-        help="What the mind has committed to: list, open, close with evidence, reopen, drop.")
-    commitments_app.command("list")(list_)
-    commitments_app.command("open")(open_)
-    commitments_app.command("close")(close)
-    commitments_app.command("reopen")(reopen)
-    commitments_app.command("drop")(drop)
-    app.add_typer(commitments_app)
+    add_group(app, "commitments", "What the mind has committed to: list, open, close with evidence, reopen, drop.",
+              {"list": list_, "open": open_, "close": close, "reopen": reopen, "drop": drop})
 
 
 def list_(

@@ -112,3 +112,14 @@ def ready_app(app: Any) -> None:
         ready_info(group)
         if group.typer_instance is not None:
             ready_app(group.typer_instance)
+
+
+def add_group(app: Any, name: str, help: str, commands: Mapping[str, Callable[..., Any]]) -> None:
+    """Add to ``app`` the command group ``name`` with ``commands`` (name -> function), as each
+    group module's ``register`` does: built only then, so the module imports without Typer."""
+    import typer
+
+    group = typer.Typer(rich_markup_mode=None, name=name, no_args_is_help=True, help=help)
+    for command, func in commands.items():
+        group.command(command)(func)
+    app.add_typer(group)

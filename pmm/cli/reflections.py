@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 from pmm.cli import output
-from pmm.cli.declare import Argument, Option
+from pmm.cli.declare import Argument, Option, add_group
 from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path
 
 if TYPE_CHECKING:
@@ -19,16 +19,8 @@ IdArg = Annotated[int, Argument(min=1, max=MAX_ID, help="The reflection's id (it
 
 
 def register(app: typer.Typer) -> None:
-    import typer
-
-    reflections_app = typer.Typer(
-        rich_markup_mode=None,
-        name="reflections", no_args_is_help=True,
-        help="The mind's reflections: list, show one, retract one (the owner overrules the mind).")
-    reflections_app.command("list")(list_)
-    reflections_app.command("show")(show)
-    reflections_app.command("retract")(retract)
-    app.add_typer(reflections_app)
+    add_group(app, "reflections", "The mind's reflections: list, show one, retract one (the owner overrules the mind).",
+              {"list": list_, "show": show, "retract": retract})
 
 
 def list_(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pmm.cli import output
-from pmm.cli.declare import Argument, Option
+from pmm.cli.declare import Argument, Option, add_group
 from pmm.cli.options import MAX_ID, JsonOpt, MindOpt, mind_path, stdin_text
 from pmm.errors import PmmError
 
@@ -18,19 +18,10 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer) -> None:
-    import typer
-
-    persona_app = typer.Typer(
-        rich_markup_mode=None,
-        name="persona", no_args_is_help=True,
-        help="The mind's persona: text always at the head of its prompt (set, show, edit, clear).")
-    persona_app.command("set")(set_)
-    persona_app.command("show")(show)
-    persona_app.command("edit")(edit)
-    persona_app.command("clear")(clear)
     for command in (remember, pins, unpin, rename):
         app.command()(command)
-    app.add_typer(persona_app)
+    add_group(app, "persona", "The mind's persona: text always at the head of its prompt (set, show, edit, clear).",
+              {"set": set_, "show": show, "edit": edit, "clear": clear})
 
 
 def remember(
